@@ -1,0 +1,34 @@
+"""The one error-code enum of the wire, and the exception that carries it.
+
+Every failure that reaches a peer carries an ``ErrorCode``; its string value is
+what travels in an ``error`` reply. Codes are stable: new ones are added,
+existing ones never change meaning.
+"""
+
+import enum
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_REQUEST = "bad_request"  # a field has the wrong type or is out of bounds
+    UNKNOWN_OP = "unknown_op"  # the request's op is not one this server knows
+    NOT_FOUND = "not_found"  # the job (or other object) does not exist
+    STALE_LEASE = "stale_lease"  # the token is not the job's current lease
+    TOO_LARGE = "too_large"  # a frame or a field is over its limit
+    QUEUE_PAUSED = "queue_paused"  # reserved: operations refused on a paused queue
+    UNSUPPORTED_VERSION = "unsupported_version"  # the handshake asked for a version we lack
+    HANDSHAKE_REQUIRED = "handshake_required"  # a request arrived before hello
+    INTERNAL = "internal"  # a bug in the broker; the request was not applied
+
+
+class ProtocolError(Exception):
+    """The peer sent something the protocol does not allow.
+
+    ``fatal`` means the byte stream cannot be resynchronised (a bad length
+    prefix): the connection must be closed after the error is reported.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal

@@ -1,0 +1,49 @@
+"""Every size, count and duration the protocol bounds, with its unit last.
+
+Bounds on message fields are enforced when a frame is decoded (msgspec
+``Meta`` constraints in protocol.messages); the frame limit is enforced by the
+frame decoder before a body is buffered.
+"""
+
+FRAME_HEADER_BYTES = 4
+FRAME_MAX_BYTES = 1024 * 1024  # default limit for a frame body after the handshake
+FRAME_CEILING_BYTES = 16 * 1024 * 1024  # the largest frame limit a broker may be configured with
+HANDSHAKE_FRAME_MAX_BYTES = 4 * 1024  # the hello frame
+
+NAME_MAX_CHARS = 128  # queue names, worker ids
+TYPE_MAX_CHARS = 256  # job type (handler name)
+JOB_ID_MAX_CHARS = 128
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # queue names and client-chosen job ids
+SERVER_ID_PREFIX = "_"  # ids made by the broker start with it; client ids may not
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9.:-][A-Za-z0-9_.:-]*$"
+
+PRIORITY_MIN = 0
+PRIORITY_MAX = 9  # the most urgent
+PRIORITY_DEFAULT = 5
+
+MAX_ATTEMPTS_MIN = 1
+MAX_ATTEMPTS_MAX = 1000
+MAX_ATTEMPTS_DEFAULT = 25
+
+LEASE_TTL_MIN_MS = 1_000
+LEASE_TTL_MAX_MS = 24 * 3600 * 1000
+LEASE_TTL_DEFAULT_MS = 1800 * 1000
+
+RETRY_BASE_MIN_MS = 1
+RETRY_BASE_MAX_MS = 24 * 3600 * 1000
+SCHEDULE_HORIZON_MS = 5 * 365 * 24 * 3600 * 1000  # run_at / delay at most ~5 years ahead
+TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
+
+FETCH_COUNT_MAX = 1000
+FETCH_QUEUES_MAX = 64
+FETCH_WAIT_MAX_MS = 20_000
+PUSH_MANY_MAX = 1000
+ACK_MANY_MAX = 1000
+
+ERROR_TYPE_MAX_CHARS = 256
+ERROR_MESSAGE_MAX_CHARS = 8 * 1024
+ERROR_BACKTRACE_MAX_CHARS = 64 * 1024
+
+HOSTNAME_MAX_CHARS = 255
+LABELS_MAX = 32
+CLIENT_NAME_MAX_CHARS = 128

@@ -1,0 +1,313 @@
+"""Every request and reply on the wire, as msgspec Structs in tagged unions.
+
+Requests are tagged by ``op``, replies by ``t``; every request carries a
+request id ``rid`` that its reply echoes, so a connection can pipeline and a
+long-poll fetch can be answered after later requests. Field bounds are
+``Meta`` constraints, so decoding is validation: a body that decodes is in
+bounds. Schema evolution: new fields go last with defaults; a field's type
+never changes. Job arguments travel as ``msgspec.Raw``: the broker stores and
+forwards the client's msgpack bytes without decoding them.
+"""
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from protocol import limits as L
+from protocol.errors import ErrorCode
+
+RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+QueueName = Annotated[str, Meta(min_length=1, max_length=L.NAME_MAX_CHARS, pattern=L.NAME_PATTERN)]
+JobType = Annotated[str, Meta(min_length=1, max_length=L.TYPE_MAX_CHARS)]
+JobId = Annotated[str, Meta(min_length=1, max_length=L.JOB_ID_MAX_CHARS)]
+ClientJobId = Annotated[
+    str, Meta(min_length=1, max_length=L.JOB_ID_MAX_CHARS, pattern=L.CLIENT_ID_PATTERN)
+]
+WorkerId = Annotated[str, Meta(min_length=1, max_length=L.NAME_MAX_CHARS)]
+Token = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+Priority = Annotated[int, Meta(ge=L.PRIORITY_MIN, le=L.PRIORITY_MAX)]
+MaxAttempts = Annotated[int, Meta(ge=L.MAX_ATTEMPTS_MIN, le=L.MAX_ATTEMPTS_MAX)]
+LeaseTtlMs = Annotated[int, Meta(ge=L.LEASE_TTL_MIN_MS, le=L.LEASE_TTL_MAX_MS)]
+RetryBaseMs = Annotated[int, Meta(ge=L.RETRY_BASE_MIN_MS, le=L.RETRY_BASE_MAX_MS)]
+TimeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
+DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
+JobState = Literal["ready", "scheduled", "leased", "retrying", "dead"]
+
+EMPTY_ARGS = Raw(b"\x90")  # msgpack for an empty array
+
+
+class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
+    """What a producer asks for. Unset optional fields take the defaults."""
+
+    type: JobType
+    queue: QueueName = "default"
+    args: Raw = EMPTY_ARGS
+    id: ClientJobId | None = None
+    priority: Priority = L.PRIORITY_DEFAULT
+    run_at_ms: TimeMs | None = None
+    delay_ms: DelayMs | None = None
+    max_attempts: MaxAttempts = L.MAX_ATTEMPTS_DEFAULT
+    lease_ttl_ms: LeaseTtlMs = L.LEASE_TTL_DEFAULT_MS
+    retry_base_ms: RetryBaseMs | None = None
+
+
+class ErrorInfo(Struct, omit_defaults=True, frozen=True):
+    """Why an attempt failed, as the worker reports it."""
+
+    type: Annotated[str, Meta(max_length=L.ERROR_TYPE_MAX_CHARS)] = ""
+    message: Annotated[str, Meta(max_length=L.ERROR_MESSAGE_MAX_CHARS)] = ""
+    backtrace: Annotated[str, Meta(max_length=L.ERROR_BACKTRACE_MAX_CHARS)] = ""
+
+
+class LeaseRef(Struct, array_like=True):
+    """A job id and the lease token that proves the holder owns it."""
+
+    id: JobId
+    token: Token
+
+
+# --- requests --------------------------------------------------------------
+
+
+class Hello(Struct, tag="hello", tag_field="op", omit_defaults=True):
+    rid: RequestId
+    version: int
+    worker_id: WorkerId
+    client: Annotated[str, Meta(max_length=L.CLIENT_NAME_MAX_CHARS)] = ""
+    hostname: Annotated[str, Meta(max_length=L.HOSTNAME_MAX_CHARS)] = ""
+    pid: Annotated[int, Meta(ge=0, le=2**31)] = 0
+    labels: Annotated[list[Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]], Meta(max_length=L.LABELS_MAX)] = []
+    concurrency: Annotated[int, Meta(ge=0, le=100_000)] = 0
+
+
+class Push(Struct, tag="push", tag_field="op"):
+    rid: RequestId
+    job: JobSpec
+
+
+class PushMany(Struct, tag="push_many", tag_field="op"):
+    rid: RequestId
+    jobs: Annotated[list[JobSpec], Meta(min_length=1, max_length=L.PUSH_MANY_MAX)]
+
+
+class Fetch(Struct, tag="fetch", tag_field="op", omit_defaults=True):
+    rid: RequestId
+    queues: Annotated[list[QueueName], Meta(min_length=1, max_length=L.FETCH_QUEUES_MAX)]
+    count: Annotated[int, Meta(ge=1, le=L.FETCH_COUNT_MAX)] = 1
+    wait_ms: Annotated[int, Meta(ge=0, le=L.FETCH_WAIT_MAX_MS)] = 0
+
+
+class Ack(Struct, tag="ack", tag_field="op"):
+    rid: RequestId
+    id: JobId
+    token: Token
+
+
+class AckMany(Struct, tag="ack_many", tag_field="op"):
+    rid: RequestId
+    leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
+
+
+class Fail(Struct, tag="fail", tag_field="op"):
+    rid: RequestId
+    id: JobId
+    token: Token
+    error: ErrorInfo = ErrorInfo()
+
+
+class Extend(Struct, tag="extend", tag_field="op", omit_defaults=True):
+    rid: RequestId
+    id: JobId
+    token: Token
+    lease_ttl_ms: LeaseTtlMs | None = None  # None: the job's own lease_ttl_ms
+
+
+class Release(Struct, tag="release", tag_field="op"):
+    rid: RequestId
+    id: JobId
+    token: Token
+
+
+class Pause(Struct, tag="pause", tag_field="op"):
+    rid: RequestId
+    queue: QueueName
+
+
+class Resume(Struct, tag="resume", tag_field="op"):
+    rid: RequestId
+    queue: QueueName
+
+
+class GetJob(Struct, tag="get_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+Request = Hello | Push | PushMany | Fetch | Ack | AckMany | Fail | Extend | Release | Pause | Resume | GetJob
+REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]
+
+
+# --- replies ---------------------------------------------------------------
+
+
+class Welcome(Struct, tag="welcome", tag_field="t"):
+    rid: RequestId
+    version: int
+    server: str
+    epoch: int
+    max_frame_bytes: int
+
+
+class PushResult(Struct):
+    id: str
+    created: bool  # False: a job with this id already existed; nothing was added
+    state: JobState
+
+
+class Pushed(Struct, tag="pushed", tag_field="t"):
+    rid: RequestId
+    id: str
+    created: bool
+    state: JobState
+
+
+class PushedMany(Struct, tag="pushed_many", tag_field="t"):
+    rid: RequestId
+    results: list[PushResult]
+
+
+class Delivery(Struct, omit_defaults=True):
+    """One leased job, as a worker receives it."""
+
+    id: str
+    queue: str
+    type: str
+    args: Raw
+    token: int
+    deadline_ms: int
+    attempt: int  # 1 on the first delivery; failed attempts so far + 1
+    max_attempts: int
+    lease_ttl_ms: int
+    priority: int
+    created_ms: int
+
+
+class Jobs(Struct, tag="jobs", tag_field="t"):
+    rid: RequestId
+    jobs: list[Delivery]
+
+
+class Ok(Struct, tag="ok", tag_field="t"):
+    rid: RequestId
+
+
+class ItemResult(Struct, omit_defaults=True):
+    """The outcome for one item of a many-request: no code means it succeeded."""
+
+    id: str
+    code: ErrorCode | None = None
+    message: str = ""
+
+
+class AckedMany(Struct, tag="acked_many", tag_field="t"):
+    rid: RequestId
+    results: list[ItemResult]
+
+
+class Failed(Struct, tag="failed", tag_field="t", omit_defaults=True):
+    rid: RequestId
+    state: Literal["retrying", "dead"]
+    retry_at_ms: int | None = None
+
+
+class Extended(Struct, tag="extended", tag_field="t"):
+    rid: RequestId
+    deadline_ms: int
+
+
+class JobView(Struct, omit_defaults=True):
+    """Everything the broker knows about one job."""
+
+    id: str
+    queue: str
+    type: str
+    args: Raw
+    state: JobState
+    priority: int
+    attempt: int  # failed attempts so far
+    max_attempts: int
+    lease_ttl_ms: int
+    created_ms: int
+    run_at_ms: int | None = None  # scheduled / retrying: when it becomes ready
+    retry_base_ms: int | None = None
+    last_error: ErrorInfo | None = None
+    owner: str | None = None  # leased: the holder's worker id
+    token: int | None = None
+    deadline_ms: int | None = None
+    died_ms: int | None = None
+
+
+class JobInfo(Struct, tag="job", tag_field="t"):
+    rid: RequestId
+    job: JobView
+
+
+class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
+    rid: RequestId
+    code: ErrorCode
+    message: str
+    path: str = ""  # where the bad field is, as a msgspec path ("$.job.priority")
+
+
+Reply = Welcome | Pushed | PushedMany | Jobs | Ok | AckedMany | Failed | Extended | JobInfo | Error
+
+
+class Envelope(Struct, forbid_unknown_fields=False):
+    """The least of a request: enough to answer a body that did not decode."""
+
+    op: str = ""
+    rid: int = 0
+
+
+encoder = msgspec.msgpack.Encoder()
+request_decoder = msgspec.msgpack.Decoder(Request)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+
+
+def decode_request(body: bytes) -> Request:
+    """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
+    try:
+        return request_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise _request_error(body, exc) from None
+
+
+class BadRequest(Exception):
+    """A request body that did not decode, with what to answer."""
+
+    def __init__(self, rid: int, code: ErrorCode, message: str, path: str) -> None:
+        super().__init__(message)
+        self.rid = rid
+        self.code = code
+        self.message = message
+        self.path = path
+
+    def reply(self) -> Error:
+        return Error(rid=self.rid, code=self.code, message=self.message, path=self.path)
+
+
+def _request_error(body: bytes, exc: Exception) -> BadRequest:
+    try:
+        envelope = _envelope_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        envelope = Envelope()
+    if not isinstance(envelope.rid, int) or not 0 <= envelope.rid < 2**63:
+        envelope.rid = 0
+    message = str(exc)
+    _, _, path = message.partition(" - at `")
+    path = path.rstrip("`")
+    if envelope.op and envelope.op not in REQUEST_OPS:
+        return BadRequest(envelope.rid, ErrorCode.UNKNOWN_OP, f"unknown op {envelope.op!r}", "$.op")
+    return BadRequest(envelope.rid, ErrorCode.BAD_REQUEST, message, path)
