@@ -1,0 +1,29 @@
+"""The pure state machine of the broker: no asyncio, no clock, no files, no
+randomness. ``decide`` turns a request into a reply and records, ``apply``
+is the only code that changes state (live and on replay), ``tick`` returns
+the records that the passage of time implies."""
+
+from broker.core.apply import apply
+from broker.core.config import CoreConfig
+from broker.core.decide import Outcome, Rejected, boot, decide, job_view
+from broker.core.records import Record, record_decoder, record_encoder
+from broker.core.state import State, canonical, check_invariants
+from broker.core.tick import next_due_ms, tick
+
+__all__ = [
+    "CoreConfig",
+    "Outcome",
+    "Record",
+    "Rejected",
+    "State",
+    "apply",
+    "boot",
+    "canonical",
+    "check_invariants",
+    "decide",
+    "job_view",
+    "next_due_ms",
+    "record_decoder",
+    "record_encoder",
+    "tick",
+]

@@ -1,0 +1,95 @@
+"""``python -m broker serve`` (also ``leash serve``): parse flags, run."""
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from broker.core.config import CoreConfig
+from broker.journal.group_commit import FsyncPolicy
+from broker.server.config import DEFAULT_PORT, ServerConfig
+from broker.server.main import EXIT_CONFIG, StartupError, serve
+from protocol.limits import FRAME_CEILING_BYTES, FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+
+
+_CORE = CoreConfig()
+
+
+def _frame_limit(text: str) -> int:
+    value = int(text)
+    if not HANDSHAKE_FRAME_MAX_BYTES <= value <= FRAME_CEILING_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"must be between {HANDSHAKE_FRAME_MAX_BYTES} and {FRAME_CEILING_BYTES}"
+        )
+    return value
+
+
+def _fsync(text: str) -> FsyncPolicy:
+    try:
+        return FsyncPolicy.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="leash", description="The Leash job broker.")
+    commands = top.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the broker")
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve_cmd.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    serve_cmd.add_argument("--data-dir", default="./leash-data", help="journal directory")
+    serve_cmd.add_argument(
+        "--fsync",
+        type=_fsync,
+        default=FsyncPolicy("always"),
+        help="always (default): reply after fsync | interval:MS | never",
+    )
+    serve_cmd.add_argument(
+        "--max-frame-bytes", type=_frame_limit, default=FRAME_MAX_BYTES, help="largest request body"
+    )
+    serve_cmd.add_argument("--dead-max-jobs", type=_positive, default=_CORE.dead_max_jobs)
+    serve_cmd.add_argument(
+        "--dead-max-age-s", type=_positive, default=_CORE.dead_max_age_ms // 1000
+    )
+    serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        fsync=args.fsync,
+        max_frame_bytes=args.max_frame_bytes,
+        core=CoreConfig(dead_max_jobs=args.dead_max_jobs, dead_max_age_ms=args.dead_max_age_s * 1000),
+    )
+    try:
+        return _run(config)
+    except StartupError as error:
+        logging.getLogger("leash").error("%s", error)
+        return EXIT_CONFIG
+    except OSError as error:
+        logging.getLogger("leash").error("cannot start: %s", error)
+        return EXIT_CONFIG
+
+
+def _run(config: ServerConfig) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))

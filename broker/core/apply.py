@@ -1,0 +1,172 @@
+"""apply(state, record): the only code that changes broker state.
+
+Used live (right after decide) and when replaying the journal, so both
+build the same state by construction. A record that does not fit the state
+is a bug, not bad input — decide validated it — so apply asserts instead of
+returning errors. After every record the fronts of the lazy indexes are
+live again (state.purge_fronts).
+"""
+
+import heapq
+from collections import OrderedDict
+from typing import assert_never
+
+from broker.core import records as R
+from broker.core.state import (
+    DEAD,
+    LEASED,
+    READY,
+    RETRYING,
+    SCHEDULED,
+    Job,
+    Queue,
+    State,
+    purge_fronts,
+)
+from protocol.messages import JobState
+
+
+def apply(state: State, record: R.Record) -> None:
+    match record:
+        case R.JobsLeased(owner=owner, grants=grants, counter_after=counter):
+            for grant in grants:
+                _lease(state, grant, owner)
+            state.counter = counter
+        case R.JobsAcked(leases=leases):
+            for lease in leases:
+                job = _leased(state, lease.id, lease.token)
+                state.counts[LEASED] -= 1
+                del state.jobs[job.id]
+        case R.JobsPushed(jobs=jobs, counter_after=counter):
+            for new in jobs:
+                _push(state, new)
+            state.counter = counter
+        case R.AttemptsFailed(failures=failures):
+            for failure in failures:
+                _fail(state, failure)
+        case R.LeaseExtended(id=job_id, token=token, deadline_ms=deadline_ms):
+            job = _leased(state, job_id, token)
+            job.deadline_ms = deadline_ms
+            heapq.heappush(state.deadlines, (deadline_ms, token, job_id))
+        case R.LeaseReleased(id=job_id, token=token):
+            job = _leased(state, job_id, token)
+            _clear_lease(job)
+            _make_ready(state, job, front=True)
+        case R.JobsPromoted(ids=ids):
+            for job_id in ids:
+                job = state.jobs[job_id]
+                assert job.state in (SCHEDULED, RETRYING), job
+                job.run_at_ms = 0
+                _make_ready(state, job)
+        case R.QueuePaused(queue=name):
+            _queue(state, name).paused = True
+        case R.QueueResumed(queue=name):
+            queue = _queue(state, name)
+            queue.paused = False
+            if queue.ready:
+                state.readied.add(name)
+            _drop_if_empty(state, queue)
+        case R.DeadTrimmed(ids=ids):
+            for job_id in ids:
+                job = state.jobs.pop(job_id)
+                assert job.state == DEAD, job
+                state.counts[DEAD] -= 1
+        case R.Booted(epoch=epoch):
+            assert epoch > state.epoch, (epoch, state.epoch)
+            state.epoch = epoch
+            state.counter = 1
+        case _:
+            assert_never(record)
+    purge_fronts(state)
+
+
+def _push(state: State, new: R.NewJob) -> None:
+    assert new.id not in state.jobs, new.id
+    job = Job(
+        id=new.id,
+        queue=new.queue,
+        type=new.type,
+        args=new.args,
+        priority=new.priority,
+        max_attempts=new.max_attempts,
+        lease_ttl_ms=new.lease_ttl_ms,
+        retry_base_ms=new.retry_base_ms,
+        created_ms=new.created_ms,
+        state=SCHEDULED,
+    )
+    state.jobs[job.id] = job
+    state.counts[SCHEDULED] += 1
+    if new.run_at_ms is None:
+        _make_ready(state, job)
+    else:
+        job.run_at_ms = new.run_at_ms
+        heapq.heappush(state.scheduled, (new.run_at_ms, job.id))
+
+
+def _lease(state: State, grant: R.Grant, owner: str) -> None:
+    job = state.jobs[grant.id]
+    assert job.state == READY, job
+    queue = state.queues[job.queue]
+    del queue.buckets[job.priority][job.id]
+    queue.ready -= 1
+    _drop_if_empty(state, queue)
+    _set_state(state, job, LEASED)
+    job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
+    heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job.id))
+
+
+def _fail(state: State, failure: R.Failure) -> None:
+    job = _leased(state, failure.id, failure.token)
+    _clear_lease(job)
+    job.failures += 1
+    job.last_error = failure.error
+    if failure.retry_at_ms is None:
+        assert job.failures >= job.max_attempts, job
+        _set_state(state, job, DEAD)
+        job.died_ms = failure.at_ms
+        state.dead.append((failure.at_ms, job.id))
+    else:
+        _set_state(state, job, RETRYING)
+        job.run_at_ms = failure.retry_at_ms
+        heapq.heappush(state.scheduled, (failure.retry_at_ms, job.id))
+
+
+def _make_ready(state: State, job: Job, *, front: bool = False) -> None:
+    _set_state(state, job, READY)
+    queue = _queue(state, job.queue)
+    bucket = queue.buckets.get(job.priority)
+    if bucket is None:
+        bucket = queue.buckets[job.priority] = OrderedDict()
+    bucket[job.id] = job
+    if front:
+        bucket.move_to_end(job.id, last=False)
+    queue.ready += 1
+    state.readied.add(job.queue)
+
+
+def _leased(state: State, job_id: str, token: int) -> Job:
+    job = state.jobs[job_id]
+    assert job.state == LEASED and job.token == token, (job, token)
+    return job
+
+
+def _clear_lease(job: Job) -> None:
+    job.owner, job.token, job.deadline_ms = "", 0, 0
+
+
+def _set_state(state: State, job: Job, new: JobState) -> None:
+    state.counts[job.state] -= 1
+    state.counts[new] += 1
+    job.state = new
+
+
+def _queue(state: State, name: str) -> Queue:
+    queue = state.queues.get(name)
+    if queue is None:
+        queue = state.queues[name] = Queue(name)
+    return queue
+
+
+def _drop_if_empty(state: State, queue: Queue) -> None:
+    if queue.is_empty():
+        del state.queues[queue.name]

@@ -1,0 +1,14 @@
+"""Core limits that are configuration rather than protocol: the dead set's
+bounds and how much one tick may do. Passed in; never read from the
+environment here."""
+
+import msgspec
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class CoreConfig(msgspec.Struct, frozen=True):
+    dead_max_jobs: int = 10_000
+    dead_max_age_ms: int = 180 * DAY_MS
+    retry_delay_max_ms: int = 180 * DAY_MS
+    tick_max_items: int = 10_000  # jobs one timer record may touch

@@ -1,0 +1,269 @@
+"""decide(state, request, worker_id, now_ms): the reply and the records.
+
+Pure: reads the state, never changes it. Expected refusals raise
+``Rejected`` inside the handlers and become an ``Error`` reply in one place
+(``decide``). A command's records are applied by the caller with no await
+in between, so what decide saw is what apply changes.
+"""
+
+from typing import NamedTuple, assert_never
+
+from broker.core import records as R
+from broker.core.retry import retry_delay_ms
+from broker.core.state import LEASED, PRIORITIES, Job, State
+from protocol import messages as M
+from protocol.errors import ErrorCode
+from protocol.limits import SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
+
+
+class Rejected(Exception):
+    def __init__(self, code: ErrorCode, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.path = code, message, path
+
+
+class Outcome(NamedTuple):
+    reply: M.Reply
+    records: list[R.Record]
+    may_wait: bool = False  # a fetch found nothing and asked to wait for jobs
+
+
+def decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Outcome:
+    try:
+        return _decide(state, request, worker_id, now_ms)
+    except Rejected as rejected:
+        error = M.Error(request.rid, rejected.code, rejected.message, rejected.path)
+        return Outcome(error, [])
+
+
+def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Outcome:
+    match request:
+        case M.Fetch():
+            return _fetch(state, request, worker_id, now_ms)
+        case M.Ack(rid=rid, id=job_id, token=token):
+            _lease_of(state, job_id, token)
+            return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)])])
+        case M.AckMany():
+            return _ack_many(state, request)
+        case M.Push(rid=rid, job=spec):
+            new, result = _push_one(state, spec, now_ms, {}, state.counter)
+            records: list[R.Record] = []
+            if new is not None:
+                counter = state.counter + (new.id.startswith(SERVER_ID_PREFIX))
+                records.append(R.JobsPushed([new], counter))
+            return Outcome(M.Pushed(rid, result.id, result.created, result.state), records)
+        case M.PushMany():
+            return _push_many(state, request, now_ms)
+        case M.Fail(rid=rid, id=job_id, token=token, error=error):
+            job = _lease_of(state, job_id, token)
+            failure = failure_for(state, job, error, now_ms)
+            dead = failure.retry_at_ms is None
+            reply = M.Failed(rid, "dead" if dead else "retrying", failure.retry_at_ms)
+            return Outcome(reply, [R.AttemptsFailed([failure])])
+        case M.Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
+            job = _lease_of(state, job_id, token)
+            deadline_ms = now_ms + (ttl_ms or job.lease_ttl_ms)
+            return Outcome(M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)])
+        case M.Release(rid=rid, id=job_id, token=token):
+            _lease_of(state, job_id, token)
+            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token)])
+        case M.Pause(rid=rid, queue=name):
+            queue = state.queues.get(name)
+            paused = queue is not None and queue.paused
+            return Outcome(M.Ok(rid), [] if paused else [R.QueuePaused(name)])
+        case M.Resume(rid=rid, queue=name):
+            queue = state.queues.get(name)
+            paused = queue is not None and queue.paused
+            return Outcome(M.Ok(rid), [R.QueueResumed(name)] if paused else [])
+        case M.GetJob(rid=rid, id=job_id):
+            job = state.jobs.get(job_id)
+            if job is None:
+                raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
+            return Outcome(M.JobInfo(rid, job_view(job)), [])
+        case M.Hello():
+            raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
+        case _:
+            assert_never(request)
+
+
+def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
+    grants: list[R.Grant] = []
+    deliveries: list[M.Delivery] = []
+    want = request.count
+    for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
+        queue = state.queues.get(name)
+        if queue is None or queue.paused or not queue.ready:
+            continue
+        for priority in PRIORITIES:
+            bucket = queue.buckets.get(priority)
+            if not bucket:
+                continue
+            for job in bucket.values():
+                token = state.next_token(len(grants))
+                deadline_ms = now_ms + job.lease_ttl_ms
+                grants.append(R.Grant(job.id, token, deadline_ms))
+                deliveries.append(_delivery(job, token, deadline_ms))
+                if len(grants) == want:
+                    break
+            if len(grants) == want:
+                break
+        if len(grants) == want:
+            break
+    reply = M.Jobs(request.rid, deliveries)
+    if not grants:
+        return Outcome(reply, [], may_wait=request.wait_ms > 0)
+    counter = state.counter + len(grants)
+    return Outcome(reply, [R.JobsLeased(worker_id, grants, counter)])
+
+
+def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
+    return M.Delivery(
+        id=job.id,
+        queue=job.queue,
+        type=job.type,
+        args=job.args,
+        token=token,
+        deadline_ms=deadline_ms,
+        attempt=job.failures + 1,
+        max_attempts=job.max_attempts,
+        lease_ttl_ms=job.lease_ttl_ms,
+        priority=job.priority,
+        created_ms=job.created_ms,
+    )
+
+
+def _ack_many(state: State, request: M.AckMany) -> Outcome:
+    acked: list[M.LeaseRef] = []
+    seen: set[str] = set()
+    results: list[M.ItemResult] = []
+    for lease in request.leases:
+        try:
+            if lease.id in seen:
+                raise Rejected(ErrorCode.STALE_LEASE, f"job {lease.id!r} is acked twice")
+            _lease_of(state, lease.id, lease.token)
+        except Rejected as rejected:
+            results.append(M.ItemResult(lease.id, rejected.code, rejected.message))
+            continue
+        seen.add(lease.id)
+        acked.append(lease)
+        results.append(M.ItemResult(lease.id))
+    records: list[R.Record] = [R.JobsAcked(acked)] if acked else []
+    return Outcome(M.AckedMany(request.rid, results), records)
+
+
+def _push_many(state: State, request: M.PushMany, now_ms: int) -> Outcome:
+    pending: dict[str, M.PushResult] = {}
+    new_jobs: list[R.NewJob] = []
+    results: list[M.PushResult] = []
+    counter = state.counter
+    for index, spec in enumerate(request.jobs):
+        try:
+            new, result = _push_one(state, spec, now_ms, pending, counter)
+        except Rejected as rejected:
+            raise Rejected(rejected.code, rejected.message, f"$.jobs[{index}]") from None
+        if new is not None:
+            new_jobs.append(new)
+            pending[new.id] = result
+            counter += new.id.startswith(SERVER_ID_PREFIX)
+        results.append(result)
+    records: list[R.Record] = [R.JobsPushed(new_jobs, counter)] if new_jobs else []
+    return Outcome(M.PushedMany(request.rid, results), records)
+
+
+def _push_one(
+    state: State,
+    spec: M.JobSpec,
+    now_ms: int,
+    pending: dict[str, M.PushResult],
+    counter: int,
+) -> tuple[R.NewJob | None, M.PushResult]:
+    """The job to create (None if its id is known) and the push's result."""
+    if spec.id is not None:
+        known = state.jobs.get(spec.id)
+        if known is not None:
+            return None, M.PushResult(known.id, False, known.state)
+        if spec.id in pending:
+            earlier = pending[spec.id]
+            return None, M.PushResult(earlier.id, False, earlier.state)
+    run_at_ms = _run_at_ms(spec, now_ms)
+    job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
+    new = R.NewJob(
+        id=job_id,
+        queue=spec.queue,
+        type=spec.type,
+        args=spec.args.copy(),  # do not keep the whole request frame alive
+        priority=spec.priority,
+        max_attempts=spec.max_attempts,
+        lease_ttl_ms=spec.lease_ttl_ms,
+        retry_base_ms=spec.retry_base_ms,
+        created_ms=now_ms,
+        run_at_ms=run_at_ms,
+    )
+    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled")
+
+
+def _run_at_ms(spec: M.JobSpec, now_ms: int) -> int | None:
+    if spec.run_at_ms is not None and spec.delay_ms is not None:
+        raise Rejected(ErrorCode.BAD_REQUEST, "give run_at_ms or delay_ms, not both", "$.job")
+    if spec.delay_ms is not None:
+        run_at_ms = now_ms + spec.delay_ms
+    elif spec.run_at_ms is not None:
+        run_at_ms = spec.run_at_ms
+    else:
+        return None
+    if run_at_ms > now_ms + SCHEDULE_HORIZON_MS:
+        raise Rejected(ErrorCode.BAD_REQUEST, "run_at_ms is too far in the future", "$.job.run_at_ms")
+    return run_at_ms if run_at_ms > now_ms else None
+
+
+def _lease_of(state: State, job_id: str, token: int) -> Job:
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
+    if job.state != LEASED or job.token != token:
+        raise Rejected(
+            ErrorCode.STALE_LEASE,
+            f"token {token} is not the current lease of job {job_id!r} ({job.state})",
+            "$.token",
+        )
+    return job
+
+
+def failure_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
+    """The record of a failed attempt: retried later, or dead at its limit."""
+    attempt = job.failures + 1
+    if attempt >= job.max_attempts:
+        return R.Failure(job.id, job.token, error, None, now_ms)
+    delay_ms = retry_delay_ms(
+        job.id, attempt, job.retry_base_ms, state.config.retry_delay_max_ms
+    )
+    return R.Failure(job.id, job.token, error, now_ms + delay_ms, now_ms)
+
+
+def job_view(job: Job) -> M.JobView:
+    leased = job.state == LEASED
+    return M.JobView(
+        id=job.id,
+        queue=job.queue,
+        type=job.type,
+        args=job.args,
+        state=job.state,
+        priority=job.priority,
+        attempt=job.failures,
+        max_attempts=job.max_attempts,
+        lease_ttl_ms=job.lease_ttl_ms,
+        created_ms=job.created_ms,
+        run_at_ms=job.run_at_ms or None,
+        retry_base_ms=job.retry_base_ms,
+        last_error=job.last_error,
+        owner=job.owner if leased else None,
+        token=job.token if leased else None,
+        deadline_ms=job.deadline_ms if leased else None,
+        died_ms=job.died_ms or None,
+    )
+
+
+def boot(state: State, now_ms: int) -> R.Booted:
+    """The record that opens an epoch: written and synced before serving."""
+    return R.Booted(epoch=state.epoch + 1, at_ms=now_ms)
+

@@ -1,0 +1,74 @@
+"""tick(state, now_ms): the records that the passage of time implies.
+
+Scheduled and retrying jobs whose time came become ready; leases past their
+deadline fail their attempt ("lease expired"); the dead set is trimmed to
+its count and age bounds. Pure: reads the state, returns records, changes
+nothing. Each record touches at most ``config.tick_max_items`` jobs; the
+shell ticks again while a tick returns records.
+"""
+
+from broker.core import records as R
+from broker.core.decide import failure_for
+from broker.core.state import (
+    State,
+    due_entries,
+    live_dead,
+    live_deadline,
+    live_scheduled,
+)
+from protocol.messages import ErrorInfo
+
+LEASE_EXPIRED = ErrorInfo(type="LeaseExpired", message="lease expired")
+
+
+def tick(state: State, now_ms: int) -> list[R.Record]:
+    records: list[R.Record] = []
+    limit = state.config.tick_max_items
+    promoted = _due_scheduled(state, now_ms, limit)
+    if promoted:
+        records.append(R.JobsPromoted(ids=promoted))
+    expired = [
+        failure_for(state, state.jobs[entry[2]], LEASE_EXPIRED, now_ms)
+        for entry in due_entries(state.deadlines, now_ms, limit)
+        if live_deadline(state, entry)
+    ][:limit]
+    if expired:
+        records.append(R.AttemptsFailed(failures=expired))
+    trimmed = _dead_to_trim(state, now_ms, limit)
+    if trimmed:
+        records.append(R.DeadTrimmed(ids=trimmed))
+    return records
+
+
+def next_due_ms(state: State) -> int | None:
+    """The earliest time at which tick may have something to do."""
+    fronts = [heap[0][0] for heap in (state.scheduled, state.deadlines) if heap]
+    if state.dead:
+        fronts.append(state.dead[0][0] + state.config.dead_max_age_ms)
+    return min(fronts) if fronts else None
+
+
+def _due_scheduled(state: State, now_ms: int, limit: int) -> list[str]:
+    ids: dict[str, None] = {}  # ordered and free of duplicate entries
+    for entry in due_entries(state.scheduled, now_ms, limit):
+        if len(ids) >= limit:
+            break
+        if live_scheduled(state, entry):
+            ids[entry[1]] = None
+    return list(ids)
+
+
+def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:
+    config = state.config
+    over_count = state.counts["dead"] - config.dead_max_jobs
+    oldest_kept_ms = now_ms - config.dead_max_age_ms
+    trimmed: list[str] = []
+    for entry in state.dead:
+        if len(trimmed) >= limit:
+            break
+        if not live_dead(state, entry):
+            continue
+        if len(trimmed) >= over_count and entry[0] > oldest_kept_ms:
+            break
+        trimmed.append(entry[1])
+    return trimmed

@@ -1,0 +1,195 @@
+"""Group commit: one writer thread, one write and at most one fsync a batch.
+
+Theory of operation. The event loop hands encoded records to ``submit``
+and replies to ``after``; a reply waits for every byte submitted before it.
+At the end of the loop turn the whole buffer goes to the writer thread as
+one batch (one ``write``; under ``always`` also one ``fsync``) while the
+loop goes on filling the next buffer. When the batch is done its replies
+are released, in order. Under ``interval:MS`` the thread fsyncs every MS
+milliseconds; under ``never`` the OS decides. Under every policy a reply
+is sent only after its records were written to the file, so a process
+crash never loses an acknowledged change; under ``always`` neither does a
+power loss.
+
+A failed write or fsync is sticky: the committer stops, every waiting and
+later reply is told the journal failed, and ``on_failure`` is called once;
+fsync is never retried on that file.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, NamedTuple
+
+from broker.journal.log import Journal
+
+log = logging.getLogger("leash.journal")
+Done = Callable[[bool], None]  # called with True when durable, False if the journal failed
+
+
+class FsyncPolicy(NamedTuple):
+    mode: Literal["always", "interval", "never"]
+    interval_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> "FsyncPolicy":
+        if text in ("always", "never"):
+            return cls(text)  # type: ignore[arg-type]
+        name, _, value = text.partition(":")
+        if name == "interval" and value.isdigit() and 1 <= int(value) <= 60_000:
+            return cls("interval", int(value))
+        raise ValueError(f"--fsync must be always, never or interval:MS (1..60000), not {text!r}")
+
+
+class CommitStats:
+    __slots__ = ("batches", "fsync_s_total", "fsyncs", "records_bytes")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.fsyncs = 0
+        self.fsync_s_total = 0.0
+        self.records_bytes = 0
+
+
+class GroupCommitter:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        journal: Journal,
+        policy: FsyncPolicy,
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self._loop = loop
+        self._journal = journal
+        self._policy = policy
+        self._on_failure = on_failure
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leash-journal")
+        self._buffer: list[bytes] = []
+        self._waiting: list[Done] = []  # replies for the buffer being filled
+        self._in_flight = False
+        self._flush_scheduled = False
+        self._dirty = False  # written since the last fsync (interval policy)
+        self.failed: BaseException | None = None
+        self.stats = CommitStats()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._interval_task: asyncio.Task[None] | None = None
+        if policy.mode == "interval":
+            self._interval_task = loop.create_task(self._interval_sync())
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight or bool(self._buffer)
+
+    def submit(self, data: bytes) -> None:
+        """Queue encoded records for the next batch."""
+        if self.failed is not None:
+            return
+        self._buffer.append(data)
+        self._idle.clear()
+        self._schedule_flush()
+
+    def after(self, done: Done) -> None:
+        """Call ``done`` once everything submitted so far is durable."""
+        if self.failed is not None:
+            done(False)
+        elif not self.busy:
+            done(True)
+        else:
+            self._waiting.append(done)
+            self._schedule_flush()
+
+    async def drain(self) -> None:
+        """Wait until nothing is buffered or in flight."""
+        while self.busy and self.failed is None:
+            self._idle.clear()
+            self._schedule_flush()
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._interval_task is not None:
+            self._interval_task.cancel()
+        if self.failed is None and self._policy.mode != "always" and self._dirty:
+            await self._loop.run_in_executor(self._executor, self._sync_now)
+        self._executor.shutdown(wait=True)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and not self._in_flight:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._in_flight or self.failed is not None:
+            return
+        if not self._buffer:
+            self._release(self._waiting, True)
+            self._waiting = []
+            self._idle.set()
+            return
+        data = b"".join(self._buffer)
+        waiting = self._waiting
+        self._buffer, self._waiting = [], []
+        self._in_flight = True
+        future = self._loop.run_in_executor(self._executor, self._write, data)
+        future.add_done_callback(lambda f: self._written(f, waiting))
+
+    def _write(self, data: bytes) -> None:
+        # Runs on the one writer thread, as does _sync_now: no lock needed.
+        self._journal.append(data)
+        self.stats.records_bytes += len(data)
+        if self._policy.mode == "always":
+            self._timed_sync()
+        else:
+            self._dirty = True
+
+    def _timed_sync(self) -> None:
+        started = time.perf_counter()
+        self._journal.sync()
+        self.stats.fsyncs += 1
+        self.stats.fsync_s_total += time.perf_counter() - started
+
+    def _sync_now(self) -> None:
+        if self._dirty:
+            self._dirty = False
+            self._timed_sync()
+
+    def _written(self, future: "asyncio.Future[None]", waiting: list[Done]) -> None:
+        self._in_flight = False
+        self.stats.batches += 1
+        error = future.exception()
+        if error is not None:
+            self._fail(error, waiting)
+            return
+        self._release(waiting, True)
+        if self._buffer or self._waiting:
+            self._schedule_flush()
+        else:
+            self._idle.set()
+
+    def _fail(self, error: BaseException, waiting: list[Done]) -> None:
+        self.failed = error
+        log.critical("journal write failed, refusing further writes: %r", error)
+        self._release(waiting + self._waiting, False)
+        self._buffer, self._waiting = [], []
+        self._idle.set()
+        self._on_failure(error)
+
+    @staticmethod
+    def _release(waiting: list[Done], ok: bool) -> None:
+        for done in waiting:
+            done(ok)
+
+    async def _interval_sync(self) -> None:
+        period_s = self._policy.interval_ms / 1000
+        while self.failed is None:
+            await asyncio.sleep(period_s)
+            if not self._dirty:
+                continue
+            try:
+                await self._loop.run_in_executor(self._executor, self._sync_now)
+            except OSError as error:
+                self._fail(error, [])

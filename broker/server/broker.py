@@ -1,0 +1,208 @@
+"""The shell around the core: decode, decide, apply, journal, reply.
+
+For each frame: decode it (typed), call ``core.decide`` with the current
+time, apply the records it returns, hand them to the group committer, and
+send the reply once they are durable. No await sits between decide and
+apply. Handlers here hold no job semantics; the core does. The shell also
+runs the timer that calls ``core.tick`` and serves held long-poll fetches
+when their queues get ready jobs.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+
+from broker import core
+from broker.core.records import Record
+from broker.journal.group_commit import GroupCommitter
+from broker.journal.log import Journal
+from broker.server.config import ServerConfig
+from broker.server.connection import Connection
+from broker.server.waiters import Waiter, Waiters
+from protocol import PROTOCOL_VERSION
+from protocol import messages as M
+from protocol.errors import ErrorCode
+
+log = logging.getLogger("leash.server")
+SERVER_NAME = "leash/0.1.0"
+TICK_MAX_DELAY_S = 1.0  # re-read the wall clock at least this often
+TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_items jobs)
+EXIT_APPLY_FAILED = 70
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Broker:
+    def __init__(
+        self,
+        config: ServerConfig,
+        state: core.State,
+        journal: Journal,
+        committer: GroupCommitter,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.journal = journal
+        self.committer = committer
+        self.clock_ms = clock_ms
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[Connection] = set()
+        self.waiters = Waiters()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_due_ms: int | None = None
+
+    # --- requests ---------------------------------------------------------
+
+    def handle(self, connection: Connection, body: bytes) -> None:
+        try:
+            request = M.decode_request(body)
+        except M.BadRequest as bad:
+            if connection.greeted:
+                self._reply(connection, bad.reply())
+            else:
+                connection.close_with(bad.reply())
+            return
+        if not connection.greeted:
+            self._greet(connection, request)
+            return
+        try:
+            outcome = core.decide(self.state, request, connection.worker_id, self.clock_ms())
+        except Exception:
+            log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
+            self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
+            return
+        if outcome.records:
+            self._commit(outcome.records)
+        if outcome.may_wait:
+            assert isinstance(request, M.Fetch)
+            self._hold(connection, request)
+        else:
+            self._reply(connection, outcome.reply)
+        if outcome.records:
+            self._wake_waiters()
+            self._arm_timer()
+
+    def _greet(self, connection: Connection, request: M.Request) -> None:
+        if not isinstance(request, M.Hello):
+            message = "the first frame must be hello"
+            connection.close_with(M.Error(request.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
+        elif request.version != PROTOCOL_VERSION:
+            message = f"protocol version {request.version} is not supported; use {PROTOCOL_VERSION}"
+            connection.close_with(M.Error(request.rid, ErrorCode.UNSUPPORTED_VERSION, message))
+        else:
+            connection.worker_id = request.worker_id
+            connection.decoder.max_frame_bytes = self.config.max_frame_bytes
+            connection.send(
+                M.Welcome(
+                    rid=request.rid,
+                    version=PROTOCOL_VERSION,
+                    server=SERVER_NAME,
+                    epoch=self.state.epoch,
+                    max_frame_bytes=self.config.max_frame_bytes,
+                )
+            )
+
+    def _commit(self, records: list[Record]) -> None:
+        """Apply records and queue them for the journal. A failure inside
+        apply is a broken invariant: state may be half-changed, so stop at
+        once, before the records reach the journal."""
+        try:
+            for record in records:
+                core.apply(self.state, record)
+        except BaseException:
+            log.critical("apply failed; stopping without journalling it", exc_info=True)
+            os._exit(EXIT_APPLY_FAILED)
+        self.committer.submit(self.journal.encode(records))
+
+    def _reply(self, connection: Connection, reply: M.Reply) -> None:
+        """Send ``reply`` once everything journalled before it is durable."""
+        if not self.committer.busy and self.committer.failed is None:
+            connection.send(reply)
+            return
+
+        def done(durable: bool) -> None:
+            if durable:
+                connection.send(reply)
+            else:
+                connection.send(M.Error(reply.rid, ErrorCode.INTERNAL, "journal write failed"))
+
+        self.committer.after(done)
+
+    # --- long-poll fetches ------------------------------------------------
+
+    def _hold(self, connection: Connection, request: M.Fetch) -> None:
+        waiter = Waiter(connection, request)
+        waiter.timer = self.loop.call_later(request.wait_ms / 1000, self._expire, waiter)
+        self.waiters.add(waiter)
+        connection.waiters.add(waiter)
+
+    def _expire(self, waiter: Waiter) -> None:
+        waiter.timer = None
+        self._drop(waiter)
+        self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+
+    def _drop(self, waiter: Waiter) -> None:
+        self.waiters.remove(waiter)
+        waiter.connection.waiters.discard(waiter)
+
+    def _wake_waiters(self) -> None:
+        for queue in self.state.take_readied():
+            while (waiter := self.waiters.first(queue)) is not None:
+                outcome = core.decide(
+                    self.state, waiter.request, waiter.connection.worker_id, self.clock_ms()
+                )
+                if outcome.may_wait:  # the queue has nothing fetchable left
+                    break
+                self._drop(waiter)
+                if outcome.records:
+                    self._commit(outcome.records)
+                self._reply(waiter.connection, outcome.reply)
+
+    # --- timers -----------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        due_ms = core.next_due_ms(self.state)
+        if due_ms is None or (self._timer_due_ms is not None and self._timer_due_ms <= due_ms):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay_s = min(max(due_ms - self.clock_ms(), 0) / 1000, TICK_MAX_DELAY_S)
+        self._timer = self.loop.call_later(delay_s, self._on_timer)
+        self._timer_due_ms = due_ms
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_due_ms = None, None
+        self.run_tick()
+
+    def run_tick(self) -> None:
+        now_ms = self.clock_ms()
+        for _ in range(TICK_ROUNDS_MAX):
+            records = core.tick(self.state, now_ms)
+            if not records:
+                break
+            self._commit(records)
+        self._wake_waiters()
+        self._arm_timer()
+
+    # --- lifecycle --------------------------------------------------------
+
+    def connection_lost(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        for waiter in list(connection.waiters):
+            self._drop(waiter)
+
+    def stop(self) -> None:
+        """Answer held fetches, stop the timer, close every connection once
+        its replies are out."""
+        if self._timer is not None:
+            self._timer.cancel()
+        for waiter in self.waiters.all():
+            self._drop(waiter)
+            self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+        for connection in list(self.connections):
+            self.committer.after(lambda _ok, c=connection: c.close())  # type: ignore[misc]

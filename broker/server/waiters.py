@@ -1,0 +1,50 @@
+"""Long-poll fetches that found nothing: held until a job is ready in one of
+their queues or their wait ends. Shell state (tied to connections), never
+journalled. Waiters are served in arrival order per queue."""
+
+import asyncio
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from protocol import messages as M
+
+if TYPE_CHECKING:
+    from broker.server.connection import Connection
+
+
+class Waiter:
+    __slots__ = ("connection", "request", "timer")
+
+    def __init__(self, connection: "Connection", request: M.Fetch) -> None:
+        self.connection = connection
+        self.request = request
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Waiters:
+    def __init__(self) -> None:
+        self._by_queue: dict[str, OrderedDict[Waiter, None]] = {}
+        self.count = 0
+
+    def add(self, waiter: Waiter) -> None:
+        for queue in waiter.request.queues:
+            self._by_queue.setdefault(queue, OrderedDict())[waiter] = None
+        self.count += 1
+
+    def remove(self, waiter: Waiter) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+            waiter.timer = None
+        for queue in waiter.request.queues:
+            held = self._by_queue.get(queue)
+            if held is not None and held.pop(waiter, 0) is None:
+                if not held:
+                    del self._by_queue[queue]
+        self.count -= 1
+
+    def first(self, queue: str) -> Waiter | None:
+        held = self._by_queue.get(queue)
+        return next(iter(held)) if held else None
+
+    def all(self) -> list[Waiter]:
+        return list({w for held in self._by_queue.values() for w in held})
