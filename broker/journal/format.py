@@ -83,3 +83,20 @@ def scan_record(data: memoryview, offset: int) -> Scanned | BadRecord:
     if zlib.crc32(data[offset + 4 : end]) != crc:
         return BadRecord(offset, "record checksum mismatch", False)
     return Scanned(seq, data[offset + RECORD_HEADER_BYTES : end], end)
+
+
+def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:
+    """The offset of a valid record with a sequence number above ``seq``
+    anywhere after ``offset``, or None: what tells a torn tail (nothing
+    valid after it) from damage in the middle of the log."""
+    end = len(data)
+    most_records = (end - offset) // RECORD_HEADER_BYTES + 1
+    for candidate in range(offset + 1, end - RECORD_HEADER_BYTES + 1):
+        _, length, found_seq = _RECORD.unpack_from(data, candidate)
+        if not seq < found_seq <= seq + most_records:
+            continue
+        if candidate + RECORD_HEADER_BYTES + length > end:
+            continue
+        if isinstance(scan_record(data, candidate), Scanned):
+            return candidate
+    return None

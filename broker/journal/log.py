@@ -83,7 +83,7 @@ class Journal:
         while offset < len(data):
             scanned = F.scan_record(data, offset)
             if isinstance(scanned, F.BadRecord):
-                torn = last_file and (scanned.incomplete or _all_zero(data[offset:]))
+                torn = last_file and F.valid_record_after(data, offset, self.next_seq - 1) is None
                 if not torn:
                     raise JournalCorrupt(
                         f"{path}: offset {offset}, seq {self.next_seq}: {scanned.reason}; "
