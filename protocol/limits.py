@@ -13,9 +13,9 @@ HANDSHAKE_FRAME_MAX_BYTES = 4 * 1024  # the hello frame
 NAME_MAX_CHARS = 128  # queue names, worker ids
 TYPE_MAX_CHARS = 256  # job type (handler name)
 JOB_ID_MAX_CHARS = 128
-NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # queue names and client-chosen job ids
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+\Z"  # queue names and client-chosen job ids
 SERVER_ID_PREFIX = "_"  # ids made by the broker start with it; client ids may not
-CLIENT_ID_PATTERN = r"^[A-Za-z0-9.:-][A-Za-z0-9_.:-]*$"
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9.:-][A-Za-z0-9_.:-]*\Z"
 
 PRIORITY_MIN = 0
 PRIORITY_MAX = 9  # the most urgent

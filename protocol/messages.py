@@ -9,6 +9,7 @@ never changes. Job arguments travel as ``msgspec.Raw``: the broker stores and
 forwards the client's msgpack bytes without decoding them.
 """
 
+import re
 from typing import Annotated, Literal
 
 import msgspec
@@ -50,6 +51,10 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     max_attempts: MaxAttempts = L.MAX_ATTEMPTS_DEFAULT
     lease_ttl_ms: LeaseTtlMs = L.LEASE_TTL_DEFAULT_MS
     retry_base_ms: RetryBaseMs | None = None
+
+    def __post_init__(self) -> None:
+        if self.run_at_ms is not None and self.delay_ms is not None:
+            raise ValueError("give run_at_ms or delay_ms, not both")
 
 
 class ErrorInfo(Struct, omit_defaults=True, frozen=True):
@@ -162,14 +167,14 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
 class PushResult(Struct):
     id: str
     created: bool  # False: a job with this id already existed; nothing was added
-    state: JobState
+    state: str  # a JobState; str so that states added later still decode
 
 
 class Pushed(Struct, tag="pushed", tag_field="t"):
     rid: RequestId
     id: str
     created: bool
-    state: JobState
+    state: str
 
 
 class PushedMany(Struct, tag="pushed_many", tag_field="t"):
@@ -206,7 +211,7 @@ class ItemResult(Struct, omit_defaults=True):
     """The outcome for one item of a many-request: no code means it succeeded."""
 
     id: str
-    code: ErrorCode | None = None
+    code: str | None = None  # an ErrorCode; str so that codes added later still decode
     message: str = ""
 
 
@@ -217,7 +222,7 @@ class AckedMany(Struct, tag="acked_many", tag_field="t"):
 
 class Failed(Struct, tag="failed", tag_field="t", omit_defaults=True):
     rid: RequestId
-    state: Literal["retrying", "dead"]
+    state: str  # "retrying" or "dead"
     retry_at_ms: int | None = None
 
 
@@ -233,7 +238,7 @@ class JobView(Struct, omit_defaults=True):
     queue: str
     type: str
     args: Raw
-    state: JobState
+    state: str  # a JobState
     priority: int
     attempt: int  # failed attempts so far
     max_attempts: int
@@ -255,7 +260,7 @@ class JobInfo(Struct, tag="job", tag_field="t"):
 
 class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
     rid: RequestId
-    code: ErrorCode
+    code: str  # an ErrorCode; str so that codes added later still decode
     message: str
     path: str = ""  # where the bad field is, as a msgspec path ("$.job.priority")
 
@@ -266,8 +271,8 @@ Reply = Welcome | Pushed | PushedMany | Jobs | Ok | AckedMany | Failed | Extende
 class Envelope(Struct, forbid_unknown_fields=False):
     """The least of a request: enough to answer a body that did not decode."""
 
-    op: str = ""
-    rid: int = 0
+    op: object = ""
+    rid: object = 0
 
 
 encoder = msgspec.msgpack.Encoder()
@@ -280,8 +285,10 @@ def decode_request(body: bytes) -> Request:
     """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
     try:
         return request_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise _request_error(body, exc) from None
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _request_error(body, str(exc)) from None
+    except RecursionError:  # nesting deeper than the interpreter's stack
+        raise _request_error(body, "nested too deeply") from None
 
 
 class BadRequest(Exception):
@@ -298,16 +305,18 @@ class BadRequest(Exception):
         return Error(rid=self.rid, code=self.code, message=self.message, path=self.path)
 
 
-def _request_error(body: bytes, exc: Exception) -> BadRequest:
+_PATH = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`$")
+
+
+def _request_error(body: bytes, message: str) -> BadRequest:
     try:
         envelope = _envelope_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         envelope = Envelope()
-    if not isinstance(envelope.rid, int) or not 0 <= envelope.rid < 2**63:
-        envelope.rid = 0
-    message = str(exc)
-    _, _, path = message.partition(" - at `")
-    path = path.rstrip("`")
-    if envelope.op and envelope.op not in REQUEST_OPS:
-        return BadRequest(envelope.rid, ErrorCode.UNKNOWN_OP, f"unknown op {envelope.op!r}", "$.op")
-    return BadRequest(envelope.rid, ErrorCode.BAD_REQUEST, message, path)
+    rid = envelope.rid if type(envelope.rid) is int and 0 <= envelope.rid < 2**63 else 0
+    match = _PATH.search(message)
+    path = match.group(1) if match else ""
+    op = envelope.op
+    if isinstance(op, str) and op and op not in REQUEST_OPS:
+        return BadRequest(rid, ErrorCode.UNKNOWN_OP, f"unknown op {op!r}", "$.op")
+    return BadRequest(rid, ErrorCode.BAD_REQUEST, message, path)

@@ -203,8 +203,6 @@ def _push_one(
 
 
 def _run_at_ms(spec: M.JobSpec, now_ms: int) -> int | None:
-    if spec.run_at_ms is not None and spec.delay_ms is not None:
-        raise Rejected(ErrorCode.BAD_REQUEST, "give run_at_ms or delay_ms, not both", "$.job")
     if spec.delay_ms is not None:
         run_at_ms = now_ms + spec.delay_ms
     elif spec.run_at_ms is not None:

@@ -126,19 +126,21 @@ def live_dead(state: State, entry: tuple[int, str]) -> bool:
 
 
 def due_entries(heap: list[Any], now_ms: int, limit: int) -> list[Any]:
-    """Heap entries whose key (first item) is at most now_ms, smallest first.
+    """The smallest heap entries whose key (first item) is at most now_ms,
+    smallest first, at most ``limit * 2`` of them.
 
-    Walks the heap as a tree without popping: a node over now_ms has no due
-    descendants. Stale entries are included; the caller filters them."""
+    Walks the heap as a tree without popping, best first (a small heap of
+    frontier nodes), so a bounded walk still returns the smallest entries: a
+    node over now_ms has no due descendants. Stale entries are included; the
+    caller filters them."""
     found: list[Any] = []
-    stack = [0] if heap else []
-    while stack and len(found) < limit * 2:
-        i = stack.pop()
-        if heap[i][0] > now_ms:
-            continue
-        found.append(heap[i])
-        stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
-    found.sort()
+    frontier = [(heap[0], 0)] if heap and heap[0][0] <= now_ms else []
+    while frontier and len(found) < limit * 2:
+        entry, i = heapq.heappop(frontier)
+        found.append(entry)
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < len(heap) and heap[child][0] <= now_ms:
+                heapq.heappush(frontier, (heap[child], child))
     return found
 
 
@@ -168,7 +170,7 @@ def canonical(state: State) -> dict[str, Any]:
             for name, q in sorted(state.queues.items())
         },
         "scheduled": sorted({e for e in state.scheduled if live_scheduled(state, e)}),
-        "deadlines": sorted(e for e in state.deadlines if live_deadline(state, e)),
+        "deadlines": sorted({e for e in state.deadlines if live_deadline(state, e)}),
         "dead": [e for e in state.dead if live_dead(state, e)],
         "counts": dict(state.counts),
     }

@@ -10,6 +10,7 @@ shell ticks again while a tick returns records.
 from broker.core import records as R
 from broker.core.decide import failure_for
 from broker.core.state import (
+    DEAD,
     State,
     due_entries,
     live_dead,
@@ -27,11 +28,7 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     promoted = _due_scheduled(state, now_ms, limit)
     if promoted:
         records.append(R.JobsPromoted(ids=promoted))
-    expired = [
-        failure_for(state, state.jobs[entry[2]], LEASE_EXPIRED, now_ms)
-        for entry in due_entries(state.deadlines, now_ms, limit)
-        if live_deadline(state, entry)
-    ][:limit]
+    expired = _expired_leases(state, now_ms, limit)
     if expired:
         records.append(R.AttemptsFailed(failures=expired))
     trimmed = _dead_to_trim(state, now_ms, limit)
@@ -44,7 +41,9 @@ def next_due_ms(state: State) -> int | None:
     """The earliest time at which tick may have something to do."""
     fronts = [heap[0][0] for heap in (state.scheduled, state.deadlines) if heap]
     if state.dead:
-        fronts.append(state.dead[0][0] + state.config.dead_max_age_ms)
+        oldest_ms = state.dead[0][0]
+        over_count = state.counts[DEAD] > state.config.dead_max_jobs
+        fronts.append(oldest_ms if over_count else oldest_ms + state.config.dead_max_age_ms)
     return min(fronts) if fronts else None
 
 
@@ -56,6 +55,19 @@ def _due_scheduled(state: State, now_ms: int, limit: int) -> list[str]:
         if live_scheduled(state, entry):
             ids[entry[1]] = None
     return list(ids)
+
+
+def _expired_leases(state: State, now_ms: int, limit: int) -> list[R.Failure]:
+    # Keyed by job id: extending a lease to a deadline it already had leaves
+    # two live heap entries for one lease, and a lease fails only once.
+    expired: dict[str, R.Failure] = {}
+    for entry in due_entries(state.deadlines, now_ms, limit):
+        if len(expired) >= limit:
+            break
+        job_id = entry[2]
+        if job_id not in expired and live_deadline(state, entry):
+            expired[job_id] = failure_for(state, state.jobs[job_id], LEASE_EXPIRED, now_ms)
+    return list(expired.values())
 
 
 def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:

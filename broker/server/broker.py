@@ -64,6 +64,9 @@ class Broker:
         except M.BadRequest as bad:
             if connection.greeted:
                 self._reply(connection, bad.reply())
+            elif bad.code == ErrorCode.UNKNOWN_OP:
+                message = "the first frame must be hello"
+                connection.close_with(M.Error(bad.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
             else:
                 connection.close_with(bad.reply())
             return

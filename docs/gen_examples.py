@@ -1,0 +1,341 @@
+"""Generate the wire examples of docs/protocol.md from the real encoder.
+
+Every example frame in the specification is produced here with
+``protocol.frames.encode_frame(protocol.messages.encoder.encode(message))``,
+so the bytes shown are the bytes a broker and a client exchange today.
+tests/unit/test_docs_examples.py checks that the document still matches.
+
+Usage (from the repository root):
+
+    .venv/bin/python docs/gen_examples.py           # print the generated section
+    .venv/bin/python docs/gen_examples.py --write   # rewrite it in docs/protocol.md
+    .venv/bin/python docs/gen_examples.py --check   # exit 1 if the document is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # runnable without installing the package
+    sys.path.insert(0, str(ROOT))
+
+import msgspec  # noqa: E402
+
+from protocol.errors import ErrorCode  # noqa: E402
+from protocol.frames import encode_frame  # noqa: E402
+from protocol.messages import (  # noqa: E402
+    Ack,
+    Delivery,
+    Error,
+    Fetch,
+    Hello,
+    Jobs,
+    JobSpec,
+    Ok,
+    Push,
+    Pushed,
+    Welcome,
+    encoder,
+)
+
+DOC_PATH = ROOT / "docs" / "protocol.md"
+BEGIN_MARKER = "<!-- BEGIN GENERATED EXAMPLES: docs/gen_examples.py --write -->"
+END_MARKER = "<!-- END GENERATED EXAMPLES -->"
+
+HEX_BYTES_PER_LINE = 16
+ANNOTATION_BYTES_PER_LINE = 8
+
+# Fixed inputs, so the output is the same on every run.
+CREATED_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+LEASED_MS = CREATED_MS + 2_500
+LEASE_TTL_MS = 1_800_000
+JOB_ID = "invoice-1001"
+ARGS = msgspec.Raw(msgspec.msgpack.encode(["ada@example.com", 1001]))
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str  # the heading; also how the tests find the example
+    direction: str
+    note: str
+    message: msgspec.Struct
+    annotate: bool = False
+
+
+EXAMPLES: list[Example] = [
+    Example(
+        "hello",
+        "client to server",
+        "The first frame of every connection.",
+        Hello(
+            rid=1,
+            version=1,
+            worker_id="w-5f0c2a9e41d7",
+            client="leash-py/0.1",
+            hostname="build-7",
+            pid=4242,
+        ),
+        annotate=True,
+    ),
+    Example(
+        "welcome",
+        "server to client",
+        "The handshake succeeded; later frames may be up to 1 MiB.",
+        Welcome(rid=1, version=1, server="leash/0.1.0", epoch=3, max_frame_bytes=1024 * 1024),
+    ),
+    Example(
+        "push",
+        "client to server",
+        "A job with a client-chosen id; fields left at their defaults are not sent. "
+        '`args` is the msgpack array `["ada@example.com", 1001]`.',
+        Push(
+            rid=2, job=JobSpec(type="send_invoice", queue="mail", args=ARGS, id=JOB_ID, priority=7)
+        ),
+        annotate=True,
+    ),
+    Example(
+        "pushed",
+        "server to client",
+        "The job was created and is ready.",
+        Pushed(rid=2, id=JOB_ID, created=True, state="ready"),
+    ),
+    Example(
+        "fetch",
+        "client to server",
+        "Up to 10 jobs from `mail`, then `default`; wait up to 5 s if none is ready.",
+        Fetch(rid=3, queues=["mail", "default"], count=10, wait_ms=5_000),
+    ),
+    Example(
+        "jobs",
+        "server to client",
+        "One job leased with token 17 until `deadline_ms`.",
+        Jobs(
+            rid=3,
+            jobs=[
+                Delivery(
+                    id=JOB_ID,
+                    queue="mail",
+                    type="send_invoice",
+                    args=ARGS,
+                    token=17,
+                    deadline_ms=LEASED_MS + LEASE_TTL_MS,
+                    attempt=1,
+                    max_attempts=25,
+                    lease_ttl_ms=LEASE_TTL_MS,
+                    priority=7,
+                    created_ms=CREATED_MS,
+                )
+            ],
+        ),
+        annotate=True,
+    ),
+    Example(
+        "ack",
+        "client to server",
+        "The job is done.",
+        Ack(rid=4, id=JOB_ID, token=17),
+    ),
+    Example(
+        "ok",
+        "server to client",
+        "The job was acknowledged and is forgotten.",
+        Ok(rid=4),
+    ),
+    Example(
+        "error",
+        "server to client",
+        "The reply to an `ack` (rid 5) whose token is no longer the job's lease.",
+        Error(
+            rid=5,
+            code=ErrorCode.STALE_LEASE,
+            message="token 17 is not the current lease of 'invoice-1001'",
+        ),
+    ),
+    Example(
+        "error with a path",
+        "server to client",
+        "The reply to a `push` (rid 6) whose `job.priority` was 12.",
+        Error(
+            rid=6,
+            code=ErrorCode.BAD_REQUEST,
+            message="Expected `int` <= 9 - at `$.job.priority`",
+            path="$.job.priority",
+        ),
+    ),
+]
+
+
+def frame_of(message: msgspec.Struct) -> bytes:
+    """The exact bytes of ``message`` on the wire: length prefix and body."""
+    return encode_frame(encoder.encode(message))
+
+
+# --- hex dump ----------------------------------------------------------------
+
+
+def hex_dump(data: bytes) -> list[str]:
+    """Offset, 16 bytes in hex, and the printable ASCII between bars."""
+    lines = []
+    for start in range(0, len(data), HEX_BYTES_PER_LINE):
+        chunk = data[start : start + HEX_BYTES_PER_LINE]
+        hex_part = " ".join(f"{byte:02x}" for byte in chunk)
+        text = "".join(chr(byte) if 0x20 <= byte < 0x7F else "." for byte in chunk)
+        lines.append(f"{start:04x}  {hex_part:<{HEX_BYTES_PER_LINE * 3 - 1}}  |{text}|")
+    return lines
+
+
+# --- annotated breakdown -----------------------------------------------------
+
+
+@dataclass
+class _Token:
+    offset: int
+    size: int
+    depth: int
+    meaning: str
+
+
+class _Annotator:
+    """Walks msgpack bytes and names every token. Covers the types the examples use."""
+
+    def __init__(self, body: bytes, base_offset: int) -> None:
+        self.body = body
+        self.base = base_offset
+        self.pos = 0
+        self.tokens: list[_Token] = []
+
+    def value(self, depth: int, role: str = "") -> None:
+        start, lead = self.pos, self.body[self.pos]
+        prefix = f"{role}: " if role else ""
+        if lead <= 0x7F:
+            self._emit(start, 1, depth, f"{prefix}positive fixint {lead}")
+        elif lead >= 0xE0:
+            self._emit(start, 1, depth, f"{prefix}negative fixint {lead - 0x100}")
+        elif 0x80 <= lead <= 0x8F:
+            self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixmap", is_map=True)
+        elif 0x90 <= lead <= 0x9F:
+            self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixarray", is_map=False)
+        elif 0xA0 <= lead <= 0xBF:
+            self._string(start, 1, lead & 0x1F, depth, f"{prefix}fixstr")
+        elif lead == 0xD9:
+            self._string(start, 2, self.body[start + 1], depth, f"{prefix}str8")
+        elif lead in (0xC0, 0xC2, 0xC3):
+            name = {0xC0: "nil", 0xC2: "false", 0xC3: "true"}[lead]
+            self._emit(start, 1, depth, f"{prefix}{name}")
+        elif 0xCC <= lead <= 0xCF:
+            width = 1 << (lead - 0xCC)
+            number = int.from_bytes(self.body[start + 1 : start + 1 + width], "big")
+            self._emit(start, 1 + width, depth, f"{prefix}uint{width * 8} {number}")
+        else:
+            raise NotImplementedError(f"msgpack lead byte {lead:#04x} at {start}")
+
+    def _emit(self, start: int, size: int, depth: int, meaning: str) -> None:
+        self.tokens.append(_Token(self.base + start, size, depth, meaning))
+        self.pos = start + size
+
+    def _string(self, start: int, header: int, length: int, depth: int, kind: str) -> None:
+        text = self.body[start + header : start + header + length].decode()
+        unit = "byte" if length == 1 else "bytes"
+        self._emit(start, header + length, depth, f'{kind} "{text}" ({length} {unit})')
+
+    def _container(
+        self, start: int, header: int, count: int, depth: int, kind: str, *, is_map: bool
+    ) -> None:
+        unit = ("pair" if is_map else "item") + ("" if count == 1 else "s")
+        self._emit(start, header, depth, f"{kind} of {count} {unit}")
+        for _ in range(count):
+            if is_map:
+                self.value(depth + 1, "key")
+                self.value(depth + 1, "value")
+            else:
+                self.value(depth + 1)
+
+
+def annotate(frame: bytes) -> list[str]:
+    """One line per msgpack token: offset, its bytes, what it means."""
+    header = frame[:4]
+    length = int.from_bytes(header, "big")
+    tokens = [_Token(0, 4, 0, f"length prefix: the body is {length} bytes")]
+    walker = _Annotator(frame[4:], base_offset=4)
+    walker.value(depth=0, role="body")
+    assert walker.pos == length, "the annotation must cover the whole body"
+    tokens += walker.tokens
+    width = ANNOTATION_BYTES_PER_LINE * 3 - 1
+    lines = []
+    for token in tokens:
+        raw = frame[token.offset : token.offset + token.size]
+        for index in range(0, len(raw), ANNOTATION_BYTES_PER_LINE):
+            chunk = " ".join(f"{b:02x}" for b in raw[index : index + ANNOTATION_BYTES_PER_LINE])
+            meaning = "  " * token.depth + token.meaning if index == 0 else ""
+            lines.append(f"{token.offset + index:04x}  {chunk:<{width}}  {meaning}".rstrip())
+    return lines
+
+
+# --- the document section ----------------------------------------------------
+
+
+def notation(message: msgspec.Struct) -> str:
+    """The body as JSON, for reading only: the wire carries msgpack."""
+    plain = msgspec.msgpack.decode(encoder.encode(message))
+    return msgspec.json.encode(plain).decode()
+
+
+def render() -> str:
+    """The generated section of docs/protocol.md, markers included."""
+    out = [BEGIN_MARKER, ""]
+    for example in EXAMPLES:
+        frame = frame_of(example.message)
+        out += [
+            f"#### Example: {example.name}",
+            "",
+            f"{example.direction.capitalize()}. {example.note} "
+            f"Frame: {len(frame)} bytes (4 of length, {len(frame) - 4} of body).",
+            "",
+            "```json",
+            notation(example.message),
+            "```",
+            "",
+            "```hexdump",
+            *hex_dump(frame),
+            "```",
+            "",
+        ]
+        if example.annotate:
+            out += ["Byte by byte:", "", "```text", *annotate(frame), "```", ""]
+    out.append(END_MARKER)
+    return "\n".join(out)
+
+
+def split_document(text: str) -> tuple[str, str, str]:
+    """The document before, inside and after the generated section (markers inside)."""
+    begin = text.index(BEGIN_MARKER)
+    end = text.index(END_MARKER, begin) + len(END_MARKER)
+    return text[:begin], text[begin:end], text[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite the section in the doc")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the doc is stale")
+    args = parser.parse_args(argv)
+    section = render()
+    if not (args.write or args.check):
+        print(section)
+        return 0
+    before, current, after = split_document(DOC_PATH.read_text(encoding="utf-8"))
+    if args.check:
+        stale = current != section
+        if stale:
+            print(f"{DOC_PATH} is stale: run docs/gen_examples.py --write", file=sys.stderr)
+        return 1 if stale else 0
+    DOC_PATH.write_text(before + section + after, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The dependency rules of the design, checked on the source.
+
+``protocol/`` and ``broker/core/`` are pure: no I/O, no clock, no randomness,
+no concurrency. ``protocol`` imports nothing of ours; ``client`` never imports
+``broker``; ``broker.core`` imports neither ``broker.journal`` nor
+``broker.server``. Imports are read with ``ast``, so a package that does not
+exist yet simply has no files to check.
+"""
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Modules that reach the clock, randomness, the file system, the network, other
+# threads or processes. The first nine are the rule; the rest are their siblings.
+IMPURE_MODULES = frozenset(
+    {
+        "asyncio",
+        "time",
+        "random",
+        "os",
+        "socket",
+        "threading",
+        "uvloop",
+        "select",
+        "subprocess",
+        "selectors",
+        "multiprocessing",
+        "concurrent",
+        "secrets",
+        "signal",
+        "shutil",
+        "tempfile",
+    }
+)
+PURE_PACKAGES = ("protocol", "broker/core")
+
+# (package, the top-level-qualified module prefixes it may not import)
+FORBIDDEN_DEPENDENCIES = [
+    ("protocol", ("broker", "client")),
+    ("client", ("broker",)),
+    ("broker/core", ("broker.journal", "broker.server", "client")),
+]
+
+
+def python_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(source: str, importer: str, *, is_package: bool) -> Iterator[tuple[int, str]]:
+    """Every module ``source`` imports, made absolute, with its line number.
+
+    Dynamic imports (``__import__``, ``importlib.import_module``) are reported as
+    the module ``importlib`` so a pure package cannot hide an import behind them.
+    """
+    package = importer if is_package else importer.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".") if node.level else []
+            if node.level > 1:
+                base = base[: len(base) - (node.level - 1)]
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            yield node.lineno, module
+            for alias in node.names:  # `from broker import journal` imports broker.journal
+                yield node.lineno, f"{module}.{alias.name}"
+        elif isinstance(node, ast.Call):
+            function = node.func
+            name = getattr(function, "id", None) or getattr(function, "attr", None)
+            if name in ("__import__", "import_module"):
+                yield node.lineno, "importlib"
+
+
+def imports_of(path: Path) -> Iterator[tuple[int, str]]:
+    source = path.read_text(encoding="utf-8")
+    yield from imported_modules(source, module_name(path), is_package=path.name == "__init__.py")
+
+
+def is_within(module: str, prefix: str) -> bool:
+    return module == prefix or module.startswith(prefix + ".")
+
+
+def impure_imports(path: Path) -> list[str]:
+    found = []
+    for line, module in imports_of(path):
+        top = module.split(".")[0]
+        if top in IMPURE_MODULES or top == "importlib":
+            found.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return found
+
+
+@pytest.mark.parametrize("package", PURE_PACKAGES)
+def test_pure_packages_import_no_io_clock_randomness_or_concurrency(package: str) -> None:
+    problems = [problem for path in python_files(package) for problem in impure_imports(path)]
+    assert problems == []
+
+
+@pytest.mark.parametrize(("package", "forbidden"), FORBIDDEN_DEPENDENCIES)
+def test_dependencies_point_one_way(package: str, forbidden: tuple[str, ...]) -> None:
+    problems = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in python_files(package)
+        for line, module in imports_of(path)
+        if any(is_within(module, prefix) for prefix in forbidden)
+    ]
+    assert problems == []
+
+
+def test_the_protocol_package_is_checked() -> None:
+    assert {path.name for path in python_files("protocol")} >= {"frames.py", "messages.py"}
+
+
+# --- the checker itself --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import asyncio", "asyncio"),
+        ("import os.path", "os.path"),
+        ("from time import monotonic", "time"),
+        ("import random as r", "random"),
+        ("from concurrent.futures import Future", "concurrent.futures"),
+        ("importlib.import_module('socket')", "importlib"),
+        ("__import__('threading')", "importlib"),
+        ("def f():\n    import subprocess", "subprocess"),
+    ],
+)
+def test_the_checker_sees_every_form_of_import(source: str, expected: str) -> None:
+    modules = [module for _, module in imported_modules(source, "broker.core.x", is_package=False)]
+    assert expected in modules
+
+
+@pytest.mark.parametrize(
+    ("source", "importer", "is_package", "expected"),
+    [
+        ("from . import journal", "broker.core", True, "broker.core.journal"),
+        ("from .. import journal", "broker.core", True, "broker.journal"),
+        ("from ..server import app", "broker.core.state", False, "broker.server"),
+        ("from broker import server", "client.run", False, "broker.server"),
+    ],
+)
+def test_the_checker_resolves_relative_imports(
+    source: str, importer: str, is_package: bool, expected: str
+) -> None:
+    modules = [module for _, module in imported_modules(source, importer, is_package=is_package)]
+    assert expected in modules
