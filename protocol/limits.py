@@ -37,6 +37,7 @@ TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 FETCH_COUNT_MAX = 1000
 FETCH_QUEUES_MAX = 64
 FETCH_WAIT_MAX_MS = 20_000
+FETCH_REPLY_ARGS_MAX_BYTES = 8 * 1024 * 1024  # a fetch stops adding jobs past this (at least one)
 PUSH_MANY_MAX = 1000
 ACK_MANY_MAX = 1000
 

@@ -13,7 +13,7 @@ from broker.core.retry import retry_delay_ms
 from broker.core.state import LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
-from protocol.limits import SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
+from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES, SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
 
 
 class Rejected(Exception):
@@ -90,6 +90,7 @@ def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outco
     grants: list[R.Grant] = []
     deliveries: list[M.Delivery] = []
     want = request.count
+    budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
     for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
         queue = state.queues.get(name)
         if queue is None or queue.paused or not queue.ready:
@@ -99,6 +100,10 @@ def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outco
             if not bucket:
                 continue
             for job in bucket.values():
+                budget_bytes -= len(job.args)
+                if grants and budget_bytes < 0:
+                    want = len(grants)
+                    break
                 token = state.next_token(len(grants))
                 deadline_ms = now_ms + job.lease_ttl_ms
                 grants.append(R.Grant(job.id, token, deadline_ms))

@@ -1,0 +1,92 @@
+"""A real ``leash serve`` subprocess for integration tests.
+
+Binds 127.0.0.1 on a port the OS picks (``--port 0``) and reads the port
+from the "listening on" log line. Stopped by its pid only; start and stop
+are bounded in time.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+START_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+_LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+
+
+class BrokerProcess:
+    def __init__(self, data_dir: str, extra_args: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.log: list[str] = []
+        self._listening = threading.Event()
+
+    def start(self) -> "BrokerProcess":
+        command = [
+            sys.executable, "-m", "broker", "serve",
+            "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
+            *self.extra_args,
+        ]  # fmt: skip
+        self._listening.clear()
+        self.process = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
+        self._reader = threading.Thread(target=self._read_log, args=(self.process,), daemon=True)
+        self._reader.start()
+        if not self._listening.wait(START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError("broker did not start:\n" + "".join(self.log))
+        return self
+
+    def _read_log(self, process: "subprocess.Popen[str]") -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            self.log.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self.port = int(match.group(1))
+                self._listening.set()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+        status = self.process.wait(STOP_TIMEOUT_S)
+        self._close_log()
+        return status
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_TIMEOUT_S)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self.process is not None and self.process.stderr is not None:
+            self._reader.join(STOP_TIMEOUT_S)
+            self.process.stderr.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_for_log(self, text: str, timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.log):
+                return True
+            time.sleep(0.02)
+        return False
