@@ -33,6 +33,7 @@ LeaseTtlMs = Annotated[int, Meta(ge=L.LEASE_TTL_MIN_MS, le=L.LEASE_TTL_MAX_MS)]
 RetryBaseMs = Annotated[int, Meta(ge=L.RETRY_BASE_MIN_MS, le=L.RETRY_BASE_MAX_MS)]
 TimeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
 DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
+Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 JobState = Literal["ready", "scheduled", "leased", "retrying", "dead"]
 
 EMPTY_ARGS = Raw(b"\x90")  # msgpack for an empty array
@@ -82,7 +83,9 @@ class Hello(Struct, tag="hello", tag_field="op", omit_defaults=True):
     client: Annotated[str, Meta(max_length=L.CLIENT_NAME_MAX_CHARS)] = ""
     hostname: Annotated[str, Meta(max_length=L.HOSTNAME_MAX_CHARS)] = ""
     pid: Annotated[int, Meta(ge=0, le=2**31)] = 0
-    labels: Annotated[list[Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]], Meta(max_length=L.LABELS_MAX)] = []
+    labels: Annotated[
+        list[Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]], Meta(max_length=L.LABELS_MAX)
+    ] = []
     concurrency: Annotated[int, Meta(ge=0, le=100_000)] = 0
 
 
@@ -149,8 +152,21 @@ class GetJob(Struct, tag="get_job", tag_field="op"):
     id: JobId
 
 
-Request = Hello | Push | PushMany | Fetch | Ack | AckMany | Fail | Extend | Release | Pause | Resume | GetJob
-REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)  # type: ignore[attr-defined]
+Request = (
+    Hello
+    | Push
+    | PushMany
+    | Fetch
+    | Ack
+    | AckMany
+    | Fail
+    | Extend
+    | Release
+    | Pause
+    | Resume
+    | GetJob
+)
+REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
 
 # --- replies ---------------------------------------------------------------
@@ -284,7 +300,8 @@ _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 def decode_request(body: bytes) -> Request:
     """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
     try:
-        return request_decoder.decode(body)
+        request: Request = request_decoder.decode(body)
+        return request
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _request_error(body, str(exc)) from None
     except RecursionError:  # nesting deeper than the interpreter's stack

@@ -1,0 +1,358 @@
+"""The sans-IO client core: builds requests, matches replies, makes results.
+
+Theory of operation. Every client method is split in two halves that share
+this module. The first half, ``ClientCore.<op>(...)``, builds the request with
+the next rid, encodes it as one frame and returns a ``Call``: the frame and the
+function that turns the matching reply into the method's result. The shell
+(``blocking.Client`` or ``aio.AsyncClient``) registers the call with
+``start(call, waiter)``, writes ``call.frame``, feeds whatever bytes arrive to
+``receive_data`` and pulls ``next_completion()`` until it returns None. Each
+``Completion`` carries the shell's waiter and either the result or the
+exception to raise. Replies are matched by rid, so they may arrive in any
+order (a long-poll fetch is answered after later requests); a reply for a rid
+nobody waits for any more (its caller timed out) is dropped.
+
+Errors: an ``error`` reply becomes the mapped ``ServerError`` on its own
+completion, and so does a reply that does not decode (``ProtocolViolation``)
+when its rid can still be read. A framing error, a body without a readable
+rid, or an ``error`` with rid 0 after the handshake (the broker's last word
+before it closes) raise from ``next_completion``: the connection is finished
+and the shell fails every waiter. No sockets, no clock, no threads here.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from msgspec import Struct
+
+from protocol import limits
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import FrameDecoder, encode_frame
+from protocol.messages import (
+    Ack,
+    AckedMany,
+    AckMany,
+    Error,
+    ErrorInfo,
+    Extend,
+    Extended,
+    Fail,
+    Failed,
+    Fetch,
+    GetJob,
+    JobInfo,
+    Jobs,
+    JobSpec,
+    JobView,
+    LeaseRef,
+    Ok,
+    Pause,
+    Push,
+    Pushed,
+    PushedMany,
+    PushMany,
+    PushResult,
+    Release,
+    Reply,
+    Request,
+    Resume,
+    Welcome,
+    encoder,
+    reply_decoder,
+)
+
+from ._exceptions import (
+    ConnectionLost,
+    LeashError,
+    ProtocolViolation,
+    ServerError,
+    TooLarge,
+    error_for,
+    error_from_reply,
+)
+from ._identity import Identity
+from ._types import FailResult, Job, Lease, error_info, lease_ref
+
+T = TypeVar("T")
+W = TypeVar("W")
+R = TypeVar("R", bound=Struct)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request ready to send, and how its reply becomes the result."""
+
+    rid: int
+    frame: bytes
+    finish: Callable[[Reply], T]
+    wait_ms: int = 0  # how much longer than usual the reply may take (long-poll)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Generic[W]):
+    """A reply matched to its call: the result, or the exception to raise."""
+
+    rid: int
+    waiter: W
+    value: Any
+    error: LeashError | None
+
+
+class _LooseReply(Struct):
+    """The least of a reply, read when the typed decoder refuses a body."""
+
+    t: str = ""
+    rid: int = -1
+    code: str = ""
+    message: str = ""
+    path: str = ""
+
+
+_loose_decoder = msgspec.msgpack.Decoder(_LooseReply)
+
+
+class ClientCore(Generic[W]):
+    """Request building and reply matching for one connection."""
+
+    def __init__(self) -> None:
+        self._next_rid = 1  # never 0: the broker answers an unreadable request with rid 0
+        self._decoder = FrameDecoder(limits.FRAME_CEILING_BYTES)  # replies may be large
+        self._pending: dict[int, tuple[Callable[[Reply], Any], W]] = {}
+        self._hello_rid = -1
+        self.welcome: Welcome | None = None
+        # The broker's limit for what we send: the handshake's until the welcome says more.
+        self.max_frame_bytes = limits.HANDSHAKE_FRAME_MAX_BYTES
+
+    # --- requests ----------------------------------------------------------
+
+    def hello(self, identity: Identity) -> Call[Welcome]:
+        hello = identity.hello()
+        hello.rid = self._hello_rid = self._take_rid()
+        return Call(hello.rid, self._encode(hello), self._welcomed)
+
+    def push(self, spec: JobSpec) -> Call[str]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Push(rid=rid, job=spec)), _pushed_id)
+
+    def push_many(self, specs: Sequence[JobSpec]) -> Call[list[PushResult]]:
+        rid, count = self._take_rid(), len(specs)
+
+        def finish(reply: Reply) -> list[PushResult]:
+            return _same_length(_expect(reply, PushedMany).results, count)
+
+        return Call(rid, self._encode(PushMany(rid=rid, jobs=list(specs))), finish)
+
+    def fetch(self, queues: str | Sequence[str], count: int, wait_ms: int) -> Call[list[Job]]:
+        rid = self._take_rid()
+        names = [queues] if isinstance(queues, str) else list(queues)
+        request = Fetch(rid=rid, queues=names, count=count, wait_ms=wait_ms)
+        return Call(rid, self._encode(request), _delivered_jobs, wait_ms)
+
+    def ack(self, lease: Lease) -> Call[None]:
+        rid = self._take_rid()
+        job_id, token = lease_ref(lease)
+        return Call(rid, self._encode(Ack(rid=rid, id=job_id, token=token)), _ok)
+
+    def ack_many(self, leases: Sequence[Lease]) -> Call[list[ServerError | None]]:
+        rid = self._take_rid()
+        refs = [LeaseRef(*lease_ref(lease)) for lease in leases]
+        count = len(refs)
+
+        def finish(reply: Reply) -> list[ServerError | None]:
+            results = _same_length(_expect(reply, AckedMany).results, count)
+            return [None if r.code is None else error_for(r.code, r.message) for r in results]
+
+        return Call(rid, self._encode(AckMany(rid=rid, leases=refs)), finish)
+
+    def fail(self, lease: Lease, error: BaseException | str | ErrorInfo) -> Call[FailResult]:
+        rid = self._take_rid()
+        job_id, token = lease_ref(lease)
+        request = Fail(rid=rid, id=job_id, token=token, error=error_info(error))
+        return Call(rid, self._encode(request), _fail_result)
+
+    def extend(self, lease: Lease, lease_ttl_ms: int | None) -> Call[int]:
+        rid = self._take_rid()
+        job_id, token = lease_ref(lease)
+
+        def finish(reply: Reply) -> int:
+            deadline_ms = _expect(reply, Extended).deadline_ms
+            if isinstance(lease, Job):
+                lease.deadline_ms = deadline_ms
+            return deadline_ms
+
+        request = Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=lease_ttl_ms)
+        return Call(rid, self._encode(request), finish)
+
+    def release(self, lease: Lease) -> Call[None]:
+        rid = self._take_rid()
+        job_id, token = lease_ref(lease)
+        return Call(rid, self._encode(Release(rid=rid, id=job_id, token=token)), _ok)
+
+    def pause(self, queue: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Pause(rid=rid, queue=queue)), _ok)
+
+    def resume(self, queue: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Resume(rid=rid, queue=queue)), _ok)
+
+    def get_job(self, id: str) -> Call[JobView]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(GetJob(rid=rid, id=id)), _job_view)
+
+    # --- waiting -----------------------------------------------------------
+
+    def start(self, call: Call[Any], waiter: W) -> None:
+        """Expect the reply to ``call``; its completion will carry ``waiter``."""
+        assert call.rid not in self._pending, f"rid {call.rid} is already in flight"
+        self._pending[call.rid] = (call.finish, waiter)
+
+    def abandon(self, rid: int) -> None:
+        """Stop waiting for ``rid`` (its caller gave up); a late reply is dropped."""
+        self._pending.pop(rid, None)
+
+    def fail_pending(self) -> list[W]:
+        """Forget every call in flight; return their waiters for the shell to fail."""
+        waiters = [waiter for _, waiter in self._pending.values()]
+        self._pending.clear()
+        return waiters
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # --- replies -----------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        self._decoder.feed(data)
+
+    def next_completion(self) -> Completion[W] | None:
+        """The next matched reply, or None until more bytes arrive.
+
+        Raises ``ProtocolViolation`` or ``ConnectionLost`` when the connection
+        can no longer be used.
+        """
+        while True:
+            try:
+                body = self._decoder.next_frame()
+            except ProtocolError as exc:
+                raise ProtocolViolation(f"bad frame from the broker: {exc}") from None
+            if body is None:
+                return None
+            completion = self._complete(body)
+            if completion is not None:
+                return completion
+
+    def _complete(self, body: bytes) -> Completion[W] | None:
+        try:
+            reply: Reply = reply_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            return self._complete_undecodable(body, exc)
+        rid = reply.rid
+        if rid == 0 and isinstance(reply, Error):
+            rid = self._unreadable_request_rid(error_from_reply(reply))
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return None  # its caller stopped waiting
+        finish, waiter = entry
+        try:
+            return Completion(rid, waiter, finish(reply), None)
+        except LeashError as exc:
+            return Completion(rid, waiter, None, exc)
+
+    def _complete_undecodable(self, body: bytes, exc: Exception) -> Completion[W] | None:
+        try:
+            loose = _loose_decoder.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise ProtocolViolation(f"undecodable reply from the broker: {exc}") from None
+        error: LeashError
+        if loose.t == "error":  # an error code newer than this client
+            error = error_for(loose.code, loose.message, loose.path)
+        else:
+            error = ProtocolViolation(f"undecodable {loose.t!r} reply from the broker: {exc}")
+        rid = loose.rid
+        if rid == 0 and loose.t == "error":
+            rid = self._unreadable_request_rid(error)
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return None
+        return Completion(rid, entry[1], None, error)
+
+    def _unreadable_request_rid(self, error: LeashError) -> int:
+        """Whose is an error with rid 0: the hello's during the handshake, else nobody's.
+
+        After the handshake it answers a frame or body the broker could not
+        read, which this client does not send, and may be followed by a close:
+        no call can be told its outcome, so the connection is given up.
+        """
+        if self.welcome is None and self._hello_rid in self._pending:
+            return self._hello_rid
+        raise _closing(error)
+
+    # --- helpers -----------------------------------------------------------
+
+    def _take_rid(self) -> int:
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+    def _encode(self, request: Request) -> bytes:
+        body = encoder.encode(request)
+        if len(body) > self.max_frame_bytes:
+            raise TooLarge(
+                ErrorCode.TOO_LARGE,
+                f"a {type(request).__name__.lower()} request of {len(body)} bytes is over "
+                f"the broker's frame limit of {self.max_frame_bytes}",
+            )
+        return encode_frame(body)
+
+    def _welcomed(self, reply: Reply) -> Welcome:
+        welcome = _expect(reply, Welcome)
+        self.welcome = welcome
+        self.max_frame_bytes = welcome.max_frame_bytes
+        return welcome
+
+
+def _closing(error: LeashError) -> ConnectionLost:
+    lost = ConnectionLost(f"the broker is closing the connection: {error}")
+    lost.__cause__ = error
+    return lost
+
+
+def _expect(reply: Reply, cls: type[R]) -> R:
+    if isinstance(reply, cls):
+        return reply
+    if isinstance(reply, Error):
+        raise error_from_reply(reply)
+    expected = cls.__struct_config__.tag
+    got = type(reply).__struct_config__.tag
+    raise ProtocolViolation(f"expected a {expected!r} reply, got {got!r}")
+
+
+def _same_length(results: list[T], count: int) -> list[T]:
+    if len(results) != count:
+        raise ProtocolViolation(f"{len(results)} results for {count} items")
+    return results
+
+
+def _ok(reply: Reply) -> None:
+    _expect(reply, Ok)
+
+
+def _pushed_id(reply: Reply) -> str:
+    return _expect(reply, Pushed).id
+
+
+def _delivered_jobs(reply: Reply) -> list[Job]:
+    return [Job(delivery) for delivery in _expect(reply, Jobs).jobs]
+
+
+def _fail_result(reply: Reply) -> FailResult:
+    failed = _expect(reply, Failed)
+    return FailResult(failed.state, failed.retry_at_ms)
+
+
+def _job_view(reply: Reply) -> JobView:
+    return _expect(reply, JobInfo).job

@@ -1,0 +1,125 @@
+"""Every exception the Leash client raises, and the one place wire errors become them.
+
+The tree::
+
+    LeashError                      anything the client raises on purpose
+    ├── ConnectionLost              the connection closed or reset (also a ConnectionError)
+    │   └── ConnectFailed           ... or could not be opened at all
+    ├── RequestTimeout              no reply within timeout_s (also a TimeoutError)
+    ├── ProtocolViolation           the broker sent bytes we cannot decode
+    └── ServerError                 the broker answered with an error reply: code, message, path
+        ├── BadRequest              bad_request: a field has the wrong type or is out of bounds
+        ├── UnknownOp               unknown_op: the broker does not know the request
+        ├── NotFound                not_found: the job no longer exists (finished, deleted)
+        ├── StaleLease              stale_lease: the token is not the job's current lease
+        ├── TooLarge                too_large: a frame or field over its limit
+        ├── QueuePaused             queue_paused: refused on a paused queue
+        ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
+        ├── HandshakeRequired       handshake_required: a request arrived before hello
+        └── Internal                internal: a broker bug; the request was not applied
+
+A ``ServerError`` whose code this client does not know (a newer broker) is
+raised as ``ServerError`` itself, with the code as a plain string.
+``TooLarge`` is also raised locally, before sending, for a request over the
+broker's frame limit: sending it would make the broker close the connection.
+"""
+
+from protocol.errors import ErrorCode
+from protocol.messages import Error
+
+
+class LeashError(Exception):
+    """Base of every exception the client raises on purpose."""
+
+
+class ConnectionLost(LeashError, ConnectionError):
+    """The connection closed or reset; requests in flight have an unknown outcome."""
+
+
+class ConnectFailed(ConnectionLost):
+    """The connection could not be opened."""
+
+
+class RequestTimeout(LeashError, TimeoutError):
+    """No reply arrived within the client's ``timeout_s``; the outcome is unknown."""
+
+
+class ProtocolViolation(LeashError):
+    """The broker sent something this client cannot decode."""
+
+
+class ServerError(LeashError):
+    """The broker refused a request. ``code`` is the wire error code."""
+
+    def __init__(self, code: ErrorCode | str, message: str, path: str = "") -> None:
+        text = f"{code}: {message}" + (f" (at {path})" if path else "")
+        super().__init__(text)
+        self.code = code
+        self.message = message
+        self.path = path
+
+    def __reduce__(self) -> tuple[type["ServerError"], tuple[ErrorCode | str, str, str]]:
+        return (type(self), (self.code, self.message, self.path))
+
+
+class BadRequest(ServerError):
+    pass
+
+
+class UnknownOp(ServerError):
+    pass
+
+
+class NotFound(ServerError):
+    pass
+
+
+class StaleLease(ServerError):
+    pass
+
+
+class TooLarge(ServerError):
+    pass
+
+
+class QueuePaused(ServerError):
+    pass
+
+
+class UnsupportedVersion(ServerError):
+    pass
+
+
+class HandshakeRequired(ServerError):
+    pass
+
+
+class Internal(ServerError):
+    pass
+
+
+ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
+    ErrorCode.BAD_REQUEST: BadRequest,
+    ErrorCode.UNKNOWN_OP: UnknownOp,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.STALE_LEASE: StaleLease,
+    ErrorCode.TOO_LARGE: TooLarge,
+    ErrorCode.QUEUE_PAUSED: QueuePaused,
+    ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
+    ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
+    ErrorCode.INTERNAL: Internal,
+}
+
+
+def error_for(code: ErrorCode | str, message: str, path: str = "") -> ServerError:
+    """The exception for a wire error code; an unknown code gives a plain ``ServerError``."""
+    try:
+        known = ErrorCode(code)
+    except ValueError:
+        return ServerError(code, message, path)
+    return ERROR_CLASSES[known](known, message, path)
+
+
+def error_from_reply(reply: Error) -> ServerError:
+    """The exception an ``error`` reply stands for."""
+    return error_for(reply.code, reply.message, reply.path)

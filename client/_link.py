@@ -1,0 +1,71 @@
+"""The worker's link to the broker: one live AsyncClient, reopened with backoff.
+
+Every user of the link asks for ``await link.client()`` and, when a call on
+it raises ``ConnectionLost`` or ``RequestTimeout``, hands it back with
+``await link.lost(client, exc)``. Reconnecting happens once, under a lock,
+however many tasks noticed the loss; the backoff is capped exponential with
+jitter so that a fleet of workers does not reconnect in step. A refused
+handshake (a ``ServerError``) is not retried: it raises.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+
+from ._exceptions import ConnectionLost, RequestTimeout
+from .aio import AsyncClient
+
+log = logging.getLogger("leash.worker")
+
+RECONNECT_FIRST_S = 0.05
+RECONNECT_MAX_S = 5.0
+
+
+def backoff_s(attempt: int) -> float:
+    """How long to wait before try ``attempt`` (0, 1, ...): doubling, capped, jittered."""
+    capped_s = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2.0 ** min(attempt, 30))
+    return capped_s * random.uniform(0.5, 1.0)
+
+
+class Link:
+    def __init__(self, connect: Callable[[], Awaitable[AsyncClient]]) -> None:
+        self._connect = connect
+        self._client: AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self.quiet = False  # True while shutting down: a loss is expected, not worth a warning
+
+    @property
+    def current(self) -> AsyncClient | None:
+        """The connection if it is open, without connecting."""
+        client = self._client
+        return client if client is not None and not client.closed else None
+
+    async def client(self) -> AsyncClient:
+        """The live connection; (re)connect with backoff while there is none."""
+        async with self._lock:
+            attempt = 0
+            while (client := self.current) is None:
+                try:
+                    self._client = await self._connect()
+                except (ConnectionLost, RequestTimeout) as exc:
+                    delay_s = backoff_s(attempt)
+                    attempt += 1
+                    log.warning("cannot reach the broker (%s); retrying in %.2f s", exc, delay_s)
+                    await asyncio.sleep(delay_s)
+                    continue
+                log.info("connected to %s", self._client.welcome.server)
+            return client
+
+    async def lost(self, client: AsyncClient, exc: Exception) -> None:
+        """``client`` failed with ``exc``: close it; the next ``client()`` reconnects."""
+        if self._client is client:
+            self._client = None
+            if not self.quiet:
+                log.warning("connection lost (%s); reconnecting", exc)
+        await client.close()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

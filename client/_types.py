@@ -1,0 +1,182 @@
+"""The values the client API takes and returns: Job, JobSpec building, failures.
+
+Rules: nothing here does I/O. ``job_spec`` sets only the fields its caller
+gave, so every unset option is left out of the encoded JobSpec and the broker
+applies its own default. Job arguments are msgpack: encoded once by
+``job_spec``, decoded at most once by ``Job.args``.
+"""
+
+import traceback
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import msgspec
+
+from protocol import limits
+from protocol.messages import Delivery, ErrorInfo, JobSpec
+
+_UNDECODED: Any = object()  # Job.args not decoded yet
+
+
+class Job:
+    """One delivered job: a lease on it until ack, fail, release or the deadline.
+
+    ``args`` is decoded from msgpack on first access, so a worker decodes in
+    the thread that runs the handler. ``deadline_ms`` is updated by ``extend``.
+    """
+
+    __slots__ = (
+        "_args",
+        "attempt",
+        "created_ms",
+        "deadline_ms",
+        "id",
+        "lease_ttl_ms",
+        "max_attempts",
+        "priority",
+        "queue",
+        "raw_args",
+        "token",
+        "type",
+    )
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.id: str = delivery.id
+        self.queue: str = delivery.queue
+        self.type: str = delivery.type
+        self.raw_args: msgspec.Raw = delivery.args  # the msgpack bytes, undecoded
+        self.token: int = delivery.token
+        self.deadline_ms: int = delivery.deadline_ms
+        self.attempt: int = delivery.attempt
+        self.max_attempts: int = delivery.max_attempts
+        self.lease_ttl_ms: int = delivery.lease_ttl_ms
+        self.priority: int = delivery.priority
+        self.created_ms: int = delivery.created_ms
+        self._args: Any = _UNDECODED
+
+    @property
+    def args(self) -> Any:
+        """The job's arguments as the producer gave them (lists come back as lists)."""
+        if self._args is _UNDECODED:
+            self._args = msgspec.msgpack.decode(self.raw_args)
+        return self._args
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(id={self.id!r}, type={self.type!r}, queue={self.queue!r}, "
+            f"attempt={self.attempt}/{self.max_attempts}, token={self.token})"
+        )
+
+
+Lease: TypeAlias = Job | tuple[str, int]
+"""Wherever a lease is taken: a delivered ``Job`` or an ``(id, token)`` pair."""
+
+JobSpecLike: TypeAlias = JobSpec | Mapping[str, Any]
+"""For ``push_many``: a ``JobSpec`` from ``job_spec`` or a dict of ``push``'s parameters."""
+
+
+def lease_ref(lease: Lease) -> tuple[str, int]:
+    if isinstance(lease, Job):
+        return lease.id, lease.token
+    job_id, token = lease
+    return job_id, token
+
+
+@dataclass(frozen=True, slots=True)
+class FailResult:
+    """What became of a failed job: retried at ``retry_at_ms``, or dead."""
+
+    state: str  # "retrying" or "dead"
+    retry_at_ms: int | None = None
+
+
+def new_job_id() -> str:
+    """A random client-made id, so a push that is sent again is not a second job."""
+    return uuid.uuid4().hex
+
+
+def job_spec(
+    type: str,
+    args: Any = None,
+    *,
+    queue: str | None = None,
+    id: str | None = None,
+    priority: int | None = None,
+    run_at_ms: int | None = None,
+    delay_ms: int | None = None,
+    max_attempts: int | None = None,
+    lease_ttl_ms: int | None = None,
+    retry_base_ms: int | None = None,
+) -> JobSpec:
+    """A JobSpec with only the given options set; ``args=None`` means no arguments.
+
+    The id is made here when not given, so pushing the same JobSpec twice
+    (for example after a lost connection) creates one job. Bounds are checked
+    by the broker, which answers ``BadRequest`` naming the field.
+    """
+    if run_at_ms is not None and delay_ms is not None:
+        raise ValueError("give run_at_ms or delay_ms, not both")
+    spec = JobSpec(type=type, id=id if id is not None else new_job_id())
+    if args is not None:
+        spec.args = msgspec.Raw(msgspec.msgpack.encode(args))
+    if queue is not None:
+        spec.queue = queue
+    if priority is not None:
+        spec.priority = priority
+    if run_at_ms is not None:
+        spec.run_at_ms = run_at_ms
+    if delay_ms is not None:
+        spec.delay_ms = delay_ms
+    if max_attempts is not None:
+        spec.max_attempts = max_attempts
+    if lease_ttl_ms is not None:
+        spec.lease_ttl_ms = lease_ttl_ms
+    if retry_base_ms is not None:
+        spec.retry_base_ms = retry_base_ms
+    return spec
+
+
+def as_job_spec(job: JobSpecLike) -> JobSpec:
+    if isinstance(job, JobSpec):
+        return job
+    return job_spec(**job)
+
+
+def error_info(error: BaseException | str | ErrorInfo) -> ErrorInfo:
+    """What ``fail`` sends: type, message and traceback, cut to the wire limits."""
+    if isinstance(error, ErrorInfo):
+        return ErrorInfo(
+            type=_head(error.type, limits.ERROR_TYPE_MAX_CHARS),
+            message=_head(error.message, limits.ERROR_MESSAGE_MAX_CHARS),
+            backtrace=_tail(error.backtrace, limits.ERROR_BACKTRACE_MAX_CHARS),
+        )
+    if isinstance(error, str):
+        return ErrorInfo(message=_head(error, limits.ERROR_MESSAGE_MAX_CHARS))
+    cls = type(error)
+    name = (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+    backtrace = "".join(traceback.format_exception(error))
+    return ErrorInfo(
+        type=_head(name, limits.ERROR_TYPE_MAX_CHARS),
+        message=_head(str(error), limits.ERROR_MESSAGE_MAX_CHARS),
+        # The end of a traceback names the failing line and the exception: keep it.
+        backtrace=_tail(backtrace, limits.ERROR_BACKTRACE_MAX_CHARS),
+    )
+
+
+_CUT_MARK = "…[truncated]"
+
+
+def _head(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return text[: max_chars - len(_CUT_MARK)] + _CUT_MARK
+
+
+def _tail(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    return _CUT_MARK + "\n" + text[len(text) - max_chars + len(_CUT_MARK) + 1 :]

@@ -1,0 +1,301 @@
+"""The asyncio client: one TCP connection, many requests in flight.
+
+``await AsyncClient.connect(host, port)`` (or ``await AsyncClient.from_url``)
+opens the connection and completes the handshake; ``async with
+AsyncClient(host, port)`` does the same on entry and closes on exit. The
+constructor itself does no I/O.
+
+Any number of tasks may call one AsyncClient at once: each request gets the
+next rid and a future in the core's table, one reader task feeds the replies
+back to their futures in whatever order the broker answers (a long-poll fetch
+is answered after later requests). A call waits at most ``timeout_s`` for its
+reply, plus ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the
+connection stays usable and the late reply is dropped. A cancelled call is
+forgotten the same way. When the connection ends, every call in flight gets
+``ConnectionLost``. The public methods mirror ``client.blocking.Client``
+exactly (a test keeps them in step); the request logic is in ``client._core``.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from protocol.messages import ErrorInfo, JobView, PushResult, Welcome
+
+from ._core import Call, ClientCore
+from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
+from ._identity import Identity, process_worker_id
+from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
+from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+
+T = TypeVar("T")
+
+_RECV_BYTES = 256 * 1024
+_NOT_CONNECTED = "not connected: use `await AsyncClient.connect(...)` or `async with`"
+
+
+class AsyncClient:
+    """An asyncio connection to a Leash broker. See the module docstring."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.worker_id = worker_id if worker_id is not None else process_worker_id()
+        self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
+        self._core: ClientCore[asyncio.Future[Any]] = ClientCore()
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> Self:
+        """A connected client."""
+        client = cls(
+            host,
+            port,
+            worker_id=worker_id,
+            timeout_s=timeout_s,
+            hostname=hostname,
+            labels=labels,
+            concurrency=concurrency,
+        )
+        await client._open()
+        return client
+
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> Self:
+        """A connected client for ``leash://host:port`` (see ``client._url``)."""
+        host, port = parse_url(url)
+        return await cls.connect(
+            host,
+            port,
+            worker_id=worker_id,
+            timeout_s=timeout_s,
+            hostname=hostname,
+            labels=labels,
+            concurrency=concurrency,
+        )
+
+    @property
+    def welcome(self) -> Welcome:
+        """The broker's handshake reply: ``server``, ``epoch``, ``max_frame_bytes``."""
+        if self._core.welcome is None:
+            raise RuntimeError("not connected yet")
+        return self._core.welcome
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self._writer is None
+
+    async def close(self) -> None:
+        """Close the connection; calls in flight get ConnectionLost."""
+        self._shut(ConnectionLost("the connection was closed by the client"))
+        task = self._reader_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+        if self._writer is not None:
+            with contextlib.suppress(OSError):  # already reset by the peer
+                await self._writer.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise ConnectionLost("the connection is closed")
+        if self._writer is None:
+            await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- producer ------------------------------------------------------------
+
+    async def push(
+        self,
+        type: str,
+        args: Any = None,
+        *,
+        queue: str = "default",
+        id: str | None = None,
+        priority: int | None = None,
+        run_at_ms: int | None = None,
+        delay_ms: int | None = None,
+        max_attempts: int | None = None,
+        lease_ttl_ms: int | None = None,
+        retry_base_ms: int | None = None,
+    ) -> str:
+        """Add a job; return its id. Unset options take the broker's defaults."""
+        spec = job_spec(
+            type,
+            args,
+            queue=queue,
+            id=id,
+            priority=priority,
+            run_at_ms=run_at_ms,
+            delay_ms=delay_ms,
+            max_attempts=max_attempts,
+            lease_ttl_ms=lease_ttl_ms,
+            retry_base_ms=retry_base_ms,
+        )
+        return await self._call(self._core.push(spec))
+
+    async def push_many(self, jobs: Iterable[JobSpecLike]) -> list[PushResult]:
+        """Add several jobs in one request; one ``PushResult`` per job, in order."""
+        specs = [as_job_spec(job) for job in jobs]
+        return await self._call(self._core.push_many(specs)) if specs else []
+
+    async def pause(self, queue: str) -> None:
+        await self._call(self._core.pause(queue))
+
+    async def resume(self, queue: str) -> None:
+        await self._call(self._core.resume(queue))
+
+    async def get_job(self, id: str) -> JobView:
+        return await self._call(self._core.get_job(id))
+
+    # --- worker ----------------------------------------------------------------
+
+    async def fetch(self, queues: str | Sequence[str], *, wait_ms: int = 0) -> Job | None:
+        """Lease one job from the first of ``queues`` that has one, waiting up to ``wait_ms``."""
+        jobs = await self._call(self._core.fetch(queues, 1, wait_ms))
+        return jobs[0] if jobs else None
+
+    async def fetch_many(
+        self, queues: str | Sequence[str], count: int, *, wait_ms: int = 0
+    ) -> list[Job]:
+        """Lease up to ``count`` jobs; wait up to ``wait_ms`` for the first one."""
+        return await self._call(self._core.fetch(queues, count, wait_ms))
+
+    async def ack(self, job: Lease) -> None:
+        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost."""
+        await self._call(self._core.ack(job))
+
+    async def ack_many(self, jobs: Sequence[Lease]) -> list[ServerError | None]:
+        """Ack several jobs; per job, None if acked or the error that refused it."""
+        return await self._call(self._core.ack_many(jobs)) if jobs else []
+
+    async def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts, dead."""
+        return await self._call(self._core.fail(job, error))
+
+    async def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
+        """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""
+        return await self._call(self._core.extend(job, lease_ttl_ms))
+
+    async def release(self, job: Lease) -> None:
+        """Give the job back to its queue without counting an attempt."""
+        await self._call(self._core.release(job))
+
+    # --- the connection --------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+        except (OSError, TimeoutError) as exc:
+            where = f"{self.host}:{self.port}"
+            raise ConnectFailed(f"cannot connect to the broker at {where}: {exc!r}") from exc
+        self._writer = writer
+        self._reader_task = asyncio.create_task(self._read(reader), name="leash-reader")
+        try:
+            await self._call(self._core.hello(self._identity))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _call(self, call: Call[T]) -> T:
+        writer = self._writer
+        if writer is None or self._closed:
+            opened = writer is not None or self._closed
+            raise ConnectionLost("the connection is closed" if opened else _NOT_CONNECTED)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._core.start(call, future)
+        limit_s = self.timeout_s + call.wait_ms / 1000
+        try:
+            try:
+                writer.write(call.frame)
+                await writer.drain()
+            except OSError as exc:
+                self._shut(ConnectionLost(f"the connection broke: {exc}"))
+            async with asyncio.timeout(limit_s):
+                return await future
+        except TimeoutError:
+            if future.done() and not future.cancelled():
+                raise  # the future's own exception (RequestTimeout is a TimeoutError)
+            raise RequestTimeout(f"no reply within {limit_s:g} s") from None
+        finally:
+            self._core.abandon(call.rid)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Hand each reply to its waiting call until the connection ends."""
+        core = self._core
+        error: LeashError
+        try:
+            while True:
+                data = await reader.read(_RECV_BYTES)
+                if not data:
+                    error = ConnectionLost("the broker closed the connection")
+                    break
+                core.receive_data(data)
+                while (completion := core.next_completion()) is not None:
+                    future = completion.waiter
+                    if future.done():
+                        continue  # its caller was cancelled
+                    if completion.error is not None:
+                        future.set_exception(completion.error)
+                    else:
+                        future.set_result(completion.value)
+        except LeashError as exc:
+            error = exc
+        except OSError as exc:
+            error = ConnectionLost(f"the connection broke: {exc}")
+        except Exception as exc:  # a bug here must still fail the waiting calls
+            error = ConnectionLost(f"the reply reader failed: {exc!r}")
+            error.__cause__ = exc
+        self._shut(error)
+
+    def _shut(self, error: LeashError) -> None:
+        """End the connection: every call in flight fails with ConnectionLost."""
+        self._closed = True
+        for future in self._core.fail_pending():
+            if not future.done():
+                lost = ConnectionLost(str(error))
+                lost.__cause__ = error if not isinstance(error, ConnectionLost) else error.__cause__
+                future.set_exception(lost)
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,281 @@
+"""The blocking client: one TCP connection, one request at a time.
+
+``Client(host, port)`` opens the connection and completes the handshake
+before it returns (``Client.connect`` and ``Client.from_url`` do the same), so
+a constructed Client is ready to use; close it with ``close()`` or a ``with``
+block. It raises ``ConnectFailed`` when the broker cannot be reached.
+
+Threads may share a Client: a lock makes each call hold the connection for
+its whole round trip, a long-poll fetch for up to its ``wait_ms``. For many
+requests in flight on one connection use ``client.aio.AsyncClient``.
+
+Time limits: a call waits at most ``timeout_s`` for its reply, plus
+``wait_ms`` for a fetch, then raises ``RequestTimeout``; the connection stays
+usable (a late reply is dropped), unless the request could not be sent whole,
+in which case the connection is closed. The request logic is shared with the
+async client in ``client._core``; this module only moves bytes.
+"""
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from protocol.messages import ErrorInfo, JobView, PushResult, Welcome
+
+from ._core import Call, ClientCore, Completion
+from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
+from ._identity import Identity, process_worker_id
+from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
+from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+
+T = TypeVar("T")
+
+_RECV_BYTES = 256 * 1024
+
+
+class Client:
+    """A blocking connection to a Leash broker. See the module docstring."""
+
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self.worker_id = worker_id if worker_id is not None else process_worker_id()
+        self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
+        self._core: ClientCore[None] = ClientCore()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._open()
+
+    @classmethod
+    def connect(
+        cls,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> Self:
+        """The same as the constructor: a connected client."""
+        return cls(
+            host,
+            port,
+            worker_id=worker_id,
+            timeout_s=timeout_s,
+            hostname=hostname,
+            labels=labels,
+            concurrency=concurrency,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> Self:
+        """A connected client for ``leash://host:port`` (see ``client._url``)."""
+        host, port = parse_url(url)
+        return cls(
+            host,
+            port,
+            worker_id=worker_id,
+            timeout_s=timeout_s,
+            hostname=hostname,
+            labels=labels,
+            concurrency=concurrency,
+        )
+
+    @property
+    def welcome(self) -> Welcome:
+        """The broker's handshake reply: ``server``, ``epoch``, ``max_frame_bytes``."""
+        if self._core.welcome is None:
+            raise RuntimeError("not connected yet")
+        return self._core.welcome
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def close(self) -> None:
+        """Close the connection; a call in progress in another thread gets ConnectionLost."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already reset by the peer
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- producer ------------------------------------------------------------
+
+    def push(
+        self,
+        type: str,
+        args: Any = None,
+        *,
+        queue: str = "default",
+        id: str | None = None,
+        priority: int | None = None,
+        run_at_ms: int | None = None,
+        delay_ms: int | None = None,
+        max_attempts: int | None = None,
+        lease_ttl_ms: int | None = None,
+        retry_base_ms: int | None = None,
+    ) -> str:
+        """Add a job; return its id. Unset options take the broker's defaults."""
+        spec = job_spec(
+            type,
+            args,
+            queue=queue,
+            id=id,
+            priority=priority,
+            run_at_ms=run_at_ms,
+            delay_ms=delay_ms,
+            max_attempts=max_attempts,
+            lease_ttl_ms=lease_ttl_ms,
+            retry_base_ms=retry_base_ms,
+        )
+        return self._call(self._core.push(spec))
+
+    def push_many(self, jobs: Iterable[JobSpecLike]) -> list[PushResult]:
+        """Add several jobs in one request; one ``PushResult`` per job, in order."""
+        specs = [as_job_spec(job) for job in jobs]
+        return self._call(self._core.push_many(specs)) if specs else []
+
+    def pause(self, queue: str) -> None:
+        self._call(self._core.pause(queue))
+
+    def resume(self, queue: str) -> None:
+        self._call(self._core.resume(queue))
+
+    def get_job(self, id: str) -> JobView:
+        return self._call(self._core.get_job(id))
+
+    # --- worker ----------------------------------------------------------------
+
+    def fetch(self, queues: str | Sequence[str], *, wait_ms: int = 0) -> Job | None:
+        """Lease one job from the first of ``queues`` that has one, waiting up to ``wait_ms``."""
+        jobs = self._call(self._core.fetch(queues, 1, wait_ms))
+        return jobs[0] if jobs else None
+
+    def fetch_many(self, queues: str | Sequence[str], count: int, *, wait_ms: int = 0) -> list[Job]:
+        """Lease up to ``count`` jobs; wait up to ``wait_ms`` for the first one."""
+        return self._call(self._core.fetch(queues, count, wait_ms))
+
+    def ack(self, job: Lease) -> None:
+        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost."""
+        self._call(self._core.ack(job))
+
+    def ack_many(self, jobs: Sequence[Lease]) -> list[ServerError | None]:
+        """Ack several jobs; per job, None if acked or the error that refused it."""
+        return self._call(self._core.ack_many(jobs)) if jobs else []
+
+    def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts, dead."""
+        return self._call(self._core.fail(job, error))
+
+    def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
+        """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""
+        return self._call(self._core.extend(job, lease_ttl_ms))
+
+    def release(self, job: Lease) -> None:
+        """Give the job back to its queue without counting an attempt."""
+        self._call(self._core.release(job))
+
+    # --- the connection --------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        except OSError as exc:
+            where = f"{self.host}:{self.port}"
+            raise ConnectFailed(f"cannot connect to the broker at {where}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        try:
+            self._call(self._core.hello(self._identity))
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, call: Call[T]) -> T:
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise ConnectionLost("the connection is closed")
+            self._core.start(call, None)
+            try:
+                self._send(sock, call.frame)
+                completion = self._wait(sock, self.timeout_s + call.wait_ms / 1000)
+            finally:
+                self._core.abandon(call.rid)
+        if completion.error is not None:
+            raise completion.error
+        result: T = completion.value
+        return result
+
+    def _send(self, sock: socket.socket, frame: bytes) -> None:
+        try:
+            sock.settimeout(self.timeout_s)
+            sock.sendall(frame)
+        except OSError as exc:
+            self.close()  # part of the frame may have gone: the stream is unusable
+            if isinstance(exc, TimeoutError):
+                raise RequestTimeout(f"sending took over {self.timeout_s} s") from None
+            raise ConnectionLost(f"the connection broke: {exc}") from exc
+
+    def _wait(self, sock: socket.socket, limit_s: float) -> Completion[None]:
+        # Only one call is in flight (the lock), so the first completion is ours.
+        deadline_s = time.monotonic() + limit_s
+        while True:
+            try:
+                completion = self._core.next_completion()
+            except LeashError:
+                self.close()
+                raise
+            if completion is not None:
+                return completion
+            remaining_s = deadline_s - time.monotonic()
+            if remaining_s <= 0:
+                raise RequestTimeout(f"no reply within {limit_s:g} s")
+            try:
+                sock.settimeout(remaining_s)
+                data = sock.recv(_RECV_BYTES)
+            except TimeoutError:
+                raise RequestTimeout(f"no reply within {limit_s:g} s") from None
+            except OSError as exc:
+                self.close()
+                raise ConnectionLost(f"the connection broke: {exc}") from exc
+            if not data:
+                self.close()
+                raise ConnectionLost("the broker closed the connection")
+            self._core.receive_data(data)

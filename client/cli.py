@@ -1,0 +1,210 @@
+"""The ``leash`` command line (the console script is ``main``).
+
+    leash serve [ARGS...]            run the broker: python -m broker serve ARGS...
+    leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
+    leash push TYPE [ARGS_JSON]      push one job, print its id
+
+``leash worker`` imports MODULE, a dotted module name (the current directory
+is put on ``sys.path``) or the path of a ``.py`` file, and runs every handler
+that module registered with the ``client.handler`` decorator::
+
+    # tasks.py
+    from client import handler
+
+    @handler("send_email")
+    def send_email(to: str, subject: str) -> None: ...
+
+    $ leash worker tasks --queues mail,default --concurrency 8
+
+The broker is ``--url leash://HOST:PORT`` or ``--host``/``--port`` (default
+127.0.0.1:7420). ``serve`` hands its arguments to the broker untouched, in a
+new program image: the client never imports the broker. Errors are one line
+on stderr; the exit status is 1, or 2 for a usage error.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import msgspec
+
+from ._exceptions import LeashError
+from ._handlers import registry
+from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+from .blocking import Client
+from .worker import Worker
+
+log = logging.getLogger("leash.cli")
+
+
+class CliError(Exception):
+    """A user error, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if args[:1] == ["serve"]:
+            _serve(args[1:])
+        options = _parser().parse_args(args)
+        code: int = options.run(options)
+        return code
+    except (CliError, LeashError, OSError, ValueError) as exc:
+        print(f"leash: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="leash", description="Leash job broker: run it, run workers, push jobs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run the broker (arguments go to it; see serve --help)"
+    )
+    serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+
+    worker = commands.add_parser("worker", help="run the handlers a module registers")
+    worker.add_argument("module", help="dotted module name, or path of a .py file")
+    worker.add_argument("--queues", default="default", help="comma-separated, most urgent first")
+    worker.add_argument("--concurrency", type=int, default=4, help="jobs run at once (threads)")
+    worker.add_argument("--grace-s", type=float, default=25.0, help="shutdown grace (seconds)")
+    worker.add_argument(
+        "--wait-ms", type=int, default=5_000, help="long-poll wait; a stop waits for it too"
+    )
+    worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    _add_address(worker)
+    worker.set_defaults(run=_run_worker)
+
+    push = commands.add_parser("push", help="push one job and print its id")
+    push.add_argument("type", help="the job type (handler name)")
+    push.add_argument("args_json", nargs="?", default=None, help="the args as JSON, e.g. '[1, 2]'")
+    push.add_argument("--queue", default="default")
+    push.add_argument("--id", default=None, help="job id (pushing a known id adds nothing)")
+    push.add_argument("--priority", type=int, default=None, help="0..9, 9 most urgent")
+    push.add_argument("--delay-ms", type=int, default=None, help="run this much later")
+    push.add_argument("--max-attempts", type=int, default=None)
+    _add_address(push)
+    push.set_defaults(run=_run_push)
+    return parser
+
+
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="leash://HOST:PORT")
+    parser.add_argument("--host", default=None, help=f"broker host (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--port", type=int, default=None, help=f"broker port (default {DEFAULT_PORT})"
+    )
+
+
+def _address(options: argparse.Namespace) -> tuple[str, int]:
+    if options.url is not None:
+        if options.host is not None or options.port is not None:
+            raise CliError("give --url or --host/--port, not both")
+        return parse_url(options.url)
+    host = options.host if options.host is not None else DEFAULT_HOST
+    return host, options.port if options.port is not None else DEFAULT_PORT
+
+
+def _serve(args: list[str]) -> NoReturn:
+    os.execv(sys.executable, [sys.executable, "-m", "broker", "serve", *args])
+
+
+def _run_push(options: argparse.Namespace) -> int:
+    host, port = _address(options)
+    args = None
+    if options.args_json is not None:
+        try:
+            args = msgspec.json.decode(options.args_json)
+        except msgspec.DecodeError as exc:
+            raise CliError(f"ARGS_JSON is not JSON: {exc}") from None
+    with Client(host, port, timeout_s=10.0) as client:
+        job_id = client.push(
+            options.type,
+            args,
+            queue=options.queue,
+            id=options.id,
+            priority=options.priority,
+            delay_ms=options.delay_ms,
+            max_attempts=options.max_attempts,
+        )
+    print(job_id)
+    return 0
+
+
+def _run_worker(options: argparse.Namespace) -> int:
+    host, port = _address(options)
+    queues = [name for name in options.queues.split(",") if name]
+    logging.basicConfig(
+        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import_target(options.module)
+    if not registry:
+        raise CliError(f"{options.module} registered no handlers (use @client.handler('type'))")
+    worker = Worker(
+        queues,
+        options.concurrency,
+        host,
+        port,
+        handlers=registry,
+        wait_ms=options.wait_ms,
+        grace_s=options.grace_s,
+    )
+    log.info("running %s on %s", ", ".join(sorted(registry)), ", ".join(queues))
+    worker.run()
+    if worker.unfinished:
+        # Their leases are released; their threads cannot be stopped and would hold the exit.
+        log.warning("exiting with %d handlers still running", worker.unfinished)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return 0
+
+
+def import_target(target: str) -> None:
+    """Import a dotted module name or a ``.py`` file, as ``leash worker`` does."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        if target.endswith(".py"):
+            _import_file(Path(target))
+        else:
+            importlib.import_module(target)
+    except CliError:
+        raise
+    except Exception as exc:  # the user's module may raise anything while it loads
+        raise CliError(f"cannot import {target}: {_describe(exc)}") from exc
+
+
+def _import_file(path: Path) -> None:
+    if not path.is_file():
+        raise CliError(f"no such file: {path}")
+    sys.path.insert(0, str(path.resolve().parent))  # so the file can import its neighbours
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise CliError(f"cannot load {path} as a module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+
+
+def _describe(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames and not isinstance(exc, SyntaxError | ModuleNotFoundError):
+        text += f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    return text

@@ -1,0 +1,385 @@
+"""The worker runner: lease jobs, run their handlers in threads, settle each lease.
+
+Usage::
+
+    worker = Worker(queues=["default"], concurrency=4)
+
+    @worker.handler("send_email")
+    def send_email(to, subject): ...
+
+    worker.run()  # until SIGTERM / SIGINT or worker.stop()
+
+How args reach a handler is in ``client._handlers``: a list is spread
+(``fn(*args)``), a dict is passed as keywords (``fn(**args)``), anything else
+is the one argument. Returning acks the job; raising fails the attempt with
+the exception's type, message and traceback; a job of a type with no handler
+is failed with an ``UnknownJobType`` error (another worker may have one).
+
+Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
+keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as there
+are free slots (``concurrency`` minus handlers running). Each job runs in a
+``ThreadPoolExecutor(concurrency)``, not on the loop: while a CPU-bound or
+blocking handler runs, the loop goes on serving the connection (other jobs'
+acks, the next fetch), so one slow handler never delays another job's
+bookkeeping. A lost connection is reopened with capped exponential backoff;
+finished jobs are then settled on the new connection, since a lease belongs
+to this process's worker id, not to a connection. An ack or fail refused
+with ``StaleLease``/``NotFound`` means the lease was lost (it expired or was
+released, and the job was re-leased or finished elsewhere): that is logged
+as a warning and the worker goes on.
+
+Shutdown: ``stop()``, or SIGTERM / SIGINT under ``run()``, stops fetching. A
+fetch already in flight is waited for (at most ``wait_ms``) and what it
+delivers is released unrun; running handlers get ``grace_s`` to finish and
+settle; then every job still running is released and ``run`` returns. A
+second signal, or ``stop(now=True)``, skips the grace. Threads cannot be
+killed: ``unfinished`` counts handlers still running when ``run`` returned.
+"""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from protocol import limits
+from protocol.messages import ErrorInfo
+
+from ._exceptions import (
+    ConnectionLost,
+    Internal,
+    NotFound,
+    QueuePaused,
+    RequestTimeout,
+    ServerError,
+    StaleLease,
+)
+from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
+from ._link import Link, backoff_s
+from ._types import Job
+from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+from .aio import AsyncClient
+
+log = logging.getLogger("leash.worker")
+
+_RETRYABLE_FETCH_ERRORS = (Internal, QueuePaused)  # the other refusals stop the worker
+
+
+class Worker:
+    """Runs registered handlers for jobs leased from ``queues``. See the module docstring."""
+
+    def __init__(
+        self,
+        queues: str | Sequence[str] = ("default",),
+        concurrency: int = 4,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        *,
+        url: str | None = None,
+        handlers: Mapping[str, Handler] | None = None,
+        wait_ms: int = 5_000,
+        grace_s: float = 25.0,
+        timeout_s: float = 30.0,
+        labels: Iterable[str] = (),
+        worker_id: str | None = None,
+    ) -> None:
+        if not 1 <= concurrency <= 100_000:
+            raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
+        if not 0 <= wait_ms <= limits.FETCH_WAIT_MAX_MS:
+            raise ValueError(f"wait_ms must be from 0 to {limits.FETCH_WAIT_MAX_MS}, not {wait_ms}")
+        self.queues = [queues] if isinstance(queues, str) else list(queues)
+        self.concurrency = concurrency
+        self.host, self.port = parse_url(url) if url is not None else (host, port)
+        self.wait_ms, self.grace_s, self.timeout_s = wait_ms, grace_s, timeout_s
+        self.labels, self.worker_id = tuple(labels), worker_id
+        self.unfinished = 0  # handlers still running when run() returned
+        self._handlers: dict[str, Handler] = {}
+        for type, fn in (handlers or {}).items():
+            self.register(type, fn)
+        self._stop_early: bool | None = None  # stop() before run: now?
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- registration ----------------------------------------------------------
+
+    def handler(self, type: str | None = None) -> Callable[[F], F]:
+        """Decorator: run the function for jobs of ``type`` (default: its name)."""
+
+        def decorate(fn: F) -> F:
+            self.register(type if type is not None else fn.__name__, fn)
+            return fn
+
+        return decorate
+
+    def register(self, type: str, fn: Handler) -> None:
+        add_handler(self._handlers, type, fn)
+
+    @property
+    def handlers(self) -> Mapping[str, Handler]:
+        return dict(self._handlers)
+
+    # --- running ---------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until stopped; SIGTERM and SIGINT stop gracefully (a second one at once)."""
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self.run_async(handle_signals=True))
+
+    async def run_async(self, *, handle_signals: bool = False) -> None:
+        """Run on the current loop until stopped; raise if the broker refuses the setup."""
+        if not self._handlers:
+            raise ValueError("no handlers registered")
+        self._begin()
+        if self._stop_early is not None:
+            self._begin_stop(now=self._stop_early)
+            self._stop_early = None
+        if handle_signals:
+            self._install_signals()
+        try:
+            await self._stopping.wait()
+            await self._drain()
+        finally:
+            if handle_signals:
+                self._remove_signals()
+            await self._finish()
+        if self._fatal is not None:
+            raise self._fatal
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop fetching and finish (``now``: release running jobs at once). Thread-safe."""
+        loop = self._loop
+        if loop is None:
+            self._stop_early = now or bool(self._stop_early)
+            return
+        try:
+            in_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            in_loop = False
+        if in_loop:
+            self._begin_stop(now)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(self._begin_stop, now)
+
+    def _begin(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leash-job")
+        self._link = Link(self._connect)
+        self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self._running: dict[int, Job] = {}  # by lease token: handler not returned yet
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._fetching = False
+        self._fatal: BaseException | None = None
+        self._fetcher = asyncio.create_task(self._fetch_loop(), name="leash-fetch")
+        self._fetcher.add_done_callback(self._fetcher_done)
+
+    def _begin_stop(self, now: bool) -> None:
+        if not self._stopping.is_set():
+            log.info(
+                "stopping: %d jobs running, grace %g s",
+                len(self._running),
+                0 if now else self.grace_s,
+            )
+        self._stopping.set()
+        self._link.quiet = True
+        self._wake.set()
+        if now:
+            self._hard.set()
+        if not self._fetching:
+            self._fetcher.cancel()  # connecting or waiting for a slot: nothing to collect
+
+    async def _connect(self) -> AsyncClient:
+        return await AsyncClient.connect(
+            self.host,
+            self.port,
+            worker_id=self.worker_id,
+            timeout_s=self.timeout_s,
+            labels=self.labels,
+            concurrency=self.concurrency,
+        )
+
+    def _fetcher_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._fatal = task.exception()
+        log.error("the fetch loop failed, stopping: %r", self._fatal)
+        self._begin_stop(now=False)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not in the main thread: SIGINT and SIGTERM are left alone")
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _remove_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.is_set():
+            log.warning("%s again: releasing %d running jobs now", name, len(self._running))
+            self._begin_stop(now=True)
+        else:
+            log.warning("%s: finishing running jobs (send it again to release them now)", name)
+            self._begin_stop(now=False)
+
+    # --- fetching --------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        refusals = 0
+        while not self._stopping.is_set():
+            free = min(self.concurrency - len(self._running), limits.FETCH_COUNT_MAX)
+            if free <= 0:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            client = await self._link.client()
+            if self._stopping.is_set():
+                break
+            jobs = await self._fetch(client, free)
+            if jobs is None:
+                await asyncio.sleep(backoff_s(refusals))
+                refusals += 1
+                continue
+            refusals = 0
+            if self._stopping.is_set():
+                await self._release(jobs, "fetched during shutdown")
+                return
+            for job in jobs:
+                self._start(job)
+
+    async def _fetch(self, client: AsyncClient, count: int) -> list[Job] | None:
+        """One long-poll fetch; None when refused for a while. Other refusals raise."""
+        self._fetching = True  # from here on, a stop waits for the reply
+        try:
+            return await client.fetch_many(self.queues, count, wait_ms=self.wait_ms)
+        except (ConnectionLost, RequestTimeout) as exc:
+            await self._link.lost(client, exc)
+            return []
+        except _RETRYABLE_FETCH_ERRORS as exc:
+            log.warning("fetch refused, retrying: %s", exc)
+            return None
+        finally:
+            self._fetching = False
+
+    # --- running one job -------------------------------------------------------
+
+    def _start(self, job: Job) -> None:
+        self._running[job.token] = job
+        task = asyncio.create_task(self._run_job(job), name=f"leash-job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_job(self, job: Job) -> None:
+        fn = self._handlers.get(job.type)
+        try:
+            if fn is None:
+                error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
+            else:
+                loop = asyncio.get_running_loop()
+                error = await loop.run_in_executor(self._executor, invoke, fn, job)
+        finally:
+            del self._running[job.token]
+            self._wake.set()
+        await self._settle(job, error)
+
+    async def _settle(self, job: Job, error: ErrorInfo | None) -> None:
+        """Ack or fail ``job``, across reconnects, until the broker has answered."""
+        verb = "ack" if error is None else "fail"
+        while True:
+            try:
+                client = await self._link.client()
+                if error is None:
+                    await client.ack(job)
+                else:
+                    result = await client.fail(job, error)
+                    level = logging.WARNING if result.state == "dead" else logging.INFO
+                    log.log(level, "job %s failed (%s): %s", job.id, result.state, error.type)
+                return
+            except (StaleLease, NotFound) as exc:
+                log.warning(
+                    "lease lost: job %s was re-leased or finished elsewhere (%s refused: %s)",
+                    job.id,
+                    verb,
+                    exc.code,
+                )
+                return
+            except (ConnectionLost, RequestTimeout) as exc:
+                await self._link.lost(client, exc)
+            except ServerError as exc:
+                log.error("could not %s job %s: %s", verb, job.id, exc)
+                return
+
+    # --- shutting down ---------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Wait for running jobs (and a fetch in flight) until done, the grace ends or ``now``."""
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + self.grace_s
+        hard = asyncio.create_task(self._hard.wait())
+        try:
+            while not self._hard.is_set():
+                waiting = {task for task in self._tasks if not task.done()}
+                if not self._fetcher.done():
+                    waiting.add(self._fetcher)
+                remaining_s = deadline_s - loop.time()
+                if not waiting or remaining_s <= 0:
+                    return
+                await asyncio.wait(
+                    {*waiting, hard}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            hard.cancel()
+
+    async def _finish(self) -> None:
+        """Release what is still running, then close the connection and the threads."""
+        unfinished = list(self._running.values())
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if unfinished:
+            await self._release(unfinished, "still running at shutdown")
+        self.unfinished = len(unfinished)
+        # Closing ends a held fetch, which then leases nothing. Jobs in a reply that
+        # crossed the close are logged; the broker frees them once this process is gone.
+        await self._link.close()
+        await asyncio.wait({self._fetcher}, timeout=self.timeout_s)
+        self._fetcher.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loop = None
+
+    async def _release(self, jobs: list[Job], why: str) -> None:
+        if not jobs:
+            return
+        client = self._link.current
+        if client is None:
+            log.warning(
+                "%d jobs %s not released: no connection (the broker frees them)", len(jobs), why
+            )
+            return
+        results = await asyncio.gather(
+            *(client.release(job) for job in jobs), return_exceptions=True
+        )
+        for job, result in zip(jobs, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("could not release job %s (%s): %s", job.id, why, result)
+            else:
+                log.info("released job %s (%s)", job.id, why)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

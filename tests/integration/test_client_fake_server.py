@@ -1,0 +1,427 @@
+"""Both clients and the Worker over real sockets, against the in-test fake broker."""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import msgspec
+import pytest
+
+from client import (
+    AsyncClient,
+    BadRequest,
+    Client,
+    ConnectFailed,
+    ConnectionLost,
+    NotFound,
+    StaleLease,
+    TooLarge,
+    UnsupportedVersion,
+    Worker,
+    job_spec,
+    process_worker_id,
+)
+from client.cli import main as leash
+from protocol.errors import ErrorCode
+from protocol.messages import Error, Fetch, Push
+from tests.integration.fake_broker import WAIT_S, FakeBroker
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Gate:
+    """A handler that says it started, then waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.opened = threading.Event()
+
+    def handler(self) -> None:
+        self.started.set()
+        self.opened.wait(WAIT_S)
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, WAIT_S), "the handler never started"
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    """Always opened at the end, so no handler thread outlives its test."""
+    gate = Gate()
+    yield gate
+    gate.opened.set()
+
+
+# --- the blocking client ---------------------------------------------------
+
+
+def test_the_handshake_presents_this_process(fake: FakeBroker) -> None:
+    with Client(port=fake.port, labels=["gpu"], concurrency=3) as client:
+        assert (client.welcome.server, client.welcome.epoch) == ("fake/0", 7)
+    [hello] = fake.seen.hellos
+    assert hello.worker_id == process_worker_id() == client.worker_id
+    assert (hello.pid, hello.labels, hello.concurrency) == (os.getpid(), ["gpu"], 3)
+    assert hello.hostname == socket.gethostname()
+    assert hello.client.startswith("leash-py/")
+
+
+def test_push_fetch_ack_round_trip(fake: FakeBroker) -> None:
+    with Client.from_url(f"leash://127.0.0.1:{fake.port}") as client:
+        job_id = client.push("send", ["ada", 7], queue="mail", priority=8)
+        job = client.fetch(["other", "mail"])
+        assert job is not None
+        assert (job.id, job.type, job.queue, job.args) == (job_id, "send", "mail", ["ada", 7])
+        client.ack(job)
+        assert client.fetch("mail") is None
+    [push, *_] = fake.seen.requests
+    assert isinstance(push, Push) and push.job.priority == 8
+    assert fake.seen.acked == [job_id]
+
+
+def test_lease_errors_are_raised_as_their_exceptions(fake: FakeBroker) -> None:
+    with Client(port=fake.port) as client:
+        client.push("t")
+        job = client.fetch("default")
+        assert job is not None
+        with pytest.raises(StaleLease):
+            client.ack((job.id, job.token + 1))
+        with pytest.raises(NotFound):
+            client.ack(("no-such-job", 1))
+        assert client.extend(job, 5_000) == job.deadline_ms == 1_005_000
+        assert client.get_job(job.id).state == "leased"
+        client.release(job)
+        assert fake.seen.released == [job.id]
+
+
+def test_fail_sends_the_exception(fake: FakeBroker) -> None:
+    with Client(port=fake.port) as client:
+        client.push("t")
+        job = client.fetch("default")
+        assert job is not None
+        try:
+            raise RuntimeError("disk full")
+        except RuntimeError as exc:
+            result = client.fail(job, exc)
+    assert (result.state, result.retry_at_ms) == ("retrying", 123_456)
+    [failed] = fake.seen.failed
+    assert (failed.error.type, failed.error.message) == ("RuntimeError", "disk full")
+    assert "test_fail_sends_the_exception" in failed.error.backtrace
+
+
+def test_push_many_takes_specs_and_dicts(fake: FakeBroker) -> None:
+    with Client(port=fake.port) as client:
+        spec = job_spec("a", [1], id="fixed-id")
+        results = client.push_many([spec, {"type": "b", "args": {"k": 1}}, spec])
+        assert client.push_many([]) == []
+    assert [(r.id, r.created) for r in results][::2] == [("fixed-id", True), ("fixed-id", False)]
+    assert results[1].created
+
+
+def test_a_long_poll_fetch_returns_when_a_job_arrives(fake: FakeBroker) -> None:
+    with Client(port=fake.port, timeout_s=0.5) as client:
+        fetched: list[object] = []
+        waiter = threading.Thread(target=lambda: fetched.append(client.fetch("q", wait_ms=15_000)))
+        waiter.start()  # the socket timeout is 0.5 s; the wait is longer and must not trip it
+        fake.wait_for(lambda f: any(isinstance(r, Fetch) for r in f.seen.requests), "the fetch")
+        fake.add_job("late", queue="q")
+        waiter.join(WAIT_S)
+    [job] = fetched
+    assert getattr(job, "type", None) == "late"
+
+
+def test_a_refused_handshake_raises_its_error() -> None:
+    refusal = Error(rid=1, code=ErrorCode.UNSUPPORTED_VERSION, message="v2 only")
+    fake = FakeBroker(hello_reply=refusal)
+    fake.start()
+    try:
+        with pytest.raises(UnsupportedVersion, match="v2 only"):
+            Client(port=fake.port)
+    finally:
+        fake.stop()
+
+
+def test_nothing_listening_is_connect_failed() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConnectFailed, match=str(port)):
+        Client(port=port)
+
+
+def test_a_dropped_connection_is_connection_lost(fake: FakeBroker) -> None:
+    client = Client(port=fake.port)
+    fake.drop_connections()
+    with pytest.raises(ConnectionLost):
+        client.fetch("q", wait_ms=5_000)
+    assert client.closed
+    with pytest.raises(ConnectionLost):
+        client.push("t")
+
+
+def test_a_request_over_the_frame_limit_is_refused_and_the_connection_kept() -> None:
+    fake = FakeBroker(max_frame_bytes=1_000)
+    fake.start()
+    try:
+        with Client(port=fake.port) as client:
+            with pytest.raises(TooLarge):
+                client.push("t", "x" * 2_000)
+            client.push("t", "small")
+    finally:
+        fake.stop()
+
+
+# --- the async client ------------------------------------------------------
+
+
+async def test_replies_out_of_order_reach_their_callers(fake: FakeBroker) -> None:
+    async with AsyncClient(port=fake.port) as client:
+        held = asyncio.create_task(client.fetch("q", wait_ms=15_000))
+        await fake.wait_for_async(lambda f: len(f.seen.requests) == 1, "the fetch")
+        job_id = await client.push("t", {"n": 1}, queue="q")  # answered before the fetch
+        job = await held
+    assert job is not None and (job.id, job.args) == (job_id, {"n": 1})
+
+
+async def test_many_calls_in_flight_on_one_connection(fake: FakeBroker) -> None:
+    async with AsyncClient(port=fake.port) as client:
+        ids = await asyncio.gather(*(client.push("t", [i]) for i in range(50)))
+        jobs = await client.fetch_many("default", 50)
+        results = await client.ack_many(jobs)
+    assert sorted(job.id for job in jobs) == sorted(ids)
+    assert results == [None] * 50
+
+
+async def test_a_dropped_connection_fails_every_call_in_flight(fake: FakeBroker) -> None:
+    client = await AsyncClient.connect(port=fake.port)
+    calls = [asyncio.create_task(client.fetch("q", wait_ms=15_000)) for _ in range(3)]
+    await fake.wait_for_async(lambda f: len(f.seen.requests) == 3, "three fetches")
+    fake.drop_connections()
+    for call in calls:
+        with pytest.raises(ConnectionLost):
+            await call
+    assert client.closed
+    await client.close()
+
+
+async def test_a_refused_async_handshake_raises_its_error() -> None:
+    refusal = Error(rid=1, code=ErrorCode.UNSUPPORTED_VERSION, message="v2 only")
+    fake = FakeBroker(hello_reply=refusal)
+    fake.start()
+    try:
+        with pytest.raises(UnsupportedVersion):
+            await AsyncClient.from_url(f"leash://127.0.0.1:{fake.port}")
+    finally:
+        fake.stop()
+
+
+# --- the worker ------------------------------------------------------------
+
+
+def make_worker(fake: FakeBroker, **options: object) -> Worker:
+    return Worker(port=fake.port, concurrency=2, wait_ms=100, grace_s=10.0, **options)  # type: ignore[arg-type]
+
+
+async def test_worker_acks_what_returns_and_fails_what_raises(fake: FakeBroker) -> None:
+    worker = make_worker(fake)
+    seen: list[tuple[int, int]] = []
+
+    @worker.handler("add")
+    def add(a: int, b: int) -> None:
+        seen.append((a, b))
+
+    @worker.handler("explode")
+    def explode() -> None:
+        raise ValueError("kaboom")
+
+    ok_id = fake.add_job("add", msgspec.msgpack.encode([2, 3]))
+    bad_id = fake.add_job("explode")
+    unknown_id = fake.add_job("no_such_type")
+    running = asyncio.create_task(worker.run_async())
+    await fake.wait_for_async(lambda f: len(f.seen.acked) + len(f.seen.failed) == 3, "3 outcomes")
+    worker.stop()
+    await running
+    assert seen == [(2, 3)]
+    assert fake.seen.acked == [ok_id]
+    failures = {fail.id: fail.error for fail in fake.seen.failed}
+    assert (failures[bad_id].type, failures[bad_id].message) == ("ValueError", "kaboom")
+    assert "in explode" in failures[bad_id].backtrace
+    assert failures[unknown_id].type == "leash.UnknownJobType"
+    assert "'no_such_type'" in failures[unknown_id].message
+
+
+async def test_worker_stop_now_releases_running_jobs(fake: FakeBroker, gate: Gate) -> None:
+    worker = make_worker(fake)
+    worker.register("slow", gate.handler)
+    job_id = fake.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    worker.stop(now=True)
+    await running
+    assert fake.seen.released == [job_id]
+    assert fake.seen.acked == []
+    assert worker.unfinished == 1
+
+
+async def test_worker_graceful_stop_lets_running_jobs_finish(fake: FakeBroker, gate: Gate) -> None:
+    worker = make_worker(fake)
+    worker.register("slow", gate.handler)
+    job_id = fake.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    worker.stop()
+    gate.opened.set()
+    await running
+    assert (fake.seen.acked, fake.seen.released, worker.unfinished) == ([job_id], [], 0)
+
+
+async def test_worker_releases_what_the_grace_did_not_cover(fake: FakeBroker, gate: Gate) -> None:
+    worker = Worker(port=fake.port, concurrency=1, wait_ms=100, grace_s=0.05)
+    worker.register("slow", gate.handler)
+    job_id = fake.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    worker.stop()
+    await running
+    assert fake.seen.released == [job_id]
+
+
+async def test_worker_goes_on_after_a_lost_lease(
+    fake: FakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = make_worker(fake)
+    done = []
+
+    @worker.handler("lost")
+    def lost() -> None:
+        fake.call(steal_lease)  # someone else holds the job now
+
+    async def steal_lease() -> None:
+        fake.jobs[lost_id].token = 1
+
+    worker.register("fine", lambda: done.append(1))
+    lost_id = fake.add_job("lost")
+    fake.add_job("fine")
+    running = asyncio.create_task(worker.run_async())
+    with caplog.at_level(logging.WARNING, logger="leash.worker"):
+        await fake.wait_for_async(lambda f: len(f.seen.acked) == 1, "the other job's ack")
+        worker.stop()
+        await running
+    assert done == [1]
+    assert f"lease lost: job {lost_id} was re-leased or finished elsewhere" in caplog.text
+
+
+async def test_worker_reconnects_and_settles_on_the_new_connection(
+    fake: FakeBroker, gate: Gate
+) -> None:
+    worker = make_worker(fake)
+    worker.register("slow", gate.handler)
+    job_id = fake.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    fake.drop_connections()
+    await fake.wait_for_async(lambda f: len(f.seen.hellos) == 2, "a second hello")
+    gate.opened.set()
+    await fake.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack")
+    worker.stop()
+    await running
+    assert {hello.worker_id for hello in fake.seen.hellos} == {process_worker_id()}
+
+
+# --- the command line ------------------------------------------------------
+
+
+def test_leash_push_prints_the_job_id(fake: FakeBroker, capsys: pytest.CaptureFixture[str]) -> None:
+    code = leash(["push", "greet", '["ada"]', "--port", str(fake.port), "--queue", "q"])
+    assert code == 0
+    job_id = capsys.readouterr().out.strip()
+    assert fake.jobs[job_id].spec.queue == "q"
+    assert msgspec.msgpack.decode(fake.jobs[job_id].spec.args) == ["ada"]
+
+
+def test_leash_push_to_nothing_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert leash(["push", "t", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("leash: error: cannot connect") and err.count("\n") == 1
+
+
+def test_leash_worker_runs_a_module_until_sigterm(fake: FakeBroker, tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(
+        "from client import handler\n\n"
+        "@handler('greet')\n"
+        "def greet(name):\n"
+        "    print('hello', name, flush=True)\n"
+    )
+    job_id = fake.add_job("greet", msgspec.msgpack.encode(["ada"]))
+    with worker_process(fake, tmp_path, "tasks") as process:
+        fake.wait_for(lambda f: f.seen.acked == [job_id], "the ack")
+        process.terminate()
+        out, err = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 0, err
+    assert out == "hello ada\n"
+    assert "SIGTERM" in err
+
+
+def test_leash_worker_releases_at_once_on_a_second_sigint(fake: FakeBroker, tmp_path: Path) -> None:
+    (tmp_path / "stuck.py").write_text(
+        "import time\nfrom client import handler\n\n"
+        "@handler('stuck')\n"
+        "def stuck():\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    job_id = fake.add_job("stuck")
+    with worker_process(fake, tmp_path, "stuck.py") as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        seen = "".join(iter_until(process.stderr, "send it again"))  # signals do not queue
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=WAIT_S)
+        err = seen + err
+    assert fake.seen.released == [job_id], err
+    assert process.returncode == 0, err
+    assert "exiting with 1 handlers still running" in err
+
+
+def iter_until(stream: IO[str], marker: str) -> Iterator[str]:
+    for line in stream:
+        yield line
+        if marker in line:
+            return
+
+
+@contextlib.contextmanager
+def worker_process(fake: FakeBroker, cwd: Path, module: str) -> Iterator[subprocess.Popen[str]]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, "-c", "from client.cli import main; raise SystemExit(main())"]
+    command += ["worker", module, "--port", str(fake.port), "--wait-ms", "100"]
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            yield process
+        finally:
+            process.kill()
+
+
+async def test_worker_stops_with_the_error_when_the_broker_refuses_its_queues(
+    fake: FakeBroker,
+) -> None:
+    worker = Worker(["not a queue name!"], port=fake.port)
+    worker.register("t", print)
+    with pytest.raises(BadRequest, match="queues"):
+        await worker.run_async()

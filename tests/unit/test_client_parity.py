@@ -1,0 +1,61 @@
+"""Client and AsyncClient offer the same public API; the async one awaits where the other blocks."""
+
+import inspect
+from typing import Any
+
+import pytest
+
+from client import AsyncClient, Client
+
+PROPERTIES = {"welcome", "closed"}  # read without I/O in both
+
+
+def public_names(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def signature(cls: type, name: str) -> inspect.Signature:
+    return inspect.signature(getattr(cls, name))
+
+
+def test_both_clients_have_the_same_public_names() -> None:
+    assert public_names(Client) == public_names(AsyncClient)
+
+
+@pytest.mark.parametrize(
+    "name", sorted(name for name in public_names(Client) if callable(getattr(Client, name, None)))
+)
+def test_each_method_takes_the_same_parameters(name: str) -> None:
+    blocking, asynchronous = signature(Client, name), signature(AsyncClient, name)
+    assert list(blocking.parameters.values()) == list(asynchronous.parameters.values())
+    assert blocking.return_annotation == asynchronous.return_annotation
+
+
+@pytest.mark.parametrize(
+    "name", sorted(name for name in public_names(Client) if callable(getattr(Client, name, None)))
+)
+def test_the_async_client_awaits_every_call(name: str) -> None:
+    blocking: Any = getattr(Client, name)
+    asynchronous: Any = getattr(AsyncClient, name)
+    assert not inspect.iscoroutinefunction(blocking)
+    assert inspect.iscoroutinefunction(asynchronous), f"AsyncClient.{name} is not async"
+
+
+def test_the_constructors_match() -> None:
+    assert signature(Client, "__init__") == signature(AsyncClient, "__init__")
+
+
+def test_both_are_context_managers() -> None:
+    assert hasattr(Client, "__enter__") and hasattr(Client, "__exit__")
+    assert inspect.iscoroutinefunction(AsyncClient.__aenter__)
+    assert inspect.iscoroutinefunction(AsyncClient.__aexit__)
+
+
+def test_the_comparison_sees_the_methods_it_should() -> None:
+    callables = {name for name in public_names(Client) if callable(getattr(Client, name, None))}
+    expected = {"push", "push_many", "fetch", "fetch_many", "ack", "ack_many", "fail", "extend"}
+    expected |= {"release", "pause", "resume", "get_job", "close", "connect", "from_url"}
+    assert callables == expected
+    for name in PROPERTIES:
+        assert isinstance(getattr(Client, name), property)
+        assert isinstance(getattr(AsyncClient, name), property)
