@@ -4,13 +4,19 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 
 from broker.core.config import CoreConfig
 from broker.journal.group_commit import FsyncPolicy
 from broker.server.config import DEFAULT_PORT, ServerConfig
 from broker.server.main import EXIT_CONFIG, StartupError, serve
-from protocol.limits import FRAME_CEILING_BYTES, FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
-
+from protocol.limits import (
+    FRAME_CEILING_BYTES,
+    FRAME_MAX_BYTES,
+    HANDSHAKE_FRAME_MAX_BYTES,
+    HEARTBEAT_MAX_MS,
+    HEARTBEAT_MIN_MS,
+)
 
 _CORE = CoreConfig()
 
@@ -31,6 +37,16 @@ def _fsync(text: str) -> FsyncPolicy:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _bounded(low: int, high: int) -> "Callable[[str], int]":
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}")
+        return value
+
+    return parse
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -42,8 +58,12 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="leash", description="The Leash job broker.")
     commands = top.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the broker")
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve_cmd.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one")
+    serve_cmd.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
+    )
+    serve_cmd.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="TCP port; 0 picks a free one"
+    )
     serve_cmd.add_argument("--data-dir", default="./leash-data", help="journal directory")
     serve_cmd.add_argument(
         "--fsync",
@@ -57,6 +77,30 @@ def parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--dead-max-jobs", type=_positive, default=_CORE.dead_max_jobs)
     serve_cmd.add_argument(
         "--dead-max-age-s", type=_positive, default=_CORE.dead_max_age_ms // 1000
+    )
+    serve_cmd.add_argument(
+        "--heartbeat-ms",
+        type=_bounded(HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS),
+        default=_CORE.heartbeat_ms,
+        help="how often workers beat (default 5000)",
+    )
+    serve_cmd.add_argument(
+        "--process-ttl-ms",
+        type=_bounded(HEARTBEAT_MIN_MS, 3_600_000),
+        default=_CORE.process_ttl_ms,
+        help="a process with no sign of life for this long is dead (default 15000)",
+    )
+    serve_cmd.add_argument(
+        "--reconnect-grace-ms",
+        type=_bounded(0, 3_600_000),
+        default=_CORE.reconnect_grace_ms,
+        help="a process with no connection for this long is dead (default 2000)",
+    )
+    serve_cmd.add_argument(
+        "--terminate-grace-ms",
+        type=_bounded(0, 3_600_000),
+        default=_CORE.terminate_grace_ms,
+        help="after terminate, the broker releases what is still leased (default 25000)",
     )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return top
@@ -75,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         max_frame_bytes=args.max_frame_bytes,
-        core=CoreConfig(dead_max_jobs=args.dead_max_jobs, dead_max_age_ms=args.dead_max_age_s * 1000),
+        core=CoreConfig(
+            dead_max_jobs=args.dead_max_jobs, dead_max_age_ms=args.dead_max_age_s * 1000
+        ),
     )
     try:
         return _run(config)

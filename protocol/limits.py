@@ -48,3 +48,9 @@ ERROR_BACKTRACE_MAX_CHARS = 64 * 1024
 HOSTNAME_MAX_CHARS = 255
 LABELS_MAX = 32
 CLIENT_NAME_MAX_CHARS = 128
+
+HEARTBEAT_DEFAULT_MS = 5_000  # how often a worker process beats
+HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS = 100, 60_000
+PROCESS_TTL_DEFAULT_MS = 15_000  # no sign of life for this long: the process is dead
+RECONNECT_GRACE_DEFAULT_MS = 2_000  # all connections gone for this long: the process is dead
+TERMINATE_GRACE_DEFAULT_MS = 25_000  # after terminate, the broker releases what is still leased

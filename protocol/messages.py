@@ -152,6 +152,31 @@ class GetJob(Struct, tag="get_job", tag_field="op"):
     id: JobId
 
 
+class Beat(Struct, tag="beat", tag_field="op"):
+    """A worker process's heartbeat; any request is a sign of life too."""
+
+    rid: RequestId
+
+
+ProcessControl = Literal["quiet", "terminate"]
+
+
+class Control(Struct, tag="control", tag_field="op"):
+    """Ask a worker process to stop fetching (quiet) or to exit (terminate)."""
+
+    rid: RequestId
+    worker_id: WorkerId
+    state: ProcessControl
+
+
+class ListProcesses(Struct, tag="processes", tag_field="op"):
+    rid: RequestId
+
+
+class GetBusy(Struct, tag="busy", tag_field="op"):
+    rid: RequestId
+
+
 Request = (
     Hello
     | Push
@@ -165,6 +190,10 @@ Request = (
     | Pause
     | Resume
     | GetJob
+    | Beat
+    | Control
+    | ListProcesses
+    | GetBusy
 )
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
@@ -178,6 +207,8 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
     server: str
     epoch: int
     max_frame_bytes: int
+    heartbeat_ms: int = L.HEARTBEAT_DEFAULT_MS  # beat at least this often
+    process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
 
 
 class PushResult(Struct):
@@ -274,6 +305,53 @@ class JobInfo(Struct, tag="job", tag_field="t"):
     job: JobView
 
 
+class ProcessState(Struct, tag="state", tag_field="t"):
+    """The reply to beat: what the broker wants of the process."""
+
+    rid: RequestId
+    state: str  # "ok", "quiet" or "terminate"
+
+
+class ProcessView(Struct, omit_defaults=True):
+    worker_id: str
+    state: str  # "ok", "quiet" or "terminate"
+    hostname: str
+    pid: int
+    labels: list[str]
+    concurrency: int
+    client: str
+    registered_ms: int
+    last_seen_ms: int  # the last recorded sign of life
+    beat_deadline_ms: int  # dead then without another sign of life
+    in_flight: int
+    grace_deadline_ms: int | None = None  # all connections gone: dead then unless it comes back
+    terminate_deadline_ms: int | None = None
+
+
+class Processes(Struct, tag="processes", tag_field="t"):
+    rid: RequestId
+    processes: list[ProcessView]
+
+
+class BusyJob(Struct):
+    id: str
+    type: str
+    queue: str
+    attempt: int  # 1-based, as delivered
+    leased_ms: int
+    deadline_ms: int
+
+
+class BusyProcess(Struct):
+    worker_id: str
+    jobs: list[BusyJob]
+
+
+class Busy(Struct, tag="busy", tag_field="t"):
+    rid: RequestId
+    processes: list[BusyProcess]
+
+
 class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
     rid: RequestId
     code: str  # an ErrorCode; str so that codes added later still decode
@@ -281,7 +359,21 @@ class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
     path: str = ""  # where the bad field is, as a msgspec path ("$.job.priority")
 
 
-Reply = Welcome | Pushed | PushedMany | Jobs | Ok | AckedMany | Failed | Extended | JobInfo | Error
+Reply = (
+    Welcome
+    | Pushed
+    | PushedMany
+    | Jobs
+    | Ok
+    | AckedMany
+    | Failed
+    | Extended
+    | JobInfo
+    | ProcessState
+    | Processes
+    | Busy
+    | Error
+)
 
 
 class Envelope(Struct, forbid_unknown_fields=False):

@@ -4,8 +4,10 @@ is the only code that changes state (live and on replay), ``tick`` returns
 the records that the passage of time implies."""
 
 from broker.core.apply import apply
+from broker.core.common import Rejected
 from broker.core.config import CoreConfig
-from broker.core.decide import Outcome, Rejected, boot, decide, job_view
+from broker.core.decide import Outcome, boot, decide, job_view
+from broker.core.processes import detach, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
 from broker.core.state import State, canonical, check_invariants
 from broker.core.tick import next_due_ms, tick
@@ -21,9 +23,12 @@ __all__ = [
     "canonical",
     "check_invariants",
     "decide",
+    "detach",
+    "info_of",
     "job_view",
     "next_due_ms",
     "record_decoder",
     "record_encoder",
     "tick",
+    "touch",
 ]

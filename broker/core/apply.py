@@ -19,6 +19,7 @@ from broker.core.state import (
     RETRYING,
     SCHEDULED,
     Job,
+    Process,
     Queue,
     State,
     purge_fronts,
@@ -28,13 +29,14 @@ from protocol.messages import JobState
 
 def apply(state: State, record: R.Record) -> None:
     match record:
-        case R.JobsLeased(owner=owner, grants=grants, counter_after=counter):
+        case R.JobsLeased(owner=owner, grants=grants, counter_after=counter, at_ms=at_ms):
             for grant in grants:
-                _lease(state, grant, owner)
+                _lease(state, grant, owner, at_ms)
             state.counter = counter
         case R.JobsAcked(leases=leases):
             for lease in leases:
                 job = _leased(state, lease.id, lease.token)
+                _clear_lease(state, job)
                 state.counts[LEASED] -= 1
                 del state.jobs[job.id]
         case R.JobsPushed(jobs=jobs, counter_after=counter):
@@ -49,9 +51,7 @@ def apply(state: State, record: R.Record) -> None:
             job.deadline_ms = deadline_ms
             heapq.heappush(state.deadlines, (deadline_ms, token, job_id))
         case R.LeaseReleased(id=job_id, token=token):
-            job = _leased(state, job_id, token)
-            _clear_lease(job)
-            _make_ready(state, job, front=True)
+            _release(state, _leased(state, job_id, token))
         case R.JobsPromoted(ids=ids):
             for job_id in ids:
                 job = state.jobs[job_id]
@@ -71,13 +71,44 @@ def apply(state: State, record: R.Record) -> None:
                 job = state.jobs.pop(job_id)
                 assert job.state == DEAD, job
                 state.counts[DEAD] -= 1
-        case R.Booted(epoch=epoch):
+        case R.Booted(epoch=epoch, process_deadline_ms=deadline_ms):
             assert epoch > state.epoch, (epoch, state.epoch)
             state.epoch = epoch
             state.counter = 1
+            for process in state.processes.values():  # no connection survived the restart
+                process.grace_deadline_ms = 0
+                _set_process_deadline(state, process, "beat", deadline_ms)
+        case R.ProcessSeen(worker_id=worker_id, info=info, at_ms=at_ms):
+            _seen(state, worker_id, info, at_ms, record.beat_deadline_ms)
+        case R.ProcessDetached(worker_id=worker_id, grace_deadline_ms=deadline_ms):
+            _set_process_deadline(state, state.processes[worker_id], "grace", deadline_ms)
+        case R.ProcessControlled(worker_id=worker_id, state=wanted):
+            process = state.processes[worker_id]
+            process.state = wanted
+            if record.terminate_deadline_ms:
+                _set_process_deadline(state, process, "terminate", record.terminate_deadline_ms)
+        case R.ProcessDied(worker_id=worker_id, failures=failures, released=released):
+            for failure in failures:
+                _fail(state, failure)
+            for lease in released:
+                _release(state, _leased(state, lease.id, lease.token))
+            del state.processes[worker_id]
+            assert worker_id not in state.leases_by_owner, worker_id
         case _:
             assert_never(record)
     purge_fronts(state)
+
+
+def _seen(
+    state: State, worker_id: str, info: R.ProcessInfo | None, at_ms: int, deadline_ms: int
+) -> None:
+    process = state.processes.get(worker_id)
+    if process is None:
+        assert info is not None, worker_id
+        process = state.processes[worker_id] = Process(worker_id, info, at_ms, at_ms, 0)
+    process.info = info or process.info
+    process.last_seen_ms, process.grace_deadline_ms = at_ms, 0
+    _set_process_deadline(state, process, "beat", deadline_ms)
 
 
 def _push(state: State, new: R.NewJob) -> None:
@@ -103,7 +134,7 @@ def _push(state: State, new: R.NewJob) -> None:
         heapq.heappush(state.scheduled, (new.run_at_ms, job.id))
 
 
-def _lease(state: State, grant: R.Grant, owner: str) -> None:
+def _lease(state: State, grant: R.Grant, owner: str, at_ms: int) -> None:
     job = state.jobs[grant.id]
     assert job.state == READY, job
     queue = state.queues[job.queue]
@@ -112,12 +143,17 @@ def _lease(state: State, grant: R.Grant, owner: str) -> None:
     _drop_if_empty(state, queue)
     _set_state(state, job, LEASED)
     job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
+    job.leased_ms = at_ms
+    owned = state.leases_by_owner.get(owner)
+    if owned is None:
+        owned = state.leases_by_owner[owner] = {}
+    owned[job.id] = None
     heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job.id))
 
 
 def _fail(state: State, failure: R.Failure) -> None:
     job = _leased(state, failure.id, failure.token)
-    _clear_lease(job)
+    _clear_lease(state, job)
     job.failures += 1
     job.last_error = failure.error
     if failure.retry_at_ms is None:
@@ -150,8 +186,22 @@ def _leased(state: State, job_id: str, token: int) -> Job:
     return job
 
 
-def _clear_lease(job: Job) -> None:
-    job.owner, job.token, job.deadline_ms = "", 0, 0
+def _release(state: State, job: Job) -> None:
+    _clear_lease(state, job)
+    _make_ready(state, job, front=True)
+
+
+def _clear_lease(state: State, job: Job) -> None:
+    owned = state.leases_by_owner[job.owner]
+    del owned[job.id]
+    if not owned:
+        del state.leases_by_owner[job.owner]
+    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+
+
+def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:
+    setattr(process, f"{kind}_deadline_ms", deadline_ms)
+    heapq.heappush(state.process_deadlines, (deadline_ms, process.worker_id, kind))
 
 
 def _set_state(state: State, job: Job, new: JobState) -> None:

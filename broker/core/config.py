@@ -4,6 +4,8 @@ environment here."""
 
 import msgspec
 
+from protocol import limits as L
+
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -12,3 +14,7 @@ class CoreConfig(msgspec.Struct, frozen=True):
     dead_max_age_ms: int = 180 * DAY_MS
     retry_delay_max_ms: int = 180 * DAY_MS
     tick_max_items: int = 10_000  # jobs one timer record may touch
+    heartbeat_ms: int = L.HEARTBEAT_DEFAULT_MS
+    process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
+    reconnect_grace_ms: int = L.RECONNECT_GRACE_DEFAULT_MS
+    terminate_grace_ms: int = L.TERMINATE_GRACE_DEFAULT_MS

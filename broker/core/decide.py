@@ -8,18 +8,13 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
+from broker.core import processes as P
 from broker.core import records as R
-from broker.core.retry import retry_delay_ms
+from broker.core.common import Rejected, failure_for
 from broker.core.state import LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES, SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
-
-
-class Rejected(Exception):
-    def __init__(self, code: ErrorCode, message: str, path: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message, self.path = code, message, path
 
 
 class Outcome(NamedTuple):
@@ -63,33 +58,48 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
         case M.Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
             job = _lease_of(state, job_id, token)
             deadline_ms = now_ms + (ttl_ms or job.lease_ttl_ms)
-            return Outcome(M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)])
+            return Outcome(
+                M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)]
+            )
         case M.Release(rid=rid, id=job_id, token=token):
             _lease_of(state, job_id, token)
             return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token)])
         case M.Pause(rid=rid, queue=name):
-            queue = state.queues.get(name)
-            paused = queue is not None and queue.paused
-            return Outcome(M.Ok(rid), [] if paused else [R.QueuePaused(name)])
+            return Outcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
         case M.Resume(rid=rid, queue=name):
-            queue = state.queues.get(name)
-            paused = queue is not None and queue.paused
-            return Outcome(M.Ok(rid), [R.QueueResumed(name)] if paused else [])
+            return Outcome(M.Ok(rid), [R.QueueResumed(name)] if _paused(state, name) else [])
         case M.GetJob(rid=rid, id=job_id):
-            job = state.jobs.get(job_id)
-            if job is None:
+            found = state.jobs.get(job_id)
+            if found is None:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
-            return Outcome(M.JobInfo(rid, job_view(job)), [])
+            return Outcome(M.JobInfo(rid, job_view(found)), [])
+        case M.Beat(rid=rid):
+            if worker_id not in state.processes:
+                raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
+            return Outcome(*P.beat(state, rid, worker_id, now_ms))
+        case M.Control(rid=rid):
+            return Outcome(M.Ok(rid), P.control(state, request, now_ms))
+        case M.ListProcesses(rid=rid):
+            return Outcome(M.Processes(rid, P.process_views(state)), [])
+        case M.GetBusy(rid=rid):
+            return Outcome(M.Busy(rid, P.busy(state)), [])
         case M.Hello():
             raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
         case _:
             assert_never(request)
 
 
+def _paused(state: State, name: str) -> bool:
+    queue = state.queues.get(name)
+    return queue is not None and queue.paused
+
+
 def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
     grants: list[R.Grant] = []
     deliveries: list[M.Delivery] = []
     want = request.count
+    if not P.can_fetch(state, worker_id):  # unknown, quiet or terminating: nothing
+        return Outcome(M.Jobs(request.rid, []), [], may_wait=request.wait_ms > 0)
     budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
     for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
         queue = state.queues.get(name)
@@ -118,7 +128,7 @@ def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outco
     if not grants:
         return Outcome(reply, [], may_wait=request.wait_ms > 0)
     counter = state.counter + len(grants)
-    return Outcome(reply, [R.JobsLeased(worker_id, grants, counter)])
+    return Outcome(reply, [R.JobsLeased(worker_id, grants, counter, now_ms)])
 
 
 def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
@@ -215,7 +225,9 @@ def _run_at_ms(spec: M.JobSpec, now_ms: int) -> int | None:
     else:
         return None
     if run_at_ms > now_ms + SCHEDULE_HORIZON_MS:
-        raise Rejected(ErrorCode.BAD_REQUEST, "run_at_ms is too far in the future", "$.job.run_at_ms")
+        raise Rejected(
+            ErrorCode.BAD_REQUEST, "run_at_ms is too far in the future", "$.job.run_at_ms"
+        )
     return run_at_ms if run_at_ms > now_ms else None
 
 
@@ -230,17 +242,6 @@ def _lease_of(state: State, job_id: str, token: int) -> Job:
             "$.token",
         )
     return job
-
-
-def failure_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
-    """The record of a failed attempt: retried later, or dead at its limit."""
-    attempt = job.failures + 1
-    if attempt >= job.max_attempts:
-        return R.Failure(job.id, job.token, error, None, now_ms)
-    delay_ms = retry_delay_ms(
-        job.id, attempt, job.retry_base_ms, state.config.retry_delay_max_ms
-    )
-    return R.Failure(job.id, job.token, error, now_ms + delay_ms, now_ms)
 
 
 def job_view(job: Job) -> M.JobView:
@@ -267,6 +268,8 @@ def job_view(job: Job) -> M.JobView:
 
 
 def boot(state: State, now_ms: int) -> R.Booted:
-    """The record that opens an epoch: written and synced before serving."""
-    return R.Booted(epoch=state.epoch + 1, at_ms=now_ms)
-
+    """The record that opens an epoch: written and synced before serving.
+    Every known process gets a full TTL from now to come back, so a broker
+    restart does not run in-flight jobs twice when their workers return."""
+    deadline_ms = now_ms + state.config.process_ttl_ms
+    return R.Booted(epoch=state.epoch + 1, at_ms=now_ms, process_deadline_ms=deadline_ms)

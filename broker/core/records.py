@@ -43,6 +43,49 @@ class Failure(Struct, array_like=True):
 class Booted(Struct, tag="booted", tag_field="r"):
     epoch: int
     at_ms: int
+    process_deadline_ms: int = 0  # every known process has until then to show life
+
+
+class ProcessInfo(Struct, array_like=True):
+    hostname: str
+    pid: int
+    labels: list[str]
+    concurrency: int
+    client: str
+
+
+class ProcessSeen(Struct, tag="seen", tag_field="r"):
+    """A process registered, came back, or showed life: its beat deadline
+    moves out and it is attached again. Registers it if it was unknown."""
+
+    worker_id: str
+    info: ProcessInfo | None  # None: a known process beat; its identity is unchanged
+    at_ms: int
+    beat_deadline_ms: int
+
+
+class ProcessDetached(Struct, tag="detached", tag_field="r"):
+    """The process's last connection closed; it is dead at the deadline
+    unless it connects again."""
+
+    worker_id: str
+    grace_deadline_ms: int
+
+
+class ProcessControlled(Struct, tag="controlled", tag_field="r"):
+    worker_id: str
+    state: str  # "quiet" or "terminate"
+    terminate_deadline_ms: int  # 0 for quiet
+
+
+class ProcessDied(Struct, tag="died", tag_field="r"):
+    """The process is removed and every lease it held ends, in one step:
+    failed (an attempt counts) or, after a terminate grace, released."""
+
+    worker_id: str
+    reason: str
+    failures: list[Failure]
+    released: list[LeaseRef]
 
 
 class JobsPushed(Struct, tag="pushed", tag_field="r"):
@@ -54,6 +97,7 @@ class JobsLeased(Struct, tag="leased", tag_field="r"):
     owner: str
     grants: list[Grant]
     counter_after: int
+    at_ms: int = 0
 
 
 class JobsAcked(Struct, tag="acked", tag_field="r"):
@@ -103,6 +147,10 @@ Record = (
     | QueuePaused
     | QueueResumed
     | DeadTrimmed
+    | ProcessSeen
+    | ProcessDetached
+    | ProcessControlled
+    | ProcessDied
 )
 
 record_encoder = msgspec.msgpack.Encoder()

@@ -11,7 +11,7 @@ def retry_delay_ms(job_id: str, attempt: int, retry_base_ms: int | None, cap_ms:
     """Delay after the ``attempt``-th failure (1 on the first failure).
 
     Without a base: attempt⁴ + 15 s plus up to 10·(attempt+1) s of jitter,
-    as Sidekiq and Faktory do. With a base: base·2^(attempt−1) plus up to
+    as Sidekiq and Faktory do. With a base: base·2^(attempt-1) plus up to
     10 % of jitter. Capped at ``cap_ms``."""
     spread = zlib.crc32(f"{job_id}:{attempt}".encode())
     if retry_base_ms is None:

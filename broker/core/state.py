@@ -20,6 +20,7 @@ import msgspec
 from msgspec import Raw, Struct
 
 from broker.core.config import CoreConfig
+from broker.core.records import ProcessInfo
 from protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 from protocol.messages import ErrorInfo, JobState
 
@@ -50,6 +51,21 @@ class Job(Struct, gc=False):
     token: int = 0  # LEASED: the current fencing token
     deadline_ms: int = 0  # LEASED
     died_ms: int = 0  # DEAD
+    leased_ms: int = 0  # LEASED: when the lease was granted
+
+
+class Process(Struct):
+    """A registered worker process. Its leases are the jobs whose owner it
+    is (state.leases_by_owner, derived from the jobs table)."""
+
+    worker_id: str
+    info: ProcessInfo
+    registered_ms: int
+    last_seen_ms: int
+    beat_deadline_ms: int
+    state: str = "ok"  # "ok", "quiet" or "terminate"
+    grace_deadline_ms: int = 0  # detached: dead then unless it comes back
+    terminate_deadline_ms: int = 0
 
 
 class Queue:
@@ -76,6 +92,9 @@ class State:
         "deadlines",
         "epoch",
         "jobs",
+        "leases_by_owner",
+        "process_deadlines",
+        "processes",
         "queues",
         "readied",
         "scheduled",
@@ -89,6 +108,10 @@ class State:
         self.deadlines: list[tuple[int, int, str]] = []
         self.dead: deque[tuple[int, str]] = deque()
         self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
+        self.processes: dict[str, Process] = {}
+        # (deadline_ms, worker_id, kind): kind is "beat", "grace" or "terminate"
+        self.process_deadlines: list[tuple[int, str, str]] = []
+        self.leases_by_owner: dict[str, dict[str, None]] = {}  # derived from jobs
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -105,9 +128,12 @@ class State:
 
 def live_scheduled(state: State, entry: tuple[int, str]) -> bool:
     job = state.jobs.get(entry[1])
-    return (
-        job is not None and job.state in (SCHEDULED, RETRYING) and job.run_at_ms == entry[0]
-    )
+    return job is not None and job.state in (SCHEDULED, RETRYING) and job.run_at_ms == entry[0]
+
+
+def live_process_deadline(state: State, entry: tuple[int, str, str]) -> bool:
+    process = state.processes.get(entry[1])
+    return process is not None and getattr(process, f"{entry[2]}_deadline_ms") == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -153,6 +179,9 @@ def purge_fronts(state: State) -> None:
         heapq.heappop(deadlines)
     while dead and not live_dead(state, dead[0]):
         dead.popleft()
+    processes = state.process_deadlines
+    while processes and not live_process_deadline(state, processes[0]):
+        heapq.heappop(processes)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -173,6 +202,10 @@ def canonical(state: State) -> dict[str, Any]:
         "deadlines": sorted({e for e in state.deadlines if live_deadline(state, e)}),
         "dead": [e for e in state.dead if live_dead(state, e)],
         "counts": dict(state.counts),
+        "processes": {k: msgspec.to_builtins(v) for k, v in sorted(state.processes.items())},
+        "process_deadlines": sorted(
+            e for e in state.process_deadlines if live_process_deadline(state, e)
+        ),
     }
 
 
@@ -218,4 +251,16 @@ def check_invariants(state: State) -> list[str]:
             problems.append(f"job {job.id} is {job.state} but missing from its index")
         if job.state == LEASED and not (job.owner and job.token >> 32 <= state.epoch):
             problems.append(f"job {job.id} is leased without a valid owner or token")
+        if job.state == LEASED and job.owner not in state.processes:
+            problems.append(f"job {job.id} is leased by {job.owner}, which is not a live process")
+    owned = {(o, j) for o, ids in state.leases_by_owner.items() for j in ids}
+    leased = {(j.owner, j.id) for j in state.jobs.values() if j.state == LEASED}
+    if owned != leased or any(not ids for ids in state.leases_by_owner.values()):
+        problems.append("the leases-by-owner index disagrees with the jobs table")
+    for process in state.processes.values():
+        for kind in ("beat", "grace", "terminate"):
+            deadline_ms = getattr(process, f"{kind}_deadline_ms")
+            entry = (deadline_ms, process.worker_id, kind)
+            if deadline_ms and entry not in state.process_deadlines:
+                problems.append(f"process {process.worker_id} has no {kind} timer")
     return problems

@@ -8,7 +8,7 @@ shell ticks again while a tick returns records.
 """
 
 from broker.core import records as R
-from broker.core.decide import failure_for
+from broker.core.common import failure_for
 from broker.core.state import (
     DEAD,
     State,
@@ -39,7 +39,9 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
 
 def next_due_ms(state: State) -> int | None:
     """The earliest time at which tick may have something to do."""
-    fronts = [heap[0][0] for heap in (state.scheduled, state.deadlines) if heap]
+    fronts = [
+        heap[0][0] for heap in (state.scheduled, state.deadlines, state.process_deadlines) if heap
+    ]
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs

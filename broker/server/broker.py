@@ -52,8 +52,10 @@ class Broker:
         self.clock_ms = clock_ms
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
+        self.attached: dict[str, int] = {}  # open greeted connections by worker id
         self.waiters = Waiters()
         self._timer: asyncio.TimerHandle | None = None
+        self.stopping = False
         self._timer_due_ms: int | None = None
 
     # --- requests ---------------------------------------------------------
@@ -73,8 +75,13 @@ class Broker:
         if not connection.greeted:
             self._greet(connection, request)
             return
+        now_ms = self.clock_ms()
+        assert connection.info is not None
+        alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
+        if alive:
+            self._commit(alive)
         try:
-            outcome = core.decide(self.state, request, connection.worker_id, self.clock_ms())
+            outcome = core.decide(self.state, request, connection.worker_id, now_ms)
         except Exception:
             log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
@@ -99,16 +106,26 @@ class Broker:
             connection.close_with(M.Error(request.rid, ErrorCode.UNSUPPORTED_VERSION, message))
         else:
             connection.worker_id = request.worker_id
+            connection.info = core.info_of(request)
             connection.decoder.max_frame_bytes = self.config.max_frame_bytes
-            connection.send(
-                M.Welcome(
-                    rid=request.rid,
-                    version=PROTOCOL_VERSION,
-                    server=SERVER_NAME,
-                    epoch=self.state.epoch,
-                    max_frame_bytes=self.config.max_frame_bytes,
-                )
+            self.attached[request.worker_id] = self.attached.get(request.worker_id, 0) + 1
+            now_ms = self.clock_ms()
+            self._commit(
+                core.touch(self.state, request.worker_id, connection.info, now_ms, hello=True)
             )
+            core_config = self.config.core
+            welcome = M.Welcome(
+                rid=request.rid,
+                version=PROTOCOL_VERSION,
+                server=SERVER_NAME,
+                epoch=self.state.epoch,
+                max_frame_bytes=self.config.max_frame_bytes,
+                heartbeat_ms=core_config.heartbeat_ms,
+                process_ttl_ms=core_config.process_ttl_ms,
+            )
+            self._reply(connection, welcome)
+            self._wake_waiters()
+            self._arm_timer()
 
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
@@ -198,10 +215,22 @@ class Broker:
         self.connections.discard(connection)
         for waiter in list(connection.waiters):
             self._drop(waiter)
+        worker_id = connection.worker_id
+        if not worker_id or self.stopping:
+            return
+        self.attached[worker_id] -= 1
+        if self.attached[worker_id] == 0:
+            del self.attached[worker_id]
+            records = core.detach(self.state, worker_id, self.clock_ms())
+            if records:
+                self._commit(records)
+                self._arm_timer()
 
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once
-        its replies are out."""
+        its replies are out. Processes stay as they are: after the restart
+        each gets a full TTL to come back."""
+        self.stopping = True
         if self._timer is not None:
             self._timer.cancel()
         for waiter in self.waiters.all():

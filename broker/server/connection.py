@@ -16,6 +16,7 @@ from protocol.frames import FrameDecoder, encode_frame
 from protocol.limits import HANDSHAKE_FRAME_MAX_BYTES
 
 if TYPE_CHECKING:
+    from broker.core.records import ProcessInfo
     from broker.server.broker import Broker
     from broker.server.waiters import Waiter
 
@@ -29,6 +30,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.worker_id = ""  # set by hello; empty until the handshake is done
+        self.info: ProcessInfo | None = None  # the identity hello gave
         self.waiters: set[Waiter] = set()
         self.closed = False
 

@@ -37,7 +37,8 @@ class Waiters:
             waiter.timer = None
         for queue in waiter.request.queues:
             held = self._by_queue.get(queue)
-            if held is not None and held.pop(waiter, 0) is None:
+            if held is not None:
+                held.pop(waiter, None)
                 if not held:
                     del self._by_queue[queue]
         self.count -= 1

@@ -10,6 +10,7 @@ from typing import Any, get_args
 import msgspec
 import pytest
 
+import protocol.messages as M
 from protocol import PROTOCOL_VERSION
 from protocol import limits as L
 from protocol.errors import ErrorCode
@@ -95,6 +96,11 @@ REQUESTS: list[Any] = [
     Pause(rid=10, queue="mail"),
     Resume(rid=11, queue="mail"),
     GetJob(rid=12, id="order-7"),
+    M.Beat(rid=13),
+    M.Control(rid=14, worker_id="host-1-ab", state="quiet"),
+    M.Control(rid=15, worker_id="host-1-ab", state="terminate"),
+    M.ListProcesses(rid=16),
+    M.GetBusy(rid=17),
 ]
 
 DELIVERY = Delivery(
@@ -167,6 +173,32 @@ REPLIES: list[Any] = [
     ),
     Error(rid=13, code=ErrorCode.NOT_FOUND, message="no job 'x'"),
     Error(rid=0, code=ErrorCode.BAD_REQUEST, message="bad", path="$.job.priority"),
+    M.ProcessState(rid=14, state="quiet"),
+    M.Processes(
+        rid=15,
+        processes=[
+            M.ProcessView(
+                worker_id="host-1-ab",
+                state="ok",
+                hostname="host",
+                pid=1,
+                labels=["eu"],
+                concurrency=4,
+                client="leash-py/0.1.0",
+                registered_ms=T0_MS,
+                last_seen_ms=T0_MS + 1,
+                beat_deadline_ms=T0_MS + 15_001,
+                in_flight=2,
+                grace_deadline_ms=T0_MS + 2_000,
+            )
+        ],
+    ),
+    M.Busy(
+        rid=16,
+        processes=[
+            M.BusyProcess("host-1-ab", [M.BusyJob("j", "send", "mail", 1, T0_MS, T0_MS + 9)])
+        ],
+    ),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
@@ -183,6 +215,10 @@ BASES: dict[str, dict[str, Any]] = {
     "pause": {"op": "pause", "rid": 1, "queue": "q"},
     "resume": {"op": "resume", "rid": 1, "queue": "q"},
     "get_job": {"op": "get_job", "rid": 1, "id": "j"},
+    "beat": {"op": "beat", "rid": 1},
+    "control": {"op": "control", "rid": 1, "worker_id": "w", "state": "quiet"},
+    "processes": {"op": "processes", "rid": 1},
+    "busy": {"op": "busy", "rid": 1},
 }
 
 NAME_OK = ["q", "q" * L.NAME_MAX_CHARS, "Az09_.:-"]

@@ -1,0 +1,132 @@
+"""Worker processes: registration, signs of life, control, death.
+
+A process is registered by its hello and kept alive by signs of life: an
+explicit beat always counts; any other request counts at most once per
+heartbeat period (so a busy worker costs one record per period, not one
+per request). It is dead when its beat deadline passes (no life for the
+process TTL), when its grace deadline passes (all its connections gone for
+the reconnect grace), or when its terminate deadline passes. Death is one
+``ProcessDied`` record that removes the process and ends every lease it
+held: failed with "worker lost: ..." (an attempt counts, so a job that
+kills its worker every time ends in the dead set), or released after a
+terminate grace (the operator asked it to stop; no attempt counts).
+"""
+
+from broker.core import records as R
+from broker.core.common import Rejected, failure_for
+from broker.core.state import State, due_entries, live_process_deadline
+from protocol import messages as M
+from protocol.errors import ErrorCode
+
+HEARTBEAT_TIMEOUT = "worker lost: heartbeat timeout"
+DISCONNECTED = "worker lost: disconnected"
+TERMINATED = "terminated: the terminate grace passed"
+_REASONS = {"beat": HEARTBEAT_TIMEOUT, "grace": DISCONNECTED, "terminate": TERMINATED}
+
+
+def info_of(hello: M.Hello) -> R.ProcessInfo:
+    return R.ProcessInfo(
+        hello.hostname, hello.pid, list(hello.labels), hello.concurrency, hello.client
+    )
+
+
+def touch(
+    state: State, worker_id: str, info: R.ProcessInfo, now_ms: int, *, hello: bool = False
+) -> list[R.Record]:
+    """The records a sign of life implies: register an unknown process,
+    re-attach a detached one, or move the beat deadline once a period."""
+    process = state.processes.get(worker_id)
+    config = state.config
+    if (
+        hello
+        or process is None
+        or process.grace_deadline_ms
+        or now_ms - process.last_seen_ms >= config.heartbeat_ms
+    ):
+        return [R.ProcessSeen(worker_id, info, now_ms, now_ms + config.process_ttl_ms)]
+    return []
+
+
+def beat(state: State, rid: int, worker_id: str, now_ms: int) -> tuple[M.Reply, list[R.Record]]:
+    process = state.processes[worker_id]  # the shell's touch registered it
+    seen = R.ProcessSeen(worker_id, None, now_ms, now_ms + state.config.process_ttl_ms)
+    return M.ProcessState(rid, process.state), [seen]
+
+
+def detach(state: State, worker_id: str, now_ms: int) -> list[R.Record]:
+    """The process's last connection closed."""
+    if worker_id not in state.processes:
+        return []
+    return [R.ProcessDetached(worker_id, now_ms + state.config.reconnect_grace_ms)]
+
+
+def control(state: State, request: M.Control, now_ms: int) -> list[R.Record]:
+    process = state.processes.get(request.worker_id)
+    if process is None:
+        raise Rejected(ErrorCode.NOT_FOUND, f"no process {request.worker_id!r}", "$.worker_id")
+    if process.state == request.state or process.state == "terminate":
+        return []  # terminate is final; repeating a control changes nothing
+    deadline_ms = now_ms + state.config.terminate_grace_ms if request.state == "terminate" else 0
+    return [R.ProcessControlled(request.worker_id, request.state, deadline_ms)]
+
+
+def can_fetch(state: State, worker_id: str) -> bool:
+    process = state.processes.get(worker_id)
+    return process is not None and process.state == "ok"
+
+
+def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
+    """Processes whose deadline passed, one record each."""
+    died: dict[str, R.ProcessDied] = {}
+    budget = state.config.tick_max_items
+    for entry in due_entries(state.process_deadlines, now_ms, budget):
+        deadline_ms, worker_id, kind = entry
+        if worker_id in died or not live_process_deadline(state, entry):
+            continue
+        jobs = [state.jobs[job_id] for job_id in state.leases_by_owner.get(worker_id, ())]
+        if kind == "terminate":
+            released = [M.LeaseRef(job.id, job.token) for job in jobs]
+            died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released)
+        else:
+            error = M.ErrorInfo(type="WorkerLost", message=_REASONS[kind])
+            failures = [failure_for(state, job, error, now_ms) for job in jobs]
+            died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [])
+    return list(died.values())
+
+
+def process_views(state: State) -> list[M.ProcessView]:
+    return [
+        M.ProcessView(
+            worker_id=p.worker_id,
+            state=p.state,
+            hostname=p.info.hostname,
+            pid=p.info.pid,
+            labels=p.info.labels,
+            concurrency=p.info.concurrency,
+            client=p.info.client,
+            registered_ms=p.registered_ms,
+            last_seen_ms=p.last_seen_ms,
+            beat_deadline_ms=p.beat_deadline_ms,
+            in_flight=len(state.leases_by_owner.get(p.worker_id, ())),
+            grace_deadline_ms=p.grace_deadline_ms or None,
+            terminate_deadline_ms=p.terminate_deadline_ms or None,
+        )
+        for p in sorted(state.processes.values(), key=lambda p: p.worker_id)
+    ]
+
+
+def busy(state: State) -> list[M.BusyProcess]:
+    """In-flight jobs by process, from the one lease table."""
+    result = []
+    for worker_id, job_ids in sorted(state.leases_by_owner.items()):
+        jobs = [state.jobs[job_id] for job_id in job_ids]
+        result.append(
+            M.BusyProcess(
+                worker_id,
+                [
+                    M.BusyJob(j.id, j.type, j.queue, j.failures + 1, j.leased_ms, j.deadline_ms)
+                    for j in jobs
+                ],
+            )
+        )
+    return result

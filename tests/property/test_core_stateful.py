@@ -1,0 +1,597 @@
+"""Random walks through the core, checked against a small model after every step.
+
+``Walk`` drives the core as the shell does (a sign of life from the worker,
+decide, then apply every record; tick until quiet) and keeps a model of
+what a worker and a producer can know: the leases it holds and their
+deadlines, the tokens it was ever given, the leases that ended, the queues
+it paused. Every step checks its reply against the model; after every step
+the whole state is checked:
+
+- ``check_invariants`` is [] and, directly, no job is both ready and leased;
+- the leases the model holds are exactly the state's leased jobs;
+- the counts match the jobs table; the paused queues match the model;
+- a State that replays every record so far (each one round-tripped through
+  the record encoder) is equal to the live state (``canonical``);
+- tokens never repeat, across restarts too;
+- an operation with a stale token is refused and changes nothing.
+
+Two drivers share ``Walk``: a hypothesis ``RuleBasedStateMachine`` (it
+prints a reproduction blob on failure, ``print_blob=True``; rerun with
+``--hypothesis-seed=N`` to repeat a run) and a long seeded walk with
+``random.Random(seed)`` that prints its seed.
+"""
+
+import random
+from collections import Counter
+from typing import NamedTuple
+
+import msgspec
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from broker.core import (
+    CoreConfig,
+    Outcome,
+    Record,
+    State,
+    apply,
+    boot,
+    canonical,
+    check_invariants,
+    decide,
+    info_of,
+    next_due_ms,
+    record_decoder,
+    record_encoder,
+    tick,
+    touch,
+)
+from broker.core import records as R
+from broker.core.retry import retry_delay_ms
+from broker.core.state import LEASED, PRIORITIES, READY
+from protocol import messages as M
+from protocol.errors import ErrorCode
+
+START_MS = 1_700_000_000_000
+SECOND_MS = 1000
+MINUTE_MS = 60 * SECOND_MS
+DAY_MS = 24 * 60 * MINUTE_MS
+QUEUES = ("a", "b", "c")
+CLIENT_IDS = tuple(f"id-{n}" for n in range(6))  # a small pool, so pushes repeat ids
+WORKERS = ("w1", "w2")
+# Worker processes outlive every walk: a lease here ends only by the worker's
+# hand or its deadline. Process deaths are tested on their own.
+PROCESS_TTL_MS = 100 * 365 * DAY_MS
+CONFIG = CoreConfig(
+    dead_max_jobs=4,
+    dead_max_age_ms=10 * MINUTE_MS,
+    tick_max_items=3,
+    process_ttl_ms=PROCESS_TTL_MS,
+)
+TICK_ROUNDS_MAX = 10_000
+ARGS = (
+    M.EMPTY_ARGS,
+    msgspec.Raw(msgspec.msgpack.encode([1, "x"])),
+    msgspec.Raw(msgspec.msgpack.encode({"k": None, "b": b"\x00"})),
+)
+DELAYS_MS = (0, 500, 5 * SECOND_MS, MINUTE_MS)
+LEASE_TTLS_MS = (SECOND_MS, 5 * SECOND_MS, 30 * SECOND_MS)
+SMALL_STEPS_MS = (0, 1, 999, 1000, 2500)
+LARGE_STEPS_MS = (30 * SECOND_MS, 2 * MINUTE_MS, 11 * MINUTE_MS, DAY_MS)
+STALE_OPS = ("ack", "fail", "extend", "release", "ack_many")
+
+
+class Held(NamedTuple):
+    id: str
+    deadline_ms: int
+
+
+def round_trip(record: Record) -> Record:
+    decoded = record_decoder.decode(record_encoder.encode(record))
+    assert decoded == record, (decoded, record)
+    return decoded
+
+
+def replay(records: list[Record]) -> State:
+    state = State(CONFIG)
+    for record in records:
+        apply(state, record)
+    return state
+
+
+class Walk:
+    def __init__(self) -> None:
+        self.state = State(CONFIG)
+        self.shadow = State(CONFIG)  # replays the decoded records as they come
+        self.now_ms = START_MS
+        self.records: list[Record] = []
+        self.rid = 0
+        self.leases: dict[int, Held] = {}  # token -> the lease we believe current
+        self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
+        self.tokens: set[int] = set()  # every token ever handed out
+        self.paused: set[str] = set()
+        self._apply(boot(self.state, self.now_ms))
+
+    # --- driving the core --------------------------------------------------
+
+    def _apply(self, record: Record) -> None:
+        decoded = round_trip(record)
+        apply(self.state, record)
+        apply(self.shadow, decoded)
+        self.records.append(decoded)
+
+    def _touch(self, worker: str) -> None:
+        """What the shell does before each request: a sign of life."""
+        info = info_of(M.Hello(rid=0, version=1, worker_id=worker))
+        for record in touch(self.state, worker, info, self.now_ms):
+            self._apply(record)
+
+    def _send(self, request: M.Request, worker: str = WORKERS[0]) -> Outcome:
+        self._touch(worker)
+        before = canonical(self.state)
+        outcome = decide(self.state, request, worker, self.now_ms)
+        assert canonical(self.state) == before, "decide changed the state"
+        assert outcome.reply.rid == request.rid
+        if isinstance(outcome.reply, M.Error):
+            assert outcome.records == []
+        for record in outcome.records:
+            self._apply(record)
+        return outcome
+
+    def _rid(self) -> int:
+        self.rid += 1
+        return self.rid
+
+    def _end(self, token: int) -> Held:
+        held = self.leases.pop(token)
+        self.ended.append(M.LeaseRef(held.id, token))
+        return held
+
+    # --- producer steps ----------------------------------------------------
+
+    def push(self, spec: M.JobSpec) -> None:
+        known = self.state.jobs.get(spec.id) if spec.id is not None else None
+        known_state = known.state if known is not None else None
+        outcome = self._send(M.Push(self._rid(), spec))
+        reply = outcome.reply
+        assert isinstance(reply, M.Pushed), reply
+        if known_state is not None:
+            assert reply == M.Pushed(self.rid, spec.id or "", False, known_state)
+            assert outcome.records == []
+            return
+        assert reply.created and len(outcome.records) == 1
+        assert reply.id == spec.id if spec.id is not None else reply.id.startswith("_")
+        assert reply.state == ("scheduled" if spec.delay_ms else "ready")
+        job = self.state.jobs[reply.id]
+        assert (job.state, job.queue, job.priority, job.failures) == (
+            reply.state,
+            spec.queue,
+            spec.priority,
+            0,
+        )
+
+    def push_many(self, specs: list[M.JobSpec]) -> None:
+        named: set[str] = set(self.state.jobs)
+        expected: list[bool] = []
+        for spec in specs:
+            expected.append(spec.id is None or spec.id not in named)
+            if spec.id is not None:
+                named.add(spec.id)
+        outcome = self._send(M.PushMany(self._rid(), specs))
+        assert isinstance(outcome.reply, M.PushedMany), outcome.reply
+        results = outcome.reply.results
+        assert [result.created for result in results] == expected
+        created = [result.id for result in results if result.created]
+        assert len(set(created)) == len(created)
+        assert all(job_id in self.state.jobs for job_id in created)
+        assert len(outcome.records) == (1 if created else 0)
+
+    # --- worker steps ------------------------------------------------------
+
+    def fetch(self, queues: list[str], count: int, wait_ms: int, worker: str) -> None:
+        expected = self._fetchable(queues)[:count]
+        outcome = self._send(M.Fetch(self._rid(), queues, count, wait_ms), worker)
+        assert isinstance(outcome.reply, M.Jobs), outcome.reply
+        deliveries = outcome.reply.jobs
+        assert [delivery.id for delivery in deliveries] == expected
+        assert outcome.may_wait == (not expected and wait_ms > 0)
+        tokens = [delivery.token for delivery in deliveries]
+        assert tokens == sorted(set(tokens)), "tokens of one fetch must increase"
+        for delivery in deliveries:
+            assert delivery.token not in self.tokens, "a token was handed out twice"
+            assert delivery.token >> 32 == self.state.epoch
+            assert delivery.deadline_ms == self.now_ms + delivery.lease_ttl_ms
+            job = self.state.jobs[delivery.id]
+            assert (job.state, job.owner, job.token) == (LEASED, worker, delivery.token)
+            assert delivery.attempt == job.failures + 1 <= job.max_attempts
+            self.tokens.add(delivery.token)
+            self.leases[delivery.token] = Held(delivery.id, delivery.deadline_ms)
+
+    def _fetchable(self, queues: list[str]) -> list[str]:
+        """Ready job ids in the order a fetch must hand them out."""
+        found: list[str] = []
+        for name in dict.fromkeys(queues):
+            queue = self.state.queues.get(name)
+            if queue is None or name in self.paused:
+                continue
+            for priority in PRIORITIES:
+                found.extend(queue.buckets.get(priority, {}))
+        return found
+
+    def ack(self, token: int) -> None:
+        held = self._end(token)
+        outcome = self._send(M.Ack(self._rid(), held.id, token))
+        assert outcome.reply == M.Ok(self.rid)
+        assert held.id not in self.state.jobs
+
+    def ack_many(self, refs: list[M.LeaseRef]) -> None:
+        expected: list[ErrorCode | None] = []
+        acked: list[M.LeaseRef] = []
+        for ref in refs:
+            held = self.leases.get(ref.token)
+            if held is not None and held.id == ref.id and ref not in acked:
+                expected.append(None)
+                acked.append(ref)
+            elif ref.id in self.state.jobs:
+                expected.append(ErrorCode.STALE_LEASE)
+            else:
+                expected.append(ErrorCode.NOT_FOUND)
+        outcome = self._send(M.AckMany(self._rid(), refs))
+        assert isinstance(outcome.reply, M.AckedMany), outcome.reply
+        assert [result.code for result in outcome.reply.results] == expected
+        assert outcome.records == ([R.JobsAcked(acked)] if acked else [])
+        for ref in acked:
+            self._end(ref.token)
+            assert ref.id not in self.state.jobs
+
+    def fail(self, token: int, error: M.ErrorInfo) -> None:
+        held = self._end(token)
+        job = self.state.jobs[held.id]
+        attempt, max_attempts, base_ms = job.failures + 1, job.max_attempts, job.retry_base_ms
+        dead = attempt >= max_attempts
+        retry_at_ms = None
+        if not dead:
+            cap_ms = CONFIG.retry_delay_max_ms
+            retry_at_ms = self.now_ms + retry_delay_ms(held.id, attempt, base_ms, cap_ms)
+        outcome = self._send(M.Fail(self._rid(), held.id, token, error))
+        assert outcome.reply == M.Failed(self.rid, "dead" if dead else "retrying", retry_at_ms)
+        job = self.state.jobs[held.id]
+        assert (job.state, job.failures, job.last_error) == (
+            "dead" if dead else "retrying",
+            attempt,
+            error,
+        )
+
+    def extend(self, token: int, lease_ttl_ms: int | None) -> None:
+        held = self.leases[token]
+        deadline_ms = self.now_ms + (lease_ttl_ms or self.state.jobs[held.id].lease_ttl_ms)
+        outcome = self._send(M.Extend(self._rid(), held.id, token, lease_ttl_ms))
+        assert outcome.reply == M.Extended(self.rid, deadline_ms)
+        self.leases[token] = Held(held.id, deadline_ms)
+
+    def release(self, token: int) -> None:
+        held = self._end(token)
+        failures = self.state.jobs[held.id].failures
+        outcome = self._send(M.Release(self._rid(), held.id, token))
+        assert outcome.reply == M.Ok(self.rid)
+        job = self.state.jobs[held.id]
+        assert (job.state, job.failures) == (READY, failures)
+        bucket = self.state.queues[job.queue].buckets[job.priority]
+        assert next(iter(bucket)) == held.id, "a released job goes to the front"
+
+    def stale(self, ref: M.LeaseRef, op: str) -> None:
+        """An operation with a token that is no longer current changes nothing."""
+        assert ref.token not in self.leases
+        requests: dict[str, M.Request] = {
+            "ack": M.Ack(self._rid(), ref.id, ref.token),
+            "fail": M.Fail(self.rid, ref.id, ref.token, M.ErrorInfo(type="Late")),
+            "extend": M.Extend(self.rid, ref.id, ref.token),
+            "release": M.Release(self.rid, ref.id, ref.token),
+            "ack_many": M.AckMany(self.rid, [ref]),
+        }
+        self._touch(WORKERS[0])  # its sign of life is not the operation's doing
+        before = canonical(self.state)
+        outcome = self._send(requests[op])
+        assert outcome.records == []
+        assert canonical(self.state) == before
+        code = ErrorCode.STALE_LEASE if ref.id in self.state.jobs else ErrorCode.NOT_FOUND
+        if op == "ack_many":
+            assert isinstance(outcome.reply, M.AckedMany), outcome.reply
+            assert [(r.id, r.code) for r in outcome.reply.results] == [(ref.id, code)]
+        else:
+            assert isinstance(outcome.reply, M.Error), outcome.reply
+            assert outcome.reply.code == code
+
+    # --- operator steps -----------------------------------------------------
+
+    def pause(self, queue: str) -> None:
+        outcome = self._send(M.Pause(self._rid(), queue))
+        assert outcome.records == ([] if queue in self.paused else [R.QueuePaused(queue)])
+        self.paused.add(queue)
+
+    def resume(self, queue: str) -> None:
+        outcome = self._send(M.Resume(self._rid(), queue))
+        assert outcome.records == ([R.QueueResumed(queue)] if queue in self.paused else [])
+        self.paused.discard(queue)
+
+    def get_job(self, job_id: str) -> None:
+        job = self.state.jobs.get(job_id)
+        outcome = self._send(M.GetJob(self._rid(), job_id))
+        if job is None:
+            assert isinstance(outcome.reply, M.Error)
+            assert outcome.reply.code == ErrorCode.NOT_FOUND
+            return
+        assert isinstance(outcome.reply, M.JobInfo), outcome.reply
+        view = outcome.reply.job
+        assert (view.id, view.state, view.attempt) == (job.id, job.state, job.failures)
+        assert view.token == (job.token if job.state == LEASED else None)
+
+    # --- time and restarts ---------------------------------------------------
+
+    def advance(self, step_ms: int) -> None:
+        """Move the clock, then tick until quiet. However many records that
+        takes, jobs become ready in run_at order and leases expire in
+        deadline order."""
+        self.now_ms += step_ms
+        promoted: list[tuple[int, str]] = []
+        expired: list[tuple[int, int]] = []
+        for _ in range(TICK_ROUNDS_MAX):
+            before = canonical(self.state)
+            records = tick(self.state, self.now_ms)
+            assert canonical(self.state) == before, "tick changed the state"
+            if not records:
+                break
+            for record in records:
+                if isinstance(record, R.JobsPromoted):
+                    promoted += [(self.state.jobs[i].run_at_ms, i) for i in record.ids]
+                if isinstance(record, R.AttemptsFailed):
+                    for failure in record.failures:
+                        assert failure.error.type == "LeaseExpired"
+                        expired.append((self.state.jobs[failure.id].deadline_ms, failure.token))
+                self._apply(record)
+        else:
+            raise AssertionError("tick never came to rest")
+        assert promoted == sorted(promoted), "jobs became ready out of run_at order"
+        assert expired == sorted(expired), "leases expired out of deadline order"
+        assert all(at_ms <= self.now_ms for at_ms, _ in promoted + expired)
+        due_ms = next_due_ms(self.state)
+        assert due_ms is None or due_ms > self.now_ms, "tick left due work"
+        for token, held in list(self.leases.items()):
+            job = self.state.jobs.get(held.id)
+            current = job is not None and job.state == LEASED and job.token == token
+            if held.deadline_ms <= self.now_ms:
+                assert not current, f"lease {token} outlived its deadline"
+                self._end(token)
+            else:
+                assert current and job is not None and job.deadline_ms == held.deadline_ms
+
+    def restart(self) -> None:
+        replayed = replay(self.records)
+        assert canonical(replayed) == canonical(self.state)
+        self.state = replayed
+        self._apply(boot(self.state, self.now_ms))
+
+    # --- after every step ----------------------------------------------------
+
+    def check(self, *, full_replay: bool) -> None:
+        state = self.state
+        assert check_invariants(state) == []
+        ready = [
+            job_id
+            for queue in state.queues.values()
+            for bucket in queue.buckets.values()
+            for job_id in bucket
+        ]
+        leased = {job_id for job_id, job in state.jobs.items() if job.state == LEASED}
+        assert len(ready) == len(set(ready))
+        assert not set(ready) & leased, "a job is both ready and leased"
+        assert set(ready) == {job_id for job_id, job in state.jobs.items() if job.state == READY}
+        held = {(job.id, job.token) for job in state.jobs.values() if job.state == LEASED}
+        assert held == {(h.id, token) for token, h in self.leases.items()}
+        assert all(state.jobs[h.id].owner in state.processes for h in self.leases.values())
+        assert {token for _, token in held} <= self.tokens
+        counts = Counter(job.state for job in state.jobs.values())
+        assert state.counts == {name: counts[name] for name in state.counts}
+        assert {name for name, queue in state.queues.items() if queue.paused} == self.paused
+        assert canonical(self.shadow) == canonical(state)
+        if full_replay:
+            assert canonical(replay(self.records)) == canonical(state)
+
+
+# --- the hypothesis driver -------------------------------------------------------
+
+specs = st.builds(
+    M.JobSpec,
+    type=st.sampled_from(["t", "u"]),
+    queue=st.sampled_from(QUEUES),
+    args=st.sampled_from(ARGS),
+    id=st.none() | st.sampled_from(CLIENT_IDS),
+    priority=st.sampled_from([0, 5, 9]) | st.integers(0, 9),
+    delay_ms=st.none() | st.sampled_from(DELAYS_MS),
+    max_attempts=st.integers(1, 3),
+    lease_ttl_ms=st.sampled_from(LEASE_TTLS_MS),
+    retry_base_ms=st.none() | st.sampled_from([1, SECOND_MS]),
+)
+errors = st.builds(
+    M.ErrorInfo, type=st.sampled_from(["E", "KeyError"]), message=st.text(max_size=4)
+)
+
+
+class CoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.walk = Walk()
+
+    def _held(self, data: st.DataObject) -> int:
+        return data.draw(st.sampled_from(sorted(self.walk.leases)), label="token")
+
+    @rule(spec=specs)
+    def push(self, spec: M.JobSpec) -> None:
+        self.walk.push(spec)
+
+    @rule(many=st.lists(specs, min_size=1, max_size=5))
+    def push_many(self, many: list[M.JobSpec]) -> None:
+        self.walk.push_many(many)
+
+    @rule(
+        queues=st.lists(st.sampled_from(QUEUES), min_size=1, max_size=4),
+        count=st.integers(1, 4),
+        wait_ms=st.sampled_from([0, 100]),
+        worker=st.sampled_from(WORKERS),
+    )
+    def fetch(self, queues: list[str], count: int, wait_ms: int, worker: str) -> None:
+        self.walk.fetch(queues, count, wait_ms, worker)
+
+    @rule(  # a second fetch rule, so that leases are common enough to act on
+        queues=st.permutations(QUEUES), count=st.integers(1, 4), worker=st.sampled_from(WORKERS)
+    )
+    def fetch_from_every_queue(self, queues: list[str], count: int, worker: str) -> None:
+        self.walk.fetch(list(queues), count, 0, worker)
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        self.walk.ack(self._held(data))
+
+    @precondition(lambda self: self.walk.leases or self.walk.ended)
+    @rule(data=st.data())
+    def ack_many(self, data: st.DataObject) -> None:
+        held = [M.LeaseRef(h.id, token) for token, h in sorted(self.walk.leases.items())]
+        pool = held + self.walk.ended[-10:]
+        refs = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4), label="refs")
+        self.walk.ack_many(refs)
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), error=errors)
+    def fail(self, data: st.DataObject, error: M.ErrorInfo) -> None:
+        self.walk.fail(self._held(data), error)
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), ttl_ms=st.none() | st.sampled_from(LEASE_TTLS_MS))
+    def extend(self, data: st.DataObject, ttl_ms: int | None) -> None:
+        self.walk.extend(self._held(data), ttl_ms)
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        self.walk.release(self._held(data))
+
+    @precondition(lambda self: self.walk.ended)
+    @rule(data=st.data(), op=st.sampled_from(STALE_OPS))
+    def stale(self, data: st.DataObject, op: str) -> None:
+        ref = data.draw(st.sampled_from(self.walk.ended), label="stale lease")
+        self.walk.stale(ref, op)
+
+    @rule(queue=st.sampled_from(QUEUES), pause=st.booleans())
+    def pause_or_resume(self, queue: str, pause: bool) -> None:
+        if pause:
+            self.walk.pause(queue)
+        else:
+            self.walk.resume(queue)
+
+    @rule(job_id=st.sampled_from(CLIENT_IDS))
+    def get_job(self, job_id: str) -> None:
+        self.walk.get_job(job_id)
+
+    @rule(step_ms=st.sampled_from(SMALL_STEPS_MS) | st.integers(0, 3 * SECOND_MS))
+    def advance_a_little(self, step_ms: int) -> None:
+        self.walk.advance(step_ms)
+
+    @rule(step_ms=st.sampled_from(LARGE_STEPS_MS))
+    def advance_a_lot(self, step_ms: int) -> None:
+        self.walk.advance(step_ms)
+
+    @rule()
+    def restart(self) -> None:
+        self.walk.restart()
+
+    @invariant()
+    def consistent(self) -> None:
+        self.walk.check(full_replay=True)
+
+
+CoreMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=50,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestCoreStateMachine = CoreMachine.TestCase
+
+
+# --- the seeded driver -----------------------------------------------------------
+
+WALK_STEPS = 3000
+FULL_REPLAY_EVERY = 500
+
+
+def random_spec(rng: random.Random) -> M.JobSpec:
+    return M.JobSpec(
+        type="t",
+        queue=rng.choice(QUEUES),
+        args=rng.choice(ARGS),
+        id=rng.choice((None, None, *CLIENT_IDS)),
+        priority=rng.randint(0, 9),
+        delay_ms=rng.choice((None, None, *DELAYS_MS)),
+        max_attempts=rng.randint(1, 3),
+        lease_ttl_ms=rng.choice(LEASE_TTLS_MS),
+        retry_base_ms=rng.choice((None, 1, SECOND_MS)),
+    )
+
+
+def random_step(walk: Walk, rng: random.Random) -> None:
+    held = sorted(walk.leases)
+    roll = rng.random()
+    if roll < 0.20:
+        walk.push(random_spec(rng))
+    elif roll < 0.25:
+        walk.push_many([random_spec(rng) for _ in range(rng.randint(1, 5))])
+    elif roll < 0.42:
+        queues = [rng.choice(QUEUES) for _ in range(rng.randint(1, 3))]
+        walk.fetch(queues, rng.randint(1, 4), rng.choice((0, 100)), rng.choice(WORKERS))
+    elif roll < 0.62 and held:
+        token = rng.choice(held)
+        action = rng.choice(("ack", "fail", "fail", "extend", "release"))
+        if action == "ack":
+            walk.ack(token)
+        elif action == "fail":
+            walk.fail(token, M.ErrorInfo(type="E", message=str(rng.random())))
+        elif action == "extend":
+            walk.extend(token, rng.choice((None, *LEASE_TTLS_MS)))
+        else:
+            walk.release(token)
+    elif roll < 0.66 and held:
+        pool = [M.LeaseRef(walk.leases[t].id, t) for t in held] + walk.ended[-5:]
+        walk.ack_many([rng.choice(pool) for _ in range(rng.randint(1, 4))])
+    elif roll < 0.72 and walk.ended:
+        walk.stale(rng.choice(walk.ended), rng.choice(STALE_OPS))
+    elif roll < 0.75:
+        queue = rng.choice(QUEUES)
+        walk.pause(queue) if rng.random() < 0.5 else walk.resume(queue)
+    elif roll < 0.77:
+        walk.get_job(rng.choice(CLIENT_IDS))
+    elif roll < 0.95:
+        walk.advance(rng.choice(SMALL_STEPS_MS) or rng.randint(0, 3 * SECOND_MS))
+    elif roll < 0.99:
+        walk.advance(rng.choice(LARGE_STEPS_MS))
+    else:
+        walk.restart()
+
+
+@pytest.mark.parametrize("seed", [20260101, 7, 424242])
+def test_a_long_seeded_random_walk_keeps_every_invariant(seed: int) -> None:
+    print(f"random walk seed={seed} (rerun: this test with that seed)")
+    rng = random.Random(seed)
+    walk = Walk()
+    for step in range(WALK_STEPS):
+        try:
+            random_step(walk, rng)
+            walk.check(full_replay=step % FULL_REPLAY_EVERY == 0)
+        except AssertionError as failure:
+            raise AssertionError(f"seed={seed} step={step}: {failure}") from failure
+    walk.advance(DAY_MS)
+    walk.check(full_replay=True)
+    assert len(walk.tokens) > 100 and walk.ended

@@ -1,0 +1,208 @@
+"""A test double of the shell around the pure core, shared by the core tests.
+
+``Core`` drives the core the way the server does — a sign of life from the
+worker (``touch``, which registers it the first time), ``decide``, then
+``apply`` every record; ``tick`` until it returns nothing — with a manual
+clock (``now_ms`` is a number the test moves). Worker processes get a TTL
+far longer than any test runs, so a lease ends only as these tests say;
+process deaths are tested on their own. Every record goes through
+``record_encoder``/``record_decoder`` before it is kept, and a second State
+replays the decoded records as they come, so every test also checks, after
+every record, that:
+
+- ``check_invariants`` finds nothing wrong;
+- the replayed state equals the live one (``canonical``);
+- ``decide`` and ``tick`` leave the state as they found it.
+
+This module holds no tests itself.
+"""
+
+from typing import Any, TypeVar
+
+import msgspec
+
+from broker.core import (
+    CoreConfig,
+    Outcome,
+    Record,
+    State,
+    apply,
+    boot,
+    canonical,
+    check_invariants,
+    decide,
+    info_of,
+    record_decoder,
+    record_encoder,
+    tick,
+    touch,
+)
+from protocol import messages as M
+from protocol.errors import ErrorCode
+
+START_MS = 1_700_000_000_000  # an ordinary wall-clock time in unix ms
+SECOND_MS = 1000
+WORKER = "w1"
+PROCESS_TTL_MS = 100 * 365 * 24 * 3600 * SECOND_MS  # no process dies in these tests
+
+ReplyT = TypeVar("ReplyT")
+
+
+def args(value: Any) -> msgspec.Raw:
+    """Job arguments as a producer sends them: msgpack bytes."""
+    return msgspec.Raw(msgspec.msgpack.encode(value))
+
+
+def round_trip(record: Record) -> Record:
+    decoded = record_decoder.decode(record_encoder.encode(record))
+    assert decoded == record, (decoded, record)
+    return decoded
+
+
+def replay(records: list[Record], config: CoreConfig) -> State:
+    state = State(config)
+    for record in records:
+        apply(state, record)
+    return state
+
+
+def core_config(**overrides: Any) -> CoreConfig:
+    return CoreConfig(**{"process_ttl_ms": PROCESS_TTL_MS, **overrides})
+
+
+class Core:
+    def __init__(self, now_ms: int = START_MS, **config: Any) -> None:
+        self.config = core_config(**config)
+        self.state = State(self.config)
+        self.shadow = State(self.config)  # replays the decoded records as they come
+        self.now_ms = now_ms
+        self.records: list[Record] = []
+        self.rid = 0
+        self.boot()
+
+    # --- the one way in -------------------------------------------------
+
+    def apply(self, record: Record) -> None:
+        decoded = round_trip(record)
+        apply(self.state, record)
+        apply(self.shadow, decoded)
+        self.records.append(decoded)
+        assert check_invariants(self.state) == []
+        assert canonical(self.shadow) == canonical(self.state)
+
+    def boot(self) -> None:
+        self.apply(boot(self.state, self.now_ms))
+
+    def restart(self) -> None:
+        """A broker restart: a fresh State from the records so far, then a boot."""
+        self.state = replay(self.records, self.config)
+        assert check_invariants(self.state) == []
+        self.boot()
+
+    def touch(self, worker: str = WORKER) -> None:
+        """What the shell does before each request: a sign of life."""
+        hello = M.Hello(rid=0, version=1, worker_id=worker)
+        for record in touch(self.state, worker, info_of(hello), self.now_ms):
+            self.apply(record)
+
+    def send(self, request: M.Request, worker: str = WORKER) -> Outcome:
+        self.touch(worker)
+        before = canonical(self.state)
+        outcome = decide(self.state, request, worker, self.now_ms)
+        assert canonical(self.state) == before, "decide changed the state"
+        assert outcome.reply.rid == request.rid
+        if isinstance(outcome.reply, M.Error):
+            assert outcome.records == []
+        for record in outcome.records:
+            self.apply(record)
+        return outcome
+
+    def next_rid(self) -> int:
+        self.rid += 1
+        return self.rid
+
+    def tick(self) -> list[Record]:
+        """Tick until the core has nothing more to do now; the records applied."""
+        applied: list[Record] = []
+        while True:
+            before = canonical(self.state)
+            records = tick(self.state, self.now_ms)
+            assert canonical(self.state) == before, "tick changed the state"
+            if not records:
+                return applied
+            for record in records:
+                self.apply(record)
+            applied.extend(records)
+
+    def advance(self, ms: int) -> list[Record]:
+        self.now_ms += ms
+        return self.tick()
+
+    def advance_to(self, at_ms: int) -> list[Record]:
+        assert at_ms >= self.now_ms
+        self.now_ms = at_ms
+        return self.tick()
+
+    # --- requests, with the reply type checked ----------------------------
+
+    def expect(self, request: M.Request, reply_type: type[ReplyT], worker: str = WORKER) -> ReplyT:
+        reply = self.send(request, worker).reply
+        assert isinstance(reply, reply_type), reply
+        return reply
+
+    def refused(self, request: M.Request, code: ErrorCode) -> M.Error:
+        """The request is refused with ``code`` and changes nothing (send
+        checks that decide changed nothing; a refusal has no records)."""
+        outcome = self.send(request)
+        assert isinstance(outcome.reply, M.Error), outcome.reply
+        assert outcome.reply.code == code, outcome.reply
+        assert outcome.records == []
+        return outcome.reply
+
+    def push(self, **spec: Any) -> M.Pushed:
+        spec.setdefault("type", "t")
+        return self.expect(M.Push(self.next_rid(), M.JobSpec(**spec)), M.Pushed)
+
+    def push_many(self, *specs: M.JobSpec) -> M.PushedMany:
+        return self.expect(M.PushMany(self.next_rid(), list(specs)), M.PushedMany)
+
+    def fetch(
+        self, *queues: str, count: int = 1, wait_ms: int = 0, worker: str = WORKER
+    ) -> list[M.Delivery]:
+        request = M.Fetch(self.next_rid(), list(queues or ["default"]), count, wait_ms)
+        return self.expect(request, M.Jobs, worker).jobs
+
+    def lease(self, queue: str = "default", worker: str = WORKER) -> M.Delivery:
+        (delivery,) = self.fetch(queue, worker=worker)
+        return delivery
+
+    def ack(self, delivery: M.Delivery) -> M.Ok:
+        return self.expect(M.Ack(self.next_rid(), delivery.id, delivery.token), M.Ok)
+
+    def fail(self, delivery: M.Delivery, error: M.ErrorInfo | None = None) -> M.Failed:
+        error = error or M.ErrorInfo(type="ValueError", message="boom")
+        request = M.Fail(self.next_rid(), delivery.id, delivery.token, error)
+        return self.expect(request, M.Failed)
+
+    def extend(self, delivery: M.Delivery, lease_ttl_ms: int | None = None) -> M.Extended:
+        request = M.Extend(self.next_rid(), delivery.id, delivery.token, lease_ttl_ms)
+        return self.expect(request, M.Extended)
+
+    def release(self, delivery: M.Delivery) -> M.Ok:
+        return self.expect(M.Release(self.next_rid(), delivery.id, delivery.token), M.Ok)
+
+    def pause(self, queue: str) -> Outcome:
+        return self.send(M.Pause(self.next_rid(), queue))
+
+    def resume(self, queue: str) -> Outcome:
+        return self.send(M.Resume(self.next_rid(), queue))
+
+    def job(self, job_id: str) -> M.JobView:
+        return self.expect(M.GetJob(self.next_rid(), job_id), M.JobInfo).job
+
+    def ready_ids(self, queue: str = "default") -> list[str]:
+        """The ready jobs of a queue in the order a fetch would take them."""
+        found = self.state.queues.get(queue)
+        if found is None:
+            return []
+        return [job_id for p in sorted(found.buckets, reverse=True) for job_id in found.buckets[p]]
