@@ -80,7 +80,7 @@ def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
     died: dict[str, R.ProcessDied] = {}
     budget = state.config.tick_max_items
     for entry in due_entries(state.process_deadlines, now_ms, budget):
-        deadline_ms, worker_id, kind = entry
+        _, worker_id, kind = entry
         if worker_id in died or not live_process_deadline(state, entry):
             continue
         jobs = [state.jobs[job_id] for job_id in state.leases_by_owner.get(worker_id, ())]
