@@ -1,6 +1,7 @@
 """tick(state, now_ms): the records that the passage of time implies.
 
-Scheduled and retrying jobs whose time came become ready; leases past their
+Scheduled and retrying jobs whose time came become ready; processes past
+a deadline die, ending their leases (processes.py); other leases past their
 deadline fail their attempt ("lease expired"); the dead set is trimmed to
 its count and age bounds. Pure: reads the state, returns records, changes
 nothing. Each record touches at most ``config.tick_max_items`` jobs; the
@@ -9,6 +10,7 @@ shell ticks again while a tick returns records.
 
 from broker.core import records as R
 from broker.core.common import failure_for
+from broker.core.processes import deaths
 from broker.core.state import (
     DEAD,
     State,
@@ -28,7 +30,11 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     promoted = _due_scheduled(state, now_ms, limit)
     if promoted:
         records.append(R.JobsPromoted(ids=promoted))
-    expired = _expired_leases(state, now_ms, limit)
+    died = deaths(state, now_ms)
+    records.extend(died)
+    # A lease ends once: not by expiry if its owner's death ends it now.
+    ended = {f.id for d in died for f in d.failures} | {r.id for d in died for r in d.released}
+    expired = [f for f in _expired_leases(state, now_ms, limit) if f.id not in ended]
     if expired:
         records.append(R.AttemptsFailed(failures=expired))
     trimmed = _dead_to_trim(state, now_ms, limit)
