@@ -4,13 +4,23 @@
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
-  pause, resume, get_job.
-- ``Worker`` leases jobs and runs registered handlers in threads.
+  pause, resume, get_job; and for worker processes beat, control,
+  processes, busy.
+- ``Worker`` leases jobs, runs registered handlers in threads, beats and
+  keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE``.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
-from protocol.messages import ErrorInfo, JobSpec, JobView, PushResult
+from protocol.messages import (
+    BusyJob,
+    BusyProcess,
+    ErrorInfo,
+    JobSpec,
+    JobView,
+    ProcessView,
+    PushResult,
+)
 
 from ._exceptions import (
     BadRequest,
@@ -39,6 +49,8 @@ from .worker import Worker
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "BusyJob",
+    "BusyProcess",
     "Client",
     "ConnectFailed",
     "ConnectionLost",
@@ -52,6 +64,7 @@ __all__ = [
     "Lease",
     "LeashError",
     "NotFound",
+    "ProcessView",
     "ProtocolViolation",
     "PushResult",
     "QueuePaused",

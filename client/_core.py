@@ -34,6 +34,10 @@ from protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
+    Beat,
+    Busy,
+    BusyProcess,
+    Control,
     Error,
     ErrorInfo,
     Extend,
@@ -41,14 +45,20 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
+    GetBusy,
     GetJob,
     JobInfo,
     Jobs,
     JobSpec,
     JobView,
     LeaseRef,
+    ListProcesses,
     Ok,
     Pause,
+    ProcessControl,
+    Processes,
+    ProcessState,
+    ProcessView,
     Push,
     Pushed,
     PushedMany,
@@ -201,6 +211,22 @@ class ClientCore(Generic[W]):
     def get_job(self, id: str) -> Call[JobView]:
         rid = self._take_rid()
         return Call(rid, self._encode(GetJob(rid=rid, id=id)), _job_view)
+
+    def beat(self) -> Call[str]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Beat(rid=rid)), _process_state)
+
+    def control(self, worker_id: str, state: ProcessControl) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Control(rid=rid, worker_id=worker_id, state=state)), _ok)
+
+    def processes(self) -> Call[list[ProcessView]]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(ListProcesses(rid=rid)), _process_views)
+
+    def busy(self) -> Call[list[BusyProcess]]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(GetBusy(rid=rid)), _busy_processes)
 
     # --- waiting -----------------------------------------------------------
 
@@ -356,3 +382,15 @@ def _fail_result(reply: Reply) -> FailResult:
 
 def _job_view(reply: Reply) -> JobView:
     return _expect(reply, JobInfo).job
+
+
+def _process_state(reply: Reply) -> str:
+    return _expect(reply, ProcessState).state
+
+
+def _process_views(reply: Reply) -> list[ProcessView]:
+    return _expect(reply, Processes).processes
+
+
+def _busy_processes(reply: Reply) -> list[BusyProcess]:
+    return _expect(reply, Busy).processes

@@ -22,7 +22,15 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from protocol.messages import ErrorInfo, JobView, PushResult, Welcome
+from protocol.messages import (
+    BusyProcess,
+    ErrorInfo,
+    JobView,
+    ProcessControl,
+    ProcessView,
+    PushResult,
+    Welcome,
+)
 
 from ._core import Call, ClientCore
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
@@ -220,6 +228,28 @@ class AsyncClient:
     async def release(self, job: Lease) -> None:
         """Give the job back to its queue without counting an attempt."""
         await self._call(self._core.release(job))
+
+    # --- worker processes ------------------------------------------------------
+
+    async def beat(self) -> str:
+        """Say this process is alive; return what the broker wants of it.
+
+        ``"ok"`` (carry on), ``"quiet"`` (fetch nothing new) or ``"terminate"``
+        (finish running jobs and exit). ``Worker`` beats by itself.
+        """
+        return await self._call(self._core.beat())
+
+    async def control(self, worker_id: str, state: ProcessControl) -> None:
+        """Ask the process ``worker_id`` to be ``"quiet"`` or to ``"terminate"``."""
+        await self._call(self._core.control(worker_id, state))
+
+    async def processes(self) -> list[ProcessView]:
+        """Every worker process the broker knows: identity, state, deadlines, jobs held."""
+        return await self._call(self._core.processes())
+
+    async def busy(self) -> list[BusyProcess]:
+        """What each process is running now: its leased jobs."""
+        return await self._call(self._core.busy())
 
     # --- the connection --------------------------------------------------------
 

@@ -85,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--wait-ms", type=int, default=5_000, help="long-poll wait; a stop waits for it too"
     )
+    worker.add_argument(
+        "--no-auto-extend",
+        action="store_true",
+        help="do not extend running jobs' leases (a job longer than its lease_ttl_ms is lost)",
+    )
     worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     _add_address(worker)
     worker.set_defaults(run=_run_worker)
@@ -162,6 +167,7 @@ def _run_worker(options: argparse.Namespace) -> int:
         handlers=registry,
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
+        auto_extend=not options.no_auto_extend,
     )
     log.info("running %s on %s", ", ".join(sorted(registry)), ", ".join(queues))
     worker.run()

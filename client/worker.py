@@ -17,36 +17,50 @@ is failed with an ``UnknownJobType`` error (another worker may have one).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
 keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as there
-are free slots (``concurrency`` minus handlers running). Each job runs in a
-``ThreadPoolExecutor(concurrency)``, not on the loop: while a CPU-bound or
-blocking handler runs, the loop goes on serving the connection (other jobs'
-acks, the next fetch), so one slow handler never delays another job's
-bookkeeping. A lost connection is reopened with capped exponential backoff;
-finished jobs are then settled on the new connection, since a lease belongs
-to this process's worker id, not to a connection. An ack or fail refused
-with ``StaleLease``/``NotFound`` means the lease was lost (it expired or was
-released, and the job was re-leased or finished elsewhere): that is logged
-as a warning and the worker goes on.
+are free slots (``concurrency`` minus handlers running). A lost connection is
+reopened with capped exponential backoff; finished jobs are then settled on
+the new connection, since a lease belongs to this process's worker id, not to
+a connection.
 
-Shutdown: ``stop()``, or SIGTERM / SIGINT under ``run()``, stops fetching. A
-fetch already in flight is waited for (at most ``wait_ms``) and what it
-delivers is released unrun; running handlers get ``grace_s`` to finish and
-settle; then every job still running is released and ``run`` returns. A
-second signal, or ``stop(now=True)``, skips the grace. Threads cannot be
-killed: ``unfinished`` counts handlers still running when ``run`` returned.
+Jobs run in threads so that the loop stays free. Each job runs in a
+``ThreadPoolExecutor(concurrency)``, never on the loop: while a CPU-bound or
+blocking handler runs, the loop goes on serving the connection, the
+heartbeats and other jobs' acks, so one slow handler never delays another
+job's bookkeeping nor makes the broker think this process is dead. The limit:
+a handler that holds the GIL in C code (a long call into an extension that
+does not release it) for longer than the broker's ``process_ttl_ms`` starves
+the loop, the beats stop, and the broker fails this process's leases. Such
+work belongs in separate processes; this runner does not offer them.
+
+Liveness (``client._keepalive``): a heartbeat beats every ``heartbeat_ms``
+of the welcome until the end of shutdown. Its reply is what the broker wants:
+``quiet`` stops fetching (running jobs go on and settle), ``ok`` resumes it,
+``terminate`` is a graceful stop like SIGTERM. With ``auto_extend`` (the
+default) a running job's lease is extended every half ``lease_ttl_ms``. An
+ack or fail refused with ``StaleLease``/``NotFound`` means the lease was lost
+(the broker declared this process dead, or the lease expired) and another
+worker may run the job: logged as a warning, and the worker goes on.
+
+Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
+from the broker, stops fetching. A fetch already in flight is waited for (at
+most ``wait_ms``) and what it delivers is released unrun; running handlers
+get ``grace_s`` to finish and settle; then every job still running is
+released and ``run`` returns. A second signal, or ``stop(now=True)``, skips
+the grace. Threads cannot be killed: ``unfinished`` counts handlers still
+running when ``run`` returned.
 """
 
 import asyncio
 import contextlib
 import logging
 import signal
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from protocol import limits
 from protocol.messages import ErrorInfo
 
+from . import _signals
 from ._exceptions import (
     ConnectionLost,
     Internal,
@@ -57,6 +71,7 @@ from ._exceptions import (
     StaleLease,
 )
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
+from ._keepalive import Heartbeat, keep_extended, lease_lost_message
 from ._link import Link, backoff_s
 from ._types import Job
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
@@ -84,6 +99,7 @@ class Worker:
         timeout_s: float = 30.0,
         labels: Iterable[str] = (),
         worker_id: str | None = None,
+        auto_extend: bool = True,
     ) -> None:
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
@@ -94,6 +110,8 @@ class Worker:
         self.host, self.port = parse_url(url) if url is not None else (host, port)
         self.wait_ms, self.grace_s, self.timeout_s = wait_ms, grace_s, timeout_s
         self.labels, self.worker_id = tuple(labels), worker_id
+        self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
+        self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self._handlers: dict[str, Handler] = {}
         for type, fn in (handlers or {}).items():
@@ -135,13 +153,13 @@ class Worker:
             self._begin_stop(now=self._stop_early)
             self._stop_early = None
         if handle_signals:
-            self._install_signals()
+            _signals.install(self._on_signal)
         try:
             await self._stopping.wait()
             await self._drain()
         finally:
             if handle_signals:
-                self._remove_signals()
+                _signals.remove()
             await self._finish()
         if self._fatal is not None:
             raise self._fatal
@@ -171,8 +189,13 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetching = False
         self._fatal: BaseException | None = None
+        self.process_state = "ok"
+        self._may_fetch = asyncio.Event()  # cleared while the broker wants this process quiet
+        self._may_fetch.set()
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="leash-fetch")
         self._fetcher.add_done_callback(self._fetcher_done)
+        heartbeat = Heartbeat(self._link, self._on_process_state)
+        self._heartbeat = asyncio.create_task(heartbeat.run(), name="leash-heartbeat")
 
     def _begin_stop(self, now: bool) -> None:
         if not self._stopping.is_set():
@@ -187,7 +210,25 @@ class Worker:
         if now:
             self._hard.set()
         if not self._fetching:
-            self._fetcher.cancel()  # connecting or waiting for a slot: nothing to collect
+            self._fetcher.cancel()  # connecting or waiting: nothing to collect
+
+    def _on_process_state(self, state: str) -> None:
+        """A beat's reply: what the broker wants of this process now."""
+        if state == self.process_state:
+            return
+        if state not in ("ok", "quiet", "terminate"):
+            log.warning("the broker asked for process state %r, unknown here: ignored", state)
+            return
+        self.process_state = state
+        if state == "terminate":
+            log.warning("the broker asked this worker to terminate: finishing running jobs")
+            self._begin_stop(now=False)
+        elif state == "quiet":
+            log.warning("the broker asked this worker to be quiet: fetching no new jobs")
+            self._may_fetch.clear()
+        else:
+            log.info("the broker lets this worker fetch again")
+            self._may_fetch.set()
 
     async def _connect(self) -> AsyncClient:
         return await AsyncClient.connect(
@@ -205,23 +246,6 @@ class Worker:
         self._fatal = task.exception()
         log.error("the fetch loop failed, stopping: %r", self._fatal)
         self._begin_stop(now=False)
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            log.warning("not in the main thread: SIGINT and SIGTERM are left alone")
-            return
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, self._on_signal, signum)
-
-    def _remove_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.remove_signal_handler(signum)
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -241,6 +265,9 @@ class Worker:
             if free <= 0:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
+            if not self._may_fetch.is_set():
+                await self._may_fetch.wait()
                 continue
             client = await self._link.client()
             if self._stopping.is_set():
@@ -281,13 +308,19 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         fn = self._handlers.get(job.type)
+        extender: asyncio.Task[None] | None = None
         try:
             if fn is None:
                 error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
             else:
+                if self.auto_extend:
+                    extending = keep_extended(self._link, job)
+                    extender = asyncio.create_task(extending, name=f"leash-extend-{job.id}")
                 loop = asyncio.get_running_loop()
                 error = await loop.run_in_executor(self._executor, invoke, fn, job)
         finally:
+            if extender is not None:
+                extender.cancel()
             del self._running[job.token]
             self._wake.set()
         await self._settle(job, error)
@@ -306,12 +339,7 @@ class Worker:
                     log.log(level, "job %s failed (%s): %s", job.id, result.state, error.type)
                 return
             except (StaleLease, NotFound) as exc:
-                log.warning(
-                    "lease lost: job %s was re-leased or finished elsewhere (%s refused: %s)",
-                    job.id,
-                    verb,
-                    exc.code,
-                )
+                log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, exc.code)
                 return
             except (ConnectionLost, RequestTimeout) as exc:
                 await self._link.lost(client, exc)
@@ -350,6 +378,8 @@ class Worker:
         if unfinished:
             await self._release(unfinished, "still running at shutdown")
         self.unfinished = len(unfinished)
+        self._heartbeat.cancel()  # beats went on while draining: the leases stayed ours
+        await asyncio.gather(self._heartbeat, return_exceptions=True)
         # Closing ends a held fetch, which then leases nothing. Jobs in a reply that
         # crossed the close are logged; the broker frees them once this process is gone.
         await self._link.close()

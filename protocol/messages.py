@@ -158,11 +158,12 @@ class Beat(Struct, tag="beat", tag_field="op"):
     rid: RequestId
 
 
-ProcessControl = Literal["quiet", "terminate"]
+ProcessControl = Literal["ok", "quiet", "terminate"]
 
 
 class Control(Struct, tag="control", tag_field="op"):
-    """Ask a worker process to stop fetching (quiet) or to exit (terminate)."""
+    """Ask a worker process to stop fetching (quiet), to resume (ok), or to
+    exit (terminate, which is final)."""
 
     rid: RequestId
     worker_id: WorkerId

@@ -74,8 +74,8 @@ class ProcessDetached(Struct, tag="detached", tag_field="r"):
 
 class ProcessControlled(Struct, tag="controlled", tag_field="r"):
     worker_id: str
-    state: str  # "quiet" or "terminate"
-    terminate_deadline_ms: int  # 0 for quiet
+    state: str  # "ok", "quiet" or "terminate"
+    terminate_deadline_ms: int  # 0 unless terminate
 
 
 class ProcessDied(Struct, tag="died", tag_field="r"):

@@ -3,14 +3,18 @@
 It runs its own event loop in a thread on 127.0.0.1 (port 0), so both the
 blocking and the async client can talk to it from a test. It knows just
 enough job semantics to exercise the clients: push, fetch (with a held
-long-poll), ack/fail/extend/release with token checks, pause/resume, get_job.
-Everything it receives is recorded; tests wait on it with ``wait_for``.
-Not a model of the real broker: no persistence, no retries, no expiry.
+long-poll), ack/fail/extend/release with token checks, pause/resume, get_job,
+and worker processes: beat answers the state a test sets with
+``set_process_state`` (a process that is not ``ok`` is handed no jobs),
+control, processes and busy. Everything it receives is recorded; tests wait
+on it with ``wait_for``. Not a model of the real broker: no persistence, no
+retries, no expiry, no process deaths.
 """
 
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -26,6 +30,11 @@ from protocol.messages import (
     AckedMany,
     AckMany,
     BadRequest,
+    Beat,
+    Busy,
+    BusyJob,
+    BusyProcess,
+    Control,
     Delivery,
     Error,
     Extend,
@@ -33,6 +42,7 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
+    GetBusy,
     GetJob,
     Hello,
     ItemResult,
@@ -40,8 +50,12 @@ from protocol.messages import (
     Jobs,
     JobSpec,
     JobView,
+    ListProcesses,
     Ok,
     Pause,
+    Processes,
+    ProcessState,
+    ProcessView,
     Push,
     Pushed,
     PushedMany,
@@ -65,6 +79,7 @@ class FakeJob:
     spec: JobSpec
     token: int | None = None  # set while leased
     state: str = "ready"
+    owner: str | None = None  # the worker id that leased it
 
 
 @dataclass
@@ -76,14 +91,27 @@ class Seen:
     acked: list[str] = field(default_factory=list)
     failed: list[Fail] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
+    beats: list[tuple[float, str]] = field(default_factory=list)  # (monotonic s, state answered)
+
+    def extends(self, job_id: str) -> list[Extend]:
+        return [r for r in self.requests if isinstance(r, Extend) and r.id == job_id]
+
+    def fetches(self) -> int:
+        return sum(isinstance(r, Fetch) for r in self.requests)
 
 
 class FakeBroker:
     def __init__(
-        self, *, hello_reply: Reply | None = None, max_frame_bytes: int = FRAME_MAX_BYTES
+        self,
+        *,
+        hello_reply: Reply | None = None,
+        max_frame_bytes: int = FRAME_MAX_BYTES,
+        heartbeat_ms: int | None = None,
     ) -> None:
         self.hello_reply = hello_reply  # instead of the Welcome
         self.max_frame_bytes = max_frame_bytes
+        self.heartbeat_ms = heartbeat_ms  # None: the Welcome's default
+        self.process_states: dict[str, str] = {}  # by worker id, once it said hello
         self.seen = Seen()
         self.jobs: dict[str, FakeJob] = {}
         self.port = 0
@@ -123,6 +151,19 @@ class FakeBroker:
             return spec.id or ""
 
         return self.call(add)
+
+    def set_process_state(self, worker_id: str, state: str) -> None:
+        """What beat answers to ``worker_id`` from now on."""
+
+        async def set_state() -> None:
+            self.process_states[worker_id] = state
+
+        self.call(set_state)
+
+    def beats_after(self, state: str) -> int:
+        """How many beats came after the first one answered ``state`` (-1: none was)."""
+        answered = [s for _, s in self.seen.beats]
+        return len(answered) - answered.index(state) - 1 if state in answered else -1
 
     def drop_connections(self) -> None:
         async def drop() -> None:
@@ -167,7 +208,7 @@ class FakeBroker:
         connection.add_done_callback(self._connections.discard)
         self._writers.add(writer)
         decoder = FrameDecoder(self.max_frame_bytes)
-        handshaken = False
+        worker_id = ""  # the hello's, once handshaken
         try:
             while data := await reader.read(65536):
                 decoder.feed(data)
@@ -177,15 +218,16 @@ class FakeBroker:
                     except BadRequest as exc:
                         self._send(writer, exc.reply())
                         continue
-                    if not handshaken:
+                    if not worker_id:
                         if not self._handshake(writer, request):
                             writer.close()
                             return
-                        handshaken = True
+                        assert isinstance(request, Hello)
+                        worker_id = request.worker_id
                         continue
                     self.seen.requests.append(request)
                     self._notify()
-                    task = asyncio.create_task(self._answer(writer, request))
+                    task = asyncio.create_task(self._answer(writer, request, worker_id))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
         except Exception:
@@ -202,6 +244,7 @@ class FakeBroker:
             )
             return False
         self.seen.hellos.append(request)
+        self.process_states.setdefault(request.worker_id, "ok")
         self._notify()
         if self.hello_reply is not None:
             self._send(writer, self.hello_reply)
@@ -213,6 +256,8 @@ class FakeBroker:
             epoch=7,
             max_frame_bytes=self.max_frame_bytes,
         )
+        if self.heartbeat_ms is not None:
+            welcome.heartbeat_ms = self.heartbeat_ms
         self._send(writer, welcome)
         return True
 
@@ -220,12 +265,12 @@ class FakeBroker:
         if not writer.is_closing():
             writer.write(encode_frame(encoder.encode(reply)))
 
-    async def _answer(self, writer: asyncio.StreamWriter, request: Request) -> None:
-        reply = await self._reply(request)
+    async def _answer(self, writer: asyncio.StreamWriter, request: Request, worker_id: str) -> None:
+        reply = await self._reply(request, worker_id)
         self._send(writer, reply)
         self._notify()
 
-    async def _reply(self, request: Request) -> Reply:
+    async def _reply(self, request: Request, worker_id: str) -> Reply:
         match request:
             case Push(rid=rid, job=spec):
                 created = self._store(spec)
@@ -234,7 +279,7 @@ class FakeBroker:
                 results = [PushResult(s.id or "", self._store(s), "ready") for s in specs]
                 return PushedMany(rid=rid, results=results)
             case Fetch():
-                return await self._fetch(request)
+                return await self._fetch(request, worker_id)
             case Ack(rid=rid, id=job_id, token=token):
                 error = self._check(rid, job_id, token)
                 if error is None:
@@ -253,7 +298,7 @@ class FakeBroker:
             case Fail(rid=rid, id=job_id, token=token):
                 error = self._check(rid, job_id, token)
                 if error is None:
-                    self.jobs[job_id].token, self.jobs[job_id].state = None, "retrying"
+                    self._unlease(job_id, "retrying")
                     self.seen.failed.append(request)
                 return error or Failed(rid=rid, state="retrying", retry_at_ms=123_456)
             case Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
@@ -263,7 +308,7 @@ class FakeBroker:
             case Release(rid=rid, id=job_id, token=token):
                 error = self._check(rid, job_id, token)
                 if error is None:
-                    self.jobs[job_id].token, self.jobs[job_id].state = None, "ready"
+                    self._unlease(job_id, "ready")
                     self.seen.released.append(job_id)
                 return error or Ok(rid=rid)
             case Pause(rid=rid) | Resume(rid=rid):
@@ -272,8 +317,60 @@ class FakeBroker:
                 if job_id not in self.jobs:
                     return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no job {job_id}")
                 return JobInfo(rid=rid, job=self._view(self.jobs[job_id]))
+            case Beat() | Control() | ListProcesses() | GetBusy():
+                return self._process_reply(request, worker_id)
             case _:
                 return Error(rid=request.rid, code=ErrorCode.UNKNOWN_OP, message="not in the fake")
+
+    def _process_reply(self, request: Request, worker_id: str) -> Reply:
+        match request:
+            case Beat(rid=rid):
+                state = self.process_states[worker_id]
+                self.seen.beats.append((time.monotonic(), state))
+                return ProcessState(rid=rid, state=state)
+            case Control(rid=rid, worker_id=target, state=state):
+                if target not in self.process_states:
+                    return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no process {target}")
+                self.process_states[target] = state
+                return Ok(rid=rid)
+            case ListProcesses(rid=rid):
+                return Processes(rid=rid, processes=self._process_views())
+            case GetBusy(rid=rid):
+                return Busy(rid=rid, processes=self._busy())
+        raise AssertionError(f"not a process request: {request!r}")
+
+    def _process_views(self) -> list[ProcessView]:
+        hellos = {hello.worker_id: hello for hello in self.seen.hellos}
+        return [
+            ProcessView(
+                worker_id=worker_id,
+                state=self.process_states[worker_id],
+                hostname=hello.hostname,
+                pid=hello.pid,
+                labels=hello.labels,
+                concurrency=hello.concurrency,
+                client=hello.client,
+                registered_ms=1,
+                last_seen_ms=2,
+                beat_deadline_ms=15_002,
+                in_flight=sum(job.owner == worker_id for job in self.jobs.values()),
+            )
+            for worker_id, hello in hellos.items()
+        ]
+
+    def _busy(self) -> list[BusyProcess]:
+        busy: dict[str, list[BusyJob]] = {}
+        for job in self.jobs.values():
+            if job.owner is not None:
+                spec = job.spec
+                busy.setdefault(job.owner, []).append(
+                    BusyJob(spec.id or "", spec.type, spec.queue, 1, 1, 1_000_000)
+                )
+        return [BusyProcess(worker_id, jobs) for worker_id, jobs in busy.items()]
+
+    def _unlease(self, job_id: str, state: str) -> None:
+        job = self.jobs[job_id]
+        job.token, job.state, job.owner = None, state, None
 
     def _store(self, spec: JobSpec) -> bool:
         assert spec.id is not None, "the client always sends an id"
@@ -285,8 +382,8 @@ class FakeBroker:
         self._notify()
         return True
 
-    async def _fetch(self, request: Fetch) -> Jobs:
-        jobs = self._lease(request)
+    async def _fetch(self, request: Fetch, worker_id: str) -> Jobs:
+        jobs = self._lease(request, worker_id)
         if jobs or not request.wait_ms:
             return Jobs(rid=request.rid, jobs=jobs)
         arrived = asyncio.Event()
@@ -296,20 +393,22 @@ class FakeBroker:
                 while not jobs:
                     await arrived.wait()
                     arrived.clear()
-                    jobs = self._lease(request)
+                    jobs = self._lease(request, worker_id)
         except TimeoutError:
             pass
         finally:
             self._fetch_waiters.remove(arrived)
         return Jobs(rid=request.rid, jobs=jobs)
 
-    def _lease(self, request: Fetch) -> list[Delivery]:
+    def _lease(self, request: Fetch, worker_id: str) -> list[Delivery]:
         jobs: list[Delivery] = []
+        if self.process_states.get(worker_id) != "ok":
+            return jobs  # quiet or terminating: held, handed nothing
         for job in self.jobs.values():
             if len(jobs) == request.count:
                 break
             if job.state == "ready" and job.spec.queue in request.queues:
-                job.token, job.state = next(self._tokens), "leased"
+                job.token, job.state, job.owner = next(self._tokens), "leased", worker_id
                 jobs.append(self._delivery(job))
         return jobs
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -223,6 +224,29 @@ async def test_a_refused_async_handshake_raises_its_error() -> None:
         fake.stop()
 
 
+def test_beat_answers_the_state_a_control_set(fake: FakeBroker) -> None:
+    with Client(port=fake.port, worker_id="w-ops") as ops, Client(port=fake.port) as worker:
+        assert worker.beat() == "ok"
+        ops.control(worker.worker_id, "quiet")
+        assert worker.beat() == "quiet"
+        with pytest.raises(NotFound):
+            ops.control("no-such-process", "terminate")
+        assert {view.worker_id for view in ops.processes()} == {"w-ops", worker.worker_id}
+
+
+async def test_busy_lists_what_each_process_holds(fake: FakeBroker) -> None:
+    async with AsyncClient(port=fake.port) as client:
+        job_id = await client.push("t", queue="q")
+        assert await client.busy() == []
+        assert await client.fetch("q") is not None
+        [busy] = await client.busy()
+        [view] = await client.processes()
+        await client.control(client.worker_id, "terminate")
+        assert await client.beat() == "terminate"
+    assert (busy.worker_id, [job.id for job in busy.jobs]) == (client.worker_id, [job_id])
+    assert (view.worker_id, view.in_flight, view.pid) == (client.worker_id, 1, os.getpid())
+
+
 # --- the worker ------------------------------------------------------------
 
 
@@ -316,7 +340,10 @@ async def test_worker_goes_on_after_a_lost_lease(
         worker.stop()
         await running
     assert done == [1]
-    assert f"lease lost: job {lost_id} was re-leased or finished elsewhere" in caplog.text
+    assert f"lease lost for job {lost_id} (type lost): the broker declared this worker dead" in (
+        caplog.text
+    )
+    assert "another worker may run it (ack refused: stale_lease)" in caplog.text
 
 
 async def test_worker_reconnects_and_settles_on_the_new_connection(
@@ -334,6 +361,165 @@ async def test_worker_reconnects_and_settles_on_the_new_connection(
     worker.stop()
     await running
     assert {hello.worker_id for hello in fake.seen.hellos} == {process_worker_id()}
+
+
+# --- the worker's liveness: heartbeats, process states, lease extension -----
+
+
+@pytest.fixture
+def beating() -> Iterator[FakeBroker]:
+    """A fake that asks for a beat every 50 ms; its beats serve as the tests' clock."""
+    broker = FakeBroker(heartbeat_ms=50)
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def wait_beats(fake: FakeBroker, count: int) -> None:
+    """Wait until ``count`` more beats have arrived: time passing, as the worker sees it."""
+    target = len(fake.seen.beats) + count
+    await fake.wait_for_async(lambda f: len(f.seen.beats) >= target, f"{count} more beats")
+
+
+async def test_the_worker_beats_as_often_as_the_welcome_asks(beating: FakeBroker) -> None:
+    worker = make_worker(beating)
+    worker.register("t", print)
+    running = asyncio.create_task(worker.run_async())
+    await wait_beats(beating, 5)
+    worker.stop()
+    await running
+    times = [at for at, _ in beating.seen.beats]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= 0.03, gaps  # not more often than asked (less transit jitter)
+    assert sum(gaps) / len(gaps) < 1.0, gaps  # the welcome's 50 ms, not the 5 s fallback
+
+
+async def test_beats_go_on_while_a_handler_blocks(beating: FakeBroker, gate: Gate) -> None:
+    worker = Worker(port=beating.port, concurrency=1, wait_ms=100, grace_s=10.0)
+    worker.register("slow", gate.handler)
+    job_id = beating.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    await wait_beats(beating, 4)  # the only handler thread is stuck; the loop is not
+    gate.opened.set()
+    await beating.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack")
+    worker.stop()
+    await running
+
+
+async def test_beats_resume_after_a_reconnect(beating: FakeBroker) -> None:
+    worker = make_worker(beating)
+    worker.register("t", print)
+    running = asyncio.create_task(worker.run_async())
+    await wait_beats(beating, 2)
+    beating.drop_connections()
+    await beating.wait_for_async(lambda f: len(f.seen.hellos) == 2, "a second hello")
+    await wait_beats(beating, 3)
+    worker.stop()
+    await running
+
+
+async def test_quiet_stops_fetching_and_ok_resumes_it(beating: FakeBroker) -> None:
+    worker = make_worker(beating)  # wait_ms=100: a held fetch ends within two beats
+    worker.register("t", print)
+    running = asyncio.create_task(worker.run_async())
+    await wait_beats(beating, 1)
+    beating.set_process_state(process_worker_id(), "quiet")
+    await beating.wait_for_async(lambda f: f.beats_after("quiet") >= 4, "quiet heard")
+    assert worker.process_state == "quiet"
+    fetches = beating.seen.fetches()
+    job_id = beating.add_job("t")
+    await wait_beats(beating, 4)
+    assert beating.seen.fetches() == fetches
+    assert beating.jobs[job_id].state == "ready"
+    beating.set_process_state(process_worker_id(), "ok")
+    await beating.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack after ok")
+    worker.stop()
+    await running
+
+
+async def test_terminate_stops_the_worker_after_its_jobs_settle(
+    beating: FakeBroker, gate: Gate
+) -> None:
+    worker = make_worker(beating)
+    worker.register("slow", gate.handler)
+    job_id = beating.add_job("slow")
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    beating.set_process_state(process_worker_id(), "terminate")
+    await beating.wait_for_async(lambda f: f.beats_after("terminate") >= 2, "beats while draining")
+    assert not running.done()  # the running job has its grace
+    gate.opened.set()
+    async with asyncio.timeout(WAIT_S):
+        await running  # no stop() needed
+    assert (beating.seen.acked, beating.seen.released, worker.unfinished) == ([job_id], [], 0)
+
+
+async def test_a_long_handler_has_its_lease_extended_until_it_returns(
+    beating: FakeBroker, gate: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = make_worker(beating)
+    worker.register("slow", gate.handler)
+    job_id = beating.add_job("slow", lease_ttl_ms=100)  # extended every 50 ms
+    running = asyncio.create_task(worker.run_async())
+    with caplog.at_level(logging.WARNING, logger="leash.worker"):
+        await gate.wait_started()
+        await beating.wait_for_async(lambda f: len(f.seen.extends(job_id)) >= 3, "three extends")
+        gate.opened.set()
+        await beating.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack")
+        extends = beating.seen.extends(job_id)
+        await wait_beats(beating, 4)  # 200 ms: four more extends, were it still extending
+        worker.stop()
+        await running
+    assert beating.seen.extends(job_id) == extends  # none after the ack
+    assert all(extend.lease_ttl_ms is None for extend in extends)  # the job's own ttl
+    assert "lease lost" not in caplog.text
+
+
+async def test_without_auto_extend_no_lease_is_extended(beating: FakeBroker, gate: Gate) -> None:
+    worker = make_worker(beating, auto_extend=False)
+    worker.register("slow", gate.handler)
+    job_id = beating.add_job("slow", lease_ttl_ms=100)
+    running = asyncio.create_task(worker.run_async())
+    await gate.wait_started()
+    await wait_beats(beating, 4)  # past the whole ttl
+    gate.opened.set()
+    await beating.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack")
+    worker.stop()
+    await running
+    assert beating.seen.extends(job_id) == []
+
+
+async def test_a_lease_lost_while_extending_is_logged_and_the_worker_goes_on(
+    beating: FakeBroker, gate: Gate, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = make_worker(beating)
+
+    @worker.handler("stolen")
+    def stolen() -> None:
+        beating.call(steal_lease)  # the broker gave the job to someone else
+        gate.handler()
+
+    async def steal_lease() -> None:
+        beating.jobs[stolen_id].token = 1
+
+    worker.register("fine", print)
+    stolen_id = beating.add_job("stolen", lease_ttl_ms=100)
+    running = asyncio.create_task(worker.run_async())
+    with caplog.at_level(logging.WARNING, logger="leash.worker"):
+        await gate.wait_started()
+        await beating.wait_for_async(lambda f: len(f.seen.extends(stolen_id)) == 1, "an extend")
+        await wait_beats(beating, 4)
+        fine_id = beating.add_job("fine")
+        await beating.wait_for_async(lambda f: f.seen.acked == [fine_id], "the next job's ack")
+        gate.opened.set()
+        worker.stop()
+        await running
+    assert len(beating.seen.extends(stolen_id)) == 1  # the refusal stopped the extending
+    lost = f"lease lost for job {stolen_id} (type stolen)"
+    assert f"{lost}: the broker declared this worker dead or the lease expired" in caplog.text
+    assert "no longer extending it (stale_lease)" in caplog.text
+    assert "another worker may run it (ack refused: stale_lease)" in caplog.text
 
 
 # --- the command line ------------------------------------------------------

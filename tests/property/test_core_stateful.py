@@ -509,6 +509,9 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def consistent(self) -> None:
+        self.walk.check(full_replay=False)  # the shadow replays record by record
+
+    def teardown(self) -> None:
         self.walk.check(full_replay=True)
 
 

@@ -149,6 +149,17 @@ def test_a_quiet_process_gets_nothing_and_hears_quiet_in_its_beat() -> None:
     assert outcome.may_wait and outcome.records == []
 
 
+def test_ok_after_quiet_lets_the_process_fetch_again() -> None:
+    c = core()
+    c.push(type="t")
+    c.touch("w1")
+    c.expect(M.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")
+    assert c.fetch("default") == []
+    c.expect(M.Control(c.next_rid(), "w1", "ok"), M.Ok, worker="operator")
+    assert c.expect(M.Beat(c.next_rid()), M.ProcessState).state == "ok"
+    assert len(c.fetch("default")) == 1
+
+
 def test_terminate_releases_what_is_left_without_an_attempt_after_the_grace() -> None:
     c = core()
     leases = held(c, 2)
