@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.heartbeat_ms * 2 > args.process_ttl_ms:
+        logging.getLogger("leash").error(
+            "--process-ttl-ms must be at least twice --heartbeat-ms, so one lost beat is not death"
+        )
+        return EXIT_CONFIG
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -120,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         fsync=args.fsync,
         max_frame_bytes=args.max_frame_bytes,
         core=CoreConfig(
-            dead_max_jobs=args.dead_max_jobs, dead_max_age_ms=args.dead_max_age_s * 1000
+            dead_max_jobs=args.dead_max_jobs,
+            dead_max_age_ms=args.dead_max_age_s * 1000,
+            heartbeat_ms=args.heartbeat_ms,
+            process_ttl_ms=args.process_ttl_ms,
+            reconnect_grace_ms=args.reconnect_grace_ms,
+            terminate_grace_ms=args.terminate_grace_ms,
         ),
     )
     try:

@@ -6,7 +6,7 @@ the records that the passage of time implies."""
 from broker.core.apply import apply
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
-from broker.core.decide import Outcome, boot, decide, job_view
+from broker.core.decide import Outcome, boot, decide, has_ready, job_view
 from broker.core.processes import detach, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
 from broker.core.state import State, canonical, check_invariants
@@ -24,6 +24,7 @@ __all__ = [
     "check_invariants",
     "decide",
     "detach",
+    "has_ready",
     "info_of",
     "job_view",
     "next_due_ms",

@@ -89,6 +89,12 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             assert_never(request)
 
 
+def has_ready(state: State, name: str) -> bool:
+    """Whether a fetch could take a job from this queue now."""
+    queue = state.queues.get(name)
+    return queue is not None and not queue.paused and queue.ready > 0
+
+
 def _paused(state: State, name: str) -> bool:
     queue = state.queues.get(name)
     return queue is not None and queue.paused

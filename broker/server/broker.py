@@ -156,8 +156,12 @@ class Broker:
     # --- long-poll fetches ------------------------------------------------
 
     def _hold(self, connection: Connection, request: M.Fetch) -> None:
+        """Hold a fetch until a job is ready or its wait ends. The wait is cut
+        to a third of the process TTL, so that a process that only long-polls
+        shows life again in time (it may get an empty reply early)."""
         waiter = Waiter(connection, request)
-        waiter.timer = self.loop.call_later(request.wait_ms / 1000, self._expire, waiter)
+        wait_ms = min(request.wait_ms, self.config.core.process_ttl_ms // 3)
+        waiter.timer = self.loop.call_later(wait_ms / 1000, self._expire, waiter)
         self.waiters.add(waiter)
         connection.waiters.add(waiter)
 
@@ -172,12 +176,16 @@ class Broker:
 
     def _wake_waiters(self) -> None:
         for queue in self.state.take_readied():
-            while (waiter := self.waiters.first(queue)) is not None:
+            for waiter in self.waiters.in_order(queue):
+                if not core.has_ready(self.state, queue):
+                    break
+                if waiter.timer is None:  # served through another of its queues
+                    continue
                 outcome = core.decide(
                     self.state, waiter.request, waiter.connection.worker_id, self.clock_ms()
                 )
-                if outcome.may_wait:  # the queue has nothing fetchable left
-                    break
+                if outcome.may_wait:  # its process may not fetch now (quiet, terminate)
+                    continue
                 self._drop(waiter)
                 if outcome.records:
                     self._commit(outcome.records)

@@ -43,9 +43,8 @@ class Waiters:
                     del self._by_queue[queue]
         self.count -= 1
 
-    def first(self, queue: str) -> Waiter | None:
-        held = self._by_queue.get(queue)
-        return next(iter(held)) if held else None
+    def in_order(self, queue: str) -> list[Waiter]:
+        return list(self._by_queue.get(queue, ()))
 
     def all(self) -> list[Waiter]:
         return list({w for held in self._by_queue.values() for w in held})

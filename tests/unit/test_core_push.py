@@ -92,13 +92,6 @@ def test_a_known_client_id_reports_the_jobs_current_state() -> None:
     assert core.push(id="order-7") == M.Pushed(core.rid, "order-7", False, "leased")
 
 
-def test_a_client_id_is_free_again_once_its_job_is_acked() -> None:
-    core = Core()
-    core.push(id="order-7")
-    core.ack(core.lease())
-    assert core.push(id="order-7").created is True
-
-
 def test_push_many_creates_one_job_for_a_client_id_repeated_inside_it() -> None:
     core = Core()
     core.push(id="known", queue="q")
