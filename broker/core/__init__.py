@@ -7,7 +7,7 @@ from broker.core.apply import apply
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
 from broker.core.decide import Outcome, boot, decide, has_ready, job_view
-from broker.core.processes import detach, info_of, touch
+from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
 from broker.core.state import State, canonical, check_invariants
 from broker.core.tick import next_due_ms, tick
@@ -25,6 +25,7 @@ __all__ = [
     "decide",
     "detach",
     "has_ready",
+    "hold_ms",
     "info_of",
     "job_view",
     "next_due_ms",

@@ -70,6 +70,12 @@ def control(state: State, request: M.Control, now_ms: int) -> list[R.Record]:
     return [R.ProcessControlled(request.worker_id, request.state, deadline_ms)]
 
 
+def hold_ms(state: State, wait_ms: int) -> int:
+    """How long a fetch that found nothing is held: at most a third of the
+    process TTL, so that a process that only long-polls shows life in time."""
+    return min(wait_ms, state.config.process_ttl_ms // 3)
+
+
 def can_fetch(state: State, worker_id: str) -> bool:
     process = state.processes.get(worker_id)
     return process is not None and process.state == "ok"

@@ -156,11 +156,9 @@ class Broker:
     # --- long-poll fetches ------------------------------------------------
 
     def _hold(self, connection: Connection, request: M.Fetch) -> None:
-        """Hold a fetch until a job is ready or its wait ends. The wait is cut
-        to a third of the process TTL, so that a process that only long-polls
-        shows life again in time (it may get an empty reply early)."""
+        """Hold a fetch until a job is ready or its wait ends (core.hold_ms)."""
         waiter = Waiter(connection, request)
-        wait_ms = min(request.wait_ms, self.config.core.process_ttl_ms // 3)
+        wait_ms = core.hold_ms(self.state, request.wait_ms)
         waiter.timer = self.loop.call_later(wait_ms / 1000, self._expire, waiter)
         self.waiters.add(waiter)
         connection.waiters.add(waiter)
