@@ -66,22 +66,21 @@ class Scanned(NamedTuple):
 class BadRecord(NamedTuple):
     offset: int
     reason: str
-    incomplete: bool  # the record runs past the end of the data
 
 
 def scan_record(data: memoryview, offset: int) -> Scanned | BadRecord:
     """The record at ``offset``, or why there is no valid one there."""
     available = len(data) - offset
     if available < RECORD_HEADER_BYTES:
-        return BadRecord(offset, "truncated record header", True)
+        return BadRecord(offset, "truncated record header")
     crc, length, seq = _RECORD.unpack_from(data, offset)
     if length > RECORD_MAX_BYTES:
-        return BadRecord(offset, f"record length {length} is over the limit", False)
+        return BadRecord(offset, f"record length {length} is over the limit")
     end = offset + RECORD_HEADER_BYTES + length
     if end > len(data):
-        return BadRecord(offset, f"record of {length} bytes runs past the end", True)
+        return BadRecord(offset, f"record of {length} bytes runs past the end")
     if zlib.crc32(data[offset + 4 : end]) != crc:
-        return BadRecord(offset, "record checksum mismatch", False)
+        return BadRecord(offset, "record checksum mismatch")
     return Scanned(seq, data[offset + RECORD_HEADER_BYTES : end], end)
 
 

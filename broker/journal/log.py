@@ -2,8 +2,9 @@
 
 Files are ``journal-<first seq, 20 digits>.log`` in the data directory,
 read in order; sequence numbers must be contiguous across them. Recovery
-never guesses: a torn tail (the last record incomplete, or zero bytes to
-the end of the last file) is copied to ``<file>.broken``, cut off, and
+never guesses: a torn tail (a bad record in the last file with no valid
+record after it: cut short, zero-filled or garbled) is copied to
+``<file>.broken``, cut off, and
 reported; any other bad record stops start-up with a ``JournalCorrupt``
 naming the file, offset and sequence number. Segment rotation and
 snapshots build on this layout.

@@ -95,7 +95,6 @@ class Broker:
             self._reply(connection, outcome.reply)
         if outcome.records:
             self._wake_waiters()
-            self._arm_timer()
 
     def _greet(self, connection: Connection, request: M.Request) -> None:
         if not isinstance(request, M.Hello):
@@ -124,8 +123,6 @@ class Broker:
                 process_ttl_ms=core_config.process_ttl_ms,
             )
             self._reply(connection, welcome)
-            self._wake_waiters()
-            self._arm_timer()
 
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
@@ -138,6 +135,7 @@ class Broker:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
         self.committer.submit(self.journal.encode(records))
+        self._arm_timer()  # any record may bring a deadline closer
 
     def _reply(self, connection: Connection, reply: M.Reply) -> None:
         """Send ``reply`` once everything journalled before it is durable."""
@@ -230,7 +228,6 @@ class Broker:
             records = core.detach(self.state, worker_id, self.clock_ms())
             if records:
                 self._commit(records)
-                self._arm_timer()
 
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once

@@ -38,26 +38,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from broker.core import (
     CoreConfig,
-    Outcome,
-    Record,
-    State,
-    apply,
     boot,
     canonical,
     check_invariants,
-    decide,
-    info_of,
     next_due_ms,
-    record_decoder,
-    record_encoder,
     tick,
-    touch,
 )
 from broker.core import records as R
 from broker.core.retry import retry_delay_ms
 from broker.core.state import LEASED, PRIORITIES, READY
 from protocol import messages as M
 from protocol.errors import ErrorCode
+from tests.unit.test_core_harness import Core, replay
 
 START_MS = 1_700_000_000_000
 SECOND_MS = 1000
@@ -93,61 +85,22 @@ class Held(NamedTuple):
     deadline_ms: int
 
 
-def round_trip(record: Record) -> Record:
-    decoded = record_decoder.decode(record_encoder.encode(record))
-    assert decoded == record, (decoded, record)
-    return decoded
+class Walk(Core):
+    """The harness's Core, with a model of the leases it believes current."""
 
-
-def replay(records: list[Record]) -> State:
-    state = State(CONFIG)
-    for record in records:
-        apply(state, record)
-    return state
-
-
-class Walk:
     def __init__(self) -> None:
-        self.state = State(CONFIG)
-        self.shadow = State(CONFIG)  # replays the decoded records as they come
-        self.now_ms = START_MS
-        self.records: list[Record] = []
-        self.rid = 0
+        super().__init__(
+            START_MS,
+            dead_max_jobs=CONFIG.dead_max_jobs,
+            dead_max_age_ms=CONFIG.dead_max_age_ms,
+            tick_max_items=CONFIG.tick_max_items,
+        )
         self.leases: dict[int, Held] = {}  # token -> the lease we believe current
         self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
         self.tokens: set[int] = set()  # every token ever handed out
         self.paused: set[str] = set()
-        self._apply(boot(self.state, self.now_ms))
 
     # --- driving the core --------------------------------------------------
-
-    def _apply(self, record: Record) -> None:
-        decoded = round_trip(record)
-        apply(self.state, record)
-        apply(self.shadow, decoded)
-        self.records.append(decoded)
-
-    def _touch(self, worker: str) -> None:
-        """What the shell does before each request: a sign of life."""
-        info = info_of(M.Hello(rid=0, version=1, worker_id=worker))
-        for record in touch(self.state, worker, info, self.now_ms):
-            self._apply(record)
-
-    def _send(self, request: M.Request, worker: str = WORKERS[0]) -> Outcome:
-        self._touch(worker)
-        before = canonical(self.state)
-        outcome = decide(self.state, request, worker, self.now_ms)
-        assert canonical(self.state) == before, "decide changed the state"
-        assert outcome.reply.rid == request.rid
-        if isinstance(outcome.reply, M.Error):
-            assert outcome.records == []
-        for record in outcome.records:
-            self._apply(record)
-        return outcome
-
-    def _rid(self) -> int:
-        self.rid += 1
-        return self.rid
 
     def _end(self, token: int) -> Held:
         held = self.leases.pop(token)
@@ -159,7 +112,7 @@ class Walk:
     def push(self, spec: M.JobSpec) -> None:
         known = self.state.jobs.get(spec.id) if spec.id is not None else None
         known_state = known.state if known is not None else None
-        outcome = self._send(M.Push(self._rid(), spec))
+        outcome = self.send(M.Push(self.next_rid(), spec))
         reply = outcome.reply
         assert isinstance(reply, M.Pushed), reply
         if known_state is not None:
@@ -184,7 +137,7 @@ class Walk:
             expected.append(spec.id is None or spec.id not in named)
             if spec.id is not None:
                 named.add(spec.id)
-        outcome = self._send(M.PushMany(self._rid(), specs))
+        outcome = self.send(M.PushMany(self.next_rid(), specs))
         assert isinstance(outcome.reply, M.PushedMany), outcome.reply
         results = outcome.reply.results
         assert [result.created for result in results] == expected
@@ -197,7 +150,7 @@ class Walk:
 
     def fetch(self, queues: list[str], count: int, wait_ms: int, worker: str) -> None:
         expected = self._fetchable(queues)[:count]
-        outcome = self._send(M.Fetch(self._rid(), queues, count, wait_ms), worker)
+        outcome = self.send(M.Fetch(self.next_rid(), queues, count, wait_ms), worker)
         assert isinstance(outcome.reply, M.Jobs), outcome.reply
         deliveries = outcome.reply.jobs
         assert [delivery.id for delivery in deliveries] == expected
@@ -227,7 +180,7 @@ class Walk:
 
     def ack(self, token: int) -> None:
         held = self._end(token)
-        outcome = self._send(M.Ack(self._rid(), held.id, token))
+        outcome = self.send(M.Ack(self.next_rid(), held.id, token))
         assert outcome.reply == M.Ok(self.rid)
         assert held.id not in self.state.jobs
 
@@ -243,7 +196,7 @@ class Walk:
                 expected.append(ErrorCode.STALE_LEASE)
             else:
                 expected.append(ErrorCode.NOT_FOUND)
-        outcome = self._send(M.AckMany(self._rid(), refs))
+        outcome = self.send(M.AckMany(self.next_rid(), refs))
         assert isinstance(outcome.reply, M.AckedMany), outcome.reply
         assert [result.code for result in outcome.reply.results] == expected
         assert outcome.records == ([R.JobsAcked(acked)] if acked else [])
@@ -260,7 +213,7 @@ class Walk:
         if not dead:
             cap_ms = CONFIG.retry_delay_max_ms
             retry_at_ms = self.now_ms + retry_delay_ms(held.id, attempt, base_ms, cap_ms)
-        outcome = self._send(M.Fail(self._rid(), held.id, token, error))
+        outcome = self.send(M.Fail(self.next_rid(), held.id, token, error))
         assert outcome.reply == M.Failed(self.rid, "dead" if dead else "retrying", retry_at_ms)
         job = self.state.jobs[held.id]
         assert (job.state, job.failures, job.last_error) == (
@@ -272,14 +225,14 @@ class Walk:
     def extend(self, token: int, lease_ttl_ms: int | None) -> None:
         held = self.leases[token]
         deadline_ms = self.now_ms + (lease_ttl_ms or self.state.jobs[held.id].lease_ttl_ms)
-        outcome = self._send(M.Extend(self._rid(), held.id, token, lease_ttl_ms))
+        outcome = self.send(M.Extend(self.next_rid(), held.id, token, lease_ttl_ms))
         assert outcome.reply == M.Extended(self.rid, deadline_ms)
         self.leases[token] = Held(held.id, deadline_ms)
 
     def release(self, token: int) -> None:
         held = self._end(token)
         failures = self.state.jobs[held.id].failures
-        outcome = self._send(M.Release(self._rid(), held.id, token))
+        outcome = self.send(M.Release(self.next_rid(), held.id, token))
         assert outcome.reply == M.Ok(self.rid)
         job = self.state.jobs[held.id]
         assert (job.state, job.failures) == (READY, failures)
@@ -290,15 +243,15 @@ class Walk:
         """An operation with a token that is no longer current changes nothing."""
         assert ref.token not in self.leases
         requests: dict[str, M.Request] = {
-            "ack": M.Ack(self._rid(), ref.id, ref.token),
+            "ack": M.Ack(self.next_rid(), ref.id, ref.token),
             "fail": M.Fail(self.rid, ref.id, ref.token, M.ErrorInfo(type="Late")),
             "extend": M.Extend(self.rid, ref.id, ref.token),
             "release": M.Release(self.rid, ref.id, ref.token),
             "ack_many": M.AckMany(self.rid, [ref]),
         }
-        self._touch(WORKERS[0])  # its sign of life is not the operation's doing
+        self.touch(WORKERS[0])  # its sign of life is not the operation's doing
         before = canonical(self.state)
-        outcome = self._send(requests[op])
+        outcome = self.send(requests[op])
         assert outcome.records == []
         assert canonical(self.state) == before
         code = ErrorCode.STALE_LEASE if ref.id in self.state.jobs else ErrorCode.NOT_FOUND
@@ -312,18 +265,18 @@ class Walk:
     # --- operator steps -----------------------------------------------------
 
     def pause(self, queue: str) -> None:
-        outcome = self._send(M.Pause(self._rid(), queue))
+        outcome = self.send(M.Pause(self.next_rid(), queue))
         assert outcome.records == ([] if queue in self.paused else [R.QueuePaused(queue)])
         self.paused.add(queue)
 
     def resume(self, queue: str) -> None:
-        outcome = self._send(M.Resume(self._rid(), queue))
+        outcome = self.send(M.Resume(self.next_rid(), queue))
         assert outcome.records == ([R.QueueResumed(queue)] if queue in self.paused else [])
         self.paused.discard(queue)
 
     def get_job(self, job_id: str) -> None:
         job = self.state.jobs.get(job_id)
-        outcome = self._send(M.GetJob(self._rid(), job_id))
+        outcome = self.send(M.GetJob(self.next_rid(), job_id))
         if job is None:
             assert isinstance(outcome.reply, M.Error)
             assert outcome.reply.code == ErrorCode.NOT_FOUND
@@ -355,7 +308,7 @@ class Walk:
                     for failure in record.failures:
                         assert failure.error.type == "LeaseExpired"
                         expired.append((self.state.jobs[failure.id].deadline_ms, failure.token))
-                self._apply(record)
+                self.apply(record)
         else:
             raise AssertionError("tick never came to rest")
         assert promoted == sorted(promoted), "jobs became ready out of run_at order"
@@ -373,10 +326,10 @@ class Walk:
                 assert current and job is not None and job.deadline_ms == held.deadline_ms
 
     def restart(self) -> None:
-        replayed = replay(self.records)
+        replayed = replay(self.records, self.config)
         assert canonical(replayed) == canonical(self.state)
         self.state = replayed
-        self._apply(boot(self.state, self.now_ms))
+        self.apply(boot(self.state, self.now_ms))
 
     # --- after every step ----------------------------------------------------
 
@@ -402,7 +355,7 @@ class Walk:
         assert {name for name, queue in state.queues.items() if queue.paused} == self.paused
         assert canonical(self.shadow) == canonical(state)
         if full_replay:
-            assert canonical(replay(self.records)) == canonical(state)
+            assert canonical(replay(self.records, self.config)) == canonical(state)
 
 
 # --- the hypothesis driver -------------------------------------------------------
