@@ -102,6 +102,27 @@ def parser() -> argparse.ArgumentParser:
         default=_CORE.terminate_grace_ms,
         help="after terminate, the broker releases what is still leased (default 25000)",
     )
+    serve_cmd.add_argument(
+        "--admin-socket",
+        default="",
+        help="the admin socket's path (default DATA_DIR/admin.sock; at most 107 bytes)",
+    )
+    serve_cmd.add_argument(
+        "--admin-uid",
+        type=_bounded(0, 2**32 - 1),
+        action="append",
+        default=[],
+        help="a uid allowed on the admin socket besides the broker's own and root (repeatable)",
+    )
+    serve_cmd.add_argument(
+        "--metrics-port",
+        type=_bounded(0, 65535),
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (default: off; 0 picks one)",
+    )
+    serve_cmd.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics port (127.0.0.1)"
+    )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     return top
 
@@ -124,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         max_frame_bytes=args.max_frame_bytes,
+        admin_socket=args.admin_socket,
+        admin_uids=tuple(args.admin_uid),
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
         core=CoreConfig(
             dead_max_jobs=args.dead_max_jobs,
             dead_max_age_ms=args.dead_max_age_s * 1000,

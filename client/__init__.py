@@ -4,25 +4,20 @@
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
-  pause, resume, get_job; and for worker processes beat, control,
-  processes, busy.
+  get_job, and beat for worker processes.
+- ``AdminClient`` (blocking) speaks to the broker's admin socket: the views
+  and operations an operator uses (``leash stats``, ``leash queues`` ...).
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE``.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
-from protocol.messages import (
-    BusyJob,
-    BusyProcess,
-    ErrorInfo,
-    JobSpec,
-    JobView,
-    ProcessView,
-    PushResult,
-)
+from protocol.admin import BusyJob, BusyProcess, ProcessView, QueueView, Stats
+from protocol.messages import ErrorInfo, JobSpec, JobView, PushResult
 
 from ._exceptions import (
+    AdminOnly,
     BadRequest,
     ConnectFailed,
     ConnectionLost,
@@ -30,6 +25,7 @@ from ._exceptions import (
     Internal,
     LeashError,
     NotFound,
+    PermissionDenied,
     ProtocolViolation,
     QueuePaused,
     RequestTimeout,
@@ -42,11 +38,14 @@ from ._exceptions import (
 from ._handlers import handler
 from ._identity import process_worker_id
 from ._types import FailResult, Job, Lease, job_spec
+from .admin import AdminClient
 from .aio import AsyncClient
 from .blocking import Client
 from .worker import Worker
 
 __all__ = [
+    "AdminClient",
+    "AdminOnly",
     "AsyncClient",
     "BadRequest",
     "BusyJob",
@@ -64,13 +63,16 @@ __all__ = [
     "Lease",
     "LeashError",
     "NotFound",
+    "PermissionDenied",
     "ProcessView",
     "ProtocolViolation",
     "PushResult",
     "QueuePaused",
+    "QueueView",
     "RequestTimeout",
     "ServerError",
     "StaleLease",
+    "Stats",
     "TooLarge",
     "UnknownOp",
     "UnsupportedVersion",

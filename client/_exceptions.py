@@ -16,7 +16,9 @@ The tree::
         ├── QueuePaused             queue_paused: refused on a paused queue
         ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
         ├── HandshakeRequired       handshake_required: a request arrived before hello
-        └── Internal                internal: a broker bug; the request was not applied
+        ├── Internal                internal: a broker bug; the request was not applied
+        ├── AdminOnly               admin_only: an admin request sent to the TCP port
+        └── PermissionDenied        permission_denied: this user may not use the admin socket
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -98,6 +100,14 @@ class Internal(ServerError):
     pass
 
 
+class AdminOnly(ServerError):
+    pass
+
+
+class PermissionDenied(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -108,6 +118,8 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
+    ErrorCode.ADMIN_ONLY: AdminOnly,
+    ErrorCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

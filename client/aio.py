@@ -23,11 +23,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from protocol.messages import (
-    BusyProcess,
     ErrorInfo,
     JobView,
-    ProcessControl,
-    ProcessView,
     PushResult,
     Welcome,
 )
@@ -187,12 +184,6 @@ class AsyncClient:
         specs = [as_job_spec(job) for job in jobs]
         return await self._call(self._core.push_many(specs)) if specs else []
 
-    async def pause(self, queue: str) -> None:
-        await self._call(self._core.pause(queue))
-
-    async def resume(self, queue: str) -> None:
-        await self._call(self._core.resume(queue))
-
     async def get_job(self, id: str) -> JobView:
         return await self._call(self._core.get_job(id))
 
@@ -238,18 +229,6 @@ class AsyncClient:
         (finish running jobs and exit). ``Worker`` beats by itself.
         """
         return await self._call(self._core.beat())
-
-    async def control(self, worker_id: str, state: ProcessControl) -> None:
-        """Ask the process ``worker_id`` to be ``"quiet"`` or to ``"terminate"``."""
-        await self._call(self._core.control(worker_id, state))
-
-    async def processes(self) -> list[ProcessView]:
-        """Every worker process the broker knows: identity, state, deadlines, jobs held."""
-        return await self._call(self._core.processes())
-
-    async def busy(self) -> list[BusyProcess]:
-        """What each process is running now: its leased jobs."""
-        return await self._call(self._core.busy())
 
     # --- the connection --------------------------------------------------------
 

@@ -25,11 +25,8 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from protocol.messages import (
-    BusyProcess,
     ErrorInfo,
     JobView,
-    ProcessControl,
-    ProcessView,
     PushResult,
     Welcome,
 )
@@ -179,12 +176,6 @@ class Client:
         specs = [as_job_spec(job) for job in jobs]
         return self._call(self._core.push_many(specs)) if specs else []
 
-    def pause(self, queue: str) -> None:
-        self._call(self._core.pause(queue))
-
-    def resume(self, queue: str) -> None:
-        self._call(self._core.resume(queue))
-
     def get_job(self, id: str) -> JobView:
         return self._call(self._core.get_job(id))
 
@@ -228,18 +219,6 @@ class Client:
         (finish running jobs and exit). ``Worker`` beats by itself.
         """
         return self._call(self._core.beat())
-
-    def control(self, worker_id: str, state: ProcessControl) -> None:
-        """Ask the process ``worker_id`` to be ``"quiet"`` or to ``"terminate"``."""
-        self._call(self._core.control(worker_id, state))
-
-    def processes(self) -> list[ProcessView]:
-        """Every worker process the broker knows: identity, state, deadlines, jobs held."""
-        return self._call(self._core.processes())
-
-    def busy(self) -> list[BusyProcess]:
-        """What each process is running now: its leased jobs."""
-        return self._call(self._core.busy())
 
     # --- the connection --------------------------------------------------------
 

@@ -35,6 +35,7 @@ from typing import NoReturn
 
 import msgspec
 
+from ._admin_cli import add_commands as add_admin_commands
 from ._exceptions import LeashError
 from ._handlers import registry
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     _add_address(worker)
     worker.set_defaults(run=_run_worker)
+
+    add_admin_commands(commands)
 
     push = commands.add_parser("push", help="push one job and print its id")
     push.add_argument("type", help="the job type (handler name)")

@@ -63,11 +63,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             )
         case M.Release(rid=rid, id=job_id, token=token):
             _lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token)])
-        case M.Pause(rid=rid, queue=name):
-            return Outcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
-        case M.Resume(rid=rid, queue=name):
-            return Outcome(M.Ok(rid), [R.QueueResumed(name)] if _paused(state, name) else [])
+            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms)])
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
             if found is None:
@@ -77,12 +73,6 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
             return Outcome(*P.beat(state, rid, worker_id, now_ms))
-        case M.Control(rid=rid):
-            return Outcome(M.Ok(rid), P.control(state, request, now_ms))
-        case M.ListProcesses(rid=rid):
-            return Outcome(M.Processes(rid, P.process_views(state)), [])
-        case M.GetBusy(rid=rid):
-            return Outcome(M.Busy(rid, P.busy(state)), [])
         case M.Hello():
             raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
         case _:
@@ -93,11 +83,6 @@ def has_ready(state: State, name: str) -> bool:
     """Whether a fetch could take a job from this queue now."""
     queue = state.queues.get(name)
     return queue is not None and not queue.paused and queue.ready > 0
-
-
-def _paused(state: State, name: str) -> bool:
-    queue = state.queues.get(name)
-    return queue is not None and queue.paused
 
 
 def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:

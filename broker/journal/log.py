@@ -13,6 +13,7 @@ Threading: ``append`` and ``sync`` are called from the one writer thread
 only; recovery runs before that thread starts.
 """
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -125,6 +126,17 @@ class Journal:
         self.disk.write(self._fd, F.encode_header(epoch, self.next_seq))
         self.disk.sync(self._fd)
         self.disk.sync_dir(self.directory)
+
+    def disk_bytes(self) -> int:
+        """What the journal's files take on disk now."""
+        total = 0
+        for path in journal_files(self.directory):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(path)
+        return total
+
+    def segment_count(self) -> int:
+        return len(journal_files(self.directory))
 
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""

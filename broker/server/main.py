@@ -7,20 +7,24 @@ fetches, flush the journal, close connections, exit 0.
 """
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import logging
 import os
 import signal
 import time
+from typing import NamedTuple
 
 from broker import core
 from broker.journal.disk import OsDisk
 from broker.journal.group_commit import GroupCommitter
 from broker.journal.log import Journal, JournalCorrupt
+from broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
 from broker.server.broker import Broker, wall_clock_ms
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
+from broker.server.metrics import start_metrics
 
 log = logging.getLogger("leash")
 EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75
@@ -45,7 +49,13 @@ def lock_data_dir(data_dir: str) -> int:
     return fd
 
 
-def recover(config: ServerConfig, journal: Journal) -> core.State:
+class Replayed(NamedTuple):
+    state: core.State
+    records: int
+    elapsed_s: float
+
+
+def recover(config: ServerConfig, journal: Journal) -> Replayed:
     state = core.State(config.core)
     started = time.perf_counter()
     gc.disable()  # replay allocates millions of objects that all stay alive
@@ -64,7 +74,7 @@ def recover(config: ServerConfig, journal: Journal) -> core.State:
         len(state.jobs),
         f"; {recovered.dropped}" if recovered.dropped else "",
     )
-    return state
+    return Replayed(state, recovered.records, elapsed_s)
 
 
 def open_epoch(state: core.State, journal: Journal) -> None:
@@ -82,9 +92,16 @@ async def serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
     lock_fd = lock_data_dir(config.data_dir)
     journal = Journal(config.data_dir, OsDisk())
-    state = recover(config, journal)
+    state, replayed_records, replay_s = recover(config, journal)
+    admin_path = config.admin_socket_path()
+    try:
+        admin_sock = bind_admin_socket(admin_path)  # we hold the lock: a socket there is stale
+    except (AdminSocketError, OSError) as error:
+        raise StartupError(f"cannot create the admin socket: {error}") from None
     open_epoch(state, journal)
     stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # before anyone can know we are up
+        loop.add_signal_handler(signum, stopping.set)
     exit_code = EXIT_OK
 
     def journal_failed(error: BaseException) -> None:
@@ -94,18 +111,28 @@ async def serve(config: ServerConfig) -> int:
 
     committer = GroupCommitter(loop, journal, config.fsync, journal_failed)
     broker = Broker(config, state, journal, committer)
+    broker.replay_s, broker.replay_records = replay_s, replayed_records
+    allowed_uids = frozenset({os.getuid(), 0, *config.admin_uids})
+    admin_server = await loop.create_unix_server(
+        lambda: AdminConnection(broker, allowed_uids), sock=admin_sock
+    )
+    log.info("admin socket %s", admin_path)
+    metrics = start_metrics(broker, config) if config.metrics_port is not None else None
     server = await loop.create_server(
         lambda: Connection(broker), config.host, config.port, backlog=1024
     )
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         log.info("listening on %s:%d (fsync %s)", host, port, _policy_text(config))
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
     broker.run_tick()  # leases and schedules that came due while we were down
     await stopping.wait()
     log.info("shutting down")
     server.close()
+    admin_server.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(admin_path)
+    if metrics is not None:
+        metrics.stop()
     broker.stop()
     await committer.close()
     await asyncio.sleep(0)  # let transports flush their last replies
