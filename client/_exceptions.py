@@ -16,7 +16,8 @@ The tree::
         ├── QueuePaused             queue_paused: refused on a paused queue
         ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
         ├── HandshakeRequired       handshake_required: a request arrived before hello
-        └── Internal                internal: a broker bug; the request was not applied
+        ├── Internal                internal: a broker bug; the request was not applied
+        └── InvalidState            invalid_state: the job or batch is not in a state for this
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -98,6 +99,10 @@ class Internal(ServerError):
     pass
 
 
+class InvalidState(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -108,6 +113,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
+    ErrorCode.INVALID_STATE: InvalidState,
 }
 
 

@@ -54,3 +54,10 @@ HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS = 100, 60_000
 PROCESS_TTL_DEFAULT_MS = 15_000  # no sign of life for this long: the process is dead
 RECONNECT_GRACE_DEFAULT_MS = 2_000  # all connections gone for this long: the process is dead
 TERMINATE_GRACE_DEFAULT_MS = 25_000  # after terminate, the broker releases what is still leased
+
+BATCH_ID_MAX_CHARS = 64  # so that callback job ids ("_cb:" id ":" serial ":" kind) fit in 128
+BATCH_DESCRIPTION_MAX_CHARS = 1024
+BATCH_DEPTH_MAX = 16  # a batch and its ancestors: at most this many levels
+BATCH_STATUS_MEMBERS_MAX = 1000  # unfinished members (and children) listed by one status reply
+BATCH_STATUS_MEMBERS_DEFAULT = 100
+FSCK_PROBLEMS_MAX = 1000  # problems listed by one fsck reply
