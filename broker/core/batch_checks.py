@@ -134,8 +134,10 @@ def _fired(state: State, batch: Batch) -> list[str]:
         if (kind in batch.fired) != (held and kind in batch.callbacks):
             problems.append(f"batch {batch.id}: callback {kind} fired={kind in batch.fired}")
     parent = state.batches.get(batch.parent) if batch.parent is not None else None
+    if parent is None or parent.state == ABANDONED:  # it forgot its unfinished members
+        return problems
     for kind in batch.fired:
-        if parent is not None and callback_id(batch, kind) not in parent.members:
+        if callback_id(batch, kind) not in parent.members:
             problems.append(f"batch {batch.id}: callback {kind} is not a member of {parent.id}")
     return problems
 

@@ -2,7 +2,6 @@
 deleting a batch, the status view and fsck. On the harness's ``Core``
 (invariants and replay checked after every record)."""
 
-
 from broker.core import State, check_invariants
 from broker.core import records as R
 from broker.core.batch_state import callback_id
