@@ -4,18 +4,24 @@
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
-  pause, resume, get_job; and for worker processes beat, control,
-  processes, busy.
+  pause, resume, get_job; for worker processes beat, control, processes,
+  busy; batches: create_batch, commit_batch, batch_status, delete_batch;
+  operators: delete_job, kill_job, requeue_job, fsck.
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
-- ``handler`` registers a function for ``leash worker MODULE``.
+- ``handler`` registers a function for ``leash worker MODULE``; inside a
+  handler, ``current_job()`` is the running job and ``add_to_batch(...)``
+  adds a job to its batch.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
 from protocol.messages import (
+    BatchCreated,
+    BatchView,
     BusyJob,
     BusyProcess,
     ErrorInfo,
+    FsckReport,
     JobSpec,
     JobView,
     ProcessView,
@@ -40,7 +46,7 @@ from ._exceptions import (
     UnknownOp,
     UnsupportedVersion,
 )
-from ._handlers import handler
+from ._handlers import add_to_batch, current_job, handler
 from ._identity import process_worker_id
 from ._types import FailResult, Job, Lease, job_spec
 from .aio import AsyncClient
@@ -50,6 +56,8 @@ from .worker import Worker
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "BatchCreated",
+    "BatchView",
     "BusyJob",
     "BusyProcess",
     "Client",
@@ -57,6 +65,7 @@ __all__ = [
     "ConnectionLost",
     "ErrorInfo",
     "FailResult",
+    "FsckReport",
     "HandshakeRequired",
     "Internal",
     "InvalidState",
@@ -77,6 +86,8 @@ __all__ = [
     "UnknownOp",
     "UnsupportedVersion",
     "Worker",
+    "add_to_batch",
+    "current_job",
     "handler",
     "job_spec",
     "process_worker_id",

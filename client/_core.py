@@ -34,10 +34,18 @@ from protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
+    BatchCallbacks,
+    BatchCreated,
+    BatchInfo,
+    BatchView,
     Beat,
     Busy,
     BusyProcess,
+    CommitBatch,
     Control,
+    CreateBatch,
+    DeleteBatch,
+    DeleteJob,
     Error,
     ErrorInfo,
     Extend,
@@ -45,12 +53,16 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
+    Fsck,
+    FsckReport,
+    GetBatchStatus,
     GetBusy,
     GetJob,
     JobInfo,
     Jobs,
     JobSpec,
     JobView,
+    KillJob,
     LeaseRef,
     ListProcesses,
     Ok,
@@ -67,6 +79,7 @@ from protocol.messages import (
     Release,
     Reply,
     Request,
+    RequeueJob,
     Resume,
     Welcome,
     encoder,
@@ -83,7 +96,18 @@ from ._exceptions import (
     error_from_reply,
 )
 from ._identity import Identity
-from ._types import FailResult, Job, Lease, error_info, lease_ref
+from ._types import (
+    FailResult,
+    Job,
+    JobSpecLike,
+    Lease,
+    as_job_spec,
+    callback_spec,
+    error_info,
+    lease_or_none,
+    lease_ref,
+    new_batch_id,
+)
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -142,17 +166,21 @@ class ClientCore(Generic[W]):
         hello.rid = self._hello_rid = self._take_rid()
         return Call(hello.rid, self._encode(hello), self._welcomed)
 
-    def push(self, spec: JobSpec) -> Call[str]:
+    def push(self, spec: JobSpec, lease: Lease | None = None) -> Call[str]:
         rid = self._take_rid()
-        return Call(rid, self._encode(Push(rid=rid, job=spec)), _pushed_id)
+        request = Push(rid=rid, job=spec, lease=lease_or_none(lease))
+        return Call(rid, self._encode(request), _pushed_id)
 
-    def push_many(self, specs: Sequence[JobSpec]) -> Call[list[PushResult]]:
+    def push_many(
+        self, specs: Sequence[JobSpec], lease: Lease | None = None
+    ) -> Call[list[PushResult]]:
         rid, count = self._take_rid(), len(specs)
 
         def finish(reply: Reply) -> list[PushResult]:
             return _same_length(_expect(reply, PushedMany).results, count)
 
-        return Call(rid, self._encode(PushMany(rid=rid, jobs=list(specs))), finish)
+        request = PushMany(rid=rid, jobs=list(specs), lease=lease_or_none(lease))
+        return Call(rid, self._encode(request), finish)
 
     def fetch(self, queues: str | Sequence[str], count: int, wait_ms: int) -> Call[list[Job]]:
         rid = self._take_rid()
@@ -227,6 +255,68 @@ class ClientCore(Generic[W]):
     def busy(self) -> Call[list[BusyProcess]]:
         rid = self._take_rid()
         return Call(rid, self._encode(GetBusy(rid=rid)), _busy_processes)
+
+    # --- batches and operator operations -------------------------------------
+
+    def create_batch(
+        self,
+        jobs: Sequence[JobSpecLike],
+        *,
+        id: str | None,
+        description: str,
+        parent: str | None,
+        on_success: JobSpecLike | None,
+        on_complete: JobSpecLike | None,
+        on_death: JobSpecLike | None,
+        commit: bool,
+        lease: Lease | None,
+    ) -> Call[BatchCreated]:
+        rid = self._take_rid()
+        callbacks = BatchCallbacks(
+            success=callback_spec(on_success),
+            complete=callback_spec(on_complete),
+            death=callback_spec(on_death),
+        )
+        request = CreateBatch(
+            rid=rid,
+            id=id if id is not None else new_batch_id(),
+            description=description,
+            parent=parent,
+            jobs=[as_job_spec(job) for job in jobs],
+            commit=commit,
+            lease=lease_or_none(lease),
+        )
+        if callbacks != request.callbacks:  # the default is left out of the frame
+            request.callbacks = callbacks
+        return Call(rid, self._encode(request), _batch_created)
+
+    def commit_batch(self, id: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(CommitBatch(rid=rid, id=id)), _ok)
+
+    def batch_status(self, id: str, limit: int) -> Call[BatchView]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(GetBatchStatus(rid=rid, id=id, limit=limit)), _batch_view)
+
+    def delete_batch(self, id: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(DeleteBatch(rid=rid, id=id)), _ok)
+
+    def delete_job(self, id: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(DeleteJob(rid=rid, id=id)), _ok)
+
+    def kill_job(self, id: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(KillJob(rid=rid, id=id)), _ok)
+
+    def requeue_job(self, id: str) -> Call[None]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(RequeueJob(rid=rid, id=id)), _ok)
+
+    def fsck(self) -> Call[FsckReport]:
+        rid = self._take_rid()
+        return Call(rid, self._encode(Fsck(rid=rid)), _fsck_report)
 
     # --- waiting -----------------------------------------------------------
 
@@ -394,3 +484,15 @@ def _process_views(reply: Reply) -> list[ProcessView]:
 
 def _busy_processes(reply: Reply) -> list[BusyProcess]:
     return _expect(reply, Busy).processes
+
+
+def _batch_created(reply: Reply) -> BatchCreated:
+    return _expect(reply, BatchCreated)
+
+
+def _batch_view(reply: Reply) -> BatchView:
+    return _expect(reply, BatchInfo).batch
+
+
+def _fsck_report(reply: Reply) -> FsckReport:
+    return _expect(reply, FsckReport)

@@ -24,9 +24,13 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from protocol.limits import BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
+    BatchCreated,
+    BatchView,
     BusyProcess,
     ErrorInfo,
+    FsckReport,
     JobView,
     ProcessControl,
     ProcessView,
@@ -158,8 +162,14 @@ class Client:
         max_attempts: int | None = None,
         lease_ttl_ms: int | None = None,
         retry_base_ms: int | None = None,
+        batch: str | None = None,
+        lease: Lease | None = None,
     ) -> str:
-        """Add a job; return its id. Unset options take the broker's defaults."""
+        """Add a job; return its id. Unset options take the broker's defaults.
+
+        ``batch``: the job joins that batch. A committed batch takes jobs only
+        from a running member of it, which presents its ``lease`` (a ``Job``).
+        """
         spec = job_spec(
             type,
             args,
@@ -171,13 +181,16 @@ class Client:
             max_attempts=max_attempts,
             lease_ttl_ms=lease_ttl_ms,
             retry_base_ms=retry_base_ms,
+            batch=batch,
         )
-        return self._call(self._core.push(spec))
+        return self._call(self._core.push(spec, lease))
 
-    def push_many(self, jobs: Iterable[JobSpecLike]) -> list[PushResult]:
+    def push_many(
+        self, jobs: Iterable[JobSpecLike], *, lease: Lease | None = None
+    ) -> list[PushResult]:
         """Add several jobs in one request; one ``PushResult`` per job, in order."""
         specs = [as_job_spec(job) for job in jobs]
-        return self._call(self._core.push_many(specs)) if specs else []
+        return self._call(self._core.push_many(specs, lease)) if specs else []
 
     def pause(self, queue: str) -> None:
         self._call(self._core.pause(queue))
@@ -240,6 +253,71 @@ class Client:
     def busy(self) -> list[BusyProcess]:
         """What each process is running now: its leased jobs."""
         return self._call(self._core.busy())
+
+    # --- batches ---------------------------------------------------------------
+
+    def create_batch(
+        self,
+        jobs: Iterable[JobSpecLike] = (),
+        *,
+        id: str | None = None,
+        description: str = "",
+        parent: str | None = None,
+        on_success: JobSpecLike | None = None,
+        on_complete: JobSpecLike | None = None,
+        on_death: JobSpecLike | None = None,
+        commit: bool = False,
+        lease: Lease | None = None,
+    ) -> BatchCreated:
+        """Create a batch with its first ``jobs``; ``commit`` judges it at once.
+
+        Callbacks are job specs (a ``JobSpec`` or a dict of ``push``'s
+        parameters). Without ``id`` the client makes a random one, so a
+        create sent again makes one batch. A child of a committed ``parent``
+        is created by a running member of it, which presents its ``lease``.
+        """
+        call = self._core.create_batch(
+            list(jobs),
+            id=id,
+            description=description,
+            parent=parent,
+            on_success=on_success,
+            on_complete=on_complete,
+            on_death=on_death,
+            commit=commit,
+            lease=lease,
+        )
+        return self._call(call)
+
+    def commit_batch(self, id: str) -> None:
+        """No more jobs from producers: the batch is judged from now on."""
+        self._call(self._core.commit_batch(id))
+
+    def batch_status(self, id: str, *, limit: int = BATCH_STATUS_MEMBERS_DEFAULT) -> BatchView:
+        """Counts, state, callbacks fired, and up to ``limit`` unfinished members."""
+        return self._call(self._core.batch_status(id, limit))
+
+    def delete_batch(self, id: str) -> None:
+        """Remove the batch and its bookkeeping; its live jobs go on as ordinary jobs."""
+        self._call(self._core.delete_batch(id))
+
+    # --- operators -------------------------------------------------------------
+
+    def delete_job(self, id: str) -> None:
+        """Forget a job in any state; for its batch it is ``deleted`` (never blocking)."""
+        self._call(self._core.delete_job(id))
+
+    def kill_job(self, id: str) -> None:
+        """Move a job to the dead set now; for its batch that is a death."""
+        self._call(self._core.kill_job(id))
+
+    def requeue_job(self, id: str) -> None:
+        """Make a dead or retrying job ready again."""
+        self._call(self._core.requeue_job(id))
+
+    def fsck(self) -> FsckReport:
+        """Cross-check the broker's whole state; ``problems`` should be empty."""
+        return self._call(self._core.fsck())
 
     # --- the connection --------------------------------------------------------
 

@@ -30,11 +30,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker.core import Record, State, next_due_ms
+from broker.core import Record, next_due_ms
 from broker.core.batch_views import batch_view
-from broker.core.state import LEASED, live_batch_deadline
+from broker.core.state import LEASED
 from protocol import messages as M
 from tests.property.batch_model import BatchModel
+from tests.unit.test_core_batch_life import mentions
 from tests.unit.test_core_harness import Core, replay
 
 START_MS = 1_700_000_000_000
@@ -60,19 +61,6 @@ CONFIG = {
     "tick_max_items": 4,
 }
 STEPS_MS = (0, 1, 500, 2 * SECOND_MS, 30 * SECOND_MS, 11 * MINUTE_MS, 2 * HOUR_MS, 7 * HOUR_MS)
-
-
-def mentions(state: State, batch_id: str) -> list[str]:
-    """Where the state still refers to a batch (callback jobs are jobs of their own)."""
-    found = ["batches"] if batch_id in state.batches else []
-    found += [f"job {job.id}" for job in state.jobs.values() if job.batch == batch_id]
-    found += [
-        f"batch {other.id}"
-        for other in state.batches.values()
-        if other.parent == batch_id or batch_id in other.children
-    ]
-    timers = [e for e in state.batch_deadlines if live_batch_deadline(state, e)]
-    return found + [f"timer {e}" for e in timers if e[1] == batch_id]
 
 
 class BatchWalk(Core):

@@ -56,6 +56,8 @@ def test_the_comparison_sees_the_methods_it_should() -> None:
     expected = {"push", "push_many", "fetch", "fetch_many", "ack", "ack_many", "fail", "extend"}
     expected |= {"release", "pause", "resume", "get_job", "close", "connect", "from_url"}
     expected |= {"beat", "control", "processes", "busy"}
+    expected |= {"create_batch", "commit_batch", "batch_status", "delete_batch"}
+    expected |= {"delete_job", "kill_job", "requeue_job", "fsck"}
     assert callables == expected
     for name in PROPERTIES:
         assert isinstance(getattr(Client, name), property)
