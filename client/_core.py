@@ -8,9 +8,11 @@ function that turns the matching reply into the method's result. The shell
 ``start(call, waiter)``, writes ``call.frame``, feeds whatever bytes arrive to
 ``receive_data`` and pulls ``next_completion()`` until it returns None. Each
 ``Completion`` carries the shell's waiter and either the result or the
-exception to raise. Replies are matched by rid, so they may arrive in any
-order (a long-poll fetch is answered after later requests); a reply for a rid
-nobody waits for any more (its caller timed out) is dropped.
+exception to raise. The batch and operator requests are built the same way
+in ``client._batch_calls``, which ``ClientCore`` mixes in. Replies are
+matched by rid, so they may arrive in any order (a long-poll fetch is
+answered after later requests); a reply for a rid nobody waits for any more
+(its caller timed out) is dropped.
 
 Errors: an ``error`` reply becomes the mapped ``ServerError`` on its own
 completion, and so does a reply that does not decode (``ProtocolViolation``)
@@ -34,18 +36,10 @@ from protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
-    BatchCallbacks,
-    BatchCreated,
-    BatchInfo,
-    BatchView,
     Beat,
     Busy,
     BusyProcess,
-    CommitBatch,
     Control,
-    CreateBatch,
-    DeleteBatch,
-    DeleteJob,
     Error,
     ErrorInfo,
     Extend,
@@ -53,19 +47,14 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
-    Fsck,
-    FsckReport,
-    GetBatchStatus,
     GetBusy,
     GetJob,
     JobInfo,
     Jobs,
     JobSpec,
     JobView,
-    KillJob,
     LeaseRef,
     ListProcesses,
-    Ok,
     Pause,
     ProcessControl,
     Processes,
@@ -79,13 +68,16 @@ from protocol.messages import (
     Release,
     Reply,
     Request,
-    RequeueJob,
     Resume,
     Welcome,
     encoder,
     reply_decoder,
 )
 
+from ._batch_calls import BatchCalls
+from ._calls import Call
+from ._calls import expect_reply as _expect
+from ._calls import ok_reply as _ok
 from ._exceptions import (
     ConnectionLost,
     LeashError,
@@ -99,29 +91,15 @@ from ._identity import Identity
 from ._types import (
     FailResult,
     Job,
-    JobSpecLike,
     Lease,
-    as_job_spec,
-    callback_spec,
     error_info,
     lease_or_none,
     lease_ref,
-    new_batch_id,
 )
 
 T = TypeVar("T")
 W = TypeVar("W")
 R = TypeVar("R", bound=Struct)
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One request ready to send, and how its reply becomes the result."""
-
-    rid: int
-    frame: bytes
-    finish: Callable[[Reply], T]
-    wait_ms: int = 0  # how much longer than usual the reply may take (long-poll)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +125,7 @@ class _LooseReply(Struct):
 _loose_decoder = msgspec.msgpack.Decoder(_LooseReply)
 
 
-class ClientCore(Generic[W]):
+class ClientCore(BatchCalls, Generic[W]):
     """Request building and reply matching for one connection."""
 
     def __init__(self) -> None:
@@ -255,68 +233,6 @@ class ClientCore(Generic[W]):
     def busy(self) -> Call[list[BusyProcess]]:
         rid = self._take_rid()
         return Call(rid, self._encode(GetBusy(rid=rid)), _busy_processes)
-
-    # --- batches and operator operations -------------------------------------
-
-    def create_batch(
-        self,
-        jobs: Sequence[JobSpecLike],
-        *,
-        id: str | None,
-        description: str,
-        parent: str | None,
-        on_success: JobSpecLike | None,
-        on_complete: JobSpecLike | None,
-        on_death: JobSpecLike | None,
-        commit: bool,
-        lease: Lease | None,
-    ) -> Call[BatchCreated]:
-        rid = self._take_rid()
-        callbacks = BatchCallbacks(
-            success=callback_spec(on_success),
-            complete=callback_spec(on_complete),
-            death=callback_spec(on_death),
-        )
-        request = CreateBatch(
-            rid=rid,
-            id=id if id is not None else new_batch_id(),
-            description=description,
-            parent=parent,
-            jobs=[as_job_spec(job) for job in jobs],
-            commit=commit,
-            lease=lease_or_none(lease),
-        )
-        if callbacks != request.callbacks:  # the default is left out of the frame
-            request.callbacks = callbacks
-        return Call(rid, self._encode(request), _batch_created)
-
-    def commit_batch(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(CommitBatch(rid=rid, id=id)), _ok)
-
-    def batch_status(self, id: str, limit: int) -> Call[BatchView]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(GetBatchStatus(rid=rid, id=id, limit=limit)), _batch_view)
-
-    def delete_batch(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(DeleteBatch(rid=rid, id=id)), _ok)
-
-    def delete_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(DeleteJob(rid=rid, id=id)), _ok)
-
-    def kill_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(KillJob(rid=rid, id=id)), _ok)
-
-    def requeue_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(RequeueJob(rid=rid, id=id)), _ok)
-
-    def fsck(self) -> Call[FsckReport]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(Fsck(rid=rid)), _fsck_report)
 
     # --- waiting -----------------------------------------------------------
 
@@ -437,24 +353,10 @@ def _closing(error: LeashError) -> ConnectionLost:
     return lost
 
 
-def _expect(reply: Reply, cls: type[R]) -> R:
-    if isinstance(reply, cls):
-        return reply
-    if isinstance(reply, Error):
-        raise error_from_reply(reply)
-    expected = cls.__struct_config__.tag
-    got = type(reply).__struct_config__.tag
-    raise ProtocolViolation(f"expected a {expected!r} reply, got {got!r}")
-
-
 def _same_length(results: list[T], count: int) -> list[T]:
     if len(results) != count:
         raise ProtocolViolation(f"{len(results)} results for {count} items")
     return results
-
-
-def _ok(reply: Reply) -> None:
-    _expect(reply, Ok)
 
 
 def _pushed_id(reply: Reply) -> str:
@@ -484,15 +386,3 @@ def _process_views(reply: Reply) -> list[ProcessView]:
 
 def _busy_processes(reply: Reply) -> list[BusyProcess]:
     return _expect(reply, Busy).processes
-
-
-def _batch_created(reply: Reply) -> BatchCreated:
-    return _expect(reply, BatchCreated)
-
-
-def _batch_view(reply: Reply) -> BatchView:
-    return _expect(reply, BatchInfo).batch
-
-
-def _fsck_report(reply: Reply) -> FsckReport:
-    return _expect(reply, FsckReport)

@@ -38,7 +38,8 @@ from protocol.messages import (
     Welcome,
 )
 
-from ._core import Call, ClientCore, Completion
+from ._calls import Call
+from ._core import ClientCore, Completion
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
