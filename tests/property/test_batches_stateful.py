@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker.core import Record, next_due_ms
+from broker.core import Record, canonical, next_due_ms
 from broker.core.batch_views import batch_view
 from broker.core.state import LEASED
 from protocol import messages as M
@@ -100,9 +100,9 @@ class BatchWalk(Core):
             assert batch_view(state, batch, 0).pending == unfinished
         named = {job.id: job.batch for job in state.jobs.values() if job.batch is not None}
         assert named == {j: b for j, b in model.job_batch.items() if j in state.jobs}
-        for batch_id in model.removed:
-            if batch_id not in state.batches:
-                assert mentions(state, batch_id) == [], batch_id
+        text = repr(canonical(state))
+        for batch_id in set(model.removed) - set(state.batches):
+            assert mentions(state, batch_id, text) == [], batch_id
 
     # --- steps ------------------------------------------------------------------------
 

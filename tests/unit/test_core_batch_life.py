@@ -2,7 +2,7 @@
 deleting a batch, the status view and fsck. On the harness's ``Core``
 (invariants and replay checked after every record)."""
 
-from broker.core import State, check_invariants
+from broker.core import State, canonical, check_invariants
 from broker.core import records as R
 from broker.core.batch_state import callback_id
 from broker.core.state import live_batch_deadline
@@ -17,11 +17,13 @@ HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
 
-def mentions(state: State, batch_id: str) -> list[str]:
+def mentions(state: State, batch_id: str, text: str | None = None) -> list[str]:
     """Where the state still refers to a batch: its table entry, jobs that name it,
-    batches that name it as parent or child, and live timer entries (stale
-    heap entries are dropped as they reach the front). Callback jobs are jobs
-    of their own: their ids mention the batch, but they are not its bookkeeping."""
+    batches that name it as parent or child, live timer entries (stale heap
+    entries are dropped as they reach the front), and, in the canonical form
+    of the whole state (``text``: its repr, if already made), the id as a
+    string of its own anywhere. Callback jobs are jobs of their own: their ids
+    contain the batch id, but they are not its bookkeeping."""
     found = []
     if batch_id in state.batches:
         found.append("batches")
@@ -31,6 +33,8 @@ def mentions(state: State, batch_id: str) -> list[str]:
             found.append(f"batch {other.id}")
     timers = [e for e in state.batch_deadlines if live_batch_deadline(state, e)]
     found += [f"timer {e}" for e in timers if e[1] == batch_id]
+    if repr(batch_id) in (text if text is not None else repr(canonical(state))):
+        found.append("canonical")
     return found
 
 
