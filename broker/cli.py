@@ -19,6 +19,7 @@ from protocol.limits import (
 )
 
 _CORE = CoreConfig()
+BATCH_RETENTION_MAX_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
 
 
 def _frame_limit(text: str) -> int:
@@ -103,6 +104,24 @@ def parser() -> argparse.ArgumentParser:
         help="after terminate, the broker releases what is still leased (default 25000)",
     )
     serve_cmd.add_argument(
+        "--batch-open-timeout-ms",
+        type=_bounded(1, BATCH_RETENTION_MAX_MS),
+        default=_CORE.batch_open_timeout_ms,
+        help="an open batch not committed by then is abandoned (default 1800000, 30 min)",
+    )
+    serve_cmd.add_argument(
+        "--batch-retention-ms",
+        type=_bounded(1, BATCH_RETENTION_MAX_MS),
+        default=_CORE.batch_finished_retention_ms,
+        help="a finished or abandoned batch is kept this long (default 86400000, 24 h)",
+    )
+    serve_cmd.add_argument(
+        "--batch-unfinished-retention-ms",
+        type=_bounded(1, BATCH_RETENTION_MAX_MS),
+        default=_CORE.batch_unfinished_retention_ms,
+        help="an unfinished batch is removed after this long (default 2592000000, 30 days)",
+    )
+    serve_cmd.add_argument(
         "--admin-socket",
         default="",
         help="the admin socket's path (default DATA_DIR/admin.sock; at most 107 bytes)",
@@ -156,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
             process_ttl_ms=args.process_ttl_ms,
             reconnect_grace_ms=args.reconnect_grace_ms,
             terminate_grace_ms=args.terminate_grace_ms,
+            batch_open_timeout_ms=args.batch_open_timeout_ms,
+            batch_finished_retention_ms=args.batch_retention_ms,
+            batch_unfinished_retention_ms=args.batch_unfinished_retention_ms,
         ),
     )
     try:

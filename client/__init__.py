@@ -4,17 +4,20 @@
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
-  get_job, and beat for worker processes.
+  get_job, and beat for worker processes; batches: create_batch,
+  commit_batch, batch_status.
 - ``AdminClient`` (blocking) speaks to the broker's admin socket: the views
   and operations an operator uses (``leash stats``, ``leash queues`` ...).
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
-- ``handler`` registers a function for ``leash worker MODULE``.
+- ``handler`` registers a function for ``leash worker MODULE``; inside a
+  handler, ``current_job()`` is the running job and ``add_to_batch(...)``
+  adds a job to its batch.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
-from protocol.admin import BusyJob, BusyProcess, ProcessView, QueueView, Stats
-from protocol.messages import ErrorInfo, JobSpec, JobView, PushResult
+from protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
+from protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
 from ._exceptions import (
     AdminOnly,
@@ -23,6 +26,7 @@ from ._exceptions import (
     ConnectionLost,
     HandshakeRequired,
     Internal,
+    InvalidState,
     LeashError,
     NotFound,
     PermissionDenied,
@@ -35,7 +39,7 @@ from ._exceptions import (
     UnknownOp,
     UnsupportedVersion,
 )
-from ._handlers import handler
+from ._handlers import add_to_batch, current_job, handler
 from ._identity import process_worker_id
 from ._types import FailResult, Job, Lease, job_spec
 from .admin import AdminClient
@@ -48,6 +52,8 @@ __all__ = [
     "AdminOnly",
     "AsyncClient",
     "BadRequest",
+    "BatchCreated",
+    "BatchView",
     "BusyJob",
     "BusyProcess",
     "Client",
@@ -55,8 +61,10 @@ __all__ = [
     "ConnectionLost",
     "ErrorInfo",
     "FailResult",
+    "FsckReport",
     "HandshakeRequired",
     "Internal",
+    "InvalidState",
     "Job",
     "JobSpec",
     "JobView",
@@ -77,6 +85,8 @@ __all__ = [
     "UnknownOp",
     "UnsupportedVersion",
     "Worker",
+    "add_to_batch",
+    "current_job",
     "handler",
     "job_spec",
     "process_worker_id",

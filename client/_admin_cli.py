@@ -20,10 +20,17 @@ import msgspec
 from protocol import admin as A
 from protocol import messages as M
 
-from ._exceptions import ConnectFailed, NotFound, PermissionDenied
+from ._exceptions import ConnectFailed, NotFound, PermissionDenied, ServerError
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 
-EXIT_REFUSED, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_NO_PERMISSION = 1, 3, 69, 77
+EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
+EXIT_UNAVAILABLE, EXIT_NO_PERMISSION = 69, 77
+
+
+class UsageError(Exception):
+    """Options that do not go together."""
+
+
 Run = Callable[[AdminClient, argparse.Namespace], Any]
 
 
@@ -46,6 +53,8 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     for verb, help_text in (("pause", "stop handing out a queue's jobs"), ("resume", "go on")):
         queue = _command(commands, verb, help_text, _queue_op(verb))
         queue.add_argument("queue")
+    _add_job_operations(commands)
+    _add_batch_commands(commands)
     controls: list[tuple[str, A.ProcessControl, str]] = [
         ("quiet", "quiet", "ask a worker process to stop fetching"),
         ("unquiet", "ok", "let a quiet worker process fetch again"),
@@ -54,6 +63,42 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     for verb, state, help_text in controls:
         control = _command(commands, verb, help_text, _control(state))
         control.add_argument("worker_id")
+
+
+def _add_job_operations(commands: "argparse._SubParsersAction[Any]") -> None:
+    for verb, help_text in (
+        ("kill", "move a job to the dead set now"),
+        ("delete", "forget a job, whatever its state"),
+    ):
+        job_op = _command(commands, verb, help_text, _job_op(verb))
+        job_op.add_argument("id", help="the job id")
+    requeue = _command(
+        commands,
+        "requeue",
+        "make a dead or retrying job ready again, or every one that matches a filter",
+        _requeue,
+    )
+    requeue.add_argument("id", nargs="?", default=None, help="the job id (or a filter below)")
+    which = requeue.add_mutually_exclusive_group()
+    which.add_argument("--dead", action="store_true", help="every dead job that matches")
+    which.add_argument("--retrying", action="store_true", help="every retrying job that matches")
+    _add_filter(requeue)
+
+
+def _add_batch_commands(commands: "argparse._SubParsersAction[Any]") -> None:
+    batches = _command(commands, "batches", "the batches, newest first", _batches)
+    batches.add_argument(
+        "--state", choices=["open", "committed", "finished", "abandoned"], default=None
+    )
+    batches.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    batch = _command(commands, "batch", "one batch's status and its unfinished members", _batch)
+    batch.add_argument("id", help="the batch id")
+    batch.add_argument("--limit", type=int, default=100, help="unfinished members listed (100)")
+    delete_batch = _command(
+        commands, "delete-batch", "remove a batch and all its bookkeeping", _delete_batch
+    )
+    delete_batch.add_argument("id", help="the batch id")
+    _command(commands, "fsck", "cross-check the broker's whole state", _fsck)
 
 
 _KINDS: dict[str, A.ListKind] = {"scheduled": "scheduled", "retries": "retrying", "dead": "dead"}
@@ -86,7 +131,7 @@ def _add_filter(parser: argparse.ArgumentParser) -> None:
 def _run(run: Run, options: argparse.Namespace) -> int:
     if options.socket is not None and options.data_dir is not None:
         print("leash: error: give --socket or --data-dir, not both", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     path = options.socket or os.path.join(options.data_dir or DEFAULT_DATA_DIR, SOCKET_FILE)
     try:
         with AdminClient(path, timeout_s=30.0) as admin:
@@ -101,6 +146,12 @@ def _run(run: Run, options: argparse.Namespace) -> int:
     except NotFound as exc:
         print(f"leash: error: {exc.message}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except UsageError as exc:
+        print(f"leash: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ServerError as exc:
+        print(f"leash: error: {exc.message} ({exc.code})", file=sys.stderr)
+        return EXIT_REFUSED
     if options.json:
         sys.stdout.write(msgspec.json.encode(_plain(result)).decode() + "\n")
     elif isinstance(result, str):
@@ -259,6 +310,81 @@ def _control(state: A.ProcessControl) -> Run:
         return f"{options.worker_id}: asked to {state}"
 
     return run
+
+
+def _job_op(verb: str) -> Run:
+    def run(admin: AdminClient, options: argparse.Namespace) -> str:
+        (admin.kill_job if verb == "kill" else admin.delete_job)(options.id)
+        return f"{options.id}: {'killed' if verb == 'kill' else 'deleted'}"
+
+    return run
+
+
+def _requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
+    filter = {"queue": options.queue, "type": options.type, "error": options.error}
+    bulk = options.dead or options.retrying
+    if bulk == (options.id is not None):
+        raise UsageError("give a job id, or --dead or --retrying (with filters)")
+    if options.id is not None:
+        if any(filter.values()):
+            raise UsageError("--queue, --type and --error go with --dead or --retrying")
+        admin.requeue_job(options.id)
+        return f"{options.id}: requeued"
+    ids = admin.requeue_jobs("dead" if options.dead else "retrying", **filter)
+    if options.json:
+        return ids
+    return f"requeued {len(ids)} job{'s' if len(ids) != 1 else ''}"
+
+
+def _batches(admin: AdminClient, options: argparse.Namespace) -> Table:
+    batches = list(admin.batches(options.state, most=options.limit))
+    rows = [
+        (b.id, b.state, b.total, b.pending, b.failures, b.dead, b.children, _time(b.created_ms),
+         _time(b.finished_ms), b.description)
+        for b in batches
+    ]  # fmt: skip
+    headers = ("BATCH", "STATE", "TOTAL", "PENDING", "FAILURES", "DEAD", "CHILDREN", "CREATED",
+               "FINISHED", "DESCRIPTION")  # fmt: skip
+    return Table(headers, rows, batches)
+
+
+def _batch(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    b = admin.batch(options.id, limit=options.limit)
+    fired = ", ".join(f"{f.kind} at {_time(f.at_ms)} ({f.job_id})" for f in b.fired)
+    members = "; ".join(
+        f"{m.id} {m.state}" + (f" held by {m.owner}" if m.owner else "") for m in b.members
+    )
+    pairs: list[tuple[str, object]] = [
+        ("id", b.id),
+        ("state", b.state + (" (succeeded)" if b.succeeded else "")),
+        ("description", b.description),
+        ("members", f"total {b.total}, pending {b.pending}, failures {b.failures}, "
+                    f"dead {b.dead}, deleted {b.deleted}"),
+        ("children", f"{b.children}, {b.children_pending} unfinished"),
+        ("parent", b.parent or ""),
+        ("callbacks", ", ".join(b.callbacks)),
+        ("fired", fired),
+        ("created", _time(b.created_ms)),
+        ("finished", _time(b.finished_ms)),
+        ("expires", _time(b.expires_ms)),
+        ("unfinished", members + (" ..." if b.more_members else "")),
+    ]  # fmt: skip
+    return Fields(pairs, b)
+
+
+def _delete_batch(admin: AdminClient, options: argparse.Namespace) -> str:
+    admin.delete_batch(options.id)
+    return f"{options.id}: deleted"
+
+
+def _fsck(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    report = admin.fsck()
+    problems = "none" if not report.problems else "\n  " + "\n  ".join(report.problems)
+    pairs: list[tuple[str, object]] = [
+        ("checked", f"{report.jobs} jobs, {report.batches} batches"),
+        ("problems", problems + (" ..." if report.more else "")),
+    ]
+    return Fields(pairs, report)
 
 
 # --- formatting --------------------------------------------------------------

@@ -8,9 +8,11 @@ function that turns the matching reply into the method's result. The shell
 ``start(call, waiter)``, writes ``call.frame``, feeds whatever bytes arrive to
 ``receive_data`` and pulls ``next_completion()`` until it returns None. Each
 ``Completion`` carries the shell's waiter and either the result or the
-exception to raise. Replies are matched by rid, so they may arrive in any
-order (a long-poll fetch is answered after later requests); a reply for a rid
-nobody waits for any more (its caller timed out) is dropped.
+exception to raise. The batch and operator requests are built the same way
+in ``client._batch_calls``, which ``ClientCore`` mixes in. Replies are
+matched by rid, so they may arrive in any order (a long-poll fetch is
+answered after later requests); a reply for a rid nobody waits for any more
+(its caller timed out) is dropped.
 
 Errors: an ``error`` reply becomes the mapped ``ServerError`` on its own
 completion, and so does a reply that does not decode (``ProtocolViolation``)
@@ -48,7 +50,6 @@ from protocol.messages import (
     JobSpec,
     JobView,
     LeaseRef,
-    Ok,
     ProcessState,
     Push,
     Pushed,
@@ -63,6 +64,10 @@ from protocol.messages import (
     reply_decoder,
 )
 
+from ._batch_calls import BatchCalls
+from ._calls import Call
+from ._calls import expect_reply as _expect
+from ._calls import ok_reply as _ok
 from ._exceptions import (
     ConnectionLost,
     LeashError,
@@ -73,21 +78,18 @@ from ._exceptions import (
     error_from_reply,
 )
 from ._identity import Identity
-from ._types import FailResult, Job, Lease, error_info, lease_ref
+from ._types import (
+    FailResult,
+    Job,
+    Lease,
+    error_info,
+    lease_or_none,
+    lease_ref,
+)
 
 T = TypeVar("T")
 W = TypeVar("W")
 R = TypeVar("R", bound=Struct)
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One request ready to send, and how its reply becomes the result."""
-
-    rid: int
-    frame: bytes
-    finish: Callable[[Reply], T]
-    wait_ms: int = 0  # how much longer than usual the reply may take (long-poll)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +115,7 @@ class _LooseReply(Struct):
 _loose_decoder = msgspec.msgpack.Decoder(_LooseReply)
 
 
-class ClientCore(Generic[W]):
+class ClientCore(BatchCalls, Generic[W]):
     """Request building and reply matching for one connection."""
 
     def __init__(self) -> None:
@@ -132,17 +134,21 @@ class ClientCore(Generic[W]):
         hello.rid = self._hello_rid = self._take_rid()
         return Call(hello.rid, self._encode(hello), self._welcomed)
 
-    def push(self, spec: JobSpec) -> Call[str]:
+    def push(self, spec: JobSpec, lease: Lease | None = None) -> Call[str]:
         rid = self._take_rid()
-        return Call(rid, self._encode(Push(rid=rid, job=spec)), _pushed_id)
+        request = Push(rid=rid, job=spec, lease=lease_or_none(lease))
+        return Call(rid, self._encode(request), _pushed_id)
 
-    def push_many(self, specs: Sequence[JobSpec]) -> Call[list[PushResult]]:
+    def push_many(
+        self, specs: Sequence[JobSpec], lease: Lease | None = None
+    ) -> Call[list[PushResult]]:
         rid, count = self._take_rid(), len(specs)
 
         def finish(reply: Reply) -> list[PushResult]:
             return _same_length(_expect(reply, PushedMany).results, count)
 
-        return Call(rid, self._encode(PushMany(rid=rid, jobs=list(specs))), finish)
+        request = PushMany(rid=rid, jobs=list(specs), lease=lease_or_none(lease))
+        return Call(rid, self._encode(request), finish)
 
     def fetch(self, queues: str | Sequence[str], count: int, wait_ms: int) -> Call[list[Job]]:
         rid = self._take_rid()
@@ -317,24 +323,10 @@ def _closing(error: LeashError) -> ConnectionLost:
     return lost
 
 
-def _expect(reply: Reply, cls: type[R]) -> R:
-    if isinstance(reply, cls):
-        return reply
-    if isinstance(reply, Error):
-        raise error_from_reply(reply)
-    expected = cls.__struct_config__.tag
-    got = type(reply).__struct_config__.tag
-    raise ProtocolViolation(f"expected a {expected!r} reply, got {got!r}")
-
-
 def _same_length(results: list[T], count: int) -> list[T]:
     if len(results) != count:
         raise ProtocolViolation(f"{len(results)} results for {count} items")
     return results
-
-
-def _ok(reply: Reply) -> None:
-    _expect(reply, Ok)
 
 
 def _pushed_id(reply: Reply) -> str:

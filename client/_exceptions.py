@@ -17,6 +17,7 @@ The tree::
         ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
         ├── HandshakeRequired       handshake_required: a request arrived before hello
         ├── Internal                internal: a broker bug; the request was not applied
+        ├── InvalidState            invalid_state: the job or batch is not in a state for this
         ├── AdminOnly               admin_only: an admin request sent to the TCP port
         └── PermissionDenied        permission_denied: this user may not use the admin socket
 
@@ -100,6 +101,10 @@ class Internal(ServerError):
     pass
 
 
+class InvalidState(ServerError):
+    pass
+
+
 class AdminOnly(ServerError):
     pass
 
@@ -118,6 +123,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
+    ErrorCode.INVALID_STATE: InvalidState,
     ErrorCode.ADMIN_ONLY: AdminOnly,
     ErrorCode.PERMISSION_DENIED: PermissionDenied,
 }

@@ -8,15 +8,20 @@ A job pushed without args has an empty list, so its handler is called as
 
 Handlers are plain functions: the worker runs them in threads. Coroutine
 functions are refused at registration instead of silently never awaited.
+While a handler runs, ``current_job()`` in its thread is the ``Job`` it runs
+for, and ``add_to_batch(...)`` pushes a job into that job's batch through
+the worker's connection, presenting the running job's lease (so a committed
+batch takes it, and cannot finish before the handler returns).
 """
 
 import inspect
+import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
-from protocol.messages import ErrorInfo
+from protocol.messages import ErrorInfo, JobSpec
 
-from ._types import Job, error_info
+from ._types import Job, error_info, job_spec
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
@@ -54,8 +59,36 @@ def handler(type: str | None = None) -> Callable[[F], F]:
     return decorate
 
 
-def invoke(fn: Handler, job: Job) -> ErrorInfo | None:
+Pusher = Callable[[JobSpec, Job], str]  # push one spec presenting the job's lease: its id
+_running = threading.local()  # .job and .push while a handler runs in this thread
+
+
+def current_job() -> Job | None:
+    """The job the handler running in this thread was called for (None outside one)."""
+    job: Job | None = getattr(_running, "job", None)
+    return job
+
+
+def add_to_batch(type: str, args: Any = None, **options: Any) -> str:
+    """From a handler: add a job to the running job's batch; return its id.
+
+    ``options`` are ``push``'s (queue, priority, delay_ms, ...). Raises
+    ``RuntimeError`` outside a handler run by a ``Worker``, ``ValueError`` if
+    the running job is not a member of a batch, and the broker's refusal
+    (``StaleLease`` once the lease is lost) like any push.
+    """
+    job, push = current_job(), getattr(_running, "push", None)
+    if job is None or push is None:
+        raise RuntimeError("add_to_batch is for handlers that a Worker runs")
+    if job.batch is None:
+        raise ValueError(f"job {job.id} is not a member of a batch")
+    pushed: str = push(job_spec(type, args, batch=job.batch, **options), job)
+    return pushed
+
+
+def invoke(fn: Handler, job: Job, push: Pusher | None = None) -> ErrorInfo | None:
     """Run ``fn`` for ``job`` (in a worker thread); the error to report, or None."""
+    _running.job, _running.push = job, push
     try:
         args = job.args
         if isinstance(args, list):
@@ -68,6 +101,8 @@ def invoke(fn: Handler, job: Job) -> ErrorInfo | None:
         if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
             exc = exc.with_traceback(exc.__traceback__.tb_next)  # drop this frame
         return error_info(exc)
+    finally:
+        _running.job = _running.push = None
     return None
 
 

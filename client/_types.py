@@ -15,7 +15,7 @@ from typing import Any, TypeAlias
 import msgspec
 
 from protocol import limits
-from protocol.messages import Delivery, ErrorInfo, JobSpec
+from protocol.messages import Delivery, ErrorInfo, JobSpec, LeaseRef
 
 _UNDECODED: Any = object()  # Job.args not decoded yet
 
@@ -30,6 +30,7 @@ class Job:
     __slots__ = (
         "_args",
         "attempt",
+        "batch",
         "created_ms",
         "deadline_ms",
         "id",
@@ -54,6 +55,7 @@ class Job:
         self.lease_ttl_ms: int = delivery.lease_ttl_ms
         self.priority: int = delivery.priority
         self.created_ms: int = delivery.created_ms
+        self.batch: str | None = delivery.batch  # the batch the job is a member of
         self._args: Any = _UNDECODED
 
     @property
@@ -84,6 +86,10 @@ def lease_ref(lease: Lease) -> tuple[str, int]:
     return job_id, token
 
 
+def lease_or_none(lease: Lease | None) -> LeaseRef | None:
+    return None if lease is None else LeaseRef(*lease_ref(lease))
+
+
 @dataclass(frozen=True, slots=True)
 class FailResult:
     """What became of a failed job: retried at ``retry_at_ms``, or dead."""
@@ -109,6 +115,7 @@ def job_spec(
     max_attempts: int | None = None,
     lease_ttl_ms: int | None = None,
     retry_base_ms: int | None = None,
+    batch: str | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -135,6 +142,8 @@ def job_spec(
         spec.lease_ttl_ms = lease_ttl_ms
     if retry_base_ms is not None:
         spec.retry_base_ms = retry_base_ms
+    if batch is not None:
+        spec.batch = batch
     return spec
 
 
@@ -142,6 +151,20 @@ def as_job_spec(job: JobSpecLike) -> JobSpec:
     if isinstance(job, JobSpec):
         return job
     return job_spec(**job)
+
+
+def callback_spec(job: JobSpecLike | None) -> JobSpec | None:
+    """A batch callback: like a job spec, but the broker makes its id."""
+    if job is None or isinstance(job, JobSpec):
+        return job
+    spec = job_spec(**job)
+    spec.id = job.get("id")
+    return spec
+
+
+def new_batch_id() -> str:
+    """A random client-made batch id, so that a create sent again makes one batch."""
+    return uuid.uuid4().hex
 
 
 def error_info(error: BaseException | str | ErrorInfo) -> ErrorInfo:

@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import msgspec
 
@@ -111,6 +111,31 @@ class AdminClient:
                 return
             cursor = page.next
 
+    def batches(
+        self, state: A.BatchState | None = None, *, most: int | None = None
+    ) -> Iterator[M.BatchView]:
+        """Batches newest first (without member lists), page by page."""
+        cursor, given = "", 0
+        while True:
+            page_limit = min(limits.ADMIN_PAGE_MAX, most - given) if most else limits.ADMIN_PAGE_MAX
+            page = self._call(A.ListBatches(self._next(), state, cursor, page_limit), A.BatchPage)
+            for batch in page.batches:
+                yield batch
+                given += 1
+            if not page.next or (most is not None and given >= most):
+                return
+            cursor = page.next
+
+    def batch(
+        self, batch_id: str, *, limit: int = limits.BATCH_STATUS_MEMBERS_DEFAULT
+    ) -> M.BatchView:
+        """One batch's status, with up to ``limit`` of its unfinished members."""
+        return self._call(M.GetBatchStatus(self._next(), batch_id, limit), M.BatchInfo).batch
+
+    def fsck(self) -> A.FsckReport:
+        """Cross-check the broker's whole state; ``problems`` should be empty."""
+        return self._call(A.Fsck(self._next()), A.FsckReport)
+
     # --- operations ------------------------------------------------------------
 
     def pause(self, queue: str) -> None:
@@ -122,6 +147,41 @@ class AdminClient:
     def control(self, worker_id: str, state: A.ProcessControl) -> None:
         """Quiet a process (stop fetching), let it go on (``ok``), or stop it (``terminate``)."""
         self._call(A.Control(self._next(), worker_id, state), M.Ok)
+
+    def delete_job(self, job_id: str) -> None:
+        """Forget a job in any state; for its batch it is ``deleted`` (never blocking)."""
+        self._call(A.DeleteJob(self._next(), job_id), M.Ok)
+
+    def kill_job(self, job_id: str) -> None:
+        """Move a job to the dead set now; for its batch that is a death."""
+        self._call(A.KillJob(self._next(), job_id), M.Ok)
+
+    def requeue_job(self, job_id: str) -> None:
+        """Make a dead or retrying job ready again."""
+        self._call(A.RequeueJob(self._next(), job_id), M.Ok)
+
+    def requeue_jobs(
+        self, kind: Literal["retrying", "dead"], *, most: int | None = None, **filter: str | None
+    ) -> list[str]:
+        """Requeue every retrying or dead job that matches (or the first ``most``): their ids."""
+        cursor, ids = "", list[str]()
+        while most is None or len(ids) < most:
+            limit = (
+                limits.REQUEUE_MANY_MAX
+                if most is None
+                else min(limits.REQUEUE_MANY_MAX, most - len(ids))
+            )
+            request = A.RequeueJobs(self._next(), kind, A.JobFilter(**filter), cursor, limit)
+            done = self._call(request, A.Requeued)
+            ids += done.ids
+            if not done.next:
+                break
+            cursor = done.next
+        return ids
+
+    def delete_batch(self, batch_id: str) -> None:
+        """Remove the batch and all its bookkeeping; its live jobs go on as ordinary jobs."""
+        self._call(A.DeleteBatch(self._next(), batch_id), M.Ok)
 
     # --- the connection --------------------------------------------------------
 

@@ -22,14 +22,18 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from protocol.limits import BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
+    BatchCreated,
+    BatchView,
     ErrorInfo,
     JobView,
     PushResult,
     Welcome,
 )
 
-from ._core import Call, ClientCore
+from ._calls import Call
+from ._core import ClientCore
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
@@ -163,8 +167,14 @@ class AsyncClient:
         max_attempts: int | None = None,
         lease_ttl_ms: int | None = None,
         retry_base_ms: int | None = None,
+        batch: str | None = None,
+        lease: Lease | None = None,
     ) -> str:
-        """Add a job; return its id. Unset options take the broker's defaults."""
+        """Add a job; return its id. Unset options take the broker's defaults.
+
+        ``batch``: the job joins that batch. A committed batch takes jobs only
+        from a running member of it, which presents its ``lease`` (a ``Job``).
+        """
         spec = job_spec(
             type,
             args,
@@ -176,13 +186,16 @@ class AsyncClient:
             max_attempts=max_attempts,
             lease_ttl_ms=lease_ttl_ms,
             retry_base_ms=retry_base_ms,
+            batch=batch,
         )
-        return await self._call(self._core.push(spec))
+        return await self._call(self._core.push(spec, lease))
 
-    async def push_many(self, jobs: Iterable[JobSpecLike]) -> list[PushResult]:
+    async def push_many(
+        self, jobs: Iterable[JobSpecLike], *, lease: Lease | None = None
+    ) -> list[PushResult]:
         """Add several jobs in one request; one ``PushResult`` per job, in order."""
         specs = [as_job_spec(job) for job in jobs]
-        return await self._call(self._core.push_many(specs)) if specs else []
+        return await self._call(self._core.push_many(specs, lease)) if specs else []
 
     async def get_job(self, id: str) -> JobView:
         return await self._call(self._core.get_job(id))
@@ -229,6 +242,51 @@ class AsyncClient:
         (finish running jobs and exit). ``Worker`` beats by itself.
         """
         return await self._call(self._core.beat())
+
+    # --- batches ---------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        jobs: Iterable[JobSpecLike] = (),
+        *,
+        id: str | None = None,
+        description: str = "",
+        parent: str | None = None,
+        on_success: JobSpecLike | None = None,
+        on_complete: JobSpecLike | None = None,
+        on_death: JobSpecLike | None = None,
+        commit: bool = False,
+        lease: Lease | None = None,
+    ) -> BatchCreated:
+        """Create a batch with its first ``jobs``; ``commit`` judges it at once.
+
+        Callbacks are job specs (a ``JobSpec`` or a dict of ``push``'s
+        parameters). Without ``id`` the client makes a random one, so a
+        create sent again makes one batch. A child of a committed ``parent``
+        is created by a running member of it, which presents its ``lease``.
+        """
+        call = self._core.create_batch(
+            list(jobs),
+            id=id,
+            description=description,
+            parent=parent,
+            on_success=on_success,
+            on_complete=on_complete,
+            on_death=on_death,
+            commit=commit,
+            lease=lease,
+        )
+        return await self._call(call)
+
+    async def commit_batch(self, id: str) -> None:
+        """No more jobs from producers: the batch is judged from now on."""
+        await self._call(self._core.commit_batch(id))
+
+    async def batch_status(
+        self, id: str, *, limit: int = BATCH_STATUS_MEMBERS_DEFAULT
+    ) -> BatchView:
+        """Counts, state, callbacks fired, and up to ``limit`` unfinished members."""
+        return await self._call(self._core.batch_status(id, limit))
 
     # --- the connection --------------------------------------------------------
 

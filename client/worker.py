@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from protocol import limits
-from protocol.messages import ErrorInfo
+from protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
 from ._exceptions import (
@@ -317,13 +317,27 @@ class Worker:
                     extending = keep_extended(self._link, job)
                     extender = asyncio.create_task(extending, name=f"leash-extend-{job.id}")
                 loop = asyncio.get_running_loop()
-                error = await loop.run_in_executor(self._executor, invoke, fn, job)
+                push = self._push_for_handler
+                error = await loop.run_in_executor(self._executor, invoke, fn, job, push)
         finally:
             if extender is not None:
                 extender.cancel()
             del self._running[job.token]
             self._wake.set()
         await self._settle(job, error)
+
+    def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
+        """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the worker is not running")
+        pushed = asyncio.run_coroutine_threadsafe(self._push_with_lease(spec, job), loop)
+        return pushed.result(self.timeout_s * 2)
+
+    async def _push_with_lease(self, spec: JobSpec, job: Job) -> str:
+        client = await self._link.client()
+        (result,) = await client.push_many([spec], lease=job)
+        return result.id
 
     async def _settle(self, job: Job, error: ErrorInfo | None) -> None:
         """Ack or fail ``job``, across reconnects, until the broker has answered."""

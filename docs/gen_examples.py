@@ -29,15 +29,20 @@ from protocol.errors import ErrorCode  # noqa: E402
 from protocol.frames import encode_frame  # noqa: E402
 from protocol.messages import (  # noqa: E402
     Ack,
+    BatchCallbacks,
+    BatchCreated,
+    CreateBatch,
     Delivery,
     Error,
     Fetch,
     Hello,
     Jobs,
     JobSpec,
+    LeaseRef,
     Ok,
     Push,
     Pushed,
+    PushResult,
     Welcome,
     encoder,
 )
@@ -164,6 +169,40 @@ EXAMPLES: list[Example] = [
             code=ErrorCode.BAD_REQUEST,
             message="Expected `int` <= 9 - at `$.job.priority`",
             path="$.job.priority",
+        ),
+    ),
+    Example(
+        "create_batch",
+        "client to server",
+        "A batch with two jobs and a success callback, committed at once.",
+        CreateBatch(
+            rid=7,
+            id="import-7",
+            callbacks=BatchCallbacks(success=JobSpec(type="import_done", queue="cb")),
+            jobs=[JobSpec(type="row", id="row-1"), JobSpec(type="row", id="row-2")],
+            commit=True,
+        ),
+    ),
+    Example(
+        "batch_created",
+        "server to client",
+        "The batch and its two member jobs were created in one record.",
+        BatchCreated(
+            rid=7,
+            id="import-7",
+            created=True,
+            state="committed",
+            results=[PushResult("row-1", True, "ready"), PushResult("row-2", True, "ready")],
+        ),
+    ),
+    Example(
+        "push into a committed batch",
+        "client to server",
+        "A running member (`row-1`, leased with token 18) adds a job to its batch.",
+        Push(
+            rid=8,
+            job=JobSpec(type="row", id="row-1b", batch="import-7"),
+            lease=LeaseRef("row-1", 18),
         ),
     ),
 ]

@@ -17,8 +17,13 @@ from msgspec import Meta, Struct
 
 from protocol import limits as L
 from protocol.messages import (
+    BatchId,
+    BatchInfo,
+    BatchView,
     Error,
+    GetBatchStatus,
     GetJob,
+    JobId,
     JobInfo,
     JobView,
     Ok,
@@ -95,8 +100,71 @@ class ListJobs(Struct, tag="list_jobs", tag_field="op", omit_defaults=True):
     limit: PageLimit = L.ADMIN_PAGE_DEFAULT
 
 
+class DeleteBatch(Struct, tag="delete_batch", tag_field="op"):
+    rid: RequestId
+    id: BatchId
+
+
+class DeleteJob(Struct, tag="delete_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class KillJob(Struct, tag="kill_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class RequeueJob(Struct, tag="requeue_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class Fsck(Struct, tag="fsck", tag_field="op"):
+    rid: RequestId
+
+
+class RequeueJobs(Struct, tag="requeue_jobs", tag_field="op", omit_defaults=True):
+    """Requeue every retrying or dead job that matches the filter, up to
+    ``limit`` of them; ``next`` in the reply goes on from where it stopped."""
+
+    rid: RequestId
+    kind: Literal["retrying", "dead"]
+    filter: JobFilter = JobFilter()
+    cursor: Cursor = ""
+    limit: Annotated[int, Meta(ge=1, le=L.REQUEUE_MANY_MAX)] = L.REQUEUE_MANY_MAX
+
+
+BatchState = Literal["open", "committed", "finished", "abandoned"]
+
+
+class ListBatches(Struct, tag="batches", tag_field="op", omit_defaults=True):
+    """A page of batches, newest first, optionally only those in one state."""
+
+    rid: RequestId
+    state: BatchState | None = None
+    cursor: Cursor = ""
+    limit: PageLimit = L.ADMIN_PAGE_DEFAULT
+
+
 AdminRequest = (
-    GetStats | ListQueues | ListJobs | GetBusy | ListProcesses | GetJob | Pause | Resume | Control
+    GetStats
+    | ListQueues
+    | ListJobs
+    | GetBusy
+    | ListProcesses
+    | GetJob
+    | Pause
+    | Resume
+    | Control
+    | DeleteJob
+    | KillJob
+    | RequeueJob
+    | RequeueJobs
+    | ListBatches
+    | GetBatchStatus
+    | DeleteBatch
+    | Fsck
 )
 ADMIN_OPS = frozenset(t.__struct_config__.tag for t in AdminRequest.__args__)
 
@@ -195,7 +263,42 @@ class JobPage(Struct, tag="job_page", tag_field="t"):
     scanned: int  # entries this request looked at
 
 
-AdminReply = Stats | Queues | JobPage | Busy | Processes | JobInfo | Ok | Error
+class FsckReport(Struct, tag="fsck", tag_field="t"):
+    rid: RequestId
+    problems: list[str]  # empty: the state is consistent
+    more: bool  # more problems than listed
+    jobs: int  # how many jobs were checked
+    batches: int  # how many batches were checked
+
+
+class Requeued(Struct, tag="requeued", tag_field="t"):
+    rid: RequestId
+    ids: list[str]  # the jobs requeued, in listing order
+    next: str  # "" when every match was taken; else the cursor to go on from
+    scanned: int
+
+
+class BatchPage(Struct, tag="batch_page", tag_field="t"):
+    rid: RequestId
+    batches: list[BatchView]  # without their member lists
+    next: str
+    scanned: int
+
+
+AdminReply = (
+    Stats
+    | Queues
+    | JobPage
+    | Busy
+    | Processes
+    | JobInfo
+    | Ok
+    | Error
+    | FsckReport
+    | Requeued
+    | BatchPage
+    | BatchInfo
+)
 
 admin_request_decoder = msgspec.msgpack.Decoder(AdminRequest)
 admin_reply_decoder = msgspec.msgpack.Decoder(AdminReply)

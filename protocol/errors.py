@@ -18,6 +18,7 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"  # the handshake asked for a version we lack
     HANDSHAKE_REQUIRED = "handshake_required"  # a request arrived before hello
     INTERNAL = "internal"  # a bug in the broker; the request was not applied
+    INVALID_STATE = "invalid_state"  # the job or batch is not in a state that allows this
     ADMIN_ONLY = "admin_only"  # an admin request on the TCP port: use the admin socket
     PERMISSION_DENIED = "permission_denied"  # the admin socket's peer is not allowed
 

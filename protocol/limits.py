@@ -43,6 +43,7 @@ ACK_MANY_MAX = 1000
 ADMIN_PAGE_DEFAULT = 50  # jobs in one page of an admin listing
 ADMIN_PAGE_MAX = 1000
 ADMIN_SCAN_MAX = 20_000  # index entries one admin request may look at
+REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
 
 ERROR_TYPE_MAX_CHARS = 256
 ERROR_MESSAGE_MAX_CHARS = 8 * 1024
@@ -57,3 +58,10 @@ HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS = 100, 60_000
 PROCESS_TTL_DEFAULT_MS = 15_000  # no sign of life for this long: the process is dead
 RECONNECT_GRACE_DEFAULT_MS = 2_000  # all connections gone for this long: the process is dead
 TERMINATE_GRACE_DEFAULT_MS = 25_000  # after terminate, the broker releases what is still leased
+
+BATCH_ID_MAX_CHARS = 64  # so that callback job ids ("_cb:" id ":" serial ":" kind) fit in 128
+BATCH_DESCRIPTION_MAX_CHARS = 1024
+BATCH_DEPTH_MAX = 16  # a batch and its ancestors: at most this many levels
+BATCH_STATUS_MEMBERS_MAX = 1000  # unfinished members (and children) listed by one status reply
+BATCH_STATUS_MEMBERS_DEFAULT = 100
+FSCK_PROBLEMS_MAX = 1000  # problems listed by one fsck reply

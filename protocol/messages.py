@@ -34,6 +34,10 @@ RetryBaseMs = Annotated[int, Meta(ge=L.RETRY_BASE_MIN_MS, le=L.RETRY_BASE_MAX_MS
 TimeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
 DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
+BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
+ClientBatchId = Annotated[
+    str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS, pattern=L.CLIENT_ID_PATTERN)
+]
 JobState = Literal["ready", "scheduled", "leased", "retrying", "dead"]
 
 T = TypeVar("T")
@@ -53,6 +57,7 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     max_attempts: MaxAttempts = L.MAX_ATTEMPTS_DEFAULT
     lease_ttl_ms: LeaseTtlMs = L.LEASE_TTL_DEFAULT_MS
     retry_base_ms: RetryBaseMs | None = None
+    batch: BatchId | None = None  # the batch the job joins when it is created
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -90,14 +95,16 @@ class Hello(Struct, tag="hello", tag_field="op", omit_defaults=True):
     concurrency: Annotated[int, Meta(ge=0, le=100_000)] = 0
 
 
-class Push(Struct, tag="push", tag_field="op"):
+class Push(Struct, tag="push", tag_field="op", omit_defaults=True):
     rid: RequestId
     job: JobSpec
+    lease: LeaseRef | None = None  # a running member's lease: adds to its committed batch
 
 
-class PushMany(Struct, tag="push_many", tag_field="op"):
+class PushMany(Struct, tag="push_many", tag_field="op", omit_defaults=True):
     rid: RequestId
     jobs: Annotated[list[JobSpec], Meta(min_length=1, max_length=L.PUSH_MANY_MAX)]
+    lease: LeaseRef | None = None
 
 
 class Fetch(Struct, tag="fetch", tag_field="op", omit_defaults=True):
@@ -149,7 +156,54 @@ class Beat(Struct, tag="beat", tag_field="op"):
     rid: RequestId
 
 
-Request = Hello | Push | PushMany | Fetch | Ack | AckMany | Fail | Extend | Release | GetJob | Beat
+class BatchCallbacks(Struct, omit_defaults=True, frozen=True):
+    """The jobs a batch enqueues when it succeeds, completes, or first sees a death."""
+
+    success: JobSpec | None = None
+    complete: JobSpec | None = None
+    death: JobSpec | None = None
+
+
+class CreateBatch(Struct, tag="create_batch", tag_field="op", omit_defaults=True):
+    rid: RequestId
+    id: ClientBatchId | None = None  # None: the broker makes one (starting with "_")
+    description: Annotated[str, Meta(max_length=L.BATCH_DESCRIPTION_MAX_CHARS)] = ""
+    parent: BatchId | None = None
+    callbacks: BatchCallbacks = BatchCallbacks()
+    jobs: Annotated[list[JobSpec], Meta(max_length=L.PUSH_MANY_MAX)] = []
+    commit: bool = False  # judge the batch at once: no more jobs are added by producers
+    lease: LeaseRef | None = None  # a running member's lease: needed if the parent is committed
+
+
+class CommitBatch(Struct, tag="commit_batch", tag_field="op"):
+    rid: RequestId
+    id: BatchId
+
+
+class GetBatchStatus(Struct, tag="batch_status", tag_field="op", omit_defaults=True):
+    rid: RequestId
+    id: BatchId
+    limit: Annotated[int, Meta(ge=0, le=L.BATCH_STATUS_MEMBERS_MAX)] = (
+        L.BATCH_STATUS_MEMBERS_DEFAULT
+    )
+
+
+Request = (
+    Hello
+    | Push
+    | PushMany
+    | Fetch
+    | Ack
+    | AckMany
+    | Fail
+    | Extend
+    | Release
+    | GetJob
+    | Beat
+    | CreateBatch
+    | CommitBatch
+    | GetBatchStatus
+)
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
 
@@ -198,6 +252,7 @@ class Delivery(Struct, omit_defaults=True):
     lease_ttl_ms: int
     priority: int
     created_ms: int
+    batch: str | None = None  # the batch the job is a member of
 
 
 class Jobs(Struct, tag="jobs", tag_field="t"):
@@ -253,6 +308,7 @@ class JobView(Struct, omit_defaults=True):
     token: int | None = None
     deadline_ms: int | None = None
     died_ms: int | None = None
+    batch: str | None = None  # the batch the job is a member of
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):
@@ -265,6 +321,70 @@ class ProcessState(Struct, tag="state", tag_field="t"):
 
     rid: RequestId
     state: str  # "ok", "quiet" or "terminate"
+
+
+class BatchCreated(Struct, tag="batch_created", tag_field="t"):
+    rid: RequestId
+    id: str
+    created: bool  # False: a batch with this id already existed; nothing was added or changed
+    state: str  # the batch's state now
+    results: list[PushResult]  # one per job of the request (empty when created is False)
+
+
+class CallbackFired(Struct):
+    kind: str  # "success", "complete" or "death"
+    at_ms: int
+    job_id: str  # the callback job the broker enqueued
+
+
+class MemberView(Struct, omit_defaults=True):
+    """A member job that has not finished."""
+
+    id: str
+    state: str  # "pending" (no attempt has ended yet) or "retrying" (it has failed)
+    job_state: str  # the job's own state (section 5.6)
+    owner: str | None = None  # leased: the holder's worker id
+
+
+class ChildView(Struct):
+    """A child batch that has not finished."""
+
+    id: str
+    state: str  # "running", or "complete" (every member has run; some are still retrying)
+
+
+class BatchView(Struct, omit_defaults=True):
+    """Everything the broker knows about one batch (the member list is bounded)."""
+
+    id: str
+    state: str  # "open", "committed", "finished" or "abandoned"
+    description: str
+    created_ms: int
+    expires_ms: int  # the batch and all its bookkeeping are removed then
+    total: int  # member jobs ever added
+    pending: int  # members that have not finished (state pending or retrying)
+    failures: int  # members that have failed and not succeeded (retrying or dead)
+    dead: int
+    deleted: int
+    children: int  # child batches ever created
+    children_pending: int  # child batches that have not finished
+    succeeded: bool
+    callbacks: list[str]  # the kinds this batch has a callback for
+    fired: list[CallbackFired]
+    members: list[MemberView]  # unfinished members, in the order they joined, up to the limit
+    more_members: bool  # more unfinished members than listed
+    pending_children: list[ChildView]  # unfinished children, up to the limit
+    parent: str | None = None
+    committed_ms: int | None = None
+    open_deadline_ms: int | None = None  # open: abandoned then unless committed
+    complete_ms: int | None = None  # when every member had run at least once
+    died_ms: int | None = None  # the first death of a member, or below
+    finished_ms: int | None = None
+
+
+class BatchInfo(Struct, tag="batch", tag_field="t"):
+    rid: RequestId
+    batch: BatchView
 
 
 class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
@@ -286,6 +406,8 @@ Reply = (
     | JobInfo
     | ProcessState
     | Error
+    | BatchCreated
+    | BatchInfo
 )
 
 

@@ -8,8 +8,10 @@ from typing import NamedTuple, assert_never
 from broker.core import processes as P
 from broker.core import records as R
 from broker.core import views
+from broker.core.batch_decide import decide_batch
 from broker.core.common import Rejected
 from broker.core.decide import decide
+from broker.core.operator import decide_operator
 from broker.core.state import State
 from protocol import admin as A
 from protocol import messages as M
@@ -37,8 +39,7 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
         case A.ListJobs():
             return AdminOutcome(views.list_jobs(state, request), [])
         case M.GetJob():
-            reply, records, _ = decide(state, request, OPERATOR, now_ms)
-            return AdminOutcome(reply, records)
+            return AdminOutcome(*decide(state, request, OPERATOR, now_ms)[:2])
         case A.Pause(rid=rid, queue=name):
             return AdminOutcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
         case A.Resume(rid=rid, queue=name):
@@ -49,6 +50,17 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(A.Processes(rid, P.process_views(state)), [])
         case A.GetBusy(rid=rid):
             return AdminOutcome(A.Busy(rid, P.busy(state)), [])
+        case A.DeleteJob() | A.KillJob() | A.RequeueJob() | A.Fsck():
+            return AdminOutcome(*decide_operator(state, request, now_ms))
+        case A.RequeueJobs(rid=rid, kind=kind, filter=wanted, cursor=cursor, limit=limit):
+            found = views.scan(state, kind, wanted, cursor, limit, with_args=False)
+            ids = [job.id for job in found.jobs]
+            requeued: list[R.Record] = [R.JobRequeued(job_id, now_ms) for job_id in ids]
+            return AdminOutcome(A.Requeued(rid, ids, found.next, found.scanned), requeued)
+        case A.ListBatches():
+            return AdminOutcome(views.list_batches(state, request), [])
+        case M.GetBatchStatus() | A.DeleteBatch():
+            return AdminOutcome(*decide_batch(state, request, now_ms))
         case A.GetStats():
             raise AssertionError("stats are assembled by the shell")
         case _:

@@ -4,13 +4,17 @@ Used live (right after decide) and when replaying the journal, so both
 build the same state by construction. A record that does not fit the state
 is a bug, not bad input — decide validated it — so apply asserts instead of
 returning errors. After every record the fronts of the lazy indexes are
-live again (state.purge_fronts).
+live again (state.purge_fronts). What a record means for batches (members
+ending, batches finishing, callbacks) is derived by batches.py while the
+record is applied; the callback jobs it returns are created here.
 """
 
 import heapq
 from collections import OrderedDict
 from typing import assert_never
 
+from broker.core import batch_state as B
+from broker.core import batches
 from broker.core import records as R
 from broker.core.state import (
     DEAD,
@@ -33,14 +37,14 @@ def apply(state: State, record: R.Record) -> None:
             for grant in grants:
                 _lease(state, grant, owner, at_ms)
             state.counter = counter
-        case R.JobsAcked(leases=leases):
+        case R.JobsAcked(leases=leases, at_ms=at_ms):
             for lease in leases:
                 job = _leased(state, lease.id, lease.token)
-                _clear_lease(state, job)
-                _forget(state, job)
+                _remove(state, job)
+                if job.batch is not None:
+                    _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
         case R.JobsPushed(jobs=jobs, counter_after=counter):
-            for new in jobs:
-                _push(state, new)
+            _push_members(state, jobs)
             state.counter = counter
         case R.AttemptsFailed(failures=failures):
             for failure in failures:
@@ -69,7 +73,7 @@ def apply(state: State, record: R.Record) -> None:
             for job_id in ids:
                 job = state.jobs[job_id]
                 assert job.state == DEAD, job
-                _forget(state, job)
+                _remove(state, job)
         case R.Booted(epoch=epoch, process_deadline_ms=deadline_ms):
             assert epoch > state.epoch, (epoch, state.epoch)
             state.epoch = epoch
@@ -93,9 +97,73 @@ def apply(state: State, record: R.Record) -> None:
                 _release(state, _leased(state, lease.id, lease.token), record.at_ms)
             del state.processes[worker_id]
             assert worker_id not in state.leases_by_owner, worker_id
+        case (
+            R.BatchOpened()
+            | R.BatchCommitted()
+            | R.BatchDeleted()
+            | R.BatchesAbandoned()
+            | R.BatchesExpired()
+        ):
+            _apply_batch(state, record)
+        case R.JobDeleted() | R.JobKilled() | R.JobRequeued():
+            _apply_operator(state, record)
         case _:
             assert_never(record)
     purge_fronts(state)
+
+
+BatchRecord = (
+    R.BatchOpened | R.BatchCommitted | R.BatchDeleted | R.BatchesAbandoned | R.BatchesExpired
+)
+
+
+def _apply_batch(state: State, record: BatchRecord) -> None:
+    match record:
+        case R.BatchOpened(batch=new, jobs=jobs, counter_after=counter):
+            batches.open_batch(state, new)
+            _push_members(state, jobs)
+            state.counter = counter
+            if new.committed:
+                _push_all(state, batches.commit(state, new.id, new.created_ms))
+        case R.BatchCommitted(id=batch_id, at_ms=at_ms):
+            _push_all(state, batches.commit(state, batch_id, at_ms))
+        case R.BatchDeleted(id=batch_id, at_ms=at_ms):
+            _push_all(state, batches.remove(state, batch_id, at_ms))
+        case R.BatchesAbandoned(ids=ids, at_ms=at_ms):
+            for batch_id in ids:
+                _push_all(state, batches.abandon(state, batch_id, at_ms))
+        case R.BatchesExpired(ids=ids, at_ms=at_ms):
+            for batch_id in ids:
+                assert state.batches[batch_id].expires_ms <= at_ms, batch_id
+                _push_all(state, batches.remove(state, batch_id, at_ms))
+        case _:
+            assert_never(record)
+
+
+def _apply_operator(state: State, record: R.JobDeleted | R.JobKilled | R.JobRequeued) -> None:
+    match record:
+        case R.JobDeleted(id=job_id, at_ms=at_ms):
+            job = state.jobs[job_id]
+            _remove(state, job)
+            if job.batch is not None:
+                _push_all(state, batches.ended(state, job, B.DELETED, at_ms))
+        case R.JobKilled(id=job_id, error=error, at_ms=at_ms):
+            job = state.jobs[job_id]
+            assert job.state != DEAD, job
+            _leave(state, job)
+            job.last_error, job.run_at_ms = error, 0
+            _die(state, job, at_ms)
+        case R.JobRequeued(id=job_id, at_ms=at_ms):
+            job = state.jobs[job_id]
+            assert job.state in (DEAD, RETRYING), job
+            if job.state == DEAD:
+                job.failures, job.died_ms = 0, 0  # a fresh set of attempts
+            job.run_at_ms = 0
+            _make_ready(state, job, at_ms)
+            if job.batch is not None:
+                batches.requeued(state, job)
+        case _:
+            assert_never(record)
 
 
 def _seen(
@@ -108,6 +176,20 @@ def _seen(
     process.info = info or process.info
     process.last_seen_ms, process.grace_deadline_ms = at_ms, 0
     _set_process_deadline(state, process, "beat", deadline_ms)
+
+
+def _push_members(state: State, jobs: list[R.NewJob]) -> None:
+    """Create jobs, each a member of its batch (if it names one) from now on."""
+    for new in jobs:
+        _push(state, new)
+        if new.batch is not None:
+            batches.join(state, new.batch, new.id)
+
+
+def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
+    """Create the callback jobs a batch transition enqueued (members already recorded)."""
+    for new in callbacks:
+        _push(state, new)
 
 
 def _push(state: State, new: R.NewJob) -> None:
@@ -123,6 +205,7 @@ def _push(state: State, new: R.NewJob) -> None:
         retry_base_ms=new.retry_base_ms,
         created_ms=new.created_ms,
         state=SCHEDULED,
+        batch=new.batch,
     )
     state.jobs[job.id] = job
     state.counts[SCHEDULED] += 1
@@ -137,10 +220,7 @@ def _push(state: State, new: R.NewJob) -> None:
 def _lease(state: State, grant: R.Grant, owner: str, at_ms: int) -> None:
     job = state.jobs[grant.id]
     assert job.state == READY, job
-    queue = state.queues[job.queue]
-    del queue.buckets[job.priority][job.id]
-    queue.ready -= 1
-    _drop_if_empty(state, queue)
+    _unready(state, job)
     _set_state(state, job, LEASED)
     job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
     job.leased_ms, job.ready_ms = at_ms, 0
@@ -158,13 +238,46 @@ def _fail(state: State, failure: R.Failure) -> None:
     job.last_error = failure.error
     if failure.retry_at_ms is None:
         assert job.failures >= job.max_attempts, job
-        _set_state(state, job, DEAD)
-        job.died_ms = failure.at_ms
-        state.dead.append((failure.at_ms, job.id))
-    else:
-        _set_state(state, job, RETRYING)
-        job.run_at_ms = failure.retry_at_ms
-        heapq.heappush(state.scheduled, (failure.retry_at_ms, job.id))
+        _die(state, job, failure.at_ms)
+        return
+    _set_state(state, job, RETRYING)
+    job.run_at_ms = failure.retry_at_ms
+    heapq.heappush(state.scheduled, (failure.retry_at_ms, job.id))
+    if job.batch is not None:
+        _push_all(state, batches.ended(state, job, B.RETRYING, failure.at_ms))
+
+
+def _die(state: State, job: Job, at_ms: int) -> None:
+    _set_state(state, job, DEAD)
+    job.died_ms = at_ms
+    state.dead.append((at_ms, job.id))
+    if job.batch is not None:
+        _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
+
+
+def _leave(state: State, job: Job) -> None:
+    """Take a job out of the index of its state; the lazy ones need nothing."""
+    if job.state == READY:
+        _unready(state, job)
+    elif job.state == LEASED:
+        _clear_lease(state, job)
+
+
+def _remove(state: State, job: Job) -> None:
+    """Forget a job, whatever its state (acked, trimmed, or deleted by an operator)."""
+    _leave(state, job)
+    state.counts[job.state] -= 1
+    queue = state.queues[job.queue]
+    queue.counts[job.state] -= 1
+    del state.jobs[job.id]
+    _drop_if_empty(state, queue)
+
+
+def _unready(state: State, job: Job) -> None:
+    queue = state.queues[job.queue]
+    del queue.buckets[job.priority][job.id]
+    queue.ready -= 1
+    _drop_if_empty(state, queue)
 
 
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
@@ -213,15 +326,6 @@ def _set_state(state: State, job: Job, new: JobState) -> None:
     counts[job.state] -= 1
     counts[new] += 1
     job.state = new
-
-
-def _forget(state: State, job: Job) -> None:
-    """Remove a job that has no lease and is in no other index."""
-    del state.jobs[job.id]
-    state.counts[job.state] -= 1
-    queue = state.queues[job.queue]
-    queue.counts[job.state] -= 1
-    _drop_if_empty(state, queue)
 
 
 def _queue(state: State, name: str) -> Queue:

@@ -1,12 +1,13 @@
 """Core limits that are configuration rather than protocol: the dead set's
-bounds and how much one tick may do. Passed in; never read from the
-environment here."""
+bounds, how much one tick may do, process and batch lifetimes. Passed in;
+never read from the environment here."""
 
 import msgspec
 
 from protocol import limits as L
 
 DAY_MS = 24 * 3600 * 1000
+MINUTE_MS = 60 * 1000
 
 
 class CoreConfig(msgspec.Struct, frozen=True):
@@ -18,3 +19,6 @@ class CoreConfig(msgspec.Struct, frozen=True):
     process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
     reconnect_grace_ms: int = L.RECONNECT_GRACE_DEFAULT_MS
     terminate_grace_ms: int = L.TERMINATE_GRACE_DEFAULT_MS
+    batch_open_timeout_ms: int = 30 * MINUTE_MS  # an open batch not committed by then is abandoned
+    batch_finished_retention_ms: int = DAY_MS  # a finished (or abandoned) batch is kept this long
+    batch_unfinished_retention_ms: int = 30 * DAY_MS  # and an unfinished one this long

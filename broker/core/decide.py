@@ -10,11 +10,13 @@ from typing import NamedTuple, assert_never
 
 from broker.core import processes as P
 from broker.core import records as R
-from broker.core.common import Rejected, failure_for
+from broker.core.batch_decide import decide_batch
+from broker.core.common import Rejected, failure_for, lease_of
+from broker.core.pushes import Pushes, push_specs
 from broker.core.state import LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
-from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES, SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
+from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
 
 
 class Outcome(NamedTuple):
@@ -36,33 +38,33 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
         case M.Fetch():
             return _fetch(state, request, worker_id, now_ms)
         case M.Ack(rid=rid, id=job_id, token=token):
-            _lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)])])
+            lease_of(state, job_id, token)
+            return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)], now_ms)])
         case M.AckMany():
-            return _ack_many(state, request)
-        case M.Push(rid=rid, job=spec):
-            new, result = _push_one(state, spec, now_ms, {}, state.counter)
-            records: list[R.Record] = []
-            if new is not None:
-                counter = state.counter + (new.id.startswith(SERVER_ID_PREFIX))
-                records.append(R.JobsPushed([new], counter))
-            return Outcome(M.Pushed(rid, result.id, result.created, result.state), records)
-        case M.PushMany():
-            return _push_many(state, request, now_ms)
+            return _ack_many(state, request, now_ms)
+        case M.Push(rid=rid, job=spec, lease=lease):
+            pushes = push_specs(state, [spec], now_ms, lease, ["$.job"])
+            (result,) = pushes.results
+            pushed = M.Pushed(rid, result.id, result.created, result.state)
+            return Outcome(pushed, _pushed(pushes))
+        case M.PushMany(rid=rid, jobs=specs, lease=lease):
+            paths = [f"$.jobs[{index}]" for index in range(len(specs))]
+            pushes = push_specs(state, specs, now_ms, lease, paths)
+            return Outcome(M.PushedMany(rid, pushes.results), _pushed(pushes))
         case M.Fail(rid=rid, id=job_id, token=token, error=error):
-            job = _lease_of(state, job_id, token)
+            job = lease_of(state, job_id, token)
             failure = failure_for(state, job, error, now_ms)
             dead = failure.retry_at_ms is None
             reply = M.Failed(rid, "dead" if dead else "retrying", failure.retry_at_ms)
             return Outcome(reply, [R.AttemptsFailed([failure])])
         case M.Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
-            job = _lease_of(state, job_id, token)
+            job = lease_of(state, job_id, token)
             deadline_ms = now_ms + (ttl_ms or job.lease_ttl_ms)
             return Outcome(
                 M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)]
             )
         case M.Release(rid=rid, id=job_id, token=token):
-            _lease_of(state, job_id, token)
+            lease_of(state, job_id, token)
             return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms)])
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
@@ -73,10 +75,16 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
             return Outcome(*P.beat(state, rid, worker_id, now_ms))
+        case M.CreateBatch() | M.CommitBatch() | M.GetBatchStatus():
+            return Outcome(*decide_batch(state, request, now_ms))
         case M.Hello():
             raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
         case _:
             assert_never(request)
+
+
+def _pushed(pushes: Pushes) -> list[R.Record]:
+    return [R.JobsPushed(pushes.jobs, pushes.counter_after)] if pushes.jobs else []
 
 
 def has_ready(state: State, name: str) -> bool:
@@ -135,10 +143,11 @@ def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
         lease_ttl_ms=job.lease_ttl_ms,
         priority=job.priority,
         created_ms=job.created_ms,
+        batch=job.batch,
     )
 
 
-def _ack_many(state: State, request: M.AckMany) -> Outcome:
+def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
     acked: list[M.LeaseRef] = []
     seen: set[str] = set()
     results: list[M.ItemResult] = []
@@ -146,93 +155,15 @@ def _ack_many(state: State, request: M.AckMany) -> Outcome:
         try:
             if lease.id in seen:
                 raise Rejected(ErrorCode.STALE_LEASE, f"job {lease.id!r} is acked twice")
-            _lease_of(state, lease.id, lease.token)
+            lease_of(state, lease.id, lease.token)
         except Rejected as rejected:
             results.append(M.ItemResult(lease.id, rejected.code, rejected.message))
             continue
         seen.add(lease.id)
         acked.append(lease)
         results.append(M.ItemResult(lease.id))
-    records: list[R.Record] = [R.JobsAcked(acked)] if acked else []
+    records: list[R.Record] = [R.JobsAcked(acked, now_ms)] if acked else []
     return Outcome(M.AckedMany(request.rid, results), records)
-
-
-def _push_many(state: State, request: M.PushMany, now_ms: int) -> Outcome:
-    pending: dict[str, M.PushResult] = {}
-    new_jobs: list[R.NewJob] = []
-    results: list[M.PushResult] = []
-    counter = state.counter
-    for index, spec in enumerate(request.jobs):
-        try:
-            new, result = _push_one(state, spec, now_ms, pending, counter)
-        except Rejected as rejected:
-            raise Rejected(rejected.code, rejected.message, f"$.jobs[{index}]") from None
-        if new is not None:
-            new_jobs.append(new)
-            pending[new.id] = result
-            counter += new.id.startswith(SERVER_ID_PREFIX)
-        results.append(result)
-    records: list[R.Record] = [R.JobsPushed(new_jobs, counter)] if new_jobs else []
-    return Outcome(M.PushedMany(request.rid, results), records)
-
-
-def _push_one(
-    state: State,
-    spec: M.JobSpec,
-    now_ms: int,
-    pending: dict[str, M.PushResult],
-    counter: int,
-) -> tuple[R.NewJob | None, M.PushResult]:
-    """The job to create (None if its id is known) and the push's result."""
-    if spec.id is not None:
-        known = state.jobs.get(spec.id)
-        if known is not None:
-            return None, M.PushResult(known.id, False, known.state)
-        if spec.id in pending:
-            earlier = pending[spec.id]
-            return None, M.PushResult(earlier.id, False, earlier.state)
-    run_at_ms = _run_at_ms(spec, now_ms)
-    job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
-    new = R.NewJob(
-        id=job_id,
-        queue=spec.queue,
-        type=spec.type,
-        args=spec.args.copy(),  # do not keep the whole request frame alive
-        priority=spec.priority,
-        max_attempts=spec.max_attempts,
-        lease_ttl_ms=spec.lease_ttl_ms,
-        retry_base_ms=spec.retry_base_ms,
-        created_ms=now_ms,
-        run_at_ms=run_at_ms,
-    )
-    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled")
-
-
-def _run_at_ms(spec: M.JobSpec, now_ms: int) -> int | None:
-    if spec.delay_ms is not None:
-        run_at_ms = now_ms + spec.delay_ms
-    elif spec.run_at_ms is not None:
-        run_at_ms = spec.run_at_ms
-    else:
-        return None
-    if run_at_ms > now_ms + SCHEDULE_HORIZON_MS:
-        raise Rejected(
-            ErrorCode.BAD_REQUEST, "run_at_ms is too far in the future", "$.job.run_at_ms"
-        )
-    return run_at_ms if run_at_ms > now_ms else None
-
-
-def _lease_of(state: State, job_id: str, token: int) -> Job:
-    job = state.jobs.get(job_id)
-    if job is None:
-        raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
-    if job.state != LEASED or job.token != token:
-        raise Rejected(
-            ErrorCode.STALE_LEASE,
-            f"token {token} is not the current lease of job {job_id!r} ({job.state})",
-            "$.token",
-        )
-    return job
 
 
 def job_view(job: Job) -> M.JobView:
@@ -255,6 +186,7 @@ def job_view(job: Job) -> M.JobView:
         token=job.token if leased else None,
         deadline_ms=job.deadline_ms if leased else None,
         died_ms=job.died_ms or None,
+        batch=job.batch,
     )
 
 

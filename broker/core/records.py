@@ -24,6 +24,7 @@ class NewJob(Struct, array_like=True, gc=False):
     retry_base_ms: int | None
     created_ms: int
     run_at_ms: int | None  # None: ready at once
+    batch: str | None = None  # the batch the job is a member of
 
 
 class Grant(Struct, array_like=True):
@@ -103,6 +104,7 @@ class JobsLeased(Struct, tag="leased", tag_field="r"):
 
 class JobsAcked(Struct, tag="acked", tag_field="r"):
     leases: list[LeaseRef]
+    at_ms: int = 0  # when: the finish time of a batch the acks finish
 
 
 class AttemptsFailed(Struct, tag="failed", tag_field="r"):
@@ -137,6 +139,82 @@ class DeadTrimmed(Struct, tag="trimmed", tag_field="r"):
     ids: list[str]  # dead jobs dropped for the dead set's count or age bound
 
 
+class CallbackSpec(Struct, array_like=True):
+    """The job a batch enqueues when a callback fires; its id is made from
+    the batch's serial, its times from the firing time."""
+
+    kind: str  # "success", "complete" or "death"
+    queue: str
+    type: str
+    args: Raw
+    priority: int
+    max_attempts: int
+    lease_ttl_ms: int
+    retry_base_ms: int | None
+    delay_ms: int | None  # counted from the firing time
+    run_at_ms: int | None
+
+
+class NewBatch(Struct, array_like=True):
+    id: str
+    serial: int  # unique for ever (like a token): callback job ids are made from it
+    description: str
+    parent: str | None
+    callbacks: list[CallbackSpec]
+    created_ms: int
+    open_deadline_ms: int  # abandoned then unless committed
+    expires_ms: int  # removed then unless it finishes first
+    finished_retention_ms: int  # once finished or abandoned, kept this long
+    committed: bool  # committed at once, after its jobs
+
+
+class BatchOpened(Struct, tag="batch_opened", tag_field="r"):
+    """A batch is created with its first jobs (members from this record on)."""
+
+    batch: NewBatch
+    jobs: list[NewJob]
+    counter_after: int
+
+
+class BatchCommitted(Struct, tag="batch_committed", tag_field="r"):
+    id: str
+    at_ms: int
+
+
+class BatchDeleted(Struct, tag="batch_deleted", tag_field="r"):
+    """An operator removed the batch and all its bookkeeping; its live
+    member jobs stay as ordinary jobs."""
+
+    id: str
+    at_ms: int
+
+
+class BatchesAbandoned(Struct, tag="batches_abandoned", tag_field="r"):
+    ids: list[str]  # open batches whose open deadline passed, ancestors first
+    at_ms: int
+
+
+class BatchesExpired(Struct, tag="batches_expired", tag_field="r"):
+    ids: list[str]  # batches past their retention, ancestors first
+    at_ms: int
+
+
+class JobDeleted(Struct, tag="job_deleted", tag_field="r"):
+    id: str
+    at_ms: int
+
+
+class JobKilled(Struct, tag="job_killed", tag_field="r"):
+    id: str
+    error: ErrorInfo  # becomes the job's last error
+    at_ms: int
+
+
+class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
+    id: str  # a dead or retrying job, ready again
+    at_ms: int
+
+
 Record = (
     Booted
     | JobsPushed
@@ -153,6 +231,14 @@ Record = (
     | ProcessDetached
     | ProcessControlled
     | ProcessDied
+    | BatchOpened
+    | BatchCommitted
+    | BatchDeleted
+    | BatchesAbandoned
+    | BatchesExpired
+    | JobDeleted
+    | JobKilled
+    | JobRequeued
 )
 
 record_encoder = msgspec.msgpack.Encoder()

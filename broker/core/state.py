@@ -6,6 +6,10 @@ The persistent table is ``jobs``: every other structure is an index over it.
 - ``scheduled``: a heap of (run_at_ms, id) for SCHEDULED and RETRYING jobs.
 - ``deadlines``: a heap of (deadline_ms, token, id) for LEASED jobs.
 - ``dead``: a deque of (died_ms, id) for DEAD jobs, oldest first.
+- ``batch_deadlines``: a heap of (deadline_ms, batch id, kind) for batches:
+  kind "open" (abandoned then unless committed) or "expire" (removed then).
+Batches (``batches``, see batch_state.py) are a second table: a job names
+its batch, the batch lists its members.
 The heaps and the deque are lazy: an entry is live only while it matches
 its job (``_live_*``); stale entries are dropped when they reach the front,
 so the front is always live (apply keeps that true after every record).
@@ -19,6 +23,7 @@ from typing import Any, Final
 import msgspec
 from msgspec import Raw, Struct
 
+from broker.core.batch_state import OPEN, Batch, plain_batch
 from broker.core.config import CoreConfig
 from broker.core.records import ProcessInfo
 from protocol.limits import PRIORITY_MAX, PRIORITY_MIN
@@ -52,6 +57,7 @@ class Job(Struct, gc=False):
     deadline_ms: int = 0  # LEASED
     died_ms: int = 0  # DEAD
     leased_ms: int = 0  # LEASED: when the lease was granted
+    batch: str | None = None  # a member of this unfinished batch
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
 
 
@@ -89,6 +95,8 @@ class Queue:
 
 class State:
     __slots__ = (
+        "batch_deadlines",
+        "batches",
         "config",
         "counter",
         "counts",
@@ -116,6 +124,8 @@ class State:
         # (deadline_ms, worker_id, kind): kind is "beat", "grace" or "terminate"
         self.process_deadlines: list[tuple[int, str, str]] = []
         self.leases_by_owner: dict[str, dict[str, None]] = {}  # derived from jobs
+        self.batches: dict[str, Batch] = {}
+        self.batch_deadlines: list[tuple[int, str, str]] = []  # (deadline_ms, id, kind)
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -138,6 +148,15 @@ def live_scheduled(state: State, entry: tuple[int, str]) -> bool:
 def live_process_deadline(state: State, entry: tuple[int, str, str]) -> bool:
     process = state.processes.get(entry[1])
     return process is not None and getattr(process, f"{entry[2]}_deadline_ms") == entry[0]
+
+
+def live_batch_deadline(state: State, entry: tuple[int, str, str]) -> bool:
+    batch = state.batches.get(entry[1])
+    if batch is None:
+        return False
+    if entry[2] == "open":
+        return batch.state == OPEN and batch.open_deadline_ms == entry[0]
+    return batch.expires_ms == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -186,6 +205,9 @@ def purge_fronts(state: State) -> None:
     processes = state.process_deadlines
     while processes and not live_process_deadline(state, processes[0]):
         heapq.heappop(processes)
+    batches = state.batch_deadlines
+    while batches and not live_batch_deadline(state, batches[0]):
+        heapq.heappop(batches)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -211,6 +233,10 @@ def canonical(state: State) -> dict[str, Any]:
         "process_deadlines": sorted(
             e for e in state.process_deadlines if live_process_deadline(state, e)
         ),
+        "batches": {k: plain_batch(v) for k, v in sorted(state.batches.items())},
+        "batch_deadlines": sorted(
+            {e for e in state.batch_deadlines if live_batch_deadline(state, e)}
+        ),
     }
 
 
@@ -222,7 +248,8 @@ def _plain_job(job: Job) -> dict[str, Any]:
 
 
 def check_invariants(state: State) -> list[str]:
-    """Cross-check every index against the jobs table; [] when consistent."""
+    """Cross-check every index against the jobs table, and the batches
+    against the jobs (batch_checks.py); [] when consistent."""
     problems: list[str] = []
     counts = dict.fromkeys(JOB_STATES, 0)
     by_queue: dict[str, dict[str, int]] = {}
@@ -276,4 +303,7 @@ def check_invariants(state: State) -> list[str]:
             entry = (deadline_ms, process.worker_id, kind)
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
+    from broker.core.batch_checks import batch_problems  # it reads State: imported here
+
+    problems.extend(batch_problems(state))
     return problems

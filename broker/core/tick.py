@@ -3,9 +3,14 @@
 Scheduled and retrying jobs whose time came become ready; processes past
 a deadline die, ending their leases (processes.py); other leases past their
 deadline fail their attempt ("lease expired"); the dead set is trimmed to
-its count and age bounds. Pure: reads the state, returns records, changes
-nothing. Each record touches at most ``config.tick_max_items`` jobs; the
-shell ticks again while a tick returns records.
+its count and age bounds. Batch timers run in a tick of their own, once
+the job timers are quiet, so that a batch record is computed against the
+state it is applied to (the job records of a tick may finish batches): open
+batches past their open deadline are abandoned, then batches past their
+retention are removed. Pure: reads the state, returns records, changes
+nothing. Each record touches at most ``config.tick_max_items`` jobs (a
+single batch bigger than that is still removed whole); the shell ticks
+again while a tick returns records.
 """
 
 from broker.core import records as R
@@ -15,6 +20,7 @@ from broker.core.state import (
     DEAD,
     State,
     due_entries,
+    live_batch_deadline,
     live_dead,
     live_deadline,
     live_scheduled,
@@ -40,14 +46,15 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     trimmed = _dead_to_trim(state, now_ms, limit)
     if trimmed:
         records.append(R.DeadTrimmed(ids=trimmed))
+    if not records:
+        records.extend(_due_batches(state, now_ms, limit))
     return records
 
 
 def next_due_ms(state: State) -> int | None:
     """The earliest time at which tick may have something to do."""
-    fronts = [
-        heap[0][0] for heap in (state.scheduled, state.deadlines, state.process_deadlines) if heap
-    ]
+    heaps = (state.scheduled, state.deadlines, state.process_deadlines, state.batch_deadlines)
+    fronts = [heap[0][0] for heap in heaps if heap]
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs
@@ -92,3 +99,33 @@ def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:
             break
         trimmed.append(entry[1])
     return trimmed
+
+
+def _due_batches(state: State, now_ms: int, limit: int) -> list[R.Record]:
+    """One record: the open batches to abandon, or else the batches to remove.
+    Ancestors come first, so no batch is judged after its parent went."""
+    due: dict[str, dict[str, None]] = {"open": {}, "expire": {}}
+    items = 0
+    for entry in due_entries(state.batch_deadlines, now_ms, limit):
+        if items >= limit:
+            break
+        _, batch_id, kind = entry
+        if batch_id not in due[kind] and live_batch_deadline(state, entry):
+            due[kind][batch_id] = None
+            batch = state.batches[batch_id]
+            items += 1 + len(batch.members) + len(batch.children)
+    if due["open"]:
+        return [R.BatchesAbandoned(_ancestors_first(state, due["open"]), now_ms)]
+    if due["expire"]:
+        return [R.BatchesExpired(_ancestors_first(state, due["expire"]), now_ms)]
+    return []
+
+
+def _ancestors_first(state: State, ids: dict[str, None]) -> list[str]:
+    def depth(batch_id: str) -> int:
+        levels, parent = 0, state.batches[batch_id].parent
+        while parent is not None:
+            levels, parent = levels + 1, state.batches[parent].parent
+        return levels
+
+    return sorted(ids, key=depth)

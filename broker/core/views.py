@@ -14,7 +14,9 @@ before its cursor (about a microsecond each).
 
 import heapq
 from collections.abc import Iterator
+from typing import NamedTuple
 
+from broker.core.batch_views import batch_view
 from broker.core.common import Rejected
 from broker.core.decide import job_view
 from broker.core.state import (
@@ -65,25 +67,58 @@ def _latency_ms(state: State, name: str, now_ms: int) -> int:
 
 def list_jobs(state: State, request: A.ListJobs) -> A.JobPage:
     """One page of scheduled, retrying or dead jobs that match the filter."""
-    newest_first = request.kind == DEAD
-    after = _parse_cursor(request.cursor)
+    found = scan(state, request.kind, request.filter, request.cursor, request.limit, with_args=True)
+    return A.JobPage(request.rid, [job_view(job) for job in found.jobs], found.next, found.scanned)
+
+
+class Scanned(NamedTuple):
+    jobs: list[Job]
+    next: str  # "" when the listing is complete
+    scanned: int
+
+
+def scan(
+    state: State, kind: str, wanted: A.JobFilter, cursor: str, limit: int, *, with_args: bool
+) -> Scanned:
+    """Up to ``limit`` jobs of ``kind`` that match, after ``cursor``, within
+    the scan budget (and, ``with_args``, the reply's args budget)."""
+    newest_first = kind == DEAD
+    after = _parse_cursor(cursor)
     walk = _dead_newest_first(state) if newest_first else _scheduled_in_order(state)
-    jobs: list[M.JobView] = []
-    budget_bytes = L.FETCH_REPLY_ARGS_MAX_BYTES
+    jobs: list[Job] = []
+    budget_bytes = L.FETCH_REPLY_ARGS_MAX_BYTES if with_args else 2**62
     scanned, last_key = 0, after  # the last entry looked at in full
     for key, job in walk:
         if after is not None and not (key < after if newest_first else key > after):
             continue  # before the cursor: walked past, not looked at
-        if scanned >= L.ADMIN_SCAN_MAX or len(jobs) >= request.limit:
-            return A.JobPage(request.rid, jobs, _cursor(last_key), scanned)
+        if scanned >= L.ADMIN_SCAN_MAX or len(jobs) >= limit:
+            return Scanned(jobs, _cursor(last_key), scanned)
         scanned += 1
-        if job.state == request.kind and _matches(job, request.filter):
+        if job.state == kind and _matches(job, wanted):
             budget_bytes -= len(job.args)
             if jobs and budget_bytes < 0:
-                return A.JobPage(request.rid, jobs, _cursor(last_key), scanned)
-            jobs.append(job_view(job))
+                return Scanned(jobs, _cursor(last_key), scanned)
+            jobs.append(job)
         last_key = key
-    return A.JobPage(request.rid, jobs, "", scanned)
+    return Scanned(jobs, "", scanned)
+
+
+def list_batches(state: State, request: A.ListBatches) -> A.BatchPage:
+    """Batches newest first (by serial: the order they were created in)."""
+    after = _parse_cursor(request.cursor)
+    views: list[M.BatchView] = []
+    scanned, last_key = 0, after
+    for batch in reversed(state.batches.values()):
+        key = (batch.serial, batch.id)
+        if after is not None and not key < after:
+            continue
+        if scanned >= L.ADMIN_SCAN_MAX or len(views) >= request.limit:
+            return A.BatchPage(request.rid, views, _cursor(last_key), scanned)
+        scanned += 1
+        if request.state is None or batch.state == request.state:
+            views.append(batch_view(state, batch, 0))
+        last_key = key
+    return A.BatchPage(request.rid, views, "", scanned)
 
 
 Key = tuple[int, str]

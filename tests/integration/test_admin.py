@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from client import AdminClient, Client, ConnectFailed
+from client import AdminClient, Client, ConnectFailed, NotFound
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.frames import FrameDecoder, encode_frame
@@ -265,6 +265,69 @@ def test_pause_quiet_and_stop_are_applied_and_survive_a_restart(
         assert client.fetch("q") is not None
 
 
+def test_kill_delete_and_requeue_one_job_and_requeue_by_filter_survive_a_restart(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        killed = client.push("t", queue="q")
+        deleted = client.push("t", queue="q")
+        assert leash(broker, "kill", killed).strip() == f"{killed}: killed"
+        assert leash(broker, "delete", deleted).strip() == f"{deleted}: deleted"
+        assert client.get_job(killed).state == "dead"
+        assert leash(broker, "requeue", killed).strip() == f"{killed}: requeued"
+        assert client.get_job(killed).state == "ready"
+        dead = [client.push("send", queue="mail", max_attempts=1) for _ in range(3)]
+        others = [client.push("other", queue="mail", max_attempts=1) for _ in range(2)]
+        for job in client.fetch_many("mail", 5):
+            client.fail(job, "smtp down" if job.type == "send" else "other trouble")
+        requeued = leash(broker, "requeue", "--dead", "--type", "send", json_output=True)
+        assert sorted(requeued) == sorted(dead)
+        text = leash(broker, "requeue", "--dead", "--error", "other trouble")
+        assert text.strip() == "requeued 2 jobs"
+        assert leash(broker, "requeue", "--dead").strip() == "requeued 0 jobs"
+    assert broker.stop() == 0
+    broker.start()
+    with connect(broker) as client:
+        states = {job_id: client.get_job(job_id).state for job_id in [killed, *dead, *others]}
+        assert set(states.values()) == {"ready"}
+        with pytest.raises(NotFound):
+            client.get_job(deleted)
+    refused = run_leash("requeue", killed, "--data-dir", broker.data_dir)
+    assert refused.returncode == 1 and "invalid_state" in refused.stderr
+    both = run_leash("requeue", killed, "--dead", "--data-dir", broker.data_dir)
+    assert both.returncode == 2
+
+
+def test_batches_batch_delete_batch_and_fsck(start_broker: Callable[..., BrokerProcess]) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        client.create_batch([{"type": "t", "queue": "b"}] * 2, id="first", description="one")
+        client.create_batch([{"type": "t", "queue": "b"}], id="second", commit=True)
+        listed = leash(broker, "batches", json_output=True)
+        table = rows(leash(broker, "batches"))
+        opened = leash(broker, "batches", "--state", "open", json_output=True)
+        status = leash(broker, "batch", "first", json_output=True)
+        text = fields(leash(broker, "batch", "first"))
+        assert [b["id"] for b in listed] == ["second", "first"]  # newest first
+        assert [row[:4] for row in table] == [["second", "committed", "1", "1"],
+                                              ["first", "open", "2", "2"]]  # fmt: skip
+        assert [b["id"] for b in opened] == ["first"]
+        assert (status["total"], status["pending"], len(status["members"])) == (2, 2, 2)
+        assert text["state"] == "open" and text["description"] == "one"
+        assert text["members"].startswith("total 2, pending 2")
+        report = leash(broker, "fsck", json_output=True)
+        assert (report["problems"], report["jobs"], report["batches"]) == ([], 3, 2)
+        assert fields(leash(broker, "fsck"))["problems"] == "none"
+        assert leash(broker, "delete-batch", "first").strip() == "first: deleted"
+    assert broker.stop() == 0
+    broker.start()
+    assert [b["id"] for b in leash(broker, "batches", json_output=True)] == ["second"]
+    gone = run_leash("batch", "first", "--data-dir", broker.data_dir)
+    assert (gone.returncode, gone.stderr) == (3, "leash: error: no batch 'first'\n")
+    assert leash(broker, "fsck", json_output=True)["problems"] == []
+
+
 # --- errors ------------------------------------------------------------------
 
 
@@ -290,7 +353,8 @@ def test_help_lists_every_operator_command() -> None:
     result = run_leash("--help")
     assert result.returncode == 0
     for command in ("stats", "queues", "busy", "processes", "job", "scheduled", "retries", "dead",
-                    "pause", "resume", "quiet", "unquiet", "stop"):  # fmt: skip
+                    "pause", "resume", "quiet", "unquiet", "stop", "kill", "delete", "requeue",
+                    "batches", "batch", "delete-batch", "fsck"):  # fmt: skip
         assert f"    {command}" in result.stdout, command
 
 

@@ -200,7 +200,7 @@ class Walk(Core):
         outcome = self.send(M.AckMany(self.next_rid(), refs))
         assert isinstance(outcome.reply, M.AckedMany), outcome.reply
         assert [result.code for result in outcome.reply.results] == expected
-        assert outcome.records == ([R.JobsAcked(acked)] if acked else [])
+        assert outcome.records == ([R.JobsAcked(acked, self.now_ms)] if acked else [])
         for ref in acked:
             self._end(ref.token)
             assert ref.id not in self.state.jobs

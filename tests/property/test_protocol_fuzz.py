@@ -64,6 +64,20 @@ VALID_BODIES: list[dict[str, Any]] = [
     {"op": "pause", "rid": 10, "queue": "q"},
     {"op": "resume", "rid": 11, "queue": "q"},
     {"op": "get_job", "rid": 12, "id": "j"},
+    {
+        "op": "create_batch",
+        "rid": 13,
+        "id": "b",
+        "jobs": [{"type": "t", "batch": "b"}],
+        "callbacks": {"success": {"type": "s"}},
+        "commit": True,
+        "lease": ["j", 7],
+    },
+    {"op": "push", "rid": 14, "job": {"type": "t", "batch": "b"}, "lease": ["j", 7]},
+    {"op": "batch_status", "rid": 15, "id": "b", "limit": 5},
+    {"op": "commit_batch", "rid": 16, "id": "b"},
+    {"op": "requeue_job", "rid": 17, "id": "j"},
+    {"op": "fsck", "rid": 18},
 ]
 valid_bodies = st.sampled_from(VALID_BODIES).map(lambda body: msgspec.msgpack.encode(body))
 

@@ -217,3 +217,15 @@ class Core:
         if found is None:
             return []
         return [job_id for p in sorted(found.buckets, reverse=True) for job_id in found.buckets[p]]
+
+    # --- batches ----------------------------------------------------------
+
+    def create_batch(self, *jobs: M.JobSpec, **fields: Any) -> M.BatchCreated:
+        request = M.CreateBatch(self.next_rid(), jobs=list(jobs), **fields)
+        return self.expect(request, M.BatchCreated)
+
+    def commit_batch(self, batch_id: str) -> Outcome:
+        return self.send(M.CommitBatch(self.next_rid(), batch_id))
+
+    def batch(self, batch_id: str, limit: int = 100) -> M.BatchView:
+        return self.expect(M.GetBatchStatus(self.next_rid(), batch_id, limit), M.BatchInfo).batch

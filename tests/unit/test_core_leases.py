@@ -63,7 +63,7 @@ def test_acking_a_held_lease_removes_the_job() -> None:
     core.push(id="a")
     delivery = core.lease()
     assert core.send(M.Ack(5, "a", delivery.token)).records == [
-        R.JobsAcked([M.LeaseRef("a", delivery.token)])
+        R.JobsAcked([M.LeaseRef("a", delivery.token)], core.now_ms)
     ]
     assert core.state.jobs == {}
     core.refused(M.GetJob(6, "a"), ErrorCode.NOT_FOUND)
@@ -136,7 +136,8 @@ def test_ack_many_answers_per_item_and_writes_only_the_valid_ones() -> None:
     codes = [result.code for result in outcome.reply.results]
     assert codes == [None, ErrorCode.STALE_LEASE, ErrorCode.NOT_FOUND, ErrorCode.STALE_LEASE, None]
     assert [result.id for result in outcome.reply.results] == ["a", "b", "nobody", "a", "c"]
-    assert outcome.records == [R.JobsAcked([M.LeaseRef("a", a.token), M.LeaseRef("c", c.token)])]
+    acked = [M.LeaseRef("a", a.token), M.LeaseRef("c", c.token)]
+    assert outcome.records == [R.JobsAcked(acked, core.now_ms)]
     assert list(core.state.jobs) == ["b"]
     assert core.job("b").state == "leased"
 

@@ -144,7 +144,7 @@ def test_push_many_is_refused_whole_when_one_job_is_bad() -> None:
         M.PushMany(1, [M.JobSpec(type="t"), M.JobSpec(type="t", run_at_ms=too_far_ms)]),
         ErrorCode.BAD_REQUEST,
     )
-    assert error.path == "$.jobs[1]"
+    assert error.path == "$.jobs[1].run_at_ms"
     assert core.state.jobs == {}
 
 

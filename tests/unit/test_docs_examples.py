@@ -99,7 +99,8 @@ def test_every_admin_request_and_reply_is_in_section_13() -> None:
     documented = {op for cell in re.findall(r"^\| ([^|]+) \|", table.group(1), flags=re.MULTILINE)
                   for op in re.findall(r"`(\w+)`", cell)}  # fmt: skip
     assert documented == set(A.ADMIN_OPS)
-    replies = set(re.findall(r"^#### `(\w+)`", text, flags=re.MULTILINE)) | {"ok", "job", "error"}
+    replies = set(re.findall(r"^#### `(\w+)`", text, flags=re.MULTILINE))
+    replies |= {"ok", "job", "batch", "error"}
     tags = {reply.__struct_config__.tag for reply in A.AdminReply.__args__}  # type: ignore[attr-defined]
     assert replies == tags
 

@@ -132,6 +132,33 @@ REQUESTS: list[Any] = [
         cursor="1767225600000:order-7",
         limit=L.ADMIN_PAGE_MAX,
     ),
+    Push(rid=18, job=JobSpec(type="part", batch="b-1"), lease=LeaseRef("split-1", 17)),
+    PushMany(rid=19, jobs=[JobSpec(type="part", batch="b-1")], lease=LeaseRef("s", 2)),
+    M.CreateBatch(rid=20),
+    M.CreateBatch(
+        rid=21,
+        id="b-1",
+        description="import of file 7",
+        parent="b-0",
+        callbacks=M.BatchCallbacks(
+            success=JobSpec(type="done", args=ARGS), death=JobSpec(type="alert")
+        ),
+        jobs=[FULL_SPEC, JobSpec(type="other")],
+        commit=True,
+        lease=LeaseRef("split-1", 17),
+    ),
+    M.CommitBatch(rid=22, id="b-1"),
+    M.GetBatchStatus(rid=23, id="b-1"),
+    M.GetBatchStatus(rid=23, id="_b1.2", limit=0),
+    A.DeleteBatch(rid=24, id="b-1"),
+    A.DeleteJob(rid=25, id="order-7"),
+    A.KillJob(rid=26, id="order-7"),
+    A.RequeueJob(rid=27, id="order-7"),
+    A.Fsck(rid=28),
+    A.RequeueJobs(rid=29, kind="dead"),
+    A.RequeueJobs(rid=30, kind="retrying", filter=A.JobFilter(type="send"), cursor="1:a", limit=5),
+    A.ListBatches(rid=31),
+    A.ListBatches(rid=32, state="finished", cursor="3:b-1", limit=L.ADMIN_PAGE_MAX),
 ]
 
 DELIVERY = Delivery(
@@ -246,12 +273,57 @@ REPLIES: list[Any] = [
     ),
     A.Queues(rid=18, queues=[A.QueueView("mail", 1, 2, 3, 4, True, 250)]),
     A.JobPage(rid=19, jobs=[], next="", scanned=0),
+    M.BatchCreated(rid=17, id="b-1", created=True, state="open", results=[]),
+    M.BatchCreated(
+        rid=17,
+        id="_b1.2",
+        created=False,
+        state="finished",
+        results=[PushResult("a", True, "ready")],
+    ),
+    M.BatchInfo(
+        rid=18,
+        batch=M.BatchView(
+            id="b-1",
+            state="committed",
+            description="",
+            created_ms=T0_MS,
+            expires_ms=T0_MS + 1,
+            total=3,
+            pending=2,
+            failures=1,
+            dead=0,
+            deleted=0,
+            children=1,
+            children_pending=1,
+            succeeded=False,
+            callbacks=["complete", "success"],
+            fired=[M.CallbackFired("complete", T0_MS, "_cb:b-1:100000001:complete")],
+            members=[
+                M.MemberView("a", "pending", "leased", "w-1"),
+                M.MemberView("b", "retrying", "retrying"),
+            ],
+            more_members=False,
+            pending_children=[M.ChildView("b-2", "running")],
+            parent="b-0",
+            committed_ms=T0_MS,
+            complete_ms=T0_MS,
+            died_ms=T0_MS,
+        ),
+    ),
+    A.FsckReport(rid=19, problems=[], more=False, jobs=3, batches=1),
+    A.FsckReport(
+        rid=19, problems=["job x is ready but missing from its index"], more=True, jobs=3, batches=0
+    ),
+    A.Requeued(rid=20, ids=["a", "b"], next="", scanned=2),
+    A.BatchPage(rid=21, batches=[], next="2:b-0", scanned=1),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
     "hello": {"op": "hello", "rid": 1, "version": 1, "worker_id": "w"},
     "hello+labels": {"op": "hello", "rid": 1, "version": 1, "worker_id": "w", "labels": ["x"]},
     "push": {"op": "push", "rid": 1, "job": {"type": "t"}},
+    "push+lease": {"op": "push", "rid": 1, "job": {"type": "t"}, "lease": ["j", 1]},
     "push_many": {"op": "push_many", "rid": 1, "jobs": [{"type": "t"}]},
     "fetch": {"op": "fetch", "rid": 1, "queues": ["q"]},
     "ack": {"op": "ack", "rid": 1, "id": "j", "token": 1},
@@ -270,7 +342,26 @@ BASES: dict[str, dict[str, Any]] = {
     "queues": {"op": "queues", "rid": 1},
     "list_jobs": {"op": "list_jobs", "rid": 1, "kind": "dead"},
     "list_jobs+filter": {"op": "list_jobs", "rid": 1, "kind": "dead", "filter": {}},
+    "create_batch": {"op": "create_batch", "rid": 1},
+    "create_batch+all": {
+        "op": "create_batch",
+        "rid": 1,
+        "jobs": [{"type": "t"}],
+        "callbacks": {"success": {"type": "t"}},
+        "lease": ["j", 1],
+    },
+    "commit_batch": {"op": "commit_batch", "rid": 1, "id": "b"},
+    "batch_status": {"op": "batch_status", "rid": 1, "id": "b"},
+    "delete_batch": {"op": "delete_batch", "rid": 1, "id": "b"},
+    "delete_job": {"op": "delete_job", "rid": 1, "id": "j"},
+    "kill_job": {"op": "kill_job", "rid": 1, "id": "j"},
+    "requeue_job": {"op": "requeue_job", "rid": 1, "id": "j"},
+    "fsck": {"op": "fsck", "rid": 1},
+    "requeue_jobs": {"op": "requeue_jobs", "rid": 1, "kind": "dead"},
+    "batches": {"op": "batches", "rid": 1},
 }
+BATCH_ID_OK = ["b", "b" * L.BATCH_ID_MAX_CHARS, "any batch é/"]
+BATCH_ID_BAD = ["", "b" * (L.BATCH_ID_MAX_CHARS + 1)]
 
 NAME_OK = ["q", "q" * L.NAME_MAX_CHARS, "Az09_.:-"]
 NAME_BAD = ["", "q" * (L.NAME_MAX_CHARS + 1), "a b", "a/b", "é", "a\x00", "a,b"]
@@ -337,6 +428,36 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ("list_jobs", "$.cursor", ["", "c" * 512], ["c" * 513]),
     ("list_jobs+filter", "$.filter.queue", NAME_OK, NAME_BAD),
     ("list_jobs+filter", "$.filter.type", ["t" * L.TYPE_MAX_CHARS], ["t" * (L.TYPE_MAX_CHARS + 1)]),
+    ("push", "$.job.batch", [*BATCH_ID_OK, None], BATCH_ID_BAD),
+    ("push", "$.lease", [["j", 1], None], [["j"], "j"]),
+    ("push+lease", "$.lease[0]", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
+    ("push+lease", "$.lease[1]", TOKEN_OK, TOKEN_BAD),
+    ("push_many", "$.lease", [["j", 1], None], [["j"]]),
+    (
+        "create_batch",
+        "$.id",
+        ["b", "b" * L.BATCH_ID_MAX_CHARS, "a_b", None],
+        ["", "b" * 65, "_b", "a b", "é"],
+    ),
+    ("create_batch", "$.description", ["", "d" * L.BATCH_DESCRIPTION_MAX_CHARS], ["d" * 1025]),
+    ("create_batch", "$.parent", [*BATCH_ID_OK, None], BATCH_ID_BAD),
+    ("create_batch", "$.jobs", [[], [ONE_JOB] * L.PUSH_MANY_MAX], [[ONE_JOB] * 1_001]),
+    ("create_batch", "$.commit", [True, False], [0, None]),
+    ("create_batch+all", "$.jobs[0].priority", [9], [10]),
+    ("create_batch+all", "$.callbacks.success.priority", [0], [-1]),
+    ("create_batch+all", "$.callbacks.success.type", ["t"], [""]),
+    ("create_batch+all", "$.lease[1]", TOKEN_OK, TOKEN_BAD),
+    *[(op, "$.id", BATCH_ID_OK, BATCH_ID_BAD) for op in ("commit_batch", "delete_batch")],
+    ("batch_status", "$.id", BATCH_ID_OK, BATCH_ID_BAD),
+    ("batch_status", "$.limit", [0, L.BATCH_STATUS_MEMBERS_MAX], [-1, 1_001]),
+    *[
+        (op, "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD)
+        for op in ("delete_job", "kill_job", "requeue_job")
+    ],
+    ("requeue_jobs", "$.kind", ["retrying", "dead"], ["scheduled", "ready"]),
+    ("requeue_jobs", "$.limit", [1, L.REQUEUE_MANY_MAX], [0, L.REQUEUE_MANY_MAX + 1]),
+    ("batches", "$.state", ["open", "committed", "finished", "abandoned", None], ["done", ""]),
+    ("batches", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),
 ]
 
 
