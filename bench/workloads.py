@@ -30,10 +30,10 @@ SAFETY_S = 300.0  # a worker waiting for jobs gives up after this long
 class Sizes:
     jobs: int = 50_000
     batch: int = 100
-    cap_s: float = 10.0
+    cap_s: float = 5.0
     workers: int = 4
     latency_rate: int = 2_000  # jobs per second
-    latency_s: float = 5.0
+    latency_s: float = 3.0
     memory_jobs: int = 1_000_000
     leash_fill_in_flight: int = 500  # pushes in flight while filling Leash one per request
 
@@ -88,7 +88,7 @@ def push_one(ctx: Context, system: System) -> Result:
         session = drivers.connect(system.kind, HOST, server.port)
         all_bodies = bodies(sizes.jobs)
         started = time.monotonic()
-        done = _push_until(session, all_bodies, started + sizes.cap_s)
+        done = push_until(session, all_bodies, started + sizes.cap_s)
         elapsed = time.monotonic() - started
         session.close()
         return {"rate": done / elapsed}
@@ -96,7 +96,7 @@ def push_one(ctx: Context, system: System) -> Result:
     return _with_server(ctx, system, run)
 
 
-def _push_until(session: drivers.Session, all_bodies: list[bytes], deadline: float) -> int:
+def push_until(session: drivers.Session, all_bodies: list[bytes], deadline: float) -> int:
     """Push one at a time until every body is pushed or the deadline (monotonic) passes."""
     done = 0
     for body in all_bodies:
@@ -252,8 +252,8 @@ def end_to_end(ctx: Context, system: System) -> Result:
         ctx.pool.start("consume", [task] * sizes.workers)
         started = time.monotonic()
         ctx.pool.go()
-        pushed = _push_until(session, all_bodies, started + sizes.cap_s)
-        _stop_workers(session, sizes.workers)
+        pushed = push_until(session, all_bodies, started + sizes.cap_s)
+        stop_workers(session, sizes.workers)
         results = ctx.pool.results()
         session.close()
         done = sum(r["done"] for r in results)
@@ -263,7 +263,7 @@ def end_to_end(ctx: Context, system: System) -> Result:
     return _with_server(ctx, system, run)
 
 
-def _stop_workers(session: drivers.Session, workers: int) -> None:
+def stop_workers(session: drivers.Session, workers: int) -> None:
     for i in range(workers):
         session.push(drivers.payload(2**63 + i, stop=True))
 
@@ -287,7 +287,7 @@ def latency(ctx: Context, system: System) -> Result:
             if wait_ns > 0:
                 time.sleep(wait_ns / 1e9)
             session.push(drivers.payload(i, due_ns))
-        _stop_workers(session, sizes.workers)
+        stop_workers(session, sizes.workers)
         results = ctx.pool.results()
         session.close()
         samples = sorted(s for r in results for s in r["samples_ns"])
