@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     measurements = _pick(args.workloads, MEASUREMENTS_BY_KEY, "workload")
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": shlex.join(["python", "-m", "bench", *(argv or sys.argv[1:])]),
+        "command": _command_line(argv if argv is not None else sys.argv[1:]),
         "machine": report.machine(),
         "load_start": report.load_average(),
         "versions": versions(),
@@ -83,13 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     with open(os.path.join(args.out, "results.md"), "w") as out:
         out.write(text)
     with open(os.path.join(args.out, "results.json"), "w") as out:
-        out.write(results.to_json())
+        out.write(results.to_json(meta))
     full = not args.quick and not args.systems and not args.workloads
     if full and not results.errors:
         shutil.copyfile(os.path.join(args.out, "results.md"), COMMITTED)
     print(text)
     print(f"wrote {args.out}/results.md in {time.monotonic() - started:.0f} s", flush=True)
     return 1 if results.errors else 0
+
+
+def _command_line(argv: list[str]) -> str:
+    """The command as typed, with the note (quoted at the top) shown as NOTE."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            shown.append("NOTE")
+        elif arg.startswith("--note="):
+            shown.append("--note=NOTE")
+        else:
+            shown.append(arg)
+        skip = arg == "--note"
+    return shlex.join(["python", "-m", "bench", *shown])
 
 
 def _pick(names: str | None, known: dict[str, T], what: str) -> list[T]:

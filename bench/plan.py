@@ -108,6 +108,7 @@ class Target:
     peer: str | None  # None: an absolute bound on Leash's own number
     bound: float
     at_least: bool = True  # ratio (or value) >= bound; else <= bound
+    unit: str = ""  # of an absolute bound
 
 
 TARGETS = (
@@ -177,6 +178,7 @@ TARGETS = (
         None,
         2.0,
         at_least=False,
+        unit="ms",
     ),
     Target(
         "memory ≤ 300 B per queued job",
@@ -186,6 +188,7 @@ TARGETS = (
         None,
         300.0,
         at_least=False,
+        unit="B",
     ),
     Target(
         "replay ≤ 2 s per million records",
@@ -195,5 +198,6 @@ TARGETS = (
         None,
         2.0,
         at_least=False,
+        unit="s",
     ),
 )

@@ -81,21 +81,23 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(system, data).start()
     pool = Pool(args.workers)
     try:
-        rate = _profiled_run(args, spy, server, pool, tag)
+        rate, jobs = _profiled_run(args, spy, server, pool, tag)
     finally:
         pool.close()
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
-    print(f"end to end under py-spy, fsync {args.fsync}: {rate:,.0f} jobs/s\n")
-    for role in ("server", "worker", "producer"):
+    print(f"end to end under py-spy, fsync {args.fsync}: {jobs:,} jobs, {rate:,.0f} jobs/s\n")
+    for role, share in (("server", 1), ("worker", args.workers), ("producer", 1)):
         steps = SERVER_STEPS if role == "server" else CLIENT_STEPS
-        print(summary(_raw(args.out, role, tag), role, steps))
+        # A worker handles 1/workers of the jobs; the server and the producer all of them.
+        per_job_us = 1e6 / args.rate / (jobs / share)
+        print(summary(_raw(args.out, role, tag), role, steps, per_job_us))
     return 0
 
 
 def _profiled_run(
     args: argparse.Namespace, spy: str, server: Server, pool: Pool, tag: str
-) -> float:
+) -> tuple[float, int]:
     task = {"kind": "leash", "port": server.port, "latency": False}
     pool.start("consume", [task] * args.workers)
     targets = {"server": server.pid, "worker": pool.pids[0], "producer": os.getpid()}
@@ -122,15 +124,19 @@ def _profiled_run(
         os.kill(spy_process.pid, signal.SIGINT)  # py-spy writes its file on SIGINT
     for spy_process in spies:
         spy_process.wait(60)
-    return sum(r["done"] for r in results) / elapsed
+    done = sum(r["done"] for r in results)
+    return done / elapsed, done
 
 
 def _raw(out: str, role: str, tag: str) -> str:
     return os.path.join(out, f"{role}-{tag}.txt")
 
 
-def summary(path: str, role: str, steps: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
-    """Samples per step of the request path, innermost step first."""
+def summary(
+    path: str, role: str, steps: tuple[tuple[str, tuple[str, ...]], ...], per_job_us: float
+) -> str:
+    """Samples per step of the request path, and the CPU time they stand for
+    per job (``per_job_us``: the time one sample stands for, per job)."""
     if not os.path.exists(path):
         return f"{role}: no samples ({path} missing)\n"
     by_step: collections.Counter[str] = collections.Counter()
@@ -144,9 +150,15 @@ def summary(path: str, role: str, steps: tuple[tuple[str, tuple[str, ...]], ...]
             total += count
             leaves[frames[-1]] += count
             by_step[_step_of(frames, steps)] += count
-    lines = [f"## {role}: {total} samples with the GIL held", ""]
-    lines += ["| step | share |", "|---|---|"]
-    lines += [f"| {step} | {100 * n / total:.1f} % |" for step, n in by_step.most_common()]
+    lines = [
+        f"## {role}: {total} samples with the GIL held, {total * per_job_us:.1f} µs per job",
+        "",
+    ]
+    lines += ["| step | share | µs per job |", "|---|---|---|"]
+    lines += [
+        f"| {step} | {100 * n / total:.1f} % | {n * per_job_us:.1f} |"
+        for step, n in by_step.most_common()
+    ]
     lines += ["", "top frames by own time:", ""]
     lines += [f"    {100 * n / total:5.1f} %  {frame}" for frame, n in leaves.most_common(15)]
     return "\n".join(lines) + "\n"

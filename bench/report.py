@@ -55,8 +55,8 @@ class Results:
         values = self.values(measurement, system, metric)
         return statistics.median(values) if values else None
 
-    def to_json(self) -> str:
-        return json.dumps({"cells": self.cells, "errors": self.errors}, indent=1)
+    def to_json(self, meta: dict[str, Any]) -> str:
+        return json.dumps({"meta": meta, "cells": self.cells, "errors": self.errors}, indent=1)
 
 
 def number(value: float, unit: str) -> str:
@@ -126,7 +126,7 @@ def target_lines(results: Results) -> list[str]:
             continue
         value = mine / theirs
         met = value >= target.bound if target.at_least else value <= target.bound
-        shown = f"{value:.2f}{X}" if target.peer else f"{value:.3g}"
+        shown = f"{value:.2f}{X}" if target.peer else f"{number(value, target.unit)} {target.unit}"
         lines.append(f"| {target.text} | {shown} | {'met' if met else 'not met'} |")
     return lines
 
