@@ -33,6 +33,24 @@ GROUPS = (
     ),
 )
 DASH = "\u2013"  # the en dash of a range
+METHOD = (
+    "- Every run of a cell gets a fresh server on 127.0.0.1 with an empty data directory; "
+    "runs are interleaved across systems. Only the measured phase is timed (not the "
+    "prefill, not the connect); it ends after the jobs or the time cap, whichever first.",
+    "- Clients: Leash `client.Client` (push, push_many, fetch, fetch_many, ack, ack_many); "
+    "beanstalkd greenstalk one command at a time, and a pipelined raw-socket driver for "
+    "batches (`bench/beanstalk_raw.py`); Redis redis-py: LPUSH; fetch = LMOVE into a "
+    "per-worker processing list + ZADD of the lease deadline in one Lua script; ack = "
+    "LREM + ZREM in one pipeline; batches pipelined.",
+    "- Jobs carry 100-byte payloads. Drains count every job fetched and acked; end to end "
+    "runs until every pushed job is acked (a stop job per worker follows them).",
+    "- Latency: the producer pushes at a fixed rate and stamps each job with the monotonic "
+    "time it was due (a producer held up by a slow push does not hide the delay); the "
+    "worker that fetches it subtracts that from the time it holds it.",
+    "- Memory: VmRSS of the server pid before and after queueing the jobs, one request "
+    "(Leash) or one pipelined command (peers) per job, so the journal has one record per "
+    "job; replay: the same data directory started again, spawn to first answered request.",
+)
 FSYNC_COLUMNS = ("leash-always", "leash-interval", "leash-never")
 
 
@@ -186,6 +204,7 @@ def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
         out += [f"- {name}: {why}" for name, why in meta["skipped"].items()]
         out += [f"- {key}: failed: {_first_line(error)}" for key, error in results.errors.items()]
         out += [""]
+    out += ["## How each cell is measured", "", *METHOD, ""]
     out += ["## Servers", "", "Each cell starts its own server with an empty data directory:", ""]
     out += [f"- {label}: `{command}`" for label, command in meta["servers"].items()]
     return "\n".join(out) + "\n"
