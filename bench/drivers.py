@@ -194,9 +194,12 @@ class RedisSession:
             return jobs[0]
         if wait_s <= 0:
             return None
-        job = self.client.blmove(self.queue, self.processing, wait_s, "RIGHT", "LEFT")
+        job: Any = self.client.blmove(
+            self.queue, self.processing, max(1, int(wait_s)), "RIGHT", "LEFT"
+        )
         if job is not None:
-            self.client.zadd(self.leases, {job[:16]: self._deadline_ms()})
+            lease: dict[bytes, int] = {job[:16]: self._deadline_ms()}
+            self.client.zadd(self.leases, lease)
         return job
 
     def ack(self, job: Any) -> None:
