@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: run test check lint typecheck fault-heavy bench bench-quick clean
 
@@ -13,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
 
 run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data
 	$(VENV)/bin/leash serve
@@ -28,6 +33,14 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 check: lint typecheck test
+
+# The peers are Debian packages: apt-get install beanstalkd redis-server.
+# A peer that is not installed is skipped, with a note in the report.
+bench: $(BENCH_STAMP)  ## Leash side by side with beanstalkd and Redis; writes bench/RESULTS.md (under 15 minutes)
+	$(PY) -m bench
+
+bench-quick: $(BENCH_STAMP)  ## a one-minute smoke run of the same harness (bench/out/results.md)
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) leash-data .pytest_cache .mypy_cache .ruff_cache

@@ -198,7 +198,7 @@ def _push(state: State, new: R.NewJob) -> None:
         id=new.id,
         queue=new.queue,
         type=new.type,
-        args=new.args,
+        args=new.args.copy(),  # a record replayed from the journal: do not keep the file alive
         priority=new.priority,
         max_attempts=new.max_attempts,
         lease_ttl_ms=new.lease_ttl_ms,

@@ -1,0 +1,305 @@
+"""What each row of the table measures, for any broker.
+
+Every run of a cell gets a fresh server with an empty data directory.
+Throughput cells time only the measured phase (never the prefill, never the
+connect), stop at ``Sizes.jobs`` jobs or after ``Sizes.cap_s`` seconds,
+whichever comes first, and report jobs per second. Every cell checks that
+the broker did what was asked (each job pushed was fetched and acked once):
+a count that does not add up is an error, not a number.
+
+Worker tasks (``TASKS``) run in ``bench.pool`` processes: a generator that
+connects, yields (ready), then works until its stop condition and returns
+what it counted. Times are ``time.monotonic`` (one clock for every process
+on the machine).
+"""
+
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from bench import drivers
+from bench.pool import Pool
+from bench.servers import HOST, BenchError, Server, System
+
+FILL_BATCH = 1000  # prefill requests carry this many jobs
+SAFETY_S = 300.0  # a worker waiting for jobs gives up after this long
+
+
+@dataclass(frozen=True)
+class Sizes:
+    jobs: int = 50_000
+    batch: int = 100
+    cap_s: float = 5.0
+    workers: int = 4
+    latency_rate: int = 2_000  # jobs per second
+    latency_s: float = 3.0
+    memory_jobs: int = 1_000_000
+    leash_fill_in_flight: int = 500  # pushes in flight while filling Leash one per request
+
+
+QUICK = Sizes(jobs=1_000, cap_s=3.0, latency_s=1.0, memory_jobs=20_000)
+
+
+class Context:
+    """What a cell needs: sizes, a fresh server, the worker pool."""
+
+    def __init__(self, sizes: Sizes, pool: Pool, new_dir: Callable[[], str]) -> None:
+        self.sizes = sizes
+        self.pool = pool
+        self.new_dir = new_dir
+
+    def server(self, system: System) -> Server:
+        return Server(system, self.new_dir()).start()
+
+
+Result = dict[str, float]
+
+
+def bodies(count: int, first: int = 0) -> list[bytes]:
+    return [drivers.payload(first + i) for i in range(count)]
+
+
+def chunks(items: list[bytes], size: int) -> Iterator[list[bytes]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _fill(session: drivers.Session, count: int) -> None:
+    for chunk in chunks(bodies(count), FILL_BATCH):
+        session.push_batch(chunk)
+
+
+def _with_server(ctx: Context, system: System, run: Callable[[Server], Result]) -> Result:
+    server = ctx.server(system)
+    try:
+        return run(server)
+    finally:
+        server.stop()
+
+
+# --- one connection in this process --------------------------------------------
+
+
+def push_one(ctx: Context, system: System) -> Result:
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        all_bodies = bodies(sizes.jobs)
+        started = time.monotonic()
+        done = push_until(session, all_bodies, started + sizes.cap_s)
+        elapsed = time.monotonic() - started
+        session.close()
+        return {"rate": done / elapsed}
+
+    return _with_server(ctx, system, run)
+
+
+def push_until(session: drivers.Session, all_bodies: list[bytes], deadline: float) -> int:
+    """Push one at a time until every body is pushed or the deadline (monotonic) passes."""
+    done = 0
+    for body in all_bodies:
+        session.push(body)
+        done += 1
+        if done % 128 == 0 and time.monotonic() > deadline:
+            break
+    return done
+
+
+def push_batch(ctx: Context, system: System) -> Result:
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        batches, done = list(chunks(bodies(sizes.jobs), sizes.batch)), 0
+        started = time.perf_counter()
+        for chunk in batches:
+            session.push_batch(chunk)
+            done += len(chunk)
+            if time.perf_counter() - started > sizes.cap_s:
+                break
+        elapsed = time.perf_counter() - started
+        session.close()
+        return {"rate": done / elapsed}
+
+    return _with_server(ctx, system, run)
+
+
+def drain_one(ctx: Context, system: System) -> Result:
+    return _drain_here(ctx, system, batched=False)
+
+
+def drain_batch(ctx: Context, system: System) -> Result:
+    return _drain_here(ctx, system, batched=True)
+
+
+def _drain_here(ctx: Context, system: System, *, batched: bool) -> Result:
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        _fill(session, sizes.jobs)
+        done, capped = 0, False
+        started = time.perf_counter()
+        while True:
+            if batched:
+                jobs = session.fetch_batch(sizes.batch)
+                if not jobs:
+                    break
+                session.ack_batch(jobs)
+                done += len(jobs)
+            else:
+                job = session.fetch(0)
+                if job is None:
+                    break
+                session.ack(job)
+                done += 1
+            if done % 128 == 0 and time.perf_counter() - started > sizes.cap_s:
+                capped = True
+                break
+        elapsed = time.perf_counter() - started
+        session.close()
+        _expect(done, sizes.jobs, capped, "drained")
+        return {"rate": done / elapsed}
+
+    return _with_server(ctx, system, run)
+
+
+def _expect(done: int, wanted: int, capped: bool, what: str) -> None:
+    if done != wanted and not (capped and done < wanted):
+        raise BenchError(f"{what} {done} jobs, expected {wanted}")
+
+
+# --- worker processes ----------------------------------------------------------
+
+
+def drain_task(kind: str, port: int, cap_s: float) -> Generator[None, None, tuple[int, float]]:
+    """Fetch and ack one at a time until the queue is empty (or the cap)."""
+    session = drivers.connect(kind, HOST, port)
+    yield
+    done, started = 0, time.monotonic()
+    while True:
+        job = session.fetch(0)
+        if job is None:
+            break
+        session.ack(job)
+        done += 1
+        if done % 128 == 0 and time.monotonic() - started > cap_s:
+            break
+    ended = time.monotonic()
+    session.close()
+    return done, ended
+
+
+def consume_task(kind: str, port: int, latency: bool) -> Generator[None, None, dict[str, Any]]:
+    """Fetch (waiting) and ack one at a time until a stop job; with ``latency``,
+    the delay from each job's stamp to the moment this worker holds it."""
+    session = drivers.connect(kind, HOST, port)
+    yield
+    done, last_ack, samples_ns = 0, 0.0, []
+    give_up = time.monotonic() + SAFETY_S
+    while time.monotonic() < give_up:
+        job = session.fetch(1.0)
+        if job is None:
+            continue
+        held_ns = time.monotonic_ns()
+        body = session.body(job)
+        session.ack(job)
+        if drivers.is_stop(body):
+            break
+        if latency:
+            samples_ns.append(held_ns - drivers.stamp_ns(body))
+        done += 1
+        last_ack = time.monotonic()
+    session.close()
+    return {"done": done, "last_ack": last_ack, "samples_ns": samples_ns}
+
+
+TASKS: dict[str, Callable[..., Generator[None, None, Any]]] = {
+    "drain": drain_task,
+    "consume": consume_task,
+}
+
+
+def drain_workers(ctx: Context, system: System) -> Result:
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        _fill(session, sizes.jobs)
+        session.close()
+        task = {"kind": system.kind, "port": server.port, "cap_s": sizes.cap_s}
+        ctx.pool.start("drain", [task] * sizes.workers)
+        started = time.monotonic()
+        ctx.pool.go()
+        results = ctx.pool.results()
+        done = sum(count for count, _ in results)
+        elapsed = max(ended for _, ended in results) - started
+        _expect(done, sizes.jobs, elapsed > sizes.cap_s, "drained")
+        return {"rate": done / elapsed}
+
+    return _with_server(ctx, system, run)
+
+
+def end_to_end(ctx: Context, system: System) -> Result:
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        all_bodies = bodies(sizes.jobs)
+        task = {"kind": system.kind, "port": server.port, "latency": False}
+        ctx.pool.start("consume", [task] * sizes.workers)
+        started = time.monotonic()
+        ctx.pool.go()
+        pushed = push_until(session, all_bodies, started + sizes.cap_s)
+        stop_workers(session, sizes.workers)
+        results = ctx.pool.results()
+        session.close()
+        done = sum(r["done"] for r in results)
+        _expect(done, pushed, False, "worked")
+        return {"rate": done / (max(r["last_ack"] for r in results) - started)}
+
+    return _with_server(ctx, system, run)
+
+
+def stop_workers(session: drivers.Session, workers: int) -> None:
+    for i in range(workers):
+        session.push(drivers.payload(2**63 + i, stop=True))
+
+
+def latency(ctx: Context, system: System) -> Result:
+    """Push at a steady rate; each job is stamped with the time it was due to
+    be pushed (so a producer held up by a slow push does not hide the delay)."""
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        session = drivers.connect(system.kind, HOST, server.port)
+        task = {"kind": system.kind, "port": server.port, "latency": True}
+        ctx.pool.start("consume", [task] * sizes.workers)
+        ctx.pool.go()
+        count = int(sizes.latency_rate * sizes.latency_s)
+        period_ns = 1_000_000_000 // sizes.latency_rate
+        first_ns = time.monotonic_ns() + 50_000_000
+        for i in range(count):
+            due_ns = first_ns + i * period_ns
+            wait_ns = due_ns - time.monotonic_ns()
+            if wait_ns > 0:
+                time.sleep(wait_ns / 1e9)
+            session.push(drivers.payload(i, due_ns))
+        stop_workers(session, sizes.workers)
+        results = ctx.pool.results()
+        session.close()
+        samples = sorted(s for r in results for s in r["samples_ns"])
+        _expect(len(samples), count, False, "worked")
+        return {
+            "p50_ms": _quantile(samples, 0.50) / 1e6,
+            "p99_ms": _quantile(samples, 0.99) / 1e6,
+            "p999_ms": _quantile(samples, 0.999) / 1e6,
+        }
+
+    return _with_server(ctx, system, run)
+
+
+def _quantile(ordered: list[int], q: float) -> float:
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
