@@ -361,14 +361,15 @@ def _batch(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("members", f"total {b.total}, pending {b.pending}, failures {b.failures}, "
                     f"dead {b.dead}, deleted {b.deleted}"),
         ("children", f"{b.children}, {b.children_pending} unfinished"),
-        ("parent", b.parent or ""),
-        ("callbacks", ", ".join(b.callbacks)),
-        ("fired", fired),
+        ("parent", b.parent),
+        ("callbacks", ", ".join(b.callbacks) or "none"),
+        ("fired", fired or "none yet"),
         ("created", _time(b.created_ms)),
-        ("finished", _time(b.finished_ms)),
+        ("finished", _time(b.finished_ms) or None),
         ("expires", _time(b.expires_ms)),
-        ("unfinished", members + (" ..." if b.more_members else "")),
+        ("unfinished", (members + (" ..." if b.more_members else "")) or None),
     ]  # fmt: skip
+    pairs = [(key, value) for key, value in pairs if value is not None]
     return Fields(pairs, b)
 
 
