@@ -9,9 +9,14 @@
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE``.
+- Security: ``key=`` (a ``Key``, or a key file's path; ``load_key`` picks one
+  from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
+  makes one) on every client and the Worker; or the URL form
+  ``leashs://host:port?ca=...&key_file=...``.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
+from protocol.auth import Key, KeyFileError
 from protocol.messages import (
     BusyJob,
     BusyProcess,
@@ -23,10 +28,16 @@ from protocol.messages import (
 )
 
 from ._exceptions import (
+    AuthFailed,
+    AuthRequired,
     BadRequest,
+    BrokerNotVerified,
     ConnectFailed,
     ConnectionLost,
+    FrameTimeout,
     HandshakeRequired,
+    HandshakeTimeout,
+    IdleTimeout,
     Internal,
     LeashError,
     NotFound,
@@ -34,13 +45,16 @@ from ._exceptions import (
     QueuePaused,
     RequestTimeout,
     ServerError,
+    SlowReader,
     StaleLease,
     TooLarge,
+    TooManyConnections,
     UnknownOp,
     UnsupportedVersion,
 )
 from ._handlers import handler
 from ._identity import process_worker_id
+from ._security import load_key, tls_context
 from ._types import FailResult, Job, Lease, job_spec
 from .aio import AsyncClient
 from .blocking import Client
@@ -48,7 +62,10 @@ from .worker import Worker
 
 __all__ = [
     "AsyncClient",
+    "AuthFailed",
+    "AuthRequired",
     "BadRequest",
+    "BrokerNotVerified",
     "BusyJob",
     "BusyProcess",
     "Client",
@@ -56,11 +73,16 @@ __all__ = [
     "ConnectionLost",
     "ErrorInfo",
     "FailResult",
+    "FrameTimeout",
     "HandshakeRequired",
+    "HandshakeTimeout",
+    "IdleTimeout",
     "Internal",
     "Job",
     "JobSpec",
     "JobView",
+    "Key",
+    "KeyFileError",
     "Lease",
     "LeashError",
     "NotFound",
@@ -70,12 +92,16 @@ __all__ = [
     "QueuePaused",
     "RequestTimeout",
     "ServerError",
+    "SlowReader",
     "StaleLease",
     "TooLarge",
+    "TooManyConnections",
     "UnknownOp",
     "UnsupportedVersion",
     "Worker",
     "handler",
     "job_spec",
+    "load_key",
     "process_worker_id",
+    "tls_context",
 ]

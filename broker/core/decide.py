@@ -83,8 +83,9 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(M.Processes(rid, P.process_views(state)), [])
         case M.GetBusy(rid=rid):
             return Outcome(M.Busy(rid, P.busy(state)), [])
-        case M.Hello():
-            raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
+        case M.Hello() | M.Auth():
+            message = "hello and auth are only valid in the handshake"
+            raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")
         case _:
             assert_never(request)
 
