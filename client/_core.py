@@ -386,8 +386,8 @@ class ClientCore(Generic[W]):
         )
         if not A.proof_matches(A.server_proof(key.secret, transcript), reply.proof):
             raise BrokerNotVerified(
-                f"the broker could not prove it holds key {key.id!r}: it is not the broker "
-                "meant, or its key file has another secret for that id"
+                f"the broker could not prove it holds key {key.id!r}: the secrets differ, "
+                "or this is not the broker meant"
             )
         self._transcript = transcript
         return reply

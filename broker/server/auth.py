@@ -14,7 +14,6 @@ times), so guessing is slow. The failure table is bounded: at most
 after its last failure. Keys are never logged; key ids may be.
 """
 
-import asyncio
 import logging
 import os
 import secrets
@@ -116,6 +115,7 @@ class PendingAuth(NamedTuple):
 
 
 OpenSession = Callable[["Connection", M.Hello, int], None]
+CallLater = Callable[[float, Callable[[M.Error], None], M.Error], object]
 
 
 class Handshake:
@@ -126,12 +126,14 @@ class Handshake:
         refusals: "RefusalLog",
         open_session: OpenSession,
         clock_ms: Callable[[], int],
+        call_later: CallLater,
     ) -> None:
         self.keyring = keyring
         self.failures = failures
         self.refusals = refusals
         self.open_session = open_session  # sends the welcome
         self.clock_ms = clock_ms
+        self.call_later = call_later  # loop.call_later
 
     def step(self, connection: "Connection", request: M.Request) -> None:
         """Handle one request of a connection that has not been welcomed."""
@@ -189,7 +191,7 @@ class Handshake:
         self.refusals.refused(connection.peer, ErrorCode.AUTH_FAILED, reason)
         connection.stop_reading()
         error = M.Error(rid, ErrorCode.AUTH_FAILED, _AUTH_FAILED)
-        asyncio.get_running_loop().call_later(delay_ms / 1000, connection.close_with, error)
+        self.call_later(delay_ms / 1000, connection.close_with, error)
 
     def refuse(self, connection: "Connection", rid: int, code: ErrorCode, message: str) -> None:
         self.refusals.refused(connection.peer, code, message)
