@@ -14,8 +14,9 @@ timeout is short) and reads counters that the hot path only increments.
 - frame: a frame is complete within ``frame_timeout_ms`` of the first sweep
   that saw it begun, so a frame gets between the timeout and the timeout plus
   one period;
-- idle: a welcomed connection with no request in flight that has received
-  and sent no frame for ``idle_timeout_ms`` is closed (never earlier);
+- idle: a welcomed connection with no request in flight and no frame begun
+  that has received and sent no frame for ``idle_timeout_ms`` is closed
+  (never earlier; a frame begun is the frame deadline's);
 - write stall: a connection whose replies stay above the transport's
   high-water mark for ``write_stall_ms`` is aborted (the client is not reading).
 
@@ -126,13 +127,14 @@ class Guard:
         ):
             connection.seen_in, connection.seen_out = connection.frames_in, connection.frames_out
             connection.active_s = now_s
+        in_frame = not connection.paused and connection.decoder.in_frame
         if connection.paused & connection.PAUSED_FOR_WRITES:
             if now_s - connection.write_paused_s >= limits.write_stall_ms / 1000:
                 message = f"replies have not drained for {limits.write_stall_ms} ms"
                 self.refusals.refused(connection.peer, ErrorCode.SLOW_READER, message)
                 connection.abort()
                 return
-        elif not connection.paused and connection.decoder.in_frame:
+        elif in_frame:
             if connection.frame_mark != connection.frames_in:
                 connection.frame_mark, connection.frame_since_s = connection.frames_in, now_s
             elif now_s - connection.frame_since_s >= limits.frame_timeout_ms / 1000:
@@ -145,8 +147,10 @@ class Guard:
             if connection.deadline_s and now_s >= connection.deadline_s and connection.reading:
                 message = f"the handshake did not finish within {limits.handshake_timeout_ms} ms"
                 self._close(connection, ErrorCode.HANDSHAKE_TIMEOUT, message)
-        elif limits.idle_timeout_ms and (
-            now_s - connection.active_s >= limits.idle_timeout_ms / 1000
+        elif (
+            limits.idle_timeout_ms
+            and not in_frame
+            and (now_s - connection.active_s >= limits.idle_timeout_ms / 1000)
         ):
             message = f"no frame for {limits.idle_timeout_ms} ms"
             self._close(connection, ErrorCode.IDLE_TIMEOUT, message)

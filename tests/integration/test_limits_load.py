@@ -140,7 +140,7 @@ def test_1000_connections_trickling_a_hello_are_closed_at_the_default_2_s_deadli
     closed_s = Flood("trickle", str(broker.port), "1000", "pre-auth").result(60)["closed_s"]
     print(f"1000 trickling hellos closed after {min(closed_s):.2f}-{max(closed_s):.2f} s")
     assert len(closed_s) == 1000
-    assert min(closed_s) >= 2.0 - 0.05  # not before the deadline (the clocks differ a little)
+    assert min(closed_s) >= 2.0  # not before the deadline
     assert max(closed_s) < 2.0 + 2.0
     assert broker.alive()
 
@@ -152,7 +152,7 @@ def test_connections_trickling_a_frame_after_the_handshake_are_closed_at_the_fra
     closed_s = Flood("trickle", str(broker.port), "300").result(timeout_s=60)["closed_s"]
     print(f"300 trickling frames closed after {min(closed_s):.2f}-{max(closed_s):.2f} s")
     assert len(closed_s) == 300
-    assert min(closed_s) >= 1.5 - 0.05
+    assert min(closed_s) >= 1.5
     assert max(closed_s) < 1.5 + 2.0
     assert broker.wait_for_log("frame_timeout")
 

@@ -67,6 +67,7 @@ async def garbage(port: int, waves: int, connections: int, size: int) -> dict[st
 
 
 async def trickle_one(port: int, pre_auth: bool, index: int) -> float:
+    connecting_s = time.monotonic()  # before the broker's handshake clock starts
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = frame(M.Hello(rid=1, version=1, worker_id=f"trickle-{index}"))
     if not pre_auth:  # a real handshake first; then a frame begun and fed byte by byte
@@ -81,7 +82,7 @@ async def trickle_one(port: int, pre_auth: bool, index: int) -> float:
             writer.write(bytes([byte]))
             await asyncio.sleep(1.0)
 
-    started_s = time.monotonic()
+    started_s = connecting_s if pre_auth else time.monotonic()  # the frame clock: first byte
     feeder = asyncio.create_task(feed())
     try:
         await asyncio.wait_for(until_closed(reader), CAP_S)
