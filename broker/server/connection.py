@@ -13,8 +13,9 @@ where it stopped once none does:
   resumes when half of them are answered;
 - the connection is doomed (a failed authentication waits out its delay).
 
-The hot path only bumps counters (``frames_in``, ``frames_out``,
-``in_flight``); ``guard.Guard`` reads them in its sweep to enforce the
+The hot path only bumps two counters (``in_flight`` and ``frames_out``;
+the frames read are their sum) and tests one field (``paused``, which a close
+sets too); ``guard.Guard`` reads them in its sweep to enforce the
 deadlines. It holds no job semantics; everything it decodes goes to
 ``Broker.handle``.
 """
@@ -37,10 +38,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("leash.server")
 
 
+PAUSED_FOR_WRITES = 1
+PAUSED_FOR_IN_FLIGHT = 2
+PAUSED_FOR_GOOD = 4  # doomed: nothing more is read
+PAUSED_CLOSED = 8  # set with closed, so the hot path tests one field
+
+
 class Connection(asyncio.Protocol):
-    PAUSED_FOR_WRITES = 1
-    PAUSED_FOR_IN_FLIGHT = 2
-    PAUSED_FOR_GOOD = 4  # doomed: nothing more is read
+    PAUSED_FOR_WRITES = PAUSED_FOR_WRITES  # for the guard
 
     __slots__ = (
         "_continuing",
@@ -54,7 +59,6 @@ class Connection(asyncio.Protocol):
         "decoder",
         "frame_mark",
         "frame_since_s",
-        "frames_in",
         "frames_out",
         "host",
         "in_flight",
@@ -86,7 +90,7 @@ class Connection(asyncio.Protocol):
         self.admitted = False  # counted by the guard
         self.max_in_flight = broker.config.limits.max_in_flight
         # Counters of the hot path, and the marks the guard's sweep keeps.
-        self.frames_in = self.frames_out = self.in_flight = 0
+        self.frames_out = self.in_flight = 0
         self.seen_in = self.seen_out = 0
         self.frame_mark, self.frame_since_s = -1, 0.0
         self.active_s = self.deadline_s = self.write_paused_s = 0.0
@@ -99,9 +103,14 @@ class Connection(asyncio.Protocol):
         return bool(self.worker_id)
 
     @property
+    def frames_in(self) -> int:
+        """Requests read: each is answered (counted out) or still in flight."""
+        return self.frames_out + self.in_flight
+
+    @property
     def reading(self) -> bool:
         """False once doomed: the connection only waits to send its last error."""
-        return not self.paused & self.PAUSED_FOR_GOOD
+        return not self.paused & PAUSED_FOR_GOOD
 
     # --- asyncio callbacks ----------------------------------------------------
 
@@ -116,30 +125,15 @@ class Connection(asyncio.Protocol):
         self.broker.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        if not self.closed:
-            self.decoder.feed(data)
-            self.read_frames()
-
-    def pause_writing(self) -> None:
-        self.write_paused_s = self.broker.loop.time()
-        self._pause(self.PAUSED_FOR_WRITES)
-
-    def resume_writing(self) -> None:
-        self._resume(self.PAUSED_FOR_WRITES)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._mark_closed()
-        self.broker.connection_lost(self)
-
-    # --- frames in --------------------------------------------------------------
-
-    def read_frames(self) -> None:
         """Hand every complete frame to the broker, until paused or out of bytes."""
-        decoder, handle = self.decoder, self.broker.handle
-        while not (self.closed or self.paused):
-            if self.in_flight >= self.max_in_flight:
-                self._pause(self.PAUSED_FOR_IN_FLIGHT)
-                return
+        if self.closed:
+            return
+        decoder = self.decoder
+        decoder.feed(data)
+        if self.paused:
+            return  # kept until the pause ends (see _continue)
+        handle, max_in_flight = self.broker.handle, self.max_in_flight
+        while True:
             try:
                 body = decoder.next_frame()
             except ProtocolError as error:
@@ -149,8 +143,23 @@ class Connection(asyncio.Protocol):
             if body is None:
                 return
             self.in_flight += 1
-            self.frames_in += 1
             handle(self, body)
+            if self.paused:  # closed is a pause too
+                return
+            if self.in_flight >= max_in_flight:
+                self._pause(PAUSED_FOR_IN_FLIGHT)
+                return
+
+    def pause_writing(self) -> None:
+        self.write_paused_s = self.broker.loop.time()
+        self._pause(PAUSED_FOR_WRITES)
+
+    def resume_writing(self) -> None:
+        self._resume(PAUSED_FOR_WRITES)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_closed()
+        self.broker.connection_lost(self)
 
     # --- replies out ------------------------------------------------------------
 
@@ -158,19 +167,29 @@ class Connection(asyncio.Protocol):
         """Send the reply to a request read from this connection."""
         if self.closed:
             return
-        assert self.transport is not None
-        if self.paused & self.PAUSED_FOR_WRITES:
-            limit = self.broker.config.limits.max_outbound_bytes
-            if self.transport.get_write_buffer_size() > limit:
-                message = f"over {limit} bytes of replies are waiting to be read"
-                self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
-                self.abort()
-                return
-        self.transport.write(encode_frame(M.encoder.encode(reply)))
+        transport = self.transport
+        assert transport is not None
+        if self.paused:
+            self._send_while_paused(transport, reply)
+            return
+        transport.write(encode_frame(M.encoder.encode(reply)))
         self.frames_out += 1
         self.in_flight -= 1
-        if self.paused & self.PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
-            self._resume(self.PAUSED_FOR_IN_FLIGHT)
+
+    def _send_while_paused(self, transport: asyncio.Transport, reply: M.Reply) -> None:
+        """``send`` off the hot path: abort rather than queue past max_outbound_bytes
+        while writes are paused; resume reading once half the requests are answered."""
+        limit = self.broker.config.limits.max_outbound_bytes
+        if self.paused & PAUSED_FOR_WRITES and transport.get_write_buffer_size() > limit:
+            message = f"over {limit} bytes of replies are waiting to be read"
+            self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
+            self.abort()
+            return
+        transport.write(encode_frame(M.encoder.encode(reply)))
+        self.frames_out += 1
+        self.in_flight -= 1
+        if self.paused & PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
+            self._resume(PAUSED_FOR_IN_FLIGHT)
 
     def close_with(self, reply: M.Reply) -> None:
         """Send a last reply and close (after it is flushed)."""
@@ -184,7 +203,7 @@ class Connection(asyncio.Protocol):
         self.close_with(M.Error(0, code, message))
 
     def stop_reading(self) -> None:
-        self._pause(self.PAUSED_FOR_GOOD)
+        self._pause(PAUSED_FOR_GOOD)
 
     def close(self) -> None:
         if not self.closed:
@@ -201,6 +220,7 @@ class Connection(asyncio.Protocol):
     def _mark_closed(self) -> None:
         if not self.closed:
             self.closed = True
+            self.paused |= PAUSED_CLOSED
             self.closed_s = self.broker.loop.time()
 
     # --- pausing ----------------------------------------------------------------
@@ -223,7 +243,7 @@ class Connection(asyncio.Protocol):
         self._continuing = False
         if self.closed or self.paused:
             return
-        self.read_frames()  # the frames read before the pause
+        self.data_received(b"")  # the frames read before the pause
         if not (self.closed or self.paused) and self._reading_paused:
             self._reading_paused = False
             assert self.transport is not None
