@@ -12,9 +12,15 @@
 - ``handler`` registers a function for ``leash worker MODULE``; inside a
   handler, ``current_job()`` is the running job and ``add_to_batch(...)``
   adds a job to its batch.
+- ``handler`` registers a function for ``leash worker MODULE``.
+- Security: ``key=`` (a ``Key``, or a key file's path; ``load_key`` picks one
+  from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
+  makes one) on every client and the Worker; or the URL form
+  ``leashs://host:port?ca=...&key_file=...``.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
+from protocol.auth import Key, KeyFileError
 from protocol.messages import (
     BatchCreated,
     BatchView,
@@ -29,10 +35,16 @@ from protocol.messages import (
 )
 
 from ._exceptions import (
+    AuthFailed,
+    AuthRequired,
     BadRequest,
+    BrokerNotVerified,
     ConnectFailed,
     ConnectionLost,
+    FrameTimeout,
     HandshakeRequired,
+    HandshakeTimeout,
+    IdleTimeout,
     Internal,
     InvalidState,
     LeashError,
@@ -41,13 +53,16 @@ from ._exceptions import (
     QueuePaused,
     RequestTimeout,
     ServerError,
+    SlowReader,
     StaleLease,
     TooLarge,
+    TooManyConnections,
     UnknownOp,
     UnsupportedVersion,
 )
 from ._handlers import add_to_batch, current_job, handler
 from ._identity import process_worker_id
+from ._security import load_key, tls_context
 from ._types import FailResult, Job, Lease, job_spec
 from .aio import AsyncClient
 from .blocking import Client
@@ -55,9 +70,12 @@ from .worker import Worker
 
 __all__ = [
     "AsyncClient",
+    "AuthFailed",
+    "AuthRequired",
     "BadRequest",
     "BatchCreated",
     "BatchView",
+    "BrokerNotVerified",
     "BusyJob",
     "BusyProcess",
     "Client",
@@ -65,13 +83,18 @@ __all__ = [
     "ConnectionLost",
     "ErrorInfo",
     "FailResult",
+    "FrameTimeout",
     "FsckReport",
     "HandshakeRequired",
+    "HandshakeTimeout",
+    "IdleTimeout",
     "Internal",
     "InvalidState",
     "Job",
     "JobSpec",
     "JobView",
+    "Key",
+    "KeyFileError",
     "Lease",
     "LeashError",
     "NotFound",
@@ -81,8 +104,10 @@ __all__ = [
     "QueuePaused",
     "RequestTimeout",
     "ServerError",
+    "SlowReader",
     "StaleLease",
     "TooLarge",
+    "TooManyConnections",
     "UnknownOp",
     "UnsupportedVersion",
     "Worker",
@@ -90,5 +115,7 @@ __all__ = [
     "current_job",
     "handler",
     "job_spec",
+    "load_key",
     "process_worker_id",
+    "tls_context",
 ]

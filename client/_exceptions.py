@@ -7,6 +7,7 @@ The tree::
     │   └── ConnectFailed           ... or could not be opened at all
     ├── RequestTimeout              no reply within timeout_s (also a TimeoutError)
     ├── ProtocolViolation           the broker sent bytes we cannot decode
+    ├── BrokerNotVerified           the broker could not prove it holds our key (not ours?)
     └── ServerError                 the broker answered with an error reply: code, message, path
         ├── BadRequest              bad_request: a field has the wrong type or is out of bounds
         ├── UnknownOp               unknown_op: the broker does not know the request
@@ -17,7 +18,14 @@ The tree::
         ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
         ├── HandshakeRequired       handshake_required: a request arrived before hello
         ├── Internal                internal: a broker bug; the request was not applied
-        └── InvalidState            invalid_state: the job or batch is not in a state for this
+        ├── InvalidState            invalid_state: the job or batch is not in a state for this
+        ├── AuthRequired            auth_required: the broker takes authenticated clients only
+        ├── AuthFailed              auth_failed: unknown or expired key id, or wrong secret
+        ├── TooManyConnections      too_many_connections: the broker is at its limit (retry)
+        ├── HandshakeTimeout        handshake_timeout: the handshake took too long (retry)
+        ├── FrameTimeout            frame_timeout: a frame took too long to arrive
+        ├── IdleTimeout             idle_timeout: the connection sat idle too long
+        └── SlowReader              slow_reader: replies were not read fast enough
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -47,6 +55,11 @@ class RequestTimeout(LeashError, TimeoutError):
 
 class ProtocolViolation(LeashError):
     """The broker sent something this client cannot decode."""
+
+
+class BrokerNotVerified(LeashError):
+    """The broker did not prove that it holds this client's key: it may not be
+    the broker meant (or its key file differs). Nothing was sent after the hello."""
 
 
 class ServerError(LeashError):
@@ -103,6 +116,34 @@ class InvalidState(ServerError):
     pass
 
 
+class AuthRequired(ServerError):
+    pass
+
+
+class AuthFailed(ServerError):
+    pass
+
+
+class TooManyConnections(ServerError):
+    pass
+
+
+class HandshakeTimeout(ServerError):
+    pass
+
+
+class FrameTimeout(ServerError):
+    pass
+
+
+class IdleTimeout(ServerError):
+    pass
+
+
+class SlowReader(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -114,6 +155,13 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
     ErrorCode.INVALID_STATE: InvalidState,
+    ErrorCode.AUTH_REQUIRED: AuthRequired,
+    ErrorCode.AUTH_FAILED: AuthFailed,
+    ErrorCode.TOO_MANY_CONNECTIONS: TooManyConnections,
+    ErrorCode.HANDSHAKE_TIMEOUT: HandshakeTimeout,
+    ErrorCode.FRAME_TIMEOUT: FrameTimeout,
+    ErrorCode.IDLE_TIMEOUT: IdleTimeout,
+    ErrorCode.SLOW_READER: SlowReader,
 }
 
 

@@ -90,8 +90,9 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(*decide_batch(state, request, now_ms))
         case M.DeleteJob() | M.KillJob() | M.RequeueJob() | M.Fsck():
             return Outcome(*decide_operator(state, request, now_ms))
-        case M.Hello():
-            raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
+        case M.Hello() | M.Auth():
+            message = "hello and auth are only valid in the handshake"
+            raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")
         case _:
             assert_never(request)
 

@@ -18,8 +18,11 @@ from broker import core
 from broker.core.records import Record
 from broker.journal.group_commit import GroupCommitter
 from broker.journal.log import Journal
+from broker.server.auth import FailureTable, Handshake, Keyring
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
+from broker.server.guard import Guard
+from broker.server.limits import RefusalLog, oversized_args
 from broker.server.waiters import Waiter, Waiters
 from protocol import PROTOCOL_VERSION
 from protocol import messages as M
@@ -44,6 +47,7 @@ class Broker:
         journal: Journal,
         committer: GroupCommitter,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -57,6 +61,17 @@ class Broker:
         self._timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self._timer_due_ms: int | None = None
+        limits = config.limits
+        self.refusals = RefusalLog(log)
+        self.guard = Guard(limits, self.connections, self.refusals)
+        failures = FailureTable(limits.auth_fail_delay_ms)
+        self.handshake = Handshake(
+            keyring, failures, self.refusals, self._open_session, clock_ms, self.loop.call_later
+        )
+        # Args cannot be over the limit when the frame limit is lower: skip the check.
+        self._max_args_bytes = limits.max_args_bytes
+        self._check_args = limits.max_args_bytes < config.max_frame_bytes
+        self.guard.start()
 
     # --- requests ---------------------------------------------------------
 
@@ -68,13 +83,18 @@ class Broker:
                 self._reply(connection, bad.reply())
             elif bad.code == ErrorCode.UNKNOWN_OP:
                 message = "the first frame must be hello"
-                connection.close_with(M.Error(bad.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
+                self.handshake.refuse(connection, bad.rid, ErrorCode.HANDSHAKE_REQUIRED, message)
             else:
-                connection.close_with(bad.reply())
+                self.handshake.refuse(connection, bad.rid, bad.code, bad.message)
             return
         if not connection.greeted:
-            self._greet(connection, request)
+            self.handshake.step(connection, request)
             return
+        if self._check_args:
+            oversized = oversized_args(request, self._max_args_bytes)
+            if oversized is not None:
+                self._reply(connection, oversized)
+                return
         now_ms = self.clock_ms()
         assert connection.info is not None
         alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
@@ -96,33 +116,29 @@ class Broker:
         if outcome.records:
             self._wake_waiters()
 
-    def _greet(self, connection: Connection, request: M.Request) -> None:
-        if not isinstance(request, M.Hello):
-            message = "the first frame must be hello"
-            connection.close_with(M.Error(request.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
-        elif request.version != PROTOCOL_VERSION:
-            message = f"protocol version {request.version} is not supported; use {PROTOCOL_VERSION}"
-            connection.close_with(M.Error(request.rid, ErrorCode.UNSUPPORTED_VERSION, message))
-        else:
-            connection.worker_id = request.worker_id
-            connection.info = core.info_of(request)
-            connection.decoder.max_frame_bytes = self.config.max_frame_bytes
-            self.attached[request.worker_id] = self.attached.get(request.worker_id, 0) + 1
-            now_ms = self.clock_ms()
-            self._commit(
-                core.touch(self.state, request.worker_id, connection.info, now_ms, hello=True)
-            )
-            core_config = self.config.core
-            welcome = M.Welcome(
-                rid=request.rid,
-                version=PROTOCOL_VERSION,
-                server=SERVER_NAME,
-                epoch=self.state.epoch,
-                max_frame_bytes=self.config.max_frame_bytes,
-                heartbeat_ms=core_config.heartbeat_ms,
-                process_ttl_ms=core_config.process_ttl_ms,
-            )
-            self._reply(connection, welcome)
+    def _open_session(self, connection: Connection, hello: M.Hello, rid: int) -> None:
+        """The handshake succeeded: register the process and send the welcome."""
+        connection.worker_id = hello.worker_id
+        connection.info = core.info_of(hello)
+        connection.decoder.max_frame_bytes = self.config.max_frame_bytes
+        self.guard.welcomed(connection)
+        self.attached[hello.worker_id] = self.attached.get(hello.worker_id, 0) + 1
+        now_ms = self.clock_ms()
+        self._commit(core.touch(self.state, hello.worker_id, connection.info, now_ms, hello=True))
+        core_config, limits = self.config.core, self.config.limits
+        welcome = M.Welcome(
+            rid=rid,
+            version=PROTOCOL_VERSION,
+            server=SERVER_NAME,
+            epoch=self.state.epoch,
+            max_frame_bytes=self.config.max_frame_bytes,
+            heartbeat_ms=core_config.heartbeat_ms,
+            process_ttl_ms=core_config.process_ttl_ms,
+            idle_timeout_ms=limits.idle_timeout_ms,
+            max_in_flight=limits.max_in_flight,
+            max_args_bytes=limits.max_args_bytes,
+        )
+        self._reply(connection, welcome)
 
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
@@ -215,8 +231,14 @@ class Broker:
 
     # --- lifecycle --------------------------------------------------------
 
+    def connection_made(self, connection: Connection) -> None:
+        if self.stopping:
+            connection.abort()
+        else:
+            self.guard.admit(connection)
+
     def connection_lost(self, connection: Connection) -> None:
-        self.connections.discard(connection)
+        self.guard.lost(connection)
         for waiter in list(connection.waiters):
             self._drop(waiter)
         worker_id = connection.worker_id
@@ -234,6 +256,7 @@ class Broker:
         its replies are out. Processes stay as they are: after the restart
         each gets a full TTL to come back."""
         self.stopping = True
+        self.guard.stop()
         if self._timer is not None:
             self._timer.cancel()
         for waiter in self.waiters.all():

@@ -21,6 +21,7 @@ from broker.journal.log import Journal, JournalCorrupt
 from broker.server.broker import Broker, wall_clock_ms
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
+from broker.server.security import SecurityError, prepare
 
 log = logging.getLogger("leash")
 EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75
@@ -80,6 +81,10 @@ def open_epoch(state: core.State, journal: Journal) -> None:
 
 async def serve(config: ServerConfig) -> int:
     loop = asyncio.get_running_loop()
+    try:
+        security = prepare(config)
+    except SecurityError as error:
+        raise StartupError(str(error)) from None
     lock_fd = lock_data_dir(config.data_dir)
     journal = Journal(config.data_dir, OsDisk())
     state = recover(config, journal)
@@ -93,15 +98,25 @@ async def serve(config: ServerConfig) -> int:
         stopping.set()
 
     committer = GroupCommitter(loop, journal, config.fsync, journal_failed)
-    broker = Broker(config, state, journal, committer)
+    broker = Broker(config, state, journal, committer, keyring=security.keyring)
+    tls_timeout_s = config.limits.tls_handshake_timeout_ms / 1000 if security.tls else None
     server = await loop.create_server(
-        lambda: Connection(broker), config.host, config.port, backlog=1024
+        lambda: Connection(broker),
+        config.host,
+        config.port,
+        backlog=1024,
+        ssl=security.tls,
+        ssl_handshake_timeout=tls_timeout_s,
     )
+    log.info("%s", config.limits.describe(config.max_frame_bytes))
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        log.info("listening on %s:%d (fsync %s)", host, port, _policy_text(config))
+        tls = "TLS" if security.tls else "plain TCP"
+        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, _policy_text(config))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if security.keyring is not None:
+        loop.add_signal_handler(signal.SIGHUP, security.keyring.reload)
     broker.run_tick()  # leases and schedules that came due while we were down
     await stopping.wait()
     log.info("shutting down")
