@@ -33,7 +33,7 @@ JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
 PRIORITIES: Final = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)  # most urgent first
 
 
-class Job(Struct, gc=False):
+class Job(Struct, array_like=True, gc=False):
     id: str
     queue: str
     type: str
@@ -204,7 +204,7 @@ def canonical(state: State) -> dict[str, Any]:
         "counts": dict(state.counts),
         "processes": {k: msgspec.to_builtins(v) for k, v in sorted(state.processes.items())},
         "process_deadlines": sorted(
-            e for e in state.process_deadlines if live_process_deadline(state, e)
+            {e for e in state.process_deadlines if live_process_deadline(state, e)}
         ),
     }
 
