@@ -16,7 +16,10 @@ The tree::
         ├── QueuePaused             queue_paused: refused on a paused queue
         ├── UnsupportedVersion      unsupported_version: the broker lacks our protocol version
         ├── HandshakeRequired       handshake_required: a request arrived before hello
-        └── Internal                internal: a broker bug; the request was not applied
+        ├── Internal                internal: a broker bug; the request was not applied
+        ├── JournalFailed           journal_failed: not acknowledged (it may or may not
+        │                           have been applied); the broker is stopping: retry later
+        └── DiskFull                disk_full: the broker's disk is low; not applied: retry later
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -98,6 +101,14 @@ class Internal(ServerError):
     pass
 
 
+class JournalFailed(ServerError):
+    pass
+
+
+class DiskFull(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -108,6 +119,8 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.UNSUPPORTED_VERSION: UnsupportedVersion,
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
+    ErrorCode.JOURNAL_FAILED: JournalFailed,
+    ErrorCode.DISK_FULL: DiskFull,
 }
 
 

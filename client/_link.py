@@ -5,7 +5,8 @@ it raises ``ConnectionLost`` or ``RequestTimeout``, hands it back with
 ``await link.lost(client, exc)``. Reconnecting happens once, under a lock,
 however many tasks noticed the loss; the backoff is capped exponential with
 jitter so that a fleet of workers does not reconnect in step. A refused
-handshake (a ``ServerError``) is not retried: it raises.
+handshake (a ``ServerError``) is not retried: it raises — except
+``journal_failed``, which means the broker is stopping to be restarted.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from ._exceptions import ConnectionLost, RequestTimeout
+from ._exceptions import ConnectionLost, JournalFailed, RequestTimeout
 from .aio import AsyncClient
 
 log = logging.getLogger("leash.worker")
@@ -48,7 +49,7 @@ class Link:
             while (client := self.current) is None:
                 try:
                     self._client = await self._connect()
-                except (ConnectionLost, RequestTimeout) as exc:
+                except (ConnectionLost, RequestTimeout, JournalFailed) as exc:
                     delay_s = backoff_s(attempt)
                     attempt += 1
                     log.warning("cannot reach the broker (%s); retrying in %.2f s", exc, delay_s)

@@ -1,6 +1,8 @@
 """The ``leash`` command line (the console script is ``main``).
 
     leash serve [ARGS...]            run the broker: python -m broker serve ARGS...
+    leash journal TOOL DIR           verify, dump or compact a data directory offline
+                                     (python -m broker journal TOOL DIR)
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
 
@@ -17,8 +19,8 @@ that module registered with the ``client.handler`` decorator::
     $ leash worker tasks --queues mail,default --concurrency 8
 
 The broker is ``--url leash://HOST:PORT`` or ``--host``/``--port`` (default
-127.0.0.1:7420). ``serve`` hands its arguments to the broker untouched, in a
-new program image: the client never imports the broker. Errors are one line
+127.0.0.1:7420). ``serve`` and ``journal`` hand their arguments to the broker
+untouched, in a new program image: the client never imports the broker. Errors are one line
 on stderr; the exit status is 1, or 2 for a usage error.
 """
 
@@ -56,8 +58,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args[:1] == ["serve"]:
-            _serve(args[1:])
+        if args[:1] in (["serve"], ["journal"]):
+            _exec_broker(args)
         options = _parser().parse_args(args)
         code: int = options.run(options)
         return code
@@ -76,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run the broker (arguments go to it; see serve --help)"
     )
     serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+    journal = commands.add_parser(
+        "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
+    )
+    journal.add_argument("args", nargs=argparse.REMAINDER, help="verify|dump|compact DIR")
 
     worker = commands.add_parser("worker", help="run the handlers a module registers")
     worker.add_argument("module", help="dotted module name, or path of a .py file")
@@ -124,8 +130,8 @@ def _address(options: argparse.Namespace) -> tuple[str, int]:
     return host, options.port if options.port is not None else DEFAULT_PORT
 
 
-def _serve(args: list[str]) -> NoReturn:
-    os.execv(sys.executable, [sys.executable, "-m", "broker", "serve", *args])
+def _exec_broker(args: list[str]) -> NoReturn:
+    os.execv(sys.executable, [sys.executable, "-m", "broker", *args])
 
 
 def _run_push(options: argparse.Namespace) -> int:

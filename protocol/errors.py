@@ -18,6 +18,8 @@ class ErrorCode(enum.StrEnum):
     UNSUPPORTED_VERSION = "unsupported_version"  # the handshake asked for a version we lack
     HANDSHAKE_REQUIRED = "handshake_required"  # a request arrived before hello
     INTERNAL = "internal"  # a bug in the broker; the request was not applied
+    JOURNAL_FAILED = "journal_failed"  # the journal cannot be written: not acknowledged; stopping
+    DISK_FULL = "disk_full"  # the journal's disk is low: nothing applied; retry later
 
 
 class ProtocolError(Exception):

@@ -1,29 +1,40 @@
-"""Start-up and shutdown: lock the data directory, replay the journal,
-write the boot record, listen, and stop cleanly on SIGTERM/SIGINT.
+"""Start-up and shutdown: lock the data directory, recover, write the boot
+record, listen, and stop cleanly on SIGTERM/SIGINT — or fail-stop when the
+journal cannot be written.
 
-Start-up log lines: recovery summary (records, time, torn tail if any),
-the new epoch, the listening address. Shutdown: stop accepting, answer held
-fetches, flush the journal, close connections, exit 0.
+Start-up log lines: recovery (snapshot, records replayed, time and replay
+speed, anything cut or moved), the new epoch, the listening address. Clean
+shutdown: stop accepting, answer held fetches, flush the journal, close
+connections, write a snapshot from the live state, exit 0. A failed write
+or fsync: every waiting and later request gets ``journal_failed``, the
+error (path, errno, last durable seq) is logged, and the broker exits with
+status 75 (EX_TEMPFAIL) within ``FAIL_STOP_S`` so that a supervisor
+restarts it from what is on disk.
 """
 
 import asyncio
-import fcntl
 import gc
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from broker import core
-from broker.journal.disk import OsDisk
+from broker.journal import datadir, layout
+from broker.journal.compaction import Compactor
+from broker.journal.disk import Disk, OsDisk
 from broker.journal.group_commit import GroupCommitter
-from broker.journal.log import Journal, JournalCorrupt
+from broker.journal.log import Journal, JournalFailure
+from broker.journal.recovery import JournalCorrupt, Recovered, recover
+from broker.journal.space import SpaceWatch
 from broker.server.broker import Broker, wall_clock_ms
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
 
 log = logging.getLogger("leash")
 EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75
+FAIL_STOP_S = 1.5  # after a journal failure, the process is gone within this (plus exit)
 
 
 class StartupError(Exception):
@@ -31,88 +42,160 @@ class StartupError(Exception):
 
 
 def lock_data_dir(data_dir: str) -> int:
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    os.chmod(data_dir, 0o700)
-    fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StartupError(f"data directory {data_dir} is locked by pid {holder}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+        return datadir.lock(data_dir)
+    except datadir.Locked as locked:
+        raise StartupError(str(locked)) from None
 
 
-def recover(config: ServerConfig, journal: Journal) -> core.State:
-    state = core.State(config.core)
+def recover_state(config: ServerConfig, disk: Disk) -> Recovered:
     started = time.perf_counter()
     gc.disable()  # replay allocates millions of objects that all stay alive
     try:
-        recovered = journal.recover(lambda record: core.apply(state, record))
+        recovered = recover(config.data_dir, disk, config.core, repair=config.repair_truncate)
     except JournalCorrupt as error:
         raise StartupError(f"journal is corrupt: {error}") from None
     finally:
         gc.enable()
     elapsed_s = time.perf_counter() - started
+    for note in recovered.notes:
+        log.warning("%s", note)
+    rate = f"{recovered.records / elapsed_s:,.0f} records/s" if recovered.records else "-"
+    snapshot = recovered.snapshot.path if recovered.snapshot else "none"
     log.info(
-        "recovered %d records (last seq %d) in %.3f s: %d jobs%s",
-        recovered.records,
-        recovered.last_seq,
+        "recovered %d jobs in %.3f s: snapshot %s + %d records replayed (%s; last seq %d)",
+        len(recovered.state.jobs),
         elapsed_s,
-        len(state.jobs),
-        f"; {recovered.dropped}" if recovered.dropped else "",
+        snapshot,
+        recovered.records,
+        rate,
+        recovered.next_seq - 1,
     )
-    return state
+    return recovered
 
 
-def open_epoch(state: core.State, journal: Journal) -> None:
+def open_epoch(recovered: Recovered, journal: Journal) -> None:
     """Write and sync the boot record before serving, under every fsync
     policy, so tokens and broker-made ids never repeat."""
+    state = recovered.state
     booted = core.boot(state, wall_clock_ms())
     core.apply(state, booted)
-    journal.open_for_append(booted.epoch)
-    journal.append(journal.encode([booted]))
-    journal.sync()
+    last = recovered.segments[-1] if recovered.segments else None
+    journal.open(recovered.next_seq, last, booted.epoch)
+    journal.write_now([booted])
     log.info("epoch %d", booted.epoch)
 
 
-async def serve(config: ServerConfig) -> int:
-    loop = asyncio.get_running_loop()
+def tidy(disk: Disk, recovered: Recovered) -> None:
+    """Once the new epoch is durable: remove what the snapshot covers, set
+    damaged snapshots aside."""
+    try:
+        for path in recovered.obsolete:
+            disk.remove(path)
+        for path in recovered.set_aside:
+            disk.rename(path, path + layout.BROKEN_SUFFIX)
+    except OSError as error:  # harmless: recovery ignores such files next time too
+        log.warning("could not tidy the data directory: %s", error)
+
+
+async def serve(
+    config: ServerConfig,
+    disk: Disk | None = None,
+    on_listening: Callable[[int], None] | None = None,
+) -> int:
+    """Run the broker until SIGTERM/SIGINT or a journal failure: the exit
+    status. ``disk`` is the journal's seam (tests pass a faulty one)."""
+    disk = disk or OsDisk()
     lock_fd = lock_data_dir(config.data_dir)
-    journal = Journal(config.data_dir, OsDisk())
-    state = recover(config, journal)
-    open_epoch(state, journal)
+    try:
+        recovered = recover_state(config, disk)
+        journal = Journal(config.data_dir, disk, config.segment_bytes)
+        try:
+            open_epoch(recovered, journal)
+        except JournalFailure as failure:
+            log.critical("cannot write the boot record: %s", failure)
+            journal.close()
+            return EXIT_JOURNAL_FAILED
+        tidy(disk, recovered)
+        return await _run(config, disk, recovered, journal, on_listening)
+    finally:
+        os.close(lock_fd)
+
+
+async def _run(
+    config: ServerConfig,
+    disk: Disk,
+    recovered: Recovered,
+    journal: Journal,
+    on_listening: Callable[[int], None] | None,
+) -> int:
+    loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     exit_code = EXIT_OK
 
     def journal_failed(error: BaseException) -> None:
         nonlocal exit_code
         exit_code = EXIT_JOURNAL_FAILED
+        log.critical("exiting with status %d: %s", EXIT_JOURNAL_FAILED, error)
         stopping.set()
 
     committer = GroupCommitter(loop, journal, config.fsync, journal_failed)
-    broker = Broker(config, state, journal, committer)
+    compactor = Compactor(
+        config.data_dir, disk, journal, committer, recovered, config.snapshot_min_bytes
+    )
+    broker = Broker(config, recovered.state, journal, committer)
+    broker.compactor = compactor
+    space = SpaceWatch(
+        disk,
+        config.data_dir,
+        config.low_watermark_bytes,
+        lambda low: setattr(broker, "disk_low", low),
+        config.space_check_ms,
+    )
+    await space.check()
+    space.start()
     server = await loop.create_server(
         lambda: Connection(broker), config.host, config.port, backlog=1024
     )
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         log.info("listening on %s:%d (fsync %s)", host, port, _policy_text(config))
+        if on_listening is not None:
+            on_listening(port)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     broker.run_tick()  # leases and schedules that came due while we were down
+    compactor.maybe_start()  # a tail left long by a crash
     await stopping.wait()
     log.info("shutting down")
     server.close()
+    space.stop()
     broker.stop()
-    await committer.close()
+    await compactor.stop()
+    try:
+        await asyncio.wait_for(committer.close(), FAIL_STOP_S)
+    except TimeoutError:
+        log.critical("the journal writer did not stop within %.1f s", FAIL_STOP_S)
+        exit_code = EXIT_JOURNAL_FAILED
     await asyncio.sleep(0)  # let transports flush their last replies
+    if exit_code == EXIT_OK:
+        exit_code = _final_snapshot(compactor, recovered.state)
     journal.close()
-    os.close(lock_fd)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
     log.info("stopped (exit %d)", exit_code)
     return exit_code
+
+
+def _final_snapshot(compactor: Compactor, state: core.State) -> int:
+    started = time.perf_counter()
+    try:
+        compactor.snapshot_now(state)
+    except (JournalFailure, OSError) as error:
+        log.critical("the shutdown snapshot failed (the journal is intact): %s", error)
+        return EXIT_JOURNAL_FAILED
+    log.info("shutdown snapshot in %.3f s", time.perf_counter() - started)
+    return EXIT_OK
 
 
 def _policy_text(config: ServerConfig) -> str:
