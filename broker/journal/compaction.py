@@ -46,6 +46,7 @@ async def run_snapshotter(directory: str, through_seq: int) -> int:
         "broker.journal.snapshotter",
         directory,
         str(through_seq),
+        str(os.getpid()),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
     )
@@ -150,9 +151,8 @@ class Compactor:
     def _obsolete(self, through_seq: int) -> list[str]:
         """What the snapshot through ``through_seq`` covers."""
         obsolete = [segment.path for segment in self.sealed if segment.first_seq <= through_seq]
-        if self.snapshot_seq and self.snapshot_seq != through_seq:
-            obsolete.append(os.path.join(self.directory, layout.snapshot_name(self.snapshot_seq)))
-        return obsolete
+        snapshots = layout.scan(self.disk, self.directory).snapshots  # a stopped one's too
+        return obsolete + [older.path for older in snapshots if older.seq < through_seq]
 
     def _remove(self, through_seq: int, obsolete: list[str]) -> int:
         """The new snapshot is durable: remove what it covers (a crash

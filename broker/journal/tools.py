@@ -78,6 +78,9 @@ def dump(directory: str, out: TextIO = sys.stdout, disk: Disk | None = None) -> 
 
 def compact(directory: str, out: TextIO = sys.stdout, disk: Disk | None = None) -> int:
     disk = disk or OsDisk()
+    if not os.path.isdir(directory):
+        print(f"leash journal compact: {directory} is not a directory", file=out)
+        return EXIT_PROBLEM
     try:
         lock_fd = datadir.lock(directory)
     except (datadir.Locked, OSError) as error:

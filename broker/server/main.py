@@ -102,9 +102,11 @@ async def serve(
     config: ServerConfig,
     disk: Disk | None = None,
     on_listening: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> int:
-    """Run the broker until SIGTERM/SIGINT or a journal failure: the exit
-    status. ``disk`` is the journal's seam (tests pass a faulty one)."""
+    """Run the broker until SIGTERM/SIGINT (or ``stop`` is set) or a journal
+    failure: the exit status. ``disk`` is the journal's seam; tests pass a
+    faulty one, and ``on_listening`` tells them the port."""
     disk = disk or OsDisk()
     lock_fd = lock_data_dir(config.data_dir)
     try:
@@ -117,7 +119,7 @@ async def serve(
             journal.close()
             return EXIT_JOURNAL_FAILED
         tidy(disk, recovered)
-        return await _run(config, disk, recovered, journal, on_listening)
+        return await _run(config, disk, recovered, journal, on_listening, stop)
     finally:
         os.close(lock_fd)
 
@@ -128,9 +130,10 @@ async def _run(
     recovered: Recovered,
     journal: Journal,
     on_listening: Callable[[int], None] | None,
+    stop: asyncio.Event | None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    stopping = stop or asyncio.Event()
     exit_code = EXIT_OK
 
     def journal_failed(error: BaseException) -> None:
