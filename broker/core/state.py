@@ -131,9 +131,12 @@ def live_scheduled(state: State, entry: tuple[int, str]) -> bool:
     return job is not None and job.state in (SCHEDULED, RETRYING) and job.run_at_ms == entry[0]
 
 
+_DEADLINE_FIELDS: Final = {kind: f"{kind}_deadline_ms" for kind in ("beat", "grace", "terminate")}
+
+
 def live_process_deadline(state: State, entry: tuple[int, str, str]) -> bool:
     process = state.processes.get(entry[1])
-    return process is not None and getattr(process, f"{entry[2]}_deadline_ms") == entry[0]
+    return process is not None and getattr(process, _DEADLINE_FIELDS[entry[2]]) == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:

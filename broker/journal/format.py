@@ -20,7 +20,7 @@ FORMAT_VERSION = 1
 _HEADER = struct.Struct(">8sHHIQ")
 _HEADER_CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
-_RECORD = struct.Struct(">IIQ")
+RECORD_HEADER = _RECORD = struct.Struct(">IIQ")  # crc, length, seq
 RECORD_HEADER_BYTES = _RECORD.size
 RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
 

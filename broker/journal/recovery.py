@@ -24,6 +24,7 @@ seq, which must end a segment.
 """
 
 import os
+import zlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -201,21 +202,31 @@ class _Replay:
         return self._records(file, data, last)
 
     def _records(self, file: NumberedFile, data: memoryview, last: bool) -> Segment | None:
+        # The hot loop of start-up: the framing checks of F.scan_record,
+        # inlined (F.scan_record says why when one fails).
         apply, state, on_record = core.apply, self.state, self.on_record
-        decode, scan, end = record_decoder.decode, F.scan_record, len(data)
+        decode, unpack, crc32 = record_decoder.decode, F.RECORD_HEADER.unpack_from, zlib.crc32
+        limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(data)
         offset, start = F.HEADER_BYTES, self.next_seq
         seq, problem, torn = start, "", False
         while offset < end:
-            scanned = scan(data, offset)
-            if not isinstance(scanned, F.Scanned):
+            if end - offset >= head_bytes:
+                crc, length, found = unpack(data, offset)
+                stop = offset + head_bytes + length
+                framed = length <= limit and stop <= end and crc32(data[offset + 4 : stop]) == crc
+            else:
+                framed = False
+            if not framed:
+                scanned = F.scan_record(data, offset)
+                assert isinstance(scanned, F.BadRecord), scanned
                 problem = scanned.reason
                 torn = last and F.valid_record_after(data, offset, seq - 1) is None
                 break
-            if scanned.seq != seq:
-                problem = f"seq {scanned.seq}, expected {seq}"
+            if found != seq:
+                problem = f"seq {found}, expected {seq}"
                 break
             try:
-                record = decode(scanned.payload)
+                record = decode(data[offset + head_bytes : stop])
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
                 problem = f"record does not decode: {error}"
                 break
@@ -229,7 +240,7 @@ class _Replay:
                     f"to the state before it ({error!r}): a bug, not damage; report it"
                 ) from None
             seq += 1
-            offset = scanned.end
+            offset = stop
         self.records += seq - start
         self.next_seq = seq
         if torn:

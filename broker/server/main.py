@@ -56,6 +56,9 @@ def recover_state(config: ServerConfig, disk: Disk) -> Recovered:
     except JournalCorrupt as error:
         raise StartupError(f"journal is corrupt: {error}") from None
     finally:
+        # What recovery built lives as long as its jobs: keep it out of the
+        # collector's full passes, which would stall the event loop.
+        gc.freeze()
         gc.enable()
     elapsed_s = time.perf_counter() - started
     for note in recovered.notes:
