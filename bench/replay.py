@@ -22,10 +22,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.journal_gen import write_lifecycles  # noqa: E402
-from broker.core import CoreConfig  # noqa: E402
-from broker.journal.disk import OsDisk  # noqa: E402
-from broker.journal.recovery import recover  # noqa: E402
+from bench.journal_gen import write_lifecycles
+from broker.core import CoreConfig
+from broker.journal.disk import OsDisk
+from broker.journal.recovery import recover
 
 
 def measure(directory: str) -> tuple[int, float, int]:
@@ -66,12 +66,16 @@ def main() -> None:
     started = time.perf_counter()
     live = write_lifecycles(directory, args.records)
     size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
-    print(f"wrote {args.records} records ({size / 2**20:.0f} MiB, {live} live jobs) "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"wrote {args.records} records ({size / 2**20:.0f} MiB, {live} live jobs) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     for attempt in range(3):
         records, elapsed_s, jobs = measure(directory)
-        print(f"replay {attempt + 1}: {records} records in {elapsed_s:.3f} s = "
-              f"{elapsed_s / records * 1e6:.2f} s per million records ({jobs} jobs)")
+        print(
+            f"replay {attempt + 1}: {records} records in {elapsed_s:.3f} s = "
+            f"{elapsed_s / records * 1e6:.2f} s per million records ({jobs} jobs)"
+        )
     line = broker_line(directory)
     print("broker start-up:", re.sub(r"^\S+ \S+ ", "", line))
     if args.keep is None:

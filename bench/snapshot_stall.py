@@ -30,12 +30,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import uvloop  # noqa: E402
+import uvloop
 
-from bench.journal_gen import write_backlog  # noqa: E402
-from broker.server.config import ServerConfig  # noqa: E402
-from broker.server.main import serve  # noqa: E402
-from client import AsyncClient  # noqa: E402
+from bench.journal_gen import write_backlog
+from broker.server.config import ServerConfig
+from broker.server.main import serve
+from client import AsyncClient
 
 PROBE_MS = 10
 
@@ -162,7 +162,7 @@ def main() -> None:
         logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
         logging.getLogger("leash").addHandler(marks)
         uvloop.run(run(directory, marks))
-        for at, line in marks.lines:
+        for _at, line in marks.lines:
             if "recovered" in line:
                 print("broker start-up:", line)
     finally:
