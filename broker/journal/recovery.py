@@ -24,6 +24,7 @@ seq, which must end a segment.
 """
 
 import os
+import time
 import zlib
 from collections.abc import Callable
 from typing import NamedTuple
@@ -62,6 +63,8 @@ class Recovered(NamedTuple):
     obsolete: list[str]  # covered by the snapshot: removed once the new epoch is durable
     set_aside: list[str]  # damaged snapshots: renamed .broken once the new epoch is durable
     notes: list[str]  # what was cut, removed or moved, one line each
+    snapshot_s: float = 0.0  # time spent loading the snapshot
+    replay_s: float = 0.0  # time spent replaying records
 
 
 def recover(
@@ -80,7 +83,9 @@ def recover(
         for temp in files.temps:
             disk.remove(temp)
             notes.append(f"removed {temp} (an unfinished write; never read)")
+    started = time.perf_counter()
     picked = _pick_snapshot(disk, files, config, through_seq, repair, notes)
+    loaded = time.perf_counter()
     base_seq = picked.file.seq if picked.file else 0
     replay = _Replay(disk, picked.state, base_seq + 1, repair, read_only, notes, on_record)
     later = [s for s in files.segments if s.seq > base_seq]
@@ -107,6 +112,8 @@ def recover(
         + [s.path for s in files.snapshots if s.seq < base_seq],
         set_aside=picked.damaged,
         notes=notes,
+        snapshot_s=loaded - started,
+        replay_s=time.perf_counter() - loaded,
     )
 
 

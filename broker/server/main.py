@@ -60,21 +60,30 @@ def recover_state(config: ServerConfig, disk: Disk) -> Recovered:
         # collector's full passes, which would stall the event loop.
         gc.freeze()
         gc.enable()
-    elapsed_s = time.perf_counter() - started
+    _log_recovery(recovered, time.perf_counter() - started)
+    return recovered
+
+
+def _log_recovery(recovered: Recovered, elapsed_s: float) -> None:
     for note in recovered.notes:
         log.warning("%s", note)
-    rate = f"{recovered.records / elapsed_s:,.0f} records/s" if recovered.records else "-"
-    snapshot = recovered.snapshot.path if recovered.snapshot else "none"
+    rate = ""
+    if recovered.records:
+        per_second = recovered.records / max(recovered.replay_s, 1e-9)
+        rate = f" ({per_second:,.0f} records/s, {1e6 / per_second:.2f} s per million)"
+    base = recovered.snapshot
     log.info(
-        "recovered %d jobs in %.3f s: snapshot %s + %d records replayed (%s; last seq %d)",
+        "recovered %d jobs in %.3f s: snapshot %s (%.3f s) + %d records replayed in %.3f s%s; "
+        "last seq %d",
         len(recovered.state.jobs),
         elapsed_s,
-        snapshot,
+        base.path if base else "none",
+        recovered.snapshot_s,
         recovered.records,
+        recovered.replay_s,
         rate,
         recovered.next_seq - 1,
     )
-    return recovered
 
 
 def open_epoch(recovered: Recovered, journal: Journal) -> None:
@@ -136,32 +145,11 @@ async def _run(
     stop: asyncio.Event | None,
 ) -> int:
     loop = asyncio.get_running_loop()
-    stopping = stop or asyncio.Event()
-    exit_code = EXIT_OK
-
-    def journal_failed(error: BaseException) -> None:
-        nonlocal exit_code
-        exit_code = EXIT_JOURNAL_FAILED
-        log.critical("exiting with status %d: %s", EXIT_JOURNAL_FAILED, error)
-        stopping.set()
-
-    committer = GroupCommitter(loop, journal, config.fsync, journal_failed)
-    compactor = Compactor(
-        config.data_dir, disk, journal, committer, recovered, config.snapshot_min_bytes
-    )
-    broker = Broker(config, recovered.state, journal, committer)
-    broker.compactor = compactor
-    space = SpaceWatch(
-        disk,
-        config.data_dir,
-        config.low_watermark_bytes,
-        lambda low: setattr(broker, "disk_low", low),
-        config.space_check_ms,
-    )
-    await space.check()
-    space.start()
+    running = _Running(config, disk, recovered, journal, stop or asyncio.Event())
+    await running.space.check()
+    running.space.start()
     server = await loop.create_server(
-        lambda: Connection(broker), config.host, config.port, backlog=1024
+        lambda: Connection(running.broker), config.host, config.port, backlog=1024
     )
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
@@ -169,28 +157,69 @@ async def _run(
         if on_listening is not None:
             on_listening(port)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    broker.run_tick()  # leases and schedules that came due while we were down
-    compactor.maybe_start()  # a tail left long by a crash
-    await stopping.wait()
+        loop.add_signal_handler(signum, running.stopping.set)
+    running.broker.run_tick()  # leases and schedules that came due while we were down
+    running.compactor.maybe_start()  # a tail left long by a crash
+    await running.stopping.wait()
     log.info("shutting down")
     server.close()
-    space.stop()
-    broker.stop()
-    await compactor.stop()
-    try:
-        await asyncio.wait_for(committer.close(), FAIL_STOP_S)
-    except TimeoutError:
-        log.critical("the journal writer did not stop within %.1f s", FAIL_STOP_S)
-        exit_code = EXIT_JOURNAL_FAILED
-    await asyncio.sleep(0)  # let transports flush their last replies
-    if exit_code == EXIT_OK:
-        exit_code = _final_snapshot(compactor, recovered.state)
-    journal.close()
+    exit_code = await running.shut_down()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(signum)
     log.info("stopped (exit %d)", exit_code)
     return exit_code
+
+
+class _Running:
+    """The parts of a running broker, wired together."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        disk: Disk,
+        recovered: Recovered,
+        journal: Journal,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.stopping = stopping
+        self.exit_code = EXIT_OK
+        self.state = recovered.state
+        self.journal = journal
+        loop = asyncio.get_running_loop()
+        self.committer = GroupCommitter(loop, journal, config.fsync, self._journal_failed)
+        self.compactor = Compactor(
+            config.data_dir, disk, journal, self.committer, recovered, config.snapshot_min_bytes
+        )
+        self.broker = broker = Broker(config, recovered.state, journal, self.committer)
+        broker.compactor = self.compactor
+        self.space = SpaceWatch(
+            disk,
+            config.data_dir,
+            config.low_watermark_bytes,
+            lambda low: setattr(broker, "disk_low", low),
+            config.space_check_ms,
+        )
+
+    def _journal_failed(self, error: BaseException) -> None:
+        self.exit_code = EXIT_JOURNAL_FAILED
+        log.critical("exiting with status %d: %s", EXIT_JOURNAL_FAILED, error)
+        self.stopping.set()
+
+    async def shut_down(self) -> int:
+        """Answer what waits, flush the journal, snapshot if all is well."""
+        self.space.stop()
+        self.broker.stop()
+        await self.compactor.stop()
+        try:
+            await asyncio.wait_for(self.committer.close(), FAIL_STOP_S)
+        except TimeoutError:
+            log.critical("the journal writer did not stop within %.1f s", FAIL_STOP_S)
+            self.exit_code = EXIT_JOURNAL_FAILED
+        await asyncio.sleep(0)  # let transports flush their last replies
+        if self.exit_code == EXIT_OK:
+            self.exit_code = _final_snapshot(self.compactor, self.state)
+        self.journal.close()
+        return self.exit_code
 
 
 def _final_snapshot(compactor: Compactor, state: core.State) -> int:
