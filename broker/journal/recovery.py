@@ -16,13 +16,18 @@ Never guesses. Classification of what it finds:
   cuts there. With ``repair`` (``--repair-truncate``) the valid prefix is
   kept exactly: the rest of that segment is copied to ``.broken`` and cut
   off, later segments are renamed ``.cut`` (never deleted), and the loss is
-  reported.
+  reported. A damaged snapshot with nothing to fall back on leaves an empty
+  prefix: with ``repair`` the broker starts empty, the loss reported. A
+  repair reports the highest epoch the dropped files announce
+  (``epoch_floor``), so the next epoch is above it and fencing tokens never
+  repeat.
 
 ``read_only`` (the snapshotter, ``leash journal verify``) changes nothing on
 disk and treats every problem as corruption. ``through_seq`` stops at that
 seq, which must end a segment.
 """
 
+import contextlib
 import os
 import time
 import zlib
@@ -33,7 +38,7 @@ import msgspec
 
 from broker import core
 from broker.core import image
-from broker.core.records import Record, record_decoder
+from broker.core.records import Booted, Record, record_decoder
 from broker.journal import format as F
 from broker.journal import layout, snapshot
 from broker.journal.disk import Disk
@@ -63,6 +68,7 @@ class Recovered(NamedTuple):
     obsolete: list[str]  # covered by the snapshot: removed once the new epoch is durable
     set_aside: list[str]  # damaged snapshots: renamed .broken once the new epoch is durable
     notes: list[str]  # what was cut, removed or moved, one line each
+    epoch_floor: int = 0  # the highest epoch in what a repair dropped: the next is above it
     snapshot_s: float = 0.0  # time spent loading the snapshot
     replay_s: float = 0.0  # time spent replaying records
 
@@ -84,10 +90,12 @@ def recover(
             disk.remove(temp)
             notes.append(f"removed {temp} (an unfinished write; never read)")
     started = time.perf_counter()
+    repair = repair and not read_only
     picked = _pick_snapshot(disk, files, config, through_seq, repair, notes)
     loaded = time.perf_counter()
     base_seq = picked.file.seq if picked.file else 0
     replay = _Replay(disk, picked.state, base_seq + 1, repair, read_only, notes, on_record)
+    replay.epoch_floor = picked.epoch_floor
     later = [s for s in files.segments if s.seq > base_seq]
     if through_seq is not None:
         later = [s for s in later if s.seq <= through_seq]
@@ -112,6 +120,7 @@ def recover(
         + [s.path for s in files.snapshots if s.seq < base_seq],
         set_aside=picked.damaged,
         notes=notes,
+        epoch_floor=replay.epoch_floor,
         snapshot_s=loaded - started,
         replay_s=time.perf_counter() - loaded,
     )
@@ -121,6 +130,7 @@ class _Picked(NamedTuple):
     state: core.State
     file: NumberedFile | None
     damaged: list[str]
+    epoch_floor: int  # the epochs damaged snapshots name
 
 
 def _pick_snapshot(
@@ -133,6 +143,7 @@ def _pick_snapshot(
 ) -> _Picked:
     problems: list[str] = []
     damaged: list[str] = []
+    epoch_floor = 0
     starts = {segment.seq for segment in files.segments}
     for file in reversed(files.snapshots):
         if through_seq is not None and file.seq > through_seq:
@@ -144,6 +155,8 @@ def _pick_snapshot(
         except (snapshot.SnapshotCorrupt, image.ImageError) as error:
             problems.append(f"damaged snapshot {error}")
             damaged.append(file.path)
+            with contextlib.suppress(snapshot.SnapshotCorrupt):
+                epoch_floor = max(epoch_floor, snapshot.read_header(disk, file.path).epoch)
             continue
         if file.seq + 1 not in starts and file.seq != through_seq:
             missing = f"no segment starts at seq {file.seq + 1}, after snapshot {file.path}"
@@ -154,16 +167,20 @@ def _pick_snapshot(
                 )
             notes.append(f"{missing}: any record after seq {file.seq} is lost ({REPAIR_FLAG})")
         notes.extend(f"{problem}; using {file.path} instead" for problem in problems)
-        return _Picked(state, file, damaged)
+        return _Picked(state, file, damaged, epoch_floor)
     first = files.segments[0] if files.segments else None
     if first is not None and first.seq != 1:
         why = "; ".join(problems) or "no snapshot"
-        raise JournalCorrupt(
-            f"{why}: the journal starts at seq {first.seq} ({first.path}) and nothing "
-            f"valid covers the records before it; restore the data directory from a backup"
-        )
-    notes.extend(f"{problem}; replaying the journal from seq 1" for problem in problems)
-    return _Picked(core.State(config), None, damaged)
+        if not repair:
+            raise JournalCorrupt(
+                f"{why}: the journal starts at seq {first.seq} ({first.path}) and nothing "
+                f"valid covers the records before it; restore the data directory from a "
+                f"backup, or start with {REPAIR_FLAG} to start from an empty state"
+            )
+        notes.append(f"{REPAIR_FLAG}: {why}: nothing valid is left; starting from an empty state")
+    else:
+        notes.extend(f"{problem}; replaying the journal from seq 1" for problem in problems)
+    return _Picked(core.State(config), None, damaged, epoch_floor)
 
 
 class _Replay:
@@ -187,6 +204,7 @@ class _Replay:
         self.records = 0
         self.segments: list[Segment] = []
         self.stopped = False  # a repair cut the journal: later segments are moved aside
+        self.epoch_floor = 0
         self.cut_from_seq = 0
 
     def segment(self, file: NumberedFile, *, last: bool) -> Segment | None:
@@ -280,6 +298,7 @@ class _Replay:
                 f"journal there (seq {self.next_seq} and everything after it would be dropped)"
             )
         broken = self._keep_broken(file, data, offset)
+        self._floor_from(data, offset)
         self.stopped = True
         self.notes.append(
             f"{REPAIR_FLAG}: {self._where(file, offset, reason)}: cut there; seq "
@@ -307,7 +326,41 @@ class _Replay:
         self.disk.truncate(file.path, offset)
         return Segment(file.seq, self.next_seq - 1, file.path, offset)
 
+    def _floor_from(self, data: memoryview, offset: int) -> None:
+        """Raise the epoch floor to the epochs that the data a repair drops
+        (from ``offset`` on) announces, in its header and its boot records."""
+        if offset >= F.HEADER_BYTES:
+            top = _epochs_after(data, offset, self.next_seq)
+        else:
+            try:
+                header = F.decode_header(bytes(data[: F.HEADER_BYTES]))
+            except F.BadHeader:
+                return
+            top = max(header.epoch, _epochs_after(data, F.HEADER_BYTES, header.first_seq))
+        self.epoch_floor = max(self.epoch_floor, top)
+
     def move_aside(self, file: NumberedFile) -> None:
+        self._floor_from(memoryview(self.disk.read(file.path)), 0)
         moved = file.path + layout.CUT_SUFFIX
         self.disk.rename(file.path, moved)
         self.notes.append(f"{REPAIR_FLAG}: moved {file.path} (from seq {file.seq}) to {moved}")
+
+
+def _epochs_after(data: memoryview, offset: int, seq: int) -> int:
+    """The highest epoch a boot record from ``offset`` on announces, where
+    the next record would have ``seq`` (best effort: valid records only)."""
+    top = 0
+    while offset < len(data):
+        scanned = F.scan_record(data, offset)
+        if not isinstance(scanned, F.Scanned):
+            found = F.valid_record_after(data, offset, seq - 1)
+            if found is None:
+                break
+            offset = found
+            continue
+        with contextlib.suppress(msgspec.DecodeError):
+            record = record_decoder.decode(scanned.payload)
+            if isinstance(record, Booted):
+                top = max(top, record.epoch)
+        seq, offset = scanned.seq + 1, scanned.end
+    return top

@@ -20,6 +20,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import msgspec
+
 from broker import core
 from broker.journal import datadir, layout
 from broker.journal.compaction import Compactor
@@ -91,6 +93,8 @@ def open_epoch(recovered: Recovered, journal: Journal) -> None:
     policy, so tokens and broker-made ids never repeat."""
     state = recovered.state
     booted = core.boot(state, wall_clock_ms())
+    if recovered.epoch_floor >= booted.epoch:  # a repair dropped later boots
+        booted = msgspec.structs.replace(booted, epoch=recovered.epoch_floor + 1)
     core.apply(state, booted)
     last = recovered.segments[-1] if recovered.segments else None
     journal.open(recovered.next_seq, last, booted.epoch)

@@ -9,7 +9,10 @@ import pytest
 
 from broker.core import records as R
 from broker.journal import format as F
+from broker.journal.disk import OsDisk
+from broker.journal.log import Journal
 from broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
+from broker.server.main import open_epoch
 from tests.journal_kit import (
     append,
     names,
@@ -112,14 +115,15 @@ def test_every_single_bit_flip_before_the_tail_refuses_to_start_and_names_the_pl
     original = read_file(path)
     offsets = record_offsets(original)
     for byte in range(0, offsets[-2]):  # the header and every record but the last
-        damaged = bytearray(original)
-        damaged[byte] ^= 1 << (byte % 8)
-        write_file(path, bytes(damaged))
-        with pytest.raises(JournalCorrupt) as caught:
-            read_back(directory)
-        message = str(caught.value)
-        assert path in message and "offset" in message and REPAIR_FLAG in message, message
-        assert names(directory) == [os.path.basename(path)], "a refusal changes nothing"
+        for bit in range(8):
+            damaged = bytearray(original)
+            damaged[byte] ^= 1 << bit
+            write_file(path, bytes(damaged))
+            with pytest.raises(JournalCorrupt) as caught:
+                read_back(directory)
+            message = str(caught.value)
+            assert path in message and "offset" in message and REPAIR_FLAG in message, message
+            assert names(directory) == [os.path.basename(path)], "a refusal changes nothing"
     write_file(path, original)
     assert read_back(directory)[0] == records
 
@@ -133,7 +137,7 @@ def test_repair_truncate_keeps_exactly_the_prefix_before_a_flipped_bit(
     records, path = _one_segment(template, 6)
     original = read_file(path)
     offsets = record_offsets(original)
-    for byte in range(0, offsets[-2], 3):
+    for byte in range(0, offsets[-2]):
         directory = os.path.join(base, f"b{byte}")
         os.makedirs(directory)
         target = os.path.join(directory, os.path.basename(path))
@@ -263,3 +267,22 @@ def test_a_temp_file_is_removed_at_start_and_never_read(tmp_path: os.PathLike[st
     seen, recovered = read_back(directory)
     assert seen == records and not os.path.exists(temp)
     assert "never read" in recovered.notes[0]
+
+
+def test_a_repair_that_drops_later_boots_opens_an_epoch_above_them(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    boots = [R.Booted(epoch, 1_000 * epoch) for epoch in range(1, 8)]
+    records = [record for boot in boots for record in [boot, *paused(5, start=boot.epoch * 10)]]
+    append(directory, records, segment_bytes=150)
+    files = segments(directory)
+    assert len(files) > 3
+    first = read_file(files[0])
+    write_file(files[0], first[:-3])  # the first sealed segment cut short: a repair drops the rest
+    _, recovered = read_back(directory, repair=True)
+    assert recovered.state.epoch < 7 and recovered.epoch_floor == 7
+    journal = Journal(directory, OsDisk())
+    open_epoch(recovered, journal)
+    journal.close()
+    assert recovered.state.epoch == 8, "no epoch (so no fencing token) is used twice"

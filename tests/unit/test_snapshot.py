@@ -74,16 +74,34 @@ def test_every_single_bit_flip_in_a_snapshot_is_detected(tmp_path: os.PathLike[s
     _, path = _with_snapshot(directory)
     original = read_file(path)
     for byte in range(len(original)):
-        damaged = bytearray(original)
-        damaged[byte] ^= 1 << (byte % 8)
-        write_file(path, bytes(damaged))
-        with pytest.raises(snapshot.SnapshotCorrupt, match=path):
-            list(snapshot.read(OsDisk(), path))
-    # No older snapshot to fall back on: start-up is refused, even with the repair flag.
+        for bit in range(8):
+            damaged = bytearray(original)
+            damaged[byte] ^= 1 << bit
+            write_file(path, bytes(damaged))
+            with pytest.raises(snapshot.SnapshotCorrupt, match=path):
+                list(snapshot.read(OsDisk(), path))
+    # No older snapshot to fall back on: start-up is refused.
     write_file(path, original[:100] + bytes([original[100] ^ 1]) + original[101:])
-    for repair in (False, True):
-        with pytest.raises(JournalCorrupt, match=r"damaged snapshot .*restore"):
-            read_back(directory, repair=repair)
+    with pytest.raises(JournalCorrupt, match=rf"damaged snapshot .*restore.*{REPAIR_FLAG}"):
+        read_back(directory)
+
+
+def test_repairing_a_damaged_snapshot_with_nothing_to_fall_back_on_starts_empty(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    _, path = _with_snapshot(directory)
+    original = read_file(path)
+    write_file(path, original[:-30] + bytes([original[-30] ^ 1]) + original[-29:])
+    seen, recovered = read_back(directory, repair=True)
+    assert seen == [] and recovered.state.jobs == {} and recovered.snapshot is None
+    assert recovered.set_aside == [path]
+    assert any("empty state" in note for note in recovered.notes)
+    assert any("dropped" in note for note in recovered.notes)
+    assert recovered.epoch_floor >= snapshot.read_header(OsDisk(), path).epoch >= 1
+    assert [n for n in names(directory) if n.endswith((".log", ".snap"))] == [
+        os.path.basename(path)
+    ]
 
 
 def test_a_snapshot_cut_short_anywhere_or_with_bytes_after_its_end_is_detected(
