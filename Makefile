@@ -20,8 +20,8 @@ run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data
 test: $(STAMP)  ## the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
 
-fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about 5 minutes)
-	LEASH_KILL9_CYCLES=200 $(PY) -m pytest -q -s tests/fault/test_kill9.py
+fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about 8 minutes)
+	LEASH_KILL9_CYCLES=200 $(PY) -m pytest -q -s --timeout 1800 tests/fault/test_kill9.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol broker client tests bench

@@ -193,7 +193,7 @@ class GroupCommitter:
     def _written(self, future: "asyncio.Future[Sealed | None]", waiting: list[Done]) -> None:
         self._in_flight = False
         self.stats.batches += 1
-        error = future.exception()
+        error = future.exception() or self.failed  # failed meanwhile (an interval fsync)
         if error is not None:
             self._fail(error, waiting)
             return

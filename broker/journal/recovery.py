@@ -205,7 +205,6 @@ class _Replay:
         self.segments: list[Segment] = []
         self.stopped = False  # a repair cut the journal: later segments are moved aside
         self.epoch_floor = 0
-        self.cut_from_seq = 0
 
     def segment(self, file: NumberedFile, *, last: bool) -> Segment | None:
         data = memoryview(self.disk.read(file.path))
