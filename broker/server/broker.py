@@ -246,6 +246,12 @@ class Broker:
             if records:
                 self._commit(records)
 
+    async def compact(self) -> int:
+        """Seal the open segment and snapshot through it now (an operator's
+        compact); the seq the snapshot covers."""
+        assert self.compactor is not None, "the broker runs without a compactor"
+        return await self.compactor.compact()
+
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once
         its replies are out. Processes stay as they are: after the restart

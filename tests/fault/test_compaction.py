@@ -143,3 +143,19 @@ async def test_stopping_kills_a_snapshotter_that_is_still_running(
         await asyncio.wait_for(started.wait(), WAIT_S)
         await broker.compactor.stop()
         assert cancelled.is_set() and not broker.compactor.running
+
+
+async def test_the_brokers_compact_snapshots_through_everything_journalled(
+    tmp_path: os.PathLike[str],
+) -> None:
+    from broker.server.broker import Broker
+    from broker.server.config import ServerConfig
+
+    directory = str(tmp_path)
+    async with running(directory, min_bytes=1 << 40) as parts:
+        await parts.write(paused(12, name_chars=60))
+        state = replayed(parts.records)
+        broker = Broker(ServerConfig(data_dir=directory), state, parts.journal, parts.committer)
+        broker.compactor = parts.compactor
+        assert await broker.compact() == 12
+        assert _files(directory) == ([13], [12])
