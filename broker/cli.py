@@ -1,16 +1,22 @@
-"""``python -m broker serve`` (also ``leash serve``): parse flags, run."""
+"""``python -m broker serve`` (also ``leash serve``): parse flags, run.
+``python -m broker journal verify|dump|compact DIR`` (also ``leash journal``):
+the offline journal tools (broker/journal/tools.py)."""
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from broker.core.config import CoreConfig
+from broker.journal import tools
+from broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
 from broker.journal.group_commit import FsyncPolicy
+from broker.journal.log import DEFAULT_SEGMENT_BYTES
 from broker.server.config import DEFAULT_PORT, ServerConfig
 from broker.server.limits import Limits
-from broker.server.main import EXIT_CONFIG, StartupError, serve
+from broker.server.main import EXIT_CONFIG, EXIT_JOURNAL_FAILED, StartupError, serve
 from protocol.limits import (
     FRAME_CEILING_BYTES,
     FRAME_MAX_BYTES,
@@ -25,6 +31,9 @@ BATCH_RETENTION_MAX_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
 _LIMITS = Limits()
 _HOUR_MS = 3_600_000
 _TIMEOUT_MIN_MS = 50
+SEGMENT_MIN_BYTES = 1024
+SIZE_MAX_BYTES = 1 << 50
+_TOOLS = {"verify": tools.verify, "dump": tools.dump, "compact": tools.compact}
 
 
 def _frame_limit(text: str) -> int:
@@ -126,10 +135,43 @@ def parser() -> argparse.ArgumentParser:
         default=_CORE.batch_unfinished_retention_ms,
         help="an unfinished batch is removed after this long (default 2592000000, 30 days)",
     )
+    _journal_flags(serve_cmd)
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     _add_security_flags(serve_cmd)
     _add_limit_flags(serve_cmd)
+    journal_cmd = commands.add_parser("journal", help="offline journal tools")
+    journal_cmd.add_argument("tool", choices=sorted(_TOOLS), help="verify, dump or compact")
+    journal_cmd.add_argument("dir", help="the data directory")
     return top
+
+
+def _journal_flags(serve_cmd: argparse.ArgumentParser) -> None:
+    serve_cmd.add_argument(
+        "--segment-bytes",
+        type=_bounded(SEGMENT_MIN_BYTES, SIZE_MAX_BYTES),
+        default=DEFAULT_SEGMENT_BYTES,
+        help="start a new journal segment past this size (default 64 MiB)",
+    )
+    serve_cmd.add_argument(
+        "--snapshot-min-bytes",
+        type=_bounded(0, SIZE_MAX_BYTES),
+        default=DEFAULT_SNAPSHOT_MIN_BYTES,
+        help="snapshot when the journal since the last snapshot holds more than "
+        "max(this, the last snapshot's size) (default 64 MiB)",
+    )
+    serve_cmd.add_argument(
+        "--disk-low-bytes",
+        type=_bounded(0, SIZE_MAX_BYTES),
+        default=0,
+        help="refuse pushes with disk_full under this much free space "
+        "(default max(256 MiB, 4 segments))",
+    )
+    serve_cmd.add_argument(
+        "--repair-truncate",
+        action="store_true",
+        help="cut a damaged journal at its first bad record, keeping the valid prefix "
+        "(the rest is kept in .broken / .cut files and the loss logged)",
+    )
 
 
 def _add_security_flags(serve_cmd: argparse.ArgumentParser) -> None:
@@ -213,10 +255,12 @@ def _limits(args: argparse.Namespace) -> Limits:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "warning").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "journal":
+        return _TOOLS[args.tool](args.dir)
     if args.heartbeat_ms * 2 > args.process_ttl_ms:
         logging.getLogger("leash").error(
             "--process-ttl-ms must be at least twice --heartbeat-ms, so one lost beat is not death"
@@ -228,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         max_frame_bytes=args.max_frame_bytes,
+        segment_bytes=args.segment_bytes,
+        snapshot_min_bytes=args.snapshot_min_bytes,
+        disk_low_bytes=args.disk_low_bytes,
+        repair_truncate=args.repair_truncate,
         core=CoreConfig(
             dead_max_jobs=args.dead_max_jobs,
             dead_max_age_ms=args.dead_max_age_s * 1000,
@@ -247,13 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         tls_client_ca=args.tls_client_ca,
     )
     try:
-        return _run(config)
+        code = _run(config)
     except StartupError as error:
         logging.getLogger("leash").error("%s", error)
         return EXIT_CONFIG
     except OSError as error:
         logging.getLogger("leash").error("cannot start: %s", error)
         return EXIT_CONFIG
+    if code == EXIT_JOURNAL_FAILED:
+        # The journal's writer thread may be stuck in the kernel: do not wait for it.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def _run(config: ServerConfig) -> int:

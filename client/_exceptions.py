@@ -25,7 +25,10 @@ The tree::
         ├── HandshakeTimeout        handshake_timeout: the handshake took too long (retry)
         ├── FrameTimeout            frame_timeout: a frame took too long to arrive
         ├── IdleTimeout             idle_timeout: the connection sat idle too long
-        └── SlowReader              slow_reader: replies were not read fast enough
+        ├── SlowReader              slow_reader: replies were not read fast enough
+        ├── JournalFailed           journal_failed: not acknowledged (it may or may not
+        │                           have been applied); the broker is stopping: retry later
+        └── DiskFull                disk_full: the broker's disk is low; not applied: retry later
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -144,6 +147,14 @@ class SlowReader(ServerError):
     pass
 
 
+class JournalFailed(ServerError):
+    pass
+
+
+class DiskFull(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -162,6 +173,8 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.FRAME_TIMEOUT: FrameTimeout,
     ErrorCode.IDLE_TIMEOUT: IdleTimeout,
     ErrorCode.SLOW_READER: SlowReader,
+    ErrorCode.JOURNAL_FAILED: JournalFailed,
+    ErrorCode.DISK_FULL: DiskFull,
 }
 
 

@@ -6,7 +6,8 @@ it raises ``ConnectionLost`` or ``RequestTimeout``, hands it back with
 however many tasks noticed the loss; the backoff is capped exponential with
 jitter so that a fleet of workers does not reconnect in step. A refused
 handshake (a ``ServerError``) is not retried: it raises, except for the
-refusals that say "later" (``too_many_connections``, ``handshake_timeout``).
+refusals that say "later" (``too_many_connections``, ``handshake_timeout``)
+and ``journal_failed``, which means the broker is stopping to be restarted.
 """
 
 import asyncio
@@ -14,14 +15,20 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from ._exceptions import ConnectionLost, HandshakeTimeout, RequestTimeout, TooManyConnections
+from ._exceptions import (
+    ConnectionLost,
+    HandshakeTimeout,
+    JournalFailed,
+    RequestTimeout,
+    TooManyConnections,
+)
 from .aio import AsyncClient
 
 log = logging.getLogger("leash.worker")
 
 RECONNECT_FIRST_S = 0.05
 RECONNECT_MAX_S = 5.0
-RETRYABLE = (ConnectionLost, RequestTimeout, TooManyConnections, HandshakeTimeout)
+RETRYABLE = (ConnectionLost, RequestTimeout, TooManyConnections, HandshakeTimeout, JournalFailed)
 
 
 def backoff_s(attempt: int) -> float:

@@ -1,6 +1,8 @@
 """The ``leash`` command line (the console script is ``main``).
 
     leash serve [ARGS...]            run the broker: python -m broker serve ARGS...
+    leash journal TOOL DIR           verify, dump or compact a data directory offline
+                                     (python -m broker journal TOOL DIR)
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
     leash keygen [--id ID] [--out F] print (or append to F) a new random key
@@ -20,10 +22,10 @@ that module registered with the ``client.handler`` decorator::
 The broker is ``--url leash[s]://HOST:PORT[?options]`` or ``--host``/``--port``
 (default 127.0.0.1:7420); ``--key-file`` (and ``--key-id``) authenticate,
 ``--tls`` (and ``--tls-ca``, ``--tls-cert``, ``--tls-key``) speak TLS; these
-flags win over the same options in the URL. ``serve`` hands its arguments to
-the broker untouched, in a new program image: the client never imports the
-broker. Errors are one line on stderr; the exit status is 1, or 2 for a usage
-error.
+flags win over the same options in the URL. ``serve`` and ``journal`` hand
+their arguments to the broker untouched, in a new program image: the client
+never imports the broker. Errors are one line on stderr; the exit status is 1,
+or 2 for a usage error.
 """
 
 import argparse
@@ -66,8 +68,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args[:1] == ["serve"]:
-            _serve(args[1:])
+        if args[:1] in (["serve"], ["journal"]):
+            _exec_broker(args)
         options = _parser().parse_args(args)
         code: int = options.run(options)
         return code
@@ -86,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run the broker (arguments go to it; see serve --help)"
     )
     serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+    journal = commands.add_parser(
+        "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
+    )
+    journal.add_argument("args", nargs=argparse.REMAINDER, help="verify|dump|compact DIR")
 
     worker = commands.add_parser("worker", help="run the handlers a module registers")
     worker.add_argument("module", help="dotted module name, or path of a .py file")
@@ -159,8 +165,8 @@ def _endpoint(options: argparse.Namespace) -> Endpoint:
     return endpoint
 
 
-def _serve(args: list[str]) -> NoReturn:
-    os.execv(sys.executable, [sys.executable, "-m", "broker", "serve", *args])
+def _exec_broker(args: list[str]) -> NoReturn:
+    os.execv(sys.executable, [sys.executable, "-m", "broker", *args])
 
 
 def _run_keygen(options: argparse.Namespace) -> int:

@@ -64,6 +64,7 @@ from . import _signals
 from ._exceptions import (
     ConnectionLost,
     Internal,
+    JournalFailed,
     NotFound,
     QueuePaused,
     RequestTimeout,
@@ -81,6 +82,8 @@ from .aio import AsyncClient
 log = logging.getLogger("leash.worker")
 
 _RETRYABLE_FETCH_ERRORS = (Internal, QueuePaused)  # the other refusals stop the worker
+# The broker could not write its journal and is stopping: like a lost connection.
+_LINK_ERRORS = (ConnectionLost, RequestTimeout, JournalFailed)
 
 
 class Worker:
@@ -297,7 +300,7 @@ class Worker:
         self._fetching = True  # from here on, a stop waits for the reply
         try:
             return await client.fetch_many(self.queues, count, wait_ms=self.wait_ms)
-        except (ConnectionLost, RequestTimeout) as exc:
+        except _LINK_ERRORS as exc:
             await self._link.lost(client, exc)
             return []
         except _RETRYABLE_FETCH_ERRORS as exc:
@@ -363,7 +366,7 @@ class Worker:
             except (StaleLease, NotFound) as exc:
                 log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, exc.code)
                 return
-            except (ConnectionLost, RequestTimeout) as exc:
+            except _LINK_ERRORS as exc:
                 await self._link.lost(client, exc)
             except ServerError as exc:
                 log.error("could not %s job %s: %s", verb, job.id, exc)

@@ -26,6 +26,8 @@ class ErrorCode(enum.StrEnum):
     FRAME_TIMEOUT = "frame_timeout"  # a frame did not complete in time once begun
     IDLE_TIMEOUT = "idle_timeout"  # no frame for the idle timeout
     SLOW_READER = "slow_reader"  # replies piled up unread
+    JOURNAL_FAILED = "journal_failed"  # the journal cannot be written: not acknowledged; stopping
+    DISK_FULL = "disk_full"  # the journal's disk is low: nothing applied; retry later
 
 
 class ProtocolError(Exception):

@@ -14,7 +14,7 @@ from broker.core.batch_decide import decide_batch
 from broker.core.common import Rejected, failure_for, lease_of
 from broker.core.operator import decide_operator
 from broker.core.pushes import Pushes, push_specs
-from broker.core.state import LEASED, PRIORITIES, Job, State
+from broker.core.state import DEAD, LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
@@ -204,7 +204,7 @@ def job_view(job: Job) -> M.JobView:
         owner=job.owner if leased else None,
         token=job.token if leased else None,
         deadline_ms=job.deadline_ms if leased else None,
-        died_ms=job.died_ms or None,
+        died_ms=job.died_ms if job.state == DEAD else None,
         batch=job.batch,
     )
 

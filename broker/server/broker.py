@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from broker import core
 from broker.core.records import Record
@@ -28,11 +29,16 @@ from protocol import PROTOCOL_VERSION
 from protocol import messages as M
 from protocol.errors import ErrorCode
 
+if TYPE_CHECKING:
+    from broker.journal.compaction import Compactor
+
 log = logging.getLogger("leash.server")
 SERVER_NAME = "leash/0.1.0"
 TICK_MAX_DELAY_S = 1.0  # re-read the wall clock at least this often
 TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_items jobs)
 EXIT_APPLY_FAILED = 70
+JOURNAL_FAILED = "the journal cannot be written; not acknowledged; the broker is stopping"
+DISK_FULL = "the journal's disk is nearly full; retry later"
 
 
 def wall_clock_ms() -> int:
@@ -72,6 +78,8 @@ class Broker:
         self._max_args_bytes = limits.max_args_bytes
         self._check_args = limits.max_args_bytes < config.max_frame_bytes
         self.guard.start()
+        self.disk_low = False  # set by the free-space watch: refuse what grows the state
+        self.compactor: Compactor | None = None  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
 
@@ -90,6 +98,9 @@ class Broker:
         if not connection.greeted:
             self.handshake.step(connection, request)
             return
+        if self.committer.failed is not None:
+            self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
+            return
         if self._check_args:
             oversized = oversized_args(request, self._max_args_bytes)
             if oversized is not None:
@@ -100,6 +111,9 @@ class Broker:
         alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
         if alive:
             self._commit(alive)
+        if self.disk_low and core.grows_state(request):
+            self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
+            return
         try:
             outcome = core.decide(self.state, request, connection.worker_id, now_ms)
         except Exception:
@@ -143,7 +157,10 @@ class Broker:
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
         apply is a broken invariant: state may be half-changed, so stop at
-        once, before the records reach the journal."""
+        once, before the records reach the journal. After a journal failure
+        nothing more is applied: every reply is journal_failed anyway."""
+        if self.committer.failed is not None:
+            return
         try:
             for record in records:
                 core.apply(self.state, record)
@@ -163,7 +180,7 @@ class Broker:
             if durable:
                 connection.send(reply)
             else:
-                connection.send(M.Error(reply.rid, ErrorCode.INTERNAL, "journal write failed"))
+                connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
         self.committer.after(done)
 
@@ -250,6 +267,12 @@ class Broker:
             records = core.detach(self.state, worker_id, self.clock_ms())
             if records:
                 self._commit(records)
+
+    async def compact(self) -> int:
+        """Seal the open segment and snapshot through it now (an operator's
+        compact); the seq the snapshot covers."""
+        assert self.compactor is not None, "the broker runs without a compactor"
+        return await self.compactor.compact()
 
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once
