@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test check lint typecheck fault-heavy bench bench-quick clean
+.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -24,6 +24,13 @@ run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data
 
 test: $(STAMP)  ## the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
+
+fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about 8 minutes)
+	LEASH_KILL9_CYCLES=200 $(PY) -m pytest -q -s --timeout 1800 tests/fault/test_kill9.py
+
+limits-heavy: $(STAMP)  ## 10 000 idle connections on one broker: memory per connection, the limit
+	LEASH_IDLE_CONNECTIONS=10000 $(PY) -m pytest -q -s -p no:randomly \
+		tests/integration/test_limits_load.py -k idle_connections
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol broker client tests bench

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 START_TIMEOUT_S = 120.0  # a replay of a million records fits in it with room to spare
 STOP_TIMEOUT_S = 30.0
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-_RECOVERED = re.compile(r"recovered (\d+) records .* in ([0-9.]+) s")
+_RECOVERED = re.compile(r"recovered (\d+) jobs in ([0-9.]+) s")
 HOST = "127.0.0.1"
 
 INSTALL_HINT = {

@@ -1,25 +1,39 @@
-"""``python -m broker serve`` (also ``leash serve``): parse flags, run."""
+"""``python -m broker serve`` (also ``leash serve``): parse flags, run.
+``python -m broker journal verify|dump|compact DIR`` (also ``leash journal``):
+the offline journal tools (broker/journal/tools.py)."""
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from broker.core.config import CoreConfig
+from broker.journal import tools
+from broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
 from broker.journal.group_commit import FsyncPolicy
+from broker.journal.log import DEFAULT_SEGMENT_BYTES
 from broker.server.config import DEFAULT_PORT, ServerConfig
-from broker.server.main import EXIT_CONFIG, StartupError, serve
+from broker.server.limits import Limits
+from broker.server.main import EXIT_CONFIG, EXIT_JOURNAL_FAILED, StartupError, serve
 from protocol.limits import (
     FRAME_CEILING_BYTES,
     FRAME_MAX_BYTES,
     HANDSHAKE_FRAME_MAX_BYTES,
     HEARTBEAT_MAX_MS,
     HEARTBEAT_MIN_MS,
+    IDLE_TIMEOUT_HEARTBEATS,
 )
 
 _CORE = CoreConfig()
 BATCH_RETENTION_MAX_MS = 10 * 365 * 24 * 3600 * 1000  # ten years
+_LIMITS = Limits()
+_HOUR_MS = 3_600_000
+_TIMEOUT_MIN_MS = 50
+SEGMENT_MIN_BYTES = 1024
+SIZE_MAX_BYTES = 1 << 50
+_TOOLS = {"verify": tools.verify, "dump": tools.dump, "compact": tools.compact}
 
 
 def _frame_limit(text: str) -> int:
@@ -121,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
         default=_CORE.batch_unfinished_retention_ms,
         help="an unfinished batch is removed after this long (default 2592000000, 30 days)",
     )
+    _journal_flags(serve_cmd)
     serve_cmd.add_argument(
         "--admin-socket",
         default="",
@@ -143,16 +158,130 @@ def parser() -> argparse.ArgumentParser:
         "--metrics-host", default="127.0.0.1", help="address of the metrics port (127.0.0.1)"
     )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    _add_security_flags(serve_cmd)
+    _add_limit_flags(serve_cmd)
+    journal_cmd = commands.add_parser("journal", help="offline journal tools")
+    journal_cmd.add_argument("tool", choices=sorted(_TOOLS), help="verify, dump or compact")
+    journal_cmd.add_argument("dir", help="the data directory")
     return top
+
+
+def _journal_flags(serve_cmd: argparse.ArgumentParser) -> None:
+    serve_cmd.add_argument(
+        "--segment-bytes",
+        type=_bounded(SEGMENT_MIN_BYTES, SIZE_MAX_BYTES),
+        default=DEFAULT_SEGMENT_BYTES,
+        help="start a new journal segment past this size (default 64 MiB)",
+    )
+    serve_cmd.add_argument(
+        "--snapshot-min-bytes",
+        type=_bounded(0, SIZE_MAX_BYTES),
+        default=DEFAULT_SNAPSHOT_MIN_BYTES,
+        help="snapshot when the journal since the last snapshot holds more than "
+        "max(this, the last snapshot's size) (default 64 MiB)",
+    )
+    serve_cmd.add_argument(
+        "--disk-low-bytes",
+        type=_bounded(0, SIZE_MAX_BYTES),
+        default=0,
+        help="refuse pushes with disk_full under this much free space "
+        "(default max(256 MiB, 4 segments))",
+    )
+    serve_cmd.add_argument(
+        "--repair-truncate",
+        action="store_true",
+        help="cut a damaged journal at its first bad record, keeping the valid prefix "
+        "(the rest is kept in .broken / .cut files and the loss logged)",
+    )
+
+
+def _add_security_flags(serve_cmd: argparse.ArgumentParser) -> None:
+    group = serve_cmd.add_argument_group("security (see README: Security)")
+    group.add_argument(
+        "--key-file",
+        metavar="PATH",
+        help="keys clients must prove they hold (TOML, mode 0600; leash keygen)",
+    )
+    group.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow a non-loopback --host without --key-file (anyone who can connect is trusted)",
+    )
+    group.add_argument("--tls-cert", metavar="PATH", help="PEM certificate chain: speak TLS")
+    group.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
+    group.add_argument(
+        "--tls-client-ca", metavar="PATH", help="PEM CAs; clients must present a certificate"
+    )
+
+
+def _add_limit_flags(serve_cmd: argparse.ArgumentParser) -> None:
+    group = serve_cmd.add_argument_group("limits per connection (see docs/protocol.md §10.1)")
+
+    def limit(flag: str, low: int, high: int, help: str) -> None:
+        name = flag.removeprefix("--").replace("-", "_")
+        default = getattr(_LIMITS, name)
+        metavar = "MS" if flag.endswith("-ms") else "BYTES" if flag.endswith("-bytes") else "N"
+        group.add_argument(
+            flag,
+            type=_bounded(low, high),
+            default=default,
+            metavar=metavar,
+            help=f"{help} (default {default})",
+        )
+
+    limit("--max-connections", 1, 1_000_000, "open connections")
+    limit("--max-unauthenticated", 1, 1_000_000, "connections not yet through the handshake")
+    limit("--handshake-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "from connect to welcome")
+    limit("--tls-handshake-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "the TLS handshake")
+    limit("--frame-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "a frame, once begun, to complete")
+    group.add_argument(
+        "--idle-timeout-ms",
+        type=_zero_or(_bounded(_TIMEOUT_MIN_MS, 24 * _HOUR_MS)),
+        default=None,
+        metavar="MS",
+        help=f"close a connection with no frame this long; 0 never "
+        f"(default {IDLE_TIMEOUT_HEARTBEATS} x --heartbeat-ms)",
+    )
+    limit("--max-in-flight", 1, 1_000_000, "requests read and not answered, then stop reading")
+    limit("--max-outbound-bytes", 64 * 1024, 1 << 30, "replies waiting to be read")
+    limit("--write-stall-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "replies not draining, then abort")
+    limit("--max-args-bytes", 1, FRAME_CEILING_BYTES, "msgpack bytes of one job's args")
+    limit("--auth-fail-delay-ms", 0, 60_000, "before answering a failed authentication")
+
+
+def _zero_or(parse: "Callable[[str], int]") -> "Callable[[str], int]":
+    def parse_or_zero(text: str) -> int:
+        return 0 if text.strip() == "0" else parse(text)
+
+    return parse_or_zero
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    idle_ms = args.idle_timeout_ms
+    return Limits(
+        max_connections=args.max_connections,
+        max_unauthenticated=args.max_unauthenticated,
+        handshake_timeout_ms=args.handshake_timeout_ms,
+        tls_handshake_timeout_ms=args.tls_handshake_timeout_ms,
+        frame_timeout_ms=args.frame_timeout_ms,
+        idle_timeout_ms=IDLE_TIMEOUT_HEARTBEATS * args.heartbeat_ms if idle_ms is None else idle_ms,
+        max_in_flight=args.max_in_flight,
+        max_outbound_bytes=args.max_outbound_bytes,
+        write_stall_ms=args.write_stall_ms,
+        max_args_bytes=args.max_args_bytes,
+        auth_fail_delay_ms=args.auth_fail_delay_ms,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "warning").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "journal":
+        return _TOOLS[args.tool](args.dir)
     if args.heartbeat_ms * 2 > args.process_ttl_ms:
         logging.getLogger("leash").error(
             "--process-ttl-ms must be at least twice --heartbeat-ms, so one lost beat is not death"
@@ -168,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         admin_uids=tuple(args.admin_uid),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        segment_bytes=args.segment_bytes,
+        snapshot_min_bytes=args.snapshot_min_bytes,
+        disk_low_bytes=args.disk_low_bytes,
+        repair_truncate=args.repair_truncate,
         core=CoreConfig(
             dead_max_jobs=args.dead_max_jobs,
             dead_max_age_ms=args.dead_max_age_s * 1000,
@@ -179,15 +312,26 @@ def main(argv: list[str] | None = None) -> int:
             batch_finished_retention_ms=args.batch_retention_ms,
             batch_unfinished_retention_ms=args.batch_unfinished_retention_ms,
         ),
+        limits=_limits(args),
+        key_file=args.key_file,
+        insecure_no_auth=args.insecure_no_auth,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     try:
-        return _run(config)
+        code = _run(config)
     except StartupError as error:
         logging.getLogger("leash").error("%s", error)
         return EXIT_CONFIG
     except OSError as error:
         logging.getLogger("leash").error("cannot start: %s", error)
         return EXIT_CONFIG
+    if code == EXIT_JOURNAL_FAILED:
+        # The journal's writer thread may be stuck in the kernel: do not wait for it.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 def _run(config: ServerConfig) -> int:

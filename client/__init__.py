@@ -13,20 +13,34 @@
 - ``handler`` registers a function for ``leash worker MODULE``; inside a
   handler, ``current_job()`` is the running job and ``add_to_batch(...)``
   adds a job to its batch.
+- ``handler`` registers a function for ``leash worker MODULE``.
+- Security: ``key=`` (a ``Key``, or a key file's path; ``load_key`` picks one
+  from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
+  makes one) on every client and the Worker; or the URL form
+  ``leashs://host:port?ca=...&key_file=...``.
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
 from protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
+from protocol.auth import Key, KeyFileError
 from protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
 from ._exceptions import (
     AdminOnly,
+    AuthFailed,
+    AuthRequired,
     BadRequest,
+    BrokerNotVerified,
     ConnectFailed,
     ConnectionLost,
+    DiskFull,
+    FrameTimeout,
     HandshakeRequired,
+    HandshakeTimeout,
+    IdleTimeout,
     Internal,
     InvalidState,
+    JournalFailed,
     LeashError,
     NotFound,
     PermissionDenied,
@@ -34,13 +48,16 @@ from ._exceptions import (
     QueuePaused,
     RequestTimeout,
     ServerError,
+    SlowReader,
     StaleLease,
     TooLarge,
+    TooManyConnections,
     UnknownOp,
     UnsupportedVersion,
 )
 from ._handlers import add_to_batch, current_job, handler
 from ._identity import process_worker_id
+from ._security import load_key, tls_context
 from ._types import FailResult, Job, Lease, job_spec
 from .admin import AdminClient
 from .aio import AsyncClient
@@ -51,23 +68,33 @@ __all__ = [
     "AdminClient",
     "AdminOnly",
     "AsyncClient",
+    "AuthFailed",
+    "AuthRequired",
     "BadRequest",
     "BatchCreated",
     "BatchView",
+    "BrokerNotVerified",
     "BusyJob",
     "BusyProcess",
     "Client",
     "ConnectFailed",
     "ConnectionLost",
+    "DiskFull",
     "ErrorInfo",
     "FailResult",
+    "FrameTimeout",
     "FsckReport",
     "HandshakeRequired",
+    "HandshakeTimeout",
+    "IdleTimeout",
     "Internal",
     "InvalidState",
     "Job",
     "JobSpec",
     "JobView",
+    "JournalFailed",
+    "Key",
+    "KeyFileError",
     "Lease",
     "LeashError",
     "NotFound",
@@ -79,9 +106,11 @@ __all__ = [
     "QueueView",
     "RequestTimeout",
     "ServerError",
+    "SlowReader",
     "StaleLease",
     "Stats",
     "TooLarge",
+    "TooManyConnections",
     "UnknownOp",
     "UnsupportedVersion",
     "Worker",
@@ -89,5 +118,7 @@ __all__ = [
     "current_job",
     "handler",
     "job_spec",
+    "load_key",
     "process_worker_id",
+    "tls_context",
 ]

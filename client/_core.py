@@ -20,6 +20,13 @@ when its rid can still be read. A framing error, a body without a readable
 rid, or an ``error`` with rid 0 after the handshake (the broker's last word
 before it closes) raise from ``next_completion``: the connection is finished
 and the shell fails every waiter. No sockets, no clock, no threads here.
+
+The handshake: ``hello`` returns the ``Welcome``, or, when the client has a
+key, the broker's ``Challenge``, whose proof it has checked; the shell then
+sends ``authenticate()``, whose result is the ``Welcome``. A client with a
+key refuses a broker that welcomes it without a challenge, or whose proof is
+wrong (``BrokerNotVerified``): such a peer does not hold the key. The nonce
+comes from the shell, so this module stays free of randomness.
 """
 
 from collections.abc import Callable, Sequence
@@ -29,14 +36,17 @@ from typing import Any, Generic, TypeVar
 import msgspec
 from msgspec import Struct
 
-from protocol import limits
+from protocol import PROTOCOL_VERSION, limits
+from protocol import auth as A
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import FrameDecoder, encode_frame
 from protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
+    Auth,
     Beat,
+    Challenge,
     Error,
     ErrorInfo,
     Extend,
@@ -45,6 +55,7 @@ from protocol.messages import (
     Failed,
     Fetch,
     GetJob,
+    Hello,
     JobInfo,
     Jobs,
     JobSpec,
@@ -69,6 +80,7 @@ from ._calls import Call
 from ._calls import expect_reply as _expect
 from ._calls import ok_reply as _ok
 from ._exceptions import (
+    BrokerNotVerified,
     ConnectionLost,
     LeashError,
     ProtocolViolation,
@@ -120,19 +132,42 @@ class ClientCore(BatchCalls, Generic[W]):
 
     def __init__(self) -> None:
         self._next_rid = 1  # never 0: the broker answers an unreadable request with rid 0
-        self._decoder = FrameDecoder(limits.FRAME_CEILING_BYTES)  # replies may be large
         self._pending: dict[int, tuple[Callable[[Reply], Any], W]] = {}
-        self._hello_rid = -1
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over on a new connection. Rids go on counting, so a call made
+        for the old connection can still be sent on the new one."""
+        assert not self._pending, "calls are in flight"
+        self._decoder = FrameDecoder(limits.FRAME_CEILING_BYTES)  # replies may be large
+        self._handshake_rid = -1  # the hello's, then the auth's
+        self._key: A.Key | None = None
+        self._hello: Hello | None = None
+        self._transcript = b""
         self.welcome: Welcome | None = None
         # The broker's limit for what we send: the handshake's until the welcome says more.
         self.max_frame_bytes = limits.HANDSHAKE_FRAME_MAX_BYTES
 
     # --- requests ----------------------------------------------------------
 
-    def hello(self, identity: Identity) -> Call[Welcome]:
+    def hello(
+        self, identity: Identity, key: A.Key | None = None, nonce: bytes = b""
+    ) -> Call[Welcome | Challenge]:
+        """The first request; with a ``key``, ``nonce`` must be fresh random bytes."""
         hello = identity.hello()
-        hello.rid = self._hello_rid = self._take_rid()
-        return Call(hello.rid, self._encode(hello), self._welcomed)
+        hello.rid = self._handshake_rid = self._take_rid()
+        if key is not None:
+            assert len(nonce) >= limits.AUTH_NONCE_MIN_BYTES, "a fresh random nonce is needed"
+            hello.key_id, hello.nonce = key.id, nonce
+        self._key, self._hello = key, hello
+        return Call(hello.rid, self._encode(hello), self._greeted)
+
+    def authenticate(self) -> Call[Welcome]:
+        """The answer to the broker's challenge: this client's proof."""
+        assert self._key is not None and self._transcript, "no challenge to answer"
+        rid = self._handshake_rid = self._take_rid()
+        proof = A.client_proof(self._key.secret, self._transcript)
+        return Call(rid, self._encode(Auth(rid=rid, proof=proof)), self._welcomed)
 
     def push(self, spec: JobSpec, lease: Lease | None = None) -> Call[str]:
         rid = self._take_rid()
@@ -283,14 +318,14 @@ class ClientCore(BatchCalls, Generic[W]):
         return Completion(rid, entry[1], None, error)
 
     def _unreadable_request_rid(self, error: LeashError) -> int:
-        """Whose is an error with rid 0: the hello's during the handshake, else nobody's.
+        """Whose is an error with rid 0: the handshake's during it, else nobody's.
 
         After the handshake it answers a frame or body the broker could not
         read, which this client does not send, and may be followed by a close:
         no call can be told its outcome, so the connection is given up.
         """
-        if self.welcome is None and self._hello_rid in self._pending:
-            return self._hello_rid
+        if self.welcome is None and self._handshake_rid in self._pending:
+            return self._handshake_rid
         raise _closing(error)
 
     # --- helpers -----------------------------------------------------------
@@ -309,6 +344,29 @@ class ClientCore(BatchCalls, Generic[W]):
                 f"the broker's frame limit of {self.max_frame_bytes}",
             )
         return encode_frame(body)
+
+    def _greeted(self, reply: Reply) -> Welcome | Challenge:
+        key, hello = self._key, self._hello
+        assert hello is not None
+        if not isinstance(reply, Challenge):
+            if key is not None and isinstance(reply, Welcome):
+                raise BrokerNotVerified(
+                    f"the broker welcomed this client without checking its key {key.id!r}: "
+                    "it does not hold the key, so it may not be the broker meant"
+                )
+            return self._welcomed(reply)
+        if key is None:
+            raise ProtocolViolation("the broker sent a challenge to a hello without a key")
+        transcript = A.transcript(
+            PROTOCOL_VERSION, key.id, hello.worker_id, hello.nonce, reply.nonce
+        )
+        if not A.proof_matches(A.server_proof(key.secret, transcript), reply.proof):
+            raise BrokerNotVerified(
+                f"the broker could not prove it holds key {key.id!r}: the secrets differ, "
+                "or this is not the broker meant"
+            )
+        self._transcript = transcript
+        return reply
 
     def _welcomed(self, reply: Reply) -> Welcome:
         welcome = _expect(reply, Welcome)

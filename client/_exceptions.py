@@ -7,6 +7,7 @@ The tree::
     │   └── ConnectFailed           ... or could not be opened at all
     ├── RequestTimeout              no reply within timeout_s (also a TimeoutError)
     ├── ProtocolViolation           the broker sent bytes we cannot decode
+    ├── BrokerNotVerified           the broker could not prove it holds our key (not ours?)
     └── ServerError                 the broker answered with an error reply: code, message, path
         ├── BadRequest              bad_request: a field has the wrong type or is out of bounds
         ├── UnknownOp               unknown_op: the broker does not know the request
@@ -18,6 +19,16 @@ The tree::
         ├── HandshakeRequired       handshake_required: a request arrived before hello
         ├── Internal                internal: a broker bug; the request was not applied
         ├── InvalidState            invalid_state: the job or batch is not in a state for this
+        ├── AuthRequired            auth_required: the broker takes authenticated clients only
+        ├── AuthFailed              auth_failed: unknown or expired key id, or wrong secret
+        ├── TooManyConnections      too_many_connections: the broker is at its limit (retry)
+        ├── HandshakeTimeout        handshake_timeout: the handshake took too long (retry)
+        ├── FrameTimeout            frame_timeout: a frame took too long to arrive
+        ├── IdleTimeout             idle_timeout: the connection sat idle too long
+        ├── SlowReader              slow_reader: replies were not read fast enough
+        ├── JournalFailed           journal_failed: not acknowledged (it may or may not
+        │                           have been applied); the broker is stopping: retry later
+        ├── DiskFull                disk_full: the broker's disk is low; not applied: retry later
         ├── AdminOnly               admin_only: an admin request sent to the TCP port
         └── PermissionDenied        permission_denied: this user may not use the admin socket
 
@@ -49,6 +60,11 @@ class RequestTimeout(LeashError, TimeoutError):
 
 class ProtocolViolation(LeashError):
     """The broker sent something this client cannot decode."""
+
+
+class BrokerNotVerified(LeashError):
+    """The broker did not prove that it holds this client's key: it may not be
+    the broker meant (or its key file differs). Nothing was sent after the hello."""
 
 
 class ServerError(LeashError):
@@ -105,6 +121,42 @@ class InvalidState(ServerError):
     pass
 
 
+class AuthRequired(ServerError):
+    pass
+
+
+class AuthFailed(ServerError):
+    pass
+
+
+class TooManyConnections(ServerError):
+    pass
+
+
+class HandshakeTimeout(ServerError):
+    pass
+
+
+class FrameTimeout(ServerError):
+    pass
+
+
+class IdleTimeout(ServerError):
+    pass
+
+
+class SlowReader(ServerError):
+    pass
+
+
+class JournalFailed(ServerError):
+    pass
+
+
+class DiskFull(ServerError):
+    pass
+
+
 class AdminOnly(ServerError):
     pass
 
@@ -124,6 +176,15 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.HANDSHAKE_REQUIRED: HandshakeRequired,
     ErrorCode.INTERNAL: Internal,
     ErrorCode.INVALID_STATE: InvalidState,
+    ErrorCode.AUTH_REQUIRED: AuthRequired,
+    ErrorCode.AUTH_FAILED: AuthFailed,
+    ErrorCode.TOO_MANY_CONNECTIONS: TooManyConnections,
+    ErrorCode.HANDSHAKE_TIMEOUT: HandshakeTimeout,
+    ErrorCode.FRAME_TIMEOUT: FrameTimeout,
+    ErrorCode.IDLE_TIMEOUT: IdleTimeout,
+    ErrorCode.SLOW_READER: SlowReader,
+    ErrorCode.JOURNAL_FAILED: JournalFailed,
+    ErrorCode.DISK_FULL: DiskFull,
     ErrorCode.ADMIN_ONLY: AdminOnly,
     ErrorCode.PERMISSION_DENIED: PermissionDenied,
 }

@@ -5,7 +5,9 @@ it raises ``ConnectionLost`` or ``RequestTimeout``, hands it back with
 ``await link.lost(client, exc)``. Reconnecting happens once, under a lock,
 however many tasks noticed the loss; the backoff is capped exponential with
 jitter so that a fleet of workers does not reconnect in step. A refused
-handshake (a ``ServerError``) is not retried: it raises.
+handshake (a ``ServerError``) is not retried: it raises, except for the
+refusals that say "later" (``too_many_connections``, ``handshake_timeout``)
+and ``journal_failed``, which means the broker is stopping to be restarted.
 """
 
 import asyncio
@@ -13,13 +15,20 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from ._exceptions import ConnectionLost, RequestTimeout
+from ._exceptions import (
+    ConnectionLost,
+    HandshakeTimeout,
+    JournalFailed,
+    RequestTimeout,
+    TooManyConnections,
+)
 from .aio import AsyncClient
 
 log = logging.getLogger("leash.worker")
 
 RECONNECT_FIRST_S = 0.05
 RECONNECT_MAX_S = 5.0
+RETRYABLE = (ConnectionLost, RequestTimeout, TooManyConnections, HandshakeTimeout, JournalFailed)
 
 
 def backoff_s(attempt: int) -> float:
@@ -48,7 +57,7 @@ class Link:
             while (client := self.current) is None:
                 try:
                     self._client = await self._connect()
-                except (ConnectionLost, RequestTimeout) as exc:
+                except RETRYABLE as exc:
                     delay_s = backoff_s(attempt)
                     attempt += 1
                     log.warning("cannot reach the broker (%s); retrying in %.2f s", exc, delay_s)

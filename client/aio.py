@@ -14,18 +14,26 @@ connection stays usable and the late reply is dropped. A cancelled call is
 forgotten the same way. When the connection ends, every call in flight gets
 ``ConnectionLost``. The public methods mirror ``client.blocking.Client``
 exactly (a test keeps them in step); the request logic is in ``client._core``.
+
+``key`` and ``tls`` are as for ``Client`` (see ``client._security``). Idle
+connections too: when the broker closed the connection while no call was in
+flight (it closes connections idle for its ``idle_timeout_ms``), or the
+connection has been idle for three quarters of that time, the next call
+opens a new one first (same worker id); its request had not been sent.
 """
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from protocol.limits import BATCH_STATUS_MEMBERS_DEFAULT
+from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
     BatchCreated,
     BatchView,
+    Challenge,
     ErrorInfo,
     JobView,
     PushResult,
@@ -36,8 +44,10 @@ from ._calls import Call
 from ._core import ClientCore
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
+from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+from .blocking import IDLE_REOPEN_FRACTION
 
 T = TypeVar("T")
 
@@ -58,14 +68,20 @@ class AsyncClient:
         hostname: str | None = None,
         labels: Iterable[str] = (),
         concurrency: int = 0,
+        key: KeyOption = None,
+        tls: TlsOption = None,
     ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.worker_id = worker_id if worker_id is not None else process_worker_id()
         self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
+        self._key, self._tls = as_key(key), as_tls(tls)
         self._core: ClientCore[asyncio.Future[Any]] = ClientCore()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._reopen = False  # the broker closed an idle connection: reconnect on the next call
+        self._reopen_lock = asyncio.Lock()
+        self._last_io_s = 0.0
 
     @classmethod
     async def connect(
@@ -78,6 +94,8 @@ class AsyncClient:
         hostname: str | None = None,
         labels: Iterable[str] = (),
         concurrency: int = 0,
+        key: KeyOption = None,
+        tls: TlsOption = None,
     ) -> Self:
         """A connected client."""
         client = cls(
@@ -88,6 +106,8 @@ class AsyncClient:
             hostname=hostname,
             labels=labels,
             concurrency=concurrency,
+            key=key,
+            tls=tls,
         )
         await client._open()
         return client
@@ -103,16 +123,18 @@ class AsyncClient:
         labels: Iterable[str] = (),
         concurrency: int = 0,
     ) -> Self:
-        """A connected client for ``leash://host:port`` (see ``client._url``)."""
-        host, port = parse_url(url)
+        """A connected client for ``leash[s]://host:port[?options]`` (see ``client._url``)."""
+        endpoint = parse_url(url)
         return await cls.connect(
-            host,
-            port,
+            endpoint.host,
+            endpoint.port,
             worker_id=worker_id,
             timeout_s=timeout_s,
             hostname=hostname,
             labels=labels,
             concurrency=concurrency,
+            key=endpoint.key,
+            tls=endpoint.tls,
         )
 
     @property
@@ -124,10 +146,14 @@ class AsyncClient:
 
     @property
     def closed(self) -> bool:
-        return self._closed or self._writer is None
+        return (self._closed or self._writer is None) and not self._reopen
 
     async def close(self) -> None:
         """Close the connection; calls in flight get ConnectionLost."""
+        self._reopen = False
+        await self._drop()
+
+    async def _drop(self) -> None:
         self._shut(ConnectionLost("the connection was closed by the client"))
         task = self._reader_task
         if task is not None and not task.done() and task is not asyncio.current_task():
@@ -291,31 +317,66 @@ class AsyncClient:
     # --- the connection --------------------------------------------------------
 
     async def _open(self) -> None:
+        """Connect, and complete the handshake (authenticating, with a key)."""
+        tls = self._tls
         try:
             async with asyncio.timeout(self.timeout_s):
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-        except (OSError, TimeoutError) as exc:
+                reader, writer = await asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    ssl=tls,
+                    server_hostname=self.host if tls is not None else None,
+                    ssl_handshake_timeout=self.timeout_s if tls is not None else None,
+                )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             where = f"{self.host}:{self.port}"
             raise ConnectFailed(f"cannot connect to the broker at {where}: {exc!r}") from exc
-        self._writer = writer
-        self._reader_task = asyncio.create_task(self._read(reader), name="leash-reader")
+        self._core.reset()
+        self._writer, self._closed = writer, False
+        self._last_io_s = asyncio.get_running_loop().time()
+        self._reader_task = asyncio.create_task(self._read(reader, writer), name="leash-reader")
         try:
-            await self._call(self._core.hello(self._identity))
+            nonce = secrets.token_bytes(AUTH_NONCE_BYTES) if self._key is not None else b""
+            greeted = await self._exchange(self._core.hello(self._identity, self._key, nonce))
+            if isinstance(greeted, Challenge):
+                await self._exchange(self._core.authenticate())
         except BaseException:
-            await self.close()
+            await self._drop()
             raise
 
     async def _call(self, call: Call[T]) -> T:
+        if self._reopen or self._went_idle():
+            async with self._reopen_lock:
+                if self._reopen or self._went_idle():
+                    await self._drop()
+                    self._reopen = True
+                    try:
+                        await self._open()
+                    finally:
+                        self._reopen = self._closed  # failed: the next call tries again
+        return await self._exchange(call)
+
+    def _went_idle(self) -> bool:
+        """Whether the broker is about to close this connection as idle."""
+        welcome = self._core.welcome
+        if self._closed or welcome is None or not welcome.idle_timeout_ms or self._core.in_flight:
+            return False
+        idle_s = asyncio.get_running_loop().time() - self._last_io_s
+        return idle_s >= welcome.idle_timeout_ms * IDLE_REOPEN_FRACTION / 1000
+
+    async def _exchange(self, call: Call[T]) -> T:
         writer = self._writer
         if writer is None or self._closed:
             opened = writer is not None or self._closed
             raise ConnectionLost("the connection is closed" if opened else _NOT_CONNECTED)
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._core.start(call, future)
         limit_s = self.timeout_s + call.wait_ms / 1000
         try:
             try:
                 writer.write(call.frame)
+                self._last_io_s = loop.time()
                 await writer.drain()
             except OSError as exc:
                 self._shut(ConnectionLost(f"the connection broke: {exc}"))
@@ -328,9 +389,9 @@ class AsyncClient:
         finally:
             self._core.abandon(call.rid)
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand each reply to its waiting call until the connection ends."""
-        core = self._core
+        core, loop = self._core, asyncio.get_running_loop()
         error: LeashError
         try:
             while True:
@@ -338,6 +399,7 @@ class AsyncClient:
                 if not data:
                     error = ConnectionLost("the broker closed the connection")
                     break
+                self._last_io_s = loop.time()
                 core.receive_data(data)
                 while (completion := core.next_completion()) is not None:
                     future = completion.waiter
@@ -354,10 +416,14 @@ class AsyncClient:
         except Exception as exc:  # a bug here must still fail the waiting calls
             error = ConnectionLost(f"the reply reader failed: {exc!r}")
             error.__cause__ = exc
-        self._shut(error)
+        if writer is self._writer:  # not a connection already replaced
+            self._shut(error, reopen=core.in_flight == 0 and core.welcome is not None)
 
-    def _shut(self, error: LeashError) -> None:
-        """End the connection: every call in flight fails with ConnectionLost."""
+    def _shut(self, error: LeashError, *, reopen: bool = False) -> None:
+        """End the connection: every call in flight fails with ConnectionLost.
+        ``reopen``: nothing was in flight, so the next call may reconnect."""
+        if not self._closed and reopen:
+            self._reopen = True
         self._closed = True
         for future in self._core.fail_pending():
             if not future.done():

@@ -14,20 +14,34 @@ Time limits: a call waits at most ``timeout_s`` for its reply, plus
 usable (a late reply is dropped), unless the request could not be sent whole,
 in which case the connection is closed. The request logic is shared with the
 async client in ``client._core``; this module only moves bytes.
+
+Security: ``key`` (a ``Key`` or a key file's path) authenticates every
+connection, ``tls`` (True or an ``ssl.SSLContext``) makes it TLS; see
+``client._security``. ``Client.from_url`` takes both from the URL.
+
+Idle connections: a broker closes a connection that carried no frame for the
+``idle_timeout_ms`` its welcome names. Before each call the client opens a
+new connection (same worker id, so the process keeps its leases) when the
+last one has been idle for three quarters of that time or the broker has
+already closed it; the request had not been sent, so nothing is lost or
+applied twice.
 """
 
 import contextlib
+import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from protocol.limits import BATCH_STATUS_MEMBERS_DEFAULT
+from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
     BatchCreated,
     BatchView,
+    Challenge,
     ErrorInfo,
     JobView,
     PushResult,
@@ -38,12 +52,14 @@ from ._calls import Call
 from ._core import ClientCore, Completion
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
+from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 T = TypeVar("T")
 
 _RECV_BYTES = 256 * 1024
+IDLE_REOPEN_FRACTION = 0.75  # of the broker's idle timeout: reconnect before it closes
 
 
 class Client:
@@ -59,13 +75,18 @@ class Client:
         hostname: str | None = None,
         labels: Iterable[str] = (),
         concurrency: int = 0,
+        key: KeyOption = None,
+        tls: TlsOption = None,
     ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.worker_id = worker_id if worker_id is not None else process_worker_id()
         self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
+        self._key, self._tls = as_key(key), as_tls(tls)
         self._core: ClientCore[None] = ClientCore()
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        self._last_io_s = 0.0
+        self._reopen = False  # the broker closed an idle connection: reconnect on the next call
         self._open()
 
     @classmethod
@@ -79,6 +100,8 @@ class Client:
         hostname: str | None = None,
         labels: Iterable[str] = (),
         concurrency: int = 0,
+        key: KeyOption = None,
+        tls: TlsOption = None,
     ) -> Self:
         """The same as the constructor: a connected client."""
         return cls(
@@ -89,6 +112,8 @@ class Client:
             hostname=hostname,
             labels=labels,
             concurrency=concurrency,
+            key=key,
+            tls=tls,
         )
 
     @classmethod
@@ -102,16 +127,18 @@ class Client:
         labels: Iterable[str] = (),
         concurrency: int = 0,
     ) -> Self:
-        """A connected client for ``leash://host:port`` (see ``client._url``)."""
-        host, port = parse_url(url)
+        """A connected client for ``leash[s]://host:port[?options]`` (see ``client._url``)."""
+        endpoint = parse_url(url)
         return cls(
-            host,
-            port,
+            endpoint.host,
+            endpoint.port,
             worker_id=worker_id,
             timeout_s=timeout_s,
             hostname=hostname,
             labels=labels,
             concurrency=concurrency,
+            key=endpoint.key,
+            tls=endpoint.tls,
         )
 
     @property
@@ -123,10 +150,14 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        return self._sock is None
+        return self._sock is None and not self._reopen
 
     def close(self) -> None:
         """Close the connection; a call in progress in another thread gets ConnectionLost."""
+        self._reopen = False
+        self._drop_socket()
+
+    def _drop_socket(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
             with contextlib.suppress(OSError):  # already reset by the peer
@@ -279,34 +310,76 @@ class Client:
     # --- the connection --------------------------------------------------------
 
     def _open(self) -> None:
+        """Connect, and complete the handshake (authenticating, with a key)."""
+        where = f"{self.host}:{self.port}"
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         except OSError as exc:
-            where = f"{self.host}:{self.port}"
             raise ConnectFailed(f"cannot connect to the broker at {where}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            try:
+                sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+            except OSError as exc:  # ssl.SSLError is an OSError
+                sock.close()
+                raise ConnectFailed(f"TLS with the broker at {where} failed: {exc}") from exc
         self._sock = sock
+        self._core.reset()
         try:
-            self._call(self._core.hello(self._identity))
+            nonce = secrets.token_bytes(AUTH_NONCE_BYTES) if self._key is not None else b""
+            greeted = self._exchange(sock, self._core.hello(self._identity, self._key, nonce))
+            if isinstance(greeted, Challenge):
+                self._exchange(sock, self._core.authenticate())
         except BaseException:
-            self.close()
+            self._drop_socket()
             raise
 
     def _call(self, call: Call[T]) -> T:
         with self._lock:
-            sock = self._sock
-            if sock is None:
-                raise ConnectionLost("the connection is closed")
-            self._core.start(call, None)
-            try:
-                self._send(sock, call.frame)
-                completion = self._wait(sock, self.timeout_s + call.wait_ms / 1000)
-            finally:
-                self._core.abandon(call.rid)
+            if self._sock is not None and self._went_idle(self._sock):
+                self._drop_socket()
+                self._reopen = True
+            if self._sock is None:
+                if not self._reopen:
+                    raise ConnectionLost("the connection is closed")
+                try:
+                    self._open()
+                finally:
+                    self._reopen = self._sock is None  # failed: the next call tries again
+            assert self._sock is not None
+            return self._exchange(self._sock, call)
+
+    def _exchange(self, sock: socket.socket, call: Call[T]) -> T:
+        self._core.start(call, None)
+        try:
+            self._send(sock, call.frame)
+            completion = self._wait(sock, self.timeout_s + call.wait_ms / 1000)
+        finally:
+            self._core.abandon(call.rid)
+            self._last_io_s = time.monotonic()
         if completion.error is not None:
             raise completion.error
         result: T = completion.value
         return result
+
+    def _went_idle(self, sock: socket.socket) -> bool:
+        """Whether to open a new connection first: the broker closed this one while
+        it sat idle, or is about to. Reads (and drops) what is waiting."""
+        welcome = self._core.welcome
+        idle_ms = welcome.idle_timeout_ms if welcome is not None else 0
+        if idle_ms and time.monotonic() - self._last_io_s >= idle_ms * IDLE_REOPEN_FRACTION / 1000:
+            return True
+        try:
+            sock.setblocking(False)
+            while data := sock.recv(_RECV_BYTES):
+                self._core.receive_data(data)
+                while self._core.next_completion() is not None:
+                    pass  # late replies to calls that timed out
+            return True  # end of stream: the broker closed it
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return False  # open, nothing more to read
+        except (OSError, LeashError):  # reset, or the broker's last word before closing
+            return True
 
     def _send(self, sock: socket.socket, frame: bytes) -> None:
         try:

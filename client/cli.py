@@ -1,8 +1,11 @@
 """The ``leash`` command line (the console script is ``main``).
 
     leash serve [ARGS...]            run the broker: python -m broker serve ARGS...
+    leash journal TOOL DIR           verify, dump or compact a data directory offline
+                                     (python -m broker journal TOOL DIR)
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
+    leash keygen [--id ID] [--out F] print (or append to F) a new random key
 
 ``leash worker`` imports MODULE, a dotted module name (the current directory
 is put on ``sys.path``) or the path of a ``.py`` file, and runs every handler
@@ -16,10 +19,13 @@ that module registered with the ``client.handler`` decorator::
 
     $ leash worker tasks --queues mail,default --concurrency 8
 
-The broker is ``--url leash://HOST:PORT`` or ``--host``/``--port`` (default
-127.0.0.1:7420). ``serve`` hands its arguments to the broker untouched, in a
-new program image: the client never imports the broker. Errors are one line
-on stderr; the exit status is 1, or 2 for a usage error.
+The broker is ``--url leash[s]://HOST:PORT[?options]`` or ``--host``/``--port``
+(default 127.0.0.1:7420); ``--key-file`` (and ``--key-id``) authenticate,
+``--tls`` (and ``--tls-ca``, ``--tls-cert``, ``--tls-key``) speak TLS; these
+flags win over the same options in the URL. ``serve`` and ``journal`` hand
+their arguments to the broker untouched, in a new program image: the client
+never imports the broker. Errors are one line on stderr; the exit status is 1,
+or 2 for a usage error.
 """
 
 import argparse
@@ -27,18 +33,24 @@ import importlib
 import importlib.util
 import logging
 import os
+import secrets
 import sys
 import traceback
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
 import msgspec
 
+from protocol.auth import Key, key_file_text, mode_problem
+from protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
+
 from ._admin_cli import add_commands as add_admin_commands
 from ._exceptions import LeashError
 from ._handlers import registry
-from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+from ._security import load_key, tls_context
+from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .blocking import Client
 from .worker import Worker
 
@@ -57,8 +69,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args[:1] == ["serve"]:
-            _serve(args[1:])
+        if args[:1] in (["serve"], ["journal"]):
+            _exec_broker(args)
         options = _parser().parse_args(args)
         code: int = options.run(options)
         return code
@@ -77,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
         "serve", help="run the broker (arguments go to it; see serve --help)"
     )
     serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+    journal = commands.add_parser(
+        "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
+    )
+    journal.add_argument("args", nargs=argparse.REMAINDER, help="verify|dump|compact DIR")
 
     worker = commands.add_parser("worker", help="run the handlers a module registers")
     worker.add_argument("module", help="dotted module name, or path of a .py file")
@@ -107,39 +123,90 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--max-attempts", type=int, default=None)
     _add_address(push)
     push.set_defaults(run=_run_push)
+
+    keygen = commands.add_parser("keygen", help="make a new random key for --key-file")
+    keygen.add_argument("--id", default=None, help="the key id (default: key- and 8 hex digits)")
+    keygen.add_argument(
+        "--not-after", default=None, help="expiry, ISO 8601 with a zone: 2027-01-01T00:00:00Z"
+    )
+    keygen.add_argument(
+        "--out", default=None, help="append to this key file (made mode 0600) instead of printing"
+    )
+    keygen.set_defaults(run=_run_keygen)
     return parser
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="leash://HOST:PORT")
+    parser.add_argument("--url", default=None, help="leash[s]://HOST:PORT[?options]")
     parser.add_argument("--host", default=None, help=f"broker host (default {DEFAULT_HOST})")
     parser.add_argument(
         "--port", type=int, default=None, help=f"broker port (default {DEFAULT_PORT})"
     )
+    parser.add_argument("--key-file", default=None, help="authenticate with a key from this file")
+    parser.add_argument("--key-id", default=None, help="which key of --key-file (default: last)")
+    parser.add_argument("--tls", action="store_true", help="speak TLS (system CAs unless --tls-ca)")
+    parser.add_argument("--tls-ca", default=None, help="PEM CAs that sign the broker's certificate")
+    parser.add_argument("--tls-cert", default=None, help="PEM client certificate, if asked for")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
 
 
-def _address(options: argparse.Namespace) -> tuple[str, int]:
+def _endpoint(options: argparse.Namespace) -> Endpoint:
     if options.url is not None:
         if options.host is not None or options.port is not None:
             raise CliError("give --url or --host/--port, not both")
-        return parse_url(options.url)
-    host = options.host if options.host is not None else DEFAULT_HOST
-    return host, options.port if options.port is not None else DEFAULT_PORT
+        endpoint = parse_url(options.url)
+    else:
+        host = options.host if options.host is not None else DEFAULT_HOST
+        endpoint = Endpoint(host, options.port if options.port is not None else DEFAULT_PORT)
+    if options.key_id is not None and options.key_file is None:
+        raise CliError("--key-id needs --key-file")
+    if options.key_file is not None:
+        endpoint = endpoint._replace(key=load_key(options.key_file, options.key_id))
+    if options.tls or options.tls_ca or options.tls_cert or options.tls_key:
+        tls = tls_context(options.tls_ca, options.tls_cert, options.tls_key)
+        endpoint = endpoint._replace(tls=tls)
+    return endpoint
 
 
-def _serve(args: list[str]) -> NoReturn:
-    os.execv(sys.executable, [sys.executable, "-m", "broker", "serve", *args])
+def _exec_broker(args: list[str]) -> NoReturn:
+    os.execv(sys.executable, [sys.executable, "-m", "broker", *args])
+
+
+def _run_keygen(options: argparse.Namespace) -> int:
+    key_id = options.id if options.id is not None else f"key-{secrets.token_hex(4)}"
+    if not 1 <= len(key_id) <= KEY_ID_MAX_CHARS:
+        raise CliError(f"--id must be 1 to {KEY_ID_MAX_CHARS} characters")
+    not_after = None
+    if options.not_after is not None:
+        not_after = datetime.fromisoformat(options.not_after)
+        if not_after.tzinfo is None:
+            raise CliError("--not-after needs a time zone, e.g. 2027-01-01T00:00:00Z")
+    key = Key(key_id, secrets.token_bytes(KEY_SECRET_MIN_BYTES), not_after)
+    text = key_file_text(key)
+    if options.out is None:
+        sys.stdout.write(text)
+        return 0
+    fd = os.open(options.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "a") as file:
+        problem = mode_problem(options.out, os.fstat(fd).st_mode)
+        if problem is not None:
+            raise CliError(problem)
+        file.write(("\n" if file.tell() else "") + text)
+    print(f"key {key_id} added to {options.out}", file=sys.stderr)
+    return 0
 
 
 def _run_push(options: argparse.Namespace) -> int:
-    host, port = _address(options)
+    endpoint = _endpoint(options)
     args = None
     if options.args_json is not None:
         try:
             args = msgspec.json.decode(options.args_json)
         except msgspec.DecodeError as exc:
             raise CliError(f"ARGS_JSON is not JSON: {exc}") from None
-    with Client(host, port, timeout_s=10.0) as client:
+    with Client(
+        endpoint.host, endpoint.port, timeout_s=10.0, key=endpoint.key, tls=endpoint.tls
+    ) as client:
         job_id = client.push(
             options.type,
             args,
@@ -154,7 +221,7 @@ def _run_push(options: argparse.Namespace) -> int:
 
 
 def _run_worker(options: argparse.Namespace) -> int:
-    host, port = _address(options)
+    endpoint = _endpoint(options)
     queues = [name for name in options.queues.split(",") if name]
     logging.basicConfig(
         level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -165,12 +232,14 @@ def _run_worker(options: argparse.Namespace) -> int:
     worker = Worker(
         queues,
         options.concurrency,
-        host,
-        port,
+        endpoint.host,
+        endpoint.port,
         handlers=registry,
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
         auto_extend=not options.no_auto_extend,
+        key=endpoint.key,
+        tls=endpoint.tls,
     )
     log.info("running %s on %s", ", ".join(sorted(registry)), ", ".join(queues))
     worker.run()

@@ -64,6 +64,7 @@ from . import _signals
 from ._exceptions import (
     ConnectionLost,
     Internal,
+    JournalFailed,
     NotFound,
     QueuePaused,
     RequestTimeout,
@@ -73,13 +74,16 @@ from ._exceptions import (
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
 from ._keepalive import Heartbeat, keep_extended, lease_lost_message
 from ._link import Link, backoff_s
+from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import Job
-from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
+from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
 
 log = logging.getLogger("leash.worker")
 
 _RETRYABLE_FETCH_ERRORS = (Internal, QueuePaused)  # the other refusals stop the worker
+# The broker could not write its journal and is stopping: like a lost connection.
+_LINK_ERRORS = (ConnectionLost, RequestTimeout, JournalFailed)
 
 
 class Worker:
@@ -100,6 +104,8 @@ class Worker:
         labels: Iterable[str] = (),
         worker_id: str | None = None,
         auto_extend: bool = True,
+        key: KeyOption = None,
+        tls: TlsOption = None,
     ) -> None:
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
@@ -107,7 +113,10 @@ class Worker:
             raise ValueError(f"wait_ms must be from 0 to {limits.FETCH_WAIT_MAX_MS}, not {wait_ms}")
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.concurrency = concurrency
-        self.host, self.port = parse_url(url) if url is not None else (host, port)
+        endpoint = parse_url(url) if url is not None else Endpoint(host, port)
+        self.host, self.port = endpoint.host, endpoint.port
+        self._key = as_key(key) if key is not None else endpoint.key
+        self._tls = as_tls(tls) if tls is not None else endpoint.tls
         self.wait_ms, self.grace_s, self.timeout_s = wait_ms, grace_s, timeout_s
         self.labels, self.worker_id = tuple(labels), worker_id
         self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
@@ -238,6 +247,8 @@ class Worker:
             timeout_s=self.timeout_s,
             labels=self.labels,
             concurrency=self.concurrency,
+            key=self._key,
+            tls=self._tls,
         )
 
     def _fetcher_done(self, task: asyncio.Task[None]) -> None:
@@ -289,7 +300,7 @@ class Worker:
         self._fetching = True  # from here on, a stop waits for the reply
         try:
             return await client.fetch_many(self.queues, count, wait_ms=self.wait_ms)
-        except (ConnectionLost, RequestTimeout) as exc:
+        except _LINK_ERRORS as exc:
             await self._link.lost(client, exc)
             return []
         except _RETRYABLE_FETCH_ERRORS as exc:
@@ -355,7 +366,7 @@ class Worker:
             except (StaleLease, NotFound) as exc:
                 log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, exc.code)
                 return
-            except (ConnectionLost, RequestTimeout) as exc:
+            except _LINK_ERRORS as exc:
                 await self._link.lost(client, exc)
             except ServerError as exc:
                 log.error("could not %s job %s: %s", verb, job.id, exc)

@@ -25,12 +25,15 @@ if str(ROOT) not in sys.path:  # runnable without installing the package
 
 import msgspec  # noqa: E402
 
+from protocol import auth  # noqa: E402
 from protocol.errors import ErrorCode  # noqa: E402
 from protocol.frames import encode_frame  # noqa: E402
 from protocol.messages import (  # noqa: E402
     Ack,
+    Auth,
     BatchCallbacks,
     BatchCreated,
+    Challenge,
     CreateBatch,
     Delivery,
     Error,
@@ -60,6 +63,15 @@ LEASED_MS = CREATED_MS + 2_500
 LEASE_TTL_MS = 1_800_000
 JOB_ID = "invoice-1001"
 ARGS = msgspec.Raw(msgspec.msgpack.encode(["ada@example.com", 1001]))
+
+# The authenticated handshake, with a key no one uses: a test vector for other clients.
+EXAMPLE_KEY = auth.Key("k-example", bytes(range(32)))
+WORKER_ID = "w-5f0c2a9e41d7"
+CLIENT_NONCE = bytes([0x11]) * 32
+SERVER_NONCE = bytes([0x22]) * 32
+TRANSCRIPT = auth.transcript(1, EXAMPLE_KEY.id, WORKER_ID, CLIENT_NONCE, SERVER_NONCE)
+SERVER_PROOF = auth.server_proof(EXAMPLE_KEY.secret, TRANSCRIPT)
+CLIENT_PROOF = auth.client_proof(EXAMPLE_KEY.secret, TRANSCRIPT)
 
 
 @dataclass(frozen=True)
@@ -91,6 +103,37 @@ EXAMPLES: list[Example] = [
         "server to client",
         "The handshake succeeded; later frames may be up to 1 MiB.",
         Welcome(rid=1, version=1, server="leash/0.1.0", epoch=3, max_frame_bytes=1024 * 1024),
+    ),
+    Example(
+        "hello with a key",
+        "client to server",
+        f"The first frame of an authenticated connection: key id `{EXAMPLE_KEY.id}` and "
+        "the client's 32-byte nonce (here 32 bytes of `11`; a client MUST use fresh random "
+        "bytes). The JSON notation shows `bin` values in base64.",
+        Hello(
+            rid=1,
+            version=1,
+            worker_id=WORKER_ID,
+            client="leash-py/0.1",
+            key_id=EXAMPLE_KEY.id,
+            nonce=CLIENT_NONCE,
+        ),
+    ),
+    Example(
+        "challenge",
+        "server to client",
+        "The broker's nonce (here 32 bytes of `22`) and its proof. With the example key "
+        "(secret: the 32 bytes `00 01 02 ... 1f`), the hello above and this nonce, the "
+        f"transcript T (section 4.5) is the {len(TRANSCRIPT)} bytes `{TRANSCRIPT.hex()}`, "
+        f"and the proof HMAC-SHA256(secret, `leash-server` || T) is `{SERVER_PROOF.hex()}`.",
+        Challenge(rid=1, nonce=SERVER_NONCE, proof=SERVER_PROOF),
+    ),
+    Example(
+        "auth",
+        "client to server",
+        "The client's proof for the same transcript: HMAC-SHA256(secret, `leash-client` || T) "
+        f"= `{CLIENT_PROOF.hex()}`. The broker answers `welcome` (rid 2).",
+        Auth(rid=2, proof=CLIENT_PROOF),
     ),
     Example(
         "push",

@@ -216,6 +216,7 @@ class Busy(Struct, tag="busy", tag_field="t"):
 class JournalStats(Struct):
     bytes: int  # on disk: segments and snapshots
     segments: int
+    snapshots: int
     last_seq: int
     fsyncs: int
     fsync_p50_ms: float

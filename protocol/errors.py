@@ -19,6 +19,15 @@ class ErrorCode(enum.StrEnum):
     HANDSHAKE_REQUIRED = "handshake_required"  # a request arrived before hello
     INTERNAL = "internal"  # a bug in the broker; the request was not applied
     INVALID_STATE = "invalid_state"  # the job or batch is not in a state that allows this
+    AUTH_REQUIRED = "auth_required"  # the broker takes only authenticated connections
+    AUTH_FAILED = "auth_failed"  # unknown or expired key, or a wrong proof
+    TOO_MANY_CONNECTIONS = "too_many_connections"  # over the broker's connection limits
+    HANDSHAKE_TIMEOUT = "handshake_timeout"  # the handshake did not finish in time
+    FRAME_TIMEOUT = "frame_timeout"  # a frame did not complete in time once begun
+    IDLE_TIMEOUT = "idle_timeout"  # no frame for the idle timeout
+    SLOW_READER = "slow_reader"  # replies piled up unread
+    JOURNAL_FAILED = "journal_failed"  # the journal cannot be written: not acknowledged; stopping
+    DISK_FULL = "disk_full"  # the journal's disk is low: nothing applied; retry later
     ADMIN_ONLY = "admin_only"  # an admin request on the TCP port: use the admin socket
     PERMISSION_DENIED = "permission_denied"  # the admin socket's peer is not allowed
 

@@ -3,7 +3,8 @@
 Theory of operation: the caller feeds whatever bytes arrived with
 ``feed(data)`` and then calls ``next_frame()`` until it returns None. The
 length prefix is checked against the limit *before* any of the body is
-buffered, so a hostile length cannot make us allocate. A bad length cannot be
+buffered, so a hostile length cannot make us allocate (nor copy a large
+chunk that arrived with it). A bad length cannot be
 resynchronised: it raises a fatal ``ProtocolError`` and the caller must close.
 """
 
@@ -38,6 +39,14 @@ class FrameDecoder:
         return self.buffered_bytes > 0
 
     def feed(self, data: bytes) -> None:
+        if (
+            len(data) > self.max_frame_bytes
+            and self._offset == len(self._buffer)
+            and not 0 < int.from_bytes(data[:_HEADER_BYTES], "big") <= self.max_frame_bytes
+        ):
+            # A frame that cannot be accepted: keep its header for next_frame to
+            # refuse, and none of the rest (the stream is unusable after it).
+            data = data[:_HEADER_BYTES]
         self._buffer += data
 
     def next_frame(self) -> bytes | None:

@@ -65,3 +65,23 @@ BATCH_DEPTH_MAX = 16  # a batch and its ancestors: at most this many levels
 BATCH_STATUS_MEMBERS_MAX = 1000  # unfinished members (and children) listed by one status reply
 BATCH_STATUS_MEMBERS_DEFAULT = 100
 FSCK_PROBLEMS_MAX = 1000  # problems listed by one fsck reply
+# --- authentication (docs/protocol.md §4.5) ----------------------------------
+KEY_ID_MAX_CHARS = 64
+KEY_SECRET_MIN_BYTES = 32  # keys are random, never passwords
+AUTH_NONCE_BYTES = 32  # what the reference client and broker send
+AUTH_NONCE_MIN_BYTES, AUTH_NONCE_MAX_BYTES = 16, 64
+AUTH_PROOF_BYTES = 32  # an HMAC-SHA256 digest
+
+# --- what the broker allows a connection (defaults; each is a serve flag, §10.1) ---
+CONNECTIONS_MAX_DEFAULT = 10_000
+UNAUTHENTICATED_MAX_DEFAULT = 256  # connections that have not finished the handshake
+HANDSHAKE_TIMEOUT_DEFAULT_MS = 2_000  # from connect (or the end of TLS) to welcome
+TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS = 5_000
+FRAME_TIMEOUT_DEFAULT_MS = 30_000  # a frame must be complete this long after it began
+IDLE_TIMEOUT_HEARTBEATS = 3  # idle timeout by default: this many heartbeat_ms
+IN_FLIGHT_MAX_DEFAULT = 1_024  # requests read and not yet answered, per connection
+OUTBOUND_MAX_BYTES_DEFAULT = 8 * 1024 * 1024  # replies queued for a connection
+WRITE_STALL_DEFAULT_MS = 10_000  # replies not draining for this long
+ARGS_MAX_BYTES_DEFAULT = 1024 * 1024  # the msgpack bytes of one job's args
+AUTH_FAIL_DELAY_DEFAULT_MS = 1_000  # before auth_failed; doubled per recent failure
+AUTH_FAIL_DELAY_STEPS = 4  # at most 2**this times the delay

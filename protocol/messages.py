@@ -93,6 +93,8 @@ class Hello(Struct, tag="hello", tag_field="op", omit_defaults=True):
         list[Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]], Meta(max_length=L.LABELS_MAX)
     ] = []
     concurrency: Annotated[int, Meta(ge=0, le=100_000)] = 0
+    key_id: Annotated[str, Meta(max_length=L.KEY_ID_MAX_CHARS)] = ""  # "": no authentication
+    nonce: Annotated[bytes, Meta(max_length=L.AUTH_NONCE_MAX_BYTES)] = b""  # the client's
 
 
 class Push(Struct, tag="push", tag_field="op", omit_defaults=True):
@@ -188,6 +190,13 @@ class GetBatchStatus(Struct, tag="batch_status", tag_field="op", omit_defaults=T
     )
 
 
+class Auth(Struct, tag="auth", tag_field="op"):
+    """The client's proof that it holds the key, after the broker's challenge."""
+
+    rid: RequestId
+    proof: Annotated[bytes, Meta(max_length=L.AUTH_PROOF_BYTES)]
+
+
 Request = (
     Hello
     | Push
@@ -203,6 +212,7 @@ Request = (
     | CreateBatch
     | CommitBatch
     | GetBatchStatus
+    | Auth
 )
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
@@ -218,6 +228,9 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
     max_frame_bytes: int
     heartbeat_ms: int = L.HEARTBEAT_DEFAULT_MS  # beat at least this often
     process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
+    idle_timeout_ms: int = 0  # a connection with no frame for this long is closed; 0: never
+    max_in_flight: int = 0  # requests read and unanswered before the broker stops reading
+    max_args_bytes: int = 0  # the largest job args; 0: bounded by the frame only
 
 
 class PushResult(Struct):
@@ -394,6 +407,14 @@ class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
     path: str = ""  # where the bad field is, as a msgspec path ("$.job.priority")
 
 
+class Challenge(Struct, tag="challenge", tag_field="t"):
+    """The broker's answer to a hello with a key: its nonce and its proof."""
+
+    rid: RequestId
+    nonce: bytes
+    proof: bytes
+
+
 Reply = (
     Welcome
     | Pushed
@@ -408,6 +429,7 @@ Reply = (
     | Error
     | BatchCreated
     | BatchInfo
+    | Challenge
 )
 
 

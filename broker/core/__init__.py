@@ -8,6 +8,7 @@ from broker.core.apply import apply
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
 from broker.core.decide import Outcome, boot, decide, has_ready, job_view
+from broker.core.growth import grows_state
 from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
 from broker.core.state import State, canonical, check_invariants
@@ -29,6 +30,7 @@ __all__ = [
     "decide",
     "decide_admin",
     "detach",
+    "grows_state",
     "has_ready",
     "hold_ms",
     "info_of",

@@ -157,7 +157,7 @@ def _apply_operator(state: State, record: R.JobDeleted | R.JobKilled | R.JobRequ
             job = state.jobs[job_id]
             assert job.state in (DEAD, RETRYING), job
             if job.state == DEAD:
-                job.failures, job.died_ms = 0, 0  # a fresh set of attempts
+                job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
             job.run_at_ms = 0
             _make_ready(state, job, at_ms)
             if job.batch is not None:
@@ -249,8 +249,10 @@ def _fail(state: State, failure: R.Failure) -> None:
 
 def _die(state: State, job: Job, at_ms: int) -> None:
     _set_state(state, job, DEAD)
-    job.died_ms = at_ms
-    state.dead.append((at_ms, job.id))
+    # A job's death times only increase: an entry of an earlier death (stale
+    # since a requeue) can never match again and come back to life.
+    job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
+    state.dead.append((job.died_ms, job.id))
     if job.batch is not None:
         _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
 

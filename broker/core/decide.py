@@ -13,7 +13,7 @@ from broker.core import records as R
 from broker.core.batch_decide import decide_batch
 from broker.core.common import Rejected, failure_for, lease_of
 from broker.core.pushes import Pushes, push_specs
-from broker.core.state import LEASED, PRIORITIES, Job, State
+from broker.core.state import DEAD, LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
@@ -77,8 +77,9 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(*P.beat(state, rid, worker_id, now_ms))
         case M.CreateBatch() | M.CommitBatch() | M.GetBatchStatus():
             return Outcome(*decide_batch(state, request, now_ms))
-        case M.Hello():
-            raise Rejected(ErrorCode.BAD_REQUEST, "hello is only valid as the first frame", "$.op")
+        case M.Hello() | M.Auth():
+            message = "hello and auth are only valid in the handshake"
+            raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")
         case _:
             assert_never(request)
 
@@ -185,7 +186,7 @@ def job_view(job: Job) -> M.JobView:
         owner=job.owner if leased else None,
         token=job.token if leased else None,
         deadline_ms=job.deadline_ms if leased else None,
-        died_ms=job.died_ms or None,
+        died_ms=job.died_ms if job.state == DEAD else None,
         batch=job.batch,
     )
 

@@ -38,7 +38,7 @@ JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
 PRIORITIES: Final = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)  # most urgent first
 
 
-class Job(Struct, gc=False):
+class Job(Struct, array_like=True, gc=False):
     id: str
     queue: str
     type: str
@@ -55,7 +55,7 @@ class Job(Struct, gc=False):
     owner: str = ""  # LEASED: the worker id holding it
     token: int = 0  # LEASED: the current fencing token
     deadline_ms: int = 0  # LEASED
-    died_ms: int = 0  # DEAD
+    died_ms: int = 0  # DEAD: when (kept after a requeue: a later death is later still)
     leased_ms: int = 0  # LEASED: when the lease was granted
     batch: str | None = None  # a member of this unfinished batch
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
@@ -145,9 +145,12 @@ def live_scheduled(state: State, entry: tuple[int, str]) -> bool:
     return job is not None and job.state in (SCHEDULED, RETRYING) and job.run_at_ms == entry[0]
 
 
+_DEADLINE_FIELDS: Final = {kind: f"{kind}_deadline_ms" for kind in ("beat", "grace", "terminate")}
+
+
 def live_process_deadline(state: State, entry: tuple[int, str, str]) -> bool:
     process = state.processes.get(entry[1])
-    return process is not None and getattr(process, f"{entry[2]}_deadline_ms") == entry[0]
+    return process is not None and getattr(process, _DEADLINE_FIELDS[entry[2]]) == entry[0]
 
 
 def live_batch_deadline(state: State, entry: tuple[int, str, str]) -> bool:
@@ -231,7 +234,7 @@ def canonical(state: State) -> dict[str, Any]:
         "counts": dict(state.counts),
         "processes": {k: msgspec.to_builtins(v) for k, v in sorted(state.processes.items())},
         "process_deadlines": sorted(
-            e for e in state.process_deadlines if live_process_deadline(state, e)
+            {e for e in state.process_deadlines if live_process_deadline(state, e)}
         ),
         "batches": {k: plain_batch(v) for k, v in sorted(state.batches.items())},
         "batch_deadlines": sorted(

@@ -1,12 +1,14 @@
 """Journal file format, version 1 (pure: bytes in, bytes out).
 
-A journal file starts with a header:
+A journal file (a segment) starts with a header:
     magic b"LEASHJNL" | version u16 | reserved u16 | epoch u32 | first_seq u64 | crc32 u32
 (big-endian, 28 bytes; the crc covers the 24 bytes before it). Then records:
     crc32 u32 | length u32 | seq u64 | payload (length bytes, msgpack Record)
-The crc covers length, seq and payload. Sequence numbers are contiguous.
-Any change to this layout bumps FORMAT_VERSION; readers for released
-versions are kept.
+The crc covers length, seq and payload. Sequence numbers are contiguous,
+within a file and across files. Snapshot files (snapshot.py) use the same
+header layout with their own magic and version, and the same framing for
+their chunks. Any change to this layout bumps FORMAT_VERSION; readers for
+released versions are kept (golden files in tests/fixtures pin them).
 """
 
 import struct
@@ -18,7 +20,7 @@ FORMAT_VERSION = 1
 _HEADER = struct.Struct(">8sHHIQ")
 _HEADER_CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
-_RECORD = struct.Struct(">IIQ")
+RECORD_HEADER = _RECORD = struct.Struct(">IIQ")  # crc, length, seq
 RECORD_HEADER_BYTES = _RECORD.size
 RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
 
@@ -33,22 +35,27 @@ class BadHeader(Exception):
     pass
 
 
-def encode_header(epoch: int, first_seq: int) -> bytes:
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, epoch, first_seq)
+def encode_header(
+    epoch: int, first_seq: int, magic: bytes = MAGIC, version: int = FORMAT_VERSION
+) -> bytes:
+    head = _HEADER.pack(magic, version, 0, epoch, first_seq)
     return head + _HEADER_CRC.pack(zlib.crc32(head))
 
 
-def decode_header(data: bytes) -> FileHeader:
+def decode_header(
+    data: bytes, magic: bytes = MAGIC, versions: tuple[int, ...] = (FORMAT_VERSION,)
+) -> FileHeader:
+    kind = "journal" if magic == MAGIC else "snapshot"
     if len(data) < HEADER_BYTES:
         raise BadHeader(f"file header is {len(data)} bytes, expected {HEADER_BYTES}")
-    magic, version, _, epoch, first_seq = _HEADER.unpack_from(data)
+    found, version, _, epoch, first_seq = _HEADER.unpack_from(data)
     (crc,) = _HEADER_CRC.unpack_from(data, _HEADER.size)
-    if magic != MAGIC:
-        raise BadHeader(f"not a journal file (magic {magic!r})")
+    if found != magic:
+        raise BadHeader(f"not a {kind} file (magic {found!r})")
     if crc != zlib.crc32(data[: _HEADER.size]):
         raise BadHeader("file header checksum mismatch")
-    if version != FORMAT_VERSION:
-        raise BadHeader(f"journal format version {version} is not supported")
+    if version not in versions:
+        raise BadHeader(f"{kind} format version {version} is not supported")
     return FileHeader(version, epoch, first_seq)
 
 
@@ -68,8 +75,20 @@ class BadRecord(NamedTuple):
     reason: str
 
 
+def decode_frame_header(head: bytes) -> tuple[int, int, int]:
+    """(crc, length, seq) of a record's first RECORD_HEADER_BYTES bytes."""
+    crc, length, seq = _RECORD.unpack(head)
+    return crc, length, seq
+
+
+def frame_crc(head: bytes, payload: bytes) -> int:
+    """The checksum a frame with this header and payload must carry."""
+    return zlib.crc32(payload, zlib.crc32(head[4:RECORD_HEADER_BYTES]))
+
+
 def scan_record(data: memoryview, offset: int) -> Scanned | BadRecord:
-    """The record at ``offset``, or why there is no valid one there."""
+    """The record at ``offset``, or why there is no valid one there. A
+    length over the limit is refused before anything is sliced or read."""
     available = len(data) - offset
     if available < RECORD_HEADER_BYTES:
         return BadRecord(offset, "truncated record header")
@@ -89,6 +108,8 @@ def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:
     anywhere after ``offset``, or None: what tells a torn tail (nothing
     valid after it) from damage in the middle of the log."""
     end = len(data)
+    if is_zero(data[offset:]):
+        return None
     most_records = (end - offset) // RECORD_HEADER_BYTES + 1
     for candidate in range(offset + 1, end - RECORD_HEADER_BYTES + 1):
         _, length, found_seq = _RECORD.unpack_from(data, candidate)
@@ -99,3 +120,8 @@ def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:
         if isinstance(scan_record(data, candidate), Scanned):
             return candidate
     return None
+
+
+def is_zero(data: memoryview) -> bool:
+    """Whether every byte is zero (a zero-filled sector, a hole)."""
+    return not bytes(data).strip(b"\0")

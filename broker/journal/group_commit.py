@@ -11,9 +11,16 @@ is sent only after its records were written to the file, so a process
 crash never loses an acknowledged change; under ``always`` neither does a
 power loss.
 
+When the open segment passes its size the writer thread seals it and
+starts the next (``Journal.rotate``) right after a batch, and the loop is
+told (``on_sealed``): that is where snapshots are triggered. ``seal`` does
+the same on request (compaction).
+
 A failed write or fsync is sticky: the committer stops, every waiting and
-later reply is told the journal failed, and ``on_failure`` is called once;
-fsync is never retried on that file.
+later reply is told the journal failed — the batch in flight and the buffer
+being filled alike, so no reply acknowledges a record of a failed batch —
+and ``on_failure`` is called once; fsync is never retried (the Journal
+refuses to touch the disk again).
 """
 
 import asyncio
@@ -24,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple
 
-from broker.journal.log import Journal
+from broker.journal.log import Journal, JournalFailure, Sealed
 
 log = logging.getLogger("leash.journal")
 FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
@@ -74,11 +81,13 @@ class GroupCommitter:
         journal: Journal,
         policy: FsyncPolicy,
         on_failure: Callable[[BaseException], None],
+        on_sealed: Callable[[Sealed], None] | None = None,
     ) -> None:
         self._loop = loop
         self._journal = journal
         self._policy = policy
         self._on_failure = on_failure
+        self.on_sealed = on_sealed
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leash-journal")
         self._buffer: list[bytes] = []
         self._waiting: list[Done] = []  # replies for the buffer being filled
@@ -129,8 +138,24 @@ class GroupCommitter:
         if self._interval_task is not None:
             self._interval_task.cancel()
         if self.failed is None and self._policy.mode != "always" and self._dirty:
-            await self._loop.run_in_executor(self._executor, self._sync_now)
-        self._executor.shutdown(wait=True)
+            try:
+                await self._loop.run_in_executor(self._executor, self._sync_now)
+            except JournalFailure as error:
+                self._fail(error, [])
+        # After a failure the writer thread may hang in the kernel: do not wait for it.
+        self._executor.shutdown(wait=self.failed is None)
+
+    async def seal(self) -> Sealed | None:
+        """Seal the open segment once everything submitted so far is
+        written; None if it holds no record yet."""
+        await self.drain()
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return await self._loop.run_in_executor(self._executor, self._rotate)
+        except JournalFailure as error:
+            self._fail(error, [])
+            raise
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and not self._in_flight:
@@ -147,20 +172,28 @@ class GroupCommitter:
             self._idle.set()
             return
         data = b"".join(self._buffer)
+        through_seq = self._journal.next_seq - 1  # every encoded record is in the buffer
         waiting = self._waiting
         self._buffer, self._waiting = [], []
         self._in_flight = True
-        future = self._loop.run_in_executor(self._executor, self._write, data)
+        future = self._loop.run_in_executor(self._executor, self._write, data, through_seq)
         future.add_done_callback(lambda f: self._written(f, waiting))
 
-    def _write(self, data: bytes) -> None:
-        # Runs on the one writer thread, as does _sync_now: no lock needed.
-        self._journal.append(data)
+    def _write(self, data: bytes, through_seq: int) -> Sealed | None:
+        # Runs on the one writer thread, as do _sync_now and _rotate: no lock needed.
+        self._journal.append(data, through_seq)
         self.stats.records_bytes += len(data)
         if self._policy.mode == "always":
             self._timed_sync()
         else:
             self._dirty = True
+        return self._rotate() if self._journal.full else None
+
+    def _rotate(self) -> Sealed | None:
+        sealed = self._journal.rotate()  # syncs what it seals
+        if sealed is not None:
+            self._dirty = False
+        return sealed
 
     def _timed_sync(self) -> None:
         started = time.perf_counter()
@@ -177,26 +210,32 @@ class GroupCommitter:
             self._dirty = False
             self._timed_sync()
 
-    def _written(self, future: "asyncio.Future[None]", waiting: list[Done]) -> None:
+    def _written(self, future: "asyncio.Future[Sealed | None]", waiting: list[Done]) -> None:
         self._in_flight = False
         self.stats.batches += 1
-        error = future.exception()
+        error = future.exception() or self.failed  # failed meanwhile (an interval fsync)
         if error is not None:
             self._fail(error, waiting)
             return
         self._release(waiting, True)
+        sealed = future.result()
+        if sealed is not None and self.on_sealed is not None:
+            self.on_sealed(sealed)
         if self._buffer or self._waiting:
             self._schedule_flush()
         else:
             self._idle.set()
 
     def _fail(self, error: BaseException, waiting: list[Done]) -> None:
-        self.failed = error
-        log.critical("journal write failed, refusing further writes: %r", error)
+        first = self.failed is None
+        if first:
+            self.failed = error
+            log.critical("journal failed, refusing every request: %s", error)
         self._release(waiting + self._waiting, False)
         self._buffer, self._waiting = [], []
         self._idle.set()
-        self._on_failure(error)
+        if first:
+            self._on_failure(error)
 
     @staticmethod
     def _release(waiting: list[Done], ok: bool) -> None:
@@ -211,5 +250,5 @@ class GroupCommitter:
                 continue
             try:
                 await self._loop.run_in_executor(self._executor, self._sync_now)
-            except OSError as error:
+            except JournalFailure as error:
                 self._fail(error, [])

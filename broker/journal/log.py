@@ -1,142 +1,107 @@
-"""The append-only journal: recovery at start, then appends.
+"""The append side of the journal: numbering, segments, rotation, sticky failure.
 
-Files are ``journal-<first seq, 20 digits>.log`` in the data directory,
-read in order; sequence numbers must be contiguous across them. Recovery
-never guesses: a torn tail (a bad record in the last file with no valid
-record after it: cut short, zero-filled or garbled) is copied to
-``<file>.broken``, cut off, and
-reported; any other bad record stops start-up with a ``JournalCorrupt``
-naming the file, offset and sequence number. Segment rotation and
-snapshots build on this layout.
+Records are appended to the open segment; when it passes ``segment_bytes``
+the writer seals it (fsync, even under ``--fsync never``, so a sealed
+segment is whole on disk) and starts the next one, whose header carries
+the epoch and the first seq: sequence numbers run on across files.
 
-Threading: ``append`` and ``sync`` are called from the one writer thread
-only; recovery runs before that thread starts.
+A failed write, fsync or rotation is sticky: ``failure`` is set, the
+error is raised again by every later call, and the disk is never touched
+again by this journal (fsync is never retried: after a failed fsync the
+kernel may have dropped the dirty pages, and a later "successful" fsync
+would prove nothing).
+
+Threading: ``encode`` runs on the event loop (it numbers records);
+``append``, ``sync`` and ``rotate`` on the one writer thread; ``open`` before
+that thread starts, ``close`` after it stopped.
 """
 
 import contextlib
-import logging
 import os
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
-from broker.core.records import Record, record_decoder, record_encoder
+from broker.core.records import Record, record_encoder
 from broker.journal import format as F
+from broker.journal import layout
 from broker.journal.disk import Disk
+from broker.journal.recovery import Segment
 
-log = logging.getLogger("leash.journal")
-FILE_PREFIX, FILE_SUFFIX = "journal-", ".log"
-
-
-class JournalCorrupt(Exception):
-    """A bad record that is not a torn tail: refuse to start."""
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+T = TypeVar("T")
 
 
-class Recovered(NamedTuple):
-    records: int
+class JournalFailure(Exception):
+    """A write, fsync or rotation failed; the journal is closed for good."""
+
+    def __init__(self, op: str, path: str, error: OSError, durable_seq: int) -> None:
+        self.op, self.path, self.errno, self.durable_seq = op, path, error.errno, durable_seq
+        reason = error.strerror or str(error)
+        super().__init__(
+            f"{op} failed on {path}: errno {error.errno} ({reason}); last durable seq {durable_seq}"
+        )
+
+
+class Sealed(NamedTuple):
+    """A segment that is complete and synced: what a snapshot can cover."""
+
+    first_seq: int
     last_seq: int
-    dropped: str  # "" or a description of the torn tail that was cut
-
-
-def file_name(first_seq: int) -> str:
-    return f"{FILE_PREFIX}{first_seq:020d}{FILE_SUFFIX}"
-
-
-def journal_files(directory: str) -> list[str]:
-    names = sorted(
-        n for n in os.listdir(directory) if n.startswith(FILE_PREFIX) and n.endswith(FILE_SUFFIX)
-    )
-    return [os.path.join(directory, n) for n in names]
+    path: str
+    size_bytes: int
 
 
 class Journal:
-    def __init__(self, directory: str, disk: Disk) -> None:
+    def __init__(
+        self, directory: str, disk: Disk, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> None:
         self.directory = directory
         self.disk = disk
-        self.next_seq = 1
+        self.segment_bytes = segment_bytes
+        self.next_seq = 1  # the seq the next encoded record gets (event loop)
+        self.written_seq = 0  # the last seq written to the file (writer thread)
+        self.durable_seq = 0  # the last seq fsynced (writer thread)
+        self.epoch = 0
+        self.failure: JournalFailure | None = None
         self._fd: int | None = None
+        self._path = ""
+        self._first_seq = 1
+        self._size_bytes = 0
 
-    def recover(self, apply: Callable[[Record], None]) -> Recovered:
-        """Feed every record on disk to ``apply``, in order."""
-        files = journal_files(self.directory)
-        count, dropped = 0, ""
-        for index, path in enumerate(files):
-            last_file = index == len(files) - 1
-            n, cut = self._replay_file(path, last_file, apply)
-            count += n
-            dropped = dropped or cut
-        return Recovered(count, self.next_seq - 1, dropped)
-
-    def _replay_file(
-        self, path: str, last_file: bool, apply: Callable[[Record], None]
-    ) -> tuple[int, str]:
-        data = memoryview(self.disk.read(path))
-        try:
-            header = F.decode_header(bytes(data[: F.HEADER_BYTES]))
-        except F.BadHeader as exc:
-            if last_file and _all_zero(data):
-                return 0, self._cut(path, data, 0, "empty or zero-filled file")
-            raise JournalCorrupt(f"{path}: offset 0: {exc}") from None
-        if self.next_seq != 1 and header.first_seq != self.next_seq:
-            raise JournalCorrupt(
-                f"{path}: starts at seq {header.first_seq}, expected {self.next_seq} (a gap)"
+    def open(self, next_seq: int, last: Segment | None, epoch: int) -> None:
+        """Go on appending after recovery: to the last segment, or to a new one."""
+        self.next_seq = next_seq
+        self.written_seq = self.durable_seq = next_seq - 1
+        self.epoch = epoch
+        if last is not None and last.last_seq == next_seq - 1:
+            self._path, self._first_seq, self._size_bytes = (
+                last.path,
+                last.first_seq,
+                last.size_bytes,
             )
-        self.next_seq = header.first_seq
-        offset, count = F.HEADER_BYTES, 0
-        while offset < len(data):
-            scanned = F.scan_record(data, offset)
-            if isinstance(scanned, F.BadRecord):
-                torn = last_file and F.valid_record_after(data, offset, self.next_seq - 1) is None
-                if not torn:
-                    raise JournalCorrupt(
-                        f"{path}: offset {offset}, seq {self.next_seq}: {scanned.reason}; "
-                        f"start with --repair-truncate to cut the journal there"
-                    )
-                return count, self._cut(path, data, offset, scanned.reason)
-            if scanned.seq != self.next_seq:
-                raise JournalCorrupt(
-                    f"{path}: offset {offset}: seq {scanned.seq}, expected {self.next_seq}"
-                )
-            apply(record_decoder.decode(scanned.payload))
-            self.next_seq += 1
-            count += 1
-            offset = scanned.end
-        return count, ""
+            self._fd = self._guard("open", lambda: self.disk.open_append(last.path))
+        else:
+            self._guard("create", lambda: self._create(next_seq))
 
-    def _cut(self, path: str, data: memoryview, offset: int, reason: str) -> str:
-        broken = f"{path}.broken"
-        with open(broken, "wb") as file:
-            file.write(data[offset:])
-        self.disk.truncate(path, offset)
-        message = (
-            f"torn tail in {path} at offset {offset} ({reason}): "
-            f"{len(data) - offset} bytes from seq {self.next_seq} cut, kept in {broken}"
-        )
-        log.warning(message)
-        return message
-
-    def open_for_append(self, epoch: int) -> None:
-        files = journal_files(self.directory)
-        if files and os.path.getsize(files[-1]) >= F.HEADER_BYTES:
-            self._fd = self.disk.open_append(files[-1])
-            return
-        path = files[-1] if files else os.path.join(self.directory, file_name(self.next_seq))
-        if files:
-            self.disk.remove(path)
-        self._fd = self.disk.open_append(path)
-        self.disk.write(self._fd, F.encode_header(epoch, self.next_seq))
-        self.disk.sync(self._fd)
+    def _create(self, first_seq: int) -> None:
+        path = os.path.join(self.directory, layout.segment_name(first_seq))
+        self._path = path
+        fd = self.disk.create(path)
+        self._fd, self._first_seq = fd, first_seq
+        header = F.encode_header(self.epoch, first_seq)
+        self.disk.write(fd, header)
+        self.disk.sync(fd)
         self.disk.sync_dir(self.directory)
+        self._size_bytes = len(header)
 
-    def disk_bytes(self) -> int:
-        """What the journal's files take on disk now."""
+    def disk_usage(self) -> tuple[int, int, int]:
+        """Bytes on disk, segments and snapshots of the data directory now (for stats)."""
+        found = layout.scan(self.disk, self.directory)
         total = 0
-        for path in journal_files(self.directory):
+        for _, path in (*found.segments, *found.snapshots):
             with contextlib.suppress(FileNotFoundError):
                 total += os.path.getsize(path)
-        return total
-
-    def segment_count(self) -> int:
-        return len(journal_files(self.directory))
+        return total, len(found.segments), len(found.snapshots)
 
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""
@@ -146,19 +111,62 @@ class Journal:
             self.next_seq += 1
         return b"".join(parts)
 
-    def append(self, data: bytes) -> None:
-        assert self._fd is not None, "journal not open"
-        self.disk.write(self._fd, data)
+    def append(self, data: bytes, through_seq: int) -> None:
+        """Write ``data``, whose last record has seq ``through_seq``."""
+        fd = self._open_fd()
+        self._guard("write", lambda: self.disk.write(fd, data))
+        self._size_bytes += len(data)
+        self.written_seq = through_seq
 
     def sync(self) -> None:
-        assert self._fd is not None, "journal not open"
-        self.disk.sync(self._fd)
+        fd = self._open_fd()
+        written = self.written_seq
+        self._guard("fsync", lambda: self.disk.sync(fd))
+        self.durable_seq = written
+
+    def write_now(self, records: list[Record]) -> None:
+        """Append and fsync at once (the boot record, before serving)."""
+        data = self.encode(records)
+        self.append(data, self.next_seq - 1)
+        self.sync()
+
+    @property
+    def full(self) -> bool:
+        return self._size_bytes >= self.segment_bytes
+
+    def rotate(self) -> Sealed | None:
+        """Seal the open segment (fsync, close) and start the next one; None
+        when it holds no record yet (nothing to seal)."""
+        if self.written_seq < self._first_seq:
+            return None
+        self.sync()
+        fd = self._open_fd()
+        sealed = Sealed(self._first_seq, self.written_seq, self._path, self._size_bytes)
+        self._fd = None
+        self._guard("close", lambda: self.disk.close(fd))
+        self._guard("create", lambda: self._create(sealed.last_seq + 1))
+        return sealed
 
     def close(self) -> None:
         if self._fd is not None:
-            self.disk.close(self._fd)
-            self._fd = None
+            fd, self._fd = self._fd, None
+            if self.failure is None:
+                self._guard("close", lambda: self.disk.close(fd))
+            else:
+                with contextlib.suppress(OSError):  # closing does not sync
+                    self.disk.close(fd)
 
+    def _open_fd(self) -> int:
+        if self.failure is not None:
+            raise self.failure
+        assert self._fd is not None, "journal not open"
+        return self._fd
 
-def _all_zero(data: memoryview) -> bool:
-    return not any(data)
+    def _guard(self, op: str, call: Callable[[], T]) -> T:
+        if self.failure is not None:
+            raise self.failure
+        try:
+            return call()
+        except OSError as error:
+            self.failure = JournalFailure(op, self._path, error, self.durable_seq)
+            raise self.failure from error

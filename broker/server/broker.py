@@ -13,15 +13,18 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import core
 from broker.core.records import Record
 from broker.journal.group_commit import GroupCommitter
 from broker.journal.log import Journal
 from broker.server.admin import AdminConnection
+from broker.server.auth import FailureTable, Handshake, Keyring
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
+from broker.server.guard import Guard
+from broker.server.limits import RefusalLog, oversized_args
 from broker.server.metrics import QueueFigures, Snapshot
 from broker.server.waiters import Waiter, Waiters
 from protocol import PROTOCOL_VERSION
@@ -30,11 +33,16 @@ from protocol import messages as M
 from protocol.admin import ADMIN_OPS, AdminReply, AdminRequest, GetStats, JournalStats, Stats
 from protocol.errors import ErrorCode
 
+if TYPE_CHECKING:
+    from broker.journal.compaction import Compactor
+
 log = logging.getLogger("leash.server")
 SERVER_NAME = "leash/0.1.0"
 TICK_MAX_DELAY_S = 1.0  # re-read the wall clock at least this often
 TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_items jobs)
 EXIT_APPLY_FAILED = 70
+JOURNAL_FAILED = "the journal cannot be written; not acknowledged; the broker is stopping"
+DISK_FULL = "the journal's disk is nearly full; retry later"
 QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
 OTHER_QUEUES = "_other"
 
@@ -57,6 +65,7 @@ class Broker:
         journal: Journal,
         committer: GroupCommitter,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.state = state
@@ -75,6 +84,19 @@ class Broker:
         self.admin_connections = 0
         self.totals: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
         self.queue_totals: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
+        limits = config.limits
+        self.refusals = RefusalLog(log)
+        self.guard = Guard(limits, self.connections, self.refusals)
+        failures = FailureTable(limits.auth_fail_delay_ms)
+        self.handshake = Handshake(
+            keyring, failures, self.refusals, self._open_session, clock_ms, self.loop.call_later
+        )
+        # Args cannot be over the limit when the frame limit is lower: skip the check.
+        self._max_args_bytes = limits.max_args_bytes
+        self._check_args = limits.max_args_bytes < config.max_frame_bytes
+        self.guard.start()
+        self.disk_low = False  # set by the free-space watch: refuse what grows the state
+        self.compactor: Compactor | None = None  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
 
@@ -89,18 +111,29 @@ class Broker:
                 self._reply(connection, bad.reply())
             elif bad.code == ErrorCode.UNKNOWN_OP:
                 message = "the first frame must be hello"
-                connection.close_with(M.Error(bad.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
+                self.handshake.refuse(connection, bad.rid, ErrorCode.HANDSHAKE_REQUIRED, message)
             else:
-                connection.close_with(bad.reply())
+                self.handshake.refuse(connection, bad.rid, bad.code, bad.message)
             return
         if not connection.greeted:
-            self._greet(connection, request)
+            self.handshake.step(connection, request)
             return
+        if self.committer.failed is not None:
+            self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
+            return
+        if self._check_args:
+            oversized = oversized_args(request, self._max_args_bytes)
+            if oversized is not None:
+                self._reply(connection, oversized)
+                return
         now_ms = self.clock_ms()
         assert connection.info is not None
         alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
         if alive:
             self._commit(alive)
+        if self.disk_low and core.grows_state(request):
+            self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
+            return
         try:
             outcome = core.decide(self.state, request, connection.worker_id, now_ms)
         except Exception:
@@ -117,38 +150,37 @@ class Broker:
         if outcome.records:
             self._wake_waiters()
 
-    def _greet(self, connection: Connection, request: M.Request) -> None:
-        if not isinstance(request, M.Hello):
-            message = "the first frame must be hello"
-            connection.close_with(M.Error(request.rid, ErrorCode.HANDSHAKE_REQUIRED, message))
-        elif request.version != PROTOCOL_VERSION:
-            message = f"protocol version {request.version} is not supported; use {PROTOCOL_VERSION}"
-            connection.close_with(M.Error(request.rid, ErrorCode.UNSUPPORTED_VERSION, message))
-        else:
-            connection.worker_id = request.worker_id
-            connection.info = core.info_of(request)
-            connection.decoder.max_frame_bytes = self.config.max_frame_bytes
-            self.attached[request.worker_id] = self.attached.get(request.worker_id, 0) + 1
-            now_ms = self.clock_ms()
-            self._commit(
-                core.touch(self.state, request.worker_id, connection.info, now_ms, hello=True)
-            )
-            core_config = self.config.core
-            welcome = M.Welcome(
-                rid=request.rid,
-                version=PROTOCOL_VERSION,
-                server=SERVER_NAME,
-                epoch=self.state.epoch,
-                max_frame_bytes=self.config.max_frame_bytes,
-                heartbeat_ms=core_config.heartbeat_ms,
-                process_ttl_ms=core_config.process_ttl_ms,
-            )
-            self._reply(connection, welcome)
+    def _open_session(self, connection: Connection, hello: M.Hello, rid: int) -> None:
+        """The handshake succeeded: register the process and send the welcome."""
+        connection.worker_id = hello.worker_id
+        connection.info = core.info_of(hello)
+        connection.decoder.max_frame_bytes = self.config.max_frame_bytes
+        self.guard.welcomed(connection)
+        self.attached[hello.worker_id] = self.attached.get(hello.worker_id, 0) + 1
+        now_ms = self.clock_ms()
+        self._commit(core.touch(self.state, hello.worker_id, connection.info, now_ms, hello=True))
+        core_config, limits = self.config.core, self.config.limits
+        welcome = M.Welcome(
+            rid=rid,
+            version=PROTOCOL_VERSION,
+            server=SERVER_NAME,
+            epoch=self.state.epoch,
+            max_frame_bytes=self.config.max_frame_bytes,
+            heartbeat_ms=core_config.heartbeat_ms,
+            process_ttl_ms=core_config.process_ttl_ms,
+            idle_timeout_ms=limits.idle_timeout_ms,
+            max_in_flight=limits.max_in_flight,
+            max_args_bytes=limits.max_args_bytes,
+        )
+        self._reply(connection, welcome)
 
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
         apply is a broken invariant: state may be half-changed, so stop at
-        once, before the records reach the journal."""
+        once, before the records reach the journal. After a journal failure
+        nothing more is applied: every reply is journal_failed anyway."""
+        if self.committer.failed is not None:
+            return
         try:
             for record in records:
                 self._tally(record)
@@ -179,7 +211,7 @@ class Broker:
             if durable:
                 connection.send(reply)
             else:
-                connection.send(M.Error(reply.rid, ErrorCode.INTERNAL, "journal write failed"))
+                connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
         self.committer.after(done)
 
@@ -202,6 +234,7 @@ class Broker:
 
     def stats(self, rid: int, now_ms: int) -> Stats:
         state, commits = self.state, self.committer.stats
+        disk_bytes, segments, snapshots = self.journal.disk_usage()
         return Stats(
             rid=rid,
             version=SERVER_NAME,
@@ -214,8 +247,9 @@ class Broker:
             processes=len(state.processes),
             queues=len(state.queues),
             journal=JournalStats(
-                bytes=self.journal.disk_bytes(),
-                segments=self.journal.segment_count(),
+                bytes=disk_bytes,
+                segments=segments,
+                snapshots=snapshots,
                 last_seq=self.journal.next_seq - 1,
                 fsyncs=commits.fsyncs,
                 fsync_p50_ms=commits.fsync_ms_quantile(0.5),
@@ -225,7 +259,7 @@ class Broker:
                 replay_s=self.replay_s,
                 replay_records=self.replay_records,
             ),
-            limits=self.config.limits(),
+            limits=self.config.limits_in_force(),
         )
 
     def metrics_snapshot(self) -> Snapshot:
@@ -250,7 +284,7 @@ class Broker:
             connections=len(self.connections),
             commits=self.committer.stats.batches,
             records=self.committer.stats.records,
-            journal_bytes=self.journal.disk_bytes(),
+            journal_bytes=self.journal.disk_usage()[0],
             uptime_ms=now_ms - self.started_ms,
         )
 
@@ -318,8 +352,14 @@ class Broker:
 
     # --- lifecycle --------------------------------------------------------
 
+    def connection_made(self, connection: Connection) -> None:
+        if self.stopping:
+            connection.abort()
+        else:
+            self.guard.admit(connection)
+
     def connection_lost(self, connection: Connection) -> None:
-        self.connections.discard(connection)
+        self.guard.lost(connection)
         for waiter in list(connection.waiters):
             self._drop(waiter)
         worker_id = connection.worker_id
@@ -332,11 +372,18 @@ class Broker:
             if records:
                 self._commit(records)
 
+    async def compact(self) -> int:
+        """Seal the open segment and snapshot through it now (an operator's
+        compact); the seq the snapshot covers."""
+        assert self.compactor is not None, "the broker runs without a compactor"
+        return await self.compactor.compact()
+
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once
         its replies are out. Processes stay as they are: after the restart
         each gets a full TTL to come back."""
         self.stopping = True
+        self.guard.stop()
         if self._timer is not None:
             self._timer.cancel()
         for waiter in self.waiters.all():

@@ -1,9 +1,23 @@
-"""One TCP connection: bytes in, frames to the broker, replies out.
+"""One TCP (or TLS) connection: bytes in, frames to the broker, replies out.
 
 An asyncio Protocol (no streams: fewer allocations on the hot path). It
-owns the frame decoder and back-pressure: when the transport's write buffer
-is over its high-water mark, reading stops until it drains. It holds no job
-semantics; everything it decodes goes to ``Broker.handle``.
+owns the frame decoder and back-pressure. It stops reading (and stops
+decoding frames it has already read) while any of these holds, and goes on
+where it stopped once none does:
+
+- the transport's write buffer is over its high-water mark (the client is
+  not reading its replies); while it is, a reply that would be queued on
+  top of ``max_outbound_bytes`` aborts the connection instead;
+- ``max_in_flight`` requests have been read and not answered yet (replies
+  wait for the group commit, held long-poll fetches for a job): reading
+  resumes when half of them are answered;
+- the connection is doomed (a failed authentication waits out its delay).
+
+The hot path only bumps two counters (``in_flight`` and ``frames_out``;
+the frames read are their sum) and tests one field (``paused``, which a close
+sets too); ``guard.Guard`` reads them in its sweep to enforce the
+deadlines. It holds no job semantics; everything it decodes goes to
+``Broker.handle``.
 """
 
 import asyncio
@@ -11,77 +25,226 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from protocol import messages as M
-from protocol.errors import ProtocolError
+from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import FrameDecoder, encode_frame
 from protocol.limits import HANDSHAKE_FRAME_MAX_BYTES
 
 if TYPE_CHECKING:
     from broker.core.records import ProcessInfo
+    from broker.server.auth import PendingAuth
     from broker.server.broker import Broker
     from broker.server.waiters import Waiter
 
 log = logging.getLogger("leash.server")
 
 
+PAUSED_FOR_WRITES = 1
+PAUSED_FOR_IN_FLIGHT = 2
+PAUSED_FOR_GOOD = 4  # doomed: nothing more is read
+PAUSED_CLOSED = 8  # set with closed, so the hot path tests one field
+
+
 class Connection(asyncio.Protocol):
+    PAUSED_FOR_WRITES = PAUSED_FOR_WRITES  # for the guard
+
+    __slots__ = (
+        "_continuing",
+        "_reading_paused",
+        "active_s",
+        "admitted",
+        "broker",
+        "closed",
+        "closed_s",
+        "deadline_s",
+        "decoder",
+        "frame_mark",
+        "frame_since_s",
+        "frames_out",
+        "host",
+        "in_flight",
+        "info",
+        "max_in_flight",
+        "paused",
+        "peer",
+        "pending_auth",
+        "seen_in",
+        "seen_out",
+        "transport",
+        "waiters",
+        "worker_id",
+        "write_paused_s",
+    )
+
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
         self.decoder = FrameDecoder(HANDSHAKE_FRAME_MAX_BYTES)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
-        self.worker_id = ""  # set by hello; empty until the handshake is done
+        self.host = "?"  # the peer's address without the port
+        self.worker_id = ""  # set by the welcome; empty until the handshake is done
         self.info: ProcessInfo | None = None  # the identity hello gave
+        self.pending_auth: PendingAuth | None = None  # challenged, waiting for auth
         self.waiters: set[Waiter] = set()
         self.closed = False
+        self.closed_s = 0.0
+        self.admitted = False  # counted by the guard
+        self.max_in_flight = broker.config.limits.max_in_flight
+        # Counters of the hot path, and the marks the guard's sweep keeps.
+        self.frames_out = self.in_flight = 0
+        self.seen_in = self.seen_out = 0
+        self.frame_mark, self.frame_since_s = -1, 0.0
+        self.active_s = self.deadline_s = self.write_paused_s = 0.0
+        self.paused = 0  # PAUSED_FOR_* bits
+        self._reading_paused = False
+        self._continuing = False
 
     @property
     def greeted(self) -> bool:
         return bool(self.worker_id)
 
+    @property
+    def frames_in(self) -> int:
+        """Requests read: each is answered (counted out) or still in flight."""
+        return self.frames_out + self.in_flight
+
+    @property
+    def reading(self) -> bool:
+        """False once doomed: the connection only waits to send its last error."""
+        return not self.paused & PAUSED_FOR_GOOD
+
+    # --- asyncio callbacks ----------------------------------------------------
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = transport.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        self.broker.connections.add(self)
+        if isinstance(peer, tuple):
+            self.host = str(peer[0])
+            self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in self.host else f"{peer[0]}:{peer[1]}"
+        else:
+            self.peer = self.host = str(peer)
+        self.broker.connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        """Hand every complete frame to the broker, until paused or out of bytes."""
+        if self.closed:
+            return
         decoder = self.decoder
         decoder.feed(data)
-        while not self.closed:
+        if self.paused:
+            return  # kept until the pause ends (see _continue)
+        handle, max_in_flight = self.broker.handle, self.max_in_flight
+        while True:
             try:
                 body = decoder.next_frame()
             except ProtocolError as error:
-                log.info("closing %s: %s", self.peer, error.message)
-                self.close_with(M.Error(0, error.code, error.message))
+                self.broker.refusals.refused(self.peer, error.code, error.message)
+                self.refuse(error.code, error.message)
                 return
             if body is None:
                 return
-            self.broker.handle(self, body)
+            self.in_flight += 1
+            handle(self, body)
+            if self.paused:  # closed is a pause too
+                return
+            if self.in_flight >= max_in_flight:
+                self._pause(PAUSED_FOR_IN_FLIGHT)
+                return
+
+    def pause_writing(self) -> None:
+        self.write_paused_s = self.broker.loop.time()
+        self._pause(PAUSED_FOR_WRITES)
+
+    def resume_writing(self) -> None:
+        self._resume(PAUSED_FOR_WRITES)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._mark_closed()
+        self.broker.connection_lost(self)
+
+    # --- replies out ------------------------------------------------------------
 
     def send(self, reply: M.Reply) -> None:
-        if not self.closed:
-            assert self.transport is not None
-            self.transport.write(encode_frame(M.encoder.encode(reply)))
+        """Send the reply to a request read from this connection."""
+        if self.closed:
+            return
+        transport = self.transport
+        assert transport is not None
+        if self.paused:
+            self._send_while_paused(transport, reply)
+            return
+        transport.write(encode_frame(M.encoder.encode(reply)))
+        self.frames_out += 1
+        self.in_flight -= 1
+
+    def _send_while_paused(self, transport: asyncio.Transport, reply: M.Reply) -> None:
+        """``send`` off the hot path: abort rather than queue past max_outbound_bytes
+        while writes are paused; resume reading once half the requests are answered."""
+        limit = self.broker.config.limits.max_outbound_bytes
+        if self.paused & PAUSED_FOR_WRITES and transport.get_write_buffer_size() > limit:
+            message = f"over {limit} bytes of replies are waiting to be read"
+            self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
+            self.abort()
+            return
+        transport.write(encode_frame(M.encoder.encode(reply)))
+        self.frames_out += 1
+        self.in_flight -= 1
+        if self.paused & PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
+            self._resume(PAUSED_FOR_IN_FLIGHT)
 
     def close_with(self, reply: M.Reply) -> None:
         """Send a last reply and close (after it is flushed)."""
-        self.send(reply)
+        if not self.closed and self.transport is not None:
+            self.transport.write(encode_frame(M.encoder.encode(reply)))
         self.close()
+
+    def refuse(self, code: ErrorCode, message: str) -> None:
+        """Say why (rid 0) and close, reading nothing more."""
+        self.stop_reading()
+        self.close_with(M.Error(0, code, message))
+
+    def stop_reading(self) -> None:
+        self._pause(PAUSED_FOR_GOOD)
 
     def close(self) -> None:
         if not self.closed:
-            self.closed = True
+            self._mark_closed()
             if self.transport is not None:
                 self.transport.close()
 
-    def pause_writing(self) -> None:
+    def abort(self) -> None:
+        """Close at once, dropping whatever is still queued for the peer."""
+        self._mark_closed()
         if self.transport is not None:
+            self.transport.abort()
+
+    def _mark_closed(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.paused |= PAUSED_CLOSED
+            self.closed_s = self.broker.loop.time()
+
+    # --- pausing ----------------------------------------------------------------
+
+    def _pause(self, reason: int) -> None:
+        self.paused |= reason
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
             self.transport.pause_reading()
 
-    def resume_writing(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+    def _resume(self, reason: int) -> None:
+        self.paused &= ~reason
+        if not self.paused and not self._continuing and not self.closed:
+            # Not from inside the callback that answered a request: the broker
+            # may be in the middle of serving waiters.
+            self._continuing = True
+            self.broker.loop.call_soon(self._continue)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.broker.connection_lost(self)
+    def _continue(self) -> None:
+        self._continuing = False
+        if self.closed or self.paused:
+            return
+        self.data_received(b"")  # the frames read before the pause
+        if not (self.closed or self.paused) and self._reading_paused:
+            self._reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()

@@ -1,33 +1,47 @@
-"""Start-up and shutdown: lock the data directory, replay the journal,
-write the boot record, listen, and stop cleanly on SIGTERM/SIGINT.
+"""Start-up and shutdown: lock the data directory, recover, write the boot
+record, listen, and stop cleanly on SIGTERM/SIGINT — or fail-stop when the
+journal cannot be written.
 
-Start-up log lines: recovery summary (records, time, torn tail if any),
-the new epoch, the listening address. Shutdown: stop accepting, answer held
-fetches, flush the journal, close connections, exit 0.
+Start-up log lines: recovery (snapshot, records replayed, time and replay
+speed, anything cut or moved), the new epoch, the listening address. Clean
+shutdown: stop accepting, answer held fetches, flush the journal, close
+connections, write a snapshot from the live state, exit 0. A failed write
+or fsync: every waiting and later request gets ``journal_failed``, the
+error (path, errno, last durable seq) is logged, and the broker exits with
+status 75 (EX_TEMPFAIL) within ``FAIL_STOP_S`` so that a supervisor
+restarts it from what is on disk.
 """
 
 import asyncio
 import contextlib
-import fcntl
 import gc
 import logging
 import os
 import signal
+import socket
 import time
-from typing import NamedTuple
+from collections.abc import Callable
+
+import msgspec
 
 from broker import core
-from broker.journal.disk import OsDisk
+from broker.journal import datadir, layout
+from broker.journal.compaction import Compactor
+from broker.journal.disk import Disk, OsDisk
 from broker.journal.group_commit import GroupCommitter
-from broker.journal.log import Journal, JournalCorrupt
+from broker.journal.log import Journal, JournalFailure
+from broker.journal.recovery import JournalCorrupt, Recovered, recover
+from broker.journal.space import SpaceWatch
 from broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
 from broker.server.broker import Broker, wall_clock_ms
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
 from broker.server.metrics import start_metrics
+from broker.server.security import Security, SecurityError, prepare
 
 log = logging.getLogger("leash")
 EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75
+FAIL_STOP_S = 1.5  # after a journal failure, the process is gone within this (plus exit)
 
 
 class StartupError(Exception):
@@ -35,111 +49,237 @@ class StartupError(Exception):
 
 
 def lock_data_dir(data_dir: str) -> int:
-    os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    os.chmod(data_dir, 0o700)
-    fd = os.open(os.path.join(data_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StartupError(f"data directory {data_dir} is locked by pid {holder}") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+        return datadir.lock(data_dir)
+    except datadir.Locked as locked:
+        raise StartupError(str(locked)) from None
 
 
-class Replayed(NamedTuple):
-    state: core.State
-    records: int
-    elapsed_s: float
-
-
-def recover(config: ServerConfig, journal: Journal) -> Replayed:
-    state = core.State(config.core)
+def recover_state(config: ServerConfig, disk: Disk) -> Recovered:
     started = time.perf_counter()
     gc.disable()  # replay allocates millions of objects that all stay alive
     try:
-        recovered = journal.recover(lambda record: core.apply(state, record))
+        recovered = recover(config.data_dir, disk, config.core, repair=config.repair_truncate)
     except JournalCorrupt as error:
         raise StartupError(f"journal is corrupt: {error}") from None
     finally:
+        # What recovery built lives as long as its jobs: keep it out of the
+        # collector's full passes, which would stall the event loop.
+        gc.freeze()
         gc.enable()
-    elapsed_s = time.perf_counter() - started
+    _log_recovery(recovered, time.perf_counter() - started)
+    return recovered
+
+
+def _log_recovery(recovered: Recovered, elapsed_s: float) -> None:
+    for note in recovered.notes:
+        log.warning("%s", note)
+    rate = ""
+    if recovered.records:
+        per_second = recovered.records / max(recovered.replay_s, 1e-9)
+        rate = f" ({per_second:,.0f} records/s, {1e6 / per_second:.2f} s per million)"
+    base = recovered.snapshot
     log.info(
-        "recovered %d records (last seq %d) in %.3f s: %d jobs%s",
-        recovered.records,
-        recovered.last_seq,
+        "recovered %d jobs in %.3f s: snapshot %s (%.3f s) + %d records replayed in %.3f s%s; "
+        "last seq %d",
+        len(recovered.state.jobs),
         elapsed_s,
-        len(state.jobs),
-        f"; {recovered.dropped}" if recovered.dropped else "",
+        base.path if base else "none",
+        recovered.snapshot_s,
+        recovered.records,
+        recovered.replay_s,
+        rate,
+        recovered.next_seq - 1,
     )
-    return Replayed(state, recovered.records, elapsed_s)
 
 
-def open_epoch(state: core.State, journal: Journal) -> None:
+def open_epoch(recovered: Recovered, journal: Journal) -> None:
     """Write and sync the boot record before serving, under every fsync
     policy, so tokens and broker-made ids never repeat."""
+    state = recovered.state
     booted = core.boot(state, wall_clock_ms())
+    if recovered.epoch_floor >= booted.epoch:  # a repair dropped later boots
+        booted = msgspec.structs.replace(booted, epoch=recovered.epoch_floor + 1)
     core.apply(state, booted)
-    journal.open_for_append(booted.epoch)
-    journal.append(journal.encode([booted]))
-    journal.sync()
+    last = recovered.segments[-1] if recovered.segments else None
+    journal.open(recovered.next_seq, last, booted.epoch)
+    journal.write_now([booted])
     log.info("epoch %d", booted.epoch)
 
 
-async def serve(config: ServerConfig) -> int:
-    loop = asyncio.get_running_loop()
-    lock_fd = lock_data_dir(config.data_dir)
-    journal = Journal(config.data_dir, OsDisk())
-    state, replayed_records, replay_s = recover(config, journal)
-    admin_path = config.admin_socket_path()
+def tidy(disk: Disk, recovered: Recovered) -> None:
+    """Once the new epoch is durable: remove what the snapshot covers, set
+    damaged snapshots aside."""
     try:
-        admin_sock = bind_admin_socket(admin_path)  # we hold the lock: a socket there is stale
+        for path in recovered.obsolete:
+            disk.remove(path)
+        for path in recovered.set_aside:
+            disk.rename(path, path + layout.BROKEN_SUFFIX)
+    except OSError as error:  # harmless: recovery ignores such files next time too
+        log.warning("could not tidy the data directory: %s", error)
+
+
+async def serve(
+    config: ServerConfig,
+    disk: Disk | None = None,
+    on_listening: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Run the broker until SIGTERM/SIGINT (or ``stop`` is set) or a journal
+    failure: the exit status. ``disk`` is the journal's seam; tests pass a
+    faulty one, and ``on_listening`` tells them the port."""
+    disk = disk or OsDisk()
+    try:
+        security = prepare(config)
+    except SecurityError as error:
+        raise StartupError(str(error)) from None
+    lock_fd = lock_data_dir(config.data_dir)
+    try:
+        admin_sock = bind_admin_socket(config.admin_socket_path())  # a socket there is stale
     except (AdminSocketError, OSError) as error:
+        os.close(lock_fd)
         raise StartupError(f"cannot create the admin socket: {error}") from None
-    open_epoch(state, journal)
-    stopping = asyncio.Event()
+    try:
+        recovered = recover_state(config, disk)
+        journal = Journal(config.data_dir, disk, config.segment_bytes)
+        try:
+            open_epoch(recovered, journal)
+        except JournalFailure as failure:
+            log.critical("cannot write the boot record: %s", failure)
+            journal.close()
+            return EXIT_JOURNAL_FAILED
+        tidy(disk, recovered)
+        return await _run(
+            config, disk, recovered, journal, security, admin_sock, on_listening, stop
+        )
+    finally:
+        admin_sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.admin_socket_path())
+        os.close(lock_fd)
+
+
+async def _run(
+    config: ServerConfig,
+    disk: Disk,
+    recovered: Recovered,
+    journal: Journal,
+    security: Security,
+    admin_sock: socket.socket,
+    on_listening: Callable[[int], None] | None,
+    stop: asyncio.Event | None,
+) -> int:
+    loop = asyncio.get_running_loop()
+    running = _Running(config, disk, recovered, journal, security, stop or asyncio.Event())
     for signum in (signal.SIGTERM, signal.SIGINT):  # before anyone can know we are up
-        loop.add_signal_handler(signum, stopping.set)
-    exit_code = EXIT_OK
-
-    def journal_failed(error: BaseException) -> None:
-        nonlocal exit_code
-        exit_code = EXIT_JOURNAL_FAILED
-        stopping.set()
-
-    committer = GroupCommitter(loop, journal, config.fsync, journal_failed)
-    broker = Broker(config, state, journal, committer)
-    broker.replay_s, broker.replay_records = replay_s, replayed_records
+        loop.add_signal_handler(signum, running.stopping.set)
+    if security.keyring is not None:
+        loop.add_signal_handler(signal.SIGHUP, security.keyring.reload)
+    await running.space.check()
+    running.space.start()
+    tls_timeout_s = config.limits.tls_handshake_timeout_ms / 1000 if security.tls else None
+    server = await loop.create_server(
+        lambda: Connection(running.broker),
+        config.host,
+        config.port,
+        backlog=1024,
+        ssl=security.tls,
+        ssl_handshake_timeout=tls_timeout_s,
+    )
     allowed_uids = frozenset({os.getuid(), 0, *config.admin_uids})
     admin_server = await loop.create_unix_server(
-        lambda: AdminConnection(broker, allowed_uids), sock=admin_sock
+        lambda: AdminConnection(running.broker, allowed_uids), sock=admin_sock
     )
-    log.info("admin socket %s", admin_path)
-    metrics = start_metrics(broker, config) if config.metrics_port is not None else None
-    server = await loop.create_server(
-        lambda: Connection(broker), config.host, config.port, backlog=1024
-    )
+    log.info("admin socket %s", config.admin_socket_path())
+    metrics = start_metrics(running.broker, config) if config.metrics_port is not None else None
+    log.info("%s", config.limits.describe(config.max_frame_bytes))
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
-        log.info("listening on %s:%d (fsync %s)", host, port, _policy_text(config))
-    broker.run_tick()  # leases and schedules that came due while we were down
-    await stopping.wait()
+        tls = "TLS" if security.tls else "plain TCP"
+        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, _policy_text(config))
+        if on_listening is not None:
+            on_listening(port)
+    running.broker.run_tick()  # leases and schedules that came due while we were down
+    running.compactor.maybe_start()  # a tail left long by a crash
+    await running.stopping.wait()
     log.info("shutting down")
     server.close()
     admin_server.close()
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(admin_path)
     if metrics is not None:
         metrics.stop()
-    broker.stop()
-    await committer.close()
-    await asyncio.sleep(0)  # let transports flush their last replies
-    journal.close()
-    os.close(lock_fd)
+    exit_code = await running.shut_down()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
     log.info("stopped (exit %d)", exit_code)
     return exit_code
+
+
+class _Running:
+    """The parts of a running broker, wired together."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        disk: Disk,
+        recovered: Recovered,
+        journal: Journal,
+        security: Security,
+        stopping: asyncio.Event,
+    ) -> None:
+        self.stopping = stopping
+        self.exit_code = EXIT_OK
+        self.state = recovered.state
+        self.journal = journal
+        loop = asyncio.get_running_loop()
+        self.committer = GroupCommitter(loop, journal, config.fsync, self._journal_failed)
+        self.compactor = Compactor(
+            config.data_dir, disk, journal, self.committer, recovered, config.snapshot_min_bytes
+        )
+        self.broker = broker = Broker(
+            config, recovered.state, journal, self.committer, keyring=security.keyring
+        )
+        broker.replay_s = recovered.snapshot_s + recovered.replay_s
+        broker.replay_records = recovered.records
+        broker.compactor = self.compactor
+        self.space = SpaceWatch(
+            disk,
+            config.data_dir,
+            config.low_watermark_bytes,
+            lambda low: setattr(broker, "disk_low", low),
+            config.space_check_ms,
+        )
+
+    def _journal_failed(self, error: BaseException) -> None:
+        self.exit_code = EXIT_JOURNAL_FAILED
+        log.critical("exiting with status %d: %s", EXIT_JOURNAL_FAILED, error)
+        self.stopping.set()
+
+    async def shut_down(self) -> int:
+        """Answer what waits, flush the journal, snapshot if all is well."""
+        self.space.stop()
+        self.broker.stop()
+        await self.compactor.stop()
+        try:
+            await asyncio.wait_for(self.committer.close(), FAIL_STOP_S)
+        except TimeoutError:
+            log.critical("the journal writer did not stop within %.1f s", FAIL_STOP_S)
+            self.exit_code = EXIT_JOURNAL_FAILED
+        await asyncio.sleep(0)  # let transports flush their last replies
+        if self.exit_code == EXIT_OK:
+            self.exit_code = _final_snapshot(self.compactor, self.state)
+        self.journal.close()
+        return self.exit_code
+
+
+def _final_snapshot(compactor: Compactor, state: core.State) -> int:
+    started = time.perf_counter()
+    try:
+        compactor.snapshot_now(state)
+    except (JournalFailure, OSError) as error:
+        log.critical("the shutdown snapshot failed (the journal is intact): %s", error)
+        return EXIT_JOURNAL_FAILED
+    log.info("shutdown snapshot in %.3f s", time.perf_counter() - started)
+    return EXIT_OK
 
 
 def _policy_text(config: ServerConfig) -> str:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from client.admin import AdminClient
 
@@ -22,27 +22,39 @@ _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
 class BrokerProcess:
-    def __init__(self, data_dir: str, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        extra_args: Sequence[str] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.extra_args = list(extra_args)
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. resource limits)
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
         self.log: list[str] = []
         self._listening = threading.Event()
 
-    def start(self) -> "BrokerProcess":
+    def start(self, *, wait: bool = True) -> "BrokerProcess":
+        """Start it; with ``wait``, until it listens (or raise if it exits)."""
         command = [
             sys.executable, "-m", "broker", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
             *self.extra_args,
         ]  # fmt: skip
         self._listening.clear()
+        self.port = 0
         self.process = subprocess.Popen(
-            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+            command,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=self.preexec_fn,
         )
         self._reader = threading.Thread(target=self._read_log, args=(self.process,), daemon=True)
         self._reader.start()
-        if not self._listening.wait(START_TIMEOUT_S):
+        if wait and (not self._listening.wait(START_TIMEOUT_S) or not self.port):
             self.kill()
             raise RuntimeError("broker did not start:\n" + "".join(self.log))
         return self
@@ -55,6 +67,7 @@ class BrokerProcess:
             if match:
                 self.port = int(match.group(1))
                 self._listening.set()
+        self._listening.set()  # it exited: start() need not wait any longer
 
     @property
     def pid(self) -> int:

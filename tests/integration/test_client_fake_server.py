@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -158,14 +159,40 @@ def test_nothing_listening_is_connect_failed() -> None:
         Client(port=port)
 
 
-def test_a_dropped_connection_is_connection_lost(fake: FakeBroker) -> None:
+def test_a_connection_dropped_during_a_call_is_connection_lost(fake: FakeBroker) -> None:
     client = Client(port=fake.port)
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            client.fetch("q", wait_ms=5_000)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    fake.wait_for(lambda f: f.seen.fetches() == 1, "the fetch")
     fake.drop_connections()
-    with pytest.raises(ConnectionLost):
-        client.fetch("q", wait_ms=5_000)
+    thread.join(WAIT_S)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLost), outcome
     assert client.closed
     with pytest.raises(ConnectionLost):
-        client.push("t")
+        client.push("t")  # its outcome was unknown: the client does not reconnect by itself
+
+
+def test_a_connection_the_broker_closed_while_idle_is_reopened_by_the_next_call(
+    fake: FakeBroker,
+) -> None:
+    with Client(port=fake.port) as client:
+        fake.drop_connections()
+        sock = client._sock  # the test waits until the client's socket has seen the close
+        assert sock is not None
+        assert select.select([sock], [], [], WAIT_S)[0], "the close never reached the client"
+        assert not client.closed  # it will reconnect: nothing was in flight
+        job_id = client.push("t")
+        assert client.get_job(job_id).id == job_id
+    assert len(fake.seen.hellos) == 2  # the same worker id, on a new connection
+    assert fake.seen.hellos[0].worker_id == fake.seen.hellos[1].worker_id
 
 
 def test_a_request_over_the_frame_limit_is_refused_and_the_connection_kept() -> None:
@@ -199,6 +226,21 @@ async def test_many_calls_in_flight_on_one_connection(fake: FakeBroker) -> None:
         results = await client.ack_many(jobs)
     assert sorted(job.id for job in jobs) == sorted(ids)
     assert results == [None] * 50
+
+
+async def test_an_async_connection_closed_while_idle_is_reopened_by_the_next_call(
+    fake: FakeBroker,
+) -> None:
+    async with AsyncClient(port=fake.port) as client:
+        fake.drop_connections()
+        reader = client._reader_task  # the test waits until the client has seen the close
+        assert reader is not None
+        await asyncio.wait_for(reader, WAIT_S)
+        assert not client.closed  # it will reconnect: nothing was in flight
+        job_id = await client.push("t")
+        assert (await client.get_job(job_id)).id == job_id
+    assert len(fake.seen.hellos) == 2
+    assert fake.seen.hellos[0].worker_id == fake.seen.hellos[1].worker_id
 
 
 async def test_a_dropped_connection_fails_every_call_in_flight(fake: FakeBroker) -> None:

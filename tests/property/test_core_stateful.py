@@ -15,6 +15,8 @@ the whole state is checked:
   gives a state equal to the live one (``canonical``): a shadow State
   applies each record as it is written, and every restart replays them all
   into a fresh State;
+- loading the last state image (``core.image``, taken every few records)
+  and replaying the records after it gives the live state too;
 - tokens never repeat, across restarts too;
 - an operation with a stale token is refused and changes nothing;
 - however many tick records it takes, jobs become ready in run_at order,
@@ -355,6 +357,7 @@ class Walk(Core):
         assert state.counts == {name: counts[name] for name in state.counts}
         assert {name for name, queue in state.queues.items() if queue.paused} == self.paused
         assert canonical(self.shadow) == canonical(state)
+        self.check_image()  # a snapshot and the tail after it give the same state
         if full_replay:
             assert canonical(replay(self.records, self.config)) == canonical(state)
 

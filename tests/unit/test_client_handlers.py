@@ -133,7 +133,7 @@ def test_worker_checks_its_settings() -> None:
     ],
 )
 def test_broker_urls(url: str, address: tuple[str, int]) -> None:
-    assert parse_url(url) == address
+    assert parse_url(url) == (*address, None, None)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,12 @@ every record, that:
 - the replayed state equals the live one (``canonical``);
 - ``decide`` and ``tick`` leave the state as they found it.
 
+Every ``IMAGE_EVERY`` records it also takes a state image (``core.image``,
+each chunk through the chunk encoder, as a snapshot file holds it) and
+checks that loading it gives the live state back; ``check_image`` checks
+that the last image plus the records after it give the live state, as
+recovery from a snapshot and the journal tail does.
+
 This module holds no tests itself.
 """
 
@@ -38,6 +44,7 @@ from broker.core import (
     tick,
     touch,
 )
+from broker.core.image import chunk_decoder, chunk_encoder, dump, load
 from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
@@ -69,6 +76,20 @@ def replay(records: list[Record], config: CoreConfig) -> State:
     return state
 
 
+IMAGE_EVERY = 8  # records between two state images
+
+
+def image_of(state: State) -> list[bytes]:
+    """The state as a snapshot file holds it: encoded chunks."""
+    return [chunk_encoder.encode(chunk) for chunk in dump(state)]
+
+
+def from_image(image: list[bytes], config: CoreConfig) -> State:
+    state = load((chunk_decoder.decode(blob) for blob in image), config)
+    assert check_invariants(state) == []
+    return state
+
+
 def core_config(**overrides: Any) -> CoreConfig:
     return CoreConfig(**{"process_ttl_ms": PROCESS_TTL_MS, **overrides})
 
@@ -80,6 +101,8 @@ class Core:
         self.shadow = State(self.config)  # replays the decoded records as they come
         self.now_ms = now_ms
         self.records: list[Record] = []
+        self.image = image_of(self.state)
+        self.image_at = 0  # the records the image covers
         self.rid = 0
         self.boot()
 
@@ -92,6 +115,18 @@ class Core:
         self.records.append(decoded)
         assert check_invariants(self.state) == []
         assert canonical(self.shadow) == canonical(self.state)
+        if len(self.records) % IMAGE_EVERY == 0:
+            self.check_image()
+            self.image, self.image_at = image_of(self.state), len(self.records)
+            assert canonical(from_image(self.image, self.config)) == canonical(self.state)
+
+    def check_image(self) -> None:
+        """The last image plus the records after it give the live state."""
+        restored = from_image(self.image, self.config)
+        for record in self.records[self.image_at :]:
+            apply(restored, record)
+        assert check_invariants(restored) == []
+        assert canonical(restored) == canonical(self.state)
 
     def boot(self) -> None:
         self.apply(boot(self.state, self.now_ms))

@@ -5,6 +5,7 @@ the dead set keeps to its count and age bounds — and no more than
 
 from broker.core import State, next_due_ms, tick
 from broker.core import records as R
+from broker.core.state import live_dead
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import PROCESS_TTL_MS, SECOND_MS, START_MS, Core
@@ -179,6 +180,19 @@ def test_the_dead_set_is_trimmed_by_age() -> None:
     assert trimmed_ids(core.advance(MINUTE_MS)) == ["young"]
     assert core.state.jobs == {}
     assert job_due_ms(core.state) is None
+
+
+def test_a_job_requeued_and_dead_again_in_the_same_millisecond_has_one_place_in_the_dead_set() -> (
+    None
+):
+    core = Core(dead_max_jobs=1)
+    kill(core, "twice")
+    kill(core, "other")  # now "twice" is oldest: it would be trimmed first
+    core.send(M.RequeueJob(core.next_rid(), "twice"))
+    core.send(M.KillJob(core.next_rid(), "twice"))  # the same millisecond as its first death
+    live = [entry for entry in core.state.dead if live_dead(core.state, entry)]
+    assert [job_id for _, job_id in live] == ["other", "twice"]  # its first entry stays stale
+    assert trimmed_ids(core.tick()) == ["other"]
 
 
 def test_a_trimmed_dead_job_is_gone() -> None:

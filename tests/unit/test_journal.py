@@ -1,56 +1,56 @@
-"""The journal on a real temporary directory: round trip, torn tails cut and
-kept, corruption before the tail refused with file, offset and seq."""
+"""Recovery of the journal on a real directory: what is a torn tail (cut,
+kept in .broken, start-up goes on), what is damage (start-up refused,
+naming file, offset and seq), and what ``--repair-truncate`` keeps."""
 
 import os
+import tracemalloc
 
 import pytest
 
 from broker.core import records as R
 from broker.journal import format as F
 from broker.journal.disk import OsDisk
-from broker.journal.log import Journal, JournalCorrupt, journal_files
+from broker.journal.log import Journal
+from broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
+from broker.server.main import open_epoch
+from tests.journal_kit import (
+    append,
+    names,
+    paused,
+    read_back,
+    read_file,
+    record_offsets,
+    segments,
+    write_file,
+)
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def _write(directory: str, count: int) -> list[R.Record]:
-    journal = Journal(directory, OsDisk())
-    journal.recover(lambda record: None)
-    journal.open_for_append(epoch=1)
-    records: list[R.Record] = [R.QueuePaused(queue=f"q{i}") for i in range(count)]
-    for record in records:
-        journal.append(journal.encode([record]))
-    journal.sync()
-    journal.close()
-    return records
-
-
-def _recover(directory: str) -> tuple[list[R.Record], str]:
-    seen: list[R.Record] = []
-    recovered = Journal(directory, OsDisk()).recover(seen.append)
-    assert recovered.records == len(seen)
-    return seen, recovered.dropped
-
-
-def _record_offsets(path: str) -> list[int]:
-    data = memoryview(_read(path))
-    offsets, offset = [], F.HEADER_BYTES
-    while offset < len(data):
-        offsets.append(offset)
-        scanned = F.scan_record(data, offset)
-        assert isinstance(scanned, F.Scanned)
-        offset = scanned.end
-    return [*offsets, len(data)]
+def _one_segment(directory: str, count: int, name_chars: int = 0) -> tuple[list[R.Record], str]:
+    records = paused(count, name_chars=name_chars)
+    append(directory, records)
+    (path,) = segments(directory)
+    return records, path
 
 
 def test_records_come_back_in_order_after_a_restart(tmp_path: os.PathLike[str]) -> None:
-    records = _write(str(tmp_path), 20)
-    seen, dropped = _recover(str(tmp_path))
+    directory = str(tmp_path)
+    records, _ = _one_segment(directory, 20)
+    seen, recovered = read_back(directory)
     assert seen == records
-    assert dropped == ""
+    assert recovered.notes == [] and recovered.next_seq == 21
+
+
+def test_sequence_numbers_run_on_across_segments(tmp_path: os.PathLike[str]) -> None:
+    directory = str(tmp_path)
+    records = paused(40, name_chars=50)
+    append(directory, records, segment_bytes=300)
+    files = segments(directory)
+    assert len(files) > 5
+    seen, recovered = read_back(directory)
+    assert seen == records
+    firsts = [segment.first_seq for segment in recovered.segments]
+    lasts = [segment.last_seq for segment in recovered.segments]
+    assert firsts == [1] + [last + 1 for last in lasts[:-1]]
 
 
 def test_a_cut_anywhere_in_the_last_three_records_keeps_exactly_the_records_before_it(
@@ -60,105 +60,229 @@ def test_a_cut_anywhere_in_the_last_three_records_keeps_exactly_the_records_befo
     for cut_record in range(3):
         directory = os.path.join(base, f"d{cut_record}")
         os.makedirs(directory)
-        records = _write(directory, 10)
-        path = journal_files(directory)[0]
-        offsets = _record_offsets(path)
+        records, path = _one_segment(directory, 10)
+        original = read_file(path)
+        offsets = record_offsets(original)
         start, end = offsets[-4 + cut_record], offsets[-3 + cut_record]
-        original = _read(path)
+        kept = 10 - 3 + cut_record
         for cut in range(start + 1, end):
-            with open(path, "wb") as file:
-                file.write(original[:cut])
-            seen, dropped = _recover(directory)
-            kept = 10 - 3 + cut_record
+            write_file(path, original[:cut])
+            for broken in [n for n in names(directory) if n.endswith(".broken")]:
+                os.remove(os.path.join(directory, broken))
+            seen, recovered = read_back(directory)
             assert seen == records[:kept], (cut_record, cut)
-            assert "torn tail" in dropped
+            (note,) = recovered.notes
+            assert "torn tail" in note and f"from seq {kept + 1} on cut" in note
             assert os.path.getsize(path) == start
-            assert _read(path + ".broken") == original[start:cut]
+            assert read_file(path + ".broken") == original[start:cut]
+            # a later append survives another restart
+            append(directory, [R.QueueResumed(queue="after")], epoch=2)
+            again, recovered = read_back(directory)
+            assert again == [*records[:kept], R.QueueResumed(queue="after")]
+            assert recovered.notes == []
 
 
-def test_an_append_after_a_cut_survives_another_restart(tmp_path: os.PathLike[str]) -> None:
-    directory = str(tmp_path)
-    records = _write(directory, 5)
-    path = journal_files(directory)[0]
-    os.truncate(path, os.path.getsize(path) - 3)
-    journal = Journal(directory, OsDisk())
-    seen: list[R.Record] = []
-    journal.recover(seen.append)
-    journal.open_for_append(epoch=2)
-    journal.append(journal.encode([R.QueueResumed(queue="after")]))
-    journal.sync()
-    journal.close()
-    again, dropped = _recover(directory)
-    assert again == [*records[:4], R.QueueResumed(queue="after")]
-    assert dropped == ""
-
-
+@pytest.mark.parametrize("where", ["one sector inside", "sector to the end", "sector past the end"])
 def test_zero_filled_sectors_in_the_last_record_are_a_torn_tail(
+    tmp_path: os.PathLike[str], where: str
+) -> None:
+    directory = str(tmp_path)
+    records, path = _one_segment(directory, 5, name_chars=1600)  # records of ~1.6 kB
+    data = bytearray(read_file(path))
+    start = record_offsets(bytes(data))[-2]
+    sector = (start // 512 + 1) * 512  # the first whole sector of the last record
+    if where == "one sector inside":
+        data[sector : sector + 512] = bytes(512)
+        kept = 4
+    elif where == "sector to the end":
+        data[sector:] = bytes(len(data) - sector)
+        kept = 4
+    else:  # the file grew by a sector that was never written
+        data += bytes(512)
+        kept = 5
+    write_file(path, bytes(data))
+    seen, recovered = read_back(directory)
+    assert seen == records[:kept]
+    (note,) = recovered.notes
+    assert "torn tail" in note
+
+
+def test_every_single_bit_flip_before_the_tail_refuses_to_start_and_names_the_place(
     tmp_path: os.PathLike[str],
 ) -> None:
     directory = str(tmp_path)
-    records = _write(directory, 5)
-    path = journal_files(directory)[0]
-    start = _record_offsets(path)[-2]
-    with open(path, "r+b") as file:
-        file.seek(start)
-        file.write(b"\0" * 512)
-    seen, dropped = _recover(directory)
-    assert seen == records[:4]
-    assert "torn tail" in dropped
-
-
-def test_a_flipped_bit_before_the_tail_refuses_to_start_and_names_the_place(
-    tmp_path: os.PathLike[str],
-) -> None:
-    directory = str(tmp_path)
-    _write(directory, 6)
-    path = journal_files(directory)[0]
-    offsets = _record_offsets(path)
-    original = _read(path)
-    for byte in range(offsets[0], offsets[-2]):  # every byte of every record but the last
-        for bit in (0, 7):
+    records, path = _one_segment(directory, 6)
+    original = read_file(path)
+    offsets = record_offsets(original)
+    for byte in range(0, offsets[-2]):  # the header and every record but the last
+        for bit in range(8):
             damaged = bytearray(original)
             damaged[byte] ^= 1 << bit
-            with open(path, "wb") as file:
-                file.write(damaged)
+            write_file(path, bytes(damaged))
             with pytest.raises(JournalCorrupt) as caught:
-                _recover(directory)
+                read_back(directory)
             message = str(caught.value)
-            assert path in message and "offset" in message, message
-    with open(path, "wb") as file:
-        file.write(original)
-    assert len(_recover(directory)[0]) == 6
+            assert path in message and "offset" in message and REPAIR_FLAG in message, message
+            assert names(directory) == [os.path.basename(path)], "a refusal changes nothing"
+    write_file(path, original)
+    assert read_back(directory)[0] == records
 
 
-def test_a_huge_length_field_is_refused_without_allocating(tmp_path: os.PathLike[str]) -> None:
+def test_repair_truncate_keeps_exactly_the_prefix_before_a_flipped_bit(
+    tmp_path: os.PathLike[str],
+) -> None:
+    base = str(tmp_path)
+    template = os.path.join(base, "template")
+    os.makedirs(template)
+    records, path = _one_segment(template, 6)
+    original = read_file(path)
+    offsets = record_offsets(original)
+    for byte in range(0, offsets[-2]):
+        directory = os.path.join(base, f"b{byte}")
+        os.makedirs(directory)
+        target = os.path.join(directory, os.path.basename(path))
+        damaged = bytearray(original)
+        damaged[byte] ^= 0x10
+        write_file(target, bytes(damaged))
+        seen, recovered = read_back(directory, repair=True)
+        bad_record = sum(1 for offset in offsets[:-1] if offset <= byte) - 1  # -1: the header
+        kept = max(bad_record, 0)
+        assert seen == records[:kept], byte
+        (note,) = recovered.notes
+        assert REPAIR_FLAG in note and f"seq {kept + 1} onwards dropped" in note, note
+        cut_at = offsets[kept] if byte >= F.HEADER_BYTES else 0
+        assert read_file(target + ".broken") == bytes(damaged[cut_at:])
+        again, recovered = read_back(directory)  # the next start needs no flag
+        assert again == records[:kept] and recovered.notes == []
+
+
+@pytest.mark.parametrize(
+    "length", [0, F.RECORD_MAX_BYTES + 1, 2**32 - 1, 10_000], ids=["0", "limit+1", "2^32-1", "eof"]
+)
+@pytest.mark.parametrize("position", ["last", "middle"])
+def test_a_bad_length_field_allocates_nothing_and_is_classified_like_any_bad_record(
+    tmp_path: os.PathLike[str], length: int, position: str
+) -> None:
     directory = str(tmp_path)
-    _write(directory, 3)
-    path = journal_files(directory)[0]
-    first = _record_offsets(path)[0]
-    with open(path, "r+b") as file:
-        file.seek(first + 4)
-        file.write((2**32 - 1).to_bytes(4, "big"))
-    with pytest.raises(JournalCorrupt, match="over the limit"):
-        _recover(directory)
+    records, path = _one_segment(directory, 5)
+    data = bytearray(read_file(path))
+    offsets = record_offsets(bytes(data))
+    target = offsets[-2] if position == "last" else offsets[1]
+    data[target + 4 : target + 8] = length.to_bytes(4, "big")
+    write_file(path, bytes(data))
+    tracemalloc.start()
+    try:
+        if position == "last":
+            seen, recovered = read_back(directory)
+            assert seen == records[:4] and "torn tail" in recovered.notes[0]
+        else:
+            with pytest.raises(JournalCorrupt, match=f"offset {target}, seq 2"):
+                read_back(directory)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 1 << 20
 
 
 def test_a_gap_in_sequence_numbers_refuses_to_start(tmp_path: os.PathLike[str]) -> None:
     directory = str(tmp_path)
-    _write(directory, 3)
-    path = journal_files(directory)[0]
+    _, path = _one_segment(directory, 3)
     with open(path, "ab") as file:
         file.write(F.encode_record(99, b"\x90"))
         file.write(F.encode_record(100, b"\x90"))
     with pytest.raises(JournalCorrupt, match="seq 99, expected 4"):
-        _recover(directory)
+        read_back(directory)
 
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: os.PathLike[str]) -> None:
     directory = str(tmp_path)
-    _write(directory, 2)
-    _write_other = os.path.join(directory, "journal-00000000000000000000.log")
-    with open(_write_other, "wb") as file:
-        file.write(b"GARBAGE!" * 8)
-    with pytest.raises(JournalCorrupt, match="not a journal file"):
-        _recover(directory)
+    _one_segment(directory, 2)
+    write_file(os.path.join(directory, "journal-00000000000000000003.log"), b"GARBAGE!" * 8)
+    with pytest.raises(JournalCorrupt, match="offset 0, seq 3: not a journal file"):
+        read_back(directory)
+    write_file(os.path.join(directory, "journal-00000000000000000000.log"), b"")
+    with pytest.raises(JournalCorrupt, match=r"starts at seq 0 .*journal-0+\.log"):
+        read_back(directory)
+
+
+def test_a_bad_record_in_an_earlier_segment_is_never_a_torn_tail(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    records = paused(30, name_chars=40)
+    append(directory, records, segment_bytes=200)
+    files = segments(directory)
+    first = read_file(files[0])
+    write_file(files[0], first[:-5])  # the end of a sealed segment, cut short
+    with pytest.raises(JournalCorrupt) as caught:
+        read_back(directory)
+    assert files[0] in str(caught.value) and REPAIR_FLAG in str(caught.value)
+    kept = len(record_offsets(first)) - 2
+    seen, recovered = read_back(directory, repair=True)
+    assert seen == records[:kept]
+    moved = [n for n in names(directory) if n.endswith(".cut")]
+    assert len(moved) == len(files) - 1, "later segments are moved aside, not deleted"
+    assert any("onwards dropped" in note for note in recovered.notes)
+    assert read_back(directory)[0] == records[:kept]
+
+
+def test_a_segment_that_does_not_start_where_the_last_one_ended_is_a_gap(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    append(directory, paused(30, name_chars=40), segment_bytes=200)
+    files = segments(directory)
+    os.remove(files[2])
+    with pytest.raises(JournalCorrupt, match="a gap"):
+        read_back(directory)
+
+
+def test_an_empty_last_segment_is_removed_without_a_broken_file(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    records, _ = _one_segment(directory, 3)
+    write_file(os.path.join(directory, "journal-00000000000000000004.log"), b"")
+    seen, recovered = read_back(directory)
+    assert seen == records
+    assert not [n for n in names(directory) if n.endswith(".broken")]
+    assert "empty" in recovered.notes[0]
+
+
+def test_a_zero_filled_last_segment_header_is_a_torn_tail(tmp_path: os.PathLike[str]) -> None:
+    directory = str(tmp_path)
+    records, _ = _one_segment(directory, 3)
+    extra = os.path.join(directory, "journal-00000000000000000004.log")
+    write_file(extra, bytes(700))
+    seen, _recovered = read_back(directory)
+    assert seen == records and not os.path.exists(extra)
+    assert read_file(extra + ".broken") == bytes(700)
+
+
+def test_a_temp_file_is_removed_at_start_and_never_read(tmp_path: os.PathLike[str]) -> None:
+    directory = str(tmp_path)
+    records, _ = _one_segment(directory, 3)
+    temp = os.path.join(directory, "snapshot-00000000000000000003.snap.tmp")
+    write_file(temp, b"half a snapshot")
+    seen, recovered = read_back(directory)
+    assert seen == records and not os.path.exists(temp)
+    assert "never read" in recovered.notes[0]
+
+
+def test_a_repair_that_drops_later_boots_opens_an_epoch_above_them(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    boots = [R.Booted(epoch, 1_000 * epoch) for epoch in range(1, 8)]
+    records = [record for boot in boots for record in [boot, *paused(5, start=boot.epoch * 10)]]
+    append(directory, records, segment_bytes=150)
+    files = segments(directory)
+    assert len(files) > 3
+    first = read_file(files[0])
+    write_file(files[0], first[:-3])  # the first sealed segment cut short: a repair drops the rest
+    _, recovered = read_back(directory, repair=True)
+    assert recovered.state.epoch < 7 and recovered.epoch_floor == 7
+    journal = Journal(directory, OsDisk())
+    open_epoch(recovered, journal)
+    journal.close()
+    assert recovered.state.epoch == 8, "no epoch (so no fencing token) is used twice"

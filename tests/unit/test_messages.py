@@ -159,6 +159,8 @@ REQUESTS: list[Any] = [
     A.RequeueJobs(rid=30, kind="retrying", filter=A.JobFilter(type="send"), cursor="1:a", limit=5),
     A.ListBatches(rid=31),
     A.ListBatches(rid=32, state="finished", cursor="3:b-1", limit=L.ADMIN_PAGE_MAX),
+    Hello(rid=1, version=1, worker_id="w-1", key_id="k-2026", nonce=b"\x01" * 32),
+    M.Auth(rid=2, proof=b"\x02" * L.AUTH_PROOF_BYTES),
 ]
 
 DELIVERY = Delivery(
@@ -229,6 +231,17 @@ REPLIES: list[Any] = [
             died_ms=T0_MS + 5,
         ),
     ),
+    Welcome(
+        rid=2,
+        version=1,
+        server="leash/0.1.0",
+        epoch=3,
+        max_frame_bytes=L.FRAME_MAX_BYTES,
+        idle_timeout_ms=15_000,
+        max_in_flight=1_024,
+        max_args_bytes=L.FRAME_MAX_BYTES,
+    ),
+    M.Challenge(rid=1, nonce=b"\x03" * 32, proof=b"\x04" * 32),
     Error(rid=13, code=ErrorCode.NOT_FOUND, message="no job 'x'"),
     Error(rid=0, code=ErrorCode.BAD_REQUEST, message="bad", path="$.job.priority"),
     M.ProcessState(rid=14, state="quiet"),

@@ -1,0 +1,159 @@
+"""kill -9 under load, again and again, under each fsync policy.
+
+Producers push jobs with ids of their own and workers fetch and ack them,
+keeping a ledger of every operation the broker acknowledged. The broker —
+with small segments and snapshot thresholds, so segments rotate and
+snapshots are taken all the time — is killed with SIGKILL at a random
+moment (sometimes while it is still starting) and started again. After
+every restart, and at the end for the whole ledger:
+
+- every acknowledged push exists, unless an ack of it was sent (the ack
+  may have been applied though its reply was lost to the kill);
+- every acknowledged ack stays applied (the job is gone);
+- no fencing token was ever handed out twice, across all restarts;
+- no ``.broken`` file appears: a process crash never tears synced data.
+
+``LEASH_KILL9_CYCLES`` sets the cycles per policy (20 in ``make test``;
+``make fault-heavy`` runs more); ``LEASH_KILL9_SEED`` repeats a run (the
+seed is printed).
+"""
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from client import Client, LeashError, NotFound
+from tests.integration.broker_proc import BrokerProcess
+
+CYCLES = int(os.environ.get("LEASH_KILL9_CYCLES", "20"))
+POLICIES = ["always", "interval:50", "never"]
+FLAGS = ["--segment-bytes", "8192", "--snapshot-min-bytes", "16384"]
+LOAD_S = (0.05, 0.5)  # how long the load runs before the kill
+KILL_WHILE_STARTING = 0.15  # the share of cycles killed before the broker listens
+PRODUCERS = 2
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pushed: set[str] = set()  # acknowledged pushes
+        self.acked: set[str] = set()  # acknowledged acks
+        self.acking: set[str] = set()  # acks sent: their jobs may be gone, acknowledged or not
+        self.tokens: set[int] = set()
+        self.repeated: list[int] = []  # tokens handed out twice
+        self.checked_pushed: set[str] = set()
+        self.checked_acked: set[str] = set()
+
+    def token(self, token: int) -> None:
+        with self.lock:
+            if token in self.tokens:
+                self.repeated.append(token)
+            self.tokens.add(token)
+
+
+def _produce(port: int, ledger: Ledger, prefix: str, stop: threading.Event) -> None:
+    with Client("127.0.0.1", port, timeout_s=5.0) as client:
+        for number in range(1_000_000):
+            if stop.is_set():
+                return
+            job_id = f"{prefix}-{number}"
+            client.push("t", {"n": number}, id=job_id)
+            with ledger.lock:
+                ledger.pushed.add(job_id)
+
+
+def _work(port: int, ledger: Ledger, stop: threading.Event) -> None:
+    with Client("127.0.0.1", port, timeout_s=5.0) as client:
+        while not stop.is_set():
+            for job in client.fetch_many("default", 8, wait_ms=20):
+                ledger.token(job.token)
+                with ledger.lock:
+                    ledger.acking.add(job.id)
+                client.ack(job)
+                with ledger.lock:
+                    ledger.acked.add(job.id)
+
+
+def _quietly(target: Callable[..., None], *args: object) -> threading.Thread:
+    def run() -> None:
+        with contextlib.suppress(LeashError, OSError):  # the broker was killed under us
+            target(*args)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _check(broker: BrokerProcess, ledger: Ledger, *, everything: bool) -> None:
+    with ledger.lock:
+        acked = set(ledger.acked) - (set() if everything else ledger.checked_acked)
+        pushed = set(ledger.pushed) - set(ledger.acking)
+        if not everything:
+            pushed -= ledger.checked_pushed
+    with Client("127.0.0.1", broker.port, timeout_s=10.0) as client:
+        for job_id in sorted(pushed):
+            client.get_job(job_id)  # raises NotFound if an acknowledged push was lost
+        for job_id in sorted(acked):
+            with pytest.raises(NotFound):
+                client.get_job(job_id)
+    ledger.checked_pushed |= pushed
+    ledger.checked_acked |= acked
+
+
+def _broken_files(data_dir: str) -> list[str]:
+    return [name for name in os.listdir(data_dir) if ".broken" in name]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_kill_9_under_load_loses_nothing_acknowledged(
+    tmp_path: os.PathLike[str], policy: str
+) -> None:
+    seed = int(os.environ.get("LEASH_KILL9_SEED", random.randrange(2**32)))
+    print(f"kill -9 seed={seed} policy={policy} cycles={CYCLES} (rerun: LEASH_KILL9_SEED={seed})")
+    rng = random.Random(seed)
+    data = os.path.join(tmp_path, "data")
+    ledger = Ledger()
+    started = time.monotonic()
+    killed_starting = 0
+    for cycle in range(CYCLES):
+        broker = BrokerProcess(data, ["--fsync", policy, *FLAGS])
+        if rng.random() < KILL_WHILE_STARTING:
+            broker.start(wait=False)
+            time.sleep(rng.uniform(0.0, 0.4))
+            broker.kill()
+            killed_starting += 1
+            continue
+        stop = threading.Event()
+        threads: list[threading.Thread] = []
+        try:
+            broker.start()
+            _check(broker, ledger, everything=False)
+            for p in range(PRODUCERS):
+                threads.append(_quietly(_produce, broker.port, ledger, f"c{cycle}p{p}", stop))
+            threads.append(_quietly(_work, broker.port, ledger, stop))
+            time.sleep(rng.uniform(*LOAD_S))
+        finally:
+            broker.kill()
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        cuts = [line for line in broker.log if "torn" in line or ".broken" in line]
+        assert not _broken_files(data), f"seed={seed} cycle={cycle}: {cuts}"
+    final = BrokerProcess(data, ["--fsync", policy, *FLAGS]).start()
+    try:
+        _check(final, ledger, everything=True)
+    finally:
+        final.kill()
+    assert ledger.repeated == [], f"seed={seed}: tokens handed out twice"
+    assert not _broken_files(data)
+    assert len(ledger.pushed) > CYCLES and ledger.acked, "the load did too little to prove much"
+    print(
+        f"policy={policy}: {CYCLES} cycles ({killed_starting} killed while starting) in "
+        f"{time.monotonic() - started:.1f} s; {len(ledger.pushed)} pushes and "
+        f"{len(ledger.acked)} acks acknowledged, {len(ledger.tokens)} tokens, none lost"
+    )

@@ -1,0 +1,112 @@
+"""Golden files (tests/fixtures/journal-v1, made once by
+tests/fixtures/make_journal_v1.py): a v1 segment pair and a v1 snapshot must
+stay readable by every later version, and today's writer still writes v1
+framing byte for byte. If this fails, the on-disk format changed: bump the
+version and keep a reader for version 1."""
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+import msgspec
+
+from broker.core import CoreConfig, canonical, image
+from broker.core.records import record_decoder
+from broker.journal import format as F
+from broker.journal import snapshot
+from broker.journal.disk import OsDisk
+from broker.journal.recovery import recover
+from broker.journal.tools import _plain
+from tests.journal_kit import read_file, record_offsets, replayed
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journal-v1"
+SEGMENTS = ["journal-00000000000000000001.log", "journal-00000000000000000012.log"]
+SNAPSHOT = "snapshot-00000000000000000011.snap"
+
+
+def _records() -> list[tuple[int, bytes]]:
+    found = []
+    for name in SEGMENTS:
+        data = read_file(str(FIXTURES / name))
+        offsets = record_offsets(data)
+        for start, end in itertools.pairwise(offsets):
+            scanned = F.scan_record(memoryview(data), start)
+            assert isinstance(scanned, F.Scanned) and scanned.end == end
+            found.append((scanned.seq, bytes(scanned.payload)))
+    return found
+
+
+def test_the_v1_segment_headers_read_as_written() -> None:
+    headers = [F.decode_header(read_file(str(FIXTURES / name))) for name in SEGMENTS]
+    assert headers == [F.FileHeader(1, 1, 1), F.FileHeader(1, 1, 12)]
+
+
+def test_the_v1_records_decode_to_what_was_written() -> None:
+    lines = (FIXTURES / "records.jsonl").read_text().splitlines()
+    expected = [msgspec.json.decode(line) for line in lines]
+    decoded = [
+        {
+            "seq": seq,
+            "record": msgspec.json.decode(
+                msgspec.json.encode(_plain(record_decoder.decode(payload)))
+            ),
+        }
+        for seq, payload in _records()
+    ]
+    assert len(decoded) == len(expected)
+    for now, then in zip(decoded, expected, strict=True):
+        assert_same_or_newer(now, then)
+    assert [item["seq"] for item in decoded] == list(range(1, len(lines) + 1))
+
+
+def assert_same_or_newer(now: object, then: object) -> None:
+    """``now`` is ``then`` as decoded today: the same values, plus any field
+    added since (at the end of a struct, with a default), at its default."""
+    if isinstance(then, dict):
+        assert isinstance(now, dict), (now, then)
+        for key, value in then.items():
+            assert key in now, (key, now)
+            assert_same_or_newer(now[key], value)
+        for key in now.keys() - then.keys():
+            assert now[key] in (None, 0, "", [], {}), (key, now[key])
+    elif isinstance(then, list):
+        assert isinstance(now, list) and len(now) == len(then), (now, then)
+        for item_now, item_then in zip(now, then, strict=True):
+            assert_same_or_newer(item_now, item_then)
+    else:
+        assert now == then
+
+
+def test_the_v1_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
+    path = str(FIXTURES / SNAPSHOT)
+    header = snapshot.read_header(OsDisk(), path)
+    assert (header.epoch, header.through_seq) == (1, 11)
+    loaded = image.load(snapshot.read(OsDisk(), path), CoreConfig())
+    covered = [record_decoder.decode(payload) for seq, payload in _records() if seq <= 11]
+    assert canonical(loaded) == canonical(replayed(covered))
+    assert len(loaded.jobs) > 0
+
+
+def test_a_v1_data_directory_recovers_to_the_state_of_all_its_records(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = os.path.join(tmp_path, "data")
+    shutil.copytree(FIXTURES, directory)
+    recovered = recover(directory, OsDisk(), CoreConfig())
+    assert recovered.snapshot is not None and recovered.snapshot.seq == 11
+    every = [record_decoder.decode(payload) for _, payload in _records()]
+    assert canonical(recovered.state) == canonical(replayed(every))
+    assert recovered.notes == []
+
+
+def test_todays_writer_frames_v1_byte_for_byte() -> None:
+    for name in SEGMENTS:
+        data = read_file(str(FIXTURES / name))
+        header = F.decode_header(data)
+        assert F.encode_header(header.epoch, header.first_seq) == data[: F.HEADER_BYTES]
+        offsets = record_offsets(data)
+        for start, end in itertools.pairwise(offsets):
+            scanned = F.scan_record(memoryview(data), start)
+            assert isinstance(scanned, F.Scanned)
+            assert F.encode_record(scanned.seq, bytes(scanned.payload)) == data[start:end]
