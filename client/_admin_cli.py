@@ -99,6 +99,7 @@ def _add_batch_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     )
     delete_batch.add_argument("id", help="the batch id")
     _command(commands, "fsck", "cross-check the broker's whole state", _fsck)
+    _command(commands, "compact", "snapshot the journal now and drop what it covers", _compact)
 
 
 _KINDS: dict[str, A.ListKind] = {"scheduled": "scheduled", "retries": "retrying", "dead": "dead"}
@@ -386,6 +387,15 @@ def _fsck(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("problems", problems + (" ..." if report.more else "")),
     ]
     return Fields(pairs, report)
+
+
+def _compact(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    done = admin.compact()
+    pairs: list[tuple[str, object]] = [
+        ("snapshot through seq", done.through_seq),
+        ("journal", f"{done.journal_bytes} bytes on disk"),
+    ]
+    return Fields(pairs, done)
 
 
 # --- formatting --------------------------------------------------------------

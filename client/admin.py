@@ -12,7 +12,7 @@ not there). The ``leash`` command line is built on it.
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
@@ -30,6 +30,7 @@ DEFAULT_DATA_DIR = "./leash-data"
 SOCKET_FILE = "admin.sock"
 _RECV_BYTES = 256 * 1024
 R = TypeVar("R", bound=msgspec.Struct)
+T = TypeVar("T")
 
 
 class AdminClient:
@@ -100,31 +101,23 @@ class AdminClient:
         self, kind: A.ListKind, *, most: int | None = None, **filter: str | None
     ) -> Iterator[M.JobView]:
         """Every job of the listing (or the first ``most``), page by page."""
-        cursor, given = "", 0
-        while True:
-            page_limit = min(limits.ADMIN_PAGE_MAX, most - given) if most else limits.ADMIN_PAGE_MAX
-            page = self.jobs_page(kind, cursor, page_limit, **filter)
-            for job in page.jobs:
-                yield job
-                given += 1
-            if not page.next or (most is not None and given >= most):
-                return
-            cursor = page.next
+
+        def page(cursor: str, limit: int) -> tuple[list[M.JobView], str]:
+            found = self.jobs_page(kind, cursor, limit, **filter)
+            return found.jobs, found.next
+
+        return _paged(page, most)
 
     def batches(
         self, state: A.BatchState | None = None, *, most: int | None = None
     ) -> Iterator[M.BatchView]:
         """Batches newest first (without member lists), page by page."""
-        cursor, given = "", 0
-        while True:
-            page_limit = min(limits.ADMIN_PAGE_MAX, most - given) if most else limits.ADMIN_PAGE_MAX
-            page = self._call(A.ListBatches(self._next(), state, cursor, page_limit), A.BatchPage)
-            for batch in page.batches:
-                yield batch
-                given += 1
-            if not page.next or (most is not None and given >= most):
-                return
-            cursor = page.next
+
+        def page(cursor: str, limit: int) -> tuple[list[M.BatchView], str]:
+            found = self._call(A.ListBatches(self._next(), state, cursor, limit), A.BatchPage)
+            return found.batches, found.next
+
+        return _paged(page, most)
 
     def batch(
         self, batch_id: str, *, limit: int = limits.BATCH_STATUS_MEMBERS_DEFAULT
@@ -183,6 +176,10 @@ class AdminClient:
         """Remove the batch and all its bookkeeping; its live jobs go on as ordinary jobs."""
         self._call(A.DeleteBatch(self._next(), batch_id), M.Ok)
 
+    def compact(self) -> A.Compacted:
+        """Seal the journal's open segment and snapshot through it now."""
+        return self._call(A.Compact(self._next()), A.Compacted)
+
     # --- the connection --------------------------------------------------------
 
     def _next(self) -> int:
@@ -225,3 +222,15 @@ class AdminClient:
                 self.close()
                 raise ConnectionLost("the broker closed the admin connection")
             self._decoder.feed(data)
+
+
+def _paged(page: Callable[[str, int], tuple[list[T], str]], most: int | None) -> Iterator[T]:
+    """The items of every page (or the first ``most``), following the cursors."""
+    cursor, given = "", 0
+    while most is None or given < most:
+        limit = limits.ADMIN_PAGE_MAX if most is None else min(limits.ADMIN_PAGE_MAX, most - given)
+        items, cursor = page(cursor, limit)
+        yield from items
+        given += len(items)
+        if not cursor:
+            return

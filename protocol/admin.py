@@ -135,6 +135,12 @@ class RequeueJobs(Struct, tag="requeue_jobs", tag_field="op", omit_defaults=True
     limit: Annotated[int, Meta(ge=1, le=L.REQUEUE_MANY_MAX)] = L.REQUEUE_MANY_MAX
 
 
+class Compact(Struct, tag="compact", tag_field="op"):
+    """Seal the journal's open segment and snapshot through it now."""
+
+    rid: RequestId
+
+
 BatchState = Literal["open", "committed", "finished", "abandoned"]
 
 
@@ -165,6 +171,7 @@ AdminRequest = (
     | GetBatchStatus
     | DeleteBatch
     | Fsck
+    | Compact
 )
 ADMIN_OPS = frozenset(t.__struct_config__.tag for t in AdminRequest.__args__)
 
@@ -279,6 +286,12 @@ class Requeued(Struct, tag="requeued", tag_field="t"):
     scanned: int
 
 
+class Compacted(Struct, tag="compacted", tag_field="t"):
+    rid: RequestId
+    through_seq: int  # the newest snapshot covers the journal up to here
+    journal_bytes: int  # on disk afterwards: segments and snapshots
+
+
 class BatchPage(Struct, tag="batch_page", tag_field="t"):
     rid: RequestId
     batches: list[BatchView]  # without their member lists
@@ -299,6 +312,7 @@ AdminReply = (
     | Requeued
     | BatchPage
     | BatchInfo
+    | Compacted
 )
 
 admin_request_decoder = msgspec.msgpack.Decoder(AdminRequest)

@@ -61,8 +61,8 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(views.list_batches(state, request), [])
         case M.GetBatchStatus() | A.DeleteBatch():
             return AdminOutcome(*decide_batch(state, request, now_ms))
-        case A.GetStats():
-            raise AssertionError("stats are assembled by the shell")
+        case A.GetStats() | A.Compact():
+            raise AssertionError("the shell answers stats and compact itself")
         case _:
             assert_never(request)
 

@@ -30,7 +30,16 @@ from broker.server.waiters import Waiter, Waiters
 from protocol import PROTOCOL_VERSION
 from protocol import admin as A
 from protocol import messages as M
-from protocol.admin import ADMIN_OPS, AdminReply, AdminRequest, GetStats, JournalStats, Stats
+from protocol.admin import (
+    ADMIN_OPS,
+    AdminReply,
+    AdminRequest,
+    Compact,
+    Compacted,
+    GetStats,
+    JournalStats,
+    Stats,
+)
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -82,6 +91,7 @@ class Broker:
         self.started_ms = clock_ms()
         self.replay_s, self.replay_records = 0.0, 0  # set by start-up
         self.admin_connections = 0
+        self._background: set[asyncio.Task[None]] = set()  # compactions asked for
         self.totals: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
         self.queue_totals: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
         limits = config.limits
@@ -222,6 +232,11 @@ class Broker:
         if isinstance(request, GetStats):
             connection.send(self.stats(request.rid, now_ms))
             return
+        if isinstance(request, Compact):
+            task = self.loop.create_task(self._compact(connection, request.rid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
         outcome = core.decide_admin(self.state, request, now_ms)
         reply = outcome.reply
         if isinstance(reply, A.Processes):
@@ -231,6 +246,15 @@ class Broker:
             self._commit(outcome.records)
             self._wake_waiters()
         self._reply(connection, reply)
+
+    async def _compact(self, connection: AdminConnection, rid: int) -> None:
+        try:
+            through_seq = await self.compact()
+        except Exception as error:  # a broken snapshot process, a stopping broker
+            log.exception("compact failed")
+            connection.send(M.Error(rid, ErrorCode.INTERNAL, f"compact failed: {error}"))
+            return
+        connection.send(Compacted(rid, through_seq, self.journal.disk_usage()[0]))
 
     def stats(self, rid: int, now_ms: int) -> Stats:
         state, commits = self.state, self.committer.stats

@@ -253,6 +253,10 @@ def test_pause_quiet_and_stop_are_applied_and_survive_a_restart(
         assert leash(broker, "quiet", quiet_id).strip() == f"{quiet_id}: asked to quiet"
         assert leash(broker, "stop", stopped_id).strip() == f"{stopped_id}: asked to terminate"
         assert client.fetch("q") is None
+    dump = run_leash("journal", "dump", broker.data_dir)
+    lines = [json.loads(line) for line in dump.stdout.splitlines()]
+    kinds = [line["record"]["r"] for line in lines if "record" in line]
+    assert "paused" in kinds and kinds.count("controlled") == 2, kinds  # operations are records
     assert broker.stop() == 0
     broker.start()
     queues = leash(broker, "queues", json_output=True)
@@ -328,6 +332,29 @@ def test_batches_batch_delete_batch_and_fsck(start_broker: Callable[..., BrokerP
     assert leash(broker, "fsck", json_output=True)["problems"] == []
 
 
+def test_compact_snapshots_now_and_drops_the_segments_the_snapshot_covers(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker("--segment-bytes", "65536")
+    with connect(broker) as client:
+        for _ in range(20):  # about 20 segments of jobs that are then acked
+            client.push_many([{"type": "t", "args": "x" * 600} for _ in range(100)])
+            client.ack_many(client.fetch_many("default", 100))
+        kept = client.push("t", queue="kept")
+        before = leash(broker, "stats", json_output=True)["journal"]
+        done = leash(broker, "compact", json_output=True)
+        after = leash(broker, "stats", json_output=True)["journal"]
+        text = fields(leash(broker, "compact"))
+    assert done["through_seq"] >= before["last_seq"]
+    assert after["bytes"] < before["bytes"] / 4, (before, after)
+    assert after["segments"] < before["segments"] and after["snapshots"] == 1
+    assert int(text["snapshot through seq"]) >= done["through_seq"]
+    broker.kill()
+    broker.start()
+    with connect(broker) as client:
+        assert client.get_job(kept).state == "ready"
+
+
 # --- errors ------------------------------------------------------------------
 
 
@@ -354,7 +381,7 @@ def test_help_lists_every_operator_command() -> None:
     assert result.returncode == 0
     for command in ("stats", "queues", "busy", "processes", "job", "scheduled", "retries", "dead",
                     "pause", "resume", "quiet", "unquiet", "stop", "kill", "delete", "requeue",
-                    "batches", "batch", "delete-batch", "fsck"):  # fmt: skip
+                    "batches", "batch", "delete-batch", "fsck", "compact"):  # fmt: skip
         assert f"    {command}" in result.stdout, command
 
 

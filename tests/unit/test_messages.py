@@ -281,7 +281,7 @@ REPLIES: list[Any] = [
         connections=1,
         processes=1,
         queues=1,
-        journal=A.JournalStats(1, 1, 9, 2, 0.5, 1.5, 2, 4.5, 0.25, 8),
+        journal=A.JournalStats(1, 1, 0, 9, 2, 0.5, 1.5, 2, 4.5, 0.25, 8),
         limits={"max_frame_bytes": L.FRAME_MAX_BYTES},
     ),
     A.Queues(rid=18, queues=[A.QueueView("mail", 1, 2, 3, 4, True, 250)]),
