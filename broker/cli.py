@@ -136,6 +136,27 @@ def parser() -> argparse.ArgumentParser:
         help="an unfinished batch is removed after this long (default 2592000000, 30 days)",
     )
     _journal_flags(serve_cmd)
+    serve_cmd.add_argument(
+        "--admin-socket",
+        default="",
+        help="the admin socket's path (default DATA_DIR/admin.sock; at most 107 bytes)",
+    )
+    serve_cmd.add_argument(
+        "--admin-uid",
+        type=_bounded(0, 2**32 - 1),
+        action="append",
+        default=[],
+        help="a uid allowed on the admin socket besides the broker's own and root (repeatable)",
+    )
+    serve_cmd.add_argument(
+        "--metrics-port",
+        type=_bounded(0, 65535),
+        default=None,
+        help="serve Prometheus metrics over HTTP on this port (default: off; 0 picks one)",
+    )
+    serve_cmd.add_argument(
+        "--metrics-host", default="127.0.0.1", help="address of the metrics port (127.0.0.1)"
+    )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     _add_security_flags(serve_cmd)
     _add_limit_flags(serve_cmd)
@@ -272,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         fsync=args.fsync,
         max_frame_bytes=args.max_frame_bytes,
+        admin_socket=args.admin_socket,
+        admin_uids=tuple(args.admin_uid),
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
         segment_bytes=args.segment_bytes,
         snapshot_min_bytes=args.snapshot_min_bytes,
         disk_low_bytes=args.disk_low_bytes,

@@ -4,9 +4,10 @@
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
-  pause, resume, get_job; for worker processes beat, control, processes,
-  busy; batches: create_batch, commit_batch, batch_status, delete_batch;
-  operators: delete_job, kill_job, requeue_job, fsck.
+  get_job, and beat for worker processes; batches: create_batch,
+  commit_batch, batch_status.
+- ``AdminClient`` (blocking) speaks to the broker's admin socket: the views
+  and operations an operator uses (``leash stats``, ``leash queues`` ...).
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE``; inside a
@@ -20,21 +21,12 @@
 - Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
 """
 
+from protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
 from protocol.auth import Key, KeyFileError
-from protocol.messages import (
-    BatchCreated,
-    BatchView,
-    BusyJob,
-    BusyProcess,
-    ErrorInfo,
-    FsckReport,
-    JobSpec,
-    JobView,
-    ProcessView,
-    PushResult,
-)
+from protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
 from ._exceptions import (
+    AdminOnly,
     AuthFailed,
     AuthRequired,
     BadRequest,
@@ -51,6 +43,7 @@ from ._exceptions import (
     JournalFailed,
     LeashError,
     NotFound,
+    PermissionDenied,
     ProtocolViolation,
     QueuePaused,
     RequestTimeout,
@@ -66,11 +59,14 @@ from ._handlers import add_to_batch, current_job, handler
 from ._identity import process_worker_id
 from ._security import load_key, tls_context
 from ._types import FailResult, Job, Lease, job_spec
+from .admin import AdminClient
 from .aio import AsyncClient
 from .blocking import Client
 from .worker import Worker
 
 __all__ = [
+    "AdminClient",
+    "AdminOnly",
     "AsyncClient",
     "AuthFailed",
     "AuthRequired",
@@ -102,14 +98,17 @@ __all__ = [
     "Lease",
     "LeashError",
     "NotFound",
+    "PermissionDenied",
     "ProcessView",
     "ProtocolViolation",
     "PushResult",
     "QueuePaused",
+    "QueueView",
     "RequestTimeout",
     "ServerError",
     "SlowReader",
     "StaleLease",
+    "Stats",
     "TooLarge",
     "TooManyConnections",
     "UnknownOp",

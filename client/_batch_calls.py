@@ -1,7 +1,7 @@
-"""The batch and operator requests of the sans-IO client core (``ClientCore``
-mixes them in): create, commit, status and delete a batch; delete, kill and
-requeue a job; fsck. Each builds its request and returns a ``Call``, like
-every method of ``client._core``."""
+"""The batch requests of the sans-IO client core (``ClientCore`` mixes them
+in): create, commit and read the status of a batch. Each builds its request
+and returns a ``Call``, like every method of ``client._core``. Deleting a
+batch is an operator's request (``client.admin``)."""
 
 from collections.abc import Sequence
 
@@ -12,15 +12,9 @@ from protocol.messages import (
     BatchView,
     CommitBatch,
     CreateBatch,
-    DeleteBatch,
-    DeleteJob,
-    Fsck,
-    FsckReport,
     GetBatchStatus,
-    KillJob,
     Reply,
     Request,
-    RequeueJob,
 )
 
 from ._calls import Call, expect_reply, ok_reply
@@ -74,26 +68,6 @@ class BatchCalls:
         rid = self._take_rid()
         return Call(rid, self._encode(GetBatchStatus(rid=rid, id=id, limit=limit)), _batch_view)
 
-    def delete_batch(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(DeleteBatch(rid=rid, id=id)), ok_reply)
-
-    def delete_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(DeleteJob(rid=rid, id=id)), ok_reply)
-
-    def kill_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(KillJob(rid=rid, id=id)), ok_reply)
-
-    def requeue_job(self, id: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(RequeueJob(rid=rid, id=id)), ok_reply)
-
-    def fsck(self) -> Call[FsckReport]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(Fsck(rid=rid)), _fsck_report)
-
 
 def _batch_created(reply: Reply) -> BatchCreated:
     return expect_reply(reply, BatchCreated)
@@ -101,7 +75,3 @@ def _batch_created(reply: Reply) -> BatchCreated:
 
 def _batch_view(reply: Reply) -> BatchView:
     return expect_reply(reply, BatchInfo).batch
-
-
-def _fsck_report(reply: Reply) -> FsckReport:
-    return expect_reply(reply, FsckReport)

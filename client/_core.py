@@ -46,10 +46,7 @@ from protocol.messages import (
     AckMany,
     Auth,
     Beat,
-    Busy,
-    BusyProcess,
     Challenge,
-    Control,
     Error,
     ErrorInfo,
     Extend,
@@ -57,7 +54,6 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
-    GetBusy,
     GetJob,
     Hello,
     JobInfo,
@@ -65,12 +61,7 @@ from protocol.messages import (
     JobSpec,
     JobView,
     LeaseRef,
-    ListProcesses,
-    Pause,
-    ProcessControl,
-    Processes,
     ProcessState,
-    ProcessView,
     Push,
     Pushed,
     PushedMany,
@@ -79,7 +70,6 @@ from protocol.messages import (
     Release,
     Reply,
     Request,
-    Resume,
     Welcome,
     encoder,
     reply_decoder,
@@ -241,14 +231,6 @@ class ClientCore(BatchCalls, Generic[W]):
         job_id, token = lease_ref(lease)
         return Call(rid, self._encode(Release(rid=rid, id=job_id, token=token)), _ok)
 
-    def pause(self, queue: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(Pause(rid=rid, queue=queue)), _ok)
-
-    def resume(self, queue: str) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(Resume(rid=rid, queue=queue)), _ok)
-
     def get_job(self, id: str) -> Call[JobView]:
         rid = self._take_rid()
         return Call(rid, self._encode(GetJob(rid=rid, id=id)), _job_view)
@@ -256,18 +238,6 @@ class ClientCore(BatchCalls, Generic[W]):
     def beat(self) -> Call[str]:
         rid = self._take_rid()
         return Call(rid, self._encode(Beat(rid=rid)), _process_state)
-
-    def control(self, worker_id: str, state: ProcessControl) -> Call[None]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(Control(rid=rid, worker_id=worker_id, state=state)), _ok)
-
-    def processes(self) -> Call[list[ProcessView]]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(ListProcesses(rid=rid)), _process_views)
-
-    def busy(self) -> Call[list[BusyProcess]]:
-        rid = self._take_rid()
-        return Call(rid, self._encode(GetBusy(rid=rid)), _busy_processes)
 
     # --- waiting -----------------------------------------------------------
 
@@ -436,11 +406,3 @@ def _job_view(reply: Reply) -> JobView:
 
 def _process_state(reply: Reply) -> str:
     return _expect(reply, ProcessState).state
-
-
-def _process_views(reply: Reply) -> list[ProcessView]:
-    return _expect(reply, Processes).processes
-
-
-def _busy_processes(reply: Reply) -> list[BusyProcess]:
-    return _expect(reply, Busy).processes

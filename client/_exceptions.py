@@ -28,7 +28,9 @@ The tree::
         ├── SlowReader              slow_reader: replies were not read fast enough
         ├── JournalFailed           journal_failed: not acknowledged (it may or may not
         │                           have been applied); the broker is stopping: retry later
-        └── DiskFull                disk_full: the broker's disk is low; not applied: retry later
+        ├── DiskFull                disk_full: the broker's disk is low; not applied: retry later
+        ├── AdminOnly               admin_only: an admin request sent to the TCP port
+        └── PermissionDenied        permission_denied: this user may not use the admin socket
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
@@ -155,6 +157,14 @@ class DiskFull(ServerError):
     pass
 
 
+class AdminOnly(ServerError):
+    pass
+
+
+class PermissionDenied(ServerError):
+    pass
+
+
 ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNKNOWN_OP: UnknownOp,
@@ -175,6 +185,8 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.SLOW_READER: SlowReader,
     ErrorCode.JOURNAL_FAILED: JournalFailed,
     ErrorCode.DISK_FULL: DiskFull,
+    ErrorCode.ADMIN_ONLY: AdminOnly,
+    ErrorCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 

@@ -33,13 +33,9 @@ from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
     BatchCreated,
     BatchView,
-    BusyProcess,
     Challenge,
     ErrorInfo,
-    FsckReport,
     JobView,
-    ProcessControl,
-    ProcessView,
     PushResult,
     Welcome,
 )
@@ -227,12 +223,6 @@ class AsyncClient:
         specs = [as_job_spec(job) for job in jobs]
         return await self._call(self._core.push_many(specs, lease)) if specs else []
 
-    async def pause(self, queue: str) -> None:
-        await self._call(self._core.pause(queue))
-
-    async def resume(self, queue: str) -> None:
-        await self._call(self._core.resume(queue))
-
     async def get_job(self, id: str) -> JobView:
         return await self._call(self._core.get_job(id))
 
@@ -279,18 +269,6 @@ class AsyncClient:
         """
         return await self._call(self._core.beat())
 
-    async def control(self, worker_id: str, state: ProcessControl) -> None:
-        """Ask the process ``worker_id`` to be ``"quiet"`` or to ``"terminate"``."""
-        await self._call(self._core.control(worker_id, state))
-
-    async def processes(self) -> list[ProcessView]:
-        """Every worker process the broker knows: identity, state, deadlines, jobs held."""
-        return await self._call(self._core.processes())
-
-    async def busy(self) -> list[BusyProcess]:
-        """What each process is running now: its leased jobs."""
-        return await self._call(self._core.busy())
-
     # --- batches ---------------------------------------------------------------
 
     async def create_batch(
@@ -335,28 +313,6 @@ class AsyncClient:
     ) -> BatchView:
         """Counts, state, callbacks fired, and up to ``limit`` unfinished members."""
         return await self._call(self._core.batch_status(id, limit))
-
-    async def delete_batch(self, id: str) -> None:
-        """Remove the batch and its bookkeeping; its live jobs go on as ordinary jobs."""
-        await self._call(self._core.delete_batch(id))
-
-    # --- operators -------------------------------------------------------------
-
-    async def delete_job(self, id: str) -> None:
-        """Forget a job in any state; for its batch it is ``deleted`` (never blocking)."""
-        await self._call(self._core.delete_job(id))
-
-    async def kill_job(self, id: str) -> None:
-        """Move a job to the dead set now; for its batch that is a death."""
-        await self._call(self._core.kill_job(id))
-
-    async def requeue_job(self, id: str) -> None:
-        """Make a dead or retrying job ready again."""
-        await self._call(self._core.requeue_job(id))
-
-    async def fsck(self) -> FsckReport:
-        """Cross-check the broker's whole state; ``problems`` should be empty."""
-        return await self._call(self._core.fsck())
 
     # --- the connection --------------------------------------------------------
 

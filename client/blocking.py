@@ -41,13 +41,9 @@ from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
 from protocol.messages import (
     BatchCreated,
     BatchView,
-    BusyProcess,
     Challenge,
     ErrorInfo,
-    FsckReport,
     JobView,
-    ProcessControl,
-    ProcessView,
     PushResult,
     Welcome,
 )
@@ -224,12 +220,6 @@ class Client:
         specs = [as_job_spec(job) for job in jobs]
         return self._call(self._core.push_many(specs, lease)) if specs else []
 
-    def pause(self, queue: str) -> None:
-        self._call(self._core.pause(queue))
-
-    def resume(self, queue: str) -> None:
-        self._call(self._core.resume(queue))
-
     def get_job(self, id: str) -> JobView:
         return self._call(self._core.get_job(id))
 
@@ -274,18 +264,6 @@ class Client:
         """
         return self._call(self._core.beat())
 
-    def control(self, worker_id: str, state: ProcessControl) -> None:
-        """Ask the process ``worker_id`` to be ``"quiet"`` or to ``"terminate"``."""
-        self._call(self._core.control(worker_id, state))
-
-    def processes(self) -> list[ProcessView]:
-        """Every worker process the broker knows: identity, state, deadlines, jobs held."""
-        return self._call(self._core.processes())
-
-    def busy(self) -> list[BusyProcess]:
-        """What each process is running now: its leased jobs."""
-        return self._call(self._core.busy())
-
     # --- batches ---------------------------------------------------------------
 
     def create_batch(
@@ -328,28 +306,6 @@ class Client:
     def batch_status(self, id: str, *, limit: int = BATCH_STATUS_MEMBERS_DEFAULT) -> BatchView:
         """Counts, state, callbacks fired, and up to ``limit`` unfinished members."""
         return self._call(self._core.batch_status(id, limit))
-
-    def delete_batch(self, id: str) -> None:
-        """Remove the batch and its bookkeeping; its live jobs go on as ordinary jobs."""
-        self._call(self._core.delete_batch(id))
-
-    # --- operators -------------------------------------------------------------
-
-    def delete_job(self, id: str) -> None:
-        """Forget a job in any state; for its batch it is ``deleted`` (never blocking)."""
-        self._call(self._core.delete_job(id))
-
-    def kill_job(self, id: str) -> None:
-        """Move a job to the dead set now; for its batch that is a death."""
-        self._call(self._core.kill_job(id))
-
-    def requeue_job(self, id: str) -> None:
-        """Make a dead or retrying job ready again."""
-        self._call(self._core.requeue_job(id))
-
-    def fsck(self) -> FsckReport:
-        """Cross-check the broker's whole state; ``problems`` should be empty."""
-        return self._call(self._core.fsck())
 
     # --- the connection --------------------------------------------------------
 

@@ -46,6 +46,7 @@ import msgspec
 from protocol.auth import Key, key_file_text, mode_problem
 from protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
+from ._admin_cli import add_commands as add_admin_commands
 from ._exceptions import LeashError
 from ._handlers import registry
 from ._security import load_key, tls_context
@@ -109,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     _add_address(worker)
     worker.set_defaults(run=_run_worker)
+
+    add_admin_commands(commands)
 
     push = commands.add_parser("push", help="push one job and print its id")
     push.add_argument("type", help="the job type (handler name)")

@@ -28,6 +28,8 @@ class ErrorCode(enum.StrEnum):
     SLOW_READER = "slow_reader"  # replies piled up unread
     JOURNAL_FAILED = "journal_failed"  # the journal cannot be written: not acknowledged; stopping
     DISK_FULL = "disk_full"  # the journal's disk is low: nothing applied; retry later
+    ADMIN_ONLY = "admin_only"  # an admin request on the TCP port: use the admin socket
+    PERMISSION_DENIED = "permission_denied"  # the admin socket's peer is not allowed
 
 
 class ProtocolError(Exception):

@@ -40,6 +40,10 @@ FETCH_WAIT_MAX_MS = 20_000
 FETCH_REPLY_ARGS_MAX_BYTES = 8 * 1024 * 1024  # a fetch stops adding jobs past this (at least one)
 PUSH_MANY_MAX = 1000
 ACK_MANY_MAX = 1000
+ADMIN_PAGE_DEFAULT = 50  # jobs in one page of an admin listing
+ADMIN_PAGE_MAX = 1000
+ADMIN_SCAN_MAX = 20_000  # index entries one admin request may look at
+REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
 
 ERROR_TYPE_MAX_CHARS = 256
 ERROR_MESSAGE_MAX_CHARS = 8 * 1024

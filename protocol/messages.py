@@ -10,7 +10,7 @@ forwards the client's msgpack bytes without decoding them.
 """
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Raw, Struct
@@ -40,6 +40,7 @@ ClientBatchId = Annotated[
 ]
 JobState = Literal["ready", "scheduled", "leased", "retrying", "dead"]
 
+T = TypeVar("T")
 EMPTY_ARGS = Raw(b"\x90")  # msgpack for an empty array
 
 
@@ -146,16 +147,6 @@ class Release(Struct, tag="release", tag_field="op"):
     token: Token
 
 
-class Pause(Struct, tag="pause", tag_field="op"):
-    rid: RequestId
-    queue: QueueName
-
-
-class Resume(Struct, tag="resume", tag_field="op"):
-    rid: RequestId
-    queue: QueueName
-
-
 class GetJob(Struct, tag="get_job", tag_field="op"):
     rid: RequestId
     id: JobId
@@ -164,26 +155,6 @@ class GetJob(Struct, tag="get_job", tag_field="op"):
 class Beat(Struct, tag="beat", tag_field="op"):
     """A worker process's heartbeat; any request is a sign of life too."""
 
-    rid: RequestId
-
-
-ProcessControl = Literal["ok", "quiet", "terminate"]
-
-
-class Control(Struct, tag="control", tag_field="op"):
-    """Ask a worker process to stop fetching (quiet), to resume (ok), or to
-    exit (terminate, which is final)."""
-
-    rid: RequestId
-    worker_id: WorkerId
-    state: ProcessControl
-
-
-class ListProcesses(Struct, tag="processes", tag_field="op"):
-    rid: RequestId
-
-
-class GetBusy(Struct, tag="busy", tag_field="op"):
     rid: RequestId
 
 
@@ -219,30 +190,6 @@ class GetBatchStatus(Struct, tag="batch_status", tag_field="op", omit_defaults=T
     )
 
 
-class DeleteBatch(Struct, tag="delete_batch", tag_field="op"):
-    rid: RequestId
-    id: BatchId
-
-
-class DeleteJob(Struct, tag="delete_job", tag_field="op"):
-    rid: RequestId
-    id: JobId
-
-
-class KillJob(Struct, tag="kill_job", tag_field="op"):
-    rid: RequestId
-    id: JobId
-
-
-class RequeueJob(Struct, tag="requeue_job", tag_field="op"):
-    rid: RequestId
-    id: JobId
-
-
-class Fsck(Struct, tag="fsck", tag_field="op"):
-    rid: RequestId
-
-
 class Auth(Struct, tag="auth", tag_field="op"):
     """The client's proof that it holds the key, after the broker's challenge."""
 
@@ -260,21 +207,11 @@ Request = (
     | Fail
     | Extend
     | Release
-    | Pause
-    | Resume
     | GetJob
     | Beat
-    | Control
-    | ListProcesses
-    | GetBusy
     | CreateBatch
     | CommitBatch
     | GetBatchStatus
-    | DeleteBatch
-    | DeleteJob
-    | KillJob
-    | RequeueJob
-    | Fsck
     | Auth
 )
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
@@ -399,46 +336,6 @@ class ProcessState(Struct, tag="state", tag_field="t"):
     state: str  # "ok", "quiet" or "terminate"
 
 
-class ProcessView(Struct, omit_defaults=True):
-    worker_id: str
-    state: str  # "ok", "quiet" or "terminate"
-    hostname: str
-    pid: int
-    labels: list[str]
-    concurrency: int
-    client: str
-    registered_ms: int
-    last_seen_ms: int  # the last recorded sign of life
-    beat_deadline_ms: int  # dead then without another sign of life
-    in_flight: int
-    grace_deadline_ms: int | None = None  # all connections gone: dead then unless it comes back
-    terminate_deadline_ms: int | None = None
-
-
-class Processes(Struct, tag="processes", tag_field="t"):
-    rid: RequestId
-    processes: list[ProcessView]
-
-
-class BusyJob(Struct):
-    id: str
-    type: str
-    queue: str
-    attempt: int  # 1-based, as delivered
-    leased_ms: int
-    deadline_ms: int
-
-
-class BusyProcess(Struct):
-    worker_id: str
-    jobs: list[BusyJob]
-
-
-class Busy(Struct, tag="busy", tag_field="t"):
-    rid: RequestId
-    processes: list[BusyProcess]
-
-
 class BatchCreated(Struct, tag="batch_created", tag_field="t"):
     rid: RequestId
     id: str
@@ -503,14 +400,6 @@ class BatchInfo(Struct, tag="batch", tag_field="t"):
     batch: BatchView
 
 
-class FsckReport(Struct, tag="fsck", tag_field="t"):
-    rid: RequestId
-    problems: list[str]  # empty: the state is consistent
-    more: bool  # more problems than listed
-    jobs: int  # how many jobs were checked
-    batches: int  # how many batches were checked
-
-
 class Error(Struct, tag="error", tag_field="t", omit_defaults=True):
     rid: RequestId
     code: str  # an ErrorCode; str so that codes added later still decode
@@ -537,12 +426,9 @@ Reply = (
     | Extended
     | JobInfo
     | ProcessState
-    | Processes
-    | Busy
     | Error
     | BatchCreated
     | BatchInfo
-    | FsckReport
     | Challenge
 )
 
@@ -562,24 +448,31 @@ _envelope_decoder = msgspec.msgpack.Decoder(Envelope)
 
 def decode_request(body: bytes) -> Request:
     """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
+    request: Request = decode_with(request_decoder, REQUEST_OPS, body)
+    return request
+
+
+def decode_with(decoder: "msgspec.msgpack.Decoder[T]", ops: frozenset[str], body: bytes) -> T:
+    """Decode a request body with ``decoder``, whose union's ops are ``ops``;
+    raise ``BadRequest`` carrying the code and rid to answer."""
     try:
-        request: Request = request_decoder.decode(body)
-        return request
+        return decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _request_error(body, str(exc)) from None
+        raise _request_error(body, str(exc), ops) from None
     except RecursionError:  # nesting deeper than the interpreter's stack
-        raise _request_error(body, "nested too deeply") from None
+        raise _request_error(body, "nested too deeply", ops) from None
 
 
 class BadRequest(Exception):
     """A request body that did not decode, with what to answer."""
 
-    def __init__(self, rid: int, code: ErrorCode, message: str, path: str) -> None:
+    def __init__(self, rid: int, code: ErrorCode, message: str, path: str, op: str = "") -> None:
         super().__init__(message)
         self.rid = rid
         self.code = code
         self.message = message
         self.path = path
+        self.op = op  # the unknown op, for unknown_op
 
     def reply(self) -> Error:
         return Error(rid=self.rid, code=self.code, message=self.message, path=self.path)
@@ -588,7 +481,7 @@ class BadRequest(Exception):
 _PATH = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`$")
 
 
-def _request_error(body: bytes, message: str) -> BadRequest:
+def _request_error(body: bytes, message: str, ops: frozenset[str]) -> BadRequest:
     try:
         envelope = _envelope_decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -597,6 +490,6 @@ def _request_error(body: bytes, message: str) -> BadRequest:
     match = _PATH.search(message)
     path = match.group(1) if match else ""
     op = envelope.op
-    if isinstance(op, str) and op and op not in REQUEST_OPS:
-        return BadRequest(rid, ErrorCode.UNKNOWN_OP, f"unknown op {op!r}", "$.op")
+    if isinstance(op, str) and op and op not in ops:
+        return BadRequest(rid, ErrorCode.UNKNOWN_OP, f"unknown op {op!r}", "$.op", op)
     return BadRequest(rid, ErrorCode.BAD_REQUEST, message, path)

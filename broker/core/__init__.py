@@ -3,6 +3,7 @@ randomness. ``decide`` turns a request into a reply and records, ``apply``
 is the only code that changes state (live and on replay), ``tick`` returns
 the records that the passage of time implies."""
 
+from broker.core.admin import decide_admin
 from broker.core.apply import apply
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
@@ -11,9 +12,12 @@ from broker.core.growth import grows_state
 from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
 from broker.core.state import State, canonical, check_invariants
+from broker.core.tally import TOTALS, tally
 from broker.core.tick import next_due_ms, tick
+from broker.core.views import list_jobs, queue_views
 
 __all__ = [
+    "TOTALS",
     "CoreConfig",
     "Outcome",
     "Record",
@@ -24,15 +28,19 @@ __all__ = [
     "canonical",
     "check_invariants",
     "decide",
+    "decide_admin",
     "detach",
     "grows_state",
     "has_ready",
     "hold_ms",
     "info_of",
     "job_view",
+    "list_jobs",
     "next_due_ms",
+    "queue_views",
     "record_decoder",
     "record_encoder",
+    "tally",
     "tick",
     "touch",
 ]

@@ -53,14 +53,14 @@ def apply(state: State, record: R.Record) -> None:
             job = _leased(state, job_id, token)
             job.deadline_ms = deadline_ms
             heapq.heappush(state.deadlines, (deadline_ms, token, job_id))
-        case R.LeaseReleased(id=job_id, token=token):
-            _release(state, _leased(state, job_id, token))
+        case R.LeaseReleased(id=job_id, token=token, at_ms=at_ms):
+            _release(state, _leased(state, job_id, token), at_ms)
         case R.JobsPromoted(ids=ids):
             for job_id in ids:
                 job = state.jobs[job_id]
                 assert job.state in (SCHEDULED, RETRYING), job
-                job.run_at_ms = 0
-                _make_ready(state, job)
+                due_ms, job.run_at_ms = job.run_at_ms, 0
+                _make_ready(state, job, due_ms)
         case R.QueuePaused(queue=name):
             _queue(state, name).paused = True
         case R.QueueResumed(queue=name):
@@ -71,9 +71,9 @@ def apply(state: State, record: R.Record) -> None:
             _drop_if_empty(state, queue)
         case R.DeadTrimmed(ids=ids):
             for job_id in ids:
-                job = state.jobs.pop(job_id)
+                job = state.jobs[job_id]
                 assert job.state == DEAD, job
-                state.counts[DEAD] -= 1
+                _remove(state, job)
         case R.Booted(epoch=epoch, process_deadline_ms=deadline_ms):
             assert epoch > state.epoch, (epoch, state.epoch)
             state.epoch = epoch
@@ -94,7 +94,7 @@ def apply(state: State, record: R.Record) -> None:
             for failure in failures:
                 _fail(state, failure)
             for lease in released:
-                _release(state, _leased(state, lease.id, lease.token))
+                _release(state, _leased(state, lease.id, lease.token), record.at_ms)
             del state.processes[worker_id]
             assert worker_id not in state.leases_by_owner, worker_id
         case (
@@ -153,13 +153,13 @@ def _apply_operator(state: State, record: R.JobDeleted | R.JobKilled | R.JobRequ
             _leave(state, job)
             job.last_error, job.run_at_ms = error, 0
             _die(state, job, at_ms)
-        case R.JobRequeued(id=job_id):
+        case R.JobRequeued(id=job_id, at_ms=at_ms):
             job = state.jobs[job_id]
             assert job.state in (DEAD, RETRYING), job
             if job.state == DEAD:
                 job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
             job.run_at_ms = 0
-            _make_ready(state, job)
+            _make_ready(state, job, at_ms)
             if job.batch is not None:
                 batches.requeued(state, job)
         case _:
@@ -209,8 +209,9 @@ def _push(state: State, new: R.NewJob) -> None:
     )
     state.jobs[job.id] = job
     state.counts[SCHEDULED] += 1
+    _queue(state, job.queue).counts[SCHEDULED] += 1
     if new.run_at_ms is None:
-        _make_ready(state, job)
+        _make_ready(state, job, new.created_ms)
     else:
         job.run_at_ms = new.run_at_ms
         heapq.heappush(state.scheduled, (new.run_at_ms, job.id))
@@ -222,7 +223,7 @@ def _lease(state: State, grant: R.Grant, owner: str, at_ms: int) -> None:
     _unready(state, job)
     _set_state(state, job, LEASED)
     job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-    job.leased_ms = at_ms
+    job.leased_ms, job.ready_ms = at_ms, 0
     owned = state.leases_by_owner.get(owner)
     if owned is None:
         owned = state.leases_by_owner[owner] = {}
@@ -265,10 +266,13 @@ def _leave(state: State, job: Job) -> None:
 
 
 def _remove(state: State, job: Job) -> None:
-    """Forget a job, whatever its state (acked, or deleted by an operator)."""
+    """Forget a job, whatever its state (acked, trimmed, or deleted by an operator)."""
     _leave(state, job)
     state.counts[job.state] -= 1
+    queue = state.queues[job.queue]
+    queue.counts[job.state] -= 1
     del state.jobs[job.id]
+    _drop_if_empty(state, queue)
 
 
 def _unready(state: State, job: Job) -> None:
@@ -278,9 +282,10 @@ def _unready(state: State, job: Job) -> None:
     _drop_if_empty(state, queue)
 
 
-def _make_ready(state: State, job: Job, *, front: bool = False) -> None:
+def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
     _set_state(state, job, READY)
-    queue = _queue(state, job.queue)
+    job.ready_ms = at_ms
+    queue = state.queues[job.queue]
     bucket = queue.buckets.get(job.priority)
     if bucket is None:
         bucket = queue.buckets[job.priority] = OrderedDict()
@@ -297,9 +302,10 @@ def _leased(state: State, job_id: str, token: int) -> Job:
     return job
 
 
-def _release(state: State, job: Job) -> None:
+def _release(state: State, job: Job, at_ms: int) -> None:
+    leased_ms = job.leased_ms
     _clear_lease(state, job)
-    _make_ready(state, job, front=True)
+    _make_ready(state, job, at_ms or leased_ms, front=True)
 
 
 def _clear_lease(state: State, job: Job) -> None:
@@ -318,6 +324,9 @@ def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms
 def _set_state(state: State, job: Job, new: JobState) -> None:
     state.counts[job.state] -= 1
     state.counts[new] += 1
+    counts = state.queues[job.queue].counts
+    counts[job.state] -= 1
+    counts[new] += 1
     job.state = new
 
 

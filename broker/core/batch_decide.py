@@ -21,11 +21,12 @@ from broker.core.batch_views import batch_view
 from broker.core.common import Rejected
 from broker.core.pushes import check_target, push_specs
 from broker.core.state import State
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import BATCH_DEPTH_MAX, SCHEDULE_HORIZON_MS
 
-BatchRequest = M.CreateBatch | M.CommitBatch | M.GetBatchStatus | M.DeleteBatch
+BatchRequest = M.CreateBatch | M.CommitBatch | M.GetBatchStatus | A.DeleteBatch
 Decided = tuple[M.Reply, list[R.Record]]
 
 
@@ -44,7 +45,7 @@ def decide_batch(state: State, request: BatchRequest, now_ms: int) -> Decided:
             return M.Ok(rid), records
         case M.GetBatchStatus(rid=rid, id=batch_id, limit=limit):
             return M.BatchInfo(rid, batch_view(state, _batch(state, batch_id), limit)), []
-        case M.DeleteBatch(rid=rid, id=batch_id):
+        case A.DeleteBatch(rid=rid, id=batch_id):
             _batch(state, batch_id)
             return M.Ok(rid), [R.BatchDeleted(batch_id, now_ms)]
 

@@ -12,7 +12,6 @@ from broker.core import processes as P
 from broker.core import records as R
 from broker.core.batch_decide import decide_batch
 from broker.core.common import Rejected, failure_for, lease_of
-from broker.core.operator import decide_operator
 from broker.core.pushes import Pushes, push_specs
 from broker.core.state import DEAD, LEASED, PRIORITIES, Job, State
 from protocol import messages as M
@@ -66,11 +65,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             )
         case M.Release(rid=rid, id=job_id, token=token):
             lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token)])
-        case M.Pause(rid=rid, queue=name):
-            return Outcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
-        case M.Resume(rid=rid, queue=name):
-            return Outcome(M.Ok(rid), [R.QueueResumed(name)] if _paused(state, name) else [])
+            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms)])
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
             if found is None:
@@ -80,16 +75,8 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
             return Outcome(*P.beat(state, rid, worker_id, now_ms))
-        case M.Control(rid=rid):
-            return Outcome(M.Ok(rid), P.control(state, request, now_ms))
-        case M.ListProcesses(rid=rid):
-            return Outcome(M.Processes(rid, P.process_views(state)), [])
-        case M.GetBusy(rid=rid):
-            return Outcome(M.Busy(rid, P.busy(state)), [])
-        case M.CreateBatch() | M.CommitBatch() | M.GetBatchStatus() | M.DeleteBatch():
+        case M.CreateBatch() | M.CommitBatch() | M.GetBatchStatus():
             return Outcome(*decide_batch(state, request, now_ms))
-        case M.DeleteJob() | M.KillJob() | M.RequeueJob() | M.Fsck():
-            return Outcome(*decide_operator(state, request, now_ms))
         case M.Hello() | M.Auth():
             message = "hello and auth are only valid in the handshake"
             raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")
@@ -105,11 +92,6 @@ def has_ready(state: State, name: str) -> bool:
     """Whether a fetch could take a job from this queue now."""
     queue = state.queues.get(name)
     return queue is not None and not queue.paused and queue.ready > 0
-
-
-def _paused(state: State, name: str) -> bool:
-    queue = state.queues.get(name)
-    return queue is not None and queue.paused
 
 
 def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:

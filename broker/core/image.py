@@ -161,8 +161,11 @@ def _load_jobs(state: State, jobs: list[Job]) -> None:
         job.args = job.args.copy()  # decoded args point into the whole chunk: keep only theirs
         table[job.id] = job
         counts[job.state] += 1
+        _queue(state, job.queue).counts[job.state] += 1
         match job.state:
             case "ready":
+                if not job.ready_ms:  # an image from before jobs kept it: since the push
+                    job.ready_ms = job.created_ms
                 queue = _queue(state, job.queue)
                 bucket = queue.buckets.get(job.priority)
                 if bucket is None:

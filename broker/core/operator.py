@@ -16,35 +16,36 @@
 from broker.core import records as R
 from broker.core.common import Rejected
 from broker.core.state import DEAD, RETRYING, Job, State, check_invariants
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import FSCK_PROBLEMS_MAX
 
 KILLED = M.ErrorInfo(type="Killed", message="killed by an operator")
-OperatorRequest = M.DeleteJob | M.KillJob | M.RequeueJob | M.Fsck
+OperatorRequest = A.DeleteJob | A.KillJob | A.RequeueJob | A.Fsck
 
 
 def decide_operator(
     state: State, request: OperatorRequest, now_ms: int
-) -> tuple[M.Reply, list[R.Record]]:
+) -> tuple[A.AdminReply, list[R.Record]]:
     match request:
-        case M.DeleteJob(rid=rid, id=job_id):
+        case A.DeleteJob(rid=rid, id=job_id):
             _job(state, job_id)
             return M.Ok(rid), [R.JobDeleted(job_id, now_ms)]
-        case M.KillJob(rid=rid, id=job_id):
+        case A.KillJob(rid=rid, id=job_id):
             dead = _job(state, job_id).state == DEAD
             return M.Ok(rid), [] if dead else [R.JobKilled(job_id, KILLED, now_ms)]
-        case M.RequeueJob(rid=rid, id=job_id):
+        case A.RequeueJob(rid=rid, id=job_id):
             job = _job(state, job_id)
             if job.state not in (DEAD, RETRYING):
                 message = f"job {job_id!r} is {job.state}: only dead or retrying jobs are requeued"
                 raise Rejected(ErrorCode.INVALID_STATE, message, "$.id")
             return M.Ok(rid), [R.JobRequeued(job_id, now_ms)]
-        case M.Fsck(rid=rid):
+        case A.Fsck(rid=rid):
             problems = check_invariants(state)
             listed = problems[:FSCK_PROBLEMS_MAX]
             more = len(problems) > len(listed)
-            return M.FsckReport(rid, listed, more, len(state.jobs), len(state.batches)), []
+            return A.FsckReport(rid, listed, more, len(state.jobs), len(state.batches)), []
 
 
 def _job(state: State, job_id: str) -> Job:

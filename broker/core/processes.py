@@ -15,6 +15,7 @@ terminate grace (the operator asked it to stop; no attempt counts).
 from broker.core import records as R
 from broker.core.common import Rejected, failure_for
 from broker.core.state import State, due_entries, live_process_deadline
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 
@@ -60,7 +61,7 @@ def detach(state: State, worker_id: str, now_ms: int) -> list[R.Record]:
     return [R.ProcessDetached(worker_id, now_ms + state.config.reconnect_grace_ms)]
 
 
-def control(state: State, request: M.Control, now_ms: int) -> list[R.Record]:
+def control(state: State, request: A.Control, now_ms: int) -> list[R.Record]:
     process = state.processes.get(request.worker_id)
     if process is None:
         raise Rejected(ErrorCode.NOT_FOUND, f"no process {request.worker_id!r}", "$.worker_id")
@@ -92,17 +93,17 @@ def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
         jobs = [state.jobs[job_id] for job_id in state.leases_by_owner.get(worker_id, ())]
         if kind == "terminate":
             released = [M.LeaseRef(job.id, job.token) for job in jobs]
-            died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released)
+            died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released, now_ms)
         else:
             error = M.ErrorInfo(type="WorkerLost", message=_REASONS[kind])
             failures = [failure_for(state, job, error, now_ms) for job in jobs]
-            died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [])
+            died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [], now_ms)
     return list(died.values())
 
 
-def process_views(state: State) -> list[M.ProcessView]:
+def process_views(state: State) -> list[A.ProcessView]:
     return [
-        M.ProcessView(
+        A.ProcessView(
             worker_id=p.worker_id,
             state=p.state,
             hostname=p.info.hostname,
@@ -121,16 +122,16 @@ def process_views(state: State) -> list[M.ProcessView]:
     ]
 
 
-def busy(state: State) -> list[M.BusyProcess]:
+def busy(state: State) -> list[A.BusyProcess]:
     """In-flight jobs by process, from the one lease table."""
     result = []
     for worker_id, job_ids in sorted(state.leases_by_owner.items()):
         jobs = [state.jobs[job_id] for job_id in job_ids]
         result.append(
-            M.BusyProcess(
+            A.BusyProcess(
                 worker_id,
                 [
-                    M.BusyJob(j.id, j.type, j.queue, j.failures + 1, j.leased_ms, j.deadline_ms)
+                    A.BusyJob(j.id, j.type, j.queue, j.failures + 1, j.leased_ms, j.deadline_ms)
                     for j in jobs
                 ],
             )

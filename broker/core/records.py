@@ -87,6 +87,7 @@ class ProcessDied(Struct, tag="died", tag_field="r"):
     reason: str
     failures: list[Failure]
     released: list[LeaseRef]
+    at_ms: int = 0  # when it died (0 in old journals)
 
 
 class JobsPushed(Struct, tag="pushed", tag_field="r"):
@@ -119,6 +120,7 @@ class LeaseExtended(Struct, tag="extended", tag_field="r"):
 class LeaseReleased(Struct, tag="released", tag_field="r"):
     id: str
     token: int
+    at_ms: int = 0  # the job waits in its queue from then (0 in old journals: since leased)
 
 
 class JobsPromoted(Struct, tag="promoted", tag_field="r"):

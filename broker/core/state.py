@@ -58,6 +58,7 @@ class Job(Struct, array_like=True, gc=False):
     died_ms: int = 0  # DEAD: when (kept after a requeue: a later death is later still)
     leased_ms: int = 0  # LEASED: when the lease was granted
     batch: str | None = None  # a member of this unfinished batch
+    ready_ms: int = 0  # READY: since when it waits (its queue's latency)
 
 
 class Process(Struct):
@@ -75,18 +76,21 @@ class Process(Struct):
 
 
 class Queue:
-    """The ready jobs of one queue, and whether it is paused."""
+    """The ready jobs of one queue, how many of its jobs are in each state,
+    and whether it is paused. A queue exists while it has a job in any state
+    or is paused."""
 
-    __slots__ = ("buckets", "name", "paused", "ready")
+    __slots__ = ("buckets", "counts", "name", "paused", "ready")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.paused = False
         self.ready = 0
         self.buckets: dict[int, OrderedDict[str, Job]] = {}
+        self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)  # derived from jobs
 
     def is_empty(self) -> bool:
-        return self.ready == 0 and not self.paused
+        return not self.paused and not any(self.counts.values())
 
 
 class State:
@@ -219,6 +223,7 @@ def canonical(state: State) -> dict[str, Any]:
         "queues": {
             name: {
                 "paused": q.paused,
+                "counts": dict(q.counts),
                 "ready": {p: list(b) for p, b in sorted(q.buckets.items()) if b},
             }
             for name, q in sorted(state.queues.items())
@@ -250,10 +255,18 @@ def check_invariants(state: State) -> list[str]:
     against the jobs (batch_checks.py); [] when consistent."""
     problems: list[str] = []
     counts = dict.fromkeys(JOB_STATES, 0)
+    by_queue: dict[str, dict[str, int]] = {}
     for job in state.jobs.values():
         counts[job.state] += 1
+        queue_counts = by_queue.setdefault(job.queue, dict.fromkeys(JOB_STATES, 0))
+        queue_counts[job.state] += 1
     if counts != state.counts:
         problems.append(f"counts {state.counts} != {counts}")
+    for name in by_queue.keys() - state.queues.keys():
+        problems.append(f"queue {name} has jobs but is not kept")
+    for name, queue in state.queues.items():
+        if queue.counts != by_queue.get(name, dict.fromkeys(JOB_STATES, 0)):
+            problems.append(f"queue {name} counts {queue.counts}, holds {by_queue.get(name)}")
     ready_seen: set[str] = set()
     for name, queue in state.queues.items():
         if queue.is_empty():

@@ -26,6 +26,7 @@ refuses to touch the disk again).
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, NamedTuple
@@ -33,6 +34,7 @@ from typing import Literal, NamedTuple
 from broker.journal.log import Journal, JournalFailure, Sealed
 
 log = logging.getLogger("leash.journal")
+FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
 Done = Callable[[bool], None]  # called with True when durable, False if the journal failed
 
 
@@ -51,13 +53,25 @@ class FsyncPolicy(NamedTuple):
 
 
 class CommitStats:
-    __slots__ = ("batches", "fsync_s_total", "fsyncs", "records_bytes")
+    """Figures of the group commit since start, for stats and metrics. The
+    writer thread adds to them; readers on the loop see whole numbers."""
+
+    __slots__ = ("batches", "fsync_recent_s", "fsync_s_total", "fsyncs", "records", "records_bytes")
 
     def __init__(self) -> None:
         self.batches = 0
+        self.records = 0  # records written, over all batches
         self.fsyncs = 0
         self.fsync_s_total = 0.0
+        self.fsync_recent_s: deque[float] = deque(maxlen=FSYNC_SAMPLES_MAX)
         self.records_bytes = 0
+
+    def fsync_ms_quantile(self, q: float) -> float:
+        """The q-quantile of the recent fsync times, in ms (0 before any)."""
+        recent = sorted(self.fsync_recent_s)
+        if not recent:
+            return 0.0
+        return recent[min(len(recent) - 1, int(q * len(recent)))] * 1000
 
 
 class GroupCommitter:
@@ -82,6 +96,7 @@ class GroupCommitter:
         self._dirty = False  # written since the last fsync (interval policy)
         self.failed: BaseException | None = None
         self.stats = CommitStats()
+        self.fsync_observers: list[Callable[[float], None]] = []  # called on the writer thread
         self._idle = asyncio.Event()
         self._idle.set()
         self._interval_task: asyncio.Task[None] | None = None
@@ -92,10 +107,11 @@ class GroupCommitter:
     def busy(self) -> bool:
         return self._in_flight or bool(self._buffer)
 
-    def submit(self, data: bytes) -> None:
-        """Queue encoded records for the next batch."""
+    def submit(self, data: bytes, records: int = 1) -> None:
+        """Queue encoded records (``records`` of them) for the next batch."""
         if self.failed is not None:
             return
+        self.stats.records += records
         self._buffer.append(data)
         self._idle.clear()
         self._schedule_flush()
@@ -182,8 +198,12 @@ class GroupCommitter:
     def _timed_sync(self) -> None:
         started = time.perf_counter()
         self._journal.sync()
+        elapsed_s = time.perf_counter() - started
         self.stats.fsyncs += 1
-        self.stats.fsync_s_total += time.perf_counter() - started
+        self.stats.fsync_s_total += elapsed_s
+        self.stats.fsync_recent_s.append(elapsed_s)
+        for observe in self.fsync_observers:
+            observe(elapsed_s)
 
     def _sync_now(self) -> None:
         if self._dirty:

@@ -94,6 +94,15 @@ class Journal:
         self.disk.sync_dir(self.directory)
         self._size_bytes = len(header)
 
+    def disk_usage(self) -> tuple[int, int, int]:
+        """Bytes on disk, segments and snapshots of the data directory now (for stats)."""
+        found = layout.scan(self.disk, self.directory)
+        total = 0
+        for _, path in (*found.segments, *found.snapshots):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.path.getsize(path)
+        return total, len(found.segments), len(found.snapshots)
+
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""
         parts = []

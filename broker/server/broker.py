@@ -13,20 +13,33 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import core
 from broker.core.records import Record
 from broker.journal.group_commit import GroupCommitter
 from broker.journal.log import Journal
+from broker.server.admin import AdminConnection
 from broker.server.auth import FailureTable, Handshake, Keyring
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
 from broker.server.guard import Guard
 from broker.server.limits import RefusalLog, oversized_args
+from broker.server.metrics import QueueFigures, Snapshot
 from broker.server.waiters import Waiter, Waiters
 from protocol import PROTOCOL_VERSION
+from protocol import admin as A
 from protocol import messages as M
+from protocol.admin import (
+    ADMIN_OPS,
+    AdminReply,
+    AdminRequest,
+    Compact,
+    Compacted,
+    GetStats,
+    JournalStats,
+    Stats,
+)
 from protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -39,6 +52,14 @@ TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_i
 EXIT_APPLY_FAILED = 70
 JOURNAL_FAILED = "the journal cannot be written; not acknowledged; the broker is stopping"
 DISK_FULL = "the journal's disk is nearly full; retry later"
+QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
+OTHER_QUEUES = "_other"
+
+
+class Sender(Protocol):
+    """A connection a reply can be sent on (TCP or admin)."""
+
+    def send(self, reply: Any) -> None: ...
 
 
 def wall_clock_ms() -> int:
@@ -67,6 +88,12 @@ class Broker:
         self._timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self._timer_due_ms: int | None = None
+        self.started_ms = clock_ms()
+        self.replay_s, self.replay_records = 0.0, 0  # set by start-up
+        self.admin_connections = 0
+        self._background: set[asyncio.Task[None]] = set()  # compactions asked for
+        self.totals: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
+        self.queue_totals: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
         limits = config.limits
         self.refusals = RefusalLog(log)
         self.guard = Guard(limits, self.connections, self.refusals)
@@ -87,6 +114,9 @@ class Broker:
         try:
             request = M.decode_request(body)
         except M.BadRequest as bad:
+            if bad.op in ADMIN_OPS:
+                message = f"{bad.op} is served on the admin socket only"
+                bad = M.BadRequest(bad.rid, ErrorCode.ADMIN_ONLY, message, "$.op", bad.op)
             if connection.greeted:
                 self._reply(connection, bad.reply())
             elif bad.code == ErrorCode.UNKNOWN_OP:
@@ -163,14 +193,25 @@ class Broker:
             return
         try:
             for record in records:
+                self._tally(record)
                 core.apply(self.state, record)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
-        self.committer.submit(self.journal.encode(records))
+        self.committer.submit(self.journal.encode(records), len(records))
         self._arm_timer()  # any record may bring a deadline closer
 
-    def _reply(self, connection: Connection, reply: M.Reply) -> None:
+    def _tally(self, record: Record) -> None:
+        for queue, total in core.tally(self.state, record):
+            self.totals[total] += 1
+            counts = self.queue_totals.get(queue)
+            if counts is None:
+                if len(self.queue_totals) >= QUEUE_TOTALS_MAX:
+                    queue = OTHER_QUEUES
+                counts = self.queue_totals.setdefault(queue, dict.fromkeys(core.TOTALS, 0))
+            counts[total] += 1
+
+    def _reply(self, connection: "Sender", reply: M.Reply | AdminReply) -> None:
         """Send ``reply`` once everything journalled before it is durable."""
         if not self.committer.busy and self.committer.failed is None:
             connection.send(reply)
@@ -183,6 +224,93 @@ class Broker:
                 connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
         self.committer.after(done)
+
+    # --- the admin socket -------------------------------------------------
+
+    def handle_admin(self, connection: AdminConnection, request: AdminRequest) -> None:
+        now_ms = self.clock_ms()
+        if isinstance(request, GetStats):
+            connection.send(self.stats(request.rid, now_ms))
+            return
+        if isinstance(request, Compact):
+            task = self.loop.create_task(self._compact(connection, request.rid))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        outcome = core.decide_admin(self.state, request, now_ms)
+        reply = outcome.reply
+        if isinstance(reply, A.Processes):
+            for view in reply.processes:
+                view.connections = self.attached.get(view.worker_id, 0)
+        if outcome.records:
+            self._commit(outcome.records)
+            self._wake_waiters()
+        self._reply(connection, reply)
+
+    async def _compact(self, connection: AdminConnection, rid: int) -> None:
+        try:
+            through_seq = await self.compact()
+        except Exception as error:  # a broken snapshot process, a stopping broker
+            log.exception("compact failed")
+            connection.send(M.Error(rid, ErrorCode.INTERNAL, f"compact failed: {error}"))
+            return
+        connection.send(Compacted(rid, through_seq, self.journal.disk_usage()[0]))
+
+    def stats(self, rid: int, now_ms: int) -> Stats:
+        state, commits = self.state, self.committer.stats
+        disk_bytes, segments, snapshots = self.journal.disk_usage()
+        return Stats(
+            rid=rid,
+            version=SERVER_NAME,
+            started_ms=self.started_ms,
+            uptime_ms=now_ms - self.started_ms,
+            epoch=state.epoch,
+            jobs=dict(state.counts),
+            totals=dict(self.totals),
+            connections=len(self.connections),
+            processes=len(state.processes),
+            queues=len(state.queues),
+            journal=JournalStats(
+                bytes=disk_bytes,
+                segments=segments,
+                snapshots=snapshots,
+                last_seq=self.journal.next_seq - 1,
+                fsyncs=commits.fsyncs,
+                fsync_p50_ms=commits.fsync_ms_quantile(0.5),
+                fsync_p99_ms=commits.fsync_ms_quantile(0.99),
+                commits=commits.batches,
+                commit_mean_records=commits.records / commits.batches if commits.batches else 0.0,
+                replay_s=self.replay_s,
+                replay_records=self.replay_records,
+            ),
+            limits=self.config.limits_in_force(),
+        )
+
+    def metrics_snapshot(self) -> Snapshot:
+        now_ms = self.clock_ms()
+        views = {view.name: view for view in core.queue_views(self.state, now_ms)}
+        queues = {}
+        for name in views.keys() | self.queue_totals.keys():
+            view = views.get(name)
+            queues[name] = QueueFigures(
+                totals=dict(self.queue_totals.get(name, {})),
+                ready=view.ready if view else 0,
+                leased=view.in_flight if view else 0,
+                scheduled=view.scheduled if view else 0,
+                dead=view.dead if view else 0,
+                latency_ms=view.latency_ms if view else 0,
+                paused=view.paused if view else False,
+            )
+        return Snapshot(
+            queues=queues,
+            jobs=dict(self.state.counts),
+            processes=len(self.state.processes),
+            connections=len(self.connections),
+            commits=self.committer.stats.batches,
+            records=self.committer.stats.records,
+            journal_bytes=self.journal.disk_usage()[0],
+            uptime_ms=now_ms - self.started_ms,
+        )
 
     # --- long-poll fetches ------------------------------------------------
 

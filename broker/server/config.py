@@ -1,5 +1,7 @@
 """The broker's settings, with their defaults and bounds."""
 
+import os
+
 import msgspec
 
 from broker.core.config import CoreConfig
@@ -8,7 +10,7 @@ from broker.journal.group_commit import FsyncPolicy
 from broker.journal.log import DEFAULT_SEGMENT_BYTES
 from broker.journal.space import CHECK_PERIOD_MS, default_low_bytes
 from broker.server.limits import Limits
-from protocol.limits import FRAME_MAX_BYTES
+from protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 
 DEFAULT_PORT = 7420
 
@@ -31,7 +33,27 @@ class ServerConfig(msgspec.Struct, frozen=True):
     disk_low_bytes: int = 0  # 0: max(256 MiB, 4 segments)
     repair_truncate: bool = False
     space_check_ms: int = CHECK_PERIOD_MS
+    admin_socket: str = ""  # "": <data_dir>/admin.sock
+    admin_uids: tuple[int, ...] = ()  # besides the broker's own uid and root
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # None: no metrics endpoint
 
     @property
     def low_watermark_bytes(self) -> int:
         return self.disk_low_bytes or default_low_bytes(self.segment_bytes)
+
+    def admin_socket_path(self) -> str:
+        return self.admin_socket or os.path.join(self.data_dir, "admin.sock")
+
+    def limits_in_force(self) -> dict[str, int]:
+        """Every limit in force, by name with its unit last, for stats."""
+        return {
+            **msgspec.structs.asdict(self.limits),
+            "max_frame_bytes": self.max_frame_bytes,
+            "handshake_frame_max_bytes": HANDSHAKE_FRAME_MAX_BYTES,
+            "dead_max_jobs": self.core.dead_max_jobs,
+            "dead_max_age_ms": self.core.dead_max_age_ms,
+            "segment_bytes": self.segment_bytes,
+            "snapshot_min_bytes": self.snapshot_min_bytes,
+            "disk_low_bytes": self.low_watermark_bytes,
+        }

@@ -13,10 +13,12 @@ restarts it from what is on disk.
 """
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 
@@ -30,9 +32,11 @@ from broker.journal.group_commit import GroupCommitter
 from broker.journal.log import Journal, JournalFailure
 from broker.journal.recovery import JournalCorrupt, Recovered, recover
 from broker.journal.space import SpaceWatch
+from broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
 from broker.server.broker import Broker, wall_clock_ms
 from broker.server.config import ServerConfig
 from broker.server.connection import Connection
+from broker.server.metrics import start_metrics
 from broker.server.security import Security, SecurityError, prepare
 
 log = logging.getLogger("leash")
@@ -131,6 +135,11 @@ async def serve(
         raise StartupError(str(error)) from None
     lock_fd = lock_data_dir(config.data_dir)
     try:
+        admin_sock = bind_admin_socket(config.admin_socket_path())  # a socket there is stale
+    except (AdminSocketError, OSError) as error:
+        os.close(lock_fd)
+        raise StartupError(f"cannot create the admin socket: {error}") from None
+    try:
         recovered = recover_state(config, disk)
         journal = Journal(config.data_dir, disk, config.segment_bytes)
         try:
@@ -140,8 +149,13 @@ async def serve(
             journal.close()
             return EXIT_JOURNAL_FAILED
         tidy(disk, recovered)
-        return await _run(config, disk, recovered, journal, security, on_listening, stop)
+        return await _run(
+            config, disk, recovered, journal, security, admin_sock, on_listening, stop
+        )
     finally:
+        admin_sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.admin_socket_path())
         os.close(lock_fd)
 
 
@@ -151,6 +165,7 @@ async def _run(
     recovered: Recovered,
     journal: Journal,
     security: Security,
+    admin_sock: socket.socket,
     on_listening: Callable[[int], None] | None,
     stop: asyncio.Event | None,
 ) -> int:
@@ -171,6 +186,12 @@ async def _run(
         ssl=security.tls,
         ssl_handshake_timeout=tls_timeout_s,
     )
+    allowed_uids = frozenset({os.getuid(), 0, *config.admin_uids})
+    admin_server = await loop.create_unix_server(
+        lambda: AdminConnection(running.broker, allowed_uids), sock=admin_sock
+    )
+    log.info("admin socket %s", config.admin_socket_path())
+    metrics = start_metrics(running.broker, config) if config.metrics_port is not None else None
     log.info("%s", config.limits.describe(config.max_frame_bytes))
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
@@ -183,6 +204,9 @@ async def _run(
     await running.stopping.wait()
     log.info("shutting down")
     server.close()
+    admin_server.close()
+    if metrics is not None:
+        metrics.stop()
     exit_code = await running.shut_down()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(signum)
@@ -214,6 +238,8 @@ class _Running:
         self.broker = broker = Broker(
             config, recovered.state, journal, self.committer, keyring=security.keyring
         )
+        broker.replay_s = recovered.snapshot_s + recovered.replay_s
+        broker.replay_records = recovered.records
         broker.compactor = self.compactor
         self.space = SpaceWatch(
             disk,

@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from client.admin import AdminClient
+
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
@@ -92,6 +94,10 @@ class BrokerProcess:
         if self.process is not None and self.process.stderr is not None:
             self._reader.join(STOP_TIMEOUT_S)
             self.process.stderr.close()
+
+    def admin(self) -> AdminClient:
+        """A connection to this broker's admin socket."""
+        return AdminClient.for_data_dir(self.data_dir, timeout_s=10.0)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

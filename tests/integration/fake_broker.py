@@ -3,10 +3,9 @@
 It runs its own event loop in a thread on 127.0.0.1 (port 0), so both the
 blocking and the async client can talk to it from a test. It knows just
 enough job semantics to exercise the clients: push, fetch (with a held
-long-poll), ack/fail/extend/release with token checks, pause/resume, get_job,
-and worker processes: beat answers the state a test sets with
-``set_process_state`` (a process that is not ``ok`` is handed no jobs),
-control, processes and busy. Everything it receives is recorded; tests wait
+long-poll), ack/fail/extend/release with token checks, get_job, and beat,
+which answers the state a test sets with ``set_process_state`` (a process
+that is not ``ok`` is handed no jobs). Everything it receives is recorded; tests wait
 on it with ``wait_for``. Not a model of the real broker: no persistence, no
 retries, no expiry, no process deaths.
 """
@@ -31,10 +30,6 @@ from protocol.messages import (
     AckMany,
     BadRequest,
     Beat,
-    Busy,
-    BusyJob,
-    BusyProcess,
-    Control,
     Delivery,
     Error,
     Extend,
@@ -42,7 +37,6 @@ from protocol.messages import (
     Fail,
     Failed,
     Fetch,
-    GetBusy,
     GetJob,
     Hello,
     ItemResult,
@@ -50,12 +44,8 @@ from protocol.messages import (
     Jobs,
     JobSpec,
     JobView,
-    ListProcesses,
     Ok,
-    Pause,
-    Processes,
     ProcessState,
-    ProcessView,
     Push,
     Pushed,
     PushedMany,
@@ -64,7 +54,6 @@ from protocol.messages import (
     Release,
     Reply,
     Request,
-    Resume,
     Welcome,
     decode_request,
     encoder,
@@ -311,62 +300,19 @@ class FakeBroker:
                     self._unlease(job_id, "ready")
                     self.seen.released.append(job_id)
                 return error or Ok(rid=rid)
-            case Pause(rid=rid) | Resume(rid=rid):
-                return Ok(rid=rid)
             case GetJob(rid=rid, id=job_id):
                 if job_id not in self.jobs:
                     return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no job {job_id}")
                 return JobInfo(rid=rid, job=self._view(self.jobs[job_id]))
-            case Beat() | Control() | ListProcesses() | GetBusy():
-                return self._process_reply(request, worker_id)
+            case Beat(rid=rid):
+                return self._beat(rid, worker_id)
             case _:
                 return Error(rid=request.rid, code=ErrorCode.UNKNOWN_OP, message="not in the fake")
 
-    def _process_reply(self, request: Request, worker_id: str) -> Reply:
-        match request:
-            case Beat(rid=rid):
-                state = self.process_states[worker_id]
-                self.seen.beats.append((time.monotonic(), state))
-                return ProcessState(rid=rid, state=state)
-            case Control(rid=rid, worker_id=target, state=state):
-                if target not in self.process_states:
-                    return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no process {target}")
-                self.process_states[target] = state
-                return Ok(rid=rid)
-            case ListProcesses(rid=rid):
-                return Processes(rid=rid, processes=self._process_views())
-            case GetBusy(rid=rid):
-                return Busy(rid=rid, processes=self._busy())
-        raise AssertionError(f"not a process request: {request!r}")
-
-    def _process_views(self) -> list[ProcessView]:
-        hellos = {hello.worker_id: hello for hello in self.seen.hellos}
-        return [
-            ProcessView(
-                worker_id=worker_id,
-                state=self.process_states[worker_id],
-                hostname=hello.hostname,
-                pid=hello.pid,
-                labels=hello.labels,
-                concurrency=hello.concurrency,
-                client=hello.client,
-                registered_ms=1,
-                last_seen_ms=2,
-                beat_deadline_ms=15_002,
-                in_flight=sum(job.owner == worker_id for job in self.jobs.values()),
-            )
-            for worker_id, hello in hellos.items()
-        ]
-
-    def _busy(self) -> list[BusyProcess]:
-        busy: dict[str, list[BusyJob]] = {}
-        for job in self.jobs.values():
-            if job.owner is not None:
-                spec = job.spec
-                busy.setdefault(job.owner, []).append(
-                    BusyJob(spec.id or "", spec.type, spec.queue, 1, 1, 1_000_000)
-                )
-        return [BusyProcess(worker_id, jobs) for worker_id, jobs in busy.items()]
+    def _beat(self, rid: int, worker_id: str) -> Reply:
+        state = self.process_states[worker_id]
+        self.seen.beats.append((time.monotonic(), state))
+        return ProcessState(rid=rid, state=state)
 
     def _unlease(self, job_id: str, state: str) -> None:
         job = self.jobs[job_id]

@@ -141,17 +141,17 @@ def test_a_batch_of_1000_jobs_survives_kill_9_of_workers_and_broker_and_succeeds
             broker_killed = True
     ran = finished(progress)
     assert broker_killed and ran == {str(n) for n in range(1000)}, (len(ran), broker_killed)
-    with Client("127.0.0.1", port) as client:
+    with Client("127.0.0.1", port) as client, broker.admin() as admin:
         assert wait_until(lambda: len(lines(calls)) >= 1, 30), "the success callback never ran"
         view = client.batch_status("chaos")
-        assert wait_until(lambda: client.fsck().problems == [], 5), client.fsck().problems
+        assert wait_until(lambda: admin.fsck().problems == [], 5), admin.fsck().problems
         (fired,) = view.fired
         assert wait_until(lambda: status_or_none(client, fired.job_id) is None, 5)
         time.sleep(1.0)  # a second run would have had time to show
         assert lines(calls) == [f"success {fired.job_id}"]
         assert (view.state, view.succeeded, view.total, view.pending) == ("finished", True, 1000, 0)
         assert (view.dead, view.failures, view.members) == (0, 0, [])
-        assert client.fsck().problems == []
+        assert admin.fsck().problems == []
     starts = sum(line.startswith("start") for line in lines(progress))
     elapsed_s = time.monotonic() - started_s
     print(
@@ -166,7 +166,7 @@ def test_a_running_member_adds_jobs_to_its_committed_batch(
     progress, calls = os.path.join(tmp_path, "ran"), os.path.join(tmp_path, "cb")
     broker = BrokerProcess(os.path.join(tmp_path, "data")).start()
     brokers.append(broker)
-    with Client("127.0.0.1", broker.port) as client:
+    with Client("127.0.0.1", broker.port) as client, broker.admin() as admin:
         client.create_batch(
             [{"type": "fan_out", "queue": "work", "args": {"count": 20, "path": progress}}],
             id="fan",
@@ -179,7 +179,7 @@ def test_a_running_member_adds_jobs_to_its_committed_batch(
         assert (view.state, view.succeeded, view.total) == ("finished", True, 21)
         ran = lines(progress)
         assert "fan_out" in ran and {str(n) for n in range(20)} <= set(ran)
-        assert client.fsck().problems == []
+        assert admin.fsck().problems == []
 
 
 def test_with_a_short_retention_a_finished_batch_disappears_completely(
@@ -189,7 +189,7 @@ def test_with_a_short_retention_a_finished_batch_disappears_completely(
     flags = ("--batch-retention-ms", "500")
     broker = BrokerProcess(data_dir, flags).start()
     brokers.append(broker)
-    with Client("127.0.0.1", broker.port) as client:
+    with Client("127.0.0.1", broker.port) as client, broker.admin() as admin:
         client.create_batch([{"type": "t", "id": "one"}, {"type": "t", "id": "two"}], id="brief")
         client.commit_batch("brief")
         for job in client.fetch_many("default", 2):
@@ -198,11 +198,11 @@ def test_with_a_short_retention_a_finished_batch_disappears_completely(
         assert finished.state == "finished"
         assert finished.expires_ms == finished.finished_ms + 500  # type: ignore[operator]
         assert wait_until(lambda: status_or_none(client, "brief") is None, 5)
-        report = client.fsck()
+        report = admin.fsck()
         assert (report.problems, report.batches, report.jobs) == ([], 0, 0)
     broker.kill()
     broker = BrokerProcess(data_dir, flags).start()
     brokers.append(broker)
-    with Client("127.0.0.1", broker.port) as client:
+    with Client("127.0.0.1", broker.port) as client, broker.admin() as admin:
         assert status_or_none(client, "brief") is None  # the replay removes it too
-        assert client.fsck().batches == 0
+        assert admin.fsck().batches == 0

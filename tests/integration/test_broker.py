@@ -104,12 +104,12 @@ def test_the_most_urgent_priority_is_fetched_first_then_the_oldest(
 def test_queues_are_taken_in_the_order_given_and_a_paused_queue_hands_out_nothing(
     broker: BrokerProcess,
 ) -> None:
-    with connect(broker) as client:
+    with connect(broker) as client, broker.admin() as admin:
         client.push("a", queue="a")
         client.push("b", queue="b", priority=9)
-        client.pause("a")
+        admin.pause("a")
         assert [j.type for j in client.fetch_many(["a", "b"], 5)] == ["b"]
-        client.resume("a")
+        admin.resume("a")
         assert [j.type for j in client.fetch_many(["a", "b"], 5)] == ["a"]
 
 

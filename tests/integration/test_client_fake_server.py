@@ -266,27 +266,11 @@ async def test_a_refused_async_handshake_raises_its_error() -> None:
         fake.stop()
 
 
-def test_beat_answers_the_state_a_control_set(fake: FakeBroker) -> None:
-    with Client(port=fake.port, worker_id="w-ops") as ops, Client(port=fake.port) as worker:
+def test_beat_answers_the_state_the_broker_set(fake: FakeBroker) -> None:
+    with Client(port=fake.port) as worker:
         assert worker.beat() == "ok"
-        ops.control(worker.worker_id, "quiet")
+        fake.set_process_state(worker.worker_id, "quiet")
         assert worker.beat() == "quiet"
-        with pytest.raises(NotFound):
-            ops.control("no-such-process", "terminate")
-        assert {view.worker_id for view in ops.processes()} == {"w-ops", worker.worker_id}
-
-
-async def test_busy_lists_what_each_process_holds(fake: FakeBroker) -> None:
-    async with AsyncClient(port=fake.port) as client:
-        job_id = await client.push("t", queue="q")
-        assert await client.busy() == []
-        assert await client.fetch("q") is not None
-        [busy] = await client.busy()
-        [view] = await client.processes()
-        await client.control(client.worker_id, "terminate")
-        assert await client.beat() == "terminate"
-    assert (busy.worker_id, [job.id for job in busy.jobs]) == (client.worker_id, [job_id])
-    assert (view.worker_id, view.in_flight, view.pid) == (client.worker_id, 1, os.getpid())
 
 
 # --- the worker ------------------------------------------------------------

@@ -224,7 +224,8 @@ def test_a_stopped_worker_loses_its_leases_after_the_ttl_and_works_again_after_s
         error = client.get_job(ids[0]).last_error
         assert error is not None and error.type == "WorkerLost"
         assert error.message == "worker lost: heartbeat timeout"
-        assert worker_id not in {p.worker_id for p in client.processes()}
+        with broker.admin() as admin:
+            assert worker_id not in {p.worker_id for p in admin.processes()}
 
         fresh = push_jobs(client, "fresh", 3)
         worker.signal(signal.SIGCONT)
@@ -364,29 +365,29 @@ def test_a_killed_worker_disappears_from_processes_and_busy_after_the_grace(
 ) -> None:
     grace_s = 0.3
     broker = start_broker("--reconnect-grace-ms", "300")
-    with connect(broker) as client:
+    with connect(broker) as client, broker.admin() as admin:
         ids = push_jobs(client, "q", 3)
         worker = start_script(HOLD_LEASES, broker.port, "q", 3, "none", 0)
         worker_id = worker.expect("held")[0]
-        views = {p.worker_id: p for p in client.processes()}
+        views = {p.worker_id: p for p in admin.processes()}
         assert views[worker_id].pid == worker.process.pid
         assert views[worker_id].in_flight == 3
-        busy = {b.worker_id: b for b in client.busy()}
+        busy = {b.worker_id: b for b in admin.busy()}
         assert sorted(job.id for job in busy[worker_id].jobs) == sorted(ids)
 
         killed_s = time.monotonic()
         worker.signal(signal.SIGKILL)
 
         def forgotten() -> bool:
-            return worker_id not in {p.worker_id for p in client.processes()} and (
-                worker_id not in {b.worker_id for b in client.busy()}
+            return worker_id not in {p.worker_id for p in admin.processes()} and (
+                worker_id not in {b.worker_id for b in admin.busy()}
             )
 
         assert wait_until(forgotten, grace_s + 2)
         elapsed_s = time.monotonic() - killed_s
         print(f"kill -9 -> gone from processes() and busy() in {elapsed_s:.3f} s (grace 0.3 s)")
         assert elapsed_s < grace_s + 1
-        assert all(job_id not in {j.id for b in client.busy() for j in b.jobs} for job_id in ids)
+        assert all(job_id not in {j.id for b in admin.busy() for j in b.jobs} for job_id in ids)
 
 
 # --- 6. terminate ---------------------------------------------------------------------
@@ -407,24 +408,24 @@ def test_terminate_makes_a_leash_worker_exit_0_within_the_grace_leaving_no_job_l
     with open(os.path.join(tmp_path, "worker.err"), "w+b") as stderr:
         worker = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
-            with connect(broker) as client:
+            with connect(broker) as client, broker.admin() as admin:
                 quick = [client.push("slow", [1.0]) for _ in range(2)]
                 stuck = [client.push("slow", [60]) for _ in range(2)]
                 worker_id = ""
 
                 def all_running() -> bool:
                     nonlocal worker_id
-                    for busy in client.busy():
+                    for busy in admin.busy():
                         if len(busy.jobs) == 4:
                             worker_id = busy.worker_id
                             return True
                     return False
 
                 assert wait_until(all_running, 15)
-                view = {p.worker_id: p for p in client.processes()}[worker_id]
+                view = {p.worker_id: p for p in admin.processes()}[worker_id]
                 assert view.pid == worker.pid
                 asked_s = time.monotonic()
-                client.control(worker_id, "terminate")
+                admin.control(worker_id, "terminate")
                 try:
                     status: int | None = worker.wait(terminate_grace_s + 5)
                 except subprocess.TimeoutExpired:
@@ -465,8 +466,9 @@ def test_a_held_fetch_of_a_quiet_process_does_not_block_the_waiters_behind_it(
             Client("127.0.0.1", broker.port, worker_id="quiet-one") as quiet,
             Client("127.0.0.1", broker.port, worker_id="busy-one") as busy,
             Client("127.0.0.1", broker.port, worker_id="operator") as operator,
+            broker.admin() as admin,
         ):
-            operator.control("quiet-one", "quiet")
+            admin.control("quiet-one", "quiet")
             results: dict[str, object] = {}
             first = threading.Thread(
                 target=lambda: results.setdefault("quiet", quiet.fetch("q", wait_ms=3000))

@@ -33,6 +33,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from broker.core import Record, canonical, next_due_ms
 from broker.core.batch_views import batch_view
 from broker.core.state import LEASED
+from protocol import admin as A
 from protocol import messages as M
 from tests.property.batch_model import BatchModel
 from tests.unit.test_core_batch_life import mentions
@@ -179,12 +180,12 @@ class BatchWalk(Core):
         if not job_ids:
             return
         job_id = rng.choice(job_ids)
-        op = rng.choice((M.DeleteJob, M.KillJob, M.RequeueJob, M.RequeueJob))
+        op = rng.choice((A.DeleteJob, A.KillJob, A.RequeueJob, A.RequeueJob))
         self.send(op(self.next_rid(), job_id))
 
     def delete_batch(self, rng: random.Random) -> None:
         if self.state.batches:
-            self.send(M.DeleteBatch(self.next_rid(), rng.choice(list(self.state.batches))))
+            self.send(A.DeleteBatch(self.next_rid(), rng.choice(list(self.state.batches))))
 
     def move_clock(self, rng: random.Random) -> None:
         self.now_ms += rng.choice(STEPS_MS)

@@ -49,6 +49,7 @@ from broker.core import (
 from broker.core import records as R
 from broker.core.retry import retry_delay_ms
 from broker.core.state import LEASED, PRIORITIES, READY
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import Core, replay
@@ -267,12 +268,12 @@ class Walk(Core):
     # --- operator steps -----------------------------------------------------
 
     def pause(self, queue: str) -> None:
-        outcome = self.send(M.Pause(self.next_rid(), queue))
+        outcome = self.send(A.Pause(self.next_rid(), queue))
         assert outcome.records == ([] if queue in self.paused else [R.QueuePaused(queue)])
         self.paused.add(queue)
 
     def resume(self, queue: str) -> None:
-        outcome = self.send(M.Resume(self.next_rid(), queue))
+        outcome = self.send(A.Resume(self.next_rid(), queue))
         assert outcome.records == ([R.QueueResumed(queue)] if queue in self.paused else [])
         self.paused.discard(queue)
 

@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from broker.core import detach
 from broker.core.state import LEASED
+from protocol import admin as A
 from protocol import messages as M
 from tests.unit.test_core_harness import Core
 
@@ -69,7 +70,7 @@ class ProcessMachine(RuleBasedStateMachine):
     @rule(worker=st.sampled_from(WORKERS), wanted=st.sampled_from(["quiet", "terminate"]))
     def control(self, worker: str, wanted: str) -> None:
         if worker in self.core.state.processes:
-            request = M.Control(self.core.next_rid(), worker, wanted)  # type: ignore[arg-type]
+            request = A.Control(self.core.next_rid(), worker, wanted)  # type: ignore[arg-type]
             self.core.send(request, "operator")
 
     @rule(step_ms=st.sampled_from([1, 100, 499, 500, 999, 1_000, 2_999, 3_000, 5_000]))
@@ -94,7 +95,7 @@ class ProcessMachine(RuleBasedStateMachine):
     def the_views_agree_with_the_lease_table(self) -> None:
         state = self.core.state
         leased = sum(1 for j in state.jobs.values() if j.state == LEASED)
-        views = self.core.expect(M.GetBusy(self.core.next_rid()), M.Busy, "operator")
+        views = self.core.expect(A.GetBusy(self.core.next_rid()), A.Busy, "operator")
         assert sum(len(p.jobs) for p in views.processes) == leased
 
 

@@ -12,7 +12,6 @@ from protocol.messages import (
     BatchCreated,
     BatchInfo,
     BatchView,
-    FsckReport,
     JobSpec,
     Ok,
     PushResult,
@@ -85,10 +84,6 @@ def test_a_push_into_a_committed_batch_presents_the_running_jobs_lease() -> None
     ("method", "args", "op"),
     [
         ("commit_batch", ("b",), "commit_batch"),
-        ("delete_batch", ("b",), "delete_batch"),
-        ("delete_job", ("j",), "delete_job"),
-        ("kill_job", ("j",), "kill_job"),
-        ("requeue_job", ("j",), "requeue_job"),
     ],
 )
 def test_the_operations_that_answer_ok_send_their_id(method: str, args: Any, op: str) -> None:
@@ -100,7 +95,7 @@ def test_the_operations_that_answer_ok_send_their_id(method: str, args: Any, op:
     assert done.value is None and done.error is None
 
 
-def test_batch_status_and_fsck_return_their_views() -> None:
+def test_batch_status_returns_its_view() -> None:
     core = welcomed_core()
     status = core.batch_status("b", 7)
     assert sent(status)["limit"] == 7
@@ -108,11 +103,6 @@ def test_batch_status_and_fsck_return_their_views() -> None:
     core.start(status, "status")
     [done] = completions(core, frame(BatchInfo(status.rid, view)))
     assert done.value == view
-    fsck = core.fsck()
-    core.start(fsck, "fsck")
-    report = FsckReport(fsck.rid, [], False, 3, 1)
-    [done] = completions(core, frame(report))
-    assert done.value == report
 
 
 def test_a_delivery_tells_the_job_its_batch() -> None:

@@ -119,7 +119,7 @@ def test_the_welcome_raises_the_frame_limit_for_what_we_send() -> None:
 
 def test_rids_increase_and_are_never_zero() -> None:
     core = welcomed_core()  # the hello had rid 1
-    rids = [core.pause("q").rid, core.ack(("j", 1)).rid, core.get_job("j").rid]
+    rids = [core.release(("q", 1)).rid, core.ack(("j", 1)).rid, core.get_job("j").rid]
     assert rids == [2, 3, 4]
 
 
@@ -211,7 +211,7 @@ def test_replies_split_across_reads_are_reassembled() -> None:
 
 def test_a_reply_nobody_waits_for_is_dropped() -> None:
     core = welcomed_core()
-    gone, kept = core.pause("a"), core.pause("b")
+    gone, kept = core.ack(("a", 1)), core.ack(("b", 1))
     core.start(gone, "gone")
     core.start(kept, "kept")
     core.abandon(gone.rid)
@@ -239,8 +239,8 @@ def test_every_error_class_is_distinct() -> None:
 
 def test_an_error_code_newer_than_the_client_is_a_plain_server_error() -> None:
     core = welcomed_core()
-    call = core.pause("q")
-    core.start(call, "pause")
+    call = core.ack(("q", 1))
+    core.start(call, "ack")
     body = msgspec.msgpack.encode(
         {"t": "error", "rid": call.rid, "code": "new_code", "message": "m"}
     )
@@ -259,7 +259,7 @@ def test_a_reply_of_the_wrong_type_is_a_protocol_violation() -> None:
 
 def test_an_undecodable_reply_with_a_rid_fails_only_its_call() -> None:
     core = welcomed_core()
-    bad, good = core.pause("a"), core.pause("b")
+    bad, good = core.ack(("a", 1)), core.ack(("b", 1))
     core.start(bad, "bad")
     core.start(good, "good")
     body = msgspec.msgpack.encode({"t": "brand_new", "rid": bad.rid})
@@ -317,7 +317,7 @@ def test_run_at_and_delay_together_are_refused_before_sending() -> None:
 def test_fail_pending_hands_back_every_waiter() -> None:
     core = welcomed_core()
     for name in ("a", "b"):
-        core.start(core.pause(name), name)
+        core.start(core.ack((name, 1)), name)
     assert sorted(core.fail_pending()) == ["a", "b"]
     assert core.in_flight == 0
 

@@ -54,10 +54,8 @@ def test_both_are_context_managers() -> None:
 def test_the_comparison_sees_the_methods_it_should() -> None:
     callables = {name for name in public_names(Client) if callable(getattr(Client, name, None))}
     expected = {"push", "push_many", "fetch", "fetch_many", "ack", "ack_many", "fail", "extend"}
-    expected |= {"release", "pause", "resume", "get_job", "close", "connect", "from_url"}
-    expected |= {"beat", "control", "processes", "busy"}
-    expected |= {"create_batch", "commit_batch", "batch_status", "delete_batch"}
-    expected |= {"delete_job", "kill_job", "requeue_job", "fsck"}
+    expected |= {"release", "get_job", "close", "connect", "from_url", "beat"}
+    expected |= {"create_batch", "commit_batch", "batch_status"}
     assert callables == expected
     for name in PROPERTIES:
         assert isinstance(getattr(Client, name), property)

@@ -1,9 +1,8 @@
-"""The client core's worker-process requests, and the pure parts of the worker's liveness."""
+"""The client core's beat, and the pure parts of the worker's liveness."""
 
 from typing import Any
 
 import msgspec
-import pytest
 
 from client._core import Call, ClientCore, Completion
 from client._identity import Identity
@@ -13,15 +12,9 @@ from protocol import limits
 from protocol.errors import ErrorCode
 from protocol.frames import encode_frame
 from protocol.messages import (
-    Busy,
-    BusyJob,
-    BusyProcess,
     Delivery,
     Error,
-    Ok,
-    Processes,
     ProcessState,
-    ProcessView,
     Reply,
     Welcome,
     encoder,
@@ -74,43 +67,6 @@ def test_a_beat_for_an_unknown_process_is_not_found() -> None:
     call = core.beat()
     reply = Error(rid=call.rid, code=ErrorCode.NOT_FOUND, message="no process")
     assert answer(core, call, reply).error is not None
-
-
-@pytest.mark.parametrize("state", ["quiet", "terminate"])
-def test_control_names_the_process_and_the_state(state: Any) -> None:
-    core = welcomed_core()
-    call = core.control("w-9", state)
-    assert sent(call) == {"op": "control", "rid": call.rid, "worker_id": "w-9", "state": state}
-    done = answer(core, call, Ok(rid=call.rid))
-    assert (done.value, done.error) == (None, None)
-
-
-def test_processes_returns_the_views() -> None:
-    core = welcomed_core()
-    call = core.processes()
-    assert sent(call)["op"] == "processes"
-    view = ProcessView(
-        worker_id="w-9",
-        state="ok",
-        hostname="h",
-        pid=7,
-        labels=[],
-        concurrency=4,
-        client="c",
-        registered_ms=1,
-        last_seen_ms=2,
-        beat_deadline_ms=3,
-        in_flight=0,
-    )
-    assert answer(core, call, Processes(rid=call.rid, processes=[view])).value == [view]
-
-
-def test_busy_returns_each_process_with_its_jobs() -> None:
-    core = welcomed_core()
-    call = core.busy()
-    assert sent(call)["op"] == "busy"
-    busy = [BusyProcess("w-9", [BusyJob("j1", "t", "q", 1, 10, 20)])]
-    assert answer(core, call, Busy(rid=call.rid, processes=busy)).value == busy
 
 
 def test_the_heartbeat_follows_the_welcome() -> None:

@@ -6,6 +6,7 @@ from broker.core import State, canonical, check_invariants
 from broker.core import records as R
 from broker.core.batch_state import callback_id
 from broker.core.state import live_batch_deadline
+from protocol import admin as A
 from protocol import limits as L
 from protocol import messages as M
 from protocol.errors import ErrorCode
@@ -153,7 +154,7 @@ def test_deleting_an_unfinished_child_does_not_block_its_parent() -> None:
     core = Core()
     nest(core)
     core.ack(next(d for d in core.fetch(count=2) if d.id == "pj"))
-    core.expect(M.DeleteBatch(9, "c"), M.Ok)
+    core.expect(A.DeleteBatch(9, "c"), M.Ok)
     view = core.batch("p")
     assert (view.state, view.succeeded) == ("finished", True)
     assert core.state.jobs["cj"].batch is None  # its job goes on as an ordinary job
@@ -242,12 +243,12 @@ def test_deleting_a_batch_removes_everything_at_once_and_detaches_its_jobs() -> 
     core.create_batch(id="child", parent="b")
     core.commit_batch("b")
     core.fail(core.fetch(count=2)[1])
-    outcome = core.send(M.DeleteBatch(9, "b"))
+    outcome = core.send(A.DeleteBatch(9, "b"))
     assert outcome.records == [R.BatchDeleted("b", core.now_ms)]
     assert mentions(core.state, "b") == []
     assert core.batch("child").parent is None
     assert core.state.jobs["c"].batch is None  # dead: stays in the dead set, detached
-    core.refused(M.DeleteBatch(10, "b"), ErrorCode.NOT_FOUND)
+    core.refused(A.DeleteBatch(10, "b"), ErrorCode.NOT_FOUND)
 
 
 def test_batch_expiry_touches_at_most_tick_max_items_per_record() -> None:
@@ -287,8 +288,8 @@ def test_fsck_finds_nothing_in_a_consistent_state() -> None:
     core = Core()
     nest(core)
     core.fail(core.lease())
-    report = core.expect(M.Fsck(9), M.FsckReport)
-    assert report == M.FsckReport(9, [], False, len(core.state.jobs), 2)
+    report = core.expect(A.Fsck(9), A.FsckReport)
+    assert report == A.FsckReport(9, [], False, len(core.state.jobs), 2)
 
 
 def test_fsck_finds_a_ghost_member_a_wrong_count_and_a_stuck_batch() -> None:

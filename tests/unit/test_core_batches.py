@@ -11,6 +11,7 @@ from typing import Any
 
 from broker.core import records as R
 from broker.core.batch_state import callback_id
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, Core
@@ -328,7 +329,7 @@ def test_a_deleted_member_never_blocks_and_does_not_prevent_success() -> None:
     committed_batch(core, spec("a"), spec("stuck", queue="paused-forever"))
     core.ack(core.lease())
     assert core.batch("b").state == "committed"
-    core.expect(M.DeleteJob(9, "stuck"), M.Ok)
+    core.expect(A.DeleteJob(9, "stuck"), M.Ok)
     view = core.batch("b")
     assert (view.state, view.succeeded, view.deleted, view.pending) == ("finished", True, 1, 0)
     assert fired(core, "b") == ["complete", "success"]
@@ -338,17 +339,17 @@ def test_deleting_a_leased_job_ends_its_lease_for_its_holder() -> None:
     core = Core()
     core.push(id="a")
     held = core.lease()
-    core.expect(M.DeleteJob(9, "a"), M.Ok)
+    core.expect(A.DeleteJob(9, "a"), M.Ok)
     core.refused(M.Ack(10, held.id, held.token), ErrorCode.NOT_FOUND)
     assert core.state.leases_by_owner == {}
-    core.refused(M.DeleteJob(11, "a"), ErrorCode.NOT_FOUND)
+    core.refused(A.DeleteJob(11, "a"), ErrorCode.NOT_FOUND)
 
 
 def test_killing_a_member_is_a_death_for_its_batch_and_its_holder_is_stale() -> None:
     core = Core()
     committed_batch(core, spec("a"), spec("c"))
     held = core.lease()
-    core.expect(M.KillJob(9, held.id), M.Ok)
+    core.expect(A.KillJob(9, held.id), M.Ok)
     assert core.job(held.id).state == "dead"
     assert core.job(held.id).last_error == M.ErrorInfo("Killed", "killed by an operator")
     assert fired(core, "b") == ["death"]
@@ -359,7 +360,7 @@ def test_killing_a_dead_job_changes_nothing() -> None:
     core = Core()
     core.push(id="a", max_attempts=1)
     core.fail(core.lease())
-    assert core.send(M.KillJob(9, "a")).records == []
+    assert core.send(A.KillJob(9, "a")).records == []
 
 
 def test_requeueing_a_dead_member_of_an_unfinished_batch_lets_it_still_succeed() -> None:
@@ -367,7 +368,7 @@ def test_requeueing_a_dead_member_of_an_unfinished_batch_lets_it_still_succeed()
     committed_batch(core, spec("a", max_attempts=1), spec("c"))
     core.fail(core.lease())
     assert fired(core, "b") == ["death"]
-    core.expect(M.RequeueJob(9, "a"), M.Ok)
+    core.expect(A.RequeueJob(9, "a"), M.Ok)
     job = core.job("a")
     assert (job.state, job.attempt) == ("ready", 0)
     assert [(m.id, m.state) for m in core.batch("b").members] == [
@@ -385,7 +386,7 @@ def test_a_dead_job_of_a_finished_batch_requeued_runs_as_an_ordinary_job() -> No
     core.fail(core.lease())
     before = core.batch("b")
     assert before.state == "finished"
-    core.expect(M.RequeueJob(9, "a"), M.Ok)
+    core.expect(A.RequeueJob(9, "a"), M.Ok)
     core.ack(core.lease())
     assert core.batch("b") == before  # callbacks never fire twice
     assert sorted(callback_jobs(core, "b")) == ["complete", "death"]
@@ -395,7 +396,7 @@ def test_deleting_a_dead_member_of_an_unfinished_batch_lets_it_succeed() -> None
     core = Core()
     committed_batch(core, spec("a", max_attempts=1), spec("c"))
     core.fail(core.lease())
-    core.expect(M.DeleteJob(9, "a"), M.Ok)
+    core.expect(A.DeleteJob(9, "a"), M.Ok)
     core.ack(core.lease())
     assert core.batch("b").succeeded
 
@@ -403,11 +404,11 @@ def test_deleting_a_dead_member_of_an_unfinished_batch_lets_it_succeed() -> None
 def test_only_a_dead_or_retrying_job_is_requeued() -> None:
     core = Core()
     core.push(id="a")
-    core.refused(M.RequeueJob(9, "a"), ErrorCode.INVALID_STATE)
+    core.refused(A.RequeueJob(9, "a"), ErrorCode.INVALID_STATE)
     core.fail(core.lease())
-    core.expect(M.RequeueJob(10, "a"), M.Ok)
+    core.expect(A.RequeueJob(10, "a"), M.Ok)
     assert core.job("a").state == "ready" and core.job("a").attempt == 1
-    core.refused(M.RequeueJob(11, "nope"), ErrorCode.NOT_FOUND)
+    core.refused(A.RequeueJob(11, "nope"), ErrorCode.NOT_FOUND)
 
 
 def test_a_restart_replays_the_batches_to_the_same_state() -> None:

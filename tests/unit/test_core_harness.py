@@ -37,6 +37,7 @@ from broker.core import (
     canonical,
     check_invariants,
     decide,
+    decide_admin,
     info_of,
     record_decoder,
     record_encoder,
@@ -44,6 +45,7 @@ from broker.core import (
     touch,
 )
 from broker.core.image import chunk_decoder, chunk_encoder, dump, load
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 
@@ -53,6 +55,7 @@ WORKER = "w1"
 PROCESS_TTL_MS = 100 * 365 * 24 * 3600 * SECOND_MS  # no process dies in these tests
 
 ReplyT = TypeVar("ReplyT")
+TCP_REQUESTS = M.Request.__args__  # the rest are the admin socket's
 
 
 def args(value: Any) -> msgspec.Raw:
@@ -140,10 +143,16 @@ class Core:
         for record in touch(self.state, worker, info_of(hello), self.now_ms):
             self.apply(record)
 
-    def send(self, request: M.Request, worker: str = WORKER) -> Outcome:
-        self.touch(worker)
+    def send(self, request: M.Request | A.AdminRequest, worker: str = WORKER) -> Outcome:
+        """A worker's request (a sign of life first), or an operator's on
+        the admin socket (none: the operator is not a worker process)."""
         before = canonical(self.state)
-        outcome = decide(self.state, request, worker, self.now_ms)
+        if isinstance(request, TCP_REQUESTS):
+            self.touch(worker)
+            before = canonical(self.state)
+            outcome = decide(self.state, request, worker, self.now_ms)
+        else:
+            outcome = Outcome(*decide_admin(self.state, request, self.now_ms))
         assert canonical(self.state) == before, "decide changed the state"
         assert outcome.reply.rid == request.rid
         if isinstance(outcome.reply, M.Error):
@@ -180,12 +189,14 @@ class Core:
 
     # --- requests, with the reply type checked ----------------------------
 
-    def expect(self, request: M.Request, reply_type: type[ReplyT], worker: str = WORKER) -> ReplyT:
+    def expect(
+        self, request: M.Request | A.AdminRequest, reply_type: type[ReplyT], worker: str = WORKER
+    ) -> ReplyT:
         reply = self.send(request, worker).reply
         assert isinstance(reply, reply_type), reply
         return reply
 
-    def refused(self, request: M.Request, code: ErrorCode) -> M.Error:
+    def refused(self, request: M.Request | A.AdminRequest, code: ErrorCode) -> M.Error:
         """The request is refused with ``code`` and changes nothing (send
         checks that decide changed nothing; a refusal has no records)."""
         outcome = self.send(request)
@@ -227,10 +238,10 @@ class Core:
         return self.expect(M.Release(self.next_rid(), delivery.id, delivery.token), M.Ok)
 
     def pause(self, queue: str) -> Outcome:
-        return self.send(M.Pause(self.next_rid(), queue))
+        return self.send(A.Pause(self.next_rid(), queue))
 
     def resume(self, queue: str) -> Outcome:
-        return self.send(M.Resume(self.next_rid(), queue))
+        return self.send(A.Resume(self.next_rid(), queue))
 
     def job(self, job_id: str) -> M.JobView:
         return self.expect(M.GetJob(self.next_rid(), job_id), M.JobInfo).job

@@ -4,6 +4,7 @@ record, the grace for reconnects and restarts, quiet and terminate."""
 from broker.core import detach
 from broker.core import records as R
 from broker.core.state import LEASED, READY, RETRYING
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import START_MS, Core
@@ -33,10 +34,10 @@ def deaths(records: list[R.Record]) -> list[R.ProcessDied]:
 def test_the_first_request_registers_the_process_and_the_views_show_it() -> None:
     c = core()
     leases = held(c, 2)
-    (view,) = c.expect(M.ListProcesses(c.next_rid()), M.Processes).processes
+    (view,) = c.expect(A.ListProcesses(c.next_rid()), A.Processes).processes
     assert (view.worker_id, view.state, view.in_flight) == ("w1", "ok", 2)
     assert view.beat_deadline_ms == START_MS + TTL_MS
-    (busy,) = c.expect(M.GetBusy(c.next_rid()), M.Busy).processes
+    (busy,) = c.expect(A.GetBusy(c.next_rid()), A.Busy).processes
     assert busy.worker_id == "w1"
     assert sorted(j.id for j in busy.jobs) == sorted(d.id for d in leases)
     assert all(j.leased_ms == START_MS and j.attempt == 1 for j in busy.jobs)
@@ -54,7 +55,7 @@ def test_a_silent_process_dies_at_its_ttl_and_all_its_leases_end_in_one_record()
         job = c.job(delivery.id)
         assert job.state in (RETRYING, READY) and job.attempt == 1
         assert job.last_error == M.ErrorInfo("WorkerLost", "worker lost: heartbeat timeout")
-    assert c.expect(M.GetBusy(c.next_rid()), M.Busy).processes == []
+    assert c.expect(A.GetBusy(c.next_rid()), A.Busy).processes == []
 
 
 def test_beats_keep_a_process_alive_past_its_ttl() -> None:
@@ -142,7 +143,7 @@ def test_a_quiet_process_gets_nothing_and_hears_quiet_in_its_beat() -> None:
     c = core()
     c.push(type="t")
     c.touch("w1")
-    c.expect(M.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")
+    c.expect(A.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")
     assert c.fetch("default") == []
     assert c.expect(M.Beat(c.next_rid()), M.ProcessState).state == "quiet"
     outcome = c.send(M.Fetch(c.next_rid(), ["default"], wait_ms=1000))
@@ -153,9 +154,9 @@ def test_ok_after_quiet_lets_the_process_fetch_again() -> None:
     c = core()
     c.push(type="t")
     c.touch("w1")
-    c.expect(M.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")
+    c.expect(A.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")
     assert c.fetch("default") == []
-    c.expect(M.Control(c.next_rid(), "w1", "ok"), M.Ok, worker="operator")
+    c.expect(A.Control(c.next_rid(), "w1", "ok"), M.Ok, worker="operator")
     assert c.expect(M.Beat(c.next_rid()), M.ProcessState).state == "ok"
     assert len(c.fetch("default")) == 1
 
@@ -163,8 +164,8 @@ def test_ok_after_quiet_lets_the_process_fetch_again() -> None:
 def test_terminate_releases_what_is_left_without_an_attempt_after_the_grace() -> None:
     c = core()
     leases = held(c, 2)
-    c.expect(M.Control(c.next_rid(), "w1", "terminate"), M.Ok, worker="operator")
-    c.expect(M.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")  # no change
+    c.expect(A.Control(c.next_rid(), "w1", "terminate"), M.Ok, worker="operator")
+    c.expect(A.Control(c.next_rid(), "w1", "quiet"), M.Ok, worker="operator")  # no change
     assert c.state.processes["w1"].state == "terminate"
     for _ in range(TERMINATE_MS // BEAT_MS - 1):
         c.advance(BEAT_MS)
@@ -178,7 +179,7 @@ def test_terminate_releases_what_is_left_without_an_attempt_after_the_grace() ->
 
 def test_control_of_an_unknown_process_is_not_found() -> None:
     c = core()
-    c.refused(M.Control(c.next_rid(), "nobody", "quiet"), ErrorCode.NOT_FOUND)
+    c.refused(A.Control(c.next_rid(), "nobody", "quiet"), ErrorCode.NOT_FOUND)
 
 
 def test_a_job_that_kills_its_worker_every_time_ends_in_the_dead_set() -> None:
@@ -213,7 +214,7 @@ def test_the_views_show_nothing_of_a_dead_process() -> None:
         c.apply(record)
     c.advance(GRACE_MS)
     c.touch("stays")
-    processes = c.expect(M.ListProcesses(c.next_rid()), M.Processes, worker="stays").processes
+    processes = c.expect(A.ListProcesses(c.next_rid()), A.Processes, worker="stays").processes
     assert "gone" not in [p.worker_id for p in processes]
     assert "stays" in [p.worker_id for p in processes]
-    assert c.expect(M.GetBusy(c.next_rid()), M.Busy, worker="stays").processes == []
+    assert c.expect(A.GetBusy(c.next_rid()), A.Busy, worker="stays").processes == []

@@ -14,10 +14,12 @@ from broker.core import (
     canonical,
     check_invariants,
     decide,
+    decide_admin,
     record_decoder,
     record_encoder,
 )
 from broker.core import records as R
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, WORKER, Core, args, replay
@@ -135,11 +137,12 @@ def test_decide_changes_nothing_even_for_requests_that_write_records() -> None:
         M.Push(1, M.JobSpec(type="t", id="z")),
         M.PushMany(2, [M.JobSpec(type="t"), M.JobSpec(type="t", delay_ms=5)]),
         M.Fetch(3, ["default"], count=5),
-        M.Pause(4, "default"),
     ]:
         outcome = decide(core.state, request, WORKER, core.now_ms)
         assert outcome.records
         assert canonical(core.state) == before
+    assert decide_admin(core.state, A.Pause(4, "default"), core.now_ms).records
+    assert canonical(core.state) == before
 
 
 def test_hello_is_refused_by_the_core() -> None:

@@ -6,6 +6,7 @@ the dead set keeps to its count and age bounds — and no more than
 from broker.core import State, next_due_ms, tick
 from broker.core import records as R
 from broker.core.state import live_dead
+from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from tests.unit.test_core_harness import PROCESS_TTL_MS, SECOND_MS, START_MS, Core
@@ -188,8 +189,8 @@ def test_a_job_requeued_and_dead_again_in_the_same_millisecond_has_one_place_in_
     core = Core(dead_max_jobs=1)
     kill(core, "twice")
     kill(core, "other")  # now "twice" is oldest: it would be trimmed first
-    core.send(M.RequeueJob(core.next_rid(), "twice"))
-    core.send(M.KillJob(core.next_rid(), "twice"))  # the same millisecond as its first death
+    core.send(A.RequeueJob(core.next_rid(), "twice"))
+    core.send(A.KillJob(core.next_rid(), "twice"))  # the same millisecond as its first death
     live = [entry for entry in core.state.dead if live_dead(core.state, entry)]
     assert [job_id for _, job_id in live] == ["other", "twice"]  # its first entry stays stale
     assert trimmed_ids(core.tick()) == ["other"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from protocol import admin as A
 from protocol import limits as L
 from protocol.errors import ErrorCode
 from protocol.frames import FrameDecoder, encode_frame
@@ -89,6 +90,19 @@ def test_every_reply_has_a_section() -> None:
     documented = {tag for heading in headings for tag in re.findall(r"`(\w+)`", heading)}
     tags = {reply.__struct_config__.tag for reply in Reply.__args__}  # type: ignore[attr-defined]
     assert documented == tags
+
+
+def test_every_admin_request_and_reply_is_in_section_13() -> None:
+    text = section(13)
+    table = re.search(r"### 13\.2 Requests\n(.*?)### 13\.3", text, flags=re.DOTALL)
+    assert table
+    documented = {op for cell in re.findall(r"^\| ([^|]+) \|", table.group(1), flags=re.MULTILINE)
+                  for op in re.findall(r"`(\w+)`", cell)}  # fmt: skip
+    assert documented == set(A.ADMIN_OPS)
+    replies = set(re.findall(r"^#### `(\w+)`", text, flags=re.MULTILINE))
+    replies |= {"ok", "job", "batch", "error"}
+    tags = {reply.__struct_config__.tag for reply in A.AdminReply.__args__}  # type: ignore[attr-defined]
+    assert replies == tags
 
 
 def test_every_error_code_is_in_the_table() -> None:

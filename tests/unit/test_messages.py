@@ -1,6 +1,9 @@
 """Message types: round trips, bounds, and what a body that does not decode is answered.
 
 The bounds tested here are the ones docs/protocol.md sections 5, 6 and 10 state.
+Requests of the admin socket (protocol.admin) are tested alongside those of
+the TCP port, each through its own decoder (``decode_request`` below picks
+it by op).
 """
 
 import copy
@@ -12,6 +15,7 @@ import pytest
 
 import protocol.messages as M
 from protocol import PROTOCOL_VERSION
+from protocol import admin as A
 from protocol import limits as L
 from protocol.errors import ErrorCode
 from protocol.messages import (
@@ -37,7 +41,6 @@ from protocol.messages import (
     JobView,
     LeaseRef,
     Ok,
-    Pause,
     Push,
     Pushed,
     PushedMany,
@@ -46,12 +49,30 @@ from protocol.messages import (
     Release,
     Reply,
     Request,
-    Resume,
     Welcome,
-    decode_request,
     encoder,
     reply_decoder,
 )
+
+ADMIN_ONLY_OPS = A.ADMIN_OPS - M.REQUEST_OPS
+
+
+def decode_request(body: bytes) -> Any:
+    """The request on the TCP port, or on the admin socket for an admin op."""
+    try:
+        return M.decode_request(body)
+    except BadRequest as bad:
+        if bad.op not in ADMIN_ONLY_OPS:
+            raise
+    return M.decode_with(A.admin_request_decoder, A.ADMIN_OPS, body)
+
+
+def decode_reply(body: bytes) -> Any:
+    try:
+        return reply_decoder.decode(body)
+    except msgspec.ValidationError:
+        return A.admin_reply_decoder.decode(body)
+
 
 ARGS = msgspec.Raw(msgspec.msgpack.encode({"to": "ada@example.com", "n": [1, 2.5, None]}))
 T0_MS = 1_767_225_600_000
@@ -93,14 +114,24 @@ REQUESTS: list[Any] = [
     Extend(rid=8, id="order-7", token=17),
     Extend(rid=8, id="order-7", token=17, lease_ttl_ms=90_000),
     Release(rid=9, id="order-7", token=17),
-    Pause(rid=10, queue="mail"),
-    Resume(rid=11, queue="mail"),
+    A.Pause(rid=10, queue="mail"),
+    A.Resume(rid=11, queue="mail"),
     GetJob(rid=12, id="order-7"),
     M.Beat(rid=13),
-    M.Control(rid=14, worker_id="host-1-ab", state="quiet"),
-    M.Control(rid=15, worker_id="host-1-ab", state="terminate"),
-    M.ListProcesses(rid=16),
-    M.GetBusy(rid=17),
+    A.Control(rid=14, worker_id="host-1-ab", state="quiet"),
+    A.Control(rid=15, worker_id="host-1-ab", state="terminate"),
+    A.ListProcesses(rid=16),
+    A.GetBusy(rid=17),
+    A.GetStats(rid=18),
+    A.ListQueues(rid=19),
+    A.ListJobs(rid=20, kind="dead"),
+    A.ListJobs(
+        rid=21,
+        kind="retrying",
+        filter=A.JobFilter(queue="mail", type="send", error="Timeout"),
+        cursor="1767225600000:order-7",
+        limit=L.ADMIN_PAGE_MAX,
+    ),
     Push(rid=18, job=JobSpec(type="part", batch="b-1"), lease=LeaseRef("split-1", 17)),
     PushMany(rid=19, jobs=[JobSpec(type="part", batch="b-1")], lease=LeaseRef("s", 2)),
     M.CreateBatch(rid=20),
@@ -119,11 +150,15 @@ REQUESTS: list[Any] = [
     M.CommitBatch(rid=22, id="b-1"),
     M.GetBatchStatus(rid=23, id="b-1"),
     M.GetBatchStatus(rid=23, id="_b1.2", limit=0),
-    M.DeleteBatch(rid=24, id="b-1"),
-    M.DeleteJob(rid=25, id="order-7"),
-    M.KillJob(rid=26, id="order-7"),
-    M.RequeueJob(rid=27, id="order-7"),
-    M.Fsck(rid=28),
+    A.DeleteBatch(rid=24, id="b-1"),
+    A.DeleteJob(rid=25, id="order-7"),
+    A.KillJob(rid=26, id="order-7"),
+    A.RequeueJob(rid=27, id="order-7"),
+    A.Fsck(rid=28),
+    A.RequeueJobs(rid=29, kind="dead"),
+    A.RequeueJobs(rid=30, kind="retrying", filter=A.JobFilter(type="send"), cursor="1:a", limit=5),
+    A.ListBatches(rid=31),
+    A.ListBatches(rid=32, state="finished", cursor="3:b-1", limit=L.ADMIN_PAGE_MAX),
     Hello(rid=1, version=1, worker_id="w-1", key_id="k-2026", nonce=b"\x01" * 32),
     M.Auth(rid=2, proof=b"\x02" * L.AUTH_PROOF_BYTES),
 ]
@@ -210,10 +245,10 @@ REPLIES: list[Any] = [
     Error(rid=13, code=ErrorCode.NOT_FOUND, message="no job 'x'"),
     Error(rid=0, code=ErrorCode.BAD_REQUEST, message="bad", path="$.job.priority"),
     M.ProcessState(rid=14, state="quiet"),
-    M.Processes(
+    A.Processes(
         rid=15,
         processes=[
-            M.ProcessView(
+            A.ProcessView(
                 worker_id="host-1-ab",
                 state="ok",
                 hostname="host",
@@ -229,12 +264,28 @@ REPLIES: list[Any] = [
             )
         ],
     ),
-    M.Busy(
+    A.Busy(
         rid=16,
         processes=[
-            M.BusyProcess("host-1-ab", [M.BusyJob("j", "send", "mail", 1, T0_MS, T0_MS + 9)])
+            A.BusyProcess("host-1-ab", [A.BusyJob("j", "send", "mail", 1, T0_MS, T0_MS + 9)])
         ],
     ),
+    A.Stats(
+        rid=17,
+        version="leash/0.1.0",
+        started_ms=T0_MS,
+        uptime_ms=5,
+        epoch=3,
+        jobs={"ready": 1},
+        totals={"pushed": 2},
+        connections=1,
+        processes=1,
+        queues=1,
+        journal=A.JournalStats(1, 1, 0, 9, 2, 0.5, 1.5, 2, 4.5, 0.25, 8),
+        limits={"max_frame_bytes": L.FRAME_MAX_BYTES},
+    ),
+    A.Queues(rid=18, queues=[A.QueueView("mail", 1, 2, 3, 4, True, 250)]),
+    A.JobPage(rid=19, jobs=[], next="", scanned=0),
     M.BatchCreated(rid=17, id="b-1", created=True, state="open", results=[]),
     M.BatchCreated(
         rid=17,
@@ -273,10 +324,12 @@ REPLIES: list[Any] = [
             died_ms=T0_MS,
         ),
     ),
-    M.FsckReport(rid=19, problems=[], more=False, jobs=3, batches=1),
-    M.FsckReport(
+    A.FsckReport(rid=19, problems=[], more=False, jobs=3, batches=1),
+    A.FsckReport(
         rid=19, problems=["job x is ready but missing from its index"], more=True, jobs=3, batches=0
     ),
+    A.Requeued(rid=20, ids=["a", "b"], next="", scanned=2),
+    A.BatchPage(rid=21, batches=[], next="2:b-0", scanned=1),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
@@ -298,6 +351,10 @@ BASES: dict[str, dict[str, Any]] = {
     "control": {"op": "control", "rid": 1, "worker_id": "w", "state": "quiet"},
     "processes": {"op": "processes", "rid": 1},
     "busy": {"op": "busy", "rid": 1},
+    "stats": {"op": "stats", "rid": 1},
+    "queues": {"op": "queues", "rid": 1},
+    "list_jobs": {"op": "list_jobs", "rid": 1, "kind": "dead"},
+    "list_jobs+filter": {"op": "list_jobs", "rid": 1, "kind": "dead", "filter": {}},
     "create_batch": {"op": "create_batch", "rid": 1},
     "create_batch+all": {
         "op": "create_batch",
@@ -313,6 +370,8 @@ BASES: dict[str, dict[str, Any]] = {
     "kill_job": {"op": "kill_job", "rid": 1, "id": "j"},
     "requeue_job": {"op": "requeue_job", "rid": 1, "id": "j"},
     "fsck": {"op": "fsck", "rid": 1},
+    "requeue_jobs": {"op": "requeue_jobs", "rid": 1, "kind": "dead"},
+    "batches": {"op": "batches", "rid": 1},
 }
 BATCH_ID_OK = ["b", "b" * L.BATCH_ID_MAX_CHARS, "any batch é/"]
 BATCH_ID_BAD = ["", "b" * (L.BATCH_ID_MAX_CHARS + 1)]
@@ -330,7 +389,7 @@ ONE_JOB = {"type": "t"}
 # (base, path, values accepted, values refused). The path is where the value goes, and the
 # `path` a refusal must name.
 BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
-    *[(op, "$.rid", [0, 2**63 - 1], [-1, 2**63]) for op in BASES if op != "hello+labels"],
+    *[(op, "$.rid", [0, 2**63 - 1], [-1, 2**63]) for op in BASES if "+" not in op],
     ("hello", "$.version", [0, 1, 2, 2**63], []),
     ("hello", "$.worker_id", ["w", "w" * 128, "any worker é/"], ["", "w" * 129]),
     ("hello", "$.client", ["", "c" * L.CLIENT_NAME_MAX_CHARS], ["c" * 129]),
@@ -377,6 +436,11 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ("pause", "$.queue", NAME_OK, NAME_BAD),
     ("resume", "$.queue", NAME_OK, NAME_BAD),
     ("get_job", "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
+    ("list_jobs", "$.kind", ["scheduled", "retrying", "dead"], ["ready", "leased", ""]),
+    ("list_jobs", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),
+    ("list_jobs", "$.cursor", ["", "c" * 512], ["c" * 513]),
+    ("list_jobs+filter", "$.filter.queue", NAME_OK, NAME_BAD),
+    ("list_jobs+filter", "$.filter.type", ["t" * L.TYPE_MAX_CHARS], ["t" * (L.TYPE_MAX_CHARS + 1)]),
     ("push", "$.job.batch", [*BATCH_ID_OK, None], BATCH_ID_BAD),
     ("push", "$.lease", [["j", 1], None], [["j"], "j"]),
     ("push+lease", "$.lease[0]", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
@@ -403,6 +467,10 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
         (op, "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD)
         for op in ("delete_job", "kill_job", "requeue_job")
     ],
+    ("requeue_jobs", "$.kind", ["retrying", "dead"], ["scheduled", "ready"]),
+    ("requeue_jobs", "$.limit", [1, L.REQUEUE_MANY_MAX], [0, L.REQUEUE_MANY_MAX + 1]),
+    ("batches", "$.state", ["open", "committed", "finished", "abandoned", None], ["done", ""]),
+    ("batches", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),
 ]
 
 
@@ -450,8 +518,10 @@ def encode(value: Any) -> bytes:
 
 
 def test_the_examples_cover_every_request_and_reply_type() -> None:
-    assert {type(message) for message in REQUESTS} == set(get_args(Request))
-    assert {type(message) for message in REPLIES} == set(get_args(Reply))
+    requests = set(get_args(Request)) | set(get_args(A.AdminRequest))
+    replies = set(get_args(Reply)) | set(get_args(A.AdminReply))
+    assert {type(message) for message in REQUESTS} == requests
+    assert {type(message) for message in REPLIES} == replies
 
 
 @pytest.mark.parametrize("message", REQUESTS, ids=lambda m: type(m).__name__)
@@ -461,7 +531,20 @@ def test_every_request_round_trips(message: Any) -> None:
 
 @pytest.mark.parametrize("message", REPLIES, ids=lambda m: type(m).__name__)
 def test_every_reply_round_trips(message: Any) -> None:
-    assert reply_decoder.decode(encoder.encode(message)) == message
+    assert decode_reply(encoder.encode(message)) == message
+
+
+@pytest.mark.parametrize("op", sorted(ADMIN_ONLY_OPS))
+def test_the_tcp_decoder_does_not_know_the_admin_ops_and_says_which_op(op: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        M.decode_request(encode(BASES[op]))
+    assert (caught.value.code, caught.value.op) == (ErrorCode.UNKNOWN_OP, op)
+
+
+def test_the_admin_decoder_does_not_know_the_worker_ops() -> None:
+    with pytest.raises(BadRequest) as caught:
+        M.decode_with(A.admin_request_decoder, A.ADMIN_OPS, encode(BASES["push"]))
+    assert caught.value.code == ErrorCode.UNKNOWN_OP
 
 
 def test_requests_are_tagged_op_and_replies_t() -> None:
@@ -666,7 +749,7 @@ def test_unknown_reply_fields_are_ignored_by_the_reply_decoder() -> None:
 
 
 def test_the_tag_may_come_anywhere_in_the_map() -> None:
-    assert decode_request(encode({"rid": 3, "queue": "q", "op": "pause"})) == Pause(3, "q")
+    assert decode_request(encode({"rid": 3, "queue": "q", "op": "pause"})) == A.Pause(3, "q")
 
 
 # --- args ----------------------------------------------------------------------
@@ -711,7 +794,7 @@ def test_args_default_to_the_empty_array() -> None:
 
 
 def test_invalid_utf8_in_a_string_field_is_bad_request() -> None:
-    body = encode(BASES["pause"]).replace(b"\xa1q", b"\xa1\xff")
+    body = encode(BASES["get_job"]).replace(b"\xa1j", b"\xa1\xff")
     assert refusal(body).code is ErrorCode.BAD_REQUEST
 
 

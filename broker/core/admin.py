@@ -1,0 +1,72 @@
+"""decide_admin(state, request, now_ms): what an operator's request answers
+and the records it implies. Views change nothing; operations are records
+like any other, so they survive a restart and show in the journal dump.
+Stats are assembled by the shell (they need its figures too)."""
+
+from typing import NamedTuple, assert_never
+
+from broker.core import processes as P
+from broker.core import records as R
+from broker.core import views
+from broker.core.batch_decide import decide_batch
+from broker.core.common import Rejected
+from broker.core.decide import decide
+from broker.core.operator import decide_operator
+from broker.core.state import State
+from protocol import admin as A
+from protocol import messages as M
+
+OPERATOR = ""  # the worker id operator requests are decided under: none
+
+
+class AdminOutcome(NamedTuple):
+    reply: A.AdminReply | M.Reply
+    records: list[R.Record]
+
+
+def decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOutcome:
+    try:
+        return _decide_admin(state, request, now_ms)
+    except Rejected as rejected:
+        error = M.Error(request.rid, rejected.code, rejected.message, rejected.path)
+        return AdminOutcome(error, [])
+
+
+def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOutcome:
+    match request:
+        case A.ListQueues(rid=rid):
+            return AdminOutcome(A.Queues(rid, views.queue_views(state, now_ms)), [])
+        case A.ListJobs():
+            return AdminOutcome(views.list_jobs(state, request), [])
+        case M.GetJob():
+            return AdminOutcome(*decide(state, request, OPERATOR, now_ms)[:2])
+        case A.Pause(rid=rid, queue=name):
+            return AdminOutcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
+        case A.Resume(rid=rid, queue=name):
+            return AdminOutcome(M.Ok(rid), [R.QueueResumed(name)] if _paused(state, name) else [])
+        case A.Control(rid=rid):
+            return AdminOutcome(M.Ok(rid), P.control(state, request, now_ms))
+        case A.ListProcesses(rid=rid):
+            return AdminOutcome(A.Processes(rid, P.process_views(state)), [])
+        case A.GetBusy(rid=rid):
+            return AdminOutcome(A.Busy(rid, P.busy(state)), [])
+        case A.DeleteJob() | A.KillJob() | A.RequeueJob() | A.Fsck():
+            return AdminOutcome(*decide_operator(state, request, now_ms))
+        case A.RequeueJobs(rid=rid, kind=kind, filter=wanted, cursor=cursor, limit=limit):
+            found = views.scan(state, kind, wanted, cursor, limit, with_args=False)
+            ids = [job.id for job in found.jobs]
+            requeued: list[R.Record] = [R.JobRequeued(job_id, now_ms) for job_id in ids]
+            return AdminOutcome(A.Requeued(rid, ids, found.next, found.scanned), requeued)
+        case A.ListBatches():
+            return AdminOutcome(views.list_batches(state, request), [])
+        case M.GetBatchStatus() | A.DeleteBatch():
+            return AdminOutcome(*decide_batch(state, request, now_ms))
+        case A.GetStats() | A.Compact():
+            raise AssertionError("the shell answers stats and compact itself")
+        case _:
+            assert_never(request)
+
+
+def _paused(state: State, name: str) -> bool:
+    queue = state.queues.get(name)
+    return queue is not None and queue.paused

@@ -1,0 +1,139 @@
+"""Prometheus metrics on an optional HTTP port (off unless --metrics-port).
+
+The prometheus-client library serves the exposition format from its own
+thread. That thread never reads broker state: at each scrape it asks the
+event loop for a snapshot (``Broker.metrics_snapshot``, built between two
+requests, so every figure is from the same moment) and renders it. The
+fsync-time histogram is the exception: the journal's writer thread
+observes it directly, as the library's histograms are thread-safe.
+"""
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from broker.server.broker import Broker
+    from broker.server.config import ServerConfig
+
+log = logging.getLogger("leash.metrics")
+SNAPSHOT_TIMEOUT_S = 5.0
+FSYNC_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class QueueFigures(msgspec.Struct):
+    totals: dict[str, int]
+    ready: int
+    leased: int
+    scheduled: int
+    dead: int
+    latency_ms: int
+    paused: bool
+
+
+class Snapshot(msgspec.Struct):
+    queues: dict[str, QueueFigures]
+    jobs: dict[str, int]
+    processes: int
+    connections: int
+    commits: int
+    records: int
+    journal_bytes: int
+    uptime_ms: int
+
+
+class BrokerCollector(Collector):
+    def __init__(self, broker: "Broker", loop: asyncio.AbstractEventLoop) -> None:
+        self._broker = broker
+        self._loop = loop
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return
+        yield from _queue_metrics(snapshot)
+        jobs = GaugeMetricFamily("leash_jobs", "Jobs by state", labels=["state"])
+        for state, count in sorted(snapshot.jobs.items()):
+            jobs.add_metric([state], count)
+        yield jobs
+        yield GaugeMetricFamily("leash_processes", "Live worker processes", snapshot.processes)
+        yield GaugeMetricFamily("leash_connections", "Open TCP connections", snapshot.connections)
+        yield CounterMetricFamily(
+            "leash_journal_commits", "Group commits (one write each)", snapshot.commits
+        )
+        yield CounterMetricFamily(
+            "leash_journal_records", "Records written to the journal", snapshot.records
+        )
+        yield GaugeMetricFamily(
+            "leash_journal_bytes", "Bytes of journal on disk", snapshot.journal_bytes
+        )
+        yield GaugeMetricFamily("leash_uptime_seconds", "Since start", snapshot.uptime_ms / 1000)
+
+    def _snapshot(self) -> Snapshot | None:
+        async def take() -> Snapshot:
+            return self._broker.metrics_snapshot()
+
+        future = asyncio.run_coroutine_threadsafe(take(), self._loop)
+        try:
+            return future.result(SNAPSHOT_TIMEOUT_S)
+        except Exception:  # the loop is stopping or stuck: serve what we can
+            future.cancel()
+            log.warning("no metrics snapshot from the event loop", exc_info=True)
+            return None
+
+
+def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    labels = ["queue"]
+    for total in ("pushed", "acked", "failed", "dead", "expired"):
+        family = CounterMetricFamily(
+            f"leash_queue_{total}", f"Jobs {total} since start", labels=labels
+        )
+        for name, figures in sorted(snapshot.queues.items()):
+            family.add_metric([name], figures.totals.get(total, 0))
+        yield family
+    gauges: list[tuple[str, str, Any]] = [
+        ("ready", "Ready jobs", lambda f: f.ready),
+        ("leased", "Jobs in flight", lambda f: f.leased),
+        ("scheduled", "Scheduled and retrying jobs", lambda f: f.scheduled),
+        ("dead_jobs", "Jobs in the dead set", lambda f: f.dead),
+        ("latency_seconds", "Age of the oldest ready job", lambda f: f.latency_ms / 1000),
+        ("paused", "1 if the queue is paused", lambda f: int(f.paused)),
+    ]
+    for name, help_text, value in gauges:
+        gauge = GaugeMetricFamily(f"leash_queue_{name}", help_text, labels=labels)
+        for queue, figures in sorted(snapshot.queues.items()):
+            gauge.add_metric([queue], value(figures))
+        yield gauge
+
+
+class Metrics:
+    def __init__(self, server: Any, thread: Any) -> None:
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(SNAPSHOT_TIMEOUT_S)
+
+
+def start_metrics(broker: "Broker", config: "ServerConfig") -> Metrics:
+    assert config.metrics_port is not None
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BrokerCollector(broker, asyncio.get_running_loop()))
+    fsync = Histogram(
+        "leash_journal_fsync_seconds",
+        "Time of one journal fsync",
+        registry=registry,
+        buckets=FSYNC_BUCKETS_S,
+    )
+    broker.committer.fsync_observers.append(fsync.observe)
+    server, thread = start_http_server(config.metrics_port, config.metrics_host, registry)
+    host, port = server.server_address[:2]
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return Metrics(server, thread)

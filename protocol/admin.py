@@ -1,0 +1,319 @@
+"""The admin protocol: what operators ask of the broker over its admin socket.
+
+Same framing and body rules as the worker protocol (protocol.messages): a
+4-byte length, then a msgpack map tagged by ``op`` (requests) or ``t``
+(replies), with a ``rid`` the reply echoes. The admin socket is a Unix
+socket beside the data; its peer's credentials are its authentication, so
+there is no ``hello``. The TCP port refuses every op named here with
+``admin_only``. Listings are paged with an opaque ``cursor`` and bounded in
+how much of the state one request may scan, so a view of a million jobs
+never stalls the broker.
+"""
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from protocol import limits as L
+from protocol.messages import (
+    BatchId,
+    BatchInfo,
+    BatchView,
+    Error,
+    GetBatchStatus,
+    GetJob,
+    JobId,
+    JobInfo,
+    JobView,
+    Ok,
+    QueueName,
+    RequestId,
+    WorkerId,
+)
+
+ListKind = Literal["scheduled", "retrying", "dead"]
+Text = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS * 2)]
+Cursor = Annotated[str, Meta(max_length=512)]
+PageLimit = Annotated[int, Meta(ge=1, le=L.ADMIN_PAGE_MAX)]
+
+
+class JobFilter(Struct, omit_defaults=True, frozen=True, forbid_unknown_fields=True):
+    """Which jobs a listing or a bulk operation takes: all that match every
+    field given. ``error`` matches a substring of the last error's type or
+    message."""
+
+    queue: QueueName | None = None
+    type: Annotated[str, Meta(max_length=L.TYPE_MAX_CHARS)] | None = None
+    error: Text | None = None
+
+
+# --- requests --------------------------------------------------------------
+
+
+class Pause(Struct, tag="pause", tag_field="op"):
+    rid: RequestId
+    queue: QueueName
+
+
+class Resume(Struct, tag="resume", tag_field="op"):
+    rid: RequestId
+    queue: QueueName
+
+
+ProcessControl = Literal["ok", "quiet", "terminate"]
+
+
+class Control(Struct, tag="control", tag_field="op"):
+    """Ask a worker process to stop fetching (quiet), to resume (ok), or to
+    exit (terminate, which is final)."""
+
+    rid: RequestId
+    worker_id: WorkerId
+    state: ProcessControl
+
+
+class ListProcesses(Struct, tag="processes", tag_field="op"):
+    rid: RequestId
+
+
+class GetBusy(Struct, tag="busy", tag_field="op"):
+    rid: RequestId
+
+
+class GetStats(Struct, tag="stats", tag_field="op"):
+    rid: RequestId
+
+
+class ListQueues(Struct, tag="queues", tag_field="op"):
+    rid: RequestId
+
+
+class ListJobs(Struct, tag="list_jobs", tag_field="op", omit_defaults=True):
+    """A page of scheduled, retrying or dead jobs: scheduled and retrying in
+    the order they will run, dead newest first."""
+
+    rid: RequestId
+    kind: ListKind
+    filter: JobFilter = JobFilter()
+    cursor: Cursor = ""  # "" for the first page; else ``next`` of the page before
+    limit: PageLimit = L.ADMIN_PAGE_DEFAULT
+
+
+class DeleteBatch(Struct, tag="delete_batch", tag_field="op"):
+    rid: RequestId
+    id: BatchId
+
+
+class DeleteJob(Struct, tag="delete_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class KillJob(Struct, tag="kill_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class RequeueJob(Struct, tag="requeue_job", tag_field="op"):
+    rid: RequestId
+    id: JobId
+
+
+class Fsck(Struct, tag="fsck", tag_field="op"):
+    rid: RequestId
+
+
+class RequeueJobs(Struct, tag="requeue_jobs", tag_field="op", omit_defaults=True):
+    """Requeue every retrying or dead job that matches the filter, up to
+    ``limit`` of them; ``next`` in the reply goes on from where it stopped."""
+
+    rid: RequestId
+    kind: Literal["retrying", "dead"]
+    filter: JobFilter = JobFilter()
+    cursor: Cursor = ""
+    limit: Annotated[int, Meta(ge=1, le=L.REQUEUE_MANY_MAX)] = L.REQUEUE_MANY_MAX
+
+
+class Compact(Struct, tag="compact", tag_field="op"):
+    """Seal the journal's open segment and snapshot through it now."""
+
+    rid: RequestId
+
+
+BatchState = Literal["open", "committed", "finished", "abandoned"]
+
+
+class ListBatches(Struct, tag="batches", tag_field="op", omit_defaults=True):
+    """A page of batches, newest first, optionally only those in one state."""
+
+    rid: RequestId
+    state: BatchState | None = None
+    cursor: Cursor = ""
+    limit: PageLimit = L.ADMIN_PAGE_DEFAULT
+
+
+AdminRequest = (
+    GetStats
+    | ListQueues
+    | ListJobs
+    | GetBusy
+    | ListProcesses
+    | GetJob
+    | Pause
+    | Resume
+    | Control
+    | DeleteJob
+    | KillJob
+    | RequeueJob
+    | RequeueJobs
+    | ListBatches
+    | GetBatchStatus
+    | DeleteBatch
+    | Fsck
+    | Compact
+)
+ADMIN_OPS = frozenset(t.__struct_config__.tag for t in AdminRequest.__args__)
+
+
+# --- replies ---------------------------------------------------------------
+
+
+class ProcessView(Struct, omit_defaults=True):
+    worker_id: str
+    state: str  # "ok", "quiet" or "terminate"
+    hostname: str
+    pid: int
+    labels: list[str]
+    concurrency: int
+    client: str
+    registered_ms: int
+    last_seen_ms: int  # the last recorded sign of life
+    beat_deadline_ms: int  # dead then without another sign of life
+    in_flight: int
+    grace_deadline_ms: int | None = None  # all connections gone: dead then unless it comes back
+    terminate_deadline_ms: int | None = None
+    connections: int = 0  # open connections (in admin views)
+
+
+class Processes(Struct, tag="processes", tag_field="t"):
+    rid: RequestId
+    processes: list[ProcessView]
+
+
+class BusyJob(Struct):
+    id: str
+    type: str
+    queue: str
+    attempt: int  # 1-based, as delivered
+    leased_ms: int
+    deadline_ms: int
+
+
+class BusyProcess(Struct):
+    worker_id: str
+    jobs: list[BusyJob]
+
+
+class Busy(Struct, tag="busy", tag_field="t"):
+    rid: RequestId
+    processes: list[BusyProcess]
+
+
+class JournalStats(Struct):
+    bytes: int  # on disk: segments and snapshots
+    segments: int
+    snapshots: int
+    last_seq: int
+    fsyncs: int
+    fsync_p50_ms: float
+    fsync_p99_ms: float
+    commits: int  # group commits (one write each)
+    commit_mean_records: float
+    replay_s: float  # the replay at start-up
+    replay_records: int
+
+
+class Stats(Struct, tag="stats", tag_field="t"):
+    rid: RequestId
+    version: str
+    started_ms: int
+    uptime_ms: int
+    epoch: int
+    jobs: dict[str, int]  # by job state
+    totals: dict[str, int]  # since start: pushed, acked, failed, dead, expired
+    connections: int  # open TCP connections
+    processes: int
+    queues: int
+    journal: JournalStats
+    limits: dict[str, int]
+
+
+class QueueView(Struct):
+    name: str
+    ready: int
+    scheduled: int  # scheduled and retrying
+    in_flight: int
+    dead: int
+    paused: bool
+    latency_ms: int  # age of the oldest ready job; 0 when none is ready
+
+
+class Queues(Struct, tag="queues", tag_field="t"):
+    rid: RequestId
+    queues: list[QueueView]
+
+
+class JobPage(Struct, tag="job_page", tag_field="t"):
+    rid: RequestId
+    jobs: list[JobView]
+    next: str  # "" at the end; else the cursor of the next page
+    scanned: int  # entries this request looked at
+
+
+class FsckReport(Struct, tag="fsck", tag_field="t"):
+    rid: RequestId
+    problems: list[str]  # empty: the state is consistent
+    more: bool  # more problems than listed
+    jobs: int  # how many jobs were checked
+    batches: int  # how many batches were checked
+
+
+class Requeued(Struct, tag="requeued", tag_field="t"):
+    rid: RequestId
+    ids: list[str]  # the jobs requeued, in listing order
+    next: str  # "" when every match was taken; else the cursor to go on from
+    scanned: int
+
+
+class Compacted(Struct, tag="compacted", tag_field="t"):
+    rid: RequestId
+    through_seq: int  # the newest snapshot covers the journal up to here
+    journal_bytes: int  # on disk afterwards: segments and snapshots
+
+
+class BatchPage(Struct, tag="batch_page", tag_field="t"):
+    rid: RequestId
+    batches: list[BatchView]  # without their member lists
+    next: str
+    scanned: int
+
+
+AdminReply = (
+    Stats
+    | Queues
+    | JobPage
+    | Busy
+    | Processes
+    | JobInfo
+    | Ok
+    | Error
+    | FsckReport
+    | Requeued
+    | BatchPage
+    | BatchInfo
+    | Compacted
+)
+
+admin_request_decoder = msgspec.msgpack.Decoder(AdminRequest)
+admin_reply_decoder = msgspec.msgpack.Decoder(AdminReply)
