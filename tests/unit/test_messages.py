@@ -159,6 +159,7 @@ REQUESTS: list[Any] = [
     A.RequeueJobs(rid=30, kind="retrying", filter=A.JobFilter(type="send"), cursor="1:a", limit=5),
     A.ListBatches(rid=31),
     A.ListBatches(rid=32, state="finished", cursor="3:b-1", limit=L.ADMIN_PAGE_MAX),
+    A.Compact(rid=33),
     Hello(rid=1, version=1, worker_id="w-1", key_id="k-2026", nonce=b"\x01" * 32),
     M.Auth(rid=2, proof=b"\x02" * L.AUTH_PROOF_BYTES),
 ]
@@ -330,6 +331,7 @@ REPLIES: list[Any] = [
     ),
     A.Requeued(rid=20, ids=["a", "b"], next="", scanned=2),
     A.BatchPage(rid=21, batches=[], next="2:b-0", scanned=1),
+    A.Compacted(rid=22, through_seq=41_210, journal_bytes=1_843_211),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
@@ -372,6 +374,7 @@ BASES: dict[str, dict[str, Any]] = {
     "fsck": {"op": "fsck", "rid": 1},
     "requeue_jobs": {"op": "requeue_jobs", "rid": 1, "kind": "dead"},
     "batches": {"op": "batches", "rid": 1},
+    "compact": {"op": "compact", "rid": 1},
 }
 BATCH_ID_OK = ["b", "b" * L.BATCH_ID_MAX_CHARS, "any batch é/"]
 BATCH_ID_BAD = ["", "b" * (L.BATCH_ID_MAX_CHARS + 1)]
