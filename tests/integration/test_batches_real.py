@@ -200,6 +200,11 @@ def test_with_a_short_retention_a_finished_batch_disappears_completely(
         assert wait_until(lambda: status_or_none(client, "brief") is None, 5)
         report = admin.fsck()
         assert (report.problems, report.batches, report.jobs) == ([], 0, 0)
+        admin.compact()  # a snapshot of the state now, and the segments it covers gone
+    for name in os.listdir(data_dir):
+        if name.endswith((".snap", ".log")):
+            with open(os.path.join(data_dir, name), "rb") as file:
+                assert b"brief" not in file.read(), f"{name} still names the batch"
     broker.kill()
     broker = BrokerProcess(data_dir, flags).start()
     brokers.append(broker)
