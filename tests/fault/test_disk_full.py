@@ -7,6 +7,8 @@ import asyncio
 import os
 import time
 
+import pytest
+
 from broker.core import CoreConfig
 from broker.journal.disk import OsDisk
 from broker.journal.recovery import recover
@@ -54,6 +56,8 @@ async def test_a_low_disk_refuses_pushes_but_not_what_drains_the_queues(
             except DiskFull:
                 refused.append("low-many")
             assert refused[-1] == "low-many", "push_many is refused too"
+            with pytest.raises(DiskFull):
+                await client.create_batch([{"type": "t", "id": "low-batch-job"}], id="low-batch")
             await client.ack(acked)
             assert (await client.fail(failed, "boom")).state == "retrying"
             held = await client.fetch("default")
