@@ -3,6 +3,7 @@ taken while it serves, the data directory's modes, a real write error (the
 file-size limit of the process, RLIMIT_FSIZE, makes write() fail with
 EFBIG), and the offline journal tools."""
 
+import contextlib
 import os
 import resource
 import stat
@@ -70,10 +71,8 @@ def test_snapshots_are_taken_while_serving_and_a_restart_starts_from_one(
 def _disk_bytes(directory: str) -> int:
     total = 0
     for name in os.listdir(directory):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # a segment removed while we looked
             total += os.path.getsize(os.path.join(directory, name))
-        except FileNotFoundError:  # a segment removed while we looked
-            pass
     return total
 
 
