@@ -9,17 +9,16 @@ socket (the broker is not running there); 77 permission denied.
 """
 
 import argparse
-import datetime
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 from protocol import admin as A
-from protocol import messages as M
 
+from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, plain, when
 from ._exceptions import ConnectFailed, NotFound, PermissionDenied, ServerError
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 
@@ -154,7 +153,7 @@ def _run(run: Run, options: argparse.Namespace) -> int:
         print(f"leash: error: {exc.message} ({exc.code})", file=sys.stderr)
         return EXIT_REFUSED
     if options.json:
-        sys.stdout.write(msgspec.json.encode(_plain(result)).decode() + "\n")
+        sys.stdout.write(msgspec.json.encode(plain(result)).decode() + "\n")
     elif isinstance(result, str):
         print(result)
     elif result is not None:
@@ -165,46 +164,15 @@ def _run(run: Run, options: argparse.Namespace) -> int:
 # --- views -------------------------------------------------------------------
 
 
-class Table:
-    """Rows under headers, each column as wide as its widest cell."""
-
-    def __init__(self, headers: Sequence[str], rows: Iterable[Sequence[object]], data: Any) -> None:
-        self.headers = list(headers)
-        self.rows = [[_cell(value) for value in row] for row in rows]
-        self.data = data  # what --json prints
-
-    def text(self) -> str:
-        if not self.rows:
-            return "(none)"
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(self.headers)]
-        lines = [self.headers, *self.rows]
-        return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-            for line in lines
-        )
-
-
-class Fields:
-    """``key: value`` lines."""
-
-    def __init__(self, pairs: Sequence[tuple[str, object]], data: Any) -> None:
-        self.pairs = pairs
-        self.data = data
-
-    def text(self) -> str:
-        width = max(len(key) for key, _ in self.pairs)
-        return "\n".join(f"{key + ':':<{width + 1}} {_cell(value)}" for key, value in self.pairs)
-
-
 def _stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
     s = admin.stats()
     journal = s.journal
     pairs: list[tuple[str, object]] = [
         ("version", s.version),
-        ("uptime", _duration(s.uptime_ms)),
+        ("uptime", duration(s.uptime_ms)),
         ("epoch", s.epoch),
-        ("jobs", _counts(s.jobs)),
-        ("since start", _counts(s.totals)),
+        ("jobs", counts(s.jobs)),
+        ("since start", counts(s.totals)),
         ("connections", s.connections),
         ("processes", s.processes),
         ("queues", s.queues),
@@ -215,7 +183,7 @@ def _stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("group commit", f"{journal.commits} writes, "
                          f"{journal.commit_mean_records:.1f} records each"),
         ("replay at start", f"{journal.replay_records} records in {journal.replay_s:.3f} s"),
-        ("limits", _counts(s.limits)),
+        ("limits", counts(s.limits)),
     ]  # fmt: skip
     return Fields(pairs, s)
 
@@ -224,7 +192,7 @@ def _queues(admin: AdminClient, options: argparse.Namespace) -> Table:
     queues = admin.queues()
     rows = [
         (q.name, q.ready, q.scheduled, q.in_flight, q.dead, "yes" if q.paused else "",
-         _duration(q.latency_ms))
+         duration(q.latency_ms))
         for q in queues
     ]  # fmt: skip
     headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY")
@@ -234,7 +202,7 @@ def _queues(admin: AdminClient, options: argparse.Namespace) -> Table:
 def _busy(admin: AdminClient, options: argparse.Namespace) -> Table:
     busy = admin.busy()
     rows = [
-        (p.worker_id, j.id, j.queue, j.type, j.attempt, _time(j.leased_ms), _time(j.deadline_ms))
+        (p.worker_id, j.id, j.queue, j.type, j.attempt, when(j.leased_ms), when(j.deadline_ms))
         for p in busy
         for j in p.jobs
     ]
@@ -245,7 +213,7 @@ def _busy(admin: AdminClient, options: argparse.Namespace) -> Table:
 def _processes(admin: AdminClient, options: argparse.Namespace) -> Table:
     processes = admin.processes()
     rows = [
-        (p.worker_id, p.hostname, p.pid, ",".join(p.labels), p.state, _time(p.last_seen_ms),
+        (p.worker_id, p.hostname, p.pid, ",".join(p.labels), p.state, when(p.last_seen_ms),
          p.connections, p.in_flight)
         for p in processes
     ]  # fmt: skip
@@ -261,17 +229,17 @@ def _job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("queue", job.queue),
         ("type", job.type),
         ("state", job.state),
-        ("args", msgspec.json.encode(_args(job.args)).decode()),
+        ("args", msgspec.json.encode(decoded_args(job.args)).decode()),
         ("priority", job.priority),
         ("attempts", f"{job.attempt} failed of at most {job.max_attempts}"),
-        ("created", _time(job.created_ms)),
+        ("created", when(job.created_ms)),
     ]
     optional: list[tuple[str, object]] = [
-        ("runs at", _time(job.run_at_ms) if job.run_at_ms else None),
+        ("runs at", when(job.run_at_ms) if job.run_at_ms else None),
         ("held by", job.owner),
         ("token", job.token),
-        ("deadline", _time(job.deadline_ms) if job.deadline_ms else None),
-        ("died", _time(job.died_ms) if job.died_ms else None),
+        ("deadline", when(job.deadline_ms) if job.deadline_ms else None),
+        ("died", when(job.died_ms) if job.died_ms else None),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
     ]
@@ -283,13 +251,13 @@ def _lister(kind: A.ListKind) -> Run:
     def run(admin: AdminClient, options: argparse.Namespace) -> Table:
         filter = {"queue": options.queue, "type": options.type, "error": options.error}
         jobs = list(admin.jobs(kind, most=options.limit, **filter))
-        when = "DIED" if kind == "dead" else "RUNS AT"
+        column = "DIED" if kind == "dead" else "RUNS AT"
         rows = [
-            (j.id, j.queue, j.type, j.attempt, _time(j.died_ms if kind == "dead" else j.run_at_ms),
-             _error_text(j))
+            (j.id, j.queue, j.type, j.attempt, when(j.died_ms if kind == "dead" else j.run_at_ms),
+             error_text(j))
             for j in jobs
         ]  # fmt: skip
-        return Table(("JOB", "QUEUE", "TYPE", "FAILED", when, "LAST ERROR"), rows, jobs)
+        return Table(("JOB", "QUEUE", "TYPE", "FAILED", column, "LAST ERROR"), rows, jobs)
 
     return run
 
@@ -340,8 +308,8 @@ def _requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]
 def _batches(admin: AdminClient, options: argparse.Namespace) -> Table:
     batches = list(admin.batches(options.state, most=options.limit))
     rows = [
-        (b.id, b.state, b.total, b.pending, b.failures, b.dead, b.children, _time(b.created_ms),
-         _time(b.finished_ms), b.description)
+        (b.id, b.state, b.total, b.pending, b.failures, b.dead, b.children, when(b.created_ms),
+         when(b.finished_ms), b.description)
         for b in batches
     ]  # fmt: skip
     headers = ("BATCH", "STATE", "TOTAL", "PENDING", "FAILURES", "DEAD", "CHILDREN", "CREATED",
@@ -351,7 +319,7 @@ def _batches(admin: AdminClient, options: argparse.Namespace) -> Table:
 
 def _batch(admin: AdminClient, options: argparse.Namespace) -> Fields:
     b = admin.batch(options.id, limit=options.limit)
-    fired = ", ".join(f"{f.kind} at {_time(f.at_ms)} ({f.job_id})" for f in b.fired)
+    fired = ", ".join(f"{f.kind} at {when(f.at_ms)} ({f.job_id})" for f in b.fired)
     members = "; ".join(
         f"{m.id} {m.state}" + (f" held by {m.owner}" if m.owner else "") for m in b.members
     )
@@ -365,9 +333,9 @@ def _batch(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("parent", b.parent),
         ("callbacks", ", ".join(b.callbacks) or "none"),
         ("fired", fired or "none yet"),
-        ("created", _time(b.created_ms)),
-        ("finished", _time(b.finished_ms) or None),
-        ("expires", _time(b.expires_ms)),
+        ("created", when(b.created_ms)),
+        ("finished", when(b.finished_ms) or None),
+        ("expires", when(b.expires_ms)),
         ("unfinished", (members + (" ..." if b.more_members else "")) or None),
     ]  # fmt: skip
     pairs = [(key, value) for key, value in pairs if value is not None]
@@ -396,64 +364,3 @@ def _compact(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("journal", f"{done.journal_bytes} bytes on disk"),
     ]
     return Fields(pairs, done)
-
-
-# --- formatting --------------------------------------------------------------
-
-
-def _cell(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _time(at_ms: int | None) -> str:
-    if not at_ms:
-        return ""
-    moment = datetime.datetime.fromtimestamp(at_ms / 1000, tz=datetime.UTC)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
-
-
-def _duration(ms: int) -> str:
-    if ms < 1000:
-        return f"{ms} ms"
-    seconds = ms / 1000
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return str(datetime.timedelta(seconds=round(seconds)))
-
-
-def _counts(counts: dict[str, int]) -> str:
-    return ", ".join(f"{key} {value}" for key, value in counts.items())
-
-
-def _error_text(job: M.JobView) -> str:
-    error = job.last_error
-    if error is None:
-        return ""
-    text = f"{error.type}: {error.message}".replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _args(raw: msgspec.Raw) -> Any:
-    try:
-        return msgspec.msgpack.decode(raw)
-    except msgspec.DecodeError:
-        return {"undecodable_msgpack": bytes(raw).hex()}
-
-
-def _plain(value: Any) -> Any:
-    """What --json prints: builtins, with job args decoded."""
-    if isinstance(value, Table | Fields):
-        return _plain(value.data)
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, msgspec.Struct):
-        plain = msgspec.to_builtins(value, enc_hook=_decode_args)
-        plain.pop("rid", None)
-        return plain
-    return value
-
-
-def _decode_args(value: Any) -> Any:
-    if isinstance(value, msgspec.Raw):
-        return _args(value)
-    raise NotImplementedError(type(value))

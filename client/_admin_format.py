@@ -1,0 +1,100 @@
+"""How the operator commands print: tables and ``key: value`` lines for
+people, one JSON document (times in unix ms, job args decoded) with
+``--json``."""
+
+import datetime
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from protocol import messages as M
+
+
+class Table:
+    """Rows under headers, each column as wide as its widest cell."""
+
+    def __init__(self, headers: Sequence[str], rows: Iterable[Sequence[object]], data: Any) -> None:
+        self.headers = list(headers)
+        self.rows = [[cell(value) for value in row] for row in rows]
+        self.data = data  # what --json prints
+
+    def text(self) -> str:
+        if not self.rows:
+            return "(none)"
+        widths = [max(len(h), *(len(r[i]) for r in self.rows)) for i, h in enumerate(self.headers)]
+        lines = [self.headers, *self.rows]
+        return "\n".join(
+            "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            for line in lines
+        )
+
+
+class Fields:
+    """``key: value`` lines."""
+
+    def __init__(self, pairs: Sequence[tuple[str, object]], data: Any) -> None:
+        self.pairs = pairs
+        self.data = data
+
+    def text(self) -> str:
+        width = max(len(key) for key, _ in self.pairs)
+        return "\n".join(f"{key + ':':<{width + 1}} {cell(value)}" for key, value in self.pairs)
+
+
+def cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def when(at_ms: int | None) -> str:
+    if not at_ms:
+        return ""
+    moment = datetime.datetime.fromtimestamp(at_ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def duration(ms: int) -> str:
+    if ms < 1000:
+        return f"{ms} ms"
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def counts(by_name: dict[str, int]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in by_name.items())
+
+
+def error_text(job: M.JobView) -> str:
+    error = job.last_error
+    if error is None:
+        return ""
+    text = f"{error.type}: {error.message}".replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def decoded_args(raw: msgspec.Raw) -> Any:
+    try:
+        return msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return {"undecodable_msgpack": bytes(raw).hex()}
+
+
+def plain(value: Any) -> Any:
+    """What --json prints: builtins, with job args decoded."""
+    if isinstance(value, Table | Fields):
+        return plain(value.data)
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    if isinstance(value, msgspec.Struct):
+        builtins = msgspec.to_builtins(value, enc_hook=_decode_args)
+        builtins.pop("rid", None)
+        return builtins
+    return value
+
+
+def _decode_args(value: Any) -> Any:
+    if isinstance(value, msgspec.Raw):
+        return decoded_args(value)
+    raise NotImplementedError(type(value))
