@@ -3,15 +3,18 @@
 Used live (right after decide) and when replaying the journal, so both
 build the same state by construction. A record that does not fit the state
 is a bug, not bad input — decide validated it — so apply asserts instead of
-returning errors. After every record the fronts of the lazy indexes are
-live again (state.purge_fronts). What a record means for batches (members
-ending, batches finishing, callbacks) is derived by batches.py while the
-record is applied; the callback jobs it returns are created here.
+returning errors. After every record the jobs it changed are packed again
+(jobs.py: ``thaw`` gives the one Job object to change during a record,
+``repack`` ends it) and the fronts of the lazy indexes are live again: only
+the indexes the kind of record can leave a stale front in are purged
+(``_STALES``; check_invariants checks every front after every record in the
+core tests). What a record means for batches (members ending, batches
+finishing, callbacks) is derived by batches.py while the record is applied;
+the callback jobs it returns are created here.
 """
 
 import heapq
-from collections import OrderedDict
-from typing import assert_never
+from typing import Final, assert_never
 
 from broker.core import batch_state as B
 from broker.core import batches
@@ -19,20 +22,45 @@ from broker.core import records as R
 from broker.core.state import (
     DEAD,
     LEASED,
+    PURGES,
     READY,
     RETRYING,
     SCHEDULED,
     Job,
     Process,
+    Purge,
     Queue,
     State,
-    purge_fronts,
+    purge_batch_deadlines,
+    purge_deadlines,
+    purge_process_deadlines,
 )
 from protocol.messages import JobState
 
+# The lazy indexes whose front a record of this kind can leave stale (an
+# entry goes stale when its job, process or batch changes); all of them for
+# a kind not named here. Pushes and leases only add entries.
+_STALES: Final[dict[type, tuple[Purge, ...]]] = {
+    R.JobsPushed: (),
+    R.JobsLeased: (),
+    R.JobsAcked: (purge_deadlines, purge_batch_deadlines),
+    R.ProcessSeen: (purge_process_deadlines,),
+    R.LeaseExtended: (purge_deadlines,),
+}
+
 
 def apply(state: State, record: R.Record) -> None:
+    _apply(state, record)
+    state.jobs.repack()
+    for purge in _STALES.get(type(record), PURGES):
+        purge(state)
+
+
+def _apply(state: State, record: R.Record) -> None:
     match record:
+        case R.JobsPushed(jobs=jobs, counter_after=counter):
+            _push_members(state, jobs)
+            state.counter = counter
         case R.JobsLeased(owner=owner, grants=grants, counter_after=counter, at_ms=at_ms):
             for grant in grants:
                 _lease(state, grant, owner, at_ms)
@@ -43,9 +71,6 @@ def apply(state: State, record: R.Record) -> None:
                 _remove(state, job)
                 if job.batch is not None:
                     _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
-        case R.JobsPushed(jobs=jobs, counter_after=counter):
-            _push_members(state, jobs)
-            state.counter = counter
         case R.AttemptsFailed(failures=failures):
             for failure in failures:
                 _fail(state, failure)
@@ -57,7 +82,7 @@ def apply(state: State, record: R.Record) -> None:
             _release(state, _leased(state, job_id, token), at_ms)
         case R.JobsPromoted(ids=ids):
             for job_id in ids:
-                job = state.jobs[job_id]
+                job = state.jobs.thaw(job_id)
                 assert job.state in (SCHEDULED, RETRYING), job
                 due_ms, job.run_at_ms = job.run_at_ms, 0
                 _make_ready(state, job, due_ms)
@@ -71,7 +96,7 @@ def apply(state: State, record: R.Record) -> None:
             _drop_if_empty(state, queue)
         case R.DeadTrimmed(ids=ids):
             for job_id in ids:
-                job = state.jobs[job_id]
+                job = state.jobs.thaw(job_id)
                 assert job.state == DEAD, job
                 _remove(state, job)
         case R.Booted(epoch=epoch, process_deadline_ms=deadline_ms):
@@ -109,7 +134,6 @@ def apply(state: State, record: R.Record) -> None:
             _apply_operator(state, record)
         case _:
             assert_never(record)
-    purge_fronts(state)
 
 
 BatchRecord = (
@@ -143,18 +167,18 @@ def _apply_batch(state: State, record: BatchRecord) -> None:
 def _apply_operator(state: State, record: R.JobDeleted | R.JobKilled | R.JobRequeued) -> None:
     match record:
         case R.JobDeleted(id=job_id, at_ms=at_ms):
-            job = state.jobs[job_id]
+            job = state.jobs.thaw(job_id)
             _remove(state, job)
             if job.batch is not None:
                 _push_all(state, batches.ended(state, job, B.DELETED, at_ms))
         case R.JobKilled(id=job_id, error=error, at_ms=at_ms):
-            job = state.jobs[job_id]
+            job = state.jobs.thaw(job_id)
             assert job.state != DEAD, job
             _leave(state, job)
             job.last_error, job.run_at_ms = error, 0
             _die(state, job, at_ms)
         case R.JobRequeued(id=job_id, at_ms=at_ms):
-            job = state.jobs[job_id]
+            job = state.jobs.thaw(job_id)
             assert job.state in (DEAD, RETRYING), job
             if job.state == DEAD:
                 job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
@@ -194,36 +218,27 @@ def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
 
 def _push(state: State, new: R.NewJob) -> None:
     assert new.id not in state.jobs, new.id
-    job = Job(
-        id=new.id,
-        queue=new.queue,
-        type=new.type,
-        args=new.args.copy(),  # a record replayed from the journal: do not keep the file alive
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        lease_ttl_ms=new.lease_ttl_ms,
-        retry_base_ms=new.retry_base_ms,
-        created_ms=new.created_ms,
-        state=SCHEDULED,
-        batch=new.batch,
-    )
-    state.jobs[job.id] = job
-    state.counts[SCHEDULED] += 1
-    _queue(state, job.queue).counts[SCHEDULED] += 1
+    state.jobs.create(new)  # the args are copied into the packed job: no record kept alive
+    queue = _queue(state, new.queue)
     if new.run_at_ms is None:
-        _make_ready(state, job, new.created_ms)
+        state.counts[READY] += 1
+        queue.counts[READY] += 1
+        queue.bucket(new.priority).append(new.id)
+        queue.ready += 1
+        state.readied.add(new.queue)
     else:
-        job.run_at_ms = new.run_at_ms
-        heapq.heappush(state.scheduled, (new.run_at_ms, job.id))
+        state.counts[SCHEDULED] += 1
+        queue.counts[SCHEDULED] += 1
+        heapq.heappush(state.scheduled, (new.run_at_ms, new.id))
 
 
 def _lease(state: State, grant: R.Grant, owner: str, at_ms: int) -> None:
-    job = state.jobs[grant.id]
+    job = state.jobs.thaw(grant.id)
     assert job.state == READY, job
     _unready(state, job)
     _set_state(state, job, LEASED)
     job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-    job.leased_ms, job.ready_ms = at_ms, 0
+    job.leased_ms = at_ms
     owned = state.leases_by_owner.get(owner)
     if owned is None:
         owned = state.leases_by_owner[owner] = {}
@@ -271,33 +286,33 @@ def _remove(state: State, job: Job) -> None:
     state.counts[job.state] -= 1
     queue = state.queues[job.queue]
     queue.counts[job.state] -= 1
-    del state.jobs[job.id]
+    state.jobs.pop(job.id)
     _drop_if_empty(state, queue)
 
 
 def _unready(state: State, job: Job) -> None:
+    """Out of its ready bucket (its queue keeps counting it until it goes)."""
     queue = state.queues[job.queue]
-    del queue.buckets[job.priority][job.id]
+    queue.buckets[job.priority].discard(job.id)
     queue.ready -= 1
-    _drop_if_empty(state, queue)
+    job.ready_ms = 0
 
 
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
     _set_state(state, job, READY)
     job.ready_ms = at_ms
     queue = state.queues[job.queue]
-    bucket = queue.buckets.get(job.priority)
-    if bucket is None:
-        bucket = queue.buckets[job.priority] = OrderedDict()
-    bucket[job.id] = job
+    bucket = queue.bucket(job.priority)
     if front:
-        bucket.move_to_end(job.id, last=False)
+        bucket.appendleft(job.id)
+    else:
+        bucket.append(job.id)
     queue.ready += 1
     state.readied.add(job.queue)
 
 
 def _leased(state: State, job_id: str, token: int) -> Job:
-    job = state.jobs[job_id]
+    job = state.jobs.thaw(job_id)
     assert job.state == LEASED and job.token == token, (job, token)
     return job
 

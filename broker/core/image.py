@@ -1,30 +1,35 @@
 """The state as a stream of chunks, and back (pure: Structs in, State out).
 
 ``dump(state)`` yields an ``ImageHead`` first, then one chunk Struct per slice
-of a table: ``QueuesImage`` (the paused queues), ``ProcessesImage``,
-``JobsImage`` (at most ``JOBS_PER_CHUNK`` jobs each) and ``BatchesImage``
-(in the order the batches were created), so a million jobs stream as a few
-hundred small objects. ``load(chunks, config)`` rebuilds a State
-whose ``canonical`` form equals the dumped one and whose invariants hold.
+of a table: ``QueuesImage`` (the paused queues), ``NamesImage`` (the jobs
+table's queue and type names, by number), ``ProcessesImage``,
+``PackedJobsImage`` (waiting jobs as the jobs table packs them, at most
+``JOBS_PER_CHUNK`` each), ``JobsImage`` (leased jobs, in full) and
+``BatchesImage`` (in the order the batches were created), so a million jobs
+stream as a few hundred small objects and load without being unpacked
+into objects. ``load(chunks, config)`` rebuilds a State whose ``canonical``
+form equals the dumped one and whose invariants hold.
 
 Only the persistent tables are written; every index is rebuilt from them:
 - ready order: READY jobs are dumped bucket by bucket in ready order and
   appended to their bucket as they load;
 - the dead set's order: DEAD jobs are dumped in the dead set's order;
 - the scheduled, lease-deadline, process-deadline and batch-deadline heaps,
-  the counts and the leases by owner (in token order, the order leases are
-  granted) are derived from the jobs, processes and batches.
+  the counts, the name uses and the leases by owner (in token order, the
+  order leases are granted) are derived from the jobs, processes and batches.
 
-Schema evolution: a new kind of table gets its own chunk Struct, appended
-to ``Chunk`` with a new tag (old images simply have none); new fields of
-``Job`` and ``Process`` go last with defaults, so older images still load.
-Anything else bumps ``IMAGE_VERSION``, and ``load`` keeps reading the
-released versions. A ``Job`` is encoded as an array (``array_like``): the
-image relies on its field order, which golden fixture files pin.
+Versions: 2 (this one) writes waiting jobs packed, after the names their
+numbers refer to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had
+no names. ``load`` reads both. Schema evolution: a new kind of table gets its
+own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
+have none); new fields of ``Job`` and ``Process`` go last with defaults, so
+older images still load. Anything else — the packed job's layout
+(jobs.Packed) included — bumps ``IMAGE_VERSION``, and ``load`` keeps reading
+the released versions. A ``Job`` is encoded as an array (``array_like``):
+the image relies on its field order, which golden fixture files pin.
 """
 
 import heapq
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import assert_never
 
@@ -33,18 +38,21 @@ from msgspec import Struct
 
 from broker.core.batch_state import OPEN, Batch
 from broker.core.config import CoreConfig
+from broker.core.jobs import key_ms, packed_key
 from broker.core.state import (
     LEASED,
-    RETRYING,
-    SCHEDULED,
+    READY,
     Job,
     Process,
     Queue,
     State,
     live_dead,
+    live_scheduled,
 )
+from protocol.messages import JobState
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2
+LOADS_VERSIONS = (1, 2)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
@@ -65,14 +73,31 @@ class ProcessesImage(Struct, tag="processes", array_like=True):
 
 
 class JobsImage(Struct, tag="jobs", array_like=True):
-    jobs: list[Job]
+    jobs: list[Job]  # version 2: the leased jobs; version 1: every job
 
 
 class BatchesImage(Struct, tag="batches", array_like=True):
     batches: list[Batch]
 
 
-Chunk = ImageHead | QueuesImage | ProcessesImage | JobsImage | BatchesImage
+class NamesImage(Struct, tag="names", array_like=True):
+    names: list[str]  # by number ("": a number no name has)
+
+
+class PackedJobsImage(Struct, tag="packed", array_like=True):
+    ids: list[str]
+    jobs: list[bytes]  # the job of each id, packed (jobs.Packed)
+
+
+Chunk = (
+    ImageHead
+    | QueuesImage
+    | ProcessesImage
+    | JobsImage
+    | BatchesImage
+    | NamesImage
+    | PackedJobsImage
+)
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
@@ -85,41 +110,48 @@ class ImageError(ValueError):
 def dump(state: State) -> Iterator[Chunk]:
     yield ImageHead(IMAGE_VERSION, state.epoch, state.counter)
     yield QueuesImage(sorted(name for name, q in state.queues.items() if q.paused))
+    yield NamesImage(list(state.jobs.names.names))
     processes = list(state.processes.values())
     for start in range(0, len(processes), PROCESSES_PER_CHUNK):
         yield ProcessesImage(processes[start : start + PROCESSES_PER_CHUNK])
-    batch: list[Job] = []
-    for job in _jobs_in_image_order(state):
-        batch.append(job)
-        if len(batch) == JOBS_PER_CHUNK:
-            yield JobsImage(batch)
-            batch = []
-    if batch:
-        yield JobsImage(batch)
+    ids: list[str] = []
+    packed: list[bytes] = []
+    for job_id in _waiting_in_image_order(state):
+        stored = state.jobs.stored(job_id)
+        assert isinstance(stored, bytes), stored
+        ids.append(job_id)
+        packed.append(stored)
+        if len(ids) == JOBS_PER_CHUNK:
+            yield PackedJobsImage(ids, packed)
+            ids, packed = [], []
+    if ids:
+        yield PackedJobsImage(ids, packed)
+    leased = sorted(
+        (state.jobs[job_id] for owned in state.leases_by_owner.values() for job_id in owned),
+        key=lambda job: job.token,
+    )
+    for start in range(0, len(leased), JOBS_PER_CHUNK):
+        yield JobsImage(leased[start : start + JOBS_PER_CHUNK])
     batches = list(state.batches.values())
     for start in range(0, len(batches), BATCHES_PER_CHUNK):
         yield BatchesImage(batches[start : start + BATCHES_PER_CHUNK])
 
 
-def _jobs_in_image_order(state: State) -> Iterator[Job]:
-    """Every job once: ready ones in ready order, dead ones in the dead
-    set's order, then the rest (leased ones by token)."""
+def _waiting_in_image_order(state: State) -> Iterator[str]:
+    """Every job that is not leased, once: ready ones in ready order, dead
+    ones in the dead set's order, then scheduled and retrying ones."""
     for queue in state.queues.values():
         for bucket in queue.buckets.values():
-            yield from bucket.values()
-    seen_dead: set[str] = set()
+            yield from bucket
+    seen: set[str] = set()
     for entry in state.dead:
-        if live_dead(state, entry) and entry[1] not in seen_dead:
-            seen_dead.add(entry[1])
-            yield state.jobs[entry[1]]
-    leased: list[Job] = []
-    for job in state.jobs.values():
-        if job.state in (SCHEDULED, RETRYING):
-            yield job
-        elif job.state == LEASED:
-            leased.append(job)
-    leased.sort(key=lambda job: job.token)
-    yield from leased
+        if entry[1] not in seen and live_dead(state, entry):
+            seen.add(entry[1])
+            yield entry[1]
+    for entry in state.scheduled:
+        if entry[1] not in seen and live_scheduled(state, entry):
+            seen.add(entry[1])
+            yield entry[1]
 
 
 def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
@@ -128,13 +160,28 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     head = next(stream, None)
     if not isinstance(head, ImageHead):
         raise ImageError("the image does not start with its head")
-    if head.version != IMAGE_VERSION:
+    if head.version not in LOADS_VERSIONS:
         raise ImageError(f"image version {head.version} is not supported")
     state.epoch, state.counter = head.epoch, head.counter
+    named = head.version == 1  # version 1 images name queues and types in full
     for chunk in stream:
         match chunk:
             case JobsImage(jobs=jobs):
+                if not named:
+                    raise ImageError("jobs come before the names")
                 _load_jobs(state, jobs)
+            case PackedJobsImage():
+                if not named or head.version == 1:
+                    raise ImageError("packed jobs come after the names, in version 2 on")
+                _load_packed(state, chunk)
+            case NamesImage(names=names):
+                if named:
+                    raise ImageError("the names come once, before the jobs, in version 2 on")
+                try:
+                    state.jobs.names.load(names)
+                except ValueError as error:
+                    raise ImageError(str(error)) from None
+                named = True
             case ProcessesImage(processes=processes):
                 _load_processes(state, processes)
             case QueuesImage(paused=paused):
@@ -146,6 +193,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 raise ImageError("an image has one head")
             case _:
                 assert_never(chunk)
+    state.jobs.names.prune()
     heapq.heapify(state.scheduled)
     heapq.heapify(state.deadlines)
     heapq.heapify(state.process_deadlines)
@@ -154,36 +202,58 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
 
 
 def _load_jobs(state: State, jobs: list[Job]) -> None:
-    table, counts = state.jobs, state.counts
+    """Jobs in full: the leased ones (and, in version 1, every one)."""
     for job in jobs:
-        if job.id in table:
+        if job.id in state.jobs:
             raise ImageError(f"job {job.id!r} appears twice")
         job.args = job.args.copy()  # decoded args point into the whole chunk: keep only theirs
-        table[job.id] = job
-        counts[job.state] += 1
-        _queue(state, job.queue).counts[job.state] += 1
-        match job.state:
-            case "ready":
-                if not job.ready_ms:  # an image from before jobs kept it: since the push
-                    job.ready_ms = job.created_ms
-                queue = _queue(state, job.queue)
-                bucket = queue.buckets.get(job.priority)
-                if bucket is None:
-                    bucket = queue.buckets[job.priority] = OrderedDict()
-                bucket[job.id] = job
-                queue.ready += 1
-            case "scheduled" | "retrying":
-                state.scheduled.append((job.run_at_ms, job.id))
-            case "leased":
-                state.deadlines.append((job.deadline_ms, job.token, job.id))
-                owned = state.leases_by_owner.get(job.owner)
-                if owned is None:
-                    owned = state.leases_by_owner[job.owner] = {}
-                owned[job.id] = None
-            case "dead":
-                state.dead.append((job.died_ms, job.id))
-            case _:
-                assert_never(job.state)
+        if job.state == READY and not job.ready_ms:  # an image from before jobs kept it
+            job.ready_ms = job.created_ms
+        state.jobs.load_job(job)
+        if job.state == LEASED:
+            state.deadlines.append((job.deadline_ms, job.token, job.id))
+            owned = state.leases_by_owner.get(job.owner)
+            if owned is None:
+                owned = state.leases_by_owner[job.owner] = {}
+            owned[job.id] = None
+        _index(state, job.id, job.state, job.queue, job.priority, key_ms(job))
+
+
+def _load_packed(state: State, chunk: PackedJobsImage) -> None:
+    if len(chunk.ids) != len(chunk.jobs):
+        raise ImageError(f"{len(chunk.ids)} ids for {len(chunk.jobs)} packed jobs")
+    table, names = state.jobs, state.jobs.names
+    for job_id, record in zip(chunk.ids, chunk.jobs, strict=True):
+        if job_id in table:
+            raise ImageError(f"job {job_id!r} appears twice")
+        try:
+            packed = table.load_packed(job_id, record)
+        except ValueError as error:
+            raise ImageError(str(error)) from None
+        job_state, key_ms = packed_key(packed)
+        _index(state, job_id, job_state, names.name(packed.queue), packed.priority, key_ms)
+
+
+def _index(
+    state: State, job_id: str, job_state: JobState, name: str, priority: int, key_ms: int
+) -> None:
+    """Count a loaded job and put it in the index of its state (but the
+    lease deadlines: the caller has the token)."""
+    state.counts[job_state] += 1
+    queue = _queue(state, name)
+    queue.counts[job_state] += 1
+    match job_state:
+        case "ready":
+            queue.bucket(priority).append(job_id)
+            queue.ready += 1
+        case "scheduled" | "retrying":
+            state.scheduled.append((key_ms, job_id))
+        case "dead":
+            state.dead.append((key_ms, job_id))
+        case "leased":
+            pass
+        case _:
+            assert_never(job_state)
 
 
 def _load_processes(state: State, processes: list[Process]) -> None:
@@ -216,4 +286,4 @@ def _queue(state: State, name: str) -> Queue:
 
 def jobs_in(chunk: Chunk) -> int:
     """How many jobs a chunk holds (what a snapshot's trailer counts)."""
-    return len(chunk.jobs) if isinstance(chunk, JobsImage) else 0
+    return len(chunk.jobs) if isinstance(chunk, JobsImage | PackedJobsImage) else 0

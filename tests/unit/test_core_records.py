@@ -222,7 +222,7 @@ def test_check_invariants_notices_a_job_both_ready_and_leased() -> None:
     core.push(id="b")
     core.lease()
     job = core.state.jobs["a"]
-    core.state.queues["default"].buckets[job.priority]["a"] = job
+    core.state.queues["default"].buckets[job.priority].append("a")
     core.state.queues["default"].ready += 1
     assert check_invariants(core.state) != []
 

@@ -62,7 +62,7 @@ def test_a_state_of_many_jobs_streams_as_many_chunks(tmp_path: os.PathLike[str])
     ]
     state = replayed([R.Booted(1, 1), R.JobsPushed(new, 1), R.QueuePaused("q")])
     chunks = list(image.dump(state))
-    assert sum(isinstance(chunk, image.JobsImage) for chunk in chunks) == 4
+    assert sum(isinstance(chunk, image.PackedJobsImage) for chunk in chunks) == 4  # all waiting
     written = snapshot.write(OsDisk(), str(tmp_path), chunks, state.epoch, 77)
     assert written.jobs == len(state.jobs)
     loaded = image.load(snapshot.read(OsDisk(), written.path), CoreConfig())
