@@ -38,7 +38,7 @@ from msgspec import Struct
 
 from broker.core.batch_state import OPEN, Batch
 from broker.core.config import CoreConfig
-from broker.core.jobs import key_ms, packed_key
+from broker.core.jobs import key_ms
 from broker.core.state import (
     LEASED,
     READY,
@@ -110,17 +110,16 @@ class ImageError(ValueError):
 def dump(state: State) -> Iterator[Chunk]:
     yield ImageHead(IMAGE_VERSION, state.epoch, state.counter)
     yield QueuesImage(sorted(name for name, q in state.queues.items() if q.paused))
-    yield NamesImage(list(state.jobs.names.names))
+    names, packed_form = state.jobs.for_image()
+    yield NamesImage(names)
     processes = list(state.processes.values())
     for start in range(0, len(processes), PROCESSES_PER_CHUNK):
         yield ProcessesImage(processes[start : start + PROCESSES_PER_CHUNK])
     ids: list[str] = []
     packed: list[bytes] = []
     for job_id in _waiting_in_image_order(state):
-        stored = state.jobs.stored(job_id)
-        assert isinstance(stored, bytes), stored
         ids.append(job_id)
-        packed.append(stored)
+        packed.append(packed_form(job_id))
         if len(ids) == JOBS_PER_CHUNK:
             yield PackedJobsImage(ids, packed)
             ids, packed = [], []
@@ -222,16 +221,13 @@ def _load_jobs(state: State, jobs: list[Job]) -> None:
 def _load_packed(state: State, chunk: PackedJobsImage) -> None:
     if len(chunk.ids) != len(chunk.jobs):
         raise ImageError(f"{len(chunk.ids)} ids for {len(chunk.jobs)} packed jobs")
-    table, names = state.jobs, state.jobs.names
+    load = state.jobs.load_packed
     for job_id, record in zip(chunk.ids, chunk.jobs, strict=True):
-        if job_id in table:
-            raise ImageError(f"job {job_id!r} appears twice")
         try:
-            packed = table.load_packed(job_id, record)
+            job_state, name, priority, key_ms = load(job_id, record)
         except ValueError as error:
             raise ImageError(str(error)) from None
-        job_state, key_ms = packed_key(packed)
-        _index(state, job_id, job_state, names.name(packed.queue), packed.priority, key_ms)
+        _index(state, job_id, job_state, name, priority, key_ms)
 
 
 def _index(
@@ -240,11 +236,12 @@ def _index(
     """Count a loaded job and put it in the index of its state (but the
     lease deadlines: the caller has the token)."""
     state.counts[job_state] += 1
-    queue = _queue(state, name)
+    queue = state.queues.get(name) or _queue(state, name)
     queue.counts[job_state] += 1
     match job_state:
         case "ready":
-            queue.bucket(priority).append(job_id)
+            bucket = queue.buckets.get(priority)
+            (bucket if bucket is not None else queue.bucket(priority)).append(job_id)
             queue.ready += 1
         case "scheduled" | "retrying":
             state.scheduled.append((key_ms, job_id))

@@ -5,7 +5,7 @@ concurrency bounds them) and may hold millions of waiting ones, so the two
 are stored differently:
 
 - a LEASED job is a ``Job`` object: its lease fields change while it runs;
-- every other job (ready, scheduled, retrying, dead) is one ``bytes``
+- a job that waits (ready, scheduled, retrying, dead) is one ``bytes``
   object, a ``Packed`` record in msgpack: the fields a waiting job needs,
   its queue and type as numbers in the table's ``names``, its arguments
   inline, and the fields most jobs leave at their defaults (failures, death
@@ -13,21 +13,31 @@ are stored differently:
   100-byte payload where a ``Job`` with its strings and args took ~560
   (bench/PROFILE.md).
 
+A job created or changed recently stays a ``Job`` until ``recent_jobs``
+(CoreConfig) later changes have passed, then it is packed: a job that is
+leased soon after its push (the common case when workers keep up) is never
+packed and unpacked, and the ``Job`` objects are bounded by the leases plus
+``recent_jobs``.
+
 Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``): for a
 packed job a fresh copy, so changing it changes nothing. Changing is apply's:
-``create`` packs a new job, ``thaw`` makes a job a ``Job`` object in the
-table (the same object until ``repack``, so every part of apply that looks
-at the job during one record sees one object), ``repack`` — at the end of
-each record — packs again every thawed job that is not leased, ``pop``
-forgets a job. A packed job keeps only the fields its state uses: ready
-since (READY), run at (SCHEDULED, RETRYING); lease fields are zero.
+``create`` adds a job, ``thaw`` gives the job as the ``Job`` object in the
+table (the same object while it is recent or leased, so every part of apply
+that looks at it sees one object), ``lease_ended`` makes a leased job
+recent, ``settle`` (at the end of each record) packs the jobs that are no
+longer recent, ``pop`` forgets a job. A packed job keeps only the fields its
+state uses: ready since (READY), run at (SCHEDULED, RETRYING); lease fields
+are zero.
 
-Names: each job counts once for its queue's name and once for its type's
-name, from ``create`` to ``pop``; a name no job uses is dropped and its
-number reused, so the numbers stay small (one byte each below 128 names).
+Names: each packed job counts once for its queue's name and once for its
+type's name (a Job object holds the strings themselves); a name no packed
+job uses is dropped and its number reused, so the numbers stay small (one
+byte each below 128 names).
 """
 
-from collections.abc import Iterator, Mapping
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 import msgspec
@@ -95,6 +105,8 @@ class Packed(Struct, array_like=True, gc=False):
 
 PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
 _CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
+_READY_CODE: Final = _CODES[READY]
+_RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
 _NO_COLD: Final = Cold()
 _encoder = msgspec.msgpack.Encoder()
 _decode = msgspec.msgpack.Decoder(Packed).decode
@@ -114,16 +126,22 @@ class Names:
     def take(self, name: str) -> int:
         """The name's number, counting one more use."""
         number = self.numbers.get(name)
-        if number is None:
-            number = self.free.pop() if self.free else len(self.names)
-            if number == len(self.names):
-                self.names.append(name)
-                self.uses.append(0)
-            else:
-                self.names[number] = name
-            self.numbers[name] = number
-        self.uses[number] += 1
+        if number is not None:
+            self.uses[number] += 1
+            return number
+        if self.free:
+            number = self.free.pop()
+            self.names[number], self.uses[number] = name, 1
+        else:
+            number = len(self.names)
+            self.names.append(name)
+            self.uses.append(1)
+        self.numbers[name] = number
         return number
+
+    def drop_name(self, name: str) -> None:
+        """One use fewer of a name (by the string)."""
+        self.drop(self.numbers[name])
 
     def drop(self, number: int) -> None:
         """One use fewer; the name goes with its last."""
@@ -157,11 +175,12 @@ class Names:
 
 
 class JobTable(Mapping[str, Job]):
-    __slots__ = ("_scratch", "_table", "_touched", "names")
+    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "names")
 
-    def __init__(self) -> None:
+    def __init__(self, recent_jobs: int) -> None:
         self._table: dict[str, Job | bytes] = {}
-        self._touched: list[str] = []  # thawed during this record
+        self._recent: deque[str] = deque()  # jobs made Job objects, oldest first
+        self._recent_max = recent_jobs
         self._scratch = bytearray(256)
         self.names = Names()
 
@@ -184,6 +203,10 @@ class JobTable(Mapping[str, Job]):
     def __len__(self) -> int:
         return len(self._table)
 
+    def __sizeof__(self) -> int:
+        """The table with its dict, not the jobs in it (to measure them apart)."""
+        return object.__sizeof__(self) + sys.getsizeof(self._table)
+
     def leased(self, job_id: str) -> Job | None:
         """The job if it is leased (no unpacking: a leased job is a Job)."""
         stored = self._table.get(job_id)
@@ -202,85 +225,133 @@ class JobTable(Mapping[str, Job]):
         return stored.state, key_ms(stored)
 
     def stored(self, job_id: str) -> Job | bytes:
-        """The job as the table holds it (what a state image writes)."""
+        """The job as the table holds it (to measure it)."""
         return self._table[job_id]
+
+    def for_image(self) -> tuple[list[str], Callable[[str], bytes]]:
+        """What a state image writes: the names by number — the table's,
+        extended (the table unchanged) by those only recent jobs use — and
+        the packed form of any job that is not leased, in that numbering."""
+        names, numbers, table = list(self.names.names), dict(self.names.numbers), self._table
+        for job_id in self._recent:
+            job = table.get(job_id)
+            if isinstance(job, Job):
+                for name in (job.queue, job.type):
+                    if name not in numbers:
+                        numbers[name] = len(names)
+                        names.append(name)
+
+        def packed(job_id: str) -> bytes:
+            stored = table[job_id]
+            return stored if isinstance(stored, bytes) else self._pack(stored, numbers.__getitem__)
+
+        return names, packed
 
     # --- changing: apply's, and the image loader's --------------------------
 
     def create(self, new: NewJob) -> None:
         """A new job: READY unless it has a run_at_ms (then SCHEDULED)."""
-        take = self.names.take
-        if new.run_at_ms is None:
-            code, after_ms = 0, 0
+        job_id = new.id
+        assert job_id not in self._table, job_id
+        run_at_ms: int | None = new.run_at_ms
+        if run_at_ms is None:
+            state: JobState = READY
+            run_at_ms, ready_ms = 0, new.created_ms
         else:
-            code, after_ms = 1, new.run_at_ms - new.created_ms
-        cold = None if new.batch is None else Cold(batch=new.batch)
-        self._table[new.id] = self._encode(
-            Packed(
-                code,
-                take(new.queue),
-                take(new.type),
-                new.priority,
-                new.max_attempts,
-                new.lease_ttl_ms,
-                new.retry_base_ms,
-                new.created_ms,
-                after_ms,
-                new.args,
-                cold,
-            )
+            state, ready_ms = SCHEDULED, 0
+        self._table[job_id] = Job(
+            job_id,
+            new.queue,
+            new.type,
+            new.args.copy(),  # a record replayed from the journal: do not keep the file alive
+            new.priority,
+            new.max_attempts,
+            new.lease_ttl_ms,
+            new.retry_base_ms,
+            new.created_ms,
+            state,
+            run_at_ms,
+            0,
+            None,
+            "",
+            0,
+            0,
+            0,
+            0,
+            new.batch,
+            ready_ms,
         )
+        self._recent.append(job_id)
 
     def thaw(self, job_id: str) -> Job:
-        """The job as a Job object in the table, to change (until repack)."""
+        """The job as the Job object in the table, to change."""
         stored = self._table[job_id]
         if isinstance(stored, bytes):
             stored = self._table[job_id] = self._unpack(job_id, stored)
-        self._touched.append(job_id)
+            self._forget_names(stored)
+            self._recent.append(job_id)
         return stored
 
-    def repack(self) -> None:
-        """Pack every job thawed since the last repack, unless it is leased."""
+    def lease_ended(self, job_id: str) -> None:
+        """A thawed job's lease ended: it is recent from now on."""
+        self._recent.append(job_id)
+
+    def settle(self) -> None:
+        """Pack the jobs that are no longer recent, unless they are leased."""
+        recent, most = self._recent, self._recent_max
+        if len(recent) <= most:
+            return
         table = self._table
-        for job_id in self._touched:
+        while len(recent) > most:
+            job_id = recent.popleft()
             job = table.get(job_id)
-            if isinstance(job, Job) and job.state != LEASED:
-                table[job_id] = self._pack(job)
-        self._touched.clear()
+            if isinstance(job, Job) and job.state != LEASED:  # (maybe recent again: harmless)
+                table[job_id] = self._pack(job, self.names.take)
 
     def pop(self, job_id: str) -> Job:
         """Forget a job; the job as it was."""
-        job = self[job_id]
-        del self._table[job_id]
-        numbers = self.names.numbers
-        self.names.drop(numbers[job.queue])
-        self.names.drop(numbers[job.type])
+        stored = self._table.pop(job_id)
+        if isinstance(stored, Job):
+            return stored
+        job = self._unpack(job_id, stored)
+        self._forget_names(job)
         return job
 
     def load_job(self, job: Job) -> None:
         """A job from a state image, in the full form."""
-        take, names = self.names.take, self.names.names
-        job.queue, job.type = names[take(job.queue)], names[take(job.type)]
-        self._table[job.id] = job if job.state == LEASED else self._pack(job)
+        self._table[job.id] = job if job.state == LEASED else self._pack(job, self.names.take)
 
-    def load_packed(self, job_id: str, record: bytes) -> Packed:
-        """A packed job from a state image whose names are loaded; raises
-        ValueError if it is not one this table could have packed."""
+    def load_packed(self, job_id: str, record: bytes) -> tuple[JobState, str, int, int]:
+        """A packed job from a state image whose names are loaded: its state,
+        queue, priority and index key (``keyed_at``). Raises ValueError for
+        a job already here or a record this table could not have packed."""
+        if job_id in self._table:
+            raise ValueError(f"job {job_id!r} appears twice")
         try:
             packed = _decode(record)
         except msgspec.DecodeError as error:
             raise ValueError(f"job {job_id!r} does not decode: {error}") from None
-        if not 0 <= packed.state < len(PACKED_STATES):
-            raise ValueError(f"job {job_id!r} has no state {packed.state}")
-        for number in (packed.queue, packed.type):
-            self.names.name(number)  # raises if it names nothing
-            self.names.uses[number] += 1
+        names, uses = self.names.names, self.names.uses
+        code, queue, type_ = packed.state, packed.queue, packed.type
+        if not (
+            0 <= code < len(PACKED_STATES)
+            and 0 <= queue < len(names)
+            and 0 <= type_ < len(names)
+            and names[queue]
+            and names[type_]
+        ):
+            raise ValueError(f"job {job_id!r} names a state or a name that does not exist")
+        uses[queue] += 1
+        uses[type_] += 1
         self._table[job_id] = record
-        return packed
+        state, key_ms = packed_key(packed)
+        return state, names[queue], packed.priority, key_ms
 
     # --- the forms ------------------------------------------------------------
 
-    def _pack(self, job: Job) -> bytes:
+    def _pack(self, job: Job, number: Callable[[str], int]) -> bytes:
+        """The job packed, its names numbered by ``number`` (the table's
+        ``take``, which counts the use)."""
         state = job.state
         assert state != LEASED and not (job.owner or job.token or job.deadline_ms), job
         if state == READY:
@@ -292,33 +363,33 @@ class JobTable(Mapping[str, Job]):
         cold = None
         if job.failures or job.died_ms or job.last_error is not None or job.batch is not None:
             cold = Cold(job.failures, job.died_ms, job.last_error, job.batch)
-        numbers = self.names.numbers
-        return self._encode(
-            Packed(
-                _CODES[state],
-                numbers[job.queue],
-                numbers[job.type],
-                job.priority,
-                job.max_attempts,
-                job.lease_ttl_ms,
-                job.retry_base_ms,
-                job.created_ms,
-                after_ms,
-                job.args,
-                cold,
-            )
+        packed = Packed(
+            _CODES[state],
+            number(job.queue),
+            number(job.type),
+            job.priority,
+            job.max_attempts,
+            job.lease_ttl_ms,
+            job.retry_base_ms,
+            job.created_ms,
+            after_ms,
+            job.args,
+            cold,
         )
-
-    def _encode(self, packed: Packed) -> bytes:
         # Through a scratch buffer, then copied: the bytes an encoder returns
         # sit in a block sized for its growing buffer (~70 B more for a job).
         _encoder.encode_into(packed, self._scratch)
         return bytes(self._scratch)
 
+    def _forget_names(self, job: Job) -> None:
+        """A packed job is no more: its names have one use fewer."""
+        self.names.drop_name(job.queue)
+        self.names.drop_name(job.type)
+
     def _unpack(self, job_id: str, record: bytes) -> Job:
         packed = _decode(record)
         names = self.names.names
-        state = PACKED_STATES[packed.state]
+        code = packed.state
         at_ms = packed.created_ms + packed.after_created_ms
         cold = packed.cold or _NO_COLD
         return Job(
@@ -331,8 +402,8 @@ class JobTable(Mapping[str, Job]):
             packed.lease_ttl_ms,
             packed.retry_base_ms,
             packed.created_ms,
-            state,
-            at_ms if state in (SCHEDULED, RETRYING) else 0,
+            PACKED_STATES[code],
+            at_ms if code in _RUN_AT_CODES else 0,
             cold.failures,
             cold.last_error,
             "",
@@ -341,17 +412,22 @@ class JobTable(Mapping[str, Job]):
             cold.died_ms,
             0,
             cold.batch,
-            at_ms if state == READY else 0,
+            at_ms if code == _READY_CODE else 0,
         )
 
     def problems(self) -> list[str]:
         """Cross-checks of the forms and the names against the jobs; [] when consistent."""
-        problems = [f"job {job_id} is still thawed" for job_id in self._touched]
+        problems = []
+        recent = set(self._recent)
         uses = [0] * len(self.names.names)
         for job_id, stored in self._table.items():
             job = self[job_id]
-            if isinstance(stored, Job) != (job.state == LEASED):
-                problems.append(f"job {job_id} is {job.state} but stored as {type(stored)}")
+            if isinstance(stored, Job):
+                if not (job.state == LEASED or job_id in recent):
+                    problems.append(f"job {job_id} is {job.state}, not recent, and not packed")
+                continue
+            if job.state == LEASED:
+                problems.append(f"job {job_id} is leased but packed")
             for name in (job.queue, job.type):
                 number = self.names.numbers.get(name)
                 if number is None or self.names.names[number] != name:
@@ -363,6 +439,8 @@ class JobTable(Mapping[str, Job]):
         numbered = {n: name for n, name in enumerate(self.names.names) if name}
         if {name: n for n, name in numbered.items()} != self.names.numbers:
             problems.append("the names and their numbers disagree")
+        if len(self._recent) > self._recent_max:
+            problems.append(f"{len(self._recent)} jobs are recent, over {self._recent_max}")
         return problems
 
 

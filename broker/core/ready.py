@@ -16,22 +16,25 @@ only after a lease, and a lease from the front has dropped every entry
 before it. The one exception (a job leased from the middle, then released)
 drops that job's stale entries first, in O(n); a broker's own fetches never
 lease from the middle. When stale entries outnumber the live ones the deque
-is rebuilt without them, so they never hold more than half of it.
+is rebuilt without them, so they never hold more than half of it (by a
+filter in C when no id has a live entry behind stale ones: ``revived``).
 """
 
 from collections import deque
 from collections.abc import Iterator
+from itertools import filterfalse
 
 COMPACT_MIN_STALE = 64  # below this many stale entries a bucket is never rebuilt
 
 
 class ReadyBucket:
-    __slots__ = ("ids", "stale", "stale_count")
+    __slots__ = ("ids", "revived", "stale", "stale_count")
 
     def __init__(self) -> None:
         self.ids: deque[str] = deque()
         self.stale: dict[str, int] = {}  # id -> how many of its first entries are stale
         self.stale_count = 0
+        self.revived = False  # an id came back behind its stale entries since the last rebuild
 
     def __len__(self) -> int:
         return len(self.ids) - self.stale_count
@@ -60,6 +63,8 @@ class ReadyBucket:
         return self.ids[0]
 
     def append(self, job_id: str) -> None:
+        if self.stale and job_id in self.stale:
+            self.revived = True
         self.ids.append(job_id)
 
     def appendleft(self, job_id: str) -> None:
@@ -92,9 +97,13 @@ class ReadyBucket:
             self.stale_count -= 1
 
     def _rebuild(self) -> None:
-        self.ids = deque(self)
+        if self.revived:
+            self.ids = deque(self)
+        else:  # every entry of a stale id is stale
+            self.ids = deque(filterfalse(self.stale.__contains__, self.ids))
         self.stale.clear()
         self.stale_count = 0
+        self.revived = False
 
     def problems(self, live: set[str]) -> list[str]:
         """Cross-checks against the ids that should be live here; [] when consistent."""

@@ -108,7 +108,7 @@ class State:
 
     def __init__(self, config: CoreConfig | None = None) -> None:
         self.config = config or CoreConfig()
-        self.jobs = JobTable()
+        self.jobs = JobTable(self.config.recent_jobs)
         self.queues: dict[str, Queue] = {}
         self.scheduled: list[tuple[int, str]] = []
         self.deadlines: list[tuple[int, int, str]] = []
@@ -195,8 +195,12 @@ def purge_scheduled(state: State) -> None:
 
 
 def purge_deadlines(state: State) -> None:
-    heap = state.deadlines
-    while heap and not live_deadline(state, heap[0]):
+    heap, leased = state.deadlines, state.jobs.leased
+    while heap:  # live_deadline, inlined: this runs after every ack
+        deadline_ms, token, job_id = heap[0]
+        job = leased(job_id)
+        if job is not None and job.token == token and job.deadline_ms == deadline_ms:
+            return
         heapq.heappop(heap)
 
 
