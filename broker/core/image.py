@@ -30,7 +30,8 @@ the image relies on its field order, which golden fixture files pin.
 """
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import assert_never
 
 import msgspec
@@ -38,16 +39,19 @@ from msgspec import Struct
 
 from broker.core.batch_state import OPEN, Batch
 from broker.core.config import CoreConfig
-from broker.core.jobs import key_ms
+from broker.core.jobs import PACKED_STATES, key_ms
 from broker.core.state import (
+    DEAD,
     LEASED,
+    PRIORITIES,
     READY,
+    RETRYING,
+    SCHEDULED,
     Job,
     Process,
     Queue,
     State,
     live_dead,
-    live_scheduled,
 )
 from protocol.messages import JobState
 
@@ -85,8 +89,17 @@ class NamesImage(Struct, tag="names", array_like=True):
 
 
 class PackedJobsImage(Struct, tag="packed", array_like=True):
+    """Jobs in one state, packed, in the order of their index, with what
+    loading needs from their records beside them, so that a chunk loads in
+    bulk without unpacking a job."""
+
+    state: str  # ready, scheduled, retrying or dead
+    priority: int  # ready: the bucket's (a chunk of ready jobs is of one bucket); else 0
     ids: list[str]
     jobs: list[bytes]  # the job of each id, packed (jobs.Packed)
+    queues: list[int]  # the number of each job's queue name
+    types: list[int]  # the number of each job's type name
+    keys_ms: list[int]  # scheduled, retrying: when each is due; dead: when it died; ready: []
 
 
 Chunk = (
@@ -115,16 +128,7 @@ def dump(state: State) -> Iterator[Chunk]:
     processes = list(state.processes.values())
     for start in range(0, len(processes), PROCESSES_PER_CHUNK):
         yield ProcessesImage(processes[start : start + PROCESSES_PER_CHUNK])
-    ids: list[str] = []
-    packed: list[bytes] = []
-    for job_id in _waiting_in_image_order(state):
-        ids.append(job_id)
-        packed.append(packed_form(job_id))
-        if len(ids) == JOBS_PER_CHUNK:
-            yield PackedJobsImage(ids, packed)
-            ids, packed = [], []
-    if ids:
-        yield PackedJobsImage(ids, packed)
+    yield from _packed_chunks(state, packed_form)
     leased = sorted(
         (state.jobs[job_id] for owned in state.leases_by_owner.values() for job_id in owned),
         key=lambda job: job.token,
@@ -136,21 +140,49 @@ def dump(state: State) -> Iterator[Chunk]:
         yield BatchesImage(batches[start : start + BATCHES_PER_CHUNK])
 
 
-def _waiting_in_image_order(state: State) -> Iterator[str]:
-    """Every job that is not leased, once: ready ones in ready order, dead
-    ones in the dead set's order, then scheduled and retrying ones."""
+def _packed_chunks(
+    state: State, packed_form: Callable[[str], tuple[bytes, int, int]]
+) -> Iterator[PackedJobsImage]:
+    """Every job that is not leased, once: ready ones bucket by bucket in
+    ready order, dead ones in the dead set's order, then scheduled and
+    retrying ones."""
     for queue in state.queues.values():
-        for bucket in queue.buckets.values():
-            yield from bucket
-    seen: set[str] = set()
-    for entry in state.dead:
-        if entry[1] not in seen and live_dead(state, entry):
-            seen.add(entry[1])
-            yield entry[1]
-    for entry in state.scheduled:
-        if entry[1] not in seen and live_scheduled(state, entry):
-            seen.add(entry[1])
-            yield entry[1]
+        for priority, bucket in queue.buckets.items():
+            yield from _chunked(packed_form, READY, priority, ((job_id, 0) for job_id in bucket))
+    dead: dict[str, int] = {}
+    for died_ms, job_id in state.dead:
+        if job_id not in dead and live_dead(state, (died_ms, job_id)):
+            dead[job_id] = died_ms
+    yield from _chunked(packed_form, DEAD, 0, dead.items())
+    due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
+    for run_at_ms, job_id in state.scheduled:  # a job can have two equal live entries
+        keyed = state.jobs.keyed_at(job_id)
+        if keyed is not None and keyed[1] == run_at_ms and keyed[0] in due:
+            due[keyed[0]][job_id] = run_at_ms
+    for job_state, jobs in due.items():
+        yield from _chunked(packed_form, job_state, 0, jobs.items())
+
+
+def _chunked(
+    packed_form: Callable[[str], tuple[bytes, int, int]],
+    job_state: JobState,
+    priority: int,
+    entries: Iterable[tuple[str, int]],
+) -> Iterator[PackedJobsImage]:
+    chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+    for job_id, at_ms in entries:
+        if len(chunk.ids) == JOBS_PER_CHUNK:
+            yield chunk
+            chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+        record, queue, type_ = packed_form(job_id)
+        chunk.ids.append(job_id)
+        chunk.jobs.append(record)
+        chunk.queues.append(queue)
+        chunk.types.append(type_)
+        if job_state != READY:
+            chunk.keys_ms.append(at_ms)
+    if chunk.ids:
+        yield chunk
 
 
 def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
@@ -219,15 +251,31 @@ def _load_jobs(state: State, jobs: list[Job]) -> None:
 
 
 def _load_packed(state: State, chunk: PackedJobsImage) -> None:
-    if len(chunk.ids) != len(chunk.jobs):
-        raise ImageError(f"{len(chunk.ids)} ids for {len(chunk.jobs)} packed jobs")
-    load = state.jobs.load_packed
-    for job_id, record in zip(chunk.ids, chunk.jobs, strict=True):
-        try:
-            job_state, name, priority, key_ms = load(job_id, record)
-        except ValueError as error:
-            raise ImageError(str(error)) from None
-        _index(state, job_id, job_state, name, priority, key_ms)
+    """A chunk of packed jobs, in bulk: the jobs table takes them as they
+    are (unpacked when first read: ``leash fsck`` reads them all), the
+    indexes and counts take the numbers beside them."""
+    job_state, ids, count = chunk.state, chunk.ids, len(chunk.ids)
+    ready = job_state == READY
+    if job_state not in PACKED_STATES or (len(chunk.keys_ms) != (0 if ready else count)):
+        raise ImageError(f"a chunk of {count} {job_state} jobs with {len(chunk.keys_ms)} times")
+    if ready and (len(set(chunk.queues)) > 1 or chunk.priority not in PRIORITIES):
+        raise ImageError("a chunk of ready jobs is of one queue and one priority")
+    try:
+        state.jobs.load_packed(ids, chunk.jobs, chunk.queues, chunk.types)
+    except ValueError as error:
+        raise ImageError(str(error)) from None
+    names = state.jobs.names.names
+    state.counts[job_state] += count
+    for number, in_queue in Counter(chunk.queues).items():
+        _queue(state, names[number]).counts[job_state] += in_queue
+    if ready and ids:
+        queue = _queue(state, names[chunk.queues[0]])
+        queue.bucket(chunk.priority).extend(ids)
+        queue.ready += count
+    elif job_state == DEAD:
+        state.dead.extend(zip(chunk.keys_ms, ids, strict=True))
+    elif not ready:
+        state.scheduled.extend(zip(chunk.keys_ms, ids, strict=True))
 
 
 def _index(

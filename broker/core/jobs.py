@@ -36,7 +36,7 @@ byte each below 128 names).
 """
 
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
@@ -228,10 +228,11 @@ class JobTable(Mapping[str, Job]):
         """The job as the table holds it (to measure it)."""
         return self._table[job_id]
 
-    def for_image(self) -> tuple[list[str], Callable[[str], bytes]]:
+    def for_image(self) -> tuple[list[str], Callable[[str], tuple[bytes, int, int]]]:
         """What a state image writes: the names by number — the table's,
-        extended (the table unchanged) by those only recent jobs use — and
-        the packed form of any job that is not leased, in that numbering."""
+        extended (the table unchanged) by those only recent jobs use — and,
+        for any job that is not leased, its packed form in that numbering
+        with its queue's and type's numbers."""
         names, numbers, table = list(self.names.names), dict(self.names.numbers), self._table
         for job_id in self._recent:
             job = table.get(job_id)
@@ -241,9 +242,13 @@ class JobTable(Mapping[str, Job]):
                         numbers[name] = len(names)
                         names.append(name)
 
-        def packed(job_id: str) -> bytes:
+        def packed(job_id: str) -> tuple[bytes, int, int]:
             stored = table[job_id]
-            return stored if isinstance(stored, bytes) else self._pack(stored, numbers.__getitem__)
+            if isinstance(stored, bytes):
+                record = _decode(stored)
+                return stored, record.queue, record.type
+            number = numbers.__getitem__
+            return self._pack(stored, number), number(stored.queue), number(stored.type)
 
         return names, packed
 
@@ -321,31 +326,26 @@ class JobTable(Mapping[str, Job]):
         """A job from a state image, in the full form."""
         self._table[job.id] = job if job.state == LEASED else self._pack(job, self.names.take)
 
-    def load_packed(self, job_id: str, record: bytes) -> tuple[JobState, str, int, int]:
-        """A packed job from a state image whose names are loaded: its state,
-        queue, priority and index key (``keyed_at``). Raises ValueError for
-        a job already here or a record this table could not have packed."""
-        if job_id in self._table:
-            raise ValueError(f"job {job_id!r} appears twice")
-        try:
-            packed = _decode(record)
-        except msgspec.DecodeError as error:
-            raise ValueError(f"job {job_id!r} does not decode: {error}") from None
+    def load_packed(
+        self, ids: list[str], records: list[bytes], queues: list[int], types: list[int]
+    ) -> None:
+        """Packed jobs from a state image whose names are loaded, with the
+        numbers of their queues and types (what the records say: the image
+        writes both). In bulk, not one by one: a million jobs load in a
+        fraction of a second. Raises ValueError for a job already here or a
+        number that names nothing."""
+        if not len(ids) == len(records) == len(queues) == len(types):
+            raise ValueError(f"{len(ids)} ids for {len(records)} packed jobs")
         names, uses = self.names.names, self.names.uses
-        code, queue, type_ = packed.state, packed.queue, packed.type
-        if not (
-            0 <= code < len(PACKED_STATES)
-            and 0 <= queue < len(names)
-            and 0 <= type_ < len(names)
-            and names[queue]
-            and names[type_]
-        ):
-            raise ValueError(f"job {job_id!r} names a state or a name that does not exist")
-        uses[queue] += 1
-        uses[type_] += 1
-        self._table[job_id] = record
-        state, key_ms = packed_key(packed)
-        return state, names[queue], packed.priority, key_ms
+        for number, count in (Counter(queues) + Counter(types)).items():
+            if not (0 <= number < len(names) and names[number]):
+                raise ValueError(f"packed jobs name number {number}, which names nothing")
+            uses[number] += count
+        table = self._table
+        before = len(table)
+        table.update(zip(ids, records, strict=True))
+        if len(table) - before != len(ids):
+            raise ValueError("a job appears twice")
 
     # --- the forms ------------------------------------------------------------
 

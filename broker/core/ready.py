@@ -67,6 +67,14 @@ class ReadyBucket:
             self.revived = True
         self.ids.append(job_id)
 
+    def extend(self, job_ids: list[str]) -> None:
+        """Append each, in order (a state image's bucket)."""
+        if self.stale:
+            for job_id in job_ids:
+                self.append(job_id)
+        else:
+            self.ids.extend(job_ids)
+
     def appendleft(self, job_id: str) -> None:
         if job_id in self.stale:  # only after a lease from the middle: see above
             self._rebuild()

@@ -16,7 +16,7 @@ def a_state(**config: int) -> State:
     state = State(CoreConfig(**config))
     apply(state, R.Booted(1, 1))
     jobs = [
-        R.NewJob(f"j{n}", f"q{n % 2}", "t", ARGS, n % 3, 3, 1000, None, 1, None) for n in range(5)
+        R.NewJob(f"j{n}", f"q{n % 2}", "t", ARGS, n % 3, 3, 1000, None, 1, None) for n in range(12)
     ]
     apply(state, R.JobsPushed(jobs, 1))
     return state
@@ -49,16 +49,25 @@ def test_a_version_2_image_names_its_jobs_names_once_and_first() -> None:
     refused([image.ImageHead(1, 1, 1), packed], "in version 2 on")
 
 
-def test_a_version_2_image_with_a_job_twice_or_a_broken_packed_job_is_refused() -> None:
+def test_a_version_2_chunk_of_packed_jobs_that_does_not_add_up_is_refused() -> None:
     chunks = chunks_of(a_state())
     head, names = chunks[0], next(c for c in chunks if isinstance(c, image.NamesImage))
     packed = next(c for c in chunks if isinstance(c, image.PackedJobsImage))
+    assert packed.state == "ready" and len(packed.ids) > 1
+
+    def changed(**fields: object) -> list[image.Chunk]:
+        return [head, names, msgspec.structs.replace(packed, **fields)]
+
     refused([head, names, packed, packed], "appears twice")
-    refused([head, names, image.PackedJobsImage(packed.ids, packed.jobs[1:])], "ids for")
-    broken = image.PackedJobsImage(packed.ids[:1], [b"\x92\x01"])
-    refused([head, names, broken], "does not decode")
-    unnamed = image.NamesImage(["" for _ in names.names])
-    refused([head, unnamed, packed], "a name that does not exist")
+    refused(changed(jobs=packed.jobs[1:]), "ids for")
+    refused(changed(state="leased"), "leased jobs")
+    refused(changed(keys_ms=[1] * len(packed.ids)), "times")
+    refused(changed(state="dead"), "times")
+    refused(changed(priority=99), "one priority")
+    other = names.names.index("q1" if names.names[packed.queues[0]] == "q0" else "q0")
+    refused(changed(queues=[other, *packed.queues[1:]]), "one queue")
+    refused(changed(types=[len(names.names)] * len(packed.ids)), "names nothing")
+    refused(changed(types=[-1] * len(packed.ids)), "names nothing")
 
 
 def test_a_version_1_image_of_full_jobs_loads_into_packed_jobs() -> None:

@@ -132,46 +132,50 @@ def test_a_name_is_numbered_while_a_packed_job_uses_it_and_its_number_is_reused(
     assert "q2" in names.numbers and table.problems() == []
 
 
+def load_image(source: JobTable, *job_ids: str, into: JobTable | None = None) -> JobTable:
+    """The jobs of ``source`` loaded the way a state image loads them."""
+    names, packed_form = source.for_image()
+    table = into or JobTable(recent_jobs=0)
+    if into is None:
+        table.names.load(names)
+    forms = [packed_form(job_id) for job_id in job_ids]
+    records, queues, types = ([form[n] for form in forms] for n in range(3))
+    table.load_packed(list(job_ids), records, queues, types)  # type: ignore[arg-type]
+    return table
+
+
 def test_an_image_numbers_the_names_of_recent_jobs_without_changing_the_table() -> None:
     table = JobTable(recent_jobs=10)
     table.create(new("old", queue="kept"))
     table.create(new("young", queue="fresh"))
     before = (list(table.names.names), dict(table.names.numbers), list(table.names.uses))
-    names, packed_form = table.for_image()
+    names, _ = table.for_image()
     assert {"kept", "fresh", "send"} <= set(names)
-    loaded = JobTable(recent_jobs=10)
-    loaded.names.load(names)
-    for job_id in ("old", "young"):
-        loaded.load_packed(job_id, packed_form(job_id))
+    loaded = load_image(table, "old", "young")
     loaded.names.prune()
     assert (list(table.names.names), dict(table.names.numbers), list(table.names.uses)) == before
     assert loaded["young"] == table["young"] and loaded.problems() == []
+    assert loaded.names.uses[loaded.names.numbers["send"]] == 2
 
 
 @pytest.mark.parametrize(
-    ("record", "why"),
-    [
-        (b"\xc1", "does not decode"),
-        (msgspec.msgpack.encode([9, 0, 0, 5, 1, 1, None, 1, 0, None]), "state or a name"),
-        (msgspec.msgpack.encode([0, 7, 0, 5, 1, 1, None, 1, 0, None]), "state or a name"),
-        (msgspec.msgpack.encode([0, -1, 0, 5, 1, 1, None, 1, 0, None]), "state or a name"),
-    ],
+    ("queues", "types", "why"),
+    [([0, 0], [0], "ids for"), ([0], [3], "names nothing"), ([-1], [0], "names nothing")],
 )
-def test_an_image_job_that_could_not_have_been_packed_is_refused(record: bytes, why: str) -> None:
+def test_image_jobs_that_name_nothing_or_do_not_add_up_are_refused(
+    queues: list[int], types: list[int], why: str
+) -> None:
     table = JobTable(recent_jobs=0)
-    table.names.load(["q"])
+    table.names.load(["q", "", "t"])
     with pytest.raises(ValueError, match=why):
-        table.load_packed("x", record)
+        table.load_packed(["x"], [b"\x90"], queues, types)
 
 
 def test_an_image_job_already_in_the_table_is_refused() -> None:
     source = packed_table(new("a"))
-    names, packed_form = source.for_image()
-    table = JobTable(recent_jobs=0)
-    table.names.load(names)
-    table.load_packed("a", packed_form("a"))
+    table = load_image(source, "a")
     with pytest.raises(ValueError, match="twice"):
-        table.load_packed("a", packed_form("a"))
+        load_image(source, "a", into=table)
 
 
 def test_the_checks_find_a_wrong_form_and_wrong_name_counts() -> None:
