@@ -46,7 +46,8 @@ from protocol.messages import JobState
 def apply(state: State, record: R.Record) -> None:
     handler, purges = _BY_KIND[type(record)]
     handler(state, record)
-    state.jobs.settle()
+    if state.jobs.overdue > 0:
+        state.jobs.settle()
     for purge in purges:
         purge(state)
 

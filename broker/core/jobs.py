@@ -175,12 +175,13 @@ class Names:
 
 
 class JobTable(Mapping[str, Job]):
-    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "names")
+    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "names", "overdue")
 
     def __init__(self, recent_jobs: int) -> None:
         self._table: dict[str, Job | bytes] = {}
         self._recent: deque[str] = deque()  # jobs made Job objects, oldest first
         self._recent_max = recent_jobs
+        self.overdue = -recent_jobs  # entries of _recent past the window (settle packs them)
         self._scratch = bytearray(256)
         self.names = Names()
 
@@ -210,7 +211,7 @@ class JobTable(Mapping[str, Job]):
     def leased(self, job_id: str) -> Job | None:
         """The job if it is leased (no unpacking: a leased job is a Job)."""
         stored = self._table.get(job_id)
-        if isinstance(stored, Job) and stored.state == LEASED:
+        if type(stored) is Job and stored.state == LEASED:
             return stored
         return None
 
@@ -287,6 +288,7 @@ class JobTable(Mapping[str, Job]):
             ready_ms,
         )
         self._recent.append(job_id)
+        self.overdue += 1
 
     def thaw(self, job_id: str) -> Job:
         """The job as the Job object in the table, to change."""
@@ -295,28 +297,31 @@ class JobTable(Mapping[str, Job]):
             stored = self._table[job_id] = self._unpack(job_id, stored)
             self._forget_names(stored)
             self._recent.append(job_id)
+            self.overdue += 1
         return stored
 
     def lease_ended(self, job_id: str) -> None:
         """A thawed job's lease ended: it is recent from now on."""
         self._recent.append(job_id)
+        self.overdue += 1
 
     def settle(self) -> None:
-        """Pack the jobs that are no longer recent, unless they are leased."""
-        recent, most = self._recent, self._recent_max
-        if len(recent) <= most:
+        """Pack the jobs that are no longer recent, unless they are leased
+        (apply calls it after a record when ``overdue`` is above 0)."""
+        if self.overdue <= 0:
             return
-        table = self._table
-        while len(recent) > most:
+        recent, table, take = self._recent, self._table, self.names.take
+        for _ in range(self.overdue):
             job_id = recent.popleft()
             job = table.get(job_id)
-            if isinstance(job, Job) and job.state != LEASED:  # (maybe recent again: harmless)
-                table[job_id] = self._pack(job, self.names.take)
+            if type(job) is Job and job.state != LEASED:  # (maybe recent again: harmless)
+                table[job_id] = self._pack(job, take)
+        self.overdue = 0
 
     def pop(self, job_id: str) -> Job:
         """Forget a job; the job as it was."""
         stored = self._table.pop(job_id)
-        if isinstance(stored, Job):
+        if not isinstance(stored, bytes):
             return stored
         job = self._unpack(job_id, stored)
         self._forget_names(job)
@@ -439,8 +444,10 @@ class JobTable(Mapping[str, Job]):
         numbered = {n: name for n, name in enumerate(self.names.names) if name}
         if {name: n for n, name in numbered.items()} != self.names.numbers:
             problems.append("the names and their numbers disagree")
-        if len(self._recent) > self._recent_max:
-            problems.append(f"{len(self._recent)} jobs are recent, over {self._recent_max}")
+        if len(self._recent) - self._recent_max != self.overdue:
+            problems.append(f"{len(self._recent)} jobs are recent, {self.overdue} overdue")
+        if self.overdue > 0:
+            problems.append(f"{self.overdue} jobs are past the window, not settled")
         return problems
 
 
