@@ -4,6 +4,7 @@ records in a file."""
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from broker.core import CoreConfig, State, apply, canonical
 from broker.core import records as R
@@ -12,6 +13,9 @@ from broker.journal import layout
 from broker.journal.disk import Disk, OsDisk
 from broker.journal.log import Journal
 from broker.journal.recovery import Recovered, recover
+
+if TYPE_CHECKING:
+    from tests.unit.test_core_harness import Core
 
 
 def paused(count: int, start: int = 0, name_chars: int = 0) -> list[R.Record]:
@@ -119,6 +123,11 @@ def busy_records(jobs: int = 60) -> list[R.Record]:
     """The records of a broker's life with every kind of job in it: ready
     in several queues and priorities, a paused queue, scheduled, leased,
     retrying and dead jobs, two worker processes."""
+    return busy(jobs).records
+
+
+def busy(jobs: int = 60) -> "Core":
+    """The core harness after ``busy_records``, to go on from there."""
     from tests.unit.test_core_harness import Core
 
     core = Core()
@@ -134,4 +143,4 @@ def busy_records(jobs: int = 60) -> list[R.Record]:
     core.fetch("c", count=3, worker="w2")
     core.ack(first[2])
     core.advance(1000)
-    return core.records
+    return core

@@ -5,13 +5,14 @@ the records that the passage of time implies."""
 
 from broker.core.admin import decide_admin
 from broker.core.apply import apply
+from broker.core.checks import check_invariants
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
 from broker.core.decide import Outcome, boot, decide, has_ready, job_view
 from broker.core.growth import grows_state
 from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
-from broker.core.state import State, canonical, check_invariants
+from broker.core.state import State, canonical
 from broker.core.tally import TOTALS, tally
 from broker.core.tick import next_due_ms, tick
 from broker.core.views import list_jobs, queue_views

@@ -3,232 +3,317 @@
 Used live (right after decide) and when replaying the journal, so both
 build the same state by construction. A record that does not fit the state
 is a bug, not bad input — decide validated it — so apply asserts instead of
-returning errors. After every record the fronts of the lazy indexes are
-live again (state.purge_fronts). What a record means for batches (members
-ending, batches finishing, callbacks) is derived by batches.py while the
-record is applied; the callback jobs it returns are created here.
+returning errors. Jobs are changed through the jobs table (jobs.py:
+``thaw`` gives the one Job object to change; ``settle``, after every record,
+packs the jobs that are no longer recent), and after every record the
+fronts of the lazy indexes are live again. Records are dispatched by kind
+(``_BY_KIND``: one handler each, and the lazy indexes a record of that kind
+can leave a stale front in: pushes and leases only add entries, an ack can
+end a lease and finish a batch; other kinds purge them all);
+check_invariants checks every front after every record in the core tests.
+What a record means for batches (members ending, batches finishing,
+callbacks) is derived by batches.py while the record is applied; the
+callback jobs it returns are created here.
 """
 
 import heapq
-from collections import OrderedDict
-from typing import assert_never
+from collections.abc import Callable
+from typing import Any, Final, get_args
 
 from broker.core import batch_state as B
 from broker.core import batches
 from broker.core import records as R
+from broker.core.ready import ReadyBucket
 from broker.core.state import (
     DEAD,
     LEASED,
+    PURGES,
     READY,
     RETRYING,
     SCHEDULED,
     Job,
     Process,
+    Purge,
     Queue,
     State,
-    purge_fronts,
+    purge_batch_deadlines,
+    purge_deadlines,
+    purge_process_deadlines,
 )
 from protocol.messages import JobState
 
 
 def apply(state: State, record: R.Record) -> None:
-    match record:
-        case R.JobsLeased(owner=owner, grants=grants, counter_after=counter, at_ms=at_ms):
-            for grant in grants:
-                _lease(state, grant, owner, at_ms)
-            state.counter = counter
-        case R.JobsAcked(leases=leases, at_ms=at_ms):
-            for lease in leases:
-                job = _leased(state, lease.id, lease.token)
-                _remove(state, job)
-                if job.batch is not None:
-                    _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
-        case R.JobsPushed(jobs=jobs, counter_after=counter):
-            _push_members(state, jobs)
-            state.counter = counter
-        case R.AttemptsFailed(failures=failures):
-            for failure in failures:
-                _fail(state, failure)
-        case R.LeaseExtended(id=job_id, token=token, deadline_ms=deadline_ms):
-            job = _leased(state, job_id, token)
-            job.deadline_ms = deadline_ms
-            heapq.heappush(state.deadlines, (deadline_ms, token, job_id))
-        case R.LeaseReleased(id=job_id, token=token, at_ms=at_ms):
-            _release(state, _leased(state, job_id, token), at_ms)
-        case R.JobsPromoted(ids=ids):
-            for job_id in ids:
-                job = state.jobs[job_id]
-                assert job.state in (SCHEDULED, RETRYING), job
-                due_ms, job.run_at_ms = job.run_at_ms, 0
-                _make_ready(state, job, due_ms)
-        case R.QueuePaused(queue=name):
-            _queue(state, name).paused = True
-        case R.QueueResumed(queue=name):
-            queue = _queue(state, name)
-            queue.paused = False
-            if queue.ready:
-                state.readied.add(name)
-            _drop_if_empty(state, queue)
-        case R.DeadTrimmed(ids=ids):
-            for job_id in ids:
-                job = state.jobs[job_id]
-                assert job.state == DEAD, job
-                _remove(state, job)
-        case R.Booted(epoch=epoch, process_deadline_ms=deadline_ms):
-            assert epoch > state.epoch, (epoch, state.epoch)
-            state.epoch = epoch
-            state.counter = 1
-            for process in state.processes.values():  # no connection survived the restart
-                process.grace_deadline_ms = 0
-                _set_process_deadline(state, process, "beat", deadline_ms)
-        case R.ProcessSeen(worker_id=worker_id, info=info, at_ms=at_ms):
-            _seen(state, worker_id, info, at_ms, record.beat_deadline_ms)
-        case R.ProcessDetached(worker_id=worker_id, grace_deadline_ms=deadline_ms):
-            _set_process_deadline(state, state.processes[worker_id], "grace", deadline_ms)
-        case R.ProcessControlled(worker_id=worker_id, state=wanted):
-            process = state.processes[worker_id]
-            process.state = wanted
-            if record.terminate_deadline_ms:
-                _set_process_deadline(state, process, "terminate", record.terminate_deadline_ms)
-        case R.ProcessDied(worker_id=worker_id, failures=failures, released=released):
-            for failure in failures:
-                _fail(state, failure)
-            for lease in released:
-                _release(state, _leased(state, lease.id, lease.token), record.at_ms)
-            del state.processes[worker_id]
-            assert worker_id not in state.leases_by_owner, worker_id
-        case (
-            R.BatchOpened()
-            | R.BatchCommitted()
-            | R.BatchDeleted()
-            | R.BatchesAbandoned()
-            | R.BatchesExpired()
-        ):
-            _apply_batch(state, record)
-        case R.JobDeleted() | R.JobKilled() | R.JobRequeued():
-            _apply_operator(state, record)
-        case _:
-            assert_never(record)
-    purge_fronts(state)
+    handler, purges = _BY_KIND[type(record)]
+    handler(state, record)
+    if state.jobs.overdue > 0:
+        state.jobs.settle()
+    for purge in purges:
+        purge(state)
 
 
-BatchRecord = (
-    R.BatchOpened | R.BatchCommitted | R.BatchDeleted | R.BatchesAbandoned | R.BatchesExpired
-)
+# --- the records of jobs ------------------------------------------------------
 
 
-def _apply_batch(state: State, record: BatchRecord) -> None:
-    match record:
-        case R.BatchOpened(batch=new, jobs=jobs, counter_after=counter):
-            batches.open_batch(state, new)
-            _push_members(state, jobs)
-            state.counter = counter
-            if new.committed:
-                _push_all(state, batches.commit(state, new.id, new.created_ms))
-        case R.BatchCommitted(id=batch_id, at_ms=at_ms):
-            _push_all(state, batches.commit(state, batch_id, at_ms))
-        case R.BatchDeleted(id=batch_id, at_ms=at_ms):
-            _push_all(state, batches.remove(state, batch_id, at_ms))
-        case R.BatchesAbandoned(ids=ids, at_ms=at_ms):
-            for batch_id in ids:
-                _push_all(state, batches.abandon(state, batch_id, at_ms))
-        case R.BatchesExpired(ids=ids, at_ms=at_ms):
-            for batch_id in ids:
-                assert state.batches[batch_id].expires_ms <= at_ms, batch_id
-                _push_all(state, batches.remove(state, batch_id, at_ms))
-        case _:
-            assert_never(record)
+def _pushed(state: State, record: R.JobsPushed) -> None:
+    _push_jobs(state, record.jobs, join=True)
+    state.counter = record.counter_after
 
 
-def _apply_operator(state: State, record: R.JobDeleted | R.JobKilled | R.JobRequeued) -> None:
-    match record:
-        case R.JobDeleted(id=job_id, at_ms=at_ms):
-            job = state.jobs[job_id]
-            _remove(state, job)
-            if job.batch is not None:
-                _push_all(state, batches.ended(state, job, B.DELETED, at_ms))
-        case R.JobKilled(id=job_id, error=error, at_ms=at_ms):
-            job = state.jobs[job_id]
-            assert job.state != DEAD, job
-            _leave(state, job)
-            job.last_error, job.run_at_ms = error, 0
-            _die(state, job, at_ms)
-        case R.JobRequeued(id=job_id, at_ms=at_ms):
-            job = state.jobs[job_id]
-            assert job.state in (DEAD, RETRYING), job
-            if job.state == DEAD:
-                job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
-            job.run_at_ms = 0
-            _make_ready(state, job, at_ms)
-            if job.batch is not None:
-                batches.requeued(state, job)
-        case _:
-            assert_never(record)
+# Leases and acks are most of a busy journal: their handlers do what
+# _unready, _set_state and _remove do, written out (no call per step).
 
 
-def _seen(
-    state: State, worker_id: str, info: R.ProcessInfo | None, at_ms: int, deadline_ms: int
-) -> None:
+def _leased_jobs(state: State, record: R.JobsLeased) -> None:
+    owner, at_ms = record.owner, record.at_ms
+    jobs, queues, counts, deadlines = state.jobs, state.queues, state.counts, state.deadlines
+    owned = state.leases_by_owner.get(owner)
+    if owned is None:
+        owned = state.leases_by_owner[owner] = {}
+    for grant in record.grants:
+        job_id = grant.id
+        job = jobs.thaw(job_id)
+        assert job.state == READY, job
+        queue = queues[job.queue]
+        queue.buckets[job.priority].discard(job_id)
+        queue.ready -= 1
+        counts[READY] -= 1
+        counts[LEASED] += 1
+        queue_counts = queue.counts
+        queue_counts[READY] -= 1
+        queue_counts[LEASED] += 1
+        job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
+        job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
+        owned[job_id] = None
+        heapq.heappush(deadlines, (grant.deadline_ms, grant.token, job_id))
+    assert owned, record  # a record leases at least one job
+    state.counter = record.counter_after
+
+
+def _acked(state: State, record: R.JobsAcked) -> None:
+    jobs, queues, counts, owners = state.jobs, state.queues, state.counts, state.leases_by_owner
+    for lease in record.leases:
+        job = jobs.leased(lease.id)
+        assert job is not None and job.token == lease.token, (lease, job)
+        owned = owners[job.owner]
+        del owned[lease.id]
+        if not owned:
+            del owners[job.owner]
+        jobs.pop(lease.id)
+        counts[LEASED] -= 1
+        queue = queues[job.queue]
+        queue_counts = queue.counts
+        queue_counts[LEASED] -= 1
+        if not queue.paused and not any(queue_counts.values()):
+            del queues[job.queue]
+        if job.batch is not None:
+            _push_all(state, batches.ended(state, job, B.SUCCEEDED, record.at_ms))
+
+
+def _failed(state: State, record: R.AttemptsFailed) -> None:
+    for failure in record.failures:
+        _fail(state, failure)
+
+
+def _extended(state: State, record: R.LeaseExtended) -> None:
+    job = _leased(state, record.id, record.token)
+    job.deadline_ms = record.deadline_ms
+    heapq.heappush(state.deadlines, (record.deadline_ms, record.token, record.id))
+
+
+def _released(state: State, record: R.LeaseReleased) -> None:
+    _release(state, _leased(state, record.id, record.token), record.at_ms)
+
+
+def _promoted(state: State, record: R.JobsPromoted) -> None:
+    for job_id in record.ids:
+        job = state.jobs.thaw(job_id)
+        assert job.state in (SCHEDULED, RETRYING), job
+        due_ms, job.run_at_ms = job.run_at_ms, 0
+        _make_ready(state, job, due_ms)
+
+
+def _trimmed(state: State, record: R.DeadTrimmed) -> None:
+    for job_id in record.ids:
+        job = state.jobs.thaw(job_id)
+        assert job.state == DEAD, job
+        _remove(state, job)
+
+
+def _deleted(state: State, record: R.JobDeleted) -> None:
+    job = state.jobs.thaw(record.id)
+    _remove(state, job)
+    if job.batch is not None:
+        _push_all(state, batches.ended(state, job, B.DELETED, record.at_ms))
+
+
+def _killed(state: State, record: R.JobKilled) -> None:
+    job = state.jobs.thaw(record.id)
+    assert job.state != DEAD, job
+    _leave(state, job)
+    job.last_error, job.run_at_ms = record.error, 0
+    _die(state, job, record.at_ms)
+
+
+def _requeued(state: State, record: R.JobRequeued) -> None:
+    job = state.jobs.thaw(record.id)
+    assert job.state in (DEAD, RETRYING), job
+    if job.state == DEAD:
+        job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
+    job.run_at_ms = 0
+    _make_ready(state, job, record.at_ms)
+    if job.batch is not None:
+        batches.requeued(state, job)
+
+
+# --- queues, processes, boots --------------------------------------------------
+
+
+def _paused(state: State, record: R.QueuePaused) -> None:
+    _queue(state, record.queue).paused = True
+
+
+def _resumed(state: State, record: R.QueueResumed) -> None:
+    queue = _queue(state, record.queue)
+    queue.paused = False
+    if queue.ready:
+        state.readied.add(record.queue)
+    _drop_if_empty(state, queue)
+
+
+def _booted(state: State, record: R.Booted) -> None:
+    assert record.epoch > state.epoch, (record.epoch, state.epoch)
+    state.epoch = record.epoch
+    state.counter = 1
+    for process in state.processes.values():  # no connection survived the restart
+        process.grace_deadline_ms = 0
+        _set_process_deadline(state, process, "beat", record.process_deadline_ms)
+
+
+def _seen(state: State, record: R.ProcessSeen) -> None:
+    worker_id, info, at_ms = record.worker_id, record.info, record.at_ms
     process = state.processes.get(worker_id)
     if process is None:
         assert info is not None, worker_id
         process = state.processes[worker_id] = Process(worker_id, info, at_ms, at_ms, 0)
     process.info = info or process.info
     process.last_seen_ms, process.grace_deadline_ms = at_ms, 0
-    _set_process_deadline(state, process, "beat", deadline_ms)
+    _set_process_deadline(state, process, "beat", record.beat_deadline_ms)
 
 
-def _push_members(state: State, jobs: list[R.NewJob]) -> None:
-    """Create jobs, each a member of its batch (if it names one) from now on."""
-    for new in jobs:
-        _push(state, new)
-        if new.batch is not None:
-            batches.join(state, new.batch, new.id)
+def _detached(state: State, record: R.ProcessDetached) -> None:
+    process = state.processes[record.worker_id]
+    _set_process_deadline(state, process, "grace", record.grace_deadline_ms)
+
+
+def _controlled(state: State, record: R.ProcessControlled) -> None:
+    process = state.processes[record.worker_id]
+    process.state = record.state
+    if record.terminate_deadline_ms:
+        _set_process_deadline(state, process, "terminate", record.terminate_deadline_ms)
+
+
+def _died(state: State, record: R.ProcessDied) -> None:
+    for failure in record.failures:
+        _fail(state, failure)
+    for lease in record.released:
+        _release(state, _leased(state, lease.id, lease.token), record.at_ms)
+    del state.processes[record.worker_id]
+    assert record.worker_id not in state.leases_by_owner, record.worker_id
+
+
+# --- batches -----------------------------------------------------------------
+
+
+def _batch_opened(state: State, record: R.BatchOpened) -> None:
+    new = record.batch
+    batches.open_batch(state, new)
+    _push_jobs(state, record.jobs, join=True)
+    state.counter = record.counter_after
+    if new.committed:
+        _push_all(state, batches.commit(state, new.id, new.created_ms))
+
+
+def _batch_committed(state: State, record: R.BatchCommitted) -> None:
+    _push_all(state, batches.commit(state, record.id, record.at_ms))
+
+
+def _batch_deleted(state: State, record: R.BatchDeleted) -> None:
+    _push_all(state, batches.remove(state, record.id, record.at_ms))
+
+
+def _batches_abandoned(state: State, record: R.BatchesAbandoned) -> None:
+    for batch_id in record.ids:
+        _push_all(state, batches.abandon(state, batch_id, record.at_ms))
+
+
+def _batches_expired(state: State, record: R.BatchesExpired) -> None:
+    for batch_id in record.ids:
+        assert state.batches[batch_id].expires_ms <= record.at_ms, batch_id
+        _push_all(state, batches.remove(state, batch_id, record.at_ms))
+
+
+Handler = Callable[[State, Any], None]
+
+# Every kind of record: its handler, and the purges it needs.
+_BY_KIND: Final[dict[type, tuple[Handler, tuple[Purge, ...]]]] = {
+    R.JobsPushed: (_pushed, ()),
+    R.JobsLeased: (_leased_jobs, ()),
+    R.JobsAcked: (_acked, (purge_deadlines, purge_batch_deadlines)),
+    R.AttemptsFailed: (_failed, PURGES),
+    R.LeaseExtended: (_extended, (purge_deadlines,)),
+    R.LeaseReleased: (_released, PURGES),
+    R.JobsPromoted: (_promoted, PURGES),
+    R.DeadTrimmed: (_trimmed, PURGES),
+    R.JobDeleted: (_deleted, PURGES),
+    R.JobKilled: (_killed, PURGES),
+    R.JobRequeued: (_requeued, PURGES),
+    R.QueuePaused: (_paused, ()),
+    R.QueueResumed: (_resumed, ()),
+    R.Booted: (_booted, PURGES),
+    R.ProcessSeen: (_seen, (purge_process_deadlines,)),
+    R.ProcessDetached: (_detached, (purge_process_deadlines,)),
+    R.ProcessControlled: (_controlled, (purge_process_deadlines,)),
+    R.ProcessDied: (_died, PURGES),
+    R.BatchOpened: (_batch_opened, PURGES),
+    R.BatchCommitted: (_batch_committed, PURGES),
+    R.BatchDeleted: (_batch_deleted, PURGES),
+    R.BatchesAbandoned: (_batches_abandoned, PURGES),
+    R.BatchesExpired: (_batches_expired, PURGES),
+}
+assert _BY_KIND.keys() == set(get_args(R.Record)), "every kind of record has a handler"
 
 
 def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
     """Create the callback jobs a batch transition enqueued (members already recorded)."""
-    for new in callbacks:
-        _push(state, new)
+    _push_jobs(state, callbacks, join=False)
 
 
-def _push(state: State, new: R.NewJob) -> None:
-    assert new.id not in state.jobs, new.id
-    job = Job(
-        id=new.id,
-        queue=new.queue,
-        type=new.type,
-        args=new.args.copy(),  # a record replayed from the journal: do not keep the file alive
-        priority=new.priority,
-        max_attempts=new.max_attempts,
-        lease_ttl_ms=new.lease_ttl_ms,
-        retry_base_ms=new.retry_base_ms,
-        created_ms=new.created_ms,
-        state=SCHEDULED,
-        batch=new.batch,
-    )
-    state.jobs[job.id] = job
-    state.counts[SCHEDULED] += 1
-    _queue(state, job.queue).counts[SCHEDULED] += 1
-    if new.run_at_ms is None:
-        _make_ready(state, job, new.created_ms)
-    else:
-        job.run_at_ms = new.run_at_ms
-        heapq.heappush(state.scheduled, (new.run_at_ms, job.id))
-
-
-def _lease(state: State, grant: R.Grant, owner: str, at_ms: int) -> None:
-    job = state.jobs[grant.id]
-    assert job.state == READY, job
-    _unready(state, job)
-    _set_state(state, job, LEASED)
-    job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-    job.leased_ms, job.ready_ms = at_ms, 0
-    owned = state.leases_by_owner.get(owner)
-    if owned is None:
-        owned = state.leases_by_owner[owner] = {}
-    owned[job.id] = None
-    heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job.id))
+def _push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
+    """Create jobs, ready or scheduled; with ``join``, each a member of the
+    batch it names from now on."""
+    jobs, queues, counts = state.jobs, state.queues, state.counts
+    for new in news:
+        jobs.create(new)
+        name = new.queue
+        queue = queues.get(name)
+        if queue is None:
+            queue = queues[name] = Queue(name)
+        if new.run_at_ms is None:
+            counts[READY] += 1
+            queue.counts[READY] += 1
+            bucket = queue.buckets.get(new.priority)
+            if bucket is None:
+                bucket = queue.buckets[new.priority] = ReadyBucket()
+            bucket.append(new.id)
+            queue.ready += 1
+            state.readied.add(name)
+        else:
+            counts[SCHEDULED] += 1
+            queue.counts[SCHEDULED] += 1
+            heapq.heappush(state.scheduled, (new.run_at_ms, new.id))
+        if join and new.batch is not None:
+            batches.join(state, new.batch, new.id)
 
 
 def _fail(state: State, failure: R.Failure) -> None:
@@ -267,37 +352,43 @@ def _leave(state: State, job: Job) -> None:
 
 def _remove(state: State, job: Job) -> None:
     """Forget a job, whatever its state (acked, trimmed, or deleted by an operator)."""
-    _leave(state, job)
-    state.counts[job.state] -= 1
-    queue = state.queues[job.queue]
-    queue.counts[job.state] -= 1
-    del state.jobs[job.id]
-    _drop_if_empty(state, queue)
+    name, job_state = job.queue, job.state
+    if job_state == READY:
+        _unready(state, job)
+    elif job_state == LEASED:
+        _unown(state, job)
+    state.counts[job_state] -= 1
+    queue = state.queues[name]
+    counts = queue.counts
+    counts[job_state] -= 1
+    state.jobs.pop(job.id)
+    if not queue.paused and not any(counts.values()):
+        del state.queues[name]
 
 
 def _unready(state: State, job: Job) -> None:
+    """Out of its ready bucket (its queue keeps counting it until it goes)."""
     queue = state.queues[job.queue]
-    del queue.buckets[job.priority][job.id]
+    queue.buckets[job.priority].discard(job.id)
     queue.ready -= 1
-    _drop_if_empty(state, queue)
+    job.ready_ms = 0
 
 
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
     _set_state(state, job, READY)
     job.ready_ms = at_ms
     queue = state.queues[job.queue]
-    bucket = queue.buckets.get(job.priority)
-    if bucket is None:
-        bucket = queue.buckets[job.priority] = OrderedDict()
-    bucket[job.id] = job
+    bucket = queue.bucket(job.priority)
     if front:
-        bucket.move_to_end(job.id, last=False)
+        bucket.appendleft(job.id)
+    else:
+        bucket.append(job.id)
     queue.ready += 1
     state.readied.add(job.queue)
 
 
 def _leased(state: State, job_id: str, token: int) -> Job:
-    job = state.jobs[job_id]
+    job = state.jobs.thaw(job_id)
     assert job.state == LEASED and job.token == token, (job, token)
     return job
 
@@ -309,11 +400,18 @@ def _release(state: State, job: Job, at_ms: int) -> None:
 
 
 def _clear_lease(state: State, job: Job) -> None:
+    """The lease ends; the job stays."""
+    _unown(state, job)
+    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+    state.jobs.lease_ended(job.id)
+
+
+def _unown(state: State, job: Job) -> None:
+    """Out of the leases-by-owner index."""
     owned = state.leases_by_owner[job.owner]
     del owned[job.id]
     if not owned:
         del state.leases_by_owner[job.owner]
-    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
 
 
 def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:

@@ -133,7 +133,7 @@ def abandon(state: State, batch_id: str, at_ms: int) -> Callbacks:
         if member in UNFINISHED_MEMBER:
             del batch.members[job_id]
             batch.tally[member] -= 1
-            state.jobs[job_id].batch = None
+            state.jobs.thaw(job_id).batch = None
     _detach_dead(state, batch)
     for child_id, child in list(batch.children.items()):
         if child in UNFINISHED_CHILD:
@@ -152,9 +152,8 @@ def remove(state: State, batch_id: str, at_ms: int) -> Callbacks:
     batch = state.batches.pop(batch_id)
     if batch.unfinished:  # only an unfinished batch has jobs that name it
         for job_id, member in batch.members.items():
-            job = state.jobs.get(job_id)
-            if member != SUCCEEDED and job is not None and job.batch == batch_id:
-                job.batch = None
+            if member != SUCCEEDED:
+                _unlink(state, job_id, batch_id)
     for child_id in batch.children:
         state.batches[child_id].parent = None
     out: Callbacks = []
@@ -241,9 +240,15 @@ def _detach_dead(state: State, batch: Batch) -> None:
     if not batch.tally[DEAD]:
         return
     for job_id, member in batch.members.items():
-        job = state.jobs.get(job_id) if member == DEAD else None
-        if job is not None and job.batch == batch.id:
-            job.batch = None
+        if member == DEAD:
+            _unlink(state, job_id, batch.id)
+
+
+def _unlink(state: State, job_id: str, batch_id: str) -> None:
+    """The job, if it is still there and names the batch, names none from now on."""
+    job = state.jobs.get(job_id)
+    if job is not None and job.batch == batch_id:
+        state.jobs.thaw(job_id).batch = None
 
 
 def _set_member(batch: Batch, job_id: str, member: str) -> None:

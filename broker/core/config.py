@@ -1,6 +1,7 @@
 """Core limits that are configuration rather than protocol: the dead set's
-bounds, how much one tick may do, process and batch lifetimes. Passed in;
-never read from the environment here."""
+bounds, how much one tick may do, process and batch lifetimes, and how many
+recently changed jobs stay unpacked (a trade of memory for CPU that changes
+no behaviour: jobs.py). Passed in; never read from the environment here."""
 
 import msgspec
 
@@ -22,3 +23,4 @@ class CoreConfig(msgspec.Struct, frozen=True):
     batch_open_timeout_ms: int = 30 * MINUTE_MS  # an open batch not committed by then is abandoned
     batch_finished_retention_ms: int = DAY_MS  # a finished (or abandoned) batch is kept this long
     batch_unfinished_retention_ms: int = 30 * DAY_MS  # and an unfinished one this long
+    recent_jobs: int = 1024  # jobs that stay Job objects after their last change (jobs.py)

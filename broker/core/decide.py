@@ -109,7 +109,8 @@ def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outco
             bucket = queue.buckets.get(priority)
             if not bucket:
                 continue
-            for job in bucket.values():
+            for job_id in bucket:
+                job = state.jobs[job_id]
                 budget_bytes -= len(job.args)
                 if grants and budget_bytes < 0:
                     want = len(grants)

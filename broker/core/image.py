@@ -1,31 +1,37 @@
 """The state as a stream of chunks, and back (pure: Structs in, State out).
 
 ``dump(state)`` yields an ``ImageHead`` first, then one chunk Struct per slice
-of a table: ``QueuesImage`` (the paused queues), ``ProcessesImage``,
-``JobsImage`` (at most ``JOBS_PER_CHUNK`` jobs each) and ``BatchesImage``
-(in the order the batches were created), so a million jobs stream as a few
-hundred small objects. ``load(chunks, config)`` rebuilds a State
-whose ``canonical`` form equals the dumped one and whose invariants hold.
+of a table: ``QueuesImage`` (the paused queues), ``NamesImage`` (the jobs
+table's queue and type names, by number), ``ProcessesImage``,
+``PackedJobsImage`` (waiting jobs as the jobs table packs them, at most
+``JOBS_PER_CHUNK`` each), ``JobsImage`` (leased jobs, in full) and
+``BatchesImage`` (in the order the batches were created), so a million jobs
+stream as a few hundred small objects and load without being unpacked
+into objects. ``load(chunks, config)`` rebuilds a State whose ``canonical``
+form equals the dumped one and whose invariants hold.
 
 Only the persistent tables are written; every index is rebuilt from them:
 - ready order: READY jobs are dumped bucket by bucket in ready order and
   appended to their bucket as they load;
 - the dead set's order: DEAD jobs are dumped in the dead set's order;
 - the scheduled, lease-deadline, process-deadline and batch-deadline heaps,
-  the counts and the leases by owner (in token order, the order leases are
-  granted) are derived from the jobs, processes and batches.
+  the counts, the name uses and the leases by owner (in token order, the
+  order leases are granted) are derived from the jobs, processes and batches.
 
-Schema evolution: a new kind of table gets its own chunk Struct, appended
-to ``Chunk`` with a new tag (old images simply have none); new fields of
-``Job`` and ``Process`` go last with defaults, so older images still load.
-Anything else bumps ``IMAGE_VERSION``, and ``load`` keeps reading the
-released versions. A ``Job`` is encoded as an array (``array_like``): the
-image relies on its field order, which golden fixture files pin.
+Versions: 2 (this one) writes waiting jobs packed, after the names their
+numbers refer to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had
+no names. ``load`` reads both. Schema evolution: a new kind of table gets its
+own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
+have none); new fields of ``Job`` and ``Process`` go last with defaults, so
+older images still load. Anything else — the packed job's layout
+(jobs.Packed) included — bumps ``IMAGE_VERSION``, and ``load`` keeps reading
+the released versions. A ``Job`` is encoded as an array (``array_like``):
+the image relies on its field order, which golden fixture files pin.
 """
 
 import heapq
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import assert_never
 
 import msgspec
@@ -33,8 +39,12 @@ from msgspec import Struct
 
 from broker.core.batch_state import OPEN, Batch
 from broker.core.config import CoreConfig
+from broker.core.jobs import PACKED_STATES, key_ms
 from broker.core.state import (
+    DEAD,
     LEASED,
+    PRIORITIES,
+    READY,
     RETRYING,
     SCHEDULED,
     Job,
@@ -43,8 +53,10 @@ from broker.core.state import (
     State,
     live_dead,
 )
+from protocol.messages import JobState
 
-IMAGE_VERSION = 1
+IMAGE_VERSION = 2
+LOADS_VERSIONS = (1, 2)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
@@ -65,14 +77,40 @@ class ProcessesImage(Struct, tag="processes", array_like=True):
 
 
 class JobsImage(Struct, tag="jobs", array_like=True):
-    jobs: list[Job]
+    jobs: list[Job]  # version 2: the leased jobs; version 1: every job
 
 
 class BatchesImage(Struct, tag="batches", array_like=True):
     batches: list[Batch]
 
 
-Chunk = ImageHead | QueuesImage | ProcessesImage | JobsImage | BatchesImage
+class NamesImage(Struct, tag="names", array_like=True):
+    names: list[str]  # by number ("": a number no name has)
+
+
+class PackedJobsImage(Struct, tag="packed", array_like=True):
+    """Jobs in one state, packed, in the order of their index, with what
+    loading needs from their records beside them, so that a chunk loads in
+    bulk without unpacking a job."""
+
+    state: str  # ready, scheduled, retrying or dead
+    priority: int  # ready: the bucket's (a chunk of ready jobs is of one bucket); else 0
+    ids: list[str]
+    jobs: list[bytes]  # the job of each id, packed (jobs.Packed)
+    queues: list[int]  # the number of each job's queue name
+    types: list[int]  # the number of each job's type name
+    keys_ms: list[int]  # scheduled, retrying: when each is due; dead: when it died; ready: []
+
+
+Chunk = (
+    ImageHead
+    | QueuesImage
+    | ProcessesImage
+    | JobsImage
+    | BatchesImage
+    | NamesImage
+    | PackedJobsImage
+)
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
@@ -85,41 +123,66 @@ class ImageError(ValueError):
 def dump(state: State) -> Iterator[Chunk]:
     yield ImageHead(IMAGE_VERSION, state.epoch, state.counter)
     yield QueuesImage(sorted(name for name, q in state.queues.items() if q.paused))
+    names, packed_form = state.jobs.for_image()
+    yield NamesImage(names)
     processes = list(state.processes.values())
     for start in range(0, len(processes), PROCESSES_PER_CHUNK):
         yield ProcessesImage(processes[start : start + PROCESSES_PER_CHUNK])
-    batch: list[Job] = []
-    for job in _jobs_in_image_order(state):
-        batch.append(job)
-        if len(batch) == JOBS_PER_CHUNK:
-            yield JobsImage(batch)
-            batch = []
-    if batch:
-        yield JobsImage(batch)
+    yield from _packed_chunks(state, packed_form)
+    leased = sorted(
+        (state.jobs[job_id] for owned in state.leases_by_owner.values() for job_id in owned),
+        key=lambda job: job.token,
+    )
+    for start in range(0, len(leased), JOBS_PER_CHUNK):
+        yield JobsImage(leased[start : start + JOBS_PER_CHUNK])
     batches = list(state.batches.values())
     for start in range(0, len(batches), BATCHES_PER_CHUNK):
         yield BatchesImage(batches[start : start + BATCHES_PER_CHUNK])
 
 
-def _jobs_in_image_order(state: State) -> Iterator[Job]:
-    """Every job once: ready ones in ready order, dead ones in the dead
-    set's order, then the rest (leased ones by token)."""
+def _packed_chunks(
+    state: State, packed_form: Callable[[str], tuple[bytes, int, int]]
+) -> Iterator[PackedJobsImage]:
+    """Every job that is not leased, once: ready ones bucket by bucket in
+    ready order, dead ones in the dead set's order, then scheduled and
+    retrying ones."""
     for queue in state.queues.values():
-        for bucket in queue.buckets.values():
-            yield from bucket.values()
-    seen_dead: set[str] = set()
-    for entry in state.dead:
-        if live_dead(state, entry) and entry[1] not in seen_dead:
-            seen_dead.add(entry[1])
-            yield state.jobs[entry[1]]
-    leased: list[Job] = []
-    for job in state.jobs.values():
-        if job.state in (SCHEDULED, RETRYING):
-            yield job
-        elif job.state == LEASED:
-            leased.append(job)
-    leased.sort(key=lambda job: job.token)
-    yield from leased
+        for priority, bucket in queue.buckets.items():
+            yield from _chunked(packed_form, READY, priority, ((job_id, 0) for job_id in bucket))
+    dead: dict[str, int] = {}
+    for died_ms, job_id in state.dead:
+        if job_id not in dead and live_dead(state, (died_ms, job_id)):
+            dead[job_id] = died_ms
+    yield from _chunked(packed_form, DEAD, 0, dead.items())
+    due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
+    for run_at_ms, job_id in state.scheduled:  # a job can have two equal live entries
+        keyed = state.jobs.keyed_at(job_id)
+        if keyed is not None and keyed[1] == run_at_ms and keyed[0] in due:
+            due[keyed[0]][job_id] = run_at_ms
+    for job_state, jobs in due.items():
+        yield from _chunked(packed_form, job_state, 0, jobs.items())
+
+
+def _chunked(
+    packed_form: Callable[[str], tuple[bytes, int, int]],
+    job_state: JobState,
+    priority: int,
+    entries: Iterable[tuple[str, int]],
+) -> Iterator[PackedJobsImage]:
+    chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+    for job_id, at_ms in entries:
+        if len(chunk.ids) == JOBS_PER_CHUNK:
+            yield chunk
+            chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+        record, queue, type_ = packed_form(job_id)
+        chunk.ids.append(job_id)
+        chunk.jobs.append(record)
+        chunk.queues.append(queue)
+        chunk.types.append(type_)
+        if job_state != READY:
+            chunk.keys_ms.append(at_ms)
+    if chunk.ids:
+        yield chunk
 
 
 def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
@@ -128,13 +191,28 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     head = next(stream, None)
     if not isinstance(head, ImageHead):
         raise ImageError("the image does not start with its head")
-    if head.version != IMAGE_VERSION:
+    if head.version not in LOADS_VERSIONS:
         raise ImageError(f"image version {head.version} is not supported")
     state.epoch, state.counter = head.epoch, head.counter
+    named = head.version == 1  # version 1 images name queues and types in full
     for chunk in stream:
         match chunk:
             case JobsImage(jobs=jobs):
+                if not named:
+                    raise ImageError("jobs come before the names")
                 _load_jobs(state, jobs)
+            case PackedJobsImage():
+                if not named or head.version == 1:
+                    raise ImageError("packed jobs come after the names, in version 2 on")
+                _load_packed(state, chunk)
+            case NamesImage(names=names):
+                if named:
+                    raise ImageError("the names come once, before the jobs, in version 2 on")
+                try:
+                    state.jobs.names.load(names)
+                except ValueError as error:
+                    raise ImageError(str(error)) from None
+                named = True
             case ProcessesImage(processes=processes):
                 _load_processes(state, processes)
             case QueuesImage(paused=paused):
@@ -146,6 +224,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 raise ImageError("an image has one head")
             case _:
                 assert_never(chunk)
+    state.jobs.names.prune()
     heapq.heapify(state.scheduled)
     heapq.heapify(state.deadlines)
     heapq.heapify(state.process_deadlines)
@@ -154,36 +233,72 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
 
 
 def _load_jobs(state: State, jobs: list[Job]) -> None:
-    table, counts = state.jobs, state.counts
+    """Jobs in full: the leased ones (and, in version 1, every one)."""
     for job in jobs:
-        if job.id in table:
+        if job.id in state.jobs:
             raise ImageError(f"job {job.id!r} appears twice")
         job.args = job.args.copy()  # decoded args point into the whole chunk: keep only theirs
-        table[job.id] = job
-        counts[job.state] += 1
-        _queue(state, job.queue).counts[job.state] += 1
-        match job.state:
-            case "ready":
-                if not job.ready_ms:  # an image from before jobs kept it: since the push
-                    job.ready_ms = job.created_ms
-                queue = _queue(state, job.queue)
-                bucket = queue.buckets.get(job.priority)
-                if bucket is None:
-                    bucket = queue.buckets[job.priority] = OrderedDict()
-                bucket[job.id] = job
-                queue.ready += 1
-            case "scheduled" | "retrying":
-                state.scheduled.append((job.run_at_ms, job.id))
-            case "leased":
-                state.deadlines.append((job.deadline_ms, job.token, job.id))
-                owned = state.leases_by_owner.get(job.owner)
-                if owned is None:
-                    owned = state.leases_by_owner[job.owner] = {}
-                owned[job.id] = None
-            case "dead":
-                state.dead.append((job.died_ms, job.id))
-            case _:
-                assert_never(job.state)
+        if job.state == READY and not job.ready_ms:  # an image from before jobs kept it
+            job.ready_ms = job.created_ms
+        state.jobs.load_job(job)
+        if job.state == LEASED:
+            state.deadlines.append((job.deadline_ms, job.token, job.id))
+            owned = state.leases_by_owner.get(job.owner)
+            if owned is None:
+                owned = state.leases_by_owner[job.owner] = {}
+            owned[job.id] = None
+        _index(state, job.id, job.state, job.queue, job.priority, key_ms(job))
+
+
+def _load_packed(state: State, chunk: PackedJobsImage) -> None:
+    """A chunk of packed jobs, in bulk: the jobs table takes them as they
+    are (unpacked when first read: ``leash fsck`` reads them all), the
+    indexes and counts take the numbers beside them."""
+    job_state, ids, count = chunk.state, chunk.ids, len(chunk.ids)
+    ready = job_state == READY
+    if job_state not in PACKED_STATES or (len(chunk.keys_ms) != (0 if ready else count)):
+        raise ImageError(f"a chunk of {count} {job_state} jobs with {len(chunk.keys_ms)} times")
+    if ready and (len(set(chunk.queues)) > 1 or chunk.priority not in PRIORITIES):
+        raise ImageError("a chunk of ready jobs is of one queue and one priority")
+    try:
+        state.jobs.load_packed(ids, chunk.jobs, chunk.queues, chunk.types)
+    except ValueError as error:
+        raise ImageError(str(error)) from None
+    names = state.jobs.names.names
+    state.counts[job_state] += count
+    for number, in_queue in Counter(chunk.queues).items():
+        _queue(state, names[number]).counts[job_state] += in_queue
+    if ready and ids:
+        queue = _queue(state, names[chunk.queues[0]])
+        queue.bucket(chunk.priority).extend(ids)
+        queue.ready += count
+    elif job_state == DEAD:
+        state.dead.extend(zip(chunk.keys_ms, ids, strict=True))
+    elif not ready:
+        state.scheduled.extend(zip(chunk.keys_ms, ids, strict=True))
+
+
+def _index(
+    state: State, job_id: str, job_state: JobState, name: str, priority: int, key_ms: int
+) -> None:
+    """Count a loaded job and put it in the index of its state (but the
+    lease deadlines: the caller has the token)."""
+    state.counts[job_state] += 1
+    queue = state.queues.get(name) or _queue(state, name)
+    queue.counts[job_state] += 1
+    match job_state:
+        case "ready":
+            bucket = queue.buckets.get(priority)
+            (bucket if bucket is not None else queue.bucket(priority)).append(job_id)
+            queue.ready += 1
+        case "scheduled" | "retrying":
+            state.scheduled.append((key_ms, job_id))
+        case "dead":
+            state.dead.append((key_ms, job_id))
+        case "leased":
+            pass
+        case _:
+            assert_never(job_state)
 
 
 def _load_processes(state: State, processes: list[Process]) -> None:
@@ -216,4 +331,4 @@ def _queue(state: State, name: str) -> Queue:
 
 def jobs_in(chunk: Chunk) -> int:
     """How many jobs a chunk holds (what a snapshot's trailer counts)."""
-    return len(chunk.jobs) if isinstance(chunk, JobsImage) else 0
+    return len(chunk.jobs) if isinstance(chunk, JobsImage | PackedJobsImage) else 0

@@ -14,8 +14,9 @@
 """
 
 from broker.core import records as R
+from broker.core.checks import check_invariants
 from broker.core.common import Rejected
-from broker.core.state import DEAD, RETRYING, Job, State, check_invariants
+from broker.core.state import DEAD, RETRYING, Job, State
 from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode

@@ -58,7 +58,7 @@ def _latency_ms(state: State, name: str, now_ms: int) -> int:
     front with the time they came back)."""
     queue = state.queues[name]
     oldest_ms = [
-        next(iter(bucket.values())).ready_ms
+        state.jobs[bucket.first()].ready_ms
         for priority in PRIORITIES
         if (bucket := queue.buckets.get(priority))
     ]

@@ -207,7 +207,8 @@ class _Replay:
         self.epoch_floor = 0
 
     def segment(self, file: NumberedFile, *, last: bool) -> Segment | None:
-        data = memoryview(self.disk.read(file.path))
+        raw = self.disk.read(file.path)
+        data = memoryview(raw)
         if not data and last and not self.read_only:
             self.disk.remove(file.path)
             self.notes.append(f"removed {file.path}: empty (a crash as it was created)")
@@ -223,21 +224,24 @@ class _Replay:
         if header.first_seq != self.next_seq:
             reason = f"starts at seq {header.first_seq}, expected {self.next_seq} (a gap)"
             return self._bad(file, data, 0, reason)
-        return self._records(file, data, last)
+        return self._records(file, raw, last)
 
-    def _records(self, file: NumberedFile, data: memoryview, last: bool) -> Segment | None:
+    def _records(self, file: NumberedFile, raw: bytes, last: bool) -> Segment | None:
         # The hot loop of start-up: the framing checks of F.scan_record,
-        # inlined (F.scan_record says why when one fails).
+        # inlined (F.scan_record says why when one fails). Records are sliced
+        # as bytes, cheaper than views here, and so what a decoded record
+        # keeps (a job's args) holds its own record, never the whole file.
+        data = memoryview(raw)
         apply, state, on_record = core.apply, self.state, self.on_record
         decode, unpack, crc32 = record_decoder.decode, F.RECORD_HEADER.unpack_from, zlib.crc32
-        limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(data)
+        limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(raw)
         offset, start = F.HEADER_BYTES, self.next_seq
         seq, problem, torn = start, "", False
         while offset < end:
             if end - offset >= head_bytes:
-                crc, length, found = unpack(data, offset)
+                crc, length, found = unpack(raw, offset)
                 stop = offset + head_bytes + length
-                framed = length <= limit and stop <= end and crc32(data[offset + 4 : stop]) == crc
+                framed = length <= limit and stop <= end and crc32(raw[offset + 4 : stop]) == crc
             else:
                 framed = False
             if not framed:
@@ -250,7 +254,7 @@ class _Replay:
                 problem = f"seq {found}, expected {seq}"
                 break
             try:
-                record = decode(data[offset + head_bytes : stop])
+                record = decode(raw[offset + head_bytes : stop])
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
                 problem = f"record does not decode: {error}"
                 break

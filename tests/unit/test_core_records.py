@@ -2,6 +2,7 @@
 records rebuilds an equal state, a restart continues from it, get_job shows
 each state, and check_invariants really notices a broken index."""
 
+import heapq
 from typing import get_args
 
 import msgspec
@@ -222,7 +223,7 @@ def test_check_invariants_notices_a_job_both_ready_and_leased() -> None:
     core.push(id="b")
     core.lease()
     job = core.state.jobs["a"]
-    core.state.queues["default"].buckets[job.priority]["a"] = job
+    core.state.queues["default"].buckets[job.priority].append("a")
     core.state.queues["default"].ready += 1
     assert check_invariants(core.state) != []
 
@@ -243,3 +244,11 @@ def test_check_invariants_notices_a_token_from_a_future_epoch() -> None:
     job.token = (core.state.epoch + 1) << 32
     core.state.deadlines.append((job.deadline_ms, job.token, "a"))
     assert any("token" in problem for problem in check_invariants(core.state))
+
+
+def test_check_invariants_notices_a_stale_entry_at_the_front_of_a_lazy_index() -> None:
+    core = Core()
+    core.push(id="a", delay_ms=60_000)
+    assert check_invariants(core.state) == []
+    heapq.heappush(core.state.scheduled, (0, "gone"))  # older than any live entry
+    assert any("front of the scheduled" in p for p in check_invariants(core.state))

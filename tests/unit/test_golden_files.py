@@ -1,8 +1,10 @@
 """Golden files (tests/fixtures/journal-v1, made once by
 tests/fixtures/make_journal_v1.py): a v1 segment pair and a v1 snapshot must
 stay readable by every later version, and today's writer still writes v1
-framing byte for byte. If this fails, the on-disk format changed: bump the
-version and keep a reader for version 1."""
+framing byte for byte. The same for version 2 of the state image
+(tests/fixtures/image-v2, made by tests/fixtures/make_image_v2.py). If this
+fails, the on-disk format changed: bump the version and keep a reader for
+the old one."""
 
 import itertools
 import os
@@ -10,8 +12,9 @@ import shutil
 from pathlib import Path
 
 import msgspec
+import pytest
 
-from broker.core import CoreConfig, canonical, image
+from broker.core import CoreConfig, canonical, check_invariants, image
 from broker.core.records import record_decoder
 from broker.journal import format as F
 from broker.journal import snapshot
@@ -23,6 +26,8 @@ from tests.journal_kit import read_file, record_offsets, replayed
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journal-v1"
 SEGMENTS = ["journal-00000000000000000001.log", "journal-00000000000000000012.log"]
 SNAPSHOT = "snapshot-00000000000000000011.snap"
+IMAGE_V2 = FIXTURES.parent / "image-v2"
+IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -88,14 +93,15 @@ def test_the_v1_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     assert len(loaded.jobs) > 0
 
 
-def test_a_v1_data_directory_recovers_to_the_state_of_all_its_records(
-    tmp_path: os.PathLike[str],
+@pytest.mark.parametrize(("source", "snapshot_seq"), [(FIXTURES, 11), (IMAGE_V2, 35)])
+def test_a_data_directory_recovers_to_the_state_of_all_its_records(
+    tmp_path: os.PathLike[str], source: Path, snapshot_seq: int
 ) -> None:
     directory = os.path.join(tmp_path, "data")
-    shutil.copytree(FIXTURES, directory)
+    shutil.copytree(source, directory)
     recovered = recover(directory, OsDisk(), CoreConfig())
-    assert recovered.snapshot is not None and recovered.snapshot.seq == 11
-    every = [record_decoder.decode(payload) for _, payload in _records()]
+    assert recovered.snapshot is not None and recovered.snapshot.seq == snapshot_seq
+    every = [record_decoder.decode(payload) for _, payload in _records_of(source)]
     assert canonical(recovered.state) == canonical(replayed(every))
     assert recovered.notes == []
 
@@ -110,3 +116,41 @@ def test_todays_writer_frames_v1_byte_for_byte() -> None:
             scanned = F.scan_record(memoryview(data), start)
             assert isinstance(scanned, F.Scanned)
             assert F.encode_record(scanned.seq, bytes(scanned.payload)) == data[start:end]
+
+
+# --- version 2 of the state image (tests/fixtures/image-v2, made once by
+# tests/fixtures/make_image_v2.py): packed jobs and their names -------------------
+
+
+def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
+    header = snapshot.read_header(OsDisk(), IMAGE_V2_SNAPSHOT)
+    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
+    every = [record_decoder.decode(payload) for _, payload in _records_of(IMAGE_V2)]
+    assert header.through_seq == len(every) == 35
+    assert canonical(loaded) == canonical(replayed(every))
+    assert check_invariants(loaded) == []
+    states = {job.state for job in loaded.jobs.values()}
+    assert states == {"ready", "scheduled", "leased", "retrying", "dead"}
+    assert any(job.batch for job in loaded.jobs.values()), "a packed job names its batch"
+
+
+def test_a_loaded_v2_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
+    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT)]
+    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
+    assert [image.chunk_encoder.encode(chunk) for chunk in image.dump(loaded)] == written
+    data = read_file(IMAGE_V2_SNAPSHOT)
+    offsets = record_offsets(data)
+    chunks = [F.scan_record(memoryview(data), offset) for offset in offsets[:-2]]  # not the end
+    payloads = [bytes(chunk.payload) for chunk in chunks if isinstance(chunk, F.Scanned)]
+    assert payloads == written, "today's encoder writes the chunks as they were written"
+
+
+def _records_of(directory: Path) -> list[tuple[int, bytes]]:
+    found = []
+    for path in sorted(directory.glob("journal-*.log")):
+        data = read_file(str(path))
+        for start, _ in itertools.pairwise(record_offsets(data)):
+            scanned = F.scan_record(memoryview(data), start)
+            assert isinstance(scanned, F.Scanned)
+            found.append((scanned.seq, bytes(scanned.payload)))
+    return found

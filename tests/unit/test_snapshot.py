@@ -57,12 +57,13 @@ def test_a_snapshot_and_the_tail_after_it_give_the_state_of_the_whole_journal(
 def test_a_state_of_many_jobs_streams_as_many_chunks(tmp_path: os.PathLike[str]) -> None:
     count = 3 * image.JOBS_PER_CHUNK + 5
     new = [
-        R.NewJob(f"j{n}", "q", "t", msgspec.Raw(b"\x90"), n % 10, 3, 1000, None, 1, None)
+        R.NewJob(f"j{n}", "q", "t", msgspec.Raw(b"\x90"), n % 2, 3, 1000, None, 1, None)
         for n in range(count)
     ]
     state = replayed([R.Booted(1, 1), R.JobsPushed(new, 1), R.QueuePaused("q")])
     chunks = list(image.dump(state))
-    assert sum(isinstance(chunk, image.JobsImage) for chunk in chunks) == 4
+    # all ready: two buckets of 1.5 chunks' worth, a chunk holds one bucket's
+    assert sum(isinstance(chunk, image.PackedJobsImage) for chunk in chunks) == 4
     written = snapshot.write(OsDisk(), str(tmp_path), chunks, state.epoch, 77)
     assert written.jobs == len(state.jobs)
     loaded = image.load(snapshot.read(OsDisk(), written.path), CoreConfig())

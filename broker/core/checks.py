@@ -1,0 +1,116 @@
+"""check_invariants(state): every index cross-checked against the jobs table.
+
+Part of the fsck request and run by the core tests after every record; the
+list is empty when the state is consistent. What is checked: the counts
+(the state's and each queue's) against the jobs; every kept queue holds a
+job or is paused; each ready bucket's live entries are exactly the READY
+jobs of its queue and priority (ready.py's own checks too); every job is in
+the index of its state; leases have a valid owner and token, and the
+leases-by-owner index agrees; every process deadline has its timer; the
+front of every lazy index is live; the jobs table's forms and names
+(jobs.py); the batches against the jobs (batch_checks.py).
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from broker.core.batch_checks import batch_problems
+from broker.core.state import (
+    DEAD,
+    JOB_STATES,
+    LEASED,
+    READY,
+    RETRYING,
+    SCHEDULED,
+    Job,
+    State,
+    live_batch_deadline,
+    live_dead,
+    live_deadline,
+    live_process_deadline,
+    live_scheduled,
+)
+
+
+def check_invariants(state: State) -> list[str]:
+    jobs = list(state.jobs.values())
+    problems = _counts(state, jobs) + _ready(state, jobs)
+    live = {
+        SCHEDULED: {e[1] for e in state.scheduled if live_scheduled(state, e)},
+        LEASED: {e[2] for e in state.deadlines if live_deadline(state, e)},
+        DEAD: {e[1] for e in state.dead if live_dead(state, e)},
+    }
+    live[RETRYING] = live[SCHEDULED]
+    for job in jobs:
+        if job.state != READY and job.id not in live[job.state]:
+            problems.append(f"job {job.id} is {job.state} but missing from its index")
+        if job.state == LEASED and not (job.owner and job.token >> 32 <= state.epoch):
+            problems.append(f"job {job.id} is leased without a valid owner or token")
+        if job.state == LEASED and job.owner not in state.processes:
+            problems.append(f"job {job.id} is leased by {job.owner}, which is not a live process")
+    owned = {(o, j) for o, ids in state.leases_by_owner.items() for j in ids}
+    leased = {(j.owner, j.id) for j in jobs if j.state == LEASED}
+    if owned != leased or any(not ids for ids in state.leases_by_owner.values()):
+        problems.append("the leases-by-owner index disagrees with the jobs table")
+    for process in state.processes.values():
+        for kind in ("beat", "grace", "terminate"):
+            deadline_ms = getattr(process, f"{kind}_deadline_ms")
+            entry = (deadline_ms, process.worker_id, kind)
+            if deadline_ms and entry not in state.process_deadlines:
+                problems.append(f"process {process.worker_id} has no {kind} timer")
+    problems += _fronts(state) + state.jobs.problems() + batch_problems(state)
+    return problems
+
+
+def _counts(state: State, jobs: list[Job]) -> list[str]:
+    problems = []
+    counts = dict.fromkeys(JOB_STATES, 0)
+    by_queue: dict[str, dict[str, int]] = {}
+    for job in jobs:
+        counts[job.state] += 1
+        queue_counts = by_queue.setdefault(job.queue, dict.fromkeys(JOB_STATES, 0))
+        queue_counts[job.state] += 1
+    if counts != state.counts:
+        problems.append(f"counts {state.counts} != {counts}")
+    for name in by_queue.keys() - state.queues.keys():
+        problems.append(f"queue {name} has jobs but is not kept")
+    for name, queue in state.queues.items():
+        if queue.counts != by_queue.get(name, dict.fromkeys(JOB_STATES, 0)):
+            problems.append(f"queue {name} counts {queue.counts}, holds {by_queue.get(name)}")
+        if queue.is_empty():
+            problems.append(f"queue {name} is empty but kept")
+    return problems
+
+
+def _ready(state: State, jobs: list[Job]) -> list[str]:
+    problems = []
+    ready: dict[tuple[str, int], set[str]] = {}
+    for job in jobs:
+        if job.state == READY:
+            ready.setdefault((job.queue, job.priority), set()).add(job.id)
+    for name, queue in state.queues.items():
+        in_queue = 0
+        for priority, bucket in queue.buckets.items():
+            problems += bucket.problems(ready.pop((name, priority), set()))
+            in_queue += len(bucket)
+        if in_queue != queue.ready:
+            problems.append(f"queue {name} counts {queue.ready} ready, holds {in_queue}")
+    for (name, priority), ids in ready.items():
+        problems.append(f"ready jobs {sorted(ids)} have no bucket {name}/{priority}")
+    return problems
+
+
+def _fronts(state: State) -> list[str]:
+    """Apply leaves the front of every lazy index live after every record."""
+    fronts: list[tuple[str, Sequence[Any], Callable[[State, Any], bool]]] = [
+        ("scheduled", state.scheduled, live_scheduled),
+        ("deadlines", state.deadlines, live_deadline),
+        ("dead", state.dead, live_dead),
+        ("process deadlines", state.process_deadlines, live_process_deadline),
+        ("batch deadlines", state.batch_deadlines, live_batch_deadline),
+    ]
+    return [
+        f"the front of the {name} index is stale: {index[0]}"
+        for name, index, live in fronts
+        if index and not live(state, index[0])
+    ]

@@ -1,0 +1,472 @@
+"""The jobs table: every job the broker knows, by id, each in one of two forms.
+
+Theory of operation. A broker holds few leased jobs (the workers'
+concurrency bounds them) and may hold millions of waiting ones, so the two
+are stored differently:
+
+- a LEASED job is a ``Job`` object: its lease fields change while it runs;
+- a job that waits (ready, scheduled, retrying, dead) is one ``bytes``
+  object, a ``Packed`` record in msgpack: the fields a waiting job needs,
+  its queue and type as numbers in the table's ``names``, its arguments
+  inline, and the fields most jobs leave at their defaults (failures, death
+  time, last error, batch) in one optional ``Cold`` part. ~160 B for a
+  100-byte payload where a ``Job`` with its strings and args took ~560
+  (bench/PROFILE.md).
+
+A job created or changed recently stays a ``Job`` until ``recent_jobs``
+(CoreConfig) later changes have passed, then it is packed: a job that is
+leased soon after its push (the common case when workers keep up) is never
+packed and unpacked, and the ``Job`` objects are bounded by the leases plus
+``recent_jobs``.
+
+Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``): for a
+packed job a fresh copy, so changing it changes nothing. Changing is apply's:
+``create`` adds a job, ``thaw`` gives the job as the ``Job`` object in the
+table (the same object while it is recent or leased, so every part of apply
+that looks at it sees one object), ``lease_ended`` makes a leased job
+recent, ``settle`` (at the end of each record) packs the jobs that are no
+longer recent, ``pop`` forgets a job. A packed job keeps only the fields its
+state uses: ready since (READY), run at (SCHEDULED, RETRYING); lease fields
+are zero.
+
+Names: each packed job counts once for its queue's name and once for its
+type's name (a Job object holds the strings themselves); a name no packed
+job uses is dropped and its number reused, so the numbers stay small (one
+byte each below 128 names).
+"""
+
+import sys
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+import msgspec
+from msgspec import Raw, Struct
+
+from broker.core.records import NewJob
+from protocol.messages import ErrorInfo, JobState
+
+READY: Final = "ready"
+SCHEDULED: Final = "scheduled"
+LEASED: Final = "leased"
+RETRYING: Final = "retrying"
+DEAD: Final = "dead"
+JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
+
+
+class Job(Struct, array_like=True, gc=False):
+    id: str
+    queue: str
+    type: str
+    args: Raw
+    priority: int
+    max_attempts: int
+    lease_ttl_ms: int
+    retry_base_ms: int | None
+    created_ms: int
+    state: JobState
+    run_at_ms: int = 0  # SCHEDULED / RETRYING: when it becomes ready
+    failures: int = 0
+    last_error: ErrorInfo | None = None
+    owner: str = ""  # LEASED: the worker id holding it
+    token: int = 0  # LEASED: the current fencing token
+    deadline_ms: int = 0  # LEASED
+    died_ms: int = 0  # DEAD: when (kept after a requeue: a later death is later still)
+    leased_ms: int = 0  # LEASED: when the lease was granted
+    batch: str | None = None  # a member of this unfinished batch
+    ready_ms: int = 0  # READY: since when it waits (its queue's latency)
+
+
+class Cold(Struct, array_like=True, gc=False):
+    """The fields of a packed job that a job fresh from its push leaves at
+    their defaults; None in ``Packed`` when they all are."""
+
+    failures: int = 0
+    died_ms: int = 0
+    last_error: ErrorInfo | None = None
+    batch: str | None = None
+
+
+class Packed(Struct, array_like=True, gc=False):
+    state: int  # an index into PACKED_STATES
+    queue: int  # a number in the table's names
+    type: int  # a number in the table's names
+    priority: int
+    max_attempts: int
+    lease_ttl_ms: int
+    retry_base_ms: int | None
+    created_ms: int
+    # READY: ready_ms, SCHEDULED / RETRYING: run_at_ms, as an offset from
+    # created_ms (one byte for a job ready since its push); DEAD: 0
+    after_created_ms: int
+    args: Raw
+    cold: Cold | None = None
+
+
+PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
+_CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
+_READY_CODE: Final = _CODES[READY]
+_RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
+_NO_COLD: Final = Cold()
+_encoder = msgspec.msgpack.Encoder()
+_decode = msgspec.msgpack.Decoder(Packed).decode
+
+
+class Names:
+    """Queue and type names by number, each kept while a job uses it."""
+
+    __slots__ = ("free", "names", "numbers", "uses")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []  # by number; "" (no queue or type is named so): free
+        self.numbers: dict[str, int] = {}
+        self.uses: list[int] = []
+        self.free: list[int] = []
+
+    def take(self, name: str) -> int:
+        """The name's number, counting one more use."""
+        number = self.numbers.get(name)
+        if number is not None:
+            self.uses[number] += 1
+            return number
+        if self.free:
+            number = self.free.pop()
+            self.names[number], self.uses[number] = name, 1
+        else:
+            number = len(self.names)
+            self.names.append(name)
+            self.uses.append(1)
+        self.numbers[name] = number
+        return number
+
+    def drop_name(self, name: str) -> None:
+        """One use fewer of a name (by the string)."""
+        self.drop(self.numbers[name])
+
+    def drop(self, number: int) -> None:
+        """One use fewer; the name goes with its last."""
+        self.uses[number] -= 1
+        if not self.uses[number]:
+            del self.numbers[self.names[number]]
+            self.names[number] = ""
+            self.free.append(number)
+
+    def name(self, number: int) -> str:
+        name = self.names[number] if 0 <= number < len(self.names) else ""
+        if not name:
+            raise ValueError(f"no name has number {number}")
+        return name
+
+    def load(self, names: list[str]) -> None:
+        """The numbering of a state image, with no uses yet (the jobs count them)."""
+        if self.names or len(set(filter(None, names))) != len(names) - names.count(""):
+            raise ValueError("names are loaded once, each name once")
+        self.names = list(names)
+        self.numbers = {name: n for n, name in enumerate(names) if name}
+        self.uses = [0] * len(names)
+        self.free = [n for n, name in enumerate(names) if not name]
+
+    def prune(self) -> None:
+        """Drop the names no job uses (after loading an image)."""
+        for number, name in enumerate(self.names):
+            if name and not self.uses[number]:
+                self.uses[number] = 1
+                self.drop(number)
+
+
+class JobTable(Mapping[str, Job]):
+    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "names", "overdue")
+
+    def __init__(self, recent_jobs: int) -> None:
+        self._table: dict[str, Job | bytes] = {}
+        self._recent: deque[str] = deque()  # jobs made Job objects, oldest first
+        self._recent_max = recent_jobs
+        self.overdue = -recent_jobs  # entries of _recent past the window (settle packs them)
+        self._scratch = bytearray(256)
+        self.names = Names()
+
+    # --- reading -----------------------------------------------------------
+
+    def __getitem__(self, job_id: str) -> Job:
+        stored = self._table[job_id]
+        return self._unpack(job_id, stored) if isinstance(stored, bytes) else stored
+
+    def get(self, job_id: str, default: None = None) -> Job | None:  # type: ignore[override]
+        stored = self._table.get(job_id)
+        return self._unpack(job_id, stored) if isinstance(stored, bytes) else stored
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._table
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __sizeof__(self) -> int:
+        """The table with its dict, not the jobs in it (to measure them apart)."""
+        return object.__sizeof__(self) + sys.getsizeof(self._table)
+
+    def leased(self, job_id: str) -> Job | None:
+        """The job if it is leased (no unpacking: a leased job is a Job)."""
+        stored = self._table.get(job_id)
+        if type(stored) is Job and stored.state == LEASED:
+            return stored
+        return None
+
+    def keyed_at(self, job_id: str) -> tuple[JobState, int] | None:
+        """The job's state and the time its state's index is keyed by (run
+        at, died, deadline, ready since), without building a Job."""
+        stored = self._table.get(job_id)
+        if stored is None:
+            return None
+        if isinstance(stored, bytes):
+            return packed_key(_decode(stored))
+        return stored.state, key_ms(stored)
+
+    def stored(self, job_id: str) -> Job | bytes:
+        """The job as the table holds it (to measure it)."""
+        return self._table[job_id]
+
+    def for_image(self) -> tuple[list[str], Callable[[str], tuple[bytes, int, int]]]:
+        """What a state image writes: the names by number — the table's,
+        extended (the table unchanged) by those only recent jobs use — and,
+        for any job that is not leased, its packed form in that numbering
+        with its queue's and type's numbers."""
+        names, numbers, table = list(self.names.names), dict(self.names.numbers), self._table
+        for job_id in self._recent:
+            job = table.get(job_id)
+            if isinstance(job, Job):
+                for name in (job.queue, job.type):
+                    if name not in numbers:
+                        numbers[name] = len(names)
+                        names.append(name)
+
+        def packed(job_id: str) -> tuple[bytes, int, int]:
+            stored = table[job_id]
+            if isinstance(stored, bytes):
+                record = _decode(stored)
+                return stored, record.queue, record.type
+            number = numbers.__getitem__
+            return self._pack(stored, number), number(stored.queue), number(stored.type)
+
+        return names, packed
+
+    # --- changing: apply's, and the image loader's --------------------------
+
+    def create(self, new: NewJob) -> None:
+        """A new job: READY unless it has a run_at_ms (then SCHEDULED)."""
+        job_id = new.id
+        assert job_id not in self._table, job_id
+        run_at_ms: int | None = new.run_at_ms
+        if run_at_ms is None:
+            state: JobState = READY
+            run_at_ms, ready_ms = 0, new.created_ms
+        else:
+            state, ready_ms = SCHEDULED, 0
+        self._table[job_id] = Job(
+            job_id,
+            new.queue,
+            new.type,
+            new.args.copy(),  # a record replayed from the journal: do not keep the file alive
+            new.priority,
+            new.max_attempts,
+            new.lease_ttl_ms,
+            new.retry_base_ms,
+            new.created_ms,
+            state,
+            run_at_ms,
+            0,
+            None,
+            "",
+            0,
+            0,
+            0,
+            0,
+            new.batch,
+            ready_ms,
+        )
+        self._recent.append(job_id)
+        self.overdue += 1
+
+    def thaw(self, job_id: str) -> Job:
+        """The job as the Job object in the table, to change."""
+        stored = self._table[job_id]
+        if isinstance(stored, bytes):
+            stored = self._table[job_id] = self._unpack(job_id, stored)
+            self._forget_names(stored)
+            self._recent.append(job_id)
+            self.overdue += 1
+        return stored
+
+    def lease_ended(self, job_id: str) -> None:
+        """A thawed job's lease ended: it is recent from now on."""
+        self._recent.append(job_id)
+        self.overdue += 1
+
+    def settle(self) -> None:
+        """Pack the jobs that are no longer recent, unless they are leased
+        (apply calls it after a record when ``overdue`` is above 0)."""
+        if self.overdue <= 0:
+            return
+        recent, table, take = self._recent, self._table, self.names.take
+        for _ in range(self.overdue):
+            job_id = recent.popleft()
+            job = table.get(job_id)
+            if type(job) is Job and job.state != LEASED:  # (maybe recent again: harmless)
+                table[job_id] = self._pack(job, take)
+        self.overdue = 0
+
+    def pop(self, job_id: str) -> Job:
+        """Forget a job; the job as it was."""
+        stored = self._table.pop(job_id)
+        if not isinstance(stored, bytes):
+            return stored
+        job = self._unpack(job_id, stored)
+        self._forget_names(job)
+        return job
+
+    def load_job(self, job: Job) -> None:
+        """A job from a state image, in the full form."""
+        self._table[job.id] = job if job.state == LEASED else self._pack(job, self.names.take)
+
+    def load_packed(
+        self, ids: list[str], records: list[bytes], queues: list[int], types: list[int]
+    ) -> None:
+        """Packed jobs from a state image whose names are loaded, with the
+        numbers of their queues and types (what the records say: the image
+        writes both). In bulk, not one by one: a million jobs load in a
+        fraction of a second. Raises ValueError for a job already here or a
+        number that names nothing."""
+        if not len(ids) == len(records) == len(queues) == len(types):
+            raise ValueError(f"{len(ids)} ids for {len(records)} packed jobs")
+        names, uses = self.names.names, self.names.uses
+        for number, count in (Counter(queues) + Counter(types)).items():
+            if not (0 <= number < len(names) and names[number]):
+                raise ValueError(f"packed jobs name number {number}, which names nothing")
+            uses[number] += count
+        table = self._table
+        before = len(table)
+        table.update(zip(ids, records, strict=True))
+        if len(table) - before != len(ids):
+            raise ValueError("a job appears twice")
+
+    # --- the forms ------------------------------------------------------------
+
+    def _pack(self, job: Job, number: Callable[[str], int]) -> bytes:
+        """The job packed, its names numbered by ``number`` (the table's
+        ``take``, which counts the use)."""
+        state = job.state
+        assert state != LEASED and not (job.owner or job.token or job.deadline_ms), job
+        if state == READY:
+            after_ms = job.ready_ms - job.created_ms
+        elif state == DEAD:
+            after_ms = 0
+        else:
+            after_ms = job.run_at_ms - job.created_ms
+        cold = None
+        if job.failures or job.died_ms or job.last_error is not None or job.batch is not None:
+            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch)
+        packed = Packed(
+            _CODES[state],
+            number(job.queue),
+            number(job.type),
+            job.priority,
+            job.max_attempts,
+            job.lease_ttl_ms,
+            job.retry_base_ms,
+            job.created_ms,
+            after_ms,
+            job.args,
+            cold,
+        )
+        # Through a scratch buffer, then copied: the bytes an encoder returns
+        # sit in a block sized for its growing buffer (~70 B more for a job).
+        _encoder.encode_into(packed, self._scratch)
+        return bytes(self._scratch)
+
+    def _forget_names(self, job: Job) -> None:
+        """A packed job is no more: its names have one use fewer."""
+        self.names.drop_name(job.queue)
+        self.names.drop_name(job.type)
+
+    def _unpack(self, job_id: str, record: bytes) -> Job:
+        packed = _decode(record)
+        names = self.names.names
+        code = packed.state
+        at_ms = packed.created_ms + packed.after_created_ms
+        cold = packed.cold or _NO_COLD
+        return Job(
+            job_id,
+            names[packed.queue],
+            names[packed.type],
+            packed.args,
+            packed.priority,
+            packed.max_attempts,
+            packed.lease_ttl_ms,
+            packed.retry_base_ms,
+            packed.created_ms,
+            PACKED_STATES[code],
+            at_ms if code in _RUN_AT_CODES else 0,
+            cold.failures,
+            cold.last_error,
+            "",
+            0,
+            0,
+            cold.died_ms,
+            0,
+            cold.batch,
+            at_ms if code == _READY_CODE else 0,
+        )
+
+    def problems(self) -> list[str]:
+        """Cross-checks of the forms and the names against the jobs; [] when consistent."""
+        problems = []
+        recent = set(self._recent)
+        uses = [0] * len(self.names.names)
+        for job_id, stored in self._table.items():
+            job = self[job_id]
+            if isinstance(stored, Job):
+                if not (job.state == LEASED or job_id in recent):
+                    problems.append(f"job {job_id} is {job.state}, not recent, and not packed")
+                continue
+            if job.state == LEASED:
+                problems.append(f"job {job_id} is leased but packed")
+            for name in (job.queue, job.type):
+                number = self.names.numbers.get(name)
+                if number is None or self.names.names[number] != name:
+                    problems.append(f"job {job_id} names {name!r}, which has no number")
+                else:
+                    uses[number] += 1
+        if uses != self.names.uses:
+            problems.append(f"the names count {self.names.uses} uses, the jobs make {uses}")
+        numbered = {n: name for n, name in enumerate(self.names.names) if name}
+        if {name: n for n, name in numbered.items()} != self.names.numbers:
+            problems.append("the names and their numbers disagree")
+        if len(self._recent) - self._recent_max != self.overdue:
+            problems.append(f"{len(self._recent)} jobs are recent, {self.overdue} overdue")
+        if self.overdue > 0:
+            problems.append(f"{self.overdue} jobs are past the window, not settled")
+        return problems
+
+
+def packed_key(packed: Packed) -> tuple[JobState, int]:
+    """A packed job's state and the time its state's index is keyed by."""
+    state = PACKED_STATES[packed.state]
+    if state == DEAD:
+        return state, (packed.cold or _NO_COLD).died_ms
+    return state, packed.created_ms + packed.after_created_ms
+
+
+def key_ms(job: Job) -> int:
+    """The time the index of the job's state keys it by."""
+    match job.state:
+        case "leased":
+            return job.deadline_ms
+        case "scheduled" | "retrying":
+            return job.run_at_ms
+        case "dead":
+            return job.died_ms
+        case _:
+            return job.ready_ms
