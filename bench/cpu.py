@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         for key in args.workloads.split(","):
             for system_key in args.systems.split(","):
                 system = SYSTEMS_BY_KEY[system_key]
+                # The first run is a warm-up: it imports the clients in every process.
                 rows = [
                     _one(key, system, sizes, pool, lambda: f"{root}/{next(counter)}")
-                    for _ in range(args.runs)
-                ]
+                    for _ in range(args.runs + 1)
+                ][1:]
                 print(_line(key, system, rows), flush=True)
     finally:
         pool.close()

@@ -123,7 +123,7 @@ class _Ids:
         if number >> (4 * ID_COUNTER_CHARS):
             self._draw()
             return self.next()
-        return f"{self._prefix}{number:0{ID_COUNTER_CHARS}x}"
+        return "%s%012x" % (self._prefix, number)  # ID_COUNTER_CHARS hex digits
 
 
 _ids = _Ids()

@@ -29,6 +29,7 @@ applied twice.
 
 import contextlib
 import secrets
+import select
 import socket
 import ssl
 import struct
@@ -91,6 +92,7 @@ class Client:
         # (SO_RCVTIMEO, SO_SNDTIMEO): a call costs one send and one recv. A TLS
         # socket keeps Python's timeouts (a poll before each read and write).
         self._recv_limit_s = 0.0  # SO_RCVTIMEO as last set
+        self._poll: select.poll | None = None  # readiness of the plain socket
         self._buffer = bytearray(_RECV_BYTES)
         self._last_io_s = 0.0
         self._reopen = False  # the broker closed an idle connection: reconnect on the next call
@@ -327,7 +329,7 @@ class Client:
         if self._tls is None:
             sock.settimeout(None)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout_s))
-            self._recv_limit_s = 0.0
+            self._recv_limit_s, self._poll = 0.0, None
         else:
             try:
                 sock = self._tls.wrap_socket(sock, server_hostname=self.host)
@@ -396,6 +398,11 @@ class Client:
         if self._tls is not None:
             sock.setblocking(False)
             return sock.recv(_RECV_BYTES)
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+        if not self._poll.poll(0):  # the usual case, and cheaper than an EAGAIN exception
+            raise BlockingIOError
         return memoryview(self._buffer)[: sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)]
 
     def _send(self, sock: socket.socket, frame: bytes) -> None:

@@ -366,7 +366,12 @@ class Broker:
         waiter.connection.waiters.discard(waiter)
 
     def _wake_waiters(self) -> None:
-        for queue in self.state.take_readied():
+        if not self.state.readied:  # the usual case: nothing new is ready
+            return
+        readied = self.state.take_readied()
+        if not self.waiters.count:
+            return
+        for queue in readied:
             for waiter in self.waiters.in_order(queue):
                 if not core.has_ready(self.state, queue):
                     break
