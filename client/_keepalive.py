@@ -128,7 +128,7 @@ class Extender:
     """Extends a running job's lease (``keep_extended``), from its first
     half-ttl on: most jobs end before, and then cost one timer, not a task."""
 
-    __slots__ = ("_link", "_job", "_timer", "_task")
+    __slots__ = ("_job", "_link", "_task", "_timer")
 
     def __init__(self, link: Link, job: Job) -> None:
         self._link, self._job = link, job

@@ -123,7 +123,7 @@ class _Ids:
         if number >> (4 * ID_COUNTER_CHARS):
             self._draw()
             return self.next()
-        return "%s%012x" % (self._prefix, number)  # ID_COUNTER_CHARS hex digits
+        return f"{self._prefix}{number:012x}"  # ID_COUNTER_CHARS hex digits
 
 
 _ids = _Ids()

@@ -30,8 +30,9 @@ sealing a segment. The loop hands it a job through a
 job. While a job runs the loop keeps writing batches (writing and fsyncing
 one file from two threads is safe; the fsync covers what was written
 before it started) — except during a rotation: when the open segment
-passes its size, writes are held until the writer has sealed it and
-started the next (``Journal.rotate``), and the loop is told (``on_sealed``):
+passes its size, the replies of the batch that filled it and the writes
+after it wait until the writer has sealed it (an fsync, under every policy)
+and started the next (``Journal.rotate``), and the loop is told (``on_sealed``):
 that is where snapshots are triggered. ``seal`` does the same on request
 (compaction).
 
@@ -249,14 +250,17 @@ class GroupCommitter:
             stats.records += self._batch_records
             stats.records_bytes += len(data)
             self._batch_records = 0
-            if self._always:
-                self._unsynced_data = True
+            if self._journal.full:  # its replies wait for the seal: a failure there fails them
+                self._rotating = True
+                self._unsynced += waiting
+            elif self._always:
                 self._unsynced += waiting
             else:
-                self._dirty = True
                 self._release(waiting, True)
-            if self._journal.full:
-                self._rotating = True
+            if self._always:
+                self._unsynced_data = True
+            else:
+                self._dirty = True
         elif waiting:  # nothing new: these wait for what was written before them
             self._waiting = []
             if self._always and self._unsynced_data:
