@@ -1,13 +1,19 @@
-"""The broker's cost per frame on one connection, in process: no sockets, no client.
+"""The broker's cost per request in process: no sockets, no client.
 
-A real Broker (journal in a temporary directory, ``fsync never``) and one
-Connection on a fake transport that counts the bytes written. After the
-hello and one push, it feeds N ``get_job`` frames (decode, decide, reply,
-nothing journalled): one frame per ``data_received`` call, then all of them
-in one call (a pipelining client), each until every reply is written (a
-reply may wait for a group commit). Prints microseconds per frame, best of
-``--rounds``. ``--root DIR`` measures another source tree, to compare a
-change with the code before it:
+A real Broker (journal in a temporary directory, ``--fsync never`` unless
+``--fsync`` says otherwise) and Connections on fake transports that count
+what is written. Two phases, each timed, best of ``--rounds``:
+
+- one at a time: a producer connection pushes a job, a worker connection
+  fetches it and acks it, one frame per ``data_received`` and one loop turn
+  after each (what a one-at-a-time client causes);
+- pipelined: N pushes in one ``data_received`` call, then N fetches, then
+  N acks (what a pipelining client causes).
+
+Prints CPU microseconds per request (process time: a busy machine disturbs
+it less than wall time). ``--profile FILE`` writes a cProfile of the
+one-at-a-time phase. ``--root DIR`` measures another source tree, to
+compare a change with the code before it:
 
     .venv/bin/python bench/connection_micro.py --root /path/to/old/tree
 """
@@ -21,31 +27,49 @@ from pathlib import Path
 from typing import Any
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--n", type=int, default=50_000)
-parser.add_argument("--rounds", type=int, default=5)
+parser.add_argument("--n", type=int, default=20_000)
+parser.add_argument("--rounds", type=int, default=3)
+parser.add_argument("--fsync", default="never")
+parser.add_argument("--profile", default="")
 parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
 OPTIONS = parser.parse_args()
-sys.path.insert(0, str(OPTIONS.root))
+sys.path[0] = str(OPTIONS.root)  # not bench/: its profile.py would hide the stdlib's
+
+import cProfile  # noqa: E402
 
 import uvloop  # noqa: E402
 
+from broker.core import CoreConfig  # noqa: E402
 from broker.journal.disk import OsDisk  # noqa: E402
 from broker.journal.group_commit import FsyncPolicy, GroupCommitter  # noqa: E402
 from broker.journal.log import Journal  # noqa: E402
+from broker.journal.recovery import recover  # noqa: E402
 from broker.server.broker import Broker  # noqa: E402
 from broker.server.config import ServerConfig  # noqa: E402
 from broker.server.connection import Connection  # noqa: E402
-from broker.server.main import open_epoch, recover  # noqa: E402
+from broker.server.main import open_epoch  # noqa: E402
 from protocol import messages as M  # noqa: E402
-from protocol.frames import encode_frame  # noqa: E402
+from protocol.frames import FrameDecoder, encode_frame  # noqa: E402
+
+PAYLOAD = M.encoder.encode(b"x" * 100)
 
 
 class Transport:
+    """Keeps the frames written, so the bench can read the leases."""
+
     def __init__(self) -> None:
-        self.writes = 0
+        self.decoder = FrameDecoder(1 << 30)
+        self.replies = 0
 
     def write(self, data: bytes) -> None:
-        self.writes += 1
+        self.decoder.feed(data)
+
+    def take(self) -> list[Any]:
+        replies = []
+        while (body := self.decoder.next_frame()) is not None:
+            replies.append(M.reply_decoder.decode(body))
+        self.replies += len(replies)
+        return replies
 
     def get_extra_info(self, name: str) -> Any:
         return ("127.0.0.1", 5555) if name == "peername" else None
@@ -63,44 +87,102 @@ def frame(message: Any) -> bytes:
     return encode_frame(M.encoder.encode(message))
 
 
+def push(rid: int, job_id: str) -> bytes:
+    spec = M.JobSpec(type="bench", id=job_id, queue="bench", args=M.msgspec.Raw(PAYLOAD))
+    return frame(M.Push(rid=rid, job=spec))
+
+
+async def connect(broker: Broker, worker_id: str) -> tuple[Connection, Transport]:
+    connection, transport = Connection(broker), Transport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    connection.data_received(frame(M.Hello(rid=1, version=1, worker_id=worker_id)))
+    await replies(transport)
+    return connection, transport
+
+
+async def turns(count: int = 1) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def replies(transport: Transport) -> list[Any]:
+    """The replies written once at least one is (a reply may wait for a commit)."""
+    while True:
+        await asyncio.sleep(0)
+        if got := transport.take():
+            return got
+
+
+async def one_at_a_time(producer: Any, worker: Any, n: int, base: int) -> float:
+    """The end-to-end pattern: the worker's fetch is held until the push."""
+    (p, pt), (w, wt) = producer, worker
+    pushes = [push(base + i, f"j{base + i}") for i in range(n)]
+    fetch = frame(M.Fetch(rid=2, queues=["bench"], count=1, wait_ms=10_000))
+    started = time.process_time()
+    for data in pushes:
+        w.data_received(fetch)
+        await turns(1)
+        p.data_received(data)
+        await replies(pt)
+        delivery = (await replies(wt))[0].jobs[0]
+        w.data_received(frame(M.Ack(rid=3, id=delivery.id, token=delivery.token)))
+        await replies(wt)
+    return (time.process_time() - started) / (3 * n) * 1e6
+
+
+async def pipelined(producer: Any, worker: Any, n: int, base: int) -> float:
+    (p, pt), (w, wt) = producer, worker
+    pushes = b"".join(push(base + i, f"j{base + i}") for i in range(n))
+    fetches = b"".join(frame(M.Fetch(rid=10 + i, queues=["bench"], count=1)) for i in range(n))
+    started = time.process_time()
+    p.data_received(pushes)
+    while pt.replies < n:
+        await turns(1)
+        pt.take()
+    pt.replies = 0
+    w.data_received(fetches)
+    leases: list[Any] = []
+    while len(leases) < n:
+        await turns(1)
+        leases += [job for reply in wt.take() for job in reply.jobs]
+    wt.replies = 0
+    w.data_received(b"".join(frame(M.Ack(rid=3, id=j.id, token=j.token)) for j in leases))
+    while wt.replies < n:
+        await turns(1)
+        wt.take()
+    wt.replies = 0
+    return (time.process_time() - started) / (3 * n) * 1e6
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
-        config = ServerConfig(data_dir=data_dir, fsync=FsyncPolicy("never"))
-        journal = Journal(data_dir, OsDisk())
-        state = recover(config, journal)
-        open_epoch(state, journal)
+        policy = FsyncPolicy.parse(OPTIONS.fsync)
+        config = ServerConfig(data_dir=data_dir, fsync=policy)
+        disk = OsDisk()
+        recovered = recover(data_dir, disk, CoreConfig())
+        journal = Journal(data_dir, disk)
+        open_epoch(recovered, journal)
         loop = asyncio.get_running_loop()
-        committer = GroupCommitter(loop, journal, config.fsync, lambda error: None)
-        broker = Broker(config, state, journal, committer)
-        connection = Connection(broker)
-        transport = Transport()
-        connection.connection_made(transport)  # type: ignore[arg-type]
-        connection.data_received(frame(M.Hello(rid=1, version=1, worker_id="bench")))
-        connection.data_received(frame(M.Push(rid=2, job=M.JobSpec(type="t", id="j"))))
-        await asyncio.sleep(0.2)  # the push's commit
-        frames = [frame(M.GetJob(rid=10 + i, id="j")) for i in range(OPTIONS.n)]
-        pipelined = b"".join(frames)
-        one_s, all_s = [], []
-
-        async def replied(started_s: float, writes: int) -> float:
-            while transport.writes < writes:
-                await asyncio.sleep(0)
-            return time.perf_counter() - started_s
-
-        for _ in range(OPTIONS.rounds):
-            writes, started_s = transport.writes + OPTIONS.n, time.perf_counter()
-            for data in frames:
-                connection.data_received(data)
-            one_s.append(await replied(started_s, writes))
-            writes, started_s = transport.writes + OPTIONS.n, time.perf_counter()
-            connection.data_received(pipelined)
-            all_s.append(await replied(started_s, writes))
+        committer = GroupCommitter(loop, journal, policy, lambda error: None)
+        broker = Broker(config, recovered.state, journal, committer)
+        producer = await connect(broker, "bench-producer")
+        worker = await connect(broker, "bench-worker")
+        n, one, many = OPTIONS.n, [], []
+        for round_number in range(OPTIONS.rounds):
+            base = 2 * n * round_number + 100
+            profile = cProfile.Profile() if OPTIONS.profile and round_number == 0 else None
+            if profile is not None:
+                profile.enable()
+            one.append(await one_at_a_time(producer, worker, n, base))
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(OPTIONS.profile)
+            many.append(await pipelined(producer, worker, n, base + n))
         await committer.close()
         journal.close()
-    per_frame = [s / OPTIONS.n * 1e6 for s in (min(one_s), min(all_s))]
-    print(f"tree {OPTIONS.root}: best of {OPTIONS.rounds} x {OPTIONS.n} get_job frames")
-    print(f"  one frame per read: {per_frame[0]:6.2f} us/frame")
-    print(f"  all in one read:    {per_frame[1]:6.2f} us/frame")
+    print(f"tree {OPTIONS.root}, fsync {OPTIONS.fsync}: best of {OPTIONS.rounds} x {n} jobs")
+    print(f"  one at a time: {min(one):6.2f} us per request (push, fetch, ack)")
+    print(f"  pipelined:     {min(many):6.2f} us per request")
 
 
 if __name__ == "__main__":

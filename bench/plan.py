@@ -26,9 +26,11 @@ class Measurement:
     measure: Callable[[Context, System], Result]
     durabilities: tuple[str, ...] = COMPARED
     single_run: bool = False  # slow and steady (memory, replay): one run per cell
+    leash_only: bool = False  # measures a Leash client feature the peers have no match for
 
     def applies_to(self, system: System) -> bool:
-        return system.durability in self.durabilities
+        leash = system.kind == "leash" or not self.leash_only
+        return leash and system.durability in self.durabilities
 
 
 MEASUREMENTS = (
@@ -38,6 +40,7 @@ MEASUREMENTS = (
     Measurement("drain_batch", workloads.drain_batch),
     Measurement("drain_workers", workloads.drain_workers),
     Measurement("end_to_end", workloads.end_to_end, ALL_DURABILITIES),
+    Measurement("end_to_end_worker", workloads.end_to_end_worker, leash_only=True),
     Measurement("latency", workloads.latency),
     Measurement("memory", memory.memory_and_replay, ("interval",), single_run=True),
 )
@@ -62,6 +65,13 @@ def throughput_rows(jobs: int, batch: int, workers: int) -> tuple[Row, ...]:
         Row("drain_batch", "rate", f"drain {k}, 1 worker, batches of {batch}", "jobs/s"),
         Row("drain_workers", "rate", f"drain {k}, {workers} worker processes", "jobs/s"),
         Row("end_to_end", "rate", f"end to end, 1 producer + {workers} workers", "jobs/s"),
+        Row(
+            "end_to_end_worker",
+            "rate",
+            f"end to end, 1 producer + {workers} `Worker` runners (concurrency "
+            f"{workloads.RUNNER_CONCURRENCY})",
+            "jobs/s",
+        ),
     )
 
 

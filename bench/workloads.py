@@ -24,6 +24,7 @@ from bench.servers import HOST, BenchError, Server, System
 
 FILL_BATCH = 1000  # prefill requests carry this many jobs
 SAFETY_S = 300.0  # a worker waiting for jobs gives up after this long
+RUNNER_CONCURRENCY = 4  # handlers at once in each client.Worker of end_to_end_worker
 
 
 @dataclass(frozen=True)
@@ -216,9 +217,31 @@ def consume_task(kind: str, port: int, latency: bool) -> Generator[None, None, d
     return {"done": done, "last_ack": last_ack, "samples_ns": samples_ns}
 
 
+def runner_task(port: int, index: int) -> Generator[None, None, dict[str, Any]]:
+    """A ``client.Worker`` with a handler that counts, until its stop job: one
+    in a queue of its own, listed after the jobs' queue, so it is fetched once
+    the jobs' queue is empty."""
+    from client import Worker
+
+    done = 0
+
+    def bench(body: bytes) -> None:
+        nonlocal done
+        done += 1
+
+    worker = Worker(
+        [drivers.QUEUE, f"stop-{index}"], RUNNER_CONCURRENCY, HOST, port,
+        wait_ms=1000, handlers={"bench": bench, "stop": lambda: worker.stop()},
+    )  # fmt: skip
+    yield
+    worker.run()
+    return {"done": done, "last_ack": time.monotonic()}
+
+
 TASKS: dict[str, Callable[..., Generator[None, None, Any]]] = {
     "drain": drain_task,
     "consume": consume_task,
+    "runner": runner_task,
 }
 
 
@@ -256,6 +279,35 @@ def end_to_end(ctx: Context, system: System) -> Result:
         stop_workers(session, sizes.workers)
         results = ctx.pool.results()
         session.close()
+        done = sum(r["done"] for r in results)
+        _expect(done, pushed, False, "worked")
+        return {"rate": done / (max(r["last_ack"] for r in results) - started)}
+
+    return _with_server(ctx, system, run)
+
+
+def end_to_end_worker(ctx: Context, system: System) -> Result:
+    """As end_to_end, with ``client.Worker`` runners in the worker processes."""
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        from client import Client
+
+        producer = Client(HOST, server.port)
+        all_bodies = bodies(sizes.jobs)
+        ctx.pool.start("runner", [{"port": server.port, "index": i} for i in range(sizes.workers)])
+        started = time.monotonic()
+        ctx.pool.go()
+        deadline, pushed = started + sizes.cap_s, 0
+        for body in all_bodies:
+            producer.push("bench", body, queue=drivers.QUEUE)
+            pushed += 1
+            if pushed % 128 == 0 and time.monotonic() > deadline:
+                break
+        for i in range(sizes.workers):
+            producer.push("stop", queue=f"stop-{i}")
+        results = ctx.pool.results()
+        producer.close()
         done = sum(r["done"] for r in results)
         _expect(done, pushed, False, "worked")
         return {"rate": done / (max(r["last_ack"] for r in results) - started)}

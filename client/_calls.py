@@ -3,8 +3,7 @@ how its reply becomes the result), and the checks that turn a reply into a
 result or the exception to raise (``client._core`` explains the flow)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from msgspec import Struct
 
@@ -16,9 +15,9 @@ T = TypeVar("T")
 R = TypeVar("R", bound=Struct)
 
 
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One request ready to send, and how its reply becomes the result."""
+class Call(NamedTuple, Generic[T]):
+    """One request ready to send, and how its reply becomes the result (a
+    tuple: one is made per request)."""
 
     rid: int
     frame: bytes

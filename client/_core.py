@@ -30,8 +30,7 @@ comes from the shell, so this module stays free of randomness.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -104,9 +103,9 @@ W = TypeVar("W")
 R = TypeVar("R", bound=Struct)
 
 
-@dataclass(frozen=True, slots=True)
-class Completion(Generic[W]):
-    """A reply matched to its call: the result, or the exception to raise."""
+class Completion(NamedTuple, Generic[W]):
+    """A reply matched to its call: the result, or the exception to raise (a
+    tuple: one is made per reply)."""
 
     rid: int
     waiter: W
@@ -262,7 +261,7 @@ class ClientCore(BatchCalls, Generic[W]):
 
     # --- replies -----------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         self._decoder.feed(data)
 
     def next_completion(self) -> Completion[W] | None:

@@ -52,6 +52,9 @@ class Link:
 
     async def client(self) -> AsyncClient:
         """The live connection; (re)connect with backoff while there is none."""
+        client = self.current
+        if client is not None:  # the usual case: no lock to take
+            return client
         async with self._lock:
             attempt = 0
             while (client := self.current) is None:

@@ -6,8 +6,10 @@ applies its own default. Job arguments are msgpack: encoded once by
 ``job_spec``, decoded at most once by ``Job.args``.
 """
 
+import itertools
+import os
+import secrets
 import traceback
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -98,9 +100,38 @@ class FailResult:
     retry_at_ms: int | None = None
 
 
+ID_PREFIX_CHARS = 20  # 80 random bits a process
+ID_COUNTER_CHARS = 12  # then a counter: 2^48 ids before the prefix is drawn again
+
+
+class _Ids:
+    """Client-made ids: a random prefix drawn once per process (again in a
+    forked child, and after 2^48 ids) and a counter, 32 hex characters in all,
+    like a uuid4's hex. Unique across processes and restarts as long as two
+    processes never draw the same 80 random bits; no system call per id."""
+
+    def __init__(self) -> None:
+        self._draw()
+        os.register_at_fork(after_in_child=self._draw)
+
+    def _draw(self) -> None:
+        self._prefix = secrets.token_hex(ID_PREFIX_CHARS // 2)
+        self._counter = itertools.count()  # next() is atomic: threads may share it
+
+    def next(self) -> str:
+        number = next(self._counter)
+        if number >> (4 * ID_COUNTER_CHARS):
+            self._draw()
+            return self.next()
+        return f"{self._prefix}{number:012x}"  # ID_COUNTER_CHARS hex digits
+
+
+_ids = _Ids()
+
+
 def new_job_id() -> str:
-    """A random client-made id, so a push that is sent again is not a second job."""
-    return uuid.uuid4().hex
+    """A client-made id, so a push that is sent again is not a second job."""
+    return _ids.next()
 
 
 def job_spec(
@@ -163,8 +194,8 @@ def callback_spec(job: JobSpecLike | None) -> JobSpec | None:
 
 
 def new_batch_id() -> str:
-    """A random client-made batch id, so that a create sent again makes one batch."""
-    return uuid.uuid4().hex
+    """A client-made batch id, so that a create sent again makes one batch."""
+    return _ids.next()
 
 
 def error_info(error: BaseException | str | ErrorInfo) -> ErrorInfo:

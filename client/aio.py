@@ -373,20 +373,18 @@ class AsyncClient:
         future: asyncio.Future[T] = loop.create_future()
         self._core.start(call, future)
         limit_s = self.timeout_s + call.wait_ms / 1000
+        timer = loop.call_later(limit_s, _time_out, future, limit_s)  # cheaper than a scope
         try:
             try:
                 writer.write(call.frame)
                 self._last_io_s = loop.time()
-                await writer.drain()
+                if writer.transport.get_write_buffer_size():  # the kernel did not take it all
+                    await writer.drain()
             except OSError as exc:
                 self._shut(ConnectionLost(f"the connection broke: {exc}"))
-            async with asyncio.timeout(limit_s):
-                return await future
-        except TimeoutError:
-            if future.done() and not future.cancelled():
-                raise  # the future's own exception (RequestTimeout is a TimeoutError)
-            raise RequestTimeout(f"no reply within {limit_s:g} s") from None
+            return await future
         finally:
+            timer.cancel()
             self._core.abandon(call.rid)
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -432,3 +430,8 @@ class AsyncClient:
                 future.set_exception(lost)
         if self._writer is not None:
             self._writer.close()
+
+
+def _time_out(future: "asyncio.Future[Any]", limit_s: float) -> None:
+    if not future.done():
+        future.set_exception(RequestTimeout(f"no reply within {limit_s:g} s"))

@@ -29,8 +29,10 @@ applied twice.
 
 import contextlib
 import secrets
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -60,6 +62,7 @@ T = TypeVar("T")
 
 _RECV_BYTES = 256 * 1024
 IDLE_REOPEN_FRACTION = 0.75  # of the broker's idle timeout: reconnect before it closes
+_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO / SO_SNDTIMEO: seconds, microseconds
 
 
 class Client:
@@ -85,6 +88,12 @@ class Client:
         self._core: ClientCore[None] = ClientCore()
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
+        # A plain TCP socket is blocking, with the time limits in the kernel
+        # (SO_RCVTIMEO, SO_SNDTIMEO): a call costs one send and one recv. A TLS
+        # socket keeps Python's timeouts (a poll before each read and write).
+        self._recv_limit_s = 0.0  # SO_RCVTIMEO as last set
+        self._poll: select.poll | None = None  # readiness of the plain socket
+        self._buffer = bytearray(_RECV_BYTES)
         self._last_io_s = 0.0
         self._reopen = False  # the broker closed an idle connection: reconnect on the next call
         self._open()
@@ -317,7 +326,11 @@ class Client:
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to the broker at {where}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._tls is not None:
+        if self._tls is None:
+            sock.settimeout(None)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout_s))
+            self._recv_limit_s, self._poll = 0.0, None
+        else:
             try:
                 sock = self._tls.wrap_socket(sock, server_hostname=self.host)
             except OSError as exc:  # ssl.SSLError is an OSError
@@ -370,8 +383,7 @@ class Client:
         if idle_ms and time.monotonic() - self._last_io_s >= idle_ms * IDLE_REOPEN_FRACTION / 1000:
             return True
         try:
-            sock.setblocking(False)
-            while data := sock.recv(_RECV_BYTES):
+            while data := self._read_now(sock):
                 self._core.receive_data(data)
                 while self._core.next_completion() is not None:
                     pass  # late replies to calls that timed out
@@ -381,19 +393,33 @@ class Client:
         except (OSError, LeashError):  # reset, or the broker's last word before closing
             return True
 
+    def _read_now(self, sock: socket.socket) -> bytes | memoryview:
+        """What has arrived, without waiting (BlockingIOError: nothing)."""
+        if self._tls is not None:
+            sock.setblocking(False)
+            return sock.recv(_RECV_BYTES)
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+        if not self._poll.poll(0):  # the usual case, and cheaper than an EAGAIN exception
+            raise BlockingIOError
+        return memoryview(self._buffer)[: sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)]
+
     def _send(self, sock: socket.socket, frame: bytes) -> None:
         try:
-            sock.settimeout(self.timeout_s)
+            if self._tls is not None:
+                sock.settimeout(self.timeout_s)
             sock.sendall(frame)
         except OSError as exc:
             self.close()  # part of the frame may have gone: the stream is unusable
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError | BlockingIOError):  # the kernel's limit: EAGAIN
                 raise RequestTimeout(f"sending took over {self.timeout_s} s") from None
             raise ConnectionLost(f"the connection broke: {exc}") from exc
 
     def _wait(self, sock: socket.socket, limit_s: float) -> Completion[None]:
         # Only one call is in flight (the lock), so the first completion is ours.
         deadline_s = time.monotonic() + limit_s
+        remaining_s = limit_s
         while True:
             try:
                 completion = self._core.next_completion()
@@ -402,14 +428,13 @@ class Client:
                 raise
             if completion is not None:
                 return completion
-            remaining_s = deadline_s - time.monotonic()
             if remaining_s <= 0:
                 raise RequestTimeout(f"no reply within {limit_s:g} s")
             try:
-                sock.settimeout(remaining_s)
-                data = sock.recv(_RECV_BYTES)
-            except TimeoutError:
-                raise RequestTimeout(f"no reply within {limit_s:g} s") from None
+                data = self._read(sock, remaining_s)
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO passed
+                remaining_s = deadline_s - time.monotonic()
+                continue
             except OSError as exc:
                 self.close()
                 raise ConnectionLost(f"the connection broke: {exc}") from exc
@@ -417,3 +442,20 @@ class Client:
                 self.close()
                 raise ConnectionLost("the broker closed the connection")
             self._core.receive_data(data)
+            remaining_s = deadline_s - time.monotonic()
+
+    def _read(self, sock: socket.socket, limit_s: float) -> bytes | memoryview:
+        """Wait at most ``limit_s`` for bytes (b"": the broker closed the connection)."""
+        if self._tls is not None:
+            sock.settimeout(limit_s)
+            return sock.recv(_RECV_BYTES)
+        if limit_s != self._recv_limit_s:  # one setsockopt when the limit changes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(limit_s))
+            self._recv_limit_s = limit_s
+        return memoryview(self._buffer)[: sock.recv_into(self._buffer)]
+
+
+def _timeval(seconds: float) -> bytes:
+    """A socket time limit; at least 1 µs (0 would mean none)."""
+    micros = max(1, int(seconds * 1_000_000))
+    return _TIMEVAL.pack(micros // 1_000_000, micros % 1_000_000)

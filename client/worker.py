@@ -72,7 +72,7 @@ from ._exceptions import (
     StaleLease,
 )
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
-from ._keepalive import Heartbeat, keep_extended, lease_lost_message
+from ._keepalive import Extender, Heartbeat, lease_lost_message
 from ._link import Link, backoff_s
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import Job
@@ -319,14 +319,11 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         fn = self._handlers.get(job.type)
-        extender: asyncio.Task[None] | None = None
+        extender = Extender(self._link, job) if self.auto_extend and fn is not None else None
         try:
             if fn is None:
                 error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
             else:
-                if self.auto_extend:
-                    extending = keep_extended(self._link, job)
-                    extender = asyncio.create_task(extending, name=f"leash-extend-{job.id}")
                 loop = asyncio.get_running_loop()
                 push = self._push_for_handler
                 error = await loop.run_in_executor(self._executor, invoke, fn, job, push)

@@ -1,41 +1,68 @@
-"""Group commit: one writer thread, one write and at most one fsync a batch.
+"""Group commit: one write a loop turn, at most one fsync in flight.
 
 Theory of operation. The event loop hands encoded records to ``submit``
 and replies to ``after``; a reply waits for every byte submitted before it.
-At the end of the loop turn the whole buffer goes to the writer thread as
-one batch (one ``write``; under ``always`` also one ``fsync``) while the
-loop goes on filling the next buffer. When the batch is done its replies
-are released, in order. Under ``interval:MS`` the thread fsyncs every MS
-milliseconds; under ``never`` the OS decides. Under every policy a reply
-is sent only after its records were written to the file, so a process
-crash never loses an acknowledged change; under ``always`` neither does a
-power loss.
+At the end of the loop turn (``flush``, which the broker calls once a turn,
+or a ``call_soon`` of its own) the whole buffer is written to the open
+segment, on the loop: a few KB into the page cache, a few microseconds.
 
-When the open segment passes its size the writer thread seals it and
-starts the next (``Journal.rotate``) right after a batch, and the loop is
-told (``on_sealed``): that is where snapshots are triggered. ``seal`` does
-the same on request (compaction).
+- ``never`` and ``interval:MS``: the replies of the batch are released
+  right after that write. Under ``interval`` the writer thread fsyncs every
+  MS milliseconds when something was written since the last fsync.
+- ``always``: the replies wait for an fsync. While fsyncs are fast (under
+  ``INLINE_FSYNC_MAX_S``) it runs on the loop right after the write, as
+  Redis does: the requests that arrive meanwhile wait in their sockets and
+  make the next batch, and no thread hand-off or wake-up is paid (on a
+  machine with few cores that costs more than it overlaps). Once an fsync
+  is slow, the next ones run on the writer thread while the loop goes on
+  serving; what the loop writes meanwhile waits for the next fsync, which
+  starts as soon as this one ends (one fsync in flight, so every fsync
+  covers every batch written before it); a fast one brings it back.
+
+Under every policy a reply is sent only after its records were written to
+the file, so a crash of the process never loses an acknowledged change;
+under ``always`` neither does a power loss.
+
+The writer thread is long-lived and does only what may block for long on
+the disk: the fsyncs of ``interval`` and slow ones of ``always``, and
+sealing a segment. The loop hands it a job through a
+``SimpleQueue``; the thread answers with one ``call_soon_threadsafe`` per
+job. While a job runs the loop keeps writing batches (writing and fsyncing
+one file from two threads is safe; the fsync covers what was written
+before it started) — except during a rotation: when the open segment
+passes its size, the replies of the batch that filled it and the writes
+after it wait until the writer has sealed it (an fsync, under every policy)
+and started the next (``Journal.rotate``), and the loop is told (``on_sealed``):
+that is where snapshots are triggered. ``seal`` does the same on request
+(compaction).
 
 A failed write or fsync is sticky: the committer stops, every waiting and
-later reply is told the journal failed — the batch in flight and the buffer
-being filled alike, so no reply acknowledges a record of a failed batch —
-and ``on_failure`` is called once; fsync is never retried (the Journal
-refuses to touch the disk again).
+later reply is told the journal failed — the batch being synced and the
+buffer being filled alike, so no reply acknowledges a record of a failed
+batch — and ``on_failure`` is called once; fsync is never retried (the
+Journal refuses to touch the disk again).
 """
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, NamedTuple
+from queue import SimpleQueue
+from typing import Any, Literal, NamedTuple
 
+from broker.core.records import Record
 from broker.journal.log import Journal, JournalFailure, Sealed
 
 log = logging.getLogger("leash.journal")
 FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
+# An fsync of ``always`` runs on the loop while the last one took less than
+# this; a slower one goes to the writer thread, so the loop stalls at most
+# about this long on a slow disk, and keeps serving while the disk catches up.
+INLINE_FSYNC_MAX_S = 0.01
 Done = Callable[[bool], None]  # called with True when durable, False if the journal failed
+Then = Callable[[list[Done], Any, BaseException | None], None]  # a job's answer, on the loop
 
 
 class FsyncPolicy(NamedTuple):
@@ -54,13 +81,13 @@ class FsyncPolicy(NamedTuple):
 
 class CommitStats:
     """Figures of the group commit since start, for stats and metrics. The
-    writer thread adds to them; readers on the loop see whole numbers."""
+    writer thread adds to the fsync figures; readers on the loop see whole numbers."""
 
     __slots__ = ("batches", "fsync_recent_s", "fsync_s_total", "fsyncs", "records", "records_bytes")
 
     def __init__(self) -> None:
         self.batches = 0
-        self.records = 0  # records written, over all batches
+        self.records = 0  # records submitted, over all batches
         self.fsyncs = 0
         self.fsync_s_total = 0.0
         self.fsync_recent_s: deque[float] = deque(maxlen=FSYNC_SAMPLES_MAX)
@@ -86,35 +113,60 @@ class GroupCommitter:
         self._loop = loop
         self._journal = journal
         self._policy = policy
+        self._always = policy.mode == "always"
         self._on_failure = on_failure
         self.on_sealed = on_sealed
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leash-journal")
-        self._buffer: list[bytes] = []
-        self._waiting: list[Done] = []  # replies for the buffer being filled
-        self._in_flight = False
+        # How a flush is asked for: the broker runs flush() at the end of its
+        # loop turn; on its own the committer schedules one with call_soon.
+        self.schedule_flush: Callable[[], None] = self._schedule_own_flush
+        self.on_released: Callable[[], None] | None = None  # after a job released replies
+        self._batch = bytearray()  # the records of this turn, encoded
+        self._batch_records = 0
+        self._waiting: list[Done] = []  # replies for the batch being filled
+        self._unsynced: list[Done] = []  # always: written, for the next fsync
+        self._unsynced_data = False  # always: written since the last fsync began
+        self._dirty = False  # interval, never: written since the last fsync
+        self._job_waiting: list[Done] | None = None  # the job in flight's replies
+        self._rotating = False  # a rotation is wanted or in flight: writes wait
+        self._sync_inline = True  # always: the last fsync was fast
+        self._sealing: list[asyncio.Future[Sealed | None]] = []  # seal() callers
         self._flush_scheduled = False
-        self._dirty = False  # written since the last fsync (interval policy)
         self.failed: BaseException | None = None
         self.stats = CommitStats()
         self.fsync_observers: list[Callable[[float], None]] = []  # called on the writer thread
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._interval_task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()  # set when settled, while someone drains
+        self._draining = 0
+        self._jobs: SimpleQueue[tuple[Callable[[], Any], list[Done], Then] | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run_jobs, name="leash-journal", daemon=True)
+        self._thread.start()
+        self._interval: asyncio.TimerHandle | None = None
         if policy.mode == "interval":
-            self._interval_task = loop.create_task(self._interval_sync())
+            self._interval = loop.call_later(policy.interval_ms / 1000, self._interval_sync)
 
     @property
     def busy(self) -> bool:
-        return self._in_flight or bool(self._buffer)
+        """Whether a reply sent now would have to wait for the journal."""
+        if self._batch or self._rotating:
+            return True
+        return self._always and (self._unsynced_data or self._job_waiting is not None)
 
     def submit(self, data: bytes, records: int = 1) -> None:
         """Queue encoded records (``records`` of them) for the next batch."""
         if self.failed is not None:
             return
-        self.stats.records += records
-        self._buffer.append(data)
-        self._idle.clear()
-        self._schedule_flush()
+        if not self._batch:
+            self.schedule_flush()
+        self._batch += data
+        self._batch_records += records
+
+    def submit_records(self, records: list[Record]) -> None:
+        """Encode records (numbering them) straight into the next batch."""
+        if self.failed is not None:
+            return
+        if not self._batch:
+            self.schedule_flush()
+        self._journal.encode_into(records, self._batch)
+        self._batch_records += len(records)
 
     def after(self, done: Done) -> None:
         """Call ``done`` once everything submitted so far is durable."""
@@ -124,26 +176,39 @@ class GroupCommitter:
             done(True)
         else:
             self._waiting.append(done)
-            self._schedule_flush()
+            self.schedule_flush()
 
     async def drain(self) -> None:
-        """Wait until nothing is buffered or in flight."""
-        while self.busy and self.failed is None:
-            self._idle.clear()
-            self._schedule_flush()
-            await self._idle.wait()
+        """Wait until nothing is buffered, waiting or in flight."""
+        self._draining += 1
+        try:
+            while self.failed is None and not self._settled():
+                self._idle.clear()
+                self.schedule_flush()
+                await self._idle.wait()
+        finally:
+            self._draining -= 1
 
     async def close(self) -> None:
         await self.drain()
-        if self._interval_task is not None:
-            self._interval_task.cancel()
-        if self.failed is None and self._policy.mode != "always" and self._dirty:
+        if self._interval is not None:
+            self._interval.cancel()
+        if self.failed is None and not self._always and self._dirty:
+            synced: asyncio.Future[None] = self._loop.create_future()
+
+            def then(_waiting: list[Done], _result: object, error: BaseException | None) -> None:
+                self._job_waiting = None
+                _settle(synced, None, error)
+
+            self._dirty = False
+            self._start(self._timed_sync, [], then)
             try:
-                await self._loop.run_in_executor(self._executor, self._sync_now)
+                await synced
             except JournalFailure as error:
                 self._fail(error, [])
-        # After a failure the writer thread may hang in the kernel: do not wait for it.
-        self._executor.shutdown(wait=self.failed is None)
+        self._jobs.put(None)
+        if self.failed is None:  # after a failure the thread may hang in the kernel
+            self._thread.join()
 
     async def seal(self) -> Sealed | None:
         """Seal the open segment once everything submitted so far is
@@ -151,79 +216,142 @@ class GroupCommitter:
         await self.drain()
         if self.failed is not None:
             raise self.failed
-        try:
-            return await self._loop.run_in_executor(self._executor, self._rotate)
-        except JournalFailure as error:
-            self._fail(error, [])
-            raise
+        sealed: asyncio.Future[Sealed | None] = self._loop.create_future()
+        self._sealing.append(sealed)
+        self._rotating = True
+        self._kick()
+        return await sealed
 
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._in_flight:
+    # --- the loop side ----------------------------------------------------
+
+    def _schedule_own_flush(self) -> None:
+        if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._own_flush)
 
-    def _flush(self) -> None:
+    def _own_flush(self) -> None:
         self._flush_scheduled = False
-        if self._in_flight or self.failed is not None:
-            return
-        if not self._buffer:
-            self._release(self._waiting, True)
-            self._waiting = []
-            self._idle.set()
-            return
-        data = b"".join(self._buffer)
-        through_seq = self._journal.next_seq - 1  # every encoded record is in the buffer
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the batch of this turn and release what it allows (end of a loop turn)."""
+        if self.failed is not None or self._rotating:
+            return  # a rotation ends with a flush
         waiting = self._waiting
-        self._buffer, self._waiting = [], []
-        self._in_flight = True
-        future = self._loop.run_in_executor(self._executor, self._write, data, through_seq)
-        future.add_done_callback(lambda f: self._written(f, waiting))
+        if self._batch:
+            data, self._batch, self._waiting = self._batch, bytearray(), []
+            try:
+                self._journal.append(data, self._journal.next_seq - 1)
+            except JournalFailure as error:
+                self._fail(error, waiting)
+                return
+            stats = self.stats
+            stats.batches += 1
+            stats.records += self._batch_records
+            stats.records_bytes += len(data)
+            self._batch_records = 0
+            if self._journal.full:  # its replies wait for the seal: a failure there fails them
+                self._rotating = True
+                self._unsynced += waiting
+            elif self._always:
+                self._unsynced += waiting
+            else:
+                self._release(waiting, True)
+            if self._always:
+                self._unsynced_data = True
+            else:
+                self._dirty = True
+        elif waiting:  # nothing new: these wait for what was written before them
+            self._waiting = []
+            if self._always and self._unsynced_data:
+                self._unsynced += waiting
+            elif self._always and self._job_waiting is not None:
+                self._job_waiting += waiting  # the fsync in flight covers every write
+            else:
+                self._release(waiting, True)
+        self._kick()
 
-    def _write(self, data: bytes, through_seq: int) -> Sealed | None:
-        # Runs on the one writer thread, as do _sync_now and _rotate: no lock needed.
-        self._journal.append(data, through_seq)
-        self.stats.records_bytes += len(data)
-        if self._policy.mode == "always":
-            self._timed_sync()
+    def _kick(self) -> None:
+        """Start the next job if the writer thread is free and one is due."""
+        if self._job_waiting is not None or self.failed is not None:
+            return
+        if self._rotating:
+            waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
+            self._start(self._rotate, waiting, self._rotated)
+        elif self._unsynced_data:
+            waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
+            if self._sync_inline:
+                self._sync_here(waiting)
+            else:
+                self._start(self._timed_sync, waiting, self._synced)
+            return
         else:
-            self._dirty = True
-        return self._rotate() if self._journal.full else None
+            self._check_idle()
 
-    def _rotate(self) -> Sealed | None:
-        sealed = self._journal.rotate()  # syncs what it seals
-        if sealed is not None:
-            self._dirty = False
-        return sealed
-
-    def _timed_sync(self) -> None:
-        started = time.perf_counter()
-        self._journal.sync()
-        elapsed_s = time.perf_counter() - started
-        self.stats.fsyncs += 1
-        self.stats.fsync_s_total += elapsed_s
-        self.stats.fsync_recent_s.append(elapsed_s)
-        for observe in self.fsync_observers:
-            observe(elapsed_s)
-
-    def _sync_now(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self._timed_sync()
-
-    def _written(self, future: "asyncio.Future[Sealed | None]", waiting: list[Done]) -> None:
-        self._in_flight = False
-        self.stats.batches += 1
-        error = future.exception() or self.failed  # failed meanwhile (an interval fsync)
-        if error is not None:
+    def _sync_here(self, waiting: list[Done]) -> None:
+        """Under ``always``, with a fast disk: the fsync on the loop. No thread
+        hand-off and no wake-up; the requests read meanwhile wait in their
+        sockets and make the next batch, so it is group commit all the same."""
+        try:
+            self._sync_inline = self._timed_sync() < INLINE_FSYNC_MAX_S
+        except JournalFailure as error:
             self._fail(error, waiting)
             return
         self._release(waiting, True)
-        sealed = future.result()
-        if sealed is not None and self.on_sealed is not None:
+        self._check_idle()
+
+    def _start(self, work: Callable[[], Any], waiting: list[Done], then: Then) -> None:
+        self._job_waiting = waiting
+        self._jobs.put((work, waiting, then))
+
+    def _synced(self, waiting: list[Done], elapsed_s: object, error: BaseException | None) -> None:
+        self._job_waiting = None
+        if isinstance(elapsed_s, float):
+            self._sync_inline = elapsed_s < INLINE_FSYNC_MAX_S
+        if error is not None or self.failed is not None:
+            self._fail(error or self.failed, waiting)  # type: ignore[arg-type]
+            return
+        self._release(waiting, True)
+        self._kick()
+        if self.on_released is not None:
+            self.on_released()
+
+    def _rotated(
+        self, waiting: list[Done], sealed: Sealed | None, error: BaseException | None
+    ) -> None:
+        self._job_waiting = None
+        self._rotating = False
+        sealing, self._sealing = self._sealing, []
+        if error is not None or self.failed is not None:
+            failure = error or self.failed
+            assert failure is not None
+            for future in sealing:
+                _settle(future, None, failure)
+            self._fail(failure, waiting)
+            return
+        self._release(waiting, True)
+        if sealing:  # asked for by seal(): its caller takes the sealed segment
+            for future in sealing:
+                _settle(future, sealed, None)
+        elif sealed is not None and self.on_sealed is not None:
             self.on_sealed(sealed)
-        if self._buffer or self._waiting:
-            self._schedule_flush()
-        else:
+        self.flush()  # what was held meanwhile
+        if self.on_released is not None:
+            self.on_released()
+
+    def _interval_sync(self) -> None:
+        if self.failed is not None:
+            return
+        if self._dirty and self._job_waiting is None and not self._rotating:
+            self._dirty = False
+            self._start(self._timed_sync, [], self._synced)
+        self._interval = self._loop.call_later(self._policy.interval_ms / 1000, self._interval_sync)
+
+    def _settled(self) -> bool:
+        return not (self.busy or self._waiting or self._job_waiting is not None)
+
+    def _check_idle(self) -> None:
+        if self._draining and self._settled():
             self._idle.set()
 
     def _fail(self, error: BaseException, waiting: list[Done]) -> None:
@@ -231,8 +359,12 @@ class GroupCommitter:
         if first:
             self.failed = error
             log.critical("journal failed, refusing every request: %s", error)
-        self._release(waiting + self._waiting, False)
-        self._buffer, self._waiting = [], []
+        in_flight = self._job_waiting or []
+        failed = waiting + in_flight + self._unsynced + self._waiting
+        in_flight.clear()  # answered now; the job's own answer finds none left
+        self._batch, self._waiting, self._unsynced = bytearray(), [], []
+        self._batch_records = 0
+        self._release(failed, False)
         self._idle.set()
         if first:
             self._on_failure(error)
@@ -242,13 +374,43 @@ class GroupCommitter:
         for done in waiting:
             done(ok)
 
-    async def _interval_sync(self) -> None:
-        period_s = self._policy.interval_ms / 1000
-        while self.failed is None:
-            await asyncio.sleep(period_s)
-            if not self._dirty:
-                continue
+    # --- the writer thread ------------------------------------------------
+
+    def _run_jobs(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            work, waiting, then = job
+            result, error = None, None
             try:
-                await self._loop.run_in_executor(self._executor, self._sync_now)
-            except JournalFailure as error:
-                self._fail(error, [])
+                result = work()
+            except Exception as failure:  # a JournalFailure; anything else is a bug, as fatal
+                error = failure
+            try:
+                self._loop.call_soon_threadsafe(then, waiting, result, error)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+    def _rotate(self) -> Sealed | None:
+        sealed = self._journal.rotate()  # syncs what it seals
+        if sealed is not None:
+            self._dirty = False
+        return sealed
+
+    def _timed_sync(self) -> float:
+        started = time.perf_counter()
+        self._journal.sync()
+        elapsed_s = time.perf_counter() - started
+        self.stats.fsyncs += 1
+        self.stats.fsync_s_total += elapsed_s
+        self.stats.fsync_recent_s.append(elapsed_s)
+        for observe in self.fsync_observers:
+            observe(elapsed_s)
+        return elapsed_s
+
+
+def _settle(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

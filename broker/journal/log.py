@@ -11,13 +11,17 @@ again by this journal (fsync is never retried: after a failed fsync the
 kernel may have dropped the dirty pages, and a later "successful" fsync
 would prove nothing).
 
-Threading: ``encode`` runs on the event loop (it numbers records);
-``append``, ``sync`` and ``rotate`` on the one writer thread; ``open`` before
-that thread starts, ``close`` after it stopped.
+Threading: ``encode`` and ``append`` run on the event loop (``encode``
+numbers records); ``sync`` and ``rotate`` on the one writer thread, a sync
+while the loop appends (it covers what was appended before it started), a
+rotation never while the loop appends (the group committer holds writes
+meanwhile); ``open`` before that thread starts, ``close`` after it stopped.
 """
 
 import contextlib
 import os
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
@@ -29,6 +33,9 @@ from broker.journal.recovery import Segment
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
+_CRC = struct.Struct(">I")  # a record's header: crc, then length and seq (format.py)
+_LENGTH_SEQ = struct.Struct(">IQ")
+_encode, _crc32 = record_encoder.encode, zlib.crc32
 
 
 class JournalFailure(Exception):
@@ -105,16 +112,31 @@ class Journal:
 
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""
-        parts = []
-        for record in records:
-            parts.append(F.encode_record(self.next_seq, record_encoder.encode(record)))
-            self.next_seq += 1
-        return b"".join(parts)
+        buffer = bytearray()
+        self.encode_into(records, buffer)
+        return bytes(buffer)
 
-    def append(self, data: bytes, through_seq: int) -> None:
+    def encode_into(self, records: Iterable[Record], buffer: bytearray) -> None:
+        """Append records to ``buffer``, framed as ``format.encode_record``
+        frames them, with the next sequence numbers."""
+        seq = self.next_seq
+        for record in records:
+            payload = _encode(record)
+            head = _LENGTH_SEQ.pack(len(payload), seq)
+            buffer += _CRC.pack(_crc32(payload, _crc32(head)))
+            buffer += head
+            buffer += payload
+            seq += 1
+        self.next_seq = seq
+
+    def append(self, data: bytes | bytearray, through_seq: int) -> None:
         """Write ``data``, whose last record has seq ``through_seq``."""
         fd = self._open_fd()
-        self._guard("write", lambda: self.disk.write(fd, data))
+        try:  # _guard without its closure: this runs once a loop turn
+            self.disk.write(fd, data)
+        except OSError as error:
+            self.failure = JournalFailure("write", self._path, error, self.durable_seq)
+            raise self.failure from error
         self._size_bytes += len(data)
         self.written_seq = through_seq
 

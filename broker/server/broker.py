@@ -6,6 +6,11 @@ send the reply once they are durable. No await sits between decide and
 apply. Handlers here hold no job semantics; the core does. The shell also
 runs the timer that calls ``core.tick`` and serves held long-poll fetches
 when their queues get ready jobs.
+
+The end of a loop turn (``_end_turn``, scheduled once by the first thing
+of the turn that needs it) writes the turn's journal batch, re-arms the
+timer if a record may have moved a deadline, and writes the replies of the
+turn, one write per connection.
 """
 
 import asyncio
@@ -85,6 +90,11 @@ class Broker:
         self.connections: set[Connection] = set()
         self.attached: dict[str, int] = {}  # open greeted connections by worker id
         self.waiters = Waiters()
+        self.outbound: list[Connection] = []  # connections with replies to write this turn
+        self._turn_scheduled = False
+        self._timer_stale = False  # a record was applied since the timer was armed
+        committer.schedule_flush = self._schedule_turn
+        committer.on_released = self.flush_replies
         self._timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self._timer_due_ms: int | None = None
@@ -198,8 +208,8 @@ class Broker:
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
-        self.committer.submit(self.journal.encode(records), len(records))
-        self._arm_timer()  # any record may bring a deadline closer
+        self.committer.submit_records(records)
+        self._timer_stale = True  # any record may bring a deadline closer
 
     def _tally(self, record: Record) -> None:
         for queue, total in core.tally(self.state, record):
@@ -224,6 +234,30 @@ class Broker:
                 connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
         self.committer.after(done)
+
+    def reply_later(self, connection: Connection) -> None:
+        """``connection`` has replies queued: write them at the end of the turn."""
+        self.outbound.append(connection)
+        self._schedule_turn()
+
+    def flush_replies(self) -> None:
+        outbound = self.outbound
+        if outbound:
+            self.outbound = []
+            for connection in outbound:
+                connection.flush()
+
+    def _schedule_turn(self) -> None:
+        if not self._turn_scheduled:
+            self._turn_scheduled = True
+            self.loop.call_soon(self._end_turn)
+
+    def _end_turn(self) -> None:
+        self._turn_scheduled = False
+        self.committer.flush()
+        if self._timer_stale:
+            self._arm_timer()
+        self.flush_replies()
 
     # --- the admin socket -------------------------------------------------
 
@@ -332,7 +366,12 @@ class Broker:
         waiter.connection.waiters.discard(waiter)
 
     def _wake_waiters(self) -> None:
-        for queue in self.state.take_readied():
+        if not self.state.readied:  # the usual case: nothing new is ready
+            return
+        readied = self.state.take_readied()
+        if not self.waiters.count:
+            return
+        for queue in readied:
             for waiter in self.waiters.in_order(queue):
                 if not core.has_ready(self.state, queue):
                     break
@@ -351,6 +390,9 @@ class Broker:
     # --- timers -----------------------------------------------------------
 
     def _arm_timer(self) -> None:
+        self._timer_stale = False
+        if self.stopping:
+            return
         due_ms = core.next_due_ms(self.state)
         if due_ms is None or (self._timer_due_ms is not None and self._timer_due_ms <= due_ms):
             return

@@ -18,6 +18,15 @@ the frames read are their sum) and tests one field (``paused``, which a close
 sets too); ``guard.Guard`` reads them in its sweep to enforce the
 deadlines. It holds no job semantics; everything it decodes goes to
 ``Broker.handle``.
+
+Replies are coalesced: ``send`` encodes a reply into the connection's
+outbound list, and the broker ``flush``es every connection that has one at
+the end of the loop turn (after the journal batch of the turn is written),
+so a pipelining client gets all the replies of a turn in one write. A reply
+is only ever sent once its records are written, so writing early is always
+allowed: once ``OUT_FLUSH_BYTES`` are queued they go to the transport at
+once, whose back-pressure (above) then applies as to any write; the limit on
+outbound bytes counts the queue with the transport's buffer.
 """
 
 import asyncio
@@ -42,6 +51,7 @@ PAUSED_FOR_WRITES = 1
 PAUSED_FOR_IN_FLIGHT = 2
 PAUSED_FOR_GOOD = 4  # doomed: nothing more is read
 PAUSED_CLOSED = 8  # set with closed, so the hot path tests one field
+OUT_FLUSH_BYTES = 64 * 1024  # queued replies written before the end of the turn
 
 
 class Connection(asyncio.Protocol):
@@ -64,6 +74,8 @@ class Connection(asyncio.Protocol):
         "in_flight",
         "info",
         "max_in_flight",
+        "out",
+        "out_bytes",
         "paused",
         "peer",
         "pending_auth",
@@ -95,6 +107,8 @@ class Connection(asyncio.Protocol):
         self.frame_mark, self.frame_since_s = -1, 0.0
         self.active_s = self.deadline_s = self.write_paused_s = 0.0
         self.paused = 0  # PAUSED_FOR_* bits
+        self.out: list[bytes] = []  # encoded replies of this turn, written by flush()
+        self.out_bytes = 0
         self._reading_paused = False
         self._continuing = False
 
@@ -164,38 +178,60 @@ class Connection(asyncio.Protocol):
     # --- replies out ------------------------------------------------------------
 
     def send(self, reply: M.Reply) -> None:
-        """Send the reply to a request read from this connection."""
+        """Queue the reply to a request read from this connection (see ``flush``)."""
         if self.closed:
             return
-        transport = self.transport
-        assert transport is not None
         if self.paused:
-            self._send_while_paused(transport, reply)
+            self._send_while_paused(reply)
             return
-        transport.write(encode_frame(M.encoder.encode(reply)))
+        self._queue(encode_frame(M.encoder.encode(reply)))
         self.frames_out += 1
         self.in_flight -= 1
 
-    def _send_while_paused(self, transport: asyncio.Transport, reply: M.Reply) -> None:
+    def _send_while_paused(self, reply: M.Reply) -> None:
         """``send`` off the hot path: abort rather than queue past max_outbound_bytes
         while writes are paused; resume reading once half the requests are answered."""
+        transport = self.transport
+        assert transport is not None
         limit = self.broker.config.limits.max_outbound_bytes
-        if self.paused & PAUSED_FOR_WRITES and transport.get_write_buffer_size() > limit:
+        if (
+            self.paused & PAUSED_FOR_WRITES
+            and transport.get_write_buffer_size() + self.out_bytes > limit
+        ):
             message = f"over {limit} bytes of replies are waiting to be read"
             self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
             self.abort()
             return
-        transport.write(encode_frame(M.encoder.encode(reply)))
+        self._queue(encode_frame(M.encoder.encode(reply)))
         self.frames_out += 1
         self.in_flight -= 1
         if self.paused & PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
             self._resume(PAUSED_FOR_IN_FLIGHT)
 
+    def _queue(self, frame: bytes) -> None:
+        if not self.out:
+            self.broker.reply_later(self)
+        self.out.append(frame)
+        self.out_bytes += len(frame)
+        if self.out_bytes >= OUT_FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the replies queued this turn, in one write."""
+        out = self.out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        self.out_bytes = 0
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
     def close_with(self, reply: M.Reply) -> None:
         """Send a last reply and close (after it is flushed)."""
         if not self.closed and self.transport is not None:
-            self.transport.write(encode_frame(M.encoder.encode(reply)))
-        self.close()
+            self.out.append(encode_frame(M.encoder.encode(reply)))
+        self.close()  # flushes
 
     def refuse(self, code: ErrorCode, message: str) -> None:
         """Say why (rid 0) and close, reading nothing more."""
@@ -207,6 +243,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closed:
+            self.flush()
             self._mark_closed()
             if self.transport is not None:
                 self.transport.close()
@@ -214,6 +251,8 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close at once, dropping whatever is still queued for the peer."""
         self._mark_closed()
+        self.out.clear()
+        self.out_bytes = 0
         if self.transport is not None:
             self.transport.abort()
 

@@ -89,7 +89,7 @@ class SimDisk:
         self.reads.append(path)
         return self._fd(self._inode(path))
 
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: bytes | bytearray) -> None:
         self._step(f"write {len(data)} bytes")
         self.fds[fd].data += data
 
@@ -174,7 +174,7 @@ class FaultyDisk(OsDisk):
         self._paths[fd] = path
         return fd
 
-    def write(self, fd: int, data: bytes) -> None:
+    def write(self, fd: int, data: bytes | bytearray) -> None:
         self.writes += 1
         if self.writes == self.fail_write_at:
             self._fail()

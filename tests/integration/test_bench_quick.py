@@ -53,7 +53,7 @@ def test_every_leash_cell_has_a_number(quick_run: tuple[str, dict[str, object], 
     ):
         rows = _table_rows(text, heading)
         assert rows[0][2].startswith("Leash"), rows[0]
-        assert len(rows) == 2 + 9, heading  # header, rule, 6 throughput + 3 latency rows
+        assert len(rows) == 2 + 10, heading  # header, rule, 7 throughput + 3 latency rows
         for row in rows[2:]:
             assert len(row) == 7, row  # workload, unit, Leash, two peers with their ratios
             assert re.fullmatch(r"[0-9][0-9,.]*", row[2]), row

@@ -1,6 +1,7 @@
 """The sans-IO client core: requests out, replies matched by rid, results and errors in."""
 
 import os
+import re
 from typing import Any
 
 import msgspec
@@ -141,6 +142,23 @@ def test_push_makes_a_fresh_id_unless_given_one() -> None:
     first, second = job_spec("t").id, job_spec("t").id
     assert first and second and first != second
     assert job_spec("t", id="mine").id == "mine"
+
+
+def test_client_made_ids_fit_the_client_id_pattern_and_differ_in_a_forked_child() -> None:
+    ids = {job_spec("t").id for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.match(limits.CLIENT_ID_PATTERN, job_id) and len(job_id) == 32 for job_id in ids)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child draws its own prefix: its ids are not the parent's next ones
+        os.write(write_end, "\n".join(job_spec("t").id for _ in range(1000)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_ids = set(pipe.read().split("\n"))
+    os.waitpid(child, 0)
+    parent_next = {job_spec("t").id for _ in range(1000)}
+    assert len(child_ids) == 1000 and not child_ids & (ids | parent_next)
 
 
 @pytest.mark.parametrize("args", [[1, "two", None], {"a": [1, 2]}, "text", 3.5, [], {}])

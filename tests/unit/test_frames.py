@@ -166,3 +166,29 @@ def test_a_frame_split_across_reads_completes_after_the_frames_before_it() -> No
         decoder.feed(encode_frame(b"y")[2:])
         assert drain(decoder) == [b"y"], index
     assert decoder.buffered_bytes == 0
+
+
+def test_a_buffer_the_caller_reuses_after_feeding_does_not_change_the_frames() -> None:
+    bodies = [b"first", b"second" * 10, b"third"]
+    stream = b"".join(encode_frame(body) for body in bodies)
+    reused = bytearray(len(stream))
+    decoder = FrameDecoder()
+    frames: list[bytes] = []
+    position = 0
+    for cut in (3, 20, len(stream)):  # the second frame spans reads
+        piece = stream[position:cut]
+        reused[: len(piece)] = piece
+        decoder.feed(memoryview(reused)[: len(piece)])
+        reused[:] = b"\xee" * len(reused)  # the caller writes its next read over it
+        frames += drain(decoder)
+        position = cut
+    assert frames == bodies
+
+
+def test_frames_left_unread_when_more_bytes_arrive_come_out_in_order() -> None:
+    decoder = FrameDecoder()
+    decoder.feed(encode_frame(b"one") + encode_frame(b"two") + encode_frame(b"three")[:5])
+    assert decoder.next_frame() == b"one"  # the reader stops here (a paused connection)
+    decoder.feed(encode_frame(b"three")[5:] + encode_frame(b"four"))
+    assert drain(decoder) == [b"two", b"three", b"four"]
+    assert decoder.buffered_bytes == 0

@@ -61,3 +61,17 @@ def test_a_frame_exactly_at_the_limit_is_accepted_and_one_byte_more_refused(limi
     with pytest.raises(ProtocolError) as refused:
         decoder.next_frame()
     assert refused.value.code == ErrorCode.TOO_LARGE
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_a_large_chunk_behind_a_bad_length_split_across_reads_is_not_kept(split: int) -> None:
+    limit = HANDSHAKE_FRAME_MAX_BYTES
+    header = (limit + 1).to_bytes(4, "big")
+    decoder = FrameDecoder(limit)
+    decoder.feed(header[:split])
+    assert decoder.next_frame() is None
+    decoder.feed(header[split:] + b"j" * (2 * limit))
+    assert decoder.buffered_bytes == 4
+    with pytest.raises(ProtocolError) as refused:
+        decoder.next_frame()
+    assert refused.value.code == ErrorCode.TOO_LARGE

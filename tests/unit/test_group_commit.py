@@ -1,0 +1,185 @@
+"""The group committer (broker/journal/group_commit.py) on a real journal in a
+temporary directory, through a disk that records the order of what happens:
+what each policy waits for before a reply is released, the writer thread
+taking over from a slow disk, and a failure there answering every reply."""
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+
+from broker.core import CoreConfig
+from broker.core import records as R
+from broker.core.records import record_encoder
+from broker.journal import format as F
+from broker.journal import group_commit
+from broker.journal.disk import OsDisk
+from broker.journal.group_commit import FsyncPolicy, GroupCommitter
+from broker.journal.log import Journal
+from broker.journal.recovery import recover
+from tests.journal_kit import paused
+
+WAIT_S = 10.0
+GATE_S = 2.0
+
+
+class EventDisk(OsDisk):
+    """The real disk, with a log of writes, syncs and releases in order; a
+    sync can be made slow (``sync_s``), wait for the loop to open a ``gate``
+    (it never opens if the sync runs on the loop itself), or fail."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.sync_s = 0.0
+        self.gate: threading.Event | None = None
+        self.fail_sync = False
+
+    def write(self, fd: int, data: bytes) -> None:
+        super().write(fd, data)
+        self.events.append("write")
+
+    def sync(self, fd: int) -> None:
+        if self.sync_s:
+            time.sleep(self.sync_s)  # a slow disk, on whichever thread syncs
+        if self.gate is not None:
+            self.gate.wait(GATE_S)
+        if self.fail_sync:
+            raise OSError(errno.EIO, "Input/output error (injected)")
+        super().sync(fd)
+        self.events.append("sync")
+
+
+@asynccontextmanager
+async def committer_on(directory: str, disk: EventDisk, mode: str) -> AsyncIterator[GroupCommitter]:
+    recovered = recover(directory, OsDisk(), CoreConfig())
+    journal = Journal(directory, disk)
+    journal.open(recovered.next_seq, None, 1)
+    failures: list[BaseException] = []
+    committer = GroupCommitter(
+        asyncio.get_running_loop(), journal, FsyncPolicy.parse(mode), failures.append
+    )
+    disk.events.clear()  # the segment's creation
+    try:
+        yield committer
+    finally:
+        await committer.close()
+        journal.close()
+
+
+def released(disk: EventDisk, results: list[bool], name: str) -> "group_commit.Done":
+    def done(ok: bool) -> None:
+        disk.events.append(f"{name} {'ok' if ok else 'failed'}")
+        results.append(ok)
+
+    return done
+
+
+async def _until(condition: object) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("mode", ["never", "interval:60000"])
+async def test_without_always_a_reply_is_released_after_its_write_and_before_any_fsync(
+    tmp_path: os.PathLike[str], mode: str
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, mode) as committer:
+        committer.submit_records(paused(3))
+        committer.after(released(disk, results, "reply"))
+        assert results == []  # not before the end of the loop turn
+        await _until(lambda: results)
+        assert disk.events == ["write", "reply ok"]
+
+
+async def test_under_always_a_reply_is_released_after_the_fsync_of_its_write(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        committer.submit_records(paused(2))
+        committer.after(released(disk, results, "first"))
+        committer.submit_records(paused(1, start=2))
+        committer.after(released(disk, results, "second"))
+        await _until(lambda: len(results) == 2)
+        assert disk.events == ["write", "sync", "first ok", "second ok"]  # one batch
+
+
+async def _one_slow_fsync(committer: GroupCommitter, disk: EventDisk, results: list[bool]) -> None:
+    """A batch synced on the loop that the committer finds slow."""
+    disk.sync_s = 2 * group_commit.INLINE_FSYNC_MAX_S
+    committer.submit_records(paused(1))
+    committer.after(released(disk, results, "first"))
+    await _until(lambda: results)
+
+
+async def test_a_slow_fsync_moves_to_the_writer_thread_and_the_loop_serves_meanwhile(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        await _one_slow_fsync(committer, disk, results)
+        disk.gate = gate = threading.Event()
+        committer.submit_records(paused(1, start=1))  # synced on the writer thread
+        committer.after(released(disk, results, "second"))
+
+        def serve() -> None:  # what the loop does while the fsync is in flight
+            disk.events.append("loop served")
+            gate.set()
+
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: loop.call_soon(serve))
+        await _until(lambda: len(results) == 2)
+        assert disk.events == [
+            "write",
+            "sync",
+            "first ok",
+            "write",
+            "loop served",
+            "sync",
+            "second ok",
+        ]
+        disk.sync_s, disk.gate = 0.0, None
+        committer.submit_records(paused(1, start=2))  # fast again: back on the loop
+        committer.after(released(disk, results, "third"))
+        await _until(lambda: len(results) == 3)
+        assert disk.events[-3:] == ["write", "sync", "third ok"]
+
+
+async def test_a_failed_fsync_on_the_writer_thread_fails_every_waiting_and_later_reply(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        await _one_slow_fsync(committer, disk, results)
+        disk.fail_sync = True
+        committer.submit_records(paused(1, start=1))  # its fsync, on the thread, fails
+        committer.after(released(disk, results, "in flight"))
+        await asyncio.sleep(0)  # the batch is written and its fsync started
+        committer.submit_records(paused(1, start=2))  # written while that fsync runs
+        committer.after(released(disk, results, "next batch"))
+        await _until(lambda: committer.failed is not None)
+        committer.after(released(disk, results, "later"))
+        syncs = disk.events.count("sync")
+    assert results == [True, False, False, False]
+    assert disk.events.count("sync") == syncs == 1, "fsync was tried again after it failed"
+
+
+def test_records_encoded_into_a_batch_are_framed_as_the_format_frames_them() -> None:
+    journal = Journal("/nonexistent", OsDisk())  # encoding touches no file
+    journal.next_seq = 41
+    records = [*paused(2), R.JobsAcked([R.LeaseRef("job-1", 7)], at_ms=5)]
+    batch = bytearray(b"before")
+    journal.encode_into(records, batch)
+    expected = b"".join(
+        F.encode_record(41 + i, record_encoder.encode(record)) for i, record in enumerate(records)
+    )
+    assert bytes(batch) == b"before" + expected
+    assert journal.next_seq == 44
+    assert journal.encode(paused(1)) == F.encode_record(44, record_encoder.encode(paused(1)[0]))
