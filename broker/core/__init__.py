@@ -8,7 +8,7 @@ from broker.core.apply import apply
 from broker.core.checks import check_invariants
 from broker.core.common import Rejected
 from broker.core.config import CoreConfig
-from broker.core.decide import Outcome, boot, decide, has_ready, job_view
+from broker.core.decide import Outcome, boot, decide, has_ready, job_view, roll_due
 from broker.core.growth import grows_state
 from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
@@ -41,6 +41,7 @@ __all__ = [
     "queue_views",
     "record_decoder",
     "record_encoder",
+    "roll_due",
     "tally",
     "tick",
     "touch",

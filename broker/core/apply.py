@@ -25,6 +25,7 @@ from broker.core import batches
 from broker.core import records as R
 from broker.core.ready import ReadyBucket
 from broker.core.state import (
+    COUNTER_LIMIT,
     DEAD,
     LEASED,
     PURGES,
@@ -57,7 +58,7 @@ def apply(state: State, record: R.Record) -> None:
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
     _push_jobs(state, record.jobs, join=True)
-    state.counter = record.counter_after
+    state.counter = _counted(record.counter_after)
 
 
 # Leases and acks are most of a busy journal: their handlers do what
@@ -87,7 +88,7 @@ def _leased_jobs(state: State, record: R.JobsLeased) -> None:
         owned[job_id] = None
         heapq.heappush(deadlines, (grant.deadline_ms, grant.token, job_id))
     assert owned, record  # a record leases at least one job
-    state.counter = record.counter_after
+    state.counter = _counted(record.counter_after)
 
 
 def _acked(state: State, record: R.JobsAcked) -> None:
@@ -181,6 +182,11 @@ def _resumed(state: State, record: R.QueueResumed) -> None:
     _drop_if_empty(state, queue)
 
 
+def _counted(counter_after: int) -> int:
+    assert counter_after <= COUNTER_LIMIT, counter_after  # roll_due came too late
+    return counter_after
+
+
 def _booted(state: State, record: R.Booted) -> None:
     assert record.epoch > state.epoch, (record.epoch, state.epoch)
     state.epoch = record.epoch
@@ -188,6 +194,12 @@ def _booted(state: State, record: R.Booted) -> None:
     for process in state.processes.values():  # no connection survived the restart
         process.grace_deadline_ms = 0
         _set_process_deadline(state, process, "beat", record.process_deadline_ms)
+
+
+def _rolled(state: State, record: R.EpochRolled) -> None:
+    assert record.epoch > state.epoch, (record.epoch, state.epoch)
+    state.epoch = record.epoch
+    state.counter = 1
 
 
 def _seen(state: State, record: R.ProcessSeen) -> None:
@@ -229,7 +241,7 @@ def _batch_opened(state: State, record: R.BatchOpened) -> None:
     new = record.batch
     batches.open_batch(state, new)
     _push_jobs(state, record.jobs, join=True)
-    state.counter = record.counter_after
+    state.counter = _counted(record.counter_after)
     if new.committed:
         _push_all(state, batches.commit(state, new.id, new.created_ms))
 
@@ -271,6 +283,7 @@ _BY_KIND: Final[dict[type, tuple[Handler, tuple[Purge, ...]]]] = {
     R.QueuePaused: (_paused, ()),
     R.QueueResumed: (_resumed, ()),
     R.Booted: (_booted, PURGES),
+    R.EpochRolled: (_rolled, ()),
     R.ProcessSeen: (_seen, (purge_process_deadlines,)),
     R.ProcessDetached: (_detached, (purge_process_deadlines,)),
     R.ProcessControlled: (_controlled, (purge_process_deadlines,)),

@@ -13,7 +13,7 @@ from broker.core import records as R
 from broker.core.batch_decide import decide_batch
 from broker.core.common import Rejected, failure_for, lease_of
 from broker.core.pushes import Pushes, push_specs
-from broker.core.state import DEAD, LEASED, PRIORITIES, Job, State
+from broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
 from protocol import messages as M
 from protocol.errors import ErrorCode
 from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
@@ -190,6 +190,15 @@ def job_view(job: Job) -> M.JobView:
         died_ms=job.died_ms if job.state == DEAD else None,
         batch=job.batch,
     )
+
+
+def roll_due(state: State, now_ms: int) -> list[R.Record]:
+    """Before a decision: the record that moves to a new epoch once this
+    one's counter nears its end, so tokens never overflow into the epoch
+    bits. The shell makes it durable before any reply, as a boot record."""
+    if state.counter < COUNTER_ROLL_AT:
+        return []
+    return [R.EpochRolled(epoch=state.epoch + 1, at_ms=now_ms)]
 
 
 def boot(state: State, now_ms: int) -> R.Booted:

@@ -47,6 +47,15 @@ class Booted(Struct, tag="booted", tag_field="r"):
     process_deadline_ms: int = 0  # every known process has until then to show life
 
 
+class EpochRolled(Struct, tag="rolled", tag_field="r"):
+    """The epoch's counter is near its end (state.COUNTER_ROLL_AT): the
+    broker moves to a new epoch while it runs. Synced before any number of
+    the new epoch leaves, as a boot is, so no token is ever issued twice."""
+
+    epoch: int
+    at_ms: int
+
+
 class ProcessInfo(Struct, array_like=True):
     hostname: str
     pid: int
@@ -217,6 +226,7 @@ class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
 
 Record = (
     Booted
+    | EpochRolled
     | JobsPushed
     | JobsLeased
     | JobsAcked

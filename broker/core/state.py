@@ -48,6 +48,13 @@ __all__ = [  # the job words are jobs.py's; the rest of the core takes them from
 
 PRIORITIES: Final = range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)  # most urgent first
 
+# A token is (epoch << 32) | counter, so the counter must stay below 2**32.
+# Before a decision the shell rolls to a new epoch once the counter reaches
+# COUNTER_ROLL_AT (decide.roll_due); no one decision takes more numbers than
+# the headroom left (a 16 MiB frame holds far fewer than 2**24 jobs).
+COUNTER_LIMIT: Final = 1 << 32
+COUNTER_ROLL_AT: Final = COUNTER_LIMIT - (1 << 24)
+
 
 class Process(Struct):
     """A registered worker process. Its leases are the jobs whose owner it
@@ -127,6 +134,7 @@ class State:
         self.readied: set[str] = set()
 
     def next_token(self, offset: int = 0) -> int:
+        assert self.counter + offset < COUNTER_LIMIT, (self.epoch, self.counter, offset)
         return (self.epoch << 32) | (self.counter + offset)
 
     def take_readied(self) -> set[str]:

@@ -129,6 +129,7 @@ class GroupCommitter:
         self._job_waiting: list[Done] | None = None  # the job in flight's replies
         self._rotating = False  # a rotation is wanted or in flight: writes wait
         self._sync_inline = True  # always: the last fsync was fast
+        self._holding = False  # hold_until_synced: behaving as always until an fsync
         self._sealing: list[asyncio.Future[Sealed | None]] = []  # seal() callers
         self._flush_scheduled = False
         self.failed: BaseException | None = None
@@ -177,6 +178,23 @@ class GroupCommitter:
         else:
             self._waiting.append(done)
             self.schedule_flush()
+
+    def hold_until_synced(self) -> None:
+        """Under every policy, the replies from now on wait for an fsync that
+        covers what was submitted so far (an epoch roll: its record must be
+        durable before a number of the new epoch is sent). Policies other
+        than ``always`` then go back to their own pace."""
+        if not self._always:
+            self._always = self._holding = True
+            if self._dirty:  # written, not synced: the first fsync covers it
+                self._dirty, self._unsynced_data = False, True
+            self.schedule_flush()
+
+    def _end_hold(self) -> None:
+        """After an fsync: it covered everything written under the hold once
+        nothing was written since it began and nothing waits to be."""
+        if self._holding and not (self._unsynced_data or self._batch or self._unsynced):
+            self._always = self._holding = False
 
     async def drain(self) -> None:
         """Wait until nothing is buffered, waiting or in flight."""
@@ -298,6 +316,7 @@ class GroupCommitter:
             self._fail(error, waiting)
             return
         self._release(waiting, True)
+        self._end_hold()
         self._check_idle()
 
     def _start(self, work: Callable[[], Any], waiting: list[Done], then: Then) -> None:
@@ -312,6 +331,7 @@ class GroupCommitter:
             self._fail(error or self.failed, waiting)  # type: ignore[arg-type]
             return
         self._release(waiting, True)
+        self._end_hold()
         self._kick()
         if self.on_released is not None:
             self.on_released()
@@ -330,6 +350,7 @@ class GroupCommitter:
             self._fail(failure, waiting)
             return
         self._release(waiting, True)
+        self._end_hold()
         if sealing:  # asked for by seal(): its caller takes the sealed segment
             for future in sealing:
                 _settle(future, sealed, None)

@@ -38,7 +38,7 @@ import msgspec
 
 from broker import core
 from broker.core import image
-from broker.core.records import Booted, Record, record_decoder
+from broker.core.records import Booted, EpochRolled, Record, record_decoder
 from broker.journal import format as F
 from broker.journal import layout, snapshot
 from broker.journal.disk import Disk
@@ -363,7 +363,7 @@ def _epochs_after(data: memoryview, offset: int, seq: int) -> int:
             continue
         with contextlib.suppress(msgspec.DecodeError):
             record = record_decoder.decode(scanned.payload)
-            if isinstance(record, Booted):
+            if isinstance(record, Booted | EpochRolled):
                 top = max(top, record.epoch)
         seq, offset = scanned.seq + 1, scanned.end
     return top

@@ -154,6 +154,7 @@ class Broker:
         if self.disk_low and core.grows_state(request):
             self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
             return
+        self._roll_if_due(now_ms)
         try:
             outcome = core.decide(self.state, request, connection.worker_id, now_ms)
         except Exception:
@@ -210,6 +211,18 @@ class Broker:
             os._exit(EXIT_APPLY_FAILED)
         self.committer.submit_records(records)
         self._timer_stale = True  # any record may bring a deadline closer
+
+    def _roll_if_due(self, now_ms: int) -> None:
+        """Move to a new epoch before the counter could overflow into the
+        epoch bits. Its record is synced before any later reply leaves,
+        under every policy (as the boot record), so a token of the new
+        epoch is never sent unless the epoch is durable."""
+        rolled = core.roll_due(self.state, now_ms)
+        if rolled:
+            self._commit(rolled)
+            self.journal.epoch = self.state.epoch  # the header of the next segment
+            self.committer.hold_until_synced()
+            log.info("epoch %d: the last epoch used up its numbers", self.state.epoch)
 
     def _tally(self, record: Record) -> None:
         for queue, total in core.tally(self.state, record):
@@ -377,9 +390,10 @@ class Broker:
                     break
                 if waiter.timer is None:  # served through another of its queues
                     continue
-                outcome = core.decide(
-                    self.state, waiter.request, waiter.connection.worker_id, self.clock_ms()
-                )
+                now_ms = self.clock_ms()
+                self._roll_if_due(now_ms)
+                worker_id = waiter.connection.worker_id
+                outcome = core.decide(self.state, waiter.request, worker_id, now_ms)
                 if outcome.may_wait:  # its process may not fetch now (quiet, terminate)
                     continue
                 self._drop(waiter)

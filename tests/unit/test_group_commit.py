@@ -183,3 +183,23 @@ def test_records_encoded_into_a_batch_are_framed_as_the_format_frames_them() -> 
     assert bytes(batch) == b"before" + expected
     assert journal.next_seq == 44
     assert journal.encode(paused(1)) == F.encode_record(44, record_encoder.encode(paused(1)[0]))
+
+
+@pytest.mark.parametrize("mode", ["never", "interval:60000"])
+async def test_a_hold_makes_the_next_replies_wait_for_one_fsync_then_the_policy_resumes(
+    tmp_path: os.PathLike[str], mode: str
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, mode) as committer:
+        committer.submit_records(paused(1))
+        committer.after(released(disk, results, "before"))
+        await _until(lambda: results)
+        committer.submit_records(paused(1, start=1))  # the record that must be durable
+        committer.hold_until_synced()
+        committer.after(released(disk, results, "held"))
+        await _until(lambda: len(results) == 2)
+        committer.submit_records(paused(1, start=2))
+        committer.after(released(disk, results, "after"))
+        await _until(lambda: len(results) == 3)
+        held = ["write", "sync", "held ok"]
+        assert disk.events == ["write", "before ok", *held, "write", "after ok"]
