@@ -187,7 +187,8 @@ def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
     out += [
         f"- sizes: {sizes.jobs:,} jobs per cell or {sizes.cap_s:g} s, whichever first; "
         f"batches of {sizes.batch}; {sizes.workers} worker processes; latency at "
-        f"{sizes.latency_rate:,} jobs/s for {sizes.latency_s:g} s; memory with "
+        f"{sizes.latency_rate:,} jobs/s from {sizes.latency_producers} producers for "
+        f"{sizes.latency_s:g} s; memory with "
         f"{sizes.memory_jobs:,} jobs; {meta['runs']} run(s) per cell (memory and replay: 1)",
         "",
     ]

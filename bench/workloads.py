@@ -13,6 +13,7 @@ what it counted. Times are ``time.monotonic`` (one clock for every process
 on the machine).
 """
 
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class Sizes:
     cap_s: float = 5.0
     workers: int = 4
     latency_rate: int = 2_000  # jobs per second
+    latency_producers: int = 4  # connections sharing that rate, each pushing one at a time
     latency_s: float = 3.0
     memory_jobs: int = 1_000_000
     leash_fill_in_flight: int = 500  # pushes in flight while filling Leash one per request
@@ -321,27 +323,48 @@ def stop_workers(session: drivers.Session, workers: int) -> None:
 
 
 def latency(ctx: Context, system: System) -> Result:
-    """Push at a steady rate; each job is stamped with the time it was due to
-    be pushed (so a producer held up by a slow push does not hide the delay)."""
+    """Push at a steady rate from a few producers (a thread and a connection
+    each, taking turns), one push at a time each: as web processes push, so a
+    push waiting for its fsync does not hold up the next one. Each job is
+    stamped with the time it was due to be pushed (so a producer held up by a
+    slow push does not hide the delay)."""
     sizes = ctx.sizes
 
     def run(server: Server) -> Result:
-        session = drivers.connect(system.kind, HOST, server.port)
+        producers = sizes.latency_producers
+        sessions = [drivers.connect(system.kind, HOST, server.port) for _ in range(producers)]
         task = {"kind": system.kind, "port": server.port, "latency": True}
         ctx.pool.start("consume", [task] * sizes.workers)
         ctx.pool.go()
         count = int(sizes.latency_rate * sizes.latency_s)
         period_ns = 1_000_000_000 // sizes.latency_rate
         first_ns = time.monotonic_ns() + 50_000_000
-        for i in range(count):
-            due_ns = first_ns + i * period_ns
-            wait_ns = due_ns - time.monotonic_ns()
-            if wait_ns > 0:
-                time.sleep(wait_ns / 1e9)
-            session.push(drivers.payload(i, due_ns))
-        stop_workers(session, sizes.workers)
+
+        failures: list[BaseException] = []
+
+        def produce(turn: int) -> None:
+            session = sessions[turn]
+            try:
+                for i in range(turn, count, producers):
+                    due_ns = first_ns + i * period_ns
+                    wait_ns = due_ns - time.monotonic_ns()
+                    if wait_ns > 0:
+                        time.sleep(wait_ns / 1e9)
+                    session.push(drivers.payload(i, due_ns))
+            except BaseException as failure:  # re-raised on the main thread
+                failures.append(failure)
+
+        threads = [threading.Thread(target=produce, args=(turn,)) for turn in range(producers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if failures:
+            raise failures[0]
+        stop_workers(sessions[0], sizes.workers)
         results = ctx.pool.results()
-        session.close()
+        for session in sessions:
+            session.close()
         samples = sorted(s for r in results for s in r["samples_ns"])
         _expect(len(samples), count, False, "worked")
         return {
