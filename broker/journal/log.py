@@ -118,15 +118,21 @@ class Journal:
 
     def encode_into(self, records: Iterable[Record], buffer: bytearray) -> None:
         """Append records to ``buffer``, framed as ``format.encode_record``
-        frames them, with the next sequence numbers."""
-        seq = self.next_seq
-        for record in records:
-            payload = _encode(record)
-            head = _LENGTH_SEQ.pack(len(payload), seq)
-            buffer += _CRC.pack(_crc32(payload, _crc32(head)))
-            buffer += head
-            buffer += payload
-            seq += 1
+        frames them, with the next sequence numbers. All or nothing: a
+        record that does not encode leaves ``buffer`` and the numbering as
+        they were."""
+        seq, start = self.next_seq, len(buffer)
+        try:
+            for record in records:
+                payload = _encode(record)
+                head = _LENGTH_SEQ.pack(len(payload), seq)
+                buffer += _CRC.pack(_crc32(payload, _crc32(head)))
+                buffer += head
+                buffer += payload
+                seq += 1
+        except BaseException:
+            del buffer[start:]
+            raise
         self.next_seq = seq
 
     def append(self, data: bytes | bytearray, through_seq: int) -> None:

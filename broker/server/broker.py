@@ -197,19 +197,21 @@ class Broker:
 
     def _commit(self, records: list[Record]) -> None:
         """Apply records and queue them for the journal. A failure inside
-        apply is a broken invariant: state may be half-changed, so stop at
-        once, before the records reach the journal. After a journal failure
-        nothing more is applied: every reply is journal_failed anyway."""
+        apply, or a record that does not encode, is a broken invariant: the
+        state may be changed where the journal is not, so stop at once,
+        before the records reach the journal (the encode is all or nothing).
+        After a journal failure nothing more is applied: every reply is
+        journal_failed anyway."""
         if self.committer.failed is not None:
             return
         try:
             for record in records:
                 self._tally(record)
                 core.apply(self.state, record)
+            self.committer.submit_records(records)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
-        self.committer.submit_records(records)
         self._timer_stale = True  # any record may bring a deadline closer
 
     def _roll_if_due(self, now_ms: int) -> None:
@@ -266,11 +268,15 @@ class Broker:
             self.loop.call_soon(self._end_turn)
 
     def _end_turn(self) -> None:
-        self._turn_scheduled = False
-        self.committer.flush()
-        if self._timer_stale:
-            self._arm_timer()
-        self.flush_replies()
+        # The flag stays up until the end: the replies the flush releases are
+        # written below, by this turn, not by another one scheduled for them.
+        try:
+            self.committer.flush()
+            if self._timer_stale:
+                self._arm_timer()
+            self.flush_replies()
+        finally:
+            self._turn_scheduled = False
 
     # --- the admin socket -------------------------------------------------
 

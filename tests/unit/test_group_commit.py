@@ -203,3 +203,15 @@ async def test_a_hold_makes_the_next_replies_wait_for_one_fsync_then_the_policy_
         await _until(lambda: len(results) == 3)
         held = ["write", "sync", "held ok"]
         assert disk.events == ["write", "before ok", *held, "write", "after ok"]
+
+
+def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_they_were() -> None:
+    journal = Journal("/nonexistent", OsDisk())
+    journal.next_seq = 7
+    batch = bytearray(b"before")
+    unencodable = R.JobsPushed([], counter_after=2**70)  # beyond msgpack's integers
+    with pytest.raises(OverflowError):
+        journal.encode_into([*paused(2), unencodable], batch)
+    assert bytes(batch) == b"before" and journal.next_seq == 7
+    journal.encode_into(paused(1), batch)
+    assert bytes(batch) == b"before" + F.encode_record(7, record_encoder.encode(paused(1)[0]))
