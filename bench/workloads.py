@@ -281,9 +281,7 @@ def end_to_end(ctx: Context, system: System) -> Result:
         stop_workers(session, sizes.workers)
         results = ctx.pool.results()
         session.close()
-        done = sum(r["done"] for r in results)
-        _expect(done, pushed, False, "worked")
-        return {"rate": done / (max(r["last_ack"] for r in results) - started)}
+        return _end_to_end_rate(results, pushed, started)
 
     return _with_server(ctx, system, run)
 
@@ -293,28 +291,27 @@ def end_to_end_worker(ctx: Context, system: System) -> Result:
     sizes = ctx.sizes
 
     def run(server: Server) -> Result:
-        from client import Client
-
-        producer = Client(HOST, server.port)
+        session = drivers.connect("leash", HOST, server.port)
+        assert isinstance(session, drivers.LeashSession)
         all_bodies = bodies(sizes.jobs)
         ctx.pool.start("runner", [{"port": server.port, "index": i} for i in range(sizes.workers)])
         started = time.monotonic()
         ctx.pool.go()
-        deadline, pushed = started + sizes.cap_s, 0
-        for body in all_bodies:
-            producer.push("bench", body, queue=drivers.QUEUE)
-            pushed += 1
-            if pushed % 128 == 0 and time.monotonic() > deadline:
-                break
-        for i in range(sizes.workers):
-            producer.push("stop", queue=f"stop-{i}")
+        pushed = push_until(session, all_bodies, started + sizes.cap_s)
+        for i in range(sizes.workers):  # each runner stops on the job in its own queue
+            session.client.push("stop", queue=f"stop-{i}")
         results = ctx.pool.results()
-        producer.close()
-        done = sum(r["done"] for r in results)
-        _expect(done, pushed, False, "worked")
-        return {"rate": done / (max(r["last_ack"] for r in results) - started)}
+        session.close()
+        return _end_to_end_rate(results, pushed, started)
 
     return _with_server(ctx, system, run)
+
+
+def _end_to_end_rate(results: list[dict[str, Any]], pushed: int, started: float) -> Result:
+    """Jobs per second from the start to the last ack; every pushed job must be worked."""
+    done = sum(r["done"] for r in results)
+    _expect(done, pushed, False, "worked")
+    return {"rate": done / (max(r["last_ack"] for r in results) - started)}
 
 
 def stop_workers(session: drivers.Session, workers: int) -> None:
