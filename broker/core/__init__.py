@@ -12,6 +12,7 @@ from broker.core.decide import Outcome, boot, decide, has_ready, job_view, roll_
 from broker.core.growth import grows_state
 from broker.core.processes import detach, hold_ms, info_of, touch
 from broker.core.records import Record, record_decoder, record_encoder
+from broker.core.replay import Replay
 from broker.core.state import State, canonical
 from broker.core.tally import TOTALS, tally
 from broker.core.tick import next_due_ms, tick
@@ -23,6 +24,7 @@ __all__ = [
     "Outcome",
     "Record",
     "Rejected",
+    "Replay",
     "State",
     "apply",
     "boot",

@@ -1,11 +1,14 @@
 """apply(state, record): the only code that changes broker state.
 
 Used live (right after decide) and when replaying the journal, so both
-build the same state by construction. A record that does not fit the state
-is a bug, not bad input — decide validated it — so apply asserts instead of
-returning errors. Jobs are changed through the jobs table (jobs.py:
-``thaw`` gives the one Job object to change; ``settle``, after every record,
-packs the jobs that are no longer recent), and after every record the
+build the same state by construction (start-up replays through replay.py,
+which applies runs of pushes, leases and acks with this module's parts and
+defers what no record of the run reads; its tests compare it with this).
+A record that does not fit the state is a bug, not bad input — decide
+validated it — so apply asserts instead of returning errors. Jobs are
+changed through the jobs table (jobs.py: ``thaw`` gives the one Job object
+to change; ``settle``, after every record, packs the jobs that are no
+longer recent), and after every record the
 fronts of the lazy indexes are live again. Records are dispatched by kind
 (``_BY_KIND``: one handler each, and the lazy indexes a record of that kind
 can leave a stale front in: pushes and leases only add entries, an ack can
@@ -41,7 +44,7 @@ from broker.core.state import (
     purge_deadlines,
     purge_process_deadlines,
 )
-from protocol.messages import JobState
+from protocol.messages import JobState, LeaseRef
 
 
 def apply(state: State, record: R.Record) -> None:
@@ -57,58 +60,69 @@ def apply(state: State, record: R.Record) -> None:
 
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
-    _push_jobs(state, record.jobs, join=True)
-    state.counter = _counted(record.counter_after)
+    push_jobs(state, record.jobs, join=True)
+    state.counter = counted(record.counter_after)
 
 
 # Leases and acks are most of a busy journal: their handlers do what
-# _unready, _set_state and _remove do, written out (no call per step).
+# _unready, _set_state and _remove do, written out (no call per step). The
+# replay of the journal (replay.py) takes them one grant or lease at a time.
 
 
 def _leased_jobs(state: State, record: R.JobsLeased) -> None:
     owner, at_ms = record.owner, record.at_ms
-    jobs, queues, counts, deadlines = state.jobs, state.queues, state.counts, state.deadlines
     owned = state.leases_by_owner.get(owner)
     if owned is None:
         owned = state.leases_by_owner[owner] = {}
     for grant in record.grants:
-        job_id = grant.id
-        job = jobs.thaw(job_id)
-        assert job.state == READY, job
-        queue = queues[job.queue]
-        queue.buckets[job.priority].discard(job_id)
-        queue.ready -= 1
-        counts[READY] -= 1
-        counts[LEASED] += 1
-        queue_counts = queue.counts
-        queue_counts[READY] -= 1
-        queue_counts[LEASED] += 1
-        job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
-        job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-        owned[job_id] = None
-        heapq.heappush(deadlines, (grant.deadline_ms, grant.token, job_id))
+        lease_job(state, owned, owner, at_ms, grant)
     assert owned, record  # a record leases at least one job
-    state.counter = _counted(record.counter_after)
+    state.counter = counted(record.counter_after)
+
+
+def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, grant: R.Grant) -> None:
+    """One grant of a lease record (``owned``: the owner's leases)."""
+    job_id = grant.id
+    job = state.jobs.thaw(job_id)
+    assert job.state == READY, job
+    queue = state.queues[job.queue]
+    queue.buckets[job.priority].discard(job_id)
+    queue.ready -= 1
+    counts = state.counts
+    counts[READY] -= 1
+    counts[LEASED] += 1
+    queue_counts = queue.counts
+    queue_counts[READY] -= 1
+    queue_counts[LEASED] += 1
+    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
+    job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
+    owned[job_id] = None
+    heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job_id))
 
 
 def _acked(state: State, record: R.JobsAcked) -> None:
-    jobs, queues, counts, owners = state.jobs, state.queues, state.counts, state.leases_by_owner
     for lease in record.leases:
-        job = jobs.leased(lease.id)
-        assert job is not None and job.token == lease.token, (lease, job)
-        owned = owners[job.owner]
-        del owned[lease.id]
-        if not owned:
-            del owners[job.owner]
-        jobs.pop(lease.id)
-        counts[LEASED] -= 1
-        queue = queues[job.queue]
-        queue_counts = queue.counts
-        queue_counts[LEASED] -= 1
-        if not queue.paused and not any(queue_counts.values()):
-            del queues[job.queue]
-        if job.batch is not None:
-            _push_all(state, batches.ended(state, job, B.SUCCEEDED, record.at_ms))
+        ack_job(state, lease, record.at_ms)
+
+
+def ack_job(state: State, lease: LeaseRef, at_ms: int) -> None:
+    """One lease of an ack record: the job is done and forgotten."""
+    job = state.jobs.leased(lease.id)
+    assert job is not None and job.token == lease.token, (lease, job)
+    owners = state.leases_by_owner
+    owned = owners[job.owner]
+    del owned[lease.id]
+    if not owned:
+        del owners[job.owner]
+    state.jobs.pop(lease.id)
+    state.counts[LEASED] -= 1
+    queue = state.queues[job.queue]
+    queue_counts = queue.counts
+    queue_counts[LEASED] -= 1
+    if not queue.paused and not any(queue_counts.values()):
+        del state.queues[job.queue]
+    if job.batch is not None:
+        _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
 
 
 def _failed(state: State, record: R.AttemptsFailed) -> None:
@@ -182,7 +196,7 @@ def _resumed(state: State, record: R.QueueResumed) -> None:
     _drop_if_empty(state, queue)
 
 
-def _counted(counter_after: int) -> int:
+def counted(counter_after: int) -> int:
     assert counter_after <= COUNTER_LIMIT, counter_after  # roll_due came too late
     return counter_after
 
@@ -240,8 +254,8 @@ def _died(state: State, record: R.ProcessDied) -> None:
 def _batch_opened(state: State, record: R.BatchOpened) -> None:
     new = record.batch
     batches.open_batch(state, new)
-    _push_jobs(state, record.jobs, join=True)
-    state.counter = _counted(record.counter_after)
+    push_jobs(state, record.jobs, join=True)
+    state.counter = counted(record.counter_after)
     if new.committed:
         _push_all(state, batches.commit(state, new.id, new.created_ms))
 
@@ -299,15 +313,17 @@ assert _BY_KIND.keys() == set(get_args(R.Record)), "every kind of record has a h
 
 def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
     """Create the callback jobs a batch transition enqueued (members already recorded)."""
-    _push_jobs(state, callbacks, join=False)
+    push_jobs(state, callbacks, join=False)
 
 
-def _push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
+def push_jobs(state: State, news: list[R.NewJob], *, join: bool, packed: bool = False) -> None:
     """Create jobs, ready or scheduled; with ``join``, each a member of the
-    batch it names from now on."""
+    batch it names from now on; with ``packed``, in the packed form at once
+    (jobs.py: the form is not state)."""
     jobs, queues, counts = state.jobs, state.queues, state.counts
+    create = jobs.create_packed if packed else jobs.create
     for new in news:
-        jobs.create(new)
+        create(new)
         name = new.queue
         queue = queues.get(name)
         if queue is None:

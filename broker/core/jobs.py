@@ -20,10 +20,12 @@ packed and unpacked, and the ``Job`` objects are bounded by the leases plus
 ``recent_jobs``.
 
 Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``): for a
-packed job a fresh copy, so changing it changes nothing. Changing is apply's:
-``create`` adds a job, ``thaw`` gives the job as the ``Job`` object in the
-table (the same object while it is recent or leased, so every part of apply
-that looks at it sees one object), ``lease_ended`` makes a leased job
+packed job a fresh copy, so changing it changes nothing. Changing is apply's
+(and replay's, core/replay.py): ``create`` adds a job (``create_packed``:
+packed at once, what a replay does for the jobs that wait), ``thaw`` gives
+the job as the ``Job`` object in the table (the same object while it is
+recent or leased, so every part of apply that looks at it sees one
+object), ``lease_ended`` makes a leased job
 recent, ``settle`` (at the end of each record) packs the jobs that are no
 longer recent, ``pop`` forgets a job. A packed job keeps only the fields its
 state uses: ready since (READY), run at (SCHEDULED, RETRYING); lease fields
@@ -106,6 +108,7 @@ class Packed(Struct, array_like=True, gc=False):
 PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
 _CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
 _READY_CODE: Final = _CODES[READY]
+_SCHEDULED_CODE: Final = _CODES[SCHEDULED]
 _RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
 _NO_COLD: Final = Cold()
 _encoder = msgspec.msgpack.Encoder()
@@ -175,10 +178,11 @@ class Names:
 
 
 class JobTable(Mapping[str, Job]):
-    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "names", "overdue")
+    __slots__ = ("_recent", "_recent_max", "_scratch", "_table", "ids", "names", "overdue")
 
     def __init__(self, recent_jobs: int) -> None:
         self._table: dict[str, Job | bytes] = {}
+        self.ids = self._table.keys()  # the ids, a live view (``in`` without a call)
         self._recent: deque[str] = deque()  # jobs made Job objects, oldest first
         self._recent_max = recent_jobs
         self.overdue = -recent_jobs  # entries of _recent past the window (settle packs them)
@@ -289,6 +293,32 @@ class JobTable(Mapping[str, Job]):
         )
         self._recent.append(job_id)
         self.overdue += 1
+
+    def create_packed(self, new: NewJob) -> None:
+        """A new job as ``create`` makes it, packed at once: no ``Job`` is
+        built (a replay builds the jobs that wait this way)."""
+        job_id = new.id
+        assert job_id not in self._table, job_id
+        if new.run_at_ms is None:
+            code, after_ms = _READY_CODE, 0  # ready since its creation
+        else:
+            code, after_ms = _SCHEDULED_CODE, new.run_at_ms - new.created_ms
+        take = self.names.take
+        packed = Packed(
+            code,
+            take(new.queue),
+            take(new.type),
+            new.priority,
+            new.max_attempts,
+            new.lease_ttl_ms,
+            new.retry_base_ms,
+            new.created_ms,
+            after_ms,
+            new.args,
+            None if new.batch is None else Cold(batch=new.batch),
+        )
+        _encoder.encode_into(packed, self._scratch)
+        self._table[job_id] = bytes(self._scratch)
 
     def thaw(self, job_id: str) -> Job:
         """The job as the Job object in the table, to change."""

@@ -14,7 +14,8 @@ its batch, the batch lists its members.
 The heaps and the deques are lazy: an entry is live only while it matches
 its job (``live_*``); stale entries are dropped when they reach the front,
 so the front is always live (apply keeps that true after every record).
-Only apply.py mutates a State.
+Only apply.py mutates a State (and replay.py, which applies journal records
+in runs to the state apply gives).
 """
 
 import heapq

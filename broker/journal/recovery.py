@@ -22,6 +22,10 @@ Never guesses. Classification of what it finds:
   (``epoch_floor``), so the next epoch is above it and fencing tokens never
   repeat.
 
+Records are applied through ``core.Replay`` (runs of pushes, leases and
+acks without building the jobs they create and finish; the same state as
+``core.apply`` one by one), flushed once the last segment is read.
+
 ``read_only`` (the snapshotter, ``leash journal verify``) changes nothing on
 disk and treats every problem as corruption. ``through_seq`` stops at that
 seq, which must end a segment.
@@ -107,6 +111,7 @@ def recover(
         segment = replay.segment(file, last=file.path == last_path)
         if segment is not None:
             replay.segments.append(segment)
+    replay.replay.finish()
     if through_seq is not None and replay.next_seq - 1 != through_seq:
         raise JournalCorrupt(f"the journal ends at seq {replay.next_seq - 1}, not {through_seq}")
     return Recovered(
@@ -195,7 +200,7 @@ class _Replay:
         on_record: Callable[[int, Record], None] | None,
     ) -> None:
         self.disk = disk
-        self.state = state
+        self.replay = core.Replay(state)
         self.next_seq = next_seq
         self.repair = repair and not read_only
         self.read_only = read_only
@@ -232,7 +237,7 @@ class _Replay:
         # as bytes, cheaper than views here, and so what a decoded record
         # keeps (a job's args) holds its own record, never the whole file.
         data = memoryview(raw)
-        apply, state, on_record = core.apply, self.state, self.on_record
+        apply, on_record = self.replay.apply, self.on_record
         decode, unpack, crc32 = record_decoder.decode, F.RECORD_HEADER.unpack_from, zlib.crc32
         limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(raw)
         offset, start = F.HEADER_BYTES, self.next_seq
@@ -261,7 +266,7 @@ class _Replay:
             if on_record is not None:
                 on_record(seq, record)
             try:
-                apply(state, record)
+                apply(record)
             except AssertionError as error:
                 raise JournalCorrupt(
                     f"{file.path}: offset {offset}, seq {seq}: the record does not apply "

@@ -12,6 +12,9 @@ every record, that:
 
 - ``check_invariants`` finds nothing wrong, in both states;
 - the replayed state equals the live one (``canonical``);
+- a replay as start-up does it (``core.Replay``, which defers jobs whose
+  life lies within the records) gives it too: from the last image at
+  every image, from the start at every restart (``replay``);
 - ``decide`` and ``tick`` leave the state as they found it.
 
 The two states hold their jobs in different forms (core/jobs.py): the live
@@ -37,6 +40,7 @@ from broker.core import (
     CoreConfig,
     Outcome,
     Record,
+    Replay,
     State,
     apply,
     boot,
@@ -51,6 +55,7 @@ from broker.core import (
     touch,
 )
 from broker.core.image import chunk_decoder, chunk_encoder, dump, load
+from broker.core.replay import DEFERRED_MAX
 from protocol import admin as A
 from protocol import messages as M
 from protocol.errors import ErrorCode
@@ -75,11 +80,12 @@ def round_trip(record: Record) -> Record:
     return decoded
 
 
-def replay(records: list[Record], config: CoreConfig) -> State:
-    state = State(config)
+def replay(records: list[Record], config: CoreConfig, deferred_max: int = DEFERRED_MAX) -> State:
+    """A fresh State from the records, as start-up replays them (core.Replay)."""
+    runs = Replay(State(config), deferred_max)
     for record in records:
-        apply(state, record)
-    return state
+        runs.apply(record)
+    return runs.finish()
 
 
 IMAGE_EVERY = 8  # records between two state images
@@ -131,9 +137,10 @@ class Core:
 
     def check_image(self) -> None:
         """The last image plus the records after it give the live state."""
-        restored = from_image(self.image, self.config)
+        runs = Replay(from_image(self.image, self.config))
         for record in self.records[self.image_at :]:
-            apply(restored, record)
+            runs.apply(record)
+        restored = runs.finish()
         assert check_invariants(restored) == []
         assert canonical(restored) == canonical(self.state)
 

@@ -1,0 +1,232 @@
+"""Replaying the journal: its records applied in order, to the state apply gives.
+
+Theory of operation. Start-up replays every record since the last snapshot,
+and most records of a busy broker are pushes, leases and acks of jobs whose
+whole life lies within them. Applied one by one, each such job is built as a
+``Job``, counted in its queue, put in its ready bucket, taken out of it,
+put in the deadlines heap and forgotten again: work whose result is
+nothing. ``Replay`` gives the same state as ``apply`` record by record
+(equal ``canonical`` forms, every index consistent) but defers what no push,
+lease or ack of another job reads: a pushed job is only remembered, with
+its lease once it is leased. An ack of a deferred job forgets it. ``flush``
+builds the jobs still deferred, in push order, as apply would have: in the
+jobs table, counted, in their queues (made if need be) and ready buckets,
+or leased and in the deadlines heap; ``finish`` flushes.
+
+Only a job pushed ready and outside a batch is deferred. What is applied at
+once, exactly as apply does, is each owner's leases (in their order: an
+owner's leases are those of its process, and they are in token order), the
+counter, and every job that is not deferred. The queues of deferred jobs
+may meanwhile be dropped (their other jobs gone) and made again by the
+flush: a queue's place among the queues and its empty buckets are not
+state, nor is the hint of readied queues, which a flush gives for the
+queues it makes ready. The records that read what is deferred:
+
+- the kinds that touch no job (boots, processes, pausing) apply at once;
+- the kinds that end or change a lease by id (fail, extend, release, a
+  process's death) build the deferred jobs they name first; those are
+  leased, in no bucket, so nothing moves ahead of an older deferred job;
+- every other kind, a push of a job that waits for its time or joins a
+  batch, and the end of a lease of a batch member (it may finish the batch)
+  flush first: they may append to a ready bucket (a batch's callbacks are
+  pushed), which must not overtake a deferred job.
+
+At most ``DEFERRED_MAX`` jobs wait: past it the older half is built, in
+push order, which keeps the buckets' order, so a journal of pushes alone
+never holds its jobs twice.
+"""
+
+import heapq
+from itertools import islice
+from typing import Final
+
+from broker.core import records as R
+from broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from broker.core.state import LEASED, Queue, State, purge_batch_deadlines, purge_deadlines
+
+DEFERRED_MAX: Final = 1 << 14
+
+_JOBLESS: Final = frozenset(
+    (
+        R.Booted,
+        R.EpochRolled,
+        R.ProcessSeen,
+        R.ProcessDetached,
+        R.ProcessControlled,
+        R.QueuePaused,
+        R.QueueResumed,
+    )
+)
+
+
+class Replay:
+    """Apply records in order, as apply does; ``finish`` before reading the state."""
+
+    __slots__ = ("_leases", "_pushed", "deferred_max", "state")
+
+    def __init__(self, state: State, deferred_max: int = DEFERRED_MAX) -> None:
+        self.state = state
+        self.deferred_max = deferred_max
+        self._pushed: dict[str, R.NewJob] = {}  # deferred jobs, in push order
+        self._leases: dict[str, tuple[str, int, int, int]] = {}  # (owner, token, deadline, at)
+
+    def apply(self, record: R.Record) -> None:
+        kind = type(record)
+        if kind is R.JobsPushed:
+            self._push(record)  # type: ignore[arg-type]
+        elif kind is R.JobsLeased:
+            self._lease(record)  # type: ignore[arg-type]
+        elif kind is R.JobsAcked:
+            self._ack(record)  # type: ignore[arg-type]
+        elif kind in _JOBLESS:
+            apply(self.state, record)
+        else:
+            named = _leases_named(record)
+            if named is None or self._ends_members(named):
+                self.flush()
+            else:
+                self._build_named(named)
+            apply(self.state, record)
+
+    def deferred(self) -> set[str]:
+        """The jobs deferred now: pushed and not yet built or acked."""
+        return set(self._pushed)
+
+    def finish(self) -> State:
+        self.flush()
+        return self.state
+
+    def flush(self, keep: int = 0) -> None:
+        """Build the deferred jobs, oldest first, all but the newest ``keep``."""
+        pushed, leases, state = self._pushed, self._leases, self.state
+        jobs = state.jobs
+        built = list(islice(pushed.items(), len(pushed) - keep))
+        if keep:
+            for job_id, _ in built:
+                del pushed[job_id]
+        else:
+            pushed.clear()
+        ready = [new for job_id, new in built if job_id not in leases]
+        push_jobs(state, ready, join=False, packed=True)
+        if len(ready) < len(built):
+            for job_id, new in built:
+                lease = leases.pop(job_id, None)
+                if lease is not None:
+                    _build_leased(state, new, lease)
+        if jobs.overdue > 0:
+            jobs.settle()
+
+    # --- the kinds that defer ----------------------------------------------------
+
+    def _push(self, record: R.JobsPushed) -> None:
+        news = record.jobs
+        for new in news:
+            if new.run_at_ms is not None or new.batch is not None:
+                self.flush()
+                apply(self.state, record)
+                return
+        state, pushed = self.state, self._pushed
+        ids = state.jobs.ids
+        for new in news:
+            job_id = new.id
+            assert job_id not in pushed and job_id not in ids, job_id
+            pushed[job_id] = new
+        state.counter = counted(record.counter_after)
+        if len(pushed) > self.deferred_max:
+            self.flush(keep=self.deferred_max // 2)
+
+    def _lease(self, record: R.JobsLeased) -> None:
+        state, pushed, leases = self.state, self._pushed, self._leases
+        owner, at_ms = record.owner, record.at_ms
+        owned = state.leases_by_owner.get(owner)
+        if owned is None:
+            owned = state.leases_by_owner[owner] = {}
+        for grant in record.grants:
+            job_id = grant.id
+            new = pushed.get(job_id)
+            if new is None:
+                lease_job(state, owned, owner, at_ms, grant)
+                continue
+            assert job_id not in leases, (job_id, "leased twice")
+            owned[job_id] = None
+            leases[job_id] = (owner, grant.token, grant.deadline_ms, at_ms)
+        assert owned, record  # a record leases at least one job
+        state.counter = counted(record.counter_after)
+        if state.jobs.overdue > 0:
+            state.jobs.settle()
+
+    def _ack(self, record: R.JobsAcked) -> None:
+        state, pushed, leases = self.state, self._pushed, self._leases
+        owners = state.leases_by_owner
+        built = False
+        for lease in record.leases:
+            job_id = lease.id
+            deferred = leases.pop(job_id, None)
+            if deferred is None:
+                assert job_id not in pushed, (job_id, "acked but not leased")
+                if self._ends_members([job_id]):
+                    self.flush()
+                ack_job(state, lease, record.at_ms)
+                built = True
+                continue
+            owner = deferred[0]
+            assert deferred[1] == lease.token, (lease, deferred)
+            del pushed[job_id]
+            owned = owners[owner]
+            del owned[job_id]
+            if not owned:
+                del owners[owner]
+        if built:
+            if state.jobs.overdue > 0:
+                state.jobs.settle()
+            purge_deadlines(state)
+            purge_batch_deadlines(state)
+
+    def _ends_members(self, job_ids: list[str]) -> bool:
+        """Whether any of these leased jobs is a batch member: ending its
+        lease may finish its batch, whose callbacks are pushed."""
+        leased = self.state.jobs.leased
+        return any(
+            (job := leased(job_id)) is not None and job.batch is not None for job_id in job_ids
+        )
+
+    def _build_named(self, job_ids: list[str]) -> None:
+        """Build the deferred jobs among these, each of them leased."""
+        pushed, leases, state = self._pushed, self._leases, self.state
+        for job_id in job_ids:
+            new = pushed.pop(job_id, None)
+            if new is not None:
+                lease = leases.pop(job_id, None)
+                assert lease is not None, (job_id, "not leased")
+                _build_leased(state, new, lease)
+
+
+def _build_leased(state: State, new: R.NewJob, lease: tuple[str, int, int, int]) -> None:
+    """A deferred job, leased: what apply does for its push and its lease,
+    but for the owner's lease (applied with the lease record)."""
+    owner, token, deadline_ms, at_ms = lease
+    state.jobs.create(new)
+    name = new.queue
+    queue = state.queues.get(name)
+    if queue is None:
+        queue = state.queues[name] = Queue(name)
+    state.counts[LEASED] += 1
+    queue.counts[LEASED] += 1
+    job = state.jobs.thaw(new.id)
+    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
+    job.owner, job.token, job.deadline_ms = owner, token, deadline_ms
+    heapq.heappush(state.deadlines, (deadline_ms, token, new.id))
+
+
+def _leases_named(record: R.Record) -> list[str] | None:
+    """The jobs a record that ends or changes leases by id names, or None
+    for any other kind of record."""
+    match record:
+        case R.AttemptsFailed(failures=failures):
+            return [failure.id for failure in failures]
+        case R.LeaseExtended(id=job_id) | R.LeaseReleased(id=job_id):
+            return [job_id]
+        case R.ProcessDied(failures=failures, released=released):
+            return [failure.id for failure in failures] + [lease.id for lease in released]
+        case _:
+            return None
