@@ -1,13 +1,16 @@
 """Replay speed: how long recovery takes per million journal records.
 
-    .venv/bin/python bench/replay.py [--records 1000000] [--keep DIR]
+    .venv/bin/python bench/replay.py [--records 1000000] [--journal mixed|pushes|both]
+                                     [--keep DIR]
 
-Writes a journal of about ``--records`` records (a broker's ordinary mix:
-push, lease, ack; a quarter of the jobs left ready), then recovers it the
-way start-up does (``broker.journal.recovery.recover``, garbage collector
-off) and reports seconds per million records. Then starts the real broker
-on it and prints its own start-up log line, which reports the same figure.
-The goal (issue: journal) is at most 2 s per million records on a 2-core
+Writes a journal of about ``--records`` records, one job a record, of one
+of two kinds: ``mixed``, a broker's ordinary life (push, lease, ack; a
+quarter of the jobs left ready), and ``pushes``, a backlog (every record a
+push, every job left ready: each one built). Then recovers it the way
+start-up does (``broker.journal.recovery.recover``, garbage collector off)
+and reports seconds per million records, and starts the real broker on it
+and prints its own start-up log line, which reports the same figure. The
+goal (issue: journal) is at most 2 s per million records on a 2-core
 machine. A measurement, not a test.
 """
 
@@ -22,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.journal_gen import write_lifecycles
+from bench.journal_gen import write_backlog, write_lifecycles
 from broker.core import CoreConfig
 from broker.journal.disk import OsDisk
 from broker.journal.recovery import recover
@@ -57,31 +60,46 @@ def broker_line(directory: str) -> str:
     return found
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--keep", default=None, help="write the journal here and keep it")
-    args = parser.parse_args()
-    directory = args.keep or tempfile.mkdtemp(prefix="leash-replay-")
+def run(kind: str, records: int, directory: str) -> None:
     started = time.perf_counter()
-    live = write_lifecycles(directory, args.records)
+    if kind == "mixed":
+        live = write_lifecycles(directory, records)
+    else:
+        write_backlog(directory, records - 1, per_record=1)
+        live = records - 1
     size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
     print(
-        f"wrote {args.records} records ({size / 2**20:.0f} MiB, {live} live jobs) "
+        f"{kind}: wrote {records} records ({size / 2**20:.0f} MiB, {live} live jobs) "
         f"in {time.perf_counter() - started:.1f} s"
     )
     for attempt in range(3):
-        records, elapsed_s, jobs = measure(directory)
+        replayed, elapsed_s, jobs = measure(directory)
         print(
-            f"replay {attempt + 1}: {records} records in {elapsed_s:.3f} s = "
-            f"{elapsed_s / records * 1e6:.2f} s per million records ({jobs} jobs)"
+            f"{kind}: replay {attempt + 1}: {replayed} records in {elapsed_s:.3f} s = "
+            f"{elapsed_s / replayed * 1e6:.2f} s per million records ({jobs} jobs)"
         )
     line = broker_line(directory)
-    print("broker start-up:", re.sub(r"^\S+ \S+ ", "", line))
-    if args.keep is None:
-        for name in os.listdir(directory):
-            os.remove(os.path.join(directory, name))
-        os.rmdir(directory)
+    print(f"{kind}: broker start-up:", re.sub(r"^\S+ \S+ ", "", line))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--journal", choices=("mixed", "pushes", "both"), default="both")
+    parser.add_argument("--keep", default=None, help="write the journal here and keep it")
+    args = parser.parse_args()
+    kinds = ("mixed", "pushes") if args.journal == "both" else (args.journal,)
+    for kind in kinds:
+        if args.keep is not None:
+            directory = os.path.join(args.keep, kind)
+            os.makedirs(directory, exist_ok=True)
+        else:
+            directory = tempfile.mkdtemp(prefix=f"leash-replay-{kind}-")
+        run(kind, args.records, directory)
+        if args.keep is None:
+            for name in os.listdir(directory):
+                os.remove(os.path.join(directory, name))
+            os.rmdir(directory)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,11 @@ METHOD = (
     "worker that fetches it subtracts that from the time it holds it.",
     "- Memory: VmRSS of the server pid before and after queueing the jobs, one request "
     "(Leash) or one pipelined command (peers) per job, so the journal has one record per "
-    "job; replay: the same data directory started again, spawn to first answered request.",
+    "job; restart: the server stopped (Leash with SIGKILL, so that no shutdown snapshot is "
+    "written: it loads the snapshot its snapshotter took during the fill, if any, and "
+    "replays the journal after it; the peers replay their logs), the same data directory "
+    "started again, spawn to first answered request. Replay speed alone (records "
+    "replayed, no snapshot): bench/replay.py.",
 )
 FSYNC_COLUMNS = ("leash-always", "leash-interval", "leash-never")
 
@@ -197,7 +201,7 @@ def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
         out += [*_table(results, rows + lat, columns), ""]
     out += ["## The cost of each fsync policy (Leash)", ""]
     out += [*_fsync_table(results, (rows[0], rows[5])), ""]
-    out += [f"## Memory and replay ({sizes.memory_jobs:,} queued jobs)", ""]
+    out += [f"## Memory and restart after a kill ({sizes.memory_jobs:,} queued jobs)", ""]
     out += _table(results, MEMORY_ROWS, ("leash-interval", "beanstalkd", "redis-everysec"))
     out += ["", "## Targets", "", *target_lines(results), ""]
     if meta["skipped"] or results.errors:

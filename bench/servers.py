@@ -195,13 +195,14 @@ class Server:
     def rss_bytes(self) -> int:
         return rss_bytes(self.pid)
 
-    def stop(self) -> None:
-        """SIGTERM by pid, wait, SIGKILL if it will not go."""
+    def stop(self, *, crash: bool = False) -> None:
+        """SIGTERM by pid, wait, SIGKILL if it will not go; with ``crash``,
+        SIGKILL at once (a restart then replays the log: no clean stop)."""
         process = self.process
         if process is None:
             return
         if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGKILL if crash else signal.SIGTERM)
             try:
                 process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
