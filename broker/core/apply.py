@@ -64,9 +64,10 @@ def _pushed(state: State, record: R.JobsPushed) -> None:
     state.counter = counted(record.counter_after)
 
 
-# Leases and acks are most of a busy journal: their handlers do what
-# _unready, _set_state and _remove do, written out (no call per step). The
-# replay of the journal (replay.py) takes them one grant or lease at a time.
+# Leases and acks are most of a busy journal: lease_job and ack_job do what
+# _unready, _set_state and _remove do, written out (one call per grant or
+# lease, none per step); the replay of the journal (replay.py) calls them
+# for the jobs it has built.
 
 
 def _leased_jobs(state: State, record: R.JobsLeased) -> None:
