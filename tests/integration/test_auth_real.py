@@ -32,6 +32,7 @@ from tests.integration.net_helpers import Raw, frame, key_file, new_key
 
 pytestmark = pytest.mark.timeout(60)
 FAST_FAIL = ("--auth-fail-delay-ms", "50")
+TIMER_SLACK_S = 0.002  # the event loop schedules timers to the millisecond
 
 Launch = Callable[..., BrokerProcess]
 
@@ -86,8 +87,10 @@ def test_a_wrong_proof_is_refused_after_the_delay_and_the_connection_closed(
 
     first_s, second_s = wrong_proof(), wrong_proof()
     print(f"auth_failed after {first_s:.3f} s, then {second_s:.3f} s (delay 0.4 s, doubling)")
-    assert first_s >= 0.4  # the fixed delay
-    assert second_s >= 0.8  # a repeated failure from the same address waits longer
+    # The loop's timers keep whole milliseconds, so a delay may end up to one
+    # early as this clock counts it (0.39996 s was seen for 0.4).
+    assert first_s >= 0.4 - TIMER_SLACK_S  # the fixed delay
+    assert second_s >= 0.8 - TIMER_SLACK_S  # a repeated failure from the same address waits longer
     assert broker.wait_for_log("wrong proof for key 'k-new'")
     assert broker.alive()
 
@@ -162,7 +165,7 @@ def test_no_handshake_is_refused_and_closed(
     with Raw(broker.port) as raw:  # says nothing at all
         assert raw.error().code == ErrorCode.HANDSHAKE_TIMEOUT
         assert raw.closed()
-        assert time.monotonic() - started_s >= 0.5
+        assert time.monotonic() - started_s >= 0.5 - TIMER_SLACK_S
 
 
 def test_a_frame_other_than_auth_after_the_challenge_ends_the_handshake(
