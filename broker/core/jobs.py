@@ -254,8 +254,7 @@ class JobTable(Mapping[str, Job]):
             new.args,
             None if new.batch is None else Cold(batch=new.batch),
         )
-        _encoder.encode_into(packed, self._scratch)
-        self._table[job_id] = bytes(self._scratch)
+        self._table[job_id] = self._encoded(packed)
 
     def thaw(self, job_id: str) -> Job:
         """The job as the Job object in the table, to change."""
@@ -348,6 +347,9 @@ class JobTable(Mapping[str, Job]):
             job.args,
             cold,
         )
+        return self._encoded(packed)
+
+    def _encoded(self, packed: Packed) -> bytes:
         # Through a scratch buffer, then copied: the bytes an encoder returns
         # sit in a block sized for its growing buffer (~70 B more for a job).
         _encoder.encode_into(packed, self._scratch)

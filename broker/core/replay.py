@@ -19,8 +19,8 @@ owner's leases are those of its process, and they are in token order), the
 counter, and every job that is not deferred. The queues of deferred jobs
 may meanwhile be dropped (their other jobs gone) and made again by the
 flush: a queue's place among the queues and its empty buckets are not
-state, nor is the hint of readied queues, which a flush gives for the
-queues it makes ready. The records that read what is deferred:
+state, nor is the hint of readied queues (a flush gives it for the queues
+of the jobs it builds). The records that read what is deferred:
 
 - the kinds that touch no job (boots, processes, pausing) apply at once;
 - the kinds that end or change a lease by id (fail, extend, release, a
@@ -36,15 +36,16 @@ push order, which keeps the buckets' order, so a journal of pushes alone
 never holds its jobs twice.
 """
 
-import heapq
 from itertools import islice
 from typing import Final
 
 from broker.core import records as R
 from broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from broker.core.state import LEASED, Queue, State, purge_batch_deadlines, purge_deadlines
+from broker.core.state import State, purge_batch_deadlines, purge_deadlines
 
 DEFERRED_MAX: Final = 1 << 14
+
+Lease = tuple[str, R.Grant, int]  # a deferred job's lease: owner, grant, at_ms
 
 _JOBLESS: Final = frozenset(
     (
@@ -68,7 +69,7 @@ class Replay:
         self.state = state
         self.deferred_max = deferred_max
         self._pushed: dict[str, R.NewJob] = {}  # deferred jobs, in push order
-        self._leases: dict[str, tuple[str, int, int, int]] = {}  # (owner, token, deadline, at)
+        self._leases: dict[str, Lease] = {}  # the deferred jobs that are leased
 
     def apply(self, record: R.Record) -> None:
         kind = type(record)
@@ -149,7 +150,7 @@ class Replay:
                 continue
             assert job_id not in leases, (job_id, "leased twice")
             owned[job_id] = None
-            leases[job_id] = (owner, grant.token, grant.deadline_ms, at_ms)
+            leases[job_id] = (owner, grant, at_ms)
         assert owned, record  # a record leases at least one job
         state.counter = counted(record.counter_after)
         if state.jobs.overdue > 0:
@@ -170,7 +171,7 @@ class Replay:
                 built = True
                 continue
             owner = deferred[0]
-            assert deferred[1] == lease.token, (lease, deferred)
+            assert deferred[1].token == lease.token, (lease, deferred)
             del pushed[job_id]
             owned = owners[owner]
             del owned[job_id]
@@ -201,21 +202,12 @@ class Replay:
                 _build_leased(state, new, lease)
 
 
-def _build_leased(state: State, new: R.NewJob, lease: tuple[str, int, int, int]) -> None:
-    """A deferred job, leased: what apply does for its push and its lease,
-    but for the owner's lease (applied with the lease record)."""
-    owner, token, deadline_ms, at_ms = lease
-    state.jobs.create(new)
-    name = new.queue
-    queue = state.queues.get(name)
-    if queue is None:
-        queue = state.queues[name] = Queue(name)
-    state.counts[LEASED] += 1
-    queue.counts[LEASED] += 1
-    job = state.jobs.thaw(new.id)
-    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
-    job.owner, job.token, job.deadline_ms = owner, token, deadline_ms
-    heapq.heappush(state.deadlines, (deadline_ms, token, new.id))
+def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:
+    """A deferred job, leased: what apply does for its push, then its lease
+    (the owner's entry, made with the lease record, stays where it is)."""
+    owner, grant, at_ms = lease
+    push_jobs(state, [new], join=False)
+    lease_job(state, state.leases_by_owner[owner], owner, at_ms, grant)
 
 
 def _leases_named(record: R.Record) -> list[str] | None:

@@ -111,7 +111,7 @@ def recover(
         segment = replay.segment(file, last=file.path == last_path)
         if segment is not None:
             replay.segments.append(segment)
-    replay.replay.finish()
+    replay.runs.finish()
     if through_seq is not None and replay.next_seq - 1 != through_seq:
         raise JournalCorrupt(f"the journal ends at seq {replay.next_seq - 1}, not {through_seq}")
     return Recovered(
@@ -200,7 +200,7 @@ class _Replay:
         on_record: Callable[[int, Record], None] | None,
     ) -> None:
         self.disk = disk
-        self.replay = core.Replay(state)
+        self.runs = core.Replay(state)
         self.next_seq = next_seq
         self.repair = repair and not read_only
         self.read_only = read_only
@@ -237,7 +237,7 @@ class _Replay:
         # as bytes, cheaper than views here, and so what a decoded record
         # keeps (a job's args) holds its own record, never the whole file.
         data = memoryview(raw)
-        apply, on_record = self.replay.apply, self.on_record
+        apply, on_record = self.runs.apply, self.on_record
         decode, unpack, crc32 = record_decoder.decode, F.RECORD_HEADER.unpack_from, zlib.crc32
         limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(raw)
         offset, start = F.HEADER_BYTES, self.next_seq

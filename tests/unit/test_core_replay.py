@@ -8,6 +8,8 @@ order. The random journals of tests/property/test_replay_runs.py cover the
 mixtures.
 """
 
+import pytest
+
 from broker.core import Record, Replay, State, canonical, check_invariants
 from broker.core import records as R
 from protocol import admin as A
@@ -21,9 +23,9 @@ def spec(**fields: object) -> M.JobSpec:
     return M.JobSpec(type="t", queue="q", **fields)  # type: ignore[arg-type]
 
 
-def deferred_when(records: list[Record], kind: type, config_core: Core) -> set[str]:
+def deferred_when(records: list[Record], kind: type, core: Core) -> set[str]:
     """The jobs a replay holds deferred when the first record of ``kind`` comes."""
-    runs = Replay(State(config_core.config))
+    runs = Replay(State(core.config))
     for record in records:
         if isinstance(record, kind):
             return runs.deferred()
@@ -136,9 +138,5 @@ def test_a_push_of_a_known_id_fails_the_replay_as_apply_does() -> None:
     runs = Replay(State(core_config()))
     for record in core.records:
         runs.apply(record)
-    try:
+    with pytest.raises(AssertionError, match=job_id):
         runs.apply(push)
-    except AssertionError as error:
-        assert job_id in str(error)
-    else:
-        raise AssertionError("a second push of the same id replayed")
