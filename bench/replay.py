@@ -1,12 +1,14 @@
 """Replay speed: how long recovery takes per million journal records.
 
     .venv/bin/python bench/replay.py [--records 1000000] [--journal mixed|pushes|both]
-                                     [--keep DIR]
+                                     [--per-frame N] [--keep DIR]
 
 Writes a journal of about ``--records`` records, one job a record, of one
 of two kinds: ``mixed``, a broker's ordinary life (push, lease, ack; a
 quarter of the jobs left ready), and ``pushes``, a backlog (every record a
-push, every job left ready: each one built). Then recovers it the way
+push, every job left ready: each one built), framed ``--per-frame``
+records a frame (default: as many as fit, a busy broker's journal; 1: an
+idle broker's, one request a loop turn). Then recovers it the way
 start-up does (``broker.journal.recovery.recover``, garbage collector off)
 and reports seconds per million records, and starts the real broker on it
 and prints its own start-up log line, which reports the same figure. The
@@ -25,9 +27,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.journal_gen import write_backlog, write_lifecycles
+from bench.journal_gen import WRITE_RECORDS, write_backlog, write_lifecycles
 from broker.core import CoreConfig
 from broker.journal.disk import OsDisk
+from broker.journal.format import FRAME_TARGET_BYTES
 from broker.journal.recovery import recover
 
 
@@ -60,16 +63,17 @@ def broker_line(directory: str) -> str:
     return found
 
 
-def run(kind: str, records: int, directory: str) -> None:
+def run(kind: str, records: int, directory: str, per_frame: int) -> None:
     started = time.perf_counter()
     if kind == "mixed":
-        live = write_lifecycles(directory, records)
+        live = write_lifecycles(directory, records, per_frame=per_frame)
     else:
-        write_backlog(directory, records - 1, per_record=1)
+        write_backlog(directory, records - 1, per_record=1, per_frame=per_frame)
         live = records - 1
     size = sum(os.path.getsize(os.path.join(directory, n)) for n in os.listdir(directory))
     print(
-        f"{kind}: wrote {records} records ({size / 2**20:.0f} MiB, {live} live jobs) "
+        f"{kind}: wrote {records} records ({size / 2**20:.0f} MiB, {live} live jobs, "
+        f"{per_frame} a write, framed together up to {FRAME_TARGET_BYTES // 1024} KiB) "
         f"in {time.perf_counter() - started:.1f} s"
     )
     for attempt in range(3):
@@ -86,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--journal", choices=("mixed", "pushes", "both"), default="both")
+    parser.add_argument("--per-frame", type=int, default=WRITE_RECORDS)
     parser.add_argument("--keep", default=None, help="write the journal here and keep it")
     args = parser.parse_args()
     kinds = ("mixed", "pushes") if args.journal == "both" else (args.journal,)
@@ -95,7 +100,7 @@ def main() -> None:
             os.makedirs(directory, exist_ok=True)
         else:
             directory = tempfile.mkdtemp(prefix=f"leash-replay-{kind}-")
-        run(kind, args.records, directory)
+        run(kind, args.records, directory, args.per_frame)
         if args.keep is None:
             for name in os.listdir(directory):
                 os.remove(os.path.join(directory, name))

@@ -32,16 +32,18 @@ def append(
     *,
     segment_bytes: int = 1 << 30,
     epoch: int = 1,
+    per_write: int = 1,
 ) -> Recovered:
-    """Recover what is there, then append ``records`` one batch each (each
-    synced, rotating as the broker does). What recovery found."""
+    """Recover what is there, then append ``records``, ``per_write`` a
+    write (one frame), each write synced, rotating as the broker does. What
+    recovery found."""
     disk = disk or OsDisk()
     recovered = recover(directory, disk, CoreConfig())
     journal = Journal(directory, disk, segment_bytes)
     last = recovered.segments[-1] if recovered.segments else None
     journal.open(recovered.next_seq, last, epoch)
-    for record in records:
-        journal.append(journal.encode([record]), journal.next_seq - 1)
+    for start in range(0, len(records), per_write):
+        journal.append(journal.encode(records[start : start + per_write]), journal.next_seq - 1)
         journal.sync()
         if journal.full:
             journal.rotate()

@@ -253,3 +253,4 @@ Record = (
 
 record_encoder = msgspec.msgpack.Encoder()
 record_decoder = msgspec.msgpack.Decoder(Record)
+frame_decoder = msgspec.msgpack.Decoder(list[Record])  # a journal frame's records (format v2)

@@ -78,8 +78,13 @@ class Compactor:
         self.spawn = spawn
         self.snapshot_seq = recovered.snapshot.seq if recovered.snapshot else 0
         self.snapshot_bytes = recovered.snapshot_bytes
-        # Every replayed segment but the last (the open one) was sealed by a rotation.
-        self.sealed = [Sealed(*segment) for segment in recovered.segments[:-1]]
+        # Every replayed segment but the one appended to was sealed by a
+        # rotation (or synced as the journal opened: one of an older format).
+        self.sealed = [
+            Sealed(segment.first_seq, segment.last_seq, segment.path, segment.size_bytes)
+            for segment in recovered.segments
+            if segment.path != journal.path
+        ]
         self.snapshots_taken = 0
         self._task: asyncio.Task[bool] | None = None
         self._retry_s = RETRY_S

@@ -1,12 +1,19 @@
-"""Journal file format, version 1 (pure: bytes in, bytes out).
+"""Journal file format, version 2 (pure: bytes in, bytes out).
 
 A journal file (a segment) starts with a header:
     magic b"LEASHJNL" | version u16 | reserved u16 | epoch u32 | first_seq u64 | crc32 u32
-(big-endian, 28 bytes; the crc covers the 24 bytes before it). Then records:
-    crc32 u32 | length u32 | seq u64 | payload (length bytes, msgpack Record)
-The crc covers length, seq and payload. Sequence numbers are contiguous,
-within a file and across files. Snapshot files (snapshot.py) use the same
-header layout with their own magic and version, and the same framing for
+(big-endian, 28 bytes; the crc covers the 24 bytes before it). Then frames:
+    crc32 u32 | length u32 | seq u64 | payload (length bytes)
+The crc covers length, seq and payload. In version 2 the payload is a
+msgpack array of one or more records (``Record``), the records of one write
+(a loop turn's, split once a frame passes ``FRAME_TARGET_BYTES``), and
+``seq`` is the first one's: the next frame's seq is this one's plus its
+record count. In version 1 the payload is one record. Sequence numbers are
+contiguous, within a file and across files. A frame is whole or not at all:
+a torn or damaged frame loses all its records, and a cut keeps whole frames.
+
+Snapshot files (snapshot.py) use the same header layout with their own
+magic and version, and the version 1 framing (one payload a frame) for
 their chunks. Any change to this layout bumps FORMAT_VERSION; readers for
 released versions are kept (golden files in tests/fixtures pin them).
 """
@@ -16,13 +23,17 @@ import zlib
 from typing import NamedTuple
 
 MAGIC = b"LEASHJNL"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # the journal versions recovery reads
 _HEADER = struct.Struct(">8sHHIQ")
 _HEADER_CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
 RECORD_HEADER = _RECORD = struct.Struct(">IIQ")  # crc, length, seq
 RECORD_HEADER_BYTES = _RECORD.size
+_ARRAY32 = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
+FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + _ARRAY32.size
 RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
+FRAME_TARGET_BYTES = 64 * 1024  # a frame takes no more records once its payload passes this
 
 
 class FileHeader(NamedTuple):
@@ -35,6 +46,10 @@ class BadHeader(Exception):
     pass
 
 
+class UnknownVersion(BadHeader):
+    """A whole header of a format version this build cannot read (a newer one)."""
+
+
 def encode_header(
     epoch: int, first_seq: int, magic: bytes = MAGIC, version: int = FORMAT_VERSION
 ) -> bytes:
@@ -43,7 +58,7 @@ def encode_header(
 
 
 def decode_header(
-    data: bytes, magic: bytes = MAGIC, versions: tuple[int, ...] = (FORMAT_VERSION,)
+    data: bytes, magic: bytes = MAGIC, versions: tuple[int, ...] = READABLE_VERSIONS
 ) -> FileHeader:
     kind = "journal" if magic == MAGIC else "snapshot"
     if len(data) < HEADER_BYTES:
@@ -55,13 +70,19 @@ def decode_header(
     if crc != zlib.crc32(data[: _HEADER.size]):
         raise BadHeader("file header checksum mismatch")
     if version not in versions:
-        raise BadHeader(f"{kind} format version {version} is not supported")
+        raise UnknownVersion(f"{kind} format version {version} is not supported")
     return FileHeader(version, epoch, first_seq)
 
 
 def encode_record(seq: int, payload: bytes) -> bytes:
     tail = _RECORD.pack(0, len(payload), seq)[4:] + payload
     return zlib.crc32(tail).to_bytes(4, "big") + tail
+
+
+def encode_frame(seq: int, records: list[bytes]) -> bytes:
+    """A version 2 frame of encoded records, the first numbered ``seq``:
+    their msgpack array (array32 header, whatever the count) as one payload."""
+    return encode_record(seq, _ARRAY32.pack(0xDD, len(records)) + b"".join(records))
 
 
 class Scanned(NamedTuple):
@@ -110,7 +131,7 @@ def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:
     end = len(data)
     if is_zero(data[offset:]):
         return None
-    most_records = (end - offset) // RECORD_HEADER_BYTES + 1
+    most_records = end - offset  # a frame's records take a byte each at the least
     for candidate in range(offset + 1, end - RECORD_HEADER_BYTES + 1):
         _, length, found_seq = _RECORD.unpack_from(data, candidate)
         if not seq < found_seq <= seq + most_records:

@@ -1,10 +1,12 @@
 """Group commit: one write a loop turn, at most one fsync in flight.
 
-Theory of operation. The event loop hands encoded records to ``submit``
-and replies to ``after``; a reply waits for every byte submitted before it.
-At the end of the loop turn (``flush``, which the broker calls once a turn,
-or a ``call_soon`` of its own) the whole buffer is written to the open
-segment, on the loop: a few KB into the page cache, a few microseconds.
+Theory of operation. The event loop hands records to ``submit_records``
+(numbered and framed into the turn's batch, where consecutive submits share
+a journal frame: format.py) and replies to ``after``; a reply waits for
+every byte submitted before it. At the end of the loop turn (``flush``,
+which the broker calls once a turn, or a ``call_soon`` of its own) the whole
+buffer is written to the open segment, on the loop: a few KB into the page
+cache, a few microseconds.
 
 - ``never`` and ``interval:MS``: the replies of the batch are released
   right after that write. Under ``interval`` the writer thread fsyncs every
@@ -53,7 +55,7 @@ from queue import SimpleQueue
 from typing import Any, Literal, NamedTuple
 
 from broker.core.records import Record
-from broker.journal.log import Journal, JournalFailure, Sealed
+from broker.journal.log import Batch, Journal, JournalFailure, Sealed
 
 log = logging.getLogger("leash.journal")
 FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
@@ -120,7 +122,7 @@ class GroupCommitter:
         # loop turn; on its own the committer schedules one with call_soon.
         self.schedule_flush: Callable[[], None] = self._schedule_own_flush
         self.on_released: Callable[[], None] | None = None  # after a job released replies
-        self._batch = bytearray()  # the records of this turn, encoded
+        self._batch = Batch()  # the records of this turn, framed
         self._batch_records = 0
         self._waiting: list[Done] = []  # replies for the batch being filled
         self._unsynced: list[Done] = []  # always: written, for the next fsync
@@ -157,7 +159,7 @@ class GroupCommitter:
             return
         if not self._batch:
             self.schedule_flush()
-        self._batch += data
+        self._batch.extend(data)
         self._batch_records += records
 
     def submit_records(self, records: list[Record]) -> None:
@@ -257,7 +259,7 @@ class GroupCommitter:
             return  # a rotation ends with a flush
         waiting = self._waiting
         if self._batch:
-            data, self._batch, self._waiting = self._batch, bytearray(), []
+            data, self._batch, self._waiting = self._batch.close(), Batch(), []
             try:
                 self._journal.append(data, self._journal.next_seq - 1)
             except JournalFailure as error:
@@ -383,7 +385,7 @@ class GroupCommitter:
         in_flight = self._job_waiting or []
         failed = waiting + in_flight + self._unsynced + self._waiting
         in_flight.clear()  # answered now; the job's own answer finds none left
-        self._batch, self._waiting, self._unsynced = bytearray(), [], []
+        self._batch, self._waiting, self._unsynced = Batch(), [], []
         self._batch_records = 0
         self._release(failed, False)
         self._idle.set()

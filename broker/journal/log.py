@@ -33,9 +33,52 @@ from broker.journal.recovery import Segment
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
-_CRC = struct.Struct(">I")  # a record's header: crc, then length and seq (format.py)
+_CRC = struct.Struct(">I")  # a frame's header: crc, then length and seq (format.py)
 _LENGTH_SEQ = struct.Struct(">IQ")
-_encode, _crc32 = record_encoder.encode, zlib.crc32
+_ARRAY32 = struct.Struct(">BI")  # a frame's payload: a msgpack array32 of its records
+_PREFIX_BYTES = F.FRAME_PREFIX_BYTES
+_FRAME_FULL = F.FRAME_TARGET_BYTES + F.RECORD_HEADER_BYTES
+_encode_into, _crc32 = record_encoder.encode_into, zlib.crc32
+
+
+class Batch:
+    """Records framed for one write (format version 2). The records of
+    consecutive ``Journal.encode_into`` calls share the open frame until its
+    payload passes ``FRAME_TARGET_BYTES``; ``close`` fills in the open
+    frame's header (length, seq, count, checksum) and returns the bytes."""
+
+    __slots__ = ("data", "frame_records", "frame_seq", "frame_start")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.frame_start = -1  # the open frame's offset in data, or -1: none open
+        self.frame_seq = 0  # its first record's seq
+        self.frame_records = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def open_frame(self, seq: int) -> None:
+        self.close()
+        self.frame_start, self.frame_seq, self.frame_records = len(self.data), seq, 0
+        self.data += bytes(_PREFIX_BYTES)  # filled in by close
+
+    def extend(self, framed: bytes) -> None:
+        """Append frames encoded elsewhere (after the open frame, closed)."""
+        self.close()
+        self.data += framed
+
+    def close(self) -> bytearray:
+        start, data = self.frame_start, self.data
+        if start >= 0:
+            self.frame_start = -1
+            head = start + 4
+            _LENGTH_SEQ.pack_into(
+                data, head, len(data) - start - F.RECORD_HEADER_BYTES, self.frame_seq
+            )
+            _ARRAY32.pack_into(data, start + F.RECORD_HEADER_BYTES, 0xDD, self.frame_records)
+            _CRC.pack_into(data, start, _crc32(memoryview(data)[head:]))
+        return data
 
 
 class JournalFailure(Exception):
@@ -76,10 +119,16 @@ class Journal:
         self._size_bytes = 0
 
     def open(self, next_seq: int, last: Segment | None, epoch: int) -> None:
-        """Go on appending after recovery: to the last segment, or to a new one."""
+        """Go on appending after recovery: to the last segment, or to a new
+        one (also when the last is of an older format version: it is synced,
+        so it is as whole on disk as a sealed segment, and left as it is)."""
         self.next_seq = next_seq
         self.written_seq = self.durable_seq = next_seq - 1
         self.epoch = epoch
+        if last is not None and last.version != F.FORMAT_VERSION:
+            older = self._path = last.path
+            self._guard("fsync", lambda: self._sync_file(older))
+            last = None
         if last is not None and last.last_seq == next_seq - 1:
             self._path, self._first_seq, self._size_bytes = (
                 last.path,
@@ -89,6 +138,18 @@ class Journal:
             self._fd = self._guard("open", lambda: self.disk.open_append(last.path))
         else:
             self._guard("create", lambda: self._create(next_seq))
+
+    @property
+    def path(self) -> str:
+        """The segment appended to."""
+        return self._path
+
+    def _sync_file(self, path: str) -> None:
+        fd = self.disk.open_append(path)
+        try:
+            self.disk.sync(fd)
+        finally:
+            self.disk.close(fd)
 
     def _create(self, first_seq: int) -> None:
         path = os.path.join(self.directory, layout.segment_name(first_seq))
@@ -112,26 +173,27 @@ class Journal:
 
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""
-        buffer = bytearray()
-        self.encode_into(records, buffer)
-        return bytes(buffer)
+        batch = Batch()
+        self.encode_into(records, batch)
+        return bytes(batch.close())
 
-    def encode_into(self, records: Iterable[Record], buffer: bytearray) -> None:
-        """Append records to ``buffer``, framed as ``format.encode_record``
-        frames them, with the next sequence numbers. All or nothing: a
-        record that does not encode leaves ``buffer`` and the numbering as
-        they were."""
-        seq, start = self.next_seq, len(buffer)
+    def encode_into(self, records: Iterable[Record], batch: "Batch") -> None:
+        """Append records to ``batch``, numbered with the next sequence
+        numbers, in its open frame while that is under FRAME_TARGET_BYTES.
+        All or nothing: a record that does not encode leaves ``batch`` and
+        the numbering as they were."""
+        seq, data = self.next_seq, batch.data
+        before = (len(data), batch.frame_start, batch.frame_seq, batch.frame_records)
         try:
             for record in records:
-                payload = _encode(record)
-                head = _LENGTH_SEQ.pack(len(payload), seq)
-                buffer += _CRC.pack(_crc32(payload, _crc32(head)))
-                buffer += head
-                buffer += payload
+                if batch.frame_start < 0 or len(data) - batch.frame_start > _FRAME_FULL:
+                    batch.open_frame(seq)
+                _encode_into(record, data, -1)
+                batch.frame_records += 1
                 seq += 1
         except BaseException:
-            del buffer[start:]
+            del data[before[0] :]
+            batch.frame_start, batch.frame_seq, batch.frame_records = before[1:]
             raise
         self.next_seq = seq
 

@@ -42,7 +42,7 @@ import msgspec
 
 from broker import core
 from broker.core import image
-from broker.core.records import Booted, EpochRolled, Record, record_decoder
+from broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
 from broker.journal import format as F
 from broker.journal import layout, snapshot
 from broker.journal.disk import Disk
@@ -60,6 +60,7 @@ class Segment(NamedTuple):
     last_seq: int  # first_seq - 1 if it holds no record
     path: str
     size_bytes: int
+    version: int = F.FORMAT_VERSION  # of its format: appends go only to one of today's
 
 
 class Recovered(NamedTuple):
@@ -210,6 +211,7 @@ class _Replay:
         self.segments: list[Segment] = []
         self.stopped = False  # a repair cut the journal: later segments are moved aside
         self.epoch_floor = 0
+        self.version = F.FORMAT_VERSION  # of the segment being read
 
     def segment(self, file: NumberedFile, *, last: bool) -> Segment | None:
         raw = self.disk.read(file.path)
@@ -220,6 +222,12 @@ class _Replay:
             return None
         try:
             header = F.decode_header(bytes(data[: F.HEADER_BYTES]))
+        except F.UnknownVersion as unknown:  # not damage: no repair may cut it
+            raise JournalCorrupt(
+                f"{file.path}: {unknown} by this build (readable: "
+                f"{', '.join(map(str, F.READABLE_VERSIONS))}): it was written by a newer "
+                f"version of Leash; start that version. Nothing was changed."
+            ) from None
         except F.BadHeader as bad:
             if last and F.is_zero(data):
                 return self._torn(file, data, 0, "zero-filled header")
@@ -229,16 +237,17 @@ class _Replay:
         if header.first_seq != self.next_seq:
             reason = f"starts at seq {header.first_seq}, expected {self.next_seq} (a gap)"
             return self._bad(file, data, 0, reason)
-        return self._records(file, raw, last)
+        self.version = header.version
+        return self._records(file, raw, last, header.version)
 
-    def _records(self, file: NumberedFile, raw: bytes, last: bool) -> Segment | None:
+    def _records(self, file: NumberedFile, raw: bytes, last: bool, version: int) -> Segment | None:
         # The hot loop of start-up: the framing checks of F.scan_record,
-        # inlined (F.scan_record says why when one fails). Records are sliced
+        # inlined (F.scan_record says why when one fails). Frames are sliced
         # as bytes, cheaper than views here, and so what a decoded record
-        # keeps (a job's args) holds its own record, never the whole file.
+        # keeps (a job's args) holds its own frame, never the whole file.
         data = memoryview(raw)
         apply, on_record = self.runs.apply, self.on_record
-        decode, unpack, crc32 = record_decoder.decode, F.RECORD_HEADER.unpack_from, zlib.crc32
+        decode, unpack, crc32 = frame_reader(version), F.RECORD_HEADER.unpack_from, zlib.crc32
         limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(raw)
         offset, start = F.HEADER_BYTES, self.next_seq
         seq, problem, torn = start, "", False
@@ -259,20 +268,24 @@ class _Replay:
                 problem = f"seq {found}, expected {seq}"
                 break
             try:
-                record = decode(raw[offset + head_bytes : stop])
+                records = decode(raw[offset + head_bytes : stop])
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
                 problem = f"record does not decode: {error}"
                 break
-            if on_record is not None:
-                on_record(seq, record)
-            try:
-                apply(record)
-            except AssertionError as error:
-                raise JournalCorrupt(
-                    f"{file.path}: offset {offset}, seq {seq}: the record does not apply "
-                    f"to the state before it ({error!r}): a bug, not damage; report it"
-                ) from None
-            seq += 1
+            if not records:
+                problem = "frame holds no record"
+                break
+            for record in records:
+                if on_record is not None:
+                    on_record(seq, record)
+                try:
+                    apply(record)
+                except AssertionError as error:
+                    raise JournalCorrupt(
+                        f"{file.path}: offset {offset}, seq {seq}: the record does not apply "
+                        f"to the state before it ({error!r}): a bug, not damage; report it"
+                    ) from None
+                seq += 1
             offset = stop
         self.records += seq - start
         self.next_seq = seq
@@ -280,7 +293,7 @@ class _Replay:
             return self._torn(file, data, offset, problem)
         if problem:
             return self._bad(file, data, offset, problem)
-        return Segment(file.seq, seq - 1, file.path, end)
+        return Segment(file.seq, seq - 1, file.path, end, version)
 
     def _where(self, file: NumberedFile, offset: int, reason: str) -> str:
         return f"{file.path}: offset {offset}, seq {self.next_seq}: {reason}"
@@ -332,19 +345,20 @@ class _Replay:
             self.disk.remove(file.path)
             return None
         self.disk.truncate(file.path, offset)
-        return Segment(file.seq, self.next_seq - 1, file.path, offset)
+        return Segment(file.seq, self.next_seq - 1, file.path, offset, self.version)
 
     def _floor_from(self, data: memoryview, offset: int) -> None:
         """Raise the epoch floor to the epochs that the data a repair drops
         (from ``offset`` on) announces, in its header and its boot records."""
         if offset >= F.HEADER_BYTES:
-            top = _epochs_after(data, offset, self.next_seq)
+            top = _epochs_after(data, offset, self.next_seq, self.version)
         else:
             try:
                 header = F.decode_header(bytes(data[: F.HEADER_BYTES]))
             except F.BadHeader:
                 return
-            top = max(header.epoch, _epochs_after(data, F.HEADER_BYTES, header.first_seq))
+            top = _epochs_after(data, F.HEADER_BYTES, header.first_seq, header.version)
+            top = max(header.epoch, top)
         self.epoch_floor = max(self.epoch_floor, top)
 
     def move_aside(self, file: NumberedFile) -> None:
@@ -354,10 +368,10 @@ class _Replay:
         self.notes.append(f"{REPAIR_FLAG}: moved {file.path} (from seq {file.seq}) to {moved}")
 
 
-def _epochs_after(data: memoryview, offset: int, seq: int) -> int:
+def _epochs_after(data: memoryview, offset: int, seq: int, version: int) -> int:
     """The highest epoch a boot record from ``offset`` on announces, where
-    the next record would have ``seq`` (best effort: valid records only)."""
-    top = 0
+    the next record would have ``seq`` (best effort: valid frames only)."""
+    top, decode = 0, frame_reader(version)
     while offset < len(data):
         scanned = F.scan_record(data, offset)
         if not isinstance(scanned, F.Scanned):
@@ -367,8 +381,17 @@ def _epochs_after(data: memoryview, offset: int, seq: int) -> int:
             offset = found
             continue
         with contextlib.suppress(msgspec.DecodeError):
-            record = record_decoder.decode(scanned.payload)
-            if isinstance(record, Booted | EpochRolled):
-                top = max(top, record.epoch)
+            for record in decode(bytes(scanned.payload)):
+                if isinstance(record, Booted | EpochRolled):
+                    top = max(top, record.epoch)
         seq, offset = scanned.seq + 1, scanned.end
     return top
+
+
+def frame_reader(version: int) -> Callable[[bytes], list[Record]]:
+    """How a frame's payload decodes to its records in a journal of this
+    format version (format.py): an array of records, or one record (v1)."""
+    if version == 1:
+        decode_one = record_decoder.decode
+        return lambda payload: [decode_one(payload)]
+    return frame_decoder.decode

@@ -143,7 +143,9 @@ def test_requests_beyond_max_in_flight_are_not_read_until_replies_drain(
     pushed_s, replies = run(4)  # four held fetches fill the window: the push waits
     print(f"max_in_flight 4: the push was answered after {pushed_s:.2f} s")
     assert pushed_s >= 1.4
-    assert all(isinstance(r, M.Jobs) and r.jobs == [] for r in replies if r.rid != 20)
+    assert isinstance(replies[0], M.Jobs) and replies[0].jobs == [], "a fetch ran out first"
+    # (a fetch still held when the push is read may get the job: on a loaded
+    # machine the four timeouts can fire a loop turn apart)
     pushed_s, replies = run(5)  # room for the push: read at once, and a held fetch gets it
     assert pushed_s < 1.0
     assert sum(isinstance(r, M.Jobs) and len(r.jobs) == 1 for r in replies) == 1

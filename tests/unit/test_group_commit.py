@@ -15,12 +15,12 @@ import pytest
 
 from broker.core import CoreConfig
 from broker.core import records as R
-from broker.core.records import record_encoder
+from broker.core.records import frame_decoder, record_encoder
 from broker.journal import format as F
 from broker.journal import group_commit
 from broker.journal.disk import OsDisk
 from broker.journal.group_commit import FsyncPolicy, GroupCommitter
-from broker.journal.log import Journal
+from broker.journal.log import Batch, Journal
 from broker.journal.recovery import recover
 from tests.journal_kit import paused
 
@@ -171,18 +171,49 @@ async def test_a_failed_fsync_on_the_writer_thread_fails_every_waiting_and_later
     assert disk.events.count("sync") == syncs == 1, "fsync was tried again after it failed"
 
 
-def test_records_encoded_into_a_batch_are_framed_as_the_format_frames_them() -> None:
+def _encoded(records: list[R.Record]) -> list[bytes]:
+    return [record_encoder.encode(record) for record in records]
+
+
+def test_the_records_of_a_batch_share_a_frame_framed_as_the_format_frames_them() -> None:
     journal = Journal("/nonexistent", OsDisk())  # encoding touches no file
     journal.next_seq = 41
-    records = [*paused(2), R.JobsAcked([R.LeaseRef("job-1", 7)], at_ms=5)]
-    batch = bytearray(b"before")
-    journal.encode_into(records, batch)
-    expected = b"".join(
-        F.encode_record(41 + i, record_encoder.encode(record)) for i, record in enumerate(records)
+    first = [*paused(2), R.JobsAcked([R.LeaseRef("job-1", 7)], at_ms=5)]
+    second = paused(1, start=5)
+    batch = Batch()
+    journal.encode_into(first, batch)
+    journal.encode_into(second, batch)  # a second submit of the turn: the same frame
+    batch.extend(b"framed")  # closes the open frame
+    journal.encode_into(paused(1, start=9), batch)  # a new frame after it
+    expected = (
+        F.encode_frame(41, _encoded([*first, *second]))
+        + b"framed"
+        + F.encode_frame(45, _encoded(paused(1, start=9)))
     )
-    assert bytes(batch) == b"before" + expected
-    assert journal.next_seq == 44
-    assert journal.encode(paused(1)) == F.encode_record(44, record_encoder.encode(paused(1)[0]))
+    assert bytes(batch.close()) == expected
+    assert bytes(batch.close()) == expected, "closing twice changes nothing"
+    assert journal.next_seq == 46
+    assert journal.encode(paused(1)) == F.encode_frame(46, _encoded(paused(1)))
+
+
+def test_a_frame_takes_no_more_records_once_its_payload_passes_the_target() -> None:
+    journal = Journal("/nonexistent", OsDisk())
+    records = paused(100, name_chars=2000)
+    batch = Batch()
+    for record in records:  # one submit each, as requests come in a turn
+        journal.encode_into([record], batch)
+    data = memoryview(batch.close())
+    offset, frames, seq = 0, [], 1
+    while offset < len(data):
+        scanned = F.scan_record(data, offset)
+        assert isinstance(scanned, F.Scanned) and scanned.seq == seq
+        decoded = frame_decoder.decode(scanned.payload)
+        frames.append(decoded)
+        seq += len(decoded)
+        offset = scanned.end
+        assert len(scanned.payload) - 2010 <= F.FRAME_TARGET_BYTES + F.FRAME_PREFIX_BYTES
+    assert [record for frame in frames for record in frame] == records
+    assert len(frames) == -(-100 * 2010 // F.FRAME_TARGET_BYTES), [len(f) for f in frames]
 
 
 @pytest.mark.parametrize("mode", ["never", "interval:60000"])
@@ -208,10 +239,15 @@ async def test_a_hold_makes_the_next_replies_wait_for_one_fsync_then_the_policy_
 def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_they_were() -> None:
     journal = Journal("/nonexistent", OsDisk())
     journal.next_seq = 7
-    batch = bytearray(b"before")
+    batch = Batch()
+    journal.encode_into(paused(1), batch)  # the open frame holds one record
     unencodable = R.JobsPushed([], counter_after=2**70)  # beyond msgpack's integers
     with pytest.raises(OverflowError):
-        journal.encode_into([*paused(2), unencodable], batch)
-    assert bytes(batch) == b"before" and journal.next_seq == 7
-    journal.encode_into(paused(1), batch)
-    assert bytes(batch) == b"before" + F.encode_record(7, record_encoder.encode(paused(1)[0]))
+        journal.encode_into([*paused(2, start=1), unencodable], batch)
+    assert journal.next_seq == 8
+    journal.encode_into(paused(1, start=3), batch)
+    expected = F.encode_frame(7, _encoded([*paused(1), *paused(1, start=3)]))
+    assert bytes(batch.close()) == expected
+    with pytest.raises(OverflowError):
+        journal.encode_into([unencodable], Batch())  # a frame of nothing is never left
+    assert journal.next_seq == 9

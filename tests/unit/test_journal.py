@@ -8,6 +8,7 @@ import tracemalloc
 import pytest
 
 from broker.core import records as R
+from broker.core.records import record_encoder
 from broker.journal import format as F
 from broker.journal.disk import OsDisk
 from broker.journal.log import Journal
@@ -286,3 +287,106 @@ def test_a_repair_that_drops_later_boots_opens_an_epoch_above_them(
     open_epoch(recovered, journal)
     journal.close()
     assert recovered.state.epoch == 8, "no epoch (so no fencing token) is used twice"
+
+
+# --- frames of several records (format version 2) -----------------------------
+
+
+def _framed_segment(directory: str, count: int, per_write: int) -> tuple[list[R.Record], str]:
+    records = paused(count)
+    append(directory, records, per_write=per_write)
+    (path,) = segments(directory)
+    return records, path
+
+
+def _frames_template(base: str) -> tuple[list[R.Record], str, bytes, list[int]]:
+    template = os.path.join(base, "template")
+    os.makedirs(template)
+    records, path = _framed_segment(template, 10, per_write=4)
+    original = read_file(path)
+    offsets = record_offsets(original)
+    assert len(offsets) == 4, "frames of 4, 4 and 2 records, then the end"
+    return records, os.path.basename(path), original, offsets
+
+
+def _copy(base: os.PathLike[str], label: str, name: str, data: bytes) -> str:
+    """A data directory of its own holding one segment ``name`` of ``data``."""
+    directory = os.path.join(base, label)
+    os.makedirs(directory)
+    write_file(os.path.join(directory, name), data)
+    return directory
+
+
+def test_a_torn_last_frame_loses_all_its_records_and_keeps_every_frame_before_it(
+    tmp_path: os.PathLike[str],
+) -> None:
+    records, name, original, offsets = _frames_template(str(tmp_path))
+    start, end = offsets[2], offsets[3]
+    for cut in range(start + 1, end):
+        directory = _copy(tmp_path, f"cut{cut}", name, original[:cut])
+        seen, recovered = read_back(directory)
+        assert seen == records[:8], cut
+        (note,) = recovered.notes
+        assert "torn tail" in note and "from seq 9 on cut" in note
+        assert os.path.getsize(os.path.join(directory, name)) == start
+
+
+def test_a_damaged_frame_before_the_tail_refuses_to_start_at_its_first_seq(
+    tmp_path: os.PathLike[str],
+) -> None:
+    records, name, original, offsets = _frames_template(str(tmp_path))
+    start, end = offsets[1], offsets[2]
+    for cut in range(start + 1, end, 5):  # the middle frame cut short, the last one whole
+        directory = _copy(tmp_path, f"cut{cut}", name, original[:cut] + original[end:])
+        with pytest.raises(JournalCorrupt, match=f"offset {start}, seq 5: "):
+            read_back(directory)
+        seen, recovered = read_back(directory, repair=True)
+        assert seen == records[:4], cut
+        assert "seq 5 onwards dropped" in recovered.notes[0]
+
+
+def _append_frame(path: str, frame: bytes) -> int:
+    """Append a frame to a segment: the offset it starts at."""
+    size = os.path.getsize(path)
+    with open(path, "ab") as file:
+        file.write(frame)
+    return size
+
+
+def test_a_frame_that_holds_no_record_is_damage_not_a_torn_tail(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    records, path = _framed_segment(directory, 3, per_write=3)
+    size = _append_frame(path, F.encode_frame(4, []))
+    with pytest.raises(JournalCorrupt, match=f"offset {size}, seq 4: frame holds no record"):
+        read_back(directory)
+    seen, recovered = read_back(directory, repair=True)
+    assert seen == records and "seq 4 onwards dropped" in recovered.notes[0]
+
+
+def test_a_record_that_does_not_apply_is_named_by_its_own_seq_inside_its_frame(
+    tmp_path: os.PathLike[str],
+) -> None:
+    directory = str(tmp_path)
+    _, path = _framed_segment(directory, 2, per_write=2)
+    wrong = R.JobsAcked([R.LeaseRef("never-pushed", 1)], at_ms=1)  # acks what is not leased
+    encoded = [record_encoder.encode(r) for r in [*paused(1, start=7), wrong]]
+    size = _append_frame(path, F.encode_frame(3, encoded))
+    with pytest.raises(JournalCorrupt, match=f"offset {size}, seq 4: the record does not apply"):
+        read_back(directory)
+
+
+@pytest.mark.parametrize("repair", [False, True])
+def test_a_segment_of_a_newer_format_version_is_refused_and_never_cut(
+    tmp_path: os.PathLike[str], repair: bool
+) -> None:
+    directory = str(tmp_path)
+    _one_segment(directory, 2)
+    newer = os.path.join(directory, "journal-00000000000000000003.log")
+    data = F.encode_header(1, 3, version=F.FORMAT_VERSION + 1) + F.encode_frame(3, [b"\x90"])
+    write_file(newer, data)
+    with pytest.raises(JournalCorrupt, match="written by a newer version") as caught:
+        read_back(directory, repair=repair)
+    assert REPAIR_FLAG not in str(caught.value)
+    assert read_file(newer) == data and len(names(directory)) == 2, "nothing was changed"
