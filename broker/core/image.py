@@ -120,6 +120,10 @@ class ImageError(ValueError):
     """The chunks do not form an image this version can load."""
 
 
+class ImageTooNew(ImageError):
+    """An image of a later version than this build writes: not damage."""
+
+
 def dump(state: State) -> Iterator[Chunk]:
     yield ImageHead(IMAGE_VERSION, state.epoch, state.counter)
     yield QueuesImage(sorted(name for name, q in state.queues.items() if q.paused))
@@ -192,7 +196,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     if not isinstance(head, ImageHead):
         raise ImageError("the image does not start with its head")
     if head.version not in LOADS_VERSIONS:
-        raise ImageError(f"image version {head.version} is not supported")
+        too_new = ImageTooNew if head.version > IMAGE_VERSION else ImageError
+        raise too_new(f"image version {head.version} is not supported")
     state.epoch, state.counter = head.epoch, head.counter
     named = head.version == 1  # version 1 images name queues and types in full
     for chunk in stream:

@@ -158,6 +158,10 @@ def _pick_snapshot(
             if snapshot.read_header(disk, file.path).through_seq != file.seq:
                 raise snapshot.SnapshotCorrupt(f"{file.path}: its header names another seq")
             state = image.load(snapshot.read(disk, file.path), config)
+        except snapshot.SnapshotTooNew as unknown:  # not damage: never set aside
+            raise _too_new(str(unknown)) from None
+        except image.ImageTooNew as unknown:
+            raise _too_new(f"{file.path}: {unknown}") from None
         except (snapshot.SnapshotCorrupt, image.ImageError) as error:
             problems.append(f"damaged snapshot {error}")
             damaged.append(file.path)
@@ -223,11 +227,7 @@ class _Replay:
         try:
             header = F.decode_header(bytes(data[: F.HEADER_BYTES]))
         except F.UnknownVersion as unknown:  # not damage: no repair may cut it
-            raise JournalCorrupt(
-                f"{file.path}: {unknown} by this build (readable: "
-                f"{', '.join(map(str, F.READABLE_VERSIONS))}): it was written by a newer "
-                f"version of Leash; start that version. Nothing was changed."
-            ) from None
+            raise _too_new(f"{file.path}: {unknown}") from None
         except F.BadHeader as bad:
             if last and F.is_zero(data):
                 return self._torn(file, data, 0, "zero-filled header")
@@ -366,6 +366,15 @@ class _Replay:
         moved = file.path + layout.CUT_SUFFIX
         self.disk.rename(file.path, moved)
         self.notes.append(f"{REPAIR_FLAG}: moved {file.path} (from seq {file.seq}) to {moved}")
+
+
+def _too_new(what: str) -> JournalCorrupt:
+    """A file of a format this build cannot read: written by a later Leash,
+    not damage, so start-up is refused whatever the flags, nothing changed."""
+    return JournalCorrupt(
+        f"{what}: it was written by a newer version of Leash; start that version "
+        f"(nothing was changed)"
+    )
 
 
 def _epochs_after(data: memoryview, offset: int, seq: int, version: int) -> int:

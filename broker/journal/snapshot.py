@@ -43,6 +43,10 @@ class SnapshotCorrupt(Exception):
     """A snapshot file that fails its checks."""
 
 
+class SnapshotTooNew(Exception):
+    """A whole snapshot header of a format version this build cannot read."""
+
+
 class Written(NamedTuple):
     path: str
     size_bytes: int
@@ -99,6 +103,8 @@ def read_header(disk: Disk, path: str) -> Header:
 def _header(path: str, head: bytes) -> Header:
     try:
         header = F.decode_header(head, MAGIC, (SNAPSHOT_VERSION,))
+    except F.UnknownVersion as unknown:
+        raise SnapshotTooNew(f"{path}: {unknown}") from None
     except F.BadHeader as bad:
         raise SnapshotCorrupt(f"{path}: offset 0: {bad}") from None
     return Header(header.epoch, header.first_seq)

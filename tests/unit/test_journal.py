@@ -3,13 +3,17 @@ kept in .broken, start-up goes on), what is damage (start-up refused,
 naming file, offset and seq), and what ``--repair-truncate`` keeps."""
 
 import os
+import shutil
 import tracemalloc
 
+import msgspec
 import pytest
 
+from broker.core import image
 from broker.core import records as R
 from broker.core.records import record_encoder
 from broker.journal import format as F
+from broker.journal import snapshot
 from broker.journal.disk import OsDisk
 from broker.journal.log import Journal
 from broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
@@ -24,6 +28,7 @@ from tests.journal_kit import (
     segments,
     write_file,
 )
+from tests.unit.test_golden_files import JOURNAL_V2
 
 
 def _one_segment(directory: str, count: int, name_chars: int = 0) -> tuple[list[R.Record], str]:
@@ -386,7 +391,38 @@ def test_a_segment_of_a_newer_format_version_is_refused_and_never_cut(
     newer = os.path.join(directory, "journal-00000000000000000003.log")
     data = F.encode_header(1, 3, version=F.FORMAT_VERSION + 1) + F.encode_frame(3, [b"\x90"])
     write_file(newer, data)
-    with pytest.raises(JournalCorrupt, match="written by a newer version") as caught:
+    with pytest.raises(
+        JournalCorrupt, match=r"version 3 is not supported.*newer version"
+    ) as caught:
         read_back(directory, repair=repair)
     assert REPAIR_FLAG not in str(caught.value)
     assert read_file(newer) == data and len(names(directory)) == 2, "nothing was changed"
+
+
+@pytest.mark.parametrize("repair", [False, True])
+@pytest.mark.parametrize("newer", ["file", "image"])
+def test_a_snapshot_of_a_newer_version_is_refused_never_set_aside(
+    tmp_path: os.PathLike[str], repair: bool, newer: str
+) -> None:
+    directory = os.path.join(tmp_path, "data")
+    shutil.copytree(JOURNAL_V2, directory)
+    (path,) = [os.path.join(directory, n) for n in names(directory) if n.endswith(".snap")]
+    header = snapshot.read_header(OsDisk(), path)
+    if newer == "file":  # the file's header says a later snapshot format
+        data = bytearray(read_file(path))
+        version = snapshot.SNAPSHOT_VERSION + 1
+        data[: F.HEADER_BYTES] = F.encode_header(
+            header.epoch, header.through_seq, snapshot.MAGIC, version
+        )
+        write_file(path, bytes(data))
+    else:  # a well-formed file whose image head says a later image version
+        chunks = list(snapshot.read(OsDisk(), path))
+        chunks[0] = msgspec.structs.replace(chunks[0], version=image.IMAGE_VERSION + 1)
+        os.remove(path)
+        snapshot.write(OsDisk(), directory, chunks, header.epoch, header.through_seq)
+    data = bytearray(read_file(path))
+    before = names(directory)
+    with pytest.raises(JournalCorrupt, match=r"is not supported.*newer version") as caught:
+        read_back(directory, repair=repair)
+    assert REPAIR_FLAG not in str(caught.value)
+    assert names(directory) == before and read_file(path) == bytes(data), "nothing was changed"
