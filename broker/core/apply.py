@@ -317,12 +317,11 @@ def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
     push_jobs(state, callbacks, join=False)
 
 
-def push_jobs(state: State, news: list[R.NewJob], *, join: bool, packed: bool = False) -> None:
+def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
     """Create jobs, ready or scheduled; with ``join``, each a member of the
-    batch it names from now on; with ``packed``, in the packed form at once
-    (jobs.py: the form is not state)."""
+    batch it names from now on."""
     jobs, queues, counts = state.jobs, state.queues, state.counts
-    create = jobs.create_packed if packed else jobs.create
+    create = jobs.create
     for new in news:
         create(new)
         name = new.queue

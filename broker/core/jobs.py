@@ -21,8 +21,9 @@ packed and unpacked, and the ``Job`` objects are bounded by the leases plus
 
 Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``): for a
 packed job a fresh copy, so changing it changes nothing. Changing is apply's
-(and replay's, core/replay.py): ``create`` adds a job (``create_packed``:
-packed at once, what a replay does for the jobs that wait), ``thaw`` gives
+(and replay's, core/replay.py): ``create`` adds a job
+(``create_ready_packed``: ready jobs in bulk, packed at once, what a replay
+does for the jobs that wait), ``thaw`` gives
 the job as the ``Job`` object in the table (the same object while it is
 recent or leased, so every part of apply that looks at it sees one
 object), ``lease_ended`` makes a leased job
@@ -38,6 +39,7 @@ once for its type's name (a Job object holds the strings themselves).
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
+from operator import attrgetter
 from typing import Final
 
 import msgspec
@@ -111,6 +113,7 @@ _SCHEDULED_CODE: Final = _CODES[SCHEDULED]
 _RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
 _NO_COLD: Final = Cold()
 _encoder = msgspec.msgpack.Encoder()
+_QUEUE_OF, _TYPE_OF = attrgetter("queue"), attrgetter("type")
 _decode = msgspec.msgpack.Decoder(Packed).decode
 
 
@@ -231,30 +234,48 @@ class JobTable(Mapping[str, Job]):
         self._recent.append(job_id)
         self.overdue += 1
 
-    def create_packed(self, new: NewJob) -> None:
-        """A new job as ``create`` makes it, packed at once: no ``Job`` is
-        built (a replay builds the jobs that wait this way)."""
-        job_id = new.id
-        assert job_id not in self._table, job_id
-        if new.run_at_ms is None:
-            code, after_ms = _READY_CODE, 0  # ready since its creation
-        else:
-            code, after_ms = _SCHEDULED_CODE, new.run_at_ms - new.created_ms
-        take = self.names.take
-        packed = Packed(
-            code,
-            take(new.queue),
-            take(new.type),
-            new.priority,
-            new.max_attempts,
-            new.lease_ttl_ms,
-            new.retry_base_ms,
-            new.created_ms,
-            after_ms,
-            new.args,
-            None if new.batch is None else Cold(batch=new.batch),
-        )
-        self._table[job_id] = self._encoded(packed)
+    def create_ready_packed(self, news: list[NewJob]) -> None:
+        """New ready jobs (no run_at_ms), each as ``create`` makes it, packed
+        at once and in bulk: no ``Job`` is built, each name is numbered
+        once (in the order one by one would number them) and its uses are
+        counted at the end (a replay builds the jobs that wait this way)."""
+        table, scratch, encode_into = self._table, self._scratch, _encoder.encode_into
+        names = self.names
+        numbers, take = names.numbers, names.take
+        fresh: list[str] = []  # names numbered here: take counted one use of each
+        before = len(table)
+        for new in news:
+            queue, kind = new.queue, new.type
+            queue_number = numbers.get(queue)
+            if queue_number is None:
+                queue_number = take(queue)
+                fresh.append(queue)
+            type_number = numbers.get(kind)
+            if type_number is None:
+                type_number = take(kind)
+                fresh.append(kind)
+            packed = Packed(
+                _READY_CODE,
+                queue_number,
+                type_number,
+                new.priority,
+                new.max_attempts,
+                new.lease_ttl_ms,
+                new.retry_base_ms,
+                new.created_ms,
+                0,  # ready since its creation
+                new.args,
+                None if new.batch is None else Cold(batch=new.batch),
+            )
+            encode_into(packed, scratch)
+            table[new.id] = bytes(scratch)
+        assert len(table) - before == len(news), "a job is here already, or pushed twice"
+        used = Counter(map(_QUEUE_OF, news))
+        used.update(map(_TYPE_OF, news))
+        used.subtract(fresh)
+        uses = names.uses
+        for name, count in used.items():
+            uses[numbers[name]] += count
 
     def thaw(self, job_id: str) -> Job:
         """The job as the Job object in the table, to change."""

@@ -11,7 +11,9 @@ lease or ack of another job reads: a pushed job is only remembered, with
 its lease once it is leased. An ack of a deferred job forgets it. ``flush``
 builds the jobs still deferred, in push order, as apply would have: in the
 jobs table, counted, in their queues (made if need be) and ready buckets,
-or leased and in the deadlines heap; ``finish`` flushes.
+or leased and in the deadlines heap; ``finish`` flushes. The ready ones are
+built in bulk: packed at once, each name numbered once, each run of one
+queue and priority appended to its bucket in one go.
 
 Only a job pushed ready and outside a batch is deferred. What is applied at
 once, exactly as apply does, is each owner's leases (in their order: an
@@ -36,14 +38,16 @@ push order, which keeps the buckets' order, so a journal of pushes alone
 never holds its jobs twice.
 """
 
-from itertools import islice
+from itertools import groupby, islice
+from operator import attrgetter
 from typing import Final
 
 from broker.core import records as R
 from broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from broker.core.state import State, purge_batch_deadlines, purge_deadlines
+from broker.core.state import READY, Queue, State, purge_batch_deadlines, purge_deadlines
 
 DEFERRED_MAX: Final = 1 << 14
+_QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
 
 Lease = tuple[str, R.Grant, int]  # a deferred job's lease: owner, grant, at_ms
 
@@ -108,7 +112,8 @@ class Replay:
         else:
             pushed.clear()
         ready = [new for job_id, new in built if job_id not in leases]
-        push_jobs(state, ready, join=False, packed=True)
+        if ready:
+            _build_ready(state, ready)
         if len(ready) < len(built):
             for job_id, new in built:
                 lease = leases.pop(job_id, None)
@@ -200,6 +205,23 @@ class Replay:
                 lease = leases.pop(job_id, None)
                 assert lease is not None, (job_id, "not leased")
                 _build_leased(state, new, lease)
+
+
+def _build_ready(state: State, news: list[R.NewJob]) -> None:
+    """Deferred jobs that wait, built in bulk as ``push_jobs`` builds them
+    one by one: packed, counted, at the back of their buckets in push order."""
+    state.jobs.create_ready_packed(news)
+    state.counts[READY] += len(news)
+    queues, readied = state.queues, state.readied
+    for (name, priority), run in groupby(news, _QUEUE_AND_PRIORITY):
+        ids = [new.id for new in run]
+        queue = queues.get(name)
+        if queue is None:
+            queue = queues[name] = Queue(name)
+        queue.counts[READY] += len(ids)
+        queue.ready += len(ids)
+        queue.bucket(priority).extend(ids)
+        readied.add(name)
 
 
 def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:

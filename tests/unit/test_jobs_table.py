@@ -132,6 +132,34 @@ def test_a_name_is_numbered_while_a_packed_job_uses_it_and_its_number_is_reused(
     assert "q2" in names.numbers and table.problems() == []
 
 
+def test_ready_jobs_built_in_bulk_are_packed_and_numbered_as_one_by_one() -> None:
+    queues, kinds = ("mail", "sms", "q-new"), ("send", "mail", "t-new")  # "mail" names both
+    news = [
+        new(f"j{i}", queue=queues[i % 3], type=kinds[i % 2 + (i > 30)], priority=i % 4)
+        for i in range(40)
+    ]
+    tables = []
+    for bulk in (False, True):
+        table = packed_table(new("old", queue="sms", type="gone"), new("older", type="send"))
+        table.pop("old")  # "gone" and "sms" leave free numbers to be taken again
+        if bulk:
+            table.create_ready_packed(news)
+        else:
+            for job in news:
+                table.create(job)
+            table.settle()
+        tables.append(table)
+    one_by_one, bulk = tables
+    ids = ["older", *(job.id for job in news)]
+    assert [bulk.stored(i) for i in ids] == [one_by_one.stored(i) for i in ids]
+    assert all(isinstance(bulk.stored(i), bytes) for i in ids)
+    names = [(t.names.names, t.names.numbers, t.names.uses, t.names.free) for t in tables]
+    assert names[0] == names[1]
+    assert bulk.problems() == []
+    with pytest.raises(AssertionError, match="pushed twice"):
+        bulk.create_ready_packed([new("j3")])
+
+
 def load_image(source: JobTable, *job_ids: str, into: JobTable | None = None) -> JobTable:
     """The jobs of ``source`` loaded the way a state image loads them."""
     names, packed_form = source.for_image()
