@@ -194,7 +194,7 @@ def test_scheduled_retries_and_dead_list_their_jobs_filtered_and_paged(
     broker = start_broker()
     with connect(broker) as client:
         later = [client.push("t", queue="a", delay_ms=60_000 + i) for i in range(5)]
-        client.push("other", queue="b", delay_ms=1_000)
+        client.push("other", queue="b", delay_ms=60_000)  # still scheduled when listed
         retrying = client.push("t", queue="a", max_attempts=3)
         dead = client.push("t", queue="a", max_attempts=1)
         for _ in range(2):
