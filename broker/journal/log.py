@@ -184,6 +184,8 @@ class Journal:
         the numbering as they were."""
         seq, data = self.next_seq, batch.data
         before = (len(data), batch.frame_start, batch.frame_seq, batch.frame_records)
+        if batch.frame_seq + batch.frame_records != seq:  # numbers taken elsewhere meanwhile
+            batch.close()  # a frame holds consecutive records only
         try:
             for record in records:
                 if batch.frame_start < 0 or len(data) - batch.frame_start > _FRAME_FULL:

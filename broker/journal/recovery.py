@@ -1,16 +1,17 @@
 """Recovery: the newest valid snapshot, then the segments after it, replayed.
 
-Never guesses. Classification of what it finds:
+Never guesses. Classification of what it finds (a frame is the records of
+one write, format.py; all of them are kept or none):
 
 - A snapshot that fails its checks is reported and set aside; the next
   older valid one is used if the segments after it still exist, else
   start-up is refused.
-- A torn tail — a bad record (cut short, zero-filled or garbled) in the LAST
-  segment with no valid record after it, or a last segment whose header is
+- A torn tail — a bad frame (cut short, zero-filled or garbled) in the LAST
+  segment with no valid frame after it, or a last segment whose header is
   zero-filled — is copied to ``<segment>.broken``, cut off and reported with
   the sequence number it starts at. An empty last segment (a crash between
   creating it and writing its header) is removed.
-- Anything else — a bad record before the tail, a bad record in an earlier
+- Anything else — a bad frame before the tail, a bad frame in an earlier
   segment, a gap in sequence numbers, a bad header — refuses to start with
   ``JournalCorrupt`` naming the file, offset and seq, and the flag that
   cuts there. With ``repair`` (``--repair-truncate``) the valid prefix is
@@ -21,6 +22,9 @@ Never guesses. Classification of what it finds:
   repair reports the highest epoch the dropped files announce
   (``epoch_floor``), so the next epoch is above it and fencing tokens never
   repeat.
+- A segment or snapshot of a format version this build cannot read (a
+  newer one) is not damage: start-up is refused whatever the flags, and
+  nothing is changed.
 
 Records are applied through ``core.Replay`` (runs of pushes, leases and
 acks without building the jobs they create and finish; the same state as
@@ -270,7 +274,7 @@ class _Replay:
             try:
                 records = decode(raw[offset + head_bytes : stop])
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
-                problem = f"record does not decode: {error}"
+                problem = f"frame does not decode: {error}"
                 break
             if not records:
                 problem = "frame holds no record"

@@ -196,6 +196,18 @@ def test_the_records_of_a_batch_share_a_frame_framed_as_the_format_frames_them()
     assert journal.encode(paused(1)) == F.encode_frame(46, _encoded(paused(1)))
 
 
+def test_a_frame_is_never_continued_past_numbers_taken_by_another_batch() -> None:
+    journal = Journal("/nonexistent", OsDisk())
+    batch = Batch()
+    journal.encode_into(paused(1), batch)  # seq 1, its frame open
+    elsewhere = journal.encode(paused(1, start=1))  # seq 2, in a frame of its own
+    journal.encode_into(paused(1, start=2), batch)  # seq 3: a new frame, not seq 1's
+    assert bytes(batch.close()) == (
+        F.encode_frame(1, _encoded(paused(1))) + F.encode_frame(3, _encoded(paused(1, start=2)))
+    )
+    assert elsewhere == F.encode_frame(2, _encoded(paused(1, start=1)))
+
+
 def test_a_frame_takes_no_more_records_once_its_payload_passes_the_target() -> None:
     journal = Journal("/nonexistent", OsDisk())
     records = paused(100, name_chars=2000)
