@@ -186,11 +186,11 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
 
 
 def _paused(state: State, record: R.QueuePaused) -> None:
-    _queue(state, record.queue).paused = True
+    state.queue(record.queue).paused = True
 
 
 def _resumed(state: State, record: R.QueueResumed) -> None:
-    queue = _queue(state, record.queue)
+    queue = state.queue(record.queue)
     queue.paused = False
     if queue.ready:
         state.readied.add(record.queue)
@@ -455,13 +455,6 @@ def _set_state(state: State, job: Job, new: JobState) -> None:
     counts[job.state] -= 1
     counts[new] += 1
     job.state = new
-
-
-def _queue(state: State, name: str) -> Queue:
-    queue = state.queues.get(name)
-    if queue is None:
-        queue = state.queues[name] = Queue(name)
-    return queue
 
 
 def _drop_if_empty(state: State, queue: Queue) -> None:

@@ -49,7 +49,6 @@ from broker.core.state import (
     SCHEDULED,
     Job,
     Process,
-    Queue,
     State,
     live_dead,
 )
@@ -222,7 +221,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_processes(state, processes)
             case QueuesImage(paused=paused):
                 for name in paused:
-                    _queue(state, name).paused = True
+                    state.queue(name).paused = True
             case BatchesImage(batches=batches):
                 _load_batches(state, batches)
             case ImageHead():
@@ -272,9 +271,9 @@ def _load_packed(state: State, chunk: PackedJobsImage) -> None:
     names = state.jobs.names.names
     state.counts[job_state] += count
     for number, in_queue in Counter(chunk.queues).items():
-        _queue(state, names[number]).counts[job_state] += in_queue
+        state.queue(names[number]).counts[job_state] += in_queue
     if ready and ids:
-        queue = _queue(state, names[chunk.queues[0]])
+        queue = state.queue(names[chunk.queues[0]])
         queue.bucket(chunk.priority).extend(ids)
         queue.ready += count
     elif job_state == DEAD:
@@ -289,7 +288,7 @@ def _index(
     """Count a loaded job and put it in the index of its state (but the
     lease deadlines: the caller has the token)."""
     state.counts[job_state] += 1
-    queue = state.queues.get(name) or _queue(state, name)
+    queue = state.queue(name)
     queue.counts[job_state] += 1
     match job_state:
         case "ready":
@@ -325,13 +324,6 @@ def _load_batches(state: State, batches: list[Batch]) -> None:
         state.batch_deadlines.append((batch.expires_ms, batch.id, "expire"))
         if batch.state == OPEN:
             state.batch_deadlines.append((batch.open_deadline_ms, batch.id, "open"))
-
-
-def _queue(state: State, name: str) -> Queue:
-    queue = state.queues.get(name)
-    if queue is None:
-        queue = state.queues[name] = Queue(name)
-    return queue
 
 
 def jobs_in(chunk: Chunk) -> int:

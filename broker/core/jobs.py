@@ -109,7 +109,6 @@ class Packed(Struct, array_like=True, gc=False):
 PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
 _CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
 _READY_CODE: Final = _CODES[READY]
-_SCHEDULED_CODE: Final = _CODES[SCHEDULED]
 _RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
 _NO_COLD: Final = Cold()
 _encoder = msgspec.msgpack.Encoder()
@@ -239,7 +238,7 @@ class JobTable(Mapping[str, Job]):
         at once and in bulk: no ``Job`` is built, each name is numbered
         once (in the order one by one would number them) and its uses are
         counted at the end (a replay builds the jobs that wait this way)."""
-        table, scratch, encode_into = self._table, self._scratch, _encoder.encode_into
+        table, encoded = self._table, self._encoded
         names = self.names
         numbers, take = names.numbers, names.take
         fresh: list[str] = []  # names numbered here: take counted one use of each
@@ -267,8 +266,7 @@ class JobTable(Mapping[str, Job]):
                 new.args,
                 None if new.batch is None else Cold(batch=new.batch),
             )
-            encode_into(packed, scratch)
-            table[new.id] = bytes(scratch)
+            table[new.id] = encoded(packed)
         assert len(table) - before == len(news), "a job is here already, or pushed twice"
         used = Counter(map(_QUEUE_OF, news))
         used.update(map(_TYPE_OF, news))

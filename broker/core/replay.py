@@ -44,7 +44,7 @@ from typing import Final
 
 from broker.core import records as R
 from broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from broker.core.state import READY, Queue, State, purge_batch_deadlines, purge_deadlines
+from broker.core.state import READY, State, purge_batch_deadlines, purge_deadlines
 
 DEFERRED_MAX: Final = 1 << 14
 _QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
@@ -212,12 +212,10 @@ def _build_ready(state: State, news: list[R.NewJob]) -> None:
     one by one: packed, counted, at the back of their buckets in push order."""
     state.jobs.create_ready_packed(news)
     state.counts[READY] += len(news)
-    queues, readied = state.queues, state.readied
+    readied = state.readied
     for (name, priority), run in groupby(news, _QUEUE_AND_PRIORITY):
         ids = [new.id for new in run]
-        queue = queues.get(name)
-        if queue is None:
-            queue = queues[name] = Queue(name)
+        queue = state.queue(name)
         queue.counts[READY] += len(ids)
         queue.ready += len(ids)
         queue.bucket(priority).extend(ids)

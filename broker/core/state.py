@@ -138,6 +138,14 @@ class State:
         assert self.counter + offset < COUNTER_LIMIT, (self.epoch, self.counter, offset)
         return (self.epoch << 32) | (self.counter + offset)
 
+    def queue(self, name: str) -> Queue:
+        """The queue of this name, made if there is none yet (for the code
+        that builds state: apply, replay, loading an image)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = Queue(name)
+        return queue
+
     def take_readied(self) -> set[str]:
         readied, self.readied = self.readied, set()
         return readied

@@ -30,8 +30,9 @@ _HEADER_CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
 RECORD_HEADER = _RECORD = struct.Struct(">IIQ")  # crc, length, seq
 RECORD_HEADER_BYTES = _RECORD.size
-_ARRAY32 = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
-FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + _ARRAY32.size
+FRAME_COUNT = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
+ARRAY32 = 0xDD  # its first byte (whatever the count, so the prefix has one size)
+FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + FRAME_COUNT.size
 RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
 FRAME_TARGET_BYTES = 64 * 1024  # a frame takes no more records once its payload passes this
 
@@ -82,7 +83,7 @@ def encode_record(seq: int, payload: bytes) -> bytes:
 def encode_frame(seq: int, records: list[bytes]) -> bytes:
     """A version 2 frame of encoded records, the first numbered ``seq``:
     their msgpack array (array32 header, whatever the count) as one payload."""
-    return encode_record(seq, _ARRAY32.pack(0xDD, len(records)) + b"".join(records))
+    return encode_record(seq, FRAME_COUNT.pack(ARRAY32, len(records)) + b"".join(records))
 
 
 class Scanned(NamedTuple):

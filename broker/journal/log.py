@@ -35,8 +35,6 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
 _CRC = struct.Struct(">I")  # a frame's header: crc, then length and seq (format.py)
 _LENGTH_SEQ = struct.Struct(">IQ")
-_ARRAY32 = struct.Struct(">BI")  # a frame's payload: a msgpack array32 of its records
-_PREFIX_BYTES = F.FRAME_PREFIX_BYTES
 _FRAME_FULL = F.FRAME_TARGET_BYTES + F.RECORD_HEADER_BYTES
 _encode_into, _crc32 = record_encoder.encode_into, zlib.crc32
 
@@ -61,7 +59,7 @@ class Batch:
     def open_frame(self, seq: int) -> None:
         self.close()
         self.frame_start, self.frame_seq, self.frame_records = len(self.data), seq, 0
-        self.data += bytes(_PREFIX_BYTES)  # filled in by close
+        self.data += bytes(F.FRAME_PREFIX_BYTES)  # filled in by close
 
     def extend(self, framed: bytes) -> None:
         """Append frames encoded elsewhere (after the open frame, closed)."""
@@ -76,7 +74,9 @@ class Batch:
             _LENGTH_SEQ.pack_into(
                 data, head, len(data) - start - F.RECORD_HEADER_BYTES, self.frame_seq
             )
-            _ARRAY32.pack_into(data, start + F.RECORD_HEADER_BYTES, 0xDD, self.frame_records)
+            F.FRAME_COUNT.pack_into(
+                data, start + F.RECORD_HEADER_BYTES, F.ARRAY32, self.frame_records
+            )
             _CRC.pack_into(data, start, _crc32(memoryview(data)[head:]))
         return data
 

@@ -242,16 +242,16 @@ class _Replay:
             reason = f"starts at seq {header.first_seq}, expected {self.next_seq} (a gap)"
             return self._bad(file, data, 0, reason)
         self.version = header.version
-        return self._records(file, raw, last, header.version)
+        return self._records(file, raw, last)
 
-    def _records(self, file: NumberedFile, raw: bytes, last: bool, version: int) -> Segment | None:
+    def _records(self, file: NumberedFile, raw: bytes, last: bool) -> Segment | None:
         # The hot loop of start-up: the framing checks of F.scan_record,
         # inlined (F.scan_record says why when one fails). Frames are sliced
         # as bytes, cheaper than views here, and so what a decoded record
         # keeps (a job's args) holds its own frame, never the whole file.
         data = memoryview(raw)
         apply, on_record = self.runs.apply, self.on_record
-        decode, unpack, crc32 = frame_reader(version), F.RECORD_HEADER.unpack_from, zlib.crc32
+        decode, unpack, crc32 = frame_reader(self.version), F.RECORD_HEADER.unpack_from, zlib.crc32
         limit, head_bytes, end = F.RECORD_MAX_BYTES, F.RECORD_HEADER_BYTES, len(raw)
         offset, start = F.HEADER_BYTES, self.next_seq
         seq, problem, torn = start, "", False
@@ -297,7 +297,7 @@ class _Replay:
             return self._torn(file, data, offset, problem)
         if problem:
             return self._bad(file, data, offset, problem)
-        return Segment(file.seq, seq - 1, file.path, end, version)
+        return Segment(file.seq, seq - 1, file.path, end, self.version)
 
     def _where(self, file: NumberedFile, offset: int, reason: str) -> str:
         return f"{file.path}: offset {offset}, seq {self.next_seq}: {reason}"
