@@ -12,11 +12,12 @@ COPY pyproject.toml README.md ./
 COPY protocol ./protocol
 COPY broker ./broker
 COPY client ./client
+COPY leash ./leash
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 leash \
     && mkdir /data /keys && chown leash /data
 USER leash
 VOLUME ["/data"]
 EXPOSE 7420
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["python", "-m", "broker", "serve", "--data-dir", "/data", "--host", "0.0.0.0"]
+ENTRYPOINT ["python", "-m", "leash.broker", "serve", "--data-dir", "/data", "--host", "0.0.0.0"]
 CMD ["--key-file", "/keys/keys.toml"]

@@ -33,8 +33,8 @@ limits-heavy: $(STAMP)  ## 10 000 idle connections on one broker: memory per con
 		tests/integration/test_limits_load.py -k idle_connections
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check protocol broker client tests bench
-	$(VENV)/bin/ruff format --check protocol broker client tests bench
+	$(VENV)/bin/ruff check leash protocol broker client tests bench
+	$(VENV)/bin/ruff format --check leash protocol broker client tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -27,13 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client import Client  # noqa: E402
+from leash.client import Client  # noqa: E402
 
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
 def start_broker(root: Path, data_dir: str) -> tuple[subprocess.Popen[str], int]:
-    command = [sys.executable, "-m", "broker", "serve", "--port", "0", "--data-dir", data_dir]
+    command = [sys.executable, "-m", "leash.broker", "serve", "--port", "0", "--data-dir", data_dir]
     process = subprocess.Popen(
         [*command, "--fsync", "never"],
         cwd=root,

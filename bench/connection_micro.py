@@ -39,17 +39,17 @@ import cProfile  # noqa: E402
 
 import uvloop  # noqa: E402
 
-from broker.core import CoreConfig  # noqa: E402
-from broker.journal.disk import OsDisk  # noqa: E402
-from broker.journal.group_commit import FsyncPolicy, GroupCommitter  # noqa: E402
-from broker.journal.log import Journal  # noqa: E402
-from broker.journal.recovery import recover  # noqa: E402
-from broker.server.broker import Broker  # noqa: E402
-from broker.server.config import ServerConfig  # noqa: E402
-from broker.server.connection import Connection  # noqa: E402
-from broker.server.main import open_epoch  # noqa: E402
-from protocol import messages as M  # noqa: E402
-from protocol.frames import FrameDecoder, encode_frame  # noqa: E402
+from leash.broker.core import CoreConfig  # noqa: E402
+from leash.broker.journal.disk import OsDisk  # noqa: E402
+from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter  # noqa: E402
+from leash.broker.journal.log import Journal  # noqa: E402
+from leash.broker.journal.recovery import recover  # noqa: E402
+from leash.broker.server.broker import Broker  # noqa: E402
+from leash.broker.server.config import ServerConfig  # noqa: E402
+from leash.broker.server.connection import Connection  # noqa: E402
+from leash.broker.server.main import open_epoch  # noqa: E402
+from leash.protocol import messages as M  # noqa: E402
+from leash.protocol.frames import FrameDecoder, encode_frame  # noqa: E402
 
 PAYLOAD = M.encoder.encode(b"x" * 100)
 

@@ -63,7 +63,7 @@ def connect(kind: str, host: str, port: int) -> Session:
 
 class LeashSession:
     def __init__(self, host: str, port: int) -> None:
-        from client import Client, job_spec
+        from leash.client import Client, job_spec
 
         self._job_spec = job_spec
         self.client = Client(host, port)

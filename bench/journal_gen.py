@@ -14,10 +14,10 @@ import os
 
 import msgspec
 
-from broker.core import records as R
-from broker.journal.disk import OsDisk
-from broker.journal.log import Journal
-from protocol.messages import LeaseRef
+from leash.broker.core import records as R
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.log import Journal
+from leash.protocol.messages import LeaseRef
 
 ARGS = msgspec.Raw(msgspec.msgpack.encode({"to": "ada@example.com", "n": 1}))
 START_MS = 1_700_000_000_000

@@ -62,7 +62,7 @@ def memory_and_replay(ctx: Context, system: System) -> Result:
 
 
 async def _fill_leash(port: int, count: int, in_flight: int) -> None:
-    from client import AsyncClient
+    from leash.client import AsyncClient
 
     client = await AsyncClient.connect(HOST, port)
     try:

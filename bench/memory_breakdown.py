@@ -19,9 +19,9 @@ import sys
 import tracemalloc
 import uuid
 
-from broker import core
-from client import job_spec
-from protocol import messages as M
+from leash.broker import core
+from leash.client import job_spec
+from leash.protocol import messages as M
 
 WORKER = "bench-worker"
 BLOCK_BYTES = 16  # pymalloc's rounding on 64-bit CPython 3.11

@@ -9,7 +9,7 @@ quarter of the jobs left ready), and ``pushes``, a backlog (every record a
 push, every job left ready: each one built), framed ``--per-frame``
 records a frame (default: as many as fit, a busy broker's journal; 1: an
 idle broker's, one request a loop turn). Then recovers it the way
-start-up does (``broker.journal.recovery.recover``, garbage collector off)
+start-up does (``leash.broker.journal.recovery.recover``, garbage collector off)
 and reports seconds per million records, and starts the real broker on it
 and prints its own start-up log line, which reports the same figure. The
 goal (issue: journal) is at most 2 s per million records on a 2-core
@@ -28,10 +28,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.journal_gen import WRITE_RECORDS, write_backlog, write_lifecycles
-from broker.core import CoreConfig
-from broker.journal.disk import OsDisk
-from broker.journal.format import FRAME_TARGET_BYTES
-from broker.journal.recovery import recover
+from leash.broker.core import CoreConfig
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.format import FRAME_TARGET_BYTES
+from leash.broker.journal.recovery import recover
 
 
 def measure(directory: str) -> tuple[int, float, int]:
@@ -47,7 +47,7 @@ def measure(directory: str) -> tuple[int, float, int]:
 
 def broker_line(directory: str) -> str:
     process = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--port", "0", "--data-dir", directory],
+        [sys.executable, "-m", "leash.broker", "serve", "--port", "0", "--data-dir", directory],
         stderr=subprocess.PIPE,
         text=True,
     )

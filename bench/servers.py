@@ -115,7 +115,7 @@ class Server:
         system, data = self.system, self.data_dir
         if system.kind == "leash":
             return [
-                sys.executable, *self.leash_prefix, "-m", "broker", "serve",
+                sys.executable, *self.leash_prefix, "-m", "leash.broker", "serve",
                 "--host", HOST, "--port", "0", "--data-dir", data, *system.args,
             ]  # fmt: skip
         if system.kind == "beanstalkd":

@@ -3,7 +3,7 @@
     .venv/bin/python bench/snapshot_stall.py [--jobs 1000000]
 
 1. Writes a journal holding ``--jobs`` ready jobs (pushes of 1000 jobs).
-2. Runs the broker in this process on uvloop (``broker.server.main.serve``,
+2. Runs the broker in this process on uvloop (``leash.broker.server.main.serve``,
    as ``leash serve`` does) with 1 MiB segments, so the next write seals the
    journal and a snapshot of the whole state is due.
 3. A probe schedules a callback every 10 ms on the broker's event loop and
@@ -33,9 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import uvloop
 
 from bench.journal_gen import write_backlog
-from broker.server.config import ServerConfig
-from broker.server.main import serve
-from client import AsyncClient
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.main import serve
+from leash.client import AsyncClient
 
 PROBE_MS = 10
 

@@ -223,7 +223,7 @@ def runner_task(port: int, index: int) -> Generator[None, None, dict[str, Any]]:
     """A ``client.Worker`` with a handler that counts, until its stop job: one
     in a queue of its own, listed after the jobs' queue, so it is fetched once
     the jobs' queue is empty."""
-    from client import Worker
+    from leash.client import Worker
 
     done = 0
 

@@ -1,6 +1,6 @@
 import sys
 
-from broker.cli import main
+from leash.broker.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:] or ["serve"]))

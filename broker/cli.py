@@ -1,5 +1,5 @@
-"""``python -m broker serve`` (also ``leash serve``): parse flags, run.
-``python -m broker journal verify|dump|compact DIR`` (also ``leash journal``):
+"""``python -m leash.broker serve`` (also ``leash serve``): parse flags, run.
+``python -m leash.broker journal verify|dump|compact DIR`` (also ``leash journal``):
 the offline journal tools (broker/journal/tools.py)."""
 
 import argparse
@@ -9,15 +9,15 @@ import os
 import sys
 from collections.abc import Callable
 
-from broker.core.config import CoreConfig
-from broker.journal import tools
-from broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
-from broker.journal.group_commit import FsyncPolicy
-from broker.journal.log import DEFAULT_SEGMENT_BYTES
-from broker.server.config import DEFAULT_PORT, ServerConfig
-from broker.server.limits import Limits
-from broker.server.main import EXIT_CONFIG, EXIT_JOURNAL_FAILED, StartupError, serve
-from protocol.limits import (
+from leash.broker.core.config import CoreConfig
+from leash.broker.journal import tools
+from leash.broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
+from leash.broker.journal.group_commit import FsyncPolicy
+from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
+from leash.broker.server.config import DEFAULT_PORT, ServerConfig
+from leash.broker.server.limits import Limits
+from leash.broker.server.main import EXIT_CONFIG, EXIT_JOURNAL_FAILED, StartupError, serve
+from leash.protocol.limits import (
     FRAME_CEILING_BYTES,
     FRAME_MAX_BYTES,
     HANDSHAKE_FRAME_MAX_BYTES,

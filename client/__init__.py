@@ -1,6 +1,6 @@
 """The Leash Python client: producers, workers, and the ``leash`` command.
 
-    from client import Client, AsyncClient, Worker, handler
+    from leash.client import Client, AsyncClient, Worker, handler
 
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
@@ -18,12 +18,12 @@
   from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
   makes one) on every client and the Worker; or the URL form
   ``leashs://host:port?ca=...&key_file=...``.
-- Exceptions: ``LeashError`` and its tree (see ``client._exceptions``).
+- Exceptions: ``LeashError`` and its tree (see ``leash.client._exceptions``).
 """
 
-from protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
-from protocol.auth import Key, KeyFileError
-from protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
+from leash.protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
+from leash.protocol.auth import Key, KeyFileError
+from leash.protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
 from ._exceptions import (
     AdminOnly,

@@ -1,7 +1,7 @@
-"""``python -m client``: the ``leash`` command line."""
+"""``python -m leash.client``: the ``leash`` command line."""
 
 import sys
 
-from client.cli import main
+from leash.client.cli import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import admin as A
+from leash.protocol import admin as A
 
 from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, plain, when
 from ._exceptions import ConnectFailed, NotFound, PermissionDenied, ServerError

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from protocol import messages as M
+from leash.protocol import messages as M
 
 
 class Table:

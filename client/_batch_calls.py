@@ -1,11 +1,11 @@
 """The batch requests of the sans-IO client core (``ClientCore`` mixes them
 in): create, commit and read the status of a batch. Each builds its request
-and returns a ``Call``, like every method of ``client._core``. Deleting a
-batch is an operator's request (``client.admin``)."""
+and returns a ``Call``, like every method of ``leash.client._core``. Deleting a
+batch is an operator's request (``leash.client.admin``)."""
 
 from collections.abc import Sequence
 
-from protocol.messages import (
+from leash.protocol.messages import (
     BatchCallbacks,
     BatchCreated,
     BatchInfo,

@@ -1,13 +1,13 @@
 """What every client request is made of: a ``Call`` (the frame to send and
 how its reply becomes the result), and the checks that turn a reply into a
-result or the exception to raise (``client._core`` explains the flow)."""
+result or the exception to raise (``leash.client._core`` explains the flow)."""
 
 from collections.abc import Callable
 from typing import Generic, NamedTuple, TypeVar
 
 from msgspec import Struct
 
-from protocol.messages import Error, Ok, Reply
+from leash.protocol.messages import Error, Ok, Reply
 
 from ._exceptions import ProtocolViolation, error_from_reply
 

@@ -9,7 +9,7 @@ function that turns the matching reply into the method's result. The shell
 ``receive_data`` and pulls ``next_completion()`` until it returns None. Each
 ``Completion`` carries the shell's waiter and either the result or the
 exception to raise. The batch and operator requests are built the same way
-in ``client._batch_calls``, which ``ClientCore`` mixes in. Replies are
+in ``leash.client._batch_calls``, which ``ClientCore`` mixes in. Replies are
 matched by rid, so they may arrive in any order (a long-poll fetch is
 answered after later requests); a reply for a rid nobody waits for any more
 (its caller timed out) is dropped.
@@ -35,11 +35,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 from msgspec import Struct
 
-from protocol import PROTOCOL_VERSION, limits
-from protocol import auth as A
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.messages import (
+from leash.protocol import PROTOCOL_VERSION, limits
+from leash.protocol import auth as A
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.messages import (
     Ack,
     AckedMany,
     AckMany,

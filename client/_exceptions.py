@@ -38,8 +38,8 @@ raised as ``ServerError`` itself, with the code as a plain string.
 broker's frame limit: sending it would make the broker close the connection.
 """
 
-from protocol.errors import ErrorCode
-from protocol.messages import Error
+from leash.protocol.errors import ErrorCode
+from leash.protocol.messages import Error
 
 
 class LeashError(Exception):

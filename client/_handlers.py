@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any, TypeVar
 
-from protocol.messages import ErrorInfo, JobSpec
+from leash.protocol.messages import ErrorInfo, JobSpec
 
 from ._types import Job, error_info, job_spec
 
@@ -27,7 +27,7 @@ Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
 registry: dict[str, Handler] = {}
-"""Handlers registered with the module-level ``client.handler``: what ``leash worker`` runs."""
+"""Handlers registered with the module-level ``leash.client.handler``: what ``leash worker`` runs."""
 
 
 def add_handler(handlers: MutableMapping[str, Handler], type: str, fn: Handler) -> None:

@@ -12,8 +12,8 @@ import socket
 from dataclasses import dataclass
 from importlib import metadata
 
-from protocol import PROTOCOL_VERSION, limits
-from protocol.messages import Hello
+from leash.protocol import PROTOCOL_VERSION, limits
+from leash.protocol.messages import Hello
 
 _worker_id = ""
 _worker_id_pid = -1

@@ -22,8 +22,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from protocol import limits
-from protocol.messages import Welcome
+from leash.protocol import limits
+from leash.protocol.messages import Welcome
 
 from ._exceptions import (
     ConnectionLost,

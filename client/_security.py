@@ -15,7 +15,7 @@ import os
 import ssl
 from datetime import UTC, datetime
 
-from protocol.auth import Key, KeyFileError, choose_key, mode_problem, parse_key_file
+from leash.protocol.auth import Key, KeyFileError, choose_key, mode_problem, parse_key_file
 
 KeyOption = Key | str | os.PathLike[str] | None
 TlsOption = bool | ssl.SSLContext | None

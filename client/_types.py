@@ -16,8 +16,8 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from protocol import limits
-from protocol.messages import Delivery, ErrorInfo, JobSpec, LeaseRef
+from leash.protocol import limits
+from leash.protocol.messages import Delivery, ErrorInfo, JobSpec, LeaseRef
 
 _UNDECODED: Any = object()  # Job.args not decoded yet
 

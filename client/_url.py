@@ -18,7 +18,7 @@ import ssl
 from typing import NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from protocol.auth import Key
+from leash.protocol.auth import Key
 
 from ._security import load_key, tls_context
 

@@ -18,11 +18,11 @@ from typing import Any, Literal, Self, TypeVar
 
 import msgspec
 
-from protocol import admin as A
-from protocol import limits
-from protocol import messages as M
-from protocol.errors import ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
+from leash.protocol import admin as A
+from leash.protocol import limits
+from leash.protocol import messages as M
+from leash.protocol.errors import ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
 
 from ._exceptions import ConnectFailed, ConnectionLost, ProtocolViolation, error_from_reply
 

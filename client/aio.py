@@ -12,10 +12,10 @@ is answered after later requests). A call waits at most ``timeout_s`` for its
 reply, plus ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the
 connection stays usable and the late reply is dropped. A cancelled call is
 forgotten the same way. When the connection ends, every call in flight gets
-``ConnectionLost``. The public methods mirror ``client.blocking.Client``
-exactly (a test keeps them in step); the request logic is in ``client._core``.
+``ConnectionLost``. The public methods mirror ``leash.client.blocking.Client``
+exactly (a test keeps them in step); the request logic is in ``leash.client._core``.
 
-``key`` and ``tls`` are as for ``Client`` (see ``client._security``). Idle
+``key`` and ``tls`` are as for ``Client`` (see ``leash.client._security``). Idle
 connections too: when the broker closed the connection while no call was in
 flight (it closes connections idle for its ``idle_timeout_ms``), or the
 connection has been idle for three quarters of that time, the next call
@@ -29,8 +29,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
-from protocol.messages import (
+from leash.protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
+from leash.protocol.messages import (
     BatchCreated,
     BatchView,
     Challenge,
@@ -123,7 +123,7 @@ class AsyncClient:
         labels: Iterable[str] = (),
         concurrency: int = 0,
     ) -> Self:
-        """A connected client for ``leash[s]://host:port[?options]`` (see ``client._url``)."""
+        """A connected client for ``leash[s]://host:port[?options]`` (see ``leash.client._url``)."""
         endpoint = parse_url(url)
         return await cls.connect(
             endpoint.host,

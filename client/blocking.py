@@ -7,17 +7,17 @@ block. It raises ``ConnectFailed`` when the broker cannot be reached.
 
 Threads may share a Client: a lock makes each call hold the connection for
 its whole round trip, a long-poll fetch for up to its ``wait_ms``. For many
-requests in flight on one connection use ``client.aio.AsyncClient``.
+requests in flight on one connection use ``leash.client.aio.AsyncClient``.
 
 Time limits: a call waits at most ``timeout_s`` for its reply, plus
 ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the connection stays
 usable (a late reply is dropped), unless the request could not be sent whole,
 in which case the connection is closed. The request logic is shared with the
-async client in ``client._core``; this module only moves bytes.
+async client in ``leash.client._core``; this module only moves bytes.
 
 Security: ``key`` (a ``Key`` or a key file's path) authenticates every
 connection, ``tls`` (True or an ``ssl.SSLContext``) makes it TLS; see
-``client._security``. ``Client.from_url`` takes both from the URL.
+``leash.client._security``. ``Client.from_url`` takes both from the URL.
 
 Idle connections: a broker closes a connection that carried no frame for the
 ``idle_timeout_ms`` its welcome names. Before each call the client opens a
@@ -39,8 +39,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
-from protocol.messages import (
+from leash.protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
+from leash.protocol.messages import (
     BatchCreated,
     BatchView,
     Challenge,
@@ -136,7 +136,7 @@ class Client:
         labels: Iterable[str] = (),
         concurrency: int = 0,
     ) -> Self:
-        """A connected client for ``leash[s]://host:port[?options]`` (see ``client._url``)."""
+        """A connected client for ``leash[s]://host:port[?options]`` (see ``leash.client._url``)."""
         endpoint = parse_url(url)
         return cls(
             endpoint.host,

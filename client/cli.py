@@ -1,18 +1,18 @@
 """The ``leash`` command line (the console script is ``main``).
 
-    leash serve [ARGS...]            run the broker: python -m broker serve ARGS...
+    leash serve [ARGS...]            run the broker: python -m leash.broker serve ARGS...
     leash journal TOOL DIR           verify, dump or compact a data directory offline
-                                     (python -m broker journal TOOL DIR)
+                                     (python -m leash.broker journal TOOL DIR)
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
     leash keygen [--id ID] [--out F] print (or append to F) a new random key
 
 ``leash worker`` imports MODULE, a dotted module name (the current directory
 is put on ``sys.path``) or the path of a ``.py`` file, and runs every handler
-that module registered with the ``client.handler`` decorator::
+that module registered with the ``leash.client.handler`` decorator::
 
     # tasks.py
-    from client import handler
+    from leash.client import handler
 
     @handler("send_email")
     def send_email(to: str, subject: str) -> None: ...
@@ -43,8 +43,8 @@ from typing import NoReturn
 
 import msgspec
 
-from protocol.auth import Key, key_file_text, mode_problem
-from protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
+from leash.protocol.auth import Key, key_file_text, mode_problem
+from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
 from ._admin_cli import add_commands as add_admin_commands
 from ._exceptions import LeashError
@@ -169,7 +169,7 @@ def _endpoint(options: argparse.Namespace) -> Endpoint:
 
 
 def _exec_broker(args: list[str]) -> NoReturn:
-    os.execv(sys.executable, [sys.executable, "-m", "broker", *args])
+    os.execv(sys.executable, [sys.executable, "-m", "leash.broker", *args])
 
 
 def _run_keygen(options: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ Usage::
 
     worker.run()  # until SIGTERM / SIGINT or worker.stop()
 
-How args reach a handler is in ``client._handlers``: a list is spread
+How args reach a handler is in ``leash.client._handlers``: a list is spread
 (``fn(*args)``), a dict is passed as keywords (``fn(**args)``), anything else
 is the one argument. Returning acks the job; raising fails the attempt with
 the exception's type, message and traceback; a job of a type with no handler
@@ -32,7 +32,7 @@ does not release it) for longer than the broker's ``process_ttl_ms`` starves
 the loop, the beats stop, and the broker fails this process's leases. Such
 work belongs in separate processes; this runner does not offer them.
 
-Liveness (``client._keepalive``): a heartbeat beats every ``heartbeat_ms``
+Liveness (``leash.client._keepalive``): a heartbeat beats every ``heartbeat_ms``
 of the welcome until the end of shutdown. Its reply is what the broker wants:
 ``quiet`` stops fetching (running jobs go on and settle), ``ok`` resumes it,
 ``terminate`` is a graceful stop like SIGTERM. With ``auto_extend`` (the
@@ -57,8 +57,8 @@ import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from protocol import limits
-from protocol.messages import ErrorInfo, JobSpec
+from leash.protocol import limits
+from leash.protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
 from ._exceptions import (

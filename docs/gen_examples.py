@@ -1,7 +1,7 @@
 """Generate the wire examples of docs/protocol.md from the real encoder.
 
 Every example frame in the specification is produced here with
-``protocol.frames.encode_frame(protocol.messages.encoder.encode(message))``,
+``leash.protocol.frames.encode_frame(protocol.messages.encoder.encode(message))``,
 so the bytes shown are the bytes a broker and a client exchange today.
 tests/unit/test_docs_examples.py checks that the document still matches.
 
@@ -25,10 +25,10 @@ if str(ROOT) not in sys.path:  # runnable without installing the package
 
 import msgspec  # noqa: E402
 
-from protocol import auth  # noqa: E402
-from protocol.errors import ErrorCode  # noqa: E402
-from protocol.frames import encode_frame  # noqa: E402
-from protocol.messages import (  # noqa: E402
+from leash.protocol import auth  # noqa: E402
+from leash.protocol.errors import ErrorCode  # noqa: E402
+from leash.protocol.frames import encode_frame  # noqa: E402
+from leash.protocol.messages import (  # noqa: E402
     Ack,
     Auth,
     BatchCallbacks,

@@ -6,8 +6,8 @@ followed by a msgpack body; bodies are msgspec Structs in tagged unions
 normative specification of everything defined here.
 """
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
 
 PROTOCOL_VERSION = 1
 

@@ -15,8 +15,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from protocol import limits as L
-from protocol.messages import (
+from leash.protocol import limits as L
+from leash.protocol.messages import (
     BatchId,
     BatchInfo,
     BatchView,

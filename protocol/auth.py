@@ -30,7 +30,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from protocol import limits as L
+from leash.protocol import limits as L
 
 TRANSCRIPT_TAG = b"leash-auth-v1"
 SERVER_LABEL = b"leash-server"

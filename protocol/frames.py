@@ -14,8 +14,8 @@ spans two reads is assembled in a buffer; once it is complete, what follows
 it is cut out of the reads again.
 """
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.limits import FRAME_HEADER_BYTES, FRAME_MAX_BYTES
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.limits import FRAME_HEADER_BYTES, FRAME_MAX_BYTES
 
 _HEADER_BYTES = FRAME_HEADER_BYTES
 

@@ -15,8 +15,8 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 from msgspec import Meta, Raw, Struct
 
-from protocol import limits as L
-from protocol.errors import ErrorCode
+from leash.protocol import limits as L
+from leash.protocol.errors import ErrorCode
 
 RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 QueueName = Annotated[str, Meta(min_length=1, max_length=L.NAME_MAX_CHARS, pattern=L.NAME_PATTERN)]

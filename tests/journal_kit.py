@@ -6,13 +6,13 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from broker.core import CoreConfig, State, apply, canonical
-from broker.core import records as R
-from broker.journal import format as F
-from broker.journal import layout
-from broker.journal.disk import Disk, OsDisk
-from broker.journal.log import Journal
-from broker.journal.recovery import Recovered, recover
+from leash.broker.core import CoreConfig, State, apply, canonical
+from leash.broker.core import records as R
+from leash.broker.journal import format as F
+from leash.broker.journal import layout
+from leash.broker.journal.disk import Disk, OsDisk
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import Recovered, recover
 
 if TYPE_CHECKING:
     from tests.unit.test_core_harness import Core

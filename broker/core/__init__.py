@@ -3,20 +3,20 @@ randomness. ``decide`` turns a request into a reply and records, ``apply``
 is the only code that changes state (live and on replay), ``tick`` returns
 the records that the passage of time implies."""
 
-from broker.core.admin import decide_admin
-from broker.core.apply import apply
-from broker.core.checks import check_invariants
-from broker.core.common import Rejected
-from broker.core.config import CoreConfig
-from broker.core.decide import Outcome, boot, decide, has_ready, job_view, roll_due
-from broker.core.growth import grows_state
-from broker.core.processes import detach, hold_ms, info_of, touch
-from broker.core.records import Record, record_decoder, record_encoder
-from broker.core.replay import Replay
-from broker.core.state import State, canonical
-from broker.core.tally import TOTALS, tally
-from broker.core.tick import next_due_ms, tick
-from broker.core.views import list_jobs, queue_views
+from leash.broker.core.admin import decide_admin
+from leash.broker.core.apply import apply
+from leash.broker.core.checks import check_invariants
+from leash.broker.core.common import Rejected
+from leash.broker.core.config import CoreConfig
+from leash.broker.core.decide import Outcome, boot, decide, has_ready, job_view, roll_due
+from leash.broker.core.growth import grows_state
+from leash.broker.core.processes import detach, hold_ms, info_of, touch
+from leash.broker.core.records import Record, record_decoder, record_encoder
+from leash.broker.core.replay import Replay
+from leash.broker.core.state import State, canonical
+from leash.broker.core.tally import TOTALS, tally
+from leash.broker.core.tick import next_due_ms, tick
+from leash.broker.core.views import list_jobs, queue_views
 
 __all__ = [
     "TOTALS",

@@ -5,16 +5,16 @@ Stats are assembled by the shell (they need its figures too)."""
 
 from typing import NamedTuple, assert_never
 
-from broker.core import processes as P
-from broker.core import records as R
-from broker.core import views
-from broker.core.batch_decide import decide_batch
-from broker.core.common import Rejected
-from broker.core.decide import decide
-from broker.core.operator import decide_operator
-from broker.core.state import State
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core import processes as P
+from leash.broker.core import records as R
+from leash.broker.core import views
+from leash.broker.core.batch_decide import decide_batch
+from leash.broker.core.common import Rejected
+from leash.broker.core.decide import decide
+from leash.broker.core.operator import decide_operator
+from leash.broker.core.state import State
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 
 OPERATOR = ""  # the worker id operator requests are decided under: none
 

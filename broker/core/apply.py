@@ -23,11 +23,11 @@ import heapq
 from collections.abc import Callable
 from typing import Any, Final, get_args
 
-from broker.core import batch_state as B
-from broker.core import batches
-from broker.core import records as R
-from broker.core.ready import ReadyBucket
-from broker.core.state import (
+from leash.broker.core import batch_state as B
+from leash.broker.core import batches
+from leash.broker.core import records as R
+from leash.broker.core.ready import ReadyBucket
+from leash.broker.core.state import (
     COUNTER_LIMIT,
     DEAD,
     LEASED,
@@ -44,7 +44,7 @@ from broker.core.state import (
     purge_deadlines,
     purge_process_deadlines,
 )
-from protocol.messages import JobState, LeaseRef
+from leash.protocol.messages import JobState, LeaseRef
 
 
 def apply(state: State, record: R.Record) -> None:

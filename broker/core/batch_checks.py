@@ -17,7 +17,7 @@ here is empty when the state is consistent. What is checked:
 
 from collections import Counter
 
-from broker.core.batch_state import (
+from leash.broker.core.batch_state import (
     ABANDONED,
     CHILD_STATES,
     COMMITTED,
@@ -35,9 +35,9 @@ from broker.core.batch_state import (
     Batch,
     callback_id,
 )
-from broker.core.state import DEAD as JOB_DEAD
-from broker.core.state import State
-from protocol.limits import BATCH_DEPTH_MAX
+from leash.broker.core.state import DEAD as JOB_DEAD
+from leash.broker.core.state import State
+from leash.protocol.limits import BATCH_DEPTH_MAX
 
 
 def batch_problems(state: State) -> list[str]:

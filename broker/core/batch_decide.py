@@ -15,16 +15,16 @@ Rules:
   finished one, changes nothing; of an abandoned one, is refused.
 """
 
-from broker.core import records as R
-from broker.core.batch_state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
-from broker.core.batch_views import batch_view
-from broker.core.common import Rejected
-from broker.core.pushes import check_target, push_specs
-from broker.core.state import State
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.limits import BATCH_DEPTH_MAX, SCHEDULE_HORIZON_MS
+from leash.broker.core import records as R
+from leash.broker.core.batch_state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
+from leash.broker.core.batch_views import batch_view
+from leash.broker.core.common import Rejected
+from leash.broker.core.pushes import check_target, push_specs
+from leash.broker.core.state import State
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.limits import BATCH_DEPTH_MAX, SCHEDULE_HORIZON_MS
 
 BatchRequest = M.CreateBatch | M.CommitBatch | M.GetBatchStatus | A.DeleteBatch
 Decided = tuple[M.Reply, list[R.Record]]

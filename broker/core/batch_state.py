@@ -31,7 +31,7 @@ from typing import Final
 import msgspec
 from msgspec import Struct
 
-from broker.core.records import CallbackSpec
+from leash.broker.core.records import CallbackSpec
 
 OPEN: Final = "open"
 COMMITTED: Final = "committed"

@@ -7,7 +7,7 @@ counts are always whole. Finished members are not listed: their outcomes
 are in the counts.
 """
 
-from broker.core.batch_state import (
+from leash.broker.core.batch_state import (
     DEAD,
     DELETED,
     OPEN,
@@ -18,8 +18,8 @@ from broker.core.batch_state import (
     Batch,
     callback_id,
 )
-from broker.core.state import LEASED, State
-from protocol import messages as M
+from leash.broker.core.state import LEASED, State
+from leash.protocol import messages as M
 
 
 def batch_view(state: State, batch: Batch, limit: int) -> M.BatchView:

@@ -29,8 +29,8 @@ Rules (batch_state.py has the words):
 
 import heapq
 
-from broker.core import records as R
-from broker.core.batch_state import (
+from leash.broker.core import records as R
+from leash.broker.core.batch_state import (
     ABANDONED,
     COMMITTED,
     COMPLETE,
@@ -50,8 +50,8 @@ from broker.core.batch_state import (
     Batch,
     callback_id,
 )
-from broker.core.pushes import new_job
-from broker.core.state import Job, State
+from leash.broker.core.pushes import new_job
+from leash.broker.core.state import Job, State
 
 Callbacks = list[R.NewJob]
 

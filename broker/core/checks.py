@@ -14,8 +14,8 @@ front of every lazy index is live; the jobs table's forms and names
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from broker.core.batch_checks import batch_problems
-from broker.core.state import (
+from leash.broker.core.batch_checks import batch_problems
+from leash.broker.core.state import (
     DEAD,
     JOB_STATES,
     LEASED,

@@ -1,11 +1,11 @@
 """What decide, tick and the process rules share: the refusal exception,
 the lease check, and the record of a failed attempt."""
 
-from broker.core import records as R
-from broker.core.retry import retry_delay_ms
-from broker.core.state import LEASED, Job, State
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.broker.core.retry import retry_delay_ms
+from leash.broker.core.state import LEASED, Job, State
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 
 class Rejected(Exception):

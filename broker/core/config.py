@@ -5,7 +5,7 @@ no behaviour: jobs.py). Passed in; never read from the environment here."""
 
 import msgspec
 
-from protocol import limits as L
+from leash.protocol import limits as L
 
 DAY_MS = 24 * 3600 * 1000
 MINUTE_MS = 60 * 1000

@@ -8,15 +8,15 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
-from broker.core import processes as P
-from broker.core import records as R
-from broker.core.batch_decide import decide_batch
-from broker.core.common import Rejected, failure_for, lease_of
-from broker.core.pushes import Pushes, push_specs
-from broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
+from leash.broker.core import processes as P
+from leash.broker.core import records as R
+from leash.broker.core.batch_decide import decide_batch
+from leash.broker.core.common import Rejected, failure_for, lease_of
+from leash.broker.core.pushes import Pushes, push_specs
+from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
 
 
 class Outcome(NamedTuple):

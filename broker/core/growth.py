@@ -7,7 +7,7 @@ the growing ones with ``disk_full`` and serves the rest, so workers can
 drain the queues. Add a request type here when it can create state.
 """
 
-from protocol import messages as M
+from leash.protocol import messages as M
 
 GROWING_REQUESTS: tuple[type[M.Request], ...] = (M.Push, M.PushMany, M.CreateBatch)
 

@@ -37,10 +37,10 @@ from typing import assert_never
 import msgspec
 from msgspec import Struct
 
-from broker.core.batch_state import OPEN, Batch
-from broker.core.config import CoreConfig
-from broker.core.jobs import PACKED_STATES, key_ms
-from broker.core.state import (
+from leash.broker.core.batch_state import OPEN, Batch
+from leash.broker.core.config import CoreConfig
+from leash.broker.core.jobs import PACKED_STATES, key_ms
+from leash.broker.core.state import (
     DEAD,
     LEASED,
     PRIORITIES,
@@ -52,7 +52,7 @@ from broker.core.state import (
     State,
     live_dead,
 )
-from protocol.messages import JobState
+from leash.protocol.messages import JobState
 
 IMAGE_VERSION = 2
 LOADS_VERSIONS = (1, 2)

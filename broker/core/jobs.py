@@ -45,9 +45,9 @@ from typing import Final
 import msgspec
 from msgspec import Raw, Struct
 
-from broker.core.names import Names
-from broker.core.records import NewJob
-from protocol.messages import ErrorInfo, JobState
+from leash.broker.core.names import Names
+from leash.broker.core.records import NewJob
+from leash.protocol.messages import ErrorInfo, JobState
 
 READY: Final = "ready"
 SCHEDULED: Final = "scheduled"

@@ -13,14 +13,14 @@
 - fsck: every cross-check of ``check_invariants``; the list should be empty.
 """
 
-from broker.core import records as R
-from broker.core.checks import check_invariants
-from broker.core.common import Rejected
-from broker.core.state import DEAD, RETRYING, Job, State
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.limits import FSCK_PROBLEMS_MAX
+from leash.broker.core import records as R
+from leash.broker.core.checks import check_invariants
+from leash.broker.core.common import Rejected
+from leash.broker.core.state import DEAD, RETRYING, Job, State
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.limits import FSCK_PROBLEMS_MAX
 
 KILLED = M.ErrorInfo(type="Killed", message="killed by an operator")
 OperatorRequest = A.DeleteJob | A.KillJob | A.RequeueJob | A.Fsck

@@ -12,12 +12,12 @@ kills its worker every time ends in the dead set), or released after a
 terminate grace (the operator asked it to stop; no attempt counts).
 """
 
-from broker.core import records as R
-from broker.core.common import Rejected, failure_for
-from broker.core.state import State, due_entries, live_process_deadline
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.broker.core.common import Rejected, failure_for
+from leash.broker.core.state import State, due_entries, live_process_deadline
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 HEARTBEAT_TIMEOUT = "worker lost: heartbeat timeout"
 DISCONNECTED = "worker lost: disconnected"

@@ -19,13 +19,13 @@ another part of the request ("$.lease[1]"); the caller prefixes them.
 
 from typing import NamedTuple
 
-from broker.core import records as R
-from broker.core.batch_state import COMMITTED, OPEN
-from broker.core.common import Rejected, lease_of
-from broker.core.state import State
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.limits import SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
+from leash.broker.core import records as R
+from leash.broker.core.batch_state import COMMITTED, OPEN
+from leash.broker.core.common import Rejected, lease_of
+from leash.broker.core.state import State
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.limits import SCHEDULE_HORIZON_MS, SERVER_ID_PREFIX
 
 
 class Pushes(NamedTuple):

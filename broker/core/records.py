@@ -10,7 +10,7 @@ version on any other change.
 import msgspec
 from msgspec import Raw, Struct
 
-from protocol.messages import ErrorInfo, LeaseRef
+from leash.protocol.messages import ErrorInfo, LeaseRef
 
 
 class NewJob(Struct, array_like=True, gc=False):

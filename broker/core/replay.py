@@ -42,9 +42,9 @@ from itertools import groupby, islice
 from operator import attrgetter
 from typing import Final
 
-from broker.core import records as R
-from broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from broker.core.state import READY, State, purge_batch_deadlines, purge_deadlines
+from leash.broker.core import records as R
+from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from leash.broker.core.state import READY, State, purge_batch_deadlines, purge_deadlines
 
 DEFERRED_MAX: Final = 1 << 14
 _QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")

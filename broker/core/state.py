@@ -26,12 +26,21 @@ from typing import Any, Final
 import msgspec
 from msgspec import Struct
 
-from broker.core.batch_state import OPEN, Batch, plain_batch
-from broker.core.config import CoreConfig
-from broker.core.jobs import DEAD, JOB_STATES, LEASED, READY, RETRYING, SCHEDULED, Job, JobTable
-from broker.core.ready import ReadyBucket
-from broker.core.records import ProcessInfo
-from protocol.limits import PRIORITY_MAX, PRIORITY_MIN
+from leash.broker.core.batch_state import OPEN, Batch, plain_batch
+from leash.broker.core.config import CoreConfig
+from leash.broker.core.jobs import (
+    DEAD,
+    JOB_STATES,
+    LEASED,
+    READY,
+    RETRYING,
+    SCHEDULED,
+    Job,
+    JobTable,
+)
+from leash.broker.core.ready import ReadyBucket
+from leash.broker.core.records import ProcessInfo
+from leash.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 
 __all__ = [  # the job words are jobs.py's; the rest of the core takes them from here
     "DEAD",

@@ -7,9 +7,9 @@ start for the stats view and the metrics.
 
 from collections.abc import Iterator
 
-from broker.core import records as R
-from broker.core.state import State
-from broker.core.tick import LEASE_EXPIRED
+from leash.broker.core import records as R
+from leash.broker.core.state import State
+from leash.broker.core.tick import LEASE_EXPIRED
 
 TOTALS = ("pushed", "acked", "failed", "dead", "expired")
 

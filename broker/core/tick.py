@@ -13,10 +13,10 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from broker.core import records as R
-from broker.core.common import failure_for
-from broker.core.processes import deaths
-from broker.core.state import (
+from leash.broker.core import records as R
+from leash.broker.core.common import failure_for
+from leash.broker.core.processes import deaths
+from leash.broker.core.state import (
     DEAD,
     State,
     due_entries,
@@ -25,7 +25,7 @@ from broker.core.state import (
     live_deadline,
     live_scheduled,
 )
-from protocol.messages import ErrorInfo
+from leash.protocol.messages import ErrorInfo
 
 LEASE_EXPIRED = ErrorInfo(type="LeaseExpired", message="lease expired")
 

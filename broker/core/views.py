@@ -16,10 +16,10 @@ import heapq
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from broker.core.batch_views import batch_view
-from broker.core.common import Rejected
-from broker.core.decide import job_view
-from broker.core.state import (
+from leash.broker.core.batch_views import batch_view
+from leash.broker.core.common import Rejected
+from leash.broker.core.decide import job_view
+from leash.broker.core.state import (
     DEAD,
     LEASED,
     PRIORITIES,
@@ -31,10 +31,10 @@ from broker.core.state import (
     live_dead,
     live_scheduled,
 )
-from protocol import admin as A
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.protocol import admin as A
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 
 def queue_views(state: State, now_ms: int) -> list[A.QueueView]:

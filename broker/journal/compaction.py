@@ -24,13 +24,13 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 
-from broker import core
-from broker.core import image
-from broker.journal import layout, snapshot
-from broker.journal.disk import Disk
-from broker.journal.group_commit import GroupCommitter
-from broker.journal.log import Journal, Sealed
-from broker.journal.recovery import Recovered
+from leash.broker import core
+from leash.broker.core import image
+from leash.broker.journal import layout, snapshot
+from leash.broker.journal.disk import Disk
+from leash.broker.journal.group_commit import GroupCommitter
+from leash.broker.journal.log import Journal, Sealed
+from leash.broker.journal.recovery import Recovered
 
 log = logging.getLogger("leash.journal")
 DEFAULT_SNAPSHOT_MIN_BYTES = 64 * 1024 * 1024
@@ -39,11 +39,11 @@ Spawn = Callable[[str, int], Awaitable[int]]  # (directory, through seq) -> exit
 
 
 async def run_snapshotter(directory: str, through_seq: int) -> int:
-    """Run ``python -m broker.journal.snapshotter`` and wait for it."""
+    """Run ``python -m leash.broker.journal.snapshotter`` and wait for it."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "broker.journal.snapshotter",
+        "leash.broker.journal.snapshotter",
         directory,
         str(through_seq),
         str(os.getpid()),

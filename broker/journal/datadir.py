@@ -11,7 +11,7 @@ import logging
 import os
 import stat
 
-from broker.journal.layout import LOCK_NAME
+from leash.broker.journal.layout import LOCK_NAME
 
 log = logging.getLogger("leash.journal")
 DIR_MODE, FILE_MODE = 0o700, 0o600

@@ -54,8 +54,8 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, Literal, NamedTuple
 
-from broker.core.records import Record
-from broker.journal.log import Batch, Journal, JournalFailure, Sealed
+from leash.broker.core.records import Record
+from leash.broker.journal.log import Batch, Journal, JournalFailure, Sealed
 
 log = logging.getLogger("leash.journal")
 FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over

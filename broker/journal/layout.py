@@ -16,7 +16,7 @@ import os
 import re
 from typing import NamedTuple
 
-from broker.journal.disk import Disk
+from leash.broker.journal.disk import Disk
 
 SEGMENT_PREFIX, SEGMENT_SUFFIX = "journal-", ".log"
 SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX = "snapshot-", ".snap"

@@ -25,11 +25,11 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
-from broker.core.records import Record, record_encoder
-from broker.journal import format as F
-from broker.journal import layout
-from broker.journal.disk import Disk
-from broker.journal.recovery import Segment
+from leash.broker.core.records import Record, record_encoder
+from leash.broker.journal import format as F
+from leash.broker.journal import layout
+from leash.broker.journal.disk import Disk
+from leash.broker.journal.recovery import Segment
 
 DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")

@@ -44,13 +44,13 @@ from typing import NamedTuple
 
 import msgspec
 
-from broker import core
-from broker.core import image
-from broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
-from broker.journal import format as F
-from broker.journal import layout, snapshot
-from broker.journal.disk import Disk
-from broker.journal.layout import NumberedFile
+from leash.broker import core
+from leash.broker.core import image
+from leash.broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
+from leash.broker.journal import format as F
+from leash.broker.journal import layout, snapshot
+from leash.broker.journal.disk import Disk
+from leash.broker.journal.layout import NumberedFile
 
 REPAIR_FLAG = "--repair-truncate"
 

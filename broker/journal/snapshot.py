@@ -21,10 +21,10 @@ from typing import NamedTuple
 import msgspec
 from msgspec import Struct
 
-from broker.core import image
-from broker.journal import format as F
-from broker.journal import layout
-from broker.journal.disk import Disk
+from leash.broker.core import image
+from leash.broker.journal import format as F
+from leash.broker.journal import layout
+from leash.broker.journal.disk import Disk
 
 MAGIC = b"LEASHSNP"
 SNAPSHOT_VERSION = 1

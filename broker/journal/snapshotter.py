@@ -1,4 +1,4 @@
-"""``python -m broker.journal.snapshotter DIR THROUGH_SEQ [PARENT_PID]``:
+"""``python -m leash.broker.journal.snapshotter DIR THROUGH_SEQ [PARENT_PID]``:
 write a snapshot in a process of its own, so the broker's event loop never
 serializes the state.
 
@@ -24,10 +24,10 @@ import signal
 import sys
 import time
 
-from broker.core import CoreConfig, image
-from broker.journal import snapshot
-from broker.journal.disk import Disk, OsDisk
-from broker.journal.recovery import JournalCorrupt, recover
+from leash.broker.core import CoreConfig, image
+from leash.broker.journal import snapshot
+from leash.broker.journal.disk import Disk, OsDisk
+from leash.broker.journal.recovery import JournalCorrupt, recover
 
 log = logging.getLogger("leash.snapshotter")
 NICE_INCREMENT = 10
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     if len(args) not in (2, 3) or not all(arg.isdigit() for arg in args[1:]):
-        log.error("usage: python -m broker.journal.snapshotter DIR THROUGH_SEQ [PARENT_PID]")
+        log.error("usage: python -m leash.broker.journal.snapshotter DIR THROUGH_SEQ [PARENT_PID]")
         return 1
     directory, through_seq = args[0], int(args[1])
     if not _die_with(int(args[2]) if len(args) == 3 else 0):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from broker.journal.disk import Disk
+from leash.broker.journal.disk import Disk
 
 log = logging.getLogger("leash.journal")
 LOW_MIN_BYTES = 256 * 1024 * 1024

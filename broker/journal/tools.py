@@ -1,4 +1,4 @@
-"""Offline journal tools: ``python -m broker journal verify|dump|compact DIR``
+"""Offline journal tools: ``python -m leash.broker journal verify|dump|compact DIR``
 (also ``leash journal ...``).
 
 - ``verify`` reads the newest valid snapshot and every record after it,
@@ -24,13 +24,13 @@ from typing import Any, TextIO
 
 import msgspec
 
-from broker.core import CoreConfig
-from broker.core.records import Record
-from broker.journal import datadir, snapshot
-from broker.journal.compaction import Compactor
-from broker.journal.disk import Disk, OsDisk
-from broker.journal.log import Journal, JournalFailure
-from broker.journal.recovery import JournalCorrupt, Recovered, recover
+from leash.broker.core import CoreConfig
+from leash.broker.core.records import Record
+from leash.broker.journal import datadir, snapshot
+from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.disk import Disk, OsDisk
+from leash.broker.journal.log import Journal, JournalFailure
+from leash.broker.journal.recovery import JournalCorrupt, Recovered, recover
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
 

@@ -23,14 +23,14 @@ import struct
 from collections.abc import Collection
 from typing import TYPE_CHECKING, cast
 
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import FRAME_MAX_BYTES
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import FRAME_MAX_BYTES
 
 if TYPE_CHECKING:
-    from broker.server.broker import Broker
+    from leash.broker.server.broker import Broker
 
 log = logging.getLogger("leash.admin")
 SOCKET_FILE = "admin.sock"

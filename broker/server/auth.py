@@ -22,15 +22,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from protocol import PROTOCOL_VERSION
-from protocol import auth as A
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import auth as A
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.server.connection import Connection
-    from broker.server.limits import RefusalLog
+    from leash.broker.server.connection import Connection
+    from leash.broker.server.limits import RefusalLog
 
 log = logging.getLogger("leash.server")
 

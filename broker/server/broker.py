@@ -20,22 +20,22 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from broker import core
-from broker.core.records import Record
-from broker.journal.group_commit import GroupCommitter
-from broker.journal.log import Journal
-from broker.server.admin import AdminConnection
-from broker.server.auth import FailureTable, Handshake, Keyring
-from broker.server.config import ServerConfig
-from broker.server.connection import Connection
-from broker.server.guard import Guard
-from broker.server.limits import RefusalLog, oversized_args
-from broker.server.metrics import QueueFigures, Snapshot
-from broker.server.waiters import Waiter, Waiters
-from protocol import PROTOCOL_VERSION
-from protocol import admin as A
-from protocol import messages as M
-from protocol.admin import (
+from leash.broker import core
+from leash.broker.core.records import Record
+from leash.broker.journal.group_commit import GroupCommitter
+from leash.broker.journal.log import Journal
+from leash.broker.server.admin import AdminConnection
+from leash.broker.server.auth import FailureTable, Handshake, Keyring
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.connection import Connection
+from leash.broker.server.guard import Guard
+from leash.broker.server.limits import RefusalLog, oversized_args
+from leash.broker.server.metrics import QueueFigures, Snapshot
+from leash.broker.server.waiters import Waiter, Waiters
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.admin import (
     ADMIN_OPS,
     AdminReply,
     AdminRequest,
@@ -45,10 +45,10 @@ from protocol.admin import (
     JournalStats,
     Stats,
 )
-from protocol.errors import ErrorCode
+from leash.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.journal.compaction import Compactor
+    from leash.broker.journal.compaction import Compactor
 
 log = logging.getLogger("leash.server")
 SERVER_NAME = "leash/0.1.0"

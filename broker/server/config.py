@@ -4,13 +4,13 @@ import os
 
 import msgspec
 
-from broker.core.config import CoreConfig
-from broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
-from broker.journal.group_commit import FsyncPolicy
-from broker.journal.log import DEFAULT_SEGMENT_BYTES
-from broker.journal.space import CHECK_PERIOD_MS, default_low_bytes
-from broker.server.limits import Limits
-from protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+from leash.broker.core.config import CoreConfig
+from leash.broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
+from leash.broker.journal.group_commit import FsyncPolicy
+from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
+from leash.broker.journal.space import CHECK_PERIOD_MS, default_low_bytes
+from leash.broker.server.limits import Limits
+from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 
 DEFAULT_PORT = 7420
 

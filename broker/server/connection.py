@@ -33,16 +33,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
-from protocol import messages as M
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import HANDSHAKE_FRAME_MAX_BYTES
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import HANDSHAKE_FRAME_MAX_BYTES
 
 if TYPE_CHECKING:
-    from broker.core.records import ProcessInfo
-    from broker.server.auth import PendingAuth
-    from broker.server.broker import Broker
-    from broker.server.waiters import Waiter
+    from leash.broker.core.records import ProcessInfo
+    from leash.broker.server.auth import PendingAuth
+    from leash.broker.server.broker import Broker
+    from leash.broker.server.waiters import Waiter
 
 log = logging.getLogger("leash.server")
 

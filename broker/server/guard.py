@@ -27,11 +27,11 @@ nothing) is aborted after ``CLOSE_LINGER_S``.
 import asyncio
 from typing import TYPE_CHECKING
 
-from broker.server.limits import Limits, RefusalLog
-from protocol.errors import ErrorCode
+from leash.broker.server.limits import Limits, RefusalLog
+from leash.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
-    from broker.server.connection import Connection
+    from leash.broker.server.connection import Connection
 
 SWEEP_MAX_PERIOD_S = 0.5
 SWEEP_MIN_PERIOD_S = 0.02

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 import msgspec
 
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 
 class Limits(msgspec.Struct, frozen=True):

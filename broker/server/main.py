@@ -24,20 +24,20 @@ from collections.abc import Callable
 
 import msgspec
 
-from broker import core
-from broker.journal import datadir, layout
-from broker.journal.compaction import Compactor
-from broker.journal.disk import Disk, OsDisk
-from broker.journal.group_commit import GroupCommitter
-from broker.journal.log import Journal, JournalFailure
-from broker.journal.recovery import JournalCorrupt, Recovered, recover
-from broker.journal.space import SpaceWatch
-from broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
-from broker.server.broker import Broker, wall_clock_ms
-from broker.server.config import ServerConfig
-from broker.server.connection import Connection
-from broker.server.metrics import start_metrics
-from broker.server.security import Security, SecurityError, prepare
+from leash.broker import core
+from leash.broker.journal import datadir, layout
+from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.disk import Disk, OsDisk
+from leash.broker.journal.group_commit import GroupCommitter
+from leash.broker.journal.log import Journal, JournalFailure
+from leash.broker.journal.recovery import JournalCorrupt, Recovered, recover
+from leash.broker.journal.space import SpaceWatch
+from leash.broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
+from leash.broker.server.broker import Broker, wall_clock_ms
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.connection import Connection
+from leash.broker.server.metrics import start_metrics
+from leash.broker.server.security import Security, SecurityError, prepare
 
 log = logging.getLogger("leash")
 EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75

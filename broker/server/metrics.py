@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from broker.server.broker import Broker
-    from broker.server.config import ServerConfig
+    from leash.broker.server.broker import Broker
+    from leash.broker.server.config import ServerConfig
 
 log = logging.getLogger("leash.metrics")
 SNAPSHOT_TIMEOUT_S = 5.0

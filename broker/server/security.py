@@ -21,10 +21,10 @@ import socket
 import ssl
 from typing import NamedTuple
 
-from broker.server.auth import Keyring
-from broker.server.config import ServerConfig
-from broker.server.limits import raise_fd_limit
-from protocol.auth import KeyFileError
+from leash.broker.server.auth import Keyring
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.limits import raise_fd_limit
+from leash.protocol.auth import KeyFileError
 
 log = logging.getLogger("leash")
 

@@ -6,10 +6,10 @@ import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from protocol import messages as M
+from leash.protocol import messages as M
 
 if TYPE_CHECKING:
-    from broker.server.connection import Connection
+    from leash.broker.server.connection import Connection
 
 
 class Waiter:

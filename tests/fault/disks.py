@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from broker.journal.disk import OsDisk
+from leash.broker.journal.disk import OsDisk
 
 
 class Crash(Exception):

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from broker.journal.disk import Disk
-from broker.server.config import ServerConfig
-from broker.server.main import serve
+from leash.broker.journal.disk import Disk
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.main import serve
 
 START_TIMEOUT_S = 10.0
 

@@ -7,14 +7,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from broker.core import CoreConfig, canonical
-from broker.core import records as R
-from broker.journal import layout
-from broker.journal.compaction import Compactor
-from broker.journal.disk import OsDisk
-from broker.journal.group_commit import FsyncPolicy, GroupCommitter
-from broker.journal.log import Journal
-from broker.journal.recovery import recover
+from leash.broker.core import CoreConfig, canonical
+from leash.broker.core import records as R
+from leash.broker.journal import layout
+from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import recover
 from tests.journal_kit import paused, replayed
 
 SEGMENT_BYTES = 1024
@@ -148,8 +148,8 @@ async def test_stopping_kills_a_snapshotter_that_is_still_running(
 async def test_the_brokers_compact_snapshots_through_everything_journalled(
     tmp_path: os.PathLike[str],
 ) -> None:
-    from broker.server.broker import Broker
-    from broker.server.config import ServerConfig
+    from leash.broker.server.broker import Broker
+    from leash.broker.server.config import ServerConfig
 
     directory = str(tmp_path)
     async with running(directory, min_bytes=1 << 40) as parts:

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from broker.core import CoreConfig
-from broker.journal.disk import OsDisk
-from broker.journal.recovery import recover
-from client import AsyncClient, DiskFull
+from leash.broker.core import CoreConfig
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.recovery import recover
+from leash.client import AsyncClient, DiskFull
 from tests.fault.disks import FaultyDisk
 from tests.fault.inprocess import Served, config, served
 

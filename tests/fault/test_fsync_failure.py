@@ -11,11 +11,11 @@ import os
 
 import pytest
 
-from broker.core import CoreConfig
-from broker.journal.disk import OsDisk
-from broker.journal.recovery import recover
-from broker.server.main import EXIT_JOURNAL_FAILED
-from client import AsyncClient, ConnectionLost, JournalFailed
+from leash.broker.core import CoreConfig
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.recovery import recover
+from leash.broker.server.main import EXIT_JOURNAL_FAILED
+from leash.client import AsyncClient, ConnectionLost, JournalFailed
 from tests.fault.disks import FaultyDisk
 from tests.fault.inprocess import Served, config, journal_files, served
 
@@ -78,7 +78,7 @@ async def test_the_nth_fsync_failing_stops_the_broker_and_loses_nothing_acknowle
 async def test_a_failed_fsync_is_sticky_under_the_weaker_policies_too(
     tmp_path: os.PathLike[str], policy: str
 ) -> None:
-    from broker.journal.group_commit import FsyncPolicy
+    from leash.broker.journal.group_commit import FsyncPolicy
 
     data = os.path.join(tmp_path, "data")
     disk = FaultyDisk(fail_sync_at=6)  # boot: 3; then the interval's or a rotation's

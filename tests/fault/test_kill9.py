@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import pytest
 
-from client import Client, LeashError, NotFound
+from leash.client import Client, LeashError, NotFound
 from tests.integration.broker_proc import BrokerProcess
 
 CYCLES = int(os.environ.get("LEASH_KILL9_CYCLES", "20"))

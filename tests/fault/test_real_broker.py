@@ -1,4 +1,4 @@
-"""The real program (``python -m broker serve``) and its journal: snapshots
+"""The real program (``python -m leash.broker serve``) and its journal: snapshots
 taken while it serves, the data directory's modes, a real write error (the
 file-size limit of the process, RLIMIT_FSIZE, makes write() fail with
 EFBIG), and the offline journal tools."""
@@ -14,7 +14,7 @@ import time
 import msgspec
 import pytest
 
-from client import Client, ConnectionLost, JournalFailed
+from leash.client import Client, ConnectionLost, JournalFailed
 from tests.integration.broker_proc import BrokerProcess
 from tests.journal_kit import read_file, record_offsets, write_file
 
@@ -35,7 +35,7 @@ def _push(broker: BrokerProcess, count: int, prefix: str = "job") -> list[str]:
 
 def _tool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker", "journal", *args],
+        [sys.executable, "-m", "leash.broker", "journal", *args],
         capture_output=True,
         text=True,
         timeout=TOOL_TIMEOUT_S,

@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.core import CoreConfig, canonical, check_invariants
-from broker.core import records as R
-from broker.journal import snapshotter
-from broker.journal.compaction import Compactor
-from broker.journal.log import Journal
-from broker.journal.recovery import recover
+from leash.broker.core import CoreConfig, canonical, check_invariants
+from leash.broker.core import records as R
+from leash.broker.journal import snapshotter
+from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import recover
 from tests.fault.disks import Crash, SimDisk
 from tests.journal_kit import append, busy_records, replayed, seal
 

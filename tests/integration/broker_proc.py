@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from client.admin import AdminClient
+from leash.client.admin import AdminClient
 
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -39,7 +39,7 @@ class BrokerProcess:
     def start(self, *, wait: bool = True) -> "BrokerProcess":
         """Start it; with ``wait``, until it listens (or raise if it exits)."""
         command = [
-            sys.executable, "-m", "broker", "serve",
+            sys.executable, "-m", "leash.broker", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
             *self.extra_args,
         ]  # fmt: skip

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from protocol import PROTOCOL_VERSION
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import FRAME_MAX_BYTES
-from protocol.messages import (
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import FRAME_MAX_BYTES
+from leash.protocol.messages import (
     Ack,
     AckedMany,
     AckMany,

@@ -13,11 +13,11 @@ import socket
 import time
 from pathlib import Path
 
-from protocol import PROTOCOL_VERSION
-from protocol import auth as A
-from protocol import messages as M
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import AUTH_NONCE_BYTES, FRAME_CEILING_BYTES
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import auth as A
+from leash.protocol import messages as M
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import AUTH_NONCE_BYTES, FRAME_CEILING_BYTES
 
 WAIT_S = 10.0
 

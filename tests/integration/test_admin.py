@@ -1,6 +1,6 @@
 """The admin socket and the ``leash`` operator commands, against a real broker.
 
-Every command runs as the real command line (``python -m client``) in its
+Every command runs as the real command line (``python -m leash.client``) in its
 own process and is checked in both forms, the table and ``--json``. Waits
 are bounded polls; the broker is stopped by its pid.
 """
@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from client import AdminClient, Client, ConnectFailed, NotFound
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder, encode_frame
+from leash.client import AdminClient, Client, ConnectFailed, NotFound
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder, encode_frame
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -53,7 +53,7 @@ def leash(broker: BrokerProcess, *args: str, json_output: bool = False) -> Any:
 
 def run_leash(*args: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(
-        [sys.executable, "-m", "client", *args],
+        [sys.executable, "-m", "leash.client", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -449,7 +449,7 @@ def test_a_socket_path_over_the_unix_limit_stops_start_up_with_a_clear_error(
     data_dir = os.path.join(tmp_path, "data")
     long_path = os.path.join(data_dir, "s" * 120 + ".sock")
     result = subprocess.run(
-        [sys.executable, "-m", "broker", "serve", "--port", "0", "--data-dir", data_dir,
+        [sys.executable, "-m", "leash.broker", "serve", "--port", "0", "--data-dir", data_dir,
          "--admin-socket", long_path],
         capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=ROOT,
     )  # fmt: skip
@@ -464,7 +464,7 @@ def test_an_admin_socket_outside_a_private_directory_is_refused(
     os.mkdir(open_dir)
     os.chmod(open_dir, 0o755)
     result = subprocess.run(
-        [sys.executable, "-m", "broker", "serve", "--port", "0",
+        [sys.executable, "-m", "leash.broker", "serve", "--port", "0",
          "--data-dir", os.path.join(tmp_path, "data"),
          "--admin-socket", os.path.join(open_dir, "admin.sock")],
         capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, cwd=ROOT,

@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
-from broker.server.admin import AdminConnection, bind_admin_socket
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder
+from leash.broker.server.admin import AdminConnection, bind_admin_socket
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder
 
 
 def test_the_socket_file_is_never_wider_than_0600_even_under_a_permissive_umask(

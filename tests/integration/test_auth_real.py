@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from client import (
+from leash.client import (
     AsyncClient,
     AuthFailed,
     AuthRequired,
@@ -24,9 +24,9 @@ from client import (
     Client,
     Key,
 )
-from protocol import PROTOCOL_VERSION
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import Raw, frame, key_file, new_key
 
@@ -229,7 +229,7 @@ def test_a_fake_broker_never_gets_the_clients_proof(tmp_path: Path) -> None:
     closes without sending anything more."""
     import socket as sockets
 
-    from protocol.frames import FrameDecoder, encode_frame
+    from leash.protocol.frames import FrameDecoder, encode_frame
 
     listener = sockets.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -265,7 +265,7 @@ def test_a_fake_broker_never_gets_the_clients_proof(tmp_path: Path) -> None:
 
 def serve_exit(tmp_path: Path, *args: str) -> tuple[int, str]:
     """Run ``leash serve`` that is expected to refuse to start: exit code and log."""
-    command = [sys.executable, "-m", "broker", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "leash.broker", "serve", "--port", "0"]
     command += ["--data-dir", str(tmp_path / "data"), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=30)
     return done.returncode, done.stderr

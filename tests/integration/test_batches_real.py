@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import Client, NotFound
+from leash.client import Client, NotFound
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.test_processes import wait_until
 
@@ -45,7 +45,7 @@ class Workers:
 
     def start(self, port: int, queues: str, concurrency: int) -> "subprocess.Popen[bytes]":
         command = [
-            sys.executable, "-c", "from client.cli import main; main()", "worker",
+            sys.executable, "-c", "from leash.client.cli import main; main()", "worker",
             "tests.integration.apps.batch_tasks", "--port", str(port), "--queues", queues,
             "--concurrency", str(concurrency), "--grace-s", "1", "--log-level", "WARNING",
         ]  # fmt: skip

@@ -13,11 +13,11 @@ import time
 import msgspec
 import pytest
 
-from client import AsyncClient, Client
-from client._exceptions import BadRequest, NotFound, StaleLease
-from protocol import PROTOCOL_VERSION
-from protocol import messages as M
-from protocol.frames import FrameDecoder, encode_frame
+from leash.client import AsyncClient, Client
+from leash.client._exceptions import BadRequest, NotFound, StaleLease
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import messages as M
+from leash.protocol.frames import FrameDecoder, encode_frame
 from tests.integration.broker_proc import BrokerProcess
 
 

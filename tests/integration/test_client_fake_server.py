@@ -18,7 +18,7 @@ from typing import IO
 import msgspec
 import pytest
 
-from client import (
+from leash.client import (
     AsyncClient,
     BadRequest,
     Client,
@@ -32,9 +32,9 @@ from client import (
     job_spec,
     process_worker_id,
 )
-from client.cli import main as leash
-from protocol.errors import ErrorCode
-from protocol.messages import Error, Fetch, Push
+from leash.client.cli import main as leash
+from leash.protocol.errors import ErrorCode
+from leash.protocol.messages import Error, Fetch, Push
 from tests.integration.fake_broker import WAIT_S, FakeBroker
 
 pytestmark = pytest.mark.timeout(60)
@@ -570,7 +570,7 @@ def test_leash_push_to_nothing_is_one_line(capsys: pytest.CaptureFixture[str]) -
 
 def test_leash_worker_runs_a_module_until_sigterm(fake: FakeBroker, tmp_path: Path) -> None:
     (tmp_path / "tasks.py").write_text(
-        "from client import handler\n\n"
+        "from leash.client import handler\n\n"
         "@handler('greet')\n"
         "def greet(name):\n"
         "    print('hello', name, flush=True)\n"
@@ -587,7 +587,7 @@ def test_leash_worker_runs_a_module_until_sigterm(fake: FakeBroker, tmp_path: Pa
 
 def test_leash_worker_releases_at_once_on_a_second_sigint(fake: FakeBroker, tmp_path: Path) -> None:
     (tmp_path / "stuck.py").write_text(
-        "import time\nfrom client import handler\n\n"
+        "import time\nfrom leash.client import handler\n\n"
         "@handler('stuck')\n"
         "def stuck():\n"
         "    print('started', flush=True)\n"
@@ -619,7 +619,7 @@ def iter_until(stream: IO[str], marker: str) -> Iterator[str]:
 def worker_process(fake: FakeBroker, cwd: Path, module: str) -> Iterator[subprocess.Popen[str]]:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
-    command = [sys.executable, "-c", "from client.cli import main; raise SystemExit(main())"]
+    command = [sys.executable, "-c", "from leash.client.cli import main; raise SystemExit(main())"]
     command += ["worker", module, "--port", str(fake.port), "--wait-ms", "100"]
     with subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -14,10 +14,10 @@ from collections.abc import Callable
 import msgspec
 import pytest
 
-from client import AsyncClient, Client, TooManyConnections
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+from leash.client import AsyncClient, Client, TooManyConnections
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import Raw, frame, rss_bytes
 

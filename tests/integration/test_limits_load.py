@@ -19,9 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from client import Client
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.client import Client
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import Raw, frame, raise_fd_limit, rss_bytes
 

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from client import Client, Job
-from client._exceptions import LeashError, NotFound, StaleLease
+from leash.client import Client, Job
+from leash.client._exceptions import LeashError, NotFound, StaleLease
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ SCRIPT_TIMEOUT_S = 15.0
 # SIGCONT is blocked before the leases are taken, so sigwait cannot miss it.
 HOLD_LEASES = """
 import signal, sys
-from client import Client, NotFound, StaleLease
+from leash.client import Client, NotFound, StaleLease
 
 port, queue, count, fresh_queue, fresh_count = sys.argv[1:6]
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
@@ -401,7 +401,7 @@ def test_terminate_makes_a_leash_worker_exit_0_within_the_grace_leaving_no_job_l
     with connect(broker) as client:
         assert client.welcome.heartbeat_ms == 200, "--heartbeat-ms is not applied"
     command = [
-        sys.executable, "-c", "from client.cli import main; main()", "worker",
+        sys.executable, "-c", "from leash.client.cli import main; main()", "worker",
         "tests.integration.apps.tasks", "--port", str(broker.port),
         "--concurrency", "4", "--grace-s", "2", "--wait-ms", "500",
     ]  # fmt: skip

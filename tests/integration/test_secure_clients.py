@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from client import Client, tls_context
+from leash.client import Client, tls_context
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import key_file, new_key
 from tests.integration.test_worker_real import ROOT, gone, wait_until
@@ -16,7 +16,7 @@ Launch = Callable[..., BrokerProcess]
 
 
 def leash(*args: str) -> "subprocess.CompletedProcess[str]":
-    code = "import sys; from client.cli import main; sys.exit(main())"
+    code = "import sys; from leash.client.cli import main; sys.exit(main())"
     command = [sys.executable, "-c", code, *args]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
@@ -37,7 +37,7 @@ def test_leash_push_and_worker_use_the_key_and_tls_flags(
     assert refused.returncode == 1 and "auth_required" in refused.stderr
     url = f"leashs://127.0.0.1:{broker.port}?ca={tls_files.ca}&key_file={keys}"
     command = [
-        sys.executable, "-c", "from client.cli import main; main()", "worker",
+        sys.executable, "-c", "from leash.client.cli import main; main()", "worker",
         "tests.integration.apps.tasks", "--url", url, "--concurrency", "2",
     ]  # fmt: skip
     worker = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

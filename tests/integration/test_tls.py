@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from client import AsyncClient, Client, ConnectionLost, tls_context
-from protocol import messages as M
+from leash.client import AsyncClient, Client, ConnectionLost, tls_context
+from leash.protocol import messages as M
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import frame, key_file, new_key
 from tests.integration.tls_certs import TlsFiles

@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 
-from client import Client
-from client._exceptions import NotFound
+from leash.client import Client
+from leash.client._exceptions import NotFound
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def start_worker(broker: BrokerProcess, *args: str) -> "subprocess.Popen[bytes]":
     command = [
-        sys.executable, "-c", "from client.cli import main; main()", "worker",
+        sys.executable, "-c", "from leash.client.cli import main; main()", "worker",
         "tests.integration.apps.tasks", "--port", str(broker.port), *args,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -11,8 +11,8 @@ after every record. It knows nothing of jobs beyond which batch each names.
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from broker.core import records as R
-from broker.core.config import CoreConfig
+from leash.broker.core import records as R
+from leash.broker.core.config import CoreConfig
 
 UNFINISHED_MEMBER = ("pending", "retrying")
 

@@ -30,11 +30,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker.core import Record, canonical, next_due_ms
-from broker.core.batch_views import batch_view
-from broker.core.state import LEASED
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core import Record, canonical, next_due_ms
+from leash.broker.core.batch_views import batch_view
+from leash.broker.core.state import LEASED
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 from tests.property.batch_model import BatchModel
 from tests.unit.test_core_batch_life import mentions
 from tests.unit.test_core_harness import Core, replay

@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from broker.core import (
+from leash.broker.core import (
     CoreConfig,
     boot,
     canonical,
@@ -46,12 +46,12 @@ from broker.core import (
     next_due_ms,
     tick,
 )
-from broker.core import records as R
-from broker.core.retry import retry_delay_ms
-from broker.core.state import LEASED, PRIORITIES, READY
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.broker.core.retry import retry_delay_ms
+from leash.broker.core.state import LEASED, PRIORITIES, READY
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import Core, replay
 
 START_MS = 1_700_000_000_000

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.server.auth import FailureTable, Handshake, Keyring
-from broker.server.limits import RefusalLog, oversized_args
-from protocol import auth as A
-from protocol import messages as M
-from protocol.errors import ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+from leash.broker.server.auth import FailureTable, Handshake, Keyring
+from leash.broker.server.limits import RefusalLog, oversized_args
+from leash.protocol import auth as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 from tests.unit.test_auth import FakeConnection
 
 FUZZ = settings(

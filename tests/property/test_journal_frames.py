@@ -16,11 +16,11 @@ import tempfile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from broker.core import records as R
-from broker.core.records import frame_decoder
-from broker.journal import format as F
-from broker.journal.disk import OsDisk
-from broker.journal.log import Batch, Journal
+from leash.broker.core import records as R
+from leash.broker.core.records import frame_decoder
+from leash.broker.journal import format as F
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.log import Batch, Journal
 from tests.journal_kit import names, paused, read_back, read_file, record_offsets, write_file
 
 # A turn: its requests, each the sizes of its records (name lengths: up to

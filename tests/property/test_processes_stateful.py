@@ -9,10 +9,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from broker.core import detach
-from broker.core.state import LEASED
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core import detach
+from leash.broker.core.state import LEASED
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 from tests.unit.test_core_harness import Core
 
 WORKERS = ["w1", "w2", "w3"]

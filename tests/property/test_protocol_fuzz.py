@@ -11,10 +11,10 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import FRAME_HEADER_BYTES
-from protocol.messages import REQUEST_OPS, BadRequest, Request, decode_request, encoder
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import FRAME_HEADER_BYTES
+from leash.protocol.messages import REQUEST_OPS, BadRequest, Request, decode_request, encoder
 
 FUZZ = settings(
     max_examples=300,

@@ -20,7 +20,7 @@ import random
 import msgspec
 import pytest
 
-from broker.core import (
+from leash.broker.core import (
     CoreConfig,
     Record,
     Replay,
@@ -37,9 +37,9 @@ from broker.core import (
     tick,
     touch,
 )
-from broker.core.replay import DEFERRED_MAX
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core.replay import DEFERRED_MAX
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 
 START_MS = 1_700_000_000_000
 SECOND_MS = 1000

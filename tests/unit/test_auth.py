@@ -15,21 +15,21 @@ from typing import Any
 
 import pytest
 
-from broker.server.auth import (
+from leash.broker.server.auth import (
     FAILURE_MEMORY_MS,
     FAILURES_MAX_ADDRESSES,
     FailureTable,
     Handshake,
     Keyring,
 )
-from broker.server.limits import RefusalLog
-from client._core import ClientCore
-from client._exceptions import BrokerNotVerified, ProtocolViolation
-from client._identity import Identity
-from protocol import auth as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder, encode_frame
+from leash.broker.server.limits import RefusalLog
+from leash.client._core import ClientCore
+from leash.client._exceptions import BrokerNotVerified, ProtocolViolation
+from leash.client._identity import Identity
+from leash.protocol import auth as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder, encode_frame
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 KEY = A.Key("k-1", bytes(range(32)))

@@ -5,10 +5,10 @@ from typing import Any
 
 import pytest
 
-from client import add_to_batch, current_job
-from client._handlers import invoke
-from client._types import Job, job_spec
-from protocol.messages import (
+from leash.client import add_to_batch, current_job
+from leash.client._handlers import invoke
+from leash.client._types import Job, job_spec
+from leash.protocol.messages import (
     BatchCreated,
     BatchInfo,
     BatchView,

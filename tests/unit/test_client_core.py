@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from client import _identity
-from client._core import Call, ClientCore, Completion
-from client._exceptions import (
+from leash.client import _identity
+from leash.client._core import Call, ClientCore, Completion
+from leash.client._exceptions import (
     ERROR_CLASSES,
     ConnectionLost,
     ProtocolViolation,
@@ -18,12 +18,12 @@ from client._exceptions import (
     TooLarge,
     error_from_reply,
 )
-from client._identity import Identity, process_worker_id
-from client._types import FailResult, Job, error_info, job_spec
-from protocol import PROTOCOL_VERSION, limits
-from protocol.errors import ErrorCode
-from protocol.frames import encode_frame
-from protocol.messages import (
+from leash.client._identity import Identity, process_worker_id
+from leash.client._types import FailResult, Job, error_info, job_spec
+from leash.protocol import PROTOCOL_VERSION, limits
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import encode_frame
+from leash.protocol.messages import (
     AckedMany,
     Delivery,
     Error,

@@ -9,11 +9,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from client import Worker, _handlers, cli
-from client._handlers import add_handler, invoke
-from client._types import Job
-from client._url import parse_url
-from protocol.messages import Delivery
+from leash.client import Worker, _handlers, cli
+from leash.client._handlers import add_handler, invoke
+from leash.client._types import Job
+from leash.client._url import parse_url
+from leash.protocol.messages import Delivery
 
 
 def job_with(args: Any, type: str = "t") -> Job:
@@ -161,7 +161,7 @@ def test_serve_hands_every_argument_to_the_broker(monkeypatch: pytest.MonkeyPatc
     assert calls == [
         (
             sys.executable,
-            [sys.executable, "-m", "broker", "serve", "--port", "9", "--fsync", "always"],
+            [sys.executable, "-m", "leash.broker", "serve", "--port", "9", "--fsync", "always"],
         )
     ]
 
@@ -217,7 +217,7 @@ def test_handlers_registered_by_a_file_are_collected(
 ) -> None:
     module = tmp_path / "my_tasks_file.py"
     module.write_text(
-        "from client import handler\n\n@handler('greet')\ndef greet(name):\n    return name\n"
+        "from leash.client import handler\n\n@handler('greet')\ndef greet(name):\n    return name\n"
     )
     cli.import_target(str(module))
     assert set(empty_registry) == {"greet"}

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from client import AsyncClient, Client
+from leash.client import AsyncClient, Client
 
 PROPERTIES = {"welcome", "closed"}  # read without I/O in both
 

@@ -4,14 +4,14 @@ from typing import Any
 
 import msgspec
 
-from client._core import Call, ClientCore, Completion
-from client._identity import Identity
-from client._keepalive import HEARTBEAT_FALLBACK_MS, heartbeat_period_s, lease_lost_message
-from client._types import Job
-from protocol import limits
-from protocol.errors import ErrorCode
-from protocol.frames import encode_frame
-from protocol.messages import (
+from leash.client._core import Call, ClientCore, Completion
+from leash.client._identity import Identity
+from leash.client._keepalive import HEARTBEAT_FALLBACK_MS, heartbeat_period_s, lease_lost_message
+from leash.client._types import Job
+from leash.protocol import limits
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import encode_frame
+from leash.protocol.messages import (
     Delivery,
     Error,
     ProcessState,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from client import Key, KeyFileError, load_key
-from client._url import parse_url
-from client.cli import main as leash
-from protocol import auth as A
+from leash.client import Key, KeyFileError, load_key
+from leash.client._url import parse_url
+from leash.client.cli import main as leash
+from leash.protocol import auth as A
 
 
 def write_keys(path: Path, *keys: A.Key, mode: int = 0o600) -> str:
@@ -104,8 +104,8 @@ def test_keygen_refuses_to_add_to_a_file_others_can_read(
 
 def test_keygen_needs_no_broker_code() -> None:
     """The client package never imports broker; keygen runs in a process without it."""
-    code = "import sys; from client.cli import main; main(['keygen'])"
-    code += "; sys.exit('broker' in sys.modules)"
+    code = "import sys; from leash.client.cli import main; main(['keygen'])"
+    code += "; sys.exit('leash.broker' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "[[keys]]" in done.stdout
@@ -113,6 +113,6 @@ def test_keygen_needs_no_broker_code() -> None:
 
 def test_a_key_object_can_be_given_directly() -> None:
     key = Key("k", os.urandom(32))
-    from client._security import as_key
+    from leash.client._security import as_key
 
     assert as_key(key) is key and as_key(None) is None

@@ -2,14 +2,14 @@
 deleting a batch, the status view and fsck. On the harness's ``Core``
 (invariants and replay checked after every record)."""
 
-from broker.core import State, canonical, check_invariants
-from broker.core import records as R
-from broker.core.batch_state import callback_id
-from broker.core.state import live_batch_deadline
-from protocol import admin as A
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import State, canonical, check_invariants
+from leash.broker.core import records as R
+from leash.broker.core.batch_state import callback_id
+from leash.broker.core.state import live_batch_deadline
+from leash.protocol import admin as A
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_batches import CALLBACKS, committed_batch, fired, spec
 from tests.unit.test_core_harness import SECOND_MS, Core
 

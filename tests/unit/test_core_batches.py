@@ -9,11 +9,11 @@ and fsck are in test_core_batch_life.py.
 
 from typing import Any
 
-from broker.core import records as R
-from broker.core.batch_state import callback_id
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.broker.core.batch_state import callback_id
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, Core
 
 CALLBACKS = M.BatchCallbacks(

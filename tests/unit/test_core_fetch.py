@@ -1,8 +1,8 @@
 """Fetch: which ready jobs a worker gets, in what order, and the lease it
 gets with each; pause and resume; when a fetch may wait."""
 
-from broker.core import records as R
-from protocol import messages as M
+from leash.broker.core import records as R
+from leash.protocol import messages as M
 from tests.unit.test_core_harness import SECOND_MS, START_MS, WORKER, Core
 
 

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from broker.core import (
+from leash.broker.core import (
     CoreConfig,
     Outcome,
     Record,
@@ -54,11 +54,11 @@ from broker.core import (
     tick,
     touch,
 )
-from broker.core.image import chunk_decoder, chunk_encoder, dump, load
-from broker.core.replay import DEFERRED_MAX
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core.image import chunk_decoder, chunk_encoder, dump, load
+from leash.broker.core.replay import DEFERRED_MAX
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 START_MS = 1_700_000_000_000  # an ordinary wall-clock time in unix ms
 SECOND_MS = 1000

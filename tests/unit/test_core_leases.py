@@ -3,10 +3,10 @@ release, each with the stale and unknown cases that must change nothing."""
 
 import pytest
 
-from broker.core import records as R
-from broker.core.retry import retry_delay_ms
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.broker.core.retry import retry_delay_ms
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, Core
 
 DAY_MS = 24 * 3600 * SECOND_MS

@@ -1,12 +1,12 @@
 """Worker processes in the core: registration, signs of life, death in one
 record, the grace for reconnects and restarts, quiet and terminate."""
 
-from broker.core import detach
-from broker.core import records as R
-from broker.core.state import LEASED, READY, RETRYING
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import detach
+from leash.broker.core import records as R
+from leash.broker.core.state import LEASED, READY, RETRYING
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import START_MS, Core
 
 TTL_MS, BEAT_MS, GRACE_MS, TERMINATE_MS = 15_000, 5_000, 2_000, 25_000

@@ -4,10 +4,10 @@ producer), idempotent retries, and when a job becomes ready."""
 import msgspec
 import pytest
 
-from broker.core import records as R
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, Core, args
 
 

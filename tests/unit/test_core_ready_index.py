@@ -5,10 +5,10 @@ harness checks invariants, replay and state images after every record."""
 
 from typing import get_args
 
-from broker.core import records as R
-from broker.core.apply import _BY_KIND
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core import records as R
+from leash.broker.core.apply import _BY_KIND
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 from tests.unit.test_core_harness import START_MS, Core
 
 

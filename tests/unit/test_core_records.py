@@ -7,7 +7,7 @@ from typing import get_args
 
 import msgspec
 
-from broker.core import (
+from leash.broker.core import (
     Record,
     State,
     apply,
@@ -19,10 +19,10 @@ from broker.core import (
     record_decoder,
     record_encoder,
 )
-from broker.core import records as R
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import records as R
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, WORKER, Core, args, replay
 
 BOOM = M.ErrorInfo(type="KeyError", message="'x'", backtrace="line 1\nline 2")

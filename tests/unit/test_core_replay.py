@@ -10,10 +10,10 @@ mixtures.
 
 import pytest
 
-from broker.core import Record, Replay, State, canonical, check_invariants
-from broker.core import records as R
-from protocol import admin as A
-from protocol import messages as M
+from leash.broker.core import Record, Replay, State, canonical, check_invariants
+from leash.broker.core import records as R
+from leash.protocol import admin as A
+from leash.protocol import messages as M
 from tests.unit.test_core_harness import Core, core_config, replay
 
 SECOND_MS = 1000

@@ -3,8 +3,8 @@ attempt, so a replay or a recomputation gives the same delay."""
 
 import pytest
 
-from broker.core.config import DAY_MS
-from broker.core.retry import SECOND_MS, retry_delay_ms
+from leash.broker.core.config import DAY_MS
+from leash.broker.core.retry import SECOND_MS, retry_delay_ms
 
 NO_CAP_MS = 2**62
 IDS = ["a", "_1.2", "order-7", "x" * 128, "job:42"]

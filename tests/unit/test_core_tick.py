@@ -3,12 +3,12 @@ count an attempt, scheduled and retrying jobs become ready in run_at order,
 the dead set keeps to its count and age bounds — and no more than
 ``tick_max_items`` jobs per record."""
 
-from broker.core import State, next_due_ms, tick
-from broker.core import records as R
-from broker.core.state import live_dead
-from protocol import admin as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import State, next_due_ms, tick
+from leash.broker.core import records as R
+from leash.broker.core.state import live_dead
+from leash.protocol import admin as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import PROCESS_TTL_MS, SECOND_MS, START_MS, Core
 
 MINUTE_MS = 60 * SECOND_MS

@@ -6,12 +6,12 @@ import random
 import msgspec
 import pytest
 
-from broker.core import State, apply, tally
-from broker.core.state import DEAD, LEASED, READY, RETRYING, SCHEDULED
-from protocol import admin as A
-from protocol import limits as L
-from protocol import messages as M
-from protocol.errors import ErrorCode
+from leash.broker.core import State, apply, tally
+from leash.broker.core.state import DEAD, LEASED, READY, RETRYING, SCHEDULED
+from leash.protocol import admin as A
+from leash.protocol import limits as L
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, Core
 
 MINUTE_MS = 60 * SECOND_MS

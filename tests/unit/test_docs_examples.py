@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from protocol import admin as A
-from protocol import limits as L
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.messages import REQUEST_OPS, Reply, encoder, reply_decoder, request_decoder
+from leash.protocol import admin as A
+from leash.protocol import limits as L
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.messages import REQUEST_OPS, Reply, encoder, reply_decoder, request_decoder
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")

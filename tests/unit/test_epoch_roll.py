@@ -13,17 +13,17 @@ from typing import Any
 
 import pytest
 
-from broker import core
-from broker.core import CoreConfig, State, apply, canonical
-from broker.core import records as R
-from broker.core.state import COUNTER_LIMIT, COUNTER_ROLL_AT
-from broker.journal.disk import OsDisk
-from broker.journal.group_commit import FsyncPolicy, GroupCommitter
-from broker.journal.log import Journal
-from broker.journal.recovery import recover
-from broker.server.broker import Broker
-from broker.server.config import ServerConfig
-from protocol import messages as M
+from leash.broker import core
+from leash.broker.core import CoreConfig, State, apply, canonical
+from leash.broker.core import records as R
+from leash.broker.core.state import COUNTER_LIMIT, COUNTER_ROLL_AT
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import recover
+from leash.broker.server.broker import Broker
+from leash.broker.server.config import ServerConfig
+from leash.protocol import messages as M
 from tests.journal_kit import replayed
 from tests.unit.test_group_commit import EventDisk, _until
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import (
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import (
     FRAME_CEILING_BYTES,
     FRAME_HEADER_BYTES,
     FRAME_MAX_BYTES,

@@ -4,9 +4,9 @@ import tracemalloc
 
 import pytest
 
-from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import FrameDecoder, encode_frame
-from protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+from leash.protocol.errors import ErrorCode, ProtocolError
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 
 
 def test_a_length_of_2_to_the_32_minus_1_allocates_nothing() -> None:

@@ -16,16 +16,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from broker.core import CoreConfig, canonical, check_invariants, image
-from broker.core.records import Record, frame_decoder, record_decoder, record_encoder
-from broker.journal import format as F
-from broker.journal import snapshot
-from broker.journal.compaction import Compactor
-from broker.journal.disk import OsDisk
-from broker.journal.log import Journal
-from broker.journal.recovery import frame_reader, recover
-from broker.journal.tools import _plain
-from broker.server.main import open_epoch
+from leash.broker.core import CoreConfig, canonical, check_invariants, image
+from leash.broker.core.records import Record, frame_decoder, record_decoder, record_encoder
+from leash.broker.journal import format as F
+from leash.broker.journal import snapshot
+from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import frame_reader, recover
+from leash.broker.journal.tools import _plain
+from leash.broker.server.main import open_epoch
 from tests.journal_kit import read_file, record_offsets, replayed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journal-v1"

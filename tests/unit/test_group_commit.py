@@ -13,15 +13,15 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from broker.core import CoreConfig
-from broker.core import records as R
-from broker.core.records import frame_decoder, record_encoder
-from broker.journal import format as F
-from broker.journal import group_commit
-from broker.journal.disk import OsDisk
-from broker.journal.group_commit import FsyncPolicy, GroupCommitter
-from broker.journal.log import Batch, Journal
-from broker.journal.recovery import recover
+from leash.broker.core import CoreConfig
+from leash.broker.core import records as R
+from leash.broker.core.records import frame_decoder, record_encoder
+from leash.broker.journal import format as F
+from leash.broker.journal import group_commit
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
+from leash.broker.journal.log import Batch, Journal
+from leash.broker.journal.recovery import recover
 from tests.journal_kit import paused
 
 WAIT_S = 10.0

@@ -5,9 +5,9 @@ image every few records); the golden files pin the formats."""
 import msgspec
 import pytest
 
-from broker.core import CoreConfig, State, apply, canonical, check_invariants, image
-from broker.core import records as R
-from broker.core.jobs import Job
+from leash.broker.core import CoreConfig, State, apply, canonical, check_invariants, image
+from leash.broker.core import records as R
+from leash.broker.core.jobs import Job
 
 ARGS = msgspec.Raw(msgspec.msgpack.encode([1, 2]))
 

@@ -7,9 +7,9 @@ import sys
 import msgspec
 import pytest
 
-from broker.core import records as R
-from broker.core.jobs import DEAD, LEASED, READY, RETRYING, SCHEDULED, Job, JobTable
-from protocol.messages import ErrorInfo
+from leash.broker.core import records as R
+from leash.broker.core.jobs import DEAD, LEASED, READY, RETRYING, SCHEDULED, Job, JobTable
+from leash.protocol.messages import ErrorInfo
 
 START_MS = 1_700_000_000_000
 PAYLOAD = msgspec.Raw(msgspec.msgpack.encode(b"x" * 100))  # the benchmark's 100 bytes

@@ -9,15 +9,15 @@ import tracemalloc
 import msgspec
 import pytest
 
-from broker.core import image
-from broker.core import records as R
-from broker.core.records import record_encoder
-from broker.journal import format as F
-from broker.journal import snapshot
-from broker.journal.disk import OsDisk
-from broker.journal.log import Journal
-from broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
-from broker.server.main import open_epoch
+from leash.broker.core import image
+from leash.broker.core import records as R
+from leash.broker.core.records import record_encoder
+from leash.broker.journal import format as F
+from leash.broker.journal import snapshot
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.log import Journal
+from leash.broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
+from leash.broker.server.main import open_epoch
 from tests.journal_kit import (
     append,
     names,

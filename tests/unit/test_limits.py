@@ -9,16 +9,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from broker.cli import _limits, parser
-from broker.server.config import ServerConfig
-from broker.server.connection import Connection
-from broker.server.guard import CLOSE_LINGER_S, Guard, sweep_period_s
-from broker.server.limits import Limits, RefusalLog, oversized_args, raise_fd_limit
-from broker.server.security import SecurityError, is_loopback, prepare
-from protocol import auth as A
-from protocol import messages as M
-from protocol.errors import ErrorCode
-from protocol.frames import FrameDecoder
+from leash.broker.cli import _limits, parser
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.connection import Connection
+from leash.broker.server.guard import CLOSE_LINGER_S, Guard, sweep_period_s
+from leash.broker.server.limits import Limits, RefusalLog, oversized_args, raise_fd_limit
+from leash.broker.server.security import SecurityError, is_loopback, prepare
+from leash.protocol import auth as A
+from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import FrameDecoder
 
 # --- defaults: the numbers the issue states ---------------------------------------
 
@@ -47,7 +47,7 @@ def test_each_default_limit_is_the_one_the_issue_states(name: str, value: int) -
 def test_the_frame_limits_are_4_kib_before_the_handshake_and_1_mib_after() -> None:
     assert ServerConfig().max_frame_bytes == 1024 * 1024
     assert FrameDecoder.__init__.__defaults__ == (1024 * 1024,)
-    from broker.server.connection import HANDSHAKE_FRAME_MAX_BYTES
+    from leash.broker.server.connection import HANDSHAKE_FRAME_MAX_BYTES
 
     assert HANDSHAKE_FRAME_MAX_BYTES == 4096
 

@@ -13,12 +13,12 @@ from typing import Any, get_args
 import msgspec
 import pytest
 
-import protocol.messages as M
-from protocol import PROTOCOL_VERSION
-from protocol import admin as A
-from protocol import limits as L
-from protocol.errors import ErrorCode
-from protocol.messages import (
+import leash.protocol.messages as M
+from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import admin as A
+from leash.protocol import limits as L
+from leash.protocol.errors import ErrorCode
+from leash.protocol.messages import (
     EMPTY_ARGS,
     Ack,
     AckedMany,

@@ -2,8 +2,8 @@
 
 ``protocol/`` and ``broker/core/`` are pure: no I/O, no clock, no randomness,
 no concurrency. ``protocol`` imports nothing of ours; ``client`` never imports
-``broker``; ``broker.core`` imports neither ``broker.journal`` nor
-``broker.server``. Imports are read with ``ast``, so a package that does not
+``broker``; ``leash.broker.core`` imports neither ``leash.broker.journal`` nor
+``leash.broker.server``. Imports are read with ``ast``, so a package that does not
 exist yet simply has no files to check.
 """
 
@@ -41,9 +41,9 @@ PURE_PACKAGES = ("protocol", "broker/core")
 
 # (package, the top-level-qualified module prefixes it may not import)
 FORBIDDEN_DEPENDENCIES = [
-    ("protocol", ("broker", "client")),
-    ("client", ("broker",)),
-    ("broker/core", ("broker.journal", "broker.server", "client")),
+    ("protocol", ("leash.broker", "leash.client")),
+    ("client", ("leash.broker",)),
+    ("broker/core", ("leash.broker.journal", "leash.broker.server", "leash.client")),
 ]
 
 
@@ -52,7 +52,8 @@ def python_files(package: str) -> list[Path]:
 
 
 def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    """The module's name as installed: every folder maps into the ``leash`` package."""
+    parts = ["leash", *path.relative_to(ROOT).with_suffix("").parts]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -75,7 +76,8 @@ def imported_modules(source: str, importer: str, *, is_package: bool) -> Iterato
                 base = base[: len(base) - (node.level - 1)]
             module = ".".join([*base, *([node.module] if node.module else [])])
             yield node.lineno, module
-            for alias in node.names:  # `from broker import journal` imports broker.journal
+            # `from leash.broker import journal` imports leash.broker.journal
+            for alias in node.names:
                 yield node.lineno, f"{module}.{alias.name}"
         elif isinstance(node, ast.Call):
             function = node.func
@@ -147,10 +149,10 @@ def test_the_checker_sees_every_form_of_import(source: str, expected: str) -> No
 @pytest.mark.parametrize(
     ("source", "importer", "is_package", "expected"),
     [
-        ("from . import journal", "broker.core", True, "broker.core.journal"),
-        ("from .. import journal", "broker.core", True, "broker.journal"),
-        ("from ..server import app", "broker.core.state", False, "broker.server"),
-        ("from broker import server", "client.run", False, "broker.server"),
+        ("from . import journal", "leash.broker.core", True, "leash.broker.core.journal"),
+        ("from .. import journal", "leash.broker.core", True, "leash.broker.journal"),
+        ("from ..server import app", "leash.broker.core.state", False, "leash.broker.server"),
+        ("from leash.broker import server", "leash.client.run", False, "leash.broker.server"),
     ],
 )
 def test_the_checker_resolves_relative_imports(

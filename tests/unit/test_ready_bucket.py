@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from broker.core import ready
-from broker.core.ready import ReadyBucket
+from leash.broker.core import ready
+from leash.broker.core.ready import ReadyBucket
 
 
 def bucket_of(*ids: str) -> ReadyBucket:

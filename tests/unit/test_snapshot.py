@@ -7,11 +7,11 @@ import os
 import msgspec
 import pytest
 
-from broker.core import CoreConfig, canonical, check_invariants, image
-from broker.core import records as R
-from broker.journal import snapshot, snapshotter
-from broker.journal.disk import OsDisk
-from broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
+from leash.broker.core import CoreConfig, canonical, check_invariants, image
+from leash.broker.core import records as R
+from leash.broker.journal import snapshot, snapshotter
+from leash.broker.journal.disk import OsDisk
+from leash.broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
 from tests.journal_kit import (
     append,
     busy_records,

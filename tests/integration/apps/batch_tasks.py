@@ -7,7 +7,7 @@ lines of processes killed at any moment never interleave.
 import os
 import time
 
-from client import add_to_batch, current_job, handler
+from leash.client import add_to_batch, current_job, handler
 
 
 def _append(path: str, line: str) -> None:

@@ -22,8 +22,8 @@ import resource
 import sys
 import time
 
-from protocol import messages as M
-from protocol.frames import encode_frame
+from leash.protocol import messages as M
+from leash.protocol.frames import encode_frame
 
 CAP_S = 30.0
 WAVE_EVERY_S = 1.0

@@ -2,7 +2,7 @@
 
 import time
 
-from client import handler
+from leash.client import handler
 
 
 @handler("double")
