@@ -2,28 +2,37 @@
 
 Each prints a table (or a few ``key: value`` lines) by default and JSON
 with ``--json``: one JSON document, times as unix milliseconds and job
-args decoded from msgpack. The socket is ``--socket PATH`` or
-``DATA_DIR/admin.sock`` with ``--data-dir`` (default ./leash-data). Exit
-status: 0 done; 1 refused by the broker; 2 usage; 3 not found; 69 no admin
-socket (the broker is not running there); 77 permission denied.
+args decoded from msgpack. The socket is ``--socket PATH``, or
+``DATA_DIR/admin.sock`` with ``--data-dir``; else ``LEASH_ADMIN_SOCKET``,
+or the one in ``LEASH_DATA_DIR`` (the broker's own variables), else
+./leash-data/admin.sock. Exit status: 0 done; 1 refused by the broker;
+2 usage; 3 not found; 69 no answer on the admin socket (no broker running
+there, or ``ping`` timed out); 77 permission denied.
 """
 
 import argparse
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 
 from leash.protocol import admin as A
+from leash.protocol import limits
+from leash.protocol.errors import ErrorCode
 
 from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, plain, when
-from ._exceptions import ConnectFailed, NotFound, PermissionDenied, ServerError
+from ._args import seconds, whole
+from ._exceptions import ConnectFailed, ConnectionLost, NotFound, PermissionDenied, ServerError
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
 EXIT_UNAVAILABLE, EXIT_NO_PERMISSION = 69, 77
+ENV_SOCKET, ENV_DATA_DIR = "LEASH_ADMIN_SOCKET", "LEASH_DATA_DIR"
+PING_TIMEOUT_S = 1.0
+LISTING_MAX = 1_000_000  # --limit of a listing (fetched page by page)
 
 
 class UsageError(Exception):
@@ -35,6 +44,18 @@ Run = Callable[[AdminClient, argparse.Namespace], Any]
 
 def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     """Register every admin subcommand on the ``leash`` parser."""
+    ping = _command(
+        commands,
+        "ping",
+        "check that the broker answers on its admin socket (exit 0), within --timeout-s",
+        _ping,
+    )
+    ping.add_argument(
+        "--timeout-s",
+        type=seconds(0.01, 60),
+        default=PING_TIMEOUT_S,
+        help=f"give up after this long (default {PING_TIMEOUT_S:g}; exit 69)",
+    )
     _command(commands, "stats", "counts, totals, journal and limits", _stats)
     _command(commands, "queues", "each queue: ready, scheduled, in flight, dead, latency", _queues)
     _command(commands, "busy", "the jobs each worker process is running now", _busy)
@@ -48,20 +69,35 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     ):
         listing = _command(commands, kind, help_text, _lister(_KINDS[kind]))
         _add_filter(listing)
-        listing.add_argument("--limit", type=int, default=50, help="at most this many (50)")
-    for verb, help_text in (("pause", "stop handing out a queue's jobs"), ("resume", "go on")):
-        queue = _command(commands, verb, help_text, _queue_op(verb))
-        queue.add_argument("queue")
+        listing.add_argument(
+            "--limit", type=whole(1, LISTING_MAX), default=50, help="at most this many (50)"
+        )
+    pause = _command(
+        commands, "pause", "stop handing out a queue's jobs (pushes still go in)", _pause
+    )
+    pause.add_argument("queue", help="a queue that exists (has jobs), unless --create")
+    pause.add_argument(
+        "--create", action="store_true", help="pause it even if it has no jobs yet (ahead of time)"
+    )
+    resume = _command(commands, "resume", "hand out a paused queue's jobs again", _resume)
+    resume.add_argument("queue")
     _add_job_operations(commands)
     _add_batch_commands(commands)
     controls: list[tuple[str, A.ProcessControl, str]] = [
         ("quiet", "quiet", "ask a worker process to stop fetching"),
         ("unquiet", "ok", "let a quiet worker process fetch again"),
-        ("stop", "terminate", "ask a worker process to release its jobs and exit"),
+        (
+            "stop",
+            "terminate",
+            "ask a worker process to exit: it fetches no more jobs, finishes its running ones "
+            "within its grace and releases the rest; what it still holds after the broker's "
+            "--terminate-grace-ms is released for it. The broker keeps running (stop the "
+            "broker with SIGTERM)",
+        ),
     ]
     for verb, state, help_text in controls:
         control = _command(commands, verb, help_text, _control(state))
-        control.add_argument("worker_id")
+        control.add_argument("worker_id", help="the worker id, as leash processes lists it")
 
 
 def _add_job_operations(commands: "argparse._SubParsersAction[Any]") -> None:
@@ -89,10 +125,17 @@ def _add_batch_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     batches.add_argument(
         "--state", choices=["open", "committed", "finished", "abandoned"], default=None
     )
-    batches.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    batches.add_argument(
+        "--limit", type=whole(1, LISTING_MAX), default=50, help="at most this many (50)"
+    )
     batch = _command(commands, "batch", "one batch's status and its unfinished members", _batch)
     batch.add_argument("id", help="the batch id")
-    batch.add_argument("--limit", type=int, default=100, help="unfinished members listed (100)")
+    batch.add_argument(
+        "--limit",
+        type=whole(1, limits.BATCH_STATUS_MEMBERS_MAX),
+        default=limits.BATCH_STATUS_MEMBERS_DEFAULT,
+        help=f"unfinished members listed ({limits.BATCH_STATUS_MEMBERS_DEFAULT})",
+    )
     delete_batch = _command(
         commands, "delete-batch", "remove a batch and all its bookkeeping", _delete_batch
     )
@@ -113,9 +156,13 @@ def _command(
     parser: argparse.ArgumentParser = commands.add_parser(
         name, help=help_text, description=help_text
     )
-    parser.add_argument("--socket", default=None, help="the admin socket's path")
     parser.add_argument(
-        "--data-dir", default=None, help=f"find the socket in this directory ({DEFAULT_DATA_DIR})"
+        "--socket", default=None, help=f"the admin socket's path (default: {ENV_SOCKET})"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"find the socket in this directory ({ENV_DATA_DIR}, else {DEFAULT_DATA_DIR})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(run=lambda options: _run(run, options))
@@ -128,18 +175,33 @@ def _add_filter(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--error", default=None, help="only jobs whose last error contains this")
 
 
+def socket_path(socket: str | None, data_dir: str | None, environ: Mapping[str, str]) -> str:
+    """The admin socket: the flags, else the broker's variables, else the default."""
+    if socket is not None:
+        return socket
+    if data_dir is None:
+        socket = environ.get(ENV_SOCKET) or None
+        if socket is not None:
+            return socket
+        data_dir = environ.get(ENV_DATA_DIR) or DEFAULT_DATA_DIR
+    return os.path.join(data_dir, SOCKET_FILE)
+
+
 def _run(run: Run, options: argparse.Namespace) -> int:
     if options.socket is not None and options.data_dir is not None:
         print("leash: error: give --socket or --data-dir, not both", file=sys.stderr)
         return EXIT_USAGE
-    path = options.socket or os.path.join(options.data_dir or DEFAULT_DATA_DIR, SOCKET_FILE)
+    path = socket_path(options.socket, options.data_dir, os.environ)
     try:
-        with AdminClient(path, timeout_s=30.0) as admin:
+        with AdminClient(path, timeout_s=getattr(options, "timeout_s", 30.0)) as admin:
             result = run(admin, options)
     except ConnectFailed as exc:
         no_permission = "permission denied" in str(exc)
         print(f"leash: error: {exc}", file=sys.stderr)
         return EXIT_NO_PERMISSION if no_permission else EXIT_UNAVAILABLE
+    except ConnectionLost as exc:
+        print(f"leash: error: no answer on {path}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except PermissionDenied as exc:
         print(f"leash: error: {exc.message}", file=sys.stderr)
         return EXIT_NO_PERMISSION
@@ -162,6 +224,13 @@ def _run(run: Run, options: argparse.Namespace) -> int:
 
 
 # --- views -------------------------------------------------------------------
+
+
+def _ping(admin: AdminClient, options: argparse.Namespace) -> str:
+    started = time.perf_counter()
+    s = admin.stats()
+    took_ms = (time.perf_counter() - started) * 1000
+    return f"pong: {s.version}, up {duration(s.uptime_ms)}, answered in {took_ms:.1f} ms"
 
 
 def _stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
@@ -265,12 +334,20 @@ def _lister(kind: A.ListKind) -> Run:
 # --- operations --------------------------------------------------------------
 
 
-def _queue_op(verb: str) -> Run:
-    def run(admin: AdminClient, options: argparse.Namespace) -> str:
-        (admin.pause if verb == "pause" else admin.resume)(options.queue)
-        return f"{options.queue}: {'paused' if verb == 'pause' else 'resumed'}"
+def _pause(admin: AdminClient, options: argparse.Namespace) -> str:
+    try:
+        admin.pause(options.queue, create=options.create)
+    except NotFound:
+        raise NotFound(
+            ErrorCode.NOT_FOUND,
+            f"no queue {options.queue!r} (it has no jobs); --create pauses it ahead of time",
+        ) from None
+    return f"{options.queue}: paused"
 
-    return run
+
+def _resume(admin: AdminClient, options: argparse.Namespace) -> str:
+    admin.resume(options.queue)
+    return f"{options.queue}: resumed"
 
 
 def _control(state: A.ProcessControl) -> Run:
