@@ -35,11 +35,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup(level: str, format: str) -> None:
-    """Send log lines of ``level`` and above to stderr, as ``text`` or ``json``."""
+    """Send log lines of ``level`` and above to stderr, as ``text`` or ``json``
+    (unless logging is set up already, as under a test runner)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
