@@ -120,7 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="run the broker (arguments go to it; see serve --help)"
     )
-    serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+    serve.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the broker's flags: --config FILE, --port ..."
+    )
     journal = commands.add_parser(
         "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
     )

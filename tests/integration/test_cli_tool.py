@@ -202,6 +202,7 @@ def test_client_from_env_and_leash_push_find_the_broker_by_leash_url(
     monkeypatch.setenv("LEASH_URL", url)
     with Client.from_env() as client:
         job_id = client.push("t", [1])
+        assert client.welcome.server == f"leash/{__version__}"
     pushed = leash("push", "t", "[2]", env=clean_env(LEASH_URL=url))
     assert pushed.returncode == 0, pushed.stderr
     with Client("127.0.0.1", broker.port) as client:
