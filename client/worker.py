@@ -46,9 +46,9 @@ from the broker, stops fetching. An idle worker returns at once: closing its
 connection ends the held fetch, which then leases nothing. Otherwise running
 handlers get ``grace_s`` to finish and settle, a fetch in flight meanwhile is
 waited for (at most ``wait_ms``) and what it delivers is released unrun;
-then every job still running is released and ``run`` returns. A second signal, or ``stop(now=True)``, skips
-the grace. Threads cannot be killed: ``unfinished`` counts handlers still
-running when ``run`` returned.
+then every job still running is released and ``run`` returns. A second
+signal, or ``stop(now=True)``, skips the grace. Threads cannot be killed:
+``unfinished`` counts handlers still running when ``run`` returned.
 """
 
 import asyncio
