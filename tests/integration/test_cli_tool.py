@@ -2,6 +2,7 @@
 queue, ranges, help, a closed pipe, Ctrl-C on an idle worker, completion."""
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -216,3 +217,24 @@ async def test_the_async_client_from_env_too(
     monkeypatch.setenv("LEASH_URL", f"leash://127.0.0.1:{broker.port}")
     async with await AsyncClient.from_env() as client:
         assert await client.push("t") != ""
+
+
+def test_a_broker_takes_its_settings_from_file_and_environment_and_logs_json(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "leash.toml"
+    config.write_text('max-connections = 77\nlog-format = "json"\nfsync = "never"\n')
+    env = clean_env(LEASH_CONFIG=str(config), LEASH_MAX_IN_FLIGHT="33", LEASH_FSYNC="interval:40")
+    broker = BrokerProcess(str(tmp_path / "data"), env=env).start()
+    try:
+        with broker.admin() as admin:
+            limits = admin.stats().limits
+        assert (limits["max_connections"], limits["max_in_flight"]) == (77, 33)
+    finally:
+        assert broker.stop() == 0
+    lines = [json.loads(line) for line in broker.log]
+    assert lines[0]["message"].startswith(f"leash {__version__}; settings: ")
+    assert "max-connections (file " in lines[0]["message"]
+    assert "max-in-flight (env LEASH_MAX_IN_FLIGHT)" in lines[0]["message"]
+    assert any("fsync interval:40" in line["message"] for line in lines)  # env over file
+    assert {line["level"] for line in lines} <= {"info", "warning"}
