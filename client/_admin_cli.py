@@ -79,18 +79,18 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     controls: list[tuple[str, A.ProcessControl, str]] = [
         ("quiet", "quiet", "ask a worker process to stop fetching"),
         ("unquiet", "ok", "let a quiet worker process fetch again"),
-        (
-            "stop",
-            "terminate",
-            "ask a worker process to exit: it fetches no more jobs, finishes its running ones "
-            "within its grace and releases the rest; what it still holds after the broker's "
-            "--terminate-grace-ms is released for it. The broker keeps running (stop the "
-            "broker with SIGTERM)",
-        ),
+        ("stop", "terminate", "ask a worker process to exit (not the broker)"),
     ]
+    parsers = {}
     for verb, state, help_text in controls:
-        control = _command(commands, verb, help_text, R.control(state))
-        control.add_argument("worker_id", help="the worker id, as leash processes lists it")
+        parsers[verb] = _command(commands, verb, help_text, R.control(state))
+        parsers[verb].add_argument("worker_id", help="the worker id, as leash processes lists it")
+    parsers["stop"].description = (
+        "Ask a worker process to exit: it fetches no more jobs, finishes its running ones "
+        "within its grace and releases the rest; what it still holds after the broker's "
+        "--terminate-grace-ms is released for it. The broker keeps running (stop the broker "
+        "with SIGTERM)."
+    )
 
 
 def _add_job_operations(commands: "argparse._SubParsersAction[Any]") -> None:

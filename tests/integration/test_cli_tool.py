@@ -86,9 +86,10 @@ def test_pause_of_an_unknown_queue_says_so_and_create_pauses_it_ahead(
 
 
 def test_stop_says_what_it_does_and_what_it_does_not() -> None:
-    text = " ".join(leash("stop", "--help").stdout.split())
+    text = " ".join(leash("stop", "--help").stdout.split()).lower()
     assert "ask a worker process to exit" in text
-    assert "The broker keeps running" in text
+    assert "the broker keeps running" in text
+    assert "(not the broker)" in leash("--help").stdout
 
 
 @pytest.mark.parametrize(
