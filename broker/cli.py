@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from leash import __version__
+from leash._pipes import quiet_broken_pipe
 from leash.broker import logs
 from leash.broker.journal import tools
 from leash.broker.server.config import ServerConfig
@@ -112,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] != ["serve"]:
         args = parser().parse_args(argv)  # journal; or --help, --version, a usage error: exits
         logs.setup("warning", "text")
-        return _TOOLS[args.tool](args.dir)
+        try:
+            code = _TOOLS[args.tool](args.dir)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return quiet_broken_pipe()
+        return code
     try:
         resolved = resolve_argv(argv[1:], os.environ)
     except ConfigError as error:

@@ -52,6 +52,7 @@ import msgspec
 from argcomplete.shell_integration import shellcode
 
 from leash import __version__
+from leash._pipes import quiet_broken_pipe
 from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
 from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
@@ -66,7 +67,6 @@ from .blocking import Client
 from .worker import Worker
 
 log = logging.getLogger("leash.cli")
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a tool killed by it
 SHELLS = ("bash", "zsh")
 
 
@@ -96,20 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         return code
     except BrokenPipeError:
-        return _quiet_broken_pipe()
+        return quiet_broken_pipe()
     except (CliError, LeashError, OSError, ValueError) as exc:
         print(f"leash: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _quiet_broken_pipe() -> int:
-    """The reader of our output went away: no traceback, and nothing more to flush."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from leash import __version__
+from leash._pipes import EXIT_BROKEN_PIPE
 from leash.client import AsyncClient, Client, cli
 from tests.integration.broker_proc import BrokerProcess
 
@@ -130,9 +131,13 @@ def test_serve_refuses_a_port_out_of_range_as_a_configuration_error() -> None:
     assert "--port: must be between 0 and 65535, not 99999" in done.stderr
 
 
-def test_output_cut_short_by_its_reader_ends_quietly() -> None:
+@pytest.mark.parametrize("command", [["completion", "bash"], ["journal", "dump", "DATA"]])
+def test_output_cut_short_by_its_reader_ends_quietly(
+    command: list[str], broker: BrokerProcess
+) -> None:
+    args = [broker.data_dir if arg == "DATA" else arg for arg in command]
     process = subprocess.Popen(
-        [sys.executable, "-m", "leash", "completion", "bash"],
+        [sys.executable, "-m", "leash", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=ROOT,
@@ -140,7 +145,7 @@ def test_output_cut_short_by_its_reader_ends_quietly() -> None:
     assert process.stdout is not None
     process.stdout.close()  # before it writes: the reader is gone, as after `head` exits
     _, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
-    assert (process.returncode, stderr) == (cli.EXIT_BROKEN_PIPE, b"")
+    assert (process.returncode, stderr) == (EXIT_BROKEN_PIPE, b"")
 
 
 def test_completion_scripts_are_printed_and_complete_the_commands(tmp_path: Path) -> None:
