@@ -130,10 +130,6 @@ def parse_switch(text: str) -> bool:
     raise SettingError(f"expected true or false (1/0, yes/no, on/off), not {text!r}")
 
 
-def _fsync(text: str) -> FsyncPolicy:
-    return FsyncPolicy.parse(text)
-
-
 def _int(
     flag: str,
     default: int | None,
@@ -192,7 +188,7 @@ _BROKER = [
         "always: reply after fsync | interval:MS | never",
         "always",
         field="fsync",
-        convert=_fsync,
+        convert=FsyncPolicy.parse,
         metavar="POLICY",
     ),
     _int(
