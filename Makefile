@@ -1,6 +1,7 @@
 # Everything a fresh machine with Python 3.11+ needs: the first target run
 # creates .venv and installs Leash into it.
 PYTHON ?= python3
+ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -19,8 +20,8 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@touch $(BENCH_STAMP)
 
-run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data
-	$(VENV)/bin/leash serve
+run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data (flags: ARGS="--port 7500")
+	$(VENV)/bin/leash serve $(ARGS)
 
 test: $(STAMP)  ## the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q

@@ -13,11 +13,12 @@
 - ``handler`` registers a function for ``leash worker MODULE``; inside a
   handler, ``current_job()`` is the running job and ``add_to_batch(...)``
   adds a job to its batch.
-- ``handler`` registers a function for ``leash worker MODULE``.
 - Security: ``key=`` (a ``Key``, or a key file's path; ``load_key`` picks one
   from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
   makes one) on every client and the Worker; or the URL form
-  ``leashs://host:port?ca=...&key_file=...``.
+  ``leashs://host:port?ca=...&key_file=...``; or ``Client.from_env()``, which
+  takes the broker from ``LEASH_URL`` and the key and TLS files from
+  ``LEASH_KEY_FILE``, ``LEASH_TLS_CA`` ... (``leash.client._env``).
 - Exceptions: ``LeashError`` and its tree (see ``leash.client._exceptions``).
 """
 

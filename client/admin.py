@@ -131,8 +131,9 @@ class AdminClient:
 
     # --- operations ------------------------------------------------------------
 
-    def pause(self, queue: str) -> None:
-        self._call(A.Pause(self._next(), queue), M.Ok)
+    def pause(self, queue: str, *, create: bool = True) -> None:
+        """Stop handing out ``queue``'s jobs; ``create=False``: NotFound if there is none."""
+        self._call(A.Pause(self._next(), queue, create), M.Ok)
 
     def resume(self, queue: str) -> None:
         self._call(A.Resume(self._next(), queue), M.Ok)

@@ -42,6 +42,7 @@ from leash.protocol.messages import (
 
 from ._calls import Call
 from ._core import ClientCore
+from ._env import Options, endpoint
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
 from ._security import KeyOption, TlsOption, as_key, as_tls
@@ -135,6 +136,31 @@ class AsyncClient:
             concurrency=concurrency,
             key=endpoint.key,
             tls=endpoint.tls,
+        )
+
+    @classmethod
+    async def from_env(
+        cls,
+        *,
+        worker_id: str | None = None,
+        timeout_s: float = 30.0,
+        hostname: str | None = None,
+        labels: Iterable[str] = (),
+        concurrency: int = 0,
+    ) -> Self:
+        """A connected client for the broker the environment names: ``LEASH_URL``,
+        ``LEASH_KEY_FILE``, ``LEASH_TLS_CA`` ... (``leash.client._env``); unset, 127.0.0.1:7420."""
+        found = endpoint(Options())
+        return await cls.connect(
+            found.host,
+            found.port,
+            worker_id=worker_id,
+            timeout_s=timeout_s,
+            hostname=hostname,
+            labels=labels,
+            concurrency=concurrency,
+            key=found.key,
+            tls=found.tls,
         )
 
     @property

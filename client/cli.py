@@ -6,6 +6,7 @@
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
     leash keygen [--id ID] [--out F] print (or append to F) a new random key
+    leash completion bash|zsh        print the shell completion script
 
 ``leash worker`` imports MODULE, a dotted module name (the current directory
 is put on ``sys.path``) or the path of a ``.py`` file, and runs every handler
@@ -19,15 +20,20 @@ that module registered with the ``leash.client.handler`` decorator::
 
     $ leash worker tasks --queues mail,default --concurrency 8
 
-The broker is ``--url leash[s]://HOST:PORT[?options]`` or ``--host``/``--port``
-(default 127.0.0.1:7420); ``--key-file`` (and ``--key-id``) authenticate,
-``--tls`` (and ``--tls-ca``, ``--tls-cert``, ``--tls-key``) speak TLS; these
-flags win over the same options in the URL. ``serve`` and ``journal`` hand
+The broker is ``--url leash[s]://HOST:PORT[?options]`` or ``--host``/``--port``,
+else ``LEASH_URL``, else 127.0.0.1:7420; ``--key-file`` (and ``--key-id``)
+authenticate, ``--tls`` (and ``--tls-ca``, ``--tls-cert``, ``--tls-key``) speak
+TLS. Each flag wins over its variable (``LEASH_KEY_FILE``, ``LEASH_KEY_ID``,
+``LEASH_TLS_CA``, ``LEASH_TLS_CLIENT_CERT``, ``LEASH_TLS_CLIENT_KEY``: see
+``leash.client._env``), and both over the same options in the URL. ``serve`` and ``journal`` hand
 their arguments to the broker untouched, in a new program image: the client
 never imports the broker. Errors are one line on stderr; the exit status is 1,
-or 2 for a usage error.
+or 2 for a usage error (a number out of range is one). Output cut short by
+its reader (``leash dead | head``) ends the command quietly, with status 141
+as for a shell tool killed by SIGPIPE.
 """
 
+# PYTHON_ARGCOMPLETE_OK
 import argparse
 import importlib
 import importlib.util
@@ -41,20 +47,32 @@ from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
+import argcomplete
 import msgspec
+from argcomplete.shell_integration import shellcode
 
+from leash import __version__
+from leash._pipes import quiet_broken_pipe
+from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
 from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
 from ._admin_cli import add_commands as add_admin_commands
+from ._args import seconds, whole
+from ._env import Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
-from ._security import load_key, tls_context
-from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
+from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
 from .blocking import Client
 from .worker import Worker
 
 log = logging.getLogger("leash.cli")
+SHELLS = ("bash", "zsh")
+
+
+CONCURRENCY_MAX = 100_000
+GRACE_MAX_S = 24 * 3600.0
+PORT_MAX = 65535
 
 
 class CliError(Exception):
@@ -71,9 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] in (["serve"], ["journal"]):
             _exec_broker(args)
-        options = _parser().parse_args(args)
+        parser = _parser()
+        argcomplete.autocomplete(parser)
+        options = parser.parse_args(args)
         code: int = options.run(options)
+        sys.stdout.flush()
         return code
+    except BrokenPipeError:
+        return quiet_broken_pipe()
     except (CliError, LeashError, OSError, ValueError) as exc:
         print(f"leash: error: {exc}", file=sys.stderr)
         return 1
@@ -83,12 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="leash", description="Leash job broker: run it, run workers, push jobs.")
+    parser.add_argument("--version", action="version", version=f"leash {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve", help="run the broker (arguments go to it; see serve --help)"
     )
-    serve.add_argument("args", nargs=argparse.REMAINDER, help="--host --port --data-dir --fsync")
+    serve.add_argument(
+        "args", nargs=argparse.REMAINDER, help="the broker's flags: --config FILE, --port ..."
+    )
     journal = commands.add_parser(
         "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
     )
@@ -97,17 +123,32 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run the handlers a module registers")
     worker.add_argument("module", help="dotted module name, or path of a .py file")
     worker.add_argument("--queues", default="default", help="comma-separated, most urgent first")
-    worker.add_argument("--concurrency", type=int, default=4, help="jobs run at once (threads)")
-    worker.add_argument("--grace-s", type=float, default=25.0, help="shutdown grace (seconds)")
     worker.add_argument(
-        "--wait-ms", type=int, default=5_000, help="long-poll wait; a stop waits for it too"
+        "--concurrency",
+        type=whole(1, CONCURRENCY_MAX),
+        default=4,
+        help="jobs run at once (threads)",
+    )
+    worker.add_argument(
+        "--grace-s",
+        type=seconds(0, GRACE_MAX_S),
+        default=25.0,
+        help="on stop, running jobs get this long to finish (seconds)",
+    )
+    worker.add_argument(
+        "--wait-ms",
+        type=whole(0, limits.FETCH_WAIT_MAX_MS),
+        default=5_000,
+        help="long-poll wait of each fetch",
     )
     worker.add_argument(
         "--no-auto-extend",
         action="store_true",
         help="do not extend running jobs' leases (a job longer than its lease_ttl_ms is lost)",
     )
-    worker.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    worker.add_argument(
+        "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"]
+    )
     _add_address(worker)
     worker.set_defaults(run=_run_worker)
 
@@ -118,9 +159,24 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("args_json", nargs="?", default=None, help="the args as JSON, e.g. '[1, 2]'")
     push.add_argument("--queue", default="default")
     push.add_argument("--id", default=None, help="job id (pushing a known id adds nothing)")
-    push.add_argument("--priority", type=int, default=None, help="0..9, 9 most urgent")
-    push.add_argument("--delay-ms", type=int, default=None, help="run this much later")
-    push.add_argument("--max-attempts", type=int, default=None)
+    push.add_argument(
+        "--priority",
+        type=whole(limits.PRIORITY_MIN, limits.PRIORITY_MAX),
+        default=None,
+        help="0..9, 9 most urgent",
+    )
+    push.add_argument(
+        "--delay-ms",
+        type=whole(0, limits.SCHEDULE_HORIZON_MS),
+        default=None,
+        help="run this much later",
+    )
+    push.add_argument(
+        "--max-attempts",
+        type=whole(limits.MAX_ATTEMPTS_MIN, limits.MAX_ATTEMPTS_MAX),
+        default=None,
+        help=f"{limits.MAX_ATTEMPTS_MIN}..{limits.MAX_ATTEMPTS_MAX}",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -133,14 +189,28 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default=None, help="append to this key file (made mode 0600) instead of printing"
     )
     keygen.set_defaults(run=_run_keygen)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print the shell completion script",
+        description='Print the completion script for SHELL; load it with eval "$(leash '
+        'completion bash)" in ~/.bashrc, or the same with zsh in ~/.zshrc.',
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(run=_run_completion)
     return parser
 
 
 def _add_address(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=None, help="leash[s]://HOST:PORT[?options]")
+    parser.add_argument(
+        "--url", default=None, help="leash[s]://HOST:PORT[?options] (default: LEASH_URL)"
+    )
     parser.add_argument("--host", default=None, help=f"broker host (default {DEFAULT_HOST})")
     parser.add_argument(
-        "--port", type=int, default=None, help=f"broker port (default {DEFAULT_PORT})"
+        "--port",
+        type=whole(1, PORT_MAX),
+        default=None,
+        help=f"broker port (default {DEFAULT_PORT})",
     )
     parser.add_argument("--key-file", default=None, help="authenticate with a key from this file")
     parser.add_argument("--key-id", default=None, help="which key of --key-file (default: last)")
@@ -151,25 +221,30 @@ def _add_address(parser: argparse.ArgumentParser) -> None:
 
 
 def _endpoint(options: argparse.Namespace) -> Endpoint:
-    if options.url is not None:
-        if options.host is not None or options.port is not None:
-            raise CliError("give --url or --host/--port, not both")
-        endpoint = parse_url(options.url)
-    else:
-        host = options.host if options.host is not None else DEFAULT_HOST
-        endpoint = Endpoint(host, options.port if options.port is not None else DEFAULT_PORT)
-    if options.key_id is not None and options.key_file is None:
-        raise CliError("--key-id needs --key-file")
-    if options.key_file is not None:
-        endpoint = endpoint._replace(key=load_key(options.key_file, options.key_id))
-    if options.tls or options.tls_ca or options.tls_cert or options.tls_key:
-        tls = tls_context(options.tls_ca, options.tls_cert, options.tls_key)
-        endpoint = endpoint._replace(tls=tls)
-    return endpoint
+    given = Options(
+        options.url,
+        options.host,
+        options.port,
+        options.key_file,
+        options.key_id,
+        options.tls,
+        options.tls_ca,
+        options.tls_cert,
+        options.tls_key,
+    )
+    try:
+        return endpoint(given)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _exec_broker(args: list[str]) -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "leash.broker", *args])
+
+
+def _run_completion(options: argparse.Namespace) -> int:
+    sys.stdout.write(shellcode(["leash"], shell=options.shell))
+    return 0
 
 
 def _run_keygen(options: argparse.Namespace) -> int:

@@ -42,12 +42,13 @@ ack or fail refused with ``StaleLease``/``NotFound`` means the lease was lost
 worker may run the job: logged as a warning, and the worker goes on.
 
 Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
-from the broker, stops fetching. A fetch already in flight is waited for (at
-most ``wait_ms``) and what it delivers is released unrun; running handlers
-get ``grace_s`` to finish and settle; then every job still running is
-released and ``run`` returns. A second signal, or ``stop(now=True)``, skips
-the grace. Threads cannot be killed: ``unfinished`` counts handlers still
-running when ``run`` returned.
+from the broker, stops fetching. An idle worker returns at once: closing its
+connection ends the held fetch, which then leases nothing. Otherwise running
+handlers get ``grace_s`` to finish and settle, a fetch in flight meanwhile is
+waited for (at most ``wait_ms``) and what it delivers is released unrun;
+then every job still running is released and ``run`` returns. A second
+signal, or ``stop(now=True)``, skips the grace. Threads cannot be killed:
+``unfinished`` counts handlers still running when ``run`` returned.
 """
 
 import asyncio
@@ -379,7 +380,7 @@ class Worker:
         try:
             while not self._hard.is_set():
                 waiting = {task for task in self._tasks if not task.done()}
-                if not self._fetcher.done():
+                if waiting and not self._fetcher.done():  # idle: closing ends the fetch
                     waiting.add(self._fetcher)
                 remaining_s = deadline_s - loop.time()
                 if not waiting or remaining_s <= 0:

@@ -14,7 +14,6 @@ Usage (from the repository root):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # runnable without installing the package
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "docs") not in sys.path:  # gen_common, beside this file
+    sys.path.insert(0, str(ROOT / "docs"))
 
+import gen_common  # noqa: E402  (docs/gen_common.py, beside this file)
 import msgspec  # noqa: E402
 
 from leash.protocol import auth  # noqa: E402
@@ -394,29 +396,18 @@ def render() -> str:
 
 def split_document(text: str) -> tuple[str, str, str]:
     """The document before, inside and after the generated section (markers inside)."""
-    begin = text.index(BEGIN_MARKER)
-    end = text.index(END_MARKER, begin) + len(END_MARKER)
-    return text[:begin], text[begin:end], text[end:]
+    return gen_common.split_document(text, BEGIN_MARKER, END_MARKER)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the section in the doc")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the doc is stale")
-    args = parser.parse_args(argv)
-    section = render()
-    if not (args.write or args.check):
-        print(section)
-        return 0
-    before, current, after = split_document(DOC_PATH.read_text(encoding="utf-8"))
-    if args.check:
-        stale = current != section
-        if stale:
-            print(f"{DOC_PATH} is stale: run docs/gen_examples.py --write", file=sys.stderr)
-        return 1 if stale else 0
-    DOC_PATH.write_text(before + section + after, encoding="utf-8")
-    return 0
+    return gen_common.main(
+        argv,
+        description=__doc__.splitlines()[0],
+        render=render,
+        doc=DOC_PATH,
+        markers=(BEGIN_MARKER, END_MARKER),
+        script="docs/gen_examples.py",
+    )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,12 @@ class JobFilter(Struct, omit_defaults=True, frozen=True, forbid_unknown_fields=T
 
 
 class Pause(Struct, tag="pause", tag_field="op"):
+    """Stop handing out a queue's jobs. ``create`` false: refuse a queue that
+    does not exist (no job in any state, not paused) with ``not_found``."""
+
     rid: RequestId
     queue: QueueName
+    create: bool = True
 
 
 class Resume(Struct, tag="resume", tag_field="op"):

@@ -15,6 +15,7 @@ from leash.broker.core.operator import decide_operator
 from leash.broker.core.state import State
 from leash.protocol import admin as A
 from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 
 OPERATOR = ""  # the worker id operator requests are decided under: none
 
@@ -40,7 +41,9 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(views.list_jobs(state, request), [])
         case M.GetJob():
             return AdminOutcome(*decide(state, request, OPERATOR, now_ms)[:2])
-        case A.Pause(rid=rid, queue=name):
+        case A.Pause(rid=rid, queue=name, create=create):
+            if not create and name not in state.queues:
+                raise Rejected(ErrorCode.NOT_FOUND, f"no queue {name!r}", "$.queue")
             return AdminOutcome(M.Ok(rid), [] if _paused(state, name) else [R.QueuePaused(name)])
         case A.Resume(rid=rid, queue=name):
             return AdminOutcome(M.Ok(rid), [R.QueueResumed(name)] if _paused(state, name) else [])

@@ -63,6 +63,8 @@ def dump(directory: str, out: TextIO = sys.stdout, disk: Disk | None = None) -> 
         recovered = recover(
             directory, disk or OsDisk(), CoreConfig(), read_only=True, on_record=emit
         )
+    except BrokenPipeError:
+        raise  # the reader of the dump went away: not a problem of the journal
     except (JournalCorrupt, snapshot.SnapshotCorrupt, OSError) as error:
         print(f"leash journal dump: {error}", file=sys.stderr)
         return EXIT_PROBLEM

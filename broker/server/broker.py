@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from leash import __version__
 from leash.broker import core
 from leash.broker.core.records import Record
 from leash.broker.journal.group_commit import GroupCommitter
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from leash.broker.journal.compaction import Compactor
 
 log = logging.getLogger("leash.server")
-SERVER_NAME = "leash/0.1.0"
+SERVER_NAME = f"leash/{__version__}"  # in the welcome and in stats
 TICK_MAX_DELAY_S = 1.0  # re-read the wall clock at least this often
 TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_items jobs)
 EXIT_APPLY_FAILED = 70

@@ -27,8 +27,12 @@ class BrokerProcess:
         data_dir: str,
         extra_args: Sequence[str] = (),
         preexec_fn: Callable[[], None] | None = None,
+        *,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.python, self.env = python, env  # another install's interpreter; its environment
         self.extra_args = list(extra_args)
         self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. resource limits)
         self.process: subprocess.Popen[str] | None = None
@@ -39,7 +43,7 @@ class BrokerProcess:
     def start(self, *, wait: bool = True) -> "BrokerProcess":
         """Start it; with ``wait``, until it listens (or raise if it exits)."""
         command = [
-            sys.executable, "-m", "leash.broker", "serve",
+            self.python, "-m", "leash.broker", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
             *self.extra_args,
         ]  # fmt: skip
@@ -51,6 +55,7 @@ class BrokerProcess:
             stdout=subprocess.DEVNULL,
             text=True,
             preexec_fn=self.preexec_fn,
+            env=self.env,
         )
         self._reader = threading.Thread(target=self._read_log, args=(self.process,), daemon=True)
         self._reader.start()

@@ -3,6 +3,7 @@ gets with each; pause and resume; when a fetch may wait."""
 
 from leash.broker.core import records as R
 from leash.protocol import messages as M
+from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, WORKER, Core
 
 
@@ -132,6 +133,17 @@ def test_a_queue_paused_before_it_has_jobs_stays_paused() -> None:
     assert core.state.queues["later"].counts["leased"] == 1  # kept while it has a job
     core.ack(job)
     assert "later" not in core.state.queues  # an empty running queue is not kept
+
+
+def test_pausing_only_an_existing_queue_refuses_an_unknown_one_and_writes_nothing() -> None:
+    core = Core()
+    refused = core.pause("nope", create=False)
+    assert refused.records == []
+    assert isinstance(refused.reply, M.Error) and refused.reply.code == ErrorCode.NOT_FOUND
+    assert (refused.reply.message, refused.reply.path) == ("no queue 'nope'", "$.queue")
+    core.push(id="a", queue="q")
+    assert core.pause("q", create=False).records == [R.QueuePaused("q")]
+    assert core.pause("q", create=False).records == []  # a paused queue exists, even empty
 
 
 def test_an_unknown_queue_gives_an_empty_fetch() -> None:

@@ -253,8 +253,8 @@ class Core:
     def release(self, delivery: M.Delivery) -> M.Ok:
         return self.expect(M.Release(self.next_rid(), delivery.id, delivery.token), M.Ok)
 
-    def pause(self, queue: str) -> Outcome:
-        return self.send(A.Pause(self.next_rid(), queue))
+    def pause(self, queue: str, *, create: bool = True) -> Outcome:
+        return self.send(A.Pause(self.next_rid(), queue, create))
 
     def resume(self, queue: str) -> Outcome:
         return self.send(A.Resume(self.next_rid(), queue))

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from leash.broker.cli import _limits, parser
+from leash.broker.cli import config_of
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.guard import CLOSE_LINGER_S, Guard, sweep_period_s
@@ -40,7 +40,7 @@ ISSUE_DEFAULTS = {
 @pytest.mark.parametrize(("name", "value"), ISSUE_DEFAULTS.items())
 def test_each_default_limit_is_the_one_the_issue_states(name: str, value: int) -> None:
     assert getattr(Limits(), name) == value
-    assert getattr(_limits(parser().parse_args(["serve"])), name) == value
+    assert getattr(config_of([]).limits, name) == value
     assert getattr(ServerConfig().limits, name) == value
 
 
@@ -53,23 +53,24 @@ def test_the_frame_limits_are_4_kib_before_the_handshake_and_1_mib_after() -> No
 
 
 def test_the_idle_timeout_follows_the_heartbeat_unless_given() -> None:
-    args = parser().parse_args(["serve", "--heartbeat-ms", "700", "--process-ttl-ms", "5000"])
-    assert _limits(args).idle_timeout_ms == 2_100
-    assert _limits(parser().parse_args(["serve", "--idle-timeout-ms", "0"])).idle_timeout_ms == 0
+    config = config_of(["--heartbeat-ms", "700", "--process-ttl-ms", "5000"])
+    assert config.limits.idle_timeout_ms == 2_100
+    assert config_of(["--idle-timeout-ms", "0"]).limits.idle_timeout_ms == 0
 
 
 @pytest.mark.parametrize(
     "flag", ["--max-connections", "--max-in-flight", "--frame-timeout-ms", "--max-args-bytes"]
 )
 def test_every_limit_is_a_serve_flag(flag: str) -> None:
-    limits = _limits(parser().parse_args(["serve", flag, "4242"]))
+    limits = config_of([flag, "4242"]).limits
     assert getattr(limits, flag.removeprefix("--").replace("-", "_")) == 4242
 
 
 @pytest.mark.parametrize("argv", [["--max-connections", "0"], ["--frame-timeout-ms", "1"]])
-def test_a_limit_out_of_bounds_is_a_usage_error(argv: list[str]) -> None:
-    with pytest.raises(SystemExit):
-        parser().parse_args(["serve", *argv])
+def test_a_limit_out_of_bounds_is_a_configuration_error(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        config_of(argv)
+    assert exited.value.code == 78
 
 
 def test_the_start_up_line_names_every_limit() -> None:

@@ -160,3 +160,15 @@ def test_the_checker_resolves_relative_imports(
 ) -> None:
     modules = [module for _, module in imported_modules(source, importer, is_package=is_package)]
     assert expected in modules
+
+
+def test_no_code_imports_the_folders_by_their_top_level_names() -> None:
+    """Installed, only ``leash`` exists: ``client``, ``broker`` and ``protocol`` are its parts."""
+    problems = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for package in ("protocol", "broker", "client", "tests", "bench", "leash", "docs")
+        for path in python_files(package)
+        for line, module in imports_of(path)
+        if module.split(".")[0] in ("client", "broker", "protocol")
+    ]
+    assert problems == []

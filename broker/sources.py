@@ -1,0 +1,158 @@
+"""Where ``leash serve`` takes each setting from: flag > environment > file > default.
+
+``resolve`` layers the sources over the defaults of ``settings.SETTINGS``:
+the TOML file named by ``--config`` (or ``LEASH_CONFIG``), parsed with
+``tomllib``, then the ``LEASH_*`` variables, then the flags given. Every
+value is checked by its setting whatever its source, and an error names the
+source and the setting (``leash.toml: port: must be between 0 and 65535``).
+A key the file does not know is refused with its name; an environment
+variable that is empty counts as unset, and ``LEASH_*`` variables that name
+no setting are left alone (clients read some of them). ``server_config``
+puts the values where each setting's ``field`` says.
+"""
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from leash.broker.core.config import CoreConfig
+from leash.broker.server.config import ServerConfig
+from leash.broker.server.limits import Limits
+from leash.broker.settings import BY_NAME, ENV_PREFIX, SETTINGS, Setting, SettingError
+from leash.protocol.limits import IDLE_TIMEOUT_HEARTBEATS
+
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+FILE_MAX_BYTES = 1 << 20
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names its source."""
+
+
+class Resolved(NamedTuple):
+    values: dict[str, Any]  # by Setting.dest
+    origins: dict[str, str]  # by Setting.dest: "default", "file PATH", "env LEASH_X", "flag"
+
+
+def resolve(
+    flags: Mapping[str, Any], environ: Mapping[str, str], config_path: str | None
+) -> Resolved:
+    """Every setting's value and where it came from. ``flags`` holds only the flags given."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for setting in SETTINGS:
+        values[setting.dest] = _default(setting)
+        origins[setting.dest] = "default"
+    path = config_path if config_path is not None else environ.get(CONFIG_ENV) or None
+    if path is not None:
+        for setting, value in read_file(path).items():
+            values[setting.dest], origins[setting.dest] = value, f"file {path}"
+    for setting in SETTINGS:
+        text = environ.get(setting.env, "")
+        if text.strip():
+            values[setting.dest] = _from_env(setting, text)
+            origins[setting.dest] = f"env {setting.env}"
+    for dest, value in flags.items():
+        values[dest], origins[dest] = value, "flag"
+    return Resolved(values, origins)
+
+
+def _default(setting: Setting) -> Any:
+    if setting.many:
+        return []
+    return None if setting.default is None else setting.check(setting.default)
+
+
+def _from_env(setting: Setting, text: str) -> Any:
+    try:
+        if setting.many:
+            return [setting.parse(item) for item in text.split(",") if item.strip()]
+        return setting.parse(text)
+    except SettingError as error:
+        raise ConfigError(f"{setting.env}={text!r}: {error}") from None
+
+
+def read_file(path: str) -> dict[Setting, Any]:
+    """The settings a TOML file gives, checked; unknown keys are refused by name."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(FILE_MAX_BYTES + 1)
+    except OSError as error:
+        raise ConfigError(f"cannot read the config file {path}: {error.strerror}") from None
+    if len(data) > FILE_MAX_BYTES:
+        raise ConfigError(f"{path}: larger than {FILE_MAX_BYTES} bytes")
+    try:
+        table = tomllib.loads(data.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    found: dict[Setting, Any] = {}
+    for key, value in table.items():
+        setting = BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key)}")
+        try:
+            found[setting] = _from_file(setting, value)
+        except SettingError as error:
+            raise ConfigError(f"{path}: {key}: {error}") from None
+    return found
+
+
+def _suggestion(key: str) -> str:
+    close = difflib.get_close_matches(key.replace("_", "-"), BY_NAME, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _from_file(setting: Setting, value: object) -> Any:
+    if setting.many:
+        if not isinstance(value, list):
+            raise SettingError(f"expected a list of {_type_name(setting)}, not {_shown(value)}")
+        return [_one_from_file(setting, item) for item in value]
+    return _one_from_file(setting, value)
+
+
+def _one_from_file(setting: Setting, value: object) -> Any:
+    # bool is a subclass of int: a switch takes true/false only, a number never takes them.
+    if type(value) is not setting.type:
+        raise SettingError(f"expected {_type_name(setting)}, not {_shown(value)}")
+    return value if setting.type is bool else setting.check(value)
+
+
+def _type_name(setting: Setting) -> str:
+    return {int: "a whole number", bool: "true or false", str: "a string"}[setting.type]
+
+
+def _shown(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def server_config(values: Mapping[str, Any]) -> ServerConfig:
+    """The ``ServerConfig`` the values make: each goes where its setting's ``field`` says."""
+    parts: dict[str, dict[str, Any]] = {"": {}, "core": {}, "limits": {}}
+    for setting in SETTINGS:
+        value = values[setting.dest]
+        if not setting.field or value is None:
+            continue
+        if setting.many:
+            value = tuple(value)
+        elif setting.scale != 1:
+            value *= setting.scale
+        part, _, name = setting.field.rpartition(".")
+        parts[part][name] = value
+    limits = parts["limits"]
+    if "idle_timeout_ms" not in limits:
+        heartbeat_ms = parts["core"].get("heartbeat_ms", CoreConfig().heartbeat_ms)
+        limits["idle_timeout_ms"] = IDLE_TIMEOUT_HEARTBEATS * heartbeat_ms
+    return ServerConfig(
+        **parts[""], core=CoreConfig(**parts["core"]), limits=Limits(**parts["limits"])
+    )
+
+
+def describe(resolved: Resolved) -> str:
+    """The settings that are not defaults, and where each came from: one log line."""
+    given = [
+        f"{setting.name} ({origin})"
+        for setting in SETTINGS
+        if (origin := resolved.origins[setting.dest]) != "default"
+    ]
+    return "settings: " + (", ".join(given) if given else "all defaults")

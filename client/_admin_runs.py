@@ -1,0 +1,244 @@
+"""What each operator command of ``leash`` does over the admin socket: a
+function of the ``AdminClient`` and the parsed options that returns what to
+print (a ``Table``, ``Fields``, a line, or a value for ``--json``). The
+commands and their flags are registered in ``leash.client._admin_cli``."""
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from leash.protocol import admin as A
+from leash.protocol.errors import ErrorCode
+
+from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, when
+from ._exceptions import NotFound
+from .admin import AdminClient
+
+Run = Callable[[AdminClient, argparse.Namespace], Any]
+
+
+class UsageError(Exception):
+    """Options that do not go together."""
+
+
+# --- views -------------------------------------------------------------------
+
+
+def ping(admin: AdminClient, options: argparse.Namespace) -> str:
+    started = time.perf_counter()
+    s = admin.stats()
+    took_ms = (time.perf_counter() - started) * 1000
+    return f"pong: {s.version}, up {duration(s.uptime_ms)}, answered in {took_ms:.1f} ms"
+
+
+def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    s = admin.stats()
+    journal = s.journal
+    pairs: list[tuple[str, object]] = [
+        ("version", s.version),
+        ("uptime", duration(s.uptime_ms)),
+        ("epoch", s.epoch),
+        ("jobs", counts(s.jobs)),
+        ("since start", counts(s.totals)),
+        ("connections", s.connections),
+        ("processes", s.processes),
+        ("queues", s.queues),
+        ("journal", f"{journal.bytes} bytes in {journal.segments} files, "
+                    f"last seq {journal.last_seq}"),
+        ("fsync", f"{journal.fsyncs} (p50 {journal.fsync_p50_ms:.2f} ms, "
+                  f"p99 {journal.fsync_p99_ms:.2f} ms)"),
+        ("group commit", f"{journal.commits} writes, "
+                         f"{journal.commit_mean_records:.1f} records each"),
+        ("replay at start", f"{journal.replay_records} records in {journal.replay_s:.3f} s"),
+        ("limits", counts(s.limits)),
+    ]  # fmt: skip
+    return Fields(pairs, s)
+
+
+def queues(admin: AdminClient, options: argparse.Namespace) -> Table:
+    queues = admin.queues()
+    rows = [
+        (q.name, q.ready, q.scheduled, q.in_flight, q.dead, "yes" if q.paused else "",
+         duration(q.latency_ms))
+        for q in queues
+    ]  # fmt: skip
+    headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY")
+    return Table(headers, rows, queues)
+
+
+def busy(admin: AdminClient, options: argparse.Namespace) -> Table:
+    busy = admin.busy()
+    rows = [
+        (p.worker_id, j.id, j.queue, j.type, j.attempt, when(j.leased_ms), when(j.deadline_ms))
+        for p in busy
+        for j in p.jobs
+    ]
+    headers = ("WORKER", "JOB", "QUEUE", "TYPE", "ATTEMPT", "LEASED", "DEADLINE")
+    return Table(headers, rows, busy)
+
+
+def processes(admin: AdminClient, options: argparse.Namespace) -> Table:
+    processes = admin.processes()
+    rows = [
+        (p.worker_id, p.hostname, p.pid, ",".join(p.labels), p.state, when(p.last_seen_ms),
+         p.connections, p.in_flight)
+        for p in processes
+    ]  # fmt: skip
+    headers = ("WORKER", "HOST", "PID", "LABELS", "STATE", "LAST BEAT", "CONNS", "IN FLIGHT")
+    return Table(headers, rows, processes)
+
+
+def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    job = admin.job(options.id)
+    error = job.last_error
+    pairs: list[tuple[str, object]] = [
+        ("id", job.id),
+        ("queue", job.queue),
+        ("type", job.type),
+        ("state", job.state),
+        ("args", msgspec.json.encode(decoded_args(job.args)).decode()),
+        ("priority", job.priority),
+        ("attempts", f"{job.attempt} failed of at most {job.max_attempts}"),
+        ("created", when(job.created_ms)),
+    ]
+    optional: list[tuple[str, object]] = [
+        ("runs at", when(job.run_at_ms) if job.run_at_ms else None),
+        ("held by", job.owner),
+        ("token", job.token),
+        ("deadline", when(job.deadline_ms) if job.deadline_ms else None),
+        ("died", when(job.died_ms) if job.died_ms else None),
+        ("last error", f"{error.type}: {error.message}" if error else None),
+        ("backtrace", error.backtrace if error and error.backtrace else None),
+    ]
+    pairs += [(key, value) for key, value in optional if value is not None]
+    return Fields(pairs, job)
+
+
+def lister(kind: A.ListKind) -> Run:
+    def run(admin: AdminClient, options: argparse.Namespace) -> Table:
+        filter = {"queue": options.queue, "type": options.type, "error": options.error}
+        jobs = list(admin.jobs(kind, most=options.limit, **filter))
+        column = "DIED" if kind == "dead" else "RUNS AT"
+        rows = [
+            (j.id, j.queue, j.type, j.attempt, when(j.died_ms if kind == "dead" else j.run_at_ms),
+             error_text(j))
+            for j in jobs
+        ]  # fmt: skip
+        return Table(("JOB", "QUEUE", "TYPE", "FAILED", column, "LAST ERROR"), rows, jobs)
+
+    return run
+
+
+# --- operations --------------------------------------------------------------
+
+
+def pause(admin: AdminClient, options: argparse.Namespace) -> str:
+    try:
+        admin.pause(options.queue, create=options.create)
+    except NotFound:
+        raise NotFound(
+            ErrorCode.NOT_FOUND,
+            f"no queue {options.queue!r} (it has no jobs); --create pauses it ahead of time",
+        ) from None
+    return f"{options.queue}: paused"
+
+
+def resume(admin: AdminClient, options: argparse.Namespace) -> str:
+    admin.resume(options.queue)
+    return f"{options.queue}: resumed"
+
+
+def control(state: A.ProcessControl) -> Run:
+    def run(admin: AdminClient, options: argparse.Namespace) -> str:
+        admin.control(options.worker_id, state)
+        return f"{options.worker_id}: asked to {state}"
+
+    return run
+
+
+def job_op(verb: str) -> Run:
+    def run(admin: AdminClient, options: argparse.Namespace) -> str:
+        (admin.kill_job if verb == "kill" else admin.delete_job)(options.id)
+        return f"{options.id}: {'killed' if verb == 'kill' else 'deleted'}"
+
+    return run
+
+
+def requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
+    filter = {"queue": options.queue, "type": options.type, "error": options.error}
+    bulk = options.dead or options.retrying
+    if bulk == (options.id is not None):
+        raise UsageError("give a job id, or --dead or --retrying (with filters)")
+    if options.id is not None:
+        if any(filter.values()):
+            raise UsageError("--queue, --type and --error go with --dead or --retrying")
+        admin.requeue_job(options.id)
+        return f"{options.id}: requeued"
+    ids = admin.requeue_jobs("dead" if options.dead else "retrying", **filter)
+    if options.json:
+        return ids
+    return f"requeued {len(ids)} job{'s' if len(ids) != 1 else ''}"
+
+
+def batches(admin: AdminClient, options: argparse.Namespace) -> Table:
+    batches = list(admin.batches(options.state, most=options.limit))
+    rows = [
+        (b.id, b.state, b.total, b.pending, b.failures, b.dead, b.children, when(b.created_ms),
+         when(b.finished_ms), b.description)
+        for b in batches
+    ]  # fmt: skip
+    headers = ("BATCH", "STATE", "TOTAL", "PENDING", "FAILURES", "DEAD", "CHILDREN", "CREATED",
+               "FINISHED", "DESCRIPTION")  # fmt: skip
+    return Table(headers, rows, batches)
+
+
+def batch(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    b = admin.batch(options.id, limit=options.limit)
+    fired = ", ".join(f"{f.kind} at {when(f.at_ms)} ({f.job_id})" for f in b.fired)
+    members = "; ".join(
+        f"{m.id} {m.state}" + (f" held by {m.owner}" if m.owner else "") for m in b.members
+    )
+    pairs: list[tuple[str, object]] = [
+        ("id", b.id),
+        ("state", b.state + (" (succeeded)" if b.succeeded else "")),
+        ("description", b.description),
+        ("members", f"total {b.total}, pending {b.pending}, failures {b.failures}, "
+                    f"dead {b.dead}, deleted {b.deleted}"),
+        ("children", f"{b.children}, {b.children_pending} unfinished"),
+        ("parent", b.parent),
+        ("callbacks", ", ".join(b.callbacks) or "none"),
+        ("fired", fired or "none yet"),
+        ("created", when(b.created_ms)),
+        ("finished", when(b.finished_ms) or None),
+        ("expires", when(b.expires_ms)),
+        ("unfinished", (members + (" ..." if b.more_members else "")) or None),
+    ]  # fmt: skip
+    pairs = [(key, value) for key, value in pairs if value is not None]
+    return Fields(pairs, b)
+
+
+def delete_batch(admin: AdminClient, options: argparse.Namespace) -> str:
+    admin.delete_batch(options.id)
+    return f"{options.id}: deleted"
+
+
+def fsck(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    report = admin.fsck()
+    problems = "none" if not report.problems else "\n  " + "\n  ".join(report.problems)
+    pairs: list[tuple[str, object]] = [
+        ("checked", f"{report.jobs} jobs, {report.batches} batches"),
+        ("problems", problems + (" ..." if report.more else "")),
+    ]
+    return Fields(pairs, report)
+
+
+def compact(admin: AdminClient, options: argparse.Namespace) -> Fields:
+    done = admin.compact()
+    pairs: list[tuple[str, object]] = [
+        ("snapshot through seq", done.through_seq),
+        ("journal", f"{done.journal_bytes} bytes on disk"),
+    ]
+    return Fields(pairs, done)

@@ -1,0 +1,43 @@
+"""Checked numbers for the ``leash`` command's flags: a value out of range is
+refused with the range (``--port: must be between 1 and 65535, not 99999``),
+never clamped."""
+
+import argparse
+from collections.abc import Callable
+from typing import TypeVar
+
+N = TypeVar("N", int, float)
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        return _within(value, low, high)
+
+    return parse
+
+
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of seconds from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        if value != value:  # NaN compares false with everything
+            raise argparse.ArgumentTypeError("expected a number, not NaN")
+        return _within(value, low, high)
+
+    return parse
+
+
+def _within(value: N, low: N, high: N) -> N:
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {value:g}")
+    return value
