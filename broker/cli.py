@@ -159,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
     )
     serve_cmd.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     _add_security_flags(serve_cmd)
+    _add_faktory_flags(serve_cmd)
     _add_limit_flags(serve_cmd)
     journal_cmd = commands.add_parser("journal", help="offline journal tools")
     journal_cmd.add_argument("tool", choices=sorted(_TOOLS), help="verify, dump or compact")
@@ -211,6 +212,38 @@ def _add_security_flags(serve_cmd: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert")
     group.add_argument(
         "--tls-client-ca", metavar="PATH", help="PEM CAs; clients must present a certificate"
+    )
+
+
+def _add_faktory_flags(serve_cmd: argparse.ArgumentParser) -> None:
+    group = serve_cmd.add_argument_group("Faktory's work protocol (see docs/faktory.md)")
+    group.add_argument(
+        "--faktory-port",
+        type=_bounded(0, 65535),
+        default=None,
+        metavar="PORT",
+        help="also speak Faktory's protocol on this port of --host (default: off; "
+        "Faktory's own is 7419; 0 picks one)",
+    )
+    group.add_argument(
+        "--faktory-password-file",
+        metavar="PATH",
+        help="the password Faktory clients give (mode 0600); the keys of --key-file are "
+        "passwords too (their secrets, in hex)",
+    )
+    group.add_argument(
+        "--faktory-allow-mutate",
+        action="store_true",
+        help="MUTATE and FLUSH for every Faktory client, not only for keys with role admin "
+        "(the clients' own test suites FLUSH between tests)",
+    )
+    group.add_argument(
+        "--faktory-process-ttl-ms",
+        type=_bounded(HEARTBEAT_MIN_MS, 3_600_000),
+        default=_CORE.faktory_process_ttl_ms,
+        metavar="MS",
+        help="a Faktory consumer with no sign of life for this long is dead "
+        f"(default {_CORE.faktory_process_ttl_ms}; they BEAT every 15 s)",
     )
 
 
@@ -297,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         admin_uids=tuple(args.admin_uid),
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        faktory_port=args.faktory_port,
+        faktory_password_file=args.faktory_password_file,
+        faktory_allow_mutate=args.faktory_allow_mutate,
         segment_bytes=args.segment_bytes,
         snapshot_min_bytes=args.snapshot_min_bytes,
         disk_low_bytes=args.disk_low_bytes,
@@ -306,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             dead_max_age_ms=args.dead_max_age_s * 1000,
             heartbeat_ms=args.heartbeat_ms,
             process_ttl_ms=args.process_ttl_ms,
+            faktory_process_ttl_ms=args.faktory_process_ttl_ms,
             reconnect_grace_ms=args.reconnect_grace_ms,
             terminate_grace_ms=args.terminate_grace_ms,
             batch_open_timeout_ms=args.batch_open_timeout_ms,

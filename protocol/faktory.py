@@ -14,8 +14,8 @@ to answer, and the next line is read as usual.
 
 Replies are RESP (the Redis protocol): ``+OK``, a bulk string (``$``
 length, the bytes) or ``$-1`` for nothing, and errors ``-CODE message``,
-where CODE is ``ERR`` for malformed input, as Faktory has it, and the Leash
-error code in capitals otherwise (``-STALE_LEASE ...``).
+where CODE is ``ERR`` for malformed input and a wrong password, as Faktory
+has it, and the Leash error code in capitals otherwise (``-STALE_LEASE ...``).
 
 Passwords: a server that wants one sends a salt ``s`` and a count ``i`` in
 its ``HI``; the client answers with the hex of SHA-256 applied ``i`` times,
@@ -239,7 +239,7 @@ class CommandDecoder:
             return
         buffer = self._buffer
         buffer += data
-        limit = self.max_frame_bytes + len(CRLF)
+        limit = self.max_frame_bytes + 1  # an unfinished line may end in its CR
         if len(buffer) - self._scanned > limit:
             end = buffer.rfind(b"\n", self._scanned)
             start = self._pos if end < 0 else end + 1  # where the unfinished line starts
@@ -254,7 +254,7 @@ class CommandDecoder:
         end = buffer.find(b"\n", max(start, self._scanned))
         if end < 0:
             self._scanned = len(buffer)
-            if self._overflow or len(buffer) - start > self.max_frame_bytes + len(CRLF):
+            if self._overflow or len(buffer) - start > self.max_frame_bytes + 1:
                 raise ProtocolError(ErrorCode.TOO_LARGE, self._too_long(), fatal=True)
             if start:
                 del buffer[:start]
@@ -439,9 +439,14 @@ def encode_reply(reply: Reply) -> bytes:
     raise AssertionError(f"not a reply of this protocol: {reply!r}")
 
 
+# Faktory's ERR: malformed input, and a wrong password ("ERR Invalid password"
+# is what its clients look for).
+_ERR_CODES: Final = frozenset((ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_OP, ErrorCode.AUTH_FAILED))
+
+
 def error_line(code: str, message: str) -> bytes:
     """``-CODE message``: ERR for malformed input, else the Leash code in capitals."""
-    word = "ERR" if code in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_OP) else code.upper()
+    word = "ERR" if code in _ERR_CODES else code.upper()
     text = " ".join(message.split())  # one line, whatever the message held
     return f"-{word} {text}".encode() + CRLF
 

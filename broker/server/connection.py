@@ -17,7 +17,8 @@ The hot path only bumps two counters (``in_flight`` and ``frames_out``;
 the frames read are their sum) and tests one field (``paused``, which a close
 sets too); ``guard.Guard`` reads them in its sweep to enforce the
 deadlines. It holds no job semantics; everything it decodes goes to
-``Broker.handle``.
+``handler`` (``Broker.handle``; faktory.py's connection speaks another
+protocol through the same machinery: its own decoder, encoding and handler).
 
 Replies are coalesced: ``send`` encodes a reply into the connection's
 outbound list, and the broker ``flush``es every connection that has one at
@@ -31,7 +32,7 @@ outbound bytes counts the queue with the transport's buffer.
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode, ProtocolError
@@ -70,7 +71,9 @@ class Connection(asyncio.Protocol):
         "frame_mark",
         "frame_since_s",
         "frames_out",
+        "handler",
         "host",
+        "idle_timeout_ms",
         "in_flight",
         "info",
         "max_in_flight",
@@ -101,6 +104,8 @@ class Connection(asyncio.Protocol):
         self.closed_s = 0.0
         self.admitted = False  # counted by the guard
         self.max_in_flight = broker.config.limits.max_in_flight
+        self.idle_timeout_ms = broker.config.limits.idle_timeout_ms  # 0: never (guard.py)
+        self.handler = broker.handle  # takes each frame's body
         # Counters of the hot path, and the marks the guard's sweep keeps.
         self.frames_out = self.in_flight = 0
         self.seen_in = self.seen_out = 0
@@ -146,7 +151,7 @@ class Connection(asyncio.Protocol):
         decoder.feed(data)
         if self.paused:
             return  # kept until the pause ends (see _continue)
-        handle, max_in_flight = self.broker.handle, self.max_in_flight
+        handle, max_in_flight = self.handler, self.max_in_flight
         while True:
             try:
                 body = decoder.next_frame()
@@ -177,18 +182,26 @@ class Connection(asyncio.Protocol):
 
     # --- replies out ------------------------------------------------------------
 
-    def send(self, reply: M.Reply) -> None:
+    def encode(self, reply: Any) -> bytes:
+        """A reply as it goes on the wire: a frame of msgpack."""
+        return encode_frame(M.encoder.encode(reply))
+
+    def nothing(self, request: Any) -> Any:
+        """The answer to a held fetch whose wait ended: no jobs."""
+        return M.Jobs(request.rid, [])
+
+    def send(self, reply: Any) -> None:
         """Queue the reply to a request read from this connection (see ``flush``)."""
         if self.closed:
             return
         if self.paused:
             self._send_while_paused(reply)
             return
-        self._queue(encode_frame(M.encoder.encode(reply)))
+        self._queue(self.encode(reply))
         self.frames_out += 1
         self.in_flight -= 1
 
-    def _send_while_paused(self, reply: M.Reply) -> None:
+    def _send_while_paused(self, reply: Any) -> None:
         """``send`` off the hot path: abort rather than queue past max_outbound_bytes
         while writes are paused; resume reading once half the requests are answered."""
         transport = self.transport
@@ -202,7 +215,7 @@ class Connection(asyncio.Protocol):
             self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
             self.abort()
             return
-        self._queue(encode_frame(M.encoder.encode(reply)))
+        self._queue(self.encode(reply))
         self.frames_out += 1
         self.in_flight -= 1
         if self.paused & PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
@@ -227,10 +240,10 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
-    def close_with(self, reply: M.Reply) -> None:
+    def close_with(self, reply: Any) -> None:
         """Send a last reply and close (after it is flushed)."""
         if not self.closed and self.transport is not None:
-            self.out.append(encode_frame(M.encoder.encode(reply)))
+            self.out.append(self.encode(reply))
         self.close()  # flushes
 
     def refuse(self, code: ErrorCode, message: str) -> None:
