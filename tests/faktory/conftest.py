@@ -7,9 +7,9 @@ import pytest
 
 from leash.client.admin import AdminClient
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.conftest import launch_broker
+from tests.integration.conftest import launch_broker, tls_files
 
-__all__ = ["admin", "broker", "launch", "launch_broker"]  # launch_broker: a fixture, imported
+__all__ = ["admin", "broker", "launch", "launch_broker", "tls_files"]  # fixtures imported
 
 Launch = Callable[..., BrokerProcess]
 

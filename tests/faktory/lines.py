@@ -7,6 +7,7 @@ line, read RESP replies one at a time (``+text``, ``-error``, ``$`` bulk or
 
 import json
 import socket
+import ssl
 from typing import Any, NamedTuple
 
 from leash.protocol import faktory as F
@@ -27,8 +28,12 @@ class Reply(NamedTuple):
 
 
 class Lines:
-    def __init__(self, port: int, timeout_s: float = WAIT_S) -> None:
+    def __init__(
+        self, port: int, timeout_s: float = WAIT_S, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1")
         self.buffer = b""
         self.timeout_s = timeout_s
 

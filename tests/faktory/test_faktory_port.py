@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from leash.client import Client
+from leash.client import Client, tls_context
 from leash.client.admin import AdminClient
 from leash.protocol import faktory as F
 from leash.protocol.auth import Key
@@ -20,6 +20,7 @@ from tests.faktory.conftest import Launch
 from tests.faktory.lines import Lines, Reply
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import key_file, new_key
+from tests.integration.tls_certs import TlsFiles
 
 pytestmark = pytest.mark.timeout(90)
 OK = Reply("+", "OK", None)
@@ -224,6 +225,35 @@ def test_keys_are_passwords_and_only_an_admin_key_may_mutate(
         lines.ok("FLUSH")
     with Client("127.0.0.1", broker.port, key=plain) as client:  # the Leash port: keys as ever
         assert client.push("t")
+
+
+def test_sighup_reloads_the_password_file(launch: Launch, tmp_path: Path) -> None:
+    path = password_file(tmp_path, "first")
+    broker = launch("--faktory-password-file", path, *FAST_FAIL)
+    password_file(tmp_path, "second")
+    os.kill(broker.pid, 1)  # SIGHUP
+    assert broker.wait_for_log(f"password file {path} reloaded")
+    with Lines(broker.faktory_port) as lines:
+        lines.hello(password="second")
+    Path(path).write_text("")
+    os.kill(broker.pid, 1)
+    assert broker.wait_for_log("password file not reloaded, the old password stays in force")
+    with Lines(broker.faktory_port) as lines:
+        lines.hello(password="second")
+
+
+def test_the_faktory_port_speaks_tls_when_the_broker_does(
+    launch: Launch, tls_files: TlsFiles
+) -> None:
+    broker = launch("--tls-cert", tls_files.server_cert, "--tls-key", tls_files.server_key)
+    assert broker.wait_for_log("faktory protocol on") and broker.wait_for_log("(TLS,")
+    with Lines(broker.faktory_port, tls=tls_context(tls_files.ca)) as lines:
+        lines.hello(wid="tls-wid-01")
+        lines.ok("PUSH", unit("tls-job-001"))
+        assert lines.command("FETCH", "default").json["jid"] == "tls-job-001"
+    with Lines(broker.faktory_port) as plain:  # no TLS: no HI, and closed
+        assert plain.closed()
+        assert plain.buffer == b""
 
 
 def test_the_faktory_port_does_not_loosen_protected_mode(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from leash.broker.core import grows_state
 from leash.broker.core import processes as P
 from leash.broker.core.faktory import Outcome, unit_json
 from leash.protocol import admin as A
@@ -236,6 +237,13 @@ def test_a_faktory_consumer_has_the_faktory_ttl_and_a_restart_gives_the_longest(
     assert {p.beat_deadline_ms for p in core.state.processes.values()} == {
         START_MS + 60 * SECOND_MS
     }
+
+
+def test_a_broker_low_on_disk_refuses_faktory_pushes_and_serves_the_rest() -> None:
+    growing = [command(b'PUSH {"jid":"job-00001","jobtype":"t","args":[]}'), command(b"PUSHB []")]
+    assert all(grows_state(request) for request in growing)
+    others = [F.Fetch(["q"]), F.Ack("j"), F.Fail("j", M.ErrorInfo()), F.Beat("w", "")]
+    assert not any(grows_state(request) for request in others)
 
 
 def test_jobs_cross_the_protocols_both_ways() -> None:
