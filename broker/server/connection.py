@@ -32,7 +32,8 @@ outbound bytes counts the queue with the transport's buffer.
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode, ProtocolError
@@ -53,6 +54,20 @@ PAUSED_FOR_IN_FLIGHT = 2
 PAUSED_FOR_GOOD = 4  # doomed: nothing more is read
 PAUSED_CLOSED = 8  # set with closed, so the hot path tests one field
 OUT_FLUSH_BYTES = 64 * 1024  # queued replies written before the end of the turn
+
+
+class Decoder(Protocol):
+    """What a connection needs of its protocol's decoder (frames.FrameDecoder;
+    faktory.CommandDecoder): bytes in, the next request (or None) out."""
+
+    max_frame_bytes: int
+
+    @property
+    def in_frame(self) -> bool: ...
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def next_frame(self) -> Any: ...
 
 
 class Connection(asyncio.Protocol):
@@ -92,7 +107,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
-        self.decoder = FrameDecoder(HANDSHAKE_FRAME_MAX_BYTES)
+        self.decoder: Decoder = FrameDecoder(HANDSHAKE_FRAME_MAX_BYTES)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.host = "?"  # the peer's address without the port
@@ -105,7 +120,7 @@ class Connection(asyncio.Protocol):
         self.admitted = False  # counted by the guard
         self.max_in_flight = broker.config.limits.max_in_flight
         self.idle_timeout_ms = broker.config.limits.idle_timeout_ms  # 0: never (guard.py)
-        self.handler = broker.handle  # takes each frame's body
+        self.handler: Callable[[Any, Any], None] = broker.handle  # takes each frame's body
         # Counters of the hot path, and the marks the guard's sweep keeps.
         self.frames_out = self.in_flight = 0
         self.seen_in = self.seen_out = 0

@@ -26,7 +26,7 @@ import logging
 import resource
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from leash.broker import core
 from leash.broker.core.state import DEAD, LEASED, READY, RETRYING, SCHEDULED
@@ -53,13 +53,14 @@ _NOT_ALLOWED = (
 
 
 class FaktoryConnection(Connection):
-    __slots__ = ("admin", "front", "identified", "salt")
+    __slots__ = ("admin", "front", "identified", "lines", "salt")
 
     def __init__(self, broker: Broker, front: "FaktoryFront") -> None:
         super().__init__(broker)
         limits = broker.config.limits
-        self.decoder = F.CommandDecoder(HANDSHAKE_FRAME_MAX_BYTES, limits.max_args_bytes)  # type: ignore[assignment]
-        self.handler = front.handle  # type: ignore[assignment]
+        self.lines = F.CommandDecoder(HANDSHAKE_FRAME_MAX_BYTES, limits.max_args_bytes)
+        self.decoder = self.lines
+        self.handler = front.handle
         self.max_in_flight = 1  # one command at a time: replies go in order
         self.idle_timeout_ms = 0
         self.front = front
@@ -98,7 +99,7 @@ class FaktoryConnection(Connection):
             self._read_ahead_check()
 
     def _read_ahead_check(self) -> None:
-        if self.decoder.buffered_bytes > self.decoder.max_frame_bytes:
+        if self.lines.buffered_bytes > self.lines.max_frame_bytes:
             super()._pause(PAUSED_FOR_IN_FLIGHT)
 
     def nothing(self, request: Any) -> Any:
@@ -136,6 +137,8 @@ class FaktoryFront:
             case F.Hello():
                 message = "HELLO comes once, first"
                 self.broker.reply(connection, M.Error(0, ErrorCode.BAD_REQUEST, message))
+            case _:
+                assert_never(command)
 
     # --- the handshake --------------------------------------------------------------
 

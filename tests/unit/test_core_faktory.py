@@ -12,6 +12,7 @@ from leash.broker.core import processes as P
 from leash.broker.core.faktory import Outcome, unit_json
 from leash.protocol import admin as A
 from leash.protocol import faktory as F
+from leash.protocol import faktory_units as U
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import SECOND_MS, START_MS, WORKER, Core, args
@@ -191,8 +192,8 @@ def test_a_jid_may_start_with_an_underscore_unless_it_looks_like_a_broker_id() -
     push(core, {"jid": "_Zb-9_xYzq2"})
     assert core.state.counter == counter, "a client's id takes no number of the counter"
     for jid in ("_1.2abcdefg", "_cb:abcdefg"):
-        with pytest.raises(F.UnitError, match="broker's own ids"):
-            F.parse_unit(msgspec.json.encode({"jid": jid, "jobtype": "t", "args": []}), 100)
+        with pytest.raises(U.UnitError, match="broker's own ids"):
+            U.parse_unit(msgspec.json.encode({"jid": jid, "jobtype": "t", "args": []}), 100)
 
 
 def test_fetch_tries_the_queues_in_order_and_a_quiet_process_gets_nothing() -> None:
