@@ -6,6 +6,7 @@
 # so protected mode requires the key file (clients connect with the same key).
 # TLS: mount a certificate and key and add --tls-cert/--tls-key to the command.
 # Only on a network you trust entirely: docker run ... leash --insecure-no-auth
+# Faktory's clients too: add -p 7419:7419 and --faktory-port 7419 (docs/faktory.md).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -222,7 +222,8 @@ class FaktoryFront:
 
     def _operate(self, connection: FaktoryConnection, verb: str, step: "Step") -> None:
         """Run an operator's command round by round, one round a turn of the
-        loop; answer once the last round's records are durable."""
+        loop, to its end even if its client goes away meanwhile; answer once
+        the last round's records are durable."""
         broker = self.broker
         if not connection.admin:
             refusal = _NOT_ALLOWED.format(verb=verb)
@@ -232,7 +233,7 @@ class FaktoryFront:
 
         def run(start: object) -> None:
             nonlocal changed
-            if connection.closed or broker.stopping:
+            if broker.stopping:
                 return  # what the rounds so far did stays done, and journalled
             if broker.committer.failed is not None:
                 broker.reply(connection, M.Error(0, ErrorCode.JOURNAL_FAILED, "journal failed"))
