@@ -8,6 +8,7 @@
 # so protected mode requires the key file (clients connect with the same key).
 # TLS: mount a certificate and its key and set LEASH_TLS_CERT and LEASH_TLS_KEY.
 # Only on a network you trust entirely: -e LEASH_KEY_FILE= -e LEASH_INSECURE_NO_AUTH=true
+# Faktory's clients too: add -p 7419:7419 and -e LEASH_FAKTORY_PORT=7419 (docs/faktory.md).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./

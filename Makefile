@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+NODE_STAMP := tests/faktory/node_modules/.installed
 
-.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick clean
+.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick clean faktory-clients
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -23,8 +24,19 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data (flags: ARGS="--port 7500")
 	$(VENV)/bin/leash serve $(ARGS)
 
-test: $(STAMP)  ## the whole test suite (under 10 minutes on 2 cores)
+test: $(STAMP) faktory-clients  ## the whole test suite (under 10 minutes on 2 cores)
 	$(PY) -m pytest -q
+
+# Faktory's Node client for the Faktory-protocol tests (tests/faktory/package.json)
+# comes from npm into tests/faktory/node_modules; the Python ones are in the
+# test extra. Without npm or its registry the tests that need the Node client
+# are skipped, saying why (CI requires them: .ci/run).
+faktory-clients: $(NODE_STAMP)
+
+$(NODE_STAMP): tests/faktory/package.json
+	@cd tests/faktory && timeout 300 npm install --no-package-lock --no-audit --no-fund \
+		--loglevel=error >/dev/null 2>&1 && touch node_modules/.installed \
+		|| echo "npm could not install tests/faktory's packages: the Node client's tests are skipped"
 
 fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about 8 minutes)
 	LEASH_KILL9_CYCLES=200 $(PY) -m pytest -q -s --timeout 1800 tests/fault/test_kill9.py
@@ -51,4 +63,4 @@ bench-quick: $(BENCH_STAMP)  ## a one-minute smoke run of the same harness (benc
 	$(PY) -m bench --quick
 
 clean:
-	rm -rf $(VENV) leash-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) leash-data .pytest_cache .mypy_cache .ruff_cache tests/faktory/node_modules

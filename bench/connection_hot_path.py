@@ -58,6 +58,27 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def pushes(client: Client, n: int) -> None:
+    for index in range(n):
+        client.push("bench", [index], queue="hot")
+
+
+def fetch_acks(client: Client, n: int) -> None:
+    for _ in range(n):
+        job = client.fetch("hot")
+        assert job is not None
+        client.ack(job)
+
+
+def timed(pid: int, requests: int, body: Callable[[], None]) -> tuple[float, float]:
+    """Run ``body`` (``requests`` requests): requests per second, and the
+    broker's (``pid``) CPU time per request in microseconds."""
+    cpu_before_s, started_s = cpu_s(pid), time.perf_counter()
+    body()
+    elapsed_s, cpu_used_s = time.perf_counter() - started_s, cpu_s(pid) - cpu_before_s
+    return requests / elapsed_s, cpu_used_s / requests * 1e6
+
+
 class Round:
     def __init__(self, port: int, pid: int, n: int) -> None:
         self.port, self.pid, self.n = port, pid, n
@@ -66,26 +87,12 @@ class Round:
 
     def run(self) -> "Round":
         with Client("127.0.0.1", self.port) as client:
-            self._phase("push", self.n, lambda: self._pushes(client))
-            self._phase("fetch+ack", 2 * self.n, lambda: self._fetch_acks(client))
+            self._phase("push", self.n, lambda: pushes(client, self.n))
+            self._phase("fetch+ack", 2 * self.n, lambda: fetch_acks(client, self.n))
         return self
 
     def _phase(self, name: str, requests: int, body: Callable[[], None]) -> None:
-        cpu_before_s, started_s = cpu_s(self.pid), time.perf_counter()
-        body()
-        elapsed_s, cpu_used_s = time.perf_counter() - started_s, cpu_s(self.pid) - cpu_before_s
-        self.rates[name] = requests / elapsed_s
-        self.cpu_us[name] = cpu_used_s / requests * 1e6
-
-    def _pushes(self, client: Client) -> None:
-        for index in range(self.n):
-            client.push("bench", [index], queue="hot")
-
-    def _fetch_acks(self, client: Client) -> None:
-        for _ in range(self.n):
-            job = client.fetch("hot")
-            assert job is not None
-            client.ack(job)
+        self.rates[name], self.cpu_us[name] = timed(self.pid, requests, body)
 
 
 def main() -> None:

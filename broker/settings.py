@@ -410,6 +410,46 @@ _SECURITY = [
     ),
 ]
 
+_FAKTORY = [
+    _int(
+        "--faktory-port",
+        None,
+        0,
+        PORT_MAX,
+        "also speak Faktory's work protocol on this port of --host (unset: off; "
+        "Faktory's own is 7419; 0 picks one)",
+        field="faktory_port",
+        group="faktory",
+    ),
+    Setting(
+        "--faktory-password-file",
+        "the password Faktory clients give (mode 0600); the keys of --key-file are "
+        "passwords too (their secrets, in hex)",
+        None,
+        field="faktory_password_file",
+        metavar="PATH",
+        group="faktory",
+    ),
+    Setting(
+        "--faktory-allow-mutate",
+        "MUTATE and FLUSH for every Faktory client, not only for keys with role admin "
+        "(the clients' own test suites FLUSH between tests)",
+        False,
+        field="faktory_allow_mutate",
+        type=bool,
+        group="faktory",
+    ),
+    _int(
+        "--faktory-process-ttl-ms",
+        _CORE.faktory_process_ttl_ms,
+        HEARTBEAT_MIN_MS,
+        HOUR_MS,
+        "a Faktory consumer with no sign of life for this long is dead (they BEAT every 15 s)",
+        field="core.faktory_process_ttl_ms",
+        group="faktory",
+    ),
+]
+
 _LIMIT_SETTINGS = [
     _limit("--max-connections", 1, COUNT_MAX, "open connections"),
     _limit("--max-unauthenticated", 1, COUNT_MAX, "connections not yet through the handshake"),
@@ -434,13 +474,21 @@ _LIMIT_SETTINGS = [
     _limit("--auth-fail-delay-ms", 0, 60_000, "before answering a failed authentication"),
 ]
 
-SETTINGS: tuple[Setting, ...] = (*_BROKER, *_JOURNAL, *_OPERATIONS, *_SECURITY, *_LIMIT_SETTINGS)
+SETTINGS: tuple[Setting, ...] = (
+    *_BROKER,
+    *_JOURNAL,
+    *_OPERATIONS,
+    *_SECURITY,
+    *_FAKTORY,
+    *_LIMIT_SETTINGS,
+)
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 GROUPS = {
     "broker": "the broker",
     "journal": "the journal",
     "operations": "operations",
     "security": "security (see README: Security)",
+    "faktory": "Faktory's work protocol (see docs/faktory.md)",
     "limits": "limits per connection (see docs/protocol.md §10.1)",
 }
 assert len(BY_NAME) == len(SETTINGS), "two settings with one name"

@@ -6,6 +6,7 @@
     leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
     leash keygen [--id ID] [--out F] print (or append to F) a new random key
+                 [--role admin]      (admin: may MUTATE and FLUSH on the Faktory port)
     leash completion bash|zsh        print the shell completion script
 
 ``leash worker`` imports MODULE, a dotted module name (the current directory
@@ -188,6 +189,12 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--out", default=None, help="append to this key file (made mode 0600) instead of printing"
     )
+    keygen.add_argument(
+        "--role",
+        choices=["admin"],
+        default=None,
+        help="admin: may also MUTATE and FLUSH on the Faktory port (docs/faktory.md)",
+    )
     keygen.set_defaults(run=_run_keygen)
 
     completion = commands.add_parser(
@@ -256,7 +263,7 @@ def _run_keygen(options: argparse.Namespace) -> int:
         not_after = datetime.fromisoformat(options.not_after)
         if not_after.tzinfo is None:
             raise CliError("--not-after needs a time zone, e.g. 2027-01-01T00:00:00Z")
-    key = Key(key_id, secrets.token_bytes(KEY_SECRET_MIN_BYTES), not_after)
+    key = Key(key_id, secrets.token_bytes(KEY_SECRET_MIN_BYTES), not_after, options.role or "")
     text = key_file_text(key)
     if options.out is None:
         sys.stdout.write(text)

@@ -25,7 +25,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -49,6 +49,7 @@ class Key:
     id: str
     secret: bytes = field(repr=False)
     not_after: datetime | None = None  # aware; the key is refused after this instant
+    role: str = ""  # "admin": may also do what an operator does from the Faktory port
 
     def live(self, now: datetime) -> bool:
         return self.not_after is None or now <= self.not_after
@@ -90,10 +91,14 @@ def proof_matches(expected: bytes, given: bytes) -> bool:
 KeyId = Annotated[str, Meta(min_length=1, max_length=L.KEY_ID_MAX_CHARS, pattern=KEY_ID_PATTERN)]
 
 
+ADMIN_ROLE = "admin"
+
+
 class _KeyEntry(msgspec.Struct, forbid_unknown_fields=True):
     id: KeyId
     secret: str
     not_after: Annotated[datetime, Meta(tz=True)] | None = None
+    role: Literal["admin"] | None = None
 
 
 class _KeyFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,7 +128,8 @@ def parse_key_file(text: bytes, path: str) -> list[Key]:
         where = f"key file {path}, key {entry.id!r} ($.keys[{index}])"
         if any(key.id == entry.id for key in keys):
             raise KeyFileError(f"{where}: the id is used twice")
-        keys.append(Key(entry.id, _secret_bytes(entry.secret, where), entry.not_after))
+        secret = _secret_bytes(entry.secret, where)
+        keys.append(Key(entry.id, secret, entry.not_after, entry.role or ""))
     return keys
 
 
@@ -159,4 +165,6 @@ def key_file_text(key: Key) -> str:
     lines = ["[[keys]]", f'id = "{key.id}"', f'secret = "{key.secret.hex()}"']
     if key.not_after is not None:
         lines.append(f"not_after = {key.not_after.isoformat().replace('+00:00', 'Z')}")
+    if key.role:
+        lines.append(f'role = "{key.role}"')
     return "\n".join(lines) + "\n"

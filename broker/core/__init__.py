@@ -9,9 +9,12 @@ from leash.broker.core.checks import check_invariants
 from leash.broker.core.common import Rejected
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.decide import Outcome, boot, decide, has_ready, job_view, roll_due
+from leash.broker.core.faktory import Outcome as FaktoryOutcome
+from leash.broker.core.faktory import decide_faktory
+from leash.broker.core.faktory_mutate import Round, flush_round, mutate_round
 from leash.broker.core.growth import grows_state
 from leash.broker.core.processes import detach, hold_ms, info_of, touch
-from leash.broker.core.records import Record, record_decoder, record_encoder
+from leash.broker.core.records import ProcessInfo, Record, record_decoder, record_encoder
 from leash.broker.core.replay import Replay
 from leash.broker.core.state import State, canonical
 from leash.broker.core.tally import TOTALS, tally
@@ -21,10 +24,13 @@ from leash.broker.core.views import list_jobs, queue_views
 __all__ = [
     "TOTALS",
     "CoreConfig",
+    "FaktoryOutcome",
     "Outcome",
+    "ProcessInfo",
     "Record",
     "Rejected",
     "Replay",
+    "Round",
     "State",
     "apply",
     "boot",
@@ -32,13 +38,16 @@ __all__ = [
     "check_invariants",
     "decide",
     "decide_admin",
+    "decide_faktory",
     "detach",
+    "flush_round",
     "grows_state",
     "has_ready",
     "hold_ms",
     "info_of",
     "job_view",
     "list_jobs",
+    "mutate_round",
     "next_due_ms",
     "queue_views",
     "record_decoder",

@@ -64,6 +64,14 @@ def _pushed(state: State, record: R.JobsPushed) -> None:
     state.counter = counted(record.counter_after)
 
 
+def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
+    push_jobs(state, record.jobs, join=True)
+    for new, kept in zip(record.jobs, record.kept, strict=True):
+        job = state.jobs.thaw(new.id)  # the Job object just made
+        job.extra, job.discard_dead = kept.extra, kept.discard_dead
+    state.counter = counted(record.counter_after)
+
+
 # Leases and acks are most of a busy journal: lease_job and ack_job do what
 # _unready, _set_state and _remove do, written out (one call per grant or
 # lease, none per step); the replay of the journal (replay.py) calls them
@@ -173,7 +181,7 @@ def _killed(state: State, record: R.JobKilled) -> None:
 
 def _requeued(state: State, record: R.JobRequeued) -> None:
     job = state.jobs.thaw(record.id)
-    assert job.state in (DEAD, RETRYING), job
+    assert job.state in (DEAD, RETRYING, SCHEDULED), job  # scheduled: Faktory's MUTATE
     if job.state == DEAD:
         job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
     job.run_at_ms = 0
@@ -285,6 +293,7 @@ Handler = Callable[[State, Any], None]
 # Every kind of record: its handler, and the purges it needs.
 _BY_KIND: Final[dict[type, tuple[Handler, tuple[Purge, ...]]]] = {
     R.JobsPushed: (_pushed, ()),
+    R.KeptJobsPushed: (_pushed_kept, ()),
     R.JobsLeased: (_leased_jobs, ()),
     R.JobsAcked: (_acked, (purge_deadlines, purge_batch_deadlines)),
     R.AttemptsFailed: (_failed, PURGES),
@@ -353,6 +362,8 @@ def _fail(state: State, failure: R.Failure) -> None:
     if failure.retry_at_ms is None:
         assert job.failures >= job.max_attempts, job
         _die(state, job, failure.at_ms)
+        if job.discard_dead:  # a death of its own attempts forgets it (an operator's kill does not)
+            _remove(state, job)
         return
     _set_state(state, job, RETRYING)
     job.run_at_ms = failure.retry_at_ms

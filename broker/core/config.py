@@ -9,6 +9,7 @@ from leash.protocol import limits as L
 
 DAY_MS = 24 * 3600 * 1000
 MINUTE_MS = 60 * 1000
+FAKTORY_PROCESS_TTL_DEFAULT_MS = MINUTE_MS  # Faktory forgets a worker after a minute without BEAT
 
 
 class CoreConfig(msgspec.Struct, frozen=True):
@@ -18,6 +19,7 @@ class CoreConfig(msgspec.Struct, frozen=True):
     tick_max_items: int = 10_000  # jobs one timer record may touch
     heartbeat_ms: int = L.HEARTBEAT_DEFAULT_MS
     process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
+    faktory_process_ttl_ms: int = FAKTORY_PROCESS_TTL_DEFAULT_MS  # of a Faktory consumer
     reconnect_grace_ms: int = L.RECONNECT_GRACE_DEFAULT_MS
     terminate_grace_ms: int = L.TERMINATE_GRACE_DEFAULT_MS
     batch_open_timeout_ms: int = 30 * MINUTE_MS  # an open batch not committed by then is abandoned

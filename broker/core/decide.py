@@ -36,7 +36,7 @@ def decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Out
 def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Outcome:
     match request:
         case M.Fetch():
-            return _fetch(state, request, worker_id, now_ms)
+            return fetch(state, request, worker_id, now_ms)
         case M.Ack(rid=rid, id=job_id, token=token):
             lease_of(state, job_id, token)
             return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)], now_ms)])
@@ -94,7 +94,7 @@ def has_ready(state: State, name: str) -> bool:
     return queue is not None and not queue.paused and queue.ready > 0
 
 
-def _fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
+def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
     grants: list[R.Grant] = []
     deliveries: list[M.Delivery] = []
     want = request.count
@@ -203,7 +203,8 @@ def roll_due(state: State, now_ms: int) -> list[R.Record]:
 
 def boot(state: State, now_ms: int) -> R.Booted:
     """The record that opens an epoch: written and synced before serving.
-    Every known process gets a full TTL from now to come back, so a broker
-    restart does not run in-flight jobs twice when their workers return."""
-    deadline_ms = now_ms + state.config.process_ttl_ms
+    Every known process gets a full TTL from now to come back (the longest
+    TTL among them), so a broker restart does not run in-flight jobs twice
+    when their workers return."""
+    deadline_ms = now_ms + P.longest_ttl_ms(state)
     return R.Booted(epoch=state.epoch + 1, at_ms=now_ms, process_deadline_ms=deadline_ms)

@@ -7,10 +7,11 @@ the growing ones with ``disk_full`` and serves the rest, so workers can
 drain the queues. Add a request type here when it can create state.
 """
 
+from leash.protocol import faktory as F
 from leash.protocol import messages as M
 
-GROWING_REQUESTS: tuple[type[M.Request], ...] = (M.Push, M.PushMany, M.CreateBatch)
+GROWING_REQUESTS: tuple[type, ...] = (M.Push, M.PushMany, M.CreateBatch, F.Push, F.PushBulk)
 
 
-def grows_state(request: M.Request) -> bool:
+def grows_state(request: object) -> bool:
     return isinstance(request, GROWING_REQUESTS)

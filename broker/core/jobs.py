@@ -9,7 +9,8 @@ are stored differently:
   object, a ``Packed`` record in msgpack: the fields a waiting job needs,
   its queue and type as numbers in the table's ``names``, its arguments
   inline, and the fields most jobs leave at their defaults (failures, death
-  time, last error, batch) in one optional ``Cold`` part. ~160 B for a
+  time, last error, batch, what a front end keeps, discard when dead) in one
+  optional ``Cold`` part. ~160 B for a
   100-byte payload where a ``Job`` with its strings and args took ~560
   (bench/PROFILE.md).
 
@@ -78,6 +79,8 @@ class Job(Struct, array_like=True, gc=False):
     leased_ms: int = 0  # LEASED: when the lease was granted
     batch: str | None = None  # a member of this unfinished batch
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
+    extra: bytes | None = None  # kept for another protocol's front end (records.NewJob)
+    discard_dead: bool = False  # forgotten when it dies, not kept dead
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -88,6 +91,8 @@ class Cold(Struct, array_like=True, gc=False):
     died_ms: int = 0
     last_error: ErrorInfo | None = None
     batch: str | None = None
+    extra: bytes | None = None
+    discard_dead: bool = False
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -351,8 +356,17 @@ class JobTable(Mapping[str, Job]):
         else:
             after_ms = job.run_at_ms - job.created_ms
         cold = None
-        if job.failures or job.died_ms or job.last_error is not None or job.batch is not None:
-            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch)
+        if (
+            job.failures
+            or job.died_ms
+            or job.last_error is not None
+            or job.batch is not None
+            or job.extra is not None
+            or job.discard_dead
+        ):
+            cold = Cold(
+                job.failures, job.died_ms, job.last_error, job.batch, job.extra, job.discard_dead
+            )
         packed = Packed(
             _CODES[state],
             number(job.queue),
@@ -406,6 +420,8 @@ class JobTable(Mapping[str, Job]):
             0,
             cold.batch,
             at_ms if code == _READY_CODE else 0,
+            cold.extra,
+            cold.discard_dead,
         )
 
     def problems(self) -> list[str]:

@@ -18,6 +18,7 @@ from leash.broker.core.state import State, due_entries, live_process_deadline
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
+from leash.protocol.faktory import CLIENT_NAME
 
 HEARTBEAT_TIMEOUT = "worker lost: heartbeat timeout"
 DISCONNECTED = "worker lost: disconnected"
@@ -44,14 +45,33 @@ def touch(
         or process.grace_deadline_ms
         or now_ms - process.last_seen_ms >= config.heartbeat_ms
     ):
-        return [R.ProcessSeen(worker_id, info, now_ms, now_ms + config.process_ttl_ms)]
+        return [R.ProcessSeen(worker_id, info, now_ms, now_ms + ttl_ms(state, info))]
     return []
+
+
+def ttl_ms(state: State, info: R.ProcessInfo) -> int:
+    """How long a process may go without a sign of life. A process that said
+    HELLO on the Faktory protocol beats as seldom as that protocol allows, so
+    it has a TTL of its own (Faktory forgets a worker after 60 s without a BEAT)."""
+    config = state.config
+    return config.faktory_process_ttl_ms if info.client == CLIENT_NAME else config.process_ttl_ms
+
+
+def longest_ttl_ms(state: State) -> int:
+    """The longest TTL among the known processes (the broker's when there is none)."""
+    ttls = {ttl_ms(state, process.info) for process in state.processes.values()}
+    return max(ttls | {state.config.process_ttl_ms})
 
 
 def beat(state: State, rid: int, worker_id: str, now_ms: int) -> tuple[M.Reply, list[R.Record]]:
     process = state.processes[worker_id]  # the shell's touch registered it
-    seen = R.ProcessSeen(worker_id, None, now_ms, now_ms + state.config.process_ttl_ms)
-    return M.ProcessState(rid, process.state), [seen]
+    return M.ProcessState(rid, process.state), [seen(state, worker_id, now_ms)]
+
+
+def seen(state: State, worker_id: str, now_ms: int) -> R.ProcessSeen:
+    """An explicit beat of a known process: its deadline moves out by its TTL."""
+    deadline_ms = now_ms + ttl_ms(state, state.processes[worker_id].info)
+    return R.ProcessSeen(worker_id, None, now_ms, deadline_ms)
 
 
 def detach(state: State, worker_id: str, now_ms: int) -> list[R.Record]:

@@ -58,7 +58,7 @@ def push_specs(
         if new is not None:
             jobs.append(new)
             pending[new.id] = result
-            counter += new.id.startswith(SERVER_ID_PREFIX)
+            counter += spec.id is None  # a number of the epoch's counter made its id
         results.append(result)
     return Pushes(jobs, results, counter)
 

@@ -104,6 +104,22 @@ class JobsPushed(Struct, tag="pushed", tag_field="r"):
     counter_after: int  # broker-made ids used the epoch counter up to here
 
 
+class Kept(Struct, array_like=True):
+    """What a front end for another protocol keeps on a job it pushed."""
+
+    extra: bytes | None  # stored and returned to that front end, never read by the core
+    discard_dead: bool  # the job is forgotten, not kept dead, when its attempts run out
+
+
+class KeptJobsPushed(Struct, tag="pushed_kept", tag_field="r"):
+    """Jobs pushed as ``JobsPushed`` does, each with what its front end keeps
+    on it (one ``Kept`` a job; the Faktory front end's pushes)."""
+
+    jobs: list[NewJob]
+    kept: list[Kept]
+    counter_after: int
+
+
 class JobsLeased(Struct, tag="leased", tag_field="r"):
     owner: str
     grants: list[Grant]
@@ -220,7 +236,7 @@ class JobKilled(Struct, tag="job_killed", tag_field="r"):
 
 
 class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
-    id: str  # a dead or retrying job, ready again
+    id: str  # a dead, retrying or scheduled job, ready now
     at_ms: int
 
 
@@ -228,6 +244,7 @@ Record = (
     Booted
     | EpochRolled
     | JobsPushed
+    | KeptJobsPushed
     | JobsLeased
     | JobsAcked
     | AttemptsFailed

@@ -17,7 +17,7 @@ TOTALS = ("pushed", "acked", "failed", "dead", "expired")
 def tally(state: State, record: R.Record) -> Iterator[tuple[str, str]]:
     """(queue, total) once for every count the record adds to."""
     match record:
-        case R.JobsPushed(jobs=jobs):
+        case R.JobsPushed(jobs=jobs) | R.KeptJobsPushed(jobs=jobs):
             for new in jobs:
                 yield new.queue, "pushed"
         case R.JobsAcked(leases=leases):

@@ -84,7 +84,7 @@ def scan(
     the scan budget (and, ``with_args``, the reply's args budget)."""
     newest_first = kind == DEAD
     after = _parse_cursor(cursor)
-    walk = _dead_newest_first(state) if newest_first else _scheduled_in_order(state)
+    walk = dead_newest_first(state) if newest_first else scheduled_in_order(state)
     jobs: list[Job] = []
     budget_bytes = L.FETCH_REPLY_ARGS_MAX_BYTES if with_args else 2**62
     scanned, last_key = 0, after  # the last entry looked at in full
@@ -124,7 +124,7 @@ def list_batches(state: State, request: A.ListBatches) -> A.BatchPage:
 Key = tuple[int, str]
 
 
-def _scheduled_in_order(state: State) -> Iterator[tuple[Key, Job]]:
+def scheduled_in_order(state: State) -> Iterator[tuple[Key, Job]]:
     """The live entries of the scheduled heap, smallest first, walked as a
     tree (a frontier heap) so that taking k entries costs O(k log k)."""
     heap = state.scheduled
@@ -140,7 +140,7 @@ def _scheduled_in_order(state: State) -> Iterator[tuple[Key, Job]]:
             yield entry, state.jobs[entry[1]]
 
 
-def _dead_newest_first(state: State) -> Iterator[tuple[Key, Job]]:
+def dead_newest_first(state: State) -> Iterator[tuple[Key, Job]]:
     for entry in reversed(state.dead):
         if live_dead(state, entry):
             yield entry, state.jobs[entry[1]]

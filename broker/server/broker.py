@@ -38,7 +38,6 @@ from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.admin import (
     ADMIN_OPS,
-    AdminReply,
     AdminRequest,
     Compact,
     Compacted,
@@ -66,6 +65,11 @@ class Sender(Protocol):
     """A connection a reply can be sent on (TCP or admin)."""
 
     def send(self, reply: Any) -> None: ...
+
+
+# A core decision function: the Leash protocol's (core.decide) or the Faktory
+# protocol's (core.decide_faktory); its outcome has reply, records, may_wait.
+Decide = Callable[[core.State, Any, str, int], "core.Outcome | core.FaktoryOutcome"]
 
 
 def wall_clock_ms() -> int:
@@ -139,25 +143,31 @@ class Broker:
         if not connection.greeted:
             self.handshake.step(connection, request)
             return
-        if self.committer.failed is not None:
-            self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
-            return
         if self._check_args:
             oversized = oversized_args(request, self._max_args_bytes)
             if oversized is not None:
                 self._reply(connection, oversized)
                 return
+        self.serve(connection, request, core.decide)
+
+    def serve(self, connection: Connection, request: Any, decide: Decide) -> None:
+        """Decide a request of a greeted connection with ``decide`` (the
+        core's for its protocol), apply and journal the records, and reply
+        once they are durable (or hold a fetch that found nothing)."""
+        if self.committer.failed is not None:
+            self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
+            return
         now_ms = self.clock_ms()
-        assert connection.info is not None
-        alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
-        if alive:
-            self._commit(alive)
+        if connection.info is not None:  # a process (a Faktory producer is none)
+            alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
+            if alive:
+                self._commit(alive)
         if self.disk_low and core.grows_state(request):
             self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
             return
         self._roll_if_due(now_ms)
         try:
-            outcome = core.decide(self.state, request, connection.worker_id, now_ms)
+            outcome = decide(self.state, request, connection.worker_id, now_ms)
         except Exception:
             log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
@@ -165,22 +175,27 @@ class Broker:
         if outcome.records:
             self._commit(outcome.records)
         if outcome.may_wait:
-            assert isinstance(request, M.Fetch)
-            self._hold(connection, request)
+            self._hold(connection, request, decide)
         else:
             self._reply(connection, outcome.reply)
         if outcome.records:
             self._wake_waiters()
 
-    def _open_session(self, connection: Connection, hello: M.Hello, rid: int) -> None:
-        """The handshake succeeded: register the process and send the welcome."""
-        connection.worker_id = hello.worker_id
-        connection.info = core.info_of(hello)
+    def attach(self, connection: Connection, worker_id: str, info: core.ProcessInfo) -> None:
+        """A connection of this process: register it (or show it is alive)."""
+        connection.worker_id, connection.info = worker_id, info
+        self.attached[worker_id] = self.attached.get(worker_id, 0) + 1
+        self._commit(core.touch(self.state, worker_id, info, self.clock_ms(), hello=True))
+
+    def welcomed(self, connection: Connection) -> None:
+        """The handshake is done: frames up to the full limit from now on."""
         connection.decoder.max_frame_bytes = self.config.max_frame_bytes
         self.guard.welcomed(connection)
-        self.attached[hello.worker_id] = self.attached.get(hello.worker_id, 0) + 1
-        now_ms = self.clock_ms()
-        self._commit(core.touch(self.state, hello.worker_id, connection.info, now_ms, hello=True))
+
+    def _open_session(self, connection: Connection, hello: M.Hello, rid: int) -> None:
+        """The handshake succeeded: register the process and send the welcome."""
+        self.welcomed(connection)
+        self.attach(connection, hello.worker_id, core.info_of(hello))
         core_config, limits = self.config.core, self.config.limits
         welcome = M.Welcome(
             rid=rid,
@@ -237,7 +252,17 @@ class Broker:
                 counts = self.queue_totals.setdefault(queue, dict.fromkeys(core.TOTALS, 0))
             counts[total] += 1
 
-    def _reply(self, connection: "Sender", reply: M.Reply | AdminReply) -> None:
+    def reply(self, connection: "Sender", reply: Any) -> None:
+        """Send ``reply`` once everything journalled before it is durable."""
+        self._reply(connection, reply)
+
+    def commit(self, records: list[Record]) -> None:
+        """Apply and journal records an operation decided (see ``_commit``),
+        and serve the fetches they may have made jobs ready for."""
+        self._commit(records)
+        self._wake_waiters()
+
+    def _reply(self, connection: "Sender", reply: Any) -> None:
         """Send ``reply`` once everything journalled before it is durable."""
         if not self.committer.busy and self.committer.failed is None:
             connection.send(reply)
@@ -368,9 +393,9 @@ class Broker:
 
     # --- long-poll fetches ------------------------------------------------
 
-    def _hold(self, connection: Connection, request: M.Fetch) -> None:
+    def _hold(self, connection: Connection, request: Any, decide: Decide) -> None:
         """Hold a fetch until a job is ready or its wait ends (core.hold_ms)."""
-        waiter = Waiter(connection, request)
+        waiter = Waiter(connection, request, decide)
         wait_ms = core.hold_ms(self.state, request.wait_ms)
         waiter.timer = self.loop.call_later(wait_ms / 1000, self._expire, waiter)
         self.waiters.add(waiter)
@@ -379,7 +404,7 @@ class Broker:
     def _expire(self, waiter: Waiter) -> None:
         waiter.timer = None
         self._drop(waiter)
-        self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+        self._reply(waiter.connection, waiter.connection.nothing(waiter.request))
 
     def _drop(self, waiter: Waiter) -> None:
         self.waiters.remove(waiter)
@@ -400,7 +425,7 @@ class Broker:
                 now_ms = self.clock_ms()
                 self._roll_if_due(now_ms)
                 worker_id = waiter.connection.worker_id
-                outcome = core.decide(self.state, waiter.request, worker_id, now_ms)
+                outcome = waiter.decide(self.state, waiter.request, worker_id, now_ms)
                 if outcome.may_wait:  # its process may not fetch now (quiet, terminate)
                     continue
                 self._drop(waiter)
@@ -475,6 +500,6 @@ class Broker:
             self._timer.cancel()
         for waiter in self.waiters.all():
             self._drop(waiter)
-            self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+            self._reply(waiter.connection, waiter.connection.nothing(waiter.request))
         for connection in list(self.connections):
             self.committer.after(lambda _ok, c=connection: c.close())  # type: ignore[misc]

@@ -37,6 +37,9 @@ class ServerConfig(msgspec.Struct, frozen=True):
     admin_uids: tuple[int, ...] = ()  # besides the broker's own uid and root
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # None: no metrics endpoint
+    faktory_port: int | None = None  # None: no Faktory listener (docs/faktory.md)
+    faktory_password_file: str | None = None  # the Faktory port's password (besides the keys)
+    faktory_allow_mutate: bool = False  # MUTATE and FLUSH for every Faktory client
 
     @property
     def low_watermark_bytes(self) -> int:

@@ -17,7 +17,8 @@ The hot path only bumps two counters (``in_flight`` and ``frames_out``;
 the frames read are their sum) and tests one field (``paused``, which a close
 sets too); ``guard.Guard`` reads them in its sweep to enforce the
 deadlines. It holds no job semantics; everything it decodes goes to
-``Broker.handle``.
+``handler`` (``Broker.handle``; faktory.py's connection speaks another
+protocol through the same machinery: its own decoder, encoding and handler).
 
 Replies are coalesced: ``send`` encodes a reply into the connection's
 outbound list, and the broker ``flush``es every connection that has one at
@@ -31,7 +32,8 @@ outbound bytes counts the queue with the transport's buffer.
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode, ProtocolError
@@ -54,6 +56,20 @@ PAUSED_CLOSED = 8  # set with closed, so the hot path tests one field
 OUT_FLUSH_BYTES = 64 * 1024  # queued replies written before the end of the turn
 
 
+class Decoder(Protocol):
+    """What a connection needs of its protocol's decoder (frames.FrameDecoder;
+    faktory.CommandDecoder): bytes in, the next request (or None) out."""
+
+    max_frame_bytes: int
+
+    @property
+    def in_frame(self) -> bool: ...
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def next_frame(self) -> Any: ...
+
+
 class Connection(asyncio.Protocol):
     PAUSED_FOR_WRITES = PAUSED_FOR_WRITES  # for the guard
 
@@ -70,7 +86,9 @@ class Connection(asyncio.Protocol):
         "frame_mark",
         "frame_since_s",
         "frames_out",
+        "handler",
         "host",
+        "idle_timeout_ms",
         "in_flight",
         "info",
         "max_in_flight",
@@ -89,7 +107,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, broker: "Broker") -> None:
         self.broker = broker
-        self.decoder = FrameDecoder(HANDSHAKE_FRAME_MAX_BYTES)
+        self.decoder: Decoder = FrameDecoder(HANDSHAKE_FRAME_MAX_BYTES)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.host = "?"  # the peer's address without the port
@@ -101,6 +119,8 @@ class Connection(asyncio.Protocol):
         self.closed_s = 0.0
         self.admitted = False  # counted by the guard
         self.max_in_flight = broker.config.limits.max_in_flight
+        self.idle_timeout_ms = broker.config.limits.idle_timeout_ms  # 0: never (guard.py)
+        self.handler: Callable[[Any, Any], None] = broker.handle  # takes each frame's body
         # Counters of the hot path, and the marks the guard's sweep keeps.
         self.frames_out = self.in_flight = 0
         self.seen_in = self.seen_out = 0
@@ -146,7 +166,7 @@ class Connection(asyncio.Protocol):
         decoder.feed(data)
         if self.paused:
             return  # kept until the pause ends (see _continue)
-        handle, max_in_flight = self.broker.handle, self.max_in_flight
+        handle, max_in_flight = self.handler, self.max_in_flight
         while True:
             try:
                 body = decoder.next_frame()
@@ -177,18 +197,26 @@ class Connection(asyncio.Protocol):
 
     # --- replies out ------------------------------------------------------------
 
-    def send(self, reply: M.Reply) -> None:
+    def encode(self, reply: Any) -> bytes:
+        """A reply as it goes on the wire: a frame of msgpack."""
+        return encode_frame(M.encoder.encode(reply))
+
+    def nothing(self, request: Any) -> Any:
+        """The answer to a held fetch whose wait ended: no jobs."""
+        return M.Jobs(request.rid, [])
+
+    def send(self, reply: Any) -> None:
         """Queue the reply to a request read from this connection (see ``flush``)."""
         if self.closed:
             return
         if self.paused:
             self._send_while_paused(reply)
             return
-        self._queue(encode_frame(M.encoder.encode(reply)))
+        self._queue(self.encode(reply))
         self.frames_out += 1
         self.in_flight -= 1
 
-    def _send_while_paused(self, reply: M.Reply) -> None:
+    def _send_while_paused(self, reply: Any) -> None:
         """``send`` off the hot path: abort rather than queue past max_outbound_bytes
         while writes are paused; resume reading once half the requests are answered."""
         transport = self.transport
@@ -202,7 +230,7 @@ class Connection(asyncio.Protocol):
             self.broker.refusals.refused(self.peer, ErrorCode.SLOW_READER, message)
             self.abort()
             return
-        self._queue(encode_frame(M.encoder.encode(reply)))
+        self._queue(self.encode(reply))
         self.frames_out += 1
         self.in_flight -= 1
         if self.paused & PAUSED_FOR_IN_FLIGHT and self.in_flight <= self.max_in_flight // 2:
@@ -227,10 +255,10 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
-    def close_with(self, reply: M.Reply) -> None:
+    def close_with(self, reply: Any) -> None:
         """Send a last reply and close (after it is flushed)."""
         if not self.closed and self.transport is not None:
-            self.out.append(encode_frame(M.encoder.encode(reply)))
+            self.out.append(self.encode(reply))
         self.close()  # flushes
 
     def refuse(self, code: ErrorCode, message: str) -> None:

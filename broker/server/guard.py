@@ -15,8 +15,9 @@ timeout is short) and reads counters that the hot path only increments.
   that saw it begun, so a frame gets between the timeout and the timeout plus
   one period;
 - idle: a welcomed connection with no request in flight and no frame begun
-  that has received and sent no frame for ``idle_timeout_ms`` is closed
-  (never earlier; a frame begun is the frame deadline's);
+  that has received and sent no frame for its ``idle_timeout_ms`` (the
+  limit's; never on the Faktory port) is closed (never earlier; a frame
+  begun is the frame deadline's);
 - write stall: a connection whose replies stay above the transport's
   high-water mark for ``write_stall_ms`` is aborted (the client is not reading).
 
@@ -148,11 +149,11 @@ class Guard:
                 message = f"the handshake did not finish within {limits.handshake_timeout_ms} ms"
                 self._close(connection, ErrorCode.HANDSHAKE_TIMEOUT, message)
         elif (
-            limits.idle_timeout_ms
+            connection.idle_timeout_ms
             and not in_frame
-            and (now_s - connection.active_s >= limits.idle_timeout_ms / 1000)
+            and (now_s - connection.active_s >= connection.idle_timeout_ms / 1000)
         ):
-            message = f"no frame for {limits.idle_timeout_ms} ms"
+            message = f"no frame for {connection.idle_timeout_ms} ms"
             self._close(connection, ErrorCode.IDLE_TIMEOUT, message)
 
     def _close(self, connection: "Connection", code: ErrorCode, message: str) -> None:

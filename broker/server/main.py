@@ -36,6 +36,7 @@ from leash.broker.server.admin import AdminConnection, AdminSocketError, bind_ad
 from leash.broker.server.broker import Broker, wall_clock_ms
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
+from leash.broker.server.faktory import FaktoryFront
 from leash.broker.server.metrics import start_metrics
 from leash.broker.server.security import Security, SecurityError, prepare
 
@@ -173,8 +174,7 @@ async def _run(
     running = _Running(config, disk, recovered, journal, security, stop or asyncio.Event())
     for signum in (signal.SIGTERM, signal.SIGINT):  # before anyone can know we are up
         loop.add_signal_handler(signum, running.stopping.set)
-    if security.keyring is not None:
-        loop.add_signal_handler(signal.SIGHUP, security.keyring.reload)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(security))
     await running.space.check()
     running.space.start()
     tls_timeout_s = config.limits.tls_handshake_timeout_ms / 1000 if security.tls else None
@@ -186,6 +186,7 @@ async def _run(
         ssl=security.tls,
         ssl_handshake_timeout=tls_timeout_s,
     )
+    faktory = await _faktory_server(config, security, running.broker)
     allowed_uids = frozenset({os.getuid(), 0, *config.admin_uids})
     admin_server = await loop.create_unix_server(
         lambda: AdminConnection(running.broker, allowed_uids), sock=admin_sock
@@ -204,6 +205,8 @@ async def _run(
     await running.stopping.wait()
     log.info("shutting down")
     server.close()
+    if faktory is not None:
+        faktory.close()
     admin_server.close()
     if metrics is not None:
         metrics.stop()
@@ -212,6 +215,44 @@ async def _run(
         loop.remove_signal_handler(signum)
     log.info("stopped (exit %d)", exit_code)
     return exit_code
+
+
+def _reload(security: Security) -> None:
+    """SIGHUP: read the key file and the Faktory password file again."""
+    if security.keyring is not None:
+        security.keyring.reload()
+    security.passwords.reload()
+
+
+async def _faktory_server(
+    config: ServerConfig, security: Security, broker: Broker
+) -> asyncio.Server | None:
+    """The Faktory port's listener, when --faktory-port asks for one."""
+    if config.faktory_port is None:
+        return None
+    front = FaktoryFront(broker, security.passwords, config.faktory_allow_mutate)
+    tls_timeout_s = config.limits.tls_handshake_timeout_ms / 1000 if security.tls else None
+    server = await asyncio.get_running_loop().create_server(
+        front.connection,
+        config.host,
+        config.faktory_port,
+        backlog=1024,
+        ssl=security.tls,
+        ssl_handshake_timeout=tls_timeout_s,
+    )
+    for sock in server.sockets:
+        host, port = sock.getsockname()[:2]
+        password = "a password" if security.passwords.required else "no password"
+        mutate = "for every client" if config.faktory_allow_mutate else "for admin keys only"
+        log.info(
+            "faktory protocol on %s:%d (%s, %s; MUTATE and FLUSH %s)",
+            host,
+            port,
+            "TLS" if security.tls else "plain TCP",
+            password,
+            mutate,
+        )
+    return server
 
 
 class _Running:

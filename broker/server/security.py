@@ -4,7 +4,9 @@
   file must be mode 0600 or stricter.
 - Protected mode: a broker listens on loopback unless told otherwise, and
   refuses to listen anywhere else without a key file, unless
-  ``--insecure-no-auth`` says so (which is logged as a warning). Listening
+  ``--insecure-no-auth`` says so (which is logged as a warning). The Faktory
+  port (``--faktory-port``) binds the same address and takes the keys as
+  passwords, besides ``--faktory-password-file`` (faktory_auth.py). Listening
   beyond loopback without TLS is logged as a warning too: keys prove who
   connects, TLS keeps what they say private and whole.
 - TLS: ``--tls-cert`` and ``--tls-key`` make the listener speak TLS 1.2 or
@@ -23,6 +25,7 @@ from typing import NamedTuple
 
 from leash.broker.server.auth import Keyring
 from leash.broker.server.config import ServerConfig
+from leash.broker.server.faktory_auth import PasswordFileError, Passwords
 from leash.broker.server.limits import raise_fd_limit
 from leash.protocol.auth import KeyFileError
 
@@ -36,13 +39,15 @@ class SecurityError(Exception):
 class Security(NamedTuple):
     keyring: Keyring | None
     tls: ssl.SSLContext | None
+    passwords: Passwords  # the Faktory port's
 
 
 def prepare(config: ServerConfig) -> Security:
     """Read the keys and certificates, and apply protected mode (or raise)."""
     try:
         keyring = Keyring(config.key_file) if config.key_file is not None else None
-    except KeyFileError as error:
+        passwords = Passwords(config.faktory_password_file, keyring)
+    except (KeyFileError, PasswordFileError) as error:
         raise SecurityError(str(error)) from None
     tls = server_tls_context(config)
     if not is_loopback(config.host):
@@ -55,6 +60,8 @@ def prepare(config: ServerConfig) -> Security:
             )
         if keyring is None:
             log.warning("listening on %s with NO authentication (--insecure-no-auth)", where)
+        if config.faktory_port is not None and not passwords.required:
+            log.warning("the Faktory port on %s asks for NO password (--insecure-no-auth)", where)
         if tls is None:
             log.warning(
                 "listening on %s without TLS: frames travel in clear text "
@@ -66,7 +73,7 @@ def prepare(config: ServerConfig) -> Security:
     fd_warning = raise_fd_limit(config.limits.max_connections)
     if fd_warning is not None:
         log.warning("%s", fd_warning)
-    return Security(keyring, tls)
+    return Security(keyring, tls, passwords)
 
 
 def server_tls_context(config: ServerConfig) -> ssl.SSLContext | None:

@@ -6,18 +6,23 @@ import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from leash.protocol import faktory as F
 from leash.protocol import messages as M
 
 if TYPE_CHECKING:
+    from leash.broker.server.broker import Decide
     from leash.broker.server.connection import Connection
+
+Fetch = M.Fetch | F.Fetch
 
 
 class Waiter:
-    __slots__ = ("connection", "request", "timer")
+    __slots__ = ("connection", "decide", "request", "timer")
 
-    def __init__(self, connection: "Connection", request: M.Fetch) -> None:
+    def __init__(self, connection: "Connection", request: "Fetch", decide: "Decide") -> None:
         self.connection = connection
-        self.request = request
+        self.request = request  # a fetch of either protocol: it has its queues
+        self.decide = decide  # the core's decision for its protocol
         self.timer: asyncio.TimerHandle | None = None
 
 

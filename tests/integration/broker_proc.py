@@ -1,7 +1,8 @@
 """A real ``leash serve`` subprocess for integration tests.
 
 Binds 127.0.0.1 on a port the OS picks (``--port 0``) and reads the port
-from the "listening on" log line. Stopped by its pid only; start and stop
+from the "listening on" log line (and the Faktory port, when asked for with
+``--faktory-port 0``, from its own line). Stopped by its pid only; start and stop
 are bounded in time.
 """
 
@@ -19,6 +20,7 @@ from leash.client.admin import AdminClient
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+_FAKTORY = re.compile(r"faktory protocol on 127\.0\.0\.1:(\d+)")
 
 
 class BrokerProcess:
@@ -37,6 +39,7 @@ class BrokerProcess:
         self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. resource limits)
         self.process: subprocess.Popen[str] | None = None
         self.port = 0
+        self.faktory_port = 0  # with --faktory-port (logged before "listening on")
         self.log: list[str] = []
         self._listening = threading.Event()
 
@@ -68,6 +71,9 @@ class BrokerProcess:
         assert process.stderr is not None
         for line in process.stderr:
             self.log.append(line)
+            faktory = _FAKTORY.search(line)
+            if faktory:
+                self.faktory_port = int(faktory.group(1))
             match = _LISTENING.search(line)
             if match:
                 self.port = int(match.group(1))

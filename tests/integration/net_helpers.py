@@ -11,6 +11,7 @@ import resource
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from leash.protocol import PROTOCOL_VERSION
@@ -91,21 +92,8 @@ class Raw:
 
     def closed(self, timeout_s: float | None = None) -> bool:
         """Whether the broker closes the connection within ``timeout_s`` (reading all)."""
-        deadline_s = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
-        while True:
-            remaining_s = deadline_s - time.monotonic()
-            if remaining_s <= 0:
-                return False
-            self.sock.settimeout(remaining_s)
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return False
-            except ConnectionResetError:
-                return True
-            if not data:
-                return True
-            self.decoder.feed(data)
+        wait_s = self.timeout_s if timeout_s is None else timeout_s
+        return closed_within(self.sock, wait_s, self.decoder.feed)
 
     def hello(self, worker_id: str = "raw-worker", key: A.Key | None = None) -> M.Welcome:
         """The whole handshake (authenticated when ``key`` is given)."""
@@ -127,6 +115,43 @@ class Raw:
             reply = self.reply()
         assert isinstance(reply, M.Welcome), reply
         return reply
+
+
+def closed_within(sock: socket.socket, timeout_s: float, take: Callable[[bytes], None]) -> bool:
+    """Whether the peer closes ``sock`` within ``timeout_s``; what it sends
+    meanwhile goes to ``take``."""
+    deadline_s = time.monotonic() + timeout_s
+    while (remaining_s := deadline_s - time.monotonic()) > 0:
+        sock.settimeout(remaining_s)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        if not data:
+            return True
+        take(data)
+    return False
+
+
+def send_until_aborted(
+    sock: socket.socket, data: bytes, pid: int, limit_s: float
+) -> tuple[float, int]:
+    """Send ``data`` again and again without reading a reply, until the
+    broker aborts the connection: after how long (0.0: not within
+    ``limit_s``) and the broker's peak RSS meanwhile."""
+    started_s, peak = time.monotonic(), rss_bytes(pid)
+    sock.settimeout(0.1)
+    while time.monotonic() - started_s < limit_s:
+        try:
+            sock.sendall(data)
+        except TimeoutError:
+            pass  # the broker stopped reading us
+        except (BrokenPipeError, ConnectionResetError):
+            return time.monotonic() - started_s, peak
+        peak = max(peak, rss_bytes(pid))
+    return 0.0, peak
 
 
 def scratch_dir(base: "os.PathLike[str]", name: str) -> Path:

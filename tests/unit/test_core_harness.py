@@ -54,9 +54,13 @@ from leash.broker.core import (
     tick,
     touch,
 )
+from leash.broker.core import records as R
+from leash.broker.core.faktory import Decided, decide_faktory
+from leash.broker.core.faktory import Outcome as FaktoryOutcome
 from leash.broker.core.image import chunk_decoder, chunk_encoder, dump, load
 from leash.broker.core.replay import DEFERRED_MAX
 from leash.protocol import admin as A
+from leash.protocol import faktory as F
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 
@@ -103,7 +107,8 @@ def from_image(image: list[bytes], config: CoreConfig) -> State:
 
 
 def core_config(**overrides: Any) -> CoreConfig:
-    return CoreConfig(**{"process_ttl_ms": PROCESS_TTL_MS, **overrides})
+    ttls = {"process_ttl_ms": PROCESS_TTL_MS, "faktory_process_ttl_ms": PROCESS_TTL_MS}
+    return CoreConfig(**{**ttls, **overrides})
 
 
 class Core:
@@ -171,6 +176,22 @@ class Core:
             outcome = Outcome(*decide_admin(self.state, request, self.now_ms))
         assert canonical(self.state) == before, "decide changed the state"
         assert outcome.reply.rid == request.rid
+        if isinstance(outcome.reply, M.Error):
+            assert outcome.records == []
+        for record in outcome.records:
+            self.apply(record)
+        return outcome
+
+    def faktory(self, command: Decided, worker: str = WORKER) -> FaktoryOutcome:
+        """A Faktory command from a connection whose HELLO had ``worker`` as
+        its wid ("" for a producer), with the sign of life the shell gives."""
+        if worker:
+            info = R.ProcessInfo("host", 1, [], 0, F.CLIENT_NAME)
+            for record in touch(self.state, worker, info, self.now_ms):
+                self.apply(record)
+        before = canonical(self.state)
+        outcome = decide_faktory(self.state, command, worker, self.now_ms)
+        assert canonical(self.state) == before, "decide changed the state"
         if isinstance(outcome.reply, M.Error):
             assert outcome.records == []
         for record in outcome.records:

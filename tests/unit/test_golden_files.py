@@ -3,10 +3,11 @@ tests/fixtures/make_journal_v1.py and make_journal_v2.py): a segment pair
 and a snapshot of each journal format version must stay readable by every
 later version, a data directory of an older version goes on in today's,
 and today's writer writes v2 frames (and snapshot chunks in v1 framing)
-byte for byte. The same for version 2 of the state image
-(tests/fixtures/image-v2, made by tests/fixtures/make_image_v2.py). If this
-fails, the on-disk format changed: bump the version and keep a reader for
-the old one."""
+byte for byte. The same for versions 2 and 3 of the state image
+(tests/fixtures/image-v2 and image-v3, made by
+tests/fixtures/make_image_v2.py and make_image_v3.py): each loads, and
+today's writer writes version 3 byte for byte. If this fails, the on-disk
+format changed: bump the version and keep a reader for the old one."""
 
 import itertools
 import os
@@ -35,6 +36,8 @@ JOURNAL_V2 = FIXTURES.parent / "journal-v2"
 SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019.log"]
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
+IMAGE_V3 = FIXTURES.parent / "image-v3"
+IMAGE_V3_SNAPSHOT = str(IMAGE_V3 / "snapshot-00000000000000000043.snap")
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -143,11 +146,42 @@ def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     assert any(job.batch for job in loaded.jobs.values()), "a packed job names its batch"
 
 
-def test_a_loaded_v2_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
-    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT)]
+def test_a_loaded_v2_image_dumps_as_version_3_and_loads_back_the_same() -> None:
     loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
+    dumped = list(image.dump(loaded))
+    assert isinstance(dumped[0], image.ImageHead) and dumped[0].version == 3
+    assert canonical(image.load(dumped, CoreConfig())) == canonical(loaded)
+
+
+# --- version 3 of the state image (tests/fixtures/image-v3, made once by
+# tests/fixtures/make_image_v3.py): what a front end keeps on a job -----------------
+
+
+def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT), CoreConfig())
+    every = [record for _, records in _frames_of(IMAGE_V3) for record in records]
+    assert len(every) == 43
+    assert canonical(loaded) == canonical(replayed(every))
+    assert check_invariants(loaded) == []
+    kept = {job.id: job for job in loaded.jobs.values() if job.extra or job.discard_dead}
+    assert {job_id: job.state for job_id, job in kept.items()} == {
+        "fk-ready-1": "ready",
+        "fk-later-1": "scheduled",
+        "fk-held-1": "leased",
+        "fk-fail-1": "dead",
+    }
+    assert kept["fk-ready-1"].extra == (
+        b'{"custom":{"k":[1,2]},"created_at":"2024-01-01T00:00:00Z","zz":true}'
+    )
+    assert kept["fk-held-1"].discard_dead and kept["fk-later-1"].discard_dead
+    assert not kept["fk-fail-1"].discard_dead and kept["fk-fail-1"].extra == b'{"backtrace":5}'
+
+
+def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
+    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT)]
+    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT), CoreConfig())
     assert [image.chunk_encoder.encode(chunk) for chunk in image.dump(loaded)] == written
-    data = read_file(IMAGE_V2_SNAPSHOT)
+    data = read_file(IMAGE_V3_SNAPSHOT)
     offsets = record_offsets(data)
     chunks = [F.scan_record(memoryview(data), offset) for offset in offsets[:-2]]  # not the end
     payloads = [bytes(chunk.payload) for chunk in chunks if isinstance(chunk, F.Scanned)]

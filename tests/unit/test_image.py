@@ -1,6 +1,6 @@
-"""The state image (core/image.py): what load refuses, and the two versions
-it reads. Round trips of every kind of state are the core harness's (an
-image every few records); the golden files pin the formats."""
+"""The state image (core/image.py): what load refuses, and the versions it
+reads (1, 2 and 3). Round trips of every kind of state are the core
+harness's (an image every few records); the golden files pin the formats."""
 
 import msgspec
 import pytest
@@ -35,7 +35,7 @@ def test_an_image_starts_with_one_head_of_a_version_this_broker_reads() -> None:
     chunks = chunks_of(a_state())
     refused(chunks[1:], "does not start with its head")
     refused([*chunks, chunks[0]], "one head")
-    refused([image.ImageHead(3, 1, 1), *chunks[1:]], "version 3 is not supported")
+    refused([image.ImageHead(4, 1, 1), *chunks[1:]], "version 4 is not supported")
 
 
 def test_a_version_2_image_names_its_jobs_names_once_and_first() -> None:

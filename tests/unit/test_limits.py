@@ -149,8 +149,9 @@ class Peer:
 
     PAUSED_FOR_WRITES = Connection.PAUSED_FOR_WRITES
 
-    def __init__(self, greeted: bool = True) -> None:
+    def __init__(self, greeted: bool = True, idle_timeout_ms: int = 5_000) -> None:
         self.greeted = greeted
+        self.idle_timeout_ms = idle_timeout_ms  # the limit's (0 for the Faktory port's)
         self.reading = True
         self.closed, self.closed_s = False, 0.0
         self.frames_in = self.frames_out = self.in_flight = 0
@@ -211,6 +212,14 @@ async def test_an_idle_connection_is_closed_never_earlier_than_the_idle_timeout(
     assert peer.refused == []
     check(guard, peer, 6.0)
     assert peer.refused == [ErrorCode.IDLE_TIMEOUT]
+
+
+async def test_a_connection_without_an_idle_timeout_is_never_idle(guard: Guard) -> None:
+    peer = Peer(idle_timeout_ms=0)  # a Faktory port's connection
+    peer.frames_in = 1
+    for now_s in (1.0, 6.0, 3600.0):
+        check(guard, peer, now_s)
+    assert peer.refused == []
 
 
 @pytest.mark.parametrize("activity", ["frame in", "frame out", "in flight"])
