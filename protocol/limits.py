@@ -45,6 +45,8 @@ ADMIN_PAGE_MAX = 1000
 ADMIN_SCAN_MAX = 20_000  # index entries one admin request may look at
 REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
 
+ARGS_DEPTH_MAX = 64  # arrays and maps nested in one job's args ([] is one level)
+ERROR_TEXT_MAX_CHARS = 512  # an error reply's message and path: longer ones are cut
 ERROR_TYPE_MAX_CHARS = 256
 ERROR_MESSAGE_MAX_CHARS = 8 * 1024
 ERROR_BACKTRACE_MAX_CHARS = 64 * 1024

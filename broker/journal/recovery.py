@@ -48,7 +48,7 @@ from leash.broker import core
 from leash.broker.core import image
 from leash.broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
 from leash.broker.journal import format as F
-from leash.broker.journal import layout, snapshot
+from leash.broker.journal import layout, reading, snapshot
 from leash.broker.journal.disk import Disk
 from leash.broker.journal.layout import NumberedFile
 
@@ -91,6 +91,22 @@ def recover(
     read_only: bool = False,
     through_seq: int | None = None,
     on_record: Callable[[int, Record], None] | None = None,
+) -> Recovered:
+    """Recover the state of ``directory`` (the module docstring says how),
+    on a stack of its own (reading.py: every reader reads alike)."""
+    return reading.on_own_stack(
+        lambda: _recover(directory, disk, config, repair, read_only, through_seq, on_record)
+    )
+
+
+def _recover(
+    directory: str,
+    disk: Disk,
+    config: core.CoreConfig,
+    repair: bool,
+    read_only: bool,
+    through_seq: int | None,
+    on_record: Callable[[int, Record], None] | None,
 ) -> Recovered:
     files = layout.scan(disk, directory)
     notes: list[str] = []
@@ -276,6 +292,9 @@ class _Replay:
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
                 problem = f"frame does not decode: {error}"
                 break
+            except RecursionError:
+                problem = f"frame does not decode: {reading.UNREADABLE}"
+                break
             if not records:
                 problem = "frame holds no record"
                 break
@@ -393,7 +412,7 @@ def _epochs_after(data: memoryview, offset: int, seq: int, version: int) -> int:
                 break
             offset = found
             continue
-        with contextlib.suppress(msgspec.DecodeError):
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
             for record in decode(bytes(scanned.payload)):
                 if isinstance(record, Booted | EpochRolled):
                     top = max(top, record.epoch)

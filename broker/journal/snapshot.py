@@ -23,7 +23,7 @@ from msgspec import Struct
 
 from leash.broker.core import image
 from leash.broker.journal import format as F
-from leash.broker.journal import layout
+from leash.broker.journal import layout, reading
 from leash.broker.journal.disk import Disk
 
 MAGIC = b"LEASHSNP"
@@ -118,8 +118,9 @@ def read(disk: Disk, path: str) -> Iterator[image.Chunk]:
     try:
         _header(path, disk.read_at(fd, 0, F.HEADER_BYTES))
         offset, number, jobs = F.HEADER_BYTES, 0, 0
+        size_bytes = disk.size(path)
         while True:
-            chunk = _read_chunk(disk, fd, path, offset, number + 1)
+            chunk = _read_chunk(disk, fd, path, offset, number + 1, size_bytes)
             offset += F.RECORD_HEADER_BYTES + chunk[1]
             if isinstance(chunk[0], SnapshotEnd):
                 _check_end(disk, fd, path, offset, chunk[0], number, jobs)
@@ -132,7 +133,7 @@ def read(disk: Disk, path: str) -> Iterator[image.Chunk]:
 
 
 def _read_chunk(
-    disk: Disk, fd: int, path: str, offset: int, number: int
+    disk: Disk, fd: int, path: str, offset: int, number: int, size_bytes: int
 ) -> tuple[image.Chunk | SnapshotEnd, int]:
     where = f"{path}: offset {offset}, chunk {number}"
     head = disk.read_at(fd, offset, F.RECORD_HEADER_BYTES)
@@ -141,6 +142,8 @@ def _read_chunk(
     crc, length, found = F.decode_frame_header(head)
     if length > F.RECORD_MAX_BYTES:
         raise SnapshotCorrupt(f"{where}: chunk length {length} is over the limit")
+    if offset + F.RECORD_HEADER_BYTES + length > size_bytes:  # checked before it is allocated
+        raise SnapshotCorrupt(f"{where}: chunk of {length} bytes runs past the end")
     payload = disk.read_at(fd, offset + F.RECORD_HEADER_BYTES, length)
     if len(payload) < length:
         raise SnapshotCorrupt(f"{where}: chunk of {length} bytes runs past the end")
@@ -149,7 +152,7 @@ def _read_chunk(
     if found != number:
         raise SnapshotCorrupt(f"{where}: chunk number {found}, expected {number}")
     try:
-        return _decoder.decode(payload), length
+        return reading.decode(_decoder, payload), length
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError
         raise SnapshotCorrupt(f"{where}: chunk does not decode: {error}") from None
 

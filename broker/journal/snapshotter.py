@@ -25,7 +25,7 @@ import sys
 import time
 
 from leash.broker.core import CoreConfig, image
-from leash.broker.journal import snapshot
+from leash.broker.journal import reading, snapshot
 from leash.broker.journal.disk import Disk, OsDisk
 from leash.broker.journal.recovery import JournalCorrupt, recover
 
@@ -42,7 +42,13 @@ def _die_with(parent_pid: int) -> bool:
 
 
 def take(directory: str, disk: Disk, through_seq: int) -> snapshot.Written | None:
-    """The snapshot through ``through_seq``, written; None if it exists."""
+    """The snapshot through ``through_seq``, written; None if it exists. On
+    a stack of its own, as every reader (reading.py): writing the image
+    reads the packed jobs back."""
+    return reading.on_own_stack(lambda: _take(directory, disk, through_seq))
+
+
+def _take(directory: str, disk: Disk, through_seq: int) -> snapshot.Written | None:
     gc.disable()  # replay allocates millions of objects that all stay alive
     try:
         recovered = recover(directory, disk, CoreConfig(), read_only=True, through_seq=through_seq)

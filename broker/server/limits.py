@@ -77,31 +77,9 @@ def raise_fd_limit(max_connections: int) -> str | None:
 
 def oversized_args(request: M.Request, max_args_bytes: int) -> M.Error | None:
     """The error for a push whose job args are over the limit, or None."""
-    match request:
-        case M.Push(rid=rid, job=spec) if len(spec.args) > max_args_bytes:
-            return _args_error(rid, len(spec.args), max_args_bytes, "$.job.args")
-        case M.PushMany(rid=rid, jobs=specs):
-            return _first_oversized(rid, _indexed("$.jobs", specs), max_args_bytes)
-        case M.CreateBatch(rid=rid, jobs=specs, callbacks=callbacks):
-            named = [
-                (f"$.callbacks.{kind}", spec)
-                for kind in ("success", "complete", "death")
-                if (spec := getattr(callbacks, kind)) is not None
-            ]
-            return _first_oversized(rid, [*_indexed("$.jobs", specs), *named], max_args_bytes)
-    return None
-
-
-def _indexed(path: str, specs: list[M.JobSpec]) -> list[tuple[str, M.JobSpec]]:
-    return [(f"{path}[{index}]", spec) for index, spec in enumerate(specs)]
-
-
-def _first_oversized(
-    rid: int, specs: list[tuple[str, M.JobSpec]], max_args_bytes: int
-) -> M.Error | None:
-    for path, spec in specs:
+    for path, spec in M.job_specs(request):
         if len(spec.args) > max_args_bytes:
-            return _args_error(rid, len(spec.args), max_args_bytes, f"{path}.args")
+            return _args_error(request.rid, len(spec.args), max_args_bytes, f"{path}.args")
     return None
 
 
