@@ -33,7 +33,12 @@ RECORD_HEADER_BYTES = _RECORD.size
 FRAME_COUNT = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
 ARRAY32 = 0xDD  # its first byte (whatever the count, so the prefix has one size)
 FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + FRAME_COUNT.size
-RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
+# A payload over this is corruption. Far above any the broker writes: a frame
+# holds one write's records (a request's are bounded by its frame, at most
+# 16 MiB) and a snapshot chunk closes past 1 MiB (but for one large item),
+# except for records of unbounded size such as the death of a process that
+# held a million leases.
+RECORD_MAX_BYTES = 1 << 30
 FRAME_TARGET_BYTES = 64 * 1024  # a frame takes no more records once its payload passes this
 
 
