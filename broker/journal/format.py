@@ -130,6 +130,35 @@ def scan_record(data: memoryview, offset: int) -> Scanned | BadRecord:
     return Scanned(seq, data[offset + RECORD_HEADER_BYTES : end], end)
 
 
+SECTOR_BYTES = 512  # what a disk writes whole: an unfinished write leaves whole sectors unwritten
+_ZERO_SECTOR = bytes(SECTOR_BYTES)
+
+
+def torn_frame(data: memoryview, offset: int) -> bool:
+    """Whether the bad frame at ``offset`` is one a crash leaves in the
+    middle of a write — cut short (its header, or its bytes before its
+    length), or with a sector that was never written (zero-filled) — and
+    not damage to a whole frame: a flipped bit anywhere in a frame whose
+    bytes are all there, length field included, is damage."""
+    available = len(data) - offset
+    if available < RECORD_HEADER_BYTES:
+        return True
+    crc, length, seq = decode_frame_header(bytes(data[offset : offset + RECORD_HEADER_BYTES]))
+    if length > RECORD_MAX_BYTES:
+        return False
+    end = offset + RECORD_HEADER_BYTES + length
+    if end > len(data):  # cut short, unless it is whole and only its length changed
+        whole = _RECORD.pack(0, available - RECORD_HEADER_BYTES, seq)[4:]
+        return zlib.crc32(data[offset + RECORD_HEADER_BYTES :], zlib.crc32(whole)) != crc
+    start = offset
+    while start < end:  # the frame by the sectors it lies in
+        stop = min((start // SECTOR_BYTES + 1) * SECTOR_BYTES, end)
+        if bytes(data[start:stop]) == _ZERO_SECTOR[: stop - start]:
+            return True
+        start = stop
+    return False
+
+
 def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:
     """The offset of a valid record with a sequence number above ``seq``
     anywhere after ``offset``, or None: what tells a torn tail (nothing

@@ -6,11 +6,14 @@ one write, format.py; all of them are kept or none):
 - A snapshot that fails its checks is reported and set aside; the next
   older valid one is used if the segments after it still exist, else
   start-up is refused.
-- A torn tail — a bad frame (cut short, zero-filled or garbled) in the LAST
-  segment with no valid frame after it, or a last segment whose header is
-  zero-filled — is copied to ``<segment>.broken``, cut off and reported with
-  the sequence number it starts at. An empty last segment (a crash between
-  creating it and writing its header) is removed.
+- A torn tail — a bad frame in the LAST segment that a crash in the middle
+  of a write leaves (cut short, or with a zero-filled sector:
+  ``format.torn_frame``) with no valid frame after it, or a last segment
+  whose header is zero-filled — is copied to ``<segment>.broken``, cut off
+  and reported with the sequence number it starts at. A whole last frame
+  that fails its checksum (a flipped bit) is damage, as anywhere else. An
+  empty last segment (a crash between creating it and writing its header)
+  is removed.
 - Anything else — a bad frame before the tail, a bad frame in an earlier
   segment, a gap in sequence numbers, a bad header — refuses to start with
   ``JournalCorrupt`` naming the file, offset and seq, and the flag that
@@ -282,7 +285,8 @@ class _Replay:
                 scanned = F.scan_record(data, offset)
                 assert isinstance(scanned, F.BadRecord), scanned
                 problem = scanned.reason
-                torn = last and F.valid_record_after(data, offset, seq - 1) is None
+                torn = last and F.torn_frame(data, offset)
+                torn = torn and F.valid_record_after(data, offset, seq - 1) is None
                 break
             if found != seq:
                 problem = f"seq {found}, expected {seq}"
