@@ -231,6 +231,12 @@ def _add_limit_flags(serve_cmd: argparse.ArgumentParser) -> None:
 
     limit("--max-connections", 1, 1_000_000, "open connections")
     limit("--max-unauthenticated", 1, 1_000_000, "connections not yet through the handshake")
+    limit(
+        "--max-unauthenticated-per-address",
+        1,
+        1_000_000,
+        "of those, from one address (an IPv6 /64)",
+    )
     limit("--handshake-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "from connect to welcome")
     limit("--tls-handshake-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "the TLS handshake")
     limit("--frame-timeout-ms", _TIMEOUT_MIN_MS, _HOUR_MS, "a frame, once begun, to complete")
@@ -261,6 +267,7 @@ def _limits(args: argparse.Namespace) -> Limits:
     return Limits(
         max_connections=args.max_connections,
         max_unauthenticated=args.max_unauthenticated,
+        max_unauthenticated_per_address=args.max_unauthenticated_per_address,
         handshake_timeout_ms=args.handshake_timeout_ms,
         tls_handshake_timeout_ms=args.tls_handshake_timeout_ms,
         frame_timeout_ms=args.frame_timeout_ms,

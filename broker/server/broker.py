@@ -108,9 +108,7 @@ class Broker:
         self.refusals = RefusalLog(log)
         self.guard = Guard(limits, self.connections, self.refusals)
         failures = FailureTable(limits.auth_fail_delay_ms)
-        self.handshake = Handshake(
-            keyring, failures, self.refusals, self._open_session, clock_ms, self.loop.call_later
-        )
+        self.handshake = Handshake(keyring, failures, self.refusals, self._open_session, clock_ms)
         # Args cannot be over the limit when the frame limit is lower: skip the check.
         self._max_args_bytes = limits.max_args_bytes
         self._check_args = limits.max_args_bytes < config.max_frame_bytes

@@ -25,6 +25,7 @@ from leash.protocol.frames import FrameDecoder
 ISSUE_DEFAULTS = {
     "max_connections": 10_000,
     "max_unauthenticated": 256,
+    "max_unauthenticated_per_address": 64,
     "handshake_timeout_ms": 2_000,
     "tls_handshake_timeout_ms": 5_000,
     "frame_timeout_ms": 30_000,
@@ -148,8 +149,9 @@ class Peer:
 
     PAUSED_FOR_WRITES = Connection.PAUSED_FOR_WRITES
 
-    def __init__(self, greeted: bool = True) -> None:
+    def __init__(self, greeted: bool = True, host: str = "127.0.0.1") -> None:
         self.greeted = greeted
+        self.host, self.source = host, "?"
         self.reading = True
         self.closed, self.closed_s = False, 0.0
         self.frames_in = self.frames_out = self.in_flight = 0
@@ -278,6 +280,35 @@ async def test_admission_counts_and_refuses_beyond_the_limits() -> None:
     assert len(connections) == 3 and guard.unauthenticated == 2
     guard.lost(peers[1])  # type: ignore[arg-type]
     assert len(connections) == 2 and guard.unauthenticated == 1
+
+
+async def test_one_address_takes_at_most_its_share_of_the_places_before_the_handshake() -> None:
+    limits = Limits(max_unauthenticated=5, max_unauthenticated_per_address=2)
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+
+    def admitted(*hosts: str) -> list[bool]:
+        return [guard.admit(Peer(greeted=False, host=host)) for host in hosts]  # type: ignore[arg-type]
+
+    assert admitted("10.0.0.9", "10.0.0.9", "10.0.0.9") == [True, True, False]
+    # an IPv6 host owns its /64; an IPv4-mapped address is the IPv4 one
+    assert admitted("2001:db8::1", "2001:db8::2", "2001:db8::3%eth0") == [True, True, False]
+    assert admitted("::ffff:10.0.0.9", "10.0.0.7") == [False, True]  # and the total is 5
+    assert guard.unauthenticated_from == {"10.0.0.9": 2, "2001:db8::/64": 2, "10.0.0.7": 1}
+    assert admitted("10.0.0.8") == [False]
+
+
+async def test_a_welcome_or_a_close_gives_the_address_its_place_back() -> None:
+    limits = Limits(max_unauthenticated_per_address=1)
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+    first, second = Peer(greeted=False, host="10.0.0.9"), Peer(greeted=False, host="10.0.0.9")
+    assert guard.admit(first)  # type: ignore[arg-type]
+    assert not guard.admit(second)  # type: ignore[arg-type]
+    first.greeted = True
+    guard.welcomed(first)  # type: ignore[arg-type]
+    assert guard.admit(second)  # type: ignore[arg-type]
+    guard.lost(second)  # type: ignore[arg-type]
+    guard.lost(first)  # type: ignore[arg-type]
+    assert guard.unauthenticated_from == {} and guard.unauthenticated == 0
 
 
 def test_the_sweep_runs_at_least_twice_a_second_and_four_times_per_shortest_timeout() -> None:
