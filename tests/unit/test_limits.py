@@ -335,6 +335,27 @@ def test_protected_mode_refuses_a_wide_bind_without_a_key() -> None:
         prepare(ServerConfig(host="0.0.0.0"))
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", ""])
+def test_protected_mode_refuses_metrics_beyond_loopback_without_a_key(host: str) -> None:
+    with pytest.raises(SecurityError, match=r"metrics on .*\(protected mode\)"):
+        prepare(ServerConfig(metrics_host=host, metrics_port=9100))
+    prepare(ServerConfig(metrics_host=host))  # no metrics port: nothing is served there
+    prepare(ServerConfig(metrics_host="127.0.0.1", metrics_port=9100))
+
+
+def test_metrics_beyond_loopback_with_a_key_or_insecure_no_auth_start_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(A.key_file_text(A.Key("k", b"k" * 32)))
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="leash"):
+        prepare(ServerConfig(metrics_host="0.0.0.0", metrics_port=9100, key_file=str(path)))
+        prepare(ServerConfig(metrics_host="0.0.0.0", metrics_port=9100, insecure_no_auth=True))
+    warned = [r for r in caplog.records if "metrics on 0.0.0.0 are served to anyone" in r.message]
+    assert len(warned) == 2
+
+
 def test_insecure_no_auth_allows_it_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="leash"):
         security = prepare(ServerConfig(host="0.0.0.0", insecure_no_auth=True))
