@@ -135,7 +135,8 @@ async def serve(
         raise StartupError(str(error)) from None
     lock_fd = lock_data_dir(config.data_dir)
     try:
-        admin_sock = bind_admin_socket(config.admin_socket_path())  # a socket there is stale
+        # A socket there is stale: we hold the lock.
+        admin_sock = bind_admin_socket(config.admin_socket_path(), config.admin_uids)
     except (AdminSocketError, OSError) as error:
         os.close(lock_fd)
         raise StartupError(f"cannot create the admin socket: {error}") from None
