@@ -113,7 +113,9 @@ class Broker:
         self._max_args_bytes = limits.max_args_bytes
         self._check_args = limits.max_args_bytes < config.max_frame_bytes
         self.guard.start()
-        self.disk_low = False  # set by the free-space watch: refuse what grows the state
+        # The free-space watch's: whether a request that grows the state, of
+        # this many bytes, must be refused (journal.space.SpaceWatch).
+        self.refuses_growth: Callable[[int], bool] = lambda _request_bytes: False
         self.compactor: Compactor | None = None  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
@@ -149,7 +151,7 @@ class Broker:
         alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
         if alive:
             self._commit(alive)
-        if self.disk_low and core.grows_state(request):
+        if core.grows_state(request) and self.refuses_growth(len(body)):
             self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
             return
         self._roll_if_due(now_ms)
