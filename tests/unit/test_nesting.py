@@ -76,6 +76,22 @@ def test_the_args_limit_is_64_levels_and_65_is_over(maps: bool) -> None:
     assert nested_deeper(msgspec.msgpack.encode(nest(LIMIT, {}, maps=maps)))  # empty counts
 
 
+@pytest.mark.parametrize("inner", [LIMIT - 2, LIMIT - 1], ids=["at-limit", "over"])
+def test_items_cut_apart_are_held_to_the_levels_left_under_them(inner: int) -> None:
+    """Large items (a list of records, a map of large values) are cut apart
+    by msgspec before they are counted or walked: the same answer."""
+    pad = "x" * 40
+    records = [{"id": n, "pad": pad, "deep": nest(inner if n == 17 else 2)} for n in range(30)]
+    as_map = {"pad": pad, "more": pad, "deep": [pad, nest(inner)]}
+    for value in (records, as_map, [records]):
+        assert nested_deeper(msgspec.msgpack.encode(value)) == (depth(value) > LIMIT)
+
+
+def test_an_item_nested_past_the_interpreters_stack_is_deeper_than_the_limit() -> None:
+    data = b"\x92\xd9\x40" + b"x" * 64 + raw_nest(100_000)
+    assert nested_deeper(data)
+
+
 def test_a_value_a_million_levels_deep_is_walked_without_recursion() -> None:
     data = raw_nest(1_000_000)
     assert nested_deeper(data)
