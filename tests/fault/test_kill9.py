@@ -111,6 +111,8 @@ def _check(broker: BrokerProcess, ledger: Ledger, *, everything: bool) -> None:
 
 
 def _broken_files(data_dir: str) -> set[str]:
+    if not os.path.isdir(data_dir):  # killed before it made the directory
+        return set()
     return {name for name in os.listdir(data_dir) if ".broken" in name}
 
 
