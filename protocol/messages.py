@@ -443,10 +443,22 @@ TOO_DEEP = f"nested more than {L.ARGS_DEPTH_MAX} levels of arrays and maps deep"
 def decode_request(body: bytes) -> Request:
     """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
     request: Request = decode_with(request_decoder, REQUEST_OPS, body)
-    for path, spec in job_specs(request):
-        if nested_deeper(spec.args):
-            raise BadRequest(request.rid, ErrorCode.BAD_REQUEST, f"args {TOO_DEEP}", path + ".args")
+    kind = type(request)
+    if kind is Push:  # the hot path: one job
+        if nested_deeper(request.job.args):  # type: ignore[union-attr]
+            raise _too_deep(request.rid, "$.job")
+    elif kind in _CREATE_MANY_JOBS:
+        for path, spec in job_specs(request):
+            if nested_deeper(spec.args):
+                raise _too_deep(request.rid, path)
     return request
+
+
+def _too_deep(rid: int, path: str) -> "BadRequest":
+    return BadRequest(rid, ErrorCode.BAD_REQUEST, f"args {TOO_DEEP}", f"{path}.args")
+
+
+_CREATE_MANY_JOBS = frozenset({PushMany, CreateBatch})
 
 
 def job_specs(request: object) -> "list[tuple[str, JobSpec]]":
