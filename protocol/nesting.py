@@ -112,20 +112,27 @@ def _split(value: bytes) -> tuple[bytes, list[int]] | None:
     msgspec: the bytes that hold them one after the other, and where each
     begins and the last ends. None for a scalar, or for items too small to
     be worth it (walking them is cheaper)."""
-    byte = value[0]
-    if 0x80 <= byte <= 0x9F:
-        count, start = (byte & 0x0F) * (2 if byte < 0x90 else 1), 1
-    elif 0xDC <= byte <= 0xDF:
-        width = 2 if byte in (0xDC, 0xDE) else 4
-        count = int.from_bytes(value[1 : 1 + width], "big") * (2 if byte >= 0xDE else 1)
-        start = 1 + width
-    else:
+    header = _container(value, 0)
+    if header is None or len(value) < SPLIT_ITEM_MIN_BYTES * header[0]:
         return None
-    if len(value) < SPLIT_ITEM_MIN_BYTES * count:
-        return None
-    if 0x80 <= byte <= 0x8F or byte >= 0xDE:  # a map: as the array of its keys and values
+    count, start, is_map = header
+    if is_map:  # as the array of its keys and values
         value, start = b"\xdd" + count.to_bytes(4, "big") + value[start:], 5
     return value, list(itertools.accumulate(map(len, _items(value)), initial=start))
+
+
+def _container(data: bytes, position: int) -> tuple[int, int, bool] | None:
+    """The container that starts at ``position``: how many values it holds
+    (two an entry, for a map), its header's length, whether it is a map;
+    None if none starts there. (The walk's loop has its own copy: speed.)"""
+    byte = data[position]
+    if 0x80 <= byte <= 0x9F:
+        return (byte & 0x0F) * (2 if byte < 0x90 else 1), 1, byte < 0x90
+    if 0xDC <= byte <= 0xDF:
+        width = 2 if byte in (0xDC, 0xDE) else 4
+        count = int.from_bytes(data[position + 1 : position + 1 + width], "big")
+        return count * (2 if byte >= 0xDE else 1), 1 + width, byte >= 0xDE
+    return None
 
 
 def value_end(data: bytes, offset: int) -> int:
@@ -187,8 +194,11 @@ def envelope(body: bytes) -> tuple[object, object]:
     op: object = None
     rid: object = None
     try:
-        position, pairs = _map_header(body, 0)
-        for _ in range(pairs):
+        header = _container(body, 0)
+        if header is None or not header[2]:
+            return None, None  # not a map
+        count, position, _ = header
+        for _ in range(count // 2):
             key, position = _short_str(body, position)
             if key == "op":
                 op, position = _scalar(body, position)
@@ -199,17 +209,6 @@ def envelope(body: bytes) -> tuple[object, object]:
     except (Malformed, IndexError):
         pass  # what was read before the bad part stands
     return op, rid
-
-
-def _map_header(data: bytes, position: int) -> tuple[int, int]:
-    byte = data[position]
-    if 0x80 <= byte <= 0x8F:
-        return position + 1, byte & 0x0F
-    if byte in (0xDE, 0xDF):
-        width = 2 if byte == 0xDE else 4
-        count = int.from_bytes(data[position + 1 : position + 1 + width], "big")
-        return position + 1 + width, count
-    raise Malformed("the body is not a map")
 
 
 def _short_str(data: bytes, position: int) -> tuple[object, int]:
