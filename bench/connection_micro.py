@@ -11,7 +11,10 @@ what is written. Two phases, each timed, best of ``--rounds``:
   N acks (what a pipelining client causes).
 
 Prints CPU microseconds per request (process time: a busy machine disturbs
-it less than wall time). ``--profile FILE`` writes a cProfile of the
+it less than wall time). ``--args`` picks the jobs' args: ``bin`` (100
+bytes in one value, the default), ``map`` (a small map, as a typical job
+has) or ``records`` (a list of 40 small maps: enough arrays and maps that
+the nesting check walks them, its slow path). ``--profile FILE`` writes a cProfile of the
 one-at-a-time phase. ``--root DIR`` measures another source tree, to
 compare a change with the code before it:
 
@@ -32,6 +35,7 @@ parser.add_argument("--rounds", type=int, default=3)
 parser.add_argument("--fsync", default="never")
 parser.add_argument("--profile", default="")
 parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent)
+parser.add_argument("--args", choices=["bin", "map", "records"], default="bin")
 OPTIONS = parser.parse_args()
 sys.path[0] = str(OPTIONS.root)  # not bench/: its profile.py would hide the stdlib's
 
@@ -51,7 +55,12 @@ from leash.broker.server.main import open_epoch  # noqa: E402
 from leash.protocol import messages as M  # noqa: E402
 from leash.protocol.frames import FrameDecoder, encode_frame  # noqa: E402
 
-PAYLOAD = M.encoder.encode(b"x" * 100)
+ARGS = {
+    "bin": b"x" * 100,
+    "map": {"to": "ada@example.com", "n": [1, 2.5, None]},
+    "records": [{"id": n, "tags": ["a", "b"], "at": {"x": n}} for n in range(40)],
+}
+PAYLOAD = M.encoder.encode(ARGS[OPTIONS.args])
 
 
 class Transport:
@@ -180,7 +189,10 @@ async def main() -> None:
             many.append(await pipelined(producer, worker, n, base + n))
         await committer.close()
         journal.close()
-    print(f"tree {OPTIONS.root}, fsync {OPTIONS.fsync}: best of {OPTIONS.rounds} x {n} jobs")
+    print(
+        f"tree {OPTIONS.root}, fsync {OPTIONS.fsync}, args {OPTIONS.args} "
+        f"({len(PAYLOAD)} bytes): best of {OPTIONS.rounds} x {n} jobs"
+    )
     print(f"  one at a time: {min(one):6.2f} us per request (push, fetch, ack)")
     print(f"  pipelined:     {min(many):6.2f} us per request")
 

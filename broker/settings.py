@@ -453,6 +453,12 @@ _FAKTORY = [
 _LIMIT_SETTINGS = [
     _limit("--max-connections", 1, COUNT_MAX, "open connections"),
     _limit("--max-unauthenticated", 1, COUNT_MAX, "connections not yet through the handshake"),
+    _limit(
+        "--max-unauthenticated-per-address",
+        1,
+        COUNT_MAX,
+        "of those, from one address (an IPv6 /64)",
+    ),
     _limit("--handshake-timeout-ms", TIMEOUT_MIN_MS, HOUR_MS, "from connect to welcome"),
     _limit("--tls-handshake-timeout-ms", TIMEOUT_MIN_MS, HOUR_MS, "the TLS handshake"),
     _limit("--frame-timeout-ms", TIMEOUT_MIN_MS, HOUR_MS, "a frame, once begun, to complete"),
@@ -471,7 +477,12 @@ _LIMIT_SETTINGS = [
     _limit("--max-outbound-bytes", 64 * 1024, 1 << 30, "replies waiting to be read"),
     _limit("--write-stall-ms", TIMEOUT_MIN_MS, HOUR_MS, "replies not draining, then abort"),
     _limit("--max-args-bytes", 1, FRAME_CEILING_BYTES, "msgpack bytes of one job's args"),
-    _limit("--auth-fail-delay-ms", 0, 60_000, "before answering a failed authentication"),
+    _limit(
+        "--auth-fail-delay-ms",
+        0,
+        60_000,
+        "after a failed authentication, before that source's next attempt is checked",
+    ),
 ]
 
 SETTINGS: tuple[Setting, ...] = (

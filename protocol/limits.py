@@ -45,6 +45,8 @@ ADMIN_PAGE_MAX = 1000
 ADMIN_SCAN_MAX = 20_000  # index entries one admin request may look at
 REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
 
+ARGS_DEPTH_MAX = 64  # arrays and maps nested in one job's args ([] is one level)
+ERROR_TEXT_MAX_CHARS = 512  # an error reply's message and path: longer ones are cut
 ERROR_TYPE_MAX_CHARS = 256
 ERROR_MESSAGE_MAX_CHARS = 8 * 1024
 ERROR_BACKTRACE_MAX_CHARS = 64 * 1024
@@ -75,6 +77,7 @@ AUTH_PROOF_BYTES = 32  # an HMAC-SHA256 digest
 # --- what the broker allows a connection (defaults; each is a serve flag, §10.1) ---
 CONNECTIONS_MAX_DEFAULT = 10_000
 UNAUTHENTICATED_MAX_DEFAULT = 256  # connections that have not finished the handshake
+UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT = 64  # of those, from one address (an IPv6 /64)
 HANDSHAKE_TIMEOUT_DEFAULT_MS = 2_000  # from connect (or the end of TLS) to welcome
 TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS = 5_000
 FRAME_TIMEOUT_DEFAULT_MS = 30_000  # a frame must be complete this long after it began

@@ -17,6 +17,7 @@ from msgspec import Meta, Raw, Struct
 
 from leash.protocol import limits as L
 from leash.protocol.errors import ErrorCode
+from leash.protocol.nesting import envelope, nested_deeper
 
 RequestId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 QueueName = Annotated[str, Meta(min_length=1, max_length=L.NAME_MAX_CHARS, pattern=L.NAME_PATTERN)]
@@ -433,23 +434,48 @@ Reply = (
 )
 
 
-class Envelope(Struct, forbid_unknown_fields=False):
-    """The least of a request: enough to answer a body that did not decode."""
-
-    op: object = ""
-    rid: object = 0
-
-
 encoder = msgspec.msgpack.Encoder()
 request_decoder = msgspec.msgpack.Decoder(Request)
 reply_decoder = msgspec.msgpack.Decoder(Reply)
-_envelope_decoder = msgspec.msgpack.Decoder(Envelope)
+TOO_DEEP = f"nested more than {L.ARGS_DEPTH_MAX} levels of arrays and maps deep"
 
 
 def decode_request(body: bytes) -> Request:
     """Decode one request body; raise ``BadRequest`` carrying the code and rid to answer."""
     request: Request = decode_with(request_decoder, REQUEST_OPS, body)
+    kind = type(request)
+    if kind is Push:  # the hot path: one job
+        if nested_deeper(request.job.args):  # type: ignore[union-attr]
+            raise _too_deep(request.rid, "$.job")
+    elif kind in _CREATE_MANY_JOBS:
+        for path, spec in job_specs(request):
+            if nested_deeper(spec.args):
+                raise _too_deep(request.rid, path)
     return request
+
+
+def _too_deep(rid: int, path: str) -> "BadRequest":
+    return BadRequest(rid, ErrorCode.BAD_REQUEST, f"args {TOO_DEEP}", f"{path}.args")
+
+
+_CREATE_MANY_JOBS = frozenset({PushMany, CreateBatch})
+
+
+def job_specs(request: object) -> "list[tuple[str, JobSpec]]":
+    """Every job a request would create, with its path in the body."""
+    match request:
+        case Push(job=spec):
+            return [("$.job", spec)]
+        case PushMany(jobs=specs):
+            return [(f"$.jobs[{index}]", spec) for index, spec in enumerate(specs)]
+        case CreateBatch(jobs=specs, callbacks=callbacks):
+            named = [
+                (f"$.callbacks.{kind}", spec)
+                for kind in ("success", "complete", "death")
+                if (spec := getattr(callbacks, kind)) is not None
+            ]
+            return [*((f"$.jobs[{index}]", spec) for index, spec in enumerate(specs)), *named]
+    return []
 
 
 def decode_with(decoder: "msgspec.msgpack.Decoder[T]", ops: frozenset[str], body: bytes) -> T:
@@ -459,8 +485,8 @@ def decode_with(decoder: "msgspec.msgpack.Decoder[T]", ops: frozenset[str], body
         return decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _request_error(body, str(exc), ops) from None
-    except RecursionError:  # nesting deeper than the interpreter's stack
-        raise _request_error(body, "nested too deeply", ops) from None
+    except RecursionError:  # deeper than the interpreter's stack: far past any limit
+        raise _request_error(body, f"the body is {TOO_DEEP}", ops) from None
 
 
 class BadRequest(Exception):
@@ -470,8 +496,8 @@ class BadRequest(Exception):
         super().__init__(message)
         self.rid = rid
         self.code = code
-        self.message = message
-        self.path = path
+        self.message = bounded(message)
+        self.path = bounded(path)
         self.op = op  # the unknown op, for unknown_op
 
     def reply(self) -> Error:
@@ -479,17 +505,24 @@ class BadRequest(Exception):
 
 
 _PATH = re.compile(r" - at (?:`key` in )?`(\$[^`]*)`$")
+OP_SHOWN_CHARS = 64  # of an unknown op, in its error message
+
+
+def bounded(text: str) -> str:
+    """``text`` cut to ERROR_TEXT_MAX_CHARS: an error never echoes a large input back."""
+    if len(text) <= L.ERROR_TEXT_MAX_CHARS:
+        return text
+    return f"{text[: L.ERROR_TEXT_MAX_CHARS - 24]}... ({len(text)} characters)"
 
 
 def _request_error(body: bytes, message: str, ops: frozenset[str]) -> BadRequest:
-    try:
-        envelope = _envelope_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        envelope = Envelope()
-    rid = envelope.rid if type(envelope.rid) is int and 0 <= envelope.rid < 2**63 else 0
+    op, rid = envelope(body)
+    rid = rid if type(rid) is int and 0 <= rid < 2**63 else 0
     match = _PATH.search(message)
     path = match.group(1) if match else ""
-    op = envelope.op
     if isinstance(op, str) and op and op not in ops:
-        return BadRequest(rid, ErrorCode.UNKNOWN_OP, f"unknown op {op!r}", "$.op", op)
+        shown = repr(op[:OP_SHOWN_CHARS])
+        if len(op) > OP_SHOWN_CHARS:
+            shown += f"... ({len(op)} characters)"
+        return BadRequest(rid, ErrorCode.UNKNOWN_OP, f"unknown op {shown}", "$.op", op)
     return BadRequest(rid, ErrorCode.BAD_REQUEST, message, path)

@@ -7,8 +7,12 @@ table's queue and type names, by number), ``ProcessesImage``,
 ``JOBS_PER_CHUNK`` each), ``JobsImage`` (leased jobs, in full) and
 ``BatchesImage`` (in the order the batches were created), so a million jobs
 stream as a few hundred small objects and load without being unpacked
-into objects. ``load(chunks, config)`` rebuilds a State whose ``canonical``
-form equals the dumped one and whose invariants hold.
+into objects. A chunk also closes once what it holds passes
+``CHUNK_TARGET_BYTES``, so that its size depends on no job's args, no
+batch's member table: a chunk is at most that plus one item, far below what
+a snapshot's reader takes (a job's args are at most 16 MiB).
+``load(chunks, config)`` rebuilds a State whose ``canonical`` form equals
+the dumped one and whose invariants hold.
 
 Only the persistent tables are written; every index is rebuilt from them:
 - ready order: READY jobs are dumped bucket by bucket in ready order and
@@ -35,7 +39,7 @@ field order, which golden fixture files pin.
 import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import assert_never
+from typing import TypeVar, assert_never
 
 import msgspec
 from msgspec import Struct
@@ -62,6 +66,7 @@ LOADS_VERSIONS = (1, 2, 3)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
+CHUNK_TARGET_BYTES = 1 << 20  # a chunk takes no more items once its items pass this
 
 
 class ImageHead(Struct, tag="head", array_like=True):
@@ -118,6 +123,9 @@ chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
+ItemT = TypeVar("ItemT", Process, Job, Batch)
+
+
 class ImageError(ValueError):
     """The chunks do not form an image this version can load."""
 
@@ -131,19 +139,33 @@ def dump(state: State) -> Iterator[Chunk]:
     yield QueuesImage(sorted(name for name, q in state.queues.items() if q.paused))
     names, packed_form = state.jobs.for_image()
     yield NamesImage(names)
-    processes = list(state.processes.values())
-    for start in range(0, len(processes), PROCESSES_PER_CHUNK):
-        yield ProcessesImage(processes[start : start + PROCESSES_PER_CHUNK])
+    for processes in _sized(state.processes.values(), PROCESSES_PER_CHUNK):
+        yield ProcessesImage(processes)
     yield from _packed_chunks(state, packed_form)
     leased = sorted(
         (state.jobs[job_id] for owned in state.leases_by_owner.values() for job_id in owned),
         key=lambda job: job.token,
     )
-    for start in range(0, len(leased), JOBS_PER_CHUNK):
-        yield JobsImage(leased[start : start + JOBS_PER_CHUNK])
-    batches = list(state.batches.values())
-    for start in range(0, len(batches), BATCHES_PER_CHUNK):
-        yield BatchesImage(batches[start : start + BATCHES_PER_CHUNK])
+    for jobs in _sized(leased, JOBS_PER_CHUNK):
+        yield JobsImage(jobs)
+    for batches in _sized(state.batches.values(), BATCHES_PER_CHUNK):
+        yield BatchesImage(batches)
+
+
+def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
+    """``items`` in runs of at most ``count_max`` that close once their
+    encoded sizes pass CHUNK_TARGET_BYTES."""
+    run: list[ItemT] = []
+    run_bytes = 0
+    measure = chunk_encoder.encode
+    for item in items:
+        run.append(item)
+        run_bytes += len(measure(item))
+        if len(run) == count_max or run_bytes >= CHUNK_TARGET_BYTES:
+            yield run
+            run, run_bytes = [], 0
+    if run:
+        yield run
 
 
 def _packed_chunks(
@@ -176,11 +198,14 @@ def _chunked(
     entries: Iterable[tuple[str, int]],
 ) -> Iterator[PackedJobsImage]:
     chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+    chunk_bytes = 0
     for job_id, at_ms in entries:
-        if len(chunk.ids) == JOBS_PER_CHUNK:
+        if len(chunk.ids) == JOBS_PER_CHUNK or chunk_bytes >= CHUNK_TARGET_BYTES:
             yield chunk
             chunk = PackedJobsImage(job_state, priority, [], [], [], [], [])
+            chunk_bytes = 0
         record, queue, type_ = packed_form(job_id)
+        chunk_bytes += len(record) + len(job_id)
         chunk.ids.append(job_id)
         chunk.jobs.append(record)
         chunk.queues.append(queue)

@@ -38,7 +38,7 @@ RETRY_S, RETRY_MAX_S = 5.0, 300.0
 Spawn = Callable[[str, int], Awaitable[int]]  # (directory, through seq) -> exit status
 
 
-async def run_snapshotter(directory: str, through_seq: int) -> int:
+async def run_snapshotter(directory: str, through_seq: int, keep_free_bytes: int = 0) -> int:
     """Run ``python -m leash.broker.journal.snapshotter`` and wait for it."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -47,6 +47,7 @@ async def run_snapshotter(directory: str, through_seq: int) -> int:
         directory,
         str(through_seq),
         str(os.getpid()),
+        str(keep_free_bytes),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
     )
@@ -86,6 +87,9 @@ class Compactor:
             if segment.path != journal.path
         ]
         self.snapshots_taken = 0
+        # Told what a snapshot being written may take on disk (0 once it
+        # ended): the free-space watch keeps it from what pushes may use.
+        self.reserve: Callable[[int], None] = lambda _bytes: None
         self._task: asyncio.Task[bool] | None = None
         self._retry_s = RETRY_S
         self._retry: asyncio.TimerHandle | None = None
@@ -132,6 +136,7 @@ class Compactor:
         return self.snapshot_seq
 
     async def _snapshot(self, through_seq: int) -> bool:
+        self.reserve(self.snapshot_bytes + self.tail_bytes)  # about what the new one takes
         try:
             status = await self.spawn(self.directory, through_seq)
             if status == 0:
@@ -145,6 +150,7 @@ class Compactor:
             log.error("snapshot through seq %d failed: %s", through_seq, error)
         finally:
             self._task = None
+            self.reserve(0)
         self._retry = asyncio.get_running_loop().call_later(self._retry_s, self._retry_now)
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
         return False

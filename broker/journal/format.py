@@ -33,7 +33,12 @@ RECORD_HEADER_BYTES = _RECORD.size
 FRAME_COUNT = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
 ARRAY32 = 0xDD  # its first byte (whatever the count, so the prefix has one size)
 FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + FRAME_COUNT.size
-RECORD_MAX_BYTES = 64 * 1024 * 1024  # a payload over this is corruption, never allocated
+# A payload over this is corruption. Far above any the broker writes: a frame
+# holds one write's records (a request's are bounded by its frame, at most
+# 16 MiB) and a snapshot chunk closes past 1 MiB (but for one large item),
+# except for records of unbounded size such as the death of a process that
+# held a million leases.
+RECORD_MAX_BYTES = 1 << 30
 FRAME_TARGET_BYTES = 64 * 1024  # a frame takes no more records once its payload passes this
 
 
@@ -123,6 +128,35 @@ def scan_record(data: memoryview, offset: int) -> Scanned | BadRecord:
     if zlib.crc32(data[offset + 4 : end]) != crc:
         return BadRecord(offset, "record checksum mismatch")
     return Scanned(seq, data[offset + RECORD_HEADER_BYTES : end], end)
+
+
+SECTOR_BYTES = 512  # what a disk writes whole: an unfinished write leaves whole sectors unwritten
+_ZERO_SECTOR = bytes(SECTOR_BYTES)
+
+
+def torn_frame(data: memoryview, offset: int) -> bool:
+    """Whether the bad frame at ``offset`` is one a crash leaves in the
+    middle of a write — cut short (its header, or its bytes before its
+    length), or with a sector that was never written (zero-filled) — and
+    not damage to a whole frame: a flipped bit anywhere in a frame whose
+    bytes are all there, length field included, is damage."""
+    available = len(data) - offset
+    if available < RECORD_HEADER_BYTES:
+        return True
+    crc, length, seq = decode_frame_header(bytes(data[offset : offset + RECORD_HEADER_BYTES]))
+    if length > RECORD_MAX_BYTES:
+        return False
+    end = offset + RECORD_HEADER_BYTES + length
+    if end > len(data):  # cut short, unless it is whole and only its length changed
+        whole = _RECORD.pack(0, available - RECORD_HEADER_BYTES, seq)[4:]
+        return zlib.crc32(data[offset + RECORD_HEADER_BYTES :], zlib.crc32(whole)) != crc
+    start = offset
+    while start < end:  # the frame by the sectors it lies in
+        stop = min((start // SECTOR_BYTES + 1) * SECTOR_BYTES, end)
+        if bytes(data[start:stop]) == _ZERO_SECTOR[: stop - start]:
+            return True
+        start = stop
+    return False
 
 
 def valid_record_after(data: memoryview, offset: int, seq: int) -> int | None:

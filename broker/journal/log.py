@@ -113,6 +113,7 @@ class Journal:
         self.durable_seq = 0  # the last seq fsynced (writer thread)
         self.epoch = 0
         self.failure: JournalFailure | None = None
+        self.appended_bytes = 0  # by append since start (the free-space watch counts on it)
         self._fd: int | None = None
         self._path = ""
         self._first_seq = 1
@@ -208,6 +209,7 @@ class Journal:
             self.failure = JournalFailure("write", self._path, error, self.durable_seq)
             raise self.failure from error
         self._size_bytes += len(data)
+        self.appended_bytes += len(data)
         self.written_seq = through_seq
 
     def sync(self) -> None:

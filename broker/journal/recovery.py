@@ -6,11 +6,14 @@ one write, format.py; all of them are kept or none):
 - A snapshot that fails its checks is reported and set aside; the next
   older valid one is used if the segments after it still exist, else
   start-up is refused.
-- A torn tail — a bad frame (cut short, zero-filled or garbled) in the LAST
-  segment with no valid frame after it, or a last segment whose header is
-  zero-filled — is copied to ``<segment>.broken``, cut off and reported with
-  the sequence number it starts at. An empty last segment (a crash between
-  creating it and writing its header) is removed.
+- A torn tail — a bad frame in the LAST segment that a crash in the middle
+  of a write leaves (cut short, or with a zero-filled sector:
+  ``format.torn_frame``) with no valid frame after it, or a last segment
+  whose header is zero-filled — is copied to ``<segment>.broken``, cut off
+  and reported with the sequence number it starts at. A whole last frame
+  that fails its checksum (a flipped bit) is damage, as anywhere else. An
+  empty last segment (a crash between creating it and writing its header)
+  is removed.
 - Anything else — a bad frame before the tail, a bad frame in an earlier
   segment, a gap in sequence numbers, a bad header — refuses to start with
   ``JournalCorrupt`` naming the file, offset and seq, and the flag that
@@ -48,7 +51,7 @@ from leash.broker import core
 from leash.broker.core import image
 from leash.broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
 from leash.broker.journal import format as F
-from leash.broker.journal import layout, snapshot
+from leash.broker.journal import layout, reading, snapshot
 from leash.broker.journal.disk import Disk
 from leash.broker.journal.layout import NumberedFile
 
@@ -91,6 +94,22 @@ def recover(
     read_only: bool = False,
     through_seq: int | None = None,
     on_record: Callable[[int, Record], None] | None = None,
+) -> Recovered:
+    """Recover the state of ``directory`` (the module docstring says how),
+    on a stack of its own (reading.py: every reader reads alike)."""
+    return reading.on_own_stack(
+        lambda: _recover(directory, disk, config, repair, read_only, through_seq, on_record)
+    )
+
+
+def _recover(
+    directory: str,
+    disk: Disk,
+    config: core.CoreConfig,
+    repair: bool,
+    read_only: bool,
+    through_seq: int | None,
+    on_record: Callable[[int, Record], None] | None,
 ) -> Recovered:
     files = layout.scan(disk, directory)
     notes: list[str] = []
@@ -266,7 +285,8 @@ class _Replay:
                 scanned = F.scan_record(data, offset)
                 assert isinstance(scanned, F.BadRecord), scanned
                 problem = scanned.reason
-                torn = last and F.valid_record_after(data, offset, seq - 1) is None
+                torn = last and F.torn_frame(data, offset)
+                torn = torn and F.valid_record_after(data, offset, seq - 1) is None
                 break
             if found != seq:
                 problem = f"seq {found}, expected {seq}"
@@ -275,6 +295,9 @@ class _Replay:
                 records = decode(raw[offset + head_bytes : stop])
             except msgspec.DecodeError as error:  # ValidationError is a DecodeError
                 problem = f"frame does not decode: {error}"
+                break
+            except RecursionError:
+                problem = f"frame does not decode: {reading.UNREADABLE}"
                 break
             if not records:
                 problem = "frame holds no record"
@@ -393,7 +416,7 @@ def _epochs_after(data: memoryview, offset: int, seq: int, version: int) -> int:
                 break
             offset = found
             continue
-        with contextlib.suppress(msgspec.DecodeError):
+        with contextlib.suppress(msgspec.DecodeError, RecursionError):
             for record in decode(bytes(scanned.payload)):
                 if isinstance(record, Booted | EpochRolled):
                     top = max(top, record.epoch)

@@ -10,10 +10,13 @@ taken for a small state.
 
 Writing: a ``.tmp`` file is written, fsynced, renamed to its final name and
 the directory fsynced; only then is the snapshot durable, and only then may
-the files it covers be removed (``obsolete``). A ``.tmp`` file is never read.
+the files it covers be removed (``obsolete``). A ``.tmp`` file is never read;
+one whose writing fails (a full disk) is removed at once, so that it gives
+back the space it took.
 """
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -23,7 +26,7 @@ from msgspec import Struct
 
 from leash.broker.core import image
 from leash.broker.journal import format as F
-from leash.broker.journal import layout
+from leash.broker.journal import layout, reading
 from leash.broker.journal.disk import Disk
 
 MAGIC = b"LEASHSNP"
@@ -47,6 +50,10 @@ class SnapshotTooNew(Exception):
     """A whole snapshot header of a format version this build cannot read."""
 
 
+class NoRoom(OSError):
+    """Writing on would leave less free space than the writer was told to keep."""
+
+
 class Written(NamedTuple):
     path: str
     size_bytes: int
@@ -54,36 +61,84 @@ class Written(NamedTuple):
 
 
 def write(
-    disk: Disk, directory: str, chunks: Iterable[image.Chunk], epoch: int, through_seq: int
+    disk: Disk,
+    directory: str,
+    chunks: Iterable[image.Chunk],
+    epoch: int,
+    through_seq: int,
+    keep_free_bytes: int = 0,
 ) -> Written:
+    """Write the snapshot through ``through_seq``. With ``keep_free_bytes``,
+    stop (``NoRoom``, the temp file removed) rather than leave less free
+    space than that on the disk: the snapshotter keeps half the broker's
+    watermark for the journal's own records."""
     final = os.path.join(directory, layout.snapshot_name(through_seq))
     temp = final + layout.TEMP_SUFFIX
     with contextlib.suppress(FileNotFoundError):  # a stopped snapshot's; never read
         disk.remove(temp)
     fd = disk.create(temp)
-    size_bytes, jobs = 0, 0
     try:
-        pending = [F.encode_header(epoch, through_seq, MAGIC, SNAPSHOT_VERSION)]
-        pending_bytes, number = len(pending[0]), 0
-        for chunk in chunks:
-            number += 1
-            jobs += image.jobs_in(chunk)
-            framed = F.encode_record(number, image.chunk_encoder.encode(chunk))
-            pending.append(framed)
-            pending_bytes += len(framed)
-            if pending_bytes >= WRITE_BYTES:
-                disk.write(fd, b"".join(pending))
-                size_bytes += pending_bytes
-                pending, pending_bytes = [], 0
-        end = F.encode_record(number + 1, image.chunk_encoder.encode(SnapshotEnd(number, jobs)))
-        disk.write(fd, b"".join([*pending, end]))
-        size_bytes += pending_bytes + len(end)
-        disk.sync(fd)
-    finally:
+        room = _Room(disk, directory, keep_free_bytes)
+        size_bytes, jobs = _write_chunks(disk, fd, chunks, epoch, through_seq, room)
+    except BaseException:  # a full disk, a stopped snapshotter: give the space back
         disk.close(fd)
+        with contextlib.suppress(OSError):
+            disk.remove(temp)
+        raise
+    disk.close(fd)
     disk.rename(temp, final)
     disk.sync_dir(directory)
     return Written(final, size_bytes, jobs)
+
+
+class _Room:
+    """Checks, before each write, that it leaves ``keep_bytes`` free (one
+    statvfs a write of about WRITE_BYTES)."""
+
+    def __init__(self, disk: Disk, directory: str, keep_bytes: int) -> None:
+        self.disk, self.directory, self.keep_bytes = disk, directory, keep_bytes
+
+    def check(self, write_bytes: int) -> None:
+        if not self.keep_bytes:
+            return
+        free_bytes = self.disk.free_bytes(self.directory)
+        if free_bytes - write_bytes < self.keep_bytes:
+            raise NoRoom(
+                errno.ENOSPC,
+                f"{free_bytes} bytes free: writing {write_bytes} more would leave less than "
+                f"the {self.keep_bytes} kept for the journal",
+            )
+
+
+def _write_chunks(
+    disk: Disk,
+    fd: int,
+    chunks: Iterable[image.Chunk],
+    epoch: int,
+    through_seq: int,
+    room: _Room,
+) -> tuple[int, int]:
+    """Write the header, the chunks and the end chunk, and sync: (bytes, jobs)."""
+    size_bytes, jobs = 0, 0
+    pending = [F.encode_header(epoch, through_seq, MAGIC, SNAPSHOT_VERSION)]
+    pending_bytes, number = len(pending[0]), 0
+    for chunk in chunks:
+        number += 1
+        jobs += image.jobs_in(chunk)
+        framed = F.encode_record(number, image.chunk_encoder.encode(chunk))
+        pending.append(framed)
+        pending_bytes += len(framed)
+        if pending_bytes >= WRITE_BYTES:
+            room.check(pending_bytes)
+            disk.write(fd, b"".join(pending))
+            size_bytes += pending_bytes
+            pending, pending_bytes = [], 0
+    end = F.encode_record(number + 1, image.chunk_encoder.encode(SnapshotEnd(number, jobs)))
+    room.check(pending_bytes + len(end))
+    disk.write(fd, b"".join([*pending, end]))
+    size_bytes += pending_bytes + len(end)
+    disk.sync(fd)
+    return size_bytes, jobs
 
 
 class Header(NamedTuple):
@@ -118,8 +173,9 @@ def read(disk: Disk, path: str) -> Iterator[image.Chunk]:
     try:
         _header(path, disk.read_at(fd, 0, F.HEADER_BYTES))
         offset, number, jobs = F.HEADER_BYTES, 0, 0
+        size_bytes = disk.size(path)
         while True:
-            chunk = _read_chunk(disk, fd, path, offset, number + 1)
+            chunk = _read_chunk(disk, fd, path, offset, number + 1, size_bytes)
             offset += F.RECORD_HEADER_BYTES + chunk[1]
             if isinstance(chunk[0], SnapshotEnd):
                 _check_end(disk, fd, path, offset, chunk[0], number, jobs)
@@ -132,7 +188,7 @@ def read(disk: Disk, path: str) -> Iterator[image.Chunk]:
 
 
 def _read_chunk(
-    disk: Disk, fd: int, path: str, offset: int, number: int
+    disk: Disk, fd: int, path: str, offset: int, number: int, size_bytes: int
 ) -> tuple[image.Chunk | SnapshotEnd, int]:
     where = f"{path}: offset {offset}, chunk {number}"
     head = disk.read_at(fd, offset, F.RECORD_HEADER_BYTES)
@@ -141,6 +197,8 @@ def _read_chunk(
     crc, length, found = F.decode_frame_header(head)
     if length > F.RECORD_MAX_BYTES:
         raise SnapshotCorrupt(f"{where}: chunk length {length} is over the limit")
+    if offset + F.RECORD_HEADER_BYTES + length > size_bytes:  # checked before it is allocated
+        raise SnapshotCorrupt(f"{where}: chunk of {length} bytes runs past the end")
     payload = disk.read_at(fd, offset + F.RECORD_HEADER_BYTES, length)
     if len(payload) < length:
         raise SnapshotCorrupt(f"{where}: chunk of {length} bytes runs past the end")
@@ -149,7 +207,7 @@ def _read_chunk(
     if found != number:
         raise SnapshotCorrupt(f"{where}: chunk number {found}, expected {number}")
     try:
-        return _decoder.decode(payload), length
+        return reading.decode(_decoder, payload), length
     except msgspec.DecodeError as error:  # ValidationError is a DecodeError
         raise SnapshotCorrupt(f"{where}: chunk does not decode: {error}") from None
 

@@ -8,7 +8,9 @@
   too: start-up would cut it).
 - ``dump`` prints every record after the newest snapshot as one JSON object
   per line, ``{"seq": N, "record": {...}}`` (job args decoded from msgpack,
-  bytes in base64), then one line naming the snapshot the records follow,
+  bytes in base64; args that JSON cannot show, such as an ext value or a
+  map with an array for a key, as ``{"msgpack": BASE64}`` of their bytes),
+  then one line naming the snapshot the records follow,
   ``{"snapshot": PATH, "through": S, "state_jobs": J}`` (``null`` when
   none; J counts the jobs after the records).
 - ``compact`` writes a snapshot of the whole journal and removes what it
@@ -144,7 +146,7 @@ def _tag(record: Record) -> str:
 def _plain(value: Any) -> Any:
     """Structs as maps (array-like ones too), args decoded: for reading."""
     if isinstance(value, msgspec.Raw):
-        return msgspec.msgpack.decode(value)
+        return _args(value)
     if isinstance(value, msgspec.Struct):
         config = value.__struct_config__
         plain = {config.tag_field: config.tag} if config.tag is not None else {}
@@ -154,6 +156,16 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
+
+
+def _args(raw: msgspec.Raw) -> Any:
+    """Job args as JSON shows them, or their msgpack bytes when it cannot."""
+    try:
+        decoded = msgspec.msgpack.decode(raw)
+        msgspec.json.encode(decoded)
+    except (msgspec.DecodeError, TypeError, ValueError, RecursionError):
+        return {"msgpack": bytes(raw)}  # base64 in JSON
+    return decoded
 
 
 def _json(value: Any) -> str:

@@ -7,11 +7,18 @@ with a ``challenge`` (its own fresh nonce and its proof), and welcomes the
 connection only once the client's ``auth`` carries the right proof
 (protocol.auth has the proofs). Every refusal is one ``error``, then close.
 
-Failed authentication is answered after a delay: ``auth_fail_delay_ms``,
-doubled for each recent failure from the same address (at most 2**4
-times), so guessing is slow. The failure table is bounded: at most
-``FAILURES_MAX_ADDRESSES`` addresses, each forgotten ``FAILURE_MEMORY_MS``
-after its last failure. Keys are never logged; key ids may be.
+Failed authentication makes guessing slow without holding a place of the
+broker's: the ``auth_failed`` is sent at once and the connection closed,
+and the failure is remembered by *source* — the address
+(``limits.source_address``) and the key id named, every unknown key id
+counting as one — so that the next attempt from that source is refused at
+once, before any check, until ``auth_fail_delay_ms`` has passed, doubled
+for each recent failure there (at most 2**4 times). A success clears its
+own source only: a guesser at an address does not slow the other keys
+used from it, and a client that gets in does not speed the guesser up.
+The failure table is bounded: at most ``FAILURES_MAX_SOURCES`` sources,
+each forgotten ``FAILURE_MEMORY_MS`` after its last failure. Keys are never
+logged; key ids may be.
 """
 
 import logging
@@ -34,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("leash.server")
 
-FAILURES_MAX_ADDRESSES = 4096
+FAILURES_MAX_SOURCES = 4096
 FAILURE_MEMORY_MS = 60_000
+Source = tuple[str, str]  # the source address, and the key id named ("": an unknown one)
 
 
 def read_key_file(path: str) -> list[A.Key]:
@@ -74,36 +82,45 @@ class Keyring:
 
 
 class FailureTable:
-    """Recent authentication failures by address: how long to delay the next answer."""
+    """Recent authentication failures by source: when the next attempt
+    from there may be checked."""
 
     def __init__(self, base_delay_ms: int) -> None:
         self.base_delay_ms = base_delay_ms
-        self._failures: OrderedDict[str, tuple[int, int]] = OrderedDict()  # count, last ms
+        self._failures: OrderedDict[Source, tuple[int, int]] = OrderedDict()  # count, last ms
 
     def __len__(self) -> int:
         return len(self._failures)
 
-    def delay_ms(self, address: str, now_ms: int) -> int:
-        count, last_ms = self._failures.get(address, (0, 0))
-        if now_ms - last_ms >= FAILURE_MEMORY_MS:
-            count = 0
-        return int(self.base_delay_ms * 2 ** min(count, L.AUTH_FAIL_DELAY_STEPS))
+    def _recent(self, source: Source, now_ms: int) -> tuple[int, int]:
+        count, last_ms = self._failures.get(source, (0, 0))
+        return (count, last_ms) if now_ms - last_ms < FAILURE_MEMORY_MS else (0, 0)
 
-    def failed(self, address: str, now_ms: int) -> None:
-        count, last_ms = self._failures.pop(address, (0, 0))
-        if now_ms - last_ms >= FAILURE_MEMORY_MS:
-            count = 0
-        self._failures[address] = (count + 1, now_ms)  # the newest last
+    def delay_ms(self, count: int) -> int:
+        """The wait after the ``count``-th recent failure of a source."""
+        return int(self.base_delay_ms * 2 ** min(count - 1, L.AUTH_FAIL_DELAY_STEPS))
+
+    def wait_ms(self, source: Source, now_ms: int) -> int:
+        """How long before an attempt from ``source`` is checked (0: now)."""
+        count, last_ms = self._recent(source, now_ms)
+        return max(0, last_ms + self.delay_ms(count) - now_ms) if count else 0
+
+    def failed(self, source: Source, now_ms: int) -> int:
+        """Count a failure: the wait it puts on the source's next attempt."""
+        count = self._recent(source, now_ms)[0] + 1
+        self._failures.pop(source, None)
+        self._failures[source] = (count, now_ms)  # the newest last
         while self._failures:
             oldest, (_, oldest_ms) = next(iter(self._failures.items()))
-            if len(self._failures) <= FAILURES_MAX_ADDRESSES and (
+            if len(self._failures) <= FAILURES_MAX_SOURCES and (
                 now_ms - oldest_ms < FAILURE_MEMORY_MS
             ):
                 break
             del self._failures[oldest]
+        return self.delay_ms(count)
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def succeeded(self, source: Source) -> None:
+        self._failures.pop(source, None)
 
 
 class PendingAuth(NamedTuple):
@@ -115,7 +132,6 @@ class PendingAuth(NamedTuple):
 
 
 OpenSession = Callable[["Connection", M.Hello, int], None]
-CallLater = Callable[[float, Callable[[M.Error], None], M.Error], object]
 
 
 class Handshake:
@@ -126,14 +142,12 @@ class Handshake:
         refusals: "RefusalLog",
         open_session: OpenSession,
         clock_ms: Callable[[], int],
-        call_later: CallLater,
     ) -> None:
         self.keyring = keyring
         self.failures = failures
         self.refusals = refusals
         self.open_session = open_session  # sends the welcome
         self.clock_ms = clock_ms
-        self.call_later = call_later  # loop.call_later
 
     def step(self, connection: "Connection", request: M.Request) -> None:
         """Handle one request of a connection that has not been welcomed."""
@@ -160,8 +174,14 @@ class Handshake:
             self.refuse(connection, hello.rid, ErrorCode.BAD_REQUEST, message)
             return
         key = keyring.find(hello.key_id, datetime.now(UTC))
+        source = (connection.source, key.id if key is not None else "")
+        wait_ms = self.failures.wait_ms(source, self.clock_ms())
+        if wait_ms:
+            message = f"too many failed authentications from here: try again in {wait_ms} ms"
+            self.refuse(connection, hello.rid, ErrorCode.AUTH_FAILED, message)
+            return
         if key is None:
-            self._fail(connection, hello.rid, f"no live key {hello.key_id!r}")
+            self._fail(connection, hello.rid, source, f"no live key {hello.key_id!r}")
             return
         nonce = secrets.token_bytes(L.AUTH_NONCE_BYTES)
         transcript = A.transcript(hello.version, key.id, hello.worker_id, hello.nonce, nonce)
@@ -176,22 +196,20 @@ class Handshake:
             self.refuse(connection, request.rid, ErrorCode.HANDSHAKE_REQUIRED, message)
             return
         expected = A.client_proof(pending.key.secret, pending.transcript)
+        source = (connection.source, pending.key.id)
         if not A.proof_matches(expected, request.proof):
-            self._fail(connection, request.rid, f"wrong proof for key {pending.key.id!r}")
+            self._fail(connection, request.rid, source, f"wrong proof for key {pending.key.id!r}")
             return
         connection.pending_auth = None
-        self.failures.succeeded(connection.host)
+        self.failures.succeeded(source)
         self.open_session(connection, pending.hello, request.rid)
 
-    def _fail(self, connection: "Connection", rid: int, reason: str) -> None:
-        """Answer ``auth_failed`` after the delay; read nothing more meanwhile."""
-        now_ms = self.clock_ms()
-        delay_ms = self.failures.delay_ms(connection.host, now_ms)
-        self.failures.failed(connection.host, now_ms)
+    def _fail(self, connection: "Connection", rid: int, source: Source, reason: str) -> None:
+        """Answer ``auth_failed`` and close at once; the source waits before its next try."""
+        wait_ms = self.failures.failed(source, self.clock_ms())
         self.refusals.refused(connection.peer, ErrorCode.AUTH_FAILED, reason)
-        connection.stop_reading()
-        error = M.Error(rid, ErrorCode.AUTH_FAILED, _AUTH_FAILED)
-        self.call_later(delay_ms / 1000, connection.close_with, error)
+        message = f"{_AUTH_FAILED}; the next attempt from here is checked after {wait_ms} ms"
+        connection.close_with(M.Error(rid, ErrorCode.AUTH_FAILED, message))
 
     def refuse(self, connection: "Connection", rid: int, code: ErrorCode, message: str) -> None:
         self.refusals.refused(connection.peer, code, message)

@@ -113,14 +113,14 @@ class Broker:
         self.refusals = RefusalLog(log)
         self.guard = Guard(limits, self.connections, self.refusals)
         failures = FailureTable(limits.auth_fail_delay_ms)
-        self.handshake = Handshake(
-            keyring, failures, self.refusals, self._open_session, clock_ms, self.loop.call_later
-        )
+        self.handshake = Handshake(keyring, failures, self.refusals, self._open_session, clock_ms)
         # Args cannot be over the limit when the frame limit is lower: skip the check.
         self._max_args_bytes = limits.max_args_bytes
         self._check_args = limits.max_args_bytes < config.max_frame_bytes
         self.guard.start()
-        self.disk_low = False  # set by the free-space watch: refuse what grows the state
+        # The free-space watch's: whether a request that grows the state, of
+        # this many bytes, must be refused (journal.space.SpaceWatch).
+        self.refuses_growth: Callable[[int], bool] = lambda _request_bytes: False
         self.compactor: Compactor | None = None  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
@@ -148,12 +148,16 @@ class Broker:
             if oversized is not None:
                 self._reply(connection, oversized)
                 return
-        self.serve(connection, request, core.decide)
+        self.serve(connection, request, core.decide, len(body))
 
-    def serve(self, connection: Connection, request: Any, decide: Decide) -> None:
+    def serve(
+        self, connection: Connection, request: Any, decide: Decide, request_bytes: int
+    ) -> None:
         """Decide a request of a greeted connection with ``decide`` (the
         core's for its protocol), apply and journal the records, and reply
-        once they are durable (or hold a fetch that found nothing)."""
+        once they are durable (or hold a fetch that found nothing).
+        ``request_bytes`` is about what its records append, for the disk
+        watermark."""
         if self.committer.failed is not None:
             self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
             return
@@ -162,7 +166,7 @@ class Broker:
             alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
             if alive:
                 self._commit(alive)
-        if self.disk_low and core.grows_state(request):
+        if core.grows_state(request) and self.refuses_growth(request_bytes):
             self._reply(connection, M.Error(request.rid, ErrorCode.DISK_FULL, DISK_FULL))
             return
         self._roll_if_due(now_ms)

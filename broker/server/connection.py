@@ -99,6 +99,7 @@ class Connection(asyncio.Protocol):
         "pending_auth",
         "seen_in",
         "seen_out",
+        "source",
         "transport",
         "waiters",
         "worker_id",
@@ -111,6 +112,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.host = "?"  # the peer's address without the port
+        self.source = "?"  # the host as the per-address limits count it (set by the guard)
         self.worker_id = ""  # set by the welcome; empty until the handshake is done
         self.info: ProcessInfo | None = None  # the identity hello gave
         self.pending_auth: PendingAuth | None = None  # challenged, waiting for auth

@@ -123,7 +123,7 @@ class FaktoryFront:
             return
         match command:
             case F.Push() | F.PushBulk() | F.Fetch() | F.Ack() | F.Fail() | F.Beat():
-                self.broker.serve(connection, command, core.decide_faktory)
+                self.broker.serve(connection, command, core.decide_faktory, _growth_bytes(command))
             case F.Refused(code=code, message=message):
                 self.broker.reply(connection, M.Error(0, code, message))
             case F.Info():
@@ -149,12 +149,20 @@ class FaktoryFront:
             broker.refusals.refused(connection.peer, ErrorCode.HANDSHAKE_REQUIRED, why)
             connection.close_with(M.Error(0, ErrorCode.BAD_REQUEST, f"{_FIRST_HELLO}: {why}"))
             return
+        source = (connection.source, _PASSWORD_SOURCE)
+        if connection.salt:
+            wait_ms = broker.handshake.failures.wait_ms(source, broker.clock_ms())
+            if wait_ms:
+                message = f"too many failed authentications from here: try again in {wait_ms} ms"
+                broker.refusals.refused(connection.peer, ErrorCode.AUTH_FAILED, message)
+                connection.close_with(M.Error(0, ErrorCode.AUTH_FAILED, message))
+                return
         rights = self.passwords.check(command, connection.salt) if connection.salt else ""
         if rights is None:
-            self._failed(connection)
+            self._failed(connection, source)
             return
         if connection.salt:
-            broker.handshake.failures.succeeded(connection.host)
+            broker.handshake.failures.succeeded(source)
         connection.identified = True
         connection.admin = self.allow_mutate or rights == ADMIN
         broker.welcomed(connection)
@@ -163,18 +171,14 @@ class FaktoryFront:
             broker.attach(connection, command.wid, info)
         broker.reply(connection, M.Ok(0))
 
-    def _failed(self, connection: FaktoryConnection) -> None:
-        """Answer a wrong password after the delay the failures from its
-        address have earned (auth.FailureTable), reading nothing meanwhile."""
+    def _failed(self, connection: FaktoryConnection, source: tuple[str, str]) -> None:
+        """Answer a wrong password and close at once; the failures from its
+        address put a delay on the next attempt from there (auth.FailureTable),
+        so a guesser holds no place while it waits."""
         broker = self.broker
-        failures = broker.handshake.failures
-        now_ms = broker.clock_ms()
-        delay_ms = failures.delay_ms(connection.host, now_ms)
-        failures.failed(connection.host, now_ms)
+        broker.handshake.failures.failed(source, broker.clock_ms())
         broker.refusals.refused(connection.peer, ErrorCode.AUTH_FAILED, "wrong Faktory password")
-        connection.stop_reading()
-        error = M.Error(0, ErrorCode.AUTH_FAILED, _INVALID_PASSWORD)
-        broker.loop.call_later(delay_ms / 1000, connection.close_with, error)
+        connection.close_with(M.Error(0, ErrorCode.AUTH_FAILED, _INVALID_PASSWORD))
 
     # --- INFO -------------------------------------------------------------------------
 
@@ -252,3 +256,23 @@ class FaktoryFront:
 
 
 Step = Callable[[Any, int], core.Round]  # a round from where the last one stopped
+
+
+def _growth_bytes(command: F.Command) -> int:
+    """About what a command's records append to the journal (the disk
+    watermark counts it): a pushed unit's args and kept fields, plus a
+    record's fixed part."""
+    match command:
+        case F.Push(unit=unit):
+            units = [unit]
+        case F.PushBulk(units=units):
+            pass
+        case _:
+            return 0
+    return sum(len(u.spec.args) + len(u.extra or b"") + _RECORD_BYTES for u in units)
+
+
+_RECORD_BYTES = 256  # a pushed job's record besides its args: ids, names, times
+# The key-id half of a Faktory client's source in the failure table: its
+# passwords are one secret, as every unknown key id of the Leash port is.
+_PASSWORD_SOURCE = "faktory password"

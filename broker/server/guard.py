@@ -1,9 +1,11 @@
 """Who may connect, and the deadlines of every connection, checked by one sweep.
 
-Admission: at most ``max_connections`` connections are open, and at most
-``max_unauthenticated`` of them have not been welcomed yet; a connection
-beyond either gets one ``too_many_connections`` error and is closed, and
-nothing it sends is read.
+Admission: at most ``max_connections`` connections are open, at most
+``max_unauthenticated`` of them have not been welcomed yet, and at most
+``max_unauthenticated_per_address`` of those come from one address (an IPv6
+/64, ``limits.source_address``), so that one source of slow or failing
+handshakes cannot take every place; a connection beyond any gets one
+``too_many_connections`` error and is closed, and nothing it sends is read.
 
 Deadlines. No timer is armed per frame or per connection: one timer sweeps
 every connection every ``period_s`` (at most 0.5 s; less when a configured
@@ -28,7 +30,7 @@ nothing) is aborted after ``CLOSE_LINGER_S``.
 import asyncio
 from typing import TYPE_CHECKING
 
-from leash.broker.server.limits import Limits, RefusalLog
+from leash.broker.server.limits import Limits, RefusalLog, source_address
 from leash.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ class Guard:
         self.refusals = refusals
         self.loop = asyncio.get_running_loop()
         self.unauthenticated = 0
+        self.unauthenticated_from: dict[str, int] = {}  # by source address; none at 0
         self.period_s = sweep_period_s(limits)
         self._timer: asyncio.TimerHandle | None = None
 
@@ -75,6 +78,8 @@ class Guard:
     def admit(self, connection: "Connection") -> bool:
         """Count a new connection in, or refuse it (and say so) and return False."""
         limits = self.limits
+        source = connection.source = source_address(connection.host)
+        pending = self.unauthenticated_from.get(source, 0)
         if len(self.connections) >= limits.max_connections:
             message = f"the broker holds its limit of {limits.max_connections} connections"
         elif self.unauthenticated >= limits.max_unauthenticated:
@@ -82,10 +87,16 @@ class Guard:
                 f"the broker holds its limit of {limits.max_unauthenticated} connections "
                 "that have not finished their handshake"
             )
+        elif pending >= limits.max_unauthenticated_per_address:
+            message = (
+                f"{source} holds its limit of {limits.max_unauthenticated_per_address} "
+                "connections that have not finished their handshake"
+            )
         else:
             now_s = self.loop.time()
             self.connections.add(connection)
             self.unauthenticated += 1
+            self.unauthenticated_from[source] = pending + 1
             connection.admitted = True
             connection.deadline_s = now_s + limits.handshake_timeout_ms / 1000
             connection.active_s = now_s
@@ -95,7 +106,7 @@ class Guard:
         return False
 
     def welcomed(self, connection: "Connection") -> None:
-        self.unauthenticated -= 1
+        self._handshake_over(connection)
         connection.deadline_s = 0.0
 
     def lost(self, connection: "Connection") -> None:
@@ -103,7 +114,15 @@ class Guard:
             connection.admitted = False
             self.connections.discard(connection)
             if not connection.greeted:
-                self.unauthenticated -= 1
+                self._handshake_over(connection)
+
+    def _handshake_over(self, connection: "Connection") -> None:
+        self.unauthenticated -= 1
+        left = self.unauthenticated_from[connection.source] - 1
+        if left:
+            self.unauthenticated_from[connection.source] = left
+        else:
+            del self.unauthenticated_from[connection.source]
 
     # --- deadlines ----------------------------------------------------------
 

@@ -12,6 +12,7 @@ address, but at most a few a second, so a flood of bad connections cannot
 flood the log; the lines it held back are counted and reported.
 """
 
+import ipaddress
 import logging
 import resource
 import time
@@ -27,6 +28,7 @@ from leash.protocol.errors import ErrorCode
 class Limits(msgspec.Struct, frozen=True):
     max_connections: int = L.CONNECTIONS_MAX_DEFAULT
     max_unauthenticated: int = L.UNAUTHENTICATED_MAX_DEFAULT
+    max_unauthenticated_per_address: int = L.UNAUTHENTICATED_PER_ADDRESS_MAX_DEFAULT
     handshake_timeout_ms: int = L.HANDSHAKE_TIMEOUT_DEFAULT_MS
     tls_handshake_timeout_ms: int = L.TLS_HANDSHAKE_TIMEOUT_DEFAULT_MS
     frame_timeout_ms: int = L.FRAME_TIMEOUT_DEFAULT_MS
@@ -42,16 +44,34 @@ class Limits(msgspec.Struct, frozen=True):
         idle = f"{self.idle_timeout_ms} ms" if self.idle_timeout_ms else "never"
         return (
             f"limits: {self.max_connections} connections ({self.max_unauthenticated} "
-            f"unauthenticated); frames {L.HANDSHAKE_FRAME_MAX_BYTES} B before the handshake, "
-            f"{max_frame_bytes} B after; args {self.max_args_bytes} B; "
+            f"unauthenticated, {self.max_unauthenticated_per_address} from one address); "
+            f"frames {L.HANDSHAKE_FRAME_MAX_BYTES} B before the handshake, "
+            f"{max_frame_bytes} B after; args {self.max_args_bytes} B "
+            f"({L.ARGS_DEPTH_MAX} levels deep); "
             f"{self.max_in_flight} requests in flight; outbound {self.max_outbound_bytes} B "
             f"or a {self.write_stall_ms} ms stall; handshake {self.handshake_timeout_ms} ms "
             f"(TLS {self.tls_handshake_timeout_ms} ms); frame {self.frame_timeout_ms} ms; "
-            f"idle {idle}; failed authentication answered after {self.auth_fail_delay_ms} ms"
+            f"idle {idle}; after a failed authentication its source waits "
+            f"{self.auth_fail_delay_ms} ms (doubling)"
         )
 
 
 FD_HEADROOM = 64  # open files besides connections: journal, listener, admin
+IPV6_SOURCE_PREFIX = 64  # an IPv6 host holds a whole /64: its addresses count as one
+
+
+def source_address(host: str) -> str:
+    """Who a connection comes from, for the limits and the delays kept per
+    address: the IPv4 address, or the /64 network of an IPv6 one."""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_SOURCE_PREFIX}", strict=False))
+    return str(address)
 
 
 def raise_fd_limit(max_connections: int) -> str | None:
@@ -77,31 +97,9 @@ def raise_fd_limit(max_connections: int) -> str | None:
 
 def oversized_args(request: M.Request, max_args_bytes: int) -> M.Error | None:
     """The error for a push whose job args are over the limit, or None."""
-    match request:
-        case M.Push(rid=rid, job=spec) if len(spec.args) > max_args_bytes:
-            return _args_error(rid, len(spec.args), max_args_bytes, "$.job.args")
-        case M.PushMany(rid=rid, jobs=specs):
-            return _first_oversized(rid, _indexed("$.jobs", specs), max_args_bytes)
-        case M.CreateBatch(rid=rid, jobs=specs, callbacks=callbacks):
-            named = [
-                (f"$.callbacks.{kind}", spec)
-                for kind in ("success", "complete", "death")
-                if (spec := getattr(callbacks, kind)) is not None
-            ]
-            return _first_oversized(rid, [*_indexed("$.jobs", specs), *named], max_args_bytes)
-    return None
-
-
-def _indexed(path: str, specs: list[M.JobSpec]) -> list[tuple[str, M.JobSpec]]:
-    return [(f"{path}[{index}]", spec) for index, spec in enumerate(specs)]
-
-
-def _first_oversized(
-    rid: int, specs: list[tuple[str, M.JobSpec]], max_args_bytes: int
-) -> M.Error | None:
-    for path, spec in specs:
+    for path, spec in M.job_specs(request):
         if len(spec.args) > max_args_bytes:
-            return _args_error(rid, len(spec.args), max_args_bytes, f"{path}.args")
+            return _args_error(request.rid, len(spec.args), max_args_bytes, f"{path}.args")
     return None
 
 

@@ -14,6 +14,7 @@ restarts it from what is on disk.
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -26,7 +27,7 @@ import msgspec
 
 from leash.broker import core
 from leash.broker.journal import datadir, layout
-from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.compaction import Compactor, run_snapshotter
 from leash.broker.journal.disk import Disk, OsDisk
 from leash.broker.journal.group_commit import GroupCommitter
 from leash.broker.journal.log import Journal, JournalFailure
@@ -136,7 +137,8 @@ async def serve(
         raise StartupError(str(error)) from None
     lock_fd = lock_data_dir(config.data_dir)
     try:
-        admin_sock = bind_admin_socket(config.admin_socket_path())  # a socket there is stale
+        # A socket there is stale: we hold the lock.
+        admin_sock = bind_admin_socket(config.admin_socket_path(), config.admin_uids)
     except (AdminSocketError, OSError) as error:
         os.close(lock_fd)
         raise StartupError(f"cannot create the admin socket: {error}") from None
@@ -273,8 +275,17 @@ class _Running:
         self.journal = journal
         loop = asyncio.get_running_loop()
         self.committer = GroupCommitter(loop, journal, config.fsync, self._journal_failed)
+        # A snapshot may use half the room under the watermark, never more:
+        # the rest is for the journal's records while pushes are refused.
+        keep_free_bytes = config.low_watermark_bytes // 2
         self.compactor = Compactor(
-            config.data_dir, disk, journal, self.committer, recovered, config.snapshot_min_bytes
+            config.data_dir,
+            disk,
+            journal,
+            self.committer,
+            recovered,
+            config.snapshot_min_bytes,
+            functools.partial(run_snapshotter, keep_free_bytes=keep_free_bytes),
         )
         self.broker = broker = Broker(
             config, recovered.state, journal, self.committer, keyring=security.keyring
@@ -286,9 +297,11 @@ class _Running:
             disk,
             config.data_dir,
             config.low_watermark_bytes,
-            lambda low: setattr(broker, "disk_low", low),
+            lambda: journal.appended_bytes,
             config.space_check_ms,
         )
+        broker.refuses_growth = self.space.refuses_growth
+        self.compactor.reserve = self.space.reserve
 
     def _journal_failed(self, error: BaseException) -> None:
         self.exit_code = EXIT_JOURNAL_FAILED
@@ -313,12 +326,22 @@ class _Running:
 
 
 def _final_snapshot(compactor: Compactor, state: core.State) -> int:
+    """Snapshot at a clean stop. Sealing the journal failed: 75, as any
+    journal failure. Writing the snapshot failed (a full disk): the journal
+    is whole and the next start replays it, so the stop is still clean."""
     started = time.perf_counter()
     try:
         compactor.snapshot_now(state)
-    except (JournalFailure, OSError) as error:
-        log.critical("the shutdown snapshot failed (the journal is intact): %s", error)
+    except JournalFailure as failure:
+        log.critical("the shutdown snapshot could not seal the journal: %s", failure)
         return EXIT_JOURNAL_FAILED
+    except OSError as error:
+        log.error(
+            "the shutdown snapshot failed (%s); the journal is intact and the next start "
+            "replays it",
+            error,
+        )
+        return EXIT_OK
     log.info("shutdown snapshot in %.3f s", time.perf_counter() - started)
     return EXIT_OK
 

@@ -8,7 +8,9 @@
   port (``--faktory-port``) binds the same address and takes the keys as
   passwords, besides ``--faktory-password-file`` (faktory_auth.py). Listening
   beyond loopback without TLS is logged as a warning too: keys prove who
-  connects, TLS keeps what they say private and whole.
+  connects, TLS keeps what they say private and whole. The metrics port
+  follows the same rule (it has no keys of its own: beyond loopback it
+  always serves anyone who reaches it, which is logged as a warning).
 - TLS: ``--tls-cert`` and ``--tls-key`` make the listener speak TLS 1.2 or
   later; ``--tls-client-ca`` also requires a client certificate signed by
   one of those CAs.
@@ -68,12 +70,28 @@ def prepare(config: ServerConfig) -> Security:
                 "(give --tls-cert and --tls-key)",
                 where,
             )
+    _check_metrics(config, keyring)
     if keyring is not None:
         log.info("authentication on: key ids %s", ", ".join(sorted(keyring.keys)))
     fd_warning = raise_fd_limit(config.limits.max_connections)
     if fd_warning is not None:
         log.warning("%s", fd_warning)
     return Security(keyring, tls, passwords)
+
+
+def _check_metrics(config: ServerConfig, keyring: Keyring | None) -> None:
+    if config.metrics_port is None or is_loopback(config.metrics_host):
+        return
+    where = config.metrics_host or "every interface"
+    if keyring is None and not config.insecure_no_auth:
+        raise SecurityError(
+            f"refusing to serve metrics on {where} without authentication (protected mode): "
+            "bind --metrics-host 127.0.0.1, or give --key-file, or accept the risk with "
+            "--insecure-no-auth"
+        )
+    log.warning(
+        "metrics on %s are served to anyone who can reach them (queue names and counts)", where
+    )
 
 
 def server_tls_context(config: ServerConfig) -> ssl.SSLContext | None:

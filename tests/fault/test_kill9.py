@@ -11,7 +11,12 @@ every restart, and at the end for the whole ledger:
   may have been applied though its reply was lost to the kill);
 - every acknowledged ack stays applied (the job is gone);
 - no fencing token was ever handed out twice, across all restarts;
-- no ``.broken`` file appears: a process crash never tears synced data.
+- every restart starts (a crash never leaves damage that stops it), and
+  anything it cut is a torn tail: a write the kill interrupted, in the last
+  segment, logged as such, kept in a ``.broken`` file. Such a tail holds
+  only what no reply acknowledged — the ledger check right after that
+  restart shows nothing acknowledged is missing — so it may appear (rarely:
+  the kill must land inside a write).
 
 ``LEASH_KILL9_CYCLES`` sets the cycles per policy (20 in ``make test``;
 ``make fault-heavy`` runs more); ``LEASH_KILL9_SEED`` repeats a run (the
@@ -105,8 +110,20 @@ def _check(broker: BrokerProcess, ledger: Ledger, *, everything: bool) -> None:
     ledger.checked_acked |= acked
 
 
-def _broken_files(data_dir: str) -> list[str]:
-    return [name for name in os.listdir(data_dir) if ".broken" in name]
+def _broken_files(data_dir: str) -> set[str]:
+    if not os.path.isdir(data_dir):  # killed before it made the directory
+        return set()
+    return {name for name in os.listdir(data_dir) if ".broken" in name}
+
+
+def _torn_tails(broker: BrokerProcess, data_dir: str, known: set[str]) -> set[str]:
+    """The .broken files this start made: each a torn tail it logged (a
+    repair is impossible here: no start has the flag that allows one)."""
+    made = _broken_files(data_dir) - known
+    notes = [line for line in broker.log if "torn tail in" in line]
+    kept = {note.split(" kept in ")[-1].strip() for note in notes}
+    assert {os.path.join(data_dir, name) for name in made} == kept, (made, broker.log)
+    return made
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -120,6 +137,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
     ledger = Ledger()
     started = time.monotonic()
     killed_starting = 0
+    torn: set[str] = set()
     for cycle in range(CYCLES):
         broker = BrokerProcess(data, ["--fsync", policy, *FLAGS])
         if rng.random() < KILL_WHILE_STARTING:
@@ -127,12 +145,15 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
             time.sleep(rng.uniform(0.0, 0.4))
             broker.kill()
             killed_starting += 1
+            torn |= _broken_files(data) - torn  # its log may end before the note: see next start
+
             continue
         stop = threading.Event()
         threads: list[threading.Thread] = []
         try:
             broker.start()
-            _check(broker, ledger, everything=False)
+            torn |= _torn_tails(broker, data, torn)
+            _check(broker, ledger, everything=False)  # nothing acknowledged was in a cut
             for p in range(PRODUCERS):
                 threads.append(_quietly(_produce, broker.port, ledger, f"c{cycle}p{p}", stop))
             threads.append(_quietly(_work, broker.port, ledger, stop))
@@ -142,18 +163,17 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
         stop.set()
         for thread in threads:
             thread.join(10)
-        cuts = [line for line in broker.log if "torn" in line or ".broken" in line]
-        assert not _broken_files(data), f"seed={seed} cycle={cycle}: {cuts}"
     final = BrokerProcess(data, ["--fsync", policy, *FLAGS]).start()
     try:
+        torn |= _torn_tails(final, data, torn)
         _check(final, ledger, everything=True)
     finally:
         final.kill()
     assert ledger.repeated == [], f"seed={seed}: tokens handed out twice"
-    assert not _broken_files(data)
     assert len(ledger.pushed) > CYCLES and ledger.acked, "the load did too little to prove much"
     print(
         f"policy={policy}: {CYCLES} cycles ({killed_starting} killed while starting) in "
         f"{time.monotonic() - started:.1f} s; {len(ledger.pushed)} pushes and "
-        f"{len(ledger.acked)} acks acknowledged, {len(ledger.tokens)} tokens, none lost"
+        f"{len(ledger.acked)} acks acknowledged, {len(ledger.tokens)} tokens, none lost; "
+        f"{len(torn)} torn tails cut"
     )

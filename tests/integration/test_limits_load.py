@@ -30,6 +30,12 @@ IDLE_CONNECTIONS = int(os.environ.get("LEASH_IDLE_CONNECTIONS", "2000"))
 Launch = Callable[..., BrokerProcess]
 
 
+def unauthenticated_from_here(count: str) -> tuple[str, ...]:
+    """Flags that let this one address hold ``count`` connections before
+    their handshake (the load here all comes from 127.0.0.1)."""
+    return ("--max-unauthenticated", count, "--max-unauthenticated-per-address", count)
+
+
 class Flood:
     """The flood process: started, then its result."""
 
@@ -136,7 +142,7 @@ def test_a_flood_of_garbage_is_closed_within_2_s_and_a_good_client_keeps_its_pac
 def test_1000_connections_trickling_a_hello_are_closed_at_the_default_2_s_deadline(
     launch_broker: Launch,
 ) -> None:
-    broker = launch_broker("--max-unauthenticated", "1000")
+    broker = launch_broker(*unauthenticated_from_here("1000"))
     closed_s = Flood("trickle", str(broker.port), "1000", "pre-auth").result(60)["closed_s"]
     print(f"1000 trickling hellos closed after {min(closed_s):.2f}-{max(closed_s):.2f} s")
     assert len(closed_s) == 1000
@@ -148,7 +154,7 @@ def test_1000_connections_trickling_a_hello_are_closed_at_the_default_2_s_deadli
 def test_connections_trickling_a_frame_after_the_handshake_are_closed_at_the_frame_deadline(
     launch_broker: Launch,
 ) -> None:
-    broker = launch_broker("--frame-timeout-ms", "1500", "--max-unauthenticated", "300")
+    broker = launch_broker("--frame-timeout-ms", "1500", *unauthenticated_from_here("300"))
     closed_s = Flood("trickle", str(broker.port), "300").result(timeout_s=60)["closed_s"]
     print(f"300 trickling frames closed after {min(closed_s):.2f}-{max(closed_s):.2f} s")
     assert len(closed_s) == 300
@@ -162,7 +168,9 @@ def test_idle_connections_cost_little_and_the_ones_past_the_limit_are_refused(
 ) -> None:
     count = IDLE_CONNECTIONS
     raise_fd_limit()
-    broker = launch_broker("--max-connections", str(count), "--idle-timeout-ms", "0")
+    broker = launch_broker(
+        "--max-connections", str(count), "--idle-timeout-ms", "0", *unauthenticated_from_here("256")
+    )
     hello = frame(M.Hello(rid=1, version=1, worker_id="idle-holder"))
     before = rss_bytes(broker.pid)
     held: list[Raw] = []

@@ -52,7 +52,6 @@ class Run:
             RefusalLog(logging.getLogger("fuzz")),
             self._open,
             lambda: 0,
-            lambda delay_s, callback, error: callback(error),
         )
 
     def _open(self, peer: Any, hello: M.Hello, rid: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from leash.broker.server.auth import (
     FAILURE_MEMORY_MS,
-    FAILURES_MAX_ADDRESSES,
+    FAILURES_MAX_SOURCES,
     FailureTable,
     Handshake,
     Keyring,
@@ -160,33 +160,46 @@ def test_the_keyring_keeps_its_keys_when_a_reload_fails(tmp_path: Path) -> None:
 # --- the failure table ---------------------------------------------------------
 
 
-def test_repeated_failures_from_one_address_double_the_delay_up_to_16_times() -> None:
+GUESSER = ("1.2.3.4", "k-1")
+
+
+def test_repeated_failures_from_one_source_double_the_wait_up_to_16_times() -> None:
     table = FailureTable(base_delay_ms=100)
-    delays = []
-    for now_ms in range(0, 7000, 1000):
-        delays.append(table.delay_ms("1.2.3.4", now_ms))
-        table.failed("1.2.3.4", now_ms)
-    assert delays == [100, 200, 400, 800, 1600, 1600, 1600]
-    assert table.delay_ms("5.6.7.8", 7000) == 100  # another address is not slowed
-    table.succeeded("1.2.3.4")
-    assert table.delay_ms("1.2.3.4", 7000) == 100
+    waits = [table.failed(GUESSER, now_ms) for now_ms in range(0, 7000, 1000)]
+    assert waits == [100, 200, 400, 800, 1600, 1600, 1600]
+    assert table.wait_ms(GUESSER, 6000) == 1600 and table.wait_ms(GUESSER, 7599) == 1
+    assert table.wait_ms(GUESSER, 7600) == 0
+    assert table.wait_ms(("5.6.7.8", "k-1"), 6000) == 0  # another address is not slowed
+
+
+def test_a_success_clears_its_own_source_only() -> None:
+    """One client getting in neither lifts the wait of a guesser at its
+    address (another key, or unknown keys) nor its own key's elsewhere."""
+    table = FailureTable(base_delay_ms=100)
+    for source in [("1.2.3.4", ""), ("1.2.3.4", "k-2"), ("9.9.9.9", "k-1"), GUESSER]:
+        table.failed(source, 0)
+    table.succeeded(GUESSER)
+    assert table.wait_ms(GUESSER, 0) == 0
+    assert [table.wait_ms(s, 0) for s in [("1.2.3.4", ""), ("1.2.3.4", "k-2")]] == [100, 100]
+    assert table.wait_ms(("9.9.9.9", "k-1"), 0) == 100
 
 
 def test_a_failure_is_forgotten_after_a_minute() -> None:
     table = FailureTable(base_delay_ms=100)
-    table.failed("a", 0)
-    assert table.delay_ms("a", FAILURE_MEMORY_MS - 1) == 200
-    assert table.delay_ms("a", FAILURE_MEMORY_MS) == 100
-    table.failed("b", FAILURE_MEMORY_MS)
+    table.failed(("a", ""), 0)
+    table.failed(("a", ""), 0)
+    assert table.failed(("a", ""), FAILURE_MEMORY_MS - 1) == 400
+    assert table.failed(("a", ""), 2 * FAILURE_MEMORY_MS) == 100  # counted from 1 again
+    table.failed(("b", ""), 3 * FAILURE_MEMORY_MS)
     assert len(table) == 1  # "a" expired and was dropped
 
 
 def test_the_failure_table_is_bounded() -> None:
     table = FailureTable(base_delay_ms=100)
-    for index in range(FAILURES_MAX_ADDRESSES + 500):
-        table.failed(f"10.0.{index // 256}.{index % 256}", now_ms=index)
-    assert len(table) == FAILURES_MAX_ADDRESSES
-    assert table.delay_ms("10.0.0.0", 10_000) == 100  # the oldest went first
+    for index in range(FAILURES_MAX_SOURCES + 500):
+        table.failed((f"10.0.{index // 256}.{index % 256}", ""), now_ms=index)
+    assert len(table) == FAILURES_MAX_SOURCES
+    assert table.wait_ms(("10.0.0.0", ""), 10_000) == 0  # the oldest went first
 
 
 # --- the broker's handshake ------------------------------------------------------
@@ -198,6 +211,7 @@ class FakeConnection:
     tests/property/test_handshake_fuzz.py)."""
 
     host: str = "127.0.0.1"
+    source: str = "127.0.0.1"
     peer: str = "127.0.0.1:5000"
     pending_auth: Any = None
     sent: list[M.Reply] = field(default_factory=list)
@@ -218,7 +232,6 @@ class FakeConnection:
 class Broker:
     def __init__(self, keyring: Keyring | None, delay_ms: int = 500) -> None:
         self.opened: list[tuple[M.Hello, int]] = []
-        self.timers: list[tuple[float, Any, Any]] = []
         self.now_ms = 0
         self.handshake = Handshake(
             keyring,
@@ -226,7 +239,6 @@ class Broker:
             RefusalLog(__import__("logging").getLogger("test")),
             lambda connection, hello, rid: self.opened.append((hello, rid)),
             lambda: self.now_ms,
-            lambda delay_s, callback, error: self.timers.append((delay_s, callback, error)),
         )
 
     def step(self, connection: FakeConnection, request: M.Request) -> None:
@@ -288,28 +300,69 @@ def test_a_bad_first_frame_is_refused_at_once(
     broker, connection = Broker(keyring), FakeConnection()
     broker.step(connection, request_)
     assert isinstance(connection.last, M.Error) and connection.last.code == code
-    assert broker.timers == [] and broker.opened == []
+    assert broker.opened == []
+
+
+def failed_at_once(connection: FakeConnection, rid: int) -> str:
+    """The connection was answered auth_failed and closed: the message."""
+    assert connection.closed and isinstance(connection.last, M.Error)
+    assert (connection.last.code, connection.last.rid) == (ErrorCode.AUTH_FAILED, rid)
+    return connection.last.message
 
 
 @pytest.mark.parametrize("key_id", ["k-unknown", "k-old"])
-def test_an_unknown_or_expired_key_fails_after_the_delay(keyring: Keyring, key_id: str) -> None:
+def test_an_unknown_or_expired_key_fails_at_once_and_the_next_try_waits(
+    keyring: Keyring, key_id: str
+) -> None:
     broker, connection = Broker(keyring, delay_ms=500), FakeConnection()
     broker.step(connection, hello(key_id=key_id, nonce=b"c" * 32))
-    assert connection.sent == [] and connection.last is None and not connection.reading
-    [(delay_s, callback, error)] = broker.timers
-    assert delay_s == 0.5 and callback == connection.close_with
-    assert (error.code, error.rid) == (ErrorCode.AUTH_FAILED, 1)
+    assert connection.sent == []
+    assert "checked after 500 ms" in failed_at_once(connection, 1)
+    broker.now_ms = 499  # any unknown key id from here waits, not only this one
+    again = FakeConnection()
+    broker.step(again, hello(key_id="k-other-unknown", nonce=b"c" * 32))
+    assert "try again in 1 ms" in failed_at_once(again, 1)
+    known = FakeConnection()  # a key the broker holds, from the same address, is not slowed
+    broker.step(known, hello(key_id="k-1", nonce=b"c" * 32))
+    assert isinstance(known.sent[0], M.Challenge) and not known.closed
 
 
-def test_a_wrong_proof_fails_after_a_delay_that_grows(keyring: Keyring) -> None:
+def test_a_wrong_proof_fails_at_once_and_each_failure_doubles_the_wait(keyring: Keyring) -> None:
     broker = Broker(keyring, delay_ms=500)
+    waits = []
     for _ in range(3):
         connection = FakeConnection()
         broker.step(connection, hello(key_id="k-1", nonce=b"c" * 32))
         broker.step(connection, M.Auth(rid=2, proof=b"\x00" * 32))
-        assert not connection.reading and broker.opened == []
-    assert [delay_s for delay_s, _, _ in broker.timers] == [0.5, 1.0, 2.0]
-    assert all(error.code == ErrorCode.AUTH_FAILED for _, _, error in broker.timers)
+        message = failed_at_once(connection, 2)
+        waits.append(int(message.rsplit("after ", 1)[1].split()[0]))
+        early = FakeConnection()
+        broker.now_ms += waits[-1] - 1
+        broker.step(early, hello(key_id="k-1", nonce=b"c" * 32))
+        assert early.sent == [] and "try again in 1 ms" in failed_at_once(early, 1)
+        broker.now_ms += 1
+    assert waits == [500, 1000, 2000] and broker.opened == []
+    elsewhere = FakeConnection(source="10.9.9.9")  # another address is not slowed
+    broker.step(elsewhere, hello(key_id="k-1", nonce=b"c" * 32))
+    assert isinstance(elsewhere.sent[0], M.Challenge)
+
+
+def test_a_client_that_gets_in_clears_only_its_own_wait(keyring: Keyring) -> None:
+    broker = Broker(keyring, delay_ms=500)
+    guesser = FakeConnection()
+    broker.step(guesser, hello(key_id="k-nope", nonce=b"c" * 32))  # unknown keys: one source
+    failed_at_once(guesser, 1)
+    client = FakeConnection()
+    nonce = b"d" * 32
+    broker.step(client, hello(key_id="k-1", nonce=nonce))
+    challenge = client.sent[0]
+    assert isinstance(challenge, M.Challenge)
+    transcript = A.transcript(1, "k-1", "w", nonce, challenge.nonce)
+    broker.step(client, M.Auth(rid=2, proof=A.client_proof(KEY.secret, transcript)))
+    assert [rid for _, rid in broker.opened] == [2]
+    again = FakeConnection()
+    broker.step(again, hello(key_id="k-nope", nonce=b"c" * 32))
+    assert "try again in 500 ms" in failed_at_once(again, 1)
 
 
 def test_anything_but_auth_after_the_challenge_ends_the_handshake(keyring: Keyring) -> None:

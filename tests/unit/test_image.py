@@ -88,3 +88,29 @@ def test_dumping_a_state_with_recent_jobs_changes_nothing_in_it() -> None:
     assert (canonical(state), list(state.jobs.names.names)) == before
     assert canonical(loaded) == canonical(state)
     assert sorted(filter(None, loaded.jobs.names.names)) == ["q0", "q1", "t"]
+
+
+def test_no_chunk_grows_past_its_target_by_more_than_one_item() -> None:
+    """Large args, a large member table, processes with every label: each
+    chunk closes past CHUNK_TARGET_BYTES, so its size never depends on how
+    large the jobs are (once, 65 waiting jobs of 1 MiB made a snapshot
+    chunk its reader refused), and the image still loads whole."""
+    state = State(CoreConfig())
+    apply(state, R.Booted(1, 1))
+    big = msgspec.Raw(msgspec.msgpack.encode(b"x" * 200_000))
+    jobs = [R.NewJob(f"j{n}", "q", "t", big, 5, 3, 60_000, None, 1, None) for n in range(30)]
+    apply(state, R.JobsPushed(jobs, 1))
+    info = R.ProcessInfo("h" * 255, 1, ["l" * 128] * 32, 1, "c" * 128)
+    for n in range(300):
+        apply(state, R.ProcessSeen(f"w{n}", info, 1, 10_000))
+    apply(state, R.JobsLeased("w0", [R.Grant(f"j{n}", 100 + n, 50_000) for n in range(12)], 200))
+    chunks = list(image.dump(state))
+    sizes = [len(image.chunk_encoder.encode(chunk)) for chunk in chunks]
+    largest_item = len(big) + 1_000
+    assert max(sizes) <= image.CHUNK_TARGET_BYTES + largest_item, sizes
+    kinds = [type(chunk) for chunk in chunks]
+    assert kinds.count(image.PackedJobsImage) >= 3 and kinds.count(image.JobsImage) >= 2
+    assert kinds.count(image.ProcessesImage) >= 2
+    loaded = image.load(chunks_of(state), CoreConfig())
+    assert canonical(loaded) == canonical(state)
+    check_invariants(loaded)

@@ -113,6 +113,29 @@ def test_zero_filled_sectors_in_the_last_record_are_a_torn_tail(
     assert "torn tail" in note
 
 
+def test_every_single_bit_flip_in_the_whole_last_frame_is_damage_not_a_torn_tail(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """A torn tail is a last frame cut short or zero-filled (what a crash in
+    the middle of a write leaves); a flipped bit in one whose bytes are all
+    there may be in an acknowledged record, so it refuses to start as
+    damage anywhere else does, and only --repair-truncate cuts it."""
+    directory = str(tmp_path)
+    records, path = _one_segment(directory, 4)
+    original = read_file(path)
+    last = record_offsets(original)[-2]
+    for byte in range(last, len(original)):
+        for bit in range(8):
+            damaged = bytearray(original)
+            damaged[byte] ^= 1 << bit
+            write_file(path, bytes(damaged))
+            with pytest.raises(JournalCorrupt, match=f"offset {last}, seq 4: "):
+                read_back(directory)
+            assert names(directory) == [os.path.basename(path)], "a refusal changes nothing"
+    seen, recovered = read_back(directory, repair=True)
+    assert seen == records[:3] and "seq 4 onwards dropped" in recovered.notes[0]
+
+
 def test_every_single_bit_flip_before_the_tail_refuses_to_start_and_names_the_place(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -170,7 +193,7 @@ def test_a_bad_length_field_allocates_nothing_and_is_classified_like_any_bad_rec
     tmp_path: os.PathLike[str], length: int, position: str
 ) -> None:
     directory = str(tmp_path)
-    records, path = _one_segment(directory, 5)
+    _, path = _one_segment(directory, 5)
     data = bytearray(read_file(path))
     offsets = record_offsets(bytes(data))
     target = offsets[-2] if position == "last" else offsets[1]
@@ -178,12 +201,11 @@ def test_a_bad_length_field_allocates_nothing_and_is_classified_like_any_bad_rec
     write_file(path, bytes(data))
     tracemalloc.start()
     try:
-        if position == "last":
-            seen, recovered = read_back(directory)
-            assert seen == records[:4] and "torn tail" in recovered.notes[0]
-        else:
-            with pytest.raises(JournalCorrupt, match=f"offset {target}, seq 2"):
-                read_back(directory)
+        # The last frame too: a frame cut short keeps the length it was
+        # written with, so a length that does not fit its bytes is damage.
+        seq = 5 if position == "last" else 2
+        with pytest.raises(JournalCorrupt, match=f"offset {target}, seq {seq}"):
+            read_back(directory)
         _, peak_bytes = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

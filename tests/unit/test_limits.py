@@ -25,6 +25,7 @@ from leash.protocol.frames import FrameDecoder
 ISSUE_DEFAULTS = {
     "max_connections": 10_000,
     "max_unauthenticated": 256,
+    "max_unauthenticated_per_address": 64,
     "handshake_timeout_ms": 2_000,
     "tls_handshake_timeout_ms": 5_000,
     "frame_timeout_ms": 30_000,
@@ -149,9 +150,12 @@ class Peer:
 
     PAUSED_FOR_WRITES = Connection.PAUSED_FOR_WRITES
 
-    def __init__(self, greeted: bool = True, idle_timeout_ms: int = 5_000) -> None:
+    def __init__(
+        self, greeted: bool = True, idle_timeout_ms: int = 5_000, host: str = "127.0.0.1"
+    ) -> None:
         self.greeted = greeted
         self.idle_timeout_ms = idle_timeout_ms  # the limit's (0 for the Faktory port's)
+        self.host, self.source = host, "?"
         self.reading = True
         self.closed, self.closed_s = False, 0.0
         self.frames_in = self.frames_out = self.in_flight = 0
@@ -290,6 +294,35 @@ async def test_admission_counts_and_refuses_beyond_the_limits() -> None:
     assert len(connections) == 2 and guard.unauthenticated == 1
 
 
+async def test_one_address_takes_at_most_its_share_of_the_places_before_the_handshake() -> None:
+    limits = Limits(max_unauthenticated=5, max_unauthenticated_per_address=2)
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+
+    def admitted(*hosts: str) -> list[bool]:
+        return [guard.admit(Peer(greeted=False, host=host)) for host in hosts]  # type: ignore[arg-type]
+
+    assert admitted("10.0.0.9", "10.0.0.9", "10.0.0.9") == [True, True, False]
+    # an IPv6 host owns its /64; an IPv4-mapped address is the IPv4 one
+    assert admitted("2001:db8::1", "2001:db8::2", "2001:db8::3%eth0") == [True, True, False]
+    assert admitted("::ffff:10.0.0.9", "10.0.0.7") == [False, True]  # and the total is 5
+    assert guard.unauthenticated_from == {"10.0.0.9": 2, "2001:db8::/64": 2, "10.0.0.7": 1}
+    assert admitted("10.0.0.8") == [False]
+
+
+async def test_a_welcome_or_a_close_gives_the_address_its_place_back() -> None:
+    limits = Limits(max_unauthenticated_per_address=1)
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+    first, second = Peer(greeted=False, host="10.0.0.9"), Peer(greeted=False, host="10.0.0.9")
+    assert guard.admit(first)  # type: ignore[arg-type]
+    assert not guard.admit(second)  # type: ignore[arg-type]
+    first.greeted = True
+    guard.welcomed(first)  # type: ignore[arg-type]
+    assert guard.admit(second)  # type: ignore[arg-type]
+    guard.lost(second)  # type: ignore[arg-type]
+    guard.lost(first)  # type: ignore[arg-type]
+    assert guard.unauthenticated_from == {} and guard.unauthenticated == 0
+
+
 def test_the_sweep_runs_at_least_twice_a_second_and_four_times_per_shortest_timeout() -> None:
     assert sweep_period_s(Limits()) == 0.5
     assert sweep_period_s(Limits(handshake_timeout_ms=400)) == 0.1
@@ -312,6 +345,27 @@ def test_addresses_beyond_loopback(host: str) -> None:
 def test_protected_mode_refuses_a_wide_bind_without_a_key() -> None:
     with pytest.raises(SecurityError, match="protected mode"):
         prepare(ServerConfig(host="0.0.0.0"))
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", ""])
+def test_protected_mode_refuses_metrics_beyond_loopback_without_a_key(host: str) -> None:
+    with pytest.raises(SecurityError, match=r"metrics on .*\(protected mode\)"):
+        prepare(ServerConfig(metrics_host=host, metrics_port=9100))
+    prepare(ServerConfig(metrics_host=host))  # no metrics port: nothing is served there
+    prepare(ServerConfig(metrics_host="127.0.0.1", metrics_port=9100))
+
+
+def test_metrics_beyond_loopback_with_a_key_or_insecure_no_auth_start_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "keys.toml"
+    path.write_text(A.key_file_text(A.Key("k", b"k" * 32)))
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="leash"):
+        prepare(ServerConfig(metrics_host="0.0.0.0", metrics_port=9100, key_file=str(path)))
+        prepare(ServerConfig(metrics_host="0.0.0.0", metrics_port=9100, insecure_no_auth=True))
+    warned = [r for r in caplog.records if "metrics on 0.0.0.0 are served to anyone" in r.message]
+    assert len(warned) == 2
 
 
 def test_insecure_no_auth_allows_it_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

@@ -653,7 +653,6 @@ def test_an_unknown_op_with_an_unreadable_rid_is_answered_with_rid_zero() -> Non
         b"\xff\xff\xff\xff",
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\x85\xa2op",  # truncated
-        encode(BASES["ack"]) + b"\x00",  # trailing bytes
         encode([1, 2, 3]),
         encode("push"),
         encode(7),
@@ -665,7 +664,6 @@ def test_an_unknown_op_with_an_unreadable_rid_is_answered_with_rid_zero() -> Non
         "ff",
         "http",
         "truncated",
-        "trailing",
         "array",
         "str",
         "int",
@@ -675,6 +673,11 @@ def test_an_unknown_op_with_an_unreadable_rid_is_answered_with_rid_zero() -> Non
 def test_garbage_is_answered_bad_request_with_rid_zero(body: bytes) -> None:
     error = refusal(body)
     assert (error.code, error.rid) == (ErrorCode.BAD_REQUEST, 0)
+
+
+def test_trailing_bytes_after_a_readable_rid_are_bad_request_with_that_rid() -> None:
+    error = refusal(encode(BASES["ack"] | {"rid": 31}) + b"\x00")
+    assert (error.code, error.rid) == (ErrorCode.BAD_REQUEST, 31)
 
 
 def test_a_body_without_op_is_bad_request_with_its_rid() -> None:

@@ -12,6 +12,7 @@ from leash.broker.core import records as R
 from leash.broker.journal import snapshot, snapshotter
 from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.recovery import REPAIR_FLAG, JournalCorrupt
+from tests.fault.disks import FaultyDisk
 from tests.journal_kit import (
     append,
     busy_records,
@@ -149,3 +150,24 @@ def test_a_snapshot_without_the_segment_after_it_is_refused_unless_repairing(
         read_back(directory)
     _, recovered = read_back(directory, repair=True)
     assert canonical(recovered.state) == canonical(replayed(records))
+
+
+def test_a_snapshot_that_would_leave_too_little_free_space_gives_up_and_gives_it_back(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """The snapshotter keeps room for the broker's journal: it stops before
+    a write that would leave less than it was told to keep free, and the
+    temp file it wrote goes, as after any failed write."""
+    directory = str(tmp_path)
+    append(directory, busy_records())
+    through = seal(directory)
+    disk = FaultyDisk()
+    disk.free = 10_000_000
+    with pytest.raises(snapshot.NoRoom, match="kept for the journal"):
+        snapshotter.take(directory, disk, through, keep_free_bytes=10_000_000)
+    assert not [name for name in names(directory) if name.endswith((".tmp", ".snap"))]
+    failing = FaultyDisk(fail_write_at=1)  # the first write: the temp file's
+    with pytest.raises(OSError):
+        snapshotter.take(directory, failing, through)
+    assert not [name for name in names(directory) if name.endswith((".tmp", ".snap"))]
+    assert snapshotter.take(directory, disk, through, keep_free_bytes=1_000_000) is not None
