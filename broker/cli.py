@@ -112,6 +112,20 @@ def parser() -> argparse.ArgumentParser:
         help="a process with no connection for this long is dead (default 2000)",
     )
     serve_cmd.add_argument(
+        "--restart-grace-ms",
+        type=_bounded(0, 3_600_000),
+        default=_CORE.restart_grace_ms,
+        help="after a restart, a process known from before that is not back by then is dead "
+        "(default 3000)",
+    )
+    serve_cmd.add_argument(
+        "--lost-leases-max",
+        type=_bounded(1, 1000),
+        default=_CORE.lost_leases_max,
+        help="a job whose lease is lost (expired, worker dead) this many times in a row is dead "
+        "(default 3)",
+    )
+    serve_cmd.add_argument(
         "--terminate-grace-ms",
         type=_bounded(0, 3_600_000),
         default=_CORE.terminate_grace_ms,
@@ -307,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_ms=args.heartbeat_ms,
             process_ttl_ms=args.process_ttl_ms,
             reconnect_grace_ms=args.reconnect_grace_ms,
+            restart_grace_ms=args.restart_grace_ms,
             terminate_grace_ms=args.terminate_grace_ms,
+            lost_leases_max=args.lost_leases_max,
             batch_open_timeout_ms=args.batch_open_timeout_ms,
             batch_finished_retention_ms=args.batch_retention_ms,
             batch_unfinished_retention_ms=args.batch_unfinished_retention_ms,

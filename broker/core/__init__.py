@@ -14,7 +14,7 @@ from leash.broker.core.processes import detach, hold_ms, info_of, touch
 from leash.broker.core.records import Record, record_decoder, record_encoder
 from leash.broker.core.replay import Replay
 from leash.broker.core.state import State, canonical
-from leash.broker.core.tally import TOTALS, tally
+from leash.broker.core.tally import TOTALS, enqueued, tally
 from leash.broker.core.tick import next_due_ms, tick
 from leash.broker.core.views import list_jobs, queue_views
 
@@ -33,6 +33,7 @@ __all__ = [
     "decide",
     "decide_admin",
     "detach",
+    "enqueued",
     "grows_state",
     "has_ready",
     "hold_ms",

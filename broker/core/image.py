@@ -18,9 +18,12 @@ Only the persistent tables are written; every index is rebuilt from them:
   the counts, the name uses and the leases by owner (in token order, the
   order leases are granted) are derived from the jobs, processes and batches.
 
-Versions: 2 (this one) writes waiting jobs packed, after the names their
-numbers refer to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had
-no names. ``load`` reads both. Schema evolution: a new kind of table gets its
+Versions: 3 (this one) is 2 with one more field on a ``Job`` and a
+packed job's ``Cold`` part, the leases it lost in a row (an older broker
+could not decode them, so it refuses the image as too new); 2 writes
+waiting jobs packed, after the names their numbers refer to; 1 wrote every
+job as a ``Job`` in a ``JobsImage`` and had no names. ``load`` reads all
+three. Schema evolution: a new kind of table gets its
 own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
 have none); new fields of ``Job`` and ``Process`` go last with defaults, so
 older images still load. Anything else — the packed job's layout
@@ -50,12 +53,12 @@ from leash.broker.core.state import (
     Job,
     Process,
     State,
-    live_dead,
+    live_dead_entries,
 )
 from leash.protocol.messages import JobState
 
-IMAGE_VERSION = 2
-LOADS_VERSIONS = (1, 2)
+IMAGE_VERSION = 3
+LOADS_VERSIONS = (1, 2, 3)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
@@ -152,11 +155,8 @@ def _packed_chunks(
     for queue in state.queues.values():
         for priority, bucket in queue.buckets.items():
             yield from _chunked(packed_form, READY, priority, ((job_id, 0) for job_id in bucket))
-    dead: dict[str, int] = {}
-    for died_ms, job_id in state.dead:
-        if job_id not in dead and live_dead(state, (died_ms, job_id)):
-            dead[job_id] = died_ms
-    yield from _chunked(packed_form, DEAD, 0, dead.items())
+    dead = ((job_id, died_ms) for died_ms, job_id in live_dead_entries(state))
+    yield from _chunked(packed_form, DEAD, 0, dead)
     due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
     for run_at_ms, job_id in state.scheduled:  # a job can have two equal live entries
         keyed = state.jobs.keyed_at(job_id)

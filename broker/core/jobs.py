@@ -78,6 +78,7 @@ class Job(Struct, array_like=True, gc=False):
     leased_ms: int = 0  # LEASED: when the lease was granted
     batch: str | None = None  # a member of this unfinished batch
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
+    lost_leases: int = 0  # leases lost in a row (expired, owner died); 0 after a reported outcome
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -88,6 +89,7 @@ class Cold(Struct, array_like=True, gc=False):
     died_ms: int = 0
     last_error: ErrorInfo | None = None
     batch: str | None = None
+    lost_leases: int = 0  # image version 3
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -229,6 +231,7 @@ class JobTable(Mapping[str, Job]):
             0,
             new.batch,
             ready_ms,
+            0,
         )
         self._recent.append(job_id)
         self.overdue += 1
@@ -351,8 +354,14 @@ class JobTable(Mapping[str, Job]):
         else:
             after_ms = job.run_at_ms - job.created_ms
         cold = None
-        if job.failures or job.died_ms or job.last_error is not None or job.batch is not None:
-            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch)
+        if (
+            job.failures
+            or job.died_ms
+            or job.last_error is not None
+            or job.batch is not None
+            or job.lost_leases
+        ):
+            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch, job.lost_leases)
         packed = Packed(
             _CODES[state],
             number(job.queue),
@@ -406,6 +415,7 @@ class JobTable(Mapping[str, Job]):
             0,
             cold.batch,
             at_ms if code == _READY_CODE else 0,
+            cold.lost_leases,
         )
 
     def problems(self) -> list[str]:

@@ -7,13 +7,16 @@ per request). It is dead when its beat deadline passes (no life for the
 process TTL), when its grace deadline passes (all its connections gone for
 the reconnect grace), or when its terminate deadline passes. Death is one
 ``ProcessDied`` record that removes the process and ends every lease it
-held: failed with "worker lost: ..." (an attempt counts, so a job that
-kills its worker every time ends in the dead set), or released after a
-terminate grace (the operator asked it to stop; no attempt counts).
+held: lost with "worker lost: ..." (the job is ready again at once and an
+attempt counts, so a job that kills its worker every time ends in the dead
+set: common.lost_lease_for), or released after a terminate grace (the
+operator asked it to stop; no attempt counts). After a broker restart
+every process known from before must show life within the restart grace
+(decide.boot): none of its connections survived.
 """
 
 from leash.broker.core import records as R
-from leash.broker.core.common import Rejected, failure_for
+from leash.broker.core.common import Rejected, lost_lease_for
 from leash.broker.core.state import State, due_entries, live_process_deadline
 from leash.protocol import admin as A
 from leash.protocol import messages as M
@@ -96,7 +99,7 @@ def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
             died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released, now_ms)
         else:
             error = M.ErrorInfo(type="WorkerLost", message=_REASONS[kind])
-            failures = [failure_for(state, job, error, now_ms) for job in jobs]
+            failures = [lost_lease_for(state, job, error, now_ms) for job in jobs]
             died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [], now_ms)
     return list(died.values())
 

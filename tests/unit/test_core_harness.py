@@ -4,11 +4,13 @@
 worker (``touch``, which registers it the first time), ``decide``, then
 ``apply`` every record; ``tick`` until it returns nothing — with a manual
 clock (``now_ms`` is a number the test moves). Worker processes get a TTL
-far longer than any test runs, so a lease ends only as these tests say;
-process deaths are tested on their own. Every record goes through
-``record_encoder``/``record_decoder`` before it is kept, and a second State
-replays the decoded records as they come, so every test also checks, after
-every record, that:
+and a restart grace far longer than any test runs, so a lease ends only as
+these tests say; process deaths are tested on their own. No index gets
+slack beyond twice its live entries (state.py), so the index bounds that
+``check_invariants`` checks are at their tightest. Every record goes
+through ``record_encoder``/``record_decoder`` before it is kept, and a
+second State replays the decoded records as they come, so every test also
+checks, after every record, that:
 
 - ``check_invariants`` finds nothing wrong, in both states;
 - the replayed state equals the live one (``canonical``);
@@ -103,7 +105,10 @@ def from_image(image: list[bytes], config: CoreConfig) -> State:
 
 
 def core_config(**overrides: Any) -> CoreConfig:
-    return CoreConfig(**{"process_ttl_ms": PROCESS_TTL_MS, **overrides})
+    no_deaths = {"process_ttl_ms": PROCESS_TTL_MS, "restart_grace_ms": PROCESS_TTL_MS}
+    # No slack: an index is rebuilt as soon as its stale entries outnumber
+    # its live ones, so every test checks the tightest bound (state.py).
+    return CoreConfig(**{**no_deaths, "index_slack_entries": 0, **overrides})
 
 
 class Core:

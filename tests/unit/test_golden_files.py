@@ -1,12 +1,13 @@
-"""Golden files (tests/fixtures/journal-v1 and journal-v2, made once by
-tests/fixtures/make_journal_v1.py and make_journal_v2.py): a segment pair
-and a snapshot of each journal format version must stay readable by every
-later version, a data directory of an older version goes on in today's,
-and today's writer writes v2 frames (and snapshot chunks in v1 framing)
-byte for byte. The same for version 2 of the state image
-(tests/fixtures/image-v2, made by tests/fixtures/make_image_v2.py). If this
-fails, the on-disk format changed: bump the version and keep a reader for
-the old one."""
+"""Golden files (tests/fixtures/journal-v1, journal-v2 and v3, made once by
+tests/fixtures/make_journal_v1.py, make_journal_v2.py and make_v3.py): a
+segment pair and a snapshot of each journal format version must stay
+readable by every later version, a data directory of an older version goes
+on in today's, and today's writer writes v3 frames (as v2 framed them, and
+snapshot chunks in v1 framing) byte for byte. The same for the versions of
+the state image (tests/fixtures/image-v2, made by
+tests/fixtures/make_image_v2.py, and the v3 snapshot). If this fails, the
+on-disk format changed: bump the version and keep a reader for the old
+one."""
 
 import itertools
 import os
@@ -17,6 +18,7 @@ import msgspec
 import pytest
 
 from leash.broker.core import CoreConfig, canonical, check_invariants, image
+from leash.broker.core import records as R
 from leash.broker.core.records import Record, frame_decoder, record_decoder, record_encoder
 from leash.broker.journal import format as F
 from leash.broker.journal import snapshot
@@ -35,6 +37,9 @@ JOURNAL_V2 = FIXTURES.parent / "journal-v2"
 SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019.log"]
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
+V3 = FIXTURES.parent / "v3"
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000034.log"]
+V3_SNAPSHOT = str(V3 / "snapshot-00000000000000000033.snap")
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -101,7 +106,7 @@ def test_the_v1_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "snapshot_seq"), [(FIXTURES, 11), (IMAGE_V2, 35), (JOURNAL_V2, 18)]
+    ("source", "snapshot_seq"), [(FIXTURES, 11), (IMAGE_V2, 35), (JOURNAL_V2, 18), (V3, 33)]
 )
 def test_a_data_directory_recovers_to_the_state_of_all_its_records(
     tmp_path: os.PathLike[str], source: Path, snapshot_seq: int
@@ -143,15 +148,48 @@ def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     assert any(job.batch for job in loaded.jobs.values()), "a packed job names its batch"
 
 
-def test_a_loaded_v2_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
-    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT)]
-    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
+def test_a_loaded_v2_image_dumps_to_the_same_chunks_but_the_v3_head_and_leased_jobs() -> None:
+    """Version 3 adds one field to a Job (and to a packed job's cold part,
+    which a v2 job never has): a v2 image dumps as it was written but for
+    its head's version and its leased jobs, which carry the new field at 0."""
+    written = list(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT))
+    loaded = image.load(iter(written), CoreConfig())
+    dumped = list(image.dump(loaded))
+    assert len(dumped) == len(written)
+    assert any(isinstance(chunk, image.JobsImage) and chunk.jobs for chunk in written)
+    for now, then in zip(dumped, written, strict=True):
+        if isinstance(now, image.ImageHead):
+            assert now == msgspec.structs.replace(then, version=3)
+        elif isinstance(now, image.JobsImage):
+            assert now == then and all(job.lost_leases == 0 for job in now.jobs)
+        else:
+            assert image.chunk_encoder.encode(now) == image.chunk_encoder.encode(then)
+
+
+def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
+    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), V3_SNAPSHOT)]
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     assert [image.chunk_encoder.encode(chunk) for chunk in image.dump(loaded)] == written
-    data = read_file(IMAGE_V2_SNAPSHOT)
+    data = read_file(V3_SNAPSHOT)
     offsets = record_offsets(data)
     chunks = [F.scan_record(memoryview(data), offset) for offset in offsets[:-2]]  # not the end
     payloads = [bytes(chunk.payload) for chunk in chunks if isinstance(chunk, F.Scanned)]
     assert payloads == written, "today's encoder writes the chunks as they were written"
+
+
+def test_the_v3_snapshot_holds_the_leases_jobs_lost_in_a_row() -> None:
+    header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    every = [record for _, records in _frames_of(V3) for record in records]
+    assert header.through_seq == 33
+    assert canonical(loaded) == canonical(replayed(every[:33]))
+    assert check_invariants(loaded) == []
+    lost = {job.id: (job.state, job.lost_leases) for job in loaded.jobs.values()}
+    assert lost["lost-once"] == ("ready", 1), "a packed job's cold part"
+    assert lost["lost-twice"] == ("leased", 2), "a leased Job"
+    poison = loaded.jobs["poison"]
+    assert (poison.state, poison.failures, poison.lost_leases) == ("dead", 3, 0)
+    assert poison.last_error is not None and "3 times in a row" in poison.last_error.message
 
 
 def _frames_of(directory: Path) -> list[tuple[int, list[Record]]]:
@@ -193,11 +231,15 @@ def test_the_v2_frames_decode_to_the_records_written_in_order() -> None:
         assert_same_or_newer(now, then)
 
 
-def test_todays_writer_frames_v2_byte_for_byte() -> None:
-    for name in SEGMENTS_V2:
-        data = read_file(str(JOURNAL_V2 / name))
+@pytest.mark.parametrize(("source", "segments"), [(JOURNAL_V2, SEGMENTS_V2), (V3, SEGMENTS_V3)])
+def test_todays_writer_frames_v2_and_v3_byte_for_byte(source: Path, segments: list[str]) -> None:
+    """Version 3 frames records as version 2 did, and the records of v2 encode as they did."""
+    for name in segments:
+        data = read_file(str(source / name))
         header = F.decode_header(data)
-        assert F.encode_header(header.epoch, header.first_seq) == data[: F.HEADER_BYTES]
+        assert header.version == (2 if source == JOURNAL_V2 else 3)
+        again = F.encode_header(header.epoch, header.first_seq, version=header.version)
+        assert again == data[: F.HEADER_BYTES]
         for start, end in itertools.pairwise(record_offsets(data)):
             scanned = F.scan_record(memoryview(data), start)
             assert isinstance(scanned, F.Scanned)
@@ -209,25 +251,63 @@ def test_todays_writer_frames_v2_byte_for_byte() -> None:
             assert F.encode_frame(scanned.seq, encoded) == data[start:end]
 
 
-def test_a_v1_data_directory_goes_on_in_a_new_v2_segment_and_keeps_its_v1_files(
-    tmp_path: os.PathLike[str],
+@pytest.mark.parametrize(
+    ("source", "segments", "next_seq"), [(FIXTURES, SEGMENTS, 23), (JOURNAL_V2, SEGMENTS_V2, 36)]
+)
+def test_an_older_data_directory_goes_on_in_a_new_v3_segment_and_keeps_its_files(
+    tmp_path: os.PathLike[str], source: Path, segments: list[str], next_seq: int
 ) -> None:
     directory = os.path.join(tmp_path, "data")
-    shutil.copytree(FIXTURES, directory)
+    shutil.copytree(source, directory)
     recovered = recover(directory, OsDisk(), CoreConfig())
-    assert [segment.version for segment in recovered.segments] == [1]
+    old = F.decode_header(read_file(str(source / segments[-1]))).version
+    assert [segment.version for segment in recovered.segments] == [old]
     journal = Journal(directory, OsDisk())
     open_epoch(recovered, journal)  # the boot record, as start-up writes it
     journal.close()
-    assert journal.path == os.path.join(directory, "journal-00000000000000000023.log")
-    assert F.decode_header(read_file(journal.path)).version == 2
+    assert journal.path == os.path.join(directory, f"journal-{next_seq:020d}.log")
+    assert F.decode_header(read_file(journal.path)).version == F.FORMAT_VERSION == 3
     sealed = Compactor(directory, OsDisk(), journal, None, recovered).sealed
     assert [segment.path for segment in sealed] == [recovered.segments[0].path], (
-        "the v1 segment counts as sealed: a snapshot can cover it"
+        "the older segment counts as sealed: a snapshot can cover it"
     )
-    for name in SEGMENTS:  # never written to again
-        assert read_file(os.path.join(directory, name)) == read_file(str(FIXTURES / name))
+    for name in segments:  # never written to again
+        assert read_file(os.path.join(directory, name)) == read_file(str(source / name))
     again = recover(directory, OsDisk(), CoreConfig())
-    assert [segment.version for segment in again.segments] == [1, 2]
-    assert again.next_seq == 24 and again.notes == []
+    assert [segment.version for segment in again.segments] == [old, 3]
+    assert again.next_seq == next_seq + 1 and again.notes == []
     assert canonical(again.state) == canonical(recovered.state)
+
+
+# --- version 3 (tests/fixtures/v3): lost leases ready at once, deaths by their count ----
+
+
+def test_the_v3_segment_headers_read_as_written() -> None:
+    headers = [F.decode_header(read_file(str(V3 / name))) for name in SEGMENTS_V3]
+    assert headers == [F.FileHeader(3, 1, 1), F.FileHeader(3, 1, 34)]
+
+
+def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did() -> None:
+    lines = (V3 / "records.jsonl").read_text().splitlines()
+    expected = [msgspec.json.decode(line) for line in lines]
+    decoded = [
+        {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
+        for seq, (_, record) in enumerate(_records_of(V3), start=1)
+    ]
+    assert len(decoded) == len(expected) == 42
+    for now, then in zip(decoded, expected, strict=True):
+        assert_same_or_newer(now, then)
+    failures = [
+        failure
+        for _, record in _records_of(V3)
+        if isinstance(record, R.AttemptsFailed | R.ProcessDied)
+        for failure in record.failures
+    ]
+    at_once = [f.id for f in failures if f.retry_at_ms == f.at_ms]
+    assert sorted(set(at_once)) == ["lost-once", "lost-twice", "orphan", "poison"]
+    (dead,) = [f for f in failures if f.retry_at_ms is None and f.error.type == "LeaseExpired"]
+    assert dead.id == "poison" and "3 times in a row" in dead.error.message
+
+
+def _records_of(directory: Path) -> list[tuple[int, Record]]:
+    return [(seq, record) for seq, records in _frames_of(directory) for record in records]
