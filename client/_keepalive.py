@@ -25,6 +25,7 @@ from collections.abc import Callable
 from leash.protocol import limits
 from leash.protocol.messages import Welcome
 
+from ._backoff import backoff_s
 from ._exceptions import (
     ConnectionLost,
     NotFound,
@@ -33,7 +34,7 @@ from ._exceptions import (
     StaleLease,
     UnknownOp,
 )
-from ._link import Link, backoff_s
+from ._link import Link
 from ._types import Job
 from .aio import AsyncClient
 
