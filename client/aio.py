@@ -410,6 +410,15 @@ class AsyncClient:
             self._reopen = self._reopen or not self._closed
             self._closed = True
 
+    async def _until_lost(self, timeout_s: float) -> None:
+        """Wait ``timeout_s``, or less if the connection ends first (the
+        worker's heartbeat: it reconnects at once)."""
+        task = self._reader_task
+        if task is None or task.done():
+            await asyncio.sleep(timeout_s)
+            return
+        await asyncio.wait({task}, timeout=timeout_s)
+
     def _went_idle(self) -> bool:
         """Whether the broker is about to close this connection as idle."""
         welcome = self._core.welcome

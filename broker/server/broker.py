@@ -204,11 +204,7 @@ class Broker:
             return
         try:
             for record in records:
-                counted = core.tally(self.state, record)  # before: an ack removes its job
-                callbacks = core.apply(self.state, record)
-                self.totals.count(counted)
-                if callbacks:
-                    self.totals.count(core.enqueued(callbacks))
+                self.totals.apply(self.state, record)
             self.committer.submit_records(records)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)

@@ -9,9 +9,10 @@ Queues are counted by name up to ``QUEUE_TOTALS_MAX``; later names count
 under ``OTHER_QUEUES``, so the table is bounded however many names pass.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from leash.broker import core
+from leash.broker.core.records import NewJob, Record
 
 QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
 OTHER_QUEUES = "_other"
@@ -23,6 +24,17 @@ class Totals:
     def __init__(self) -> None:
         self.all: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
         self.by_queue: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
+
+    def apply(self, state: core.State, record: Record) -> Sequence[NewJob]:
+        """Apply a record (``core.apply``) and count what it did: what the
+        record says, read before (an ack removes its job), and the callback
+        jobs applying it enqueued. Those jobs."""
+        counted = core.tally(state, record)
+        callbacks = core.apply(state, record)
+        self.count(counted)
+        if callbacks:
+            self.count(core.enqueued(callbacks))
+        return callbacks
 
     def count(self, counted: Iterable[tuple[str, str]]) -> None:
         """Add (queue, total) pairs, as ``core.tally`` and ``core.enqueued`` give them."""

@@ -34,6 +34,7 @@ recovery from a snapshot and the journal tail does.
 This module holds no tests itself.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -56,6 +57,7 @@ from leash.broker.core import (
     tick,
     touch,
 )
+from leash.broker.core import records as R
 from leash.broker.core.image import chunk_decoder, chunk_encoder, dump, load
 from leash.broker.core.replay import DEFERRED_MAX
 from leash.protocol import admin as A
@@ -113,6 +115,8 @@ def core_config(**overrides: Any) -> CoreConfig:
 
 class Core:
     def __init__(self, now_ms: int = START_MS, **config: Any) -> None:
+        # How the live state applies a record (the shell's counting apply, in the totals tests)
+        self.apply_live: Callable[[State, Record], Sequence[R.NewJob]] = apply
         self.config = core_config(**config)
         self.state = State(msgspec.structs.replace(self.config, recent_jobs=0))
         self.shadow = State(self.config)  # replays the decoded records as they come
@@ -127,8 +131,8 @@ class Core:
 
     def apply(self, record: Record) -> None:
         decoded = round_trip(record)
-        apply(self.state, record)
-        apply(self.shadow, decoded)
+        enqueued = self.apply_live(self.state, record)
+        assert apply(self.shadow, decoded) == enqueued, "live and replay enqueue the same callbacks"
         self.records.append(decoded)
         assert check_invariants(self.state) == []
         assert check_invariants(self.shadow) == []
