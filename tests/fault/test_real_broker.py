@@ -15,6 +15,7 @@ import msgspec
 import pytest
 
 from leash.client import Client, ConnectionLost, JournalFailed
+from tests.fault.once import push_once
 from tests.integration.broker_proc import BrokerProcess
 from tests.journal_kit import read_file, record_offsets, write_file
 
@@ -155,7 +156,7 @@ def test_a_real_write_error_exits_75_at_once_and_a_restart_keeps_every_acknowled
         with _connect(broker) as client:
             for n in range(100_000):
                 try:
-                    acked.append(client.push("t", {"pad": "x" * 500}, id=f"job-{n}"))
+                    acked.append(push_once(client, f"job-{n}", {"pad": "x" * 500}))
                 except (JournalFailed, ConnectionLost) as refusal:
                     refused_s = time.monotonic()
                     assert isinstance(refusal, JournalFailed) or acked, refusal
