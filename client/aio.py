@@ -404,8 +404,9 @@ class AsyncClient:
         self._core.fail_pending()  # the parent's futures: its loop answers them, not ours
         if writer is not None:
             sock = writer.get_extra_info("socket")
-            if sock is not None and sock.fileno() >= 0:
-                _fork.drop_descriptor(sock.fileno())
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= 0:
+                _fork.drop_descriptor(fd)
             _fork.keep(writer, task)
             self._reopen = self._reopen or not self._closed
             self._closed = True

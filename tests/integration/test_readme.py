@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -97,6 +98,9 @@ def workers() -> Iterator[Callable[[list[str], Path], "subprocess.Popen[bytes]"]
 
 
 def stop(worker: "subprocess.Popen[bytes]") -> None:
+    """SIGTERM twice: the second releases at once, not after the held fetch."""
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
     _, stderr = worker.communicate(timeout=RUN_TIMEOUT_S)
     assert worker.returncode == 0, stderr.decode()
