@@ -36,7 +36,7 @@ memory-heavy: $(STAMP)  ## 1,000,000 jobs, 200,000 batches and scheduled jobs th
 	LEASH_MEMORY_JOBS=1000000 LEASH_MEMORY_BATCHES=200000 LEASH_MEMORY_SCHEDULED=200000 \
 		$(PY) -m pytest -q -s -p no:randomly --timeout 900 tests/unit/test_core_memory.py
 
-recovery-heavy: $(STAMP)  ## the broker killed around a worker's kill -9, 100 cycles each order (about 4 minutes)
+recovery-heavy: $(STAMP)  ## the broker killed around a worker's kill -9, 100 cycles each order (about 6 minutes)
 	LEASH_RESTART_CYCLES=100 $(PY) -m pytest -q -s -p no:randomly --timeout 1800 \
 		tests/integration/test_recovery_defaults.py -k broker_killed
 
