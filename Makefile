@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 NODE_STAMP := tests/faktory/node_modules/.installed
 
-.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick clean faktory-clients
+.PHONY: run test check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick clean faktory-clients
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -44,6 +44,14 @@ fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about
 limits-heavy: $(STAMP)  ## 10 000 idle connections on one broker: memory per connection, the limit
 	LEASH_IDLE_CONNECTIONS=10000 $(PY) -m pytest -q -s -p no:randomly \
 		tests/integration/test_limits_load.py -k idle_connections
+
+memory-heavy: $(STAMP)  ## 1,000,000 jobs, 200,000 batches and scheduled jobs through the core: memory stays flat
+	LEASH_MEMORY_JOBS=1000000 LEASH_MEMORY_BATCHES=200000 LEASH_MEMORY_SCHEDULED=200000 \
+		$(PY) -m pytest -q -s -p no:randomly --timeout 900 tests/unit/test_core_memory.py
+
+recovery-heavy: $(STAMP)  ## the broker killed around a worker's kill -9, 100 cycles each order (about 6 minutes)
+	LEASH_RESTART_CYCLES=100 $(PY) -m pytest -q -s -p no:randomly --timeout 1800 \
+		tests/integration/test_recovery_defaults.py -k broker_killed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check leash protocol broker client tests bench

@@ -45,6 +45,7 @@ PORT_MAX = 65535
 UID_MAX = 2**32 - 1
 DEAD_JOBS_MAX = 100_000_000
 COUNT_MAX = 1_000_000
+LOST_LEASES_MAX = 1000
 LOG_LEVELS = ("debug", "info", "warning")
 LOG_FORMATS = ("text", "json")
 
@@ -239,6 +240,23 @@ _BROKER = [
         HOUR_MS,
         "a process with no connection for this long is dead",
         field="core.reconnect_grace_ms",
+    ),
+    _int(
+        "--restart-grace-ms",
+        _CORE.restart_grace_ms,
+        0,
+        HOUR_MS,
+        "after a restart, a process known from before (a Faktory consumer too) that is not "
+        "back by then is dead and its leases are lost",
+        field="core.restart_grace_ms",
+    ),
+    _int(
+        "--lost-leases-max",
+        _CORE.lost_leases_max,
+        1,
+        LOST_LEASES_MAX,
+        "a job whose lease is lost (expired, its worker dead) this many times in a row is dead",
+        field="core.lost_leases_max",
     ),
     _int(
         "--terminate-grace-ms",

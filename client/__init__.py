@@ -10,9 +10,13 @@
   and operations an operator uses (``leash stats``, ``leash queues`` ...).
 - ``Worker`` leases jobs, runs registered handlers in threads, beats and
   keeps running jobs' leases extended.
-- ``handler`` registers a function for ``leash worker MODULE``; inside a
-  handler, ``current_job()`` is the running job and ``add_to_batch(...)``
-  adds a job to its batch.
+- ``handler`` registers a function for ``leash worker MODULE`` (which also
+  runs a ``Worker`` object the module defines); inside a handler,
+  ``current_job()`` is the running job and ``add_to_batch(...)`` adds a job
+  to its batch.
+- A client reconnects on its next call after a lost connection, sends a
+  push again with the same ids until it is answered (or ``timeout_s``), and
+  opens a connection of its own in a forked child.
 - Security: ``key=`` (a ``Key``, or a key file's path; ``load_key`` picks one
   from a file) and ``tls=`` (True or an ``ssl.SSLContext``; ``tls_context``
   makes one) on every client and the Worker; or the URL form

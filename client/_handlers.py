@@ -27,7 +27,8 @@ Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
 registry: dict[str, Handler] = {}
-"""What the module-level ``leash.client.handler`` registers: what ``leash worker`` runs."""
+"""Handlers registered with the module-level ``leash.client.handler``: what
+``leash worker`` runs."""
 
 
 def add_handler(handlers: MutableMapping[str, Handler], type: str, fn: Handler) -> None:

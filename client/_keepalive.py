@@ -7,7 +7,10 @@ handlers, which run in threads:
   welcome names, and hands each reply's desired state (``ok``, ``quiet``,
   ``terminate``) to the worker. It beats from the start to the very end of a
   run, draining included: a process that stops beating is declared dead after
-  ``process_ttl_ms`` and every lease it holds fails.
+  ``process_ttl_ms`` and every lease it holds fails. When the connection
+  drops it beats at once, which reconnects (with backoff): after a broker
+  restart a worker must be back within the restart grace, however idle it
+  is, or its leases are lost.
 - ``keep_extended`` extends one job's lease every half of its
   ``lease_ttl_ms`` while its handler runs, so a long job keeps its lease.
   ``Extender`` starts it once the job has run for half its ttl (a timer
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from leash.protocol import limits
 from leash.protocol.messages import Welcome
 
+from ._backoff import backoff_s
 from ._exceptions import (
     ConnectionLost,
     NotFound,
@@ -33,7 +37,7 @@ from ._exceptions import (
     StaleLease,
     UnknownOp,
 )
-from ._link import Link, backoff_s
+from ._link import Link
 from ._types import Job
 from .aio import AsyncClient
 
@@ -87,7 +91,7 @@ class Heartbeat:
                 failures = 0
                 self._on_state(state)
             next_s = started_s + heartbeat_period_s(client.welcome)
-            await asyncio.sleep(max(0.0, next_s - loop.time()))
+            await client._until_lost(max(0.0, next_s - loop.time()))
 
     async def _connected(self) -> AsyncClient | None:
         try:

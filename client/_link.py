@@ -4,7 +4,9 @@ Every user of the link asks for ``await link.client()`` and, when a call on
 it raises ``ConnectionLost`` or ``RequestTimeout``, hands it back with
 ``await link.lost(client, exc)``. Reconnecting happens once, under a lock,
 however many tasks noticed the loss; the backoff is capped exponential with
-jitter so that a fleet of workers does not reconnect in step. A refused
+jitter so that a fleet of workers does not reconnect in step, and capped at
+a third of the broker's restart grace so that a live worker is back in time
+to keep its leases after a broker restart (``leash.client._backoff``). A refused
 handshake (a ``ServerError``) is not retried: it raises, except for the
 refusals that say "later" (``too_many_connections``, ``handshake_timeout``)
 and ``journal_failed``, which means the broker is stopping to be restarted.
@@ -12,9 +14,9 @@ and ``journal_failed``, which means the broker is stopping to be restarted.
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 
+from ._backoff import backoff_s
 from ._exceptions import (
     ConnectionLost,
     HandshakeTimeout,
@@ -26,15 +28,7 @@ from .aio import AsyncClient
 
 log = logging.getLogger("leash.worker")
 
-RECONNECT_FIRST_S = 0.05
-RECONNECT_MAX_S = 5.0
 RETRYABLE = (ConnectionLost, RequestTimeout, TooManyConnections, HandshakeTimeout, JournalFailed)
-
-
-def backoff_s(attempt: int) -> float:
-    """How long to wait before try ``attempt`` (0, 1, ...): doubling, capped, jittered."""
-    capped_s = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2.0 ** min(attempt, 30))
-    return capped_s * random.uniform(0.5, 1.0)
 
 
 class Link:

@@ -178,6 +178,12 @@ def job_spec(
     return spec
 
 
+def with_id(spec: JobSpec) -> JobSpec:
+    """The spec with a client-made id if it has none (a copy), so that a
+    push sent again is one job."""
+    return spec if spec.id is not None else msgspec.structs.replace(spec, id=new_job_id())
+
+
 def as_job_spec(job: JobSpecLike) -> JobSpec:
     if isinstance(job, JobSpec):
         return job

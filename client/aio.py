@@ -16,14 +16,20 @@ forgotten the same way. When the connection ends, every call in flight gets
 exactly (a test keeps them in step); the request logic is in ``leash.client._core``.
 
 ``key`` and ``tls`` are as for ``Client`` (see ``leash.client._security``). Idle
-connections too: when the broker closed the connection while no call was in
-flight (it closes connections idle for its ``idle_timeout_ms``), or the
-connection has been idle for three quarters of that time, the next call
-opens a new one first (same worker id); its request had not been sent.
+connections too: when the connection has been idle for three quarters of
+the broker's ``idle_timeout_ms``, the next call opens a new one first (same
+worker id); its request had not been sent. Lost connections and forks are
+as for ``Client``: the calls in flight get ``ConnectionLost`` and the next
+call opens a new connection; ``push``, ``push_many`` and ``create_batch``
+are sent again with the same ids until answered or ``timeout_s`` has
+passed; in a forked child the client opens a connection of its own (the
+child runs its own event loop) and leaves the parent's alone.
 """
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import secrets
 from collections.abc import Iterable, Sequence
 from types import TracebackType
@@ -40,13 +46,15 @@ from leash.protocol.messages import (
     Welcome,
 )
 
+from . import _fork
+from ._backoff import PUSH_RETRYABLE, backoff_s
 from ._calls import Call
 from ._core import ClientCore
 from ._env import Options, endpoint
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
 from ._security import KeyOption, TlsOption, as_key, as_tls
-from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
+from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 from .blocking import IDLE_REOPEN_FRACTION
 
@@ -73,6 +81,7 @@ class AsyncClient:
         tls: TlsOption = None,
     ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._own_worker_id = worker_id is None  # this process's id: a forked child takes its own
         self.worker_id = worker_id if worker_id is not None else process_worker_id()
         self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
         self._key, self._tls = as_key(key), as_tls(tls)
@@ -80,9 +89,11 @@ class AsyncClient:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._closed = False
-        self._reopen = False  # the broker closed an idle connection: reconnect on the next call
+        self._reopen = False  # the connection was lost: reconnect on the next call
         self._reopen_lock = asyncio.Lock()
         self._last_io_s = 0.0
+        self._pid = os.getpid()
+        _fork.track(self)
 
     @classmethod
     async def connect(
@@ -240,14 +251,18 @@ class AsyncClient:
             retry_base_ms=retry_base_ms,
             batch=batch,
         )
-        return await self._call(self._core.push(spec, lease))
+        return await self._call_again(self._core.push(spec, lease))
 
     async def push_many(
         self, jobs: Iterable[JobSpecLike], *, lease: Lease | None = None
     ) -> list[PushResult]:
-        """Add several jobs in one request; one ``PushResult`` per job, in order."""
-        specs = [as_job_spec(job) for job in jobs]
-        return await self._call(self._core.push_many(specs, lease)) if specs else []
+        """Add several jobs in one request; one ``PushResult`` per job, in order.
+
+        A spec without an id gets one here, so that sending it again adds
+        nothing; a job that an attempt lost on the way had created is
+        ``created=False`` in the answer to the next."""
+        specs = [with_id(as_job_spec(job)) for job in jobs]
+        return await self._call_again(self._core.push_many(specs, lease)) if specs else []
 
     async def get_job(self, id: str) -> JobView:
         return await self._call(self._core.get_job(id))
@@ -328,7 +343,7 @@ class AsyncClient:
             commit=commit,
             lease=lease,
         )
-        return await self._call(call)
+        return await self._call_again(call)
 
     async def commit_batch(self, id: str) -> None:
         """No more jobs from producers: the batch is judged from now on."""
@@ -371,6 +386,8 @@ class AsyncClient:
             raise
 
     async def _call(self, call: Call[T]) -> T:
+        if self._pid != os.getpid():  # forked, and the fork hook did not run
+            self._after_fork()
         if self._reopen or self._went_idle():
             async with self._reopen_lock:
                 if self._reopen or self._went_idle():
@@ -381,6 +398,53 @@ class AsyncClient:
                     finally:
                         self._reopen = self._closed  # failed: the next call tries again
         return await self._exchange(call)
+
+    async def _call_again(self, call: Call[T]) -> T:
+        """A push (or batch creation), sent again on a new connection while
+        the connection is lost, until answered or ``timeout_s`` has passed;
+        its ids make every try after the first add nothing."""
+        loop = asyncio.get_running_loop()
+        deadline_s = loop.time() + self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                return await self._call(call)
+            except PUSH_RETRYABLE:
+                delay_s = backoff_s(attempt)
+                if self.closed or loop.time() + delay_s > deadline_s:
+                    raise
+            await asyncio.sleep(delay_s)
+            attempt += 1
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's connection without touching
+        it (its objects belong to the parent's event loop) and open one of
+        this process's own on the next call."""
+        self._pid = os.getpid()
+        self._reopen_lock = asyncio.Lock()  # bound to the parent's loop once used
+        if self._own_worker_id:
+            self.worker_id = process_worker_id()
+            self._identity = dataclasses.replace(self._identity, worker_id=self.worker_id)
+        writer, task = self._writer, self._reader_task
+        self._writer, self._reader_task = None, None
+        self._core.fail_pending()  # the parent's futures: its loop answers them, not ours
+        if writer is not None:
+            sock = writer.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= 0:
+                _fork.drop_descriptor(fd)
+            _fork.keep(writer, task)
+            self._reopen = self._reopen or not self._closed
+            self._closed = True
+
+    async def _until_lost(self, timeout_s: float) -> None:
+        """Wait ``timeout_s``, or less if the connection ends first (the
+        worker's heartbeat: it reconnects at once)."""
+        task = self._reader_task
+        if task is None or task.done():
+            await asyncio.sleep(timeout_s)
+            return
+        await asyncio.wait({task}, timeout=timeout_s)
 
     def _went_idle(self) -> bool:
         """Whether the broker is about to close this connection as idle."""
@@ -407,7 +471,7 @@ class AsyncClient:
                 if writer.transport.get_write_buffer_size():  # the kernel did not take it all
                     await writer.drain()
             except OSError as exc:
-                self._shut(ConnectionLost(f"the connection broke: {exc}"))
+                self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
             return await future
         finally:
             timer.cancel()
@@ -441,11 +505,11 @@ class AsyncClient:
             error = ConnectionLost(f"the reply reader failed: {exc!r}")
             error.__cause__ = exc
         if writer is self._writer:  # not a connection already replaced
-            self._shut(error, reopen=core.in_flight == 0 and core.welcome is not None)
+            self._shut(error, reopen=core.welcome is not None)
 
     def _shut(self, error: LeashError, *, reopen: bool = False) -> None:
         """End the connection: every call in flight fails with ConnectionLost.
-        ``reopen``: nothing was in flight, so the next call may reconnect."""
+        ``reopen``: it was lost, not closed by the user: the next call reconnects."""
         if not self._closed and reopen:
             self._reopen = True
         self._closed = True

@@ -25,9 +25,25 @@ new connection (same worker id, so the process keeps its leases) when the
 last one has been idle for three quarters of that time or the broker has
 already closed it; the request had not been sent, so nothing is lost or
 applied twice.
+
+Lost connections: a call whose connection breaks raises ``ConnectionLost``
+(its outcome is unknown) and the next call opens a new connection (same
+worker id). Pushes are the exception: ``push``, ``push_many`` and
+``create_batch`` are sent again on a new connection, with the same job and
+batch ids (a push of a known id adds nothing), until they are answered or
+``timeout_s`` has passed (``leash.client._backoff``): a producer never
+creates a job twice, and a push that returned was applied. Only ``close()``
+closes a client for good.
+
+Forks: a Client used in a process forked after it connected opens a
+connection of its own there (``leash.client._fork``), as a process of its
+own (a new worker id, unless one was given); the parent's connection is
+left alone.
 """
 
 import contextlib
+import dataclasses
+import os
 import secrets
 import select
 import socket
@@ -50,13 +66,15 @@ from leash.protocol.messages import (
     Welcome,
 )
 
+from . import _fork
+from ._backoff import PUSH_RETRYABLE, backoff_s
 from ._calls import Call
 from ._core import ClientCore, Completion
 from ._env import Options, endpoint
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
 from ._security import KeyOption, TlsOption, as_key, as_tls
-from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec
+from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 T = TypeVar("T")
@@ -83,11 +101,13 @@ class Client:
         tls: TlsOption = None,
     ) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._own_worker_id = worker_id is None  # this process's id: a forked child takes its own
         self.worker_id = worker_id if worker_id is not None else process_worker_id()
         self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
         self._key, self._tls = as_key(key), as_tls(tls)
         self._core: ClientCore[None] = ClientCore()
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._sock: socket.socket | None = None
         # A plain TCP socket is blocking, with the time limits in the kernel
         # (SO_RCVTIMEO, SO_SNDTIMEO): a call costs one send and one recv. A TLS
@@ -96,7 +116,8 @@ class Client:
         self._poll: select.poll | None = None  # readiness of the plain socket
         self._buffer = bytearray(_RECV_BYTES)
         self._last_io_s = 0.0
-        self._reopen = False  # the broker closed an idle connection: reconnect on the next call
+        self._reopen = False  # the connection was lost: reconnect on the next call
+        _fork.track(self)
         self._open()
 
     @classmethod
@@ -246,14 +267,18 @@ class Client:
             retry_base_ms=retry_base_ms,
             batch=batch,
         )
-        return self._call(self._core.push(spec, lease))
+        return self._call_again(self._core.push(spec, lease))
 
     def push_many(
         self, jobs: Iterable[JobSpecLike], *, lease: Lease | None = None
     ) -> list[PushResult]:
-        """Add several jobs in one request; one ``PushResult`` per job, in order."""
-        specs = [as_job_spec(job) for job in jobs]
-        return self._call(self._core.push_many(specs, lease)) if specs else []
+        """Add several jobs in one request; one ``PushResult`` per job, in order.
+
+        A spec without an id gets one here, so that sending it again adds
+        nothing; a job that an attempt lost on the way had created is
+        ``created=False`` in the answer to the next."""
+        specs = [with_id(as_job_spec(job)) for job in jobs]
+        return self._call_again(self._core.push_many(specs, lease)) if specs else []
 
     def get_job(self, id: str) -> JobView:
         return self._call(self._core.get_job(id))
@@ -332,7 +357,7 @@ class Client:
             commit=commit,
             lease=lease,
         )
-        return self._call(call)
+        return self._call_again(call)
 
     def commit_batch(self, id: str) -> None:
         """No more jobs from producers: the batch is judged from now on."""
@@ -374,6 +399,8 @@ class Client:
             raise
 
     def _call(self, call: Call[T]) -> T:
+        if self._pid != os.getpid():  # forked, and the fork hook did not run
+            self._after_fork()
         with self._lock:
             if self._sock is not None and self._went_idle(self._sock):
                 self._drop_socket()
@@ -387,6 +414,41 @@ class Client:
                     self._reopen = self._sock is None  # failed: the next call tries again
             assert self._sock is not None
             return self._exchange(self._sock, call)
+
+    def _call_again(self, call: Call[T]) -> T:
+        """A push (or batch creation), sent again on a new connection while
+        the connection is lost, until answered or ``timeout_s`` has passed;
+        its ids make every try after the first add nothing."""
+        deadline_s = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            try:
+                return self._call(call)
+            except PUSH_RETRYABLE:
+                delay_s = backoff_s(attempt)
+                if self.closed or time.monotonic() + delay_s > deadline_s:
+                    raise
+            time.sleep(delay_s)
+            attempt += 1
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's connection without touching
+        it and open one of this process's own on the next call."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()  # another thread of the parent may have held it
+        if self._own_worker_id:
+            self.worker_id = process_worker_id()
+            self._identity = dataclasses.replace(self._identity, worker_id=self.worker_id)
+        sock, self._sock, self._poll = self._sock, None, None
+        if sock is not None:
+            sock.close()  # this process's descriptor: no shutdown, the parent's connection lives
+            self._reopen = True
+        self._core.fail_pending()
+
+    def _lost(self) -> None:
+        """The connection broke: the next call opens a new one."""
+        self._drop_socket()
+        self._reopen = True
 
     def _exchange(self, sock: socket.socket, call: Call[T]) -> T:
         self._core.start(call, None)
@@ -437,7 +499,7 @@ class Client:
                 sock.settimeout(self.timeout_s)
             sock.sendall(frame)
         except OSError as exc:
-            self.close()  # part of the frame may have gone: the stream is unusable
+            self._lost()  # part of the frame may have gone: the stream is unusable
             if isinstance(exc, TimeoutError | BlockingIOError):  # the kernel's limit: EAGAIN
                 raise RequestTimeout(f"sending took over {self.timeout_s} s") from None
             raise ConnectionLost(f"the connection broke: {exc}") from exc
@@ -450,7 +512,7 @@ class Client:
             try:
                 completion = self._core.next_completion()
             except LeashError:
-                self.close()
+                self._lost()
                 raise
             if completion is not None:
                 return completion
@@ -462,10 +524,10 @@ class Client:
                 remaining_s = deadline_s - time.monotonic()
                 continue
             except OSError as exc:
-                self.close()
+                self._lost()
                 raise ConnectionLost(f"the connection broke: {exc}") from exc
             if not data:
-                self.close()
+                self._lost()
                 raise ConnectionLost("the broker closed the connection")
             self._core.receive_data(data)
             remaining_s = deadline_s - time.monotonic()

@@ -3,15 +3,20 @@
     leash serve [ARGS...]            run the broker: python -m leash.broker serve ARGS...
     leash journal TOOL DIR           verify, dump or compact a data directory offline
                                      (python -m leash.broker journal TOOL DIR)
-    leash worker MODULE [OPTIONS]    import MODULE, run the handlers it registered
+    leash worker MODULE[:NAME] [OPTIONS]
+                                     import MODULE, run its Worker or the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
     leash keygen [--id ID] [--out F] print (or append to F) a new random key
                  [--role admin]      (admin: may MUTATE and FLUSH on the Faktory port)
     leash completion bash|zsh        print the shell completion script
 
 ``leash worker`` imports MODULE, a dotted module name (the current directory
-is put on ``sys.path``) or the path of a ``.py`` file, and runs every handler
-that module registered with the ``leash.client.handler`` decorator::
+is put on ``sys.path``) or the path of a ``.py`` file, and runs the
+``Worker`` object the module defines (``MODULE:NAME`` names one when it
+defines several), with its handlers and settings, or else every handler the
+module registered with the ``leash.client.handler`` decorator (those join a
+module's Worker too); the flags given (and ``LEASH_URL``) win over the
+Worker's settings::
 
     # tasks.py
     from leash.client import handler
@@ -20,6 +25,9 @@ that module registered with the ``leash.client.handler`` decorator::
     def send_email(to: str, subject: str) -> None: ...
 
     $ leash worker tasks --queues mail,default --concurrency 8
+
+    # or: worker = Worker(queues=["mail"], concurrency=8), @worker.handler(...)
+    $ leash worker tasks
 
 The broker is ``--url leash[s]://HOST:PORT[?options]`` or ``--host``/``--port``,
 else ``LEASH_URL``, else 127.0.0.1:7420; ``--key-file`` (and ``--key-id``)
@@ -46,6 +54,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from types import ModuleType
 from typing import NoReturn
 
 import argcomplete
@@ -60,7 +69,7 @@ from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
 from ._admin_cli import add_commands as add_admin_commands
 from ._args import seconds, whole
-from ._env import Options, endpoint
+from ._env import URL, Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
@@ -121,26 +130,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     journal.add_argument("args", nargs=argparse.REMAINDER, help="verify|dump|compact DIR")
 
-    worker = commands.add_parser("worker", help="run the handlers a module registers")
-    worker.add_argument("module", help="dotted module name, or path of a .py file")
-    worker.add_argument("--queues", default="default", help="comma-separated, most urgent first")
+    worker = commands.add_parser("worker", help="run a module's Worker, or its handlers")
+    worker.add_argument(
+        "module", help="dotted module name or path of a .py file, with :NAME for one Worker of it"
+    )
+    worker.add_argument(
+        "--queues", default=None, help="comma-separated, most urgent first (default: default)"
+    )
     worker.add_argument(
         "--concurrency",
         type=whole(1, CONCURRENCY_MAX),
-        default=4,
-        help="jobs run at once (threads)",
+        default=None,
+        help="jobs run at once (threads; default 4)",
     )
     worker.add_argument(
         "--grace-s",
         type=seconds(0, GRACE_MAX_S),
-        default=25.0,
-        help="on stop, running jobs get this long to finish (seconds)",
+        default=None,
+        help="on stop, running jobs get this long to finish (seconds; default 25)",
     )
     worker.add_argument(
         "--wait-ms",
         type=whole(0, limits.FETCH_WAIT_MAX_MS),
-        default=5_000,
-        help="long-poll wait of each fetch",
+        default=None,
+        help="long-poll wait of each fetch; a stop waits for it too (default 5000)",
     )
     worker.add_argument(
         "--no-auto-extend",
@@ -303,27 +316,24 @@ def _run_push(options: argparse.Namespace) -> int:
 
 
 def _run_worker(options: argparse.Namespace) -> int:
-    endpoint = _endpoint(options)
-    queues = [name for name in options.queues.split(",") if name]
     logging.basicConfig(
         level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    import_target(options.module)
-    if not registry:
-        raise CliError(f"{options.module} registered no handlers (use @client.handler('type'))")
-    worker = Worker(
-        queues,
-        options.concurrency,
-        endpoint.host,
-        endpoint.port,
-        handlers=registry,
+    worker = _module_worker(options.module)
+    queues = [name for name in options.queues.split(",") if name] if options.queues else None
+    endpoint = _endpoint(options)
+    given = (options.url, options.host, options.port, os.environ.get(URL) or None)
+    if given == (None, None, None, None):  # no flag and no LEASH_URL: the Worker's own address
+        endpoint = endpoint._replace(host=worker.host, port=worker.port)
+    worker = worker.with_options(
+        queues=queues,
+        concurrency=options.concurrency,
+        endpoint=endpoint,
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
-        auto_extend=not options.no_auto_extend,
-        key=endpoint.key,
-        tls=endpoint.tls,
+        auto_extend=False if options.no_auto_extend else None,
     )
-    log.info("running %s on %s", ", ".join(sorted(registry)), ", ".join(queues))
+    log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))
     worker.run()
     if worker.unfinished:
         # Their leases are released; their threads cannot be stopped and would hold the exit.
@@ -335,22 +345,50 @@ def _run_worker(options: argparse.Namespace) -> int:
     return 0
 
 
-def import_target(target: str) -> None:
+def _module_worker(target: str) -> Worker:
+    """The Worker ``leash worker TARGET`` runs: the module's Worker object
+    (``MODULE:NAME``: that one), with the handlers registered with
+    ``@handler`` added, or a Worker of those handlers alone."""
+    name, _, attribute = target.partition(":")
+    module = import_target(name)
+    if attribute:
+        found = getattr(module, attribute, None)
+        if not isinstance(found, Worker):
+            raise CliError(f"{name} has no Worker named {attribute!r}")
+        workers = [found]
+    else:
+        workers = list({id(v): v for v in vars(module).values() if isinstance(v, Worker)}.values())
+    if len(workers) > 1:
+        names = ", ".join(sorted(k for k, v in vars(module).items() if isinstance(v, Worker)))
+        raise CliError(f"{name} defines {len(workers)} Worker objects ({names}): run {name}:NAME")
+    if not workers and not registry:
+        raise CliError(
+            f"{name} has no Worker and registered no handlers "
+            "(make a leash.Worker and use @worker.handler('type'), or use @leash.handler('type'))"
+        )
+    worker = workers[0] if workers else Worker(handlers=registry)
+    for kind, fn in registry.items():
+        worker.register(kind, fn)
+    if not worker.handlers:
+        raise CliError(f"{name}: its Worker has no handlers (use @worker.handler('type'))")
+    return worker
+
+
+def import_target(target: str) -> ModuleType:
     """Import a dotted module name or a ``.py`` file, as ``leash worker`` does."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         if target.endswith(".py"):
-            _import_file(Path(target))
-        else:
-            importlib.import_module(target)
+            return _import_file(Path(target))
+        return importlib.import_module(target)
     except CliError:
         raise
     except Exception as exc:  # the user's module may raise anything while it loads
         raise CliError(f"cannot import {target}: {_describe(exc)}") from exc
 
 
-def _import_file(path: Path) -> None:
+def _import_file(path: Path) -> ModuleType:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     sys.path.insert(0, str(path.resolve().parent))  # so the file can import its neighbours
@@ -360,6 +398,7 @@ def _import_file(path: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     sys.modules[path.stem] = module
     spec.loader.exec_module(module)
+    return module
 
 
 def _describe(exc: Exception) -> str:

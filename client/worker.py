@@ -62,6 +62,7 @@ from leash.protocol import limits
 from leash.protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
+from ._backoff import backoff_s
 from ._exceptions import (
     ConnectionLost,
     Internal,
@@ -74,7 +75,7 @@ from ._exceptions import (
 )
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
 from ._keepalive import Extender, Heartbeat, lease_lost_message
-from ._link import Link, backoff_s
+from ._link import Link
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import Job
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
@@ -146,6 +147,35 @@ class Worker:
     @property
     def handlers(self) -> Mapping[str, Handler]:
         return dict(self._handlers)
+
+    def with_options(
+        self,
+        *,
+        queues: str | Sequence[str] | None = None,
+        concurrency: int | None = None,
+        endpoint: Endpoint | None = None,
+        wait_ms: int | None = None,
+        grace_s: float | None = None,
+        auto_extend: bool | None = None,
+    ) -> "Worker":
+        """A new Worker with this one's handlers and settings, but the ones
+        given (``leash worker`` runs a module's Worker with its flags). An
+        ``endpoint`` replaces the address, and the key and TLS it names."""
+        return Worker(
+            queues if queues is not None else self.queues,
+            concurrency if concurrency is not None else self.concurrency,
+            endpoint.host if endpoint is not None else self.host,
+            endpoint.port if endpoint is not None else self.port,
+            handlers=self._handlers,
+            wait_ms=wait_ms if wait_ms is not None else self.wait_ms,
+            grace_s=grace_s if grace_s is not None else self.grace_s,
+            timeout_s=self.timeout_s,
+            labels=self.labels,
+            worker_id=self.worker_id,
+            auto_extend=auto_extend if auto_extend is not None else self.auto_extend,
+            key=endpoint.key if endpoint is not None and endpoint.key else self._key,
+            tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
+        )
 
     # --- running ---------------------------------------------------------------
 

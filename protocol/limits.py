@@ -59,6 +59,11 @@ HEARTBEAT_DEFAULT_MS = 5_000  # how often a worker process beats
 HEARTBEAT_MIN_MS, HEARTBEAT_MAX_MS = 100, 60_000
 PROCESS_TTL_DEFAULT_MS = 15_000  # no sign of life for this long: the process is dead
 RECONNECT_GRACE_DEFAULT_MS = 2_000  # all connections gone for this long: the process is dead
+# After a broker restart, a process known from before that has not come back
+# within this is dead. Clients retry a lost connection at least every
+# RESTART_GRACE_DEFAULT_MS / 3, so a live one is back in time.
+RESTART_GRACE_DEFAULT_MS = 3_000
+LOST_LEASES_MAX_DEFAULT = 3  # a job whose lease is lost this many times in a row is dead
 TERMINATE_GRACE_DEFAULT_MS = 25_000  # after terminate, the broker releases what is still leased
 
 BATCH_ID_MAX_CHARS = 64  # so that callback job ids ("_cb:" id ":" serial ":" kind) fit in 128

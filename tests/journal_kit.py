@@ -51,6 +51,25 @@ def append(
     return recovered
 
 
+def write_golden(directory: str, every: list[R.Record], covered: int, per_write: int) -> None:
+    """A golden data directory (tests/fixtures): ``every`` record, ``per_write``
+    a frame, in two segments with a snapshot of the first ``covered`` between
+    them, and records.jsonl listing them all."""
+    from leash.broker.core import image
+    from leash.broker.journal import snapshot
+    from leash.broker.journal.tools import _json, _plain
+
+    os.makedirs(directory)
+    append(directory, every[:covered], epoch=1, per_write=per_write)
+    through = seal(directory)
+    state = replayed(every[:covered])
+    snapshot.write(OsDisk(), directory, image.dump(state), state.epoch, through)
+    append(directory, every[covered:], per_write=per_write)
+    with open(os.path.join(directory, "records.jsonl"), "w") as out:
+        for seq, record in enumerate(every, start=1):
+            out.write(_json({"seq": seq, "record": _plain(record)}) + "\n")
+
+
 def seal(directory: str, disk: Disk | None = None) -> int:
     """Seal the open segment as a broker does before a snapshot: the seq
     the sealed journal ends at."""

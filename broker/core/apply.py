@@ -8,20 +8,22 @@ A record that does not fit the state is a bug, not bad input — decide
 validated it — so apply asserts instead of returning errors. Jobs are
 changed through the jobs table (jobs.py: ``thaw`` gives the one Job object
 to change; ``settle``, after every record, packs the jobs that are no
-longer recent), and after every record the
-fronts of the lazy indexes are live again. Records are dispatched by kind
-(``_BY_KIND``: one handler each, and the lazy indexes a record of that kind
-can leave a stale front in: pushes and leases only add entries, an ack can
-end a lease and finish a batch; other kinds purge them all);
-check_invariants checks every front after every record in the core tests.
-What a record means for batches (members ending, batches finishing,
-callbacks) is derived by batches.py while the record is applied; the
-callback jobs it returns are created here.
+longer recent), and after every record the lazy indexes are within their
+bounds again: their fronts live, their stale entries no more than their
+live ones allow (state.py). Records are dispatched by kind in one
+``match`` (exhaustive: a kind with no case fails type checking), each case
+with the indexes a record of that kind can leave stale (pushes and leases
+only add entries, an ack can end a lease and finish a batch; the other
+kinds check them all); check_invariants checks every index after every
+record in the core tests. What a record means for batches (members ending,
+batches finishing, callbacks) is derived by batches.py while the record is
+applied; the callback jobs it returns are created here, and ``apply``
+returns them (no record lists them: the shell counts them as pushed).
 """
 
 import heapq
-from collections.abc import Callable
-from typing import Any, Final, get_args
+from collections.abc import Iterable, Sequence
+from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
 from leash.broker.core import batches
@@ -31,29 +33,126 @@ from leash.broker.core.state import (
     COUNTER_LIMIT,
     DEAD,
     LEASED,
-    PURGES,
     READY,
     RETRYING,
     SCHEDULED,
     Job,
     Process,
-    Purge,
     Queue,
     State,
     purge_batch_deadlines,
     purge_deadlines,
+    purge_indexes,
     purge_process_deadlines,
 )
 from leash.protocol.messages import JobState, LeaseRef
 
+Enqueued = Sequence[R.NewJob]  # the callback jobs a record enqueued
+NOTHING: Final[Enqueued] = ()
 
-def apply(state: State, record: R.Record) -> None:
-    handler, purges = _BY_KIND[type(record)]
-    handler(state, record)
+
+def apply(state: State, record: R.Record) -> Enqueued:
+    """Apply one record; the batch callback jobs it enqueued."""
+    enqueued = NOTHING
+    match record:  # the kinds of a busy journal first
+        case R.JobsPushed():
+            _pushed(state, record)
+        case R.KeptJobsPushed():
+            _pushed_kept(state, record)
+        case R.JobsLeased():
+            _leased_jobs(state, record)
+        case R.JobsAcked():
+            enqueued = _acked(state, record)
+            purge_deadlines(state)
+            purge_batch_deadlines(state)
+        case R.LeaseExtended():
+            _extended(state, record)
+            purge_deadlines(state)
+        case R.ProcessSeen() | R.ProcessDetached() | R.ProcessControlled():
+            _process_changed(state, record)
+            purge_process_deadlines(state)
+        case R.QueuePaused():
+            state.queue(record.queue).paused = True
+        case R.QueueResumed():
+            _resumed(state, record)
+        case R.EpochRolled():
+            _rolled(state, record)
+        case R.Booted():
+            _booted(state, record)
+            purge_indexes(state)
+        case (
+            R.AttemptsFailed()
+            | R.LeaseReleased()
+            | R.JobsPromoted()
+            | R.DeadTrimmed()
+            | R.JobDeleted()
+            | R.JobKilled()
+            | R.JobRequeued()
+            | R.ProcessDied()
+            | R.BatchOpened()
+            | R.BatchCommitted()
+            | R.BatchDeleted()
+            | R.BatchesAbandoned()
+            | R.BatchesExpired()
+        ):
+            enqueued = _apply_other(state, record)
+            purge_indexes(state)
+        case _:
+            assert_never(record)
     if state.jobs.overdue > 0:
         state.jobs.settle()
-    for purge in purges:
-        purge(state)
+    return enqueued
+
+
+OtherRecord = (
+    R.AttemptsFailed
+    | R.LeaseReleased
+    | R.JobsPromoted
+    | R.DeadTrimmed
+    | R.JobDeleted
+    | R.JobKilled
+    | R.JobRequeued
+    | R.ProcessDied
+    | R.BatchOpened
+    | R.BatchCommitted
+    | R.BatchDeleted
+    | R.BatchesAbandoned
+    | R.BatchesExpired
+)
+
+
+def _apply_other(state: State, record: OtherRecord) -> Enqueued:
+    """The kinds that may leave any index stale."""
+    match record:
+        case R.AttemptsFailed():
+            return _fail_all(state, record.failures)
+        case R.LeaseReleased():
+            _release(state, _leased(state, record.id, record.token), record.at_ms)
+        case R.JobsPromoted():
+            _promoted(state, record)
+        case R.DeadTrimmed():
+            _trimmed(state, record)
+        case R.JobDeleted():
+            return _deleted(state, record)
+        case R.JobKilled():
+            return _killed(state, record)
+        case R.JobRequeued():
+            _requeued(state, record)
+        case R.ProcessDied():
+            return _died(state, record)
+        case R.BatchOpened():
+            return _batch_opened(state, record)
+        case R.BatchCommitted():
+            return _push_all(state, batches.commit(state, record.id, record.at_ms))
+        case R.BatchDeleted():
+            return _push_all(state, batches.remove(state, record.id, record.at_ms))
+        case R.BatchesAbandoned():
+            return _batches_abandoned(state, record)
+        case R.BatchesExpired():
+            return _batches_expired(state, record)
+        case _:
+            assert_never(record)
+    return NOTHING
 
 
 # --- the records of jobs ------------------------------------------------------
@@ -109,13 +208,23 @@ def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, gran
     heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job_id))
 
 
-def _acked(state: State, record: R.JobsAcked) -> None:
-    for lease in record.leases:
-        ack_job(state, lease, record.at_ms)
+def _acked(state: State, record: R.JobsAcked) -> Enqueued:
+    at_ms = record.at_ms
+    return _joined(ack_job(state, lease, at_ms) for lease in record.leases)
 
 
-def ack_job(state: State, lease: LeaseRef, at_ms: int) -> None:
-    """One lease of an ack record: the job is done and forgotten."""
+def _joined(parts: Iterable[Enqueued]) -> Enqueued:
+    """The callback jobs of every part, in order (most parts have none)."""
+    enqueued = NOTHING
+    for made in parts:
+        if made:
+            enqueued = [*enqueued, *made]
+    return enqueued
+
+
+def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
+    """One lease of an ack record: the job is done and forgotten. The
+    callback jobs it enqueued, if it finished a batch."""
     job = state.jobs.leased(lease.id)
     assert job is not None and job.token == lease.token, (lease, job)
     owners = state.leases_by_owner
@@ -131,22 +240,18 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> None:
     if not queue.paused and not any(queue_counts.values()):
         del state.queues[job.queue]
     if job.batch is not None:
-        _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
+        return _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
+    return NOTHING
 
 
-def _failed(state: State, record: R.AttemptsFailed) -> None:
-    for failure in record.failures:
-        _fail(state, failure)
+def _fail_all(state: State, failures: list[R.Failure]) -> Enqueued:
+    return _joined(_fail(state, failure) for failure in failures)
 
 
 def _extended(state: State, record: R.LeaseExtended) -> None:
     job = _leased(state, record.id, record.token)
     job.deadline_ms = record.deadline_ms
     heapq.heappush(state.deadlines, (record.deadline_ms, record.token, record.id))
-
-
-def _released(state: State, record: R.LeaseReleased) -> None:
-    _release(state, _leased(state, record.id, record.token), record.at_ms)
 
 
 def _promoted(state: State, record: R.JobsPromoted) -> None:
@@ -164,19 +269,20 @@ def _trimmed(state: State, record: R.DeadTrimmed) -> None:
         _remove(state, job)
 
 
-def _deleted(state: State, record: R.JobDeleted) -> None:
+def _deleted(state: State, record: R.JobDeleted) -> Enqueued:
     job = state.jobs.thaw(record.id)
     _remove(state, job)
     if job.batch is not None:
-        _push_all(state, batches.ended(state, job, B.DELETED, record.at_ms))
+        return _push_all(state, batches.ended(state, job, B.DELETED, record.at_ms))
+    return NOTHING
 
 
-def _killed(state: State, record: R.JobKilled) -> None:
+def _killed(state: State, record: R.JobKilled) -> Enqueued:
     job = state.jobs.thaw(record.id)
     assert job.state != DEAD, job
     _leave(state, job)
     job.last_error, job.run_at_ms = record.error, 0
-    _die(state, job, record.at_ms)
+    return _die(state, job, record.at_ms)
 
 
 def _requeued(state: State, record: R.JobRequeued) -> None:
@@ -191,10 +297,6 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
 
 
 # --- queues, processes, boots --------------------------------------------------
-
-
-def _paused(state: State, record: R.QueuePaused) -> None:
-    state.queue(record.queue).paused = True
 
 
 def _resumed(state: State, record: R.QueueResumed) -> None:
@@ -225,6 +327,24 @@ def _rolled(state: State, record: R.EpochRolled) -> None:
     state.counter = 1
 
 
+def _process_changed(
+    state: State, record: R.ProcessSeen | R.ProcessDetached | R.ProcessControlled
+) -> None:
+    match record:
+        case R.ProcessSeen():
+            _seen(state, record)
+        case R.ProcessDetached():
+            process = state.processes[record.worker_id]
+            _set_process_deadline(state, process, "grace", record.grace_deadline_ms)
+        case R.ProcessControlled():
+            process = state.processes[record.worker_id]
+            process.state = record.state
+            if record.terminate_deadline_ms:
+                _set_process_deadline(state, process, "terminate", record.terminate_deadline_ms)
+        case _:
+            assert_never(record)
+
+
 def _seen(state: State, record: R.ProcessSeen) -> None:
     worker_id, info, at_ms = record.worker_id, record.info, record.at_ms
     process = state.processes.get(worker_id)
@@ -236,94 +356,49 @@ def _seen(state: State, record: R.ProcessSeen) -> None:
     _set_process_deadline(state, process, "beat", record.beat_deadline_ms)
 
 
-def _detached(state: State, record: R.ProcessDetached) -> None:
-    process = state.processes[record.worker_id]
-    _set_process_deadline(state, process, "grace", record.grace_deadline_ms)
-
-
-def _controlled(state: State, record: R.ProcessControlled) -> None:
-    process = state.processes[record.worker_id]
-    process.state = record.state
-    if record.terminate_deadline_ms:
-        _set_process_deadline(state, process, "terminate", record.terminate_deadline_ms)
-
-
-def _died(state: State, record: R.ProcessDied) -> None:
-    for failure in record.failures:
-        _fail(state, failure)
+def _died(state: State, record: R.ProcessDied) -> Enqueued:
+    enqueued = _fail_all(state, record.failures)
     for lease in record.released:
         _release(state, _leased(state, lease.id, lease.token), record.at_ms)
     del state.processes[record.worker_id]
     assert record.worker_id not in state.leases_by_owner, record.worker_id
+    return enqueued
 
 
 # --- batches -----------------------------------------------------------------
 
 
-def _batch_opened(state: State, record: R.BatchOpened) -> None:
+def _batch_opened(state: State, record: R.BatchOpened) -> Enqueued:
     new = record.batch
     batches.open_batch(state, new)
     push_jobs(state, record.jobs, join=True)
     state.counter = counted(record.counter_after)
     if new.committed:
-        _push_all(state, batches.commit(state, new.id, new.created_ms))
+        return _push_all(state, batches.commit(state, new.id, new.created_ms))
+    return NOTHING
 
 
-def _batch_committed(state: State, record: R.BatchCommitted) -> None:
-    _push_all(state, batches.commit(state, record.id, record.at_ms))
+def _batches_abandoned(state: State, record: R.BatchesAbandoned) -> Enqueued:
+    at_ms = record.at_ms
+    return _joined(_push_all(state, batches.abandon(state, b, at_ms)) for b in record.ids)
 
 
-def _batch_deleted(state: State, record: R.BatchDeleted) -> None:
-    _push_all(state, batches.remove(state, record.id, record.at_ms))
+def _batches_expired(state: State, record: R.BatchesExpired) -> Enqueued:
+    return _joined(_expire(state, batch_id, record.at_ms) for batch_id in record.ids)
 
 
-def _batches_abandoned(state: State, record: R.BatchesAbandoned) -> None:
-    for batch_id in record.ids:
-        _push_all(state, batches.abandon(state, batch_id, record.at_ms))
+def _expire(state: State, batch_id: str, at_ms: int) -> Enqueued:
+    assert state.batches[batch_id].expires_ms <= at_ms, batch_id
+    return _push_all(state, batches.remove(state, batch_id, at_ms))
 
 
-def _batches_expired(state: State, record: R.BatchesExpired) -> None:
-    for batch_id in record.ids:
-        assert state.batches[batch_id].expires_ms <= record.at_ms, batch_id
-        _push_all(state, batches.remove(state, batch_id, record.at_ms))
-
-
-Handler = Callable[[State, Any], None]
-
-# Every kind of record: its handler, and the purges it needs.
-_BY_KIND: Final[dict[type, tuple[Handler, tuple[Purge, ...]]]] = {
-    R.JobsPushed: (_pushed, ()),
-    R.KeptJobsPushed: (_pushed_kept, ()),
-    R.JobsLeased: (_leased_jobs, ()),
-    R.JobsAcked: (_acked, (purge_deadlines, purge_batch_deadlines)),
-    R.AttemptsFailed: (_failed, PURGES),
-    R.LeaseExtended: (_extended, (purge_deadlines,)),
-    R.LeaseReleased: (_released, PURGES),
-    R.JobsPromoted: (_promoted, PURGES),
-    R.DeadTrimmed: (_trimmed, PURGES),
-    R.JobDeleted: (_deleted, PURGES),
-    R.JobKilled: (_killed, PURGES),
-    R.JobRequeued: (_requeued, PURGES),
-    R.QueuePaused: (_paused, ()),
-    R.QueueResumed: (_resumed, ()),
-    R.Booted: (_booted, PURGES),
-    R.EpochRolled: (_rolled, ()),
-    R.ProcessSeen: (_seen, (purge_process_deadlines,)),
-    R.ProcessDetached: (_detached, (purge_process_deadlines,)),
-    R.ProcessControlled: (_controlled, (purge_process_deadlines,)),
-    R.ProcessDied: (_died, PURGES),
-    R.BatchOpened: (_batch_opened, PURGES),
-    R.BatchCommitted: (_batch_committed, PURGES),
-    R.BatchDeleted: (_batch_deleted, PURGES),
-    R.BatchesAbandoned: (_batches_abandoned, PURGES),
-    R.BatchesExpired: (_batches_expired, PURGES),
-}
-assert _BY_KIND.keys() == set(get_args(R.Record)), "every kind of record has a handler"
-
-
-def _push_all(state: State, callbacks: list[R.NewJob]) -> None:
-    """Create the callback jobs a batch transition enqueued (members already recorded)."""
+def _push_all(state: State, callbacks: list[R.NewJob]) -> Enqueued:
+    """Create the callback jobs a batch transition enqueued (members already
+    recorded); the jobs."""
+    if not callbacks:
+        return NOTHING
     push_jobs(state, callbacks, join=False)
+    return callbacks
 
 
 def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
@@ -354,32 +429,43 @@ def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
             batches.join(state, new.batch, new.id)
 
 
-def _fail(state: State, failure: R.Failure) -> None:
+def _fail(state: State, failure: R.Failure) -> Enqueued:
+    """An attempt ended without success (records.Failure): dead; ready again
+    at once (a lost lease, one more in a row); or retrying (its handler
+    reported it: none lost in a row)."""
     job = _leased(state, failure.id, failure.token)
     _clear_lease(state, job)
     job.failures += 1
     job.last_error = failure.error
-    if failure.retry_at_ms is None:
-        assert job.failures >= job.max_attempts, job
-        _die(state, job, failure.at_ms)
+    retry_at_ms, at_ms = failure.retry_at_ms, failure.at_ms
+    if retry_at_ms is None:
+        enqueued = _die(state, job, at_ms)
         if job.discard_dead:  # a death of its own attempts forgets it (an operator's kill does not)
             _remove(state, job)
-        return
-    _set_state(state, job, RETRYING)
-    job.run_at_ms = failure.retry_at_ms
-    heapq.heappush(state.scheduled, (failure.retry_at_ms, job.id))
+        return enqueued
+    if retry_at_ms <= at_ms:
+        job.lost_leases += 1
+        _make_ready(state, job, at_ms)
+    else:
+        job.lost_leases = 0
+        _set_state(state, job, RETRYING)
+        job.run_at_ms = retry_at_ms
+        heapq.heappush(state.scheduled, (retry_at_ms, job.id))
     if job.batch is not None:
-        _push_all(state, batches.ended(state, job, B.RETRYING, failure.at_ms))
+        return _push_all(state, batches.ended(state, job, B.RETRYING, at_ms))
+    return NOTHING
 
 
-def _die(state: State, job: Job, at_ms: int) -> None:
+def _die(state: State, job: Job, at_ms: int) -> Enqueued:
     _set_state(state, job, DEAD)
+    job.lost_leases = 0  # a requeue starts it afresh
     # A job's death times only increase: an entry of an earlier death (stale
     # since a requeue) can never match again and come back to life.
     job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
     state.dead.append((job.died_ms, job.id))
     if job.batch is not None:
-        _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
+        return _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
+    return NOTHING
 
 
 def _leave(state: State, job: Job) -> None:

@@ -7,8 +7,10 @@ job or is paused; each ready bucket's live entries are exactly the READY
 jobs of its queue and priority (ready.py's own checks too); every job is in
 the index of its state; leases have a valid owner and token, and the
 leases-by-owner index agrees; every process deadline has its timer; the
-front of every lazy index is live; the jobs table's forms and names
-(jobs.py); the batches against the jobs (batch_checks.py).
+front of every lazy index is live and its size within its bound (state.py:
+no index outlives what it tracks); the jobs table's forms and names, and
+its recent window within its size (jobs.py); the batches against the jobs
+(batch_checks.py).
 """
 
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     State,
+    index_sizes,
     live_batch_deadline,
     live_dead,
     live_deadline,
@@ -58,7 +61,7 @@ def check_invariants(state: State) -> list[str]:
             entry = (deadline_ms, process.worker_id, kind)
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
-    problems += _fronts(state) + state.jobs.problems() + batch_problems(state)
+    problems += _fronts(state) + _bounds(state) + state.jobs.problems() + batch_problems(state)
     return problems
 
 
@@ -113,4 +116,17 @@ def _fronts(state: State) -> list[str]:
         f"the front of the {name} index is stale: {index[0]}"
         for name, index, live in fronts
         if index and not live(state, index[0])
+    ]
+
+
+def _bounds(state: State) -> list[str]:
+    """No lazy index holds more than twice what its live objects allow,
+    plus the slack (state.py): stale entries never outnumber live ones
+    for long, whatever sits at the front."""
+    slack = state.config.index_slack_entries
+    return [
+        f"the {size.name} index holds {size.entries} entries, over its bound "
+        f"{size.bound(slack)} for {size.live_max} live"
+        for size in index_sizes(state)
+        if size.entries > size.bound(slack)
     ]

@@ -1,9 +1,10 @@
 """What decide, tick and the process rules share: the refusal exception,
-the lease check, and the record of a failed attempt."""
+the lease check, and the records of a failed attempt and of a lost lease."""
 
 from leash.broker.core import records as R
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, Job, State
+from leash.protocol import limits
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 
@@ -15,12 +16,29 @@ class Rejected(Exception):
 
 
 def failure_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
-    """The record of a failed attempt: retried later, or dead at its limit."""
+    """The record of an attempt its handler reported failed: retried after
+    the backoff (retry.py), or dead at its limit."""
     attempt = job.failures + 1
     if attempt >= job.max_attempts:
         return R.Failure(job.id, job.token, error, None, now_ms)
     delay_ms = retry_delay_ms(job.id, attempt, job.retry_base_ms, state.config.retry_delay_max_ms)
     return R.Failure(job.id, job.token, error, now_ms + delay_ms, now_ms)
+
+
+def lost_lease_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
+    """The record of a lease that ended because its holder is gone (it
+    expired, or its owner died): the job is ready again at once, with no
+    backoff, and the attempt counts. It is dead at ``max_attempts``, or once
+    its lease is lost ``lost_leases_max`` times in a row (a job that kills or
+    hangs its worker every time), with an error that says so."""
+    if job.failures + 1 >= job.max_attempts:
+        return R.Failure(job.id, job.token, error, None, now_ms)
+    lost = job.lost_leases + 1
+    if lost >= state.config.lost_leases_max:
+        why = f"{error.message}; its lease was lost {lost} times in a row, so it is dead"
+        dead = M.ErrorInfo(type=error.type, message=why[: limits.ERROR_MESSAGE_MAX_CHARS])
+        return R.Failure(job.id, job.token, dead, None, now_ms)
+    return R.Failure(job.id, job.token, error, now_ms, now_ms)
 
 
 def lease_of(

@@ -1,7 +1,9 @@
 """Core limits that are configuration rather than protocol: the dead set's
-bounds, how much one tick may do, process and batch lifetimes, and how many
-recently changed jobs stay unpacked (a trade of memory for CPU that changes
-no behaviour: jobs.py). Passed in; never read from the environment here."""
+bounds, how much one tick may do, process and batch lifetimes, how many
+leases a job may lose in a row, and two trades of memory for CPU that
+change no behaviour: how many recently changed jobs stay unpacked (jobs.py)
+and how many stale entries an index may hold before it is rebuilt
+(state.py). Passed in; never read from the environment here."""
 
 import msgspec
 
@@ -21,8 +23,13 @@ class CoreConfig(msgspec.Struct, frozen=True):
     process_ttl_ms: int = L.PROCESS_TTL_DEFAULT_MS
     faktory_process_ttl_ms: int = FAKTORY_PROCESS_TTL_DEFAULT_MS  # of a Faktory consumer
     reconnect_grace_ms: int = L.RECONNECT_GRACE_DEFAULT_MS
+    restart_grace_ms: int = L.RESTART_GRACE_DEFAULT_MS  # after a restart, to come back
     terminate_grace_ms: int = L.TERMINATE_GRACE_DEFAULT_MS
     batch_open_timeout_ms: int = 30 * MINUTE_MS  # an open batch not committed by then is abandoned
     batch_finished_retention_ms: int = DAY_MS  # a finished (or abandoned) batch is kept this long
     batch_unfinished_retention_ms: int = 30 * DAY_MS  # and an unfinished one this long
+    lost_leases_max: int = L.LOST_LEASES_MAX_DEFAULT  # leases lost in a row: then the job is dead
     recent_jobs: int = 1024  # jobs that stay Job objects after their last change (jobs.py)
+    # An index is rebuilt without its stale entries once it holds more than
+    # twice its live ones plus this many (state.py)
+    index_slack_entries: int = 64

@@ -203,8 +203,11 @@ def roll_due(state: State, now_ms: int) -> list[R.Record]:
 
 def boot(state: State, now_ms: int) -> R.Booted:
     """The record that opens an epoch: written and synced before serving.
-    Every known process gets a full TTL from now to come back (the longest
-    TTL among them), so a broker restart does not run in-flight jobs twice
-    when their workers return."""
-    deadline_ms = now_ms + P.longest_ttl_ms(state)
+    Every known process, whatever protocol it speaks (a Faktory consumer
+    too, whose TTL is longer), gets the restart grace from now to come back
+    (no connection survived the restart): a live worker reconnects within
+    it and keeps its leases, so they do not run twice, and has its own TTL
+    again from then on; the leases of one that died meanwhile are lost at
+    its end, and their jobs run again."""
+    deadline_ms = now_ms + state.config.restart_grace_ms
     return R.Booted(epoch=state.epoch + 1, at_ms=now_ms, process_deadline_ms=deadline_ms)

@@ -22,18 +22,21 @@ Only the persistent tables are written; every index is rebuilt from them:
   the counts, the name uses and the leases by owner (in token order, the
   order leases are granted) are derived from the jobs, processes and batches.
 
-Versions: 3 (this one) is 2 with what a front end keeps on a job (``Job``
-and the packed job's ``Cold`` part end with ``extra`` and ``discard_dead``;
-a version 2 image decodes to them at their defaults); 2 writes waiting jobs
-packed, after the names their numbers refer to; 1 wrote every job as a
-``Job`` in a ``JobsImage`` and had no names. ``load`` reads all three.
-Schema evolution: a new kind of table gets its own chunk Struct, appended
-to ``Chunk`` with a new tag (old images simply have none); new fields of
-``Job`` and ``Process`` go last with defaults, so older images still load.
-Anything else — the packed job's layout (jobs.Packed) included — bumps
-``IMAGE_VERSION``, and ``load`` keeps reading the released versions. A
-``Job`` is encoded as an array (``array_like``): the image relies on its
-field order, which golden fixture files pin.
+Versions: 3 (this one) is 2 with three more fields at the end of a
+``Job`` and of the packed job's ``Cold`` part: what a front end keeps on a
+job (``extra`` and ``discard_dead``) and the leases it lost in a row
+(``lost_leases``); a version 2 image decodes to them at their defaults, and
+an older broker, which could not decode them, refuses a version 3 image as
+too new. 2 writes waiting jobs packed, after the names their numbers refer
+to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
+``load`` reads all three. Schema evolution: a new kind of table gets its
+own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
+have none); new fields of ``Job`` and ``Process`` go last with defaults, so
+older images still load. Anything else — the packed job's layout
+(jobs.Packed) included — bumps ``IMAGE_VERSION``, and ``load`` keeps
+reading the released versions. A ``Job`` is encoded as an array
+(``array_like``): the image relies on its field order, which golden fixture
+files pin.
 """
 
 import heapq
@@ -57,7 +60,7 @@ from leash.broker.core.state import (
     Job,
     Process,
     State,
-    live_dead,
+    live_dead_entries,
 )
 from leash.protocol.messages import JobState
 
@@ -177,11 +180,8 @@ def _packed_chunks(
     for queue in state.queues.values():
         for priority, bucket in queue.buckets.items():
             yield from _chunked(packed_form, READY, priority, ((job_id, 0) for job_id in bucket))
-    dead: dict[str, int] = {}
-    for died_ms, job_id in state.dead:
-        if job_id not in dead and live_dead(state, (died_ms, job_id)):
-            dead[job_id] = died_ms
-    yield from _chunked(packed_form, DEAD, 0, dead.items())
+    dead = ((job_id, died_ms) for died_ms, job_id in live_dead_entries(state))
+    yield from _chunked(packed_form, DEAD, 0, dead)
     due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
     for run_at_ms, job_id in state.scheduled:  # a job can have two equal live entries
         keyed = state.jobs.keyed_at(job_id)

@@ -9,8 +9,8 @@ are stored differently:
   object, a ``Packed`` record in msgpack: the fields a waiting job needs,
   its queue and type as numbers in the table's ``names``, its arguments
   inline, and the fields most jobs leave at their defaults (failures, death
-  time, last error, batch, what a front end keeps, discard when dead) in one
-  optional ``Cold`` part. ~160 B for a
+  time, last error, batch, what a front end keeps, discard when dead, leases
+  lost in a row) in one optional ``Cold`` part. ~160 B for a
   100-byte payload where a ``Job`` with its strings and args took ~560
   (bench/PROFILE.md).
 
@@ -81,6 +81,7 @@ class Job(Struct, array_like=True, gc=False):
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
     extra: bytes | None = None  # kept for another protocol's front end (records.NewJob)
     discard_dead: bool = False  # forgotten when it dies, not kept dead
+    lost_leases: int = 0  # leases lost in a row (expired, owner died); 0 after a reported outcome
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -93,6 +94,7 @@ class Cold(Struct, array_like=True, gc=False):
     batch: str | None = None
     extra: bytes | None = None
     discard_dead: bool = False
+    lost_leases: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -363,9 +365,16 @@ class JobTable(Mapping[str, Job]):
             or job.batch is not None
             or job.extra is not None
             or job.discard_dead
+            or job.lost_leases
         ):
             cold = Cold(
-                job.failures, job.died_ms, job.last_error, job.batch, job.extra, job.discard_dead
+                job.failures,
+                job.died_ms,
+                job.last_error,
+                job.batch,
+                job.extra,
+                job.discard_dead,
+                job.lost_leases,
             )
         packed = Packed(
             _CODES[state],
@@ -422,6 +431,7 @@ class JobTable(Mapping[str, Job]):
             at_ms if code == _READY_CODE else 0,
             cold.extra,
             cold.discard_dead,
+            cold.lost_leases,
         )
 
     def problems(self) -> list[str]:

@@ -3,8 +3,10 @@
 A packed job names its queue and its type by a small number instead of the
 string. Each packed job counts one use of each of its two names; a name no
 packed job uses is dropped and its number reused, so the numbers stay small
-(one byte each below 128 names). A state image writes the numbering, and
-``load`` takes it back before the jobs count their uses.
+(one byte each below 128 names). Not lazy: a name goes with its last use,
+and the table holds at most as many numbers as names were in use at once (a
+freed number is taken again before a new one). A state image writes the
+numbering, and ``load`` takes it back before the jobs count their uses.
 """
 
 

@@ -7,13 +7,16 @@ per request). It is dead when its beat deadline passes (no life for the
 process TTL), when its grace deadline passes (all its connections gone for
 the reconnect grace), or when its terminate deadline passes. Death is one
 ``ProcessDied`` record that removes the process and ends every lease it
-held: failed with "worker lost: ..." (an attempt counts, so a job that
-kills its worker every time ends in the dead set), or released after a
-terminate grace (the operator asked it to stop; no attempt counts).
+held: lost with "worker lost: ..." (the job is ready again at once and an
+attempt counts, so a job that kills its worker every time ends in the dead
+set: common.lost_lease_for), or released after a terminate grace (the
+operator asked it to stop; no attempt counts). After a broker restart
+every process known from before must show life within the restart grace
+(decide.boot): none of its connections survived.
 """
 
 from leash.broker.core import records as R
-from leash.broker.core.common import Rejected, failure_for
+from leash.broker.core.common import Rejected, lost_lease_for
 from leash.broker.core.state import State, due_entries, live_process_deadline
 from leash.protocol import admin as A
 from leash.protocol import messages as M
@@ -55,12 +58,6 @@ def ttl_ms(state: State, info: R.ProcessInfo) -> int:
     it has a TTL of its own (Faktory forgets a worker after 60 s without a BEAT)."""
     config = state.config
     return config.faktory_process_ttl_ms if info.client == CLIENT_NAME else config.process_ttl_ms
-
-
-def longest_ttl_ms(state: State) -> int:
-    """The longest TTL among the known processes (the broker's when there is none)."""
-    ttls = {ttl_ms(state, process.info) for process in state.processes.values()}
-    return max(ttls | {state.config.process_ttl_ms})
 
 
 def beat(state: State, rid: int, worker_id: str, now_ms: int) -> tuple[M.Reply, list[R.Record]]:
@@ -116,7 +113,7 @@ def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
             died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released, now_ms)
         else:
             error = M.ErrorInfo(type="WorkerLost", message=_REASONS[kind])
-            failures = [failure_for(state, job, error, now_ms) for job in jobs]
+            failures = [lost_lease_for(state, job, error, now_ms) for job in jobs]
             died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [], now_ms)
     return list(died.values())
 

@@ -15,9 +15,12 @@ requeued, it is appended at the back; released, it goes to the front, but
 only after a lease, and a lease from the front has dropped every entry
 before it. The one exception (a job leased from the middle, then released)
 drops that job's stale entries first, in O(n); a broker's own fetches never
-lease from the middle. When stale entries outnumber the live ones the deque
-is rebuilt without them, so they never hold more than half of it (by a
-filter in C when no id has a live entry behind stale ones: ``revived``).
+lease from the middle. When stale entries outnumber the live ones (and
+are at least ``COMPACT_MIN_STALE``) the deque is rebuilt without them, so
+they never hold more than half of it plus that many: checked whenever an
+entry goes stale or a live one leaves the front (``problems`` asserts the
+bound); rebuilt by a filter in C when no id has a live entry behind stale
+ones (``revived``).
 """
 
 from collections import deque
@@ -85,11 +88,12 @@ class ReadyBucket:
         ids = self.ids
         if ids[0] == job_id:
             ids.popleft()
-            self._drop_stale_front()
-            return
-        stale = self.stale
-        stale[job_id] = stale.get(job_id, 0) + 1
-        self.stale_count += 1
+            if self.stale_count:
+                self._drop_stale_front()
+        else:
+            stale = self.stale
+            stale[job_id] = stale.get(job_id, 0) + 1
+            self.stale_count += 1
         if self.stale_count >= COMPACT_MIN_STALE and self.stale_count * 2 > len(ids):
             self._rebuild()
 
@@ -131,4 +135,6 @@ class ReadyBucket:
         )
         if self.stale.keys() - entries.keys():
             problems.append("stale counts name ids the bucket does not hold")
+        if self.stale_count > len(live) + COMPACT_MIN_STALE:
+            problems.append(f"{self.stale_count} stale entries beside {len(live)} live ones")
         return problems

@@ -34,10 +34,17 @@ class Grant(Struct, array_like=True):
 
 
 class Failure(Struct, array_like=True):
+    """An attempt that ended without success: its handler failed, or its
+    lease was lost (it expired, or its owner died)."""
+
     id: str
     token: int
     error: ErrorInfo
-    retry_at_ms: int | None  # None: the job is dead
+    # None: the job is dead. at_ms: a lost lease, ready again at once (its
+    # leases lost in a row count one more). Later: a failure its handler
+    # reported, retrying until then (its leases lost in a row are 0 again).
+    # Journals before format version 3 never hold at_ms here.
+    retry_at_ms: int | None
     at_ms: int  # when the attempt ended (the death time if dead)
 
 

@@ -27,11 +27,14 @@ of the jobs it builds). The records that read what is deferred:
 - the kinds that touch no job (boots, processes, pausing) apply at once;
 - the kinds that end or change a lease by id (fail, extend, release, a
   process's death) build the deferred jobs they name first; those are
-  leased, in no bucket, so nothing moves ahead of an older deferred job;
+  leased, in no bucket, so nothing moves ahead of an older deferred job
+  (a released job goes to the front of its bucket, ahead of them anyway);
 - every other kind, a push of a job that waits for its time or joins a
-  batch, and the end of a lease of a batch member (it may finish the batch)
-  flush first: they may append to a ready bucket (a batch's callbacks are
-  pushed), which must not overtake a deferred job.
+  batch, a push that keeps a front end's fields on its jobs, the end of a
+  lease of a batch member (it may finish the batch), and a lost lease (its
+  job is ready again at once, at the back of its bucket) flush first: they
+  may append to a ready bucket (a batch's callbacks are pushed), which must
+  not overtake a deferred job.
 
 At most ``DEFERRED_MAX`` jobs wait: past it the older half is built, in
 push order, which keeps the buckets' order, so a journal of pushes alone
@@ -40,7 +43,7 @@ never holds its jobs twice.
 
 from itertools import groupby, islice
 from operator import attrgetter
-from typing import Final
+from typing import Final, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
@@ -50,18 +53,6 @@ DEFERRED_MAX: Final = 1 << 14
 _QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
 
 Lease = tuple[str, R.Grant, int]  # a deferred job's lease: owner, grant, at_ms
-
-_JOBLESS: Final = frozenset(
-    (
-        R.Booted,
-        R.EpochRolled,
-        R.ProcessSeen,
-        R.ProcessDetached,
-        R.ProcessControlled,
-        R.QueuePaused,
-        R.QueueResumed,
-    )
-)
 
 
 class Replay:
@@ -76,22 +67,47 @@ class Replay:
         self._leases: dict[str, Lease] = {}  # the deferred jobs that are leased
 
     def apply(self, record: R.Record) -> None:
-        kind = type(record)
-        if kind is R.JobsPushed:
-            self._push(record)  # type: ignore[arg-type]
-        elif kind is R.JobsLeased:
-            self._lease(record)  # type: ignore[arg-type]
-        elif kind is R.JobsAcked:
-            self._ack(record)  # type: ignore[arg-type]
-        elif kind in _JOBLESS:
-            apply(self.state, record)
-        else:
-            named = _leases_named(record)
-            if named is None or self._ends_members(named):
+        match record:
+            case R.JobsPushed():
+                self._push(record)
+            case R.JobsLeased():
+                self._lease(record)
+            case R.JobsAcked():
+                self._ack(record)
+            case (  # they touch no job
+                R.Booted()
+                | R.EpochRolled()
+                | R.ProcessSeen()
+                | R.ProcessDetached()
+                | R.ProcessControlled()
+                | R.QueuePaused()
+                | R.QueueResumed()
+            ):
+                apply(self.state, record)
+            case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
+                named = _leases_named(record)
+                if _readies(record) or self._ends_members(named):
+                    self.flush()
+                else:
+                    self._build_named(named)
+                apply(self.state, record)
+            case (
+                R.KeptJobsPushed()
+                | R.JobsPromoted()
+                | R.DeadTrimmed()
+                | R.JobDeleted()
+                | R.JobKilled()
+                | R.JobRequeued()
+                | R.BatchOpened()
+                | R.BatchCommitted()
+                | R.BatchDeleted()
+                | R.BatchesAbandoned()
+                | R.BatchesExpired()
+            ):
                 self.flush()
-            else:
-                self._build_named(named)
-            apply(self.state, record)
+                apply(self.state, record)
+            case _:
+                assert_never(record)
 
     def deferred(self) -> set[str]:
         """The jobs deferred now: pushed and not yet built or acked."""
@@ -230,9 +246,18 @@ def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:
     lease_job(state, state.leases_by_owner[owner], owner, at_ms, grant)
 
 
-def _leases_named(record: R.Record) -> list[str] | None:
-    """The jobs a record that ends or changes leases by id names, or None
-    for any other kind of record."""
+def _readies(record: R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.ProcessDied) -> bool:
+    """Whether the record makes a job ready at the back of its bucket: a
+    lost lease (records.Failure)."""
+    if isinstance(record, R.AttemptsFailed | R.ProcessDied):
+        return any(f.retry_at_ms is not None and f.retry_at_ms <= f.at_ms for f in record.failures)
+    return False
+
+
+def _leases_named(
+    record: R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.ProcessDied,
+) -> list[str]:
+    """The jobs a record that ends or changes leases by id names."""
     match record:
         case R.AttemptsFailed(failures=failures):
             return [failure.id for failure in failures]
@@ -241,4 +266,4 @@ def _leases_named(record: R.Record) -> list[str] | None:
         case R.ProcessDied(failures=failures, released=released):
             return [failure.id for failure in failures] + [lease.id for lease in released]
         case _:
-            return None
+            assert_never(record)

@@ -13,15 +13,22 @@ Batches (``batches``, see batch_state.py) are a second table: a job names
 its batch, the batch lists its members.
 The heaps and the deques are lazy: an entry is live only while it matches
 its job (``live_*``); stale entries are dropped when they reach the front,
-so the front is always live (apply keeps that true after every record).
-Only apply.py mutates a State (and replay.py, which applies journal records
-in runs to the state apply gives).
+so the front is always live, and an index that holds more than twice the
+entries its objects can have live, plus ``index_slack_entries``
+(CoreConfig), is rebuilt without its stale ones (``index_bounds``): an
+index never outlives what it tracks, whatever sits at its front (one long
+lease, one batch that lives for a month). A rebuild costs what the stale
+entries since the last one cost to add, so it is amortized O(1) a record.
+The ready buckets keep their own bound (ready.py). Apply keeps fronts and
+bounds true after every record; check_invariants checks them. Only
+apply.py mutates a State (and replay.py, which applies journal records in
+runs to the state apply gives).
 """
 
 import heapq
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from msgspec import Struct
@@ -192,6 +199,21 @@ def live_dead(state: State, entry: tuple[int, str]) -> bool:
     return keyed is not None and keyed[0] == DEAD and keyed[1] == entry[0]
 
 
+def live_dead_entries(state: State) -> list[tuple[int, str]]:
+    """The live entries of the dead set, in the order the jobs died. A job
+    pushed again with the id of one that died and was forgotten may die in
+    the same ms: the old entry is then live again, a copy of the new one,
+    which is the last; the copy is left out."""
+    seen: set[str] = set()
+    kept: list[tuple[int, str]] = []
+    for entry in reversed(state.dead):
+        if entry[1] not in seen and live_dead(state, entry):
+            seen.add(entry[1])
+            kept.append(entry)
+    kept.reverse()
+    return kept
+
+
 def due_entries(heap: list[Any], now_ms: int, limit: int) -> list[Any]:
     """The smallest heap entries whose key (first item) is at most now_ms,
     smallest first, at most ``limit * 2`` of them.
@@ -211,13 +233,59 @@ def due_entries(heap: list[Any], now_ms: int, limit: int) -> list[Any]:
     return found
 
 
-# --- the fronts of the lazy indexes: one purge each -------------------------------
+# --- the lazy indexes: their fronts live, their size bounded ------------------
+
+# What each process and each batch can have live in its heap at once.
+PROCESS_DEADLINE_KINDS: Final = 3  # beat, grace, terminate
+BATCH_DEADLINE_KINDS: Final = 2  # open, expire
+
+
+class IndexSize(NamedTuple):
+    name: str
+    entries: int
+    live_max: int  # the most entries its live objects can have
+
+    def bound(self, slack: int) -> int:
+        """The most entries it may hold after any record (state.py's docstring)."""
+        return 2 * self.live_max + slack
+
+
+def index_sizes(state: State) -> list[IndexSize]:
+    """Every lazy index of the state beside what its live objects allow."""
+    counts = state.counts
+    return [
+        IndexSize("scheduled", len(state.scheduled), counts[SCHEDULED] + counts[RETRYING]),
+        IndexSize("lease deadlines", len(state.deadlines), counts[LEASED]),
+        IndexSize("dead", len(state.dead), counts[DEAD]),
+        IndexSize(
+            "process deadlines",
+            len(state.process_deadlines),
+            PROCESS_DEADLINE_KINDS * len(state.processes),
+        ),
+        IndexSize(
+            "batch deadlines", len(state.batch_deadlines), BATCH_DEADLINE_KINDS * len(state.batches)
+        ),
+    ]
+
+
+def _over(state: State, entries: int, live_max: int) -> bool:
+    return entries > 2 * live_max + state.config.index_slack_entries
+
+
+def _rebuild_heap(state: State, heap: list[Any], live: Callable[[State, Any], bool]) -> None:
+    """The heap without its stale entries (and without a second copy of a
+    live one), in place."""
+    kept = list(dict.fromkeys(entry for entry in heap if live(state, entry)))
+    heapq.heapify(kept)
+    heap[:] = kept
 
 
 def purge_scheduled(state: State) -> None:
     heap = state.scheduled
     while heap and not live_scheduled(state, heap[0]):
         heapq.heappop(heap)
+    if _over(state, len(heap), state.counts[SCHEDULED] + state.counts[RETRYING]):
+        _rebuild_heap(state, heap, live_scheduled)
 
 
 def purge_deadlines(state: State) -> None:
@@ -226,42 +294,45 @@ def purge_deadlines(state: State) -> None:
         deadline_ms, token, job_id = heap[0]
         job = leased(job_id)
         if job is not None and job.token == token and job.deadline_ms == deadline_ms:
-            return
+            break
         heapq.heappop(heap)
+    if len(heap) > 2 * state.counts[LEASED] + state.config.index_slack_entries:
+        _rebuild_heap(state, heap, live_deadline)
 
 
 def purge_dead(state: State) -> None:
     dead = state.dead
     while dead and not live_dead(state, dead[0]):
         dead.popleft()
+    if _over(state, len(dead), state.counts[DEAD]):
+        kept = live_dead_entries(state)
+        dead.clear()
+        dead.extend(kept)
 
 
 def purge_process_deadlines(state: State) -> None:
     heap = state.process_deadlines
     while heap and not live_process_deadline(state, heap[0]):
         heapq.heappop(heap)
+    if _over(state, len(heap), PROCESS_DEADLINE_KINDS * len(state.processes)):
+        _rebuild_heap(state, heap, live_process_deadline)
 
 
 def purge_batch_deadlines(state: State) -> None:
     heap = state.batch_deadlines
     while heap and not live_batch_deadline(state, heap[0]):
         heapq.heappop(heap)
+    if _over(state, len(heap), BATCH_DEADLINE_KINDS * len(state.batches)):
+        _rebuild_heap(state, heap, live_batch_deadline)
 
 
-Purge = Callable[[State], None]
-PURGES: Final[tuple[Purge, ...]] = (
-    purge_scheduled,
-    purge_deadlines,
-    purge_dead,
-    purge_process_deadlines,
-    purge_batch_deadlines,
-)
-
-
-def purge_fronts(state: State) -> None:
-    """Drop stale entries at the front of every lazy index."""
-    for purge in PURGES:
-        purge(state)
+def purge_indexes(state: State) -> None:
+    """Every lazy index: its front live, its size within its bound."""
+    purge_scheduled(state)
+    purge_deadlines(state)
+    purge_dead(state)
+    purge_process_deadlines(state)
+    purge_batch_deadlines(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -281,7 +352,7 @@ def canonical(state: State) -> dict[str, Any]:
         },
         "scheduled": sorted({e for e in state.scheduled if live_scheduled(state, e)}),
         "deadlines": sorted({e for e in state.deadlines if live_deadline(state, e)}),
-        "dead": [e for e in state.dead if live_dead(state, e)],
+        "dead": live_dead_entries(state),
         "counts": dict(state.counts),
         "processes": {k: msgspec.to_builtins(v) for k, v in sorted(state.processes.items())},
         "process_deadlines": sorted(

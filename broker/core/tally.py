@@ -1,11 +1,19 @@
 """What a record counts for: pushed, acked, failed, dead, expired, by queue.
 
 Read before the record is applied (an ack removes the job it names, so its
-queue must be read first). Pure; the shell keeps the running totals since
-start for the stats view and the metrics.
+queue must be read first), one case for every kind of record: a kind
+added without one fails type checking. Every job created counts as pushed
+(by a push on either protocol, a batch's creation, or a batch callback:
+those are derived while a record is applied, so ``enqueued`` counts the
+ones ``apply`` returns), and every job that dies as dead (its attempts used
+up, its lease lost too often, or killed by an operator; a job pushed to be
+forgotten when it dies, a Faktory unit with ``retry`` 0, counts as dead
+too). Pure; the shell keeps the running totals since start for the stats
+view and the metrics.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable
+from typing import assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.state import State
@@ -13,23 +21,57 @@ from leash.broker.core.tick import LEASE_EXPIRED
 
 TOTALS = ("pushed", "acked", "failed", "dead", "expired")
 
+Counted = list[tuple[str, str]]  # (queue, total), once for every count a record adds to
 
-def tally(state: State, record: R.Record) -> Iterator[tuple[str, str]]:
-    """(queue, total) once for every count the record adds to."""
+
+def tally(state: State, record: R.Record) -> Counted:
+    """(queue, total) once for every count the record adds to, read before it is applied."""
     match record:
-        case R.JobsPushed(jobs=jobs) | R.KeptJobsPushed(jobs=jobs):
-            for new in jobs:
-                yield new.queue, "pushed"
+        case R.JobsPushed(jobs=jobs) | R.KeptJobsPushed(jobs=jobs) | R.BatchOpened(jobs=jobs):
+            return [(new.queue, "pushed") for new in jobs]
         case R.JobsAcked(leases=leases):
-            for lease in leases:
-                yield state.jobs[lease.id].queue, "acked"
+            return [(state.jobs[lease.id].queue, "acked") for lease in leases]
         case R.AttemptsFailed(failures=failures) | R.ProcessDied(failures=failures):
-            for failure in failures:
-                queue = state.jobs[failure.id].queue
-                yield queue, "failed"
-                if failure.retry_at_ms is None:
-                    yield queue, "dead"
-                if failure.error == LEASE_EXPIRED:
-                    yield queue, "expired"
+            return _failures(state, failures)
+        case R.JobKilled(id=job_id):
+            return [(state.jobs[job_id].queue, "dead")]
+        case (
+            R.Booted()
+            | R.EpochRolled()
+            | R.JobsLeased()
+            | R.LeaseExtended()
+            | R.LeaseReleased()
+            | R.JobsPromoted()
+            | R.QueuePaused()
+            | R.QueueResumed()
+            | R.DeadTrimmed()
+            | R.ProcessSeen()
+            | R.ProcessDetached()
+            | R.ProcessControlled()
+            | R.BatchCommitted()
+            | R.BatchDeleted()
+            | R.BatchesAbandoned()
+            | R.BatchesExpired()
+            | R.JobDeleted()
+            | R.JobRequeued()
+        ):
+            return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:
-            return
+            assert_never(record)
+
+
+def enqueued(callbacks: Iterable[R.NewJob]) -> Counted:
+    """What the callback jobs ``apply`` returned count for: pushed."""
+    return [(new.queue, "pushed") for new in callbacks]
+
+
+def _failures(state: State, failures: list[R.Failure]) -> Counted:
+    counted: Counted = []
+    for failure in failures:
+        queue = state.jobs[failure.id].queue
+        counted.append((queue, "failed"))
+        if failure.retry_at_ms is None:
+            counted.append((queue, "dead"))
+        if failure.error.type == LEASE_EXPIRED.type:
+            counted.append((queue, "expired"))
+    return counted

@@ -2,7 +2,8 @@
 
 Scheduled and retrying jobs whose time came become ready; processes past
 a deadline die, ending their leases (processes.py); other leases past their
-deadline fail their attempt ("lease expired"); the dead set is trimmed to
+deadline are lost ("lease expired": the job is ready again at once and the
+attempt counts, common.lost_lease_for); the dead set is trimmed to
 its count and age bounds. Batch timers run in a tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
@@ -14,7 +15,7 @@ again while a tick returns records.
 """
 
 from leash.broker.core import records as R
-from leash.broker.core.common import failure_for
+from leash.broker.core.common import lost_lease_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (
     DEAD,
@@ -81,7 +82,7 @@ def _expired_leases(state: State, now_ms: int, limit: int) -> list[R.Failure]:
             break
         job_id = entry[2]
         if job_id not in expired and live_deadline(state, entry):
-            expired[job_id] = failure_for(state, state.jobs[job_id], LEASE_EXPIRED, now_ms)
+            expired[job_id] = lost_lease_for(state, state.jobs[job_id], LEASE_EXPIRED, now_ms)
     return list(expired.values())
 
 
@@ -89,16 +90,16 @@ def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:
     config = state.config
     over_count = state.counts["dead"] - config.dead_max_jobs
     oldest_kept_ms = now_ms - config.dead_max_age_ms
-    trimmed: list[str] = []
+    trimmed: dict[str, None] = {}  # ordered; a job may have two equal live entries (state.py)
     for entry in state.dead:
         if len(trimmed) >= limit:
             break
-        if not live_dead(state, entry):
+        if entry[1] in trimmed or not live_dead(state, entry):
             continue
         if len(trimmed) >= over_count and entry[0] > oldest_kept_ms:
             break
-        trimmed.append(entry[1])
-    return trimmed
+        trimmed[entry[1]] = None
+    return list(trimmed)
 
 
 def _due_batches(state: State, now_ms: int, limit: int) -> list[R.Record]:

@@ -141,8 +141,10 @@ def scheduled_in_order(state: State) -> Iterator[tuple[Key, Job]]:
 
 
 def dead_newest_first(state: State) -> Iterator[tuple[Key, Job]]:
+    seen: set[str] = set()  # a job can have two equal live entries
     for entry in reversed(state.dead):
-        if live_dead(state, entry):
+        if entry[1] not in seen and live_dead(state, entry):
+            seen.add(entry[1])
             yield entry, state.jobs[entry[1]]
 
 

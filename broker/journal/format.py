@@ -1,4 +1,4 @@
-"""Journal file format, version 2 (pure: bytes in, bytes out).
+"""Journal file format, version 3 (pure: bytes in, bytes out).
 
 A journal file (a segment) starts with a header:
     magic b"LEASHJNL" | version u16 | reserved u16 | epoch u32 | first_seq u64 | crc32 u32
@@ -8,7 +8,11 @@ The crc covers length, seq and payload. In version 2 the payload is a
 msgpack array of one or more records (``Record``), the records of one write
 (a loop turn's, split once a frame passes ``FRAME_TARGET_BYTES``), and
 ``seq`` is the first one's: the next frame's seq is this one's plus its
-record count. In version 1 the payload is one record. Sequence numbers are
+record count. In version 1 the payload is one record. Version 3 frames
+records as version 2 does; what changed is what a record may say: a lost
+lease is ready again at once, and a job may die before ``max_attempts``
+(records.Failure), which an older broker would take for a broken state, so
+it refuses the segment as too new instead. Sequence numbers are
 contiguous, within a file and across files. A frame is whole or not at all:
 a torn or damaged frame loses all its records, and a cut keeps whole frames.
 
@@ -23,14 +27,14 @@ import zlib
 from typing import NamedTuple
 
 MAGIC = b"LEASHJNL"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # the journal versions recovery reads
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # the journal versions recovery reads
 _HEADER = struct.Struct(">8sHHIQ")
 _HEADER_CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _HEADER_CRC.size
 RECORD_HEADER = _RECORD = struct.Struct(">IIQ")  # crc, length, seq
 RECORD_HEADER_BYTES = _RECORD.size
-FRAME_COUNT = struct.Struct(">BI")  # a v2 payload's start: msgpack array32, record count
+FRAME_COUNT = struct.Struct(">BI")  # a v2/v3 payload's start: msgpack array32, record count
 ARRAY32 = 0xDD  # its first byte (whatever the count, so the prefix has one size)
 FRAME_PREFIX_BYTES = RECORD_HEADER_BYTES + FRAME_COUNT.size
 # A payload over this is corruption. Far above any the broker writes: a frame
@@ -86,7 +90,7 @@ def encode_record(seq: int, payload: bytes) -> bytes:
 
 
 def encode_frame(seq: int, records: list[bytes]) -> bytes:
-    """A version 2 frame of encoded records, the first numbered ``seq``:
+    """A version 2 (or 3) frame of encoded records, the first numbered ``seq``:
     their msgpack array (array32 header, whatever the count) as one payload."""
     return encode_record(seq, FRAME_COUNT.pack(ARRAY32, len(records)) + b"".join(records))
 

@@ -40,7 +40,7 @@ _encode_into, _crc32 = record_encoder.encode_into, zlib.crc32
 
 
 class Batch:
-    """Records framed for one write (format version 2). The records of
+    """Records framed for one write (format version 2 and on). The records of
     consecutive ``Journal.encode_into`` calls share the open frame until its
     payload passes ``FRAME_TARGET_BYTES``; ``close`` fills in the open
     frame's header (length, seq, count, checksum) and returns the bytes."""

@@ -32,6 +32,7 @@ from leash.broker.server.connection import Connection
 from leash.broker.server.guard import Guard
 from leash.broker.server.limits import RefusalLog, oversized_args
 from leash.broker.server.metrics import QueueFigures, Snapshot
+from leash.broker.server.totals import Totals
 from leash.broker.server.waiters import Waiter, Waiters
 from leash.protocol import PROTOCOL_VERSION
 from leash.protocol import admin as A
@@ -57,8 +58,6 @@ TICK_ROUNDS_MAX = 100  # ticks in one timer run (each touches at most tick_max_i
 EXIT_APPLY_FAILED = 70
 JOURNAL_FAILED = "the journal cannot be written; not acknowledged; the broker is stopping"
 DISK_FULL = "the journal's disk is nearly full; retry later"
-QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
-OTHER_QUEUES = "_other"
 
 
 class Sender(Protocol):
@@ -107,8 +106,7 @@ class Broker:
         self.replay_s, self.replay_records = 0.0, 0  # set by start-up
         self.admin_connections = 0
         self._background: set[asyncio.Task[None]] = set()  # compactions asked for
-        self.totals: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
-        self.queue_totals: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
+        self.totals = Totals()
         limits = config.limits
         self.refusals = RefusalLog(log)
         self.guard = Guard(limits, self.connections, self.refusals)
@@ -226,8 +224,7 @@ class Broker:
             return
         try:
             for record in records:
-                self._tally(record)
-                core.apply(self.state, record)
+                self.totals.apply(self.state, record)
             self.committer.submit_records(records)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
@@ -245,16 +242,6 @@ class Broker:
             self.journal.epoch = self.state.epoch  # the header of the next segment
             self.committer.hold_until_synced()
             log.info("epoch %d: the last epoch used up its numbers", self.state.epoch)
-
-    def _tally(self, record: Record) -> None:
-        for queue, total in core.tally(self.state, record):
-            self.totals[total] += 1
-            counts = self.queue_totals.get(queue)
-            if counts is None:
-                if len(self.queue_totals) >= QUEUE_TOTALS_MAX:
-                    queue = OTHER_QUEUES
-                counts = self.queue_totals.setdefault(queue, dict.fromkeys(core.TOTALS, 0))
-            counts[total] += 1
 
     def reply(self, connection: "Sender", reply: Any) -> None:
         """Send ``reply`` once everything journalled before it is durable."""
@@ -349,7 +336,7 @@ class Broker:
             uptime_ms=now_ms - self.started_ms,
             epoch=state.epoch,
             jobs=dict(state.counts),
-            totals=dict(self.totals),
+            totals=dict(self.totals.all),
             connections=len(self.connections),
             processes=len(state.processes),
             queues=len(state.queues),
@@ -373,10 +360,11 @@ class Broker:
         now_ms = self.clock_ms()
         views = {view.name: view for view in core.queue_views(self.state, now_ms)}
         queues = {}
-        for name in views.keys() | self.queue_totals.keys():
+        by_queue = self.totals.by_queue
+        for name in views.keys() | by_queue.keys():
             view = views.get(name)
             queues[name] = QueueFigures(
-                totals=dict(self.queue_totals.get(name, {})),
+                totals=dict(by_queue.get(name, {})),
                 ready=view.ready if view else 0,
                 leased=view.in_flight if view else 0,
                 scheduled=view.scheduled if view else 0,
@@ -497,7 +485,7 @@ class Broker:
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once
         its replies are out. Processes stay as they are: after the restart
-        each gets a full TTL to come back."""
+        each gets the restart grace to come back (core.boot)."""
         self.stopping = True
         self.guard.stop()
         if self._timer is not None:

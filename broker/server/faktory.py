@@ -186,7 +186,7 @@ class FaktoryFront:
         broker, state = self.broker, self.broker.state
         now_ms = broker.clock_ms()
         queues = {name: queue.counts[READY] for name, queue in state.queues.items()}
-        counts, totals = state.counts, broker.totals
+        counts, totals = state.counts, broker.totals.all
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         info = {
             "now": U.iso_time(now_ms),

@@ -1,6 +1,8 @@
 """Long-poll fetches that found nothing: held until a job is ready in one of
 their queues or their wait ends. Shell state (tied to connections), never
-journalled. Waiters are served in arrival order per queue."""
+journalled. Waiters are served in arrival order per queue. Removal is exact,
+not lazy: a waiter served, expired or whose connection closed leaves no
+entry behind (``problems`` checks it)."""
 
 import asyncio
 from collections import OrderedDict
@@ -53,3 +55,20 @@ class Waiters:
 
     def all(self) -> list[Waiter]:
         return list({w for held in self._by_queue.values() for w in held})
+
+    def problems(self) -> list[str]:
+        """What would be an entry that outlived its waiter; [] when exact."""
+        problems = [
+            f"queue {q} keeps an empty table" for q, held in self._by_queue.items() if not held
+        ]
+        live = {waiter for held in self._by_queue.values() for waiter in held}
+        if len(live) != self.count:
+            problems.append(f"{len(live)} waiters held, {self.count} counted")
+        for waiter in live:
+            for queue in set(waiter.request.queues):
+                if waiter not in self._by_queue.get(queue, ()):
+                    problems.append(f"a waiter is missing from queue {queue}")
+        expected = sum(len(set(waiter.request.queues)) for waiter in live)
+        if sum(len(held) for held in self._by_queue.values()) != expected:
+            problems.append("an entry names a waiter of another queue")
+        return problems

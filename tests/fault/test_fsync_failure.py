@@ -18,6 +18,7 @@ from leash.broker.server.main import EXIT_JOURNAL_FAILED
 from leash.client import AsyncClient, ConnectionLost, JournalFailed
 from tests.fault.disks import FaultyDisk
 from tests.fault.inprocess import Served, config, journal_files, served
+from tests.fault.once import push_once_async
 
 FAIL_STOP_S = 2.0
 PIPELINED = 4  # pushes in flight at once: replies wait in the batch in flight and the next
@@ -35,7 +36,7 @@ async def _push_until_refused(broker: Served) -> tuple[set[str], list[BaseExcept
         while not refusals:
             ids = [f"job-{number + k}" for k in range(PIPELINED)]
             number += PIPELINED
-            pushes = (client.push("t", {"pad": "x" * 200}, id=job_id) for job_id in ids)
+            pushes = (push_once_async(client, job_id, {"pad": "x" * 200}) for job_id in ids)
             results = await asyncio.gather(*pushes, return_exceptions=True)
             for job_id, result in zip(ids, results, strict=True):
                 if isinstance(result, str):

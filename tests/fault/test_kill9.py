@@ -61,10 +61,26 @@ class Ledger:
             self.tokens.add(token)
 
 
-def _produce(port: int, ledger: Ledger, prefix: str, stop: threading.Event) -> None:
+class Load:
+    """What a cycle's load threads share: the stop flag, and the producers'
+    clients, closed when the broker is killed (a push would be sent again
+    until its timeout; what counts here is what was acknowledged before)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.clients: list[Client] = []
+
+    def halt(self) -> None:
+        self.stop.set()
+        for client in list(self.clients):
+            client.close()
+
+
+def _produce(port: int, ledger: Ledger, prefix: str, load: Load) -> None:
     with Client("127.0.0.1", port, timeout_s=5.0) as client:
+        load.clients.append(client)
         for number in range(1_000_000):
-            if stop.is_set():
+            if load.stop.is_set():
                 return
             job_id = f"{prefix}-{number}"
             client.push("t", {"n": number}, id=job_id)
@@ -148,19 +164,19 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
             torn |= _broken_files(data) - torn  # its log may end before the note: see next start
 
             continue
-        stop = threading.Event()
+        load = Load()
         threads: list[threading.Thread] = []
         try:
             broker.start()
             torn |= _torn_tails(broker, data, torn)
             _check(broker, ledger, everything=False)  # nothing acknowledged was in a cut
             for p in range(PRODUCERS):
-                threads.append(_quietly(_produce, broker.port, ledger, f"c{cycle}p{p}", stop))
-            threads.append(_quietly(_work, broker.port, ledger, stop))
+                threads.append(_quietly(_produce, broker.port, ledger, f"c{cycle}p{p}", load))
+            threads.append(_quietly(_work, broker.port, ledger, load.stop))
             time.sleep(rng.uniform(*LOAD_S))
         finally:
             broker.kill()
-        stop.set()
+        load.halt()
         for thread in threads:
             thread.join(10)
     final = BrokerProcess(data, ["--fsync", policy, *FLAGS]).start()

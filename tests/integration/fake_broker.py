@@ -96,8 +96,11 @@ class FakeBroker:
         hello_reply: Reply | None = None,
         max_frame_bytes: int = FRAME_MAX_BYTES,
         heartbeat_ms: int | None = None,
+        lose_push_replies: int = 0,
     ) -> None:
         self.hello_reply = hello_reply  # instead of the Welcome
+        # Pushes applied whose reply is lost: the connection is cut instead
+        self.lose_push_replies = lose_push_replies
         self.max_frame_bytes = max_frame_bytes
         self.heartbeat_ms = heartbeat_ms  # None: the Welcome's default
         self.process_states: dict[str, str] = {}  # by worker id, once it said hello
@@ -256,7 +259,11 @@ class FakeBroker:
 
     async def _answer(self, writer: asyncio.StreamWriter, request: Request, worker_id: str) -> None:
         reply = await self._reply(request, worker_id)
-        self._send(writer, reply)
+        if isinstance(request, Push | PushMany) and self.lose_push_replies > 0:
+            self.lose_push_replies -= 1
+            writer.transport.abort()  # applied, and the reply lost with the connection
+        else:
+            self._send(writer, reply)
         self._notify()
 
     async def _reply(self, request: Request, worker_id: str) -> Reply:

@@ -526,3 +526,24 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
             assert samples["leash_processes"] == stats.processes
             assert samples["leash_journal_fsync_seconds_count"] >= 1
         assert stats.totals["pushed"] == 100 and stats.totals["acked"] == 50
+
+
+def test_the_metrics_count_jobs_made_by_batches_and_callbacks_and_killed_by_an_operator(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker("--metrics-port", "0")
+    port = metrics_port(broker)
+    with connect(broker) as client, broker.admin() as admin:
+        client.create_batch(
+            [{"type": "t", "queue": "b"}, {"type": "t", "queue": "b", "id": "doomed"}],
+            on_complete={"type": "cb", "queue": "cb"},
+            commit=True,
+        )
+        admin.kill_job("doomed")  # dead; the other member acked: the batch completes
+        (member,) = client.fetch_many("b", 10)
+        client.ack(member)
+        samples, stats = scrape(port), admin.stats()
+    assert samples['leash_queue_pushed_total{queue="b"}'] == 2
+    assert samples['leash_queue_pushed_total{queue="cb"}'] == 1  # the callback job
+    assert samples['leash_queue_dead_total{queue="b"}'] == 1
+    assert (stats.totals["pushed"], stats.totals["dead"], stats.totals["acked"]) == (3, 1, 1)

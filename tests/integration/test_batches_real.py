@@ -29,9 +29,12 @@ from tests.integration.broker_proc import BrokerProcess
 from tests.integration.test_processes import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The chaos kills a worker every half second, so a job may lose its lease
+# three times in a row without being one that kills its worker: the limit
+# on lost leases is lifted (it is tested in test_recovery_defaults.py).
 BROKER_FLAGS = (
     "--fsync", "always", "--process-ttl-ms", "3000", "--heartbeat-ms", "500",
-    "--reconnect-grace-ms", "500",
+    "--reconnect-grace-ms", "500", "--lost-leases-max", "1000",
 )  # fmt: skip
 WORKER_WARM_S = 1.0  # a worker is killed only after it has had time to lease jobs
 

@@ -175,9 +175,14 @@ def test_a_connection_dropped_during_a_call_is_connection_lost(fake: FakeBroker)
     fake.drop_connections()
     thread.join(WAIT_S)
     assert len(outcome) == 1 and isinstance(outcome[0], ConnectionLost), outcome
+    assert not client.closed  # the next call opens a new connection
+    job_id = client.push("t")
+    assert client.get_job(job_id).id == job_id
+    assert len(fake.seen.hellos) == 2 and fake.seen.fetches() == 1, "the fetch is not sent again"
+    client.close()
     assert client.closed
-    with pytest.raises(ConnectionLost):
-        client.push("t")  # its outcome was unknown: the client does not reconnect by itself
+    with pytest.raises(ConnectionLost, match="closed"):
+        client.push("t")  # closed by its user: for good
 
 
 def test_a_connection_the_broker_closed_while_idle_is_reopened_by_the_next_call(
@@ -251,8 +256,11 @@ async def test_a_dropped_connection_fails_every_call_in_flight(fake: FakeBroker)
     for call in calls:
         with pytest.raises(ConnectionLost):
             await call
-    assert client.closed
+    assert not client.closed  # the next call opens a new connection
+    assert await client.fetch("q") is None
+    assert len(fake.seen.hellos) == 2 and fake.seen.fetches() == 4
     await client.close()
+    assert client.closed
 
 
 async def test_a_refused_async_handshake_raises_its_error() -> None:

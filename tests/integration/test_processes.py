@@ -3,9 +3,11 @@ broker crashes, the process views and terminate.
 
 Workers here are real OS processes (a ``python -c`` script with the real
 ``Client``, or ``leash worker``) or clients with an explicit worker id.
-Jobs are pushed with ``retry_base_ms=1`` so that a job whose worker died is
-ready again almost at once. Every wait is a long-poll or a bounded poll with
-a deadline; each test prints what it measured and asserts an upper bound.
+Jobs are pushed with their default options: a job whose worker died is
+ready again at once, no retry backoff. The kill -9 and SIGSTOP cases run
+with the broker's default flags too. Every wait is a long-poll or a bounded
+poll with a deadline; each test prints what it measured and asserts an
+upper bound.
 """
 
 import os
@@ -144,7 +146,7 @@ def connect(broker: BrokerProcess, **options: object) -> Client:
 
 
 def push_jobs(client: Client, queue_name: str, count: int) -> list[str]:
-    specs = [{"type": "t", "queue": queue_name, "retry_base_ms": 1} for _ in range(count)]
+    specs = [{"type": "t", "queue": queue_name} for _ in range(count)]  # default options
     return [result.id for result in client.push_many(specs)]
 
 
@@ -183,6 +185,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
 def test_the_leases_of_a_killed_worker_are_fetched_again_after_the_reconnect_grace(
     broker: BrokerProcess, start_script: Callable[..., Script]
 ) -> None:
+    """Default flags, default job options: within 3 s, no retry backoff."""
     with connect(broker) as client:
         ids = push_jobs(client, "q", 10)
         worker = start_script(HOLD_LEASES, broker.port, "q", 10, "none", 0)
@@ -197,6 +200,8 @@ def test_the_leases_of_a_killed_worker_are_fetched_again_after_the_reconnect_gra
         assert sorted(job.id for job in jobs) == sorted(ids)
         assert elapsed_s < 3.0
         assert all(job.attempt == 2 for job in jobs)
+        error = client.get_job(ids[0]).last_error
+        assert error is not None and error.message == "worker lost: disconnected"
         assert client.ack_many(jobs) == [None] * 10
 
 
@@ -204,12 +209,12 @@ def test_the_leases_of_a_killed_worker_are_fetched_again_after_the_reconnect_gra
 
 
 def test_a_stopped_worker_loses_its_leases_after_the_ttl_and_works_again_after_sigcont(
-    start_broker: Callable[..., BrokerProcess], start_script: Callable[..., Script]
+    broker: BrokerProcess, start_script: Callable[..., Script]
 ) -> None:
-    ttl_s = 2.0
-    broker = start_broker("--process-ttl-ms", "2000", "--heartbeat-ms", "500")
+    """Default flags: the process TTL is 15 s."""
+    ttl_s = 15.0
     with connect(broker) as client:
-        assert client.welcome.process_ttl_ms == 2000, "--process-ttl-ms is not applied"
+        assert client.welcome.process_ttl_ms == ttl_s * 1000
         ids = push_jobs(client, "q", 5)
         worker = start_script(HOLD_LEASES, broker.port, "q", 5, "fresh", 3)
         worker_id, *held = worker.expect("held")
@@ -235,7 +240,7 @@ def test_a_stopped_worker_loses_its_leases_after_the_ttl_and_works_again_after_s
         worker.expect("done")
         assert sorted(new) == sorted(fresh)
         assert worker.process.wait(SCRIPT_TIMEOUT_S) == 0, worker.stderr()
-        assert all(_gone(client, job_id) for job_id in fresh)
+        assert all(gone(client, job_id) for job_id in fresh)
         assert client.ack_many(jobs) == [None] * len(jobs)  # the new holder's leases stand
 
 
@@ -301,13 +306,17 @@ def test_after_a_broker_crash_acknowledged_pushes_stay_and_a_returning_owner_kee
     ack_sent: set[str] = set()  # acks sent, answered or not
     acked: list[str] = []
 
+    # Closed once the broker is killed: a push would be sent again until its
+    # timeout, and this test is about what was acknowledged before the kill.
+    producers = [connect(broker, worker_id=f"producer-{index}") for index in range(3)]
+
     def produce(index: int) -> None:
-        with connect(broker, worker_id=f"producer-{index}") as client:
-            while True:
-                try:
-                    pushed.append(client.push("p", queue="work", retry_base_ms=1))
-                except LeashError:
-                    return
+        client = producers[index]
+        while True:
+            try:
+                pushed.append(client.push("p", queue="work"))
+            except LeashError:
+                return
 
     def consume(index: int) -> None:
         with connect(broker, worker_id=f"acker-{index}") as client:
@@ -332,6 +341,8 @@ def test_after_a_broker_crash_acknowledged_pushes_stay_and_a_returning_owner_kee
     finally:
         broker.kill()
         holder.close()
+        for producer in producers:
+            producer.close()
         for thread in threads:
             if thread.ident is not None:
                 thread.join(15)
@@ -348,7 +359,7 @@ def test_after_a_broker_crash_acknowledged_pushes_stay_and_a_returning_owner_kee
             taken += [job.id for job in other.fetch_many(["held", "work"], 100, wait_ms=200)]
         assert not held_ids & set(taken), "a lease of a returning owner was handed out"
         assert holder.ack_many(held) == [None] * 20
-        missing = [job_id for job_id in pushed if _gone(other, job_id)]
+        missing = [job_id for job_id in pushed if gone(other, job_id)]
         assert set(missing) <= ack_sent, "an acknowledged push was lost"
     print(
         f"{len(pushed)} acknowledged pushes, {len(acked)} acks before kill -9; "
@@ -431,9 +442,7 @@ def test_terminate_makes_a_leash_worker_exit_0_within_the_grace_leaving_no_job_l
                 except subprocess.TimeoutExpired:
                     status = None
                 elapsed_s = time.monotonic() - asked_s
-                states = {
-                    j: "acked" if _gone(client, j) else client.get_job(j).state for j in quick
-                }
+                states = {j: "acked" if gone(client, j) else client.get_job(j).state for j in quick}
                 states |= {j: client.get_job(j).state for j in stuck}
         finally:
             if worker.poll() is None:
@@ -449,7 +458,8 @@ def test_terminate_makes_a_leash_worker_exit_0_within_the_grace_leaving_no_job_l
     assert [states[j] for j in stuck] == ["ready", "ready"], states
 
 
-def _gone(client: Client, job_id: str) -> bool:
+def gone(client: Client, job_id: str) -> bool:
+    """Whether the job is forgotten (acked)."""
     try:
         client.get_job(job_id)
     except NotFound:

@@ -1,9 +1,16 @@
-"""The README's quick start, run as written against a real broker.
+"""Every example of README.md runs as written, against a real broker.
 
-The only change made to the snippets: the broker listens on a free port, not
-7420, so the port in them is replaced (the test checks that it is there to
-replace). The sh lines of the first block are the Makefile's targets, and
-CI's script calls the README's test command.
+The examples are read from the README itself, so they cannot drift from
+what this test runs: each ```python block (and the ``leash worker`` command
+that runs a worker module) is matched to one of the cases below by a line
+of its own, written to a file in a fresh directory and run as a real
+process. The only changes made to an example are where it is: the port
+7420 becomes the test broker's port (the test checks that it is there to
+replace) and the host ``broker.internal`` becomes 127.0.0.1 (files such as
+``keys.toml`` and ``ca.pem`` are made in the directory it runs in). A block
+that no case knows fails the test: add a case for it. The sh lines of the
+quick start's first block are the Makefile's targets, and CI's script calls
+the README's test command.
 """
 
 import os
@@ -13,28 +20,132 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from leash.client import Client
-from leash.client._exceptions import NotFound
+import pytest
+
+from leash.client import AdminClient, Client
 from tests.integration.broker_proc import BrokerProcess
+from tests.integration.net_helpers import key_file, new_key
+from tests.integration.test_processes import gone, wait_until
+from tests.integration.tls_certs import TlsFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
-RUN_TIMEOUT_S = 30
-DONE_TIMEOUT_S = 20
+RUN_TIMEOUT_S = 60.0
+DONE_TIMEOUT_S = 20.0
+
+Popen = subprocess.Popen[bytes]
 
 
-def quick_start_blocks() -> list[tuple[str, str]]:
-    """(language, code) of each fenced block of the Quick start section, in order."""
+def blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def quick_start() -> str:
     section = re.search(r"^## Quick start\n(.*?)(?=^## )", README, re.MULTILINE | re.DOTALL)
     assert section is not None
-    return re.findall(r"^```(\w+)\n(.*?)^```", section.group(1), re.MULTILINE | re.DOTALL)
+    return section.group(1)
+
+
+def example(marker: str) -> str:
+    """The one Python block that holds ``marker``."""
+    (found,) = [block for block in blocks("python") if marker in block]
+    return found
+
+
+def worker_commands() -> list[list[str]]:
+    """The README's ``leash worker`` commands, as words, in order."""
+    return [
+        shlex.split(line.split("#")[0])
+        for block in blocks("sh")
+        for line in block.splitlines()
+        if re.match(r"^\S*leash worker ", line)
+    ]
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without a developer's LEASH_* settings."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("LEASH_")}
+
+
+def placed(source: str, port: int) -> str:
+    return source.replace("7420", str(port)).replace("broker.internal", "127.0.0.1")
+
+
+def leash_command(words: list[str], port: int) -> list[str]:
+    """A README ``leash ...`` command run with this interpreter, at the test broker."""
+    assert words[0].endswith("leash"), words
+    return [sys.executable, "-m", "leash", *words[1:], "--port", str(port)]
+
+
+def run(source: str, directory: Path, port: int) -> None:
+    script = directory / "example.py"
+    script.write_text(placed(source, port))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=directory,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert done.returncode == 0, f"{source}\n---\n{done.stderr}"
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[[list[str], Path], Popen]]:
+    started: list[Popen] = []
+
+    def start(command: list[str], directory: Path) -> Popen:
+        process = subprocess.Popen(
+            command,
+            cwd=directory,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.communicate(timeout=30)
+
+
+def stop(worker: Popen) -> None:
+    """SIGTERM twice: the second releases at once, not after the held fetch."""
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=RUN_TIMEOUT_S)
+    assert worker.returncode == 0, stderr.decode()
+
+
+# --- the cases ------------------------------------------------------------------------
+
+QUICK_START = 'client.push("send_email"'
+HANDLER_MODULE = '@handler("send_email")'
+WORKER_MODULE = "worker = Worker("
+BATCH = "client.create_batch("
+ADD_TO_BATCH = "add_to_batch("
+KEYS = 'key=load_key("keys.toml"'
+TLS = "tls=tls_context("
+CASES = (QUICK_START, HANDLER_MODULE, WORKER_MODULE, BATCH, ADD_TO_BATCH, KEYS, TLS)
+
+
+def test_every_python_example_of_the_readme_is_one_of_the_cases_run_here() -> None:
+    for block in blocks("python"):
+        known = [case for case in CASES if case in block]
+        assert len(known) == 1, f"a README example no test runs (add a case):\n{block}"
+    assert len(blocks("python")) == len(CASES)
 
 
 def test_the_quick_start_commands_are_the_makefiles_and_ci_runs_the_test_one() -> None:
-    (lang, commands), *_ = quick_start_blocks()
-    assert lang == "sh"
+    commands, *_ = blocks("sh", quick_start())
     targets = [line.split("#")[0].split() for line in commands.splitlines()]
     assert targets == [["make", "run"], ["make", "test"]]
     makefile = (ROOT / "Makefile").read_text()
@@ -43,43 +154,86 @@ def test_the_quick_start_commands_are_the_makefiles_and_ci_runs_the_test_one() -
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_the_quick_start_pushes_fetches_acks_and_its_worker_runs_the_job(
-    broker: BrokerProcess, tmp_path: Path
+def test_the_quick_start_pushes_fetches_and_acks(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
-    blocks = quick_start_blocks()
-    python = [code for lang, code in blocks if lang == "python"]
-    shell = [code for lang, code in blocks if lang == "sh"]
-    producer, tasks = python
+    broker = launch_broker()
+    producer = example(QUICK_START)
+    assert producer in quick_start()
     assert producer.count('Client("127.0.0.1", 7420)') == 1
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEASH_")}
-    script = producer.replace("7420", str(broker.port))
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True, timeout=30)
+    run(producer, tmp_path, broker.port)  # it fails if the fetch finds nothing
     with Client("127.0.0.1", broker.port) as client:
-        assert client.fetch("mail") is None  # the snippet acked what it pushed
+        assert client.fetch("mail") is None  # the example acked what it pushed
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        assert admin.stats().totals["pushed"] == admin.stats().totals["acked"] == 1
 
-    (tmp_path / "tasks.py").write_text(tasks)
-    (command,) = shell[1].strip().splitlines()
-    argv = shlex.split(command)
-    assert argv[0] == ".venv/bin/leash"
+
+@pytest.mark.parametrize(
+    ("marker", "command_index"),
+    [(HANDLER_MODULE, 0), (WORKER_MODULE, 1)],
+    ids=["handler functions", "a Worker object"],
+)
+def test_each_quick_start_worker_module_runs_with_its_readme_command(
+    launch_broker: Callable[..., BrokerProcess],
+    workers: Callable[[list[str], Path], Popen],
+    tmp_path: Path,
+    marker: str,
+    command_index: int,
+) -> None:
+    broker = launch_broker()
+    module = example(marker)
+    assert module in quick_start()
+    (tmp_path / "tasks.py").write_text(placed(module, broker.port))
+    command = worker_commands()[command_index]
+    assert command[0] == ".venv/bin/leash" and command[1:3] == ["worker", "tasks"], command
+    worker = workers(leash_command(command, broker.port), tmp_path)
     with Client("127.0.0.1", broker.port) as client:
         job_id = client.push("send_email", {"to": "ada@example.com"}, queue="mail")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "leash", *argv[1:], "--port", str(broker.port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        with Client("127.0.0.1", broker.port) as client:
-            deadline = time.monotonic() + DONE_TIMEOUT_S
-            while time.monotonic() < deadline and worker.poll() is None:
-                try:
-                    client.get_job(job_id)
-                except NotFound:
-                    break  # acked by the worker
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the worker did not ack the job")
-    finally:
-        if worker.poll() is None:
-            os.kill(worker.pid, signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=RUN_TIMEOUT_S)
-    assert worker.returncode == 0, stderr
+        assert wait_until(lambda: gone(client, job_id), DONE_TIMEOUT_S), "the worker did not ack it"
+    stop(worker)
+
+
+def test_the_batch_example_creates_and_commits_its_batch(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = launch_broker()
+    run(example(BATCH), tmp_path, broker.port)
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        (batch,) = admin.batches()
+        assert (batch.description, batch.state, batch.total) == ("gallery 42", "committed", 3)
+
+
+def test_a_handler_adds_to_its_own_batch_as_the_readme_shows(
+    launch_broker: Callable[..., BrokerProcess],
+    workers: Callable[[list[str], Path], Popen],
+    tmp_path: Path,
+) -> None:
+    broker = launch_broker()
+    (tmp_path / "split_tasks.py").write_text(placed(example(ADD_TO_BATCH), broker.port))
+    command = ["leash", "worker", "split_tasks"]
+    worker = workers(leash_command(command, broker.port), tmp_path)
+    with Client("127.0.0.1", broker.port) as client:
+        created = client.create_batch([{"type": "split", "args": [3]}], commit=True)
+        assert wait_until(lambda: client.batch_status(created.id).total == 4, DONE_TIMEOUT_S)
+        pages = client.fetch_many("pages", 10)
+        assert sorted(job.args for job in pages) == [[0], [1], [2]]
+        assert {job.type for job in pages} == {"render"}
+    stop(worker)
+
+
+def test_the_key_examples_authenticate(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    keys = key_file(tmp_path / "keys.toml", new_key("key-2027"), new_key("key-now"))
+    broker = launch_broker("--key-file", keys)
+    run(example(KEYS), tmp_path, broker.port)
+
+
+def test_the_tls_examples_verify_the_broker_and_authenticate(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    keys = key_file(tmp_path / "keys.toml", new_key("key-now"))
+    (tmp_path / "ca.pem").write_bytes(Path(tls_files.ca).read_bytes())
+    tls = ("--tls-cert", tls_files.server_cert, "--tls-key", tls_files.server_key)
+    broker = launch_broker("--key-file", keys, *tls)
+    run(example(TLS), tmp_path, broker.port)

@@ -17,7 +17,10 @@ model of tests/property/batch_model.py:
 - every batch expires when the rules say, and after a batch is removed
   nothing of it remains in the state;
 - after every clock move no open batch is past its open deadline and no
-  batch is past its expiry.
+  batch is past its expiry;
+- no index holds more than its bound (``check_invariants``, with no slack:
+  state.py), with jobs scheduled, deleted, killed, requeued and expired
+  beside batches that live for hours.
 
 Two drivers: a hypothesis ``RuleBasedStateMachine`` (``print_blob=True``)
 and a long seeded walk with ``random.Random(seed)`` that prints its seed.
@@ -32,7 +35,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from leash.broker.core import Record, canonical, next_due_ms
 from leash.broker.core.batch_views import batch_view
-from leash.broker.core.state import LEASED
+from leash.broker.core.state import LEASED, index_sizes
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from tests.property.batch_model import BatchModel
@@ -62,6 +65,7 @@ CONFIG = {
     "tick_max_items": 4,
 }
 STEPS_MS = (0, 1, 500, 2 * SECOND_MS, 30 * SECOND_MS, 11 * MINUTE_MS, 2 * HOUR_MS, 7 * HOUR_MS)
+DELAYS_MS = (None, None, None, 0, 30 * SECOND_MS, 3 * HOUR_MS)
 
 
 class BatchWalk(Core):
@@ -86,6 +90,8 @@ class BatchWalk(Core):
 
     def compare(self) -> None:
         state, model = self.state, self.model
+        for size in index_sizes(state):
+            assert size.entries <= size.bound(self.config.index_slack_entries), size
         assert self.callbacks_seen == model.callbacks, "callbacks differ from the rules"
         assert set(state.batches) == set(model.batches)
         for batch_id, expected in model.batches.items():
@@ -221,6 +227,7 @@ class BatchWalk(Core):
             max_attempts=rng.randint(1, 3),
             lease_ttl_ms=rng.choice((SECOND_MS, 60 * SECOND_MS)),
             retry_base_ms=rng.choice((1, SECOND_MS)),
+            delay_ms=rng.choice(DELAYS_MS),  # scheduled: deleted, killed or due later
             batch=batch,
         )
 

@@ -221,3 +221,64 @@ def test_handlers_registered_by_a_file_are_collected(
     )
     cli.import_target(str(module))
     assert set(empty_registry) == {"greet"}
+
+
+# --- leash worker MODULE[:NAME]: a module's Worker object -----------------------
+
+WORKER_MODULE = """
+from leash import Worker, handler
+
+worker = Worker(queues=["mail"], concurrency=8, port=7999, wait_ms=1234)
+
+
+@worker.handler("send_email")
+def send_email(to): ...
+
+
+@handler("loose")
+def loose(): ...
+"""
+
+
+def test_leash_worker_runs_the_worker_object_a_module_defines_with_its_settings(
+    tmp_path: Path, empty_registry: dict[str, Any]
+) -> None:
+    module = tmp_path / "mail_tasks.py"
+    module.write_text(WORKER_MODULE)
+    worker = cli._module_worker(str(module))
+    assert set(worker.handlers) == {"send_email", "loose"}, "module-level handlers join it"
+    assert (worker.queues, worker.concurrency, worker.port, worker.wait_ms) == (
+        ["mail"],
+        8,
+        7999,
+        1234,
+    )
+    again = worker.with_options(queues="urgent", concurrency=2)  # what the flags do
+    assert (again.queues, again.concurrency, again.port) == (["urgent"], 2, 7999)
+    assert again.handlers == worker.handlers
+
+
+def test_a_module_with_two_workers_needs_a_name_and_a_wrong_name_is_one_line(
+    tmp_path: Path, empty_registry: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = tmp_path / "two_workers.py"
+    module.write_text(
+        "from leash import Worker\n"
+        "a = Worker(queues=['x'])\nb = Worker(queues=['y'])\n"
+        "a.register('t', print)\nb.register('t', print)\n"
+    )
+    assert cli.main(["worker", str(module)]) == 1
+    err = capsys.readouterr().err
+    assert "defines 2 Worker objects (a, b)" in err and err.count("\n") == 1
+    assert cli._module_worker(f"{module}:b").queues == ["y"]
+    assert cli.main(["worker", f"{module}:c"]) == 1
+    assert "has no Worker named 'c'" in capsys.readouterr().err
+
+
+def test_a_worker_object_without_handlers_is_an_error(
+    tmp_path: Path, empty_registry: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = tmp_path / "idle_worker.py"
+    module.write_text("from leash import Worker\nworker = Worker()\n")
+    assert cli.main(["worker", str(module)]) == 1
+    assert "its Worker has no handlers" in capsys.readouterr().err

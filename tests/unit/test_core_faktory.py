@@ -8,7 +8,6 @@ import msgspec
 import pytest
 
 from leash.broker.core import grows_state
-from leash.broker.core import processes as P
 from leash.broker.core.faktory import Outcome, unit_json
 from leash.protocol import admin as A
 from leash.protocol import faktory as F
@@ -116,10 +115,9 @@ def test_ack_is_taken_only_from_the_process_that_holds_the_lease() -> None:
     refused(core.faktory(F.Ack("job-00001"), "w2"), ErrorCode.STALE_LEASE)
     refused(core.faktory(F.Ack("job-00001"), PRODUCER), ErrorCode.BAD_REQUEST)
     refused(core.faktory(F.Ack("nobody-ever")), ErrorCode.NOT_FOUND)
-    core.advance(61 * SECOND_MS)  # expired: retrying, then leased again by w2
+    core.advance(61 * SECOND_MS)  # expired: ready again at once, then leased by w2
     message = refused(core.faktory(F.Ack("job-00001")), ErrorCode.STALE_LEASE)
-    assert "retrying" in message
-    core.advance(3600 * SECOND_MS)
+    assert "ready" in message
     assert fetched(core, worker="w2") is not None
     refused(core.faktory(F.Ack("job-00001")), ErrorCode.STALE_LEASE)  # a late ack of w1
     assert isinstance(core.faktory(F.Ack("job-00001"), "w2").reply, M.Ok)
@@ -226,18 +224,37 @@ def test_beat_answers_the_process_state_and_records_what_the_consumer_says() -> 
     refused(core.faktory(F.Beat(WORKER, ""), PRODUCER), ErrorCode.BAD_REQUEST)
 
 
-def test_a_faktory_consumer_has_the_faktory_ttl_and_a_restart_gives_the_longest() -> None:
-    core = Core(process_ttl_ms=15 * SECOND_MS, faktory_process_ttl_ms=60 * SECOND_MS)
+def test_a_faktory_consumer_has_the_faktory_ttl_and_after_a_restart_the_restart_grace() -> None:
+    core = Core(
+        process_ttl_ms=15 * SECOND_MS,
+        faktory_process_ttl_ms=60 * SECOND_MS,
+        restart_grace_ms=3 * SECOND_MS,
+    )
     core.faktory(F.Beat("fk-worker", ""), "fk-worker")
     core.touch("leash-worker")
     deadlines = {w: p.beat_deadline_ms for w, p in core.state.processes.items()}
     assert deadlines["fk-worker"] == START_MS + 60 * SECOND_MS
     assert deadlines["leash-worker"] == START_MS + 15 * SECOND_MS
-    assert P.longest_ttl_ms(core.state) == 60 * SECOND_MS
     core.restart()
     assert {p.beat_deadline_ms for p in core.state.processes.values()} == {
-        START_MS + 60 * SECOND_MS
-    }
+        START_MS + 3 * SECOND_MS
+    }, "every process, whatever its protocol, has the restart grace to come back"
+    core.faktory(F.Beat("fk-worker", ""), "fk-worker")  # back in time: its own TTL again
+    assert core.state.processes["fk-worker"].beat_deadline_ms == START_MS + 60 * SECOND_MS
+
+
+def test_a_faktory_consumer_not_back_within_the_restart_grace_loses_its_lease_at_once() -> None:
+    core = Core(faktory_process_ttl_ms=60 * SECOND_MS, restart_grace_ms=3 * SECOND_MS)
+    push(core, {"jid": "held-0001"})
+    assert fetched(core, worker="fk-worker") is not None
+    core.restart()
+    core.advance(3 * SECOND_MS)
+    assert "fk-worker" not in core.state.processes
+    job = core.state.jobs["held-0001"]
+    assert (job.state, job.failures, job.lost_leases) == ("ready", 1, 1)
+    refused(core.faktory(F.Ack("held-0001"), "fk-worker"), ErrorCode.STALE_LEASE)
+    unit = fetched(core, worker="fk-other")
+    assert unit is not None and unit["jid"] == "held-0001"
 
 
 def test_a_broker_low_on_disk_refuses_faktory_pushes_and_serves_the_rest() -> None:

@@ -4,11 +4,13 @@
 worker (``touch``, which registers it the first time), ``decide``, then
 ``apply`` every record; ``tick`` until it returns nothing — with a manual
 clock (``now_ms`` is a number the test moves). Worker processes get a TTL
-far longer than any test runs, so a lease ends only as these tests say;
-process deaths are tested on their own. Every record goes through
-``record_encoder``/``record_decoder`` before it is kept, and a second State
-replays the decoded records as they come, so every test also checks, after
-every record, that:
+and a restart grace far longer than any test runs, so a lease ends only as
+these tests say; process deaths are tested on their own. No index gets
+slack beyond twice its live entries (state.py), so the index bounds that
+``check_invariants`` checks are at their tightest. Every record goes
+through ``record_encoder``/``record_decoder`` before it is kept, and a
+second State replays the decoded records as they come, so every test also
+checks, after every record, that:
 
 - ``check_invariants`` finds nothing wrong, in both states;
 - the replayed state equals the live one (``canonical``);
@@ -32,6 +34,7 @@ recovery from a snapshot and the journal tail does.
 This module holds no tests itself.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -107,12 +110,20 @@ def from_image(image: list[bytes], config: CoreConfig) -> State:
 
 
 def core_config(**overrides: Any) -> CoreConfig:
-    ttls = {"process_ttl_ms": PROCESS_TTL_MS, "faktory_process_ttl_ms": PROCESS_TTL_MS}
-    return CoreConfig(**{**ttls, **overrides})
+    no_deaths = {
+        "process_ttl_ms": PROCESS_TTL_MS,
+        "faktory_process_ttl_ms": PROCESS_TTL_MS,
+        "restart_grace_ms": PROCESS_TTL_MS,
+    }
+    # No slack: an index is rebuilt as soon as its stale entries outnumber
+    # its live ones, so every test checks the tightest bound (state.py).
+    return CoreConfig(**{**no_deaths, "index_slack_entries": 0, **overrides})
 
 
 class Core:
     def __init__(self, now_ms: int = START_MS, **config: Any) -> None:
+        # How the live state applies a record (the shell's counting apply, in the totals tests)
+        self.apply_live: Callable[[State, Record], Sequence[R.NewJob]] = apply
         self.config = core_config(**config)
         self.state = State(msgspec.structs.replace(self.config, recent_jobs=0))
         self.shadow = State(self.config)  # replays the decoded records as they come
@@ -127,8 +138,8 @@ class Core:
 
     def apply(self, record: Record) -> None:
         decoded = round_trip(record)
-        apply(self.state, record)
-        apply(self.shadow, decoded)
+        enqueued = self.apply_live(self.state, record)
+        assert apply(self.shadow, decoded) == enqueued, "live and replay enqueue the same callbacks"
         self.records.append(decoded)
         assert check_invariants(self.state) == []
         assert check_invariants(self.shadow) == []

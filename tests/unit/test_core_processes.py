@@ -10,6 +10,7 @@ from leash.protocol.errors import ErrorCode
 from tests.unit.test_core_harness import START_MS, Core
 
 TTL_MS, BEAT_MS, GRACE_MS, TERMINATE_MS = 15_000, 5_000, 2_000, 25_000
+RESTART_GRACE_MS = 3_000
 
 
 def core() -> Core:
@@ -17,6 +18,7 @@ def core() -> Core:
         process_ttl_ms=TTL_MS,
         heartbeat_ms=BEAT_MS,
         reconnect_grace_ms=GRACE_MS,
+        restart_grace_ms=RESTART_GRACE_MS,
         terminate_grace_ms=TERMINATE_MS,
     )
 
@@ -116,27 +118,32 @@ def test_an_ack_from_a_process_declared_dead_is_stale_and_it_can_work_again() ->
     c.ack(again[0])
 
 
-def test_a_broker_restart_gives_every_process_a_full_ttl_to_come_back() -> None:
+def test_a_broker_restart_gives_every_process_the_restart_grace_to_come_back() -> None:
     c = core()
     (lease,) = held(c, 1)
     c.advance(TTL_MS - 1000)
     c.now_ms += 60_000  # the broker was down for a minute: every beat deadline passed
     c.restart()
     assert deaths(c.tick()) == []
-    c.advance(TTL_MS - 1)
+    c.advance(RESTART_GRACE_MS - 1)
     c.touch("w1")  # the worker reconnects in time
-    c.advance(TTL_MS - 1)
+    c.advance(TTL_MS - 1)  # then it has its TTL again
     assert c.job(lease.id).state == LEASED
     c.ack(lease)
 
 
-def test_a_process_that_does_not_come_back_after_a_restart_dies_at_the_ttl() -> None:
+def test_a_process_that_does_not_come_back_after_a_restart_dies_at_the_restart_grace() -> None:
     c = core()
-    held(c, 2)
+    leases = held(c, 2)
+    c.advance(BEAT_MS)  # it was detached, not dead yet, when the broker went down
+    c.apply(R.ProcessDetached("w1", c.now_ms + GRACE_MS))
     c.restart()
-    assert deaths(c.advance(TTL_MS - 1)) == []
+    assert deaths(c.advance(RESTART_GRACE_MS - 1)) == []
     (died,) = deaths(c.advance(1))
-    assert len(died.failures) == 2
+    assert died.reason == "worker lost: heartbeat timeout"
+    assert sorted(f.id for f in died.failures) == sorted(d.id for d in leases)
+    assert all(c.job(d.id).state == READY for d in leases), "ready at once, no backoff"
+    assert len(c.fetch("default", count=2, worker="w2")) == 2
 
 
 def test_a_quiet_process_gets_nothing_and_hears_quiet_in_its_beat() -> None:

@@ -42,10 +42,12 @@ def busy_core() -> Core:
     core.fail(b, BOOM)
     core.release(a)
     core.pause("q")
-    core.advance(SECOND_MS)  # c's lease expires, the scheduled job is due
+    core.advance(SECOND_MS)  # c's lease expires (ready again at once), the scheduled job is due
     core.resume("q")
     core.push(id="d", max_attempts=1)
-    core.fail(core.fetch(count=2)[1])  # a first (priority 9), then d
+    held = core.fetch(count=3)  # a first (priority 9), then c, then d
+    assert [delivery.id for delivery in held] == ["a", "c", "d"]
+    core.fail(held[2])
     core.tick()  # the dead set is over its count of one
     core.send(M.AckMany(core.next_rid(), [M.LeaseRef("a", core.job("a").token or 0)]))
     core.boot()

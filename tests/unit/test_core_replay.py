@@ -93,16 +93,27 @@ def test_a_deferred_lease_released_by_a_terminated_process_goes_to_the_front() -
     assert_replays(core)
 
 
-def test_a_deferred_lease_that_expires_is_built_leased_then_failed() -> None:
+def test_a_deferred_lease_that_fails_is_built_leased_then_failed() -> None:
     core = Core()
-    core.push(queue="q", type="t", lease_ttl_ms=SECOND_MS, max_attempts=2, retry_base_ms=1)
+    core.push(queue="q", type="t", max_attempts=2, retry_base_ms=1)
     behind = core.push(queue="q", type="t").id
     delivery = core.lease("q")
-    core.advance(SECOND_MS)  # the lease expires: a failure naming the deferred job
+    core.fail(delivery)  # a failure naming the deferred job: retrying, in no bucket
     assert core.job(delivery.id).state == "retrying"
     deferred = deferred_when(core.records, R.AttemptsFailed, core)
     assert {delivery.id, behind} <= deferred
     assert_replays(core)
+
+
+def test_a_deferred_lease_that_expires_waits_behind_the_older_deferred_jobs() -> None:
+    core = Core()
+    core.push(queue="q", type="t", lease_ttl_ms=SECOND_MS)
+    behind = core.push(queue="q", type="t").id
+    delivery = core.lease("q")
+    core.advance(SECOND_MS)  # the lease is lost: ready again at once, at the back
+    assert core.ready_ids("q") == [behind, delivery.id]
+    assert {delivery.id, behind} <= deferred_when(core.records, R.AttemptsFailed, core)
+    assert_replays(core)  # the replay builds the older one before the lost lease
 
 
 def test_a_queue_dropped_and_paused_while_its_jobs_are_deferred() -> None:

@@ -1,11 +1,11 @@
-"""Golden files (tests/fixtures/journal-v1 and journal-v2, made once by
-tests/fixtures/make_journal_v1.py and make_journal_v2.py): a segment pair
-and a snapshot of each journal format version must stay readable by every
-later version, a data directory of an older version goes on in today's,
-and today's writer writes v2 frames (and snapshot chunks in v1 framing)
-byte for byte. The same for versions 2 and 3 of the state image
-(tests/fixtures/image-v2 and image-v3, made by
-tests/fixtures/make_image_v2.py and make_image_v3.py): each loads, and
+"""Golden files (tests/fixtures/journal-v1, journal-v2 and v3, made once by
+tests/fixtures/make_journal_v1.py, make_journal_v2.py and make_v3.py): a
+segment pair and a snapshot of each journal format version must stay
+readable by every later version, a data directory of an older version goes
+on in today's, and today's writer writes v3 frames (as v2 framed them, and
+snapshot chunks in v1 framing) byte for byte. The same for the versions of
+the state image (tests/fixtures/image-v2, made by
+tests/fixtures/make_image_v2.py, and the v3 snapshot): each loads, and
 today's writer writes version 3 byte for byte. If this fails, the on-disk
 format changed: bump the version and keep a reader for the old one."""
 
@@ -18,6 +18,7 @@ import msgspec
 import pytest
 
 from leash.broker.core import CoreConfig, canonical, check_invariants, image
+from leash.broker.core import records as R
 from leash.broker.core.records import Record, frame_decoder, record_decoder, record_encoder
 from leash.broker.journal import format as F
 from leash.broker.journal import snapshot
@@ -36,8 +37,10 @@ JOURNAL_V2 = FIXTURES.parent / "journal-v2"
 SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019.log"]
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
-IMAGE_V3 = FIXTURES.parent / "image-v3"
-IMAGE_V3_SNAPSHOT = str(IMAGE_V3 / "snapshot-00000000000000000043.snap")
+V3 = FIXTURES.parent / "v3"
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000059.log"]
+V3_COVERED = 58  # the records the v3 snapshot covers
+V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -104,7 +107,7 @@ def test_the_v1_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("source", "snapshot_seq"), [(FIXTURES, 11), (IMAGE_V2, 35), (JOURNAL_V2, 18)]
+    ("source", "snapshot_seq"), [(FIXTURES, 11), (IMAGE_V2, 35), (JOURNAL_V2, 18), (V3, V3_COVERED)]
 )
 def test_a_data_directory_recovers_to_the_state_of_all_its_records(
     tmp_path: os.PathLike[str], source: Path, snapshot_seq: int
@@ -146,6 +149,30 @@ def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     assert any(job.batch for job in loaded.jobs.values()), "a packed job names its batch"
 
 
+def test_a_loaded_v2_image_dumps_to_the_same_chunks_but_the_v3_head_and_leased_jobs() -> None:
+    """Version 3 adds three fields to a Job (and to a packed job's cold
+    part, which a v2 job has only with a failure, a death or a batch: those
+    in this image end as they did); a v2 image dumps as it was written but
+    for its head's version and its leased jobs, which carry the new fields
+    at their defaults."""
+    written = list(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT))
+    loaded = image.load(iter(written), CoreConfig())
+    dumped = list(image.dump(loaded))
+    assert len(dumped) == len(written)
+    assert any(isinstance(chunk, image.JobsImage) and chunk.jobs for chunk in written)
+    for now, then in zip(dumped, written, strict=True):
+        if isinstance(now, image.ImageHead):
+            assert now == msgspec.structs.replace(then, version=3)
+        elif isinstance(now, image.JobsImage):
+            assert now == then
+            assert all(
+                (job.extra, job.discard_dead, job.lost_leases) == (None, False, 0)
+                for job in now.jobs
+            )
+        else:
+            assert image.chunk_encoder.encode(now) == image.chunk_encoder.encode(then)
+
+
 def test_a_loaded_v2_image_dumps_as_version_3_and_loads_back_the_same() -> None:
     loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
     dumped = list(image.dump(loaded))
@@ -153,35 +180,56 @@ def test_a_loaded_v2_image_dumps_as_version_3_and_loads_back_the_same() -> None:
     assert canonical(image.load(dumped, CoreConfig())) == canonical(loaded)
 
 
-# --- version 3 of the state image (tests/fixtures/image-v3, made once by
-# tests/fixtures/make_image_v3.py): what a front end keeps on a job -----------------
+# --- version 3 of the state image (tests/fixtures/v3, made once by
+# tests/fixtures/make_v3.py): leases lost in a row, what a front end keeps -------------
 
 
 def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
-    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT), CoreConfig())
-    every = [record for _, records in _frames_of(IMAGE_V3) for record in records]
-    assert len(every) == 43
-    assert canonical(loaded) == canonical(replayed(every))
+    header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    every = [record for _, records in _frames_of(V3) for record in records]
+    assert header.through_seq == V3_COVERED and len(every) == 70
+    assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
+    states = {job.state for job in loaded.jobs.values()}
+    assert states == {"ready", "scheduled", "leased", "retrying", "dead"}
+    assert any(job.batch for job in loaded.jobs.values()), "a packed job names its batch"
+
+
+def test_the_v3_snapshot_holds_the_leases_jobs_lost_in_a_row() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    lost = {job.id: (job.state, job.lost_leases) for job in loaded.jobs.values()}
+    assert lost["lost-once"] == ("ready", 1), "a packed job's cold part"
+    assert lost["lost-twice"] == ("leased", 2), "a leased Job"
+    assert lost["fk-lost-1"] == ("ready", 1), "beside what its front end keeps"
+    poison = loaded.jobs["poison"]
+    assert (poison.state, poison.failures, poison.lost_leases) == ("dead", 3, 0)
+    assert poison.last_error is not None and "3 times in a row" in poison.last_error.message
+
+
+def test_the_v3_snapshot_holds_what_a_front_end_keeps_on_a_job() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     kept = {job.id: job for job in loaded.jobs.values() if job.extra or job.discard_dead}
     assert {job_id: job.state for job_id, job in kept.items()} == {
         "fk-ready-1": "ready",
         "fk-later-1": "scheduled",
         "fk-held-1": "leased",
         "fk-fail-1": "dead",
+        "fk-lost-1": "ready",
     }
     assert kept["fk-ready-1"].extra == (
         b'{"custom":{"k":[1,2]},"created_at":"2024-01-01T00:00:00Z","zz":true}'
     )
     assert kept["fk-held-1"].discard_dead and kept["fk-later-1"].discard_dead
     assert not kept["fk-fail-1"].discard_dead and kept["fk-fail-1"].extra == b'{"backtrace":5}'
+    assert kept["fk-lost-1"].extra == b'{"custom":{"n":1}}' and not kept["fk-lost-1"].discard_dead
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
-    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT)]
-    loaded = image.load(snapshot.read(OsDisk(), IMAGE_V3_SNAPSHOT), CoreConfig())
+    written = [image.chunk_encoder.encode(c) for c in snapshot.read(OsDisk(), V3_SNAPSHOT)]
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     assert [image.chunk_encoder.encode(chunk) for chunk in image.dump(loaded)] == written
-    data = read_file(IMAGE_V3_SNAPSHOT)
+    data = read_file(V3_SNAPSHOT)
     offsets = record_offsets(data)
     chunks = [F.scan_record(memoryview(data), offset) for offset in offsets[:-2]]  # not the end
     payloads = [bytes(chunk.payload) for chunk in chunks if isinstance(chunk, F.Scanned)]
@@ -227,11 +275,15 @@ def test_the_v2_frames_decode_to_the_records_written_in_order() -> None:
         assert_same_or_newer(now, then)
 
 
-def test_todays_writer_frames_v2_byte_for_byte() -> None:
-    for name in SEGMENTS_V2:
-        data = read_file(str(JOURNAL_V2 / name))
+@pytest.mark.parametrize(("source", "segments"), [(JOURNAL_V2, SEGMENTS_V2), (V3, SEGMENTS_V3)])
+def test_todays_writer_frames_v2_and_v3_byte_for_byte(source: Path, segments: list[str]) -> None:
+    """Version 3 frames records as version 2 did, and the records of v2 encode as they did."""
+    for name in segments:
+        data = read_file(str(source / name))
         header = F.decode_header(data)
-        assert F.encode_header(header.epoch, header.first_seq) == data[: F.HEADER_BYTES]
+        assert header.version == (2 if source == JOURNAL_V2 else 3)
+        again = F.encode_header(header.epoch, header.first_seq, version=header.version)
+        assert again == data[: F.HEADER_BYTES]
         for start, end in itertools.pairwise(record_offsets(data)):
             scanned = F.scan_record(memoryview(data), start)
             assert isinstance(scanned, F.Scanned)
@@ -243,25 +295,80 @@ def test_todays_writer_frames_v2_byte_for_byte() -> None:
             assert F.encode_frame(scanned.seq, encoded) == data[start:end]
 
 
-def test_a_v1_data_directory_goes_on_in_a_new_v2_segment_and_keeps_its_v1_files(
-    tmp_path: os.PathLike[str],
+@pytest.mark.parametrize(
+    ("source", "segments", "next_seq"), [(FIXTURES, SEGMENTS, 23), (JOURNAL_V2, SEGMENTS_V2, 36)]
+)
+def test_an_older_data_directory_goes_on_in_a_new_v3_segment_and_keeps_its_files(
+    tmp_path: os.PathLike[str], source: Path, segments: list[str], next_seq: int
 ) -> None:
     directory = os.path.join(tmp_path, "data")
-    shutil.copytree(FIXTURES, directory)
+    shutil.copytree(source, directory)
     recovered = recover(directory, OsDisk(), CoreConfig())
-    assert [segment.version for segment in recovered.segments] == [1]
+    old = F.decode_header(read_file(str(source / segments[-1]))).version
+    assert [segment.version for segment in recovered.segments] == [old]
     journal = Journal(directory, OsDisk())
     open_epoch(recovered, journal)  # the boot record, as start-up writes it
     journal.close()
-    assert journal.path == os.path.join(directory, "journal-00000000000000000023.log")
-    assert F.decode_header(read_file(journal.path)).version == 2
+    assert journal.path == os.path.join(directory, f"journal-{next_seq:020d}.log")
+    assert F.decode_header(read_file(journal.path)).version == F.FORMAT_VERSION == 3
     sealed = Compactor(directory, OsDisk(), journal, None, recovered).sealed
     assert [segment.path for segment in sealed] == [recovered.segments[0].path], (
-        "the v1 segment counts as sealed: a snapshot can cover it"
+        "the older segment counts as sealed: a snapshot can cover it"
     )
-    for name in SEGMENTS:  # never written to again
-        assert read_file(os.path.join(directory, name)) == read_file(str(FIXTURES / name))
+    for name in segments:  # never written to again
+        assert read_file(os.path.join(directory, name)) == read_file(str(source / name))
     again = recover(directory, OsDisk(), CoreConfig())
-    assert [segment.version for segment in again.segments] == [1, 2]
-    assert again.next_seq == 24 and again.notes == []
+    assert [segment.version for segment in again.segments] == [old, 3]
+    assert again.next_seq == next_seq + 1 and again.notes == []
     assert canonical(again.state) == canonical(recovered.state)
+
+
+# --- version 3 of the journal (tests/fixtures/v3): lost leases ready at once, deaths by
+# their count, pushes that keep a front end's fields ---------------------------------
+
+
+def test_the_v3_segment_headers_read_as_written() -> None:
+    headers = [F.decode_header(read_file(str(V3 / name))) for name in SEGMENTS_V3]
+    assert headers == [F.FileHeader(3, 1, 1), F.FileHeader(3, 1, V3_COVERED + 1)]
+
+
+def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did() -> None:
+    lines = (V3 / "records.jsonl").read_text().splitlines()
+    expected = [msgspec.json.decode(line) for line in lines]
+    decoded = [
+        {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
+        for seq, (_, record) in enumerate(_records_of(V3), start=1)
+    ]
+    assert len(decoded) == len(expected) == 70
+    for now, then in zip(decoded, expected, strict=True):
+        assert now == then
+    failures = [
+        failure
+        for _, record in _records_of(V3)
+        if isinstance(record, R.AttemptsFailed | R.ProcessDied)
+        for failure in record.failures
+    ]
+    at_once = [f.id for f in failures if f.retry_at_ms == f.at_ms]
+    assert sorted(set(at_once)) == ["fk-lost-1", "lost-once", "lost-twice", "orphan", "poison"]
+    (dead,) = [f for f in failures if f.retry_at_ms is None and f.error.type == "LeaseExpired"]
+    assert dead.id == "poison" and "3 times in a row" in dead.error.message
+
+
+def test_the_v3_records_push_what_a_front_end_keeps_before_and_after_the_snapshot() -> None:
+    records = _records_of(V3)
+    kept = [
+        (seq, new.id, kept)
+        for seq, record in records
+        if isinstance(record, R.KeptJobsPushed)
+        for new, kept in zip(record.jobs, record.kept, strict=True)
+    ]
+    ids = [job_id for _, job_id, _ in kept]
+    assert ids == ["fk-ready-1", "fk-later-1", "fk-held-1", "fk-fail-1", "fk-lost-1", "fk-once-1"]
+    assert [seq > V3_COVERED for seq, _, _ in kept] == [False] * 5 + [True]
+    assert kept[-1][2] == R.Kept(None, True), "retry 0: forgotten when it dies"
+    recovered_ids = set(replayed([record for _, record in records]).jobs.ids)
+    assert "fk-once-1" not in recovered_ids and "fk-fail-1" in recovered_ids
+
+
+def _records_of(directory: Path) -> list[tuple[int, Record]]:
+    return [(seq, record) for seq, records in _frames_of(directory) for record in records]

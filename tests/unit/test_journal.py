@@ -414,7 +414,7 @@ def test_a_segment_of_a_newer_format_version_is_refused_and_never_cut(
     data = F.encode_header(1, 3, version=F.FORMAT_VERSION + 1) + F.encode_frame(3, [b"\x90"])
     write_file(newer, data)
     with pytest.raises(
-        JournalCorrupt, match=r"version 3 is not supported.*newer version"
+        JournalCorrupt, match=rf"version {F.FORMAT_VERSION + 1} is not supported.*newer version"
     ) as caught:
         read_back(directory, repair=repair)
     assert REPAIR_FLAG not in str(caught.value)

@@ -1,0 +1,47 @@
+"""The totals since start: jobs pushed, acked, failed, dead and expired, in
+all and by queue, for the stats view and the Prometheus counters.
+
+Shell state, never journalled: a restart starts them at zero. What a record
+counts for is the core's (``core.tally`` before it is applied, and
+``core.enqueued`` for the batch callback jobs applying it created), so
+every job created and every job that dies is counted, whatever made it.
+Queues are counted by name up to ``QUEUE_TOTALS_MAX``; later names count
+under ``OTHER_QUEUES``, so the table is bounded however many names pass.
+"""
+
+from collections.abc import Iterable, Sequence
+
+from leash.broker import core
+from leash.broker.core.records import NewJob, Record
+
+QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
+OTHER_QUEUES = "_other"
+
+
+class Totals:
+    __slots__ = ("all", "by_queue")
+
+    def __init__(self) -> None:
+        self.all: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
+        self.by_queue: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
+
+    def apply(self, state: core.State, record: Record) -> Sequence[NewJob]:
+        """Apply a record (``core.apply``) and count what it did: what the
+        record says, read before (an ack removes its job), and the callback
+        jobs applying it enqueued. Those jobs."""
+        counted = core.tally(state, record)
+        callbacks = core.apply(state, record)
+        self.count(counted)
+        if callbacks:
+            self.count(core.enqueued(callbacks))
+        return callbacks
+
+    def count(self, counted: Iterable[tuple[str, str]]) -> None:
+        """Add (queue, total) pairs, as ``core.tally`` and ``core.enqueued`` give them."""
+        for queue, total in counted:
+            self.all[total] += 1
+            counts = self.by_queue.get(queue)
+            if counts is None:
+                name = queue if len(self.by_queue) < QUEUE_TOTALS_MAX else OTHER_QUEUES
+                counts = self.by_queue.setdefault(name, dict.fromkeys(core.TOTALS, 0))
+            counts[total] += 1
