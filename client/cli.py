@@ -321,14 +321,10 @@ def _run_worker(options: argparse.Namespace) -> int:
     )
     worker = _module_worker(options.module)
     queues = [name for name in options.queues.split(",") if name] if options.queues else None
-    endpoint = _endpoint(options)
-    given = (options.url, options.host, options.port, os.environ.get(URL) or None)
-    if given == (None, None, None, None):  # no flag and no LEASH_URL: the Worker's own address
-        endpoint = endpoint._replace(host=worker.host, port=worker.port)
     worker = worker.with_options(
         queues=queues,
         concurrency=options.concurrency,
-        endpoint=endpoint,
+        endpoint=_worker_endpoint(options, worker),
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
         auto_extend=False if options.no_auto_extend else None,
@@ -343,6 +339,17 @@ def _run_worker(options: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _worker_endpoint(options: argparse.Namespace, worker: Worker) -> Endpoint:
+    """Where ``leash worker`` connects: the flags' broker, else ``LEASH_URL``,
+    else the module's Worker's own address; the key and TLS from the flags
+    and their variables."""
+    endpoint = _endpoint(options)
+    given = (options.url, options.host, options.port, os.environ.get(URL) or None)
+    if given == (None, None, None, None):
+        endpoint = endpoint._replace(host=worker.host, port=worker.port)
+    return endpoint
 
 
 def _module_worker(target: str) -> Worker:

@@ -258,6 +258,26 @@ def test_leash_worker_runs_the_worker_object_a_module_defines_with_its_settings(
     assert again.handlers == worker.handlers
 
 
+def test_leash_worker_connects_where_the_flags_or_leash_url_say_else_where_its_worker_does(
+    tmp_path: Path, empty_registry: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "mail_tasks.py"
+    module.write_text(WORKER_MODULE)
+    worker = cli._module_worker(str(module))
+
+    def address(*flags: str) -> tuple[str, int]:
+        options = cli._parser().parse_args(["worker", str(module), *flags])
+        found = cli._worker_endpoint(options, worker)
+        return found.host, found.port
+
+    monkeypatch.delenv("LEASH_URL", raising=False)
+    assert address() == (worker.host, 7999)
+    assert address("--port", "7501") == ("127.0.0.1", 7501)
+    monkeypatch.setenv("LEASH_URL", "leash://broker.internal:7502")
+    assert address() == ("broker.internal", 7502)
+    assert address("--url", "leash://other.internal:7503") == ("other.internal", 7503)
+
+
 def test_a_module_with_two_workers_needs_a_name_and_a_wrong_name_is_one_line(
     tmp_path: Path, empty_registry: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
