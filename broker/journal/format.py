@@ -11,8 +11,10 @@ msgpack array of one or more records (``Record``), the records of one write
 record count. In version 1 the payload is one record. Version 3 frames
 records as version 2 does; what changed is what a record may say: a lost
 lease is ready again at once, and a job may die before ``max_attempts``
-(records.Failure), which an older broker would take for a broken state, so
-it refuses the segment as too new instead. Sequence numbers are
+(records.Failure), which an older broker would take for a broken state;
+and a push may keep what another protocol's front end keeps on its jobs
+(records.KeptJobsPushed), which an older broker cannot decode. So an older
+broker refuses a version 3 segment as too new. Sequence numbers are
 contiguous, within a file and across files. A frame is whole or not at all:
 a torn or damaged frame loses all its records, and a cut keeps whole frames.
 
