@@ -13,11 +13,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,web]'
 	@touch $(STAMP)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,web,bench]'
 	@touch $(BENCH_STAMP)
 
 run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data (flags: ARGS="--port 7500")

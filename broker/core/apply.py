@@ -26,6 +26,7 @@ from typing import Any, Final, get_args
 from leash.broker.core import batch_state as B
 from leash.broker.core import batches
 from leash.broker.core import records as R
+from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,
@@ -128,7 +129,7 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> None:
 
 def _failed(state: State, record: R.AttemptsFailed) -> None:
     for failure in record.failures:
-        _fail(state, failure)
+        _fail(state, failure, failed_outcome(failure.error))
 
 
 def _extended(state: State, record: R.LeaseExtended) -> None:
@@ -166,6 +167,8 @@ def _deleted(state: State, record: R.JobDeleted) -> None:
 def _killed(state: State, record: R.JobKilled) -> None:
     job = state.jobs.thaw(record.id)
     assert job.state != DEAD, job
+    if job.state == LEASED:
+        attempt_ended(state, job, "killed", record.at_ms, record.error)
     _leave(state, job)
     job.last_error, job.run_at_ms = record.error, 0
     _die(state, job, record.at_ms)
@@ -242,7 +245,7 @@ def _controlled(state: State, record: R.ProcessControlled) -> None:
 
 def _died(state: State, record: R.ProcessDied) -> None:
     for failure in record.failures:
-        _fail(state, failure)
+        _fail(state, failure, "lost")
     for lease in record.released:
         _release(state, _leased(state, lease.id, lease.token), record.at_ms)
     del state.processes[record.worker_id]
@@ -345,8 +348,9 @@ def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
             batches.join(state, new.batch, new.id)
 
 
-def _fail(state: State, failure: R.Failure) -> None:
+def _fail(state: State, failure: R.Failure, outcome: Outcome) -> None:
     job = _leased(state, failure.id, failure.token)
+    attempt_ended(state, job, outcome, failure.at_ms, failure.error)
     _clear_lease(state, job)
     job.failures += 1
     job.last_error = failure.error
@@ -423,6 +427,7 @@ def _leased(state: State, job_id: str, token: int) -> Job:
 
 
 def _release(state: State, job: Job, at_ms: int) -> None:
+    attempt_ended(state, job, "released", at_ms, None)
     leased_ms = job.leased_ms
     _clear_lease(state, job)
     _make_ready(state, job, at_ms or leased_ms, front=True)

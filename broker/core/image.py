@@ -18,9 +18,11 @@ Only the persistent tables are written; every index is rebuilt from them:
   the counts, the name uses and the leases by owner (in token order, the
   order leases are granted) are derived from the jobs, processes and batches.
 
-Versions: 2 (this one) writes waiting jobs packed, after the names their
-numbers refer to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had
-no names. ``load`` reads both. Schema evolution: a new kind of table gets its
+Versions: 3 (this one) is 2 with the jobs' attempt histories (``Job`` and
+the packed job's ``Cold`` part end with them); 2 writes waiting jobs
+packed, after the names their numbers refer to; 1 wrote every job as a
+``Job`` in a ``JobsImage`` and had no names. ``load`` reads all three (a
+job of an older image has no history). Schema evolution: a new kind of table gets its
 own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
 have none); new fields of ``Job`` and ``Process`` go last with defaults, so
 older images still load. Anything else — the packed job's layout
@@ -54,8 +56,8 @@ from leash.broker.core.state import (
 )
 from leash.protocol.messages import JobState
 
-IMAGE_VERSION = 2
-LOADS_VERSIONS = (1, 2)
+IMAGE_VERSION = 3
+LOADS_VERSIONS = (1, 2, 3)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 BATCHES_PER_CHUNK = 256  # a batch carries its member table

@@ -57,6 +57,19 @@ DEAD: Final = "dead"
 JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
 
 
+class Attempt(Struct, array_like=True, gc=False):
+    """An attempt that ended (a job keeps its last ``ATTEMPTS_KEPT``)."""
+
+    attempt: int  # 1-based, as delivered
+    leased_ms: int
+    ended_ms: int
+    worker_id: str
+    hostname: str
+    pid: int
+    outcome: str  # "failed", "expired", "lost", "released" or "killed"
+    error: ErrorInfo | None = None
+
+
 class Job(Struct, array_like=True, gc=False):
     id: str
     queue: str
@@ -78,6 +91,7 @@ class Job(Struct, array_like=True, gc=False):
     leased_ms: int = 0  # LEASED: when the lease was granted
     batch: str | None = None  # a member of this unfinished batch
     ready_ms: int = 0  # READY: since when it waits (its queue's latency)
+    attempts: list[Attempt] | None = None  # the last ended attempts, oldest first
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -88,6 +102,7 @@ class Cold(Struct, array_like=True, gc=False):
     died_ms: int = 0
     last_error: ErrorInfo | None = None
     batch: str | None = None
+    attempts: list[Attempt] | None = None
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -351,8 +366,14 @@ class JobTable(Mapping[str, Job]):
         else:
             after_ms = job.run_at_ms - job.created_ms
         cold = None
-        if job.failures or job.died_ms or job.last_error is not None or job.batch is not None:
-            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch)
+        if (
+            job.failures
+            or job.died_ms
+            or job.last_error is not None
+            or job.batch is not None
+            or job.attempts
+        ):
+            cold = Cold(job.failures, job.died_ms, job.last_error, job.batch, job.attempts or None)
         packed = Packed(
             _CODES[state],
             number(job.queue),
@@ -406,6 +427,7 @@ class JobTable(Mapping[str, Job]):
             0,
             cold.batch,
             at_ms if code == _READY_CODE else 0,
+            cold.attempts,
         )
 
     def problems(self) -> list[str]:

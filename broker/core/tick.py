@@ -14,7 +14,7 @@ again while a tick returns records.
 """
 
 from leash.broker.core import records as R
-from leash.broker.core.common import failure_for
+from leash.broker.core.common import LEASE_EXPIRED, failure_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (
     DEAD,
@@ -25,9 +25,8 @@ from leash.broker.core.state import (
     live_deadline,
     live_scheduled,
 )
-from leash.protocol.messages import ErrorInfo
 
-LEASE_EXPIRED = ErrorInfo(type="LeaseExpired", message="lease expired")
+__all__ = ["LEASE_EXPIRED", "next_due_ms", "tick"]
 
 
 def tick(state: State, now_ms: int) -> list[R.Record]:

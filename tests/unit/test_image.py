@@ -35,7 +35,7 @@ def test_an_image_starts_with_one_head_of_a_version_this_broker_reads() -> None:
     chunks = chunks_of(a_state())
     refused(chunks[1:], "does not start with its head")
     refused([*chunks, chunks[0]], "one head")
-    refused([image.ImageHead(3, 1, 1), *chunks[1:]], "version 3 is not supported")
+    refused([image.ImageHead(4, 1, 1), *chunks[1:]], "version 4 is not supported")
 
 
 def test_a_version_2_image_names_its_jobs_names_once_and_first() -> None:
