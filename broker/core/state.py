@@ -112,6 +112,7 @@ class State:
         "counter",
         "counts",
         "dead",
+        "dead_popped",
         "deadlines",
         "epoch",
         "jobs",
@@ -130,6 +131,10 @@ class State:
         self.scheduled: list[tuple[int, str]] = []
         self.deadlines: list[tuple[int, int, str]] = []
         self.dead: deque[tuple[int, str]] = deque()
+        # Entries ever popped from the front of ``dead``: dead[i] is entry
+        # dead_popped + i for as long as it is there (listing cursors use it).
+        # Derived, like the index: not journalled, 0 after a start.
+        self.dead_popped = 0
         self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         self.processes: dict[str, Process] = {}
         # (deadline_ms, worker_id, kind): kind is "beat", "grace" or "terminate"
@@ -234,6 +239,7 @@ def purge_dead(state: State) -> None:
     dead = state.dead
     while dead and not live_dead(state, dead[0]):
         dead.popleft()
+        state.dead_popped += 1
 
 
 def purge_process_deadlines(state: State) -> None:

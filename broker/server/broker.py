@@ -30,6 +30,7 @@ from leash.broker.server.auth import FailureTable, Handshake, Keyring
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.guard import Guard
+from leash.broker.server.history import History
 from leash.broker.server.limits import RefusalLog, oversized_args
 from leash.broker.server.metrics import QueueFigures, Snapshot
 from leash.broker.server.waiters import Waiter, Waiters
@@ -117,7 +118,9 @@ class Broker:
         self._check_args = limits.max_args_bytes < config.max_frame_bytes
         self.guard.start()
         self.disk_low = False  # set by the free-space watch: refuse what grows the state
+        self.disk_free_bytes: Callable[[], int | None] = lambda: None  # the watch's last reading
         self.compactor: Compactor | None = None  # compact(): seal and snapshot now
+        self.history = History(self.started_ms)  # for the dashboard's graphs
 
     # --- requests ---------------------------------------------------------
 
@@ -205,9 +208,10 @@ class Broker:
         journal_failed anyway."""
         if self.committer.failed is not None:
             return
+        now_ms = self.clock_ms()
         try:
             for record in records:
-                self._tally(record)
+                self._tally(record, now_ms)
                 core.apply(self.state, record)
             self.committer.submit_records(records)
         except BaseException:
@@ -227,7 +231,7 @@ class Broker:
             self.committer.hold_until_synced()
             log.info("epoch %d: the last epoch used up its numbers", self.state.epoch)
 
-    def _tally(self, record: Record) -> None:
+    def _tally(self, record: Record, now_ms: int) -> None:
         for queue, total in core.tally(self.state, record):
             self.totals[total] += 1
             counts = self.queue_totals.get(queue)
@@ -236,6 +240,7 @@ class Broker:
                     queue = OTHER_QUEUES
                 counts = self.queue_totals.setdefault(queue, dict.fromkeys(core.TOTALS, 0))
             counts[total] += 1
+            self.history.count(now_ms, queue, total)
 
     def _reply(self, connection: "Sender", reply: M.Reply | AdminReply) -> None:
         """Send ``reply`` once everything journalled before it is durable."""
@@ -286,6 +291,10 @@ class Broker:
         if isinstance(request, GetStats):
             connection.send(self.stats(request.rid, now_ms))
             return
+        if isinstance(request, A.GetHistory):
+            series = self.history.series(now_ms, request.seconds)
+            connection.send(A.History(request.rid, now_ms, **series))
+            return
         if isinstance(request, Compact):
             task = self.loop.create_task(self._compact(connection, request.rid))
             self._background.add(task)
@@ -296,6 +305,9 @@ class Broker:
         if isinstance(reply, A.Processes):
             for view in reply.processes:
                 view.connections = self.attached.get(view.worker_id, 0)
+        elif isinstance(reply, A.Queues):
+            for queue in reply.queues:
+                queue.in_per_s, queue.out_per_s = self.history.rates_per_s(now_ms, queue.name)
         if outcome.records:
             self._commit(outcome.records)
             self._wake_waiters()
@@ -336,8 +348,12 @@ class Broker:
                 commit_mean_records=commits.records / commits.batches if commits.batches else 0.0,
                 replay_s=self.replay_s,
                 replay_records=self.replay_records,
+                disk_free_bytes=self.disk_free_bytes() or 0,
+                disk_low=self.disk_low,
             ),
             limits=self.config.limits_in_force(),
+            fsync=self.config.fsync.text(),
+            busy_processes=len(state.leases_by_owner),
         )
 
     def metrics_snapshot(self) -> Snapshot:

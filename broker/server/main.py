@@ -196,7 +196,7 @@ async def _run(
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         tls = "TLS" if security.tls else "plain TCP"
-        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, _policy_text(config))
+        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, config.fsync.text())
         if on_listening is not None:
             on_listening(port)
     running.broker.run_tick()  # leases and schedules that came due while we were down
@@ -248,6 +248,7 @@ class _Running:
             lambda low: setattr(broker, "disk_low", low),
             config.space_check_ms,
         )
+        broker.disk_free_bytes = lambda: self.space.free_bytes
 
     def _journal_failed(self, error: BaseException) -> None:
         self.exit_code = EXIT_JOURNAL_FAILED
@@ -280,8 +281,3 @@ def _final_snapshot(compactor: Compactor, state: core.State) -> int:
         return EXIT_JOURNAL_FAILED
     log.info("shutdown snapshot in %.3f s", time.perf_counter() - started)
     return EXIT_OK
-
-
-def _policy_text(config: ServerConfig) -> str:
-    policy = config.fsync
-    return f"interval:{policy.interval_ms}" if policy.mode == "interval" else policy.mode

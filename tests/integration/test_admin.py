@@ -133,7 +133,10 @@ def test_queues_shows_each_queue_with_its_counts_and_latency(
         "dead": 0,
         "paused": False,
         "latency_ms": 0,
+        "in_per_s": pytest.approx(1 / 60, abs=1e-3),  # one push in the last minute
+        "out_per_s": 0.0,
     }
+    assert queues["mail"]["in_per_s"] == pytest.approx(2 / 60, abs=1e-3)
     assert [row[:5] for row in table] == [
         ["later", "0", "1", "0", "0"],
         ["mail", "1", "0", "1", "0"],
