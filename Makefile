@@ -34,8 +34,8 @@ limits-heavy: $(STAMP)  ## 10 000 idle connections on one broker: memory per con
 		tests/integration/test_limits_load.py -k idle_connections
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check leash protocol broker client tests bench
-	$(VENV)/bin/ruff format --check leash protocol broker client tests bench
+	$(VENV)/bin/ruff check leash protocol broker client web tests bench
+	$(VENV)/bin/ruff format --check leash protocol broker client web tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

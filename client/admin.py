@@ -109,13 +109,18 @@ class AdminClient:
 
         return _paged(page, most)
 
+    def batches_page(
+        self, state: A.BatchState | None = None, cursor: str = "", limit: int = 50
+    ) -> A.BatchPage:
+        return self._call(A.ListBatches(self._next(), state, cursor, limit), A.BatchPage)
+
     def batches(
         self, state: A.BatchState | None = None, *, most: int | None = None
     ) -> Iterator[M.BatchView]:
         """Batches newest first (without member lists), page by page."""
 
         def page(cursor: str, limit: int) -> tuple[list[M.BatchView], str]:
-            found = self._call(A.ListBatches(self._next(), state, cursor, limit), A.BatchPage)
+            found = self.batches_page(state, cursor, limit)
             return found.batches, found.next
 
         return _paged(page, most)

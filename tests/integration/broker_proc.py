@@ -22,6 +22,8 @@ _LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 
 
 class BrokerProcess:
+    listening = _LISTENING  # the log line that says the port
+
     def __init__(
         self,
         data_dir: str,
@@ -40,13 +42,16 @@ class BrokerProcess:
         self.log: list[str] = []
         self._listening = threading.Event()
 
-    def start(self, *, wait: bool = True) -> "BrokerProcess":
-        """Start it; with ``wait``, until it listens (or raise if it exits)."""
-        command = [
+    def command(self) -> list[str]:
+        return [
             self.python, "-m", "leash.broker", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
             *self.extra_args,
         ]  # fmt: skip
+
+    def start(self, *, wait: bool = True) -> "BrokerProcess":
+        """Start it; with ``wait``, until it listens (or raise if it exits)."""
+        command = self.command()
         self._listening.clear()
         self.port = 0
         self.process = subprocess.Popen(
@@ -61,14 +66,14 @@ class BrokerProcess:
         self._reader.start()
         if wait and (not self._listening.wait(START_TIMEOUT_S) or not self.port):
             self.kill()
-            raise RuntimeError("broker did not start:\n" + "".join(self.log))
+            raise RuntimeError(f"{command[2]} did not start:\n" + "".join(self.log))
         return self
 
     def _read_log(self, process: "subprocess.Popen[str]") -> None:
         assert process.stderr is not None
         for line in process.stderr:
             self.log.append(line)
-            match = _LISTENING.search(line)
+            match = self.listening.search(line)
             if match:
                 self.port = int(match.group(1))
                 self._listening.set()

@@ -1,0 +1,55 @@
+"""The dashboard's way to the broker: admin requests over the admin socket.
+
+Every view and every change is an admin request (``AdminClient``), decided
+by the broker's core like the ``leash`` command's, so the journal records
+each change and nothing is special for the web. The calls block, so they
+run in worker threads (anyio's pool), each thread keeping its own open
+connection (one retry on a fresh one if the broker restarted meanwhile);
+the dashboard's event loop never waits on the socket.
+
+Work that could hold the broker's loop is cut small: listings are read a
+page at a time (at most ``PAGE_MAX`` jobs), and bulk changes go
+``BULK_CHUNK`` jobs a request, one request after another, so the broker
+serves its other clients between two requests.
+"""
+
+import threading
+from collections.abc import Callable
+from typing import Final, TypeVar
+
+from anyio import to_thread
+
+from leash.client._exceptions import ConnectionLost
+from leash.client.admin import AdminClient
+
+T = TypeVar("T")
+PAGE_DEFAULT: Final = 50
+PAGE_MAX: Final = 1000
+BULK_CHUNK: Final = 250  # jobs a bulk request changes (bench/dashboard_load.py)
+CALL_TIMEOUT_S: Final = 30.0
+
+
+class Gateway:
+    def __init__(self, socket_path: str, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.socket_path = socket_path
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    async def call(self, work: Callable[[AdminClient], T]) -> T:
+        """``work`` with an admin connection, in a worker thread."""
+        return await to_thread.run_sync(self._run, work)
+
+    def _run(self, work: Callable[[AdminClient], T]) -> T:
+        admin: AdminClient | None = getattr(self._local, "admin", None)
+        if admin is not None:
+            try:
+                return work(admin)
+            except ConnectionLost:  # the broker restarted: once more, on a new connection
+                self._local.admin = None
+        admin = AdminClient(self.socket_path, timeout_s=self.timeout_s)
+        self._local.admin = admin
+        try:
+            return work(admin)
+        except ConnectionLost:
+            self._local.admin = None
+            raise
