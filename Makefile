@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick clean
+.PHONY: run test check lint typecheck fault-heavy limits-heavy bench bench-quick screenshot clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -49,6 +49,10 @@ bench: $(BENCH_STAMP)  ## Leash side by side with beanstalkd and Redis; writes b
 
 bench-quick: $(BENCH_STAMP)  ## a one-minute smoke run of the same harness (bench/out/results.md)
 	$(PY) -m bench --quick
+
+screenshot: $(STAMP)  ## the dashboard's overview, as a headless Chromium sees it, into docs/dashboard.png
+	LEASH_DASHBOARD_PNG=docs/dashboard.png $(PY) -m pytest -q -p no:randomly \
+		tests/web/test_browser.py -k every_page
 
 clean:
 	rm -rf $(VENV) leash-data .pytest_cache .mypy_cache .ruff_cache

@@ -166,7 +166,7 @@ async def process_action(request: Request, body: Body) -> tuple[str, dict[str, A
     if control is None:
         raise forms.bad(f"no process action {action!r}: quiet, unquiet or stop")
     await web_of(request).gateway.call(lambda admin: admin.control(worker_id, control))  # type: ignore[arg-type]
-    return f"{worker_id}: asked to {control}", {}
+    return f"{worker_id}: asked to {action}", {}
 
 
 @mutation

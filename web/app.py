@@ -9,8 +9,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from leash import __version__
@@ -35,6 +35,10 @@ def templates() -> Environment:
     )
     environment.filters.update(filters.FILTERS)
     return environment
+
+
+async def _favicon(request: Request) -> Response:
+    return FileResponse(HERE / "static" / "favicon.svg", media_type="image/svg+xml")
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
@@ -72,6 +76,7 @@ def make_app(
         *pages.ROUTES,
         *api.ROUTES,
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        Route("/favicon.ico", _favicon),
     ]
     app = Starlette(
         routes=routes, middleware=[guard], exception_handlers={HTTPException: _http_error}

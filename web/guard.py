@@ -35,7 +35,7 @@ from leash.web.sessions import Session, Sessions, token_matches
 
 COOKIE: Final = "leash_session"
 CSRF_HEADER: Final = "x-csrf-token"
-PUBLIC_PATHS: Final = ("/login", "/static/")
+PUBLIC_PATHS: Final = ("/login", "/static/", "/favicon.ico")
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -43,7 +43,9 @@ CSP: Final = (
 HEADERS: Final = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends
+    # "Origin: null" on a form's POST, and this origin could not be told apart
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
 }

@@ -15,12 +15,14 @@ from starlette.routing import Route
 
 from leash.client import AdminClient
 from leash.protocol import limits as L
-from leash.web import charts, forms
+from leash.web import charts, filters, forms
 from leash.web.context import access_of, failure, local_path, read_body, web_of
 from leash.web.guard import csrf_ok, delay_failure, now_ms
 
-CHART_BUCKET_S: Final = 30  # the overview's graph: one point a 30 s
+CHART_POINTS: Final = 120  # the overview's graph: at most this many points
+CHART_MIN_S: Final = 60  # it spans the broker's uptime, at least a minute, at most an hour
 QUEUES_ON_OVERVIEW: Final = 10
+RECENT_S: Final = 10  # the overview's "now": the rate over the last 10 s
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -52,21 +54,32 @@ async def _page(request: Request, template: str, work: Any, **context: Any) -> R
 
 async def overview(request: Request) -> Response:
     def work(admin: AdminClient) -> dict[str, Any]:
-        stats, history, queues = admin.stats(), admin.history(), admin.queues()
+        stats = admin.stats()
+        span_s = min(max(stats.uptime_ms // 1000 + 1, CHART_MIN_S), L.HISTORY_MAX_S)
+        span_s -= span_s % CHART_MIN_S if span_s > CHART_POINTS else 0
+        history, queues = admin.history(span_s), admin.queues()
+        bucket_s = max(1, span_s // CHART_POINTS)
         series = [
-            charts.Series("acked", "processed", charts.buckets(history.acked, CHART_BUCKET_S)),
-            charts.Series("failed", "failed", charts.buckets(history.failed, CHART_BUCKET_S)),
+            charts.Series("acked", "processed", charts.buckets(history.acked, bucket_s)),
+            charts.Series("failed", "failed", charts.buckets(history.failed, bucket_s)),
         ]
         busiest = sorted(queues, key=lambda q: (-(q.ready + q.in_flight), q.name))
         return {
             "stats": stats,
-            "chart": charts.line_chart(series, "60 min ago"),
-            "rates": {s.name: s.values[-1] if s.values else 0.0 for s in series},
+            "chart": charts.line_chart(series, filters.duration(span_s * 1000) + " ago"),
+            "span": filters.duration(span_s * 1000),
+            "rates": {"acked": _recent(history.acked), "failed": _recent(history.failed)},
             "queues": busiest[:QUEUES_ON_OVERVIEW],
             "more_queues": max(0, len(queues) - QUEUES_ON_OVERVIEW),
         }
 
     return await _page(request, "overview.html", work, section="overview")
+
+
+def _recent(counts: list[int], seconds: int = RECENT_S) -> float:
+    """The rate a second over the last whole seconds (not the one counting now)."""
+    whole = counts[-seconds - 1 : -1]
+    return sum(whole) / len(whole) if whole else 0.0
 
 
 async def queues(request: Request) -> Response:

@@ -10,6 +10,7 @@ from tests.web.conftest import Dashboard
 # A process that holds a lease stays alive as long as the test needs it.
 BROKER_ARGS = ("--process-ttl-ms", "600000", "--idle-timeout-ms", "0")
 HOUR_MS = 3_600_000
+DONE_ROUNDS = 4  # of 8 jobs pushed, fetched and acked
 MARKUP = '<script>window.__leash_pwned = 1</script><img src=x onerror="window.__leash_pwned = 2">'
 
 
@@ -35,6 +36,9 @@ def populate(dashboard: Dashboard) -> Scene:
     client.push("sync", [2], queue="reports", id="flaky-1", max_attempts=5)
     client.push("sync", [3], queue="reports", id="doomed-1", max_attempts=1)
     client.push("hold", [4], queue="work", id="held-1")
+    for round in range(DONE_ROUNDS):  # some work done, for the graph of the overview
+        client.push_many([{"type": "ping", "args": [round, n], "queue": "done"} for n in range(8)])
+        client.ack_many(client.fetch_many("done", 8))
     for _ in range(2):
         job = client.fetch("reports")
         assert job is not None

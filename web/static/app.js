@@ -34,7 +34,9 @@
       const fresh = page.getElementById("live");
       const live = document.getElementById("live");
       if (fresh && live && !busy()) {
-        live.replaceChildren(...fresh.childNodes);
+        // What the last action said stays on screen until the next one.
+        const said = fresh.querySelector(".flash") ? [] : Array.from(live.querySelectorAll(".flash"));
+        live.replaceChildren(...said, ...fresh.childNodes);
         wire(live);
       }
     } catch (error) {
