@@ -20,8 +20,9 @@ from .admin import AdminClient
 
 Run = Callable[[AdminClient, argparse.Namespace], Any]
 # Jobs one bulk request changes: each request is one turn of the broker's
-# loop, so other clients wait at most that long (bench/dashboard_load.py).
-BULK_CHUNK = 250
+# loop, so other clients wait at most that long; requests are paced
+# (AdminClient: a pause as long as the last one took; bench/dashboard_load.py).
+BULK_CHUNK = 100
 
 
 class UsageError(Exception):
@@ -116,9 +117,23 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("died", when(job.died_ms) if job.died_ms else None),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
+        (
+            "attempts ended",
+            "\n  " + "\n  ".join(map(_attempt, job.attempts)) if job.attempts else None,
+        ),
     ]
     pairs += [(key, value) for key, value in optional if value is not None]
     return Fields(pairs, job)
+
+
+def _attempt(attempt: M.AttemptView) -> str:
+    where = f" ({attempt.hostname} pid {attempt.pid})" if attempt.hostname else ""
+    error = attempt.error
+    why = f": {error.type}: {error.message}".replace("\n", " ") if error else ""
+    return (
+        f"{attempt.attempt} {attempt.outcome} at {when(attempt.ended_ms)} after "
+        f"{duration(attempt.ended_ms - attempt.leased_ms)}, {attempt.worker_id}{where}{why}"
+    )
 
 
 def filter_of(options: argparse.Namespace) -> dict[str, Any]:
@@ -187,14 +202,16 @@ def job_op(verb: str) -> Run:
             (admin.kill_job if verb == "kill" else admin.delete_job)(options.id)
             return f"{options.id}: {done}"
         bulk = admin.kill_jobs if verb == "kill" else admin.delete_jobs
-        ids = bulk(options.state, chunk=BULK_CHUNK, **filter)
+        ids = bulk(options.state, chunk=BULK_CHUNK, pace=True, **filter)
         return ids if options.json else f"{done} {_jobs(len(ids))}"
 
     return run
 
 
 def purge(admin: AdminClient, options: argparse.Namespace) -> str:
-    return f"{options.queue}: purged {_jobs(admin.purge(options.queue, chunk=BULK_CHUNK))}"
+    return (
+        f"{options.queue}: purged {_jobs(admin.purge(options.queue, chunk=BULK_CHUNK, pace=True))}"
+    )
 
 
 def requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
@@ -203,7 +220,7 @@ def requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
         admin.requeue_job(options.id)
         return f"{options.id}: requeued"
     kind: Literal["dead", "retrying"] = "dead" if options.dead else "retrying"
-    ids = admin.requeue_jobs(kind, chunk=BULK_CHUNK, **filter)
+    ids = admin.requeue_jobs(kind, chunk=BULK_CHUNK, pace=True, **filter)
     return ids if options.json else f"requeued {_jobs(len(ids))}"
 
 

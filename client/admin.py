@@ -12,6 +12,7 @@ not there). The ``leash`` command line is built on it.
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -29,6 +30,7 @@ from ._exceptions import ConnectFailed, ConnectionLost, ProtocolViolation, error
 DEFAULT_DATA_DIR = "./leash-data"
 SOCKET_FILE = "admin.sock"
 _RECV_BYTES = 256 * 1024
+PACE_MAX_S = 0.1  # a paced bulk operation waits at most this long between two requests
 R = TypeVar("R", bound=msgspec.Struct)
 Filter = str | int | None  # a JobFilter field: queue, type, error, min_age_ms, max_age_ms
 T = TypeVar("T")
@@ -166,15 +168,16 @@ class AdminClient:
         *,
         most: int | None = None,
         chunk: int = limits.REQUEUE_MANY_MAX,
+        pace: bool = False,
         **filter: Filter,
     ) -> list[str]:
         """Requeue every retrying or dead job that matches (or the first
-        ``most``), ``chunk`` a request: their ids."""
+        ``most``), ``chunk`` a request (``pace``: see ``_bulk_pages``): their ids."""
 
         def request(cursor: str, limit: int) -> A.RequeueJobs:
             return A.RequeueJobs(self._next(), kind, _filter(filter), cursor, limit)
 
-        return self._bulk(request, A.Requeued, most, chunk)
+        return self._bulk(request, A.Requeued, most, chunk, pace)
 
     def delete_jobs(
         self,
@@ -182,6 +185,7 @@ class AdminClient:
         *,
         most: int | None = None,
         chunk: int = limits.BULK_MAX,
+        pace: bool = False,
         **filter: Filter,
     ) -> list[str]:
         """Delete every job of ``kind`` that matches (or the first ``most``),
@@ -190,7 +194,7 @@ class AdminClient:
         def request(cursor: str, limit: int) -> A.DeleteJobs:
             return A.DeleteJobs(self._next(), kind, _filter(filter), cursor, limit)
 
-        return self._bulk(request, A.JobsChanged, most, chunk)
+        return self._bulk(request, A.JobsChanged, most, chunk, pace)
 
     def kill_jobs(
         self,
@@ -198,6 +202,7 @@ class AdminClient:
         *,
         most: int | None = None,
         chunk: int = limits.BULK_MAX,
+        pace: bool = False,
         **filter: Filter,
     ) -> list[str]:
         """Move every job of ``kind`` that matches to the dead set (or the
@@ -206,11 +211,11 @@ class AdminClient:
         def request(cursor: str, limit: int) -> A.KillJobs:
             return A.KillJobs(self._next(), kind, _filter(filter), cursor, limit)
 
-        return self._bulk(request, A.JobsChanged, most, chunk)
+        return self._bulk(request, A.JobsChanged, most, chunk, pace)
 
-    def purge(self, queue: str, *, chunk: int = limits.BULK_MAX) -> int:
+    def purge(self, queue: str, *, chunk: int = limits.BULK_MAX, pace: bool = False) -> int:
         """Delete every ready job of ``queue``: how many."""
-        return len(self.delete_jobs("ready", chunk=chunk, queue=queue))
+        return len(self.delete_jobs("ready", chunk=chunk, pace=pace, queue=queue))
 
     def history(self, seconds: int = limits.HISTORY_MAX_S) -> A.History:
         """Totals a second over the last ``seconds`` (at most an hour)."""
@@ -232,12 +237,13 @@ class AdminClient:
         reply: type[A.Requeued] | type[A.JobsChanged],
         most: int | None,
         chunk: int,
+        pace: bool,
     ) -> list[str]:
         def call(cursor: str, limit: int) -> tuple[list[str], str]:
             done = self._call(request(cursor, limit), reply)
             return done.ids, done.next
 
-        return _bulk_pages(call, most, chunk)
+        return _bulk_pages(call, most, chunk, pace)
 
     def _next(self) -> int:
         self._rid += 1
@@ -290,16 +296,21 @@ def _filter(fields: dict[str, Filter]) -> A.JobFilter:
 
 
 def _bulk_pages(
-    call: Callable[[str, int], tuple[list[str], str]], most: int | None, chunk: int
+    call: Callable[[str, int], tuple[list[str], str]], most: int | None, chunk: int, pace: bool
 ) -> list[str]:
-    """Every id a bulk operation changes, request after request, following the cursors."""
+    """Every id a bulk operation changes, request after request, following the
+    cursors; with ``pace``, waiting as long as each request took before the
+    next, so that the operation holds the broker's loop at most half the time."""
     cursor, ids = "", list[str]()
     while most is None or len(ids) < most:
         limit = chunk if most is None else min(chunk, most - len(ids))
+        started = time.monotonic()
         changed, cursor = call(cursor, limit)
         ids += changed
         if not cursor:
             break
+        if pace:
+            time.sleep(min(time.monotonic() - started, PACE_MAX_S))
     return ids
 
 

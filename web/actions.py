@@ -43,11 +43,11 @@ def jobs_by_filter(
     """The action on every job of ``state`` that matches: how many."""
     match action:
         case "retry":
-            ids = admin.requeue_jobs(state, most=most, chunk=BULK_CHUNK, **fields)  # type: ignore[arg-type]
+            ids = admin.requeue_jobs(state, most=most, chunk=BULK_CHUNK, pace=True, **fields)  # type: ignore[arg-type]
         case "delete":
-            ids = admin.delete_jobs(state, most=most, chunk=BULK_CHUNK, **fields)  # type: ignore[arg-type]
+            ids = admin.delete_jobs(state, most=most, chunk=BULK_CHUNK, pace=True, **fields)  # type: ignore[arg-type]
         case "kill":
-            ids = admin.kill_jobs(state, most=most, chunk=BULK_CHUNK, **fields)  # type: ignore[arg-type]
+            ids = admin.kill_jobs(state, most=most, chunk=BULK_CHUNK, pace=True, **fields)  # type: ignore[arg-type]
         case _:
             raise ValueError(action)
     return len(ids)

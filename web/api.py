@@ -113,7 +113,7 @@ async def queue_action(request: Request, body: Body) -> tuple[str, dict[str, Any
             await gateway.call(lambda admin: admin.resume(name))
             return f"{name}: resumed", {}
         case "purge":
-            count = await gateway.call(lambda admin: admin.purge(name, chunk=BULK_CHUNK))
+            count = await gateway.call(lambda admin: admin.purge(name, chunk=BULK_CHUNK, pace=True))
             return f"{name}: purged {actions.plural(count)}", {"count": count}
     raise forms.bad(f"no queue action {action!r}: pause, resume or purge")
 

@@ -154,6 +154,10 @@ def local_path(value: object, default: str) -> str:
     return text
 
 
-def json_of(value: Any) -> JSONResponse:
-    """A view as JSON: builtins, job args decoded, no request ids."""
-    return JSONResponse(content=msgspec.json.decode(msgspec.json.encode(plain(value))))
+def json_of(value: Any) -> Response:
+    """A view as JSON: builtins, job args decoded, no request ids or reply
+    tags; encoded once, by msgspec."""
+    found = plain(value)
+    if isinstance(found, dict):
+        found.pop("t", None)
+    return Response(msgspec.json.encode(found), media_type="application/json")

@@ -529,3 +529,39 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
             assert samples["leash_processes"] == stats.processes
             assert samples["leash_journal_fsync_seconds_count"] >= 1
         assert stats.totals["pushed"] == 100 and stats.totals["acked"] == 50
+
+
+def test_leash_lists_ready_and_leased_jobs_purges_and_kills_or_deletes_by_filter(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        for n in range(3):
+            client.push("send", [n], queue="mail", id=f"mail-{n}")
+        client.push("report", [1], queue="reports", id="report-1", max_attempts=3)
+        client.push("report", [2], queue="reports", id="report-2")
+        held = client.fetch("reports")
+        assert held is not None and held.id == "report-1"
+        client.fail(held, ValueError("bad row 17"))
+        leased = client.fetch("reports")
+        assert leased is not None
+        assert [row[0] for row in rows(leash(broker, "ready"))] == ["mail-0", "mail-1", "mail-2"]
+        assert [row[0] for row in rows(leash(broker, "leased"))] == ["report-2"]
+        assert leash(broker, "ready", "--min-age-s", "3600") == "(none)\n"
+        shown = leash(broker, "job", "report-1").split("attempts ended:")[1].strip()
+        assert re.fullmatch(
+            r"1 failed at \S+ \S+ after \d+ ms, \S+ \(\S+ pid \d+\): ValueError: bad row 17", shown
+        ), shown
+        assert (
+            leash(broker, "kill", "--state", "retrying", "--queue", "reports") == "killed 1 job\n"
+        )
+        assert leash(broker, "delete", "--state", "dead", "--type", "report", json_output=True) == [
+            "report-1"
+        ]
+        assert leash(broker, "purge", "mail") == "mail: purged 3 jobs\n"
+        refused = run_leash("delete", "mail-0", "--queue", "mail", "--data-dir", broker.data_dir)
+        assert refused.returncode == 2 and "go with --state" in refused.stderr
+    with broker.admin() as admin:
+        assert admin.stats().jobs == {
+            "ready": 0, "scheduled": 0, "leased": 1, "retrying": 0, "dead": 0
+        }  # fmt: skip
