@@ -92,7 +92,7 @@ def scan(
         if scanned >= L.ADMIN_SCAN_MAX or len(jobs) >= limit:
             return Scanned(jobs, _next(kind, cursor, last_key), scanned)
         scanned += 1
-        if job.state == kind and _matches(job, wanted, now_ms):
+        if job is not None and job.state == kind and _matches(job, wanted, now_ms):
             budget_bytes -= len(job.args)
             if jobs and budget_bytes < 0:
                 return Scanned(jobs, _next(kind, cursor, last_key), scanned)

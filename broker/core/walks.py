@@ -45,9 +45,13 @@ from leash.protocol.errors import ErrorCode
 Key = tuple[Any, ...]
 
 
-def walk(state: State, kind: str, cursor: str, queue: str | None) -> Iterator[tuple[Key, Job]]:
-    """The live entries of ``kind``'s index after ``cursor`` (``queue``: only
-    that queue's, where the index is by queue)."""
+def walk(
+    state: State, kind: str, cursor: str, queue: str | None
+) -> Iterator[tuple[Key, Job | None]]:
+    """The entries of ``kind``'s index after ``cursor``, each with its job,
+    or None for a stale entry (looked at, so counted against the scan
+    budget, but no job's); ``queue``: only that queue's, where the index is
+    by queue."""
     if kind == READY:
         return _ready(state, _ready_cursor(cursor), queue)
     if kind == DEAD:
@@ -71,7 +75,7 @@ def start_of(job: Job) -> Key:
 # --- ready ---------------------------------------------------------------------
 
 
-def _ready(state: State, after: Key | None, only: str | None) -> Iterator[tuple[Key, Job]]:
+def _ready(state: State, after: Key | None, only: str | None) -> Iterator[tuple[Key, Job | None]]:
     names = [only] if only is not None else sorted(state.queues)
     for name in names:
         if after is not None and name < after[0]:
@@ -103,14 +107,13 @@ def _ready_cursor(text: str) -> Key | None:
 # --- dead ----------------------------------------------------------------------
 
 
-def _dead(state: State, after: tuple[int, int, str] | None) -> Iterator[tuple[Key, Job]]:
+def _dead(state: State, after: tuple[int, int, str] | None) -> Iterator[tuple[Key, Job | None]]:
     dead = state.dead
     end = len(dead) if after is None else _dead_position(state, after)
     position = state.dead_popped + end
     for entry in islice(reversed(dead), len(dead) - end, None):
         position -= 1
-        if live_dead(state, entry):
-            yield (position, *entry), state.jobs[entry[1]]
+        yield (position, *entry), state.jobs[entry[1]] if live_dead(state, entry) else None
 
 
 def _dead_position(state: State, after: tuple[int, int, str]) -> int:
@@ -147,7 +150,7 @@ def _heap(
     after: Key | None,
     key_of: Callable[[Any], Key],
     id_at: int,
-) -> Iterator[tuple[Key, Job]]:
+) -> Iterator[tuple[Key, Job | None]]:
     """The live entries of a heap, smallest first, after ``after``; walked
     as a tree so that taking k entries costs O(k log k)."""
     frontier = [(heap[0], 0)] if heap else []
@@ -164,6 +167,8 @@ def _heap(
         if job_id not in seen and live(state, entry):
             seen.add(job_id)
             yield key, state.jobs[job_id]
+        else:
+            yield key, None
 
 
 def timed_cursor(text: str) -> tuple[int, str] | None:
