@@ -71,7 +71,7 @@ def parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     top.add_argument(
         "--port",
         type=_port,
-        default=_port(env("port") or str(DEFAULT_PORT)),
+        default=env("port") or str(DEFAULT_PORT),  # a string: argparse checks it as a flag
         help=f"port; 0 picks a free one (default {DEFAULT_PORT}) [LEASH_WEB_PORT]",
     )
     top.add_argument(

@@ -68,8 +68,16 @@ def rows(table: str) -> list[list[str]]:
 
 
 def fields(text: str) -> dict[str, str]:
-    pairs = (line.split(":", 1) for line in text.rstrip("\n").split("\n"))
-    return {key: value.strip() for key, value in pairs}
+    """``key: value`` lines; an indented line goes on the value before it."""
+    found: dict[str, str] = {}
+    key = ""
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("  ") or not line:
+            found[key] = (found[key] + "\n" + line.strip()).strip()
+            continue
+        key, _, value = line.partition(":")
+        found[key] = value.strip()
+    return found
 
 
 def connect(broker: BrokerProcess, **options: Any) -> Client:
@@ -548,7 +556,7 @@ def test_leash_lists_ready_and_leased_jobs_purges_and_kills_or_deletes_by_filter
         assert [row[0] for row in rows(leash(broker, "ready"))] == ["mail-0", "mail-1", "mail-2"]
         assert [row[0] for row in rows(leash(broker, "leased"))] == ["report-2"]
         assert leash(broker, "ready", "--min-age-s", "3600") == "(none)\n"
-        shown = leash(broker, "job", "report-1").split("attempts ended:")[1].strip()
+        shown = fields(leash(broker, "job", "report-1"))["attempts ended"]
         assert re.fullmatch(
             r"1 failed at \S+ \S+ after \d+ ms, \S+ \(\S+ pid \d+\): ValueError: bad row 17", shown
         ), shown

@@ -5,10 +5,12 @@ broker key, API keys without a session, and protected mode at start-up."""
 import argparse
 import os
 import re
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -171,3 +173,43 @@ def test_leash_web_password_writes_a_hash_that_checks_the_password(
     assert PASSWORD not in line and line.startswith("scrypt$")
     credentials = Credentials.load(out, None)
     assert credentials.check(PASSWORD) and not credentials.check(PASSWORD + "!")
+
+
+def test_over_tls_the_dashboard_serves_https_and_its_cookie_is_secure(
+    start_dashboard: Callable[..., Dashboard], tmp_path: "os.PathLike[str]"
+) -> None:
+    from tests.integration.tls_certs import make_tls_files
+
+    (Path(tmp_path) / "tls").mkdir()
+    tls = make_tls_files(Path(tmp_path) / "tls")
+    password_file = write_private(os.path.join(tmp_path, "web.pw"), hash_password(PASSWORD))
+    dashboard = start_dashboard(
+        [
+            "--password-file",
+            password_file,
+            "--tls-cert",
+            tls.server_cert,
+            "--tls-key",
+            tls.server_key,
+        ]
+    )
+    url = f"https://127.0.0.1:{dashboard.web.port}"
+    trusted = ssl.create_default_context(cafile=tls.ca)
+    with httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S, verify=trusted) as http:
+        page = http.get("/login")
+        assert page.status_code == 200 and "Sign in" in page.text
+        assert "secure" in page.headers["set-cookie"].lower()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"https://127.0.0.1:{dashboard.web.port}/login", timeout=HTTP_TIMEOUT_S)
+
+
+def test_a_bad_port_in_the_environment_exits_78_naming_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "leash.web", "--socket", "/nonexistent/s"],
+        env={**os.environ, "LEASH_WEB_PORT": "seventy"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 78 and "seventy" in done.stderr
