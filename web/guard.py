@@ -80,19 +80,21 @@ class Guard(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         at_ms = now_ms()
-        session = self.sessions.get(request.cookies.get(COOKIE), at_ms)
-        fresh = session is None
-        if session is None:
-            session = self.sessions.new(at_ms)
-        by_key = False
-        bearer = request.headers.get("authorization", "")
-        if bearer:
-            by_key = bearer.startswith("Bearer ") and self.credentials.key_matches(bearer[7:])
-            if not by_key:
-                await delay_failure(self.failures, request)
-                return self._finish(_json_error(401, "unknown or expired key"), session, fresh)
-        request.state.access = Access(session, by_key)
         path = request.url.path
+        bearer = request.headers.get("authorization", "")
+        by_key = bearer.startswith("Bearer ") and self.credentials.key_matches(bearer[7:])
+        session = self.sessions.get(request.cookies.get(COOKIE), at_ms)
+        fresh = session is None and not by_key
+        if session is None:
+            # Kept only where a browser will use it: with credentials, from the
+            # sign-in page on (so requests that are refused fill no memory).
+            kept = not by_key and (not self.credentials.required or path == "/login")
+            session = self.sessions.new(at_ms) if kept else Sessions.transient(at_ms)
+            fresh = kept
+        if bearer and not by_key:
+            await delay_failure(self.failures, request)
+            return self._finish(_json_error(401, "unknown or expired key"), session, fresh)
+        request.state.access = Access(session, by_key)
         public = any(path == p or (p.endswith("/") and path.startswith(p)) for p in PUBLIC_PATHS)
         if self.credentials.required and not (session.signed_in or by_key or public):
             if path.startswith("/api/"):

@@ -58,6 +58,12 @@ class Sessions:
         self._by_id[session.id] = session
         return session
 
+    @staticmethod
+    def transient(now_ms: int) -> Session:
+        """A session for one request, kept nowhere (an API call with a key;
+        a request that is refused before signing in)."""
+        return Session("", secrets.token_urlsafe(TOKEN_BYTES), now_ms)
+
     def sign_in(self, old: Session, now_ms: int) -> Session:
         """A new, signed-in session in place of ``old`` (its messages carried over)."""
         self._by_id.pop(old.id, None)

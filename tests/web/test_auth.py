@@ -52,7 +52,9 @@ def test_nothing_is_shown_or_changed_before_signing_in(signed: Dashboard) -> Non
     with httpx.Client(base_url=signed.url, timeout=HTTP_TIMEOUT_S) as http:
         page = http.get("/jobs/dead")
         assert page.status_code == 303 and page.headers["location"] == "/login?next=/jobs/dead"
-        assert http.get("/api/stats").status_code == 401
+        refused = http.get("/api/stats")
+        assert refused.status_code == 401
+        assert "set-cookie" not in refused.headers, "a refused request keeps no session"
         assert http.get("/api/session").status_code == 401
         assert http.post("/api/queues/q/pause").status_code == 401
         assert http.get("/static/app.js").status_code == 200, "the sign-in page needs them"
@@ -92,7 +94,8 @@ def test_a_broker_key_signs_in_on_the_page_or_calls_the_api_without_a_session(
         assert http.post("/login", data={"csrf": token, "password": key}).status_code == 303
     api = {"Authorization": f"Bearer {key}"}
     with httpx.Client(base_url=signed.url, timeout=HTTP_TIMEOUT_S, headers=api) as http:
-        assert http.get("/api/stats").status_code == 200
+        stats = http.get("/api/stats")
+        assert stats.status_code == 200 and "set-cookie" not in stats.headers
         assert http.post("/api/queues/q/pause").status_code == 200, "no CSRF with a key"
     with signed.admin() as admin:
         assert [(q.name, q.paused) for q in admin.queues()] == [("q", True)]
