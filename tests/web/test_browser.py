@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from leash.client import NotFound
+from leash.client import AdminClient, NotFound
 from tests.web.conftest import Dashboard
 from tests.web.scene import BROKER_ARGS, MARKUP, Scene, populate
 
@@ -33,6 +33,7 @@ DESKTOP, PHONE = (1280, 900), (390, 844)
 
 if not MISSING:
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -85,12 +86,23 @@ def flash(driver: "WebDriver") -> str:
 def click(driver: "WebDriver", selector: str, *, confirm: bool = False) -> None:
     """Click a form's button (accepting its confirm dialog) and wait for the
     page the form leads to."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("window.__leash_left = false")  # a new page has no such mark
     driver.find_element(By.CSS_SELECTOR, selector).click()
     if confirm:
         wait_for(driver, expected_conditions.alert_is_present())
         driver.switch_to.alert.accept()
-    wait_for(driver, expected_conditions.staleness_of(page))
+    wait_for(driver, new_page_loaded)
+
+
+def new_page_loaded(driver: "WebDriver") -> bool:
+    try:
+        return bool(
+            driver.execute_script(
+                "return window.__leash_left === undefined && document.readyState === 'complete'"
+            )
+        )
+    except WebDriverException:  # asked while the browser swaps the pages
+        return False
 
 
 PAGES = [
@@ -152,7 +164,13 @@ def test_a_job_whose_args_hold_a_script_renders_as_text_and_runs_nothing(
 
 def test_the_buttons_change_the_broker(live: tuple[Dashboard, Scene], browser: "WebDriver") -> None:
     dashboard, scene = live
-    admin = dashboard.admin()
+    with dashboard.admin() as admin:
+        click_every_button(dashboard, scene, browser, admin)
+
+
+def click_every_button(
+    dashboard: Dashboard, scene: Scene, browser: "WebDriver", admin: AdminClient
+) -> None:
 
     def paused(name: str) -> bool:
         return {q.name: q.paused for q in admin.queues()}[name]
@@ -200,7 +218,6 @@ def test_the_buttons_change_the_broker(live: tuple[Dashboard, Scene], browser: "
     click(browser, "button.retry-selected")  # nothing selected: refused, nothing changed
     assert flash(browser).startswith("refused: select jobs first")
     assert problems_in_console(browser) == []
-    admin.close()
 
 
 def test_pages_refresh_by_themselves_fit_a_phone_and_follow_dark_mode(
