@@ -2,6 +2,8 @@
 their filters (age too) and cursors, and the bulk operations that take what
 a listing finds: delete (a purge of a queue), kill, requeue."""
 
+import random
+
 import pytest
 
 from leash.broker.core.state import READY
@@ -122,3 +124,60 @@ def test_kill_jobs_moves_the_matches_of_a_state_to_the_dead_set(kind: A.KillKind
     done = core.expect(A.KillJobs(core.next_rid(), kind), A.JobsChanged)
     assert done.ids == [{"scheduled": "s", "retrying": "t", "leased": "l", "ready": "r"}[kind]]
     assert listing(core, "dead") == done.ids
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_paging_ready_jobs_while_others_leave_shows_every_staying_job(seed: int) -> None:
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    core = Core()
+    for n in range(90):
+        core.push(id=f"j{n:02}", queue=rng.choice("abc"), priority=rng.choice((1, 5, 9)))
+    staying = {f"j{n:02}" for n in range(0, 90, 3)}
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        found = core.expect(A.ListJobs(core.next_rid(), "ready", cursor=cursor, limit=4), A.JobPage)
+        seen += [job.id for job in found.jobs]
+        leaving = [job_id for job_id in core.state.jobs if job_id not in staying]
+        for victim in rng.sample(leaving, min(2, len(leaving))):  # even the cursor's job
+            core.expect(A.DeleteJob(core.next_rid(), victim), M.Ok)
+        core.push(id=f"new-{len(seen)}", queue=rng.choice("abc"))  # may or may not be shown
+        if not found.next:
+            break
+        cursor = found.next
+    assert staying <= set(seen), sorted(staying - set(seen))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_paging_dead_jobs_while_others_leave_shows_every_staying_job_once(seed: int) -> None:
+    print(f"seed {seed}")
+    rng = random.Random(seed)
+    core = Core()
+    for n in range(90):
+        core.push(id=f"d{n:02}")
+        if rng.random() < 0.3:
+            core.advance(SECOND_MS)  # some die in the same millisecond, some not
+    core.expect(A.KillJobs(core.next_rid(), "ready"), A.JobsChanged)
+    staying = {f"d{n:02}" for n in range(0, 90, 3)}
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        found = core.expect(A.ListJobs(core.next_rid(), "dead", cursor=cursor, limit=4), A.JobPage)
+        seen += [job.id for job in found.jobs]
+        leaving = [
+            job_id
+            for job_id, job in core.state.jobs.items()
+            if job_id not in staying and job.state == "dead"
+        ]
+        for victim in rng.sample(leaving, min(2, len(leaving))):
+            operation = rng.choice((A.DeleteJob, A.RequeueJob))
+            core.expect(operation(core.next_rid(), victim), M.Ok)
+        core.push(id=f"new-{len(seen)}")  # dies behind the cursor: not shown
+        core.expect(A.KillJob(core.next_rid(), f"new-{len(seen)}"), M.Ok)
+        if not found.next:
+            break
+        cursor = found.next
+    shown = [job_id for job_id in seen if not job_id.startswith("new-")]
+    assert len(shown) == len(set(shown)), "no job twice"
+    assert staying <= set(shown), sorted(staying - set(shown))
