@@ -15,6 +15,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY protocol ./protocol
 COPY broker ./broker
 COPY client ./client
+COPY web ./web
 COPY leash ./leash
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 --no-create-home leash \
     && mkdir /data /keys && chown leash /data && chmod 0700 /data

@@ -8,17 +8,17 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 NODE_STAMP := tests/faktory/node_modules/.installed
 
-.PHONY: run test check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick clean faktory-clients
+.PHONY: run test check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick screenshot clean faktory-clients
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,web]'
 	@touch $(STAMP)
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m pip install --quiet -e '.[test,web,bench]'
 	@touch $(BENCH_STAMP)
 
 run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data (flags: ARGS="--port 7500")
@@ -54,8 +54,8 @@ recovery-heavy: $(STAMP)  ## the broker killed around a worker's kill -9, 100 cy
 		tests/integration/test_recovery_defaults.py -k broker_killed
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check leash protocol broker client tests bench
-	$(VENV)/bin/ruff format --check leash protocol broker client tests bench
+	$(VENV)/bin/ruff check leash protocol broker client web tests bench
+	$(VENV)/bin/ruff format --check leash protocol broker client web tests bench
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
@@ -69,6 +69,10 @@ bench: $(BENCH_STAMP)  ## Leash side by side with beanstalkd and Redis; writes b
 
 bench-quick: $(BENCH_STAMP)  ## a one-minute smoke run of the same harness (bench/out/results.md)
 	$(PY) -m bench --quick
+
+screenshot: $(STAMP)  ## the dashboard's overview, as a headless Chromium sees it, into docs/dashboard.png
+	LEASH_DASHBOARD_PNG=docs/dashboard.png $(PY) -m pytest -q -p no:randomly \
+		tests/web/test_browser.py -k every_page
 
 clean:
 	rm -rf $(VENV) leash-data .pytest_cache .mypy_cache .ruff_cache tests/faktory/node_modules

@@ -56,6 +56,8 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     job = _command(commands, "job", "everything about one job", R.job)
     job.add_argument("id", help="the job id")
     for kind, help_text in (
+        ("ready", "jobs waiting to be fetched, queue by queue in fetch order"),
+        ("leased", "jobs held by workers, soonest deadline first"),
         ("scheduled", "jobs scheduled for later, soonest first"),
         ("retries", "jobs waiting to be retried, soonest first"),
         ("dead", "jobs in the dead set, newest first"),
@@ -94,12 +96,18 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
 
 
 def _add_job_operations(commands: "argparse._SubParsersAction[Any]") -> None:
-    for verb, help_text in (
-        ("kill", "move a job to the dead set now"),
-        ("delete", "forget a job, whatever its state"),
+    for verb, help_text, states in (
+        ("kill", "move a job to the dead set now, or every one that matches", _KILL_STATES),
+        ("delete", "forget a job, whatever its state, or every one that matches", _STATES),
     ):
         job_op = _command(commands, verb, help_text, R.job_op(verb))
-        job_op.add_argument("id", help="the job id")
+        job_op.add_argument("id", nargs="?", default=None, help="the job id (or --state below)")
+        job_op.add_argument(
+            "--state", choices=states, default=None, help="every job in this state that matches"
+        )
+        _add_filter(job_op)
+    purge = _command(commands, "purge", "delete every ready job of a queue", R.purge)
+    purge.add_argument("queue")
     requeue = _command(
         commands,
         "requeue",
@@ -137,7 +145,16 @@ def _add_batch_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     _command(commands, "compact", "snapshot the journal now and drop what it covers", R.compact)
 
 
-_KINDS: dict[str, A.ListKind] = {"scheduled": "scheduled", "retries": "retrying", "dead": "dead"}
+_KINDS: dict[str, A.ListKind] = {
+    "ready": "ready",
+    "leased": "leased",
+    "scheduled": "scheduled",
+    "retries": "retrying",
+    "dead": "dead",
+}
+_STATES = ("ready", "leased", "scheduled", "retrying", "dead")
+_KILL_STATES = ("ready", "leased", "scheduled", "retrying")
+AGE_MAX_S = 10 * 365 * 24 * 3600
 
 
 def _command(
@@ -166,6 +183,18 @@ def _add_filter(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue", default=None, help="only this queue")
     parser.add_argument("--type", default=None, help="only this job type")
     parser.add_argument("--error", default=None, help="only jobs whose last error contains this")
+    parser.add_argument(
+        "--min-age-s",
+        type=seconds(0, AGE_MAX_S),
+        default=None,
+        help="only jobs created at least this long ago",
+    )
+    parser.add_argument(
+        "--max-age-s",
+        type=seconds(0, AGE_MAX_S),
+        default=None,
+        help="only jobs created at most this long ago",
+    )
 
 
 def socket_path(socket: str | None, data_dir: str | None, environ: Mapping[str, str]) -> str:

@@ -6,11 +6,12 @@ commands and their flags are registered in ``leash.client._admin_cli``."""
 import argparse
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from leash.protocol import admin as A
+from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 
 from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, when
@@ -18,6 +19,10 @@ from ._exceptions import NotFound
 from .admin import AdminClient
 
 Run = Callable[[AdminClient, argparse.Namespace], Any]
+# Jobs one bulk request changes: each request is one turn of the broker's
+# loop, so other clients wait at most that long; requests are paced
+# (AdminClient: a pause as long as the last one took; bench/dashboard_load.py).
+BULK_CHUNK = 100
 
 
 class UsageError(Exception):
@@ -112,19 +117,49 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("died", when(job.died_ms) if job.died_ms else None),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
+        (
+            "attempts ended",
+            "\n  " + "\n  ".join(map(_attempt, job.attempts)) if job.attempts else None,
+        ),
     ]
     pairs += [(key, value) for key, value in optional if value is not None]
     return Fields(pairs, job)
 
 
+def _attempt(attempt: M.AttemptView) -> str:
+    where = f" ({attempt.hostname} pid {attempt.pid})" if attempt.hostname else ""
+    error = attempt.error
+    why = f": {error.type}: {error.message}".replace("\n", " ") if error else ""
+    return (
+        f"{attempt.attempt} {attempt.outcome} at {when(attempt.ended_ms)} after "
+        f"{duration(attempt.ended_ms - attempt.leased_ms)}, {attempt.worker_id}{where}{why}"
+    )
+
+
+def filter_of(options: argparse.Namespace) -> dict[str, Any]:
+    """The job filter the options give (ages in whole ms)."""
+    return {
+        "queue": options.queue,
+        "type": options.type,
+        "error": options.error,
+        "min_age_ms": None if options.min_age_s is None else round(options.min_age_s * 1000),
+        "max_age_ms": None if options.max_age_s is None else round(options.max_age_s * 1000),
+    }
+
+
+_COLUMNS: dict[str, tuple[str, Callable[[M.JobView], int | None]]] = {
+    "ready": ("CREATED", lambda j: j.created_ms),
+    "leased": ("DEADLINE", lambda j: j.deadline_ms),
+    "dead": ("DIED", lambda j: j.died_ms),
+}
+
+
 def lister(kind: A.ListKind) -> Run:
     def run(admin: AdminClient, options: argparse.Namespace) -> Table:
-        filter = {"queue": options.queue, "type": options.type, "error": options.error}
-        jobs = list(admin.jobs(kind, most=options.limit, **filter))
-        column = "DIED" if kind == "dead" else "RUNS AT"
+        jobs = list(admin.jobs(kind, most=options.limit, **filter_of(options)))
+        column, time_of = _COLUMNS.get(kind, ("RUNS AT", lambda j: j.run_at_ms))
         rows = [
-            (j.id, j.queue, j.type, j.attempt, when(j.died_ms if kind == "dead" else j.run_at_ms),
-             error_text(j))
+            (j.id, j.queue, j.type, j.attempt, when(time_of(j)), error_text(j))
             for j in jobs
         ]  # fmt: skip
         return Table(("JOB", "QUEUE", "TYPE", "FAILED", column, "LAST ERROR"), rows, jobs)
@@ -160,27 +195,47 @@ def control(state: A.ProcessControl) -> Run:
 
 
 def job_op(verb: str) -> Run:
-    def run(admin: AdminClient, options: argparse.Namespace) -> str:
-        (admin.kill_job if verb == "kill" else admin.delete_job)(options.id)
-        return f"{options.id}: {'killed' if verb == 'kill' else 'deleted'}"
+    def run(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
+        filter = _one_or_many(options, options.state is not None, "--state")
+        done = "killed" if verb == "kill" else "deleted"
+        if filter is None:
+            (admin.kill_job if verb == "kill" else admin.delete_job)(options.id)
+            return f"{options.id}: {done}"
+        bulk = admin.kill_jobs if verb == "kill" else admin.delete_jobs
+        ids = bulk(options.state, chunk=BULK_CHUNK, pace=True, **filter)
+        return ids if options.json else f"{done} {_jobs(len(ids))}"
 
     return run
 
 
+def purge(admin: AdminClient, options: argparse.Namespace) -> str:
+    return (
+        f"{options.queue}: purged {_jobs(admin.purge(options.queue, chunk=BULK_CHUNK, pace=True))}"
+    )
+
+
 def requeue(admin: AdminClient, options: argparse.Namespace) -> str | list[str]:
-    filter = {"queue": options.queue, "type": options.type, "error": options.error}
-    bulk = options.dead or options.retrying
-    if bulk == (options.id is not None):
-        raise UsageError("give a job id, or --dead or --retrying (with filters)")
-    if options.id is not None:
-        if any(filter.values()):
-            raise UsageError("--queue, --type and --error go with --dead or --retrying")
+    filter = _one_or_many(options, options.dead or options.retrying, "--dead or --retrying")
+    if filter is None:
         admin.requeue_job(options.id)
         return f"{options.id}: requeued"
-    ids = admin.requeue_jobs("dead" if options.dead else "retrying", **filter)
-    if options.json:
-        return ids
-    return f"requeued {len(ids)} job{'s' if len(ids) != 1 else ''}"
+    kind: Literal["dead", "retrying"] = "dead" if options.dead else "retrying"
+    ids = admin.requeue_jobs(kind, chunk=BULK_CHUNK, pace=True, **filter)
+    return ids if options.json else f"requeued {_jobs(len(ids))}"
+
+
+def _one_or_many(options: argparse.Namespace, bulk: bool, which: str) -> dict[str, Any] | None:
+    """The filter of a bulk operation, or None for one job by id."""
+    filter = filter_of(options)
+    if bulk == (options.id is not None):
+        raise UsageError(f"give a job id, or {which} (with filters)")
+    if options.id is not None and any(value is not None for value in filter.values()):
+        raise UsageError(f"--queue, --type, --error and the ages go with {which}")
+    return filter if bulk else None
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'s' if count != 1 else ''}"
 
 
 def batches(admin: AdminClient, options: argparse.Namespace) -> Table:

@@ -12,6 +12,7 @@ not there). The ``leash`` command line is built on it.
 
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -29,7 +30,9 @@ from ._exceptions import ConnectFailed, ConnectionLost, ProtocolViolation, error
 DEFAULT_DATA_DIR = "./leash-data"
 SOCKET_FILE = "admin.sock"
 _RECV_BYTES = 256 * 1024
+PACE_MAX_S = 0.1  # a paced bulk operation waits at most this long between two requests
 R = TypeVar("R", bound=msgspec.Struct)
+Filter = str | int | None  # a JobFilter field: queue, type, error, min_age_ms, max_age_ms
 T = TypeVar("T")
 
 
@@ -92,13 +95,13 @@ class AdminClient:
         return self._call(M.GetJob(self._next(), job_id), M.JobInfo).job
 
     def jobs_page(
-        self, kind: A.ListKind, cursor: str = "", limit: int = 50, **filter: str | None
+        self, kind: A.ListKind, cursor: str = "", limit: int = 50, **filter: Filter
     ) -> A.JobPage:
-        request = A.ListJobs(self._next(), kind, A.JobFilter(**filter), cursor, limit)
+        request = A.ListJobs(self._next(), kind, _filter(filter), cursor, limit)
         return self._call(request, A.JobPage)
 
     def jobs(
-        self, kind: A.ListKind, *, most: int | None = None, **filter: str | None
+        self, kind: A.ListKind, *, most: int | None = None, **filter: Filter
     ) -> Iterator[M.JobView]:
         """Every job of the listing (or the first ``most``), page by page."""
 
@@ -108,13 +111,18 @@ class AdminClient:
 
         return _paged(page, most)
 
+    def batches_page(
+        self, state: A.BatchState | None = None, cursor: str = "", limit: int = 50
+    ) -> A.BatchPage:
+        return self._call(A.ListBatches(self._next(), state, cursor, limit), A.BatchPage)
+
     def batches(
         self, state: A.BatchState | None = None, *, most: int | None = None
     ) -> Iterator[M.BatchView]:
         """Batches newest first (without member lists), page by page."""
 
         def page(cursor: str, limit: int) -> tuple[list[M.BatchView], str]:
-            found = self._call(A.ListBatches(self._next(), state, cursor, limit), A.BatchPage)
+            found = self.batches_page(state, cursor, limit)
             return found.batches, found.next
 
         return _paged(page, most)
@@ -155,23 +163,63 @@ class AdminClient:
         self._call(A.RequeueJob(self._next(), job_id), M.Ok)
 
     def requeue_jobs(
-        self, kind: Literal["retrying", "dead"], *, most: int | None = None, **filter: str | None
+        self,
+        kind: Literal["retrying", "dead"],
+        *,
+        most: int | None = None,
+        chunk: int = limits.REQUEUE_MANY_MAX,
+        pace: bool = False,
+        **filter: Filter,
     ) -> list[str]:
-        """Requeue every retrying or dead job that matches (or the first ``most``): their ids."""
-        cursor, ids = "", list[str]()
-        while most is None or len(ids) < most:
-            limit = (
-                limits.REQUEUE_MANY_MAX
-                if most is None
-                else min(limits.REQUEUE_MANY_MAX, most - len(ids))
-            )
-            request = A.RequeueJobs(self._next(), kind, A.JobFilter(**filter), cursor, limit)
-            done = self._call(request, A.Requeued)
-            ids += done.ids
-            if not done.next:
-                break
-            cursor = done.next
-        return ids
+        """Requeue every retrying or dead job that matches (or the first
+        ``most``), ``chunk`` a request (``pace``: see ``_bulk_pages``): their ids."""
+
+        def request(cursor: str, limit: int) -> A.RequeueJobs:
+            return A.RequeueJobs(self._next(), kind, _filter(filter), cursor, limit)
+
+        return self._bulk(request, A.Requeued, most, chunk, pace)
+
+    def delete_jobs(
+        self,
+        kind: A.ListKind,
+        *,
+        most: int | None = None,
+        chunk: int = limits.BULK_MAX,
+        pace: bool = False,
+        **filter: Filter,
+    ) -> list[str]:
+        """Delete every job of ``kind`` that matches (or the first ``most``),
+        ``chunk`` a request: their ids."""
+
+        def request(cursor: str, limit: int) -> A.DeleteJobs:
+            return A.DeleteJobs(self._next(), kind, _filter(filter), cursor, limit)
+
+        return self._bulk(request, A.JobsChanged, most, chunk, pace)
+
+    def kill_jobs(
+        self,
+        kind: A.KillKind,
+        *,
+        most: int | None = None,
+        chunk: int = limits.BULK_MAX,
+        pace: bool = False,
+        **filter: Filter,
+    ) -> list[str]:
+        """Move every job of ``kind`` that matches to the dead set (or the
+        first ``most``), ``chunk`` a request: their ids."""
+
+        def request(cursor: str, limit: int) -> A.KillJobs:
+            return A.KillJobs(self._next(), kind, _filter(filter), cursor, limit)
+
+        return self._bulk(request, A.JobsChanged, most, chunk, pace)
+
+    def purge(self, queue: str, *, chunk: int = limits.BULK_MAX, pace: bool = False) -> int:
+        """Delete every ready job of ``queue``: how many."""
+        return len(self.delete_jobs("ready", chunk=chunk, pace=pace, queue=queue))
+
+    def history(self, seconds: int = limits.HISTORY_MAX_S) -> A.History:
+        """Totals a second over the last ``seconds`` (at most an hour)."""
+        return self._call(A.GetHistory(self._next(), seconds), A.History)
 
     def delete_batch(self, batch_id: str) -> None:
         """Remove the batch and all its bookkeeping; its live jobs go on as ordinary jobs."""
@@ -182,6 +230,20 @@ class AdminClient:
         return self._call(A.Compact(self._next()), A.Compacted)
 
     # --- the connection --------------------------------------------------------
+
+    def _bulk(
+        self,
+        request: Callable[[str, int], Any],
+        reply: type[A.Requeued] | type[A.JobsChanged],
+        most: int | None,
+        chunk: int,
+        pace: bool,
+    ) -> list[str]:
+        def call(cursor: str, limit: int) -> tuple[list[str], str]:
+            done = self._call(request(cursor, limit), reply)
+            return done.ids, done.next
+
+        return _bulk_pages(call, most, chunk, pace)
 
     def _next(self) -> int:
         self._rid += 1
@@ -223,6 +285,33 @@ class AdminClient:
                 self.close()
                 raise ConnectionLost("the broker closed the admin connection")
             self._decoder.feed(data)
+
+
+def _filter(fields: dict[str, Filter]) -> A.JobFilter:
+    """The filter of a listing or a bulk operation, checked as the broker checks it."""
+    try:
+        return msgspec.convert(fields, A.JobFilter)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"bad job filter: {exc}") from None
+
+
+def _bulk_pages(
+    call: Callable[[str, int], tuple[list[str], str]], most: int | None, chunk: int, pace: bool
+) -> list[str]:
+    """Every id a bulk operation changes, request after request, following the
+    cursors; with ``pace``, waiting as long as each request took before the
+    next, so that the operation holds the broker's loop at most half the time."""
+    cursor, ids = "", list[str]()
+    while most is None or len(ids) < most:
+        limit = chunk if most is None else min(chunk, most - len(ids))
+        started = time.monotonic()
+        changed, cursor = call(cursor, limit)
+        ids += changed
+        if not cursor:
+            break
+        if pace:
+            time.sleep(min(time.monotonic() - started, PACE_MAX_S))
+    return ids
 
 
 def _paged(page: Callable[[str, int], tuple[list[T], str]], most: int | None) -> Iterator[T]:

@@ -3,6 +3,8 @@
     leash serve [ARGS...]            run the broker: python -m leash.broker serve ARGS...
     leash journal TOOL DIR           verify, dump or compact a data directory offline
                                      (python -m leash.broker journal TOOL DIR)
+    leash web [ARGS...]              the dashboard and HTTP admin API (python -m leash.web)
+    leash web-password [--out F]     make its password file
     leash worker MODULE[:NAME] [OPTIONS]
                                      import MODULE, run its Worker or the handlers it registered
     leash push TYPE [ARGS_JSON]      push one job, print its id
@@ -99,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args[:1] in (["serve"], ["journal"]):
             _exec_broker(args)
+        if args[:1] in (["web"], ["web-password"]):
+            _exec_web(args)
         parser = _parser()
         argcomplete.autocomplete(parser)
         options = parser.parse_args(args)
@@ -129,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         "journal", help="offline journal tools: verify DIR, dump DIR, compact DIR"
     )
     journal.add_argument("args", nargs=argparse.REMAINDER, help="verify|dump|compact DIR")
+    web = commands.add_parser(
+        "web", help="serve the dashboard and the HTTP admin API (arguments: see web --help)"
+    )
+    web.add_argument("args", nargs=argparse.REMAINDER, help="--port, --password-file ...")
+    web_password = commands.add_parser(
+        "web-password", help="make a password file for leash web --password-file"
+    )
+    web_password.add_argument("args", nargs=argparse.REMAINDER, help="--out FILE, --stdin")
 
     worker = commands.add_parser("worker", help="run a module's Worker, or its handlers")
     worker.add_argument(
@@ -260,6 +272,11 @@ def _endpoint(options: argparse.Namespace) -> Endpoint:
 
 def _exec_broker(args: list[str]) -> NoReturn:
     os.execv(sys.executable, [sys.executable, "-m", "leash.broker", *args])
+
+
+def _exec_web(args: list[str]) -> NoReturn:
+    rest = ["password", *args[1:]] if args[0] == "web-password" else args[1:]
+    os.execv(sys.executable, [sys.executable, "-m", "leash.web", *rest])
 
 
 def _run_completion(options: argparse.Namespace) -> int:

@@ -32,20 +32,25 @@ from leash.protocol.messages import (
     WorkerId,
 )
 
-ListKind = Literal["scheduled", "retrying", "dead"]
+ListKind = Literal["ready", "leased", "scheduled", "retrying", "dead"]
+KillKind = Literal["ready", "leased", "scheduled", "retrying"]
 Text = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS * 2)]
 Cursor = Annotated[str, Meta(max_length=512)]
 PageLimit = Annotated[int, Meta(ge=1, le=L.ADMIN_PAGE_MAX)]
+BulkLimit = Annotated[int, Meta(ge=1, le=L.BULK_MAX)]
+AgeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
 
 
 class JobFilter(Struct, omit_defaults=True, frozen=True, forbid_unknown_fields=True):
     """Which jobs a listing or a bulk operation takes: all that match every
     field given. ``error`` matches a substring of the last error's type or
-    message."""
+    message; a job's age is the time since it was created."""
 
     queue: QueueName | None = None
     type: Annotated[str, Meta(max_length=L.TYPE_MAX_CHARS)] | None = None
     error: Text | None = None
+    min_age_ms: AgeMs | None = None
+    max_age_ms: AgeMs | None = None
 
 
 # --- requests --------------------------------------------------------------
@@ -94,8 +99,9 @@ class ListQueues(Struct, tag="queues", tag_field="op"):
 
 
 class ListJobs(Struct, tag="list_jobs", tag_field="op", omit_defaults=True):
-    """A page of scheduled, retrying or dead jobs: scheduled and retrying in
-    the order they will run, dead newest first."""
+    """A page of the jobs in one state: ready in fetch order (queue by
+    queue), leased by deadline, scheduled and retrying in the order they
+    will run, dead newest first."""
 
     rid: RequestId
     kind: ListKind
@@ -139,6 +145,36 @@ class RequeueJobs(Struct, tag="requeue_jobs", tag_field="op", omit_defaults=True
     limit: Annotated[int, Meta(ge=1, le=L.REQUEUE_MANY_MAX)] = L.REQUEUE_MANY_MAX
 
 
+class DeleteJobs(Struct, tag="delete_jobs", tag_field="op", omit_defaults=True):
+    """Delete every job of one state that matches the filter, up to
+    ``limit`` of them (a purge: the ready jobs of one queue); ``next`` in
+    the reply goes on from where it stopped."""
+
+    rid: RequestId
+    kind: ListKind
+    filter: JobFilter = JobFilter()
+    cursor: Cursor = ""
+    limit: BulkLimit = L.BULK_MAX
+
+
+class KillJobs(Struct, tag="kill_jobs", tag_field="op", omit_defaults=True):
+    """Move every job of one state that matches the filter to the dead set,
+    up to ``limit`` of them."""
+
+    rid: RequestId
+    kind: KillKind
+    filter: JobFilter = JobFilter()
+    cursor: Cursor = ""
+    limit: BulkLimit = L.BULK_MAX
+
+
+class GetHistory(Struct, tag="history", tag_field="op", omit_defaults=True):
+    """The totals of the last ``seconds`` seconds, one slot a second."""
+
+    rid: RequestId
+    seconds: Annotated[int, Meta(ge=1, le=L.HISTORY_MAX_S)] = L.HISTORY_MAX_S
+
+
 class Compact(Struct, tag="compact", tag_field="op"):
     """Seal the journal's open segment and snapshot through it now."""
 
@@ -171,6 +207,9 @@ AdminRequest = (
     | KillJob
     | RequeueJob
     | RequeueJobs
+    | DeleteJobs
+    | KillJobs
+    | GetHistory
     | ListBatches
     | GetBatchStatus
     | DeleteBatch
@@ -236,6 +275,8 @@ class JournalStats(Struct):
     commit_mean_records: float
     replay_s: float  # the replay at start-up
     replay_records: int
+    disk_free_bytes: int = 0  # about what is free on the data directory's file system now
+    disk_low: bool = False  # near --disk-low-bytes: pushes are refused
 
 
 class Stats(Struct, tag="stats", tag_field="t"):
@@ -251,6 +292,8 @@ class Stats(Struct, tag="stats", tag_field="t"):
     queues: int
     journal: JournalStats
     limits: dict[str, int]
+    fsync: str = ""  # the policy: "always", "interval:MS" or "never"
+    busy_processes: int = 0  # processes holding a lease
 
 
 class QueueView(Struct):
@@ -261,6 +304,8 @@ class QueueView(Struct):
     dead: int
     paused: bool
     latency_ms: int  # age of the oldest ready job; 0 when none is ready
+    in_per_s: float = 0.0  # pushed a second, over the last minute
+    out_per_s: float = 0.0  # acked or dead a second, over the last minute
 
 
 class Queues(Struct, tag="queues", tag_field="t"):
@@ -290,6 +335,27 @@ class Requeued(Struct, tag="requeued", tag_field="t"):
     scanned: int
 
 
+class JobsChanged(Struct, tag="jobs_changed", tag_field="t"):
+    """The reply to delete_jobs and kill_jobs."""
+
+    rid: RequestId
+    ids: list[str]  # the jobs changed, in listing order
+    next: str  # "" when every match was taken; else the cursor to go on from
+    scanned: int
+
+
+class History(Struct, tag="history", tag_field="t"):
+    """Totals a second, oldest first; the last slot is the second that
+    ends at ``end_ms`` (the current one, still counting)."""
+
+    rid: RequestId
+    end_ms: int
+    pushed: list[int]
+    acked: list[int]
+    failed: list[int]  # failed attempts (expired and lost ones too)
+    dead: list[int]
+
+
 class Compacted(Struct, tag="compacted", tag_field="t"):
     rid: RequestId
     through_seq: int  # the newest snapshot covers the journal up to here
@@ -314,6 +380,8 @@ AdminReply = (
     | Error
     | FsckReport
     | Requeued
+    | JobsChanged
+    | History
     | BatchPage
     | BatchInfo
     | Compacted

@@ -42,8 +42,17 @@ PUSH_MANY_MAX = 1000
 ACK_MANY_MAX = 1000
 ADMIN_PAGE_DEFAULT = 50  # jobs in one page of an admin listing
 ADMIN_PAGE_MAX = 1000
-ADMIN_SCAN_MAX = 20_000  # index entries one admin request may look at
+ADMIN_SCAN_MAX = 2_000  # index entries one admin request may look at (a few ms of work)
 REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
+BULK_MAX = 10_000  # jobs one delete_jobs or kill_jobs request changes
+HISTORY_MAX_S = 3_600  # seconds of totals the broker keeps for graphs (one slot a second)
+
+# A job keeps its last ATTEMPTS_KEPT attempts (when, by whom, how each ended),
+# each error cut to these sizes (the backtrace keeps its end); the job's
+# last_error keeps the whole of the latest.
+ATTEMPTS_KEPT = 10
+ATTEMPT_MESSAGE_MAX_CHARS = 512
+ATTEMPT_BACKTRACE_MAX_CHARS = 2048
 
 ARGS_DEPTH_MAX = 64  # arrays and maps nested in one job's args ([] is one level)
 ERROR_TEXT_MAX_CHARS = 512  # an error reply's message and path: longer ones are cut

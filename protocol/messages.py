@@ -302,6 +302,19 @@ class Extended(Struct, tag="extended", tag_field="t"):
     deadline_ms: int
 
 
+class AttemptView(Struct, omit_defaults=True):
+    """One ended attempt of a job: when, by which process, how it ended."""
+
+    attempt: int  # 1-based, as delivered
+    leased_ms: int
+    ended_ms: int
+    worker_id: str
+    outcome: str  # "failed", "expired", "lost", "released" or "killed"
+    hostname: str = ""
+    pid: int = 0
+    error: ErrorInfo | None = None  # cut to the attempt limits (limits.ATTEMPT_*)
+
+
 class JobView(Struct, omit_defaults=True):
     """Everything the broker knows about one job."""
 
@@ -323,6 +336,8 @@ class JobView(Struct, omit_defaults=True):
     deadline_ms: int | None = None
     died_ms: int | None = None
     batch: str | None = None  # the batch the job is a member of
+    leased_ms: int | None = None  # leased: since when
+    attempts: list[AttemptView] = []  # get_job: the last ended attempts, oldest first
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

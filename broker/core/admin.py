@@ -11,7 +11,7 @@ from leash.broker.core import views
 from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected
 from leash.broker.core.decide import decide
-from leash.broker.core.operator import decide_operator
+from leash.broker.core.operator import KILLED, decide_operator
 from leash.broker.core.state import State
 from leash.protocol import admin as A
 from leash.protocol import messages as M
@@ -38,7 +38,7 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
         case A.ListQueues(rid=rid):
             return AdminOutcome(A.Queues(rid, views.queue_views(state, now_ms)), [])
         case A.ListJobs():
-            return AdminOutcome(views.list_jobs(state, request), [])
+            return AdminOutcome(views.list_jobs(state, request, now_ms), [])
         case M.GetJob():
             return AdminOutcome(*decide(state, request, OPERATOR, now_ms)[:2])
         case A.Pause(rid=rid, queue=name, create=create):
@@ -55,17 +55,40 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(A.Busy(rid, P.busy(state)), [])
         case A.DeleteJob() | A.KillJob() | A.RequeueJob() | A.Fsck():
             return AdminOutcome(*decide_operator(state, request, now_ms))
-        case A.RequeueJobs(rid=rid, kind=kind, filter=wanted, cursor=cursor, limit=limit):
-            found = views.scan(state, kind, wanted, cursor, limit, with_args=False)
-            ids = [job.id for job in found.jobs]
-            requeued: list[R.Record] = [R.JobRequeued(job_id, now_ms) for job_id in ids]
-            return AdminOutcome(A.Requeued(rid, ids, found.next, found.scanned), requeued)
+        case A.RequeueJobs() | A.DeleteJobs() | A.KillJobs():
+            return _bulk(state, request, now_ms)
         case A.ListBatches():
             return AdminOutcome(views.list_batches(state, request), [])
         case M.GetBatchStatus() | A.DeleteBatch():
             return AdminOutcome(*decide_batch(state, request, now_ms))
-        case A.GetStats() | A.Compact():
-            raise AssertionError("the shell answers stats and compact itself")
+        case A.GetStats() | A.Compact() | A.GetHistory():
+            raise AssertionError("the shell answers stats, history and compact itself")
+        case _:
+            assert_never(request)
+
+
+def _bulk(
+    state: State, request: A.RequeueJobs | A.DeleteJobs | A.KillJobs, now_ms: int
+) -> AdminOutcome:
+    """Every job of the listing that matches, up to the limit: each one
+    record, like the operation on one job."""
+    found = views.scan(
+        state, request.kind, request.filter, request.cursor, request.limit, now_ms, taking=True
+    )
+    ids = [job.id for job in found.jobs]
+    rid, after, scanned = request.rid, found.next, found.scanned
+    match request:
+        case A.RequeueJobs():
+            return AdminOutcome(
+                A.Requeued(rid, ids, after, scanned), [R.JobRequeued(i, now_ms) for i in ids]
+            )
+        case A.DeleteJobs():
+            return AdminOutcome(
+                A.JobsChanged(rid, ids, after, scanned), [R.JobDeleted(i, now_ms) for i in ids]
+            )
+        case A.KillJobs():
+            killed: list[R.Record] = [R.JobKilled(i, KILLED, now_ms) for i in ids]
+            return AdminOutcome(A.JobsChanged(rid, ids, after, scanned), killed)
         case _:
             assert_never(request)
 

@@ -28,6 +28,7 @@ from typing import Final, assert_never
 from leash.broker.core import batch_state as B
 from leash.broker.core import batches
 from leash.broker.core import records as R
+from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,
@@ -40,6 +41,7 @@ from leash.broker.core.state import (
     Process,
     Queue,
     State,
+    add_dead,
     purge_batch_deadlines,
     purge_deadlines,
     purge_indexes,
@@ -125,7 +127,7 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
     """The kinds that may leave any index stale."""
     match record:
         case R.AttemptsFailed():
-            return _fail_all(state, record.failures)
+            return _fail_all(state, record.failures, None)
         case R.LeaseReleased():
             _release(state, _leased(state, record.id, record.token), record.at_ms)
         case R.JobsPromoted():
@@ -244,8 +246,11 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     return NOTHING
 
 
-def _fail_all(state: State, failures: list[R.Failure]) -> Enqueued:
-    return _joined(_fail(state, failure) for failure in failures)
+def _fail_all(state: State, failures: list[R.Failure], outcome: Outcome | None) -> Enqueued:
+    """Each failure's attempt ended as ``outcome`` (None: as its error says)."""
+    return _joined(
+        _fail(state, failure, outcome or failed_outcome(failure.error)) for failure in failures
+    )
 
 
 def _extended(state: State, record: R.LeaseExtended) -> None:
@@ -280,6 +285,8 @@ def _deleted(state: State, record: R.JobDeleted) -> Enqueued:
 def _killed(state: State, record: R.JobKilled) -> Enqueued:
     job = state.jobs.thaw(record.id)
     assert job.state != DEAD, job
+    if job.state == LEASED:
+        attempt_ended(state, job, "killed", record.at_ms, record.error)
     _leave(state, job)
     job.last_error, job.run_at_ms = record.error, 0
     return _die(state, job, record.at_ms)
@@ -357,7 +364,7 @@ def _seen(state: State, record: R.ProcessSeen) -> None:
 
 
 def _died(state: State, record: R.ProcessDied) -> Enqueued:
-    enqueued = _fail_all(state, record.failures)
+    enqueued = _fail_all(state, record.failures, "lost")
     for lease in record.released:
         _release(state, _leased(state, lease.id, lease.token), record.at_ms)
     del state.processes[record.worker_id]
@@ -429,11 +436,12 @@ def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
             batches.join(state, new.batch, new.id)
 
 
-def _fail(state: State, failure: R.Failure) -> Enqueued:
+def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
     """An attempt ended without success (records.Failure): dead; ready again
     at once (a lost lease, one more in a row); or retrying (its handler
-    reported it: none lost in a row)."""
+    reported it: none lost in a row). The attempt joins the job's history."""
     job = _leased(state, failure.id, failure.token)
+    attempt_ended(state, job, outcome, failure.at_ms, failure.error)
     _clear_lease(state, job)
     job.failures += 1
     job.last_error = failure.error
@@ -462,7 +470,7 @@ def _die(state: State, job: Job, at_ms: int) -> Enqueued:
     # A job's death times only increase: an entry of an earlier death (stale
     # since a requeue) can never match again and come back to life.
     job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
-    state.dead.append((job.died_ms, job.id))
+    add_dead(state, (job.died_ms, job.id))
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
     return NOTHING
@@ -520,6 +528,7 @@ def _leased(state: State, job_id: str, token: int) -> Job:
 
 
 def _release(state: State, job: Job, at_ms: int) -> None:
+    attempt_ended(state, job, "released", at_ms, None)
     leased_ms = job.leased_ms
     _clear_lease(state, job)
     _make_ready(state, job, at_ms or leased_ms, front=True)

@@ -8,12 +8,13 @@ jobs of its queue and priority (ready.py's own checks too); every job is in
 the index of its state; leases have a valid owner and token, and the
 leases-by-owner index agrees; every process deadline has its timer; the
 front of every lazy index is live and its size within its bound (state.py:
-no index outlives what it tracks); the jobs table's forms and names, and
-its recent window within its size (jobs.py); the batches against the jobs
-(batch_checks.py).
+no index outlives what it tracks), and the dead set in its order; the jobs
+table's forms and names, and its recent window within its size (jobs.py);
+the batches against the jobs (batch_checks.py).
 """
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 from leash.broker.core.batch_checks import batch_problems
@@ -61,7 +62,8 @@ def check_invariants(state: State) -> list[str]:
             entry = (deadline_ms, process.worker_id, kind)
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
-    problems += _fronts(state) + _bounds(state) + state.jobs.problems() + batch_problems(state)
+    problems += _fronts(state) + _bounds(state) + _dead_order(state)
+    problems += state.jobs.problems() + batch_problems(state)
     return problems
 
 
@@ -117,6 +119,12 @@ def _fronts(state: State) -> list[str]:
         for name, index, live in fronts
         if index and not live(state, index[0])
     ]
+
+
+def _dead_order(state: State) -> list[str]:
+    """The dead set is sorted (state.add_dead): listings resume by bisection."""
+    pairs = pairwise(state.dead)
+    return [f"the dead set holds {a} before {b}" for a, b in pairs if a > b][:1]
 
 
 def _bounds(state: State) -> list[str]:

@@ -8,6 +8,8 @@ from leash.protocol import limits
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 
+LEASE_EXPIRED = M.ErrorInfo(type="LeaseExpired", message="lease expired")
+
 
 class Rejected(Exception):
     def __init__(self, code: ErrorCode, message: str, path: str = "") -> None:

@@ -10,6 +10,7 @@ from typing import NamedTuple, assert_never
 
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
+from leash.broker.core.attempts import attempt_views
 from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected, failure_for, lease_of
 from leash.broker.core.pushes import Pushes, push_specs
@@ -70,7 +71,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             found = state.jobs.get(job_id)
             if found is None:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
-            return Outcome(M.JobInfo(rid, job_view(found)), [])
+            return Outcome(M.JobInfo(rid, job_view(found, detail=True)), [])
         case M.Beat(rid=rid):
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
@@ -168,7 +169,8 @@ def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
     return Outcome(M.AckedMany(request.rid, results), records)
 
 
-def job_view(job: Job) -> M.JobView:
+def job_view(job: Job, *, detail: bool = False) -> M.JobView:
+    """The job as the wire shows it; ``detail``: with its attempts."""
     leased = job.state == LEASED
     return M.JobView(
         id=job.id,
@@ -189,6 +191,8 @@ def job_view(job: Job) -> M.JobView:
         deadline_ms=job.deadline_ms if leased else None,
         died_ms=job.died_ms if job.state == DEAD else None,
         batch=job.batch,
+        leased_ms=job.leased_ms if leased else None,
+        attempts=attempt_views(job) if detail else [],
     )
 
 

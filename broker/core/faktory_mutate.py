@@ -28,10 +28,10 @@ from itertools import islice
 from typing import NamedTuple
 
 from leash.broker.core import records as R
+from leash.broker.core import walks
 from leash.broker.core.faktory import unit_json
 from leash.broker.core.operator import KILLED
 from leash.broker.core.state import DEAD, RETRYING, SCHEDULED, Job, State
-from leash.broker.core.views import dead_newest_first, scheduled_in_order
 from leash.protocol import faktory as F
 from leash.protocol.limits import ADMIN_SCAN_MAX
 
@@ -60,8 +60,7 @@ def mutate_round(state: State, op: F.Mutate, start: Cursor | None, now_ms: int) 
         done = offset + ROUND_MAX >= len(op.jids)
         next_start: Cursor | None = None if done else offset + ROUND_MAX
     else:
-        after = start if isinstance(start, tuple) else None
-        jobs, next_start = _scan(state, kind, op, after)
+        jobs, next_start = _scan(state, kind, op, start if isinstance(start, str) else "")
     return Round(_records(op.cmd, kind, jobs, now_ms), len(jobs), next_start)
 
 
@@ -70,22 +69,16 @@ def _named(state: State, jid: str, kind: str, op: F.Mutate) -> Job | None:
     return job if job is not None and job.state == kind and _matches(job, op) else None
 
 
-def _scan(
-    state: State, kind: str, op: F.Mutate, after: tuple[int, str] | None
-) -> tuple[list[Job], tuple[int, str] | None]:
-    """The matches past ``after``, in the index's order, within a round's bounds."""
-    newest_first = kind == DEAD
-    walk = dead_newest_first(state) if newest_first else scheduled_in_order(state)
+def _scan(state: State, kind: str, op: F.Mutate, after: str) -> tuple[list[Job], str | None]:
+    """The matches past ``after`` (a listing's cursor), in the index's order
+    (walks.py), within a round's bounds; where the next round starts."""
     found: list[Job] = []
-    scanned, last = 0, after
-    for key, job in walk:
-        if after is not None and not (key < after if newest_first else key > after):
-            continue  # done by an earlier round
+    last = None
+    for scanned, (key, job) in enumerate(walks.walk(state, kind, after, None)):
         if scanned >= ROUND_SCAN_MAX or len(found) >= ROUND_MAX:
-            return found, last
-        scanned += 1
+            return found, after if last is None else walks.cursor(kind, last)
         last = key
-        if job.state == kind and _matches(job, op):
+        if job is not None and job.state == kind and _matches(job, op):
             found.append(job)
     return found, None
 

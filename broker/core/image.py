@@ -22,10 +22,11 @@ Only the persistent tables are written; every index is rebuilt from them:
   the counts, the name uses and the leases by owner (in token order, the
   order leases are granted) are derived from the jobs, processes and batches.
 
-Versions: 3 (this one) is 2 with three more fields at the end of a
-``Job`` and of the packed job's ``Cold`` part: what a front end keeps on a
-job (``extra`` and ``discard_dead``) and the leases it lost in a row
-(``lost_leases``); a version 2 image decodes to them at their defaults, and
+Versions: 3 (this one) is 2 with more fields at the end of a ``Job`` and
+of the packed job's ``Cold`` part: what a front end keeps on a job
+(``extra`` and ``discard_dead``), the leases it lost in a row
+(``lost_leases``) and its last ended attempts (``attempts``); a version 2
+image decodes to them at their defaults (a job of it has no history), and
 an older broker, which could not decode them, refuses a version 3 image as
 too new. 2 writes waiting jobs packed, after the names their numbers refer
 to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
@@ -40,8 +41,9 @@ files pin.
 """
 
 import heapq
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import pairwise
 from typing import TypeVar, assert_never
 
 import msgspec
@@ -257,6 +259,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
             case _:
                 assert_never(chunk)
     state.jobs.names.prune()
+    if any(a > b for a, b in pairwise(state.dead)):
+        state.dead = deque(sorted(state.dead))  # version 1 and 2 kept the order they died in
     heapq.heapify(state.scheduled)
     heapq.heapify(state.deadlines)
     heapq.heapify(state.process_deadlines)

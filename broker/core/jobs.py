@@ -58,6 +58,19 @@ DEAD: Final = "dead"
 JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
 
 
+class Attempt(Struct, array_like=True, gc=False):
+    """An attempt that ended (a job keeps its last ``ATTEMPTS_KEPT``)."""
+
+    attempt: int  # 1-based, as delivered
+    leased_ms: int
+    ended_ms: int
+    worker_id: str
+    hostname: str
+    pid: int
+    outcome: str  # "failed", "expired", "lost", "released" or "killed"
+    error: ErrorInfo | None = None
+
+
 class Job(Struct, array_like=True, gc=False):
     id: str
     queue: str
@@ -82,6 +95,7 @@ class Job(Struct, array_like=True, gc=False):
     extra: bytes | None = None  # kept for another protocol's front end (records.NewJob)
     discard_dead: bool = False  # forgotten when it dies, not kept dead
     lost_leases: int = 0  # leases lost in a row (expired, owner died); 0 after a reported outcome
+    attempts: list[Attempt] | None = None  # the last ended attempts, oldest first
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -95,6 +109,7 @@ class Cold(Struct, array_like=True, gc=False):
     extra: bytes | None = None
     discard_dead: bool = False
     lost_leases: int = 0
+    attempts: list[Attempt] | None = None
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -366,6 +381,7 @@ class JobTable(Mapping[str, Job]):
             or job.extra is not None
             or job.discard_dead
             or job.lost_leases
+            or job.attempts
         ):
             cold = Cold(
                 job.failures,
@@ -375,6 +391,7 @@ class JobTable(Mapping[str, Job]):
                 job.extra,
                 job.discard_dead,
                 job.lost_leases,
+                job.attempts or None,
             )
         packed = Packed(
             _CODES[state],
@@ -432,6 +449,7 @@ class JobTable(Mapping[str, Job]):
             cold.extra,
             cold.discard_dead,
             cold.lost_leases,
+            cold.attempts,
         )
 
     def problems(self) -> list[str]:

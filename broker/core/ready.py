@@ -24,8 +24,8 @@ ones (``revived``).
 """
 
 from collections import deque
-from collections.abc import Iterator
-from itertools import filterfalse
+from collections.abc import Iterable, Iterator
+from itertools import filterfalse, islice
 
 COMPACT_MIN_STALE = 64  # below this many stale entries a bucket is never rebuilt
 
@@ -50,9 +50,30 @@ class ReadyBucket:
         if not self.stale_count:
             yield from self.ids
             return
-        skipped: dict[str, int] = {}
+        yield from self._live(self.ids, {})
+
+    def position_after(self, job_id: str) -> int:
+        """Where the entries after ``job_id``'s first entry begin; 0 when the
+        bucket holds no entry of it (a search in C: a listing's cursor)."""
+        try:
+            return self.ids.index(job_id) + 1
+        except ValueError:
+            return 0
+
+    def live_from(self, start: int) -> Iterator[str]:
+        """The live entries from position ``start`` of the deque on."""
+        if not self.stale_count:
+            yield from islice(self.ids, start, None)
+            return
+        skipped: dict[str, int] = {}  # the stale ids' entries before ``start``
+        for job_id in islice(self.ids, start):
+            if job_id in self.stale:
+                skipped[job_id] = skipped.get(job_id, 0) + 1
+        yield from self._live(islice(self.ids, start, None), skipped)
+
+    def _live(self, entries: Iterable[str], skipped: dict[str, int]) -> Iterator[str]:
         stale = self.stale
-        for job_id in self.ids:
+        for job_id in entries:
             due = stale.get(job_id)
             if due is not None:
                 seen = skipped.get(job_id, 0)

@@ -6,7 +6,8 @@ packed): every other structure is an index over it.
   they became ready (ready.py: a deque with lazy deletion).
 - ``scheduled``: a heap of (run_at_ms, id) for SCHEDULED and RETRYING jobs.
 - ``deadlines``: a heap of (deadline_ms, token, id) for LEASED jobs.
-- ``dead``: a deque of (died_ms, id) for DEAD jobs, oldest first.
+- ``dead``: a deque of (died_ms, id) for DEAD jobs, sorted (oldest first;
+  ``add_dead``), so a listing's cursor finds its place by bisection.
 - ``batch_deadlines``: a heap of (deadline_ms, batch id, kind) for batches:
   kind "open" (abandoned then unless committed) or "expire" (removed then).
 Batches (``batches``, see batch_state.py) are a second table: a job names
@@ -26,6 +27,7 @@ runs to the state apply gives).
 """
 
 import heapq
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
@@ -136,7 +138,7 @@ class State:
         self.queues: dict[str, Queue] = {}
         self.scheduled: list[tuple[int, str]] = []
         self.deadlines: list[tuple[int, int, str]] = []
-        self.dead: deque[tuple[int, str]] = deque()
+        self.dead: deque[tuple[int, str]] = deque()  # sorted: see add_dead
         self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         self.processes: dict[str, Process] = {}
         # (deadline_ms, worker_id, kind): kind is "beat", "grace" or "terminate"
@@ -199,8 +201,20 @@ def live_dead(state: State, entry: tuple[int, str]) -> bool:
     return keyed is not None and keyed[0] == DEAD and keyed[1] == entry[0]
 
 
+def add_dead(state: State, entry: tuple[int, str]) -> None:
+    """Add an entry to the dead set in its sorted place. Deaths come in time
+    order, so this is an append but for jobs that die in one millisecond
+    out of id order (a bulk kill), or a death time moved up (apply._die) or
+    a clock that went back: those are inserted, in O(entries after)."""
+    dead = state.dead
+    if not dead or dead[-1] <= entry:
+        dead.append(entry)
+    else:
+        dead.insert(bisect_right(dead, entry), entry)
+
+
 def live_dead_entries(state: State) -> list[tuple[int, str]]:
-    """The live entries of the dead set, in the order the jobs died. A job
+    """The live entries of the dead set, in their order. A job
     pushed again with the id of one that died and was forgotten may die in
     the same ms: the old entry is then live again, a copy of the new one,
     which is the last; the copy is left out."""

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from typing import assert_never
 
 from leash.broker.core import records as R
+from leash.broker.core.common import LEASE_EXPIRED
 from leash.broker.core.state import State
-from leash.broker.core.tick import LEASE_EXPIRED
 
 TOTALS = ("pushed", "acked", "failed", "dead", "expired")
 

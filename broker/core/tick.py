@@ -15,7 +15,7 @@ again while a tick returns records.
 """
 
 from leash.broker.core import records as R
-from leash.broker.core.common import lost_lease_for
+from leash.broker.core.common import LEASE_EXPIRED, lost_lease_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (
     DEAD,
@@ -26,9 +26,6 @@ from leash.broker.core.state import (
     live_deadline,
     live_scheduled,
 )
-from leash.protocol.messages import ErrorInfo
-
-LEASE_EXPIRED = ErrorInfo(type="LeaseExpired", message="lease expired")
 
 
 def tick(state: State, now_ms: int) -> list[R.Record]:

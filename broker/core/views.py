@@ -1,23 +1,20 @@
 """Read-only views of the state for operators: queues and paged job lists.
 
 Pure, like the rest of the core: they read the state and the time they are
-given and change nothing. A listing walks one index in order and looks at
-no more than ``ADMIN_SCAN_MAX`` entries past its cursor per request, so the
-first pages of a view over a million jobs cost one page of work, not a sort
-of everything; when the budget runs out first the page is short and its
-``next`` cursor continues where it stopped. Cursors are the sort key of the
-last entry looked at, so a page stays right while jobs come and go between
-requests. The scheduled index is a heap, which can be walked in order but
-not entered in the middle: a page deep in it first walks past the entries
-before its cursor (about a microsecond each).
+given and change nothing. A listing walks one index in order (walks.py)
+and looks at no more than ``ADMIN_SCAN_MAX`` entries past its cursor per
+request, so a page of a view over a million jobs costs one page of work,
+not a sort of everything; when the budget runs out first the page is short
+and its ``next`` cursor continues where it stopped. A cursor names the last
+entry looked at, so a page stays right while jobs come and go between
+requests. Bulk operations (requeue, delete, kill by filter) take the jobs a
+scan finds.
 """
 
-import heapq
-from collections.abc import Iterator
 from typing import NamedTuple
 
+from leash.broker.core import walks
 from leash.broker.core.batch_views import batch_view
-from leash.broker.core.common import Rejected
 from leash.broker.core.decide import job_view
 from leash.broker.core.state import (
     DEAD,
@@ -28,13 +25,10 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     State,
-    live_dead,
-    live_scheduled,
 )
 from leash.protocol import admin as A
 from leash.protocol import limits as L
 from leash.protocol import messages as M
-from leash.protocol.errors import ErrorCode
 
 
 def queue_views(state: State, now_ms: int) -> list[A.QueueView]:
@@ -65,9 +59,9 @@ def _latency_ms(state: State, name: str, now_ms: int) -> int:
     return max(0, now_ms - min(oldest_ms)) if oldest_ms else 0
 
 
-def list_jobs(state: State, request: A.ListJobs) -> A.JobPage:
-    """One page of scheduled, retrying or dead jobs that match the filter."""
-    found = scan(state, request.kind, request.filter, request.cursor, request.limit, with_args=True)
+def list_jobs(state: State, request: A.ListJobs, now_ms: int) -> A.JobPage:
+    """One page of the jobs of one state that match the filter."""
+    found = scan(state, request.kind, request.filter, request.cursor, request.limit, now_ms)
     return A.JobPage(request.rid, [job_view(job) for job in found.jobs], found.next, found.scanned)
 
 
@@ -78,34 +72,45 @@ class Scanned(NamedTuple):
 
 
 def scan(
-    state: State, kind: str, wanted: A.JobFilter, cursor: str, limit: int, *, with_args: bool
+    state: State,
+    kind: str,
+    wanted: A.JobFilter,
+    cursor: str,
+    limit: int,
+    now_ms: int,
+    *,
+    taking: bool = False,
 ) -> Scanned:
     """Up to ``limit`` jobs of ``kind`` that match, after ``cursor``, within
-    the scan budget (and, ``with_args``, the reply's args budget)."""
-    newest_first = kind == DEAD
-    after = _parse_cursor(cursor)
-    walk = dead_newest_first(state) if newest_first else scheduled_in_order(state)
+    the scan budget (and, unless ``taking``, the reply's args budget).
+    ``taking``: the jobs found leave the listing (a bulk operation), so a
+    ready cursor names the last job looked at that stays."""
     jobs: list[Job] = []
-    budget_bytes = L.FETCH_REPLY_ARGS_MAX_BYTES if with_args else 2**62
-    scanned, last_key = 0, after  # the last entry looked at in full
-    for key, job in walk:
-        if after is not None and not (key < after if newest_first else key > after):
-            continue  # before the cursor: walked past, not looked at
+    budget_bytes = 2**62 if taking else L.FETCH_REPLY_ARGS_MAX_BYTES
+    scanned, last_key = 0, None  # the last entry looked at in full
+    for key, job in walks.walk(state, kind, cursor, wanted.queue):
         if scanned >= L.ADMIN_SCAN_MAX or len(jobs) >= limit:
-            return Scanned(jobs, _cursor(last_key), scanned)
+            return Scanned(jobs, _next(kind, cursor, last_key), scanned)
         scanned += 1
-        if job.state == kind and _matches(job, wanted):
+        if job is not None and job.state == kind and _matches(job, wanted, now_ms):
             budget_bytes -= len(job.args)
             if jobs and budget_bytes < 0:
-                return Scanned(jobs, _cursor(last_key), scanned)
+                return Scanned(jobs, _next(kind, cursor, last_key), scanned)
             jobs.append(job)
+            if taking and kind == READY:
+                last_key = last_key or walks.start_of(job)
+                continue
         last_key = key
     return Scanned(jobs, "", scanned)
 
 
+def _next(kind: str, cursor: str, last_key: walks.Key | None) -> str:
+    return cursor if last_key is None else walks.cursor(kind, last_key)
+
+
 def list_batches(state: State, request: A.ListBatches) -> A.BatchPage:
     """Batches newest first (by serial: the order they were created in)."""
-    after = _parse_cursor(request.cursor)
+    after = walks.timed_cursor(request.cursor)
     views: list[M.BatchView] = []
     scanned, last_key = 0, after
     for batch in reversed(state.batches.values()):
@@ -113,7 +118,7 @@ def list_batches(state: State, request: A.ListBatches) -> A.BatchPage:
         if after is not None and not key < after:
             continue
         if scanned >= L.ADMIN_SCAN_MAX or len(views) >= request.limit:
-            return A.BatchPage(request.rid, views, _cursor(last_key), scanned)
+            return A.BatchPage(request.rid, views, _next("batches", "", last_key), scanned)
         scanned += 1
         if request.state is None or batch.state == request.state:
             views.append(batch_view(state, batch, 0))
@@ -121,54 +126,17 @@ def list_batches(state: State, request: A.ListBatches) -> A.BatchPage:
     return A.BatchPage(request.rid, views, "", scanned)
 
 
-Key = tuple[int, str]
-
-
-def scheduled_in_order(state: State) -> Iterator[tuple[Key, Job]]:
-    """The live entries of the scheduled heap, smallest first, walked as a
-    tree (a frontier heap) so that taking k entries costs O(k log k)."""
-    heap = state.scheduled
-    frontier = [(heap[0], 0)] if heap else []
-    seen: set[str] = set()  # a job can have two equal live entries
-    while frontier:
-        entry, index = heapq.heappop(frontier)
-        for child in (2 * index + 1, 2 * index + 2):
-            if child < len(heap):
-                heapq.heappush(frontier, (heap[child], child))
-        if entry[1] not in seen and live_scheduled(state, entry):
-            seen.add(entry[1])
-            yield entry, state.jobs[entry[1]]
-
-
-def dead_newest_first(state: State) -> Iterator[tuple[Key, Job]]:
-    seen: set[str] = set()  # a job can have two equal live entries
-    for entry in reversed(state.dead):
-        if entry[1] not in seen and live_dead(state, entry):
-            seen.add(entry[1])
-            yield entry, state.jobs[entry[1]]
-
-
-def _matches(job: Job, wanted: A.JobFilter) -> bool:
+def _matches(job: Job, wanted: A.JobFilter, now_ms: int) -> bool:
     if wanted.queue is not None and job.queue != wanted.queue:
         return False
     if wanted.type is not None and job.type != wanted.type:
+        return False
+    age_ms = now_ms - job.created_ms
+    if wanted.min_age_ms is not None and age_ms < wanted.min_age_ms:
+        return False
+    if wanted.max_age_ms is not None and age_ms > wanted.max_age_ms:
         return False
     if wanted.error is not None:
         error = job.last_error
         return error is not None and (wanted.error in error.type or wanted.error in error.message)
     return True
-
-
-def _cursor(key: Key | None) -> str:
-    return "" if key is None else f"{key[0]}:{key[1]}"
-
-
-def _parse_cursor(text: str) -> Key | None:
-    if not text:
-        return None
-    at, _, job_id = text.partition(":")
-    if not at.lstrip("-").isdigit() or len(at) > 20:
-        raise Rejected(
-            ErrorCode.BAD_REQUEST, f"not a cursor this broker made: {text!r}", "$.cursor"
-        )
-    return int(at), job_id

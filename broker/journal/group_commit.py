@@ -80,6 +80,10 @@ class FsyncPolicy(NamedTuple):
             return cls("interval", int(value))
         raise ValueError(f"--fsync must be always, never or interval:MS (1..60000), not {text!r}")
 
+    def text(self) -> str:
+        """The policy as --fsync takes it."""
+        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
 
 class CommitStats:
     """Figures of the group commit since start, for stats and metrics. The

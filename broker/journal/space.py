@@ -78,15 +78,23 @@ class SpaceWatch:
         ``request_bytes``, must be refused now (on the loop; no system call)."""
         if self.free_bytes is None:
             return False
-        appended = self.written_bytes() - self._written_at_reading
-        if appended >= self._recheck_after_bytes:
+        if self.written_bytes() - self._written_at_reading >= self._recheck_after_bytes:
             self.check_soon()
-        left = self.free_bytes - appended - self.reserved_bytes
+        left = self.free_bytes - self._counted_bytes()
         if left - request_bytes >= self.low_bytes:
             return False
         self._refused_bytes = request_bytes
         self._report(True, left)
         return True
+
+    def left_bytes(self) -> int | None:
+        """About what is free now: the last reading less what the journal
+        appended since and what a snapshot being written may take (None
+        before the first reading). For the stats; no system call."""
+        return None if self.free_bytes is None else self.free_bytes - self._counted_bytes()
+
+    def _counted_bytes(self) -> int:
+        return self.written_bytes() - self._written_at_reading + self.reserved_bytes
 
     def reserve(self, snapshot_bytes: int) -> None:
         """A snapshot that may take ``snapshot_bytes`` is being written (0:

@@ -46,17 +46,24 @@ FAILURE_MEMORY_MS = 60_000
 Source = tuple[str, str]  # the source address, and the key id named ("": an unknown one)
 
 
-def read_key_file(path: str) -> list[A.Key]:
-    """The keys of ``path``; ``KeyFileError`` if unreadable, too open or malformed."""
+def read_private_file(path: str, what: str, error: type[ValueError], max_bytes: int = -1) -> bytes:
+    """What a file of secrets holds (at most ``max_bytes``): only its owner
+    may read or write it (mode 0600 or stricter, checked on the open file).
+    ``error`` says why it cannot be used, naming it as ``what``."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
-        raise A.KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+        raise error(f"cannot read {what} {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as file:
         problem = A.mode_problem(path, os.fstat(fd).st_mode)
         if problem is not None:
-            raise A.KeyFileError(problem)
-        return A.parse_key_file(file.read(), path)
+            raise error(problem.replace("key file", what))
+        return file.read(max_bytes)
+
+
+def read_key_file(path: str) -> list[A.Key]:
+    """The keys of ``path``; ``KeyFileError`` if unreadable, too open or malformed."""
+    return A.parse_key_file(read_private_file(path, "key file", A.KeyFileError), path)
 
 
 class Keyring:

@@ -106,7 +106,7 @@ class Broker:
         self.replay_s, self.replay_records = 0.0, 0  # set by start-up
         self.admin_connections = 0
         self._background: set[asyncio.Task[None]] = set()  # compactions asked for
-        self.totals = Totals()
+        self.totals = Totals(self.started_ms)
         limits = config.limits
         self.refusals = RefusalLog(log)
         self.guard = Guard(limits, self.connections, self.refusals)
@@ -119,6 +119,10 @@ class Broker:
         # The free-space watch's: whether a request that grows the state, of
         # this many bytes, must be refused (journal.space.SpaceWatch).
         self.refuses_growth: Callable[[int], bool] = lambda _request_bytes: False
+        # The watch's figures for the stats: about what is free now, and
+        # whether growth is refused (the dashboard shows both).
+        self.disk_left_bytes: Callable[[], int | None] = lambda: None
+        self.disk_low: Callable[[], bool] = lambda: False
         self.compactor: Compactor | None = None  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
@@ -222,9 +226,10 @@ class Broker:
         journal_failed anyway."""
         if self.committer.failed is not None:
             return
+        now_ms = self.clock_ms()
         try:
             for record in records:
-                self.totals.apply(self.state, record)
+                self.totals.apply(self.state, record, now_ms)
             self.committer.submit_records(records)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
@@ -302,6 +307,10 @@ class Broker:
         if isinstance(request, GetStats):
             connection.send(self.stats(request.rid, now_ms))
             return
+        if isinstance(request, A.GetHistory):
+            series = self.totals.history.series(now_ms, request.seconds)
+            connection.send(A.History(request.rid, now_ms, **series))
+            return
         if isinstance(request, Compact):
             task = self.loop.create_task(self._compact(connection, request.rid))
             self._background.add(task)
@@ -312,6 +321,11 @@ class Broker:
         if isinstance(reply, A.Processes):
             for view in reply.processes:
                 view.connections = self.attached.get(view.worker_id, 0)
+        elif isinstance(reply, A.Queues):
+            for queue in reply.queues:
+                queue.in_per_s, queue.out_per_s = self.totals.history.rates_per_s(
+                    now_ms, queue.name
+                )
         if outcome.records:
             self._commit(outcome.records)
             self._wake_waiters()
@@ -352,8 +366,12 @@ class Broker:
                 commit_mean_records=commits.records / commits.batches if commits.batches else 0.0,
                 replay_s=self.replay_s,
                 replay_records=self.replay_records,
+                disk_free_bytes=max(0, self.disk_left_bytes() or 0),
+                disk_low=self.disk_low(),
             ),
             limits=self.config.limits_in_force(),
+            fsync=self.config.fsync.text(),
+            busy_processes=len(state.leases_by_owner),
         )
 
     def metrics_snapshot(self) -> Snapshot:

@@ -19,12 +19,11 @@ password in the file is exposed to guessing from a recorded hash.
 
 import hmac
 import logging
-import os
 import secrets
 from datetime import UTC, datetime
 from typing import Final
 
-from leash.broker.server.auth import Keyring
+from leash.broker.server.auth import Keyring, read_private_file
 from leash.protocol import auth as A
 from leash.protocol import faktory as F
 
@@ -42,15 +41,7 @@ class PasswordFileError(ValueError):
 
 def read_password_file(path: str) -> str:
     """The password in ``path`` (surrounding white space dropped)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise PasswordFileError(f"cannot read password file {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        problem = A.mode_problem(path, os.fstat(fd).st_mode)
-        if problem is not None:
-            raise PasswordFileError(problem.replace("key file", "password file"))
-        data = file.read(PASSWORD_MAX_BYTES + 1)
+    data = read_private_file(path, "password file", PasswordFileError, PASSWORD_MAX_BYTES + 1)
     try:
         password = data.decode().strip()
     except UnicodeDecodeError:

@@ -199,7 +199,7 @@ async def _run(
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
         tls = "TLS" if security.tls else "plain TCP"
-        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, _policy_text(config))
+        log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, config.fsync.text())
         if on_listening is not None:
             on_listening(port)
     running.broker.run_tick()  # leases and schedules that came due while we were down
@@ -301,6 +301,8 @@ class _Running:
             config.space_check_ms,
         )
         broker.refuses_growth = self.space.refuses_growth
+        broker.disk_left_bytes = self.space.left_bytes
+        broker.disk_low = lambda: self.space.low
         self.compactor.reserve = self.space.reserve
 
     def _journal_failed(self, error: BaseException) -> None:
@@ -344,8 +346,3 @@ def _final_snapshot(compactor: Compactor, state: core.State) -> int:
         return EXIT_OK
     log.info("shutdown snapshot in %.3f s", time.perf_counter() - started)
     return EXIT_OK
-
-
-def _policy_text(config: ServerConfig) -> str:
-    policy = config.fsync
-    return f"interval:{policy.interval_ms}" if policy.mode == "interval" else policy.mode

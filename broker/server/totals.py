@@ -7,41 +7,46 @@ counts for is the core's (``core.tally`` before it is applied, and
 every job created and every job that dies is counted, whatever made it.
 Queues are counted by name up to ``QUEUE_TOTALS_MAX``; later names count
 under ``OTHER_QUEUES``, so the table is bounded however many names pass.
+The same counts go into the history of the dashboard's graphs (history.py:
+totals a second, each queue's rates), at the time the shell passes in.
 """
 
 from collections.abc import Iterable, Sequence
 
 from leash.broker import core
 from leash.broker.core.records import NewJob, Record
+from leash.broker.server.history import History
 
 QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
 OTHER_QUEUES = "_other"
 
 
 class Totals:
-    __slots__ = ("all", "by_queue")
+    __slots__ = ("all", "by_queue", "history")
 
-    def __init__(self) -> None:
+    def __init__(self, started_ms: int) -> None:
         self.all: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
         self.by_queue: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
+        self.history = History(started_ms)
 
-    def apply(self, state: core.State, record: Record) -> Sequence[NewJob]:
-        """Apply a record (``core.apply``) and count what it did: what the
-        record says, read before (an ack removes its job), and the callback
-        jobs applying it enqueued. Those jobs."""
+    def apply(self, state: core.State, record: Record, now_ms: int) -> Sequence[NewJob]:
+        """Apply a record (``core.apply``) and count what it did, at
+        ``now_ms``: what the record says, read before (an ack removes its
+        job), and the callback jobs applying it enqueued. Those jobs."""
         counted = core.tally(state, record)
         callbacks = core.apply(state, record)
-        self.count(counted)
+        self.count(counted, now_ms)
         if callbacks:
-            self.count(core.enqueued(callbacks))
+            self.count(core.enqueued(callbacks), now_ms)
         return callbacks
 
-    def count(self, counted: Iterable[tuple[str, str]]) -> None:
+    def count(self, counted: Iterable[tuple[str, str]], now_ms: int) -> None:
         """Add (queue, total) pairs, as ``core.tally`` and ``core.enqueued`` give them."""
         for queue, total in counted:
             self.all[total] += 1
-            counts = self.by_queue.get(queue)
+            counts, name = self.by_queue.get(queue), queue
             if counts is None:
                 name = queue if len(self.by_queue) < QUEUE_TOTALS_MAX else OTHER_QUEUES
                 counts = self.by_queue.setdefault(name, dict.fromkeys(core.TOTALS, 0))
             counts[total] += 1
+            self.history.count(now_ms, name, total)

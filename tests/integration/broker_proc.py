@@ -24,6 +24,8 @@ _FAKTORY = re.compile(r"faktory protocol on 127\.0\.0\.1:(\d+)")
 
 
 class BrokerProcess:
+    listening = _LISTENING  # the log line that says the port
+
     def __init__(
         self,
         data_dir: str,
@@ -43,13 +45,16 @@ class BrokerProcess:
         self.log: list[str] = []
         self._listening = threading.Event()
 
-    def start(self, *, wait: bool = True) -> "BrokerProcess":
-        """Start it; with ``wait``, until it listens (or raise if it exits)."""
-        command = [
+    def command(self) -> list[str]:
+        return [
             self.python, "-m", "leash.broker", "serve",
             "--host", "127.0.0.1", "--port", "0", "--data-dir", self.data_dir,
             *self.extra_args,
         ]  # fmt: skip
+
+    def start(self, *, wait: bool = True) -> "BrokerProcess":
+        """Start it; with ``wait``, until it listens (or raise if it exits)."""
+        command = self.command()
         self._listening.clear()
         self.port = 0
         self.process = subprocess.Popen(
@@ -64,7 +69,7 @@ class BrokerProcess:
         self._reader.start()
         if wait and (not self._listening.wait(START_TIMEOUT_S) or not self.port):
             self.kill()
-            raise RuntimeError("broker did not start:\n" + "".join(self.log))
+            raise RuntimeError(f"{command[2]} did not start:\n" + "".join(self.log))
         return self
 
     def _read_log(self, process: "subprocess.Popen[str]") -> None:
@@ -74,7 +79,7 @@ class BrokerProcess:
             faktory = _FAKTORY.search(line)
             if faktory:
                 self.faktory_port = int(faktory.group(1))
-            match = _LISTENING.search(line)
+            match = self.listening.search(line)
             if match:
                 self.port = int(match.group(1))
                 self._listening.set()

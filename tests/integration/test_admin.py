@@ -68,8 +68,16 @@ def rows(table: str) -> list[list[str]]:
 
 
 def fields(text: str) -> dict[str, str]:
-    pairs = (line.split(":", 1) for line in text.rstrip("\n").split("\n"))
-    return {key: value.strip() for key, value in pairs}
+    """``key: value`` lines; an indented line goes on the value before it."""
+    found: dict[str, str] = {}
+    key = ""
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("  ") or not line:
+            found[key] = (found[key] + "\n" + line.strip()).strip()
+            continue
+        key, _, value = line.partition(":")
+        found[key] = value.strip()
+    return found
 
 
 def connect(broker: BrokerProcess, **options: Any) -> Client:
@@ -133,7 +141,10 @@ def test_queues_shows_each_queue_with_its_counts_and_latency(
         "dead": 0,
         "paused": False,
         "latency_ms": 0,
+        "in_per_s": pytest.approx(1 / 60, abs=1e-3),  # one push in the last minute
+        "out_per_s": 0.0,
     }
+    assert queues["mail"]["in_per_s"] == pytest.approx(2 / 60, abs=1e-3)
     assert [row[:5] for row in table] == [
         ["later", "0", "1", "0", "0"],
         ["mail", "1", "0", "1", "0"],
@@ -547,3 +558,39 @@ def test_the_metrics_count_jobs_made_by_batches_and_callbacks_and_killed_by_an_o
     assert samples['leash_queue_pushed_total{queue="cb"}'] == 1  # the callback job
     assert samples['leash_queue_dead_total{queue="b"}'] == 1
     assert (stats.totals["pushed"], stats.totals["dead"], stats.totals["acked"]) == (3, 1, 1)
+
+
+def test_leash_lists_ready_and_leased_jobs_purges_and_kills_or_deletes_by_filter(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        for n in range(3):
+            client.push("send", [n], queue="mail", id=f"mail-{n}")
+        client.push("report", [1], queue="reports", id="report-1", max_attempts=3)
+        client.push("report", [2], queue="reports", id="report-2")
+        held = client.fetch("reports")
+        assert held is not None and held.id == "report-1"
+        client.fail(held, ValueError("bad row 17"))
+        leased = client.fetch("reports")
+        assert leased is not None
+        assert [row[0] for row in rows(leash(broker, "ready"))] == ["mail-0", "mail-1", "mail-2"]
+        assert [row[0] for row in rows(leash(broker, "leased"))] == ["report-2"]
+        assert leash(broker, "ready", "--min-age-s", "3600") == "(none)\n"
+        shown = fields(leash(broker, "job", "report-1"))["attempts ended"]
+        assert re.fullmatch(
+            r"1 failed at \S+ \S+ after \d+ ms, \S+ \(\S+ pid \d+\): ValueError: bad row 17", shown
+        ), shown
+        assert (
+            leash(broker, "kill", "--state", "retrying", "--queue", "reports") == "killed 1 job\n"
+        )
+        assert leash(broker, "delete", "--state", "dead", "--type", "report", json_output=True) == [
+            "report-1"
+        ]
+        assert leash(broker, "purge", "mail") == "mail: purged 3 jobs\n"
+        refused = run_leash("delete", "mail-0", "--queue", "mail", "--data-dir", broker.data_dir)
+        assert refused.returncode == 2 and "go with --state" in refused.stderr
+    with broker.admin() as admin:
+        assert admin.stats().jobs == {
+            "ready": 0, "scheduled": 0, "leased": 1, "retrying": 0, "dead": 0
+        }  # fmt: skip

@@ -27,7 +27,7 @@ from leash.client._exceptions import NotFound
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["pyproject.toml", "README.md", "LICENSE", "leash", "protocol", "broker", "client"]
+SOURCES = ["pyproject.toml", "README.md", "LICENSE", "leash", "protocol", "broker", "client", "web"]
 BUILD_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 60
 DONE_TIMEOUT_S = 20
@@ -138,9 +138,11 @@ def test_the_wheel_holds_the_leash_package_its_licence_and_types_and_nothing_els
     assert not {"client", "protocol", "broker", "client.py", "protocol.py"} & top
     package = purelib / "leash"
     assert (package / "py.typed").is_file()
-    for part in ("client", "protocol", "broker"):
+    for part in ("client", "protocol", "broker", "web"):
         assert (package / part).is_dir() and not (package / part).is_symlink()
         assert (package / part / "__init__.py").is_file()
+    for data in ("templates/base.html", "templates/overview.html", "static/app.js"):
+        assert (package / "web" / data).is_file(), data
     (info,) = dist_info
     assert "Apache License" in (purelib / info / "licenses" / "LICENSE").read_text()
 

@@ -10,7 +10,8 @@ replace) and the host ``broker.internal`` becomes 127.0.0.1 (files such as
 ``keys.toml`` and ``ca.pem`` are made in the directory it runs in). A block
 that no case knows fails the test: add a case for it. The sh lines of the
 quick start's first block are the Makefile's targets, and CI's script calls
-the README's test command.
+the README's test command; the Dashboard's install the package's web extra
+and run ``leash web``, which serves the overview.
 """
 
 import os
@@ -20,12 +21,15 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from leash.client import AdminClient, Client
+from leash.web import serve as web_serve
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import key_file, new_key
 from tests.integration.test_processes import gone, wait_until
@@ -43,10 +47,14 @@ def blocks(language: str, text: str = README) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
+def section(title: str) -> str:
+    found = re.search(rf"^## {title}\n(.*?)(?=^## )", README, re.MULTILINE | re.DOTALL)
+    assert found is not None, title
+    return found.group(1)
+
+
 def quick_start() -> str:
-    section = re.search(r"^## Quick start\n(.*?)(?=^## )", README, re.MULTILINE | re.DOTALL)
-    assert section is not None
-    return section.group(1)
+    return section("Quick start")
 
 
 def example(marker: str) -> str:
@@ -152,6 +160,46 @@ def test_the_quick_start_commands_are_the_makefiles_and_ci_runs_the_test_one() -
     assert re.search(r"^run: .*\n\t\$\(VENV\)/bin/leash serve \$\(ARGS\)$", makefile, re.MULTILINE)
     assert re.search(r"^test: ", makefile, re.MULTILINE)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_dashboards_commands_install_its_extra_and_serve_the_overview(
+    launch_broker: Callable[..., BrokerProcess],
+) -> None:
+    """The Dashboard section's sh block: the extra it installs is the
+    package's, and its ``leash web`` command (at a free port, and at the
+    test broker's data directory) serves the overview at the URL it names
+    but for the port, which is leash web's default."""
+    (commands,) = blocks("sh", section("Dashboard"))
+    install, serve = [shlex.split(line.split("#")[0]) for line in commands.splitlines()]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert install == ["pip", "install", f"{project['name']}[web]"]
+    web_extra = project["optional-dependencies"]["web"]
+    assert {"starlette", "uvicorn", "jinja2"} <= {re.split(r"[<>=]", r)[0] for r in web_extra}
+    assert serve == ["leash", "web", "--data-dir", "./leash-data"]
+    url = re.search(r"open (http://127\.0\.0\.1:(\d+)/)", commands)
+    assert url is not None and int(url.group(2)) == web_serve.DEFAULT_PORT
+    broker = launch_broker()
+    words = [broker.data_dir if word == "./leash-data" else word for word in serve[1:]]
+    web = ReadmeWeb(broker.data_dir, [sys.executable, "-m", "leash", *words, "--port", "0"])
+    try:
+        web.start()
+        page = httpx.get(f"http://127.0.0.1:{web.port}/", timeout=RUN_TIMEOUT_S)
+        assert page.status_code == 200 and "<h1>Overview</h1>" in page.text
+    finally:
+        web.kill()
+
+
+class ReadmeWeb(BrokerProcess):
+    """A README ``leash web`` command, read until it says its port."""
+
+    listening = re.compile(r"dashboard on http://127\.0\.0\.1:(\d+)/")
+
+    def __init__(self, data_dir: str, command: list[str]) -> None:
+        super().__init__(data_dir)
+        self._command = command
+
+    def command(self) -> list[str]:
+        return self._command
 
 
 def test_the_quick_start_pushes_fetches_and_acks(

@@ -111,7 +111,7 @@ def test_the_dockerfile_copies_what_the_package_is_built_from() -> None:
         if word == "COPY":
             for source in rest.split()[:-1]:
                 assert (ROOT / source).exists(), source
-    assert {"protocol", "broker", "client", "leash"} <= copied
+    assert {"protocol", "broker", "client", "web", "leash"} <= copied
 
 
 def unit() -> configparser.ConfigParser:

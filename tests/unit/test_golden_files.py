@@ -13,6 +13,7 @@ import itertools
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -28,6 +29,7 @@ from leash.broker.journal.log import Journal
 from leash.broker.journal.recovery import frame_reader, recover
 from leash.broker.journal.tools import _plain
 from leash.broker.server.main import open_epoch
+from leash.protocol import limits as L
 from tests.journal_kit import read_file, record_offsets, replayed
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "journal-v1"
@@ -38,8 +40,8 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000059.log"]
-V3_COVERED = 58  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000083.log"]
+V3_COVERED = 82  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
 
 
@@ -117,8 +119,19 @@ def test_a_data_directory_recovers_to_the_state_of_all_its_records(
     recovered = recover(directory, OsDisk(), CoreConfig())
     assert recovered.snapshot is not None and recovered.snapshot.seq == snapshot_seq
     every = [record for _, records in _frames_of(source) for record in records]
-    assert canonical(recovered.state) == canonical(replayed(every))
+    if source == V3:
+        assert canonical(recovered.state) == canonical(replayed(every))
+    else:  # an image older than version 3 has no attempt histories; the records give them
+        assert without_attempts(canonical(recovered.state)) == without_attempts(
+            canonical(replayed(every))
+        )
     assert recovered.notes == []
+
+
+def without_attempts(plain: dict[str, Any]) -> dict[str, Any]:
+    """A canonical state with no job's attempt history (older images have none)."""
+    jobs = {job_id: {**job, "attempts": None} for job_id, job in plain["jobs"].items()}
+    return {**plain, "jobs": jobs}
 
 
 def test_the_v1_framing_is_written_byte_for_byte_as_snapshot_chunks_still_use_it() -> None:
@@ -142,7 +155,8 @@ def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     loaded = image.load(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(IMAGE_V2) for record in records]
     assert header.through_seq == len(every) == 35
-    assert canonical(loaded) == canonical(replayed(every))
+    assert without_attempts(canonical(loaded)) == without_attempts(canonical(replayed(every)))
+    assert not any(job.attempts for job in loaded.jobs.values()), "version 2 kept none"
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
     assert states == {"ready", "scheduled", "leased", "retrying", "dead"}
@@ -150,11 +164,12 @@ def test_the_v2_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
 
 
 def test_a_loaded_v2_image_dumps_to_the_same_chunks_but_the_v3_head_and_leased_jobs() -> None:
-    """Version 3 adds three fields to a Job (and to a packed job's cold
+    """Version 3 adds four fields to a Job (and to a packed job's cold
     part, which a v2 job has only with a failure, a death or a batch: those
     in this image end as they did); a v2 image dumps as it was written but
-    for its head's version and its leased jobs, which carry the new fields
-    at their defaults."""
+    for its head's version, its leased jobs, which carry the new fields at
+    their defaults, and its dead jobs, which go in the dead set's order
+    (when they died, then by id: version 2 kept the order they died in)."""
     written = list(snapshot.read(OsDisk(), IMAGE_V2_SNAPSHOT))
     loaded = image.load(iter(written), CoreConfig())
     dumped = list(image.dump(loaded))
@@ -166,11 +181,22 @@ def test_a_loaded_v2_image_dumps_to_the_same_chunks_but_the_v3_head_and_leased_j
         elif isinstance(now, image.JobsImage):
             assert now == then
             assert all(
-                (job.extra, job.discard_dead, job.lost_leases) == (None, False, 0)
+                (job.extra, job.discard_dead, job.lost_leases, job.attempts)
+                == (None, False, 0, None)
                 for job in now.jobs
             )
         else:
+            if isinstance(then, image.PackedJobsImage) and then.state == "dead":
+                then = in_dead_set_order(then)
             assert image.chunk_encoder.encode(now) == image.chunk_encoder.encode(then)
+
+
+def in_dead_set_order(chunk: image.PackedJobsImage) -> image.PackedJobsImage:
+    order = sorted(range(len(chunk.ids)), key=lambda i: (chunk.keys_ms[i], chunk.ids[i]))
+    assert order != list(range(len(chunk.ids))), "two jobs of this image died in one ms"
+    fields = ("ids", "jobs", "queues", "types", "keys_ms")
+    moved = {name: [getattr(chunk, name)[i] for i in order] for name in fields}
+    return msgspec.structs.replace(chunk, **moved)
 
 
 def test_a_loaded_v2_image_dumps_as_version_3_and_loads_back_the_same() -> None:
@@ -181,14 +207,15 @@ def test_a_loaded_v2_image_dumps_as_version_3_and_loads_back_the_same() -> None:
 
 
 # --- version 3 of the state image (tests/fixtures/v3, made once by
-# tests/fixtures/make_v3.py): leases lost in a row, what a front end keeps -------------
+# tests/fixtures/make_v3.py): leases lost in a row, what a front end keeps, the
+# attempts a job keeps -------------------------------------------------------------
 
 
 def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 70
+    assert header.through_seq == V3_COVERED and len(every) == 96
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -223,6 +250,29 @@ def test_the_v3_snapshot_holds_what_a_front_end_keeps_on_a_job() -> None:
     assert kept["fk-held-1"].discard_dead and kept["fk-later-1"].discard_dead
     assert not kept["fk-fail-1"].discard_dead and kept["fk-fail-1"].extra == b'{"backtrace":5}'
     assert kept["fk-lost-1"].extra == b'{"custom":{"n":1}}' and not kept["fk-lost-1"].discard_dead
+
+
+def test_the_v3_snapshot_holds_the_attempts_of_packed_and_leased_jobs() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    jobs = loaded.jobs
+    ended = {
+        job_id: (jobs[job_id].state, [a.outcome for a in jobs[job_id].attempts or ()])
+        for job_id in ("tries", "held-tries", "killed-held", "poison", "lost-twice")
+    }
+    assert ended == {
+        "tries": ("ready", ["released", "expired", "failed"]),  # packed
+        "held-tries": ("leased", ["lost", "failed"]),  # a Job
+        "killed-held": ("dead", ["killed"]),
+        "poison": ("dead", ["expired"] * 3),
+        "lost-twice": ("leased", ["expired"] * 2),
+    }
+    failed = (jobs["tries"].attempts or [])[-1]
+    assert (failed.attempt, failed.worker_id, failed.ended_ms - failed.leased_ms) == (2, "w-a", 0)
+    assert failed.error is not None and len(failed.error.message) == L.ATTEMPT_MESSAGE_MAX_CHARS
+    assert len(failed.error.backtrace) == L.ATTEMPT_BACKTRACE_MAX_CHARS
+    last_error = jobs["tries"].last_error
+    assert last_error is not None and len(last_error.message) == 600, "the job keeps it whole"
+    assert sum(1 for job in jobs.values() if job.attempts) > len(ended)  # make_image_v2's too
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
@@ -339,7 +389,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 70
+    assert len(decoded) == len(expected) == 96
     for now, then in zip(decoded, expected, strict=True):
         assert now == then
     failures = [
@@ -349,7 +399,9 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         for failure in record.failures
     ]
     at_once = [f.id for f in failures if f.retry_at_ms == f.at_ms]
-    assert sorted(set(at_once)) == ["fk-lost-1", "lost-once", "lost-twice", "orphan", "poison"]
+    assert sorted(set(at_once)) == [
+        "fk-lost-1", "held-tries", "lost-once", "lost-twice", "orphan", "poison", "tries"
+    ]  # fmt: skip
     (dead,) = [f for f in failures if f.retry_at_ms is None and f.error.type == "LeaseExpired"]
     assert dead.id == "poison" and "3 times in a row" in dead.error.message
 

@@ -160,6 +160,10 @@ REQUESTS: list[Any] = [
     A.ListBatches(rid=31),
     A.ListBatches(rid=32, state="finished", cursor="3:b-1", limit=L.ADMIN_PAGE_MAX),
     A.Compact(rid=33),
+    A.DeleteJobs(rid=34, kind="ready", filter=A.JobFilter(queue="mail", min_age_ms=60_000)),
+    A.KillJobs(rid=35, kind="leased", cursor="1767225600000:4294967297", limit=250),
+    A.GetHistory(rid=36, seconds=600),
+    A.ListJobs(rid=37, kind="ready", cursor="mail/5/job-7", limit=100),
     Hello(rid=1, version=1, worker_id="w-1", key_id="k-2026", nonce=b"\x01" * 32),
     M.Auth(rid=2, proof=b"\x02" * L.AUTH_PROOF_BYTES),
 ]
@@ -330,6 +334,10 @@ REPLIES: list[Any] = [
         rid=19, problems=["job x is ready but missing from its index"], more=True, jobs=3, batches=0
     ),
     A.Requeued(rid=20, ids=["a", "b"], next="", scanned=2),
+    A.JobsChanged(rid=23, ids=["a"], next="0:1767225600000:a", scanned=1),
+    A.History(
+        rid=24, end_ms=1_767_225_600_000, pushed=[3, 4], acked=[2, 5], failed=[0, 1], dead=[0, 0]
+    ),
     A.BatchPage(rid=21, batches=[], next="2:b-0", scanned=1),
     A.Compacted(rid=22, through_seq=41_210, journal_bytes=1_843_211),
 ]
@@ -373,6 +381,9 @@ BASES: dict[str, dict[str, Any]] = {
     "requeue_job": {"op": "requeue_job", "rid": 1, "id": "j"},
     "fsck": {"op": "fsck", "rid": 1},
     "requeue_jobs": {"op": "requeue_jobs", "rid": 1, "kind": "dead"},
+    "delete_jobs": {"op": "delete_jobs", "rid": 1, "kind": "ready"},
+    "kill_jobs": {"op": "kill_jobs", "rid": 1, "kind": "leased"},
+    "history": {"op": "history", "rid": 1},
     "batches": {"op": "batches", "rid": 1},
     "compact": {"op": "compact", "rid": 1},
 }
@@ -439,7 +450,7 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ("pause", "$.queue", NAME_OK, NAME_BAD),
     ("resume", "$.queue", NAME_OK, NAME_BAD),
     ("get_job", "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
-    ("list_jobs", "$.kind", ["scheduled", "retrying", "dead"], ["ready", "leased", ""]),
+    ("list_jobs", "$.kind", ["ready", "leased", "scheduled", "retrying", "dead"], ["busy", ""]),
     ("list_jobs", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),
     ("list_jobs", "$.cursor", ["", "c" * 512], ["c" * 513]),
     ("list_jobs+filter", "$.filter.queue", NAME_OK, NAME_BAD),
@@ -472,6 +483,10 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ],
     ("requeue_jobs", "$.kind", ["retrying", "dead"], ["scheduled", "ready"]),
     ("requeue_jobs", "$.limit", [1, L.REQUEUE_MANY_MAX], [0, L.REQUEUE_MANY_MAX + 1]),
+    ("delete_jobs", "$.kind", ["ready", "leased", "dead"], ["busy", ""]),
+    ("delete_jobs", "$.limit", [1, L.BULK_MAX], [0, L.BULK_MAX + 1]),
+    ("kill_jobs", "$.kind", ["ready", "retrying"], ["dead", "x"]),
+    ("history", "$.seconds", [1, L.HISTORY_MAX_S], [0, L.HISTORY_MAX_S + 1]),
     ("batches", "$.state", ["open", "committed", "finished", "abandoned", None], ["done", ""]),
     ("batches", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),
 ]

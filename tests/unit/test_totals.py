@@ -2,10 +2,11 @@
 
 One test per kind of record that creates or kills a job: the harness's core
 applies each record through the shell's counting apply (server/totals.py,
-``Totals.apply``), and the totals and the Prometheus counters rendered from
-them (server/metrics.py) must say how many jobs were pushed and how many
-died, by queue. A last test checks that the cases cover every kind of
-record that can create or kill one.
+``Totals.apply``), and the totals, the Prometheus counters rendered from
+them (server/metrics.py) and the dashboard's history (server/history.py)
+must say how many jobs were pushed and how many died, by queue. A last
+test checks that the cases cover every kind of record that can create or
+kill one.
 """
 
 from collections.abc import Callable
@@ -15,12 +16,14 @@ import pytest
 from prometheus_client.core import Metric
 
 from leash.broker.core import records as R
+from leash.broker.server.history import TOTALS as HISTORY_TOTALS
 from leash.broker.server.metrics import QueueFigures, Snapshot, _queue_metrics
 from leash.broker.server.totals import Totals
 from leash.protocol import admin as A
 from leash.protocol import faktory as F
 from leash.protocol import messages as M
-from tests.unit.test_core_harness import SECOND_MS, Core
+from leash.protocol.limits import HISTORY_MAX_S
+from tests.unit.test_core_harness import SECOND_MS, START_MS, Core
 
 CALLBACK = M.JobSpec(type="cb", queue="callbacks")
 
@@ -29,9 +32,9 @@ class Counted(Core):
     """The harness's core, its live state applying records as the shell does."""
 
     def __init__(self, **config: Any) -> None:
-        self.totals = Totals()
+        self.totals = Totals(START_MS)
         super().__init__(**config)
-        self.apply_live = self.totals.apply
+        self.apply_live = lambda state, record: self.totals.apply(state, record, self.now_ms)
         self.kinds: set[type] = set()  # every kind of record applied
 
     def apply(self, record: R.Record) -> None:
@@ -58,9 +61,13 @@ class Counted(Core):
         return samples.get((f"leash_queue_{total}_total", queue), 0.0)
 
     def total(self, total: str, queue: str, count: int) -> None:
-        """The total and its counter are ``count``."""
+        """The total and its counter are ``count``; the history of the
+        graphs (the last hour, a slot a second) counts as the totals do."""
         assert self.totals.by_queue.get(queue, {}).get(total, 0) == count, (total, queue)
         assert self.counter(total, queue) == count, (total, queue)
+        if total in HISTORY_TOTALS:
+            series = self.totals.history.series(self.now_ms, HISTORY_MAX_S)
+            assert sum(series[total]) == self.totals.all[total], (total, series[total][-5:])
 
 
 def member(core: Counted, job_id: str, **callbacks: M.JobSpec) -> None:
@@ -250,3 +257,12 @@ def test_the_cases_cover_every_kind_of_record_that_creates_or_kills_a_job() -> N
     for case in CASES:
         covered.add(case(counted_core()))
     assert covered == creates_or_kills
+
+
+def test_a_queues_rates_count_its_callback_jobs_in_and_its_killed_jobs_out() -> None:
+    core = counted_core()
+    member(core, "k", death=CALLBACK)
+    core.operate(A.KillJob(core.next_rid(), "k"))
+    history = core.totals.history
+    assert history.rates_per_s(core.now_ms, "callbacks") == (1 / 60, 0.0)
+    assert history.rates_per_s(core.now_ms, "q") == (1 / 60, 1 / 60)
