@@ -159,13 +159,14 @@ class Broker:
             log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
             return
+        written = outcome.written_enough
         if outcome.records:
-            self._commit(outcome.records)
+            self._commit(outcome.records, sync=not written)
         if outcome.may_wait:
             assert isinstance(request, M.Fetch)
             self._hold(connection, request)
         else:
-            self._reply(connection, outcome.reply)
+            self._reply(connection, outcome.reply, written=written)
         if outcome.records:
             self._wake_waiters()
 
@@ -193,19 +194,20 @@ class Broker:
         )
         self._reply(connection, welcome)
 
-    def _commit(self, records: list[Record]) -> None:
-        """Apply records and queue them for the journal. A failure inside
-        apply, or a record that does not encode, is a broken invariant: the
-        state may be changed where the journal is not, so stop at once,
-        before the records reach the journal (the encode is all or nothing).
-        After a journal failure nothing more is applied: every reply is
-        journal_failed anyway."""
+    def _commit(self, records: list[Record], *, sync: bool = True) -> None:
+        """Apply records and queue them for the journal (``sync=False``: they
+        start no fsync of their own; see ``GroupCommitter.submit_records``).
+        A failure inside apply, or a record that does not encode, is a
+        broken invariant: the state may be changed where the journal is not,
+        so stop at once, before the records reach the journal (the encode is
+        all or nothing). After a journal failure nothing more is applied:
+        every reply is journal_failed anyway."""
         if self.committer.failed is not None:
             return
         try:
             for record in records:
                 self.totals.apply(self.state, record)
-            self.committer.submit_records(records)
+            self.committer.submit_records(records, sync=sync)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
@@ -223,9 +225,13 @@ class Broker:
             self.committer.hold_until_synced()
             log.info("epoch %d: the last epoch used up its numbers", self.state.epoch)
 
-    def _reply(self, connection: "Sender", reply: M.Reply | AdminReply) -> None:
-        """Send ``reply`` once everything journalled before it is durable."""
-        if not self.committer.busy and self.committer.failed is None:
+    def _reply(
+        self, connection: "Sender", reply: M.Reply | AdminReply, *, written: bool = False
+    ) -> None:
+        """Send ``reply`` once everything journalled before it is durable
+        (``written``: once it is written, before an fsync: a fetch's)."""
+        committer = self.committer
+        if committer.failed is None and not (committer.busy_written if written else committer.busy):
             connection.send(reply)
             return
 
@@ -235,7 +241,10 @@ class Broker:
             else:
                 connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
-        self.committer.after(done)
+        if written:
+            committer.after_written(done)
+        else:
+            committer.after(done)
 
     def reply_later(self, connection: Connection) -> None:
         """``connection`` has replies queued: write them at the end of the turn."""
@@ -366,7 +375,7 @@ class Broker:
     def _expire(self, waiter: Waiter) -> None:
         waiter.timer = None
         self._drop(waiter)
-        self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+        self._reply(waiter.connection, M.Jobs(waiter.request.rid, []), written=True)
 
     def _drop(self, waiter: Waiter) -> None:
         self.waiters.remove(waiter)
@@ -391,9 +400,10 @@ class Broker:
                 if outcome.may_wait:  # its process may not fetch now (quiet, terminate)
                     continue
                 self._drop(waiter)
+                written = outcome.written_enough
                 if outcome.records:
-                    self._commit(outcome.records)
-                self._reply(waiter.connection, outcome.reply)
+                    self._commit(outcome.records, sync=not written)
+                self._reply(waiter.connection, outcome.reply, written=written)
 
     # --- timers -----------------------------------------------------------
 
@@ -462,6 +472,6 @@ class Broker:
             self._timer.cancel()
         for waiter in self.waiters.all():
             self._drop(waiter)
-            self._reply(waiter.connection, M.Jobs(waiter.request.rid, []))
+            self._reply(waiter.connection, M.Jobs(waiter.request.rid, []), written=True)
         for connection in list(self.connections):
             self.committer.after(lambda _ok, c=connection: c.close())  # type: ignore[misc]
