@@ -130,17 +130,20 @@ async def keep_extended(link: Link, job: Job, first_delay_s: float | None = None
 
 class Extender:
     """Extends a running job's lease (``keep_extended``), from its first
-    half-ttl on: most jobs end before, and then cost one timer, not a task."""
+    half-ttl on, counted from ``leased_s`` (when the lease arrived, on the
+    loop's clock: a prefetched job may have waited): most jobs end before,
+    and then cost one timer, not a task."""
 
     __slots__ = ("_job", "_link", "_task", "_timer")
 
-    def __init__(self, link: Link, job: Job) -> None:
+    def __init__(self, link: Link, job: Job, leased_s: float) -> None:
         self._link, self._job = link, job
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         if job.lease_ttl_ms > 0:
-            delay_s = job.lease_ttl_ms / 2 / 1000
-            self._timer = asyncio.get_running_loop().call_later(delay_s, self._start)
+            loop = asyncio.get_running_loop()
+            at_s = leased_s + job.lease_ttl_ms / 2 / 1000
+            self._timer = loop.call_at(at_s, self._start)
 
     def _start(self) -> None:
         self._timer = None

@@ -16,10 +16,17 @@ the exception's type, message and traceback; a job of a type with no handler
 is failed with an ``UnknownJobType`` error (another worker may have one).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
-keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as there
-are free slots (``concurrency`` minus handlers running). A lost connection is
-reopened with capped exponential backoff; finished jobs are then settled on
-the new connection, since a lease belongs to this process's worker id, not to
+keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as
+there are free slots (``concurrency`` minus handlers running) plus
+``prefetch`` more, less those already waiting; the jobs beyond the free
+slots wait here for one (``leash.client._prefetch``: at most half their
+lease's ttl and at most 1 s, then they are released for another worker,
+and no more are prefetched until a handler returns), so a handler that
+returns starts the next job at once. The acks and fails of finished jobs
+go in the same write as the next fetch, before it (``leash.client._settle``:
+an outcome waits at most 5 ms for one). A lost connection is reopened with
+capped exponential backoff; outcomes not yet answered are then sent on the
+new connection, since a lease belongs to this process's worker id, not to
 a connection.
 
 Jobs run in threads so that the loop stays free. Each job runs in a
@@ -42,12 +49,12 @@ ack or fail refused with ``StaleLease``/``NotFound`` means the lease was lost
 worker may run the job: logged as a warning, and the worker goes on.
 
 Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
-from the broker, stops fetching. A fetch already in flight is waited for (at
-most ``wait_ms``) and what it delivers is released unrun; running handlers
-get ``grace_s`` to finish and settle; then every job still running is
-released and ``run`` returns. A second signal, or ``stop(now=True)``, skips
-the grace. Threads cannot be killed: ``unfinished`` counts handlers still
-running when ``run`` returned.
+from the broker, stops fetching. Prefetched jobs are released unrun; a fetch
+already in flight is waited for (at most ``wait_ms``) and what it delivers
+is released unrun too; running handlers get ``grace_s`` to finish and
+settle; then every job still running is released and ``run`` returns. A
+second signal, or ``stop(now=True)``, skips the grace. Threads cannot be
+killed: ``unfinished`` counts handlers still running when ``run`` returned.
 """
 
 import asyncio
@@ -62,20 +69,13 @@ from leash.protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
 from ._backoff import backoff_s
-from ._exceptions import (
-    ConnectionLost,
-    Internal,
-    JournalFailed,
-    NotFound,
-    QueuePaused,
-    RequestTimeout,
-    ServerError,
-    StaleLease,
-)
+from ._exceptions import Internal, QueuePaused
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
-from ._keepalive import Extender, Heartbeat, lease_lost_message
+from ._keepalive import Extender, Heartbeat
 from ._link import Link
+from ._prefetch import Prefetched
 from ._security import KeyOption, TlsOption, as_key, as_tls
+from ._settle import LINK_ERRORS, Settler
 from ._types import Job
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
@@ -83,8 +83,8 @@ from .aio import AsyncClient
 log = logging.getLogger("leash.worker")
 
 _RETRYABLE_FETCH_ERRORS = (Internal, QueuePaused)  # the other refusals stop the worker
-# The broker could not write its journal and is stopping: like a lost connection.
-_LINK_ERRORS = (ConnectionLost, RequestTimeout, JournalFailed)
+PREFETCH_DEFAULT = 4  # jobs leased beyond the free slots
+PREFETCH_MAX = 1_000
 
 
 class Worker:
@@ -107,9 +107,12 @@ class Worker:
         auto_extend: bool = True,
         key: KeyOption = None,
         tls: TlsOption = None,
+        prefetch: int = PREFETCH_DEFAULT,
     ) -> None:
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
+        if not 0 <= prefetch <= PREFETCH_MAX:
+            raise ValueError(f"prefetch must be from 0 to {PREFETCH_MAX}, not {prefetch}")
         if not 0 <= wait_ms <= limits.FETCH_WAIT_MAX_MS:
             raise ValueError(f"wait_ms must be from 0 to {limits.FETCH_WAIT_MAX_MS}, not {wait_ms}")
         self.queues = [queues] if isinstance(queues, str) else list(queues)
@@ -121,6 +124,7 @@ class Worker:
         self.wait_ms, self.grace_s, self.timeout_s = wait_ms, grace_s, timeout_s
         self.labels, self.worker_id = tuple(labels), worker_id
         self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
+        self.prefetch = prefetch  # jobs leased ahead of a free slot
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self._handlers: dict[str, Handler] = {}
@@ -156,6 +160,7 @@ class Worker:
         wait_ms: int | None = None,
         grace_s: float | None = None,
         auto_extend: bool | None = None,
+        prefetch: int | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -174,6 +179,7 @@ class Worker:
             auto_extend=auto_extend if auto_extend is not None else self.auto_extend,
             key=endpoint.key if endpoint is not None and endpoint.key else self._key,
             tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
+            prefetch=prefetch if prefetch is not None else self.prefetch,
         )
 
     # --- running ---------------------------------------------------------------
@@ -225,6 +231,10 @@ class Worker:
         self._link = Link(self._connect)
         self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._running: dict[int, Job] = {}  # by lease token: handler not returned yet
+        self._prefetched = Prefetched()
+        self._prefetching = True  # off after jobs waited too long, until a handler returns
+        self._release_timer: asyncio.TimerHandle | None = None
+        self._settler = Settler(self._link)
         self._tasks: set[asyncio.Task[None]] = set()
         self._fetching = False
         self._fatal: BaseException | None = None
@@ -245,11 +255,13 @@ class Worker:
             )
         self._stopping.set()
         self._link.quiet = True
+        self._settler.urgent = True
         self._wake.set()
         if now:
             self._hard.set()
         if not self._fetching:
             self._fetcher.cancel()  # connecting or waiting: nothing to collect
+        self._give_back(self._prefetched.clear(), "prefetched, not started before the stop")
 
     def _on_process_state(self, state: str) -> None:
         """A beat's reply: what the broker wants of this process now."""
@@ -299,11 +311,16 @@ class Worker:
 
     # --- fetching --------------------------------------------------------------
 
+    def _wanted(self) -> int:
+        """Jobs to ask for: the free slots, and the prefetch, less what waits."""
+        extra = self.prefetch if self._prefetching else 0
+        waiting = len(self._running) + len(self._prefetched)
+        return min(self.concurrency + extra - waiting, limits.FETCH_COUNT_MAX)
+
     async def _fetch_loop(self) -> None:
         refusals = 0
         while not self._stopping.is_set():
-            free = min(self.concurrency - len(self._running), limits.FETCH_COUNT_MAX)
-            if free <= 0:
+            if self._wanted() <= 0:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -313,7 +330,7 @@ class Worker:
             client = await self._link.client()
             if self._stopping.is_set():
                 break
-            jobs = await self._fetch(client, free)
+            jobs = await self._fetch(client, self._wanted())
             if jobs is None:
                 await asyncio.sleep(backoff_s(refusals))
                 refusals += 1
@@ -322,15 +339,25 @@ class Worker:
             if self._stopping.is_set():
                 await self._release(jobs, "fetched during shutdown")
                 return
-            for job in jobs:
-                self._start(job)
+            self._take(jobs)
 
     async def _fetch(self, client: AsyncClient, count: int) -> list[Job] | None:
-        """One long-poll fetch; None when refused for a while. Other refusals raise."""
+        """One long-poll fetch, in one write with the outcomes waiting to be
+        sent; None when refused for a while. Other refusals raise."""
         self._fetching = True  # from here on, a stop waits for the reply
         try:
-            return await client.fetch_many(self.queues, count, wait_ms=self.wait_ms)
-        except _LINK_ERRORS as exc:
+            outcomes, calls = self._settler.take(client)
+            calls.append(client._core.fetch(self.queues, count, self.wait_ms))
+            try:
+                replies = await client._together(calls)
+            except LINK_ERRORS as exc:
+                self._settler.put_back(outcomes)
+                await self._link.lost(client, exc)
+                return []
+            self._settler.watch(client, outcomes, replies[:-1])
+            jobs: list[Job] = await replies[-1]
+            return jobs
+        except LINK_ERRORS as exc:
             await self._link.lost(client, exc)
             return []
         except _RETRYABLE_FETCH_ERRORS as exc:
@@ -339,17 +366,54 @@ class Worker:
         finally:
             self._fetching = False
 
+    def _take(self, jobs: list[Job]) -> None:
+        """Run what fits in the free slots; the rest waits for one."""
+        now_s = asyncio.get_running_loop().time()
+        for job in jobs:
+            if len(self._running) < self.concurrency:
+                self._start(job, now_s)
+            else:
+                self._prefetched.add(job, now_s)
+        self._arm_release()
+
+    def _arm_release(self) -> None:
+        """A timer for the next prefetched job that must not wait longer."""
+        due_s = self._prefetched.next_due_s()
+        timer = self._release_timer
+        if timer is not None and (due_s is None or timer.when() > due_s):
+            timer.cancel()
+            self._release_timer = timer = None
+        if due_s is not None and timer is None:
+            loop = asyncio.get_running_loop()
+            self._release_timer = loop.call_at(due_s, self._release_due)
+
+    def _release_due(self) -> None:
+        self._release_timer = None
+        due = self._prefetched.due(asyncio.get_running_loop().time())
+        if due:
+            self._prefetching = False  # the slots are slow: no more ahead until one frees
+            self._give_back(due, "waited for a free slot as long as its lease allows")
+        self._arm_release()
+
+    def _give_back(self, jobs: list[Job], why: str) -> None:
+        if jobs:
+            task = asyncio.get_running_loop().create_task(self._release(jobs, why))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     # --- running one job -------------------------------------------------------
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, leased_s: float) -> None:
         self._running[job.token] = job
-        task = asyncio.create_task(self._run_job(job), name=f"leash-job-{job.id}")
+        task = asyncio.create_task(self._run_job(job, leased_s), name=f"leash-job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_job(self, job: Job) -> None:
+    async def _run_job(self, job: Job, leased_s: float) -> None:
         fn = self._handlers.get(job.type)
-        extender = Extender(self._link, job) if self.auto_extend and fn is not None else None
+        extender = None
+        if self.auto_extend and fn is not None:
+            extender = Extender(self._link, job, leased_s)
         try:
             if fn is None:
                 error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
@@ -361,8 +425,17 @@ class Worker:
             if extender is not None:
                 extender.cancel()
             del self._running[job.token]
-            self._wake.set()
-        await self._settle(job, error)
+            self._slot_freed()
+        self._settler.add(job, error)
+
+    def _slot_freed(self) -> None:
+        """A handler returned: its slot takes the next prefetched job."""
+        self._prefetching = True
+        if not self._stopping.is_set():
+            waiting = self._prefetched.take()
+            if waiting is not None:
+                self._start(waiting.job, waiting.leased_s)
+        self._wake.set()
 
     def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
         """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
@@ -377,40 +450,24 @@ class Worker:
         (result,) = await client.push_many([spec], lease=job)
         return result.id
 
-    async def _settle(self, job: Job, error: ErrorInfo | None) -> None:
-        """Ack or fail ``job``, across reconnects, until the broker has answered."""
-        verb = "ack" if error is None else "fail"
-        while True:
-            try:
-                client = await self._link.client()
-                if error is None:
-                    await client.ack(job)
-                else:
-                    result = await client.fail(job, error)
-                    level = logging.WARNING if result.state == "dead" else logging.INFO
-                    log.log(level, "job %s failed (%s): %s", job.id, result.state, error.type)
-                return
-            except (StaleLease, NotFound) as exc:
-                log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, exc.code)
-                return
-            except _LINK_ERRORS as exc:
-                await self._link.lost(client, exc)
-            except ServerError as exc:
-                log.error("could not %s job %s: %s", verb, job.id, exc)
-                return
-
     # --- shutting down ---------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Wait for running jobs (and a fetch in flight) until done, the grace ends or ``now``."""
+        """Wait for running jobs (and a fetch in flight), then for their
+        outcomes to be answered, until done, the grace ends or ``now``."""
         loop = asyncio.get_running_loop()
         deadline_s = loop.time() + self.grace_s
         hard = asyncio.create_task(self._hard.wait())
+        settled: asyncio.Task[None] | None = None
         try:
             while not self._hard.is_set():
                 waiting = {task for task in self._tasks if not task.done()}
                 if not self._fetcher.done():
                     waiting.add(self._fetcher)
+                if not waiting and not self._settler.idle:
+                    if settled is None or settled.done():
+                        settled = asyncio.create_task(self._settler.flush())
+                    waiting.add(settled)
                 remaining_s = deadline_s - loop.time()
                 if not waiting or remaining_s <= 0:
                     return
@@ -419,6 +476,8 @@ class Worker:
                 )
         finally:
             hard.cancel()
+            if settled is not None:
+                settled.cancel()
 
     async def _finish(self) -> None:
         """Release what is still running, then close the connection and the threads."""
@@ -427,8 +486,15 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if unfinished:
-            await self._release(unfinished, "still running at shutdown")
+        if self._release_timer is not None:
+            self._release_timer.cancel()
+        unsettled = self._settler.unanswered
+        self._settler.cancel()
+        if unsettled:
+            log.warning("%d job outcomes not answered by the broker before the end", unsettled)
+        left = unfinished + self._prefetched.clear()
+        if left:
+            await self._release(left, "still running at shutdown")
         self.unfinished = len(unfinished)
         self._heartbeat.cancel()  # beats went on while draining: the leases stayed ours
         await asyncio.gather(self._heartbeat, return_exceptions=True)
