@@ -46,6 +46,9 @@ from ._core import ClientCore
 from ._exceptions import ConnectionLost, LeashError, RequestTimeout
 
 RECV_BYTES = 256 * 1024
+# A read's time limit (SO_RCVTIMEO) is set again only when it is longer than
+# the time left or this much shorter: a read that ends early is just read again.
+RECV_LIMIT_SLACK_S = 0.05
 _TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO / SO_SNDTIMEO: seconds, microseconds
 
 
@@ -98,30 +101,39 @@ class Pipe:
     def submit(self, calls: Sequence[Call[Any]]) -> list[Slot]:
         """Register ``calls`` and send their frames (together, in order)."""
         slots = [Slot() for _ in calls]
+        data = b"".join(call.frame for call in calls)
         with self._mutex:
             if self.broken is not None:
                 raise ConnectionLost(str(self.broken))
             for call, slot in zip(calls, slots, strict=True):
                 self._core.start(call, slot)
-            self._out.extend(call.frame for call in calls)
             if self._writing:
-                return slots  # the writer sends them with the next write
+                self._out.append(data)  # the writer sends it with its next write
+                return slots
             self._writing = True
-        self._write_out()
+        self._write_out(data)
         return slots
 
-    def _write_out(self) -> None:
-        """The writer: send what is queued, one write at a time, until none is."""
+    def call(self, call: Call[Any], limit_s: float) -> Any:
+        """Send one call and wait for its result (``submit`` + ``wait``)."""
+        slot = Slot()
+        with self._mutex:
+            if self.broken is not None:
+                raise ConnectionLost(str(self.broken))
+            self._core.start(call, slot)
+            if self._writing:
+                self._out.append(call.frame)
+                writer = False
+            else:
+                self._writing = writer = True
+        if writer:
+            self._write_out(call.frame)
+        return self.wait(slot, call.rid, limit_s)
+
+    def _write_out(self, data: bytes) -> None:
+        """The writer: send ``data``, then what others queued meanwhile, one
+        write at a time, until nothing is queued."""
         while True:
-            with self._mutex:
-                out = self._out
-                if not out or self.broken is not None:
-                    out.clear()
-                    self._writing = False
-                    self._close_if_idle()
-                    return
-                self._out = []
-            data = out[0] if len(out) == 1 else b"".join(out)
             try:
                 if self._io is None:
                     self.sock.sendall(data)
@@ -135,14 +147,23 @@ class Pipe:
                     self.shut(RequestTimeout(f"sending took over {self._timeout_s} s"))
                 else:
                     self.shut(ConnectionLost(f"the connection broke: {exc}"))
-            self.last_io_s = time.monotonic()
+            with self._mutex:
+                out = self._out
+                if not out or self.broken is not None:
+                    out.clear()
+                    self._writing = False
+                    self._close_if_idle()
+                    return
+                self._out = []
+            data = out[0] if len(out) == 1 else b"".join(out)
 
     # --- waiting -----------------------------------------------------------
 
     def wait(self, slot: Slot, rid: int, limit_s: float) -> Any:
         """The call's result (raising its error) once its reply has come;
         ``RequestTimeout`` after ``limit_s``, the call then forgotten."""
-        deadline_s = time.monotonic() + limit_s
+        started_s = time.monotonic()
+        deadline_s, remaining_s = started_s + limit_s, limit_s
         try:
             while True:
                 with self._mutex:
@@ -157,21 +178,23 @@ class Pipe:
                             slot.wake = threading.Lock()
                             slot.wake.acquire()
                         self._followers[slot] = None
-                remaining_s = deadline_s - time.monotonic()
                 if reader and remaining_s > 0:
-                    self._read(remaining_s)
-                    continue
-                if not reader and remaining_s > 0 and slot.wake.acquire(timeout=remaining_s):  # type: ignore[union-attr]
-                    continue
-                with self._mutex:  # out of time
-                    if reader:
-                        self._reading = False
-                    self._followers.pop(slot, None)
-                    self._pass_on()
-                    if not slot.done:
-                        raise RequestTimeout(f"no reply within {limit_s:g} s")
-                break
+                    if self._read(remaining_s, slot):
+                        break  # its reply came, and the reading is passed on
+                elif not reader and remaining_s > 0 and slot.wake.acquire(timeout=remaining_s):  # type: ignore[union-attr]
+                    pass
+                else:
+                    with self._mutex:  # out of time
+                        if reader:
+                            self._reading = False
+                        self._followers.pop(slot, None)
+                        self._pass_on()
+                        if not slot.done:
+                            raise RequestTimeout(f"no reply within {limit_s:g} s")
+                    break
+                remaining_s = deadline_s - time.monotonic()
         finally:
+            self.last_io_s = started_s
             if not slot.done:
                 self._core.abandon(rid)  # a late reply is dropped
         if slot.error is not None:
@@ -185,9 +208,10 @@ class Pipe:
             self._wake(next(iter(self._followers)))
         self._close_if_idle()
 
-    def _read(self, limit_s: float) -> None:
+    def _read(self, limit_s: float, mine: Slot) -> bool:
         """The reader's turn: one read (at most ``limit_s``), every reply in
-        it handed to its slot; then the role is given up."""
+        it handed to its slot; then the role is given up. True when ``mine``
+        is done (and the reading passed on to a waiting thread)."""
         data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
         with self._mutex:
             if data is not None and self.broken is None:
@@ -195,15 +219,20 @@ class Pipe:
                     self._dispatch(data)
                 else:
                     self._shut(ConnectionLost("the broker closed the connection"))
-            self._reading = False  # the caller takes it again if its reply has not come
+            self._reading = False
+            if mine.done:
+                self._pass_on()
+                return True
             self._close_if_idle()
+            return False
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""
         try:
             if self._io is not None:
                 return self._receive_tls(limit_s)
-            if limit_s != self._recv_limit_s:  # one setsockopt when the limit changes
+            set_s = self._recv_limit_s
+            if not limit_s - RECV_LIMIT_SLACK_S <= set_s <= limit_s:  # a setsockopt is a syscall
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval(limit_s))
                 self._recv_limit_s = limit_s
             return memoryview(self._buffer)[: self.sock.recv_into(self._buffer)]
@@ -233,7 +262,6 @@ class Pipe:
     def _dispatch(self, data: bytes | memoryview) -> None:
         """Under the mutex: every reply in ``data`` to its slot."""
         core = self._core
-        self.last_io_s = time.monotonic()
         core.receive_data(data)
         try:
             while (completion := core.next_completion()) is not None:

@@ -405,8 +405,7 @@ class Client:
         return self._exchange(self._connection(), call)
 
     def _exchange(self, pipe: Pipe, call: Call[T]) -> T:
-        (slot,) = pipe.submit([call])
-        result: T = pipe.wait(slot, call.rid, self.timeout_s + call.wait_ms / 1000)
+        result: T = pipe.call(call, self.timeout_s + call.wait_ms / 1000)
         return result
 
     def _call_again(self, call: Call[T]) -> T:

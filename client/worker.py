@@ -60,9 +60,11 @@ killed: ``unfinished`` counts handlers still running when ``run`` returned.
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from leash.protocol import limits
 from leash.protocol.messages import ErrorInfo, JobSpec
@@ -71,11 +73,11 @@ from . import _signals
 from ._backoff import backoff_s
 from ._exceptions import Internal, QueuePaused
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
-from ._keepalive import Extender, Heartbeat
+from ._keepalive import Heartbeat, keep_extended
 from ._link import Link
-from ._prefetch import Prefetched
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._settle import LINK_ERRORS, Settler
+from ._slots import Slots
 from ._types import Job
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
@@ -226,16 +228,16 @@ class Worker:
                 loop.call_soon_threadsafe(self._begin_stop, now)
 
     def _begin(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leash-job")
+        self._loop = loop = asyncio.get_running_loop()
         self._link = Link(self._connect)
         self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        self._running: dict[int, Job] = {}  # by lease token: handler not returned yet
-        self._prefetched = Prefetched()
+        self._collected = asyncio.Event()  # set when finished jobs were collected
+        self._held: dict[int, _Held] = {}  # by token: leased, not finished (waiting or running)
+        self._slots = Slots(self.concurrency, self._run_one, loop, self._collect)
         self._prefetching = True  # off after jobs waited too long, until a handler returns
-        self._release_timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._settler = Settler(self._link)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # releases
         self._fetching = False
         self._fatal: BaseException | None = None
         self.process_state = "ok"
@@ -249,9 +251,7 @@ class Worker:
     def _begin_stop(self, now: bool) -> None:
         if not self._stopping.is_set():
             log.info(
-                "stopping: %d jobs running, grace %g s",
-                len(self._running),
-                0 if now else self.grace_s,
+                "stopping: %d jobs running, grace %g s", self._running(), 0 if now else self.grace_s
             )
         self._stopping.set()
         self._link.quiet = True
@@ -261,7 +261,10 @@ class Worker:
             self._hard.set()
         if not self._fetching:
             self._fetcher.cancel()  # connecting or waiting: nothing to collect
-        self._give_back(self._prefetched.clear(), "prefetched, not started before the stop")
+        prefetched = self._slots.clear()
+        for job in prefetched:
+            del self._held[job.token]
+        self._give_back(prefetched, "prefetched, not started before the stop")
 
     def _on_process_state(self, state: str) -> None:
         """A beat's reply: what the broker wants of this process now."""
@@ -303,7 +306,7 @@ class Worker:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self._stopping.is_set():
-            log.warning("%s again: releasing %d running jobs now", name, len(self._running))
+            log.warning("%s again: releasing %d running jobs now", name, self._running())
             self._begin_stop(now=True)
         else:
             log.warning("%s: finishing running jobs (send it again to release them now)", name)
@@ -311,11 +314,13 @@ class Worker:
 
     # --- fetching --------------------------------------------------------------
 
+    def _running(self) -> int:
+        return len(self._held) - self._slots.waiting
+
     def _wanted(self) -> int:
         """Jobs to ask for: the free slots, and the prefetch, less what waits."""
         extra = self.prefetch if self._prefetching else 0
-        waiting = len(self._running) + len(self._prefetched)
-        return min(self.concurrency + extra - waiting, limits.FETCH_COUNT_MAX)
+        return min(self.concurrency + extra - len(self._held), limits.FETCH_COUNT_MAX)
 
     async def _fetch_loop(self) -> None:
         refusals = 0
@@ -339,7 +344,8 @@ class Worker:
             if self._stopping.is_set():
                 await self._release(jobs, "fetched during shutdown")
                 return
-            self._take(jobs)
+            if jobs:
+                self._take(jobs)
 
     async def _fetch(self, client: AsyncClient, count: int) -> list[Job] | None:
         """One long-poll fetch, in one write with the outcomes waiting to be
@@ -367,33 +373,65 @@ class Worker:
             self._fetching = False
 
     def _take(self, jobs: list[Job]) -> None:
-        """Run what fits in the free slots; the rest waits for one."""
+        """Jobs for the slots: a free thread takes one at once, the rest wait."""
         now_s = asyncio.get_running_loop().time()
+        extend = self.auto_extend
         for job in jobs:
-            if len(self._running) < self.concurrency:
-                self._start(job, now_s)
-            else:
-                self._prefetched.add(job, now_s)
-        self._arm_release()
+            half_ttl_s = job.lease_ttl_ms / 2000
+            extend_s = now_s + half_ttl_s if extend and half_ttl_s > 0 else math.inf
+            self._held[job.token] = _Held(job, extend_s)
+        self._slots.add(jobs, now_s)
+        self._arm_sweep()
 
-    def _arm_release(self) -> None:
-        """A timer for the next prefetched job that must not wait longer."""
-        due_s = self._prefetched.next_due_s()
-        timer = self._release_timer
-        if timer is not None and (due_s is None or timer.when() > due_s):
+    def _collect(self) -> None:
+        """On the loop: the jobs the slots finished go to the settler."""
+        finished = self._slots.take_finished()
+        for job, error in finished:
+            held = self._held.pop(job.token, None)
+            if held is None:
+                continue  # released meanwhile (a stop that did not wait)
+            if held.extending is not None:
+                held.extending.cancel()
+            self._settler.add(job, error)
+        if finished:
+            self._prefetching = True
+            self._wake.set()
+            self._collected.set()
+
+    # --- the clock: prefetched jobs that waited too long, leases to extend ------
+
+    def _arm_sweep(self) -> None:
+        """A timer for the first job that must be released or extended."""
+        due_s = min(
+            (h.extend_s for h in self._held.values() if h.extending is None), default=math.inf
+        )
+        release_s = self._slots.next_release_s()
+        if release_s is not None:
+            due_s = min(due_s, release_s)
+        timer = self._sweep_timer
+        if timer is not None and (due_s == math.inf or timer.when() > due_s):
             timer.cancel()
-            self._release_timer = timer = None
-        if due_s is not None and timer is None:
-            loop = asyncio.get_running_loop()
-            self._release_timer = loop.call_at(due_s, self._release_due)
+            self._sweep_timer = timer = None
+        if due_s != math.inf and timer is None:
+            self._sweep_timer = asyncio.get_running_loop().call_at(due_s, self._sweep)
 
-    def _release_due(self) -> None:
-        self._release_timer = None
-        due = self._prefetched.due(asyncio.get_running_loop().time())
+    def _sweep(self) -> None:
+        """Release what waited for a slot as long as its lease allows (no more
+        is leased ahead until a slot frees); extend, from now on, the lease of
+        a job running for half its ttl (one still waiting was released first)."""
+        self._sweep_timer = None
+        now_s = asyncio.get_running_loop().time()
+        due = self._slots.due(now_s)
+        for job in due:
+            del self._held[job.token]
         if due:
-            self._prefetching = False  # the slots are slow: no more ahead until one frees
+            self._prefetching = False
             self._give_back(due, "waited for a free slot as long as its lease allows")
-        self._arm_release()
+        for held in self._held.values():
+            if held.extending is None and held.extend_s <= now_s:
+                extending = keep_extended(self._link, held.job, first_delay_s=0.0)
+                held.extending = asyncio.get_running_loop().create_task(extending)
+        self._arm_sweep()
 
     def _give_back(self, jobs: list[Job], why: str) -> None:
         if jobs:
@@ -401,41 +439,13 @@ class Worker:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    # --- running one job -------------------------------------------------------
+    # --- running one job (in a slot's thread) ------------------------------------
 
-    def _start(self, job: Job, leased_s: float) -> None:
-        self._running[job.token] = job
-        task = asyncio.create_task(self._run_job(job, leased_s), name=f"leash-job-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_job(self, job: Job, leased_s: float) -> None:
+    def _run_one(self, job: Job) -> ErrorInfo | None:
         fn = self._handlers.get(job.type)
-        extender = None
-        if self.auto_extend and fn is not None:
-            extender = Extender(self._link, job, leased_s)
-        try:
-            if fn is None:
-                error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
-            else:
-                loop = asyncio.get_running_loop()
-                push = self._push_for_handler
-                error = await loop.run_in_executor(self._executor, invoke, fn, job, push)
-        finally:
-            if extender is not None:
-                extender.cancel()
-            del self._running[job.token]
-            self._slot_freed()
-        self._settler.add(job, error)
-
-    def _slot_freed(self) -> None:
-        """A handler returned: its slot takes the next prefetched job."""
-        self._prefetching = True
-        if not self._stopping.is_set():
-            waiting = self._prefetched.take()
-            if waiting is not None:
-                self._start(waiting.job, waiting.leased_s)
-        self._wake.set()
+        if fn is None:
+            return unknown_type_error(job, list(self._handlers))
+        return invoke(fn, job, self._push_for_handler)
 
     def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
         """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
@@ -453,48 +463,59 @@ class Worker:
     # --- shutting down ---------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Wait for running jobs (and a fetch in flight), then for their
+        """Wait for a fetch in flight and the running jobs, then for their
         outcomes to be answered, until done, the grace ends or ``now``."""
         loop = asyncio.get_running_loop()
         deadline_s = loop.time() + self.grace_s
-        hard = asyncio.create_task(self._hard.wait())
-        settled: asyncio.Task[None] | None = None
+        hard = asyncio.ensure_future(self._hard.wait())
+        flushing: asyncio.Future[None] | None = None
         try:
             while not self._hard.is_set():
-                waiting = {task for task in self._tasks if not task.done()}
-                if not self._fetcher.done():
-                    waiting.add(self._fetcher)
-                if not waiting and not self._settler.idle:
-                    if settled is None or settled.done():
-                        settled = asyncio.create_task(self._settler.flush())
-                    waiting.add(settled)
                 remaining_s = deadline_s - loop.time()
-                if not waiting or remaining_s <= 0:
+                awaited: set[asyncio.Future[Any]]
+                if not self._fetcher.done():
+                    awaited = {self._fetcher}
+                elif self._held:
+                    self._collected.clear()
+                    awaited = {asyncio.ensure_future(self._collected.wait())}
+                elif self._tasks:
+                    awaited = set(self._tasks)
+                elif not self._settler.idle:
+                    if flushing is None or flushing.done():
+                        flushing = asyncio.ensure_future(self._settler.flush())
+                    awaited = {flushing}
+                else:
+                    return
+                if remaining_s <= 0:
                     return
                 await asyncio.wait(
-                    {*waiting, hard}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
+                    {*awaited, hard}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
                 )
         finally:
             hard.cancel()
-            if settled is not None:
-                settled.cancel()
+            if flushing is not None:
+                flushing.cancel()
 
     async def _finish(self) -> None:
         """Release what is still running, then close the connection and the threads."""
-        unfinished = list(self._running.values())
+        self._slots.close()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        unfinished = [held.job for held in self._held.values()]
+        for held in self._held.values():
+            if held.extending is not None:
+                held.extending.cancel()
+        self._held.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._release_timer is not None:
-            self._release_timer.cancel()
         unsettled = self._settler.unanswered
         self._settler.cancel()
         if unsettled:
             log.warning("%d job outcomes not answered by the broker before the end", unsettled)
-        left = unfinished + self._prefetched.clear()
-        if left:
-            await self._release(left, "still running at shutdown")
+        if unfinished:
+            await self._release(unfinished, "still running at shutdown")
         self.unfinished = len(unfinished)
         self._heartbeat.cancel()  # beats went on while draining: the leases stayed ours
         await asyncio.gather(self._heartbeat, return_exceptions=True)
@@ -503,7 +524,6 @@ class Worker:
         await self._link.close()
         await asyncio.wait({self._fetcher}, timeout=self.timeout_s)
         self._fetcher.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self._loop = None
 
     async def _release(self, jobs: list[Job], why: str) -> None:
@@ -523,6 +543,15 @@ class Worker:
                 log.warning("could not release job %s (%s): %s", job.id, why, result)
             else:
                 log.info("released job %s (%s)", job.id, why)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A job this worker holds: waiting in a slot's queue or running."""
+
+    job: Job
+    extend_s: float  # when its lease is first extended, if still running (loop time)
+    extending: "asyncio.Task[None] | None" = None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

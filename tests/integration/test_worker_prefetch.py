@@ -109,13 +109,13 @@ def test_a_prefetched_job_is_released_at_half_its_lease_and_never_held_past_it(
         assert gate.started.wait(WAIT_S)
         fake.wait_for(lambda f: sum(j.state == "leased" for j in f.jobs.values()) == 5, "5 leased")
         clock.barrier()
-        assert len(worker._prefetched) == 4
+        assert worker._slots.waiting == 4
         hold_s = min(0.5, PREFETCH_WAIT_MAX_S)
         clock.advance(hold_s - 0.001)
-        assert requests_of(fake, Release) == [] and len(worker._prefetched) == 4
+        assert requests_of(fake, Release) == [] and worker._slots.waiting == 4
         clock.advance(0.001)
         fake.wait_for(lambda f: sorted(f.seen.released) == sorted(waiting), "the 4 released")
-        assert len(worker._prefetched) == 0
+        assert worker._slots.waiting == 0
         fake.wait_for(lambda f: len(f.seen.extends(slow)) == 1, "the running job extended")
         fetches = fake.seen.fetches()
         clock.advance(0.3)  # the slot is still busy: nothing is leased ahead again
