@@ -8,8 +8,9 @@ more than ``PREFETCH_WAIT_MAX_S``, counted from when its lease arrived
 (which is after the broker started the lease: the local count can only be
 late by the one-way trip, far less than the half ttl left). Then the worker
 releases it (back to its queue at once, no attempt counted), for another
-worker to run; a job taken to run before then is extended from the same
-point on (``leash.client._keepalive``), so its lease never runs out either.
+worker to run; a job taken to run before then has its lease extended from
+the same point on (at half its ttl, then every half ttl: the worker's
+sweep and ``leash.client._keepalive``), so its lease never runs out either.
 
 Sans-IO: the time is an argument (the worker passes its loop's clock), so
 the rule is tested with a clock the test moves.

@@ -18,19 +18,22 @@ is failed with an ``UnknownJobType`` error (another worker may have one).
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
 keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as
 there are free slots (``concurrency`` minus handlers running) plus
-``prefetch`` more, less those already waiting; the jobs beyond the free
-slots wait here for one (``leash.client._prefetch``: at most half their
-lease's ttl and at most 1 s, then they are released for another worker,
-and no more are prefetched until a handler returns), so a handler that
-returns starts the next job at once. The acks and fails of finished jobs
-go in the same write as the next fetch, before it (``leash.client._settle``:
-an outcome waits at most 5 ms for one). A lost connection is reopened with
+``prefetch`` more, less those already held; the jobs beyond the free slots
+wait for one (``leash.client._prefetch``: at most half their lease's ttl
+and at most 1 s, then they are released for another worker, and no more
+are leased ahead until a handler returns), so a handler that returns
+starts the next job at once. The acks and fails of finished jobs go in the
+same write as the next fetch, before it (``leash.client._settle``: an
+outcome waits at most 5 ms for one). A lost connection is reopened with
 capped exponential backoff; outcomes not yet answered are then sent on the
 new connection, since a lease belongs to this process's worker id, not to
-a connection.
+a connection. One timer (``_sweep``) serves every held job: it releases
+the ones that waited too long and starts extending the leases of the ones
+that have run for half their ttl.
 
-Jobs run in threads so that the loop stays free. Each job runs in a
-``ThreadPoolExecutor(concurrency)``, never on the loop: while a CPU-bound or
+Jobs run in threads so that the loop stays free: ``concurrency`` threads of
+the worker's own (``leash.client._slots``), each taking the next held job
+as soon as it is free, never on the loop: while a CPU-bound or
 blocking handler runs, the loop goes on serving the connection, the
 heartbeats and other jobs' acks, so one slow handler never delays another
 job's bookkeeping nor makes the broker think this process is dead. The limit:
