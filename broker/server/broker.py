@@ -8,9 +8,12 @@ runs the timer that calls ``core.tick`` and serves held long-poll fetches
 when their queues get ready jobs.
 
 The end of a loop turn (``_end_turn``, scheduled once by the first thing
-of the turn that needs it) writes the turn's journal batch, re-arms the
+of the turn that needs it) serves the held fetches with the jobs the turn
+made ready (so a fetch held at the broker gets every job a pipelined burst
+of pushes brought, not one), writes the turn's journal batch, re-arms the
 timer if a record may have moved a deadline, and writes the replies of the
-turn, one write per connection.
+turn, one write per connection. A fetch decided earlier in a turn serves
+the held ones first: they came before it.
 """
 
 import asyncio
@@ -144,6 +147,8 @@ class Broker:
             if oversized is not None:
                 self._reply(connection, oversized)
                 return
+        if isinstance(request, M.Fetch) and self.state.readied:
+            self._wake_waiters()  # the fetches held before this one come first
         now_ms = self.clock_ms()
         assert connection.info is not None
         alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
@@ -167,8 +172,6 @@ class Broker:
             self._hold(connection, request)
         else:
             self._reply(connection, outcome.reply, written=written)
-        if outcome.records:
-            self._wake_waiters()
 
     def _open_session(self, connection: Connection, hello: M.Hello, rid: int) -> None:
         """The handshake succeeded: register the process and send the welcome."""
@@ -267,6 +270,9 @@ class Broker:
         # The flag stays up until the end: the replies the flush releases are
         # written below, by this turn, not by another one scheduled for them.
         try:
+            # Held fetches are served once a turn, with every job its requests
+            # made ready (a fetch decided earlier in the turn served them first).
+            self._wake_waiters()
             self.committer.flush()
             if self._timer_stale:
                 self._arm_timer()
