@@ -12,7 +12,6 @@ before it, and how Leash's cost per job is compared with a peer's.
 """
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -22,18 +21,10 @@ from collections.abc import Callable
 
 from bench.plan import MEASUREMENTS_BY_KEY
 from bench.pool import Pool
-from bench.servers import SYSTEMS_BY_KEY, System
+from bench.servers import SYSTEMS_BY_KEY, System, cpu_s
 from bench.workloads import Context, Sizes
 
-_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 CAP_S = 120.0  # every job is done: the CPU time is divided by the jobs asked for
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (its threads included)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
 class Meter:

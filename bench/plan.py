@@ -40,7 +40,9 @@ MEASUREMENTS = (
     Measurement("drain_batch", workloads.drain_batch),
     Measurement("drain_workers", workloads.drain_workers),
     Measurement("end_to_end", workloads.end_to_end, ALL_DURABILITIES),
-    Measurement("end_to_end_worker", workloads.end_to_end_worker, leash_only=True),
+    Measurement("push_threads", workloads.push_threads),
+    Measurement("end_to_end_runners_0ms", workloads.end_to_end_runners_0ms),
+    Measurement("end_to_end_runners_1ms", workloads.end_to_end_runners_1ms),
     Measurement("latency", workloads.latency),
     Measurement("memory", memory.memory_and_replay, ("interval",), single_run=True),
 )
@@ -56,8 +58,14 @@ class Row:
     higher_is_better: bool = True
 
 
-def throughput_rows(jobs: int, batch: int, workers: int) -> tuple[Row, ...]:
+def throughput_rows(sizes: workloads.Sizes) -> tuple[Row, ...]:
+    jobs, batch, workers = sizes.jobs, sizes.batch, sizes.workers
     k = f"{jobs // 1000}k" if jobs >= 1000 else str(jobs)
+    threads, runners = sizes.producer_threads, sizes.runners
+    concurrent = (
+        f"end to end, {threads}-thread producer + {runners} workers running "
+        f"{workloads.RUNNER_CONCURRENCY} jobs at once"
+    )
     return (
         Row("push_one", "rate", f"push {k}, one at a time", "jobs/s"),
         Row("push_batch", "rate", f"push {k}, batches of {batch} (pipelined)", "jobs/s"),
@@ -66,12 +74,18 @@ def throughput_rows(jobs: int, batch: int, workers: int) -> tuple[Row, ...]:
         Row("drain_workers", "rate", f"drain {k}, {workers} worker processes", "jobs/s"),
         Row("end_to_end", "rate", f"end to end, 1 producer + {workers} workers", "jobs/s"),
         Row(
-            "end_to_end_worker",
-            "rate",
-            f"end to end, 1 producer + {workers} `Worker` runners (concurrency "
-            f"{workloads.RUNNER_CONCURRENCY})",
-            "jobs/s",
+            "push_threads", "rate", f"push {k} from {threads} threads, one at a time each", "jobs/s"
         ),
+        Row("end_to_end_runners_0ms", "rate", f"{concurrent}, 0 ms jobs", "jobs/s"),
+        Row("end_to_end_runners_1ms", "rate", f"{concurrent}, 1 ms jobs", "jobs/s"),
+    )
+
+
+def cpu_rows(sizes: workloads.Sizes) -> tuple[Row, ...]:
+    """The server's CPU time per job in each throughput cell."""
+    return tuple(
+        Row(row.measurement, "server_us", row.title, "µs/job", higher_is_better=False)
+        for row in throughput_rows(sizes)
     )
 
 
@@ -121,7 +135,65 @@ class Target:
     unit: str = ""  # of an absolute bound
 
 
+RUNNER_CELLS = (("end_to_end_runners_0ms", "0 ms jobs"), ("end_to_end_runners_1ms", "1 ms jobs"))
+CONCURRENT = "end to end, threaded producer + `Worker` runners"
+# One-at-a-time cells of the run before the client pipelined and the Worker
+# prefetched (bench/RESULTS.md of 2026-12-01): this code must be no slower.
+BEFORE = (
+    ("push_one", "push one at a time", "leash-interval", 5_245.0),
+    ("push_one", "push one at a time", "leash-always", 2_209.0),
+    ("drain_one", "drain one at a time", "leash-interval", 2_730.0),
+    ("drain_one", "drain one at a time", "leash-always", 1_113.0),
+    ("end_to_end", "end to end, 1 producer + 4 workers", "leash-interval", 4_419.0),
+    ("end_to_end", "end to end, 1 producer + 4 workers", "leash-always", 1_527.0),
+)
+POLICY = {"leash-interval": "50 ms", "leash-always": "always"}
+
 TARGETS = (
+    *(
+        Target(
+            f"50 ms: {CONCURRENT}, {jobs} ≥ 1.5{X} beanstalkd",
+            cell,
+            "rate",
+            "leash-interval",
+            "beanstalkd",
+            1.5,
+        )
+        for cell, jobs in RUNNER_CELLS
+    ),
+    *(
+        Target(
+            f"always: {CONCURRENT}, {jobs} ≥ 3{X} {label}", cell, "rate", "leash-always", peer, 3.0
+        )
+        for cell, jobs in RUNNER_CELLS
+        for peer, label in (("beanstalkd-f0", "beanstalkd -f 0"), ("redis-always", "Redis always"))
+    ),
+    *(
+        Target(
+            f"{POLICY[leash]}: {CONCURRENT}, {jobs}: server CPU ≤ 50 µs per job",
+            cell,
+            "server_us",
+            leash,
+            None,
+            50.0,
+            at_least=False,
+            unit="µs",
+        )
+        for leash in ("leash-interval", "leash-always")
+        for cell, jobs in RUNNER_CELLS
+    ),
+    *(
+        Target(
+            f"{POLICY[leash]}: {what} no slower than before ({before:,.0f} jobs/s)",
+            cell,
+            "rate",
+            leash,
+            None,
+            before,
+            unit="jobs/s",
+        )
+        for cell, what, leash, before in BEFORE
+    ),
     Target(
         f"equal durability (50 ms): end to end ≥ 1.0{X} beanstalkd",
         "end_to_end",

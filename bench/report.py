@@ -13,9 +13,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.plan import MEMORY_ROWS, TARGETS, Row, X, latency_rows, throughput_rows
+from bench.plan import MEMORY_ROWS, TARGETS, Row, X, cpu_rows, latency_rows, throughput_rows
 from bench.servers import SYSTEMS_BY_KEY
-from bench.workloads import Result, Sizes
+from bench.workloads import RUNNER_CONCURRENCY, Result, Sizes
 
 GROUPS = (
     (
@@ -44,6 +44,17 @@ METHOD = (
     "LREM + ZREM in one pipeline; batches pipelined.",
     "- Jobs carry 100-byte payloads. Drains count every job fetched and acked; end to end "
     "runs until every pushed job is acked (a stop job per worker follows them).",
+    "- Concurrent callers: the threaded producer is 16 threads each pushing one job at a "
+    "time, as a web app's request threads do: Leash shares one `Client` among them (it "
+    "sends what the threads ask for while a write is in flight in the next write), Redis "
+    "one redis-py client (its pool gives each thread a connection), beanstalkd a greenstalk "
+    "connection a thread (greenstalk is not thread-safe). The runner cells add worker "
+    "processes running 8 jobs at once each until every job is acked: Leash's `Worker` "
+    "(jobs leased ahead of a free slot, acks in the same write as the next fetch); for the "
+    "peers 8 threads with a connection each, one job at a time each (reserve or the fetch "
+    "script, the work, delete or the ack pipeline). A job's work is nothing, or a 1 ms sleep.",
+    "- Server CPU: the user + system time of the server's process (/proc/PID/stat) over "
+    "the measured phase, divided by the jobs of the cell.",
     "- Latency: the producer pushes at a fixed rate and stamps each job with the monotonic "
     "time it was due (a producer held up by a slow push does not hide the delay); the "
     "worker that fetches it subtracts that from the time it holds it.",
@@ -86,6 +97,8 @@ def number(value: float, unit: str) -> str:
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:.3f}" if value < 10 else f"{value:,.1f}"
+    if unit in ("µs", "µs/job"):
+        return f"{value:,.1f}"
     return f"{value:.2f}"
 
 
@@ -176,7 +189,7 @@ def load_average() -> str:
 
 
 def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
-    rows = throughput_rows(sizes.jobs, sizes.batch, sizes.workers)
+    rows = throughput_rows(sizes)
     lat = latency_rows(sizes.latency_rate)
     out = ["# Leash benchmark results", ""]
     if meta.get("note"):
@@ -190,7 +203,9 @@ def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
     out += ["- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items())]
     out += [
         f"- sizes: {sizes.jobs:,} jobs per cell or {sizes.cap_s:g} s, whichever first; "
-        f"batches of {sizes.batch}; {sizes.workers} worker processes; latency at "
+        f"batches of {sizes.batch}; {sizes.workers} worker processes; "
+        f"{sizes.producer_threads} producer threads and {sizes.runners} worker processes "
+        f"running {RUNNER_CONCURRENCY} jobs at once in the runner cells; latency at "
         f"{sizes.latency_rate:,} jobs/s from {sizes.latency_producers} producers for "
         f"{sizes.latency_s:g} s; memory with "
         f"{sizes.memory_jobs:,} jobs; {meta['runs']} run(s) per cell (memory and replay: 1)",
@@ -199,8 +214,11 @@ def render(results: Results, meta: dict[str, Any], sizes: Sizes) -> str:
     for title, text, columns in GROUPS:
         out += [f"## {title}", "", text, ""]
         out += [*_table(results, rows + lat, columns), ""]
+        out += ["The server's CPU time (user + system) per job in the same cells:", ""]
+        out += [*_table(results, cpu_rows(sizes), columns), ""]
     out += ["## The cost of each fsync policy (Leash)", ""]
-    out += [*_fsync_table(results, (rows[0], rows[5])), ""]
+    by_key = {row.measurement: row for row in rows}
+    out += [*_fsync_table(results, (by_key["push_one"], by_key["end_to_end"])), ""]
     out += [f"## Memory and restart after a kill ({sizes.memory_jobs:,} queued jobs)", ""]
     out += _table(results, MEMORY_ROWS, ("leash-interval", "beanstalkd", "redis-everysec"))
     out += ["", "## Targets", "", *target_lines(results), ""]

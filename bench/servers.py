@@ -83,6 +83,16 @@ def free_port() -> int:
         return port
 
 
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size from /proc/PID/status (VmRSS)."""
     with open(f"/proc/{pid}/status") as status:

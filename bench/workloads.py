@@ -13,6 +13,7 @@ what it counted. Times are ``time.monotonic`` (one clock for every process
 on the machine).
 """
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -21,11 +22,11 @@ from typing import Any
 
 from bench import drivers
 from bench.pool import Pool
-from bench.servers import HOST, BenchError, Server, System
+from bench.servers import HOST, BenchError, Server, System, cpu_s
 
 FILL_BATCH = 1000  # prefill requests carry this many jobs
 SAFETY_S = 300.0  # a worker waiting for jobs gives up after this long
-RUNNER_CONCURRENCY = 4  # handlers at once in each client.Worker of end_to_end_worker
+RUNNER_CONCURRENCY = 8  # jobs at once in each worker process of the runner cells
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Sizes:
     batch: int = 100
     cap_s: float = 5.0
     workers: int = 4
+    producer_threads: int = 16  # the threaded producer: one push at a time each
+    runners: int = 2  # worker processes of the runner cells, RUNNER_CONCURRENCY jobs at once each
     latency_rate: int = 2_000  # jobs per second
     latency_producers: int = 4  # connections sharing that rate, each pushing one at a time
     latency_s: float = 3.0
@@ -81,6 +84,17 @@ def _with_server(ctx: Context, system: System, run: Callable[[Server], Result]) 
         server.stop()
 
 
+class ServerCpu:
+    """The server's CPU time (user + system) from now on, per job."""
+
+    def __init__(self, server: Server) -> None:
+        self.pid = server.pid
+        self.start_s = cpu_s(self.pid)
+
+    def per_job_us(self, jobs: int) -> float:
+        return (cpu_s(self.pid) - self.start_s) / max(jobs, 1) * 1e6
+
+
 # --- one connection in this process --------------------------------------------
 
 
@@ -90,11 +104,11 @@ def push_one(ctx: Context, system: System) -> Result:
     def run(server: Server) -> Result:
         session = drivers.connect(system.kind, HOST, server.port)
         all_bodies = bodies(sizes.jobs)
-        started = time.monotonic()
+        meter, started = ServerCpu(server), time.monotonic()
         done = push_until(session, all_bodies, started + sizes.cap_s)
         elapsed = time.monotonic() - started
         session.close()
-        return {"rate": done / elapsed}
+        return {"rate": done / elapsed, "server_us": meter.per_job_us(done)}
 
     return _with_server(ctx, system, run)
 
@@ -116,7 +130,7 @@ def push_batch(ctx: Context, system: System) -> Result:
     def run(server: Server) -> Result:
         session = drivers.connect(system.kind, HOST, server.port)
         batches, done = list(chunks(bodies(sizes.jobs), sizes.batch)), 0
-        started = time.perf_counter()
+        meter, started = ServerCpu(server), time.perf_counter()
         for chunk in batches:
             session.push_batch(chunk)
             done += len(chunk)
@@ -124,7 +138,7 @@ def push_batch(ctx: Context, system: System) -> Result:
                 break
         elapsed = time.perf_counter() - started
         session.close()
-        return {"rate": done / elapsed}
+        return {"rate": done / elapsed, "server_us": meter.per_job_us(done)}
 
     return _with_server(ctx, system, run)
 
@@ -144,7 +158,7 @@ def _drain_here(ctx: Context, system: System, *, batched: bool) -> Result:
         session = drivers.connect(system.kind, HOST, server.port)
         _fill(session, sizes.jobs)
         done, capped = 0, False
-        started = time.perf_counter()
+        meter, started = ServerCpu(server), time.perf_counter()
         while True:
             if batched:
                 jobs = session.fetch_batch(sizes.batch)
@@ -164,7 +178,7 @@ def _drain_here(ctx: Context, system: System, *, batched: bool) -> Result:
         elapsed = time.perf_counter() - started
         session.close()
         _expect(done, sizes.jobs, capped, "drained")
-        return {"rate": done / elapsed}
+        return {"rate": done / elapsed, "server_us": meter.per_job_us(done)}
 
     return _with_server(ctx, system, run)
 
@@ -219,25 +233,88 @@ def consume_task(kind: str, port: int, latency: bool) -> Generator[None, None, d
     return {"done": done, "last_ack": last_ack, "samples_ns": samples_ns}
 
 
-def runner_task(port: int, index: int) -> Generator[None, None, dict[str, Any]]:
-    """A ``client.Worker`` with a handler that counts, until its stop job: one
-    in a queue of its own, listed after the jobs' queue, so it is fetched once
-    the jobs' queue is empty."""
+def runner_task(
+    kind: str, port: int, index: int, work_ms: float, concurrency: int
+) -> Generator[None, None, dict[str, Any]]:
+    """A worker process running ``concurrency`` jobs at once, each taking
+    ``work_ms``, until its stop jobs; its broker's usual way: Leash's
+    ``client.Worker``, a thread and a connection per job slot for the peers."""
+    if kind == "leash":
+        return (yield from _leash_runner(port, index, work_ms, concurrency))
+    return (yield from _thread_runner(kind, port, work_ms, concurrency))
+
+
+def _leash_runner(
+    port: int, index: int, work_ms: float, concurrency: int
+) -> Generator[None, None, dict[str, Any]]:
+    """``client.Worker`` with a handler that counts, until its stop job: one
+    in a queue of its own, listed after the jobs' queue, so it is fetched
+    after every job of the jobs' queue that fetch could take."""
     from leash.client import Worker
 
-    done = 0
+    count = itertools.count()  # next() is atomic: the handlers run in threads
 
     def bench(body: bytes) -> None:
-        nonlocal done
-        done += 1
+        if work_ms:
+            time.sleep(work_ms / 1000)
+        next(count)
 
     worker = Worker(
-        [drivers.QUEUE, f"stop-{index}"], RUNNER_CONCURRENCY, HOST, port,
+        [drivers.QUEUE, f"stop-{index}"], concurrency, HOST, port,
         wait_ms=1000, handlers={"bench": bench, "stop": lambda: worker.stop()},
     )  # fmt: skip
     yield
     worker.run()
-    return {"done": done, "last_ack": time.monotonic()}
+    return {"done": next(count), "last_ack": time.monotonic()}
+
+
+def _thread_runner(
+    kind: str, port: int, work_ms: float, concurrency: int
+) -> Generator[None, None, dict[str, Any]]:
+    """``concurrency`` threads, each with a connection: fetch, work, ack, one
+    job at a time, until a stop job (one a thread follows the jobs)."""
+    sessions = [drivers.connect(kind, HOST, port) for _ in range(concurrency)]
+    yield
+    done, last = [0] * concurrency, [0.0] * concurrency
+
+    def work(slot: int) -> None:
+        session, give_up = sessions[slot], time.monotonic() + SAFETY_S
+        while time.monotonic() < give_up:
+            job = session.fetch(1.0)
+            if job is None:
+                continue
+            if drivers.is_stop(session.body(job)):
+                session.ack(job)
+                return
+            if work_ms:
+                time.sleep(work_ms / 1000)
+            session.ack(job)
+            done[slot] += 1
+            last[slot] = time.monotonic()
+
+    _in_threads(work, concurrency)
+    for session in sessions:
+        session.close()
+    return {"done": sum(done), "last_ack": max(last)}
+
+
+def _in_threads(work: Callable[[int], None], count: int) -> None:
+    """Run ``work(0)`` ... ``work(count - 1)`` in threads; raise the first failure."""
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as failure:  # re-raised on the calling thread
+            failures.append(failure)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 TASKS: dict[str, Callable[..., Generator[None, None, Any]]] = {
@@ -256,13 +333,13 @@ def drain_workers(ctx: Context, system: System) -> Result:
         session.close()
         task = {"kind": system.kind, "port": server.port, "cap_s": sizes.cap_s}
         ctx.pool.start("drain", [task] * sizes.workers)
-        started = time.monotonic()
+        meter, started = ServerCpu(server), time.monotonic()
         ctx.pool.go()
         results = ctx.pool.results()
         done = sum(count for count, _ in results)
         elapsed = max(ended for _, ended in results) - started
         _expect(done, sizes.jobs, elapsed > sizes.cap_s, "drained")
-        return {"rate": done / elapsed}
+        return {"rate": done / elapsed, "server_us": meter.per_job_us(done)}
 
     return _with_server(ctx, system, run)
 
@@ -275,43 +352,109 @@ def end_to_end(ctx: Context, system: System) -> Result:
         all_bodies = bodies(sizes.jobs)
         task = {"kind": system.kind, "port": server.port, "latency": False}
         ctx.pool.start("consume", [task] * sizes.workers)
-        started = time.monotonic()
+        meter, started = ServerCpu(server), time.monotonic()
         ctx.pool.go()
         pushed = push_until(session, all_bodies, started + sizes.cap_s)
         stop_workers(session, sizes.workers)
         results = ctx.pool.results()
         session.close()
-        return _end_to_end_rate(results, pushed, started)
+        return _end_to_end_rate(results, pushed, started, meter)
 
     return _with_server(ctx, system, run)
 
 
-def end_to_end_worker(ctx: Context, system: System) -> Result:
-    """As end_to_end, with ``client.Worker`` runners in the worker processes."""
+# --- concurrent callers: a threaded producer, workers running jobs at once -----
+
+
+def threaded_sessions(kind: str, port: int, threads: int) -> list[drivers.Session]:
+    """One session a producer thread, as each broker's users share them: one
+    Leash ``Client`` for all the threads (it pipelines them), one redis-py
+    client (its pool gives each thread a connection), a greenstalk
+    connection a thread (greenstalk is not thread-safe)."""
+    if kind == "beanstalkd":
+        return [drivers.connect(kind, HOST, port) for _ in range(threads)]
+    return [drivers.connect(kind, HOST, port)] * threads
+
+
+def push_from_threads(
+    sessions: list[drivers.Session], all_bodies: list[bytes], deadline: float
+) -> int:
+    """Thread i pushes bodies i, i + n, ... one at a time until done or the deadline."""
+    counts = [0] * len(sessions)
+
+    def push(index: int) -> None:
+        counts[index] = push_until(sessions[index], all_bodies[index :: len(sessions)], deadline)
+
+    _in_threads(push, len(sessions))
+    return sum(counts)
+
+
+def _close_all(sessions: list[drivers.Session]) -> None:
+    for session in {id(s): s for s in sessions}.values():
+        session.close()
+
+
+def push_threads(ctx: Context, system: System) -> Result:
     sizes = ctx.sizes
 
     def run(server: Server) -> Result:
-        session = drivers.connect("leash", HOST, server.port)
-        assert isinstance(session, drivers.LeashSession)
+        sessions = threaded_sessions(system.kind, server.port, sizes.producer_threads)
         all_bodies = bodies(sizes.jobs)
-        ctx.pool.start("runner", [{"port": server.port, "index": i} for i in range(sizes.workers)])
-        started = time.monotonic()
-        ctx.pool.go()
-        pushed = push_until(session, all_bodies, started + sizes.cap_s)
-        for i in range(sizes.workers):  # each runner stops on the job in its own queue
-            session.client.push("stop", queue=f"stop-{i}")
-        results = ctx.pool.results()
-        session.close()
-        return _end_to_end_rate(results, pushed, started)
+        meter, started = ServerCpu(server), time.monotonic()
+        done = push_from_threads(sessions, all_bodies, started + sizes.cap_s)
+        elapsed = time.monotonic() - started
+        _close_all(sessions)
+        return {"rate": done / elapsed, "server_us": meter.per_job_us(done)}
 
     return _with_server(ctx, system, run)
 
 
-def _end_to_end_rate(results: list[dict[str, Any]], pushed: int, started: float) -> Result:
+def end_to_end_runners_0ms(ctx: Context, system: System) -> Result:
+    return _end_to_end_runners(ctx, system, 0.0)
+
+
+def end_to_end_runners_1ms(ctx: Context, system: System) -> Result:
+    return _end_to_end_runners(ctx, system, 1.0)
+
+
+def _end_to_end_runners(ctx: Context, system: System, work_ms: float) -> Result:
+    """The threaded producer and ``runners`` worker processes running
+    RUNNER_CONCURRENCY jobs of ``work_ms`` at once each."""
+    sizes = ctx.sizes
+
+    def run(server: Server) -> Result:
+        sessions = threaded_sessions(system.kind, server.port, sizes.producer_threads)
+        all_bodies = bodies(sizes.jobs)
+        tasks = [
+            {"kind": system.kind, "port": server.port, "index": index, "work_ms": work_ms,
+             "concurrency": RUNNER_CONCURRENCY}
+            for index in range(sizes.runners)
+        ]  # fmt: skip
+        ctx.pool.start("runner", tasks)
+        meter, started = ServerCpu(server), time.monotonic()
+        ctx.pool.go()
+        pushed = push_from_threads(sessions, all_bodies, started + sizes.cap_s)
+        if system.kind == "leash":  # each Worker stops on the job in its own queue
+            client = sessions[0].client  # type: ignore[attr-defined]
+            for index in range(sizes.runners):
+                client.push("stop", queue=f"stop-{index}")
+        else:  # a stop job for each thread of each runner
+            stop_workers(sessions[0], sizes.runners * RUNNER_CONCURRENCY)
+        results = ctx.pool.results()
+        _close_all(sessions)
+        return _end_to_end_rate(results, pushed, started, meter)
+
+    return _with_server(ctx, system, run)
+
+
+def _end_to_end_rate(
+    results: list[dict[str, Any]], pushed: int, started: float, meter: ServerCpu
+) -> Result:
     """Jobs per second from the start to the last ack; every pushed job must be worked."""
     done = sum(r["done"] for r in results)
     _expect(done, pushed, False, "worked")
-    return {"rate": done / (max(r["last_ack"] for r in results) - started)}
+    rate = done / (max(r["last_ack"] for r in results) - started)
+    return {"rate": rate, "server_us": meter.per_job_us(done)}
 
 
 def stop_workers(session: drivers.Session, workers: int) -> None:
@@ -337,27 +480,16 @@ def latency(ctx: Context, system: System) -> Result:
         period_ns = 1_000_000_000 // sizes.latency_rate
         first_ns = time.monotonic_ns() + 50_000_000
 
-        failures: list[BaseException] = []
-
         def produce(turn: int) -> None:
             session = sessions[turn]
-            try:
-                for i in range(turn, count, producers):
-                    due_ns = first_ns + i * period_ns
-                    wait_ns = due_ns - time.monotonic_ns()
-                    if wait_ns > 0:
-                        time.sleep(wait_ns / 1e9)
-                    session.push(drivers.payload(i, due_ns))
-            except BaseException as failure:  # re-raised on the main thread
-                failures.append(failure)
+            for i in range(turn, count, producers):
+                due_ns = first_ns + i * period_ns
+                wait_ns = due_ns - time.monotonic_ns()
+                if wait_ns > 0:
+                    time.sleep(wait_ns / 1e9)
+                session.push(drivers.payload(i, due_ns))
 
-        threads = [threading.Thread(target=produce, args=(turn,)) for turn in range(producers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if failures:
-            raise failures[0]
+        _in_threads(produce, producers)
         stop_workers(sessions[0], sizes.workers)
         results = ctx.pool.results()
         for session in sessions:

@@ -5,11 +5,14 @@
 - ``Client`` (blocking) and ``AsyncClient`` (asyncio) speak the same API:
   push, push_many, fetch, fetch_many, ack, ack_many, fail, extend, release,
   get_job, and beat for worker processes; batches: create_batch,
-  commit_batch, batch_status.
+  commit_batch, batch_status; ``pipeline()`` sends many pushes together.
+  Threads sharing a Client (tasks sharing an AsyncClient) share its
+  connection: what they ask for while a write is in flight goes in the next.
 - ``AdminClient`` (blocking) speaks to the broker's admin socket: the views
   and operations an operator uses (``leash stats``, ``leash queues`` ...).
-- ``Worker`` leases jobs, runs registered handlers in threads, beats and
-  keeps running jobs' leases extended.
+- ``Worker`` leases jobs (a few ahead of its free slots), runs registered
+  handlers in threads, sends the acks of finished jobs with its next fetch,
+  beats and keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE`` (which also
   runs a ``Worker`` object the module defines); inside a handler,
   ``current_job()`` is the running job and ``add_to_batch(...)`` adds a job

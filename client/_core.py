@@ -29,6 +29,7 @@ wrong (``BrokerNotVerified``): such a peer does not hold the key. The nonce
 comes from the shell, so this module stays free of randomness.
 """
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -130,7 +131,9 @@ class ClientCore(BatchCalls, Generic[W]):
     """Request building and reply matching for one connection."""
 
     def __init__(self) -> None:
-        self._next_rid = 1  # never 0: the broker answers an unreadable request with rid 0
+        # Never 0 (the broker answers an unreadable request with rid 0); next()
+        # is atomic, so threads building requests at once never share a rid.
+        self._rids = itertools.count(1)
         self._pending: dict[int, tuple[Callable[[Reply], Any], W]] = {}
         self.reset()
 
@@ -330,9 +333,7 @@ class ClientCore(BatchCalls, Generic[W]):
     # --- helpers -----------------------------------------------------------
 
     def _take_rid(self) -> int:
-        rid = self._next_rid
-        self._next_rid += 1
-        return rid
+        return next(self._rids)
 
     def _encode(self, request: Request) -> bytes:
         body = encoder.encode(request)

@@ -13,8 +13,9 @@ handlers, which run in threads:
   is, or its leases are lost.
 - ``keep_extended`` extends one job's lease every half of its
   ``lease_ttl_ms`` while its handler runs, so a long job keeps its lease.
-  ``Extender`` starts it once the job has run for half its ttl (a timer
-  until then: most jobs end first, and a task per job would cost more).
+  The worker starts it once the job's lease has run for half its ttl (one
+  timer for all the jobs until then: most jobs end first, and a task or a
+  timer per job would cost more).
 
 Both go through the worker's ``Link``: a lost connection is handed back to
 it, the next call reconnects, and the loop goes on on the new connection.
@@ -126,29 +127,3 @@ async def keep_extended(link: Link, job: Job, first_delay_s: float | None = None
             log.error("could not extend job %s, no longer extending it: %s", job.id, exc)
             return
         delay_s, failures = period_s, 0
-
-
-class Extender:
-    """Extends a running job's lease (``keep_extended``), from its first
-    half-ttl on: most jobs end before, and then cost one timer, not a task."""
-
-    __slots__ = ("_job", "_link", "_task", "_timer")
-
-    def __init__(self, link: Link, job: Job) -> None:
-        self._link, self._job = link, job
-        self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        if job.lease_ttl_ms > 0:
-            delay_s = job.lease_ttl_ms / 2 / 1000
-            self._timer = asyncio.get_running_loop().call_later(delay_s, self._start)
-
-    def _start(self) -> None:
-        self._timer = None
-        extending = keep_extended(self._link, self._job, first_delay_s=0.0)
-        self._task = asyncio.create_task(extending, name=f"leash-extend-{self._job.id}")
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._task is not None:
-            self._task.cancel()

@@ -8,7 +8,11 @@ constructor itself does no I/O.
 Any number of tasks may call one AsyncClient at once: each request gets the
 next rid and a future in the core's table, one reader task feeds the replies
 back to their futures in whatever order the broker answers (a long-poll fetch
-is answered after later requests). A call waits at most ``timeout_s`` for its
+is answered after later requests). Requests share writes: the first request
+of a loop turn is written at once (no added latency when idle), and the ones
+made after it in that turn, by any task, go out together in one write at the
+turn's end (and so on while requests keep coming). ``pipeline()`` sends many
+pushes together and collects their ids. A call waits at most ``timeout_s`` for its
 reply, plus ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the
 connection stays usable and the late reply is dropped. A cancelled call is
 forgotten the same way. When the connection ends, every call in flight gets
@@ -29,6 +33,7 @@ child runs its own event loop) and leaves the parent's alone.
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import secrets
 from collections.abc import Iterable, Sequence
@@ -53,6 +58,7 @@ from ._core import ClientCore
 from ._env import Options, endpoint
 from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
 from ._identity import Identity, process_worker_id
+from ._pipeline import AsyncPipeline
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
@@ -92,6 +98,9 @@ class AsyncClient:
         self._reopen = False  # the connection was lost: reconnect on the next call
         self._reopen_lock = asyncio.Lock()
         self._last_io_s = 0.0
+        # Frames made after this turn's first write, for one write at the turn's
+        # end (None: nothing written this turn, the next frame goes at once).
+        self._out: list[bytes] | None = None
         self._pid = os.getpid()
         _fork.track(self)
 
@@ -355,6 +364,16 @@ class AsyncClient:
         """Counts, state, callbacks fired, and up to ``limit`` unfinished members."""
         return await self._call(self._core.batch_status(id, limit))
 
+    def pipeline(self) -> AsyncPipeline:
+        """Pushes sent together: ``async with client.pipeline() as p:`` then
+        ``p.push(...)`` (the same parameters as ``push``) returns a future
+        at once; when the block ends the pushes go out in few writes and the
+        block waits for every reply. Each future then holds its job's id (or
+        the error that refused it; the block raises the first). As for
+        ``push``: client-made ids, sent again if the connection is lost, a
+        reply only once the job is journalled."""
+        return AsyncPipeline(self)
+
     # --- the connection --------------------------------------------------------
 
     async def _open(self) -> None:
@@ -386,6 +405,13 @@ class AsyncClient:
             raise
 
     async def _call(self, call: Call[T]) -> T:
+        if self._pid != os.getpid() or self._reopen or self._went_idle():
+            await self._reconnect()
+        return await self._exchange(call)
+
+    async def _reconnect(self) -> None:
+        """Before a call: a connection of this process's own, open and not
+        about to be closed as idle."""
         if self._pid != os.getpid():  # forked, and the fork hook did not run
             self._after_fork()
         if self._reopen or self._went_idle():
@@ -397,7 +423,6 @@ class AsyncClient:
                         await self._open()
                     finally:
                         self._reopen = self._closed  # failed: the next call tries again
-        return await self._exchange(call)
 
     async def _call_again(self, call: Call[T]) -> T:
         """A push (or batch creation), sent again on a new connection while
@@ -455,27 +480,79 @@ class AsyncClient:
         return idle_s >= welcome.idle_timeout_ms * IDLE_REOPEN_FRACTION / 1000
 
     async def _exchange(self, call: Call[T]) -> T:
-        writer = self._writer
-        if writer is None or self._closed:
-            opened = writer is not None or self._closed
-            raise ConnectionLost("the connection is closed" if opened else _NOT_CONNECTED)
+        writer = self._open_writer()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._core.start(call, future)
         limit_s = self.timeout_s + call.wait_ms / 1000
         timer = loop.call_later(limit_s, _time_out, future, limit_s)  # cheaper than a scope
         try:
-            try:
-                writer.write(call.frame)
-                self._last_io_s = loop.time()
-                if writer.transport.get_write_buffer_size():  # the kernel did not take it all
-                    await writer.drain()
-            except OSError as exc:
-                self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
+            await self._write(writer, call.frame)
             return await future
         finally:
             timer.cancel()
             self._core.abandon(call.rid)
+
+    async def _together(self, calls: Sequence[Call[Any]]) -> list["asyncio.Future[Any]"]:
+        """Send ``calls`` in one write; their futures, each with its own time
+        limit (the Worker's acks and next fetch). Reconnects first as ``_call``."""
+        if self._pid != os.getpid() or self._reopen or self._went_idle():
+            await self._reconnect()
+        writer = self._open_writer()
+        loop, core = asyncio.get_running_loop(), self._core
+        futures: list[asyncio.Future[Any]] = []
+        for call in calls:
+            future: asyncio.Future[Any] = loop.create_future()
+            core.start(call, future)
+            limit_s = self.timeout_s + call.wait_ms / 1000
+            timer = loop.call_later(limit_s, _time_out, future, limit_s)
+            future.add_done_callback(functools.partial(_forget, timer, core, call.rid))
+            futures.append(future)
+        await self._write(writer, b"".join(call.frame for call in calls))
+        return futures
+
+    def _open_writer(self) -> asyncio.StreamWriter:
+        writer = self._writer
+        if writer is None or self._closed:
+            opened = writer is not None or self._closed
+            raise ConnectionLost("the connection is closed" if opened else _NOT_CONNECTED)
+        return writer
+
+    async def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """The turn's first frame goes at once; later ones join one write at
+        the turn's end (``_flush_out``)."""
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
+        loop = asyncio.get_running_loop()
+        self._out = out = []
+        loop.call_soon(self._flush_out, writer, out)
+        try:
+            writer.write(data)
+            self._last_io_s = loop.time()
+            if writer.transport.get_write_buffer_size():  # the kernel did not take it all
+                await writer.drain()
+        except OSError as exc:
+            self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
+
+    def _flush_out(self, writer: asyncio.StreamWriter, out: list[bytes]) -> None:
+        """End of a turn: write what it queued in one write, and keep
+        queueing until a turn queues nothing."""
+        if out is not self._out:
+            return  # the connection it was for has ended
+        if not out:
+            self._out = None
+            return
+        queued: list[bytes] = []
+        self._out = queued
+        loop = asyncio.get_running_loop()
+        loop.call_soon(self._flush_out, writer, queued)
+        try:
+            writer.write(b"".join(out))
+            self._last_io_s = loop.time()
+        except OSError as exc:
+            self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand each reply to its waiting call until the connection ends."""
@@ -513,6 +590,7 @@ class AsyncClient:
         if not self._closed and reopen:
             self._reopen = True
         self._closed = True
+        self._out = None  # its frames were for this connection
         for future in self._core.fail_pending():
             if not future.done():
                 lost = ConnectionLost(str(error))
@@ -525,3 +603,10 @@ class AsyncClient:
 def _time_out(future: "asyncio.Future[Any]", limit_s: float) -> None:
     if not future.done():
         future.set_exception(RequestTimeout(f"no reply within {limit_s:g} s"))
+
+
+def _forget(
+    timer: asyncio.TimerHandle, core: ClientCore[Any], rid: int, _future: "asyncio.Future[Any]"
+) -> None:
+    timer.cancel()
+    core.abandon(rid)

@@ -5,9 +5,12 @@ before it returns (``Client.connect`` and ``Client.from_url`` do the same), so
 a constructed Client is ready to use; close it with ``close()`` or a ``with``
 block. It raises ``ConnectFailed`` when the broker cannot be reached.
 
-Threads may share a Client: a lock makes each call hold the connection for
-its whole round trip, a long-poll fetch for up to its ``wait_ms``. For many
-requests in flight on one connection use ``leash.client.aio.AsyncClient``.
+Threads may share a Client, and their calls share the connection: the
+first request is sent at once, the requests other threads make while a
+write is in flight go together in the next write, and each reply is handed
+to the thread that waits for it, whatever the order (a long-poll fetch
+holds up no other thread's call). ``pipeline()`` sends many pushes together
+and collects their ids. How it works: ``leash.client._pipe``.
 
 Time limits: a call waits at most ``timeout_s`` for its reply, plus
 ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the connection stays
@@ -41,14 +44,10 @@ own (a new worker id, unless one was given); the parent's connection is
 left alone.
 """
 
-import contextlib
 import dataclasses
 import os
 import secrets
-import select
 import socket
-import ssl
-import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -69,19 +68,19 @@ from leash.protocol.messages import (
 from . import _fork
 from ._backoff import PUSH_RETRYABLE, backoff_s
 from ._calls import Call
-from ._core import ClientCore, Completion
+from ._core import ClientCore
 from ._env import Options, endpoint
-from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeout, ServerError
+from ._exceptions import ConnectFailed, ConnectionLost, ServerError
 from ._identity import Identity, process_worker_id
+from ._pipe import Pipe, Slot
+from ._pipeline import Pipeline
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 T = TypeVar("T")
 
-_RECV_BYTES = 256 * 1024
 IDLE_REOPEN_FRACTION = 0.75  # of the broker's idle timeout: reconnect before it closes
-_TIMEVAL = struct.Struct("@ll")  # SO_RCVTIMEO / SO_SNDTIMEO: seconds, microseconds
 
 
 class Client:
@@ -105,18 +104,15 @@ class Client:
         self.worker_id = worker_id if worker_id is not None else process_worker_id()
         self._identity = Identity(self.worker_id, hostname, tuple(labels), concurrency)
         self._key, self._tls = as_key(key), as_tls(tls)
-        self._core: ClientCore[None] = ClientCore()
-        self._lock = threading.Lock()
+        self._core: ClientCore[Slot] = ClientCore()
+        self._mutex = threading.Lock()  # the core and the connection's queues and roles
+        self._connecting = threading.Lock()  # one thread opens a new connection
         self._pid = os.getpid()
-        self._sock: socket.socket | None = None
         # A plain TCP socket is blocking, with the time limits in the kernel
         # (SO_RCVTIMEO, SO_SNDTIMEO): a call costs one send and one recv. A TLS
         # socket keeps Python's timeouts (a poll before each read and write).
-        self._recv_limit_s = 0.0  # SO_RCVTIMEO as last set
-        self._poll: select.poll | None = None  # readiness of the plain socket
-        self._buffer = bytearray(_RECV_BYTES)
-        self._last_io_s = 0.0
-        self._reopen = False  # the connection was lost: reconnect on the next call
+        self._pipe: Pipe | None = None
+        self._closed = False  # by close(): no call reconnects
         _fork.track(self)
         self._open()
 
@@ -206,19 +202,14 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        return self._sock is None and not self._reopen
+        return self._closed
 
     def close(self) -> None:
         """Close the connection; a call in progress in another thread gets ConnectionLost."""
-        self._reopen = False
-        self._drop_socket()
-
-    def _drop_socket(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            with contextlib.suppress(OSError):  # already reset by the peer
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        self._closed = True
+        pipe = self._pipe
+        if pipe is not None:
+            pipe.shut(ConnectionLost("the connection was closed by the client"))
 
     def __enter__(self) -> Self:
         return self
@@ -369,6 +360,20 @@ class Client:
 
     # --- the connection --------------------------------------------------------
 
+    def pipeline(self) -> Pipeline:
+        """Pushes sent together: ``with client.pipeline() as p:`` then
+        ``p.push(...)`` (the same parameters as ``push``) returns a future at
+        once; the pushes go out in few writes, and the end of the block
+        waits for every reply. Each future then holds its job's id (or the
+        error that refused it; the block raises the first). Every push has
+        a client-made id and is sent again on a new connection if the
+        connection is lost, as ``push`` is, so a job is never created twice;
+        each reply still comes only once its job is journalled (and synced
+        under ``--fsync always``)."""
+        return Pipeline(self)
+
+    # --- the connection --------------------------------------------------------
+
     def _open(self) -> None:
         """Connect, and complete the handshake (authenticating, with a key)."""
         where = f"{self.host}:{self.port}"
@@ -377,43 +382,57 @@ class Client:
         except OSError as exc:
             raise ConnectFailed(f"cannot connect to the broker at {where}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._tls is None:
-            sock.settimeout(None)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.timeout_s))
-            self._recv_limit_s, self._poll = 0.0, None
-        else:
+        if self._tls is not None:
             try:
                 sock = self._tls.wrap_socket(sock, server_hostname=self.host)
             except OSError as exc:  # ssl.SSLError is an OSError
                 sock.close()
                 raise ConnectFailed(f"TLS with the broker at {where} failed: {exc}") from exc
-        self._sock = sock
-        self._core.reset()
+        with self._mutex:
+            self._core.reset()
+        pipe = Pipe(sock, self._core, self._mutex, self.timeout_s, tls=self._tls is not None)
         try:
             nonce = secrets.token_bytes(AUTH_NONCE_BYTES) if self._key is not None else b""
-            greeted = self._exchange(sock, self._core.hello(self._identity, self._key, nonce))
+            greeted = self._exchange(pipe, self._core.hello(self._identity, self._key, nonce))
             if isinstance(greeted, Challenge):
-                self._exchange(sock, self._core.authenticate())
+                self._exchange(pipe, self._core.authenticate())
         except BaseException:
-            self._drop_socket()
+            pipe.shut(ConnectionLost("the handshake did not complete"))
             raise
+        self._pipe = pipe
 
-    def _call(self, call: Call[T]) -> T:
+    def _connection(self) -> Pipe:
+        """The open connection, after opening a new one if it was lost or is
+        about to be closed as idle (nothing in flight then: nothing is lost)."""
         if self._pid != os.getpid():  # forked, and the fork hook did not run
             self._after_fork()
-        with self._lock:
-            if self._sock is not None and self._went_idle(self._sock):
-                self._drop_socket()
-                self._reopen = True
-            if self._sock is None:
-                if not self._reopen:
-                    raise ConnectionLost("the connection is closed")
-                try:
-                    self._open()
-                finally:
-                    self._reopen = self._sock is None  # failed: the next call tries again
-            assert self._sock is not None
-            return self._exchange(self._sock, call)
+        pipe = self._pipe
+        if pipe is not None and pipe.broken is None and not self._idle(pipe):
+            return pipe
+        with self._connecting:
+            pipe = self._pipe
+            if pipe is not None and pipe.broken is None:
+                if not self._idle(pipe):
+                    return pipe
+                pipe.shut(ConnectionLost("the connection sat idle"))
+            if self._closed:
+                raise ConnectionLost("the connection is closed")
+            self._pipe = None
+            self._open()
+            assert self._pipe is not None
+            return self._pipe
+
+    def _idle(self, pipe: Pipe) -> bool:
+        welcome = self._core.welcome
+        idle_ms = welcome.idle_timeout_ms if welcome is not None else 0
+        return pipe.went_idle(idle_ms * IDLE_REOPEN_FRACTION / 1000)
+
+    def _call(self, call: Call[T]) -> T:
+        return self._exchange(self._connection(), call)
+
+    def _exchange(self, pipe: Pipe, call: Call[T]) -> T:
+        result: T = pipe.call(call, self.timeout_s + call.wait_ms / 1000)
+        return result
 
     def _call_again(self, call: Call[T]) -> T:
         """A push (or batch creation), sent again on a new connection while
@@ -435,115 +454,12 @@ class Client:
         """In a forked child: forget the parent's connection without touching
         it and open one of this process's own on the next call."""
         self._pid = os.getpid()
-        self._lock = threading.Lock()  # another thread of the parent may have held it
+        # Another thread of the parent may have held them.
+        self._mutex, self._connecting = threading.Lock(), threading.Lock()
         if self._own_worker_id:
             self.worker_id = process_worker_id()
             self._identity = dataclasses.replace(self._identity, worker_id=self.worker_id)
-        sock, self._sock, self._poll = self._sock, None, None
-        if sock is not None:
-            sock.close()  # this process's descriptor: no shutdown, the parent's connection lives
-            self._reopen = True
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.forget()  # this process's descriptor: no shutdown, the parent's connection lives
         self._core.fail_pending()
-
-    def _lost(self) -> None:
-        """The connection broke: the next call opens a new one."""
-        self._drop_socket()
-        self._reopen = True
-
-    def _exchange(self, sock: socket.socket, call: Call[T]) -> T:
-        self._core.start(call, None)
-        try:
-            self._send(sock, call.frame)
-            completion = self._wait(sock, self.timeout_s + call.wait_ms / 1000)
-        finally:
-            self._core.abandon(call.rid)
-            self._last_io_s = time.monotonic()
-        if completion.error is not None:
-            raise completion.error
-        result: T = completion.value
-        return result
-
-    def _went_idle(self, sock: socket.socket) -> bool:
-        """Whether to open a new connection first: the broker closed this one while
-        it sat idle, or is about to. Reads (and drops) what is waiting."""
-        welcome = self._core.welcome
-        idle_ms = welcome.idle_timeout_ms if welcome is not None else 0
-        if idle_ms and time.monotonic() - self._last_io_s >= idle_ms * IDLE_REOPEN_FRACTION / 1000:
-            return True
-        try:
-            while data := self._read_now(sock):
-                self._core.receive_data(data)
-                while self._core.next_completion() is not None:
-                    pass  # late replies to calls that timed out
-            return True  # end of stream: the broker closed it
-        except (BlockingIOError, ssl.SSLWantReadError):
-            return False  # open, nothing more to read
-        except (OSError, LeashError):  # reset, or the broker's last word before closing
-            return True
-
-    def _read_now(self, sock: socket.socket) -> bytes | memoryview:
-        """What has arrived, without waiting (BlockingIOError: nothing)."""
-        if self._tls is not None:
-            sock.setblocking(False)
-            return sock.recv(_RECV_BYTES)
-        if self._poll is None:
-            self._poll = select.poll()
-            self._poll.register(sock, select.POLLIN)
-        if not self._poll.poll(0):  # the usual case, and cheaper than an EAGAIN exception
-            raise BlockingIOError
-        return memoryview(self._buffer)[: sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)]
-
-    def _send(self, sock: socket.socket, frame: bytes) -> None:
-        try:
-            if self._tls is not None:
-                sock.settimeout(self.timeout_s)
-            sock.sendall(frame)
-        except OSError as exc:
-            self._lost()  # part of the frame may have gone: the stream is unusable
-            if isinstance(exc, TimeoutError | BlockingIOError):  # the kernel's limit: EAGAIN
-                raise RequestTimeout(f"sending took over {self.timeout_s} s") from None
-            raise ConnectionLost(f"the connection broke: {exc}") from exc
-
-    def _wait(self, sock: socket.socket, limit_s: float) -> Completion[None]:
-        # Only one call is in flight (the lock), so the first completion is ours.
-        deadline_s = time.monotonic() + limit_s
-        remaining_s = limit_s
-        while True:
-            try:
-                completion = self._core.next_completion()
-            except LeashError:
-                self._lost()
-                raise
-            if completion is not None:
-                return completion
-            if remaining_s <= 0:
-                raise RequestTimeout(f"no reply within {limit_s:g} s")
-            try:
-                data = self._read(sock, remaining_s)
-            except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO passed
-                remaining_s = deadline_s - time.monotonic()
-                continue
-            except OSError as exc:
-                self._lost()
-                raise ConnectionLost(f"the connection broke: {exc}") from exc
-            if not data:
-                self._lost()
-                raise ConnectionLost("the broker closed the connection")
-            self._core.receive_data(data)
-            remaining_s = deadline_s - time.monotonic()
-
-    def _read(self, sock: socket.socket, limit_s: float) -> bytes | memoryview:
-        """Wait at most ``limit_s`` for bytes (b"": the broker closed the connection)."""
-        if self._tls is not None:
-            sock.settimeout(limit_s)
-            return sock.recv(_RECV_BYTES)
-        if limit_s != self._recv_limit_s:  # one setsockopt when the limit changes
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(limit_s))
-            self._recv_limit_s = limit_s
-        return memoryview(self._buffer)[: sock.recv_into(self._buffer)]
-
-
-def _timeval(seconds: float) -> bytes:
-    """A socket time limit; at least 1 µs (0 would mean none)."""
-    micros = max(1, int(seconds * 1_000_000))
-    return _TIMEVAL.pack(micros // 1_000_000, micros % 1_000_000)

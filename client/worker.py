@@ -16,14 +16,24 @@ the exception's type, message and traceback; a job of a type with no handler
 is failed with an ``UnknownJobType`` error (another worker may have one).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
-keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as there
-are free slots (``concurrency`` minus handlers running). A lost connection is
-reopened with capped exponential backoff; finished jobs are then settled on
-the new connection, since a lease belongs to this process's worker id, not to
-a connection.
+keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as
+there are free slots (``concurrency`` minus handlers running) plus
+``prefetch`` more, less those already held; the jobs beyond the free slots
+wait for one (``leash.client._prefetch``: at most half their lease's ttl
+and at most 1 s, then they are released for another worker, and no more
+are leased ahead until a handler returns), so a handler that returns
+starts the next job at once. The acks and fails of finished jobs go in the
+same write as the next fetch, before it (``leash.client._settle``: an
+outcome waits at most 5 ms for one). A lost connection is reopened with
+capped exponential backoff; outcomes not yet answered are then sent on the
+new connection, since a lease belongs to this process's worker id, not to
+a connection. One timer (``_sweep``) serves every held job: it releases
+the ones that waited too long and starts extending the leases of the ones
+that have run for half their ttl.
 
-Jobs run in threads so that the loop stays free. Each job runs in a
-``ThreadPoolExecutor(concurrency)``, never on the loop: while a CPU-bound or
+Jobs run in threads so that the loop stays free: ``concurrency`` threads of
+the worker's own (``leash.client._slots``), each taking the next held job
+as soon as it is free, never on the loop: while a CPU-bound or
 blocking handler runs, the loop goes on serving the connection, the
 heartbeats and other jobs' acks, so one slow handler never delays another
 job's bookkeeping nor makes the broker think this process is dead. The limit:
@@ -43,40 +53,36 @@ worker may run the job: logged as a warning, and the worker goes on.
 
 Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
 from the broker, stops fetching. An idle worker returns at once: closing its
-connection ends the held fetch, which then leases nothing. Otherwise running
-handlers get ``grace_s`` to finish and settle, a fetch in flight meanwhile is
-waited for (at most ``wait_ms``) and what it delivers is released unrun;
-then every job still running is released and ``run`` returns. A second
-signal, or ``stop(now=True)``, skips the grace. Threads cannot be killed:
-``unfinished`` counts handlers still running when ``run`` returned.
+connection ends the held fetch, which then leases nothing. Otherwise
+prefetched jobs are released unrun; a fetch already in flight is waited for
+(at most ``wait_ms``) and what it delivers is released unrun too; running
+handlers get ``grace_s`` to finish and settle; then every job still running
+is released and ``run`` returns. A second signal, or ``stop(now=True)``,
+skips the grace. Threads cannot be killed: ``unfinished`` counts handlers
+still running when ``run`` returned.
 """
 
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 from leash.protocol import limits
 from leash.protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
 from ._backoff import backoff_s
-from ._exceptions import (
-    ConnectionLost,
-    Internal,
-    JournalFailed,
-    NotFound,
-    QueuePaused,
-    RequestTimeout,
-    ServerError,
-    StaleLease,
-)
+from ._exceptions import Internal, QueuePaused
 from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
-from ._keepalive import Extender, Heartbeat, lease_lost_message
+from ._keepalive import Heartbeat, keep_extended
 from ._link import Link
 from ._security import KeyOption, TlsOption, as_key, as_tls
+from ._settle import LINK_ERRORS, Settler
+from ._slots import Slots
 from ._types import Job
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
@@ -84,8 +90,8 @@ from .aio import AsyncClient
 log = logging.getLogger("leash.worker")
 
 _RETRYABLE_FETCH_ERRORS = (Internal, QueuePaused)  # the other refusals stop the worker
-# The broker could not write its journal and is stopping: like a lost connection.
-_LINK_ERRORS = (ConnectionLost, RequestTimeout, JournalFailed)
+PREFETCH_DEFAULT = 4  # jobs leased beyond the free slots
+PREFETCH_MAX = 1_000
 
 
 class Worker:
@@ -108,9 +114,12 @@ class Worker:
         auto_extend: bool = True,
         key: KeyOption = None,
         tls: TlsOption = None,
+        prefetch: int = PREFETCH_DEFAULT,
     ) -> None:
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
+        if not 0 <= prefetch <= PREFETCH_MAX:
+            raise ValueError(f"prefetch must be from 0 to {PREFETCH_MAX}, not {prefetch}")
         if not 0 <= wait_ms <= limits.FETCH_WAIT_MAX_MS:
             raise ValueError(f"wait_ms must be from 0 to {limits.FETCH_WAIT_MAX_MS}, not {wait_ms}")
         self.queues = [queues] if isinstance(queues, str) else list(queues)
@@ -122,6 +131,7 @@ class Worker:
         self.wait_ms, self.grace_s, self.timeout_s = wait_ms, grace_s, timeout_s
         self.labels, self.worker_id = tuple(labels), worker_id
         self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
+        self.prefetch = prefetch  # jobs leased ahead of a free slot
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self._handlers: dict[str, Handler] = {}
@@ -157,6 +167,7 @@ class Worker:
         wait_ms: int | None = None,
         grace_s: float | None = None,
         auto_extend: bool | None = None,
+        prefetch: int | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -175,6 +186,7 @@ class Worker:
             auto_extend=auto_extend if auto_extend is not None else self.auto_extend,
             key=endpoint.key if endpoint is not None and endpoint.key else self._key,
             tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
+            prefetch=prefetch if prefetch is not None else self.prefetch,
         )
 
     # --- running ---------------------------------------------------------------
@@ -221,12 +233,16 @@ class Worker:
                 loop.call_soon_threadsafe(self._begin_stop, now)
 
     def _begin(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="leash-job")
+        self._loop = loop = asyncio.get_running_loop()
         self._link = Link(self._connect)
         self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        self._running: dict[int, Job] = {}  # by lease token: handler not returned yet
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._collected = asyncio.Event()  # set when finished jobs were collected
+        self._held: dict[int, _Held] = {}  # by token: leased, not finished (waiting or running)
+        self._slots = Slots(self.concurrency, self._run_one, loop, self._collect)
+        self._prefetching = True  # off after jobs waited too long, until a handler returns
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._settler = Settler(self._link)
+        self._tasks: set[asyncio.Task[None]] = set()  # releases
         self._fetching = False
         self._fatal: BaseException | None = None
         self.process_state = "ok"
@@ -240,17 +256,20 @@ class Worker:
     def _begin_stop(self, now: bool) -> None:
         if not self._stopping.is_set():
             log.info(
-                "stopping: %d jobs running, grace %g s",
-                len(self._running),
-                0 if now else self.grace_s,
+                "stopping: %d jobs running, grace %g s", self._running(), 0 if now else self.grace_s
             )
         self._stopping.set()
         self._link.quiet = True
+        self._settler.urgent = True
         self._wake.set()
         if now:
             self._hard.set()
         if not self._fetching:
             self._fetcher.cancel()  # connecting or waiting: nothing to collect
+        prefetched = self._slots.clear()
+        for job in prefetched:
+            del self._held[job.token]
+        self._give_back(prefetched, "prefetched, not started before the stop")
 
     def _on_process_state(self, state: str) -> None:
         """A beat's reply: what the broker wants of this process now."""
@@ -292,7 +311,7 @@ class Worker:
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
         if self._stopping.is_set():
-            log.warning("%s again: releasing %d running jobs now", name, len(self._running))
+            log.warning("%s again: releasing %d running jobs now", name, self._running())
             self._begin_stop(now=True)
         else:
             log.warning("%s: finishing running jobs (send it again to release them now)", name)
@@ -300,11 +319,18 @@ class Worker:
 
     # --- fetching --------------------------------------------------------------
 
+    def _running(self) -> int:
+        return len(self._held) - self._slots.waiting
+
+    def _wanted(self) -> int:
+        """Jobs to ask for: the free slots, and the prefetch, less what waits."""
+        extra = self.prefetch if self._prefetching else 0
+        return min(self.concurrency + extra - len(self._held), limits.FETCH_COUNT_MAX)
+
     async def _fetch_loop(self) -> None:
         refusals = 0
         while not self._stopping.is_set():
-            free = min(self.concurrency - len(self._running), limits.FETCH_COUNT_MAX)
-            if free <= 0:
+            if self._wanted() <= 0:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -314,7 +340,7 @@ class Worker:
             client = await self._link.client()
             if self._stopping.is_set():
                 break
-            jobs = await self._fetch(client, free)
+            jobs = await self._fetch(client, self._wanted())
             if jobs is None:
                 await asyncio.sleep(backoff_s(refusals))
                 refusals += 1
@@ -323,15 +349,26 @@ class Worker:
             if self._stopping.is_set():
                 await self._release(jobs, "fetched during shutdown")
                 return
-            for job in jobs:
-                self._start(job)
+            if jobs:
+                self._take(jobs)
 
     async def _fetch(self, client: AsyncClient, count: int) -> list[Job] | None:
-        """One long-poll fetch; None when refused for a while. Other refusals raise."""
+        """One long-poll fetch, in one write with the outcomes waiting to be
+        sent; None when refused for a while. Other refusals raise."""
         self._fetching = True  # from here on, a stop waits for the reply
         try:
-            return await client.fetch_many(self.queues, count, wait_ms=self.wait_ms)
-        except _LINK_ERRORS as exc:
+            outcomes, calls = self._settler.take(client)
+            calls.append(client._core.fetch(self.queues, count, self.wait_ms))
+            try:
+                replies = await client._together(calls)
+            except LINK_ERRORS as exc:
+                self._settler.put_back(outcomes)
+                await self._link.lost(client, exc)
+                return []
+            self._settler.watch(client, outcomes, replies[:-1])
+            jobs: list[Job] = await replies[-1]
+            return jobs
+        except LINK_ERRORS as exc:
             await self._link.lost(client, exc)
             return []
         except _RETRYABLE_FETCH_ERRORS as exc:
@@ -340,30 +377,80 @@ class Worker:
         finally:
             self._fetching = False
 
-    # --- running one job -------------------------------------------------------
+    def _take(self, jobs: list[Job]) -> None:
+        """Jobs for the slots: a free thread takes one at once, the rest wait."""
+        now_s = asyncio.get_running_loop().time()
+        extend = self.auto_extend
+        for job in jobs:
+            half_ttl_s = job.lease_ttl_ms / 2000
+            extend_s = now_s + half_ttl_s if extend and half_ttl_s > 0 else math.inf
+            self._held[job.token] = _Held(job, extend_s)
+        self._slots.add(jobs, now_s)
+        self._arm_sweep()
 
-    def _start(self, job: Job) -> None:
-        self._running[job.token] = job
-        task = asyncio.create_task(self._run_job(job), name=f"leash-job-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_job(self, job: Job) -> None:
-        fn = self._handlers.get(job.type)
-        extender = Extender(self._link, job) if self.auto_extend and fn is not None else None
-        try:
-            if fn is None:
-                error: ErrorInfo | None = unknown_type_error(job, list(self._handlers))
-            else:
-                loop = asyncio.get_running_loop()
-                push = self._push_for_handler
-                error = await loop.run_in_executor(self._executor, invoke, fn, job, push)
-        finally:
-            if extender is not None:
-                extender.cancel()
-            del self._running[job.token]
+    def _collect(self) -> None:
+        """On the loop: the jobs the slots finished go to the settler."""
+        finished = self._slots.take_finished()
+        for job, error in finished:
+            held = self._held.pop(job.token, None)
+            if held is None:
+                continue  # released meanwhile (a stop that did not wait)
+            if held.extending is not None:
+                held.extending.cancel()
+            self._settler.add(job, error)
+        if finished:
+            self._prefetching = True
             self._wake.set()
-        await self._settle(job, error)
+            self._collected.set()
+
+    # --- the clock: prefetched jobs that waited too long, leases to extend ------
+
+    def _arm_sweep(self) -> None:
+        """A timer for the first job that must be released or extended."""
+        due_s = min(
+            (h.extend_s for h in self._held.values() if h.extending is None), default=math.inf
+        )
+        release_s = self._slots.next_release_s()
+        if release_s is not None:
+            due_s = min(due_s, release_s)
+        timer = self._sweep_timer
+        if timer is not None and (due_s == math.inf or timer.when() > due_s):
+            timer.cancel()
+            self._sweep_timer = timer = None
+        if due_s != math.inf and timer is None:
+            self._sweep_timer = asyncio.get_running_loop().call_at(due_s, self._sweep)
+
+    def _sweep(self) -> None:
+        """Release what waited for a slot as long as its lease allows (no more
+        is leased ahead until a slot frees); extend, from now on, the lease of
+        a job running for half its ttl (one still waiting was released first)."""
+        self._sweep_timer = None
+        now_s = asyncio.get_running_loop().time()
+        due = self._slots.due(now_s)
+        for job in due:
+            del self._held[job.token]
+        if due:
+            self._prefetching = False
+            self._give_back(due, "waited for a free slot as long as its lease allows")
+        for held in self._held.values():
+            if held.extending is None and held.extend_s <= now_s:
+                extending = keep_extended(self._link, held.job, first_delay_s=0.0)
+                held.extending = asyncio.get_running_loop().create_task(extending)
+        self._arm_sweep()
+
+    def _give_back(self, jobs: list[Job], why: str) -> None:
+        if jobs:
+            task = asyncio.get_running_loop().create_task(self._release(jobs, why))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # --- running one job (in a slot's thread) ------------------------------------
+
+    def _run_one(self, job: Job) -> ErrorInfo | None:
+        fn = self._handlers.get(job.type)
+        if fn is None:
+            return unknown_type_error(job, list(self._handlers))
+        return invoke(fn, job, self._push_for_handler)
 
     def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
         """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
@@ -378,56 +465,63 @@ class Worker:
         (result,) = await client.push_many([spec], lease=job)
         return result.id
 
-    async def _settle(self, job: Job, error: ErrorInfo | None) -> None:
-        """Ack or fail ``job``, across reconnects, until the broker has answered."""
-        verb = "ack" if error is None else "fail"
-        while True:
-            try:
-                client = await self._link.client()
-                if error is None:
-                    await client.ack(job)
-                else:
-                    result = await client.fail(job, error)
-                    level = logging.WARNING if result.state == "dead" else logging.INFO
-                    log.log(level, "job %s failed (%s): %s", job.id, result.state, error.type)
-                return
-            except (StaleLease, NotFound) as exc:
-                log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, exc.code)
-                return
-            except _LINK_ERRORS as exc:
-                await self._link.lost(client, exc)
-            except ServerError as exc:
-                log.error("could not %s job %s: %s", verb, job.id, exc)
-                return
-
     # --- shutting down ---------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Wait for running jobs (and a fetch in flight) until done, the grace ends or ``now``."""
+        """Wait for a fetch in flight and the running jobs, then for their
+        outcomes to be answered, until done, the grace ends or ``now``."""
         loop = asyncio.get_running_loop()
         deadline_s = loop.time() + self.grace_s
-        hard = asyncio.create_task(self._hard.wait())
+        hard = asyncio.ensure_future(self._hard.wait())
+        flushing: asyncio.Future[None] | None = None
         try:
             while not self._hard.is_set():
-                waiting = {task for task in self._tasks if not task.done()}
-                if waiting and not self._fetcher.done():  # idle: closing ends the fetch
-                    waiting.add(self._fetcher)
                 remaining_s = deadline_s - loop.time()
-                if not waiting or remaining_s <= 0:
+                awaited: set[asyncio.Future[Any]]
+                idle = not self._held and not self._tasks and self._settler.idle
+                if idle:
+                    return  # a fetch still held ends when the connection closes
+                if not self._fetcher.done():
+                    awaited = {self._fetcher}
+                elif self._held:
+                    self._collected.clear()
+                    awaited = {asyncio.ensure_future(self._collected.wait())}
+                elif self._tasks:
+                    awaited = set(self._tasks)
+                elif not self._settler.idle:
+                    if flushing is None or flushing.done():
+                        flushing = asyncio.ensure_future(self._settler.flush())
+                    awaited = {flushing}
+                else:
+                    return
+                if remaining_s <= 0:
                     return
                 await asyncio.wait(
-                    {*waiting, hard}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
+                    {*awaited, hard}, timeout=remaining_s, return_when=asyncio.FIRST_COMPLETED
                 )
         finally:
             hard.cancel()
+            if flushing is not None:
+                flushing.cancel()
 
     async def _finish(self) -> None:
         """Release what is still running, then close the connection and the threads."""
-        unfinished = list(self._running.values())
+        self._slots.close()
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+        unfinished = [held.job for held in self._held.values()]
+        for held in self._held.values():
+            if held.extending is not None:
+                held.extending.cancel()
+        self._held.clear()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        unsettled = self._settler.unanswered
+        self._settler.cancel()
+        if unsettled:
+            log.warning("%d job outcomes not answered by the broker before the end", unsettled)
         if unfinished:
             await self._release(unfinished, "still running at shutdown")
         self.unfinished = len(unfinished)
@@ -438,7 +532,6 @@ class Worker:
         await self._link.close()
         await asyncio.wait({self._fetcher}, timeout=self.timeout_s)
         self._fetcher.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self._loop = None
 
     async def _release(self, jobs: list[Job], why: str) -> None:
@@ -458,6 +551,15 @@ class Worker:
                 log.warning("could not release job %s (%s): %s", job.id, why, result)
             else:
                 log.info("released job %s (%s)", job.id, why)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A job this worker holds: waiting in a slot's queue or running."""
+
+    job: Job
+    extend_s: float  # when its lease is first extended, if still running (loop time)
+    extending: "asyncio.Task[None] | None" = None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

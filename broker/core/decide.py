@@ -24,6 +24,10 @@ class Outcome(NamedTuple):
     reply: M.Reply
     records: list[R.Record]
     may_wait: bool = False  # a fetch found nothing and asked to wait for jobs
+    # The reply may leave once its records are written, before an fsync
+    # (a fetch: a lease lost to a power loss only runs its job again, as an
+    # expired lease does; the epoch synced at boot keeps fencing).
+    written_enough: bool = False
 
 
 def decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Outcome:
@@ -100,7 +104,7 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
     deliveries: list[M.Delivery] = []
     want = request.count
     if not P.can_fetch(state, worker_id):  # unknown, quiet or terminating: nothing
-        return Outcome(M.Jobs(request.rid, []), [], may_wait=request.wait_ms > 0)
+        return Outcome(M.Jobs(request.rid, []), [], request.wait_ms > 0, written_enough=True)
     budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
     for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
         queue = state.queues.get(name)
@@ -128,9 +132,10 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
             break
     reply = M.Jobs(request.rid, deliveries)
     if not grants:
-        return Outcome(reply, [], may_wait=request.wait_ms > 0)
+        return Outcome(reply, [], request.wait_ms > 0, written_enough=True)
     counter = state.counter + len(grants)
-    return Outcome(reply, [R.JobsLeased(worker_id, grants, counter, now_ms)])
+    records: list[R.Record] = [R.JobsLeased(worker_id, grants, counter, now_ms)]
+    return Outcome(reply, records, written_enough=True)
 
 
 def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:

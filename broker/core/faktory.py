@@ -46,6 +46,7 @@ class Outcome(NamedTuple):
     reply: F.Reply
     records: list[R.Record]
     may_wait: bool = False  # a FETCH found nothing and waits for a job
+    written_enough: bool = False  # a FETCH: its reply may leave before the fsync
 
 
 _NO_JOB = "only a consumer (a HELLO with a wid) holds jobs"
@@ -127,11 +128,11 @@ def _fetch(state: State, command: F.Fetch, worker_id: str, now_ms: int) -> Outco
     request = M.Fetch(0, command.queues, 1, command.wait_ms)
     leased = fetch(state, request, worker_id, now_ms)
     if not leased.records:
-        return Outcome(F.Bulk(None), [], leased.may_wait)
+        return Outcome(F.Bulk(None), [], leased.may_wait, written_enough=True)
     assert isinstance(leased.reply, M.Jobs), leased.reply
     (delivery,) = leased.reply.jobs
     job = state.jobs[delivery.id]  # as it waits: decide changes nothing
-    return Outcome(F.Bulk(unit_json(job)), leased.records)
+    return Outcome(F.Bulk(unit_json(job)), leased.records, written_enough=True)
 
 
 def _held(state: State, jid: str, worker_id: str) -> Job:

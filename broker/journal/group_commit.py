@@ -21,6 +21,17 @@ cache, a few microseconds.
   starts as soon as this one ends (one fsync in flight, so every fsync
   covers every batch written before it); a fast one brings it back.
 
+Two kinds of wait, under every policy: ``after`` (the reply waits for the
+policy: the write, and under ``always`` the fsync) and ``after_written``
+(the reply waits for the write only: a fetch's lease, which a power loss
+can only make run again, as an expired lease does). Under ``always`` the
+written-only replies of a batch go to the sockets (``on_released``) right
+after its write, before its fsync; and records submitted with
+``sync=False`` (leases) start no fsync of their own: the next fsync that
+anyone waits for covers them, since an fsync covers every byte written
+before it. An epoch roll (``hold_until_synced``) makes every reply wait
+for an fsync again until one has covered it.
+
 Under every policy a reply is sent only after its records were written to
 the file, so a crash of the process never loses an acknowledged change;
 under ``always`` neither does a power loss.
@@ -128,14 +139,17 @@ class GroupCommitter:
         self.on_released: Callable[[], None] | None = None  # after a job released replies
         self._batch = Batch()  # the records of this turn, framed
         self._batch_records = 0
+        self._batch_sync = False  # the batch holds records that want an fsync (always)
         self._waiting: list[Done] = []  # replies for the batch being filled
+        self._written_waiting: list[Done] = []  # replies that wait for its write only
         self._unsynced: list[Done] = []  # always: written, for the next fsync
         self._unsynced_data = False  # always: written since the last fsync began
+        self._sync_wanted = False  # always: written records want an fsync, waited for or not
         self._dirty = False  # interval, never: written since the last fsync
         self._job_waiting: list[Done] | None = None  # the job in flight's replies
         self._rotating = False  # a rotation is wanted or in flight: writes wait
         self._sync_inline = True  # always: the last fsync was fast
-        self._holding = False  # hold_until_synced: behaving as always until an fsync
+        self._holding = False  # hold_until_synced: every reply waits for an fsync until one
         self._sealing: list[asyncio.Future[Sealed | None]] = []  # seal() callers
         self._flush_scheduled = False
         self.failed: BaseException | None = None
@@ -157,6 +171,11 @@ class GroupCommitter:
             return True
         return self._always and (self._unsynced_data or self._job_waiting is not None)
 
+    @property
+    def busy_written(self) -> bool:
+        """Whether a reply that needs only the write (``after_written``) would wait."""
+        return self.busy if self._holding else bool(self._batch)
+
     def submit(self, data: bytes, records: int = 1) -> None:
         """Queue encoded records (``records`` of them) for the next batch."""
         if self.failed is not None:
@@ -165,15 +184,20 @@ class GroupCommitter:
             self.schedule_flush()
         self._batch.extend(data)
         self._batch_records += records
+        self._batch_sync = True
 
-    def submit_records(self, records: list[Record]) -> None:
-        """Encode records (numbering them) straight into the next batch."""
+    def submit_records(self, records: list[Record], *, sync: bool = True) -> None:
+        """Encode records (numbering them) straight into the next batch.
+        ``sync=False``: under ``always`` they start no fsync of their own
+        (a lease's records); a later fsync covers them."""
         if self.failed is not None:
             return
         if not self._batch:
             self.schedule_flush()
         self._journal.encode_into(records, self._batch)
         self._batch_records += len(records)
+        if sync:
+            self._batch_sync = True
 
     def after(self, done: Done) -> None:
         """Call ``done`` once everything submitted so far is durable."""
@@ -185,22 +209,40 @@ class GroupCommitter:
             self._waiting.append(done)
             self.schedule_flush()
 
+    def after_written(self, done: Done) -> None:
+        """Call ``done`` once everything submitted so far is written to the
+        file, without waiting for an fsync (unless a hold is in force)."""
+        if self.failed is not None:
+            done(False)
+        elif self._holding:
+            self.after(done)
+        elif not self._batch:
+            done(True)
+        else:
+            self._written_waiting.append(done)
+            self.schedule_flush()
+
     def hold_until_synced(self) -> None:
         """Under every policy, the replies from now on wait for an fsync that
         covers what was submitted so far (an epoch roll: its record must be
-        durable before a number of the new epoch is sent). Policies other
-        than ``always`` then go back to their own pace."""
+        durable before a number of the new epoch is sent). Then every policy
+        goes back to its own pace (``always``: fetches wait for the write only)."""
+        self._sync_wanted = True
+        if self._holding:
+            return
+        self._holding = True
         if not self._always:
-            self._always = self._holding = True
+            self._always = True
             if self._dirty:  # written, not synced: the first fsync covers it
                 self._dirty, self._unsynced_data = False, True
-            self.schedule_flush()
+        self.schedule_flush()
 
     def _end_hold(self) -> None:
         """After an fsync: it covered everything written under the hold once
         nothing was written since it began and nothing waits to be."""
         if self._holding and not (self._unsynced_data or self._batch or self._unsynced):
-            self._always = self._holding = False
+            self._holding = False
+            self._always = self._policy.mode == "always"
 
     async def drain(self) -> None:
         """Wait until nothing is buffered, waiting or in flight."""
@@ -261,13 +303,17 @@ class GroupCommitter:
         """Write the batch of this turn and release what it allows (end of a loop turn)."""
         if self.failed is not None or self._rotating:
             return  # a rotation ends with a flush
-        waiting = self._waiting
+        waiting, written = self._waiting, self._written_waiting
+        if self._holding and written:  # the hold: they wait for the fsync too
+            waiting, written = waiting + written, []
+        self._waiting, self._written_waiting = [], []
         if self._batch:
-            data, self._batch, self._waiting = self._batch.close(), Batch(), []
+            data, self._batch = self._batch.close(), Batch()
+            sync_wanted, self._batch_sync = self._batch_sync, False
             try:
                 self._journal.append(data, self._journal.next_seq - 1)
             except JournalFailure as error:
-                self._fail(error, waiting)
+                self._fail(error, waiting + written)
                 return
             stats = self.stats
             stats.batches += 1
@@ -276,34 +322,41 @@ class GroupCommitter:
             self._batch_records = 0
             if self._journal.full:  # its replies wait for the seal: a failure there fails them
                 self._rotating = True
-                self._unsynced += waiting
+                self._unsynced += waiting + written
+                written = []
             elif self._always:
                 self._unsynced += waiting
             else:
                 self._release(waiting, True)
             if self._always:
                 self._unsynced_data = True
+                self._sync_wanted = self._sync_wanted or sync_wanted
             else:
                 self._dirty = True
         elif waiting:  # nothing new: these wait for what was written before them
-            self._waiting = []
             if self._always and self._unsynced_data:
                 self._unsynced += waiting
             elif self._always and self._job_waiting is not None:
                 self._job_waiting += waiting  # the fsync in flight covers every write
             else:
                 self._release(waiting, True)
+        if written:  # written: out to the sockets now, before any fsync
+            self._release(written, True)
+            if self.on_released is not None:
+                self.on_released()
         self._kick()
 
     def _kick(self) -> None:
         """Start the next job if the writer thread is free and one is due."""
         if self._job_waiting is not None or self.failed is not None:
             return
-        if self._rotating:
+        if self._rotating:  # the seal syncs what it seals
             waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
+            self._sync_wanted = False
             self._start(self._rotate, waiting, self._rotated)
-        elif self._unsynced_data:
+        elif self._unsynced_data and (self._unsynced or self._sync_wanted or self._draining):
             waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
+            self._sync_wanted = False
             if self._sync_inline:
                 self._sync_here(waiting)
             else:
@@ -375,7 +428,8 @@ class GroupCommitter:
         self._interval = self._loop.call_later(self._policy.interval_ms / 1000, self._interval_sync)
 
     def _settled(self) -> bool:
-        return not (self.busy or self._waiting or self._job_waiting is not None)
+        waiting = self._waiting or self._written_waiting
+        return not (self.busy or waiting or self._job_waiting is not None)
 
     def _check_idle(self) -> None:
         if self._draining and self._settled():
@@ -387,9 +441,10 @@ class GroupCommitter:
             self.failed = error
             log.critical("journal failed, refusing every request: %s", error)
         in_flight = self._job_waiting or []
-        failed = waiting + in_flight + self._unsynced + self._waiting
+        failed = waiting + in_flight + self._unsynced + self._waiting + self._written_waiting
         in_flight.clear()  # answered now; the job's own answer finds none left
         self._batch, self._waiting, self._unsynced = Batch(), [], []
+        self._written_waiting = []
         self._batch_records = 0
         self._release(failed, False)
         self._idle.set()

@@ -8,9 +8,12 @@ runs the timer that calls ``core.tick`` and serves held long-poll fetches
 when their queues get ready jobs.
 
 The end of a loop turn (``_end_turn``, scheduled once by the first thing
-of the turn that needs it) writes the turn's journal batch, re-arms the
+of the turn that needs it) serves the held fetches with the jobs the turn
+made ready (so a fetch held at the broker gets every job a pipelined burst
+of pushes brought, not one), writes the turn's journal batch, re-arms the
 timer if a record may have moved a deadline, and writes the replies of the
-turn, one write per connection.
+turn, one write per connection. A fetch decided earlier in a turn serves
+the held ones first: they came before it.
 """
 
 import asyncio
@@ -163,6 +166,8 @@ class Broker:
         if self.committer.failed is not None:
             self._reply(connection, M.Error(request.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
             return
+        if isinstance(request, M.Fetch) and self.state.readied:
+            self._wake_waiters()  # the fetches held before this one come first
         now_ms = self.clock_ms()
         if connection.info is not None:  # a process (a Faktory producer is none)
             alive = core.touch(self.state, connection.worker_id, connection.info, now_ms)
@@ -178,14 +183,13 @@ class Broker:
             log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
             return
+        written = outcome.written_enough
         if outcome.records:
-            self._commit(outcome.records)
+            self._commit(outcome.records, sync=not written)
         if outcome.may_wait:
             self._hold(connection, request, decide)
         else:
-            self._reply(connection, outcome.reply)
-        if outcome.records:
-            self._wake_waiters()
+            self._reply(connection, outcome.reply, written=written)
 
     def attach(self, connection: Connection, worker_id: str, info: core.ProcessInfo) -> None:
         """A connection of this process: register it (or show it is alive)."""
@@ -217,20 +221,21 @@ class Broker:
         )
         self._reply(connection, welcome)
 
-    def _commit(self, records: list[Record]) -> None:
-        """Apply records and queue them for the journal. A failure inside
-        apply, or a record that does not encode, is a broken invariant: the
-        state may be changed where the journal is not, so stop at once,
-        before the records reach the journal (the encode is all or nothing).
-        After a journal failure nothing more is applied: every reply is
-        journal_failed anyway."""
+    def _commit(self, records: list[Record], *, sync: bool = True) -> None:
+        """Apply records and queue them for the journal (``sync=False``: they
+        start no fsync of their own; see ``GroupCommitter.submit_records``).
+        A failure inside apply, or a record that does not encode, is a
+        broken invariant: the state may be changed where the journal is not,
+        so stop at once, before the records reach the journal (the encode is
+        all or nothing). After a journal failure nothing more is applied:
+        every reply is journal_failed anyway."""
         if self.committer.failed is not None:
             return
         now_ms = self.clock_ms()
         try:
             for record in records:
                 self.totals.apply(self.state, record, now_ms)
-            self.committer.submit_records(records)
+            self.committer.submit_records(records, sync=sync)
         except BaseException:
             log.critical("apply failed; stopping without journalling it", exc_info=True)
             os._exit(EXIT_APPLY_FAILED)
@@ -258,9 +263,11 @@ class Broker:
         self._commit(records)
         self._wake_waiters()
 
-    def _reply(self, connection: "Sender", reply: Any) -> None:
-        """Send ``reply`` once everything journalled before it is durable."""
-        if not self.committer.busy and self.committer.failed is None:
+    def _reply(self, connection: "Sender", reply: Any, *, written: bool = False) -> None:
+        """Send ``reply`` once everything journalled before it is durable
+        (``written``: once it is written, before an fsync: a fetch's)."""
+        committer = self.committer
+        if committer.failed is None and not (committer.busy_written if written else committer.busy):
             connection.send(reply)
             return
 
@@ -270,7 +277,10 @@ class Broker:
             else:
                 connection.send(M.Error(reply.rid, ErrorCode.JOURNAL_FAILED, JOURNAL_FAILED))
 
-        self.committer.after(done)
+        if written:
+            committer.after_written(done)
+        else:
+            committer.after(done)
 
     def reply_later(self, connection: Connection) -> None:
         """``connection`` has replies queued: write them at the end of the turn."""
@@ -293,6 +303,9 @@ class Broker:
         # The flag stays up until the end: the replies the flush releases are
         # written below, by this turn, not by another one scheduled for them.
         try:
+            # Held fetches are served once a turn, with every job its requests
+            # made ready (a fetch decided earlier in the turn served them first).
+            self._wake_waiters()
             self.committer.flush()
             if self._timer_stale:
                 self._arm_timer()
@@ -414,7 +427,7 @@ class Broker:
     def _expire(self, waiter: Waiter) -> None:
         waiter.timer = None
         self._drop(waiter)
-        self._reply(waiter.connection, waiter.connection.nothing(waiter.request))
+        self._reply(waiter.connection, waiter.connection.nothing(waiter.request), written=True)
 
     def _drop(self, waiter: Waiter) -> None:
         self.waiters.remove(waiter)
@@ -439,9 +452,10 @@ class Broker:
                 if outcome.may_wait:  # its process may not fetch now (quiet, terminate)
                     continue
                 self._drop(waiter)
+                written = outcome.written_enough
                 if outcome.records:
-                    self._commit(outcome.records)
-                self._reply(waiter.connection, outcome.reply)
+                    self._commit(outcome.records, sync=not written)
+                self._reply(waiter.connection, outcome.reply, written=written)
 
     # --- timers -----------------------------------------------------------
 
@@ -510,6 +524,6 @@ class Broker:
             self._timer.cancel()
         for waiter in self.waiters.all():
             self._drop(waiter)
-            self._reply(waiter.connection, waiter.connection.nothing(waiter.request))
+            self._reply(waiter.connection, waiter.connection.nothing(waiter.request), written=True)
         for connection in list(self.connections):
             self.committer.after(lambda _ok, c=connection: c.close())  # type: ignore[misc]

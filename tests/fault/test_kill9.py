@@ -1,7 +1,9 @@
 """kill -9 under load, again and again, under each fsync policy.
 
-Producers push jobs with ids of their own and workers fetch and ack them,
-keeping a ledger of every operation the broker acknowledged. The broker —
+Producers push jobs with ids of their own and workers fetch and ack them
+(a ``Client`` one request at a time, and a ``Worker`` runner, which
+prefetches and sends its acks in the same write as its next fetch), keeping
+a ledger of every operation the broker acknowledged. The broker —
 with small segments and snapshot thresholds, so segments rotate and
 snapshots are taken all the time — is killed with SIGKILL at a random
 moment (sometimes while it is still starting) and started again. After
@@ -23,7 +25,9 @@ every restart, and at the end for the whole ledger:
 seed is printed).
 """
 
+import asyncio
 import contextlib
+import logging
 import os
 import random
 import threading
@@ -32,7 +36,7 @@ from collections.abc import Callable
 
 import pytest
 
-from leash.client import Client, LeashError, NotFound
+from leash.client import Client, LeashError, NotFound, Worker, current_job
 from tests.integration.broker_proc import BrokerProcess
 
 CYCLES = int(os.environ.get("LEASH_KILL9_CYCLES", "20"))
@@ -49,6 +53,7 @@ class Ledger:
         self.pushed: set[str] = set()  # acknowledged pushes
         self.acked: set[str] = set()  # acknowledged acks
         self.acking: set[str] = set()  # acks sent: their jobs may be gone, acknowledged or not
+        self.acked_by_runner: set[str] = set()  # of acked: by the Worker
         self.tokens: set[int] = set()
         self.repeated: list[int] = []  # tokens handed out twice
         self.checked_pushed: set[str] = set()
@@ -98,6 +103,37 @@ def _work(port: int, ledger: Ledger, stop: threading.Event) -> None:
                 client.ack(job)
                 with ledger.lock:
                     ledger.acked.add(job.id)
+
+
+class AckedByRunner(logging.Handler):
+    """The Worker logs each ack the broker answered: into the ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        super().__init__(logging.DEBUG)
+        self.ledger = ledger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == "job %s acked" and isinstance(record.args, tuple):
+            with self.ledger.lock:
+                self.ledger.acked.add(str(record.args[0]))
+                self.ledger.acked_by_runner.add(str(record.args[0]))
+
+
+def _runner(port: int, ledger: Ledger) -> tuple[Worker, threading.Thread]:
+    """A Worker on the same queue, in a thread of its own; stopped at the kill."""
+
+    def run_job(n: int) -> None:
+        job = current_job()
+        assert job is not None
+        ledger.token(job.token)
+        with ledger.lock:
+            ledger.acking.add(job.id)
+
+    worker = Worker("default", 4, "127.0.0.1", port, wait_ms=20, timeout_s=5.0, grace_s=1.0)
+    worker.register("t", run_job)
+    thread = threading.Thread(target=asyncio.run, args=(worker.run_async(),), daemon=True)
+    thread.start()
+    return worker, thread
 
 
 def _quietly(target: Callable[..., None], *args: object) -> threading.Thread:
@@ -152,6 +188,37 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
     data = os.path.join(tmp_path, "data")
     ledger = Ledger()
     started = time.monotonic()
+    worker_log = logging.getLogger("leash.worker")
+    acked_by_runner = AckedByRunner(ledger)
+    worker_log.addHandler(acked_by_runner)
+    level, worker_log.level = worker_log.level, logging.DEBUG
+    try:
+        killed_starting, torn = _cycles(policy, seed, rng, data, ledger)
+    finally:
+        worker_log.removeHandler(acked_by_runner)
+        worker_log.setLevel(level)
+    final = BrokerProcess(data, ["--fsync", policy, *FLAGS]).start()
+    try:
+        torn |= _torn_tails(final, data, torn)
+        _check(final, ledger, everything=True)
+    finally:
+        final.kill()
+    assert ledger.repeated == [], f"seed={seed}: tokens handed out twice"
+    assert len(ledger.pushed) > CYCLES and ledger.acked, "the load did too little to prove much"
+    assert ledger.acked_by_runner, "the Worker acked nothing: the test proves nothing of it"
+    print(
+        f"policy={policy}: {CYCLES} cycles ({killed_starting} killed while starting) in "
+        f"{time.monotonic() - started:.1f} s; {len(ledger.pushed)} pushes and "
+        f"{len(ledger.acked)} acks acknowledged ({len(ledger.acked_by_runner)} by the Worker), "
+        f"{len(ledger.tokens)} tokens, none lost; {len(torn)} torn tails cut"
+    )
+
+
+def _cycles(
+    policy: str, seed: int, rng: random.Random, data: str, ledger: Ledger
+) -> tuple[int, set[str]]:
+    """Run the kill cycles; how many were killed while starting, and the
+    torn tails the restarts cut."""
     killed_starting = 0
     torn: set[str] = set()
     for cycle in range(CYCLES):
@@ -166,6 +233,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
             continue
         load = Load()
         threads: list[threading.Thread] = []
+        runner: Worker | None = None
         try:
             broker.start()
             torn |= _torn_tails(broker, data, torn)
@@ -173,23 +241,15 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
             for p in range(PRODUCERS):
                 threads.append(_quietly(_produce, broker.port, ledger, f"c{cycle}p{p}", load))
             threads.append(_quietly(_work, broker.port, ledger, load.stop))
+            runner, runner_thread = _runner(broker.port, ledger)
+            threads.append(runner_thread)
             time.sleep(rng.uniform(*LOAD_S))
         finally:
             broker.kill()
         load.halt()
+        if runner is not None:
+            runner.stop(now=True)
         for thread in threads:
             thread.join(10)
-    final = BrokerProcess(data, ["--fsync", policy, *FLAGS]).start()
-    try:
-        torn |= _torn_tails(final, data, torn)
-        _check(final, ledger, everything=True)
-    finally:
-        final.kill()
-    assert ledger.repeated == [], f"seed={seed}: tokens handed out twice"
-    assert len(ledger.pushed) > CYCLES and ledger.acked, "the load did too little to prove much"
-    print(
-        f"policy={policy}: {CYCLES} cycles ({killed_starting} killed while starting) in "
-        f"{time.monotonic() - started:.1f} s; {len(ledger.pushed)} pushes and "
-        f"{len(ledger.acked)} acks acknowledged, {len(ledger.tokens)} tokens, none lost; "
-        f"{len(torn)} torn tails cut"
-    )
+            assert not thread.is_alive(), f"seed={seed} cycle={cycle}: a load thread hangs"
+    return killed_starting, torn

@@ -190,8 +190,9 @@ def test_a_connection_the_broker_closed_while_idle_is_reopened_by_the_next_call(
 ) -> None:
     with Client(port=fake.port) as client:
         fake.drop_connections()
-        sock = client._sock  # the test waits until the client's socket has seen the close
-        assert sock is not None
+        pipe = client._pipe  # the test waits until the client's socket has seen the close
+        assert pipe is not None
+        sock = pipe.sock
         assert select.select([sock], [], [], WAIT_S)[0], "the close never reached the client"
         assert not client.closed  # it will reconnect: nothing was in flight
         job_id = client.push("t")

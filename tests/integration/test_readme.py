@@ -142,7 +142,8 @@ BATCH = "client.create_batch("
 ADD_TO_BATCH = "add_to_batch("
 KEYS = 'key=load_key("keys.toml"'
 TLS = "tls=tls_context("
-CASES = (QUICK_START, HANDLER_MODULE, WORKER_MODULE, BATCH, ADD_TO_BATCH, KEYS, TLS)
+PIPELINE = "client.pipeline()"
+CASES = (QUICK_START, HANDLER_MODULE, WORKER_MODULE, BATCH, ADD_TO_BATCH, KEYS, TLS, PIPELINE)
 
 
 def test_every_python_example_of_the_readme_is_one_of_the_cases_run_here() -> None:
@@ -214,6 +215,24 @@ def test_the_quick_start_pushes_fetches_and_acks(
         assert client.fetch("mail") is None  # the example acked what it pushed
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         assert admin.stats().totals["pushed"] == admin.stats().totals["acked"] == 1
+
+
+def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = launch_broker()
+    source = example(PIPELINE) + "\nprint(*ids)\n"
+    script = tmp_path / "example.py"
+    script.write_text(placed(source, broker.port))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    assert done.returncode == 0, done.stderr
+    ids = done.stdout.split()
+    with Client("127.0.0.1", broker.port) as client:
+        jobs = client.fetch_many("images", 10)
+    assert sorted(job.id for job in jobs) == sorted(ids)
+    assert sorted(job.args[0] for job in jobs) == ["a.jpg", "b.jpg"]
 
 
 @pytest.mark.parametrize(

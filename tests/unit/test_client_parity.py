@@ -8,6 +8,8 @@ import pytest
 from leash.client import AsyncClient, Client
 
 PROPERTIES = {"welcome", "closed"}  # read without I/O in both
+# Returns a context manager (``with`` / ``async with``), its kind per client.
+CONTEXT_MANAGERS = {"pipeline"}
 
 
 def public_names(cls: type) -> set[str]:
@@ -28,7 +30,8 @@ def test_both_clients_have_the_same_public_names() -> None:
 def test_each_method_takes_the_same_parameters(name: str) -> None:
     blocking, asynchronous = signature(Client, name), signature(AsyncClient, name)
     assert list(blocking.parameters.values()) == list(asynchronous.parameters.values())
-    assert blocking.return_annotation == asynchronous.return_annotation
+    if name not in CONTEXT_MANAGERS:
+        assert blocking.return_annotation == asynchronous.return_annotation
 
 
 @pytest.mark.parametrize(
@@ -38,7 +41,20 @@ def test_the_async_client_awaits_every_call(name: str) -> None:
     blocking: Any = getattr(Client, name)
     asynchronous: Any = getattr(AsyncClient, name)
     assert not inspect.iscoroutinefunction(blocking)
+    if name in CONTEXT_MANAGERS:
+        assert not inspect.iscoroutinefunction(asynchronous)
+        returned = signature(AsyncClient, name).return_annotation
+        assert inspect.iscoroutinefunction(returned.__aenter__)
+        assert hasattr(signature(Client, name).return_annotation, "__enter__")
+        return
     assert inspect.iscoroutinefunction(asynchronous), f"AsyncClient.{name} is not async"
+
+
+def test_both_pipelines_push_with_the_parameters_of_push() -> None:
+    for cls in (Client, AsyncClient):
+        pipeline = signature(cls, "pipeline").return_annotation
+        push = list(signature(cls, "push").parameters.values())
+        assert list(inspect.signature(pipeline.push).parameters.values()) == push
 
 
 def test_the_constructors_match() -> None:
@@ -55,7 +71,7 @@ def test_the_comparison_sees_the_methods_it_should() -> None:
     callables = {name for name in public_names(Client) if callable(getattr(Client, name, None))}
     expected = {"push", "push_many", "fetch", "fetch_many", "ack", "ack_many", "fail", "extend"}
     expected |= {"release", "get_job", "close", "connect", "from_url", "from_env", "beat"}
-    expected |= {"create_batch", "commit_batch", "batch_status"}
+    expected |= {"create_batch", "commit_batch", "batch_status", "pipeline"}
     assert callables == expected
     for name in PROPERTIES:
         assert isinstance(getattr(Client, name), property)

@@ -6,6 +6,7 @@ taking over from a slow disk, and a failure there answering every reply."""
 import asyncio
 import errno
 import os
+import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -263,3 +264,131 @@ def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_the
     with pytest.raises(OverflowError):
         journal.encode_into([unencodable], Batch())  # a frame of nothing is never left
     assert journal.next_seq == 9
+
+
+# --- what a reply waits for: the write, or the fsync too -------------------
+
+
+class SeqDisk(EventDisk):
+    """An EventDisk that reads the sequence numbers out of what is written
+    (its own parse of the frames, not the journal's bookkeeping): the last
+    seq written, and the last one an fsync covered (what was written when
+    the fsync began)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written_seq = 0
+        self.synced_seq = 0
+
+    def write(self, fd: int, data: bytes) -> None:
+        super().write(fd, data)
+        view, offset = memoryview(bytes(data)), 0
+        while offset < len(view):
+            scanned = F.scan_record(view, offset)
+            if not isinstance(scanned, F.Scanned):
+                break  # a segment header, not records
+            self.written_seq = scanned.seq + len(frame_decoder.decode(scanned.payload)) - 1
+            offset = scanned.end
+
+    def sync(self, fd: int) -> None:
+        covered = self.written_seq  # what an fsync starting now covers
+        super().sync(fd)
+        self.synced_seq = max(self.synced_seq, covered)
+
+
+async def test_under_always_a_fetch_reply_leaves_after_its_write_and_before_the_fsync(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        committer.submit_records(paused(1))  # a push: its reply waits for the fsync
+        committer.after(released(disk, results, "push"))
+        committer.submit_records(paused(1, start=1), sync=False)  # a lease
+        committer.after_written(released(disk, results, "fetch"))
+        await _until(lambda: len(results) == 2)
+        assert disk.events == ["write", "fetch ok", "sync", "push ok"]
+
+
+async def test_under_always_leases_alone_start_no_fsync_and_the_next_fsync_covers_them(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = SeqDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        committer.submit_records(paused(2), sync=False)
+        committer.after_written(released(disk, results, "fetch"))
+        await _until(lambda: results)
+        for _ in range(5):  # turns go by: nothing asks for the fsync
+            await asyncio.sleep(0)
+        assert disk.events == ["write", "fetch ok"]
+        assert (disk.written_seq, disk.synced_seq) == (2, 0)
+        committer.submit_records(paused(1, start=2))  # an ack: its fsync covers the leases
+        committer.after(released(disk, results, "ack"))
+        await _until(lambda: len(results) == 2)
+        assert disk.events[2:] == ["write", "sync", "ack ok"]
+        assert disk.synced_seq == 3
+
+
+async def test_under_always_a_hold_makes_a_fetch_reply_wait_for_the_fsync(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results = EventDisk(), []
+    async with committer_on(str(tmp_path), disk, "always") as committer:
+        committer.submit_records(paused(1))  # the epoch roll
+        committer.hold_until_synced()
+        committer.submit_records(paused(1, start=1), sync=False)  # a lease of the new epoch
+        committer.after_written(released(disk, results, "held fetch"))
+        await _until(lambda: results)
+        committer.submit_records(paused(1, start=2), sync=False)  # the hold is over
+        committer.after_written(released(disk, results, "fetch"))
+        await _until(lambda: len(results) == 2)
+        assert disk.events == ["write", "sync", "held fetch ok", "write", "fetch ok"]
+
+
+@pytest.mark.parametrize("mode", ["always", "interval:5", "never"])
+async def test_no_reply_leaves_before_what_it_waits_for_in_random_turns(
+    tmp_path: os.PathLike[str], mode: str
+) -> None:
+    """Random turns of records (leases or not), replies of both kinds, holds
+    and slow fsyncs: a reply of ``after`` under ``always`` (a push, an ack)
+    is never released before an fsync covered its records, a fetch's never
+    before they were written; every reply is released, and none failed."""
+    seed = random.randrange(2**32)
+    print(f"seed={seed} (rerun: random.seed)")
+    rng = random.Random(seed)
+    disk = SeqDisk()
+    wrong: list[str] = []
+    released_count = 0
+
+    def check(name: str, needed: int, synced: bool) -> "group_commit.Done":
+        def done(ok: bool) -> None:
+            nonlocal released_count
+            released_count += 1
+            seen = disk.synced_seq if synced else disk.written_seq
+            if not ok or seen < needed:
+                wrong.append(f"{name}: ok={ok}, needed seq {needed}, the disk had {seen}")
+
+        return done
+
+    async with committer_on(str(tmp_path), disk, mode) as committer:
+        journal = committer._journal
+        expected = 0
+        for turn in range(150):
+            if rng.random() < 0.2:
+                disk.sync_s = rng.choice([0.0, 2 * group_commit.INLINE_FSYNC_MAX_S])
+            for _ in range(rng.randrange(1, 5)):
+                lease = rng.random() < 0.5
+                if rng.random() < 0.8:
+                    committer.submit_records(paused(rng.randrange(1, 3)), sync=not lease)
+                if rng.random() < 0.02:
+                    committer.hold_until_synced()
+                needed = journal.next_seq - 1
+                expected += 1
+                if lease:
+                    committer.after_written(check(f"fetch {turn}", needed, False))
+                else:
+                    committer.after(check(f"push {turn}", needed, mode == "always"))
+            for _ in range(rng.randrange(0, 3)):
+                await asyncio.sleep(0)
+        await committer.drain()
+        assert wrong == [], f"seed={seed}"
+        assert released_count == expected, f"seed={seed}"

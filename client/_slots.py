@@ -1,0 +1,126 @@
+"""A worker's job slots: ``concurrency`` threads that take leased jobs and run them.
+
+The worker's loop puts the jobs a fetch delivered here (``add``); a thread
+that is free takes the oldest one and runs its handler, and when it
+returns puts the outcome on ``finished`` and takes the next job at once,
+without a round trip through the loop. The loop is told of finished jobs
+by one ``call_soon_threadsafe`` for however many finish before it runs
+(``collect``), so a busy worker pays no thread wake-up and no loop wake-up
+a job. A job that waits here for a free thread waits as the prefetch rule
+says (``leash.client._prefetch``): the loop takes it back (``due``) when it
+has waited as long as its lease allows, to release it.
+
+The threads are daemons: a handler that never returns does not keep the
+process alive; ``close`` lets idle threads end and busy ones end after
+their job.
+"""
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from leash.protocol.messages import ErrorInfo
+
+from ._prefetch import Prefetched, Waiting
+from ._types import Job
+
+Run = Callable[[Job], ErrorInfo | None]  # a job's handler, called in a slot's thread
+Finished = tuple[Job, ErrorInfo | None]
+
+
+class Slots:
+    def __init__(
+        self,
+        concurrency: int,
+        run: Run,
+        loop: asyncio.AbstractEventLoop,
+        collect: Callable[[], None],
+    ) -> None:
+        self._run = run
+        self._loop = loop
+        self._collect = collect  # called on the loop when jobs have finished
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._waiting = Prefetched()  # jobs no thread has taken yet
+        self._idle = 0  # threads waiting for a job
+        self._closing = False
+        self._told = False  # a collect is scheduled and has not started yet
+        self.finished: deque[Finished] = deque()
+        self.threads = [
+            threading.Thread(target=self._slot, name=f"leash-job-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    # --- the loop's side -------------------------------------------------------
+
+    def add(self, jobs: list[Job], leased_s: float) -> None:
+        """Jobs to run, in order, their leases arrived at ``leased_s``."""
+        with self._lock:
+            for job in jobs:
+                self._waiting.add(job, leased_s)
+            if self._idle:
+                self._work.notify(min(self._idle, len(jobs)))
+
+    def take_finished(self) -> list[Finished]:
+        """The outcomes of the jobs finished since the last call (on the loop)."""
+        self._told = False  # first: a job finishing from now on schedules another collect
+        finished, popleft = [], self.finished.popleft
+        while self.finished:
+            finished.append(popleft())
+        return finished
+
+    def due(self, now_s: float) -> list[Job]:
+        """Jobs not taken that have waited as long as they may: removed."""
+        with self._lock:
+            return self._waiting.due(now_s)
+
+    def next_release_s(self) -> float | None:
+        with self._lock:
+            return self._waiting.next_due_s()
+
+    def clear(self) -> list[Job]:
+        """Every job not taken yet, removed (shutting down)."""
+        with self._lock:
+            return self._waiting.clear()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def close(self) -> None:
+        """Threads end once their job (if any) is done; jobs not taken are not run."""
+        with self._lock:
+            self._closing = True
+            self._waiting.clear()
+            self._work.notify_all()
+
+    # --- a slot's thread ---------------------------------------------------------
+
+    def _slot(self) -> None:
+        while True:
+            waiting = self._next()
+            if waiting is None:
+                return
+            job = waiting.job
+            self.finished.append((job, self._run(job)))
+            if not self._told:
+                self._told = True
+                try:
+                    self._loop.call_soon_threadsafe(self._collect)
+                except RuntimeError:  # the loop has closed: nobody collects any more
+                    return
+
+    def _next(self) -> Waiting | None:
+        with self._lock:
+            while True:
+                if self._closing:
+                    return None
+                waiting = self._waiting.take()
+                if waiting is not None:
+                    return waiting
+                self._idle += 1
+                self._work.wait()
+                self._idle -= 1

@@ -1,0 +1,267 @@
+"""The blocking client's shared connection (client/_pipe.py): writes combined
+while one is in flight, one reader handing each reply to its thread, the
+reading handed over, time limits, a broken connection failing every call.
+The broker's side is the other end of a socketpair, driven by the test."""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from leash.client import ConnectionLost, RequestTimeout
+from leash.client._core import ClientCore
+from leash.client._pipe import Pipe, Slot
+from leash.protocol import limits
+from leash.protocol.frames import FrameDecoder, encode_frame
+from leash.protocol.messages import Beat, ProcessState, encoder, request_decoder
+from tests.unit.test_client_core import welcomed_core
+
+WAIT_S = 10.0
+pytestmark = pytest.mark.timeout(30)
+
+
+class Broker:
+    """The far end: reads the requests the pipe writes, answers when told."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = FrameDecoder(limits.FRAME_CEILING_BYTES)
+
+    def requests(self, count: int) -> list[Any]:
+        found: list[Any] = []
+        self.sock.settimeout(WAIT_S)
+        while len(found) < count:
+            while (body := self.decoder.next_frame()) is not None:
+                found.append(request_decoder.decode(body))
+            if len(found) < count:
+                data = self.sock.recv(65536)
+                assert data, "the pipe closed"
+                self.decoder.feed(data)
+        return found
+
+    def answer(self, *rids: int, state: str = "ok") -> None:
+        self.sock.sendall(
+            b"".join(encode_frame(encoder.encode(ProcessState(r, state))) for r in rids)
+        )
+
+
+class RecordingSocket:
+    """A socket whose sends are recorded, the first one held until released."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.sends: list[bytes] = []
+        self.first_started = threading.Event()
+        self.release_first = threading.Event()
+
+    def sendall(self, data: bytes) -> None:
+        self.sends.append(bytes(data))
+        if len(self.sends) == 1:
+            self.first_started.set()
+            self.release_first.wait(WAIT_S)
+        self.real.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    mine, theirs = socket.socketpair()
+    yield mine, theirs
+    mine.close()
+    theirs.close()
+
+
+def make_pipe(sock: Any, core: ClientCore[Slot] | None = None) -> Pipe:
+    core = core or welcomed_core()  # type: ignore[assignment]
+    assert core is not None
+    return Pipe(sock, core, threading.Lock(), 5.0, tls=False)
+
+
+def beat(pipe: Pipe) -> tuple[int, Slot]:
+    call = pipe._core.beat()
+    (slot,) = pipe.submit([call])
+    return call.rid, slot
+
+
+def in_thread(work: Any, *args: Any) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(work(*args))
+        except BaseException as error:
+            out.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_the_first_request_is_written_at_once(pair: tuple[socket.socket, socket.socket]) -> None:
+    mine, theirs = pair
+    recording = RecordingSocket(mine)
+    recording.release_first.set()
+    pipe = make_pipe(recording)
+    rid, _slot = beat(pipe)
+    assert len(recording.sends) == 1  # before any reply: written by submit itself
+    (request,) = Broker(theirs).requests(1)
+    assert isinstance(request, Beat) and request.rid == rid
+
+
+def test_requests_made_while_a_write_is_in_flight_go_together_in_the_next_write(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, theirs = pair
+    recording = RecordingSocket(mine)
+    pipe = make_pipe(recording)
+    first, _ = in_thread(beat, pipe)
+    assert recording.first_started.wait(WAIT_S)
+    others = [pipe._core.beat() for _ in range(5)]
+    for call in others:  # each from a thread of its own, while the first write is held
+        thread, _ = in_thread(pipe.submit, [call])
+        thread.join(WAIT_S)
+    recording.release_first.set()
+    first.join(WAIT_S)
+    assert len(recording.sends) == 2, [len(s) for s in recording.sends]
+    assert recording.sends[1] == b"".join(call.frame for call in others)
+    assert len(Broker(theirs).requests(6)) == 6
+
+
+def test_replies_in_any_order_reach_their_threads(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    calls = [pipe._core.beat() for _ in range(8)]
+    slots = pipe.submit(calls)
+    waiting = [
+        in_thread(pipe.wait, slot, call.rid, WAIT_S)
+        for call, slot in zip(calls, slots, strict=True)
+    ]
+    broker = Broker(theirs)
+    broker.requests(8)
+    for call in reversed(calls):  # one reply a write, the last request's first
+        broker.answer(call.rid, state=f"s{call.rid}")
+    for (thread, out), call in zip(waiting, calls, strict=True):
+        thread.join(WAIT_S)
+        assert out == [f"s{call.rid}"]
+
+
+def test_a_long_wait_for_one_reply_holds_up_no_other_thread(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """The reader waits for its own reply (a long-poll fetch); another
+    thread's reply, arriving meanwhile, reaches that thread at once, and when
+    the reader gives up its turn a waiting thread reads on."""
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    broker = Broker(theirs)
+    long_rid, long_slot = beat(pipe)
+    reader, reader_out = in_thread(pipe.wait, long_slot, long_rid, WAIT_S)
+    time.sleep(0.05)  # the first waiter reads (not needed for the outcome, only for the path)
+    short = [beat(pipe) for _ in range(3)]
+    followers = [in_thread(pipe.wait, slot, rid, WAIT_S) for rid, slot in short]
+    broker.requests(4)
+    started = time.monotonic()
+    broker.answer(short[0][0], short[1][0])
+    for thread, _ in followers[:2]:
+        thread.join(WAIT_S)
+    assert time.monotonic() - started < WAIT_S / 2
+    broker.answer(long_rid)  # the reader's own: it leaves, another thread reads on
+    reader.join(WAIT_S)
+    assert reader_out == ["ok"]
+    broker.answer(short[2][0])
+    followers[2][0].join(WAIT_S)
+    assert [out for _, out in followers] == [["ok"], ["ok"], ["ok"]]
+
+
+def test_a_reader_out_of_time_hands_the_reading_over(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    broker = Broker(theirs)
+    quick_rid, quick_slot = beat(pipe)
+    slow_rid, slow_slot = beat(pipe)
+    broker.requests(2)
+    quick, quick_out = in_thread(pipe.wait, quick_slot, quick_rid, 0.2)
+    time.sleep(0.05)
+    patient, patient_out = in_thread(pipe.wait, slow_slot, slow_rid, WAIT_S)
+    quick.join(WAIT_S)
+    assert isinstance(quick_out[0], RequestTimeout)
+    broker.answer(quick_rid, slow_rid)  # the first comes too late and is dropped
+    patient.join(WAIT_S)
+    assert patient_out == ["ok"]
+    assert pipe._core.in_flight == 0
+
+
+def test_a_broken_connection_fails_every_call_in_flight_and_closes_once_unused(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    Broker(theirs)
+    calls = [beat(pipe) for _ in range(4)]
+    waiting = [in_thread(pipe.wait, slot, rid, WAIT_S) for rid, slot in calls]
+    time.sleep(0.05)
+    theirs.close()  # the broker is gone
+    for thread, out in waiting:
+        thread.join(WAIT_S)
+        assert isinstance(out[0], ConnectionLost), out
+    assert pipe.broken is not None
+    assert mine.fileno() == -1, "the socket was not closed once nobody used it"
+    with pytest.raises(ConnectionLost):
+        beat(pipe)
+
+
+def test_many_threads_each_get_their_own_reply(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A broker that answers every request with a state naming its rid, in
+    random batches: 16 threads of 50 calls each, each sees its own."""
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    stop = threading.Event()
+
+    def serve() -> None:
+        broker = Broker(theirs)
+        theirs.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                data = theirs.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            broker.decoder.feed(data)
+            rids = []
+            while (body := broker.decoder.next_frame()) is not None:
+                rids.append(request_decoder.decode(body).rid)
+            for rid in rids:
+                theirs.sendall(encode_frame(encoder.encode(ProcessState(rid, f"s{rid}"))))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    wrong: list[str] = []
+
+    def caller() -> None:
+        for _ in range(50):
+            rid, slot = beat(pipe)
+            got = pipe.wait(slot, rid, WAIT_S)
+            if got != f"s{rid}":
+                wrong.append(f"{rid}: {got}")
+
+    threads = [threading.Thread(target=caller) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_S * 2)
+    stop.set()
+    server.join(WAIT_S)
+    assert wrong == []
+    assert pipe._core.in_flight == 0
