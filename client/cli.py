@@ -69,6 +69,7 @@ from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
 from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
+from . import _signals
 from ._admin_cli import add_commands as add_admin_commands
 from ._args import seconds, whole
 from ._env import URL, Options, endpoint
@@ -347,7 +348,11 @@ def _run_worker(options: argparse.Namespace) -> int:
         auto_extend=False if options.no_auto_extend else None,
     )
     log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))
-    worker.run()
+    _signals.stop_outside_the_run(lambda now: worker.stop(now=now))
+    try:
+        worker.run()
+    finally:
+        _signals.ignore()  # the run is over; the exit resets handlers to the defaults
     if worker.unfinished:
         # Their leases are released; their threads cannot be stopped and would hold the exit.
         log.warning("exiting with %d handlers still running", worker.unfinished)

@@ -204,15 +204,15 @@ class Worker:
         if self._stop_early is not None:
             self._begin_stop(now=self._stop_early)
             self._stop_early = None
-        if handle_signals:
-            _signals.install(self._on_signal)
+        previous = _signals.install(self._on_signal) if handle_signals else {}
         try:
             await self._stopping.wait()
             await self._drain()
         finally:
-            if handle_signals:
-                _signals.remove()
-            await self._finish()
+            try:
+                await self._finish()
+            finally:
+                _signals.remove(previous)
         if self._fatal is not None:
             raise self._fatal
 

@@ -2,6 +2,7 @@
 queue, ranges, help, a closed pipe, Ctrl-C on an idle worker, completion."""
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -164,32 +165,63 @@ def test_completion_scripts_are_printed_and_complete_the_commands(tmp_path: Path
     assert out.read_text().split() == ["pause"]
 
 
-def test_ctrl_c_stops_an_idle_worker_within_a_second(broker: BrokerProcess) -> None:
+def _idle_worker(broker: BrokerProcess) -> "subprocess.Popen[str]":
+    """``leash worker`` connected, its first fetch held (it waits 20 s)."""
     worker = subprocess.Popen(
         [sys.executable, "-m", "leash", "worker", "tests.integration.apps.tasks",
          "--port", str(broker.port), "--wait-ms", "20000"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert worker.stderr is not None
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if "connected to" in (line := worker.stderr.readline()) or not line:
+            break
+    with broker.admin() as admin:
+        while not admin.processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    time.sleep(0.2)  # the first fetch is on its way and held
+    return worker
+
+
+def _reap(worker: "subprocess.Popen[str]") -> None:
+    if worker.poll() is None:
+        worker.kill()
+    worker.communicate(timeout=RUN_TIMEOUT_S)
+
+
+def test_ctrl_c_stops_an_idle_worker_within_a_second(broker: BrokerProcess) -> None:
+    worker = _idle_worker(broker)
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while time.monotonic() < deadline:  # connected, then its fetch is held (wait 20 s)
-            if "connected to" in (line := worker.stderr.readline()) or not line:
-                break
-        with broker.admin() as admin:
-            while not admin.processes() and time.monotonic() < deadline:
-                time.sleep(0.05)
-        time.sleep(0.2)  # the first fetch is on its way and held
         started = time.monotonic()
         worker.send_signal(signal.SIGINT)
         worker.wait(RUN_TIMEOUT_S)
         elapsed_s = time.monotonic() - started
     finally:
-        if worker.poll() is None:
-            worker.kill()
-        worker.communicate(timeout=RUN_TIMEOUT_S)
+        _reap(worker)
     assert worker.returncode == 0
     assert elapsed_s < IDLE_STOP_BOUND_S, f"{elapsed_s:.2f} s"
+
+
+def test_sigterm_again_and_again_while_the_worker_stops_never_kills_it(
+    broker: BrokerProcess,
+) -> None:
+    """Signals that come while the run ends, or after it, while the process
+    exits, are handled (a stop, already under way), never the default
+    action that would end the process by the signal."""
+    worker = _idle_worker(broker)
+    sent = 0
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while worker.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                worker.send_signal(signal.SIGTERM)
+                sent += 1
+            time.sleep(0.002)
+    finally:
+        _reap(worker)
+    assert sent >= 2, "the worker exited before a second signal: nothing was tried"
+    assert worker.returncode == 0, f"exit {worker.returncode} after {sent} SIGTERMs"
 
 
 def test_the_range_checked_types_say_the_range() -> None:
