@@ -56,6 +56,8 @@ class ServerConfig(msgspec.Struct, frozen=True):
             "handshake_frame_max_bytes": HANDSHAKE_FRAME_MAX_BYTES,
             "dead_max_jobs": self.core.dead_max_jobs,
             "dead_max_age_ms": self.core.dead_max_age_ms,
+            "lost_leases_max": self.core.lost_leases_max,
+            "restart_grace_ms": self.core.restart_grace_ms,
             "segment_bytes": self.segment_bytes,
             "snapshot_min_bytes": self.snapshot_min_bytes,
             "disk_low_bytes": self.low_watermark_bytes,

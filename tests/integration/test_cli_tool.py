@@ -261,13 +261,21 @@ def test_a_broker_takes_its_settings_from_file_and_environment_and_logs_json(
     tmp_path: Path,
 ) -> None:
     config = tmp_path / "leash.toml"
-    config.write_text('max-connections = 77\nlog-format = "json"\nfsync = "never"\n')
-    env = clean_env(LEASH_CONFIG=str(config), LEASH_MAX_IN_FLIGHT="33", LEASH_FSYNC="interval:40")
+    config.write_text(
+        'max-connections = 77\nlog-format = "json"\nfsync = "never"\nlost-leases-max = 5\n'
+    )
+    env = clean_env(
+        LEASH_CONFIG=str(config),
+        LEASH_MAX_IN_FLIGHT="33",
+        LEASH_FSYNC="interval:40",
+        LEASH_RESTART_GRACE_MS="1234",
+    )
     broker = BrokerProcess(str(tmp_path / "data"), env=env).start()
     try:
         with broker.admin() as admin:
             limits = admin.stats().limits
         assert (limits["max_connections"], limits["max_in_flight"]) == (77, 33)
+        assert (limits["lost_leases_max"], limits["restart_grace_ms"]) == (5, 1234)
     finally:
         assert broker.stop() == 0
     lines = [json.loads(line) for line in broker.log]

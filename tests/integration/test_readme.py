@@ -291,7 +291,7 @@ def test_a_handler_adds_to_its_own_batch_as_the_readme_shows(
 def test_the_key_examples_authenticate(
     launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
-    keys = key_file(tmp_path / "keys.toml", new_key("key-2027"), new_key("key-now"))
+    keys = key_file(tmp_path / "keys.toml", new_key("key-2028"), new_key("key-now"))
     broker = launch_broker("--key-file", keys)
     run(example(KEYS), tmp_path, broker.port)
 

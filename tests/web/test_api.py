@@ -225,6 +225,7 @@ DEAD_JOBS = 100_000
 RETRIED = 10_000
 
 
+@pytest.mark.timeout(600)  # 2,000 paced pages: minutes on a loaded 2-core machine
 def test_paging_through_100000_dead_jobs_shows_each_once_then_a_bulk_retry_of_10000(
     start_dashboard: Callable[..., Dashboard],
 ) -> None:
