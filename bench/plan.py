@@ -43,6 +43,9 @@ MEASUREMENTS = (
     Measurement("push_threads", workloads.push_threads),
     Measurement("end_to_end_runners_0ms", workloads.end_to_end_runners_0ms),
     Measurement("end_to_end_runners_1ms", workloads.end_to_end_runners_1ms),
+    # Leash's plain fetch/ack loops at the runners' concurrency: the Worker's yardstick
+    Measurement("end_to_end_loops_0ms", workloads.end_to_end_loops_0ms, leash_only=True),
+    Measurement("end_to_end_loops_1ms", workloads.end_to_end_loops_1ms, leash_only=True),
     Measurement("latency", workloads.latency),
     Measurement("memory", memory.memory_and_replay, ("interval",), single_run=True),
 )
@@ -66,6 +69,7 @@ def throughput_rows(sizes: workloads.Sizes) -> tuple[Row, ...]:
         f"end to end, {threads}-thread producer + {runners} workers running "
         f"{workloads.RUNNER_CONCURRENCY} jobs at once"
     )
+    loops = "plain fetch/ack loops (a thread and a connection a slot)"
     return (
         Row("push_one", "rate", f"push {k}, one at a time", "jobs/s"),
         Row("push_batch", "rate", f"push {k}, batches of {batch} (pipelined)", "jobs/s"),
@@ -78,6 +82,8 @@ def throughput_rows(sizes: workloads.Sizes) -> tuple[Row, ...]:
         ),
         Row("end_to_end_runners_0ms", "rate", f"{concurrent}, 0 ms jobs", "jobs/s"),
         Row("end_to_end_runners_1ms", "rate", f"{concurrent}, 1 ms jobs", "jobs/s"),
+        Row("end_to_end_loops_0ms", "rate", f"{concurrent}, 0 ms jobs, {loops}", "jobs/s"),
+        Row("end_to_end_loops_1ms", "rate", f"{concurrent}, 1 ms jobs, {loops}", "jobs/s"),
     )
 
 

@@ -234,12 +234,13 @@ def consume_task(kind: str, port: int, latency: bool) -> Generator[None, None, d
 
 
 def runner_task(
-    kind: str, port: int, index: int, work_ms: float, concurrency: int
+    kind: str, port: int, index: int, work_ms: float, concurrency: int, plain: bool = False
 ) -> Generator[None, None, dict[str, Any]]:
     """A worker process running ``concurrency`` jobs at once, each taking
     ``work_ms``, until its stop jobs; its broker's usual way: Leash's
-    ``client.Worker``, a thread and a connection per job slot for the peers."""
-    if kind == "leash":
+    ``client.Worker``, a thread and a connection per job slot for the peers
+    (and for Leash too with ``plain``: the loops the Worker is compared with)."""
+    if kind == "leash" and not plain:
         return (yield from _leash_runner(port, index, work_ms, concurrency))
     return (yield from _thread_runner(kind, port, work_ms, concurrency))
 
@@ -417,9 +418,20 @@ def end_to_end_runners_1ms(ctx: Context, system: System) -> Result:
     return _end_to_end_runners(ctx, system, 1.0)
 
 
-def _end_to_end_runners(ctx: Context, system: System, work_ms: float) -> Result:
+def end_to_end_loops_0ms(ctx: Context, system: System) -> Result:
+    return _end_to_end_runners(ctx, system, 0.0, plain=True)
+
+
+def end_to_end_loops_1ms(ctx: Context, system: System) -> Result:
+    return _end_to_end_runners(ctx, system, 1.0, plain=True)
+
+
+def _end_to_end_runners(
+    ctx: Context, system: System, work_ms: float, *, plain: bool = False
+) -> Result:
     """The threaded producer and ``runners`` worker processes running
-    RUNNER_CONCURRENCY jobs of ``work_ms`` at once each."""
+    RUNNER_CONCURRENCY jobs of ``work_ms`` at once each (``plain``: in
+    fetch/ack loops, a thread and a connection a slot, whatever the broker)."""
     sizes = ctx.sizes
 
     def run(server: Server) -> Result:
@@ -427,14 +439,14 @@ def _end_to_end_runners(ctx: Context, system: System, work_ms: float) -> Result:
         all_bodies = bodies(sizes.jobs)
         tasks = [
             {"kind": system.kind, "port": server.port, "index": index, "work_ms": work_ms,
-             "concurrency": RUNNER_CONCURRENCY}
+             "concurrency": RUNNER_CONCURRENCY, "plain": plain}
             for index in range(sizes.runners)
         ]  # fmt: skip
         ctx.pool.start("runner", tasks)
         meter, started = ServerCpu(server), time.monotonic()
         ctx.pool.go()
         pushed = push_from_threads(sessions, all_bodies, started + sizes.cap_s)
-        if system.kind == "leash":  # each Worker stops on the job in its own queue
+        if system.kind == "leash" and not plain:  # each Worker stops on its own queue's job
             client = sessions[0].client  # type: ignore[attr-defined]
             for index in range(sizes.runners):
                 client.push("stop", queue=f"stop-{index}")

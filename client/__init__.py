@@ -16,7 +16,9 @@
 - ``handler`` registers a function for ``leash worker MODULE`` (which also
   runs a ``Worker`` object the module defines); inside a handler,
   ``current_job()`` is the running job and ``add_to_batch(...)`` adds a job
-  to its batch.
+  to its batch. A handler steers its job by raising ``Retry(delay_s)``,
+  ``Discard(reason)`` or ``Snooze(delay_s)`` (``leash.client._control``),
+  and classifies its exceptions with ``retry_on`` / ``give_up_on``.
 - A client reconnects on its next call after a lost connection, sends a
   push again with the same ids until it is answered (or ``timeout_s``), and
   opens a connection of its own in a forked child.
@@ -33,6 +35,7 @@ from leash.protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, 
 from leash.protocol.auth import Key, KeyFileError
 from leash.protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
+from ._control import Discard, Retry, Snooze
 from ._exceptions import (
     AdminOnly,
     AuthFailed,
@@ -87,6 +90,7 @@ __all__ = [
     "Client",
     "ConnectFailed",
     "ConnectionLost",
+    "Discard",
     "DiskFull",
     "ErrorInfo",
     "FailResult",
@@ -113,8 +117,10 @@ __all__ = [
     "QueuePaused",
     "QueueView",
     "RequestTimeout",
+    "Retry",
     "ServerError",
     "SlowReader",
+    "Snooze",
     "StaleLease",
     "Stats",
     "TooLarge",

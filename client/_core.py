@@ -209,10 +209,23 @@ class ClientCore(BatchCalls, Generic[W]):
 
         return Call(rid, self._encode(AckMany(rid=rid, leases=refs)), finish)
 
-    def fail(self, lease: Lease, error: BaseException | str | ErrorInfo) -> Call[FailResult]:
+    def fail(
+        self,
+        lease: Lease,
+        error: BaseException | str | ErrorInfo,
+        retry_in_ms: int | None = None,
+        dead: bool = False,
+    ) -> Call[FailResult]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-        request = Fail(rid=rid, id=job_id, token=token, error=error_info(error))
+        request = Fail(
+            rid=rid,
+            id=job_id,
+            token=token,
+            error=error_info(error),
+            retry_in_ms=retry_in_ms,
+            dead=dead,
+        )
         return Call(rid, self._encode(request), _fail_result)
 
     def extend(self, lease: Lease, lease_ttl_ms: int | None) -> Call[int]:
@@ -228,10 +241,11 @@ class ClientCore(BatchCalls, Generic[W]):
         request = Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=lease_ttl_ms)
         return Call(rid, self._encode(request), finish)
 
-    def release(self, lease: Lease) -> Call[None]:
+    def release(self, lease: Lease, delay_ms: int | None = None) -> Call[None]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-        return Call(rid, self._encode(Release(rid=rid, id=job_id, token=token)), _ok)
+        request = Release(rid=rid, id=job_id, token=token, delay_ms=delay_ms)
+        return Call(rid, self._encode(request), _ok)
 
     def get_job(self, id: str) -> Call[JobView]:
         rid = self._take_rid()

@@ -4,57 +4,118 @@ Calling convention, by the type of the job's decoded args: a list is spread
 as positional arguments (``fn(*args)``), a dict as keyword arguments
 (``fn(**args)``), anything else is passed as the one argument (``fn(args)``).
 A job pushed without args has an empty list, so its handler is called as
-``fn()``. The return value is ignored; raising fails the attempt.
+``fn()``. The return value is ignored; raising fails the attempt, or steers
+the job as ``leash.client._control`` says (``Retry``, ``Discard``,
+``Snooze``, and the handler's ``retry_on`` / ``give_up_on``).
 
-Handlers are plain functions: the worker runs them in threads. Coroutine
-functions are refused at registration instead of silently never awaited.
-While a handler runs, ``current_job()`` in its thread is the ``Job`` it runs
-for, and ``add_to_batch(...)`` pushes a job into that job's batch through
-the worker's connection, presenting the running job's lease (so a committed
-batch takes it, and cannot finish before the handler returns).
+Plain functions run in the worker's threads. While one runs,
+``current_job()`` in its thread is the ``Job`` it runs for, and
+``add_to_batch(...)`` pushes a job into that job's batch through the
+worker's connection, presenting the running job's lease (so a committed
+batch takes it, and cannot finish before the handler returns). Coroutine
+functions (``async def``) run on the worker's event loop instead
+(``leash.client._aio_jobs``).
+
+Each run is logged on ``leash.worker`` (``leash.client._joblog``).
 """
 
 import inspect
 import threading
-from collections.abc import Callable, MutableMapping
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
 from leash.protocol.messages import ErrorInfo, JobSpec
 
+from . import _joblog
+from ._control import DEFAULT_POLICY, ClassesOption, Outcome, Policy, classes, outcome_of
+from ._middleware import NO_MIDDLEWARE, Chain
 from ._types import Job, error_info, job_spec
 
 Handler = Callable[..., Any]
 F = TypeVar("F", bound=Handler)
 
-registry: dict[str, Handler] = {}
+
+Pool = Literal["threads", "processes"]  # where a plain handler runs
+POOLS: tuple[Pool, ...] = ("threads", "processes")
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """A handler and how it runs: its exception policy, its pool (None: the
+    worker's), and whether it is a coroutine function (run on the loop)."""
+
+    fn: Handler
+    policy: Policy = DEFAULT_POLICY
+    pool: Pool | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool is not None and self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {self.pool!r}")
+        if self.pool == "processes" and self.is_async:
+            raise TypeError("an async handler runs on the worker's loop, not in a process pool")
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+
+registry: dict[str, Registered] = {}
 """Handlers registered with the module-level ``leash.client.handler``: what
 ``leash worker`` runs."""
 
 
-def add_handler(handlers: MutableMapping[str, Handler], type: str, fn: Handler) -> None:
-    if not callable(fn):
-        raise TypeError(f"the handler for {type!r} is not callable: {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        raise TypeError(
-            f"the handler for {type!r} is a coroutine function; handlers run in threads, "
-            "so write a plain function (it may call asyncio.run itself)"
-        )
+def registered(
+    fn: Handler | Registered,
+    retry_on: ClassesOption = (),
+    give_up_on: ClassesOption = (),
+    pool: Pool | None = None,
+) -> Registered:
+    if isinstance(fn, Registered):
+        return fn
+    policy = Policy(classes(retry_on, "retry_on"), classes(give_up_on, "give_up_on"))
+    return Registered(fn, policy, pool)
+
+
+def add_handler(
+    handlers: MutableMapping[str, Registered], type: str, fn: Handler | Registered
+) -> None:
+    entry = registered(fn)
+    if not callable(entry.fn):
+        raise TypeError(f"the handler for {type!r} is not callable: {entry.fn!r}")
     existing = handlers.get(type)
-    if existing is not None and existing is not fn:
-        raise ValueError(f"job type {type!r} already has a handler: {existing!r}")
-    handlers[type] = fn
+    if existing is not None and existing != entry:
+        raise ValueError(f"job type {type!r} already has a handler: {existing.fn!r}")
+    handlers[type] = entry
 
 
-def handler(type: str | None = None) -> Callable[[F], F]:
+def functions(handlers: Mapping[str, Registered]) -> dict[str, Handler]:
+    return {type: entry.fn for type, entry in handlers.items()}
+
+
+def handler(
+    type: str | None = None,
+    *,
+    retry_on: ClassesOption = (),
+    give_up_on: ClassesOption = (),
+    pool: Pool | None = None,
+) -> Callable[[F], F]:
     """Register the decorated function for job ``type`` (default: the function's name).
 
-    The handler goes to the default registry, which ``leash worker MODULE``
-    runs after importing MODULE. A ``Worker`` made in code has its own
-    ``Worker.handler`` instead.
+    ``give_up_on``: exceptions that send the job to the dead set at once;
+    ``retry_on``: if given, the only exceptions retried (any other gives
+    up). ``pool``: ``"processes"`` runs it in a child process
+    (``leash.client._procs``), ``"threads"`` in a thread; None: as the
+    worker says. The handler goes to the default registry, which ``leash
+    worker MODULE`` runs after importing MODULE. A ``Worker`` made in code
+    has its own ``Worker.handler`` instead.
     """
 
     def decorate(fn: F) -> F:
-        add_handler(registry, type if type is not None else fn.__name__, fn)
+        entry = registered(fn, retry_on, give_up_on, pool)
+        add_handler(registry, type if type is not None else fn.__name__, entry)
         return fn
 
     return decorate
@@ -62,12 +123,14 @@ def handler(type: str | None = None) -> Callable[[F], F]:
 
 Pusher = Callable[[JobSpec, Job], str]  # push one spec presenting the job's lease: its id
 _running = threading.local()  # .job and .push while a handler runs in this thread
+_running_task: ContextVar[Job | None] = ContextVar("leash_job", default=None)  # async handlers
 
 
 def current_job() -> Job | None:
-    """The job the handler running in this thread was called for (None outside one)."""
+    """The job the handler running in this thread (or task, for an async
+    handler) was called for (None outside one)."""
     job: Job | None = getattr(_running, "job", None)
-    return job
+    return job if job is not None else _running_task.get()
 
 
 def add_to_batch(type: str, args: Any = None, **options: Any) -> str:
@@ -79,6 +142,8 @@ def add_to_batch(type: str, args: Any = None, **options: Any) -> str:
     (``StaleLease`` once the lease is lost) like any push.
     """
     job, push = current_job(), getattr(_running, "push", None)
+    if job is not None and push is None:
+        raise RuntimeError("add_to_batch is for plain handlers: an async one pushes with a client")
     if job is None or push is None:
         raise RuntimeError("add_to_batch is for handlers that a Worker runs")
     if job.batch is None:
@@ -87,24 +152,82 @@ def add_to_batch(type: str, args: Any = None, **options: Any) -> str:
     return pushed
 
 
-def invoke(fn: Handler, job: Job, push: Pusher | None = None) -> ErrorInfo | None:
-    """Run ``fn`` for ``job`` (in a worker thread); the error to report, or None."""
+Runner = Callable[[Handler, Any], Any]  # calls a handler with a job's args
+
+
+def invoke(
+    entry: Registered | Handler,
+    job: Job,
+    push: Pusher | None = None,
+    run: "Runner | None" = None,
+    chain: Chain = NO_MIDDLEWARE,
+) -> Outcome:
+    """Run a plain handler for ``job`` (in a worker thread, or through
+    ``run``: in a child process), with the middleware: what it comes to, logged."""
+    entry = registered(entry)
     _running.job, _running.push = job, push
+    ran: list[object] = []
+    started_s = time.monotonic()
     try:
-        args = job.args
-        if isinstance(args, list):
-            fn(*args)
-        elif isinstance(args, dict):
-            fn(**args)
-        else:
-            fn(args)
+        chain.before(job, ran)
+        result = (run or call)(entry.fn, job.args)
     except BaseException as exc:  # a thread boundary: whatever the handler raises fails the job
-        if exc.__traceback__ is not None and exc.__traceback__.tb_next is not None:
-            exc = exc.with_traceback(exc.__traceback__.tb_next)  # drop this frame
-        return error_info(exc)
+        return _ended(entry, job, started_s, chain, ran, None, _from_handler(exc))
+    else:
+        return _ended(entry, job, started_s, chain, ran, result, None)
     finally:
         _running.job = _running.push = None
-    return None
+
+
+async def invoke_async(entry: Registered, job: Job, chain: Chain = NO_MIDDLEWARE) -> Outcome:
+    """Run a coroutine handler for ``job`` (on the worker's loop), with the
+    middleware: what it comes to, logged. A cancellation (the end of a
+    shutdown's grace) is not an outcome: it goes on up, and the worker
+    releases the job."""
+    _running_task.set(job)  # the task's own context: no reset needed
+    ran: list[object] = []
+    started_s = time.monotonic()
+    try:
+        chain.before(job, ran)
+        result = await call(entry.fn, job.args)
+    except Exception as exc:
+        return _ended(entry, job, started_s, chain, ran, None, _from_handler(exc))
+    return _ended(entry, job, started_s, chain, ran, result, None)
+
+
+def _from_handler(exc: BaseException) -> BaseException:
+    """``exc`` with its traceback starting at the handler's frame: the frames
+    of this module (invoke, call) dropped, but the last."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return exc.with_traceback(tb)
+
+
+def _ended(
+    entry: Registered,
+    job: Job,
+    started_s: float,
+    chain: Chain,
+    ran: list[object],
+    result: Any,
+    exc: BaseException | None,
+) -> Outcome:
+    """What the run comes to: logged, then the middleware told (in the handler's thread)."""
+    outcome = None if exc is None else outcome_of(exc, entry.policy)
+    _joblog.finished(job, outcome, time.monotonic() - started_s, exc)
+    if ran:
+        chain.after(job, ran, result, exc, outcome)
+    return outcome
+
+
+def call(fn: Handler, args: Any) -> Any:
+    """``fn`` called with a job's args, by the calling convention."""
+    if isinstance(args, list):
+        return fn(*args)
+    if isinstance(args, dict):
+        return fn(**args)
+    return fn(args)
 
 
 def unknown_type_error(job: Job, known: list[str]) -> ErrorInfo:

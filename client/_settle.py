@@ -1,9 +1,11 @@
-"""The outcomes of a worker's finished jobs: acks and fails, sent together.
+"""The outcomes of a worker's finished jobs: acks, fails and snoozes, sent together.
 
-A job whose handler returned is acked, one that raised is failed. Neither
-goes out on its own at once: the outcomes wait here for the worker's next
-fetch and go in the same write, before it (one ``ack_many`` for the acks, a
-``fail`` each). So under load a write carries the outcomes of every job
+A job whose handler returned is acked, one that raised is failed (after a
+delay of its own, or dead at once, as ``leash.client._control`` says), one
+that snoozed is released with a delay. None goes out on its own at once:
+the outcomes wait here for the worker's next fetch and go in the same
+write, before it (one ``ack_many`` for the acks, a ``fail`` or a
+``release`` each). So under load a write carries the outcomes of every job
 finished since the last one and the next fetch, where it cost a write a
 request. The wait is bounded: an outcome waits at most
 ``SETTLE_WAIT_MAX_MS`` (a fetch may be held at the broker, or no slot may
@@ -18,12 +20,12 @@ process, not to a connection), until the broker has answered it.
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, assert_never
 
 from leash.protocol import limits
-from leash.protocol.messages import ErrorInfo
 
 from ._calls import Call
+from ._control import Failure, Outcome, Snoozed
 from ._exceptions import (
     ConnectionLost,
     JournalFailed,
@@ -42,7 +44,7 @@ log = logging.getLogger("leash.worker")
 SETTLE_WAIT_MAX_MS = 5  # an outcome waits at most this long to share a write with a fetch
 LINK_ERRORS = (ConnectionLost, RequestTimeout, JournalFailed)  # sent again on a new connection
 
-Outcome = tuple[Job, ErrorInfo | None]  # None: acked
+Finished = tuple[Job, Outcome]  # a job and how its run ended (None: acked)
 
 
 class Settler:
@@ -50,7 +52,7 @@ class Settler:
 
     def __init__(self, link: Link) -> None:
         self._link = link
-        self._waiting: list[Outcome] = []
+        self._waiting: list[Finished] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.urgent = False  # stopping: send at once, share nothing
@@ -60,14 +62,14 @@ class Settler:
         """Nothing waits to be sent or answered."""
         return not self._waiting and not self._tasks
 
-    def add(self, job: Job, error: ErrorInfo | None) -> None:
-        self._waiting.append((job, error))
+    def add(self, job: Job, outcome: Outcome) -> None:
+        self._waiting.append((job, outcome))
         if self.urgent:
             self._send_alone_soon(0.0)
         elif self._timer is None:
             self._send_alone_soon(SETTLE_WAIT_MAX_MS / 1000)
 
-    def take(self, client: AsyncClient) -> tuple[list[Outcome], list[Call[Any]]]:
+    def take(self, client: AsyncClient) -> tuple[list[Finished], list[Call[Any]]]:
         """What waits, as the requests to put before a fetch in its write."""
         outcomes, self._waiting = self._waiting, []
         if self._timer is not None:
@@ -75,15 +77,15 @@ class Settler:
             self._timer = None
         return outcomes, _calls(client, outcomes)
 
-    def put_back(self, outcomes: Sequence[Outcome]) -> None:
+    def put_back(self, outcomes: Sequence[Finished]) -> None:
         """Not sent after all (the connection was lost first)."""
-        for job, error in outcomes:
-            self.add(job, error)
+        for job, outcome in outcomes:
+            self.add(job, outcome)
 
     def watch(
         self,
         client: AsyncClient,
-        outcomes: list[Outcome],
+        outcomes: list[Finished],
         replies: Sequence["asyncio.Future[Any]"],
     ) -> None:
         """Wait for the answers to outcomes sent (in a task of their own)."""
@@ -149,9 +151,12 @@ class Settler:
     # --- answers ---------------------------------------------------------------
 
     async def _answers(
-        self, client: AsyncClient, outcomes: list[Outcome], replies: Sequence["asyncio.Future[Any]"]
+        self,
+        client: AsyncClient,
+        outcomes: list[Finished],
+        replies: Sequence["asyncio.Future[Any]"],
     ) -> None:
-        chunks, failed = _split(outcomes)
+        chunks, others = _split(outcomes)
         replies = list(replies)
         for chunk, reply in zip(chunks, replies, strict=False):
             try:
@@ -164,45 +169,56 @@ class Settler:
                 continue
             for job, result in zip(chunk, results, strict=True):
                 _log_outcome(job, None, result)
-        for (job, error), reply in zip(failed, replies[len(chunks) :], strict=True):
+        for (job, outcome), reply in zip(others, replies[len(chunks) :], strict=True):
             try:
                 result = await reply
             except LINK_ERRORS as exc:
-                await self._lost(client, exc, [(job, error)])
+                await self._lost(client, exc, [(job, outcome)])
                 continue
             except ServerError as exc:
-                _log_outcome(job, error, exc)
+                _log_outcome(job, outcome, exc)
                 continue
-            _log_outcome(job, error, result)
+            _log_outcome(job, outcome, result)
 
-    async def _lost(self, client: AsyncClient, exc: Exception, outcomes: list[Outcome]) -> None:
+    async def _lost(self, client: AsyncClient, exc: Exception, outcomes: list[Finished]) -> None:
         await self._link.lost(client, exc)
         self.put_back(outcomes)
 
 
-def _split(outcomes: list[Outcome]) -> tuple[list[list[Job]], list[tuple[Job, ErrorInfo]]]:
-    """The acks in chunks of at most ``ACK_MANY_MAX``, and the failures."""
-    acked = [job for job, error in outcomes if error is None]
+def _split(outcomes: list[Finished]) -> tuple[list[list[Job]], list[Finished]]:
+    """The acks in chunks of at most ``ACK_MANY_MAX``, and the others."""
+    acked = [job for job, outcome in outcomes if outcome is None]
     chunks = [acked[i : i + limits.ACK_MANY_MAX] for i in range(0, len(acked), limits.ACK_MANY_MAX)]
-    return chunks, [(job, error) for job, error in outcomes if error is not None]
+    return chunks, [(job, outcome) for job, outcome in outcomes if outcome is not None]
 
 
-def _calls(client: AsyncClient, outcomes: list[Outcome]) -> list[Call[Any]]:
-    """One ack_many a chunk of acks, then a fail for each failure."""
-    chunks, failed = _split(outcomes)
+def _calls(client: AsyncClient, outcomes: list[Finished]) -> list[Call[Any]]:
+    """One ack_many a chunk of acks, then a fail or release for each other outcome."""
+    chunks, others = _split(outcomes)
     calls: list[Call[Any]] = [client._core.ack_many(chunk) for chunk in chunks]
-    return calls + [client._core.fail(job, error) for job, error in failed]
+    for job, outcome in others:
+        match outcome:
+            case Failure(error=error, retry_in_ms=retry_in_ms, dead=dead):
+                calls.append(client._core.fail(job, error, retry_in_ms, dead))
+            case Snoozed(delay_ms=delay_ms):
+                calls.append(client._core.release(job, delay_ms))
+            case None:
+                raise AssertionError("acks go in ack_many")
+            case _:
+                assert_never(outcome)
+    return calls
 
 
-def _log_outcome(job: Job, error: ErrorInfo | None, result: object) -> None:
-    verb = "ack" if error is None else "fail"
+def _log_outcome(job: Job, outcome: Outcome, result: object) -> None:
+    verb = "ack" if outcome is None else "release" if isinstance(outcome, Snoozed) else "fail"
     if isinstance(result, StaleLease | NotFound):
         log.warning("%s (%s refused: %s)", lease_lost_message(job), verb, result.code)
     elif isinstance(result, ServerError):
         log.error("could not %s job %s: %s", verb, job.id, result)
     elif isinstance(result, FailResult):
-        assert error is not None
-        level = logging.WARNING if result.state == "dead" else logging.INFO
-        log.log(level, "job %s failed (%s): %s", job.id, result.state, error.type)
+        if result.state == "dead":
+            log.warning("job %s (%s) is dead", job.id, job.type)
+        else:
+            log.debug("job %s (%s) is retrying at %s ms", job.id, job.type, result.retry_at_ms)
     else:
-        log.debug("job %s acked", job.id)
+        log.debug("job %s %s answered", job.id, verb)

@@ -20,13 +20,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from leash.protocol.messages import ErrorInfo
-
+from ._control import Failure, Outcome
 from ._prefetch import Prefetched, Waiting
-from ._types import Job
+from ._types import Job, error_info
 
-Run = Callable[[Job], ErrorInfo | None]  # a job's handler, called in a slot's thread
-Finished = tuple[Job, ErrorInfo | None]
+Run = Callable[[Job], Outcome]  # a job's handler, called in a slot's thread
+Finished = tuple[Job, Outcome]
 
 
 class Slots:
@@ -105,7 +104,11 @@ class Slots:
             if waiting is None:
                 return
             job = waiting.job
-            self.finished.append((job, self._run(job)))
+            try:
+                outcome = self._run(job)
+            except BaseException as exc:  # a fault of the worker's own: the job fails, not the slot
+                outcome = Failure(error_info(exc))
+            self.finished.append((job, outcome))
             if not self._told:
                 self._told = True
                 try:

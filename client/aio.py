@@ -297,17 +297,28 @@ class AsyncClient:
         """Ack several jobs; per job, None if acked or the error that refused it."""
         return await self._call(self._core.ack_many(jobs)) if jobs else []
 
-    async def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
-        """The attempt failed: the job is retried later or, out of attempts, dead."""
-        return await self._call(self._core.fail(job, error))
+    async def fail(
+        self,
+        job: Lease,
+        error: BaseException | str | ErrorInfo,
+        *,
+        retry_in_ms: int | None = None,
+        dead: bool = False,
+    ) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts, dead.
+
+        ``retry_in_ms``: retry after this long instead of the job's backoff;
+        ``dead``: no more attempts, to the dead set now."""
+        return await self._call(self._core.fail(job, error, retry_in_ms, dead))
 
     async def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""
         return await self._call(self._core.extend(job, lease_ttl_ms))
 
-    async def release(self, job: Lease) -> None:
-        """Give the job back to its queue without counting an attempt."""
-        await self._call(self._core.release(job))
+    async def release(self, job: Lease, *, delay_ms: int | None = None) -> None:
+        """Give the job back to its queue without counting an attempt
+        (``delay_ms``: scheduled for then instead of ready at once, a snooze)."""
+        await self._call(self._core.release(job, delay_ms))
 
     # --- worker processes ------------------------------------------------------
 

@@ -293,17 +293,28 @@ class Client:
         """Ack several jobs; per job, None if acked or the error that refused it."""
         return self._call(self._core.ack_many(jobs)) if jobs else []
 
-    def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
-        """The attempt failed: the job is retried later or, out of attempts, dead."""
-        return self._call(self._core.fail(job, error))
+    def fail(
+        self,
+        job: Lease,
+        error: BaseException | str | ErrorInfo,
+        *,
+        retry_in_ms: int | None = None,
+        dead: bool = False,
+    ) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts, dead.
+
+        ``retry_in_ms``: retry after this long instead of the job's backoff;
+        ``dead``: no more attempts, to the dead set now."""
+        return self._call(self._core.fail(job, error, retry_in_ms, dead))
 
     def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""
         return self._call(self._core.extend(job, lease_ttl_ms))
 
-    def release(self, job: Lease) -> None:
-        """Give the job back to its queue without counting an attempt."""
-        self._call(self._core.release(job))
+    def release(self, job: Lease, *, delay_ms: int | None = None) -> None:
+        """Give the job back to its queue without counting an attempt
+        (``delay_ms``: scheduled for then instead of ready at once, a snooze)."""
+        self._call(self._core.release(job, delay_ms))
 
     # --- worker processes ------------------------------------------------------
 

@@ -51,6 +51,7 @@ import importlib.util
 import logging
 import os
 import secrets
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -69,12 +70,12 @@ from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
 from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
 
-from . import _signals
 from ._admin_cli import add_commands as add_admin_commands
 from ._args import seconds, whole
 from ._env import URL, Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
+from ._signals import STOP_SIGNALS
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
 from .blocking import Client
 from .worker import Worker
@@ -167,6 +168,13 @@ def _parser() -> argparse.ArgumentParser:
         type=whole(0, limits.FETCH_WAIT_MAX_MS),
         default=None,
         help="long-poll wait of each fetch; a stop waits for it too (default 5000)",
+    )
+    worker.add_argument(
+        "--pool",
+        choices=["threads", "processes"],
+        default=None,
+        help="where plain handlers run: threads, or a child process a slot for CPU-bound work "
+        "(default threads; a handler's own pool= wins)",
     )
     worker.add_argument(
         "--no-auto-extend",
@@ -337,6 +345,13 @@ def _run_worker(options: argparse.Namespace) -> int:
     logging.basicConfig(
         level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Until the Worker's run handles signals, a stop signal means "exit now"
+    # (status 0); once its handling is over, the worker is finishing anyway:
+    # the signal is ignored (an ignored signal stays ignored while Python
+    # finalizes, where a handler would be reset to the default, which kills).
+    running: list[Worker] = []
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, lambda signum, frame: _stop_signal(running, signum))
     worker = _module_worker(options.module)
     queues = [name for name in options.queues.split(",") if name] if options.queues else None
     worker = worker.with_options(
@@ -346,13 +361,13 @@ def _run_worker(options: argparse.Namespace) -> int:
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
         auto_extend=False if options.no_auto_extend else None,
+        pool=options.pool,
     )
+    running.append(worker)
     log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))
-    _signals.stop_outside_the_run(lambda now: worker.stop(now=now))
-    try:
-        worker.run()
-    finally:
-        _signals.ignore()  # the run is over; the exit resets handlers to the defaults
+    worker.run()
+    for signum in STOP_SIGNALS:  # ignored from here on: Python's exit would reset a handler
+        signal.signal(signum, signal.SIG_IGN)
     if worker.unfinished:
         # Their leases are released; their threads cannot be stopped and would hold the exit.
         log.warning("exiting with %d handlers still running", worker.unfinished)
@@ -361,6 +376,15 @@ def _run_worker(options: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def _stop_signal(running: list[Worker], signum: int) -> None:
+    """SIGTERM or SIGINT outside the Worker's own handling of them."""
+    for each in STOP_SIGNALS:
+        signal.signal(each, signal.SIG_IGN)  # from now on the process is on its way out
+    if not any(worker.stopped for worker in running):
+        log.warning("%s: exiting now", signal.Signals(signum).name)
+        raise SystemExit(0)
 
 
 def _worker_endpoint(options: argparse.Namespace, worker: Worker) -> Endpoint:

@@ -1,4 +1,4 @@
-"""The worker runner: lease jobs, run their handlers in threads, settle each lease.
+"""The worker runner: lease jobs, run their handlers, settle each lease.
 
 Usage::
 
@@ -12,8 +12,12 @@ Usage::
 How args reach a handler is in ``leash.client._handlers``: a list is spread
 (``fn(*args)``), a dict is passed as keywords (``fn(**args)``), anything else
 is the one argument. Returning acks the job; raising fails the attempt with
-the exception's type, message and traceback; a job of a type with no handler
+the exception's type, message and traceback, or steers the job
+(``leash.client._control``: ``Retry``, ``Discard``, ``Snooze``, a
+handler's ``retry_on`` / ``give_up_on``); a job of a type with no handler
 is failed with an ``UnknownJobType`` error (another worker may have one).
+Each run is logged (``leash.client._joblog``) and goes through the
+middleware (``leash.client._middleware``).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
 keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as
@@ -40,7 +44,11 @@ job's bookkeeping nor makes the broker think this process is dead. The limit:
 a handler that holds the GIL in C code (a long call into an extension that
 does not release it) for longer than the broker's ``process_ttl_ms`` starves
 the loop, the beats stop, and the broker fails this process's leases. Such
-work belongs in separate processes; this runner does not offer them.
+work belongs in child processes: a handler with ``pool="processes"`` (or
+every plain one, with ``Worker(pool="processes")``) runs in a child of its
+slot (``leash.client._procs``), its slot's thread waiting for it. An
+``async def`` handler runs on the loop itself, its slot's thread waiting for
+it the same way, so ``concurrency`` bounds every kind of job at once.
 
 Liveness (``leash.client._keepalive``): a heartbeat beats every ``heartbeat_ms``
 of the welcome until the end of shutdown. Its reply is what the broker wants:
@@ -57,9 +65,12 @@ connection ends the held fetch, which then leases nothing. Otherwise
 prefetched jobs are released unrun; a fetch already in flight is waited for
 (at most ``wait_ms``) and what it delivers is released unrun too; running
 handlers get ``grace_s`` to finish and settle; then every job still running
-is released and ``run`` returns. A second signal, or ``stop(now=True)``,
-skips the grace. Threads cannot be killed: ``unfinished`` counts handlers
-still running when ``run`` returned.
+is released and ``run`` returns (async handlers still running are
+cancelled, child processes still running are killed). A second signal, or
+``stop(now=True)``, skips the grace. Threads cannot be killed:
+``unfinished`` counts handlers still running when ``run`` returned. When
+``run`` returns, the signal handlers there were before it are back
+(``leash.client._signals``).
 """
 
 import asyncio
@@ -72,14 +83,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from leash.protocol import limits
-from leash.protocol.messages import ErrorInfo, JobSpec
 
 from . import _signals
 from ._backoff import backoff_s
+from ._control import ClassesOption
 from ._exceptions import Internal, QueuePaused
-from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
+from ._handlers import (
+    POOLS,
+    F,
+    Handler,
+    Pool,
+    Registered,
+    add_handler,
+    functions,
+    registered,
+)
 from ._keepalive import Heartbeat, keep_extended
 from ._link import Link
+from ._middleware import Chain
+from ._runs import Runs
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._settle import LINK_ERRORS, Settler
 from ._slots import Slots
@@ -105,7 +127,7 @@ class Worker:
         port: int = DEFAULT_PORT,
         *,
         url: str | None = None,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Handler | Registered] | None = None,
         wait_ms: int = 5_000,
         grace_s: float = 25.0,
         timeout_s: float = 30.0,
@@ -115,7 +137,11 @@ class Worker:
         key: KeyOption = None,
         tls: TlsOption = None,
         prefetch: int = PREFETCH_DEFAULT,
+        pool: Pool = "threads",
+        middleware: Sequence[object] = (),
     ) -> None:
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
         if not 0 <= prefetch <= PREFETCH_MAX:
@@ -132,9 +158,12 @@ class Worker:
         self.labels, self.worker_id = tuple(labels), worker_id
         self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
         self.prefetch = prefetch  # jobs leased ahead of a free slot
+        self.pool: Pool = pool  # where plain handlers run unless their own pool says
+        self.middleware = list(middleware)  # hooks around each job and the worker's life
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
-        self._handlers: dict[str, Handler] = {}
+        self.stopped = False  # run() has finished its work (it may still be returning)
+        self._handlers: dict[str, Registered] = {}
         for type, fn in (handlers or {}).items():
             self.register(type, fn)
         self._stop_early: bool | None = None  # stop() before run: now?
@@ -142,21 +171,41 @@ class Worker:
 
     # --- registration ----------------------------------------------------------
 
-    def handler(self, type: str | None = None) -> Callable[[F], F]:
-        """Decorator: run the function for jobs of ``type`` (default: its name)."""
+    def handler(
+        self,
+        type: str | None = None,
+        *,
+        retry_on: ClassesOption = (),
+        give_up_on: ClassesOption = (),
+        pool: Pool | None = None,
+    ) -> Callable[[F], F]:
+        """Decorator: run the function for jobs of ``type`` (default: its name).
+
+        ``give_up_on``: exceptions that send the job to the dead set at once;
+        ``retry_on``: if given, the only exceptions retried (any other gives
+        up); ``pool``: this handler's pool (None: the worker's)."""
 
         def decorate(fn: F) -> F:
-            self.register(type if type is not None else fn.__name__, fn)
+            name = type if type is not None else fn.__name__
+            self.register(name, fn, retry_on=retry_on, give_up_on=give_up_on, pool=pool)
             return fn
 
         return decorate
 
-    def register(self, type: str, fn: Handler) -> None:
-        add_handler(self._handlers, type, fn)
+    def register(
+        self,
+        type: str,
+        fn: Handler | Registered,
+        *,
+        retry_on: ClassesOption = (),
+        give_up_on: ClassesOption = (),
+        pool: Pool | None = None,
+    ) -> None:
+        add_handler(self._handlers, type, registered(fn, retry_on, give_up_on, pool))
 
     @property
     def handlers(self) -> Mapping[str, Handler]:
-        return dict(self._handlers)
+        return functions(self._handlers)
 
     def with_options(
         self,
@@ -168,6 +217,7 @@ class Worker:
         grace_s: float | None = None,
         auto_extend: bool | None = None,
         prefetch: int | None = None,
+        pool: Pool | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -187,6 +237,8 @@ class Worker:
             key=endpoint.key if endpoint is not None and endpoint.key else self._key,
             tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
             prefetch=prefetch if prefetch is not None else self.prefetch,
+            pool=pool if pool is not None else self.pool,
+            middleware=self.middleware,
         )
 
     # --- running ---------------------------------------------------------------
@@ -200,6 +252,8 @@ class Worker:
         """Run on the current loop until stopped; raise if the broker refuses the setup."""
         if not self._handlers:
             raise ValueError("no handlers registered")
+        self._chain = Chain(self.middleware)
+        self._chain.on_start(self)
         self._begin()
         if self._stop_early is not None:
             self._begin_stop(now=self._stop_early)
@@ -212,7 +266,9 @@ class Worker:
             try:
                 await self._finish()
             finally:
+                self.stopped = True
                 _signals.remove(previous)
+                self._chain.on_stop(self)
         if self._fatal is not None:
             raise self._fatal
 
@@ -238,7 +294,8 @@ class Worker:
         self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._collected = asyncio.Event()  # set when finished jobs were collected
         self._held: dict[int, _Held] = {}  # by token: leased, not finished (waiting or running)
-        self._slots = Slots(self.concurrency, self._run_one, loop, self._collect)
+        self._runs = Runs(self._handlers, self.pool, self._chain, self._link, self.timeout_s * 2)
+        self._slots = Slots(self.concurrency, self._runs.run, loop, self._collect)
         self._prefetching = True  # off after jobs waited too long, until a handler returns
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._settler = Settler(self._link)
@@ -310,6 +367,8 @@ class Worker:
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
+        if self._hard.is_set():
+            return  # a third one, or more: already releasing
         if self._stopping.is_set():
             log.warning("%s again: releasing %d running jobs now", name, self._running())
             self._begin_stop(now=True)
@@ -391,13 +450,13 @@ class Worker:
     def _collect(self) -> None:
         """On the loop: the jobs the slots finished go to the settler."""
         finished = self._slots.take_finished()
-        for job, error in finished:
+        for job, outcome in finished:
             held = self._held.pop(job.token, None)
             if held is None:
                 continue  # released meanwhile (a stop that did not wait)
             if held.extending is not None:
                 held.extending.cancel()
-            self._settler.add(job, error)
+            self._settler.add(job, outcome)
         if finished:
             self._prefetching = True
             self._wake.set()
@@ -443,27 +502,6 @@ class Worker:
             task = asyncio.get_running_loop().create_task(self._release(jobs, why))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    # --- running one job (in a slot's thread) ------------------------------------
-
-    def _run_one(self, job: Job) -> ErrorInfo | None:
-        fn = self._handlers.get(job.type)
-        if fn is None:
-            return unknown_type_error(job, list(self._handlers))
-        return invoke(fn, job, self._push_for_handler)
-
-    def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
-        """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the worker is not running")
-        pushed = asyncio.run_coroutine_threadsafe(self._push_with_lease(spec, job), loop)
-        return pushed.result(self.timeout_s * 2)
-
-    async def _push_with_lease(self, spec: JobSpec, job: Job) -> str:
-        client = await self._link.client()
-        (result,) = await client.push_many([spec], lease=job)
-        return result.id
 
     # --- shutting down ---------------------------------------------------------
 
@@ -513,6 +551,7 @@ class Worker:
         for held in self._held.values():
             if held.extending is not None:
                 held.extending.cancel()
+        self._runs.cancel()  # async handlers still running: their jobs are released below
         self._held.clear()
         tasks = list(self._tasks)
         for task in tasks:
@@ -525,6 +564,7 @@ class Worker:
         if unfinished:
             await self._release(unfinished, "still running at shutdown")
         self.unfinished = len(unfinished)
+        await asyncio.to_thread(self._runs.children.close, kill=True)  # their jobs are released
         self._heartbeat.cancel()  # beats went on while draining: the leases stayed ours
         await asyncio.gather(self._heartbeat, return_exceptions=True)
         # Closing ends a held fetch, which then leases nothing. Jobs in a reply that

@@ -128,11 +128,17 @@ class AckMany(Struct, tag="ack_many", tag_field="op"):
     leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
 
 
-class Fail(Struct, tag="fail", tag_field="op"):
+class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
     error: ErrorInfo = ErrorInfo()
+    retry_in_ms: DelayMs | None = None  # retrying after this instead of the backoff
+    dead: bool = False  # no more attempts: the job goes to the dead set now
+
+    def __post_init__(self) -> None:
+        if self.dead and self.retry_in_ms is not None:
+            raise ValueError("give dead or retry_in_ms, not both")
 
 
 class Extend(Struct, tag="extend", tag_field="op", omit_defaults=True):
@@ -142,10 +148,11 @@ class Extend(Struct, tag="extend", tag_field="op", omit_defaults=True):
     lease_ttl_ms: LeaseTtlMs | None = None  # None: the job's own lease_ttl_ms
 
 
-class Release(Struct, tag="release", tag_field="op"):
+class Release(Struct, tag="release", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
+    delay_ms: DelayMs | None = None  # scheduled after this instead of ready at once
 
 
 class GetJob(Struct, tag="get_job", tag_field="op"):

@@ -129,7 +129,8 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
         case R.AttemptsFailed():
             return _fail_all(state, record.failures, None)
         case R.LeaseReleased():
-            _release(state, _leased(state, record.id, record.token), record.at_ms)
+            job = _leased(state, record.id, record.token)
+            _release(state, job, record.at_ms, record.run_at_ms)
         case R.JobsPromoted():
             _promoted(state, record)
         case R.DeadTrimmed():
@@ -527,10 +528,17 @@ def _leased(state: State, job_id: str, token: int) -> Job:
     return job
 
 
-def _release(state: State, job: Job, at_ms: int) -> None:
+def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
+    """Back without an attempt counted: ready at the front of its bucket, or
+    scheduled until ``run_at_ms`` (a snooze), as a push with a delay is."""
     attempt_ended(state, job, "released", at_ms, None)
     leased_ms = job.leased_ms
     _clear_lease(state, job)
+    if run_at_ms > at_ms:
+        _set_state(state, job, SCHEDULED)
+        job.run_at_ms = run_at_ms
+        heapq.heappush(state.scheduled, (run_at_ms, job.id))
+        return
     _make_ready(state, job, at_ms or leased_ms, front=True)
 
 

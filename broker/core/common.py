@@ -17,13 +17,25 @@ class Rejected(Exception):
         self.code, self.message, self.path = code, message, path
 
 
-def failure_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
+def failure_for(
+    state: State,
+    job: Job,
+    error: M.ErrorInfo,
+    now_ms: int,
+    retry_in_ms: int | None = None,
+    dead: bool = False,
+) -> R.Failure:
     """The record of an attempt its handler reported failed: retried after
-    the backoff (retry.py), or dead at its limit."""
+    the backoff (retry.py) or after the ``retry_in_ms`` it asked for, or
+    dead at its limit or when it asked to give up (``dead``)."""
     attempt = job.failures + 1
-    if attempt >= job.max_attempts:
+    if dead or attempt >= job.max_attempts:
         return R.Failure(job.id, job.token, error, None, now_ms)
-    delay_ms = retry_delay_ms(job.id, attempt, job.retry_base_ms, state.config.retry_delay_max_ms)
+    cap_ms = state.config.retry_delay_max_ms
+    if retry_in_ms is None:
+        delay_ms = retry_delay_ms(job.id, attempt, job.retry_base_ms, cap_ms)
+    else:  # at least 1 ms: a reported failure always waits (records.Failure)
+        delay_ms = max(min(retry_in_ms, cap_ms), 1)
     return R.Failure(job.id, job.token, error, now_ms + delay_ms, now_ms)
 
 

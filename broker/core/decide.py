@@ -58,7 +58,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(M.PushedMany(rid, pushes.results), _pushed(pushes))
         case M.Fail(rid=rid, id=job_id, token=token, error=error):
             job = lease_of(state, job_id, token)
-            failure = failure_for(state, job, error, now_ms)
+            failure = failure_for(state, job, error, now_ms, request.retry_in_ms, request.dead)
             dead = failure.retry_at_ms is None
             reply = M.Failed(rid, "dead" if dead else "retrying", failure.retry_at_ms)
             return Outcome(reply, [R.AttemptsFailed([failure])])
@@ -68,9 +68,10 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(
                 M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)]
             )
-        case M.Release(rid=rid, id=job_id, token=token):
+        case M.Release(rid=rid, id=job_id, token=token, delay_ms=delay_ms):
             lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms)])
+            run_at_ms = now_ms + delay_ms if delay_ms else 0  # 0: ready at once
+            return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms, run_at_ms)])
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
             if found is None:

@@ -149,10 +149,11 @@ class LeaseExtended(Struct, tag="extended", tag_field="r"):
     deadline_ms: int
 
 
-class LeaseReleased(Struct, tag="released", tag_field="r"):
+class LeaseReleased(Struct, tag="released", tag_field="r", omit_defaults=True):
     id: str
     token: int
     at_ms: int = 0  # the job waits in its queue from then (0 in old journals: since leased)
+    run_at_ms: int = 0  # later than at_ms: scheduled until then (a snooze); 0: ready at once
 
 
 class JobsPromoted(Struct, tag="promoted", tag_field="r"):

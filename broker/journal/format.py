@@ -14,7 +14,10 @@ lease is ready again at once, and a job may die before ``max_attempts``
 (records.Failure), which an older broker would take for a broken state;
 and a push may keep what another protocol's front end keeps on its jobs
 (records.KeptJobsPushed), which an older broker cannot decode. So an older
-broker refuses a version 3 segment as too new. Sequence numbers are
+broker refuses a version 3 segment as too new. A release record may say
+when its job runs again (records.LeaseReleased.run_at_ms, a snooze): a
+field added last with a default, so journals without it read as before,
+and a version 3 broker built before it makes such a job ready at once. Sequence numbers are
 contiguous, within a file and across files. A frame is whole or not at all:
 a torn or damaged frame loses all its records, and a cut keeps whole frames.
 

@@ -143,7 +143,18 @@ ADD_TO_BATCH = "add_to_batch("
 KEYS = 'key=load_key("keys.toml"'
 TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
-CASES = (QUICK_START, HANDLER_MODULE, WORKER_MODULE, BATCH, ADD_TO_BATCH, KEYS, TLS, PIPELINE)
+WORKERS = "raise Snooze(60)"
+CASES = (
+    QUICK_START,
+    HANDLER_MODULE,
+    WORKER_MODULE,
+    BATCH,
+    ADD_TO_BATCH,
+    KEYS,
+    TLS,
+    PIPELINE,
+    WORKERS,
+)
 
 
 def test_every_python_example_of_the_readme_is_one_of_the_cases_run_here() -> None:
@@ -258,6 +269,50 @@ def test_each_quick_start_worker_module_runs_with_its_readme_command(
         job_id = client.push("send_email", {"to": "ada@example.com"}, queue="mail")
         assert wait_until(lambda: gone(client, job_id), DONE_TIMEOUT_S), "the worker did not ack it"
     stop(worker)
+
+
+def test_the_workers_example_steers_its_jobs_and_runs_every_kind_of_handler(
+    launch_broker: Callable[..., BrokerProcess],
+    workers: Callable[[list[str], Path], Popen],
+    tmp_path: Path,
+) -> None:
+    broker = launch_broker()
+    module = example(WORKERS)
+    assert module in section("Workers")
+    (tmp_path / "pages.py").write_text(placed(module, broker.port))
+    command = worker_commands()[2]
+    assert command[1:3] == ["worker", "pages"], command
+    worker = workers(leash_command(command, broker.port), tmp_path)
+    urls = {
+        "ftp://files.example/a": "dead",
+        "https://busy.example/b": "scheduled",
+        "https://site.slow/c": "retrying",
+        "https://site.example/d": "acked",
+    }
+    with Client("127.0.0.1", broker.port) as client:
+        pages = {
+            client.push("fetch_page", [url], queue="pages"): state for url, state in urls.items()
+        }
+        others = [
+            client.push(t, [a], queue="pages") for t, a in (("count_words", "a b"), ("notify", 1))
+        ]
+
+        def reached(job_id: str, state: str) -> bool:
+            return (
+                gone(client, job_id) if state == "acked" else client.get_job(job_id).state == state
+            )
+
+        for job_id, state in pages.items():
+            assert wait_until(lambda: reached(job_id, state), DONE_TIMEOUT_S), (job_id, state)  # noqa: B023
+        assert wait_until(lambda: all(gone(client, j) for j in others), DONE_TIMEOUT_S)
+        for job_id, state in pages.items():
+            if state != "acked":
+                assert client.get_job(job_id).attempt == (0 if state == "scheduled" else 1)
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=RUN_TIMEOUT_S)
+    assert worker.returncode == 0, stderr.decode()
+    (acked,) = [job_id for job_id, state in pages.items() if state == "acked"]
+    assert f"WARNING [{acked} fetch_page] fetched https://site.example/d" in stderr.decode()
 
 
 def test_the_batch_example_creates_and_commits_its_batch(

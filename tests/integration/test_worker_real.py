@@ -71,3 +71,20 @@ def test_sigterm_with_jobs_in_flight_leaves_no_job_leased(broker: BrokerProcess)
         states = {j: ("acked" if gone(client, j) else client.get_job(j).state) for j in all_ids}
         assert "leased" not in states.values(), states
         assert all(states[j] == "ready" for j in stuck), states
+
+
+def test_sigterm_sent_again_and_again_during_shutdown_still_exits_0(broker: BrokerProcess) -> None:
+    """The second signal of a pair may come at any point of the shutdown,
+    even after the worker's loop has stopped handling signals: a burst of
+    them covers every point, and the status is 0, never killed by SIGTERM."""
+    for _ in range(2):
+        worker = start_worker(broker, "--concurrency", "2", "--grace-s", "1")
+        with Client("127.0.0.1", broker.port) as client:
+            running = client.push("double", [1])
+            assert wait_until(lambda: gone(client, running), 15)  # noqa: B023
+        deadline = time.monotonic() + 20
+        while worker.poll() is None and time.monotonic() < deadline:
+            worker.send_signal(signal.SIGTERM)
+            time.sleep(0.002)
+        _, stderr = worker.communicate(timeout=30)
+        assert worker.returncode == 0, stderr.decode()

@@ -48,7 +48,7 @@ from leash.broker.core import (
 )
 from leash.broker.core import records as R
 from leash.broker.core.retry import retry_delay_ms
-from leash.broker.core.state import LEASED, PRIORITIES, READY
+from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -207,16 +207,24 @@ class Walk(Core):
             self._end(ref.token)
             assert ref.id not in self.state.jobs
 
-    def fail(self, token: int, error: M.ErrorInfo) -> None:
+    def fail(
+        self, token: int, error: M.ErrorInfo, retry_in_ms: int | None = None, give_up: bool = False
+    ) -> None:
+        """A failure: after the backoff, after ``retry_in_ms`` (at least 1 ms),
+        or dead at once when the handler gives up."""
         held = self._end(token)
         job = self.state.jobs[held.id]
         attempt, max_attempts, base_ms = job.failures + 1, job.max_attempts, job.retry_base_ms
-        dead = attempt >= max_attempts
+        dead = give_up or attempt >= max_attempts
         retry_at_ms = None
         if not dead:
             cap_ms = CONFIG.retry_delay_max_ms
-            retry_at_ms = self.now_ms + retry_delay_ms(held.id, attempt, base_ms, cap_ms)
-        outcome = self.send(M.Fail(self.next_rid(), held.id, token, error))
+            delay_ms = retry_delay_ms(held.id, attempt, base_ms, cap_ms)
+            if retry_in_ms is not None:
+                delay_ms = max(min(retry_in_ms, cap_ms), 1)
+            retry_at_ms = self.now_ms + delay_ms
+        request = M.Fail(self.next_rid(), held.id, token, error, retry_in_ms, give_up)
+        outcome = self.send(request)
         assert outcome.reply == M.Failed(self.rid, "dead" if dead else "retrying", retry_at_ms)
         job = self.state.jobs[held.id]
         assert (job.state, job.failures, job.last_error) == (
@@ -232,12 +240,18 @@ class Walk(Core):
         assert outcome.reply == M.Extended(self.rid, deadline_ms)
         self.leases[token] = Held(held.id, deadline_ms)
 
-    def release(self, token: int) -> None:
+    def release(self, token: int, delay_ms: int | None = None) -> None:
+        """Back without an attempt counted: at the front of its bucket, or
+        scheduled for ``delay_ms`` (a snooze)."""
         held = self._end(token)
         failures = self.state.jobs[held.id].failures
-        outcome = self.send(M.Release(self.next_rid(), held.id, token))
+        outcome = self.send(M.Release(self.next_rid(), held.id, token, delay_ms))
         assert outcome.reply == M.Ok(self.rid)
         job = self.state.jobs[held.id]
+        if delay_ms:
+            assert (job.state, job.failures) == (SCHEDULED, failures)
+            assert job.run_at_ms == self.now_ms + delay_ms
+            return
         assert (job.state, job.failures) == (READY, failures)
         bucket = self.state.queues[job.queue].buckets[job.priority]
         assert next(iter(bucket)) == held.id, "a released job goes to the front"
@@ -431,14 +445,24 @@ class CoreMachine(RuleBasedStateMachine):
         self.walk.fail(self._held(data), error)
 
     @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), error=errors, retry_in_ms=st.sampled_from(DELAYS_MS))
+    def fail_retrying_in(self, data: st.DataObject, error: M.ErrorInfo, retry_in_ms: int) -> None:
+        self.walk.fail(self._held(data), error, retry_in_ms)
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), error=errors)
+    def fail_giving_up(self, data: st.DataObject, error: M.ErrorInfo) -> None:
+        self.walk.fail(self._held(data), error, give_up=True)
+
+    @precondition(lambda self: self.walk.leases)
     @rule(data=st.data(), ttl_ms=st.none() | st.sampled_from(LEASE_TTLS_MS))
     def extend(self, data: st.DataObject, ttl_ms: int | None) -> None:
         self.walk.extend(self._held(data), ttl_ms)
 
     @precondition(lambda self: self.walk.leases)
-    @rule(data=st.data())
-    def release(self, data: st.DataObject) -> None:
-        self.walk.release(self._held(data))
+    @rule(data=st.data(), delay_ms=st.none() | st.sampled_from(DELAYS_MS))
+    def release(self, data: st.DataObject, delay_ms: int | None) -> None:
+        self.walk.release(self._held(data), delay_ms)
 
     @precondition(lambda self: self.walk.ended)
     @rule(data=st.data(), op=st.sampled_from(STALE_OPS))
@@ -522,11 +546,13 @@ def random_step(walk: Walk, rng: random.Random) -> None:
         if action == "ack":
             walk.ack(token)
         elif action == "fail":
-            walk.fail(token, M.ErrorInfo(type="E", message=str(rng.random())))
+            error = M.ErrorInfo(type="E", message=str(rng.random()))
+            retry_in_ms = rng.choice((None, None, *DELAYS_MS))
+            walk.fail(token, error, retry_in_ms, give_up=retry_in_ms is None and rng.random() < 0.2)
         elif action == "extend":
             walk.extend(token, rng.choice((None, *LEASE_TTLS_MS)))
         else:
-            walk.release(token)
+            walk.release(token, rng.choice((None, None, *DELAYS_MS)))
     elif roll < 0.66 and held:
         pool = [M.LeaseRef(walk.leases[t].id, t) for t in held] + walk.ended[-5:]
         walk.ack_many([rng.choice(pool) for _ in range(rng.randint(1, 4))])

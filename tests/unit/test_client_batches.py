@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from leash.client import add_to_batch, current_job
+from leash.client._control import Failure
 from leash.client._handlers import invoke
 from leash.client._types import Job, job_spec
 from leash.protocol.messages import (
@@ -140,5 +141,5 @@ def test_add_to_batch_outside_a_batch_or_a_handler_is_refused() -> None:
     def handler(*_: Any) -> None:
         add_to_batch("part")
 
-    error = invoke(handler, Job(delivery()), lambda spec, job: "x")
-    assert error is not None and error.type == "ValueError"
+    failed = invoke(handler, Job(delivery()), lambda spec, job: "x")
+    assert isinstance(failed, Failure) and failed.error.type == "ValueError"

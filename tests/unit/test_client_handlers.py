@@ -10,7 +10,8 @@ import msgspec
 import pytest
 
 from leash.client import Worker, _handlers, cli
-from leash.client._handlers import add_handler, invoke
+from leash.client._control import Failure
+from leash.client._handlers import Registered, add_handler, invoke
 from leash.client._types import Job
 from leash.client._url import parse_url
 from leash.protocol.messages import Delivery
@@ -67,28 +68,31 @@ def test_a_raising_handler_reports_its_own_frame_first() -> None:
     def broken_handler(x: int) -> None:
         raise KeyError(x)
 
-    error = invoke(broken_handler, job_with([5]))
-    assert error is not None
+    failure = invoke(broken_handler, job_with([5]))
+    assert isinstance(failure, Failure)
+    error = failure.error
     assert (error.type, error.message) == ("KeyError", "5")
     first_frame = error.backtrace.splitlines()[1]
     assert "broken_handler" in first_frame
 
 
 def test_wrong_arguments_fail_the_job_instead_of_the_worker() -> None:
-    error = invoke(lambda a: None, job_with([1, 2, 3]))
-    assert error is not None and error.type == "TypeError"
+    failure = invoke(lambda a: None, job_with([1, 2, 3]))
+    assert isinstance(failure, Failure) and failure.error.type == "TypeError"
 
 
-def test_coroutine_handlers_are_refused() -> None:
+def test_coroutine_handlers_are_registered_to_run_on_the_loop() -> None:
     async def handler() -> None:
         pass
 
-    with pytest.raises(TypeError, match="coroutine"):
-        add_handler({}, "t", handler)
+    handlers: dict[str, Registered] = {}
+    add_handler(handlers, "t", handler)
+    add_handler(handlers, "plain", print)
+    assert handlers["t"].is_async and not handlers["plain"].is_async
 
 
 def test_a_type_gets_one_handler() -> None:
-    handlers: dict[str, Any] = {}
+    handlers: dict[str, Registered] = {}
     add_handler(handlers, "t", print)
     add_handler(handlers, "t", print)  # the same one again is harmless
     with pytest.raises(ValueError, match="already has a handler"):

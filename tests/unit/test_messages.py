@@ -114,6 +114,9 @@ REQUESTS: list[Any] = [
     Extend(rid=8, id="order-7", token=17),
     Extend(rid=8, id="order-7", token=17, lease_ttl_ms=90_000),
     Release(rid=9, id="order-7", token=17),
+    Fail(rid=7, id="order-7", token=17, retry_in_ms=30_000),
+    Fail(rid=7, id="order-7", token=17, dead=True),
+    Release(rid=9, id="order-7", token=17, delay_ms=60_000),
     A.Pause(rid=10, queue="mail"),
     A.Resume(rid=11, queue="mail"),
     GetJob(rid=12, id="order-7"),
@@ -447,6 +450,9 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ("fail", "$.error.message", ["m" * L.ERROR_MESSAGE_MAX_CHARS], ["m" * 8_193]),
     ("fail", "$.error.backtrace", ["b" * L.ERROR_BACKTRACE_MAX_CHARS], ["b" * 65_537]),
     ("extend", "$.lease_ttl_ms", [*LEASE_TTL_OK, None], LEASE_TTL_BAD),
+    ("fail", "$.retry_in_ms", [0, L.SCHEDULE_HORIZON_MS, None], [-1, L.SCHEDULE_HORIZON_MS + 1]),
+    ("fail", "$.dead", [True, False], [0, None]),
+    ("release", "$.delay_ms", [0, L.SCHEDULE_HORIZON_MS, None], [-1, L.SCHEDULE_HORIZON_MS + 1]),
     ("pause", "$.queue", NAME_OK, NAME_BAD),
     ("resume", "$.queue", NAME_OK, NAME_BAD),
     ("get_job", "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
@@ -834,6 +840,20 @@ def test_a_name_with_a_trailing_newline_is_refused(base: str, path: str) -> None
 def test_run_at_and_delay_together_are_refused() -> None:
     job = {"type": "t", "run_at_ms": T0_MS, "delay_ms": 1_000}
     assert refusal(encode({"op": "push", "rid": 1, "job": job})).code is ErrorCode.BAD_REQUEST
+
+
+def test_a_fail_that_retries_and_gives_up_at_once_is_refused() -> None:
+    body = BASES["fail"] | {"retry_in_ms": 1_000, "dead": True}
+    assert refusal(encode(body)).code is ErrorCode.BAD_REQUEST
+
+
+def test_a_fail_and_a_release_at_their_defaults_send_only_the_lease() -> None:
+    assert msgspec.msgpack.decode(encode(Fail(rid=7, id="j", token=1))) == {
+        "op": "fail", "rid": 7, "id": "j", "token": 1
+    }  # fmt: skip
+    assert set(msgspec.msgpack.decode(encode(Release(rid=9, id="j", token=1)))) == {
+        "op", "rid", "id", "token"
+    }  # fmt: skip
 
 
 def test_an_op_of_the_wrong_type_still_echoes_the_rid() -> None:

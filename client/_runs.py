@@ -1,0 +1,98 @@
+"""Running one leased job, in a worker's slot thread, by its handler's kind.
+
+- a plain handler runs in the slot's thread (``leash.client._handlers.invoke``);
+- with ``pool="processes"`` (its own, or the worker's), in the slot's child
+  process (``leash.client._procs``), the thread waiting for it;
+- an ``async def`` handler runs on the worker's loop as a task, the thread
+  waiting for it, so ``concurrency`` bounds every kind of job at once; a
+  stop that outlasts its grace cancels the tasks still running (``cancel``)
+  and the worker releases their jobs;
+- a job of a type with no handler fails with an ``UnknownJobType`` error.
+
+Every kind goes through the middleware chain and is logged the same way.
+``add_to_batch`` from a plain handler in a thread pushes on the loop, through
+the worker's connection, presenting the running job's lease.
+"""
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from leash.protocol.messages import JobSpec
+
+from ._control import Failure, Outcome
+from ._handlers import Pool, Registered, invoke, invoke_async, unknown_type_error
+from ._link import Link
+from ._middleware import Chain
+from ._procs import Children
+from ._types import Job, error_info
+
+log = logging.getLogger("leash.worker")
+
+
+class Runs:
+    """How a worker's slots run jobs; made when the worker starts, on its loop."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Registered],
+        pool: Pool,
+        chain: Chain,
+        link: Link,
+        push_timeout_s: float,
+    ) -> None:
+        self._handlers, self._pool, self._chain = handlers, pool, chain
+        self._link, self._push_timeout_s = link, push_timeout_s
+        self._loop = asyncio.get_running_loop()
+        self.children = Children()  # started by the first job run in a process
+        self._tasks: set[asyncio.Task[Outcome]] = set()  # async handlers running
+
+    def run(self, job: Job) -> Outcome:
+        """Run ``job`` (in a slot's thread); what it comes to."""
+        entry = self._handlers.get(job.type)
+        if entry is None:
+            error = unknown_type_error(job, list(self._handlers))
+            log.warning("job %s: %s", job.id, error.message)
+            return Failure(error)
+        if entry.is_async:
+            return self._on_loop(lambda: self._coroutine(entry, job))
+        if (entry.pool or self._pool) == "processes":
+            return invoke(entry, job, None, self.children.run, self._chain)
+        return invoke(entry, job, self._push_for_handler, None, self._chain)
+
+    def cancel(self) -> None:
+        """On the loop: cancel the async handlers still running (their jobs are released)."""
+        for task in self._tasks:
+            task.cancel()
+
+    def _on_loop(self, make: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        try:
+            return asyncio.run_coroutine_threadsafe(_awaited(make), self._loop).result()
+        except concurrent.futures.CancelledError:  # the grace ended: the job is released
+            return Failure(error_info("cancelled at shutdown"))
+        except BaseException as exc:  # the loop has closed; a SystemExit in the handler
+            return Failure(error_info(exc))
+
+    async def _coroutine(self, entry: Registered, job: Job) -> Outcome:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            return await invoke_async(entry, job, self._chain)
+        finally:
+            self._tasks.discard(task)
+
+    def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
+        """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
+        pushed = asyncio.run_coroutine_threadsafe(self._push_with_lease(spec, job), self._loop)
+        return pushed.result(self._push_timeout_s)
+
+    async def _push_with_lease(self, spec: JobSpec, job: Job) -> str:
+        client = await self._link.client()
+        (result,) = await client.push_many([spec], lease=job)
+        return result.id
+
+
+async def _awaited(make: Callable[[], Awaitable[Outcome]]) -> Outcome:
+    return await make()
