@@ -209,10 +209,12 @@ class ClientCore(BatchCalls, Generic[W]):
 
         return Call(rid, self._encode(AckMany(rid=rid, leases=refs)), finish)
 
-    def fail(self, lease: Lease, error: BaseException | str | ErrorInfo) -> Call[FailResult]:
+    def fail(
+        self, lease: Lease, error: BaseException | str | ErrorInfo, dead: bool = False
+    ) -> Call[FailResult]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-        request = Fail(rid=rid, id=job_id, token=token, error=error_info(error))
+        request = Fail(rid=rid, id=job_id, token=token, error=error_info(error), dead=dead)
         return Call(rid, self._encode(request), _fail_result)
 
     def extend(self, lease: Lease, lease_ttl_ms: int | None) -> Call[int]:

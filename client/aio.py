@@ -297,9 +297,12 @@ class AsyncClient:
         """Ack several jobs; per job, None if acked or the error that refused it."""
         return await self._call(self._core.ack_many(jobs)) if jobs else []
 
-    async def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
-        """The attempt failed: the job is retried later or, out of attempts, dead."""
-        return await self._call(self._core.fail(job, error))
+    async def fail(
+        self, job: Lease, error: BaseException | str | ErrorInfo, *, dead: bool = False
+    ) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts or
+        with ``dead`` (running it again cannot help), dead."""
+        return await self._call(self._core.fail(job, error, dead))
 
     async def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""

@@ -293,9 +293,12 @@ class Client:
         """Ack several jobs; per job, None if acked or the error that refused it."""
         return self._call(self._core.ack_many(jobs)) if jobs else []
 
-    def fail(self, job: Lease, error: BaseException | str | ErrorInfo) -> FailResult:
-        """The attempt failed: the job is retried later or, out of attempts, dead."""
-        return self._call(self._core.fail(job, error))
+    def fail(
+        self, job: Lease, error: BaseException | str | ErrorInfo, *, dead: bool = False
+    ) -> FailResult:
+        """The attempt failed: the job is retried later or, out of attempts or
+        with ``dead`` (running it again cannot help), dead."""
+        return self._call(self._core.fail(job, error, dead))
 
     def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""

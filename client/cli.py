@@ -74,6 +74,7 @@ from ._args import seconds, whole
 from ._env import URL, Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
+from ._unknown import POLICIES
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
 from .blocking import Client
 from .worker import Worker
@@ -171,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-auto-extend",
         action="store_true",
         help="do not extend running jobs' leases (a job longer than its lease_ttl_ms is lost)",
+    )
+    worker.add_argument(
+        "--unknown",
+        choices=POLICIES,
+        default=None,
+        help="a job of a type with no handler here: dead at once (default), or released "
+        "for another worker (while a deploy rolls)",
     )
     worker.add_argument(
         "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"]
@@ -345,6 +353,7 @@ def _run_worker(options: argparse.Namespace) -> int:
         wait_ms=options.wait_ms,
         grace_s=options.grace_s,
         auto_extend=False if options.no_auto_extend else None,
+        unknown=options.unknown,
     )
     log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))
     worker.run()

@@ -12,8 +12,10 @@ Usage::
 How args reach a handler is in ``leash.client._handlers``: a list is spread
 (``fn(*args)``), a dict is passed as keywords (``fn(**args)``), anything else
 is the one argument. Returning acks the job; raising fails the attempt with
-the exception's type, message and traceback; a job of a type with no handler
-is failed with an ``UnknownJobType`` error (another worker may have one).
+the exception's type, message and traceback. A job of a type with no handler
+goes to the dead set at once with an ``UnknownJobType`` error naming the
+types this worker knows, or with ``unknown="release"`` back to its queue
+for another worker (``leash.client._unknown`` says why and when).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
 keeps one long-poll ``fetch_many`` in flight, asking for as many jobs as
@@ -77,13 +79,14 @@ from leash.protocol.messages import ErrorInfo, JobSpec
 from . import _signals
 from ._backoff import backoff_s
 from ._exceptions import Internal, QueuePaused
-from ._handlers import F, Handler, add_handler, invoke, unknown_type_error
+from ._handlers import F, Handler, add_handler, invoke
 from ._keepalive import Heartbeat, keep_extended
 from ._link import Link
 from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._settle import LINK_ERRORS, Settler
 from ._slots import Slots
 from ._types import Job
+from ._unknown import UnknownTypes, checked_policy
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
 
@@ -115,6 +118,7 @@ class Worker:
         key: KeyOption = None,
         tls: TlsOption = None,
         prefetch: int = PREFETCH_DEFAULT,
+        unknown: str = "dead",
     ) -> None:
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
@@ -132,6 +136,7 @@ class Worker:
         self.labels, self.worker_id = tuple(labels), worker_id
         self.auto_extend = auto_extend  # extend running jobs' leases at half their ttl
         self.prefetch = prefetch  # jobs leased ahead of a free slot
+        self.unknown = checked_policy(unknown)  # a job of a type with no handler: "dead", "release"
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self._handlers: dict[str, Handler] = {}
@@ -168,6 +173,7 @@ class Worker:
         grace_s: float | None = None,
         auto_extend: bool | None = None,
         prefetch: int | None = None,
+        unknown: str | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -187,6 +193,7 @@ class Worker:
             key=endpoint.key if endpoint is not None and endpoint.key else self._key,
             tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
             prefetch=prefetch if prefetch is not None else self.prefetch,
+            unknown=unknown if unknown is not None else self.unknown,
         )
 
     # --- running ---------------------------------------------------------------
@@ -242,7 +249,8 @@ class Worker:
         self._prefetching = True  # off after jobs waited too long, until a handler returns
         self._sweep_timer: asyncio.TimerHandle | None = None
         self._settler = Settler(self._link)
-        self._tasks: set[asyncio.Task[None]] = set()  # releases
+        self._unknown = UnknownTypes(self.unknown, lambda: list(self._handlers))
+        self._tasks: set[asyncio.Task[None]] = set()  # releases; unknown types settled
         self._fetching = False
         self._fatal: BaseException | None = None
         self.process_state = "ok"
@@ -397,7 +405,10 @@ class Worker:
                 continue  # released meanwhile (a stop that did not wait)
             if held.extending is not None:
                 held.extending.cancel()
-            self._settler.add(job, error)
+            if self._unknown.takes(error):  # a type with no handler (leash.client._unknown)
+                self._unknown.settle_soon(self._link, job, error, self._tasks)
+            else:
+                self._settler.add(job, error)
         if finished:
             self._prefetching = True
             self._wake.set()
@@ -449,7 +460,7 @@ class Worker:
     def _run_one(self, job: Job) -> ErrorInfo | None:
         fn = self._handlers.get(job.type)
         if fn is None:
-            return unknown_type_error(job, list(self._handlers))
+            return self._unknown.run(job)
         return invoke(fn, job, self._push_for_handler)
 
     def _push_for_handler(self, spec: JobSpec, job: Job) -> str:

@@ -128,11 +128,12 @@ class AckMany(Struct, tag="ack_many", tag_field="op"):
     leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
 
 
-class Fail(Struct, tag="fail", tag_field="op"):
+class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
     error: ErrorInfo = ErrorInfo()
+    dead: bool = False  # no more attempts: the job goes to the dead set now
 
 
 class Extend(Struct, tag="extend", tag_field="op", omit_defaults=True):

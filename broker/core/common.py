@@ -17,11 +17,13 @@ class Rejected(Exception):
         self.code, self.message, self.path = code, message, path
 
 
-def failure_for(state: State, job: Job, error: M.ErrorInfo, now_ms: int) -> R.Failure:
+def failure_for(
+    state: State, job: Job, error: M.ErrorInfo, now_ms: int, dead: bool = False
+) -> R.Failure:
     """The record of an attempt its handler reported failed: retried after
-    the backoff (retry.py), or dead at its limit."""
+    the backoff (retry.py), or dead at its limit or when it gives up (``dead``)."""
     attempt = job.failures + 1
-    if attempt >= job.max_attempts:
+    if dead or attempt >= job.max_attempts:
         return R.Failure(job.id, job.token, error, None, now_ms)
     delay_ms = retry_delay_ms(job.id, attempt, job.retry_base_ms, state.config.retry_delay_max_ms)
     return R.Failure(job.id, job.token, error, now_ms + delay_ms, now_ms)
