@@ -54,8 +54,8 @@ recovery-heavy: $(STAMP)  ## the broker killed around a worker's kill -9, 100 cy
 		tests/integration/test_recovery_defaults.py -k broker_killed
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check leash protocol broker client web tests bench
-	$(VENV)/bin/ruff format --check leash protocol broker client web tests bench
+	$(VENV)/bin/ruff check leash protocol broker client web tests bench docs/examples
+	$(VENV)/bin/ruff format --check leash protocol broker client web tests bench docs/examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy

@@ -28,10 +28,15 @@
   ``leashs://host:port?ca=...&key_file=...``; or ``Client.from_env()``, which
   takes the broker from ``LEASH_URL`` and the key and TLS files from
   ``LEASH_KEY_FILE``, ``LEASH_TLS_CA`` ... (``leash.client._env``).
+- Job args keep their types: datetime, date, Decimal, UUID and bytes come
+  back as themselves; a push whose args hold any other type raises
+  ``UnsupportedArgType`` (a ``TypeError``) naming the field
+  (``leash.protocol.argtypes``).
 - Exceptions: ``LeashError`` and its tree (see ``leash.client._exceptions``).
 """
 
 from leash.protocol.admin import BusyJob, BusyProcess, FsckReport, ProcessView, QueueView, Stats
+from leash.protocol.argtypes import UnsupportedArgType
 from leash.protocol.auth import Key, KeyFileError
 from leash.protocol.messages import BatchCreated, BatchView, ErrorInfo, JobSpec, JobView, PushResult
 
@@ -126,6 +131,7 @@ __all__ = [
     "TooLarge",
     "TooManyConnections",
     "UnknownOp",
+    "UnsupportedArgType",
     "UnsupportedVersion",
     "Worker",
     "add_to_batch",

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from leash.protocol import argtypes
 from leash.protocol import messages as M
 
 
@@ -75,9 +76,11 @@ def error_text(job: M.JobView) -> str:
 
 
 def decoded_args(raw: msgspec.Raw) -> Any:
+    """A job's args as JSON shows them: datetimes in RFC 3339, Decimals and
+    UUIDs as text, bytes in base64 (``leash.protocol.argtypes.readable``)."""
     try:
-        return msgspec.msgpack.decode(raw)
-    except msgspec.DecodeError:
+        return argtypes.readable(argtypes.unpack(raw))
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return {"undecodable_msgpack": bytes(raw).hex()}
 
 

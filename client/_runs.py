@@ -7,7 +7,9 @@
   waiting for it, so ``concurrency`` bounds every kind of job at once; a
   stop that outlasts its grace cancels the tasks still running (``cancel``)
   and the worker releases their jobs;
-- a job of a type with no handler fails with an ``UnknownJobType`` error.
+- a job of a type with no handler is dead at once, with an
+  ``UnknownJobType`` error, or released for another worker
+  (``leash.client._unknown``).
 
 Every kind goes through the middleware chain and is logged the same way.
 ``add_to_batch`` from a plain handler in a thread pushes on the loop, through
@@ -21,8 +23,9 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from leash.protocol.messages import JobSpec
 
+from . import _unknown as unknown
 from ._control import Failure, Outcome
-from ._handlers import Pool, Registered, invoke, invoke_async, unknown_type_error
+from ._handlers import Pool, Registered, invoke, invoke_async
 from ._link import Link
 from ._middleware import Chain
 from ._procs import Children
@@ -38,11 +41,12 @@ class Runs:
         self,
         handlers: Mapping[str, Registered],
         pool: Pool,
+        unknown: str,
         chain: Chain,
         link: Link,
         push_timeout_s: float,
     ) -> None:
-        self._handlers, self._pool, self._chain = handlers, pool, chain
+        self._handlers, self._pool, self._unknown, self._chain = handlers, pool, unknown, chain
         self._link, self._push_timeout_s = link, push_timeout_s
         self._loop = asyncio.get_running_loop()
         self.children = Children()  # started by the first job run in a process
@@ -52,9 +56,12 @@ class Runs:
         """Run ``job`` (in a slot's thread); what it comes to."""
         entry = self._handlers.get(job.type)
         if entry is None:
-            error = unknown_type_error(job, list(self._handlers))
-            log.warning("job %s: %s", job.id, error.message)
-            return Failure(error)
+            settled = unknown.outcome(job, self._unknown, list(self._handlers))
+            if isinstance(settled, Failure):
+                log.warning("job %s is dead: %s", job.id, settled.error.message)
+            else:
+                log.info("job %s released: no handler for its type %r here", job.id, job.type)
+            return settled
         if entry.is_async:
             return self._on_loop(lambda: self._coroutine(entry, job))
         if (entry.pool or self._pool) == "processes":

@@ -3,7 +3,9 @@
 Rules: nothing here does I/O. ``job_spec`` sets only the fields its caller
 gave, so every unset option is left out of the encoded JobSpec and the broker
 applies its own default. Job arguments are msgpack: encoded once by
-``job_spec``, decoded at most once by ``Job.args``.
+``job_spec``, decoded at most once by ``Job.args``, both by
+``leash.protocol.argtypes`` (datetimes, dates, Decimals, UUIDs and bytes keep
+their types; any other type is refused at push time, naming the field).
 """
 
 import itertools
@@ -16,7 +18,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from leash.protocol import limits
+from leash.protocol import argtypes, limits
 from leash.protocol.messages import Delivery, ErrorInfo, JobSpec, LeaseRef
 
 _UNDECODED: Any = object()  # Job.args not decoded yet
@@ -62,9 +64,10 @@ class Job:
 
     @property
     def args(self) -> Any:
-        """The job's arguments as the producer gave them (lists come back as lists)."""
+        """The job's arguments as the producer gave them, with their types
+        (``leash.protocol.argtypes``: tuples come back as lists)."""
         if self._args is _UNDECODED:
-            self._args = msgspec.msgpack.decode(self.raw_args)
+            self._args = argtypes.unpack(self.raw_args)
         return self._args
 
     def __repr__(self) -> str:
@@ -151,14 +154,16 @@ def job_spec(
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
     The id is made here when not given, so pushing the same JobSpec twice
-    (for example after a lost connection) creates one job. Bounds are checked
-    by the broker, which answers ``BadRequest`` naming the field.
+    (for example after a lost connection) creates one job. ``args`` of a type
+    that would not come back as itself raise ``UnsupportedArgType`` here,
+    naming the field. Bounds are checked by the broker, which answers
+    ``BadRequest`` naming the field.
     """
     if run_at_ms is not None and delay_ms is not None:
         raise ValueError("give run_at_ms or delay_ms, not both")
     spec = JobSpec(type=type, id=id if id is not None else new_job_id())
     if args is not None:
-        spec.args = msgspec.Raw(msgspec.msgpack.encode(args))
+        spec.args = msgspec.Raw(argtypes.pack(args))
     if queue is not None:
         spec.queue = queue
     if priority is not None:

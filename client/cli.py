@@ -76,6 +76,7 @@ from ._env import URL, Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
 from ._signals import STOP_SIGNALS
+from ._unknown import POLICIES
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
 from .blocking import Client
 from .worker import Worker
@@ -180,6 +181,13 @@ def _parser() -> argparse.ArgumentParser:
         "--no-auto-extend",
         action="store_true",
         help="do not extend running jobs' leases (a job longer than its lease_ttl_ms is lost)",
+    )
+    worker.add_argument(
+        "--unknown",
+        choices=POLICIES,
+        default=None,
+        help="a job of a type with no handler here: dead at once (default), or released "
+        "for another worker (while a deploy rolls)",
     )
     worker.add_argument(
         "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"]
@@ -362,6 +370,7 @@ def _run_worker(options: argparse.Namespace) -> int:
         grace_s=options.grace_s,
         auto_extend=False if options.no_auto_extend else None,
         pool=options.pool,
+        unknown=options.unknown,
     )
     running.append(worker)
     log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))

@@ -14,8 +14,10 @@ How args reach a handler is in ``leash.client._handlers``: a list is spread
 is the one argument. Returning acks the job; raising fails the attempt with
 the exception's type, message and traceback, or steers the job
 (``leash.client._control``: ``Retry``, ``Discard``, ``Snooze``, a
-handler's ``retry_on`` / ``give_up_on``); a job of a type with no handler
-is failed with an ``UnknownJobType`` error (another worker may have one).
+handler's ``retry_on`` / ``give_up_on``). A job of a type with no handler
+goes to the dead set at once with an ``UnknownJobType`` error naming the
+types this worker knows, or with ``unknown="release"`` back to its queue
+for another worker (``leash.client._unknown`` says why and when).
 Each run is logged (``leash.client._joblog``) and goes through the
 middleware (``leash.client._middleware``).
 
@@ -106,6 +108,7 @@ from ._security import KeyOption, TlsOption, as_key, as_tls
 from ._settle import LINK_ERRORS, Settler
 from ._slots import Slots
 from ._types import Job
+from ._unknown import checked_policy
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
 
@@ -139,6 +142,7 @@ class Worker:
         prefetch: int = PREFETCH_DEFAULT,
         pool: Pool = "threads",
         middleware: Sequence[object] = (),
+        unknown: str = "dead",
     ) -> None:
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
@@ -160,6 +164,7 @@ class Worker:
         self.prefetch = prefetch  # jobs leased ahead of a free slot
         self.pool: Pool = pool  # where plain handlers run unless their own pool says
         self.middleware = list(middleware)  # hooks around each job and the worker's life
+        self.unknown = checked_policy(unknown)  # a job of a type with no handler: "dead", "release"
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self.stopped = False  # run() has finished its work (it may still be returning)
@@ -218,6 +223,7 @@ class Worker:
         auto_extend: bool | None = None,
         prefetch: int | None = None,
         pool: Pool | None = None,
+        unknown: str | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -239,6 +245,7 @@ class Worker:
             prefetch=prefetch if prefetch is not None else self.prefetch,
             pool=pool if pool is not None else self.pool,
             middleware=self.middleware,
+            unknown=unknown if unknown is not None else self.unknown,
         )
 
     # --- running ---------------------------------------------------------------
@@ -294,7 +301,9 @@ class Worker:
         self._stopping, self._hard, self._wake = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self._collected = asyncio.Event()  # set when finished jobs were collected
         self._held: dict[int, _Held] = {}  # by token: leased, not finished (waiting or running)
-        self._runs = Runs(self._handlers, self.pool, self._chain, self._link, self.timeout_s * 2)
+        self._runs = Runs(
+            self._handlers, self.pool, self.unknown, self._chain, self._link, self.timeout_s * 2
+        )
         self._slots = Slots(self.concurrency, self._runs.run, loop, self._collect)
         self._prefetching = True  # off after jobs waited too long, until a handler returns
         self._sweep_timer: asyncio.TimerHandle | None = None

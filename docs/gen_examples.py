@@ -24,10 +24,14 @@ if str(ROOT) not in sys.path:  # runnable without installing the package
 if str(ROOT / "docs") not in sys.path:  # gen_common, beside this file
     sys.path.insert(0, str(ROOT / "docs"))
 
+import datetime  # noqa: E402
+import uuid  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
 import gen_common  # noqa: E402  (docs/gen_common.py, beside this file)
 import msgspec  # noqa: E402
 
-from leash.protocol import auth  # noqa: E402
+from leash.protocol import argtypes, auth  # noqa: E402
 from leash.protocol.errors import ErrorCode  # noqa: E402
 from leash.protocol.frames import encode_frame  # noqa: E402
 from leash.protocol.messages import (  # noqa: E402
@@ -65,6 +69,22 @@ LEASED_MS = CREATED_MS + 2_500
 LEASE_TTL_MS = 1_800_000
 JOB_ID = "invoice-1001"
 ARGS = msgspec.Raw(msgspec.msgpack.encode(["ada@example.com", 1001]))
+# One of each type of section 3.5, as the Python client encodes them.
+TYPED_ARGS = msgspec.Raw(
+    argtypes.pack(
+        [
+            datetime.datetime(
+                2026, 1, 1, 9, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=2))
+            ),
+            datetime.datetime(2026, 1, 1, 9, 30),
+            datetime.datetime(2026, 1, 1, 9, 30, 0, 250_000),
+            datetime.date(2026, 1, 1),
+            Decimal("12.50"),
+            uuid.UUID("6f1c2d7e-0b9a-4c35-8e21-5d4f3a2b1c0d"),
+            b"\x00\xff",
+        ]
+    )
+)
 
 # The authenticated handshake, with a key no one uses: a test vector for other clients.
 EXAMPLE_KEY = auth.Key("k-example", bytes(range(32)))
@@ -145,6 +165,16 @@ EXAMPLES: list[Example] = [
         Push(
             rid=2, job=JobSpec(type="send_invoice", queue="mail", args=ARGS, id=JOB_ID, priority=7)
         ),
+        annotate=True,
+    ),
+    Example(
+        "push with typed args",
+        "client to server",
+        "`args` holds one value of each type of section 3.5: a moment (09:30 at UTC+2, "
+        "sent as 07:30 UTC), a wall-clock time without a zone, one with 250 ms (the "
+        "8-byte layout), a date, a decimal, a UUID, and two bytes. The JSON notation "
+        "shows them as the admin views do (bytes in base64).",
+        Push(rid=9, job=JobSpec(type="invoice", id="invoice-1002", args=TYPED_ARGS)),
         annotate=True,
     ),
     Example(
@@ -283,6 +313,32 @@ class _Token:
     meaning: str
 
 
+_EXT_NAMES = {
+    argtypes.TIMESTAMP_EXT: "timestamp",
+    argtypes.NAIVE_DATETIME_EXT: "datetime without a zone",
+    argtypes.DATE_EXT: "date",
+    argtypes.DECIMAL_EXT: "decimal",
+    argtypes.UUID_EXT: "UUID",
+}
+
+
+def _payload(code: int, payload: bytes) -> str:
+    """What the payload of an ext of section 3.5 holds, field by field."""
+    if code in (argtypes.TIMESTAMP_EXT, argtypes.NAIVE_DATETIME_EXT):
+        if len(payload) == 4:
+            return f"seconds {int.from_bytes(payload, 'big')}"
+        if len(payload) == 8:
+            packed = int.from_bytes(payload, "big")
+            return f"nanoseconds {packed >> 34}, seconds {packed & (1 << 34) - 1}"
+        nanos = int.from_bytes(payload[:4], "big")
+        return f"nanoseconds {nanos}, seconds {int.from_bytes(payload[4:], 'big', signed=True)}"
+    if code == argtypes.DATE_EXT:
+        return f"days {int.from_bytes(payload, 'big', signed=True)}"
+    if code == argtypes.DECIMAL_EXT:
+        return f'text "{payload.decode()}"'
+    return f"{len(payload)} bytes"
+
+
 class _Annotator:
     """Walks msgpack bytes and names every token. Covers the types the examples use."""
 
@@ -314,8 +370,31 @@ class _Annotator:
             width = 1 << (lead - 0xCC)
             number = int.from_bytes(self.body[start + 1 : start + 1 + width], "big")
             self._emit(start, 1 + width, depth, f"{prefix}uint{width * 8} {number}")
+        elif lead == 0xC4:
+            length = self.body[start + 1]
+            data = self.body[start + 2 : start + 2 + length].hex(" ")
+            self._emit(start, 2 + length, depth, f"{prefix}bin8 of {length} bytes: {data}")
+        elif 0xD4 <= lead <= 0xD8 or lead == 0xC7:
+            self._ext(start, depth, prefix)
         else:
             raise NotImplementedError(f"msgpack lead byte {lead:#04x} at {start}")
+
+    def _ext(self, start: int, depth: int, prefix: str) -> None:
+        """A fixext or an ext 8: its code, its payload, and the value it carries."""
+        lead = self.body[start]
+        if lead == 0xC7:
+            header, length, kind = 3, self.body[start + 1], "ext8"
+        else:
+            header, length = 2, 1 << (lead - 0xD4)
+            kind = f"fixext{length}"
+        code = int.from_bytes(self.body[start + header - 1 : start + header], "big", signed=True)
+        value = msgspec.msgpack.decode(
+            self.body[start : start + header + length], ext_hook=argtypes.ext_value
+        )
+        shown = msgspec.json.encode(argtypes.readable(value)).decode()
+        payload = self.body[start + header : start + header + length]
+        meaning = f"{kind}, code {code} ({_EXT_NAMES[code]}, {_payload(code, payload)}): {shown}"
+        self._emit(start, header + length, depth, prefix + meaning)
 
     def _emit(self, start: int, size: int, depth: int, meaning: str) -> None:
         self.tokens.append(_Token(self.base + start, size, depth, meaning))
@@ -364,7 +443,7 @@ def annotate(frame: bytes) -> list[str]:
 
 def notation(message: msgspec.Struct) -> str:
     """The body as JSON, for reading only: the wire carries msgpack."""
-    plain = msgspec.msgpack.decode(encoder.encode(message))
+    plain = argtypes.readable(argtypes.unpack(encoder.encode(message)))
     return msgspec.json.encode(plain).decode()
 
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from msgspec import Meta, Raw, Struct
 
+from leash.protocol import argtypes
 from leash.protocol import limits as L
 from leash.protocol import messages as M
 
@@ -221,18 +222,17 @@ def retry_of(max_attempts: int, discard_dead: bool) -> int:
 
 def args_json(args: Raw) -> Raw:
     """A job's args as a JSON array: a msgpack array as it is, anything else
-    (a Leash job's map or single value) as the one item of an array."""
+    (a Leash job's map or single value) as the one item of an array. Values
+    JSON has no type for are shown as text (``argtypes.readable``): a
+    datetime or a date in RFC 3339, a Decimal or a UUID as its text, bytes
+    in base64, an ext of another code as ``{"ext": code, "data": base64}``."""
     try:
-        values = msgspec.msgpack.decode(args, ext_hook=_ext_as_bytes)
-    except (msgspec.DecodeError, RecursionError):
+        values = argtypes.readable(argtypes.unpack(args))
+    except (msgspec.DecodeError, ValueError, RecursionError):
         values = None  # the broker never stores undecodable args; be total anyway
     if not isinstance(values, list):
         values = [values]
     return Raw(_json.encode(values))
-
-
-def _ext_as_bytes(code: int, data: memoryview) -> bytes:
-    return bytes(data)  # a msgpack extension travels as its bytes (base64 in JSON)
 
 
 def kept_fields(extra: bytes | None) -> dict[str, Raw]:

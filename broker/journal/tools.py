@@ -7,9 +7,10 @@
   first problem; exit status 0 if all is well, 1 on a problem (a torn tail
   too: start-up would cut it).
 - ``dump`` prints every record after the newest snapshot as one JSON object
-  per line, ``{"seq": N, "record": {...}}`` (job args decoded from msgpack,
-  bytes in base64; args that JSON cannot show, such as an ext value or a
-  map with an array for a key, as ``{"msgpack": BASE64}`` of their bytes),
+  per line, ``{"seq": N, "record": {...}}`` (job args decoded from msgpack
+  as ``leash job --json`` shows them: times in RFC 3339, Decimals and UUIDs
+  as text, bytes in base64; args that do not decode, such as a map with an
+  array for a key, as ``{"msgpack": BASE64}`` of their bytes),
   then one line naming the snapshot the records follow,
   ``{"snapshot": PATH, "through": S, "state_jobs": J}`` (``null`` when
   none; J counts the jobs after the records).
@@ -33,6 +34,7 @@ from leash.broker.journal.compaction import Compactor
 from leash.broker.journal.disk import Disk, OsDisk
 from leash.broker.journal.log import Journal, JournalFailure
 from leash.broker.journal.recovery import JournalCorrupt, Recovered, recover
+from leash.protocol import argtypes
 
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
@@ -159,9 +161,10 @@ def _plain(value: Any) -> Any:
 
 
 def _args(raw: msgspec.Raw) -> Any:
-    """Job args as JSON shows them, or their msgpack bytes when it cannot."""
+    """Job args as JSON shows them (``argtypes.readable``), or their msgpack
+    bytes when it cannot."""
     try:
-        decoded = msgspec.msgpack.decode(raw)
+        decoded = argtypes.readable(argtypes.unpack(raw))
         msgspec.json.encode(decoded)
     except (msgspec.DecodeError, TypeError, ValueError, RecursionError):
         return {"msgpack": bytes(raw)}  # base64 in JSON

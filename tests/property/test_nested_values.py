@@ -28,6 +28,7 @@ from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.recovery import recover
 from leash.broker.journal.snapshotter import take
 from leash.broker.server.limits import oversized_args
+from leash.protocol import argtypes
 from leash.protocol import limits as L
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -84,7 +85,7 @@ def dumped_args(directory: str) -> dict[str, Any]:
 def as_dump_shows(args: bytes) -> Any:
     """What dump prints for these args: the value, or their bytes."""
     try:
-        value = msgspec.msgpack.decode(args)
+        value = argtypes.readable(argtypes.unpack(args))
         return json.loads(msgspec.json.encode(value))
     except (msgspec.DecodeError, TypeError, ValueError):
         return {"msgpack": base64.b64encode(args).decode()}

@@ -223,6 +223,17 @@ def test_a_job_with_one_attempt_dies_on_its_first_failure() -> None:
     assert core.fail(core.lease()).state == "dead"
 
 
+def test_a_fail_that_gives_up_sends_the_job_to_the_dead_set_with_attempts_left() -> None:
+    core = Core()
+    core.push(id="a", max_attempts=25)
+    delivery = core.lease()
+    outcome = core.send(M.Fail(1, "a", delivery.token, BOOM, dead=True))
+    assert outcome.reply == M.Failed(1, "dead", None)
+    job = core.job("a")
+    assert (job.state, job.attempt, job.last_error) == ("dead", 1, BOOM)
+    assert core.state.counts["dead"] == 1
+
+
 def test_the_failure_record_carries_its_results_not_now() -> None:
     core = Core()
     core.push(id="a")
