@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 NODE_STAMP := tests/faktory/node_modules/.installed
 
-.PHONY: run test check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick screenshot clean faktory-clients
+.PHONY: run test test-fast check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick screenshot clean faktory-clients
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -26,6 +26,9 @@ run: $(STAMP)  ## run a broker on 127.0.0.1:7420 with its data in ./leash-data (
 
 test: $(STAMP) faktory-clients  ## the whole test suite, four at a time (about 5 minutes on 2 cores)
 	$(PY) -m pytest -q -n 4
+
+test-fast: $(STAMP)  ## unit and property tests only (about 2 minutes): for every edit
+	$(PY) -m pytest -q -n 4 tests/unit tests/property
 
 # Faktory's Node client for the Faktory-protocol tests (tests/faktory/package.json)
 # comes from npm into tests/faktory/node_modules; the Python ones are in the
