@@ -213,8 +213,8 @@ class ClientCore(BatchCalls, Generic[W]):
         self,
         lease: Lease,
         error: BaseException | str | ErrorInfo,
-        retry_in_ms: int | None = None,
         dead: bool = False,
+        retry_in_ms: int | None = None,
     ) -> Call[FailResult]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
@@ -223,8 +223,8 @@ class ClientCore(BatchCalls, Generic[W]):
             id=job_id,
             token=token,
             error=error_info(error),
-            retry_in_ms=retry_in_ms,
             dead=dead,
+            retry_in_ms=retry_in_ms,
         )
         return Call(rid, self._encode(request), _fail_result)
 

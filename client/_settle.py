@@ -199,7 +199,7 @@ def _calls(client: AsyncClient, outcomes: list[Finished]) -> list[Call[Any]]:
     for job, outcome in others:
         match outcome:
             case Failure(error=error, retry_in_ms=retry_in_ms, dead=dead):
-                calls.append(client._core.fail(job, error, retry_in_ms, dead))
+                calls.append(client._core.fail(job, error, dead, retry_in_ms))
             case Snoozed(delay_ms=delay_ms):
                 calls.append(client._core.release(job, delay_ms))
             case None:
@@ -220,5 +220,7 @@ def _log_outcome(job: Job, outcome: Outcome, result: object) -> None:
             log.warning("job %s (%s) is dead", job.id, job.type)
         else:
             log.debug("job %s (%s) is retrying at %s ms", job.id, job.type, result.retry_at_ms)
+    elif outcome is None:
+        log.debug("job %s acked", job.id)
     else:
-        log.debug("job %s %s answered", job.id, verb)
+        log.debug("job %s released for later", job.id)

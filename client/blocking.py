@@ -298,14 +298,15 @@ class Client:
         job: Lease,
         error: BaseException | str | ErrorInfo,
         *,
-        retry_in_ms: int | None = None,
         dead: bool = False,
+        retry_in_ms: int | None = None,
     ) -> FailResult:
         """The attempt failed: the job is retried later or, out of attempts, dead.
 
-        ``retry_in_ms``: retry after this long instead of the job's backoff;
-        ``dead``: no more attempts, to the dead set now."""
-        return self._call(self._core.fail(job, error, retry_in_ms, dead))
+        ``dead``: no more attempts (running it again cannot help), to the
+        dead set now; ``retry_in_ms``: retry after this long instead of the
+        job's backoff."""
+        return self._call(self._core.fail(job, error, dead, retry_in_ms))
 
     def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""

@@ -259,6 +259,7 @@ class Worker:
         """Run on the current loop until stopped; raise if the broker refuses the setup."""
         if not self._handlers:
             raise ValueError("no handlers registered")
+        self.stopped = False
         self._chain = Chain(self.middleware)
         self._chain.on_start(self)
         self._begin()

@@ -133,8 +133,8 @@ class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):
     id: JobId
     token: Token
     error: ErrorInfo = ErrorInfo()
-    retry_in_ms: DelayMs | None = None  # retrying after this instead of the backoff
     dead: bool = False  # no more attempts: the job goes to the dead set now
+    retry_in_ms: DelayMs | None = None  # retrying after this instead of the backoff
 
     def __post_init__(self) -> None:
         if self.dead and self.retry_in_ms is not None:

@@ -223,7 +223,8 @@ class Walk(Core):
             if retry_in_ms is not None:
                 delay_ms = max(min(retry_in_ms, cap_ms), 1)
             retry_at_ms = self.now_ms + delay_ms
-        request = M.Fail(self.next_rid(), held.id, token, error, retry_in_ms, give_up)
+        rid = self.next_rid()
+        request = M.Fail(rid, held.id, token, error, dead=give_up, retry_in_ms=retry_in_ms)
         outcome = self.send(request)
         assert outcome.reply == M.Failed(self.rid, "dead" if dead else "retrying", retry_at_ms)
         job = self.state.jobs[held.id]
