@@ -34,6 +34,9 @@ The tree::
 
 A ``ServerError`` whose code this client does not know (a newer broker) is
 raised as ``ServerError`` itself, with the code as a plain string.
+``UnsupportedArgType`` (``leash.protocol.argtypes``) is not in the tree: it
+is a ``TypeError``, a mistake in the caller's args (a type that would not
+come back as itself), raised before anything is sent.
 ``TooLarge`` is also raised locally, before sending, for a request over the
 broker's frame limit: sending it would make the broker close the connection.
 """

@@ -32,6 +32,7 @@ The broker never calls any of this: it keeps args as the producer's bytes.
 import datetime
 import re
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Final
 
@@ -112,7 +113,9 @@ def _value(value: Any) -> Any:
     return convert(value)
 
 
-def _array(items: list[Any] | tuple[Any, ...]) -> list[Any]:
+def _array(items: list[Any] | tuple[Any, ...]) -> list[Any] | tuple[Any, ...]:
+    if len(items) > _WALK_MAX_ITEMS and _plain(items):
+        return items  # msgspec writes a tuple as an array too
     out: list[Any] = []
     try:
         for item in items:
@@ -123,7 +126,21 @@ def _array(items: list[Any] | tuple[Any, ...]) -> list[Any]:
     return out
 
 
+def _plain(values: Iterable[Any]) -> bool:
+    """Whether every value is a scalar that msgspec writes as it is (a fast
+    path: the kinds are gathered in C, and ints checked by their extremes)."""
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_KINDS:
+        return True
+    if kinds - _PLAIN_KINDS != _INTS:
+        return False
+    ints = list(values) if len(kinds) == 1 else [value for value in values if type(value) is int]
+    return min(ints) >= _INT_MIN and max(ints) < _INT_END
+
+
 def _map(entries: dict[Any, Any]) -> dict[Any, Any] | msgspec.Raw:
+    if len(entries) > _WALK_MAX_ITEMS and _plain(entries) and _plain(entries.values()):
+        return entries
     out: dict[Any, Any] = {}
     pairs: list[tuple[Any, Any]] | None = None  # once a key is an Ext, which cannot be hashed
     key: Any = None
@@ -211,6 +228,9 @@ _CONVERT: Final[dict[type, Any]] = {
     Decimal: _decimal,
     uuid.UUID: _uuid,
 }
+_WALK_MAX_ITEMS: Final = 8  # containers this small are walked: faster than _plain
+_PLAIN_KINDS: Final = frozenset({str, float, bool, type(None), bytes})
+_INTS: Final = frozenset({int})
 _KEY_TYPES: Final = frozenset(
     {str, int, float, bool, type(None), bytes, datetime.datetime, datetime.date, Decimal, uuid.UUID}
 )

@@ -2,11 +2,14 @@
 Leash ``Worker`` and the other way round, and the views, the process list
 and the metrics see Faktory clients as they see Leash ones."""
 
+import datetime
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
+from decimal import Decimal
 
 import pytest
 from faktory import Client as FaktoryClient
@@ -97,3 +100,24 @@ def test_views_processes_and_metrics_see_a_faktory_consumer(launch: Launch) -> N
         assert samples['leash_queue_failed_total{queue="q"}'] == 1
         assert samples['leash_queue_leased{queue="q"}'] == 1
         assert samples["leash_processes"] == 1
+
+
+def test_a_leash_jobs_typed_args_reach_a_faktory_consumer_as_json_text(
+    broker: BrokerProcess,
+) -> None:
+    plus_2 = datetime.timezone(datetime.timedelta(hours=2))
+    when = datetime.datetime(2026, 1, 1, 9, 30, tzinfo=plus_2)
+    args = [when, datetime.date(2026, 1, 1), Decimal("12.50"), uuid.UUID(int=7), b"\x00\xff"]
+    with Client("127.0.0.1", broker.port) as client:
+        client.push("invoice", [*args, {"local": datetime.datetime(2026, 1, 1, 9, 30)}])
+    with Lines(broker.faktory_port) as lines:
+        lines.hello(wid="typed-consumer")
+        unit = lines.command("FETCH", "default").json
+    assert unit["args"] == [
+        "2026-01-01T07:30:00Z",
+        "2026-01-01",
+        "12.50",
+        "00000000-0000-0000-0000-000000000007",
+        "AP8=",
+        {"local": "2026-01-01T09:30:00"},
+    ]

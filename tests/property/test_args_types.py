@@ -41,8 +41,8 @@ scalars = (
 )
 args = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
-    max_leaves=20,
+    lambda inner: st.lists(inner, max_size=12) | st.dictionaries(keys, inner, max_size=12),
+    max_leaves=30,
 )
 
 
@@ -68,7 +68,7 @@ def _key(key: Any) -> Any:
     return (type(key), str(key) if isinstance(key, Decimal) else key)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(value=args)
 def test_every_supported_value_comes_back_as_itself(value: Any) -> None:
     packed = pack(value)
@@ -94,13 +94,13 @@ def with_one_bad_leaf(draw: st.DrawFn) -> tuple[Any, str]:
     path = ""
     for _ in range(draw(st.integers(0, 5))):
         if draw(st.booleans()):
-            siblings = draw(st.lists(scalars, max_size=3))
+            siblings = draw(st.lists(scalars, max_size=12))
             index = draw(st.integers(0, len(siblings)))
             leaf = [*siblings[:index], leaf, *siblings[index:]]
             path = f"[{index}]{path}"
         else:
             key = draw(key_texts)
-            others = draw(st.dictionaries(key_texts, scalars, max_size=3))
+            others = draw(st.dictionaries(key_texts, scalars, max_size=12))
             others.pop(key, None)
             leaf = {**others, key: leaf}
             path = f"[{json.dumps(key, ensure_ascii=False)}]{path}"

@@ -118,6 +118,28 @@ def test_any_other_type_is_refused_naming_the_field(args: Any, message: str) -> 
     assert isinstance(refused.value, TypeError)
 
 
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        ([*range(20), {1}], "args[20]"),
+        ([0] * 20 + [2**64], "args[20]"),
+        (("a", True, None, b"", 1.5) * 4 + (-(2**63) - 1,), "args[20]"),
+        ({f"k{i}": i for i in range(9)} | {"k9": 2**64}, 'args["k9"]'),
+        ({f"k{i}": "x" for i in range(9)} | {3: {1}}, "args[3]"),
+    ],
+)
+def test_long_lists_and_maps_are_checked_item_by_item_too(args: Any, path: str) -> None:
+    with pytest.raises(UnsupportedArgType) as refused:
+        pack(args)
+    assert refused.value.path == path
+
+
+def test_long_lists_and_maps_of_plain_values_come_back_as_themselves() -> None:
+    values = [tuple(range(20)), ["a", True, None, b"", 1.5, -(2**63), 2**64 - 1] * 3]
+    values += [{f"k{i}": i for i in range(20)}, {i: "x" for i in range(20)}]
+    assert unpack(pack(values)) == [list(values[0]), *values[1:]]
+
+
 def test_the_refusal_lists_the_supported_types() -> None:
     with pytest.raises(UnsupportedArgType, match=r"supported: None, bool, .* UUID"):
         pack({1})
