@@ -22,8 +22,8 @@ def failure_for(
     job: Job,
     error: M.ErrorInfo,
     now_ms: int,
-    retry_in_ms: int | None = None,
     dead: bool = False,
+    retry_in_ms: int | None = None,
 ) -> R.Failure:
     """The record of an attempt its handler reported failed: retried after
     the backoff (retry.py) or after the ``retry_in_ms`` it asked for, or

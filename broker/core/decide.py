@@ -58,7 +58,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(M.PushedMany(rid, pushes.results), _pushed(pushes))
         case M.Fail(rid=rid, id=job_id, token=token, error=error):
             job = lease_of(state, job_id, token)
-            failure = failure_for(state, job, error, now_ms, request.retry_in_ms, request.dead)
+            failure = failure_for(state, job, error, now_ms, request.dead, request.retry_in_ms)
             dead = failure.retry_at_ms is None
             reply = M.Failed(rid, "dead" if dead else "retrying", failure.retry_at_ms)
             return Outcome(reply, [R.AttemptsFailed([failure])])
