@@ -30,6 +30,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -38,6 +39,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from leash.protocol.messages import JobsRun
 
 from ._joblog import JobOutcome
 
@@ -93,6 +96,15 @@ class JobFigures:
     def counts(self) -> dict[str, dict[str, int]]:
         """Runs per job type and outcome."""
         return {name: figures.outcomes for name, figures in self.snapshot().items()}
+
+    def report(self, types_max: int) -> dict[str, JobsRun] | None:
+        """Runs per job type, for a beat: the ``types_max`` types that ran
+        most (None before the first run)."""
+        counts = self.counts()
+        if not counts:
+            return None
+        most = sorted(counts.items(), key=lambda item: -sum(item[1].values()))[:types_max]
+        return {name: msgspec.convert(outcomes, JobsRun) for name, outcomes in most}
 
 
 class WorkerCollector(Collector):

@@ -358,7 +358,8 @@ class Worker:
         self._may_fetch.set()
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="leash-fetch")
         self._fetcher.add_done_callback(self._fetcher_done)
-        heartbeat = Heartbeat(self._link, self._on_process_state)
+        ran = lambda: self.figures.report(limits.BEAT_TYPES_MAX)  # noqa: E731
+        heartbeat = Heartbeat(self._link, self._on_process_state, ran)
         self._heartbeat = asyncio.create_task(heartbeat.run(), name="leash-heartbeat")
 
     def _begin_stop(self, now: bool) -> None:

@@ -1,5 +1,6 @@
 """Visible work against a real broker: the worker's Prometheus endpoint, read
-after it ran jobs of each outcome, and ``leash worker --log-format json``."""
+after it ran jobs of each outcome, the same counts in the broker's processes
+view (told by the worker's beats), and ``leash worker --log-format json``."""
 
 import json
 import socket
@@ -9,14 +10,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from argparse import Namespace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from leash import Client, Worker, current_job
+from leash.client._admin_runs import processes as processes_table
 from leash.client._metrics import REQUEST_HEAD_MAX_BYTES
+from leash.protocol.messages import JobsRun
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.worker_thread import WAIT_S, running, settled, wait_until
 
@@ -80,6 +84,14 @@ def make_worker(port: int) -> Worker:
     return worker
 
 
+BEAT_MS = 100  # the broker's heartbeat_ms: the worker tells its counts this often
+
+
+@pytest.fixture
+def broker(launch_broker: Callable[..., BrokerProcess]) -> BrokerProcess:
+    return launch_broker("--heartbeat-ms", str(BEAT_MS))
+
+
 @pytest.fixture
 def client(broker: BrokerProcess) -> Iterator[Client]:
     with Client(port=broker.port) as client:
@@ -90,7 +102,8 @@ def test_the_metrics_endpoint_counts_runs_per_type_and_outcome_with_their_durati
     broker: BrokerProcess, client: Client
 ) -> None:
     worker = make_worker(broker.port)
-    with running(worker):
+    told = {name: JobsRun(**outcomes) for name, outcomes in EXPECTED_COUNTS.items()}
+    with running(worker), broker.admin() as admin:
         assert wait_until(lambda: worker.metrics_address is not None)
         address = worker.metrics_address
         assert address is not None and address[0] == "127.0.0.1"
@@ -108,6 +121,11 @@ def test_the_metrics_endpoint_counts_runs_per_type_and_outcome_with_their_durati
         huge = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * REQUEST_HEAD_MAX_BYTES + b"\r\n\r\n"
         assert raw_request(address, huge).startswith("HTTP/1.1 431")
         assert "leash_worker_jobs_total" in scrape(address, "/metrics?x=1")  # still serving
+        # The broker's processes view: the same counts, from the worker's next beat.
+        assert wait_until(lambda: [p.ran for p in admin.processes()] == [told])
+        table = processes_table(admin, Namespace()).text()
+        assert table.splitlines()[0].endswith("  RAN")
+        assert table.splitlines()[1].endswith("  4 done, 1 retrying, 1 dead, 1 unknown")
     counts = {
         (dict(labels)["type"], dict(labels)["outcome"]): value
         for (name, labels), value in got.items()

@@ -6,12 +6,13 @@ import msgspec
 import pytest
 
 from leash import Discard, Retry, Snooze, Worker
+from leash.client._admin_format import jobs_ran, jobs_ran_by_type
 from leash.client._control import Failure, Policy, Snoozed, outcome_of
 from leash.client._handlers import Registered, invoke, registered
 from leash.client._joblog import JobLog, Watch
 from leash.client._metrics import OTHER_TYPE, TYPES_MAX, JobFigures
 from leash.client._types import Job
-from leash.protocol.messages import Delivery
+from leash.protocol.messages import Delivery, JobsRun
 
 
 def job_at(attempt: int, max_attempts: int = 3, type: str = "resize") -> Job:
@@ -133,6 +134,20 @@ def test_the_figures_count_each_run_by_type_and_outcome_with_its_duration() -> N
     resize = figures.snapshot()["resize"]
     assert (resize.timed, sum(resize.buckets)) == (3, 3)
     assert resize.sum_s >= 0
+
+
+def test_a_beat_reports_the_types_that_ran_most_and_the_processes_views_sum_them() -> None:
+    figures = JobFigures()
+    assert figures.report(2) is None  # nothing ran: nothing told
+    for job_type, outcome, times in [("a", "done", 1), ("b", "done", 3), ("c", "dead", 2)]:
+        for _ in range(times):
+            figures.observe(job_type, outcome, 0.001)
+    figures.observe("c", "retrying", 0.001)
+    told = figures.report(2)
+    assert told == {"b": JobsRun(done=3), "c": JobsRun(dead=2, retrying=1)}
+    assert jobs_ran(told.values()) == "3 done, 1 retrying, 2 dead"
+    assert jobs_ran_by_type(told) == "b: 3 done; c: 1 retrying, 2 dead"
+    assert (jobs_ran([]), jobs_ran_by_type(None)) == ("", "")
 
 
 def test_the_figures_keep_a_bounded_number_of_types() -> None:
