@@ -25,6 +25,7 @@ figures::
 
 import asyncio
 import bisect
+import ipaddress
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -140,6 +141,13 @@ class WorkerCollector(Collector):
         )
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _cumulative(buckets: list[int]) -> list[tuple[str, float]]:
     bounds = [repr(bound) for bound in DURATION_BUCKETS_S] + ["+Inf"]  # "0.005", "1.0"
     total, cumulative = 0, []
@@ -158,12 +166,19 @@ class MetricsEndpoint:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host:port`` (0: any free port); the address bound."""
-        self._server = await asyncio.start_server(
-            self._answer, host, port, limit=REQUEST_HEAD_MAX_BYTES
-        )
+        """Listen on ``host:port`` (0: any free port); the address bound.
+        Raises ``OSError`` naming the address if it cannot."""
+        try:
+            self._server = await asyncio.start_server(
+                self._answer, host, port, limit=REQUEST_HEAD_MAX_BYTES
+            )
+        except OSError as exc:
+            message = f"cannot serve metrics on {host}:{port}: {exc.strerror}"
+            raise OSError(exc.errno, message) from exc
         bound: tuple[str, int] = self._server.sockets[0].getsockname()[:2]
         log.info("metrics on http://%s:%d/metrics", *bound)
+        if not _loopback(bound[0]):
+            log.warning("the metrics port has no authentication: anyone who reaches it reads it")
         return bound
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 after it ran jobs of each outcome, the same counts in the broker's processes
 view (told by the worker's beats), and ``leash worker --log-format json``."""
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -154,6 +155,13 @@ def test_no_metrics_endpoint_unless_asked_and_bad_ports_are_refused() -> None:
     assert Worker().metrics_port is None
     with pytest.raises(ValueError, match="metrics_port must be from 0 to 65535, not 70000"):
         Worker(metrics_port=70_000)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker = Worker(port=1, metrics_port=port, handlers={"t": print})
+        with pytest.raises(OSError, match=f"cannot serve metrics on 127.0.0.1:{port}: "):
+            asyncio.run(worker.run_async())  # before it connects to any broker
 
 
 def test_leash_worker_logs_json_lines_with_the_job_fields(broker: BrokerProcess) -> None:
