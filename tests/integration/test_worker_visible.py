@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from leash import Client, Worker, current_job
 from leash.client._admin_runs import processes as processes_table
 from leash.client._metrics import REQUEST_HEAD_MAX_BYTES
+from leash.client.cli import main
 from leash.protocol.messages import JobsRun
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.worker_thread import WAIT_S, running, settled, wait_until
@@ -208,3 +209,12 @@ def test_leash_worker_logs_json_lines_with_the_job_fields(broker: BrokerProcess)
     assert failed["level"] == "error" and failed["job_type"] == "explode"
     assert "RuntimeError: exploded on purpose" in failed["error"]  # the traceback
     assert any("metrics on http://127.0.0.1:" in line["message"] for line in parsed)
+
+
+def test_a_bad_log_format_variable_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LEASH_LOG_FORMAT", "xml")
+    assert main(["worker", "tests.integration.apps.tasks"]) == 1
+    error = "leash: error: LEASH_LOG_FORMAT must be one of text, json, not 'xml'\n"
+    assert capsys.readouterr().err == error
