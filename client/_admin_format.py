@@ -103,7 +103,7 @@ def _decode_args(value: Any) -> Any:
     raise NotImplementedError(type(value))
 
 
-RUN_OUTCOMES = ("done", "retrying", "dead", "snoozed", "unknown")  # the fields of M.JobsRun
+RUN_OUTCOMES: tuple[str, ...] = M.JobsRun.__struct_fields__  # done, retrying, dead, ...
 
 
 def jobs_ran(runs: Iterable[M.JobsRun]) -> str:

@@ -99,6 +99,11 @@ class Watch:
         if level is not None and log.isEnabledFor(level):
             _log(job, level, None, None, "%s started", _name(job))
 
+    def unknown_type(self, job: Job) -> None:
+        """Count a job of a type with no handler here (it ran nothing: no duration)."""
+        if self.counts is not None:
+            self.counts.observe(job.type, "unknown", None)
+
     def finished(
         self, job: Job, outcome: Outcome, duration_s: float, exc: BaseException | None = None
     ) -> None:

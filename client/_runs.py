@@ -62,8 +62,7 @@ class Runs:
         entry = self._handlers.get(job.type)
         if entry is None:
             settled = unknown.outcome(job, self._unknown, list(self._handlers))
-            if self._watch.counts is not None:
-                self._watch.counts.observe(job.type, "unknown", None)
+            self._watch.unknown_type(job)
             if isinstance(settled, Failure):
                 log.warning("job %s is dead: %s", job.id, settled.error.message)
             else:

@@ -1,6 +1,7 @@
 """What a handler's run comes to (handler control) and how it is logged, without a broker."""
 
 import logging
+from typing import get_args
 
 import msgspec
 import pytest
@@ -9,7 +10,7 @@ from leash import Discard, Retry, Snooze, Worker
 from leash.client._admin_format import jobs_ran, jobs_ran_by_type
 from leash.client._control import Failure, Policy, Snoozed, outcome_of
 from leash.client._handlers import Registered, invoke, registered
-from leash.client._joblog import JobLog, Watch
+from leash.client._joblog import JobLog, JobOutcome, Watch
 from leash.client._metrics import OTHER_TYPE, TYPES_MAX, JobFigures
 from leash.client._types import Job
 from leash.protocol.messages import Delivery, JobsRun
@@ -148,6 +149,10 @@ def test_a_beat_reports_the_types_that_ran_most_and_the_processes_views_sum_them
     assert jobs_ran(told.values()) == "3 done, 1 retrying, 2 dead"
     assert jobs_ran_by_type(told) == "b: 3 done; c: 1 retrying, 2 dead"
     assert (jobs_ran([]), jobs_ran_by_type(None)) == ("", "")
+
+
+def test_the_outcomes_counted_are_the_ones_a_beat_can_tell() -> None:
+    assert get_args(JobOutcome) == JobsRun.__struct_fields__
 
 
 def test_the_figures_keep_a_bounded_number_of_types() -> None:
