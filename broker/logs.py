@@ -1,42 +1,6 @@
-"""The broker's log: one line per event on stderr, which journald, a
-container runtime or a terminal collects (the broker never rotates files).
+"""The broker's log: one line per event on stderr (``leash._logs``, shared
+with the worker: ``text`` or ``json`` lines)."""
 
-``text`` lines read ``2026-12-01 19:33:44,552 INFO leash: listening on ...``;
-``json`` lines are one object each, for log pipelines::
+from leash._logs import TEXT_FORMAT, JsonFormatter, setup
 
-    {"time":"2026-12-01T19:33:44.552Z","level":"info","logger":"leash","message":"..."}
-
-with ``"error"`` (the exception and its traceback) when a line carries one.
-"""
-
-import logging
-import sys
-import time
-
-import msgspec
-
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        seconds = int(record.created)
-        millis = int((record.created - seconds) * 1000)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        line: dict[str, str] = {
-            "time": f"{stamp}.{millis:03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(line).decode()
-
-
-def setup(level: str, format: str) -> None:
-    """Send log lines of ``level`` and above to stderr, as ``text`` or ``json``
-    (unless logging is set up already, as under a test runner)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if format == "json" else logging.Formatter(TEXT_FORMAT))
-    logging.basicConfig(level=level.upper(), handlers=[handler])
+__all__ = ["TEXT_FORMAT", "JsonFormatter", "setup"]

@@ -101,3 +101,20 @@ def _decode_args(value: Any) -> Any:
     if isinstance(value, msgspec.Raw):
         return decoded_args(value)
     raise NotImplementedError(type(value))
+
+
+RUN_OUTCOMES: tuple[str, ...] = M.JobsRun.__struct_fields__  # done, retrying, dead, ...
+
+
+def jobs_ran(runs: Iterable[M.JobsRun]) -> str:
+    """Runs summed by outcome, the ones that happened: ``11 done, 1 retrying``."""
+    totals = dict.fromkeys(RUN_OUTCOMES, 0)
+    for run in runs:
+        for outcome in RUN_OUTCOMES:
+            totals[outcome] += getattr(run, outcome)
+    return ", ".join(f"{count} {outcome}" for outcome, count in totals.items() if count)
+
+
+def jobs_ran_by_type(ran: dict[str, M.JobsRun] | None) -> str:
+    """A process's runs, per job type: ``mail: 2 done; resize: 11 done, 1 dead``."""
+    return "; ".join(f"{name}: {jobs_ran([run])}" for name, run in sorted((ran or {}).items()))

@@ -14,7 +14,16 @@ from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 
-from ._admin_format import Fields, Table, counts, decoded_args, duration, error_text, when
+from ._admin_format import (
+    Fields,
+    Table,
+    counts,
+    decoded_args,
+    duration,
+    error_text,
+    jobs_ran,
+    when,
+)
 from ._exceptions import NotFound
 from .admin import AdminClient
 
@@ -89,10 +98,10 @@ def processes(admin: AdminClient, options: argparse.Namespace) -> Table:
     processes = admin.processes()
     rows = [
         (p.worker_id, p.hostname, p.pid, ",".join(p.labels), p.state, when(p.last_seen_ms),
-         p.connections, p.in_flight)
+         p.connections, p.in_flight, jobs_ran((p.ran or {}).values()))
         for p in processes
     ]  # fmt: skip
-    headers = ("WORKER", "HOST", "PID", "LABELS", "STATE", "LAST BEAT", "CONNS", "IN FLIGHT")
+    headers = ("WORKER", "HOST", "PID", "LABELS", "STATE", "LAST BEAT", "CONNS", "IN FLIGHT", "RAN")
     return Table(headers, rows, processes)
 
 

@@ -30,7 +30,7 @@ comes from the shell, so this module stays free of randomness.
 """
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import msgspec
@@ -59,6 +59,7 @@ from leash.protocol.messages import (
     JobInfo,
     Jobs,
     JobSpec,
+    JobsRun,
     JobView,
     LeaseRef,
     ProcessState,
@@ -251,9 +252,10 @@ class ClientCore(BatchCalls, Generic[W]):
         rid = self._take_rid()
         return Call(rid, self._encode(GetJob(rid=rid, id=id)), _job_view)
 
-    def beat(self) -> Call[str]:
+    def beat(self, ran: Mapping[str, JobsRun] | None = None) -> Call[str]:
         rid = self._take_rid()
-        return Call(rid, self._encode(Beat(rid=rid)), _process_state)
+        told = dict(ran) if ran is not None else None
+        return Call(rid, self._encode(Beat(rid=rid, ran=told)), _process_state)
 
     # --- waiting -----------------------------------------------------------
 

@@ -29,8 +29,8 @@ from typing import Any, Literal, TypeVar
 
 from leash.protocol.messages import ErrorInfo, JobSpec
 
-from . import _joblog
 from ._control import DEFAULT_POLICY, ClassesOption, Outcome, Policy, classes, outcome_of
+from ._joblog import DEFAULT_WATCH, Watch
 from ._middleware import NO_MIDDLEWARE, Chain
 from ._types import Job, error_info, job_spec
 
@@ -161,38 +161,44 @@ def invoke(
     push: Pusher | None = None,
     run: "Runner | None" = None,
     chain: Chain = NO_MIDDLEWARE,
+    watch: Watch = DEFAULT_WATCH,
 ) -> Outcome:
     """Run a plain handler for ``job`` (in a worker thread, or through
-    ``run``: in a child process), with the middleware: what it comes to, logged."""
+    ``run``: in a child process), with the middleware: what it comes to,
+    logged and counted (``watch``)."""
     entry = registered(entry)
     _running.job, _running.push = job, push
     ran: list[object] = []
+    watch.started(job)
     started_s = time.monotonic()
     try:
         chain.before(job, ran)
         result = (run or call)(entry.fn, job.args)
     except BaseException as exc:  # a thread boundary: whatever the handler raises fails the job
-        return _ended(entry, job, started_s, chain, ran, None, _from_handler(exc))
+        return _ended(entry, job, started_s, chain, ran, watch, None, _from_handler(exc))
     else:
-        return _ended(entry, job, started_s, chain, ran, result, None)
+        return _ended(entry, job, started_s, chain, ran, watch, result, None)
     finally:
         _running.job = _running.push = None
 
 
-async def invoke_async(entry: Registered, job: Job, chain: Chain = NO_MIDDLEWARE) -> Outcome:
+async def invoke_async(
+    entry: Registered, job: Job, chain: Chain = NO_MIDDLEWARE, watch: Watch = DEFAULT_WATCH
+) -> Outcome:
     """Run a coroutine handler for ``job`` (on the worker's loop), with the
-    middleware: what it comes to, logged. A cancellation (the end of a
-    shutdown's grace) is not an outcome: it goes on up, and the worker
-    releases the job."""
+    middleware: what it comes to, logged and counted. A cancellation (the
+    end of a shutdown's grace) is not an outcome: it goes on up, and the
+    worker releases the job."""
     _running_task.set(job)  # the task's own context: no reset needed
     ran: list[object] = []
+    watch.started(job)
     started_s = time.monotonic()
     try:
         chain.before(job, ran)
         result = await call(entry.fn, job.args)
     except Exception as exc:
-        return _ended(entry, job, started_s, chain, ran, None, _from_handler(exc))
-    return _ended(entry, job, started_s, chain, ran, result, None)
+        return _ended(entry, job, started_s, chain, ran, watch, None, _from_handler(exc))
+    return _ended(entry, job, started_s, chain, ran, watch, result, None)
 
 
 def _from_handler(exc: BaseException) -> BaseException:
@@ -210,12 +216,14 @@ def _ended(
     started_s: float,
     chain: Chain,
     ran: list[object],
+    watch: Watch,
     result: Any,
     exc: BaseException | None,
 ) -> Outcome:
-    """What the run comes to: logged, then the middleware told (in the handler's thread)."""
+    """What the run comes to: logged and counted, then the middleware told
+    (in the handler's thread)."""
     outcome = None if exc is None else outcome_of(exc, entry.policy)
-    _joblog.finished(job, outcome, time.monotonic() - started_s, exc)
+    watch.finished(job, outcome, time.monotonic() - started_s, exc)
     if ran:
         chain.after(job, ran, result, exc, outcome)
     return outcome

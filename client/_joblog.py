@@ -1,10 +1,17 @@
-"""Visible work: one log record per job a worker ran, on the ``leash.worker`` logger.
+"""Visible work: a log line as each job a worker runs starts and ends, on the
+``leash.worker`` logger, and its count and duration in the worker's metrics.
 
-- done: DEBUG, ``job ID (TYPE) attempt N/M done in 0.012 s``;
-- snoozed (``Snooze``): INFO;
+- started: ``job ID (TYPE) attempt N/M started``;
+- done: ``job ID (TYPE) attempt N/M done in 0.012 s``;
+- snoozed (``Snooze``): ``... snoozed for 5 s after 0.012 s``;
 - failed and to be retried: WARNING, with the traceback;
 - failed for the last time (out of attempts, ``Discard``, a ``give_up_on``
   exception): ERROR, with the traceback.
+
+The start, done and snoozed lines are at INFO, as Celery, RQ and Sidekiq
+log each job, unless the worker's ``job_log`` says ``"debug"`` (DEBUG) or
+``"off"`` (not logged); failures are logged at WARNING or ERROR whatever it
+says: they are what an operator must see.
 
 Each record carries the job as attributes too (``job_id``, ``job_type``,
 ``job_attempt``, and ``duration_s``), for a JSON formatter or a filter. The
@@ -23,14 +30,16 @@ an attribute its factory set).
 import logging
 import threading
 from contextvars import ContextVar
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from leash._logs import NO_JOB
 
 from ._control import Failure, Outcome, Snoozed
 from ._types import Job
 
 log = logging.getLogger("leash.worker")
 
-NO_JOB = "-"  # the job attributes of a record made outside a job
 current_job_context: ContextVar[Job | None] = ContextVar("leash_log_job", default=None)
 _installed = False
 _lock = threading.Lock()
@@ -56,31 +65,94 @@ def install_context() -> None:
         _installed = True
 
 
-def finished(
-    job: Job, outcome: Outcome, duration_s: float, exc: BaseException | None = None
-) -> None:
-    """Log how a run of ``job`` ended."""
-    name = f"job {job.id} ({job.type}) attempt {job.attempt}/{job.max_attempts}"
+JobLog = Literal["info", "debug", "off"]  # the level of the start, done and snoozed lines
+JOB_LOGS: tuple[JobLog, ...] = ("info", "debug", "off")
+_LEVELS: dict[str, int | None] = {"info": logging.INFO, "debug": logging.DEBUG, "off": None}
+
+# What a run came to, as the worker's metrics count it: its "outcome" label.
+JobOutcome = Literal["done", "retrying", "dead", "snoozed", "unknown"]
+
+
+class Counts(Protocol):
+    """Where a worker counts the runs it watched (``leash.client._metrics``)."""
+
+    def observe(self, job_type: str, outcome: JobOutcome, duration_s: float | None) -> None: ...
+
+
+def checked_job_log(value: str) -> JobLog:
+    for known in JOB_LOGS:
+        if value == known:
+            return known
+    raise ValueError(f"job_log must be one of {', '.join(JOB_LOGS)}, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What a worker does as each job starts and ends: log it, at ``job_log``'s
+    level, and count it in ``counts`` (if any)."""
+
+    job_log: JobLog = "info"
+    counts: Counts | None = None
+
+    def started(self, job: Job) -> None:
+        level = _LEVELS[self.job_log]
+        if level is not None and log.isEnabledFor(level):
+            _log(job, level, None, None, "%s started", _name(job))
+
+    def unknown_type(self, job: Job) -> None:
+        """Count a job of a type with no handler here (it ran nothing: no duration)."""
+        if self.counts is not None:
+            self.counts.observe(job.type, "unknown", None)
+
+    def finished(
+        self, job: Job, outcome: Outcome, duration_s: float, exc: BaseException | None = None
+    ) -> None:
+        """Log and count how a run of ``job`` ended."""
+        ended = _ended(job, outcome)
+        if self.counts is not None:
+            self.counts.observe(job.type, ended, duration_s)
+        quiet = _LEVELS[self.job_log]
+        match outcome:
+            case None:
+                if quiet is not None and log.isEnabledFor(quiet):
+                    message = "%s done in %.3f s"
+                    _log(job, quiet, duration_s, None, message, _name(job), duration_s)
+            case Snoozed(delay_ms=delay_ms):
+                if quiet is not None and log.isEnabledFor(quiet):
+                    message = "%s snoozed for %g s after %.3f s"
+                    args = (_name(job), delay_ms / 1000, duration_s)
+                    _log(job, quiet, duration_s, None, message, *args)
+            case Failure(error=error, retry_in_ms=retry_in_ms):
+                then = "giving up" if ended == "dead" else _when(retry_in_ms)
+                why = f"{error.type}: {error.message}" if error.message else error.type
+                level = logging.ERROR if ended == "dead" else logging.WARNING
+                message = "%s failed after %.3f s, %s: %s"
+                _log(job, level, duration_s, exc, message, _name(job), duration_s, then, why)
+
+
+DEFAULT_WATCH = Watch()
+
+
+def _ended(job: Job, outcome: Outcome) -> JobOutcome:
     match outcome:
         case None:
-            if log.isEnabledFor(logging.DEBUG):
-                _log(job, logging.DEBUG, duration_s, None, "%s done in %.3f s", name, duration_s)
-        case Snoozed(delay_ms=delay_ms):
-            message = "%s snoozed for %g s after %.3f s"
-            _log(job, logging.INFO, duration_s, None, message, name, delay_ms / 1000, duration_s)
-        case Failure(error=error, retry_in_ms=retry_in_ms, dead=dead):
-            last = dead or job.attempt >= job.max_attempts
-            then = "giving up" if last else _when(retry_in_ms)
-            why = f"{error.type}: {error.message}" if error.message else error.type
-            level = logging.ERROR if last else logging.WARNING
-            message = "%s failed after %.3f s, %s: %s"
-            _log(job, level, duration_s, exc, message, name, duration_s, then, why)
+            return "done"
+        case Snoozed():
+            return "snoozed"
+        case Failure(dead=dead):
+            return "dead" if dead or job.attempt >= job.max_attempts else "retrying"
 
 
-def _log(job: Job, level: int, duration_s: float, exc: BaseException | None, *args: object) -> None:
+def _name(job: Job) -> str:
+    return f"job {job.id} ({job.type}) attempt {job.attempt}/{job.max_attempts}"
+
+
+def _log(
+    job: Job, level: int, duration_s: float | None, exc: BaseException | None, *args: object
+) -> None:
     if not log.isEnabledFor(level):
         return
-    extra: dict[str, object] = {"duration_s": duration_s}
+    extra: dict[str, object] = {} if duration_s is None else {"duration_s": duration_s}
     if _installed:  # the factory sets the job's attributes: from the context, for this record
         token = current_job_context.set(job)
         try:

@@ -4,7 +4,8 @@ Two loops, both on the worker's event loop and both independent of the
 handlers, which run in threads:
 
 - ``Heartbeat.run`` sends ``beat`` every ``heartbeat_ms`` the broker's
-  welcome names, and hands each reply's desired state (``ok``, ``quiet``,
+  welcome names, with the jobs the worker ran so far by type (for the
+  broker's processes views), and hands each reply's desired state (``ok``, ``quiet``,
   ``terminate``) to the worker. It beats from the start to the very end of a
   run, draining included: a process that stops beating is declared dead after
   ``process_ttl_ms`` and every lease it holds fails. When the connection
@@ -24,10 +25,10 @@ Every failure is handled here; neither loop raises, except when cancelled.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from leash.protocol import limits
-from leash.protocol.messages import Welcome
+from leash.protocol.messages import JobsRun, Welcome
 
 from ._backoff import backoff_s
 from ._exceptions import (
@@ -62,11 +63,18 @@ def lease_lost_message(job: Job) -> str:
 
 
 class Heartbeat:
-    """Beats on ``link`` until cancelled; ``on_state`` gets each reply's state."""
+    """Beats on ``link`` until cancelled, each beat telling ``ran()``;
+    ``on_state`` gets each reply's state."""
 
-    def __init__(self, link: Link, on_state: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        link: Link,
+        on_state: Callable[[str], None],
+        ran: Callable[[], Mapping[str, JobsRun] | None] = lambda: None,
+    ) -> None:
         self._link = link
         self._on_state = on_state
+        self._ran = ran
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -77,7 +85,7 @@ class Heartbeat:
                 return
             started_s = loop.time()
             try:
-                state = await client.beat()
+                state = await client.beat(self._ran())
             except (ConnectionLost, RequestTimeout) as exc:
                 await self._link.lost(client, exc)
                 await asyncio.sleep(backoff_s(failures))  # a broker that drops us at once

@@ -11,7 +11,9 @@
   ``UnknownJobType`` error, or released for another worker
   (``leash.client._unknown``).
 
-Every kind goes through the middleware chain and is logged the same way.
+Every kind goes through the middleware chain and is logged and counted the
+same way (``leash.client._joblog.Watch``); a job of a type with no handler is
+counted with the outcome ``unknown``.
 ``add_to_batch`` from a plain handler in a thread pushes on the loop, through
 the worker's connection, presenting the running job's lease.
 """
@@ -26,6 +28,7 @@ from leash.protocol.messages import JobSpec
 from . import _unknown as unknown
 from ._control import Failure, Outcome
 from ._handlers import Pool, Registered, invoke, invoke_async
+from ._joblog import Watch
 from ._link import Link
 from ._middleware import Chain
 from ._procs import Children
@@ -45,8 +48,10 @@ class Runs:
         chain: Chain,
         link: Link,
         push_timeout_s: float,
+        watch: Watch,
     ) -> None:
         self._handlers, self._pool, self._unknown, self._chain = handlers, pool, unknown, chain
+        self._watch = watch
         self._link, self._push_timeout_s = link, push_timeout_s
         self._loop = asyncio.get_running_loop()
         self.children = Children()  # started by the first job run in a process
@@ -57,6 +62,7 @@ class Runs:
         entry = self._handlers.get(job.type)
         if entry is None:
             settled = unknown.outcome(job, self._unknown, list(self._handlers))
+            self._watch.unknown_type(job)
             if isinstance(settled, Failure):
                 log.warning("job %s is dead: %s", job.id, settled.error.message)
             else:
@@ -65,8 +71,8 @@ class Runs:
         if entry.is_async:
             return self._on_loop(lambda: self._coroutine(entry, job))
         if (entry.pool or self._pool) == "processes":
-            return invoke(entry, job, None, self.children.run, self._chain)
-        return invoke(entry, job, self._push_for_handler, None, self._chain)
+            return invoke(entry, job, None, self.children.run, self._chain, self._watch)
+        return invoke(entry, job, self._push_for_handler, None, self._chain, self._watch)
 
     def cancel(self) -> None:
         """On the loop: cancel the async handlers still running (their jobs are released)."""
@@ -86,7 +92,7 @@ class Runs:
         assert task is not None
         self._tasks.add(task)
         try:
-            return await invoke_async(entry, job, self._chain)
+            return await invoke_async(entry, job, self._chain, self._watch)
         finally:
             self._tasks.discard(task)
 

@@ -36,7 +36,7 @@ import dataclasses
 import functools
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -46,6 +46,7 @@ from leash.protocol.messages import (
     BatchView,
     Challenge,
     ErrorInfo,
+    JobsRun,
     JobView,
     PushResult,
     Welcome,
@@ -323,13 +324,15 @@ class AsyncClient:
 
     # --- worker processes ------------------------------------------------------
 
-    async def beat(self) -> str:
+    async def beat(self, ran: Mapping[str, JobsRun] | None = None) -> str:
         """Say this process is alive; return what the broker wants of it.
 
         ``"ok"`` (carry on), ``"quiet"`` (fetch nothing new) or ``"terminate"``
-        (finish running jobs and exit). ``Worker`` beats by itself.
+        (finish running jobs and exit). ``ran``: the jobs this process ran so
+        far, by type, for the broker's processes views (at most
+        ``BEAT_TYPES_MAX`` types). ``Worker`` beats by itself.
         """
-        return await self._call(self._core.beat())
+        return await self._call(self._core.beat(ran))
 
     # --- batches ---------------------------------------------------------------
 

@@ -50,7 +50,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -60,6 +60,7 @@ from leash.protocol.messages import (
     BatchView,
     Challenge,
     ErrorInfo,
+    JobsRun,
     JobView,
     PushResult,
     Welcome,
@@ -319,13 +320,15 @@ class Client:
 
     # --- worker processes ------------------------------------------------------
 
-    def beat(self) -> str:
+    def beat(self, ran: Mapping[str, JobsRun] | None = None) -> str:
         """Say this process is alive; return what the broker wants of it.
 
         ``"ok"`` (carry on), ``"quiet"`` (fetch nothing new) or ``"terminate"``
-        (finish running jobs and exit). ``Worker`` beats by itself.
+        (finish running jobs and exit). ``ran``: the jobs this process ran so
+        far, by type, for the broker's processes views (at most
+        ``BEAT_TYPES_MAX`` types). ``Worker`` beats by itself.
         """
-        return self._call(self._core.beat())
+        return self._call(self._core.beat(ran))
 
     # --- batches ---------------------------------------------------------------
 

@@ -65,6 +65,8 @@ import msgspec
 from argcomplete.shell_integration import shellcode
 
 from leash import __version__
+from leash import _logs as logs
+from leash._logs import LOG_FORMATS
 from leash._pipes import quiet_broken_pipe
 from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
@@ -75,6 +77,7 @@ from ._args import seconds, whole
 from ._env import URL, Options, endpoint
 from ._exceptions import LeashError
 from ._handlers import registry
+from ._joblog import JOB_LOGS
 from ._signals import STOP_SIGNALS
 from ._unknown import POLICIES
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
@@ -82,6 +85,7 @@ from .blocking import Client
 from .worker import Worker
 
 log = logging.getLogger("leash.cli")
+LOG_FORMAT_VARIABLE = "LEASH_LOG_FORMAT"  # the broker's variable too: one setting for both
 SHELLS = ("bash", "zsh")
 
 
@@ -191,6 +195,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"]
+    )
+    worker.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help=f"text lines, or one JSON object a line (default: {LOG_FORMAT_VARIABLE}, else text)",
+    )
+    worker.add_argument(
+        "--job-log",
+        choices=JOB_LOGS,
+        default=None,
+        help="the level of each job's start and end lines: info (default), debug, or off "
+        "(failures are logged at warning or error whatever it says)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=whole(0, 65_535),
+        default=None,
+        help="serve Prometheus metrics on this port (GET /metrics; default: none)",
+    )
+    worker.add_argument(
+        "--metrics-host", default=None, help="the metrics port's address (default 127.0.0.1)"
     )
     _add_address(worker)
     worker.set_defaults(run=_run_worker)
@@ -350,9 +376,12 @@ def _run_push(options: argparse.Namespace) -> int:
 
 
 def _run_worker(options: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=options.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_format = options.log_format or os.environ.get(LOG_FORMAT_VARIABLE) or "text"
+    if log_format not in LOG_FORMATS:
+        raise CliError(
+            f"{LOG_FORMAT_VARIABLE} must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}"
+        )
+    logs.setup(options.log_level, log_format)
     # Until the Worker's run handles signals, a stop signal means "exit now"
     # (status 0); once its handling is over, the worker is finishing anyway:
     # the signal is ignored (an ignored signal stays ignored while Python
@@ -371,6 +400,9 @@ def _run_worker(options: argparse.Namespace) -> int:
         auto_extend=False if options.no_auto_extend else None,
         pool=options.pool,
         unknown=options.unknown,
+        job_log=options.job_log,
+        metrics_port=options.metrics_port,
+        metrics_host=options.metrics_host,
     )
     running.append(worker)
     log.info("running %s on %s", ", ".join(sorted(worker.handlers)), ", ".join(worker.queues))

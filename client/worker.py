@@ -18,7 +18,10 @@ handler's ``retry_on`` / ``give_up_on``). A job of a type with no handler
 goes to the dead set at once with an ``UnknownJobType`` error naming the
 types this worker knows, or with ``unknown="release"`` back to its queue
 for another worker (``leash.client._unknown`` says why and when).
-Each run is logged (``leash.client._joblog``) and goes through the
+Each run is logged (``leash.client._joblog``: a line as it starts and
+ends, at ``job_log``'s level, failures at WARNING or ERROR), counted per
+type and outcome (``Worker.figures``, served with ``metrics_port`` as a
+Prometheus endpoint: ``leash.client._metrics``) and goes through the
 middleware (``leash.client._middleware``).
 
 Theory of operation. One asyncio loop owns one ``AsyncClient``. A fetch loop
@@ -100,8 +103,10 @@ from ._handlers import (
     functions,
     registered,
 )
+from ._joblog import Watch, checked_job_log
 from ._keepalive import Heartbeat, keep_extended
 from ._link import Link
+from ._metrics import JobFigures, MetricsEndpoint, WorkerCollector
 from ._middleware import Chain
 from ._runs import Runs
 from ._security import KeyOption, TlsOption, as_key, as_tls
@@ -143,6 +148,9 @@ class Worker:
         pool: Pool = "threads",
         middleware: Sequence[object] = (),
         unknown: str = "dead",
+        job_log: str = "info",
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
@@ -152,6 +160,8 @@ class Worker:
             raise ValueError(f"prefetch must be from 0 to {PREFETCH_MAX}, not {prefetch}")
         if not 0 <= wait_ms <= limits.FETCH_WAIT_MAX_MS:
             raise ValueError(f"wait_ms must be from 0 to {limits.FETCH_WAIT_MAX_MS}, not {wait_ms}")
+        if metrics_port is not None and not 0 <= metrics_port <= 65_535:
+            raise ValueError(f"metrics_port must be from 0 to 65535, not {metrics_port}")
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         self.concurrency = concurrency
         endpoint = parse_url(url) if url is not None else Endpoint(host, port)
@@ -165,6 +175,10 @@ class Worker:
         self.pool: Pool = pool  # where plain handlers run unless their own pool says
         self.middleware = list(middleware)  # hooks around each job and the worker's life
         self.unknown = checked_policy(unknown)  # a job of a type with no handler: "dead", "release"
+        self.job_log = checked_job_log(job_log)  # the start and end lines: "info", "debug", "off"
+        self.metrics_port, self.metrics_host = metrics_port, metrics_host  # None: no endpoint
+        self.metrics_address: tuple[str, int] | None = None  # where the endpoint listens
+        self.figures = JobFigures()  # the runs so far, per job type and outcome
         self.process_state = "ok"  # what the broker last asked of this process
         self.unfinished = 0  # handlers still running when run() returned
         self.stopped = False  # run() has finished its work (it may still be returning)
@@ -224,6 +238,9 @@ class Worker:
         prefetch: int | None = None,
         pool: Pool | None = None,
         unknown: str | None = None,
+        job_log: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str | None = None,
     ) -> "Worker":
         """A new Worker with this one's handlers and settings, but the ones
         given (``leash worker`` runs a module's Worker with its flags). An
@@ -246,6 +263,9 @@ class Worker:
             pool=pool if pool is not None else self.pool,
             middleware=self.middleware,
             unknown=unknown if unknown is not None else self.unknown,
+            job_log=job_log if job_log is not None else self.job_log,
+            metrics_port=metrics_port if metrics_port is not None else self.metrics_port,
+            metrics_host=metrics_host if metrics_host is not None else self.metrics_host,
         )
 
     # --- running ---------------------------------------------------------------
@@ -260,8 +280,13 @@ class Worker:
         if not self._handlers:
             raise ValueError("no handlers registered")
         self.stopped = False
+        endpoint = await self._serve_metrics()
         self._chain = Chain(self.middleware)
-        self._chain.on_start(self)
+        try:
+            self._chain.on_start(self)
+        except BaseException:
+            await endpoint.close()
+            raise
         self._begin()
         if self._stop_early is not None:
             self._begin_stop(now=self._stop_early)
@@ -276,9 +301,19 @@ class Worker:
             finally:
                 self.stopped = True
                 _signals.remove(previous)
+                await endpoint.close()
+                self.metrics_address = None
                 self._chain.on_stop(self)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _serve_metrics(self) -> MetricsEndpoint:
+        """The Prometheus endpoint, listening if ``metrics_port`` asks for one."""
+        running = lambda: self._running() if self._loop is not None else 0  # noqa: E731
+        endpoint = MetricsEndpoint(WorkerCollector(self.figures, running, self.concurrency))
+        if self.metrics_port is not None:
+            self.metrics_address = await endpoint.start(self.metrics_host, self.metrics_port)
+        return endpoint
 
     def stop(self, *, now: bool = False) -> None:
         """Stop fetching and finish (``now``: release running jobs at once). Thread-safe."""
@@ -303,7 +338,13 @@ class Worker:
         self._collected = asyncio.Event()  # set when finished jobs were collected
         self._held: dict[int, _Held] = {}  # by token: leased, not finished (waiting or running)
         self._runs = Runs(
-            self._handlers, self.pool, self.unknown, self._chain, self._link, self.timeout_s * 2
+            self._handlers,
+            self.pool,
+            self.unknown,
+            self._chain,
+            self._link,
+            self.timeout_s * 2,
+            Watch(self.job_log, self.figures),
         )
         self._slots = Slots(self.concurrency, self._runs.run, loop, self._collect)
         self._prefetching = True  # off after jobs waited too long, until a handler returns
@@ -317,7 +358,8 @@ class Worker:
         self._may_fetch.set()
         self._fetcher = asyncio.create_task(self._fetch_loop(), name="leash-fetch")
         self._fetcher.add_done_callback(self._fetcher_done)
-        heartbeat = Heartbeat(self._link, self._on_process_state)
+        ran = lambda: self.figures.report(limits.BEAT_TYPES_MAX)  # noqa: E731
+        heartbeat = Heartbeat(self._link, self._on_process_state, ran)
         self._heartbeat = asyncio.create_task(heartbeat.run(), name="leash-heartbeat")
 
     def _begin_stop(self, now: bool) -> None:

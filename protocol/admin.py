@@ -25,6 +25,7 @@ from leash.protocol.messages import (
     GetJob,
     JobId,
     JobInfo,
+    JobsRun,
     JobView,
     Ok,
     QueueName,
@@ -237,6 +238,7 @@ class ProcessView(Struct, omit_defaults=True):
     grace_deadline_ms: int | None = None  # all connections gone: dead then unless it comes back
     terminate_deadline_ms: int | None = None
     connections: int = 0  # open connections (in admin views)
+    ran: dict[str, JobsRun] | None = None  # by job type, as its last beat told (not journalled)
 
 
 class Processes(Struct, tag="processes", tag_field="t"):

@@ -39,6 +39,7 @@ FETCH_QUEUES_MAX = 64
 FETCH_WAIT_MAX_MS = 20_000
 FETCH_REPLY_ARGS_MAX_BYTES = 8 * 1024 * 1024  # a fetch stops adding jobs past this (at least one)
 PUSH_MANY_MAX = 1000
+BEAT_TYPES_MAX = 200  # job types a beat reports the runs of
 ACK_MANY_MAX = 1000
 ADMIN_PAGE_DEFAULT = 50  # jobs in one page of an admin listing
 ADMIN_PAGE_MAX = 1000

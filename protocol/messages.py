@@ -160,10 +160,29 @@ class GetJob(Struct, tag="get_job", tag_field="op"):
     id: JobId
 
 
-class Beat(Struct, tag="beat", tag_field="op"):
+RunCount = Annotated[int, Meta(ge=0)]
+
+
+class JobsRun(Struct, omit_defaults=True, frozen=True):
+    """A worker process's runs of one job type since it started, by how each
+    ended: as the worker reckons it (``dead``: it gave up; the broker has
+    the last word), for the processes views."""
+
+    done: RunCount = 0
+    retrying: RunCount = 0
+    dead: RunCount = 0
+    snoozed: RunCount = 0
+    unknown: RunCount = 0  # a type it has no handler for
+
+
+RunsByType = Annotated[dict[JobType, JobsRun], Meta(max_length=L.BEAT_TYPES_MAX)]
+
+
+class Beat(Struct, tag="beat", tag_field="op", omit_defaults=True):
     """A worker process's heartbeat; any request is a sign of life too."""
 
     rid: RequestId
+    ran: RunsByType | None = None  # the jobs it ran so far, by type (None: not told)
 
 
 class BatchCallbacks(Struct, omit_defaults=True, frozen=True):

@@ -7,7 +7,8 @@ from typing import Any, Final
 
 import msgspec
 
-from leash.client._admin_format import decoded_args
+from leash.client._admin_format import decoded_args, jobs_ran, jobs_ran_by_type
+from leash.protocol import messages as M
 
 
 def when(at_ms: int | None) -> str:
@@ -65,6 +66,11 @@ def rate(per_s: float) -> str:
     return f"{per_s:.2f}/s" if per_s < 10 else f"{per_s:.0f}/s"
 
 
+def ran(runs: dict[str, M.JobsRun] | None) -> str:
+    """A process's runs, all types together: ``11 done, 1 dead``."""
+    return jobs_ran((runs or {}).values())
+
+
 FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "when": when,
     "duration": duration,
@@ -72,4 +78,6 @@ FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "args_json": args_json,
     "short": short,
     "rate": rate,
+    "ran": ran,
+    "ran_by_type": jobs_ran_by_type,
 }

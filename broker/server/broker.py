@@ -96,6 +96,9 @@ class Broker:
         self.loop = asyncio.get_running_loop()
         self.connections: set[Connection] = set()
         self.attached: dict[str, int] = {}  # open greeted connections by worker id
+        # The jobs each process ran, by type, as its last beat told: liveness
+        # data for the processes views, not state (never journalled).
+        self.ran: dict[str, dict[str, M.JobsRun]] = {}
         self.waiters = Waiters()
         self.outbound: list[Connection] = []  # connections with replies to write this turn
         self._turn_scheduled = False
@@ -183,6 +186,8 @@ class Broker:
             log.exception("decide failed on %s from %s", type(request).__name__, connection.peer)
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
             return
+        if isinstance(request, M.Beat) and request.ran is not None:
+            self._told_ran(connection.worker_id, request.ran)
         written = outcome.written_enough
         if outcome.records:
             self._commit(outcome.records, sync=not written)
@@ -190,6 +195,15 @@ class Broker:
             self._hold(connection, request, decide)
         else:
             self._reply(connection, outcome.reply, written=written)
+
+    def _told_ran(self, worker_id: str, ran: dict[str, M.JobsRun]) -> None:
+        """A beat's report of the jobs its process ran (a beat that decided
+        is of a live process); the reports of dead processes are dropped
+        here, so there are never more than the live processes and this one."""
+        self.ran[worker_id] = ran
+        if len(self.ran) > len(self.state.processes):
+            for gone in [known for known in self.ran if known not in self.state.processes]:
+                del self.ran[gone]
 
     def attach(self, connection: Connection, worker_id: str, info: core.ProcessInfo) -> None:
         """A connection of this process: register it (or show it is alive)."""
@@ -334,6 +348,7 @@ class Broker:
         if isinstance(reply, A.Processes):
             for view in reply.processes:
                 view.connections = self.attached.get(view.worker_id, 0)
+                view.ran = self.ran.get(view.worker_id)
         elif isinstance(reply, A.Queues):
             for queue in reply.queues:
                 queue.in_per_s, queue.out_per_s = self.totals.history.rates_per_s(

@@ -646,6 +646,17 @@ def test_broker_made_ids_are_accepted_where_a_job_is_named() -> None:
         decode_request(encode(body_with(op, "$.id", "_01HZX")))
 
 
+def test_a_beat_tells_what_its_process_ran_only_when_asked_within_bounds() -> None:
+    assert msgspec.msgpack.decode(M.encoder.encode(M.Beat(rid=3))) == {"op": "beat", "rid": 3}
+    ran = {"resize": {"done": 11, "dead": 1}}
+    beat = decode_request(encode({"op": "beat", "rid": 3, "ran": ran}))
+    assert beat == M.Beat(rid=3, ran={"resize": M.JobsRun(done=11, dead=1)})
+    too_many = {f"t{n}": {"done": 1} for n in range(L.BEAT_TYPES_MAX + 1)}
+    assert refusal(encode({"op": "beat", "rid": 3, "ran": too_many})).path == "$.ran"
+    negative = {"resize": {"done": -1}}
+    assert refusal(encode({"op": "beat", "rid": 3, "ran": negative})).path == "$.ran[...].done"
+
+
 def test_a_bad_job_in_push_many_is_named_by_its_index() -> None:
     body = {"op": "push_many", "rid": 9, "jobs": [{"type": "a"}, {"type": "b", "priority": 12}]}
     error = refusal(encode(body))

@@ -5,6 +5,7 @@ connected), scheduled, retrying, dead, and a committed batch."""
 from dataclasses import dataclass
 
 from leash import Client
+from leash.protocol.messages import JobsRun
 from tests.web.conftest import Dashboard
 
 # A process that holds a lease stays alive as long as the test needs it.
@@ -39,6 +40,7 @@ def populate(dashboard: Dashboard) -> Scene:
     for round in range(DONE_ROUNDS):  # some work done, for the graph of the overview
         client.push_many([{"type": "ping", "args": [round, n], "queue": "done"} for n in range(8)])
         client.ack_many(client.fetch_many("done", 8))
+    client.beat(ran={"ping": JobsRun(done=DONE_ROUNDS * 8)})  # as a Worker tells what it ran
     for _ in range(2):
         job = client.fetch("reports")
         assert job is not None

@@ -72,6 +72,10 @@ def test_every_view_answers_json_from_the_admin_socket(
         processes = ok(http.get("/api/processes"))
         assert isinstance(processes, list)
         assert [(p["worker_id"], p["in_flight"]) for p in processes] == [(scene.worker_id, 1)]
+        assert processes[0]["ran"] == {"ping": {"done": 32}}  # what its beat told
+        page = http.get("/processes")
+        assert page.status_code == 200
+        assert '<td class="ran" title="ping: 32 done">32 done</td>' in page.text
         batches = ok(http.get("/api/batches"))
         assert isinstance(batches, dict) and [b["id"] for b in batches["batches"]] == [scene.batch]
         batch = ok(http.get(f"/api/batches/{scene.batch}"))
