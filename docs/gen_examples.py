@@ -184,6 +184,27 @@ EXAMPLES: list[Example] = [
         Pushed(rid=2, id=JOB_ID, created=True, state="ready"),
     ),
     Example(
+        "push with a uniqueness key",
+        "client to server",
+        "At most one `daily_report` for the 2nd of March waits or runs, and none is "
+        "pushed again within an hour of its success (section 8.2).",
+        Push(
+            rid=10,
+            job=JobSpec(
+                type="daily_report",
+                args=msgspec.Raw(msgspec.msgpack.encode(["2026-03-02"])),
+                unique_key="report:2026-03-02",
+                unique_for_ms=3_600_000,
+            ),
+        ),
+    ),
+    Example(
+        "pushed, a duplicate",
+        "server to client",
+        "The key is held by job `_3.1f`, which is running: nothing was added.",
+        Pushed(rid=10, id="_3.1f", created=False, state="leased", duplicate=True),
+    ),
+    Example(
         "fetch",
         "client to server",
         "Up to 10 jobs from `mail`, then `default`; wait up to 5 s if none is ready.",

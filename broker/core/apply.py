@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches
+from leash.broker.core import batches, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -46,6 +46,7 @@ from leash.broker.core.state import (
     purge_deadlines,
     purge_indexes,
     purge_process_deadlines,
+    purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef
 
@@ -67,6 +68,8 @@ def apply(state: State, record: R.Record) -> Enqueued:
             enqueued = _acked(state, record)
             purge_deadlines(state)
             purge_batch_deadlines(state)
+            if state.unique_windows:
+                purge_unique_windows(state)
         case R.LeaseExtended():
             _extended(state, record)
             purge_deadlines(state)
@@ -82,6 +85,9 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case R.Booted():
             _booted(state, record)
             purge_indexes(state)
+        case R.UniqueWindowsEnded():
+            unique.windows_ended(state, record)
+            purge_unique_windows(state)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -163,7 +169,17 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
     push_jobs(state, record.jobs, join=True)
+    if record.unique:
+        _take_keys(state, record.unique, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
+
+
+def _take_keys(state: State, taking: list[R.UniquePush], at_ms: int) -> None:
+    """Jobs just created take their uniqueness keys (unique.py)."""
+    for push in taking:
+        job = state.jobs.thaw(push.id)  # the Job object just made
+        job.unique_key, job.unique_for_ms = push.key, push.unique_for_ms
+        unique.taken(state, push, at_ms)
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -236,6 +252,8 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     if not owned:
         del owners[job.owner]
     state.jobs.pop(lease.id)
+    if job.unique_key is not None:
+        unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
     state.counts[LEASED] -= 1
     queue = state.queues[job.queue]
     queue_counts = queue.counts
@@ -380,6 +398,8 @@ def _batch_opened(state: State, record: R.BatchOpened) -> Enqueued:
     new = record.batch
     batches.open_batch(state, new)
     push_jobs(state, record.jobs, join=True)
+    if record.unique:
+        _take_keys(state, record.unique, new.created_ms)
     state.counter = counted(record.counter_after)
     if new.committed:
         return _push_all(state, batches.commit(state, new.id, new.created_ms))
@@ -467,6 +487,7 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
 
 def _die(state: State, job: Job, at_ms: int) -> Enqueued:
     _set_state(state, job, DEAD)
+    _free_key(state, job)
     job.lost_leases = 0  # a requeue starts it afresh
     # A job's death times only increase: an entry of an earlier death (stale
     # since a requeue) can never match again and come back to life.
@@ -492,6 +513,7 @@ def _remove(state: State, job: Job) -> None:
         _unready(state, job)
     elif job_state == LEASED:
         _unown(state, job)
+    _free_key(state, job)
     state.counts[job_state] -= 1
     queue = state.queues[name]
     counts = queue.counts
@@ -499,6 +521,14 @@ def _remove(state: State, job: Job) -> None:
     state.jobs.pop(job.id)
     if not queue.paused and not any(counts.values()):
         del state.queues[name]
+
+
+def _free_key(state: State, job: Job) -> None:
+    """The job ends without success (it died or is forgotten): its key is free
+    at once, and a dead job keeps none (unique.py)."""
+    if job.unique_key is not None:
+        unique.job_ended(state, job.id, job.unique_key, 0, 0)
+        job.unique_key, job.unique_for_ms = None, 0
 
 
 def _unready(state: State, job: Job) -> None:

@@ -50,7 +50,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
         case M.Push(rid=rid, job=spec, lease=lease):
             pushes = push_specs(state, [spec], now_ms, lease, ["$.job"])
             (result,) = pushes.results
-            pushed = M.Pushed(rid, result.id, result.created, result.state)
+            pushed = M.Pushed(rid, result.id, result.created, result.state, result.duplicate)
             return Outcome(pushed, _pushed(pushes))
         case M.PushMany(rid=rid, jobs=specs, lease=lease):
             paths = [f"$.jobs[{index}]" for index in range(len(specs))]
@@ -91,7 +91,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
 
 
 def _pushed(pushes: Pushes) -> list[R.Record]:
-    return [R.JobsPushed(pushes.jobs, pushes.counter_after)] if pushes.jobs else []
+    return [R.JobsPushed(pushes.jobs, pushes.counter_after, pushes.unique)] if pushes.jobs else []
 
 
 def has_ready(state: State, name: str) -> bool:
@@ -199,6 +199,8 @@ def job_view(job: Job, *, detail: bool = False) -> M.JobView:
         batch=job.batch,
         leased_ms=job.leased_ms if leased else None,
         attempts=attempt_views(job) if detail else [],
+        unique_key=job.unique_key,
+        unique_for_ms=job.unique_for_ms or None,
     )
 
 

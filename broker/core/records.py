@@ -27,6 +27,16 @@ class NewJob(Struct, array_like=True, gc=False):
     batch: str | None = None  # the batch the job is a member of
 
 
+class UniquePush(Struct, array_like=True, gc=False):
+    """A job created by a push record takes a uniqueness key (unique.py).
+    Beside the jobs, not in ``NewJob``, so that a record without keys
+    encodes as before them."""
+
+    id: str
+    key: str  # a derived key already derived
+    unique_for_ms: int  # the key stays taken this long after the job succeeds
+
+
 class Grant(Struct, array_like=True):
     id: str
     token: int
@@ -106,9 +116,10 @@ class ProcessDied(Struct, tag="died", tag_field="r"):
     at_ms: int = 0  # when it died (0 in old journals)
 
 
-class JobsPushed(Struct, tag="pushed", tag_field="r"):
+class JobsPushed(Struct, tag="pushed", tag_field="r", omit_defaults=True):
     jobs: list[NewJob]
     counter_after: int  # broker-made ids used the epoch counter up to here
+    unique: list[UniquePush] = []  # the jobs that take a uniqueness key, in push order
 
 
 class Kept(Struct, array_like=True):
@@ -201,12 +212,13 @@ class NewBatch(Struct, array_like=True):
     committed: bool  # committed at once, after its jobs
 
 
-class BatchOpened(Struct, tag="batch_opened", tag_field="r"):
+class BatchOpened(Struct, tag="batch_opened", tag_field="r", omit_defaults=True):
     """A batch is created with its first jobs (members from this record on)."""
 
     batch: NewBatch
     jobs: list[NewJob]
     counter_after: int
+    unique: list[UniquePush] = []  # as in JobsPushed
 
 
 class BatchCommitted(Struct, tag="batch_committed", tag_field="r"):
@@ -248,6 +260,13 @@ class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
     at_ms: int
 
 
+class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
+    """Uniqueness keys whose window after their job's success passed: free."""
+
+    keys: list[str]
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -274,6 +293,7 @@ Record = (
     | JobDeleted
     | JobKilled
     | JobRequeued
+    | UniqueWindowsEnded
 )
 
 record_encoder = msgspec.msgpack.Encoder()

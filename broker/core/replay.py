@@ -15,7 +15,8 @@ or leased and in the deadlines heap; ``finish`` flushes. The ready ones are
 built in bulk: packed at once, each name numbered once, each run of one
 queue and priority appended to its bucket in one go.
 
-Only a job pushed ready and outside a batch is deferred. What is applied at
+Only a job pushed ready, outside a batch and without a uniqueness key is
+deferred. What is applied at
 once, exactly as apply does, is each owner's leases (in their order: an
 owner's leases are those of its process, and they are in token order), the
 counter, and every job that is not deferred. The queues of deferred jobs
@@ -82,6 +83,7 @@ class Replay:
                 | R.ProcessControlled()
                 | R.QueuePaused()
                 | R.QueueResumed()
+                | R.UniqueWindowsEnded()
             ):
                 apply(self.state, record)
             case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
@@ -143,7 +145,7 @@ class Replay:
     def _push(self, record: R.JobsPushed) -> None:
         news = record.jobs
         for new in news:
-            if new.run_at_ms is not None or new.batch is not None:
+            if new.run_at_ms is not None or new.batch is not None or record.unique:
                 self.flush()
                 apply(self.state, record)
                 return

@@ -184,6 +184,7 @@ class Broker:
             self._reply(connection, M.Error(request.rid, ErrorCode.INTERNAL, "internal error"))
             return
         written = outcome.written_enough
+        self.totals.count(core.duplicates(request, outcome.reply), now_ms)
         if outcome.records:
             self._commit(outcome.records, sync=not written)
         if outcome.may_wait:
