@@ -241,11 +241,18 @@ class AsyncClient:
         retry_base_ms: int | None = None,
         batch: str | None = None,
         lease: Lease | None = None,
+        unique_key: str | None = None,
+        unique: bool = False,
+        unique_for_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
         ``batch``: the job joins that batch. A committed batch takes jobs only
         from a running member of it, which presents its ``lease`` (a ``Job``).
+        ``unique_key`` (or ``unique=True``, a key derived from queue, type and
+        args): while a job with the key waits or runs, and ``unique_for_ms``
+        after it succeeds, the push adds nothing and returns that job's id
+        (``push_many`` says ``duplicate=True``).
         """
         spec = job_spec(
             type,
@@ -259,6 +266,9 @@ class AsyncClient:
             lease_ttl_ms=lease_ttl_ms,
             retry_base_ms=retry_base_ms,
             batch=batch,
+            unique_key=unique_key,
+            unique=unique,
+            unique_for_ms=unique_for_ms,
         )
         return await self._call_again(self._core.push(spec, lease))
 
