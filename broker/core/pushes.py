@@ -93,7 +93,8 @@ def _push_one(
         known = _known(state, spec.id, pending, None if into is not None else batch_id)
         if known is not None:
             return None, known, None
-    key = unique.key_of(spec)
+    # (the common push has no key: no call for it)
+    key = unique.key_of(spec) if spec.unique_key is not None or spec.unique else None
     if key is not None:
         held = keys.get(key) or unique.holder(state, key, now_ms)
         if held is not None:

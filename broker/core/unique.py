@@ -61,7 +61,7 @@ def key_of(spec: M.JobSpec) -> str | None:
         return spec.unique_key
     if spec.unique:
         return derived_key(spec.queue, spec.type, spec.args)
-    return None
+    return None  # no key: an ordinary job
 
 
 def holder(state: State, key: str, now_ms: int) -> M.PushResult | None:
