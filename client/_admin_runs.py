@@ -116,6 +116,7 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("deadline", when(job.deadline_ms) if job.deadline_ms else None),
         ("died", when(job.died_ms) if job.died_ms else None),
         ("unique key", _unique(job)),
+        ("expires", when(job.expires_ms) if job.expires_ms else None),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
         (

@@ -64,6 +64,8 @@ class _Pushes(Generic[F]):
         unique_key: str | None = None,
         unique: bool = False,
         unique_for_ms: int | None = None,
+        ttl_ms: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
         spec = job_spec(
@@ -81,6 +83,8 @@ class _Pushes(Generic[F]):
             unique_key=unique_key,
             unique=unique,
             unique_for_ms=unique_for_ms,
+            ttl_ms=ttl_ms,
+            expires_at_ms=expires_at_ms,
         )
         return self._queue(self._core().push(spec, lease))
 

@@ -244,6 +244,8 @@ class AsyncClient:
         unique_key: str | None = None,
         unique: bool = False,
         unique_for_ms: int | None = None,
+        ttl_ms: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -252,7 +254,8 @@ class AsyncClient:
         ``unique_key`` (or ``unique=True``, a key derived from queue, type and
         args): while a job with the key waits or runs, and ``unique_for_ms``
         after it succeeds, the push adds nothing and returns that job's id
-        (``push_many`` says ``duplicate=True``).
+        (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
+        ``expires_at_ms`` (unix ms): a job not leased by then never runs.
         """
         spec = job_spec(
             type,
@@ -269,6 +272,8 @@ class AsyncClient:
             unique_key=unique_key,
             unique=unique,
             unique_for_ms=unique_for_ms,
+            ttl_ms=ttl_ms,
+            expires_at_ms=expires_at_ms,
         )
         return await self._call_again(self._core.push(spec, lease))
 

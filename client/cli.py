@@ -238,6 +238,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="the key stays taken this long after the job succeeds",
     )
+    push.add_argument(
+        "--ttl-ms",
+        type=whole(1, limits.SCHEDULE_HORIZON_MS),
+        default=None,
+        help="not started within this long: removed, never run",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -377,6 +383,7 @@ def _push_spec(options: argparse.Namespace, args: object) -> JobSpec:
         unique_key=options.unique_key,
         unique=options.unique,
         unique_for_ms=options.unique_for_ms,
+        ttl_ms=options.ttl_ms,
     )
 
 

@@ -380,6 +380,10 @@ class _Annotator:
             self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixmap", is_map=True)
         elif 0x90 <= lead <= 0x9F:
             self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixarray", is_map=False)
+        elif lead in (0xDC, 0xDE):  # a struct of more than 15 fields has a 16-bit header
+            count = int.from_bytes(self.body[start + 1 : start + 3], "big")
+            kind = f"{prefix}{'map16' if lead == 0xDE else 'array16'}"
+            self._container(start, 3, count, depth, kind, is_map=lead == 0xDE)
         elif 0xA0 <= lead <= 0xBF:
             self._string(start, 1, lead & 0x1F, depth, f"{prefix}fixstr")
         elif lead == 0xD9:

@@ -36,6 +36,7 @@ TimeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
 DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
 UniqueKey = Annotated[str, Meta(min_length=1, max_length=L.UNIQUE_KEY_MAX_CHARS)]
 UniqueForMs = Annotated[int, Meta(ge=0, le=L.UNIQUE_FOR_MAX_MS)]
+TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -68,6 +69,10 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     unique_key: UniqueKey | None = None
     unique: bool = False
     unique_for_ms: UniqueForMs = 0
+    # Expiry: a job not leased by then is never leased; it is removed
+    # (core/expiry.py). Absolute (wall clock ms) or relative to the push.
+    expires_at_ms: TimeMs | None = None
+    ttl_ms: TtlMs | None = None
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -76,6 +81,8 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
             raise ValueError("give unique_key or unique, not both")
         if self.unique_for_ms and not (self.unique or self.unique_key is not None):
             raise ValueError("unique_for_ms needs unique_key or unique")
+        if self.expires_at_ms is not None and self.ttl_ms is not None:
+            raise ValueError("give expires_at_ms or ttl_ms, not both")
 
 
 class ErrorInfo(Struct, omit_defaults=True, frozen=True):
@@ -364,6 +371,7 @@ class JobView(Struct, omit_defaults=True):
     attempts: list[AttemptView] = []  # get_job: the last ended attempts, oldest first
     unique_key: str | None = None  # the uniqueness key it holds
     unique_for_ms: int | None = None  # the key stays taken this long after it succeeds
+    expires_ms: int | None = None  # not leased by then: removed, never run
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

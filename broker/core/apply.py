@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, unique
+from leash.broker.core import batches, expiry, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -44,6 +44,7 @@ from leash.broker.core.state import (
     add_dead,
     purge_batch_deadlines,
     purge_deadlines,
+    purge_expiries,
     purge_indexes,
     purge_process_deadlines,
     purge_unique_windows,
@@ -64,6 +65,8 @@ def apply(state: State, record: R.Record) -> Enqueued:
             _pushed_kept(state, record)
         case R.JobsLeased():
             _leased_jobs(state, record)
+            if state.expiries:  # a job leased in time: its entry is stale now
+                purge_expiries(state)
         case R.JobsAcked():
             enqueued = _acked(state, record)
             purge_deadlines(state)
@@ -102,6 +105,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
             | R.BatchDeleted()
             | R.BatchesAbandoned()
             | R.BatchesExpired()
+            | R.JobsExpired()
         ):
             enqueued = _apply_other(state, record)
             purge_indexes(state)
@@ -126,6 +130,7 @@ OtherRecord = (
     | R.BatchDeleted
     | R.BatchesAbandoned
     | R.BatchesExpired
+    | R.JobsExpired
 )
 
 
@@ -159,6 +164,8 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
             return _batches_abandoned(state, record)
         case R.BatchesExpired():
             return _batches_expired(state, record)
+        case R.JobsExpired():
+            return _joined(_expire_job(state, job_id, record.at_ms) for job_id in record.ids)
         case _:
             assert_never(record)
     return NOTHING
@@ -169,17 +176,21 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
     push_jobs(state, record.jobs, join=True)
-    if record.unique:
-        _take_keys(state, record.unique, record.jobs[0].created_ms)
+    if record.extras:
+        _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 
-def _take_keys(state: State, taking: list[R.UniquePush], at_ms: int) -> None:
-    """Jobs just created take their uniqueness keys (unique.py)."""
-    for push in taking:
-        job = state.jobs.thaw(push.id)  # the Job object just made
-        job.unique_key, job.unique_for_ms = push.key, push.unique_for_ms
-        unique.taken(state, push, at_ms)
+def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
+    """Jobs just created take their uniqueness keys (unique.py) and expiries (expiry.py)."""
+    for extra in extras:
+        job = state.jobs.thaw(extra.id)  # the Job object just made
+        if extra.unique_key is not None:
+            job.unique_key, job.unique_for_ms = extra.unique_key, extra.unique_for_ms
+            unique.taken(state, job.id, extra.unique_key, at_ms)
+        if extra.expires_ms:
+            job.expires_ms = extra.expires_ms
+            expiry.waits(state, job)
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -316,6 +327,7 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
     assert job.state in (DEAD, RETRYING, SCHEDULED), job  # scheduled: Faktory's MUTATE
     if job.state == DEAD:
         job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
+        expiry.waits(state, job)
     job.run_at_ms = 0
     _make_ready(state, job, record.at_ms)
     if job.batch is not None:
@@ -398,8 +410,8 @@ def _batch_opened(state: State, record: R.BatchOpened) -> Enqueued:
     new = record.batch
     batches.open_batch(state, new)
     push_jobs(state, record.jobs, join=True)
-    if record.unique:
-        _take_keys(state, record.unique, new.created_ms)
+    if record.extras:
+        _carry(state, record.extras, new.created_ms)
     state.counter = counted(record.counter_after)
     if new.committed:
         return _push_all(state, batches.commit(state, new.id, new.created_ms))
@@ -573,10 +585,21 @@ def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
 
 
 def _clear_lease(state: State, job: Job) -> None:
-    """The lease ends; the job stays."""
+    """The lease ends; the job stays (waiting again, it may expire again)."""
     _unown(state, job)
     job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
     state.jobs.lease_ended(job.id)
+    expiry.waits(state, job)
+
+
+def _expire_job(state: State, job_id: str, at_ms: int) -> Enqueued:
+    """A waiting job's expiry came before any lease: it is forgotten."""
+    job = state.jobs.thaw(job_id)
+    expiry.check_expiring(job, at_ms)
+    _remove(state, job)
+    if job.batch is not None:
+        return _push_all(state, batches.ended(state, job, expiry.member_outcome(), at_ms))
+    return NOTHING
 
 
 def _unown(state: State, job: Job) -> None:

@@ -26,12 +26,14 @@ from leash.broker.core.state import (
     READY,
     RETRYING,
     SCHEDULED,
+    WAITING,
     Job,
     State,
     index_sizes,
     live_batch_deadline,
     live_dead,
     live_deadline,
+    live_expiry,
     live_process_deadline,
     live_scheduled,
     live_unique_window,
@@ -66,6 +68,23 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
+    return problems + _expiries(state, jobs)
+
+
+def _expiries(state: State, jobs: list[Job]) -> list[str]:
+    """Every waiting job that expires has its live entry; no job was leased
+    at or after its expiry (expiry.py)."""
+    live = {e for e in state.expiries if live_expiry(state, e)}
+    problems = [
+        f"job {job.id} expires at {job.expires_ms} but has no timer"
+        for job in jobs
+        if job.expires_ms and job.state in WAITING and (job.expires_ms, job.id) not in live
+    ]
+    problems += [
+        f"job {job.id} was leased at {job.leased_ms}, past its expiry {job.expires_ms}"
+        for job in jobs
+        if job.state == LEASED and 0 < job.expires_ms <= job.leased_ms
+    ]
     return problems
 
 
@@ -136,6 +155,7 @@ def _fronts(state: State) -> list[str]:
         ("process deadlines", state.process_deadlines, live_process_deadline),
         ("batch deadlines", state.batch_deadlines, live_batch_deadline),
         ("unique windows", state.unique_windows, live_unique_window),
+        ("expiries", state.expiries, live_expiry),
     ]
     return [
         f"the front of the {name} index is stale: {index[0]}"

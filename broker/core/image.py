@@ -30,8 +30,10 @@ image decodes to them at their defaults (a job of it has no history), and
 an older broker, which could not decode them, refuses a version 3 image as
 too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
 ``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
-chunk of the keys held. 2 writes waiting jobs packed, after the names their numbers refer
-to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
+chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
+and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries.
+2 writes waiting jobs packed, after the names their numbers refer to; 1
+wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
 own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
 have none); new fields of ``Job`` and ``Process`` go last with defaults, so
@@ -66,6 +68,7 @@ from leash.broker.core.state import (
     State,
     UniqueLock,
     live_dead_entries,
+    live_expiry,
 )
 from leash.protocol.messages import JobState
 
@@ -124,6 +127,13 @@ class HeldKey(Struct, array_like=True):
     until_ms: int  # 0: held by the live job; else until then, after its success
 
 
+class ExpiriesImage(Struct, tag="expiries", array_like=True):
+    """The live entries of the expiry heap (expiry.py): (expires_ms, job id),
+    written rather than derived on load for the same reason as the keys."""
+
+    entries: list[tuple[int, str]]
+
+
 class UniqueImage(Struct, tag="unique", array_like=True):
     """Uniqueness keys and who holds them (unique.py), written beside the
     jobs rather than derived on load, so that a load need not unpack every
@@ -141,6 +151,7 @@ Chunk = (
     | NamesImage
     | PackedJobsImage
     | UniqueImage
+    | ExpiriesImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
@@ -177,6 +188,9 @@ def dump(state: State) -> Iterator[Chunk]:
     held = (HeldKey(key, lock.job_id, lock.until_ms) for key, lock in state.unique.items())
     for keys in _sized(held, KEYS_PER_CHUNK):
         yield UniqueImage(keys)
+    expiring = sorted({e for e in state.expiries if live_expiry(state, e)})
+    for start in range(0, len(expiring), JOBS_PER_CHUNK):
+        yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -278,6 +292,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_batches(state, batches)
             case UniqueImage(keys=keys):
                 _load_keys(state, keys)
+            case ExpiriesImage(entries=entries):
+                state.expiries.extend(entries)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -290,6 +306,9 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.process_deadlines)
     heapq.heapify(state.batch_deadlines)
     heapq.heapify(state.unique_windows)
+    heapq.heapify(state.expiries)
+    if any(job_id not in state.jobs for _, job_id in state.expiries):
+        raise ImageError("an expiry names a job the image does not hold")
     for key, lock in state.unique.items():
         if not lock.until_ms and lock.job_id not in state.jobs:
             raise ImageError(f"uniqueness key {key!r} is held by job {lock.job_id!r}, not in it")

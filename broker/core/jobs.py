@@ -98,6 +98,7 @@ class Job(Struct, array_like=True, gc=False):
     attempts: list[Attempt] | None = None  # the last ended attempts, oldest first
     unique_key: str | None = None  # the uniqueness key it holds (None once dead: unique.py)
     unique_for_ms: int = 0  # the key stays taken this long after it succeeds
+    expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -114,6 +115,7 @@ class Cold(Struct, array_like=True, gc=False):
     attempts: list[Attempt] | None = None
     unique_key: str | None = None
     unique_for_ms: int = 0
+    expires_ms: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -387,6 +389,7 @@ class JobTable(Mapping[str, Job]):
             or job.lost_leases
             or job.attempts
             or job.unique_key is not None
+            or job.expires_ms
         ):
             cold = Cold(
                 job.failures,
@@ -399,6 +402,7 @@ class JobTable(Mapping[str, Job]):
                 job.attempts or None,
                 job.unique_key,
                 job.unique_for_ms,
+                job.expires_ms,
             )
         packed = Packed(
             _CODES[state],
@@ -459,6 +463,7 @@ class JobTable(Mapping[str, Job]):
             cold.attempts,
             cold.unique_key,
             cold.unique_for_ms,
+            cold.expires_ms,
         )
 
     def problems(self) -> list[str]:

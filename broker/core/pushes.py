@@ -37,7 +37,7 @@ class Pushes(NamedTuple):
     jobs: list[R.NewJob]  # to create, in order
     results: list[M.PushResult]  # one per spec
     counter_after: int
-    unique: list[R.UniquePush]  # the keys the jobs take
+    extras: list[R.JobExtras]  # the keys and expiries the jobs carry
 
 
 def push_specs(
@@ -53,25 +53,26 @@ def push_specs(
     """The jobs the specs create; ``into``: they all join this new batch."""
     pending: dict[str, M.PushResult] = {}
     keys: dict[str, M.PushResult] = {}  # the keys of the jobs created so far
-    taking: list[R.UniquePush] = []
+    extras: list[R.JobExtras] = []
     jobs: list[R.NewJob] = []
     results: list[M.PushResult] = []
     counter = state.counter if counter is None else counter
     for spec, path in zip(specs, paths, strict=True):
         try:
-            new, result, key = _push_one(state, spec, now_ms, pending, keys, counter, lease, into)
+            new, result, extra = _push_one(state, spec, now_ms, pending, keys, counter, lease, into)
         except Rejected as rejected:
             where = path + rejected.path if rejected.path.startswith(".") else rejected.path
             raise Rejected(rejected.code, rejected.message, where) from None
         if new is not None:
             jobs.append(new)
             pending[new.id] = result
-            if key is not None:
-                keys[key] = M.PushResult(result.id, False, result.state, True)
-                taking.append(R.UniquePush(new.id, key, spec.unique_for_ms))
+            if extra is not None:
+                extras.append(extra)
+                if extra.unique_key is not None:
+                    keys[extra.unique_key] = M.PushResult(result.id, False, result.state, True)
             counter += spec.id is None  # a number of the epoch's counter made its id
         results.append(result)
-    return Pushes(jobs, results, counter, taking)
+    return Pushes(jobs, results, counter, extras)
 
 
 def _push_one(
@@ -83,9 +84,9 @@ def _push_one(
     counter: int,
     lease: M.LeaseRef | None,
     into: str | None,
-) -> tuple[R.NewJob | None, M.PushResult, str | None]:
+) -> tuple[R.NewJob | None, M.PushResult, R.JobExtras | None]:
     """The job to create (None if its id is known or its key held), the
-    push's result, and the key the job takes."""
+    push's result, and what the job carries beside (None: nothing)."""
     if into is not None and spec.batch not in (None, into):
         raise Rejected(ErrorCode.BAD_REQUEST, f"the jobs of batch {into!r} join it", ".batch")
     batch_id = into if into is not None else spec.batch
@@ -103,9 +104,25 @@ def _push_one(
     if batch_id is not None and into is None:
         check_target(state, batch_id, lease)
     run_at_ms = _run_at_ms(spec, now_ms)
+    timed = spec.expires_at_ms is not None or spec.ttl_ms is not None
+    expires_ms = _expires_ms(spec, now_ms) if timed else 0
     job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
-    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), key
+    extras = None
+    if key is not None or expires_ms:
+        extras = R.JobExtras(job_id, key, spec.unique_for_ms if key else 0, expires_ms)
+    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
+
+
+def _expires_ms(spec: M.JobSpec, now_ms: int) -> int:
+    """When the job expires unless leased before; it must be in the future."""
+    if spec.ttl_ms is not None:
+        return now_ms + spec.ttl_ms
+    expires_ms = spec.expires_at_ms or 0
+    if expires_ms <= now_ms:  # (0 too)
+        message = "expires_at_ms has passed: the job could never run"
+        raise Rejected(ErrorCode.BAD_REQUEST, message, ".expires_at_ms")
+    return expires_ms
 
 
 def _check_room(state: State, key: str, taking: int) -> None:

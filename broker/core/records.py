@@ -27,14 +27,16 @@ class NewJob(Struct, array_like=True, gc=False):
     batch: str | None = None  # the batch the job is a member of
 
 
-class UniquePush(Struct, array_like=True, gc=False):
-    """A job created by a push record takes a uniqueness key (unique.py).
-    Beside the jobs, not in ``NewJob``, so that a record without keys
-    encodes as before them."""
+class JobExtras(Struct, array_like=True, gc=False):
+    """What a job created by a push record carries besides its ``NewJob``:
+    a uniqueness key (unique.py), an expiry (expiry.py). Beside the jobs,
+    not in ``NewJob``, so that a record whose jobs carry none encodes as
+    before them; the place for what later jobs carry too."""
 
     id: str
-    key: str  # a derived key already derived
-    unique_for_ms: int  # the key stays taken this long after the job succeeds
+    unique_key: str | None = None  # a derived key already derived
+    unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
+    expires_ms: int = 0  # not leased by then: removed (0: never)
 
 
 class Grant(Struct, array_like=True):
@@ -119,7 +121,7 @@ class ProcessDied(Struct, tag="died", tag_field="r"):
 class JobsPushed(Struct, tag="pushed", tag_field="r", omit_defaults=True):
     jobs: list[NewJob]
     counter_after: int  # broker-made ids used the epoch counter up to here
-    unique: list[UniquePush] = []  # the jobs that take a uniqueness key, in push order
+    extras: list[JobExtras] = []  # of the jobs that carry any, in push order
 
 
 class Kept(Struct, array_like=True):
@@ -218,7 +220,7 @@ class BatchOpened(Struct, tag="batch_opened", tag_field="r", omit_defaults=True)
     batch: NewBatch
     jobs: list[NewJob]
     counter_after: int
-    unique: list[UniquePush] = []  # as in JobsPushed
+    extras: list[JobExtras] = []  # as in JobsPushed
 
 
 class BatchCommitted(Struct, tag="batch_committed", tag_field="r"):
@@ -260,6 +262,13 @@ class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
     at_ms: int
 
 
+class JobsExpired(Struct, tag="expired", tag_field="r"):
+    """Waiting jobs whose expiry passed before any lease: removed (expiry.py)."""
+
+    ids: list[str]
+    at_ms: int
+
+
 class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
     """Uniqueness keys whose window after their job's success passed: free."""
 
@@ -294,6 +303,7 @@ Record = (
     | JobKilled
     | JobRequeued
     | UniqueWindowsEnded
+    | JobsExpired
 )
 
 record_encoder = msgspec.msgpack.Encoder()

@@ -48,7 +48,13 @@ from typing import Final, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from leash.broker.core.state import READY, State, purge_batch_deadlines, purge_deadlines
+from leash.broker.core.state import (
+    READY,
+    State,
+    purge_batch_deadlines,
+    purge_deadlines,
+    purge_expiries,
+)
 
 DEFERRED_MAX: Final = 1 << 14
 _QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
@@ -105,6 +111,7 @@ class Replay:
                 | R.BatchDeleted()
                 | R.BatchesAbandoned()
                 | R.BatchesExpired()
+                | R.JobsExpired()
             ):
                 self.flush()
                 apply(self.state, record)
@@ -145,7 +152,7 @@ class Replay:
     def _push(self, record: R.JobsPushed) -> None:
         news = record.jobs
         for new in news:
-            if new.run_at_ms is not None or new.batch is not None or record.unique:
+            if new.run_at_ms is not None or new.batch is not None or record.extras:
                 self.flush()
                 apply(self.state, record)
                 return
@@ -178,6 +185,8 @@ class Replay:
         state.counter = counted(record.counter_after)
         if state.jobs.overdue > 0:
             state.jobs.settle()
+        if state.expiries:  # as apply does after a lease record
+            purge_expiries(state)
 
     def _ack(self, record: R.JobsAcked) -> None:
         state, pushed, leases = self.state, self._pushed, self._leases

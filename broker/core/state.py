@@ -130,6 +130,7 @@ class State:
         "dead",
         "deadlines",
         "epoch",
+        "expiries",
         "jobs",
         "leases_by_owner",
         "process_deadlines",
@@ -155,6 +156,7 @@ class State:
         self.leases_by_owner: dict[str, dict[str, None]] = {}  # derived from jobs
         self.batches: dict[str, Batch] = {}
         self.batch_deadlines: list[tuple[int, str, str]] = []  # (deadline_ms, id, kind)
+        self.expiries: list[tuple[int, str]] = []  # (expires_ms, id): waiting jobs (expiry.py)
         self.unique: dict[str, UniqueLock] = {}  # uniqueness key -> its holder (unique.py)
         self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
         self.epoch = 0  # set by the Booted record of each start
@@ -200,6 +202,16 @@ def live_batch_deadline(state: State, entry: tuple[int, str, str]) -> bool:
     if entry[2] == "open":
         return batch.state == OPEN and batch.open_deadline_ms == entry[0]
     return batch.expires_ms == entry[0]
+
+
+WAITING: Final = (READY, SCHEDULED, RETRYING)  # the states a job can expire in
+
+
+def live_expiry(state: State, entry: tuple[int, str]) -> bool:
+    """A waiting job expires then (a leased job's entry is not live: it is
+    added again when its lease ends, expiry.py)."""
+    job = state.jobs.get(entry[1])
+    return job is not None and job.expires_ms == entry[0] and job.state in WAITING
 
 
 def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
@@ -296,7 +308,13 @@ def index_sizes(state: State) -> list[IndexSize]:
             "batch deadlines", len(state.batch_deadlines), BATCH_DEADLINE_KINDS * len(state.batches)
         ),
         IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
+        IndexSize("expiries", len(state.expiries), _waiting(state)),
     ]
+
+
+def _waiting(state: State) -> int:
+    counts = state.counts
+    return counts[READY] + counts[SCHEDULED] + counts[RETRYING]
 
 
 def _over(state: State, entries: int, live_max: int) -> bool:
@@ -365,6 +383,14 @@ def purge_unique_windows(state: State) -> None:
         _rebuild_heap(state, heap, live_unique_window)
 
 
+def purge_expiries(state: State) -> None:
+    heap = state.expiries
+    while heap and not live_expiry(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), _waiting(state)):
+        _rebuild_heap(state, heap, live_expiry)
+
+
 def purge_indexes(state: State) -> None:
     """Every lazy index: its front live, its size within its bound."""
     purge_scheduled(state)
@@ -373,6 +399,7 @@ def purge_indexes(state: State) -> None:
     purge_process_deadlines(state)
     purge_batch_deadlines(state)
     purge_unique_windows(state)
+    purge_expiries(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -404,6 +431,7 @@ def canonical(state: State) -> dict[str, Any]:
         ),
         "unique": {k: (v.job_id, v.until_ms) for k, v in sorted(state.unique.items())},
         "unique_windows": sorted({e for e in state.unique_windows if live_unique_window(state, e)}),
+        "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
     }
 
 

@@ -21,7 +21,7 @@ from leash.broker.core.common import LEASE_EXPIRED
 from leash.broker.core.state import State
 from leash.protocol import messages as M
 
-TOTALS = ("pushed", "acked", "failed", "dead", "expired", "duplicate")
+TOTALS = ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired")
 
 Counted = list[tuple[str, str]]  # (queue, total), once for every count a record adds to
 
@@ -37,6 +37,8 @@ def tally(state: State, record: R.Record) -> Counted:
             return _failures(state, failures)
         case R.JobKilled(id=job_id):
             return [(state.jobs[job_id].queue, "dead")]
+        case R.JobsExpired(ids=ids):
+            return [(state.jobs[job_id].queue, "ttl_expired") for job_id in ids]
         case (
             R.Booted()
             | R.EpochRolled()

@@ -91,13 +91,12 @@ def due_windows(state: State, now_ms: int, limit: int) -> list[str]:
 # --- apply's ----------------------------------------------------------------
 
 
-def taken(state: State, push: R.UniquePush, at_ms: int) -> None:
+def taken(state: State, job_id: str, key: str, at_ms: int) -> None:
     """A job was created with a key (``at_ms``): it holds the key (a window
     that had passed, not yet freed by a tick, ends)."""
-    key = push.key
     lock = state.unique.get(key)
-    assert lock is None or 0 < lock.until_ms <= at_ms, (key, lock, push.id)
-    state.unique[key] = UniqueLock(push.id)
+    assert lock is None or 0 < lock.until_ms <= at_ms, (key, lock, job_id)
+    state.unique[key] = UniqueLock(job_id)
     if lock is not None:  # its window's entry is stale now, maybe at the front
         purge_unique_windows(state)
 

@@ -270,6 +270,9 @@ def test_leash_push_with_a_uniqueness_key_names_the_holder_and_leash_job_shows_t
     assert "duplicate" not in first.stderr
     shown = leash("job", job_id, "--data-dir", broker.data_dir)
     assert "unique key: k1 (kept 60.0 s after success)" in shown.stdout, shown.stdout
+    lapsing = leash("push", "t", "--ttl-ms", "600000", *at)
+    shown = leash("job", lapsing.stdout.strip(), "--data-dir", broker.data_dir)
+    assert "expires:" in shown.stdout, shown.stdout
     both = leash("push", "t", "--unique-key", "k2", "--unique", *at)
     assert both.returncode != 0 and "not both" in both.stderr and "Traceback" not in both.stderr
 

@@ -236,13 +236,14 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     broker = launch_broker()
     run(example(UNIQUE), tmp_path, broker.port)  # its asserts check the duplicate
     with Client("127.0.0.1", broker.port) as client:
-        report, sync = client.fetch_many("default", 10)
+        report, sync, reminder = client.fetch_many("default", 10)
         view = client.get_job(report.id)
     assert (report.type, view.unique_for_ms, sync.type) == ("daily_report", 3_600_000, "sync")
+    assert reminder.type == "send_reminder"
     assert view.unique_key is not None and view.unique_key.startswith("auto:")
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         totals = admin.stats().totals
-    assert (totals["pushed"], totals["duplicate"]) == (2, 1)
+    assert (totals["pushed"], totals["duplicate"]) == (3, 1)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

@@ -18,6 +18,9 @@ the whole state is checked:
 - loading the last state image (``core.image``, taken every few records)
   and replaying the records after it gives the live state too;
 - tokens never repeat, across restarts too;
+- no job is leased at or after its expiry (check_invariants too), and a
+  waiting job past its expiry is gone once the tick has run (a lease that
+  ends past it leaves its job waiting until then: a fetch skips it);
 - a uniqueness key is held by exactly the live job that carries it, or by
   the window after its job's success (a model of the windows the acks
   opened, freed once they pass); a push with a held key creates nothing
@@ -206,6 +209,7 @@ class Walk(Core):
             assert delivery.deadline_ms == self.now_ms + delivery.lease_ttl_ms
             job = self.state.jobs[delivery.id]
             assert (job.state, job.owner, job.token) == (LEASED, worker, delivery.token)
+            assert job.expires_ms == 0 or job.expires_ms > self.now_ms, "an expired job was leased"
             assert delivery.attempt == job.failures + 1 <= job.max_attempts
             self.tokens.add(delivery.token)
             self.leases[delivery.token] = Held(delivery.id, delivery.deadline_ms)
@@ -382,6 +386,12 @@ class Walk(Core):
         assert all(at_ms <= self.now_ms for at_ms, _ in promoted + expired)
         due_ms = next_due_ms(self.state)
         assert due_ms is None or due_ms > self.now_ms, "tick left due work"
+        lapsed = [
+            job.id
+            for job in self.state.jobs.values()
+            if job.state not in (LEASED, "dead") and 0 < job.expires_ms <= self.now_ms
+        ]
+        assert lapsed == [], f"jobs past their expiry still wait after the tick: {lapsed}"
         for token, held in list(self.leases.items()):
             job = self.state.jobs.get(held.id)
             current = job is not None and job.state == LEASED and job.token == token
@@ -437,8 +447,16 @@ UNIQUE_KEYS = ("k1", "k2")
 UNIQUE_FOR_MS = (0, 0, 500, 5 * SECOND_MS, 2 * MINUTE_MS)
 
 
-def uniquely(spec: M.JobSpec, mode: str | None, unique_for_ms: int) -> M.JobSpec:
-    """The spec with a uniqueness key: none, one of UNIQUE_KEYS, or derived."""
+TTLS_MS = (None, None, None, 500, 5 * SECOND_MS, MINUTE_MS)
+
+
+def uniquely(
+    spec: M.JobSpec, mode: str | None, unique_for_ms: int, ttl_ms: int | None = None
+) -> M.JobSpec:
+    """The spec with a uniqueness key (none, one of UNIQUE_KEYS, or derived)
+    and an expiry (``ttl_ms``, None: none)."""
+    if ttl_ms is not None:
+        spec = msgspec.structs.replace(spec, ttl_ms=ttl_ms)
     if mode is None:
         return spec
     if mode == "derived":
@@ -463,6 +481,7 @@ specs = st.builds(
     plain_specs,
     st.sampled_from([None, None, *UNIQUE_KEYS, "derived"]),
     st.sampled_from(UNIQUE_FOR_MS),
+    st.sampled_from(TTLS_MS),
 )
 errors = st.builds(
     M.ErrorInfo, type=st.sampled_from(["E", "KeyError"]), message=st.text(max_size=4)
@@ -592,7 +611,7 @@ FULL_REPLAY_EVERY = 500
 
 def random_spec(rng: random.Random) -> M.JobSpec:
     mode = rng.choice((None, None, None, *UNIQUE_KEYS, "derived"))
-    return uniquely(_random_plain_spec(rng), mode, rng.choice(UNIQUE_FOR_MS))
+    return uniquely(_random_plain_spec(rng), mode, rng.choice(UNIQUE_FOR_MS), rng.choice(TTLS_MS))
 
 
 def _random_plain_spec(rng: random.Random) -> M.JobSpec:

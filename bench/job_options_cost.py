@@ -1,6 +1,6 @@
-"""What unique jobs cost the core's push and fetch paths: CPU per job.
+"""What unique jobs and expiry cost the core's push and fetch paths: CPU per job.
 
-    .venv/bin/python bench/unique_cost.py [--jobs 100000] [--batch 100] [--mode plain]
+    .venv/bin/python bench/job_options_cost.py [--jobs 100000] [--batch 100] [--mode plain]
 
 Drives the pure core as the broker does (bench/core_driver.py: a sign of
 life, ``decide``, ``apply``) through ``--jobs`` jobs in requests of
@@ -11,7 +11,8 @@ whether or not the feature is used; run it on an older checkout too, side
 by side), ``key`` (each job its own ``unique_key``), ``derived``
 (``unique: true``: the key hashed from the args), ``duplicate`` (every
 push after the first ``--batch`` names a key already held: nothing is
-added). A measurement, not a test.
+added), ``ttl`` (each job expires in a day: the expiry heap, the check at
+fetch). A measurement, not a test.
 """
 
 import argparse
@@ -38,6 +39,8 @@ def spec(mode: str, number: int, batch: int) -> M.JobSpec:
         return M.JobSpec(type="t", args=args, unique=True)
     if mode == "duplicate":
         return M.JobSpec(type="t", args=ARGS, unique_key=f"key-{number % batch}")
+    if mode == "ttl":
+        return M.JobSpec(type="t", args=ARGS, ttl_ms=86_400_000)
     return M.JobSpec(type="t", args=ARGS)
 
 
@@ -45,7 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--mode", choices=("plain", "key", "derived", "duplicate"), default="plain")
+    parser.add_argument(
+        "--mode", choices=("plain", "key", "derived", "duplicate", "ttl"), default="plain"
+    )
     options = parser.parse_args()
     driver = CoreDriver()
     gc.disable()
