@@ -54,6 +54,7 @@ from leash.broker.core.state import (
     purge_batch_deadlines,
     purge_deadlines,
     purge_expiries,
+    purge_unique_windows,
 )
 
 DEFERRED_MAX: Final = 1 << 14
@@ -214,6 +215,8 @@ class Replay:
                 state.jobs.settle()
             purge_deadlines(state)
             purge_batch_deadlines(state)
+            if state.unique_windows:  # as apply does after an ack record
+                purge_unique_windows(state)
 
     def _ends_members(self, job_ids: list[str]) -> bool:
         """Whether any of these leased jobs is a batch member: ending its

@@ -62,8 +62,8 @@ def test_every_leash_cell_has_a_number(quick_run: tuple[str, dict[str, object], 
     ):
         rates, cpu = _tables(text, heading)
         assert rates[0][2].startswith("Leash"), rates[0]
-        assert len(rates) == 2 + 12, heading  # header, rule, 9 throughput + 3 latency rows
-        assert len(cpu) == 2 + 9, heading  # the server's CPU per job in each throughput cell
+        assert len(rates) == 2 + 14, heading  # header, rule, 11 throughput + 3 latency rows
+        assert len(cpu) == 2 + 11, heading  # the server's CPU per job in each throughput cell
         for row in rates[2:] + cpu[2:]:
             assert len(row) == 7, row  # workload, unit, Leash, two peers with their ratios
             assert re.fullmatch(r"[0-9][0-9,.]*", row[2]), row
