@@ -44,6 +44,7 @@ SIZE_MAX_BYTES = 1 << 50
 PORT_MAX = 65535
 UID_MAX = 2**32 - 1
 DEAD_JOBS_MAX = 100_000_000
+UNIQUE_KEYS_MAX = 100_000_000
 COUNT_MAX = 1_000_000
 LOST_LEASES_MAX = 1000
 LOG_LEVELS = ("debug", "info", "warning")
@@ -216,6 +217,14 @@ _BROKER = [
         "seconds a dead job is kept",
         field="core.dead_max_age_ms",
         scale=1000,
+    ),
+    _int(
+        "--unique-keys-max",
+        _CORE.unique_keys_max,
+        1,
+        UNIQUE_KEYS_MAX,
+        "uniqueness keys held at once (a push that would hold more is refused)",
+        field="core.unique_keys_max",
     ),
     _int(
         "--heartbeat-ms",

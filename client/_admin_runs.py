@@ -124,6 +124,8 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("token", job.token),
         ("deadline", when(job.deadline_ms) if job.deadline_ms else None),
         ("died", when(job.died_ms) if job.died_ms else None),
+        ("unique key", _unique(job)),
+        ("expires", when(job.expires_ms) if job.expires_ms else None),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
         (
@@ -133,6 +135,14 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
     ]
     pairs += [(key, value) for key, value in optional if value is not None]
     return Fields(pairs, job)
+
+
+def _unique(job: M.JobView) -> str | None:
+    if job.unique_key is None:
+        return None
+    if not job.unique_for_ms:
+        return job.unique_key
+    return f"{job.unique_key} (kept {duration(job.unique_for_ms)} after success)"
 
 
 def _attempt(attempt: M.AttemptView) -> str:

@@ -61,6 +61,11 @@ class _Pushes(Generic[F]):
         retry_base_ms: int | None = None,
         batch: str | None = None,
         lease: Lease | None = None,
+        unique_key: str | None = None,
+        unique: bool = False,
+        unique_for_ms: int | None = None,
+        ttl_ms: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
         spec = job_spec(
@@ -75,6 +80,11 @@ class _Pushes(Generic[F]):
             lease_ttl_ms=lease_ttl_ms,
             retry_base_ms=retry_base_ms,
             batch=batch,
+            unique_key=unique_key,
+            unique=unique,
+            unique_for_ms=unique_for_ms,
+            ttl_ms=ttl_ms,
+            expires_at_ms=expires_at_ms,
         )
         return self._queue(self._core().push(spec, lease))
 

@@ -150,6 +150,11 @@ def job_spec(
     lease_ttl_ms: int | None = None,
     retry_base_ms: int | None = None,
     batch: str | None = None,
+    unique_key: str | None = None,
+    unique: bool = False,
+    unique_for_ms: int | None = None,
+    ttl_ms: int | None = None,
+    expires_at_ms: int | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -180,6 +185,21 @@ def job_spec(
         spec.retry_base_ms = retry_base_ms
     if batch is not None:
         spec.batch = batch
+    if unique_key is not None:
+        spec.unique_key = unique_key
+    spec.unique = unique
+    if unique_for_ms is not None:
+        spec.unique_for_ms = unique_for_ms
+    if ttl_ms is not None and expires_at_ms is not None:
+        raise ValueError("give expires_at_ms or ttl_ms, not both")
+    if ttl_ms is not None:
+        spec.ttl_ms = ttl_ms
+    if expires_at_ms is not None:
+        spec.expires_at_ms = expires_at_ms
+    if spec.unique and spec.unique_key is not None:
+        raise ValueError("give unique_key or unique, not both")
+    if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):
+        raise ValueError("unique_for_ms needs unique_key or unique")
     return spec
 
 

@@ -242,11 +242,21 @@ class AsyncClient:
         retry_base_ms: int | None = None,
         batch: str | None = None,
         lease: Lease | None = None,
+        unique_key: str | None = None,
+        unique: bool = False,
+        unique_for_ms: int | None = None,
+        ttl_ms: int | None = None,
+        expires_at_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
         ``batch``: the job joins that batch. A committed batch takes jobs only
         from a running member of it, which presents its ``lease`` (a ``Job``).
+        ``unique_key`` (or ``unique=True``, a key derived from queue, type and
+        args): while a job with the key waits or runs, and ``unique_for_ms``
+        after it succeeds, the push adds nothing and returns that job's id
+        (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
+        ``expires_at_ms`` (unix ms): a job not leased by then never runs.
         """
         spec = job_spec(
             type,
@@ -260,6 +270,11 @@ class AsyncClient:
             lease_ttl_ms=lease_ttl_ms,
             retry_base_ms=retry_base_ms,
             batch=batch,
+            unique_key=unique_key,
+            unique=unique,
+            unique_for_ms=unique_for_ms,
+            ttl_ms=ttl_ms,
+            expires_at_ms=expires_at_ms,
         )
         return await self._call_again(self._core.push(spec, lease))
 

@@ -71,6 +71,7 @@ from leash._pipes import quiet_broken_pipe
 from leash.protocol import limits
 from leash.protocol.auth import Key, key_file_text, mode_problem
 from leash.protocol.limits import KEY_ID_MAX_CHARS, KEY_SECRET_MIN_BYTES
+from leash.protocol.messages import JobSpec
 
 from ._admin_cli import add_commands as add_admin_commands
 from ._args import seconds, whole
@@ -79,6 +80,7 @@ from ._exceptions import LeashError
 from ._handlers import registry
 from ._joblog import JOB_LOGS
 from ._signals import STOP_SIGNALS
+from ._types import job_spec
 from ._unknown import POLICIES
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint
 from .blocking import Client
@@ -246,6 +248,28 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"{limits.MAX_ATTEMPTS_MIN}..{limits.MAX_ATTEMPTS_MAX}",
     )
+    push.add_argument(
+        "--unique-key",
+        default=None,
+        help="uniqueness key: while a job with it waits or runs, the push adds nothing",
+    )
+    push.add_argument(
+        "--unique",
+        action="store_true",
+        help="a uniqueness key derived from queue, type and args",
+    )
+    push.add_argument(
+        "--unique-for-ms",
+        type=whole(0, limits.UNIQUE_FOR_MAX_MS),
+        default=None,
+        help="the key stays taken this long after the job succeeds",
+    )
+    push.add_argument(
+        "--ttl-ms",
+        type=whole(1, limits.SCHEDULE_HORIZON_MS),
+        default=None,
+        help="not started within this long: removed, never run",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -359,20 +383,34 @@ def _run_push(options: argparse.Namespace) -> int:
             args = msgspec.json.decode(options.args_json)
         except msgspec.DecodeError as exc:
             raise CliError(f"ARGS_JSON is not JSON: {exc}") from None
+    try:
+        spec = _push_spec(options, args)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     with Client(
         endpoint.host, endpoint.port, timeout_s=10.0, key=endpoint.key, tls=endpoint.tls
     ) as client:
-        job_id = client.push(
-            options.type,
-            args,
-            queue=options.queue,
-            id=options.id,
-            priority=options.priority,
-            delay_ms=options.delay_ms,
-            max_attempts=options.max_attempts,
-        )
-    print(job_id)
+        (result,) = client.push_many([spec])
+    print(result.id)
+    if result.duplicate:
+        print(f"a duplicate: job {result.id} ({result.state}) holds the key", file=sys.stderr)
     return 0
+
+
+def _push_spec(options: argparse.Namespace, args: object) -> JobSpec:
+    return job_spec(
+        options.type,
+        args,
+        queue=options.queue,
+        id=options.id,
+        priority=options.priority,
+        delay_ms=options.delay_ms,
+        max_attempts=options.max_attempts,
+        unique_key=options.unique_key,
+        unique=options.unique,
+        unique_for_ms=options.unique_for_ms,
+        ttl_ms=options.ttl_ms,
+    )
 
 
 def _run_worker(options: argparse.Namespace) -> int:

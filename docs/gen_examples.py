@@ -184,6 +184,27 @@ EXAMPLES: list[Example] = [
         Pushed(rid=2, id=JOB_ID, created=True, state="ready"),
     ),
     Example(
+        "push with a uniqueness key",
+        "client to server",
+        "At most one `daily_report` for the 2nd of March waits or runs, and none is "
+        "pushed again within an hour of its success (section 8.2).",
+        Push(
+            rid=10,
+            job=JobSpec(
+                type="daily_report",
+                args=msgspec.Raw(msgspec.msgpack.encode(["2026-03-02"])),
+                unique_key="report:2026-03-02",
+                unique_for_ms=3_600_000,
+            ),
+        ),
+    ),
+    Example(
+        "pushed, a duplicate",
+        "server to client",
+        "The key is held by job `_3.1f`, which is running: nothing was added.",
+        Pushed(rid=10, id="_3.1f", created=False, state="leased", duplicate=True),
+    ),
+    Example(
         "fetch",
         "client to server",
         "Up to 10 jobs from `mail`, then `default`; wait up to 5 s if none is ready.",
@@ -359,6 +380,10 @@ class _Annotator:
             self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixmap", is_map=True)
         elif 0x90 <= lead <= 0x9F:
             self._container(start, 1, lead & 0x0F, depth, f"{prefix}fixarray", is_map=False)
+        elif lead in (0xDC, 0xDE):  # a struct of more than 15 fields has a 16-bit header
+            count = int.from_bytes(self.body[start + 1 : start + 3], "big")
+            kind = f"{prefix}{'map16' if lead == 0xDE else 'array16'}"
+            self._container(start, 3, count, depth, kind, is_map=lead == 0xDE)
         elif 0xA0 <= lead <= 0xBF:
             self._string(start, 1, lead & 0x1F, depth, f"{prefix}fixstr")
         elif lead == 0xD9:

@@ -32,6 +32,8 @@ LEASE_TTL_DEFAULT_MS = 1800 * 1000
 RETRY_BASE_MIN_MS = 1
 RETRY_BASE_MAX_MS = 24 * 3600 * 1000
 SCHEDULE_HORIZON_MS = 5 * 365 * 24 * 3600 * 1000  # run_at / delay at most ~5 years ahead
+UNIQUE_KEY_MAX_CHARS = 256  # a push's uniqueness key
+UNIQUE_FOR_MAX_MS = 30 * 24 * 3600 * 1000  # a key stays taken at most this long after success
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

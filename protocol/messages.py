@@ -34,6 +34,9 @@ LeaseTtlMs = Annotated[int, Meta(ge=L.LEASE_TTL_MIN_MS, le=L.LEASE_TTL_MAX_MS)]
 RetryBaseMs = Annotated[int, Meta(ge=L.RETRY_BASE_MIN_MS, le=L.RETRY_BASE_MAX_MS)]
 TimeMs = Annotated[int, Meta(ge=0, le=L.TIME_MAX_MS)]
 DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
+UniqueKey = Annotated[str, Meta(min_length=1, max_length=L.UNIQUE_KEY_MAX_CHARS)]
+UniqueForMs = Annotated[int, Meta(ge=0, le=L.UNIQUE_FOR_MAX_MS)]
+TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -59,10 +62,27 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     lease_ttl_ms: LeaseTtlMs = L.LEASE_TTL_DEFAULT_MS
     retry_base_ms: RetryBaseMs | None = None
     batch: BatchId | None = None  # the batch the job joins when it is created
+    # Uniqueness: while a job with this key is waiting or running (and for
+    # unique_for_ms after it succeeds), a push with the key creates nothing
+    # and names that job. ``unique``: the key is derived from queue, type
+    # and args (core/unique.py).
+    unique_key: UniqueKey | None = None
+    unique: bool = False
+    unique_for_ms: UniqueForMs = 0
+    # Expiry: a job not leased by then is never leased; it is removed
+    # (core/expiry.py). Absolute (wall clock ms) or relative to the push.
+    expires_at_ms: TimeMs | None = None
+    ttl_ms: TtlMs | None = None
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
             raise ValueError("give run_at_ms or delay_ms, not both")
+        if self.unique and self.unique_key is not None:
+            raise ValueError("give unique_key or unique, not both")
+        if self.unique_for_ms and not (self.unique or self.unique_key is not None):
+            raise ValueError("unique_for_ms needs unique_key or unique")
+        if self.expires_at_ms is not None and self.ttl_ms is not None:
+            raise ValueError("give expires_at_ms or ttl_ms, not both")
 
 
 class ErrorInfo(Struct, omit_defaults=True, frozen=True):
@@ -260,17 +280,21 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
     max_args_bytes: int = 0  # the largest job args; 0: bounded by the frame only
 
 
-class PushResult(Struct):
+class PushResult(Struct, omit_defaults=True):
     id: str
     created: bool  # False: a job with this id already existed; nothing was added
     state: str  # a JobState; str so that states added later still decode
+    # True: nothing was added because the job ``id`` holds the push's
+    # uniqueness key ("succeeded": it finished within its unique_for_ms)
+    duplicate: bool = False
 
 
-class Pushed(Struct, tag="pushed", tag_field="t"):
+class Pushed(Struct, tag="pushed", tag_field="t", omit_defaults=True):
     rid: RequestId
     id: str
     created: bool
     state: str
+    duplicate: bool = False
 
 
 class PushedMany(Struct, tag="pushed_many", tag_field="t"):
@@ -364,6 +388,9 @@ class JobView(Struct, omit_defaults=True):
     batch: str | None = None  # the batch the job is a member of
     leased_ms: int | None = None  # leased: since when
     attempts: list[AttemptView] = []  # get_job: the last ended attempts, oldest first
+    unique_key: str | None = None  # the uniqueness key it holds
+    unique_for_ms: int | None = None  # the key stays taken this long after it succeeds
+    expires_ms: int | None = None  # not leased by then: removed, never run
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

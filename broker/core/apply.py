@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches
+from leash.broker.core import batches, expiry, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -44,8 +44,10 @@ from leash.broker.core.state import (
     add_dead,
     purge_batch_deadlines,
     purge_deadlines,
+    purge_expiries,
     purge_indexes,
     purge_process_deadlines,
+    purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef
 
@@ -63,10 +65,14 @@ def apply(state: State, record: R.Record) -> Enqueued:
             _pushed_kept(state, record)
         case R.JobsLeased():
             _leased_jobs(state, record)
+            if state.expiries:  # a job leased in time: its entry is stale now
+                purge_expiries(state)
         case R.JobsAcked():
             enqueued = _acked(state, record)
             purge_deadlines(state)
             purge_batch_deadlines(state)
+            if state.unique_windows:
+                purge_unique_windows(state)
         case R.LeaseExtended():
             _extended(state, record)
             purge_deadlines(state)
@@ -82,6 +88,9 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case R.Booted():
             _booted(state, record)
             purge_indexes(state)
+        case R.UniqueWindowsEnded():
+            unique.windows_ended(state, record)
+            purge_unique_windows(state)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -96,6 +105,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
             | R.BatchDeleted()
             | R.BatchesAbandoned()
             | R.BatchesExpired()
+            | R.JobsExpired()
         ):
             enqueued = _apply_other(state, record)
             purge_indexes(state)
@@ -120,6 +130,7 @@ OtherRecord = (
     | R.BatchDeleted
     | R.BatchesAbandoned
     | R.BatchesExpired
+    | R.JobsExpired
 )
 
 
@@ -153,6 +164,8 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
             return _batches_abandoned(state, record)
         case R.BatchesExpired():
             return _batches_expired(state, record)
+        case R.JobsExpired():
+            return _joined(_expire_job(state, job_id, record.at_ms) for job_id in record.ids)
         case _:
             assert_never(record)
     return NOTHING
@@ -163,7 +176,21 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
     push_jobs(state, record.jobs, join=True)
+    if record.extras:
+        _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
+
+
+def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
+    """Jobs just created take their uniqueness keys (unique.py) and expiries (expiry.py)."""
+    for extra in extras:
+        job = state.jobs.thaw(extra.id)  # the Job object just made
+        if extra.unique_key is not None:
+            job.unique_key, job.unique_for_ms = extra.unique_key, extra.unique_for_ms
+            unique.taken(state, job.id, extra.unique_key, at_ms)
+        if extra.expires_ms:
+            job.expires_ms = extra.expires_ms
+            expiry.waits(state, job)
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -236,6 +263,8 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     if not owned:
         del owners[job.owner]
     state.jobs.pop(lease.id)
+    if job.unique_key is not None:
+        unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
     state.counts[LEASED] -= 1
     queue = state.queues[job.queue]
     queue_counts = queue.counts
@@ -298,6 +327,7 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
     assert job.state in (DEAD, RETRYING, SCHEDULED), job  # scheduled: Faktory's MUTATE
     if job.state == DEAD:
         job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
+        expiry.waits(state, job)
     job.run_at_ms = 0
     _make_ready(state, job, record.at_ms)
     if job.batch is not None:
@@ -380,6 +410,8 @@ def _batch_opened(state: State, record: R.BatchOpened) -> Enqueued:
     new = record.batch
     batches.open_batch(state, new)
     push_jobs(state, record.jobs, join=True)
+    if record.extras:
+        _carry(state, record.extras, new.created_ms)
     state.counter = counted(record.counter_after)
     if new.committed:
         return _push_all(state, batches.commit(state, new.id, new.created_ms))
@@ -467,6 +499,7 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
 
 def _die(state: State, job: Job, at_ms: int) -> Enqueued:
     _set_state(state, job, DEAD)
+    _free_key(state, job)
     job.lost_leases = 0  # a requeue starts it afresh
     # A job's death times only increase: an entry of an earlier death (stale
     # since a requeue) can never match again and come back to life.
@@ -492,6 +525,7 @@ def _remove(state: State, job: Job) -> None:
         _unready(state, job)
     elif job_state == LEASED:
         _unown(state, job)
+    _free_key(state, job)
     state.counts[job_state] -= 1
     queue = state.queues[name]
     counts = queue.counts
@@ -499,6 +533,14 @@ def _remove(state: State, job: Job) -> None:
     state.jobs.pop(job.id)
     if not queue.paused and not any(counts.values()):
         del state.queues[name]
+
+
+def _free_key(state: State, job: Job) -> None:
+    """The job ends without success (it died or is forgotten): its key is free
+    at once, and a dead job keeps none (unique.py)."""
+    if job.unique_key is not None:
+        unique.job_ended(state, job.id, job.unique_key, 0, 0)
+        job.unique_key, job.unique_for_ms = None, 0
 
 
 def _unready(state: State, job: Job) -> None:
@@ -543,10 +585,21 @@ def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
 
 
 def _clear_lease(state: State, job: Job) -> None:
-    """The lease ends; the job stays."""
+    """The lease ends; the job stays (waiting again, it may expire again)."""
     _unown(state, job)
     job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
     state.jobs.lease_ended(job.id)
+    expiry.waits(state, job)
+
+
+def _expire_job(state: State, job_id: str, at_ms: int) -> Enqueued:
+    """A waiting job's expiry came before any lease: it is forgotten."""
+    job = state.jobs.thaw(job_id)
+    expiry.check_expiring(job, at_ms)
+    _remove(state, job)
+    if job.batch is not None:
+        return _push_all(state, batches.ended(state, job, expiry.member_outcome(), at_ms))
+    return NOTHING
 
 
 def _unown(state: State, job: Job) -> None:

@@ -86,7 +86,7 @@ def _create(state: State, request: M.CreateBatch, now_ms: int) -> Decided:
     reply = M.BatchCreated(
         request.rid, batch_id, True, COMMITTED if request.commit else OPEN, pushes.results
     )
-    return reply, [R.BatchOpened(new, pushes.jobs, pushes.counter_after)]
+    return reply, [R.BatchOpened(new, pushes.jobs, pushes.counter_after, pushes.extras)]
 
 
 def _check_parent(state: State, parent_id: str, lease: M.LeaseRef | None) -> None:

@@ -10,7 +10,8 @@ leases-by-owner index agrees; every process deadline has its timer; the
 front of every lazy index is live and its size within its bound (state.py:
 no index outlives what it tracks), and the dead set in its order; the jobs
 table's forms and names, and its recent window within its size (jobs.py);
-the batches against the jobs (batch_checks.py).
+the batches against the jobs (batch_checks.py); the uniqueness keys
+against the jobs that hold them (unique.py).
 """
 
 from collections.abc import Callable, Sequence
@@ -25,14 +26,17 @@ from leash.broker.core.state import (
     READY,
     RETRYING,
     SCHEDULED,
+    WAITING,
     Job,
     State,
     index_sizes,
     live_batch_deadline,
     live_dead,
     live_deadline,
+    live_expiry,
     live_process_deadline,
     live_scheduled,
+    live_unique_window,
 )
 
 
@@ -63,7 +67,44 @@ def check_invariants(state: State) -> list[str]:
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
-    problems += state.jobs.problems() + batch_problems(state)
+    problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
+    return problems + _expiries(state, jobs)
+
+
+def _expiries(state: State, jobs: list[Job]) -> list[str]:
+    """Every waiting job that expires has its live entry; no job was leased
+    at or after its expiry (expiry.py)."""
+    live = {e for e in state.expiries if live_expiry(state, e)}
+    problems = [
+        f"job {job.id} expires at {job.expires_ms} but has no timer"
+        for job in jobs
+        if job.expires_ms and job.state in WAITING and (job.expires_ms, job.id) not in live
+    ]
+    problems += [
+        f"job {job.id} was leased at {job.leased_ms}, past its expiry {job.expires_ms}"
+        for job in jobs
+        if job.state == LEASED and 0 < job.expires_ms <= job.leased_ms
+    ]
+    return problems
+
+
+def _unique(state: State, jobs: list[Job]) -> list[str]:
+    """A uniqueness key is held by exactly the live job that carries it, or
+    by the window after its job's success, which has its timer (unique.py)."""
+    problems = []
+    carried = {job.unique_key: job.id for job in jobs if job.unique_key is not None}
+    if len(carried) != sum(job.unique_key is not None for job in jobs):
+        problems.append("two jobs carry one uniqueness key")
+    if any(job.state == DEAD and job.unique_key is not None for job in jobs):
+        problems.append("a dead job carries a uniqueness key")
+    held = {key: lock.job_id for key, lock in state.unique.items() if not lock.until_ms}
+    if held != carried:
+        problems.append(f"the uniqueness keys held {held} are not the jobs' {carried}")
+    for key, lock in state.unique.items():
+        if lock.until_ms and (lock.until_ms, key) not in state.unique_windows:
+            problems.append(f"the window of uniqueness key {key!r} has no timer")
+    if len(state.unique) > state.config.unique_keys_max:
+        problems.append(f"{len(state.unique)} uniqueness keys held, over the limit")
     return problems
 
 
@@ -113,6 +154,8 @@ def _fronts(state: State) -> list[str]:
         ("dead", state.dead, live_dead),
         ("process deadlines", state.process_deadlines, live_process_deadline),
         ("batch deadlines", state.batch_deadlines, live_batch_deadline),
+        ("unique windows", state.unique_windows, live_unique_window),
+        ("expiries", state.expiries, live_expiry),
     ]
     return [
         f"the front of the {name} index is stale: {index[0]}"

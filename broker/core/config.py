@@ -33,3 +33,4 @@ class CoreConfig(msgspec.Struct, frozen=True):
     # An index is rebuilt without its stale entries once it holds more than
     # twice its live ones plus this many (state.py)
     index_slack_entries: int = 64
+    unique_keys_max: int = 1_000_000  # uniqueness keys held at once (unique.py)

@@ -13,6 +13,7 @@ from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
 from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected, failure_for, lease_of
+from leash.broker.core.expiry import expired
 from leash.broker.core.pushes import Pushes, push_specs
 from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
 from leash.protocol import messages as M
@@ -50,7 +51,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
         case M.Push(rid=rid, job=spec, lease=lease):
             pushes = push_specs(state, [spec], now_ms, lease, ["$.job"])
             (result,) = pushes.results
-            pushed = M.Pushed(rid, result.id, result.created, result.state)
+            pushed = M.Pushed(rid, result.id, result.created, result.state, result.duplicate)
             return Outcome(pushed, _pushed(pushes))
         case M.PushMany(rid=rid, jobs=specs, lease=lease):
             paths = [f"$.jobs[{index}]" for index in range(len(specs))]
@@ -91,7 +92,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
 
 
 def _pushed(pushes: Pushes) -> list[R.Record]:
-    return [R.JobsPushed(pushes.jobs, pushes.counter_after)] if pushes.jobs else []
+    return [R.JobsPushed(pushes.jobs, pushes.counter_after, pushes.extras)] if pushes.jobs else []
 
 
 def has_ready(state: State, name: str) -> bool:
@@ -117,6 +118,8 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
                 continue
             for job_id in bucket:
                 job = state.jobs[job_id]
+                if job.expires_ms and expired(job, now_ms):  # never leased; the tick removes it
+                    continue
                 budget_bytes -= len(job.args)
                 if grants and budget_bytes < 0:
                     want = len(grants)
@@ -199,6 +202,9 @@ def job_view(job: Job, *, detail: bool = False) -> M.JobView:
         batch=job.batch,
         leased_ms=job.leased_ms if leased else None,
         attempts=attempt_views(job) if detail else [],
+        unique_key=job.unique_key,
+        unique_for_ms=job.unique_for_ms or None,
+        expires_ms=job.expires_ms or None,
     )
 
 

@@ -95,6 +95,7 @@ def _pushed(state: State, units: list[U.Unit], now_ms: int) -> list[R.Record]:
     pushes = push_specs(state, specs, now_ms, None, ["$"] * len(specs))
     if not pushes.jobs:
         return []
+    assert not pushes.extras, "a Faktory unit carries no uniqueness key and no expiry"
     kept: dict[str, R.Kept] = {}
     for unit in units:
         kept.setdefault(unit.jid, R.Kept(unit.extra, unit.discard_dead))

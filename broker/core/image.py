@@ -28,8 +28,12 @@ of the packed job's ``Cold`` part: what a front end keeps on a job
 (``lost_leases``) and its last ended attempts (``attempts``); a version 2
 image decodes to them at their defaults (a job of it has no history), and
 an older broker, which could not decode them, refuses a version 3 image as
-too new. 2 writes waiting jobs packed, after the names their numbers refer
-to; 1 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
+too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
+``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
+chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
+and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries.
+2 writes waiting jobs packed, after the names their numbers refer to; 1
+wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
 own chunk Struct, appended to ``Chunk`` with a new tag (old images simply
 have none); new fields of ``Job`` and ``Process`` go last with defaults, so
@@ -62,7 +66,9 @@ from leash.broker.core.state import (
     Job,
     Process,
     State,
+    UniqueLock,
     live_dead_entries,
+    live_expiry,
 )
 from leash.protocol.messages import JobState
 
@@ -70,6 +76,7 @@ IMAGE_VERSION = 3
 LOADS_VERSIONS = (1, 2, 3)
 JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
+KEYS_PER_CHUNK = 2048  # a key is at most ~400 B
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
 CHUNK_TARGET_BYTES = 1 << 20  # a chunk takes no more items once its items pass this
 
@@ -114,6 +121,27 @@ class PackedJobsImage(Struct, tag="packed", array_like=True):
     keys_ms: list[int]  # scheduled, retrying: when each is due; dead: when it died; ready: []
 
 
+class HeldKey(Struct, array_like=True):
+    key: str
+    job_id: str
+    until_ms: int  # 0: held by the live job; else until then, after its success
+
+
+class ExpiriesImage(Struct, tag="expiries", array_like=True):
+    """The live entries of the expiry heap (expiry.py): (expires_ms, job id),
+    written rather than derived on load for the same reason as the keys."""
+
+    entries: list[tuple[int, str]]
+
+
+class UniqueImage(Struct, tag="unique", array_like=True):
+    """Uniqueness keys and who holds them (unique.py), written beside the
+    jobs rather than derived on load, so that a load need not unpack every
+    waiting job; check_invariants cross-checks them."""
+
+    keys: list[HeldKey]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -122,13 +150,15 @@ Chunk = (
     | BatchesImage
     | NamesImage
     | PackedJobsImage
+    | UniqueImage
+    | ExpiriesImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey)
 
 
 class ImageError(ValueError):
@@ -155,6 +185,12 @@ def dump(state: State) -> Iterator[Chunk]:
         yield JobsImage(jobs)
     for batches in _sized(state.batches.values(), BATCHES_PER_CHUNK):
         yield BatchesImage(batches)
+    held = (HeldKey(key, lock.job_id, lock.until_ms) for key, lock in state.unique.items())
+    for keys in _sized(held, KEYS_PER_CHUNK):
+        yield UniqueImage(keys)
+    expiring = sorted({e for e in state.expiries if live_expiry(state, e)})
+    for start in range(0, len(expiring), JOBS_PER_CHUNK):
+        yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -254,6 +290,10 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                     state.queue(name).paused = True
             case BatchesImage(batches=batches):
                 _load_batches(state, batches)
+            case UniqueImage(keys=keys):
+                _load_keys(state, keys)
+            case ExpiriesImage(entries=entries):
+                state.expiries.extend(entries)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -265,6 +305,13 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.deadlines)
     heapq.heapify(state.process_deadlines)
     heapq.heapify(state.batch_deadlines)
+    heapq.heapify(state.unique_windows)
+    heapq.heapify(state.expiries)
+    if any(job_id not in state.jobs for _, job_id in state.expiries):
+        raise ImageError("an expiry names a job the image does not hold")
+    for key, lock in state.unique.items():
+        if not lock.until_ms and lock.job_id not in state.jobs:
+            raise ImageError(f"uniqueness key {key!r} is held by job {lock.job_id!r}, not in it")
     return state
 
 
@@ -356,6 +403,15 @@ def _load_batches(state: State, batches: list[Batch]) -> None:
         state.batch_deadlines.append((batch.expires_ms, batch.id, "expire"))
         if batch.state == OPEN:
             state.batch_deadlines.append((batch.open_deadline_ms, batch.id, "open"))
+
+
+def _load_keys(state: State, keys: list[HeldKey]) -> None:
+    for held in keys:
+        if held.key in state.unique:
+            raise ImageError(f"uniqueness key {held.key!r} appears twice")
+        state.unique[held.key] = UniqueLock(held.job_id, held.until_ms)
+        if held.until_ms:
+            state.unique_windows.append((held.until_ms, held.key))
 
 
 def jobs_in(chunk: Chunk) -> int:

@@ -96,6 +96,9 @@ class Job(Struct, array_like=True, gc=False):
     discard_dead: bool = False  # forgotten when it dies, not kept dead
     lost_leases: int = 0  # leases lost in a row (expired, owner died); 0 after a reported outcome
     attempts: list[Attempt] | None = None  # the last ended attempts, oldest first
+    unique_key: str | None = None  # the uniqueness key it holds (None once dead: unique.py)
+    unique_for_ms: int = 0  # the key stays taken this long after it succeeds
+    expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -110,6 +113,9 @@ class Cold(Struct, array_like=True, gc=False):
     discard_dead: bool = False
     lost_leases: int = 0
     attempts: list[Attempt] | None = None
+    unique_key: str | None = None
+    unique_for_ms: int = 0
+    expires_ms: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -382,6 +388,8 @@ class JobTable(Mapping[str, Job]):
             or job.discard_dead
             or job.lost_leases
             or job.attempts
+            or job.unique_key is not None
+            or job.expires_ms
         ):
             cold = Cold(
                 job.failures,
@@ -392,6 +400,9 @@ class JobTable(Mapping[str, Job]):
                 job.discard_dead,
                 job.lost_leases,
                 job.attempts or None,
+                job.unique_key,
+                job.unique_for_ms,
+                job.expires_ms,
             )
         packed = Packed(
             _CODES[state],
@@ -450,6 +461,9 @@ class JobTable(Mapping[str, Job]):
             cold.discard_dead,
             cold.lost_leases,
             cold.attempts,
+            cold.unique_key,
+            cold.unique_for_ms,
+            cold.expires_ms,
         )
 
     def problems(self) -> list[str]:

@@ -12,7 +12,11 @@ Rules, in the order they are checked for each job spec:
    member's lease (``lease`` on the request): a batch cannot finish while
    one of its members is still adding to it. A finished or abandoned batch
    takes nothing.
-3. A job is ready at once unless its run_at_ms / delay_ms is in the future.
+3. A spec with a uniqueness key (unique.py) that a job holds creates
+   nothing: the reply names that job, ``duplicate`` true. So does a key
+   named earlier in the same request (the first spec with it wins). A new
+   key over ``unique_keys_max`` held keys is refused.
+4. A job is ready at once unless its run_at_ms / delay_ms is in the future.
 Error paths are relative to the spec ("." + field) unless they name
 another part of the request ("$.lease[1]"); the caller prefixes them.
 """
@@ -20,6 +24,7 @@ another part of the request ("$.lease[1]"); the caller prefixes them.
 from typing import NamedTuple
 
 from leash.broker.core import records as R
+from leash.broker.core import unique
 from leash.broker.core.batch_state import COMMITTED, OPEN
 from leash.broker.core.common import Rejected, lease_of
 from leash.broker.core.state import State
@@ -32,6 +37,7 @@ class Pushes(NamedTuple):
     jobs: list[R.NewJob]  # to create, in order
     results: list[M.PushResult]  # one per spec
     counter_after: int
+    extras: list[R.JobExtras]  # the keys and expiries the jobs carry
 
 
 def push_specs(
@@ -46,21 +52,27 @@ def push_specs(
 ) -> Pushes:
     """The jobs the specs create; ``into``: they all join this new batch."""
     pending: dict[str, M.PushResult] = {}
+    keys: dict[str, M.PushResult] = {}  # the keys of the jobs created so far
+    extras: list[R.JobExtras] = []
     jobs: list[R.NewJob] = []
     results: list[M.PushResult] = []
     counter = state.counter if counter is None else counter
     for spec, path in zip(specs, paths, strict=True):
         try:
-            new, result = _push_one(state, spec, now_ms, pending, counter, lease, into)
+            new, result, extra = _push_one(state, spec, now_ms, pending, keys, counter, lease, into)
         except Rejected as rejected:
             where = path + rejected.path if rejected.path.startswith(".") else rejected.path
             raise Rejected(rejected.code, rejected.message, where) from None
         if new is not None:
             jobs.append(new)
             pending[new.id] = result
+            if extra is not None:
+                extras.append(extra)
+                if extra.unique_key is not None:
+                    keys[extra.unique_key] = M.PushResult(result.id, False, result.state, True)
             counter += spec.id is None  # a number of the epoch's counter made its id
         results.append(result)
-    return Pushes(jobs, results, counter)
+    return Pushes(jobs, results, counter, extras)
 
 
 def _push_one(
@@ -68,24 +80,57 @@ def _push_one(
     spec: M.JobSpec,
     now_ms: int,
     pending: dict[str, M.PushResult],
+    keys: dict[str, M.PushResult],
     counter: int,
     lease: M.LeaseRef | None,
     into: str | None,
-) -> tuple[R.NewJob | None, M.PushResult]:
-    """The job to create (None if its id is known) and the push's result."""
+) -> tuple[R.NewJob | None, M.PushResult, R.JobExtras | None]:
+    """The job to create (None if its id is known or its key held), the
+    push's result, and what the job carries beside (None: nothing)."""
     if into is not None and spec.batch not in (None, into):
         raise Rejected(ErrorCode.BAD_REQUEST, f"the jobs of batch {into!r} join it", ".batch")
     batch_id = into if into is not None else spec.batch
     if spec.id is not None:
         known = _known(state, spec.id, pending, None if into is not None else batch_id)
         if known is not None:
-            return None, known
+            return None, known, None
+    # (the common push has no key: no call for it)
+    key = unique.key_of(spec) if spec.unique_key is not None or spec.unique else None
+    if key is not None:
+        held = keys.get(key) or unique.holder(state, key, now_ms)
+        if held is not None:
+            return None, held, None
+        _check_room(state, key, len(keys))
     if batch_id is not None and into is None:
         check_target(state, batch_id, lease)
     run_at_ms = _run_at_ms(spec, now_ms)
+    timed = spec.expires_at_ms is not None or spec.ttl_ms is not None
+    expires_ms = _expires_ms(spec, now_ms) if timed else 0
     job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
-    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled")
+    extras = None
+    if key is not None or expires_ms:
+        extras = R.JobExtras(job_id, key, spec.unique_for_ms if key else 0, expires_ms)
+    return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
+
+
+def _expires_ms(spec: M.JobSpec, now_ms: int) -> int:
+    """When the job expires unless leased before; it must be in the future."""
+    if spec.ttl_ms is not None:
+        return now_ms + spec.ttl_ms
+    expires_ms = spec.expires_at_ms or 0
+    if expires_ms <= now_ms:  # (0 too)
+        message = "expires_at_ms has passed: the job could never run"
+        raise Rejected(ErrorCode.BAD_REQUEST, message, ".expires_at_ms")
+    return expires_ms
+
+
+def _check_room(state: State, key: str, taking: int) -> None:
+    """Whether one more key may be held (a window that passed is replaced, not added)."""
+    if key in state.unique or len(state.unique) + taking < state.config.unique_keys_max:
+        return
+    message = f"the broker holds {state.config.unique_keys_max} uniqueness keys, its limit"
+    raise Rejected(ErrorCode.TOO_LARGE, message, ".unique_key")
 
 
 def new_job(

@@ -27,6 +27,18 @@ class NewJob(Struct, array_like=True, gc=False):
     batch: str | None = None  # the batch the job is a member of
 
 
+class JobExtras(Struct, array_like=True, gc=False):
+    """What a job created by a push record carries besides its ``NewJob``:
+    a uniqueness key (unique.py), an expiry (expiry.py). Beside the jobs,
+    not in ``NewJob``, so that a record whose jobs carry none encodes as
+    before them; the place for what later jobs carry too."""
+
+    id: str
+    unique_key: str | None = None  # a derived key already derived
+    unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
+    expires_ms: int = 0  # not leased by then: removed (0: never)
+
+
 class Grant(Struct, array_like=True):
     id: str
     token: int
@@ -106,9 +118,10 @@ class ProcessDied(Struct, tag="died", tag_field="r"):
     at_ms: int = 0  # when it died (0 in old journals)
 
 
-class JobsPushed(Struct, tag="pushed", tag_field="r"):
+class JobsPushed(Struct, tag="pushed", tag_field="r", omit_defaults=True):
     jobs: list[NewJob]
     counter_after: int  # broker-made ids used the epoch counter up to here
+    extras: list[JobExtras] = []  # of the jobs that carry any, in push order
 
 
 class Kept(Struct, array_like=True):
@@ -201,12 +214,13 @@ class NewBatch(Struct, array_like=True):
     committed: bool  # committed at once, after its jobs
 
 
-class BatchOpened(Struct, tag="batch_opened", tag_field="r"):
+class BatchOpened(Struct, tag="batch_opened", tag_field="r", omit_defaults=True):
     """A batch is created with its first jobs (members from this record on)."""
 
     batch: NewBatch
     jobs: list[NewJob]
     counter_after: int
+    extras: list[JobExtras] = []  # as in JobsPushed
 
 
 class BatchCommitted(Struct, tag="batch_committed", tag_field="r"):
@@ -248,6 +262,20 @@ class JobRequeued(Struct, tag="job_requeued", tag_field="r"):
     at_ms: int
 
 
+class JobsExpired(Struct, tag="expired", tag_field="r"):
+    """Waiting jobs whose expiry passed before any lease: removed (expiry.py)."""
+
+    ids: list[str]
+    at_ms: int
+
+
+class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
+    """Uniqueness keys whose window after their job's success passed: free."""
+
+    keys: list[str]
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -274,6 +302,8 @@ Record = (
     | JobDeleted
     | JobKilled
     | JobRequeued
+    | UniqueWindowsEnded
+    | JobsExpired
 )
 
 record_encoder = msgspec.msgpack.Encoder()

@@ -15,7 +15,8 @@ or leased and in the deadlines heap; ``finish`` flushes. The ready ones are
 built in bulk: packed at once, each name numbered once, each run of one
 queue and priority appended to its bucket in one go.
 
-Only a job pushed ready and outside a batch is deferred. What is applied at
+Only a job pushed ready, outside a batch and without a uniqueness key is
+deferred. What is applied at
 once, exactly as apply does, is each owner's leases (in their order: an
 owner's leases are those of its process, and they are in token order), the
 counter, and every job that is not deferred. The queues of deferred jobs
@@ -47,7 +48,14 @@ from typing import Final, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
-from leash.broker.core.state import READY, State, purge_batch_deadlines, purge_deadlines
+from leash.broker.core.state import (
+    READY,
+    State,
+    purge_batch_deadlines,
+    purge_deadlines,
+    purge_expiries,
+    purge_unique_windows,
+)
 
 DEFERRED_MAX: Final = 1 << 14
 _QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
@@ -82,6 +90,7 @@ class Replay:
                 | R.ProcessControlled()
                 | R.QueuePaused()
                 | R.QueueResumed()
+                | R.UniqueWindowsEnded()
             ):
                 apply(self.state, record)
             case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
@@ -103,6 +112,7 @@ class Replay:
                 | R.BatchDeleted()
                 | R.BatchesAbandoned()
                 | R.BatchesExpired()
+                | R.JobsExpired()
             ):
                 self.flush()
                 apply(self.state, record)
@@ -143,7 +153,7 @@ class Replay:
     def _push(self, record: R.JobsPushed) -> None:
         news = record.jobs
         for new in news:
-            if new.run_at_ms is not None or new.batch is not None:
+            if new.run_at_ms is not None or new.batch is not None or record.extras:
                 self.flush()
                 apply(self.state, record)
                 return
@@ -176,6 +186,8 @@ class Replay:
         state.counter = counted(record.counter_after)
         if state.jobs.overdue > 0:
             state.jobs.settle()
+        if state.expiries:  # as apply does after a lease record
+            purge_expiries(state)
 
     def _ack(self, record: R.JobsAcked) -> None:
         state, pushed, leases = self.state, self._pushed, self._leases
@@ -203,6 +215,8 @@ class Replay:
                 state.jobs.settle()
             purge_deadlines(state)
             purge_batch_deadlines(state)
+            if state.unique_windows:  # as apply does after an ack record
+                purge_unique_windows(state)
 
     def _ends_members(self, job_ids: list[str]) -> bool:
         """Whether any of these leased jobs is a batch member: ending its

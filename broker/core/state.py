@@ -89,6 +89,13 @@ class Process(Struct):
     terminate_deadline_ms: int = 0
 
 
+class UniqueLock(Struct, array_like=True, gc=False):
+    """Who holds a uniqueness key (unique.py)."""
+
+    job_id: str
+    until_ms: int = 0  # 0: the live job holds it; else its success's window ends then
+
+
 class Queue:
     """The ready jobs of one queue, how many of its jobs are in each state,
     and whether it is paused. A queue exists while it has a job in any state
@@ -123,6 +130,7 @@ class State:
         "dead",
         "deadlines",
         "epoch",
+        "expiries",
         "jobs",
         "leases_by_owner",
         "process_deadlines",
@@ -130,6 +138,8 @@ class State:
         "queues",
         "readied",
         "scheduled",
+        "unique",
+        "unique_windows",
     )
 
     def __init__(self, config: CoreConfig | None = None) -> None:
@@ -146,6 +156,9 @@ class State:
         self.leases_by_owner: dict[str, dict[str, None]] = {}  # derived from jobs
         self.batches: dict[str, Batch] = {}
         self.batch_deadlines: list[tuple[int, str, str]] = []  # (deadline_ms, id, kind)
+        self.expiries: list[tuple[int, str]] = []  # (expires_ms, id): waiting jobs (expiry.py)
+        self.unique: dict[str, UniqueLock] = {}  # uniqueness key -> its holder (unique.py)
+        self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -189,6 +202,21 @@ def live_batch_deadline(state: State, entry: tuple[int, str, str]) -> bool:
     if entry[2] == "open":
         return batch.state == OPEN and batch.open_deadline_ms == entry[0]
     return batch.expires_ms == entry[0]
+
+
+WAITING: Final = (READY, SCHEDULED, RETRYING)  # the states a job can expire in
+
+
+def live_expiry(state: State, entry: tuple[int, str]) -> bool:
+    """A waiting job expires then (a leased job's entry is not live: it is
+    added again when its lease ends, expiry.py)."""
+    job = state.jobs.get(entry[1])
+    return job is not None and job.expires_ms == entry[0] and job.state in WAITING
+
+
+def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
+    lock = state.unique.get(entry[1])
+    return lock is not None and lock.until_ms == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -279,7 +307,14 @@ def index_sizes(state: State) -> list[IndexSize]:
         IndexSize(
             "batch deadlines", len(state.batch_deadlines), BATCH_DEADLINE_KINDS * len(state.batches)
         ),
+        IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
+        IndexSize("expiries", len(state.expiries), _waiting(state)),
     ]
+
+
+def _waiting(state: State) -> int:
+    counts = state.counts
+    return counts[READY] + counts[SCHEDULED] + counts[RETRYING]
 
 
 def _over(state: State, entries: int, live_max: int) -> bool:
@@ -340,6 +375,22 @@ def purge_batch_deadlines(state: State) -> None:
         _rebuild_heap(state, heap, live_batch_deadline)
 
 
+def purge_unique_windows(state: State) -> None:
+    heap = state.unique_windows
+    while heap and not live_unique_window(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), len(state.unique)):
+        _rebuild_heap(state, heap, live_unique_window)
+
+
+def purge_expiries(state: State) -> None:
+    heap = state.expiries
+    while heap and not live_expiry(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), _waiting(state)):
+        _rebuild_heap(state, heap, live_expiry)
+
+
 def purge_indexes(state: State) -> None:
     """Every lazy index: its front live, its size within its bound."""
     purge_scheduled(state)
@@ -347,6 +398,8 @@ def purge_indexes(state: State) -> None:
     purge_dead(state)
     purge_process_deadlines(state)
     purge_batch_deadlines(state)
+    purge_unique_windows(state)
+    purge_expiries(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -376,6 +429,9 @@ def canonical(state: State) -> dict[str, Any]:
         "batch_deadlines": sorted(
             {e for e in state.batch_deadlines if live_batch_deadline(state, e)}
         ),
+        "unique": {k: (v.job_id, v.until_ms) for k, v in sorted(state.unique.items())},
+        "unique_windows": sorted({e for e in state.unique_windows if live_unique_window(state, e)}),
+        "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
     }
 
 

@@ -8,7 +8,8 @@ those are derived while a record is applied, so ``enqueued`` counts the
 ones ``apply`` returns), and every job that dies as dead (its attempts used
 up, its lease lost too often, or killed by an operator; a job pushed to be
 forgotten when it dies, a Faktory unit with ``retry`` 0, counts as dead
-too). Pure; the shell keeps the running totals since start for the stats
+too). A push that names a key some job holds counts as a duplicate
+(``duplicates``, from its reply). Pure; the shell keeps the running totals since start for the stats
 view and the metrics.
 """
 
@@ -18,8 +19,9 @@ from typing import assert_never
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED
 from leash.broker.core.state import State
+from leash.protocol import messages as M
 
-TOTALS = ("pushed", "acked", "failed", "dead", "expired")
+TOTALS = ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired")
 
 Counted = list[tuple[str, str]]  # (queue, total), once for every count a record adds to
 
@@ -35,6 +37,8 @@ def tally(state: State, record: R.Record) -> Counted:
             return _failures(state, failures)
         case R.JobKilled(id=job_id):
             return [(state.jobs[job_id].queue, "dead")]
+        case R.JobsExpired(ids=ids):
+            return [(state.jobs[job_id].queue, "ttl_expired") for job_id in ids]
         case (
             R.Booted()
             | R.EpochRolled()
@@ -54,10 +58,25 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.BatchesExpired()
             | R.JobDeleted()
             | R.JobRequeued()
+            | R.UniqueWindowsEnded()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:
             assert_never(record)
+
+
+def duplicates(request: object, reply: object) -> Counted:
+    """What a push's reply counts for: each push of a key some job held
+    (``duplicate``, by the queue the push named). No record says it: a
+    duplicate push changes nothing."""
+    match reply:
+        case M.Pushed(duplicate=True) if isinstance(request, M.Push):
+            return [(request.job.queue, "duplicate")]
+        case M.PushedMany(results=results) if isinstance(request, M.PushMany):
+            specs = request.jobs
+            return [(specs[i].queue, "duplicate") for i, r in enumerate(results) if r.duplicate]
+        case _:
+            return []
 
 
 def enqueued(callbacks: Iterable[R.NewJob]) -> Counted:

@@ -4,7 +4,9 @@ Scheduled and retrying jobs whose time came become ready; processes past
 a deadline die, ending their leases (processes.py); other leases past their
 deadline are lost ("lease expired": the job is ready again at once and the
 attempt counts, common.lost_lease_for); the dead set is trimmed to
-its count and age bounds. Batch timers run in a tick of their own, once
+its count and age bounds; waiting jobs whose expiry came are removed
+(expiry.py); uniqueness keys whose window after success
+passed are freed (unique.py). Batch timers run in a tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
 batches past their open deadline are abandoned, then batches past their
@@ -14,6 +16,7 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
+from leash.broker.core import expiry
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED, lost_lease_for
 from leash.broker.core.processes import deaths
@@ -26,6 +29,7 @@ from leash.broker.core.state import (
     live_deadline,
     live_scheduled,
 )
+from leash.broker.core.unique import due_windows
 
 
 def tick(state: State, now_ms: int) -> list[R.Record]:
@@ -44,6 +48,12 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     trimmed = _dead_to_trim(state, now_ms, limit)
     if trimmed:
         records.append(R.DeadTrimmed(ids=trimmed))
+    lapsed = expiry.due(state, now_ms, limit)
+    if lapsed:
+        records.append(R.JobsExpired(lapsed, now_ms))
+    freed = due_windows(state, now_ms, limit)
+    if freed:
+        records.append(R.UniqueWindowsEnded(freed, now_ms))
     if not records:
         records.extend(_due_batches(state, now_ms, limit))
     return records
@@ -51,7 +61,14 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
 
 def next_due_ms(state: State) -> int | None:
     """The earliest time at which tick may have something to do."""
-    heaps = (state.scheduled, state.deadlines, state.process_deadlines, state.batch_deadlines)
+    heaps = (
+        state.scheduled,
+        state.deadlines,
+        state.process_deadlines,
+        state.batch_deadlines,
+        state.unique_windows,
+        state.expiries,
+    )
     fronts = [heap[0][0] for heap in heaps if heap]
     if state.dead:
         oldest_ms = state.dead[0][0]

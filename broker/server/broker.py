@@ -189,6 +189,7 @@ class Broker:
         if isinstance(request, M.Beat) and request.ran is not None:
             self._told_ran(connection.worker_id, request.ran)
         written = outcome.written_enough
+        self.totals.count(core.duplicates(request, outcome.reply), now_ms)
         if outcome.records:
             self._commit(outcome.records, sync=not written)
         if outcome.may_wait:

@@ -57,6 +57,7 @@ class ServerConfig(msgspec.Struct, frozen=True):
             "dead_max_jobs": self.core.dead_max_jobs,
             "dead_max_age_ms": self.core.dead_max_age_ms,
             "lost_leases_max": self.core.lost_leases_max,
+            "unique_keys_max": self.core.unique_keys_max,
             "restart_grace_ms": self.core.restart_grace_ms,
             "segment_bytes": self.segment_bytes,
             "snapshot_min_bytes": self.snapshot_min_bytes,

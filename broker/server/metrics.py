@@ -90,7 +90,7 @@ class BrokerCollector(Collector):
 
 def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ["queue"]
-    for total in ("pushed", "acked", "failed", "dead", "expired"):
+    for total in ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired"):
         family = CounterMetricFamily(
             f"leash_queue_{total}", f"Jobs {total} since start", labels=labels
         )

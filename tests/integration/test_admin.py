@@ -109,12 +109,22 @@ def test_stats_counts_jobs_by_state_and_totals_since_start(
         stats = leash(broker, "stats", json_output=True)
         text = fields(leash(broker, "stats"))
     assert stats["jobs"] == {"ready": 2, "scheduled": 0, "leased": 0, "retrying": 0, "dead": 0}
-    assert stats["totals"] == {"pushed": 3, "acked": 1, "failed": 0, "dead": 0, "expired": 0}
+    assert stats["totals"] == {
+        "pushed": 3,
+        "acked": 1,
+        "failed": 0,
+        "dead": 0,
+        "expired": 0,
+        "duplicate": 0,
+        "ttl_expired": 0,
+    }
     assert stats["connections"] == 1 and stats["queues"] == 1 and stats["epoch"] == 1
     assert stats["journal"]["last_seq"] > 0 and stats["journal"]["fsyncs"] > 0
     assert stats["limits"]["max_frame_bytes"] == 1024 * 1024
     assert text["jobs"] == "ready 2, scheduled 0, leased 0, retrying 0, dead 0"
-    assert text["since start"] == "pushed 3, acked 1, failed 0, dead 0, expired 0"
+    assert text["since start"] == (
+        "pushed 3, acked 1, failed 0, dead 0, expired 0, duplicate 0, ttl_expired 0"
+    )
     assert text["version"].startswith("leash/")
 
 
@@ -519,6 +529,7 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
         while rounds < 5:
             rounds += 1
             client.push_many([{"type": "t", "queue": "q"} for _ in range(20)])
+            client.push_many([{"type": "t", "queue": "u", "unique_key": "k"}] * 2)  # 1 job in all
             jobs = client.fetch_many("q", 15)
             client.ack_many(jobs[:10])
             for job in jobs[10:12]:
@@ -526,9 +537,10 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
             samples = scrape(port)  # between requests: nothing moves while it is taken
             stats = admin.stats()
             queue = {q.name: q for q in admin.queues()}["q"]
-            assert samples['leash_queue_pushed_total{queue="q"}'] == stats.totals["pushed"]
+            assert samples['leash_queue_pushed_total{queue="q"}'] == stats.totals["pushed"] - 1
             assert samples['leash_queue_acked_total{queue="q"}'] == stats.totals["acked"]
             assert samples['leash_queue_failed_total{queue="q"}'] == stats.totals["failed"]
+            assert samples['leash_queue_duplicate_total{queue="u"}'] == stats.totals["duplicate"]
             assert samples['leash_queue_ready{queue="q"}'] == queue.ready
             assert samples['leash_queue_leased{queue="q"}'] == queue.in_flight
             for state, count in stats.jobs.items():
@@ -536,7 +548,8 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
             assert samples["leash_connections"] == stats.connections
             assert samples["leash_processes"] == stats.processes
             assert samples["leash_journal_fsync_seconds_count"] >= 1
-        assert stats.totals["pushed"] == 100 and stats.totals["acked"] == 50
+        assert stats.totals["pushed"] == 100 + 1 and stats.totals["acked"] == 50
+        assert stats.totals["duplicate"] == 2 * 5 - 1  # the job of the first push holds the key
 
 
 def test_the_metrics_count_jobs_made_by_batches_and_callbacks_and_killed_by_an_operator(

@@ -19,6 +19,7 @@ from leash.protocol import PROTOCOL_VERSION
 from leash.protocol import messages as M
 from leash.protocol.frames import FrameDecoder, encode_frame
 from tests.integration.broker_proc import BrokerProcess
+from tests.integration.test_processes import wait_until
 
 
 def connect(broker: BrokerProcess, **options: object) -> Client:
@@ -310,3 +311,24 @@ def _read_reply(sock: socket.socket) -> M.Reply:
         if not chunk:
             raise ConnectionError("closed before a reply")
         decoder.feed(chunk)
+
+
+def test_a_job_not_started_within_its_ttl_is_removed_by_the_broker_and_counted(
+    broker: BrokerProcess,
+) -> None:
+    with Client("127.0.0.1", broker.port) as client, broker.admin() as admin:
+        lapsing = client.push("t", queue="expiring", ttl_ms=300)
+        kept = client.push("t", queue="expiring", ttl_ms=600_000)
+        assert client.get_job(lapsing).expires_ms is not None
+
+        def gone() -> bool:
+            try:
+                client.get_job(lapsing)
+            except NotFound:
+                return True
+            return False
+
+        assert wait_until(gone, 5.0), "the broker's timer removes it (300 ms, 5 s bound)"
+        job = client.fetch("expiring")
+        assert job is not None and job.id == kept
+        assert admin.stats().totals["ttl_expired"] == 1

@@ -257,6 +257,42 @@ async def test_the_async_client_from_env_too(
         assert await client.push("t") != ""
 
 
+def test_leash_push_with_a_uniqueness_key_names_the_holder_and_leash_job_shows_the_key(
+    broker: BrokerProcess,
+) -> None:
+    at = ["--port", str(broker.port)]
+    first = leash("push", "t", "--unique-key", "k1", "--unique-for-ms", "60000", *at)
+    again = leash("push", "t", "[5]", "--unique-key", "k1", *at)
+    assert first.returncode == again.returncode == 0, (first.stderr, again.stderr)
+    job_id = first.stdout.strip()
+    assert again.stdout.strip() == job_id
+    assert f"a duplicate: job {job_id} (ready) holds the key" in again.stderr
+    assert "duplicate" not in first.stderr
+    shown = leash("job", job_id, "--data-dir", broker.data_dir)
+    assert "unique key: k1 (kept 60.0 s after success)" in shown.stdout, shown.stdout
+    lapsing = leash("push", "t", "--ttl-ms", "600000", *at)
+    shown = leash("job", lapsing.stdout.strip(), "--data-dir", broker.data_dir)
+    assert "expires:" in shown.stdout, shown.stdout
+    both = leash("push", "t", "--unique-key", "k2", "--unique", *at)
+    assert both.returncode != 0 and "not both" in both.stderr and "Traceback" not in both.stderr
+
+
+async def test_the_async_client_pushes_unique_jobs(broker: BrokerProcess) -> None:
+    async with await AsyncClient.connect("127.0.0.1", broker.port) as client:
+        first = await client.push("t", [1], queue="uq", unique=True)
+        assert await client.push("t", [1], queue="uq", unique=True) == first
+        results = await client.push_many(
+            [
+                {"type": "t", "args": [1], "queue": "uq", "unique": True},
+                {"type": "t", "queue": "uq"},
+            ]
+        )
+        assert [(r.id == first, r.created, r.duplicate) for r in results] == [
+            (True, False, True),
+            (False, True, False),
+        ]
+
+
 def test_a_broker_takes_its_settings_from_file_and_environment_and_logs_json(
     tmp_path: Path,
 ) -> None:

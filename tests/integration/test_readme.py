@@ -144,6 +144,7 @@ KEYS = 'key=load_key("keys.toml"'
 TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
+UNIQUE = 'client.push("daily_report"'
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -154,6 +155,7 @@ CASES = (
     TLS,
     PIPELINE,
     WORKERS,
+    UNIQUE,
 )
 
 
@@ -226,6 +228,22 @@ def test_the_quick_start_pushes_fetches_and_acks(
         assert client.fetch("mail") is None  # the example acked what it pushed
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         assert admin.stats().totals["pushed"] == admin.stats().totals["acked"] == 1
+
+
+def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = launch_broker()
+    run(example(UNIQUE), tmp_path, broker.port)  # its asserts check the duplicate
+    with Client("127.0.0.1", broker.port) as client:
+        report, sync, reminder = client.fetch_many("default", 10)
+        view = client.get_job(report.id)
+    assert (report.type, view.unique_for_ms, sync.type) == ("daily_report", 3_600_000, "sync")
+    assert reminder.type == "send_reminder"
+    assert view.unique_key is not None and view.unique_key.startswith("auto:")
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        totals = admin.stats().totals
+    assert (totals["pushed"], totals["duplicate"]) == (3, 1)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

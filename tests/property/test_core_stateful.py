@@ -18,6 +18,13 @@ the whole state is checked:
 - loading the last state image (``core.image``, taken every few records)
   and replaying the records after it gives the live state too;
 - tokens never repeat, across restarts too;
+- no job is leased at or after its expiry (check_invariants too), and a
+  waiting job past its expiry is gone once the tick has run (a lease that
+  ends past it leaves its job waiting until then: a fetch skips it);
+- a uniqueness key is held by exactly the live job that carries it, or by
+  the window after its job's success (a model of the windows the acks
+  opened, freed once they pass); a push with a held key creates nothing
+  and names its holder;
 - an operation with a stale token is refused and changes nothing;
 - however many tick records it takes, jobs become ready in run_at order,
   leases expire in deadline order, and no due work is left behind.
@@ -49,6 +56,7 @@ from leash.broker.core import (
 from leash.broker.core import records as R
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
+from leash.broker.core.unique import key_of
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -102,6 +110,7 @@ class Walk(Core):
         self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
         self.tokens: set[int] = set()  # every token ever handed out
         self.paused: set[str] = set()
+        self.windows: dict[str, tuple[str, int]] = {}  # key -> (acked job, until_ms)
 
     # --- driving the core --------------------------------------------------
 
@@ -112,14 +121,35 @@ class Walk(Core):
 
     # --- producer steps ----------------------------------------------------
 
+    def holder(self, spec: M.JobSpec, taken: dict[str, str]) -> tuple[str, str] | None:
+        """(id, state) of the job holding the spec's key, in the model: a
+        live job carrying it, an earlier spec of the request, or a window."""
+        key = key_of(spec)
+        if key is None:
+            return None
+        if key in taken:
+            return taken[key], "?"
+        for job in self.state.jobs.values():
+            if job.unique_key == key:
+                return job.id, job.state
+        window = self.windows.get(key)
+        if window is not None and window[1] > self.now_ms:
+            return window[0], "succeeded"
+        return None
+
     def push(self, spec: M.JobSpec) -> None:
         known = self.state.jobs.get(spec.id) if spec.id is not None else None
         known_state = known.state if known is not None else None
+        holder = self.holder(spec, {})
         outcome = self.send(M.Push(self.next_rid(), spec))
         reply = outcome.reply
         assert isinstance(reply, M.Pushed), reply
         if known_state is not None:
             assert reply == M.Pushed(self.rid, spec.id or "", False, known_state)
+            assert outcome.records == []
+            return
+        if holder is not None:
+            assert reply == M.Pushed(self.rid, holder[0], False, holder[1], True)
             assert outcome.records == []
             return
         assert reply.created and len(outcome.records) == 1
@@ -135,15 +165,28 @@ class Walk(Core):
 
     def push_many(self, specs: list[M.JobSpec]) -> None:
         named: set[str] = set(self.state.jobs)
+        taken: dict[str, str] = {}  # keys of specs that create a job: spec index
         expected: list[bool] = []
-        for spec in specs:
-            expected.append(spec.id is None or spec.id not in named)
-            if spec.id is not None:
+        duplicates: list[str | None] = []  # the holder each duplicate names
+        for index, spec in enumerate(specs):
+            holder = None if spec.id in named else self.holder(spec, taken)
+            created = (spec.id is None or spec.id not in named) and holder is None
+            expected.append(created)
+            duplicates.append(holder[0] if holder is not None else None)
+            if spec.id is not None and created:
                 named.add(spec.id)
+            key = key_of(spec)
+            if created and key is not None:
+                taken[key] = f"#{index}"
         outcome = self.send(M.PushMany(self.next_rid(), specs))
         assert isinstance(outcome.reply, M.PushedMany), outcome.reply
         results = outcome.reply.results
         assert [result.created for result in results] == expected
+        for result, holder_id in zip(results, duplicates, strict=True):
+            assert result.duplicate == (holder_id is not None)
+            if holder_id is not None and holder_id.startswith("#"):
+                holder_id = results[int(holder_id[1:])].id
+            assert holder_id is None or result.id == holder_id
         created = [result.id for result in results if result.created]
         assert len(set(created)) == len(created)
         assert all(job_id in self.state.jobs for job_id in created)
@@ -166,6 +209,7 @@ class Walk(Core):
             assert delivery.deadline_ms == self.now_ms + delivery.lease_ttl_ms
             job = self.state.jobs[delivery.id]
             assert (job.state, job.owner, job.token) == (LEASED, worker, delivery.token)
+            assert job.expires_ms == 0 or job.expires_ms > self.now_ms, "an expired job was leased"
             assert delivery.attempt == job.failures + 1 <= job.max_attempts
             self.tokens.add(delivery.token)
             self.leases[delivery.token] = Held(delivery.id, delivery.deadline_ms)
@@ -181,8 +225,15 @@ class Walk(Core):
                 found.extend(queue.buckets.get(priority, {}))
         return found
 
+    def opened_window(self, job_id: str) -> None:
+        """The job is about to be acked: its key's window, if it has one."""
+        job = self.state.jobs[job_id]
+        if job.unique_key is not None and job.unique_for_ms:
+            self.windows[job.unique_key] = (job_id, self.now_ms + job.unique_for_ms)
+
     def ack(self, token: int) -> None:
         held = self._end(token)
+        self.opened_window(held.id)
         outcome = self.send(M.Ack(self.next_rid(), held.id, token))
         assert outcome.reply == M.Ok(self.rid)
         assert held.id not in self.state.jobs
@@ -199,6 +250,8 @@ class Walk(Core):
                 expected.append(ErrorCode.STALE_LEASE)
             else:
                 expected.append(ErrorCode.NOT_FOUND)
+        for ref in acked:
+            self.opened_window(ref.id)
         outcome = self.send(M.AckMany(self.next_rid(), refs))
         assert isinstance(outcome.reply, M.AckedMany), outcome.reply
         assert [result.code for result in outcome.reply.results] == expected
@@ -334,6 +387,12 @@ class Walk(Core):
         assert all(at_ms <= self.now_ms for at_ms, _ in promoted + expired)
         due_ms = next_due_ms(self.state)
         assert due_ms is None or due_ms > self.now_ms, "tick left due work"
+        lapsed = [
+            job.id
+            for job in self.state.jobs.values()
+            if job.state not in (LEASED, "dead") and 0 < job.expires_ms <= self.now_ms
+        ]
+        assert lapsed == [], f"jobs past their expiry still wait after the tick: {lapsed}"
         for token, held in list(self.leases.items()):
             job = self.state.jobs.get(held.id)
             current = job is not None and job.state == LEASED and job.token == token
@@ -371,6 +430,12 @@ class Walk(Core):
         counts = Counter(job.state for job in state.jobs.values())
         assert state.counts == {name: counts[name] for name in state.counts}
         assert {name for name, queue in state.queues.items() if queue.paused} == self.paused
+        self.windows = {k: w for k, w in self.windows.items() if w[1] > self.now_ms}
+        live = {job.unique_key: (job.id, 0) for job in state.jobs.values() if job.unique_key}
+        for key, window in self.windows.items():
+            if key not in live:
+                live[key] = window
+        assert {k: (lock.job_id, lock.until_ms) for k, lock in state.unique.items()} == live
         assert canonical(self.shadow) == canonical(state)
         self.check_image()  # a snapshot and the tail after it give the same state
         if full_replay:
@@ -379,7 +444,28 @@ class Walk(Core):
 
 # --- the hypothesis driver -------------------------------------------------------
 
-specs = st.builds(
+UNIQUE_KEYS = ("k1", "k2")
+UNIQUE_FOR_MS = (0, 0, 500, 5 * SECOND_MS, 2 * MINUTE_MS)
+
+
+TTLS_MS = (None, None, None, 500, 5 * SECOND_MS, MINUTE_MS)
+
+
+def uniquely(
+    spec: M.JobSpec, mode: str | None, unique_for_ms: int, ttl_ms: int | None = None
+) -> M.JobSpec:
+    """The spec with a uniqueness key (none, one of UNIQUE_KEYS, or derived)
+    and an expiry (``ttl_ms``, None: none)."""
+    if ttl_ms is not None:
+        spec = msgspec.structs.replace(spec, ttl_ms=ttl_ms)
+    if mode is None:
+        return spec
+    if mode == "derived":
+        return msgspec.structs.replace(spec, unique=True, unique_for_ms=unique_for_ms)
+    return msgspec.structs.replace(spec, unique_key=mode, unique_for_ms=unique_for_ms)
+
+
+plain_specs = st.builds(
     M.JobSpec,
     type=st.sampled_from(["t", "u"]),
     queue=st.sampled_from(QUEUES),
@@ -390,6 +476,13 @@ specs = st.builds(
     max_attempts=st.integers(1, 3),
     lease_ttl_ms=st.sampled_from(LEASE_TTLS_MS),
     retry_base_ms=st.none() | st.sampled_from([1, SECOND_MS]),
+)
+specs = st.builds(
+    uniquely,
+    plain_specs,
+    st.sampled_from([None, None, *UNIQUE_KEYS, "derived"]),
+    st.sampled_from(UNIQUE_FOR_MS),
+    st.sampled_from(TTLS_MS),
 )
 errors = st.builds(
     M.ErrorInfo, type=st.sampled_from(["E", "KeyError"]), message=st.text(max_size=4)
@@ -518,6 +611,11 @@ FULL_REPLAY_EVERY = 500
 
 
 def random_spec(rng: random.Random) -> M.JobSpec:
+    mode = rng.choice((None, None, None, *UNIQUE_KEYS, "derived"))
+    return uniquely(_random_plain_spec(rng), mode, rng.choice(UNIQUE_FOR_MS), rng.choice(TTLS_MS))
+
+
+def _random_plain_spec(rng: random.Random) -> M.JobSpec:
     return M.JobSpec(
         type="t",
         queue=rng.choice(QUEUES),

@@ -138,6 +138,18 @@ def test_push_sends_exactly_the_options_given() -> None:
     assert (job["queue"], job["priority"], job["delay_ms"]) == ("mail", 9, 50)
 
 
+def test_push_sends_the_uniqueness_options_given_and_refuses_a_contradiction() -> None:
+    keyed = sent(welcomed_core().push(job_spec("t", unique_key="k", unique_for_ms=60_000)))["job"]
+    assert (keyed["unique_key"], keyed["unique_for_ms"]) == ("k", 60_000)
+    assert "unique" not in keyed
+    derived = sent(welcomed_core().push(job_spec("t", unique=True)))["job"]
+    assert derived["unique"] is True and "unique_key" not in derived
+    with pytest.raises(ValueError, match="not both"):
+        job_spec("t", unique_key="k", unique=True)
+    with pytest.raises(ValueError, match="needs unique_key or unique"):
+        job_spec("t", unique_for_ms=5)
+
+
 def test_push_makes_a_fresh_id_unless_given_one() -> None:
     first, second = job_spec("t").id, job_spec("t").id
     assert first and second and first != second

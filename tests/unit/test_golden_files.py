@@ -40,8 +40,8 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000083.log"]
-V3_COVERED = 82  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000096.log"]
+V3_COVERED = 95  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
 
 
@@ -215,7 +215,7 @@ def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 96
+    assert header.through_seq == V3_COVERED and len(every) == 111
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -273,6 +273,38 @@ def test_the_v3_snapshot_holds_the_attempts_of_packed_and_leased_jobs() -> None:
     last_error = jobs["tries"].last_error
     assert last_error is not None and len(last_error.message) == 600, "the job keeps it whole"
     assert sum(1 for job in jobs.values() if job.attempts) > len(ended)  # make_image_v2's too
+
+
+def test_the_v3_snapshot_holds_the_uniqueness_keys_of_packed_leased_and_acked_jobs() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    held = {key: (lock.job_id, lock.until_ms > 0) for key, lock in loaded.unique.items()}
+    derived = loaded.jobs["uniq-derived"].unique_key
+    assert held == {
+        "report:1": ("uniq-ready", False),  # packed: in its Cold part
+        derived: ("uniq-derived", False),
+        "sync:7": ("uniq-leased", False),  # a Job
+        "member:1": ("uniq-member", False),  # joined with its batch
+        "mail:9": ("uniq-day", True),  # acked: the window after its success
+        "mail:10": ("uniq-short", True),
+    }
+    leased = loaded.jobs["uniq-leased"]
+    assert (leased.state, leased.unique_key, leased.unique_for_ms) == ("leased", "sync:7", 1)
+    assert derived is not None and derived.startswith("auto:")
+    assert check_invariants(loaded) == []
+    every = [record for _, records in _frames_of(V3) for record in records]
+    freed = [r for r in every[V3_COVERED:] if isinstance(r, R.UniqueWindowsEnded)]
+    assert [r.keys for r in freed] == [["mail:10"]]
+    assert "mail:10" not in replayed(every).unique
+
+
+def test_the_v3_snapshot_holds_the_expiries_and_the_tail_expires_a_job() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    expiring = {job_id: ms - loaded.jobs[job_id].created_ms for ms, job_id in loaded.expiries}
+    assert expiring == {"exp-later": 24 * 3600 * 1000, "exp-soon": 2000}
+    every = [record for _, records in _frames_of(V3) for record in records]
+    expired = [r for r in every[V3_COVERED:] if isinstance(r, R.JobsExpired)]
+    assert [r.ids for r in expired] == [["exp-soon"]]
+    assert "exp-soon" not in replayed(every).jobs
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
@@ -389,7 +421,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 96
+    assert len(decoded) == len(expected) == 111
     for now, then in zip(decoded, expected, strict=True):
         assert_same_or_newer(now, then)
     failures = [

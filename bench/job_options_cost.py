@@ -1,0 +1,82 @@
+"""What unique jobs and expiry cost the core's push and fetch paths: CPU per job.
+
+    .venv/bin/python bench/job_options_cost.py [--jobs 100000] [--batch 100] [--mode plain]
+
+Drives the pure core as the broker does (bench/core_driver.py: a sign of
+life, ``decide``, ``apply``) through ``--jobs`` jobs in requests of
+``--batch``: push_many, then fetch and ack_many until the queue is empty,
+and prints the CPU microseconds a job for the pushes and for the fetches
+and acks apart. ``--mode``: ``plain`` (no key: the path every push takes
+whether or not the feature is used; run it on an older checkout too, side
+by side), ``key`` (each job its own ``unique_key``), ``derived``
+(``unique: true``: the key hashed from the args), ``duplicate`` (every
+push after the first ``--batch`` names a key already held: nothing is
+added), ``ttl`` (each job expires in a day: the expiry heap, the check at
+fetch). A measurement, not a test.
+"""
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import msgspec
+
+from bench.core_driver import CoreDriver
+from leash.protocol import messages as M
+
+ARGS = msgspec.Raw(msgspec.msgpack.encode({"user": 12345, "report": "daily", "day": "2026-03-02"}))
+
+
+def spec(mode: str, number: int, batch: int) -> M.JobSpec:
+    if mode == "key":
+        return M.JobSpec(type="t", args=ARGS, unique_key=f"key-{number}")
+    if mode == "derived":
+        args = msgspec.Raw(msgspec.msgpack.encode({"user": number, "report": "daily"}))
+        return M.JobSpec(type="t", args=args, unique=True)
+    if mode == "duplicate":
+        return M.JobSpec(type="t", args=ARGS, unique_key=f"key-{number % batch}")
+    if mode == "ttl":
+        return M.JobSpec(type="t", args=ARGS, ttl_ms=86_400_000)
+    return M.JobSpec(type="t", args=ARGS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--mode", choices=("plain", "key", "derived", "duplicate", "ttl"), default="plain"
+    )
+    options = parser.parse_args()
+    driver = CoreDriver()
+    gc.disable()
+    batches = [  # made before the clock starts: what a push costs the core, not its spec
+        [spec(options.mode, n, options.batch) for n in range(first, first + options.batch)]
+        for first in range(0, options.jobs, options.batch)
+    ]
+    started = time.process_time()
+    for specs in batches:
+        driver.send(M.PushMany(driver.next(), specs))
+    pushed_s = time.process_time() - started
+    started = time.process_time()
+    while True:
+        reply = driver.send(M.Fetch(driver.next(), ["default"], options.batch, 0))
+        assert isinstance(reply, M.Jobs)
+        if not reply.jobs:
+            break
+        refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
+        driver.send(M.AckMany(driver.next(), refs))
+    fetched_s = time.process_time() - started
+    per_job_us = 1e6 / options.jobs
+    print(
+        f"{options.mode}: push {pushed_s * per_job_us:.2f} us/job, "
+        f"fetch+ack {fetched_s * per_job_us:.2f} us/job"
+    )
+
+
+if __name__ == "__main__":
+    main()
