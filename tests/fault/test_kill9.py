@@ -113,11 +113,10 @@ class AckedByRunner(logging.Handler):
         self.ledger = ledger
 
     def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if record.msg == "job %s %s answered" and isinstance(args, tuple) and args[1] == "ack":
+        if record.msg == "job %s acked" and isinstance(record.args, tuple):
             with self.ledger.lock:
-                self.ledger.acked.add(str(args[0]))
-                self.ledger.acked_by_runner.add(str(args[0]))
+                self.ledger.acked.add(str(record.args[0]))
+                self.ledger.acked_by_runner.add(str(record.args[0]))
 
 
 def _runner(port: int, ledger: Ledger) -> tuple[Worker, threading.Thread]:

@@ -263,7 +263,11 @@ def test_paging_through_the_admin_client_sees_every_job_once(
 def test_pause_quiet_and_stop_are_applied_and_survive_a_restart(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:
-    broker = start_broker("--process-ttl-ms", "60000", "--reconnect-grace-ms", "60000")
+    # The processes stay known across the restart for as long as the test runs
+    # (the restart grace, 3 s by default, may pass on a loaded machine).
+    broker = start_broker(
+        "--process-ttl-ms", "60000", "--reconnect-grace-ms", "60000", "--restart-grace-ms", "60000"
+    )  # fmt: skip
     with connect(broker) as client:
         client.push("t", queue="q")
         quiet_id, stopped_id = "w-quiet", "w-stop"
