@@ -263,7 +263,9 @@ def test_paging_through_the_admin_client_sees_every_job_once(
 def test_pause_quiet_and_stop_are_applied_and_survive_a_restart(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:
-    broker = start_broker("--process-ttl-ms", "60000", "--reconnect-grace-ms", "60000")
+    broker = start_broker(  # time enough, on a loaded machine, for the commands after the restart
+        "--process-ttl-ms", "60000", "--reconnect-grace-ms", "60000", "--restart-grace-ms", "60000"
+    )
     with connect(broker) as client:
         client.push("t", queue="q")
         quiet_id, stopped_id = "w-quiet", "w-stop"
