@@ -69,6 +69,9 @@ def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("replay at start", f"{journal.replay_records} records in {journal.replay_s:.3f} s"),
         ("limits", counts(s.limits)),
     ]  # fmt: skip
+    if s.expired_jobs:
+        lines = [f"{j.id} ({j.queue}, {j.type}) at {when(j.expires_ms)}" for j in s.expired_jobs]
+        pairs.append(("expired unstarted", "\n  " + "\n  ".join(lines)))
     return Fields(pairs, s)
 
 

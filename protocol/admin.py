@@ -281,6 +281,16 @@ class JournalStats(Struct):
     disk_low: bool = False  # near --disk-low-bytes: pushes are refused
 
 
+class ExpiredJob(Struct):
+    """A job removed unstarted at its expiry (kept in memory: a short history)."""
+
+    id: str
+    queue: str
+    type: str
+    created_ms: int
+    expires_ms: int
+
+
 class Stats(Struct, tag="stats", tag_field="t"):
     rid: RequestId
     version: str
@@ -288,7 +298,7 @@ class Stats(Struct, tag="stats", tag_field="t"):
     uptime_ms: int
     epoch: int
     jobs: dict[str, int]  # by job state
-    totals: dict[str, int]  # since start: pushed, acked, failed, dead, expired
+    totals: dict[str, int]  # since start: pushed, acked, failed, dead, expired, ...
     connections: int  # open TCP connections
     processes: int
     queues: int
@@ -296,6 +306,7 @@ class Stats(Struct, tag="stats", tag_field="t"):
     limits: dict[str, int]
     fsync: str = ""  # the policy: "always", "interval:MS" or "never"
     busy_processes: int = 0  # processes holding a lease
+    expired_jobs: list[ExpiredJob] = []  # the last removed at their expiry, oldest first
 
 
 class QueueView(Struct):

@@ -49,6 +49,7 @@ ADMIN_SCAN_MAX = 2_000  # index entries one admin request may look at (a few ms 
 REQUEUE_MANY_MAX = 10_000  # jobs one requeue_jobs request requeues
 BULK_MAX = 10_000  # jobs one delete_jobs or kill_jobs request changes
 HISTORY_MAX_S = 3_600  # seconds of totals the broker keeps for graphs (one slot a second)
+EXPIRED_JOBS_KEPT = 100  # jobs removed at their expiry that stats lists (the last ones)
 
 # A job keeps its last ATTEMPTS_KEPT attempts (when, by whom, how each ended),
 # each error cut to these sizes (the backtrace keeps its end); the job's

@@ -17,7 +17,7 @@ from leash.broker.core.processes import detach, hold_ms, info_of, touch
 from leash.broker.core.records import ProcessInfo, Record, record_decoder, record_encoder
 from leash.broker.core.replay import Replay
 from leash.broker.core.state import State, canonical
-from leash.broker.core.tally import TOTALS, duplicates, enqueued, tally
+from leash.broker.core.tally import TOTALS, duplicates, enqueued, expired_jobs, tally
 from leash.broker.core.tick import next_due_ms, tick
 from leash.broker.core.views import list_jobs, queue_views
 
@@ -42,6 +42,7 @@ __all__ = [
     "detach",
     "duplicates",
     "enqueued",
+    "expired_jobs",
     "flush_round",
     "grows_state",
     "has_ready",

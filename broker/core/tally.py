@@ -19,6 +19,7 @@ from typing import assert_never
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED
 from leash.broker.core.state import State
+from leash.protocol import admin as A
 from leash.protocol import messages as M
 
 TOTALS = ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired")
@@ -77,6 +78,15 @@ def duplicates(request: object, reply: object) -> Counted:
             return [(specs[i].queue, "duplicate") for i, r in enumerate(results) if r.duplicate]
         case _:
             return []
+
+
+def expired_jobs(state: State, record: R.Record) -> list[A.ExpiredJob]:
+    """The jobs a record removes at their expiry, as the stats list them
+    (read before it is applied, as ``tally``)."""
+    if type(record) is not R.JobsExpired:
+        return []
+    jobs = [state.jobs[job_id] for job_id in record.ids]
+    return [A.ExpiredJob(j.id, j.queue, j.type, j.created_ms, j.expires_ms) for j in jobs]
 
 
 def enqueued(callbacks: Iterable[R.NewJob]) -> Counted:

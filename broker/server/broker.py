@@ -401,6 +401,7 @@ class Broker:
             limits=self.config.limits_in_force(),
             fsync=self.config.fsync.text(),
             busy_processes=len(state.leases_by_owner),
+            expired_jobs=list(self.totals.expired),
         )
 
     def metrics_snapshot(self) -> Snapshot:

@@ -1,5 +1,6 @@
 """The totals since start: jobs pushed, acked, failed, dead and expired, in
-all and by queue, for the stats view and the Prometheus counters.
+all and by queue, for the stats view and the Prometheus counters; and the
+last jobs removed at their expiry (``expired``: the stats list them).
 
 Shell state, never journalled: a restart starts them at zero. What a record
 counts for is the core's (``core.tally`` before it is applied, and
@@ -11,21 +12,26 @@ The same counts go into the history of the dashboard's graphs (history.py:
 totals a second, each queue's rates), at the time the shell passes in.
 """
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 
 from leash.broker import core
 from leash.broker.core.records import NewJob, Record
 from leash.broker.server.history import History
+from leash.protocol.admin import ExpiredJob
+from leash.protocol.limits import EXPIRED_JOBS_KEPT
 
 QUEUE_TOTALS_MAX = 10_000  # queues counted by name since start; the rest as OTHER_QUEUES
 OTHER_QUEUES = "_other"
 
 
 class Totals:
-    __slots__ = ("all", "by_queue", "history")
+    __slots__ = ("all", "by_queue", "expired", "history")
 
     def __init__(self, started_ms: int) -> None:
         self.all: dict[str, int] = dict.fromkeys(core.TOTALS, 0)
+        # the last jobs removed at their expiry (the jobs are gone: a short history)
+        self.expired: deque[ExpiredJob] = deque(maxlen=EXPIRED_JOBS_KEPT)
         self.by_queue: dict[str, dict[str, int]] = {}  # at most QUEUE_TOTALS_MAX queues
         self.history = History(started_ms)
 
@@ -34,6 +40,7 @@ class Totals:
         ``now_ms``: what the record says, read before (an ack removes its
         job), and the callback jobs applying it enqueued. Those jobs."""
         counted = core.tally(state, record)
+        self.expired.extend(core.expired_jobs(state, record))
         callbacks = core.apply(state, record)
         self.count(counted, now_ms)
         if callbacks:

@@ -331,4 +331,6 @@ def test_a_job_not_started_within_its_ttl_is_removed_by_the_broker_and_counted(
         assert wait_until(gone, 5.0), "the broker's timer removes it (300 ms, 5 s bound)"
         job = client.fetch("expiring")
         assert job is not None and job.id == kept
-        assert admin.stats().totals["ttl_expired"] == 1
+        stats = admin.stats()
+        assert stats.totals["ttl_expired"] == 1
+        assert [(j.id, j.queue) for j in stats.expired_jobs] == [(lapsing, "expiring")]

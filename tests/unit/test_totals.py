@@ -202,6 +202,17 @@ def callback_of_a_parent_when_its_child_is_abandoned(core: Counted) -> type:
     return R.BatchesAbandoned
 
 
+def expired_unstarted_with_a_callback_and_listed(core: Counted) -> type:
+    spec = M.JobSpec(type="t", queue="q", id="lapsing", ttl_ms=SECOND_MS)
+    core.create_batch(spec, callbacks=M.BatchCallbacks(death=CALLBACK), commit=True)
+    core.advance(SECOND_MS)
+    core.total("ttl_expired", "q", 1)
+    core.total("pushed", "callbacks", 1)  # the member counts dead for its batch: its death fires
+    (listed,) = core.totals.expired
+    assert (listed.id, listed.queue, listed.expires_ms) == ("lapsing", "q", START_MS + SECOND_MS)
+    return R.JobsExpired
+
+
 CASES: list[Callable[[Counted], type]] = [
     pushed_by_push,
     pushed_by_create_batch,
@@ -217,6 +228,7 @@ CASES: list[Callable[[Counted], type]] = [
     callback_when_a_member_is_deleted,
     callback_of_a_parent_when_its_child_is_deleted,
     callback_of_a_parent_when_its_child_is_abandoned,
+    expired_unstarted_with_a_callback_and_listed,
 ]
 
 
@@ -251,6 +263,7 @@ def test_the_cases_cover_every_kind_of_record_that_creates_or_kills_a_job() -> N
         R.JobDeleted,
         R.BatchDeleted,
         R.BatchesAbandoned,
+        R.JobsExpired,
     }  # not BatchesExpired: a child never outlives its parent's retention, so no callback
     assert creates_or_kills <= set(get_args(R.Record))
     covered = set()
