@@ -33,7 +33,6 @@ NOT_SERVED: Final = {
 
 _NAME = re.compile(L.NAME_PATTERN)
 T = TypeVar("T")
-Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 
 
 # --- commands -------------------------------------------------------------------

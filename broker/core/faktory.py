@@ -129,11 +129,11 @@ def _fetch(state: State, command: F.Fetch, worker_id: str, now_ms: int) -> Outco
     request = M.Fetch(0, command.queues, 1, command.wait_ms)
     leased = fetch(state, request, worker_id, now_ms)
     if not leased.records:
-        return Outcome(F.Bulk(None), [], leased.may_wait, written_enough=True)
+        return Outcome(F.Bulk(None), [], leased.may_wait, leased.written_enough)
     assert isinstance(leased.reply, M.Jobs), leased.reply
     (delivery,) = leased.reply.jobs
     job = state.jobs[delivery.id]  # as it waits: decide changes nothing
-    return Outcome(F.Bulk(unit_json(job)), leased.records, written_enough=True)
+    return Outcome(F.Bulk(unit_json(job)), leased.records, written_enough=leased.written_enough)
 
 
 def _held(state: State, jid: str, worker_id: str) -> Job:

@@ -118,13 +118,3 @@ def windows_ended(state: State, record: R.UniqueWindowsEnded) -> None:
     for key in record.keys:
         lock = state.unique.pop(key)
         assert 0 < lock.until_ms <= record.at_ms, (key, lock)
-
-
-def holders(state: State) -> dict[str, str]:
-    """What the locks held by live jobs must be, derived from the jobs (for
-    check_invariants: key -> job id)."""
-    return {
-        job.unique_key: job.id
-        for job in state.jobs.values()
-        if job.unique_key is not None and job.state != "dead"
-    }
