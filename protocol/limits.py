@@ -34,6 +34,9 @@ RETRY_BASE_MAX_MS = 24 * 3600 * 1000
 SCHEDULE_HORIZON_MS = 5 * 365 * 24 * 3600 * 1000  # run_at / delay at most ~5 years ahead
 UNIQUE_KEY_MAX_CHARS = 256  # a push's uniqueness key
 UNIQUE_FOR_MAX_MS = 30 * 24 * 3600 * 1000  # a key stays taken at most this long after success
+TIME_LIMIT_MIN_MS = 100  # a job's time limit: the longest one attempt may run
+TIME_LIMIT_MAX_MS = 7 * 24 * 3600 * 1000
+PROGRESS_MESSAGE_MAX_CHARS = 200  # a progress report's message
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

@@ -37,6 +37,9 @@ DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
 UniqueKey = Annotated[str, Meta(min_length=1, max_length=L.UNIQUE_KEY_MAX_CHARS)]
 UniqueForMs = Annotated[int, Meta(ge=0, le=L.UNIQUE_FOR_MAX_MS)]
 TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
+TimeLimitMs = Annotated[int, Meta(ge=L.TIME_LIMIT_MIN_MS, le=L.TIME_LIMIT_MAX_MS)]
+Percent = Annotated[int, Meta(ge=0, le=100)]
+ProgressMessage = Annotated[str, Meta(max_length=L.PROGRESS_MESSAGE_MAX_CHARS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -73,6 +76,10 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     # (core/expiry.py). Absolute (wall clock ms) or relative to the push.
     expires_at_ms: TimeMs | None = None
     ttl_ms: TtlMs | None = None
+    # Time limit: one attempt runs at most this long from its lease; the
+    # broker never extends the lease past it and fails the attempt with
+    # TimeLimitExceeded when it passes (core/timelimit.py).
+    time_limit_ms: TimeLimitMs | None = None
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -168,6 +175,18 @@ class Extend(Struct, tag="extend", tag_field="op", omit_defaults=True):
     lease_ttl_ms: LeaseTtlMs | None = None  # None: the job's own lease_ttl_ms
 
 
+class Progress(Struct, tag="progress", tag_field="op", omit_defaults=True):
+    """How far a running job is: kept on the job, and its lease extended
+    as ``extend`` does (core/progress.py)."""
+
+    rid: RequestId
+    id: JobId
+    token: Token
+    percent: Percent
+    message: ProgressMessage = ""
+    lease_ttl_ms: LeaseTtlMs | None = None  # None: the job's own lease_ttl_ms
+
+
 class Release(Struct, tag="release", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
@@ -260,6 +279,7 @@ Request = (
     | CommitBatch
     | GetBatchStatus
     | Auth
+    | Progress
 )
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 
@@ -317,6 +337,7 @@ class Delivery(Struct, omit_defaults=True):
     priority: int
     created_ms: int
     batch: str | None = None  # the batch the job is a member of
+    time_limit_ms: int | None = None  # the attempt may run this long from its lease
 
 
 class Jobs(Struct, tag="jobs", tag_field="t"):
@@ -391,6 +412,10 @@ class JobView(Struct, omit_defaults=True):
     unique_key: str | None = None  # the uniqueness key it holds
     unique_for_ms: int | None = None  # the key stays taken this long after it succeeds
     expires_ms: int | None = None  # not leased by then: removed, never run
+    time_limit_ms: int | None = None  # an attempt runs at most this long
+    progress: int | None = None  # leased: the percent its handler last reported
+    progress_message: str | None = None
+    progress_ms: int | None = None  # when it was reported
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

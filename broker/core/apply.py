@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, expiry, unique
+from leash.broker.core import batches, expiry, progress, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -75,6 +75,9 @@ def apply(state: State, record: R.Record) -> Enqueued:
                 purge_unique_windows(state)
         case R.LeaseExtended():
             _extended(state, record)
+            purge_deadlines(state)
+        case R.ProgressReported():
+            progress.reported(_extended(state, record), record)
             purge_deadlines(state)
         case R.ProcessSeen() | R.ProcessDetached() | R.ProcessControlled():
             _process_changed(state, record)
@@ -191,6 +194,7 @@ def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
         if extra.expires_ms:
             job.expires_ms = extra.expires_ms
             expiry.waits(state, job)
+        job.time_limit_ms = extra.time_limit_ms
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -283,10 +287,11 @@ def _fail_all(state: State, failures: list[R.Failure], outcome: Outcome | None) 
     )
 
 
-def _extended(state: State, record: R.LeaseExtended) -> None:
+def _extended(state: State, record: R.LeaseExtended | R.ProgressReported) -> Job:
     job = _leased(state, record.id, record.token)
     job.deadline_ms = record.deadline_ms
     heapq.heappush(state.deadlines, (record.deadline_ms, record.token, record.id))
+    return job
 
 
 def _promoted(state: State, record: R.JobsPromoted) -> None:
@@ -588,6 +593,7 @@ def _clear_lease(state: State, job: Job) -> None:
     """The lease ends; the job stays (waiting again, it may expire again)."""
     _unown(state, job)
     job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+    job.progress = None  # the report of the attempt that ended (progress.py)
     state.jobs.lease_ended(job.id)
     expiry.waits(state, job)
 

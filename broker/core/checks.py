@@ -38,6 +38,7 @@ from leash.broker.core.state import (
     live_scheduled,
     live_unique_window,
 )
+from leash.broker.core.timelimit import limit_ms
 
 
 def check_invariants(state: State) -> list[str]:
@@ -68,7 +69,23 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
-    return problems + _expiries(state, jobs)
+    return problems + _expiries(state, jobs) + _running(jobs)
+
+
+def _running(jobs: list[Job]) -> list[str]:
+    """No lease runs past its job's time limit (timelimit.py); only a
+    leased job carries a progress report, made during its lease (progress.py)."""
+    problems = [
+        f"job {job.id}'s lease ends at {job.deadline_ms}, past its time limit"
+        for job in jobs
+        if job.state == LEASED and job.time_limit_ms and job.deadline_ms > limit_ms(job)
+    ]
+    problems += [
+        f"job {job.id} ({job.state}) carries a progress report from {job.progress.at_ms}"
+        for job in jobs
+        if job.progress is not None and (job.state != LEASED or job.progress.at_ms < job.leased_ms)
+    ]
+    return problems
 
 
 def _expiries(state: State, jobs: list[Job]) -> list[str]:

@@ -9,6 +9,7 @@ in between, so what decide saw is what apply changes.
 from typing import NamedTuple, assert_never
 
 from leash.broker.core import processes as P
+from leash.broker.core import progress, timelimit
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
 from leash.broker.core.batch_decide import decide_batch
@@ -65,7 +66,7 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(reply, [R.AttemptsFailed([failure])])
         case M.Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
             job = lease_of(state, job_id, token)
-            deadline_ms = now_ms + (ttl_ms or job.lease_ttl_ms)
+            deadline_ms = timelimit.capped_ms(job, now_ms + (ttl_ms or job.lease_ttl_ms))
             return Outcome(
                 M.Extended(rid, deadline_ms), [R.LeaseExtended(job_id, token, deadline_ms)]
             )
@@ -84,6 +85,8 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(*P.beat(state, rid, worker_id, now_ms))
         case M.CreateBatch() | M.CommitBatch() | M.GetBatchStatus():
             return Outcome(*decide_batch(state, request, now_ms))
+        case M.Progress():
+            return Outcome(*progress.report(state, request, now_ms))
         case M.Hello() | M.Auth():
             message = "hello and auth are only valid in the handshake"
             raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")
@@ -125,7 +128,7 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
                     want = len(grants)
                     break
                 token = state.next_token(len(grants))
-                deadline_ms = now_ms + job.lease_ttl_ms
+                deadline_ms = timelimit.granted_ms(job, now_ms)
                 grants.append(R.Grant(job.id, token, deadline_ms))
                 deliveries.append(_delivery(job, token, deadline_ms))
                 if len(grants) == want:
@@ -156,6 +159,7 @@ def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
         priority=job.priority,
         created_ms=job.created_ms,
         batch=job.batch,
+        time_limit_ms=job.time_limit_ms or None,
     )
 
 
@@ -181,6 +185,7 @@ def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
 def job_view(job: Job, *, detail: bool = False) -> M.JobView:
     """The job as the wire shows it; ``detail``: with its attempts."""
     leased = job.state == LEASED
+    report = job.progress  # only a leased job has one (progress.py)
     return M.JobView(
         id=job.id,
         queue=job.queue,
@@ -205,6 +210,10 @@ def job_view(job: Job, *, detail: bool = False) -> M.JobView:
         unique_key=job.unique_key,
         unique_for_ms=job.unique_for_ms or None,
         expires_ms=job.expires_ms or None,
+        time_limit_ms=job.time_limit_ms or None,
+        progress=report.percent if report is not None else None,
+        progress_message=report.message if report is not None else None,
+        progress_ms=report.at_ms if report is not None else None,
     )
 
 

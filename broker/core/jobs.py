@@ -71,6 +71,14 @@ class Attempt(Struct, array_like=True, gc=False):
     error: ErrorInfo | None = None
 
 
+class Progress(Struct, array_like=True, gc=False):
+    """What a leased job's handler last reported of its progress (progress.py)."""
+
+    percent: int
+    message: str
+    at_ms: int
+
+
 class Job(Struct, array_like=True, gc=False):
     id: str
     queue: str
@@ -99,6 +107,8 @@ class Job(Struct, array_like=True, gc=False):
     unique_key: str | None = None  # the uniqueness key it holds (None once dead: unique.py)
     unique_for_ms: int = 0  # the key stays taken this long after it succeeds
     expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
+    time_limit_ms: int = 0  # an attempt runs at most this long (timelimit.py); 0: no limit
+    progress: Progress | None = None  # LEASED: its handler's last report (progress.py)
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -116,6 +126,7 @@ class Cold(Struct, array_like=True, gc=False):
     unique_key: str | None = None
     unique_for_ms: int = 0
     expires_ms: int = 0
+    time_limit_ms: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -372,6 +383,7 @@ class JobTable(Mapping[str, Job]):
         ``take``, which counts the use)."""
         state = job.state
         assert state != LEASED and not (job.owner or job.token or job.deadline_ms), job
+        assert job.progress is None, job
         if state == READY:
             after_ms = job.ready_ms - job.created_ms
         elif state == DEAD:
@@ -390,6 +402,7 @@ class JobTable(Mapping[str, Job]):
             or job.attempts
             or job.unique_key is not None
             or job.expires_ms
+            or job.time_limit_ms
         ):
             cold = Cold(
                 job.failures,
@@ -403,6 +416,7 @@ class JobTable(Mapping[str, Job]):
                 job.unique_key,
                 job.unique_for_ms,
                 job.expires_ms,
+                job.time_limit_ms,
             )
         packed = Packed(
             _CODES[state],
@@ -464,6 +478,7 @@ class JobTable(Mapping[str, Job]):
             cold.unique_key,
             cold.unique_for_ms,
             cold.expires_ms,
+            cold.time_limit_ms,
         )
 
     def problems(self) -> list[str]:

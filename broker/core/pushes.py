@@ -37,7 +37,7 @@ class Pushes(NamedTuple):
     jobs: list[R.NewJob]  # to create, in order
     results: list[M.PushResult]  # one per spec
     counter_after: int
-    extras: list[R.JobExtras]  # the keys and expiries the jobs carry
+    extras: list[R.JobExtras]  # the keys, expiries and time limits the jobs carry
 
 
 def push_specs(
@@ -109,8 +109,9 @@ def _push_one(
     job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
     extras = None
-    if key is not None or expires_ms:
-        extras = R.JobExtras(job_id, key, spec.unique_for_ms if key else 0, expires_ms)
+    if key is not None or expires_ms or spec.time_limit_ms:
+        unique_for_ms = spec.unique_for_ms if key else 0
+        extras = R.JobExtras(job_id, key, unique_for_ms, expires_ms, spec.time_limit_ms or 0)
     return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
 
 

@@ -29,7 +29,8 @@ class NewJob(Struct, array_like=True, gc=False):
 
 class JobExtras(Struct, array_like=True, gc=False):
     """What a job created by a push record carries besides its ``NewJob``:
-    a uniqueness key (unique.py), an expiry (expiry.py). Beside the jobs,
+    a uniqueness key (unique.py), an expiry (expiry.py), a time limit
+    (timelimit.py). Beside the jobs,
     not in ``NewJob``, so that a record whose jobs carry none encodes as
     before them; the place for what later jobs carry too."""
 
@@ -37,6 +38,7 @@ class JobExtras(Struct, array_like=True, gc=False):
     unique_key: str | None = None  # a derived key already derived
     unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
     expires_ms: int = 0  # not leased by then: removed (0: never)
+    time_limit_ms: int = 0  # an attempt runs at most this long from its lease (0: no limit)
 
 
 class Grant(Struct, array_like=True):
@@ -276,6 +278,18 @@ class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
     at_ms: int
 
 
+class ProgressReported(Struct, tag="progress", tag_field="r"):
+    """A running job's handler said how far it is (progress.py); its lease
+    is extended to ``deadline_ms`` as by ``LeaseExtended``."""
+
+    id: str
+    token: int
+    deadline_ms: int
+    percent: int
+    message: str
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -304,6 +318,7 @@ Record = (
     | JobRequeued
     | UniqueWindowsEnded
     | JobsExpired
+    | ProgressReported
 )
 
 record_encoder = msgspec.msgpack.Encoder()

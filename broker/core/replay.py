@@ -93,7 +93,13 @@ class Replay:
                 | R.UniqueWindowsEnded()
             ):
                 apply(self.state, record)
-            case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
+            case (
+                R.AttemptsFailed()
+                | R.LeaseExtended()
+                | R.LeaseReleased()
+                | R.ProcessDied()
+                | R.ProgressReported()
+            ):
                 named = _leases_named(record)
                 if _readies(record) or self._ends_members(named):
                     self.flush()
@@ -260,7 +266,12 @@ def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:
     lease_job(state, state.leases_by_owner[owner], owner, at_ms, grant)
 
 
-def _readies(record: R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.ProcessDied) -> bool:
+LeaseRecord = (
+    R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.ProcessDied | R.ProgressReported
+)
+
+
+def _readies(record: LeaseRecord) -> bool:
     """Whether the record makes a job ready at the back of its bucket: a
     lost lease (records.Failure)."""
     if isinstance(record, R.AttemptsFailed | R.ProcessDied):
@@ -269,13 +280,15 @@ def _readies(record: R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.Pr
 
 
 def _leases_named(
-    record: R.AttemptsFailed | R.LeaseExtended | R.LeaseReleased | R.ProcessDied,
+    record: LeaseRecord,
 ) -> list[str]:
     """The jobs a record that ends or changes leases by id names."""
     match record:
         case R.AttemptsFailed(failures=failures):
             return [failure.id for failure in failures]
-        case R.LeaseExtended(id=job_id) | R.LeaseReleased(id=job_id):
+        case (
+            R.LeaseExtended(id=job_id) | R.LeaseReleased(id=job_id) | R.ProgressReported(id=job_id)
+        ):
             return [job_id]
         case R.ProcessDied(failures=failures, released=released):
             return [failure.id for failure in failures] + [lease.id for lease in released]

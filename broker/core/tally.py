@@ -9,7 +9,9 @@ ones ``apply`` returns), and every job that dies as dead (its attempts used
 up, its lease lost too often, or killed by an operator; a job pushed to be
 forgotten when it dies, a Faktory unit with ``retry`` 0, counts as dead
 too). A push that names a key some job holds counts as a duplicate
-(``duplicates``, from its reply). Pure; the shell keeps the running totals since start for the stats
+(``duplicates``, from its reply). A failure with the error
+``TimeLimitExceeded`` (the broker's or the worker's) counts as
+``time_limited`` too. Pure; the shell keeps the running totals since start for the stats
 view and the metrics.
 """
 
@@ -19,10 +21,20 @@ from typing import assert_never
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED
 from leash.broker.core.state import State
+from leash.broker.core.timelimit import TIME_LIMIT_EXCEEDED
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 
-TOTALS = ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired")
+TOTALS = (
+    "pushed",
+    "acked",
+    "failed",
+    "dead",
+    "expired",
+    "duplicate",
+    "ttl_expired",
+    "time_limited",
+)
 
 Counted = list[tuple[str, str]]  # (queue, total), once for every count a record adds to
 
@@ -60,6 +72,7 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.JobDeleted()
             | R.JobRequeued()
             | R.UniqueWindowsEnded()
+            | R.ProgressReported()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:
@@ -103,4 +116,6 @@ def _failures(state: State, failures: list[R.Failure]) -> Counted:
             counted.append((queue, "dead"))
         if failure.error.type == LEASE_EXPIRED.type:
             counted.append((queue, "expired"))
+        elif failure.error.type == TIME_LIMIT_EXCEEDED:  # by the broker or the worker
+            counted.append((queue, "time_limited"))
     return counted

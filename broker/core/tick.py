@@ -3,7 +3,8 @@
 Scheduled and retrying jobs whose time came become ready; processes past
 a deadline die, ending their leases (processes.py); other leases past their
 deadline are lost ("lease expired": the job is ready again at once and the
-attempt counts, common.lost_lease_for); the dead set is trimmed to
+attempt counts, common.lost_lease_for), or failed with TimeLimitExceeded
+when the deadline was the job's time limit (timelimit.py); the dead set is trimmed to
 its count and age bounds; waiting jobs whose expiry came are removed
 (expiry.py); uniqueness keys whose window after success
 passed are freed (unique.py). Batch timers run in a tick of their own, once
@@ -16,12 +17,13 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from leash.broker.core import expiry
+from leash.broker.core import expiry, timelimit
 from leash.broker.core import records as R
-from leash.broker.core.common import LEASE_EXPIRED, lost_lease_for
+from leash.broker.core.common import LEASE_EXPIRED, failure_for, lost_lease_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (
     DEAD,
+    Job,
     State,
     due_entries,
     live_batch_deadline,
@@ -96,8 +98,15 @@ def _expired_leases(state: State, now_ms: int, limit: int) -> list[R.Failure]:
             break
         job_id = entry[2]
         if job_id not in expired and live_deadline(state, entry):
-            expired[job_id] = lost_lease_for(state, state.jobs[job_id], LEASE_EXPIRED, now_ms)
+            expired[job_id] = _lease_ended(state, state.jobs[job_id], now_ms)
     return list(expired.values())
+
+
+def _lease_ended(state: State, job: Job, now_ms: int) -> R.Failure:
+    """An expired lease: lost, or at its time limit a failure (timelimit.py)."""
+    if job.time_limit_ms and timelimit.reached(job):
+        return failure_for(state, job, timelimit.error(job), now_ms)
+    return lost_lease_for(state, job, LEASE_EXPIRED, now_ms)
 
 
 def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from leash.broker.core.tally import TOTALS
+
 if TYPE_CHECKING:
     from leash.broker.server.broker import Broker
     from leash.broker.server.config import ServerConfig
@@ -90,7 +92,7 @@ class BrokerCollector(Collector):
 
 def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ["queue"]
-    for total in ("pushed", "acked", "failed", "dead", "expired", "duplicate", "ttl_expired"):
+    for total in TOTALS:
         family = CounterMetricFamily(
             f"leash_queue_{total}", f"Jobs {total} since start", labels=labels
         )

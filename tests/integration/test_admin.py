@@ -117,13 +117,14 @@ def test_stats_counts_jobs_by_state_and_totals_since_start(
         "expired": 0,
         "duplicate": 0,
         "ttl_expired": 0,
+        "time_limited": 0,
     }
     assert stats["connections"] == 1 and stats["queues"] == 1 and stats["epoch"] == 1
     assert stats["journal"]["last_seq"] > 0 and stats["journal"]["fsyncs"] > 0
     assert stats["limits"]["max_frame_bytes"] == 1024 * 1024
     assert text["jobs"] == "ready 2, scheduled 0, leased 0, retrying 0, dead 0"
     assert text["since start"] == (
-        "pushed 3, acked 1, failed 0, dead 0, expired 0, duplicate 0, ttl_expired 0"
+        "pushed 3, acked 1, failed 0, dead 0, expired 0, duplicate 0, ttl_expired 0, time_limited 0"
     )
     assert text["version"].startswith("leash/")
 

@@ -25,6 +25,11 @@ the whole state is checked:
   the window after its job's success (a model of the windows the acks
   opened, freed once they pass); a push with a held key creates nothing
   and names its holder;
+- no lease runs past its job's time limit: a fetch grants the shorter of
+  the ttl and the limit, extend and progress stop at it, and the tick fails
+  a lease that reached it with TimeLimitExceeded (a lease that expires
+  before it is lost as LeaseExpired); a progress report is kept only on the
+  leased job that made it;
 - an operation with a stale token is refused and changes nothing;
 - however many tick records it takes, jobs become ready in run_at order,
   leases expire in deadline order, and no due work is left behind.
@@ -88,7 +93,7 @@ DELAYS_MS = (0, 500, 5 * SECOND_MS, MINUTE_MS)
 LEASE_TTLS_MS = (SECOND_MS, 5 * SECOND_MS, 30 * SECOND_MS)
 SMALL_STEPS_MS = (0, 1, 999, 1000, 2500)
 LARGE_STEPS_MS = (30 * SECOND_MS, 2 * MINUTE_MS, 11 * MINUTE_MS, DAY_MS)
-STALE_OPS = ("ack", "fail", "extend", "release", "ack_many")
+STALE_OPS = ("ack", "fail", "extend", "release", "ack_many", "progress")
 
 
 class Held(NamedTuple):
@@ -206,8 +211,10 @@ class Walk(Core):
         for delivery in deliveries:
             assert delivery.token not in self.tokens, "a token was handed out twice"
             assert delivery.token >> 32 == self.state.epoch
-            assert delivery.deadline_ms == self.now_ms + delivery.lease_ttl_ms
             job = self.state.jobs[delivery.id]
+            ttl_ms = min(delivery.lease_ttl_ms, job.time_limit_ms or delivery.lease_ttl_ms)
+            assert delivery.deadline_ms == self.now_ms + ttl_ms
+            assert delivery.time_limit_ms == (job.time_limit_ms or None)
             assert (job.state, job.owner, job.token) == (LEASED, worker, delivery.token)
             assert job.expires_ms == 0 or job.expires_ms > self.now_ms, "an expired job was leased"
             assert delivery.attempt == job.failures + 1 <= job.max_attempts
@@ -289,10 +296,30 @@ class Walk(Core):
 
     def extend(self, token: int, lease_ttl_ms: int | None) -> None:
         held = self.leases[token]
-        deadline_ms = self.now_ms + (lease_ttl_ms or self.state.jobs[held.id].lease_ttl_ms)
+        deadline_ms = self.capped(held.id, lease_ttl_ms)
         outcome = self.send(M.Extend(self.next_rid(), held.id, token, lease_ttl_ms))
         assert outcome.reply == M.Extended(self.rid, deadline_ms)
         self.leases[token] = Held(held.id, deadline_ms)
+
+    def capped(self, job_id: str, lease_ttl_ms: int | None) -> int:
+        """The deadline an extend or a progress report sets now."""
+        job = self.state.jobs[job_id]
+        deadline_ms = self.now_ms + (lease_ttl_ms or job.lease_ttl_ms)
+        if job.time_limit_ms:
+            return min(deadline_ms, job.leased_ms + job.time_limit_ms)
+        return deadline_ms
+
+    def progress(self, token: int, percent: int, lease_ttl_ms: int | None) -> None:
+        """A report: the lease extended as extend does, the report kept."""
+        held = self.leases[token]
+        deadline_ms = self.capped(held.id, lease_ttl_ms)
+        message = f"{percent}%"
+        rid = self.next_rid()
+        outcome = self.send(M.Progress(rid, held.id, token, percent, message, lease_ttl_ms))
+        assert outcome.reply == M.Extended(self.rid, deadline_ms)
+        self.leases[token] = Held(held.id, deadline_ms)
+        report = self.state.jobs[held.id].progress
+        assert report is not None and (report.percent, report.message) == (percent, message)
 
     def release(self, token: int, delay_ms: int | None = None) -> None:
         """Back without an attempt counted: at the front of its bucket, or
@@ -319,6 +346,7 @@ class Walk(Core):
             "extend": M.Extend(self.rid, ref.id, ref.token),
             "release": M.Release(self.rid, ref.id, ref.token),
             "ack_many": M.AckMany(self.rid, [ref]),
+            "progress": M.Progress(self.rid, ref.id, ref.token, 50),
         }
         self.touch(WORKERS[0])  # its sign of life is not the operation's doing
         before = canonical(self.state)
@@ -377,7 +405,13 @@ class Walk(Core):
                     promoted += [(self.state.jobs[i].run_at_ms, i) for i in record.ids]
                 if isinstance(record, R.AttemptsFailed):
                     for failure in record.failures:
-                        assert failure.error.type == "LeaseExpired"
+                        job = self.state.jobs[failure.id]
+                        at_limit = bool(job.time_limit_ms) and (
+                            job.deadline_ms == job.leased_ms + job.time_limit_ms
+                        )
+                        kind = "TimeLimitExceeded" if at_limit else "LeaseExpired"
+                        assert failure.error.type == kind, (failure, job)
+                        assert (failure.retry_at_ms or 0) != failure.at_ms or not at_limit
                         expired.append((self.state.jobs[failure.id].deadline_ms, failure.token))
                 self.apply(record)
         else:
@@ -449,6 +483,7 @@ UNIQUE_FOR_MS = (0, 0, 500, 5 * SECOND_MS, 2 * MINUTE_MS)
 
 
 TTLS_MS = (None, None, None, 500, 5 * SECOND_MS, MINUTE_MS)
+TIME_LIMITS_MS = (100, 2 * SECOND_MS, 10 * SECOND_MS, 2 * MINUTE_MS)
 
 
 def uniquely(
@@ -587,6 +622,26 @@ class CoreMachine(RuleBasedStateMachine):
     def restart(self) -> None:
         self.walk.restart()
 
+    @rule(spec=specs, time_limit_ms=st.sampled_from(TIME_LIMITS_MS))
+    def push_time_limited(self, spec: M.JobSpec, time_limit_ms: int) -> None:
+        self.walk.push(msgspec.structs.replace(spec, time_limit_ms=time_limit_ms))
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(
+        data=st.data(),
+        percent=st.integers(0, 100),
+        ttl_ms=st.none() | st.sampled_from(LEASE_TTLS_MS),
+    )
+    def progress(self, data: st.DataObject, percent: int, ttl_ms: int | None) -> None:
+        self.walk.progress(self._held(data), percent, ttl_ms)
+
+    @invariant()
+    def leases_within_their_time_limits(self) -> None:
+        for job in self.walk.state.jobs.values():
+            if job.state == LEASED and job.time_limit_ms:
+                assert job.deadline_ms <= job.leased_ms + job.time_limit_ms, job
+            assert job.progress is None or job.state == LEASED, job
+
     @invariant()
     def consistent(self) -> None:
         # The shadow has replayed every record one by one; the restart rule
@@ -632,8 +687,11 @@ def _random_plain_spec(rng: random.Random) -> M.JobSpec:
 def random_step(walk: Walk, rng: random.Random) -> None:
     held = sorted(walk.leases)
     roll = rng.random()
-    if roll < 0.20:
+    if roll < 0.17:
         walk.push(random_spec(rng))
+    elif roll < 0.20:
+        limit_ms = rng.choice(TIME_LIMITS_MS)
+        walk.push(msgspec.structs.replace(random_spec(rng), time_limit_ms=limit_ms))
     elif roll < 0.25:
         walk.push_many([random_spec(rng) for _ in range(rng.randint(1, 5))])
     elif roll < 0.42:
@@ -641,7 +699,7 @@ def random_step(walk: Walk, rng: random.Random) -> None:
         walk.fetch(queues, rng.randint(1, 4), rng.choice((0, 100)), rng.choice(WORKERS))
     elif roll < 0.62 and held:
         token = rng.choice(held)
-        action = rng.choice(("ack", "fail", "fail", "extend", "release"))
+        action = rng.choice(("ack", "fail", "fail", "extend", "release", "progress"))
         if action == "ack":
             walk.ack(token)
         elif action == "fail":
@@ -650,6 +708,8 @@ def random_step(walk: Walk, rng: random.Random) -> None:
             walk.fail(token, error, retry_in_ms, give_up=retry_in_ms is None and rng.random() < 0.2)
         elif action == "extend":
             walk.extend(token, rng.choice((None, *LEASE_TTLS_MS)))
+        elif action == "progress":
+            walk.progress(token, rng.randint(0, 100), rng.choice((None, *LEASE_TTLS_MS)))
         else:
             walk.release(token, rng.choice((None, None, *DELAYS_MS)))
     elif roll < 0.66 and held:

@@ -40,9 +40,10 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000096.log"]
-V3_COVERED = 95  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000100.log"]
+V3_COVERED = 99  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
+V3_RECORDS = 119  # in its two segments
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -215,7 +216,7 @@ def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 111
+    assert header.through_seq == V3_COVERED and len(every) == V3_RECORDS
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -305,6 +306,26 @@ def test_the_v3_snapshot_holds_the_expiries_and_the_tail_expires_a_job() -> None
     expired = [r for r in every[V3_COVERED:] if isinstance(r, R.JobsExpired)]
     assert [r.ids for r in expired] == [["exp-soon"]]
     assert "exp-soon" not in replayed(every).jobs
+
+
+def test_the_v3_snapshot_holds_time_limits_and_progress_and_the_tail_times_a_job_out() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    ready, leased = loaded.jobs["tl-ready"], loaded.jobs["tl-leased"]
+    assert (ready.state, ready.time_limit_ms) == ("ready", 3600 * 1000), "a packed job's cold part"
+    assert (leased.state, leased.time_limit_ms) == ("leased", 7200 * 1000), "a Job"
+    assert leased.progress is not None and (leased.progress.percent, leased.progress.message) == (
+        30,
+        "3 of 10 parts",
+    )
+    every = [record for _, records in _frames_of(V3) for record in records]
+    failures = [
+        f for r in every[V3_COVERED:] if isinstance(r, R.AttemptsFailed) for f in r.failures
+    ]
+    assert [(f.id, f.error.type) for f in failures if f.id == "tl-hung"] == [
+        ("tl-hung", "TimeLimitExceeded")
+    ]
+    hung = replayed(every).jobs["tl-hung"]
+    assert hung.state == "retrying" and hung.progress is None
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
@@ -421,7 +442,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 111
+    assert len(decoded) == len(expected) == V3_RECORDS
     for now, then in zip(decoded, expected, strict=True):
         assert_same_or_newer(now, then)
     failures = [
