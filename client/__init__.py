@@ -15,8 +15,10 @@
   beats and keeps running jobs' leases extended.
 - ``handler`` registers a function for ``leash worker MODULE`` (which also
   runs a ``Worker`` object the module defines); inside a handler,
-  ``current_job()`` is the running job and ``add_to_batch(...)`` adds a job
-  to its batch. A handler steers its job by raising ``Retry(delay_s)``,
+  ``current_job()`` is the running job, ``add_to_batch(...)`` adds a job
+  to its batch and ``report_progress(percent, message)`` says how far it is.
+  A job pushed with ``time_limit_ms`` is failed with ``TimeLimitExceeded``
+  at its limit and its slot freed. A handler steers its job by raising ``Retry(delay_s)``,
   ``Discard(reason)`` or ``Snooze(delay_s)`` (``leash.client._control``),
   and classifies its exceptions with ``retry_on`` / ``give_up_on``.
 - A client reconnects on its next call after a lost connection, sends a
@@ -71,7 +73,7 @@ from ._exceptions import (
     UnknownOp,
     UnsupportedVersion,
 )
-from ._handlers import add_to_batch, current_job, handler
+from ._handlers import add_to_batch, current_job, handler, report_progress
 from ._identity import process_worker_id
 from ._security import load_key, tls_context
 from ._types import FailResult, Job, Lease, job_spec
@@ -140,5 +142,6 @@ __all__ = [
     "job_spec",
     "load_key",
     "process_worker_id",
+    "report_progress",
     "tls_context",
 ]

@@ -63,6 +63,7 @@ from leash.protocol.messages import (
     JobView,
     LeaseRef,
     ProcessState,
+    Progress,
     Push,
     Pushed,
     PushedMany,
@@ -232,15 +233,23 @@ class ClientCore(BatchCalls, Generic[W]):
     def extend(self, lease: Lease, lease_ttl_ms: int | None) -> Call[int]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-
-        def finish(reply: Reply) -> int:
-            deadline_ms = _expect(reply, Extended).deadline_ms
-            if isinstance(lease, Job):
-                lease.deadline_ms = deadline_ms
-            return deadline_ms
-
         request = Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=lease_ttl_ms)
-        return Call(rid, self._encode(request), finish)
+        return Call(rid, self._encode(request), _extended(lease))
+
+    def progress(
+        self, lease: Lease, percent: int, message: str, lease_ttl_ms: int | None
+    ) -> Call[int]:
+        rid = self._take_rid()
+        job_id, token = lease_ref(lease)
+        request = Progress(
+            rid=rid,
+            id=job_id,
+            token=token,
+            percent=percent,
+            message=message,
+            lease_ttl_ms=lease_ttl_ms,
+        )
+        return Call(rid, self._encode(request), _extended(lease))
 
     def release(self, lease: Lease, delay_ms: int | None = None) -> Call[None]:
         rid = self._take_rid()
@@ -409,6 +418,18 @@ def _pushed_id(reply: Reply) -> str:
 
 def _delivered_jobs(reply: Reply) -> list[Job]:
     return [Job(delivery) for delivery in _expect(reply, Jobs).jobs]
+
+
+def _extended(lease: Lease) -> Callable[[Reply], int]:
+    """An extend's or a progress report's reply: the new deadline, set on a ``Job``."""
+
+    def finish(reply: Reply) -> int:
+        deadline_ms = _expect(reply, Extended).deadline_ms
+        if isinstance(lease, Job):
+            lease.deadline_ms = deadline_ms
+        return deadline_ms
+
+    return finish
 
 
 def _fail_result(reply: Reply) -> FailResult:

@@ -12,8 +12,12 @@ Plain functions run in the worker's threads. While one runs,
 ``current_job()`` in its thread is the ``Job`` it runs for, and
 ``add_to_batch(...)`` pushes a job into that job's batch through the
 worker's connection, presenting the running job's lease (so a committed
-batch takes it, and cannot finish before the handler returns). Coroutine
-functions (``async def``) run on the worker's event loop instead
+batch takes it, and cannot finish before the handler returns).
+``report_progress(percent, message)`` reports how far the running job is
+(and extends its lease), from a plain handler in a thread (it waits for
+the broker's answer) or an async one (sent in the background); a handler
+in a child process cannot (``RuntimeError``). Coroutine functions
+(``async def``) run on the worker's event loop instead
 (``leash.client._aio_jobs``).
 
 Each run is logged on ``leash.worker`` (``leash.client._joblog``).
@@ -27,6 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from leash.protocol import limits
 from leash.protocol.messages import ErrorInfo, JobSpec
 
 from ._control import DEFAULT_POLICY, ClassesOption, Outcome, Policy, classes, outcome_of
@@ -122,8 +127,10 @@ def handler(
 
 
 Pusher = Callable[[JobSpec, Job], str]  # push one spec presenting the job's lease: its id
-_running = threading.local()  # .job and .push while a handler runs in this thread
+Reporter = Callable[[Job, int, str], None]  # send a progress report for the job's lease
+_running = threading.local()  # .job, .push and .report while a handler runs in this thread
 _running_task: ContextVar[Job | None] = ContextVar("leash_job", default=None)  # async handlers
+_reporting_task: ContextVar[Reporter | None] = ContextVar("leash_report", default=None)
 
 
 def current_job() -> Job | None:
@@ -152,6 +159,35 @@ def add_to_batch(type: str, args: Any = None, **options: Any) -> str:
     return pushed
 
 
+def report_progress(percent: int, message: str = "") -> None:
+    """From a handler: report how far the running job is, ``percent`` from 0
+    to 100 and a short ``message`` (at most 200 characters); the broker keeps
+    it on the job (``leash job``, the busy view, the dashboard) and extends
+    the lease as ``extend`` does.
+
+    In a plain handler it waits for the broker's answer (raising its
+    refusal, ``StaleLease`` once the lease is lost); in an async one the
+    report is sent in the background (a refusal is logged). Raises
+    ``RuntimeError`` outside a handler run by a ``Worker``, and in a
+    handler that runs in a child process (``pool="processes"``);
+    ``ValueError`` for a percent or message out of bounds.
+    """
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be from 0 to 100, not {percent!r}")
+    if len(message) > limits.PROGRESS_MESSAGE_MAX_CHARS:
+        raise ValueError(
+            f"a progress message is at most {limits.PROGRESS_MESSAGE_MAX_CHARS} characters"
+        )
+    job = current_job()
+    report = getattr(_running, "report", None) if getattr(_running, "job", None) else None
+    report = report or _reporting_task.get()
+    if job is None or report is None:
+        raise RuntimeError(
+            "report_progress is for handlers that a Worker runs in its threads or on its loop"
+        )
+    report(job, percent, message)
+
+
 Runner = Callable[[Handler, Any], Any]  # calls a handler with a job's args
 
 
@@ -162,12 +198,13 @@ def invoke(
     run: "Runner | None" = None,
     chain: Chain = NO_MIDDLEWARE,
     watch: Watch = DEFAULT_WATCH,
+    report: Reporter | None = None,
 ) -> Outcome:
     """Run a plain handler for ``job`` (in a worker thread, or through
     ``run``: in a child process), with the middleware: what it comes to,
     logged and counted (``watch``)."""
     entry = registered(entry)
-    _running.job, _running.push = job, push
+    _running.job, _running.push, _running.report = job, push, report
     ran: list[object] = []
     watch.started(job)
     started_s = time.monotonic()
@@ -179,17 +216,22 @@ def invoke(
     else:
         return _ended(entry, job, started_s, chain, ran, watch, result, None)
     finally:
-        _running.job = _running.push = None
+        _running.job = _running.push = _running.report = None
 
 
 async def invoke_async(
-    entry: Registered, job: Job, chain: Chain = NO_MIDDLEWARE, watch: Watch = DEFAULT_WATCH
+    entry: Registered,
+    job: Job,
+    chain: Chain = NO_MIDDLEWARE,
+    watch: Watch = DEFAULT_WATCH,
+    report: Reporter | None = None,
 ) -> Outcome:
     """Run a coroutine handler for ``job`` (on the worker's loop), with the
     middleware: what it comes to, logged and counted. A cancellation (the
     end of a shutdown's grace) is not an outcome: it goes on up, and the
     worker releases the job."""
     _running_task.set(job)  # the task's own context: no reset needed
+    _reporting_task.set(report)
     ran: list[object] = []
     watch.started(job)
     started_s = time.monotonic()

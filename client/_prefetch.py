@@ -25,8 +25,10 @@ PREFETCH_WAIT_MAX_S = 1.0  # a prefetched job waits at most this long for a free
 
 
 def hold_s(job: Job) -> float:
-    """How long ``job`` may wait for a slot once its lease has arrived."""
-    return min(job.lease_ttl_ms / 2 / 1000, PREFETCH_WAIT_MAX_S)
+    """How long ``job`` may wait for a slot once its lease has arrived (half
+    its time limit at most too: a job never reaches its limit unstarted)."""
+    half_ms = min(job.lease_ttl_ms, job.time_limit_ms or job.lease_ttl_ms) / 2
+    return min(half_ms / 1000, PREFETCH_WAIT_MAX_S)
 
 
 class Waiting(NamedTuple):

@@ -43,6 +43,7 @@ class Children:
         self._local = threading.local()  # .executor: this slot's child
         self._lock = threading.Lock()
         self._executors: set[ProcessPoolExecutor] = set()
+        self._by_thread: dict[int, ProcessPoolExecutor] = {}  # each slot thread's child
         self._closed = False
 
     def run(self, fn: Handler, args: Any) -> Any:
@@ -55,6 +56,14 @@ class Children:
             self._drop(executor)  # the next job of this slot gets a new child
             raise
 
+    def kill(self, thread_id: int) -> None:
+        """Kill the child of slot thread ``thread_id`` (its job ran past its
+        time limit): the thread's run fails with ``BrokenProcessPool``."""
+        with self._lock:
+            executor = self._by_thread.get(thread_id)
+        if executor is not None:
+            _kill_processes(executor)
+
     def close(self, *, kill: bool = False) -> None:
         """End the children (``kill``: the busy ones too), and wait for them."""
         with self._lock:
@@ -62,8 +71,7 @@ class Children:
             executors, self._executors = self._executors, set()
         for executor in executors:
             if kill:
-                for process in list(getattr(executor, "_processes", {}).values()):
-                    process.kill()
+                _kill_processes(executor)
             executor.shutdown(wait=True, cancel_futures=True)
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -75,6 +83,7 @@ class Children:
                 raise RuntimeError("the worker is stopping: no new child processes")
             executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
             self._executors.add(executor)
+            self._by_thread[threading.get_ident()] = executor
         self._local.executor = executor
         return executor
 
@@ -82,4 +91,10 @@ class Children:
         self._local.executor = None
         with self._lock:
             self._executors.discard(executor)
+            self._by_thread.pop(threading.get_ident(), None)
         executor.shutdown(wait=False)
+
+
+def _kill_processes(executor: ProcessPoolExecutor) -> None:
+    for process in list(getattr(executor, "_processes", {}).values()):
+        process.kill()

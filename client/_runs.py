@@ -15,7 +15,13 @@ Every kind goes through the middleware chain and is logged and counted the
 same way (``leash.client._joblog.Watch``); a job of a type with no handler is
 counted with the outcome ``unknown``.
 ``add_to_batch`` from a plain handler in a thread pushes on the loop, through
-the worker's connection, presenting the running job's lease.
+the worker's connection, presenting the running job's lease;
+``report_progress`` sends the report the same way (from an async handler,
+in a task of its own, so the handler does not wait for it).
+
+A job whose time limit passed is interrupted as far as its kind allows
+(``interrupt``): an async handler's task is cancelled, a child process is
+killed; a thread cannot be stopped (the worker abandons it: ``_slots``).
 """
 
 import asyncio
@@ -55,7 +61,8 @@ class Runs:
         self._link, self._push_timeout_s = link, push_timeout_s
         self._loop = asyncio.get_running_loop()
         self.children = Children()  # started by the first job run in a process
-        self._tasks: set[asyncio.Task[Outcome]] = set()  # async handlers running
+        self._tasks: dict[int, asyncio.Task[Outcome]] = {}  # async handlers running, by token
+        self._reports: set[asyncio.Task[None]] = set()  # progress reports of async handlers
 
     def run(self, job: Job) -> Outcome:
         """Run ``job`` (in a slot's thread); what it comes to."""
@@ -72,12 +79,24 @@ class Runs:
             return self._on_loop(lambda: self._coroutine(entry, job))
         if (entry.pool or self._pool) == "processes":
             return invoke(entry, job, None, self.children.run, self._chain, self._watch)
-        return invoke(entry, job, self._push_for_handler, None, self._chain, self._watch)
+        return invoke(
+            entry, job, self._push_for_handler, None, self._chain, self._watch, self._report_from
+        )
 
     def cancel(self) -> None:
         """On the loop: cancel the async handlers still running (their jobs are released)."""
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
+
+    def interrupt(self, job: Job, thread_id: int | None) -> None:
+        """On the loop: stop the run of ``job``, past its time limit, as far as
+        its kind allows: its task cancelled (async), the child process of the
+        slot thread ``thread_id`` killed (processes); a thread runs on."""
+        task = self._tasks.get(job.token)
+        if task is not None:
+            task.cancel()
+        elif thread_id is not None:
+            self.children.kill(thread_id)
 
     def _on_loop(self, make: Callable[[], Awaitable[Outcome]]) -> Outcome:
         try:
@@ -90,16 +109,37 @@ class Runs:
     async def _coroutine(self, entry: Registered, job: Job) -> Outcome:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
+        self._tasks[job.token] = task
         try:
-            return await invoke_async(entry, job, self._chain, self._watch)
+            return await invoke_async(entry, job, self._chain, self._watch, self._report_async)
         finally:
-            self._tasks.discard(task)
+            del self._tasks[job.token]
 
     def _push_for_handler(self, spec: JobSpec, job: Job) -> str:
         """``add_to_batch`` from a handler thread: push on the loop, with the job's lease."""
         pushed = asyncio.run_coroutine_threadsafe(self._push_with_lease(spec, job), self._loop)
         return pushed.result(self._push_timeout_s)
+
+    def _report_from(self, job: Job, percent: int, message: str) -> None:
+        """``report_progress`` from a handler thread: sent on the loop, waited for."""
+        sent = asyncio.run_coroutine_threadsafe(self._report(job, percent, message), self._loop)
+        sent.result(self._push_timeout_s)
+
+    def _report_async(self, job: Job, percent: int, message: str) -> None:
+        """``report_progress`` from an async handler: sent in a task of its own."""
+        task = self._loop.create_task(self._report_logged(job, percent, message))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _report(self, job: Job, percent: int, message: str) -> None:
+        client = await self._link.client()
+        await client.progress(job, percent, message)
+
+    async def _report_logged(self, job: Job, percent: int, message: str) -> None:
+        try:
+            await self._report(job, percent, message)
+        except Exception as exc:  # the handler goes on; its lease may be lost
+            log.warning("progress of job %s not reported: %s", job.id, exc)
 
     async def _push_with_lease(self, spec: JobSpec, job: Job) -> str:
         client = await self._link.client()

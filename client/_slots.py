@@ -13,6 +13,12 @@ has waited as long as its lease allows, to release it.
 The threads are daemons: a handler that never returns does not keep the
 process alive; ``close`` lets idle threads end and busy ones end after
 their job.
+
+A job that runs past its time limit gives up its slot (``abandon``): a new
+thread takes the slot's place at once, and the old one, which Python
+cannot stop, ends when its handler returns, its outcome dropped (the worker
+has failed the job already). ``stuck`` counts the abandoned threads still
+running: a handler that never returns costs a thread, never a slot.
 """
 
 import asyncio
@@ -46,12 +52,18 @@ class Slots:
         self._closing = False
         self._told = False  # a collect is scheduled and has not started yet
         self.finished: deque[Finished] = deque()
-        self.threads = [
-            threading.Thread(target=self._slot, name=f"leash-job-{i}", daemon=True)
-            for i in range(concurrency)
-        ]
-        for thread in self.threads:
-            thread.start()
+        self._running: dict[int, int] = {}  # token -> the id of the thread running its job
+        self._abandoned: set[int] = set()  # threads whose slot a new thread took
+        self._started = 0  # threads started, for their names
+        self.threads: list[threading.Thread] = []
+        for _ in range(concurrency):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._slot, name=f"leash-job-{self._started}", daemon=True)
+        self._started += 1
+        self.threads.append(thread)
+        thread.start()
 
     # --- the loop's side -------------------------------------------------------
 
@@ -89,6 +101,24 @@ class Slots:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    @property
+    def stuck(self) -> int:
+        """Abandoned threads whose handler has not returned yet."""
+        with self._lock:
+            return len(self._abandoned)
+
+    def abandon(self, token: int) -> int | None:
+        """The job of ``token`` ran past its time limit: a new thread takes
+        its slot now, and its outcome will be dropped. The id of the thread
+        running it (None if no thread runs it)."""
+        with self._lock:
+            thread_id = self._running.pop(token, None)
+            if thread_id is None or self._closing:
+                return thread_id
+            self._abandoned.add(thread_id)
+            self._start_thread()
+            return thread_id
+
     def close(self) -> None:
         """Threads end once their job (if any) is done; jobs not taken are not run."""
         with self._lock:
@@ -108,6 +138,12 @@ class Slots:
                 outcome = self._run(job)
             except BaseException as exc:  # a fault of the worker's own: the job fails, not the slot
                 outcome = Failure(error_info(exc))
+            with self._lock:
+                self._running.pop(job.token, None)
+                if threading.get_ident() in self._abandoned:
+                    self._abandoned.discard(threading.get_ident())
+                    self.threads.remove(threading.current_thread())
+                    return  # its slot has a new thread; the job was settled at its limit
             self.finished.append((job, outcome))
             if not self._told:
                 self._told = True
@@ -123,6 +159,7 @@ class Slots:
                     return None
                 waiting = self._waiting.take()
                 if waiting is not None:
+                    self._running[waiting.job.token] = threading.get_ident()
                     return waiting
                 self._idle += 1
                 self._work.wait()

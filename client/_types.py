@@ -43,6 +43,7 @@ class Job:
         "priority",
         "queue",
         "raw_args",
+        "time_limit_ms",
         "token",
         "type",
     )
@@ -60,6 +61,7 @@ class Job:
         self.priority: int = delivery.priority
         self.created_ms: int = delivery.created_ms
         self.batch: str | None = delivery.batch  # the batch the job is a member of
+        self.time_limit_ms: int | None = delivery.time_limit_ms  # the attempt's limit
         self._args: Any = _UNDECODED
 
     @property
@@ -155,6 +157,7 @@ def job_spec(
     unique_for_ms: int | None = None,
     ttl_ms: int | None = None,
     expires_at_ms: int | None = None,
+    time_limit_ms: int | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -196,6 +199,8 @@ def job_spec(
         spec.ttl_ms = ttl_ms
     if expires_at_ms is not None:
         spec.expires_at_ms = expires_at_ms
+    if time_limit_ms is not None:
+        spec.time_limit_ms = time_limit_ms
     if spec.unique and spec.unique_key is not None:
         raise ValueError("give unique_key or unique, not both")
     if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):

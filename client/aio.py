@@ -247,6 +247,7 @@ class AsyncClient:
         unique_for_ms: int | None = None,
         ttl_ms: int | None = None,
         expires_at_ms: int | None = None,
+        time_limit_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -257,6 +258,8 @@ class AsyncClient:
         after it succeeds, the push adds nothing and returns that job's id
         (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
         ``expires_at_ms`` (unix ms): a job not leased by then never runs.
+        ``time_limit_ms``: each attempt runs at most this long; the broker
+        and the ``Worker`` fail it with ``TimeLimitExceeded`` then.
         """
         spec = job_spec(
             type,
@@ -275,6 +278,7 @@ class AsyncClient:
             unique_for_ms=unique_for_ms,
             ttl_ms=ttl_ms,
             expires_at_ms=expires_at_ms,
+            time_limit_ms=time_limit_ms,
         )
         return await self._call_again(self._core.push(spec, lease))
 
@@ -331,6 +335,14 @@ class AsyncClient:
     async def extend(self, job: Lease, lease_ttl_ms: int | None = None) -> int:
         """Push the lease deadline out; return it (and set ``job.deadline_ms``)."""
         return await self._call(self._core.extend(job, lease_ttl_ms))
+
+    async def progress(
+        self, job: Lease, percent: int, message: str = "", *, lease_ttl_ms: int | None = None
+    ) -> int:
+        """Report how far the job is (``percent`` 0-100, a message of at most
+        200 characters); extends the lease as ``extend`` does and returns its
+        deadline (set on ``job.deadline_ms``)."""
+        return await self._call(self._core.progress(job, percent, message, lease_ttl_ms))
 
     async def release(self, job: Lease, *, delay_ms: int | None = None) -> None:
         """Give the job back to its queue without counting an attempt

@@ -270,6 +270,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="not started within this long: removed, never run",
     )
+    push.add_argument(
+        "--time-limit-ms",
+        type=whole(limits.TIME_LIMIT_MIN_MS, limits.TIME_LIMIT_MAX_MS),
+        default=None,
+        help="each attempt runs at most this long (then fails with TimeLimitExceeded)",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -410,6 +416,7 @@ def _push_spec(options: argparse.Namespace, args: object) -> JobSpec:
         unique=options.unique,
         unique_for_ms=options.unique_for_ms,
         ttl_ms=options.ttl_ms,
+        time_limit_ms=options.time_limit_ms,
     )
 
 

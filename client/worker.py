@@ -64,6 +64,17 @@ ack or fail refused with ``StaleLease``/``NotFound`` means the lease was lost
 (the broker declared this process dead, or the lease expired) and another
 worker may run the job: logged as a warning, and the worker goes on.
 
+Time limits: a job delivered with ``time_limit_ms`` is stopped when that
+long has passed since its lease arrived (the broker caps the lease there
+too, and fails the attempt if the worker does not). The worker stops
+extending its lease, fails the attempt with ``TimeLimitExceeded`` itself
+and frees its slot at once: a new thread takes the slot (``_slots``). The
+handler is stopped as far as its kind allows: an async handler's task is
+cancelled, a child process (``pool="processes"``) is killed; a thread
+cannot be, so it is abandoned, runs on until its handler returns (its
+outcome dropped) and is counted in ``stuck_threads``. A handler that
+sleeps for ever thus costs a thread, never a slot.
+
 Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
 from the broker, stops fetching. An idle worker returns at once: closing its
 connection ends the held fetch, which then leases nothing. Otherwise
@@ -88,10 +99,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from leash.protocol import limits
+from leash.protocol.messages import TIME_LIMIT_EXCEEDED, ErrorInfo
 
 from . import _signals
 from ._backoff import backoff_s
-from ._control import ClassesOption
+from ._control import ClassesOption, Failure
 from ._exceptions import Internal, QueuePaused
 from ._handlers import (
     POOLS,
@@ -495,7 +507,8 @@ class Worker:
         for job in jobs:
             half_ttl_s = job.lease_ttl_ms / 2000
             extend_s = now_s + half_ttl_s if extend and half_ttl_s > 0 else math.inf
-            self._held[job.token] = _Held(job, extend_s)
+            limit_s = now_s + job.time_limit_ms / 1000 if job.time_limit_ms else math.inf
+            self._held[job.token] = _Held(job, extend_s, limit_s)
         self._slots.add(jobs, now_s)
         self._arm_sweep()
 
@@ -514,12 +527,17 @@ class Worker:
             self._wake.set()
             self._collected.set()
 
-    # --- the clock: prefetched jobs that waited too long, leases to extend ------
+    # --- the clock: prefetched jobs that waited too long, leases to extend,
+    # --- jobs past their time limit --------------------------------------------
 
     def _arm_sweep(self) -> None:
-        """A timer for the first job that must be released or extended."""
+        """A timer for the first job that must be released, extended or stopped."""
         due_s = min(
-            (h.extend_s for h in self._held.values() if h.extending is None), default=math.inf
+            (
+                min(h.extend_s if h.extending is None else math.inf, h.limit_s)
+                for h in self._held.values()
+            ),
+            default=math.inf,
         )
         release_s = self._slots.next_release_s()
         if release_s is not None:
@@ -543,11 +561,44 @@ class Worker:
         if due:
             self._prefetching = False
             self._give_back(due, "waited for a free slot as long as its lease allows")
-        for held in self._held.values():
-            if held.extending is None and held.extend_s <= now_s:
+        for held in list(self._held.values()):
+            if held.limit_s <= now_s:
+                self._time_out(held)
+            elif held.extending is None and held.extend_s <= now_s:
                 extending = keep_extended(self._link, held.job, first_delay_s=0.0)
                 held.extending = asyncio.get_running_loop().create_task(extending)
         self._arm_sweep()
+
+    def _time_out(self, held: "_Held") -> None:
+        """The job ran to its time limit: no more extending, its attempt
+        failed with ``TimeLimitExceeded`` (the broker fails it too, at the
+        same limit; whichever comes first counts), its slot given to a new
+        thread, its run stopped as far as its kind allows (``_runs``)."""
+        job = held.job
+        del self._held[job.token]
+        if held.extending is not None:
+            held.extending.cancel()
+        thread_id = self._slots.abandon(job.token)
+        self._runs.interrupt(job, thread_id)
+        limit_s = (job.time_limit_ms or 0) / 1000
+        message = f"the attempt ran past its time limit of {limit_s:g} s"
+        self._settler.add(job, Failure(ErrorInfo(type=TIME_LIMIT_EXCEEDED, message=message)))
+        log.warning(
+            "job %s (type %s) ran past its time limit of %g s: failed, its slot freed "
+            "(%d handler threads still running past their limit)",
+            job.id,
+            job.type,
+            limit_s,
+            self._slots.stuck,
+        )
+        self._prefetching = True
+        self._wake.set()
+
+    @property
+    def stuck_threads(self) -> int:
+        """Threads still running a handler past its job's time limit: their
+        slots were given to new threads (a thread cannot be stopped)."""
+        return self._slots.stuck if hasattr(self, "_slots") else 0
 
     def _give_back(self, jobs: list[Job], why: str) -> None:
         if jobs:
@@ -651,6 +702,7 @@ class _Held:
 
     job: Job
     extend_s: float  # when its lease is first extended, if still running (loop time)
+    limit_s: float = math.inf  # when it reaches its time limit (loop time)
     extending: "asyncio.Task[None] | None" = None
 
 

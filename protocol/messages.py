@@ -92,6 +92,9 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
             raise ValueError("give expires_at_ms or ttl_ms, not both")
 
 
+TIME_LIMIT_EXCEEDED = "TimeLimitExceeded"  # the error type of an attempt past its time limit
+
+
 class ErrorInfo(Struct, omit_defaults=True, frozen=True):
     """Why an attempt failed, as the worker reports it."""
 

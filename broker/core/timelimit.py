@@ -19,12 +19,10 @@ a limit pays one falsy check per grant. check_invariants: no leased job's
 deadline is past its limit.
 """
 
-from typing import Final
-
 from leash.broker.core.state import Job
-from leash.protocol.messages import ErrorInfo
+from leash.protocol.messages import TIME_LIMIT_EXCEEDED, ErrorInfo
 
-TIME_LIMIT_EXCEEDED: Final = "TimeLimitExceeded"
+__all__ = ["TIME_LIMIT_EXCEEDED", "capped_ms", "error", "granted_ms", "limit_ms", "reached"]
 
 
 def error(job: Job) -> ErrorInfo:

@@ -3,7 +3,7 @@
 It runs its own event loop in a thread on 127.0.0.1 (port 0), so both the
 blocking and the async client can talk to it from a test. It knows just
 enough job semantics to exercise the clients: push, fetch (with a held
-long-poll), ack/fail/extend/release with token checks, get_job, and beat,
+long-poll), ack/fail/extend/progress/release with token checks, get_job, and beat,
 which answers the state a test sets with ``set_process_state`` (a process
 that is not ``ok`` is handed no jobs). Everything it receives is recorded; tests wait
 on it with ``wait_for``. Not a model of the real broker: no persistence, no
@@ -46,6 +46,7 @@ from leash.protocol.messages import (
     JobView,
     Ok,
     ProcessState,
+    Progress,
     Push,
     Pushed,
     PushedMany,
@@ -301,6 +302,8 @@ class FakeBroker:
                 return self._check(rid, job_id, token) or Extended(
                     rid=rid, deadline_ms=1_000_000 + (ttl_ms or 0)
                 )
+            case Progress(rid=rid, id=job_id, token=token):
+                return self._check(rid, job_id, token) or Extended(rid=rid, deadline_ms=1_000_000)
             case Release(rid=rid, id=job_id, token=token):
                 error = self._check(rid, job_id, token)
                 if error is None:
@@ -380,6 +383,7 @@ class FakeBroker:
             lease_ttl_ms=spec.lease_ttl_ms,
             priority=spec.priority,
             created_ms=1,
+            time_limit_ms=spec.time_limit_ms,
         )
 
     def _view(self, job: FakeJob) -> JobView:

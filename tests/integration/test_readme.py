@@ -145,6 +145,7 @@ TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
+TIME_LIMITS = "report_progress(100 * done"
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -156,6 +157,7 @@ CASES = (
     PIPELINE,
     WORKERS,
     UNIQUE,
+    TIME_LIMITS,
 )
 
 
@@ -244,6 +246,34 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         totals = admin.stats().totals
     assert (totals["pushed"], totals["duplicate"]) == (3, 1)
+
+
+def test_the_time_limits_example_fails_the_hung_job_at_its_limit_and_finishes_the_other(
+    launch_broker: Callable[..., BrokerProcess],
+    tmp_path: Path,
+    workers: Callable[[list[str], Path], Popen],
+) -> None:
+    broker = launch_broker()
+    script = tmp_path / "reports.py"
+    script.write_text(placed(example(TIME_LIMITS), broker.port))
+    worker = workers([sys.executable, str(script)], tmp_path)
+    with Client("127.0.0.1", broker.port) as client:
+        heartbeat_ms = client.welcome.heartbeat_ms
+        assert wait_until(lambda: admin_totals(broker)["dead"] == 1, DONE_TIMEOUT_S)
+        with AdminClient.for_data_dir(broker.data_dir) as admin:
+            (hung,) = admin.jobs("dead")
+        assert hung.type == "fetch_feed"
+        assert hung.last_error is not None and hung.last_error.type == "TimeLimitExceeded"
+        (attempt,) = client.get_job(hung.id).attempts
+        assert attempt.ended_ms - attempt.leased_ms <= 2_000 + heartbeat_ms
+        assert wait_until(lambda: admin_totals(broker)["acked"] == 1, DONE_TIMEOUT_S)
+    assert admin_totals(broker)["time_limited"] == 1
+    stop(worker)
+
+
+def admin_totals(broker: BrokerProcess) -> dict[str, int]:
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        return dict(admin.stats().totals)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(
