@@ -63,6 +63,13 @@ def duration(ms: int) -> str:
     return str(datetime.timedelta(seconds=round(seconds)))
 
 
+def progress_text(percent: int | None, message: str | None) -> str:
+    """A running job's progress report: ``40% 4 of 10 files`` ("" if none)."""
+    if percent is None:
+        return ""
+    return f"{percent}% {message}" if message else f"{percent}%"
+
+
 def counts(by_name: dict[str, int]) -> str:
     return ", ".join(f"{key} {value}" for key, value in by_name.items())
 

@@ -22,6 +22,7 @@ from ._admin_format import (
     duration,
     error_text,
     jobs_ran,
+    progress_text,
     when,
 )
 from ._exceptions import NotFound
@@ -89,11 +90,12 @@ def queues(admin: AdminClient, options: argparse.Namespace) -> Table:
 def busy(admin: AdminClient, options: argparse.Namespace) -> Table:
     busy = admin.busy()
     rows = [
-        (p.worker_id, j.id, j.queue, j.type, j.attempt, when(j.leased_ms), when(j.deadline_ms))
+        (p.worker_id, j.id, j.queue, j.type, j.attempt, when(j.leased_ms), when(j.deadline_ms),
+         progress_text(j.progress, j.progress_message))
         for p in busy
         for j in p.jobs
-    ]
-    headers = ("WORKER", "JOB", "QUEUE", "TYPE", "ATTEMPT", "LEASED", "DEADLINE")
+    ]  # fmt: skip
+    headers = ("WORKER", "JOB", "QUEUE", "TYPE", "ATTEMPT", "LEASED", "DEADLINE", "PROGRESS")
     return Table(headers, rows, busy)
 
 
@@ -129,6 +131,8 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("died", when(job.died_ms) if job.died_ms else None),
         ("unique key", _unique(job)),
         ("expires", when(job.expires_ms) if job.expires_ms else None),
+        ("time limit", duration(job.time_limit_ms) if job.time_limit_ms else None),
+        ("progress", _progress(job)),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
         (
@@ -138,6 +142,13 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
     ]
     pairs += [(key, value) for key, value in optional if value is not None]
     return Fields(pairs, job)
+
+
+def _progress(job: M.JobView) -> str | None:
+    if job.progress is None:
+        return None
+    text = progress_text(job.progress, job.progress_message)
+    return f"{text} (at {when(job.progress_ms)})" if job.progress_ms else text
 
 
 def _unique(job: M.JobView) -> str | None:

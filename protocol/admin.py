@@ -253,6 +253,9 @@ class BusyJob(Struct):
     attempt: int  # 1-based, as delivered
     leased_ms: int
     deadline_ms: int
+    time_limit_ms: int | None = None  # the job's time limit, if it has one
+    progress: int | None = None  # the percent its handler last reported, if any
+    progress_message: str | None = None
 
 
 class BusyProcess(Struct):

@@ -17,7 +17,7 @@ every process known from before must show life within the restart grace
 
 from leash.broker.core import records as R
 from leash.broker.core.common import Rejected, lost_lease_for
-from leash.broker.core.state import State, due_entries, live_process_deadline
+from leash.broker.core.state import Job, State, due_entries, live_process_deadline
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -144,13 +144,20 @@ def busy(state: State) -> list[A.BusyProcess]:
     result = []
     for worker_id, job_ids in sorted(state.leases_by_owner.items()):
         jobs = [state.jobs[job_id] for job_id in job_ids]
-        result.append(
-            A.BusyProcess(
-                worker_id,
-                [
-                    A.BusyJob(j.id, j.type, j.queue, j.failures + 1, j.leased_ms, j.deadline_ms)
-                    for j in jobs
-                ],
-            )
-        )
+        result.append(A.BusyProcess(worker_id, [_busy_job(j) for j in jobs]))
     return result
+
+
+def _busy_job(job: Job) -> A.BusyJob:
+    report = job.progress
+    return A.BusyJob(
+        job.id,
+        job.type,
+        job.queue,
+        job.failures + 1,
+        job.leased_ms,
+        job.deadline_ms,
+        job.time_limit_ms or None,
+        None if report is None else report.percent,
+        None if report is None else report.message,
+    )

@@ -186,6 +186,29 @@ def test_busy_and_processes_show_who_holds_what(
     assert process_rows[0][0] == worker.worker_id and process_rows[0][-2:] == ["1", "1"]
 
 
+def test_busy_and_job_show_a_running_jobs_progress_and_time_limit(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as worker:
+        job_id = worker.push("encode", queue="q", time_limit_ms=90_000)
+        job = worker.fetch("q")
+        assert job is not None
+        worker.progress(job, 40, "4 of 10 files")
+        busy = leash(broker, "busy", json_output=True)
+        busy_rows = rows(leash(broker, "busy"))
+        text = fields(leash(broker, "job", job_id))
+    (running,) = busy[0]["jobs"]
+    assert (running["progress"], running["progress_message"], running["time_limit_ms"]) == (
+        40,
+        "4 of 10 files",
+        90_000,
+    )
+    assert busy_rows[0][-1] == "40% 4 of 10 files"
+    assert text["time limit"] == "90.0 s"
+    assert text["progress"].startswith("40% 4 of 10 files (at ")
+
+
 def test_job_shows_everything_about_one_job_including_its_last_error(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:

@@ -1,6 +1,7 @@
 """A broker with jobs in every state, for the dashboard's tests: ready (one
 whose args hold markup and script), leased (held by a process that stays
-connected), scheduled, retrying, dead, and a committed batch."""
+connected, with a time limit and a progress report), scheduled, retrying,
+dead, and a committed batch; a ready job holds a uniqueness key and expires."""
 
 from dataclasses import dataclass
 
@@ -30,13 +31,21 @@ class Scene:
 
 def populate(dashboard: Dashboard) -> Scene:
     client = Client("127.0.0.1", dashboard.broker.port, timeout_s=10.0)
-    client.push("send_email", {"to": "ada@example.com"}, queue="mail", id="mail-1")
+    client.push(
+        "send_email",
+        {"to": "ada@example.com"},
+        queue="mail",
+        id="mail-1",
+        unique_key="mail:ada",
+        unique_for_ms=HOUR_MS,
+        ttl_ms=24 * HOUR_MS,
+    )
     client.push("send_email", {"to": "bob@example.com"}, queue="mail", id="mail-2")
     client.push("render", {"html": MARKUP}, queue="mail", id="markup-1")
     client.push("report", [1], queue="reports", id="later-1", delay_ms=HOUR_MS)
     client.push("sync", [2], queue="reports", id="flaky-1", max_attempts=5)
     client.push("sync", [3], queue="reports", id="doomed-1", max_attempts=1)
-    client.push("hold", [4], queue="work", id="held-1")
+    client.push("hold", [4], queue="work", id="held-1", time_limit_ms=HOUR_MS)
     for round in range(DONE_ROUNDS):  # some work done, for the graph of the overview
         client.push_many([{"type": "ping", "args": [round, n], "queue": "done"} for n in range(8)])
         client.ack_many(client.fetch_many("done", 8))
@@ -47,6 +56,7 @@ def populate(dashboard: Dashboard) -> Scene:
         client.fail(job, ValueError(f"bad row in {job.id}"))
     held = client.fetch("work")
     assert held is not None and held.id == "held-1"
+    client.progress(held, 40, "4 of 10 files")
     created = client.create_batch(
         [{"type": "thumb", "args": [n], "queue": "images", "id": f"thumb-{n}"} for n in range(3)],
         id="album-42",

@@ -87,6 +87,52 @@ def test_every_view_answers_json_from_the_admin_socket(
     scene.holder.close()
 
 
+def test_the_job_features_show_in_the_api_and_on_the_pages(
+    scene_dashboard: tuple[Dashboard, Scene],
+) -> None:
+    """A uniqueness key, an expiry, a time limit and a progress report: in
+    the JSON of the job and busy views, and on the job, listing and busy pages."""
+    dashboard, scene = scene_dashboard
+    with dashboard.http() as http:
+        held = ok(http.get(f"/api/jobs/{scene.leased}"))
+        assert isinstance(held, dict)
+        assert (held["progress"], held["progress_message"], held["time_limit_ms"]) == (
+            40,
+            "4 of 10 files",
+            3_600_000,
+        )
+        busy = ok(http.get("/api/busy"))
+        assert isinstance(busy, list)
+        (running,) = busy[0]["jobs"]
+        assert (running["progress"], running["time_limit_ms"]) == (40, 3_600_000)
+        ready = ok(http.get(f"/api/jobs/{scene.ready}"))
+        assert isinstance(ready, dict) and ready["unique_key"] == "mail:ada" and ready["expires_ms"]
+        job_page = http.get(f"/job/{scene.leased}").text
+        assert '<progress max="100" value="40">' in job_page and "4 of 10 files" in job_page
+        assert '<dd class="time-limit">60 min 0 s an attempt: this one ends by' in job_page
+        busy_page = http.get("/busy").text
+        assert (
+            '<td class="busy-progress"><span class="progress"><progress max="100" value="40">'
+            in (busy_page)
+        )
+        ready_page = http.get(f"/job/{scene.ready}").text
+        assert '<dd class="unique-key"><code>mail:ada</code> (kept 60 min 0 s after success)' in (
+            ready_page
+        )
+        assert '<dd class="expires">' in ready_page and "unless started before" in ready_page
+        listing = http.get("/jobs/ready", params={"queue": "mail"}).text
+        assert '<span class="tag unique" title="uniqueness key mail:ada">key mail:ada</span>' in (
+            listing
+        )
+        assert '<span class="tag expires"' in listing
+        leased_listing = http.get("/jobs/leased").text
+        assert '<span class="tag time-limit">limit 60 min 0 s</span>' in leased_listing
+        assert '<progress max="100" value="40">' in leased_listing
+        overview = http.get("/").text
+        assert "duplicates refused 0, expired unstarted 0, time limits exceeded 0" in overview
+    scene.holder.close()
+
+
 def test_every_change_is_an_admin_request_the_broker_applies(
     scene_dashboard: tuple[Dashboard, Scene],
 ) -> None:

@@ -152,6 +152,27 @@ def test_every_page_loads_with_jobs_in_every_state_and_is_screenshotted(
     print(f"screenshots in {tmp_path}")
 
 
+def test_a_running_jobs_progress_and_limit_and_a_waiting_jobs_key_and_expiry_show(
+    live: tuple[Dashboard, Scene], browser: "WebDriver"
+) -> None:
+    dashboard, scene = live
+    browser.get(dashboard.url + f"/job/{scene.leased}")
+    bar = browser.find_element(By.CSS_SELECTOR, "dd.job-progress progress")
+    assert bar.get_attribute("value") == "40" and bar.is_displayed()
+    assert "4 of 10 files" in browser.find_element(By.CSS_SELECTOR, "dd.job-progress").text
+    assert browser.find_element(By.CSS_SELECTOR, "dd.time-limit").text.startswith("60 min 0 s")
+    browser.get(dashboard.url + "/busy")
+    cell = browser.find_element(By.CSS_SELECTOR, "td.busy-progress")
+    assert cell.text.startswith("40%") and "4 of 10 files" in cell.text
+    browser.get(dashboard.url + f"/job/{scene.ready}")
+    assert browser.find_element(By.CSS_SELECTOR, "dd.unique-key").text.startswith("mail:ada")
+    assert "unless started before" in browser.find_element(By.CSS_SELECTOR, "dd.expires").text
+    browser.get(dashboard.url + "/jobs/ready?queue=mail")
+    row = browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{scene.ready}']")
+    assert "key mail:ada" in row.text and "expires in" in row.text
+    assert problems_in_console(browser) == []
+
+
 def test_a_job_whose_args_hold_a_script_renders_as_text_and_runs_nothing(
     live: tuple[Dashboard, Scene], browser: "WebDriver"
 ) -> None:
