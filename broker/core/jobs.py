@@ -383,7 +383,6 @@ class JobTable(Mapping[str, Job]):
         ``take``, which counts the use)."""
         state = job.state
         assert state != LEASED and not (job.owner or job.token or job.deadline_ms), job
-        assert job.progress is None, job
         if state == READY:
             after_ms = job.ready_ms - job.created_ms
         elif state == DEAD:
