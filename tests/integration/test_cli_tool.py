@@ -277,6 +277,17 @@ def test_leash_push_with_a_uniqueness_key_names_the_holder_and_leash_job_shows_t
     assert both.returncode != 0 and "not both" in both.stderr and "Traceback" not in both.stderr
 
 
+def test_leash_push_with_a_time_limit_and_leash_job_shows_it(broker: BrokerProcess) -> None:
+    at = ["--port", str(broker.port)]
+    pushed = leash("push", "t", "--time-limit-ms", "90000", *at)
+    assert pushed.returncode == 0, pushed.stderr
+    shown = leash("job", pushed.stdout.strip(), "--data-dir", broker.data_dir)
+    assert "time limit: 90.0 s" in shown.stdout, shown.stdout
+    short = leash("push", "t", "--time-limit-ms", "99", *at)
+    assert short.returncode != 0 and "--time-limit-ms" in short.stderr
+    assert "Traceback" not in short.stderr
+
+
 async def test_the_async_client_pushes_unique_jobs(broker: BrokerProcess) -> None:
     async with await AsyncClient.connect("127.0.0.1", broker.port) as client:
         first = await client.push("t", [1], queue="uq", unique=True)
