@@ -111,8 +111,15 @@ class JobFigures:
 class WorkerCollector(Collector):
     """The figures, and the worker's running jobs and slots, as Prometheus metrics."""
 
-    def __init__(self, figures: JobFigures, running: Callable[[], int], slots: int) -> None:
+    def __init__(
+        self,
+        figures: JobFigures,
+        running: Callable[[], int],
+        slots: int,
+        stuck: Callable[[], int] = lambda: 0,
+    ) -> None:
         self._figures, self._running, self._slots = figures, running, slots
+        self._stuck = stuck  # threads abandoned past their job's time limit, still running
 
     def collect(self) -> Iterator[Metric]:
         snapshot = sorted(self._figures.snapshot().items())
@@ -138,6 +145,11 @@ class WorkerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "leash_worker_slots", "Jobs this worker runs at once (concurrency)", value=self._slots
+        )
+        yield GaugeMetricFamily(
+            "leash_worker_stuck_threads",
+            "Handler threads still running past their job's time limit (their slots freed)",
+            value=self._stuck(),
         )
 
 

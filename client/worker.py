@@ -322,7 +322,8 @@ class Worker:
     async def _serve_metrics(self) -> MetricsEndpoint:
         """The Prometheus endpoint, listening if ``metrics_port`` asks for one."""
         running = lambda: self._running() if self._loop is not None else 0  # noqa: E731
-        endpoint = MetricsEndpoint(WorkerCollector(self.figures, running, self.concurrency))
+        collector = WorkerCollector(self.figures, running, self.concurrency, self._stuck)
+        endpoint = MetricsEndpoint(collector)
         if self.metrics_port is not None:
             self.metrics_address = await endpoint.start(self.metrics_host, self.metrics_port)
         return endpoint
@@ -593,6 +594,9 @@ class Worker:
         )
         self._prefetching = True
         self._wake.set()
+
+    def _stuck(self) -> int:
+        return self.stuck_threads
 
     @property
     def stuck_threads(self) -> int:

@@ -20,6 +20,7 @@ from leash.protocol.messages import Fail, Progress
 from tests.integration.apps import kind_tasks
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.fake_broker import FakeBroker
+from tests.integration.test_worker_visible import samples, scrape
 from tests.integration.worker_thread import gone, running, settled, wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -65,7 +66,7 @@ def failed_with_limit(fake: FakeBroker, job_id: str) -> bool:
 def test_the_worker_itself_fails_a_thread_past_its_limit_and_counts_it(
     fake: FakeBroker, hang: threading.Event
 ) -> None:
-    worker = Worker(port=fake.port, concurrency=1, prefetch=0, wait_ms=100)
+    worker = Worker(port=fake.port, concurrency=1, prefetch=0, wait_ms=100, metrics_port=0)
     worker.register("sleep", lambda: hang.wait(HUNG_S))
     worker.register("quick", lambda: None)
     with running(worker):
@@ -75,7 +76,9 @@ def test_the_worker_itself_fails_a_thread_past_its_limit_and_counts_it(
         assert time.monotonic() - started_s >= 0.3
         quick = fake.add_job("quick")
         fake.wait_for(lambda f: quick in f.seen.acked, "the next job run in the freed slot")
-        assert worker.stuck_threads == 1
+        assert worker.stuck_threads == 1 and worker.metrics_address is not None
+        metrics = samples(scrape(worker.metrics_address))
+        assert metrics[("leash_worker_stuck_threads", ())] == 1
         (failure,) = fake.seen.failed
         assert isinstance(failure, Fail) and "0.3 s" in failure.error.message
         assert failure.retry_in_ms is None and not failure.dead  # the job's retry policy

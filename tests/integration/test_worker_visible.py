@@ -148,6 +148,7 @@ def test_the_metrics_endpoint_counts_runs_per_type_and_outcome_with_their_durati
     assert got[(f"{histogram}_bucket", (("le", "+Inf"), ("type", "ok")))] == 3
     assert got[("leash_worker_jobs_running", ())] == 0
     assert got[("leash_worker_slots", ())] == 3
+    assert got[("leash_worker_stuck_threads", ())] == 0
     with pytest.raises(urllib.error.URLError):  # the endpoint closed with the worker
         scrape(address)
 
