@@ -155,6 +155,7 @@ def job_spec(
     unique_for_ms: int | None = None,
     ttl_ms: int | None = None,
     expires_at_ms: int | None = None,
+    concurrency_key: str | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -196,6 +197,8 @@ def job_spec(
         spec.ttl_ms = ttl_ms
     if expires_at_ms is not None:
         spec.expires_at_ms = expires_at_ms
+    if concurrency_key is not None:
+        spec.concurrency_key = concurrency_key
     if spec.unique and spec.unique_key is not None:
         raise ValueError("give unique_key or unique, not both")
     if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):

@@ -245,6 +245,7 @@ class Client:
         unique_for_ms: int | None = None,
         ttl_ms: int | None = None,
         expires_at_ms: int | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -255,6 +256,8 @@ class Client:
         after it succeeds, the push adds nothing and returns that job's id
         (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
         ``expires_at_ms`` (unix ms): a job not leased by then never runs.
+        ``concurrency_key`` (a customer id, say): the queue's per-key limit
+        counts the job's leases under it (``leash limit QUEUE --per-key N``).
         """
         spec = job_spec(
             type,
@@ -273,6 +276,7 @@ class Client:
             unique_for_ms=unique_for_ms,
             ttl_ms=ttl_ms,
             expires_at_ms=expires_at_ms,
+            concurrency_key=concurrency_key,
         )
         return self._call_again(self._core.push(spec, lease))
 

@@ -270,6 +270,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="not started within this long: removed, never run",
     )
+    push.add_argument(
+        "--concurrency-key",
+        default=None,
+        help="the queue's per-key limit counts the job under this key (a customer id, say)",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -410,6 +415,7 @@ def _push_spec(options: argparse.Namespace, args: object) -> JobSpec:
         unique=options.unique,
         unique_for_ms=options.unique_for_ms,
         ttl_ms=options.ttl_ms,
+        concurrency_key=options.concurrency_key,
     )
 
 

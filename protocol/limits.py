@@ -34,6 +34,10 @@ RETRY_BASE_MAX_MS = 24 * 3600 * 1000
 SCHEDULE_HORIZON_MS = 5 * 365 * 24 * 3600 * 1000  # run_at / delay at most ~5 years ahead
 UNIQUE_KEY_MAX_CHARS = 256  # a push's uniqueness key
 UNIQUE_FOR_MAX_MS = 30 * 24 * 3600 * 1000  # a key stays taken at most this long after success
+CONCURRENCY_KEY_MAX_CHARS = 256  # a push's concurrency key (a customer id, say)
+CONCURRENCY_LIMIT_MAX = 1_000_000  # jobs of a queue (or of one key) leased at once
+RATE_LIMIT_MAX = 100_000  # jobs a queue may start in one interval (each start is kept)
+RATE_INTERVAL_MAX_MS = 24 * 3600 * 1000  # a rate limit's interval
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

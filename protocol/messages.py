@@ -37,6 +37,7 @@ DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
 UniqueKey = Annotated[str, Meta(min_length=1, max_length=L.UNIQUE_KEY_MAX_CHARS)]
 UniqueForMs = Annotated[int, Meta(ge=0, le=L.UNIQUE_FOR_MAX_MS)]
 TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
+ConcurrencyKey = Annotated[str, Meta(min_length=1, max_length=L.CONCURRENCY_KEY_MAX_CHARS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -73,6 +74,9 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     # (core/expiry.py). Absolute (wall clock ms) or relative to the push.
     expires_at_ms: TimeMs | None = None
     ttl_ms: TtlMs | None = None
+    # Concurrency: the queue's per-key limit counts the leased jobs of each
+    # key apart (core/limits.py).
+    concurrency_key: ConcurrencyKey | None = None
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -391,6 +395,7 @@ class JobView(Struct, omit_defaults=True):
     unique_key: str | None = None  # the uniqueness key it holds
     unique_for_ms: int | None = None  # the key stays taken this long after it succeeds
     expires_ms: int | None = None  # not leased by then: removed, never run
+    concurrency_key: str | None = None  # its queue's per-key limit counts it under this key
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

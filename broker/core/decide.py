@@ -8,6 +8,7 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
+from leash.broker.core import limits
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
@@ -15,7 +16,7 @@ from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected, failure_for, lease_of
 from leash.broker.core.expiry import expired
 from leash.broker.core.pushes import Pushes, push_specs
-from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
+from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, Queue, State
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
@@ -95,51 +96,98 @@ def _pushed(pushes: Pushes) -> list[R.Record]:
     return [R.JobsPushed(pushes.jobs, pushes.counter_after, pushes.extras)] if pushes.jobs else []
 
 
-def has_ready(state: State, name: str) -> bool:
+def has_ready(state: State, name: str, now_ms: int) -> bool:
     """Whether a fetch could take a job from this queue now."""
     queue = state.queues.get(name)
-    return queue is not None and not queue.paused and queue.ready > 0
+    if queue is None or queue.paused or not queue.ready:
+        return False
+    return not state.limits or (limits.room(state, queue, now_ms) > 0 and limits.servable(queue))
 
 
 def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
-    grants: list[R.Grant] = []
-    deliveries: list[M.Delivery] = []
-    want = request.count
     if not P.can_fetch(state, worker_id):  # unknown, quiet or terminating: nothing
         return Outcome(M.Jobs(request.rid, []), [], request.wait_ms > 0, written_enough=True)
-    budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
+    taking = _Taking(state, request.count, now_ms)
     for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
         queue = state.queues.get(name)
         if queue is None or queue.paused or not queue.ready:
             continue
+        room = limits.room(state, queue, now_ms) if state.limits else limits.UNLIMITED
+        if room and taking.take(queue, room):
+            break
+    reply = M.Jobs(request.rid, taking.deliveries)
+    if not taking.grants:
+        return Outcome(reply, [], request.wait_ms > 0, written_enough=True)
+    counter = state.counter + len(taking.grants)
+    records: list[R.Record] = [R.JobsLeased(worker_id, taking.grants, counter, now_ms)]
+    return Outcome(reply, records, written_enough=True)
+
+
+class _Taking:
+    """The jobs one fetch takes, in the order it meets them: bucket by
+    bucket, a token's lane (limits.py) as far as its key's room allows."""
+
+    __slots__ = ("budget_bytes", "deliveries", "grants", "keys_taken", "now_ms", "state", "want")
+
+    def __init__(self, state: State, want: int, now_ms: int) -> None:
+        self.state, self.want, self.now_ms = state, want, now_ms
+        self.grants: list[R.Grant] = []
+        self.deliveries: list[M.Delivery] = []
+        self.budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
+        self.keys_taken: dict[str, int] = {}  # jobs of each key taken (a queue's keys only)
+
+    def take(self, queue: Queue, room: int) -> bool:
+        """Take up to ``room`` jobs of the queue; whether the fetch is done."""
+        grants = self.grants
+        if queue.lanes and self.keys_taken:
+            self.keys_taken = {}  # keys are per queue
+        stop = min(self.want, len(grants) + room)
         for priority in PRIORITIES:
             bucket = queue.buckets.get(priority)
             if not bucket:
                 continue
             for job_id in bucket:
-                job = state.jobs[job_id]
-                if job.expires_ms and expired(job, now_ms):  # never leased; the tick removes it
-                    continue
-                budget_bytes -= len(job.args)
-                if grants and budget_bytes < 0:
-                    want = len(grants)
-                    break
-                token = state.next_token(len(grants))
-                deadline_ms = now_ms + job.lease_ttl_ms
-                grants.append(R.Grant(job.id, token, deadline_ms))
-                deliveries.append(_delivery(job, token, deadline_ms))
-                if len(grants) == want:
-                    break
-            if len(grants) == want:
+                if queue.lanes and limits.is_token(job_id):
+                    if self._lane(queue, limits.key_of(job_id), priority, stop):
+                        return True
+                elif self._one(job_id):
+                    return True
+                if len(grants) >= stop:
+                    return len(grants) >= self.want
+        return False
+
+    def _lane(self, queue: Queue, key: str, priority: int, stop: int) -> bool:
+        """Take from a key's lane until ``stop`` grants or the key's room
+        (less what this fetch took of the key at other priorities) is used;
+        whether the fetch is done."""
+        taken = self.keys_taken.get(key, 0)
+        before = len(self.grants)
+        stop = min(stop, before + limits.key_room(self.state, queue, key, taken))
+        done = False
+        for job_id in queue.lanes[key][priority]:
+            if len(self.grants) >= stop:
                 break
-        if len(grants) == want:
-            break
-    reply = M.Jobs(request.rid, deliveries)
-    if not grants:
-        return Outcome(reply, [], request.wait_ms > 0, written_enough=True)
-    counter = state.counter + len(grants)
-    records: list[R.Record] = [R.JobsLeased(worker_id, grants, counter, now_ms)]
-    return Outcome(reply, records, written_enough=True)
+            if self._one(job_id):
+                done = True
+                break
+        self.keys_taken[key] = taken + len(self.grants) - before
+        return done
+
+    def _one(self, job_id: str) -> bool:
+        """Take one job unless it expired; whether the fetch is done (its
+        count reached, or the reply's bytes used up)."""
+        job = self.state.jobs[job_id]
+        if job.expires_ms and expired(job, self.now_ms):  # never leased; the tick removes it
+            return False
+        self.budget_bytes -= len(job.args)
+        if self.grants and self.budget_bytes < 0:
+            self.want = len(self.grants)
+            return True
+        token = self.state.next_token(len(self.grants))
+        deadline_ms = self.now_ms + job.lease_ttl_ms
+        self.grants.append(R.Grant(job.id, token, deadline_ms))
+        self.deliveries.append(_delivery(job, token, deadline_ms))
+        return len(self.grants) == self.want
 
 
 def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
@@ -205,6 +253,7 @@ def job_view(job: Job, *, detail: bool = False) -> M.JobView:
         unique_key=job.unique_key,
         unique_for_ms=job.unique_for_ms or None,
         expires_ms=job.expires_ms or None,
+        concurrency_key=job.concurrency_key,
     )
 
 

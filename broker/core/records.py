@@ -37,6 +37,7 @@ class JobExtras(Struct, array_like=True, gc=False):
     unique_key: str | None = None  # a derived key already derived
     unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
     expires_ms: int = 0  # not leased by then: removed (0: never)
+    concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
 
 
 class Grant(Struct, array_like=True):
@@ -276,6 +277,17 @@ class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
     at_ms: int
 
 
+class QueueLimitsSet(Struct, tag="limits", tag_field="r", omit_defaults=True):
+    """A queue's concurrency and rate limits from now on (limits.py); 0: none.
+    Replaces every limit the queue had."""
+
+    queue: str
+    concurrency: int = 0  # jobs of the queue leased at once
+    per_key: int = 0  # jobs of one concurrency key of the queue leased at once
+    rate: int = 0  # jobs the queue starts (leases) in any rate_interval_ms
+    rate_interval_ms: int = 0
+
+
 Record = (
     Booted
     | EpochRolled
@@ -304,6 +316,7 @@ Record = (
     | JobRequeued
     | UniqueWindowsEnded
     | JobsExpired
+    | QueueLimitsSet
 )
 
 record_encoder = msgspec.msgpack.Encoder()

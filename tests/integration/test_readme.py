@@ -145,6 +145,7 @@ TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
+LIMITS = "concurrency_key=customer"
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -156,6 +157,7 @@ CASES = (
     PIPELINE,
     WORKERS,
     UNIQUE,
+    LIMITS,
 )
 
 
@@ -244,6 +246,34 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         totals = admin.stats().totals
     assert (totals["pushed"], totals["duplicate"]) == (3, 1)
+
+
+def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_time(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """The TOML block gives the queue its limits at start-up, the ``leash
+    limit`` command sets the same (nothing changes), the Python example
+    sees one job a customer at a time."""
+    limits_section = section("Concurrency and rate limits")
+    (toml,) = blocks("toml", limits_section)
+    config = tmp_path / "leash.toml"
+    config.write_text(toml)
+    broker = launch_broker("--config", str(config))
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        (view,) = [q for q in admin.queues() if q.name == "sync"]
+    limits = (view.concurrency_limit, view.per_key_limit, view.rate_limit, view.rate_interval_ms)
+    assert limits == (20, 1, 600, 60_000)
+    (commands,) = blocks("sh", limits_section)
+    words = shlex.split(commands.strip())
+    command = [sys.executable, "-m", "leash", *words[1:], "--data-dir", broker.data_dir]
+    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "sync: 20 at once, 1 per key, 600 per 60.0 s\n"
+    run(example(LIMITS), tmp_path, broker.port)  # its asserts check one job a customer
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        (view,) = [q for q in admin.queues() if q.name == "sync"]
+        assert admin.stats().totals["acked"] == 3
+    assert (view.in_flight, view.rate_used) == (0, 3)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(
