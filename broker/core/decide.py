@@ -105,52 +105,89 @@ def has_ready(state: State, name: str, now_ms: int) -> bool:
 
 
 def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
+    grants: list[R.Grant] = []
+    deliveries: list[M.Delivery] = []
+    want = request.count
     if not P.can_fetch(state, worker_id):  # unknown, quiet or terminating: nothing
         return Outcome(M.Jobs(request.rid, []), [], request.wait_ms > 0, written_enough=True)
-    taking = _Taking(state, request.count, now_ms)
+    budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
     for name in dict.fromkeys(request.queues):  # a queue named twice is taken once
         queue = state.queues.get(name)
         if queue is None or queue.paused or not queue.ready:
             continue
-        room = limits.room(state, queue, now_ms) if state.limits else limits.UNLIMITED
-        if room and taking.take(queue, room):
-            break
-    reply = M.Jobs(request.rid, taking.deliveries)
-    if not taking.grants:
-        return Outcome(reply, [], request.wait_ms > 0, written_enough=True)
-    counter = state.counter + len(taking.grants)
-    records: list[R.Record] = [R.JobsLeased(worker_id, taking.grants, counter, now_ms)]
-    return Outcome(reply, records, written_enough=True)
-
-
-class _Taking:
-    """The jobs one fetch takes, in the order it meets them: bucket by
-    bucket, a token's lane (limits.py) as far as its key's room allows."""
-
-    __slots__ = ("budget_bytes", "deliveries", "grants", "keys_taken", "now_ms", "state", "want")
-
-    def __init__(self, state: State, want: int, now_ms: int) -> None:
-        self.state, self.want, self.now_ms = state, want, now_ms
-        self.grants: list[R.Grant] = []
-        self.deliveries: list[M.Delivery] = []
-        self.budget_bytes = FETCH_REPLY_ARGS_MAX_BYTES  # keeps the reply within any frame limit
-        self.keys_taken: dict[str, int] = {}  # jobs of each key taken (a queue's keys only)
-
-    def take(self, queue: Queue, room: int) -> bool:
-        """Take up to ``room`` jobs of the queue; whether the fetch is done."""
-        grants = self.grants
-        if queue.lanes and self.keys_taken:
-            self.keys_taken = {}  # keys are per queue
-        stop = min(self.want, len(grants) + room)
+        if state.limits or queue.lanes:  # limits or keyed jobs (limits.py): a walk of its own
+            taking = _Taking(state, grants, deliveries, want, budget_bytes, now_ms)
+            room = limits.room(state, queue, now_ms)
+            done = room > 0 and taking.take(queue, room)
+            want, budget_bytes = taking.want, taking.budget_bytes
+            if done:
+                break
+            continue
+        # The common queue, written out: a fetch's cost is mostly this loop.
         for priority in PRIORITIES:
             bucket = queue.buckets.get(priority)
             if not bucket:
                 continue
             for job_id in bucket:
-                if queue.lanes and limits.is_token(job_id):
-                    if self._lane(queue, limits.key_of(job_id), priority, stop):
+                job = state.jobs[job_id]
+                if job.expires_ms and expired(job, now_ms):  # never leased; the tick removes it
+                    continue
+                budget_bytes -= len(job.args)
+                if grants and budget_bytes < 0:
+                    want = len(grants)
+                    break
+                token = state.next_token(len(grants))
+                deadline_ms = now_ms + job.lease_ttl_ms
+                grants.append(R.Grant(job.id, token, deadline_ms))
+                deliveries.append(_delivery(job, token, deadline_ms))
+                if len(grants) == want:
+                    break
+            if len(grants) == want:
+                break
+        if len(grants) == want:
+            break
+    reply = M.Jobs(request.rid, deliveries)
+    if not grants:
+        return Outcome(reply, [], request.wait_ms > 0, written_enough=True)
+    counter = state.counter + len(grants)
+    records: list[R.Record] = [R.JobsLeased(worker_id, grants, counter, now_ms)]
+    return Outcome(reply, records, written_enough=True)
+
+
+class _Taking:
+    """What one fetch takes of a queue with limits or keyed jobs, in the
+    order it meets them: bucket by bucket, a token's lane (limits.py) as
+    far as its key's room allows, up to the queue's room."""
+
+    __slots__ = ("budget_bytes", "deliveries", "grants", "keys_taken", "now_ms", "state", "want")
+
+    def __init__(
+        self,
+        state: State,
+        grants: list[R.Grant],
+        deliveries: list[M.Delivery],
+        want: int,
+        budget_bytes: int,
+        now_ms: int,
+    ) -> None:
+        self.state, self.want, self.now_ms = state, want, now_ms
+        self.grants, self.deliveries = grants, deliveries  # the fetch's, added to
+        self.budget_bytes = budget_bytes
+        self.keys_taken: dict[str, int] | None = None  # jobs of each key taken
+
+    def take(self, queue: Queue, room: int) -> bool:
+        """Take up to ``room`` jobs of the queue; whether the fetch is done."""
+        grants, buckets, lanes, one = self.grants, queue.buckets, queue.lanes, self._one
+        stop = min(self.want, len(grants) + room)
+        for priority in PRIORITIES:
+            bucket = buckets.get(priority)
+            if not bucket:
+                continue
+            for job_id in bucket:
+                if lanes and job_id[0] == limits.TOKEN_PREFIX:
+                    if self._lane(queue, job_id[1:], priority, stop):
                         return True
-                elif self._one(job_id):
+                elif one(job_id):
                     return True
                 if len(grants) >= stop:
                     return len(grants) >= self.want
@@ -160,7 +197,10 @@ class _Taking:
         """Take from a key's lane until ``stop`` grants or the key's room
         (less what this fetch took of the key at other priorities) is used;
         whether the fetch is done."""
-        taken = self.keys_taken.get(key, 0)
+        keys_taken = self.keys_taken
+        if keys_taken is None:
+            keys_taken = self.keys_taken = {}
+        taken = keys_taken.get(key, 0)
         before = len(self.grants)
         stop = min(stop, before + limits.key_room(self.state, queue, key, taken))
         done = False
@@ -170,24 +210,25 @@ class _Taking:
             if self._one(job_id):
                 done = True
                 break
-        self.keys_taken[key] = taken + len(self.grants) - before
+        keys_taken[key] = taken + len(self.grants) - before
         return done
 
     def _one(self, job_id: str) -> bool:
         """Take one job unless it expired; whether the fetch is done (its
         count reached, or the reply's bytes used up)."""
-        job = self.state.jobs[job_id]
-        if job.expires_ms and expired(job, self.now_ms):  # never leased; the tick removes it
+        state, grants, now_ms = self.state, self.grants, self.now_ms
+        job = state.jobs[job_id]
+        if job.expires_ms and expired(job, now_ms):  # never leased; the tick removes it
             return False
         self.budget_bytes -= len(job.args)
-        if self.grants and self.budget_bytes < 0:
-            self.want = len(self.grants)
+        if grants and self.budget_bytes < 0:
+            self.want = len(grants)
             return True
-        token = self.state.next_token(len(self.grants))
-        deadline_ms = self.now_ms + job.lease_ttl_ms
-        self.grants.append(R.Grant(job.id, token, deadline_ms))
+        token = state.next_token(len(grants))
+        deadline_ms = now_ms + job.lease_ttl_ms
+        grants.append(R.Grant(job.id, token, deadline_ms))
         self.deliveries.append(_delivery(job, token, deadline_ms))
-        return len(self.grants) == self.want
+        return len(grants) == self.want
 
 
 def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
