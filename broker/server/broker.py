@@ -419,6 +419,9 @@ class Broker:
                 dead=view.dead if view else 0,
                 latency_ms=view.latency_ms if view else 0,
                 paused=view.paused if view else False,
+                concurrency_limit=view.concurrency_limit if view else 0,
+                rate_used=view.rate_used if view else 0,
+                keys_saturated=view.keys_saturated if view else 0,
             )
         return Snapshot(
             queues=queues,
