@@ -1,4 +1,4 @@
-"""What unique jobs and expiry cost the core's push and fetch paths: CPU per job.
+"""What unique jobs, expiry and limits cost the core's push and fetch paths: CPU per job.
 
     .venv/bin/python bench/job_options_cost.py [--jobs 100000] [--batch 100] [--mode plain]
 
@@ -12,7 +12,13 @@ by side), ``key`` (each job its own ``unique_key``), ``derived``
 (``unique: true``: the key hashed from the args), ``duplicate`` (every
 push after the first ``--batch`` names a key already held: nothing is
 added), ``ttl`` (each job expires in a day: the expiry heap, the check at
-fetch). A measurement, not a test.
+fetch), ``concurrency`` (the queue may lease ``--batch`` at once: each fetch
+checks its room), ``per_key`` (each job has one of 1,000 concurrency keys,
+at most 1 leased a key: the lanes and their tokens), ``rate`` (the queue
+starts at most 100,000 jobs a second: the window of lease times; the clock
+moves 1 ms a fetch), ``saturated`` (as ``per_key``, but the first half of
+the jobs share one key whose slot a lease holds all along: a fetch must
+not scan past them). A measurement, not a test.
 """
 
 import argparse
@@ -41,7 +47,25 @@ def spec(mode: str, number: int, batch: int) -> M.JobSpec:
         return M.JobSpec(type="t", args=ARGS, unique_key=f"key-{number % batch}")
     if mode == "ttl":
         return M.JobSpec(type="t", args=ARGS, ttl_ms=86_400_000)
+    if mode in ("per_key", "saturated"):
+        key = "big" if mode == "saturated" and number < 0 else f"customer-{number % 1000}"
+        return M.JobSpec(type="t", args=ARGS, concurrency_key=key)
     return M.JobSpec(type="t", args=ARGS)
+
+
+def limit(driver: CoreDriver, mode: str, batch: int) -> None:
+    """The queue's limits for the mode (none for the modes without)."""
+    from leash.broker.core import apply
+    from leash.broker.core.records import QueueLimitsSet
+
+    limits = {
+        "concurrency": QueueLimitsSet("default", concurrency=batch),
+        "per_key": QueueLimitsSet("default", per_key=1),
+        "saturated": QueueLimitsSet("default", per_key=1),
+        "rate": QueueLimitsSet("default", rate=100_000, rate_interval_ms=1000),
+    }.get(mode)
+    if limits is not None:
+        apply(driver.state, limits)
 
 
 def main() -> None:
@@ -49,8 +73,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument(
-        "--mode", choices=("plain", "key", "derived", "duplicate", "ttl"), default="plain"
-    )
+        "--mode",
+        choices=(
+            "plain", "key", "derived", "duplicate", "ttl", "concurrency", "per_key", "rate",
+            "saturated",
+        ),
+        default="plain",
+    )  # fmt: skip
     options = parser.parse_args()
     driver = CoreDriver()
     gc.disable()
@@ -58,19 +87,38 @@ def main() -> None:
         [spec(options.mode, n, options.batch) for n in range(first, first + options.batch)]
         for first in range(0, options.jobs, options.batch)
     ]
+    if options.mode == "saturated":  # half the jobs wait behind one key, held all along
+        half = options.jobs // 2
+        saturated = [spec(options.mode, -1, options.batch) for _ in range(half)]
+        batches = [saturated[i : i + options.batch] for i in range(0, half, options.batch)]
+        batches += [
+            [spec(options.mode, n, options.batch) for n in range(first, first + options.batch)]
+            for first in range(0, options.jobs - half, options.batch)
+        ]
+    if options.mode != "plain":
+        limit(driver, options.mode, options.batch)
     started = time.process_time()
     for specs in batches:
         driver.send(M.PushMany(driver.next(), specs))
     pushed_s = time.process_time() - started
+    held = 0
+    if options.mode == "saturated":  # the one key's slot, held while the rest are fetched
+        reply = driver.send(M.Fetch(driver.next(), ["default"], 1, 0))
+        assert isinstance(reply, M.Jobs) and reply.jobs[0].id
+        held = options.jobs // 2
     started = time.process_time()
+    fetched = 0
     while True:
         reply = driver.send(M.Fetch(driver.next(), ["default"], options.batch, 0))
         assert isinstance(reply, M.Jobs)
         if not reply.jobs:
             break
+        fetched += len(reply.jobs)
         refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
         driver.send(M.AckMany(driver.next(), refs))
+        driver.now_ms += 1
     fetched_s = time.process_time() - started
+    assert fetched == options.jobs - held, (fetched, options.jobs, held)
     per_job_us = 1e6 / options.jobs
     print(
         f"{options.mode}: push {pushed_s * per_job_us:.2f} us/job, "

@@ -16,13 +16,21 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import msgspec
+
 from leash.broker.core.config import CoreConfig
+from leash.broker.core.limits import limits_record
+from leash.broker.core.records import QueueLimitsSet
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.limits import Limits
 from leash.broker.settings import BY_NAME, ENV_PREFIX, SETTINGS, Setting, SettingError
+from leash.protocol.admin import SetQueueLimits
 from leash.protocol.limits import IDLE_TIMEOUT_HEARTBEATS
 
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+QUEUES_TABLE = "queues"  # [queues.NAME]: a queue's limits, given at each start
+QUEUE_KEYS = ("concurrency", "per-key", "rate", "rate-interval-ms")
+QUEUE_LIMITS = "queue_limits"  # where resolve puts them among the values
 FILE_MAX_BYTES = 1 << 20
 
 
@@ -45,9 +53,12 @@ def resolve(
         values[setting.dest] = _default(setting)
         origins[setting.dest] = "default"
     path = config_path if config_path is not None else environ.get(CONFIG_ENV) or None
+    values[QUEUE_LIMITS] = ()
     if path is not None:
-        for setting, value in read_file(path).items():
+        table = load_file(path)
+        for setting, value in settings_of(table, path).items():
             values[setting.dest], origins[setting.dest] = value, f"file {path}"
+        values[QUEUE_LIMITS] = queue_limits_of(table.get(QUEUES_TABLE, {}), path)
     for setting in SETTINGS:
         text = environ.get(setting.env, "")
         if text.strip():
@@ -74,7 +85,15 @@ def _from_env(setting: Setting, text: str) -> Any:
 
 
 def read_file(path: str) -> dict[Setting, Any]:
-    """The settings a TOML file gives, checked; unknown keys are refused by name."""
+    """The settings a TOML file gives, checked (its queue tables too);
+    unknown keys are refused by name."""
+    table = load_file(path)
+    queue_limits_of(table.get(QUEUES_TABLE, {}), path)
+    return settings_of(table, path)
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """The TOML file as a table."""
     try:
         with open(path, "rb") as file:
             data = file.read(FILE_MAX_BYTES + 1)
@@ -83,11 +102,18 @@ def read_file(path: str) -> dict[Setting, Any]:
     if len(data) > FILE_MAX_BYTES:
         raise ConfigError(f"{path}: larger than {FILE_MAX_BYTES} bytes")
     try:
-        table = tomllib.loads(data.decode("utf-8"))
+        return tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
+def settings_of(table: dict[str, Any], path: str) -> dict[Setting, Any]:
+    """The settings of a file's table, checked (its [queues] tables are
+    ``queue_limits_of``'s)."""
     found: dict[Setting, Any] = {}
     for key, value in table.items():
+        if key == QUEUES_TABLE:
+            continue
         setting = BY_NAME.get(key)
         if setting is None:
             raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key)}")
@@ -126,6 +152,39 @@ def _shown(value: object) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
+def queue_limits_of(queues: object, path: str) -> tuple[QueueLimitsSet, ...]:
+    """The limits of the file's [queues.NAME] tables, checked: each key is
+    a limit of ``leash limit`` (concurrency, per-key, rate with
+    rate-interval-ms), a whole number in its bounds; unknown keys refused."""
+    if not isinstance(queues, dict):
+        raise ConfigError(f"{path}: queues: expected tables [queues.NAME], not {_shown(queues)}")
+    found = []
+    for name, limits in queues.items():
+        where = f"{path}: queues.{name}"
+        if not isinstance(limits, dict):
+            raise ConfigError(f"{where}: expected a table, not {_shown(limits)}")
+        try:
+            request = msgspec.convert(
+                {"op": "set_queue_limits", "rid": 0, "queue": name, **_fields(limits, where)},
+                SetQueueLimits,
+            )
+        except msgspec.ValidationError as error:
+            raise ConfigError(f"{where}: {error}") from None
+        found.append(limits_record(request))
+    return tuple(found)
+
+
+def _fields(limits: dict[str, Any], where: str) -> dict[str, Any]:
+    fields = {}
+    for key, value in limits.items():
+        if key not in QUEUE_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r} (one of {', '.join(QUEUE_KEYS)})")
+        if type(value) is not int:
+            raise ConfigError(f"{where}: {key}: expected a whole number, not {_shown(value)}")
+        fields[key.replace("-", "_")] = value
+    return fields
+
+
 def server_config(values: Mapping[str, Any]) -> ServerConfig:
     """The ``ServerConfig`` the values make: each goes where its setting's ``field`` says."""
     parts: dict[str, dict[str, Any]] = {"": {}, "core": {}, "limits": {}}
@@ -144,7 +203,10 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         heartbeat_ms = parts["core"].get("heartbeat_ms", CoreConfig().heartbeat_ms)
         limits["idle_timeout_ms"] = IDLE_TIMEOUT_HEARTBEATS * heartbeat_ms
     return ServerConfig(
-        **parts[""], core=CoreConfig(**parts["core"]), limits=Limits(**parts["limits"])
+        **parts[""],
+        core=CoreConfig(**parts["core"]),
+        limits=Limits(**parts["limits"]),
+        queue_limits=values.get(QUEUE_LIMITS, ()),
     )
 
 

@@ -24,7 +24,7 @@ from leash.protocol import limits
 from . import _admin_runs as R
 from ._admin_format import plain
 from ._admin_runs import Run, UsageError
-from ._args import seconds, whole
+from ._args import rate, seconds, whole
 from ._exceptions import ConnectFailed, ConnectionLost, NotFound, PermissionDenied, ServerError
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 
@@ -76,6 +76,7 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     )
     resume = _command(commands, "resume", "hand out a paused queue's jobs again", R.resume)
     resume.add_argument("queue")
+    _add_limit(commands)
     _add_job_operations(commands)
     _add_batch_commands(commands)
     controls: list[tuple[str, A.ProcessControl, str]] = [
@@ -93,6 +94,27 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
         "--terminate-grace-ms is released for it. The broker keeps running (stop the broker "
         "with SIGTERM)."
     )
+
+
+def _add_limit(commands: "argparse._SubParsersAction[Any]") -> None:
+    limit = _command(commands, "limit", "set a queue's concurrency and rate limits", R.limit)
+    limit.description = (
+        "Set a queue's limits, replacing the ones it had; a limit not given is none. "
+        "A limit lowered below what runs now takes no job away."
+    )
+    limit.add_argument("queue")
+    limit.add_argument(
+        "--concurrency", type=whole(0, limits.CONCURRENCY_LIMIT_MAX), default=0, metavar="N",
+        help="at most N of its jobs leased at once",
+    )  # fmt: skip
+    limit.add_argument(
+        "--per-key", type=whole(0, limits.CONCURRENCY_LIMIT_MAX), default=0, metavar="N",
+        help="at most N leased at once of each concurrency key (a push's concurrency_key)",
+    )  # fmt: skip
+    limit.add_argument(
+        "--rate", type=rate, default=None, metavar="N/INTERVAL",
+        help="at most N jobs started in any INTERVAL (10/1s, 600/1m, 5/500ms)",
+    )  # fmt: skip
 
 
 def _add_job_operations(commands: "argparse._SubParsersAction[Any]") -> None:

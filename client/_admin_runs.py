@@ -80,11 +80,42 @@ def queues(admin: AdminClient, options: argparse.Namespace) -> Table:
     queues = admin.queues()
     rows = [
         (q.name, q.ready, q.scheduled, q.in_flight, q.dead, "yes" if q.paused else "",
-         duration(q.latency_ms))
+         duration(q.latency_ms), _limits(q))
         for q in queues
     ]  # fmt: skip
-    headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY")
+    headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY", "LIMITS")
     return Table(headers, rows, queues)
+
+
+def _limits(queue: A.QueueView) -> str:
+    """A queue's limits with their use now: "2/5 at once, 1/1 per key (3 keys), 7/10 per 1s"."""
+    parts = []
+    if queue.concurrency_limit:
+        parts.append(f"{queue.in_flight}/{queue.concurrency_limit} at once")
+    if queue.per_key_limit:
+        keys = f"{queue.keys_saturated} of {queue.keys_leased} keys full"
+        parts.append(f"{queue.per_key_limit} per key ({keys})")
+    if queue.rate_limit:
+        interval = duration(queue.rate_interval_ms)
+        parts.append(f"{queue.rate_used}/{queue.rate_limit} per {interval}")
+    return ", ".join(parts)
+
+
+def limit(admin: AdminClient, options: argparse.Namespace) -> str:
+    rate, interval_ms = options.rate or (0, 0)
+    admin.set_queue_limits(
+        options.queue,
+        concurrency=options.concurrency,
+        per_key=options.per_key,
+        rate=rate,
+        rate_interval_ms=interval_ms,
+    )
+    shown = [
+        f"{options.concurrency} at once" if options.concurrency else "",
+        f"{options.per_key} per key" if options.per_key else "",
+        f"{rate} per {duration(interval_ms)}" if rate else "",
+    ]
+    return f"{options.queue}: " + (", ".join(part for part in shown if part) or "no limits")
 
 
 def busy(admin: AdminClient, options: argparse.Namespace) -> Table:
@@ -133,6 +164,7 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("expires", when(job.expires_ms) if job.expires_ms else None),
         ("time limit", duration(job.time_limit_ms) if job.time_limit_ms else None),
         ("progress", _progress(job)),
+        ("concurrency key", job.concurrency_key),
         ("last error", f"{error.type}: {error.message}" if error else None),
         ("backtrace", error.backtrace if error and error.backtrace else None),
         (

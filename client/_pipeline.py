@@ -67,6 +67,7 @@ class _Pushes(Generic[F]):
         ttl_ms: int | None = None,
         expires_at_ms: int | None = None,
         time_limit_ms: int | None = None,
+        concurrency_key: str | None = None,
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
         spec = job_spec(
@@ -87,6 +88,7 @@ class _Pushes(Generic[F]):
             ttl_ms=ttl_ms,
             expires_at_ms=expires_at_ms,
             time_limit_ms=time_limit_ms,
+            concurrency_key=concurrency_key,
         )
         return self._queue(self._core().push(spec, lease))
 

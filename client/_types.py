@@ -158,6 +158,7 @@ def job_spec(
     ttl_ms: int | None = None,
     expires_at_ms: int | None = None,
     time_limit_ms: int | None = None,
+    concurrency_key: str | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -201,6 +202,8 @@ def job_spec(
         spec.expires_at_ms = expires_at_ms
     if time_limit_ms is not None:
         spec.time_limit_ms = time_limit_ms
+    if concurrency_key is not None:
+        spec.concurrency_key = concurrency_key
     if spec.unique and spec.unique_key is not None:
         raise ValueError("give unique_key or unique, not both")
     if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):

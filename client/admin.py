@@ -146,6 +146,23 @@ class AdminClient:
     def resume(self, queue: str) -> None:
         self._call(A.Resume(self._next(), queue), M.Ok)
 
+    def set_queue_limits(
+        self,
+        queue: str,
+        *,
+        concurrency: int = 0,
+        per_key: int = 0,
+        rate: int = 0,
+        rate_interval_ms: int = 0,
+    ) -> None:
+        """Set ``queue``'s limits, replacing its old ones (0: no such limit):
+        jobs leased at once, at once per concurrency key, and started per
+        ``rate_interval_ms``."""
+        request = A.SetQueueLimits(
+            self._next(), queue, concurrency, per_key, rate, rate_interval_ms
+        )
+        self._call(request, M.Ok)
+
     def control(self, worker_id: str, state: A.ProcessControl) -> None:
         """Quiet a process (stop fetching), let it go on (``ok``), or stop it (``terminate``)."""
         self._call(A.Control(self._next(), worker_id, state), M.Ok)

@@ -246,6 +246,7 @@ class Client:
         ttl_ms: int | None = None,
         expires_at_ms: int | None = None,
         time_limit_ms: int | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -258,6 +259,8 @@ class Client:
         ``expires_at_ms`` (unix ms): a job not leased by then never runs.
         ``time_limit_ms``: each attempt runs at most this long; the broker
         and the ``Worker`` fail it with ``TimeLimitExceeded`` then.
+        ``concurrency_key`` (a customer id, say): the queue's per-key limit
+        counts the job's leases under it (``leash limit QUEUE --per-key N``).
         """
         spec = job_spec(
             type,
@@ -277,6 +280,7 @@ class Client:
             ttl_ms=ttl_ms,
             expires_at_ms=expires_at_ms,
             time_limit_ms=time_limit_ms,
+            concurrency_key=concurrency_key,
         )
         return self._call_again(self._core.push(spec, lease))
 

@@ -276,6 +276,11 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="each attempt runs at most this long (then fails with TimeLimitExceeded)",
     )
+    push.add_argument(
+        "--concurrency-key",
+        default=None,
+        help="the queue's per-key limit counts the job under this key (a customer id, say)",
+    )
     _add_address(push)
     push.set_defaults(run=_run_push)
 
@@ -417,6 +422,7 @@ def _push_spec(options: argparse.Namespace, args: object) -> JobSpec:
         unique_for_ms=options.unique_for_ms,
         ttl_ms=options.ttl_ms,
         time_limit_ms=options.time_limit_ms,
+        concurrency_key=options.concurrency_key,
     )
 
 

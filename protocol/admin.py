@@ -194,6 +194,28 @@ class ListBatches(Struct, tag="batches", tag_field="op", omit_defaults=True):
     limit: PageLimit = L.ADMIN_PAGE_DEFAULT
 
 
+ConcurrencyLimit = Annotated[int, Meta(ge=0, le=L.CONCURRENCY_LIMIT_MAX)]
+
+
+class SetQueueLimits(Struct, tag="set_queue_limits", tag_field="op", omit_defaults=True):
+    """Set a queue's concurrency and rate limits, replacing the ones it had
+    (0: no such limit; every field 0: none at all). ``concurrency``: jobs of
+    the queue leased at once; ``per_key``: at once per concurrency key;
+    ``rate`` jobs started per ``rate_interval_ms`` (a sliding window). A
+    limit lowered below the current use takes no lease away."""
+
+    rid: RequestId
+    queue: QueueName
+    concurrency: ConcurrencyLimit = 0
+    per_key: ConcurrencyLimit = 0
+    rate: Annotated[int, Meta(ge=0, le=L.RATE_LIMIT_MAX)] = 0
+    rate_interval_ms: Annotated[int, Meta(ge=0, le=L.RATE_INTERVAL_MAX_MS)] = 0
+
+    def __post_init__(self) -> None:
+        if bool(self.rate) != bool(self.rate_interval_ms):
+            raise ValueError("a rate limit needs both rate and rate_interval_ms")
+
+
 AdminRequest = (
     GetStats
     | ListQueues
@@ -216,6 +238,7 @@ AdminRequest = (
     | DeleteBatch
     | Fsck
     | Compact
+    | SetQueueLimits
 )
 ADMIN_OPS = frozenset(t.__struct_config__.tag for t in AdminRequest.__args__)
 
@@ -322,6 +345,13 @@ class QueueView(Struct):
     latency_ms: int  # age of the oldest ready job; 0 when none is ready
     in_per_s: float = 0.0  # pushed a second, over the last minute
     out_per_s: float = 0.0  # acked or dead a second, over the last minute
+    concurrency_limit: int = 0  # jobs leased at once (0: no limit)
+    per_key_limit: int = 0  # jobs of one concurrency key leased at once (0: no limit)
+    rate_limit: int = 0  # jobs started per rate_interval_ms (0: no limit)
+    rate_interval_ms: int = 0
+    rate_used: int = 0  # jobs started in the rate window that ends now
+    keys_leased: int = 0  # concurrency keys with a job leased now
+    keys_saturated: int = 0  # of them, those at the per-key limit
 
 
 class Queues(Struct, tag="queues", tag_field="t"):

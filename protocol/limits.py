@@ -37,6 +37,10 @@ UNIQUE_FOR_MAX_MS = 30 * 24 * 3600 * 1000  # a key stays taken at most this long
 TIME_LIMIT_MIN_MS = 100  # a job's time limit: the longest one attempt may run
 TIME_LIMIT_MAX_MS = 7 * 24 * 3600 * 1000
 PROGRESS_MESSAGE_MAX_CHARS = 200  # a progress report's message
+CONCURRENCY_KEY_MAX_CHARS = 256  # a push's concurrency key (a customer id, say)
+CONCURRENCY_LIMIT_MAX = 1_000_000  # jobs of a queue (or of one key) leased at once
+RATE_LIMIT_MAX = 100_000  # jobs a queue may start in one interval (each start is kept)
+RATE_INTERVAL_MAX_MS = 24 * 3600 * 1000  # a rate limit's interval
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

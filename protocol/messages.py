@@ -40,6 +40,7 @@ TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
 TimeLimitMs = Annotated[int, Meta(ge=L.TIME_LIMIT_MIN_MS, le=L.TIME_LIMIT_MAX_MS)]
 Percent = Annotated[int, Meta(ge=0, le=100)]
 ProgressMessage = Annotated[str, Meta(max_length=L.PROGRESS_MESSAGE_MAX_CHARS)]
+ConcurrencyKey = Annotated[str, Meta(min_length=1, max_length=L.CONCURRENCY_KEY_MAX_CHARS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -80,6 +81,9 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     # broker never extends the lease past it and fails the attempt with
     # TimeLimitExceeded when it passes (core/timelimit.py).
     time_limit_ms: TimeLimitMs | None = None
+    # Concurrency: the queue's per-key limit counts the leased jobs of each
+    # key apart (core/limits.py).
+    concurrency_key: ConcurrencyKey | None = None
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -419,6 +423,7 @@ class JobView(Struct, omit_defaults=True):
     progress: int | None = None  # leased: the percent its handler last reported
     progress_message: str | None = None
     progress_ms: int | None = None  # when it was reported
+    concurrency_key: str | None = None  # its queue's per-key limit counts it under this key
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

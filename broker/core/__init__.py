@@ -13,6 +13,7 @@ from leash.broker.core.faktory import Outcome as FaktoryOutcome
 from leash.broker.core.faktory import decide_faktory
 from leash.broker.core.faktory_mutate import Round, flush_round, mutate_round
 from leash.broker.core.growth import grows_state
+from leash.broker.core.limits import next_start_ms
 from leash.broker.core.processes import detach, hold_ms, info_of, touch
 from leash.broker.core.records import ProcessInfo, Record, record_decoder, record_encoder
 from leash.broker.core.replay import Replay
@@ -52,6 +53,7 @@ __all__ = [
     "list_jobs",
     "mutate_round",
     "next_due_ms",
+    "next_start_ms",
     "queue_views",
     "record_decoder",
     "record_encoder",

@@ -5,9 +5,9 @@ Stats are assembled by the shell (they need its figures too)."""
 
 from typing import NamedTuple, assert_never
 
+from leash.broker.core import limits, views
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
-from leash.broker.core import views
 from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected
 from leash.broker.core.decide import decide
@@ -61,6 +61,8 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(views.list_batches(state, request), [])
         case M.GetBatchStatus() | A.DeleteBatch():
             return AdminOutcome(*decide_batch(state, request, now_ms))
+        case A.SetQueueLimits(rid=rid):
+            return AdminOutcome(M.Ok(rid), limits.decide_limits(state, request))
         case A.GetStats() | A.Compact() | A.GetHistory():
             raise AssertionError("the shell answers stats, history and compact itself")
         case _:

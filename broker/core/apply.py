@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, expiry, progress, unique
+from leash.broker.core import batches, expiry, limits, progress, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -94,6 +94,8 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case R.UniqueWindowsEnded():
             unique.windows_ended(state, record)
             purge_unique_windows(state)
+        case R.QueueLimitsSet():
+            limits.set_limits(state, record)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -178,16 +180,26 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
-    push_jobs(state, record.jobs, join=True)
+    push_jobs(state, record.jobs, join=True, keys=_keys(record.extras))
     if record.extras:
         _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 
+def _keys(extras: list[R.JobExtras]) -> dict[str, str] | None:
+    """The concurrency keys of the jobs a push creates (limits.py), by id."""
+    if not extras:
+        return None
+    return {e.id: e.concurrency_key for e in extras if e.concurrency_key is not None} or None
+
+
 def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
-    """Jobs just created take their uniqueness keys (unique.py) and expiries (expiry.py)."""
+    """Jobs just created take their uniqueness keys (unique.py), expiries
+    (expiry.py) and concurrency keys (limits.py; push_jobs put them in
+    their lanes)."""
     for extra in extras:
         job = state.jobs.thaw(extra.id)  # the Job object just made
+        job.concurrency_key = extra.concurrency_key
         if extra.unique_key is not None:
             job.unique_key, job.unique_for_ms = extra.unique_key, extra.unique_for_ms
             unique.taken(state, job.id, extra.unique_key, at_ms)
@@ -220,6 +232,8 @@ def _leased_jobs(state: State, record: R.JobsLeased) -> None:
         lease_job(state, owned, owner, at_ms, grant)
     assert owned, record  # a record leases at least one job
     state.counter = counted(record.counter_after)
+    if state.starts:
+        limits.started(state, (state.jobs[grant.id].queue for grant in record.grants), at_ms)
 
 
 def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, grant: R.Grant) -> None:
@@ -228,7 +242,11 @@ def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, gran
     job = state.jobs.thaw(job_id)
     assert job.state == READY, job
     queue = state.queues[job.queue]
-    queue.buckets[job.priority].discard(job_id)
+    key = job.concurrency_key
+    if key is None:
+        queue.buckets[job.priority].discard(job_id)
+    else:
+        limits.leased(state, queue, job_id, key, job.priority)
     queue.ready -= 1
     counts = state.counts
     counts[READY] -= 1
@@ -273,6 +291,8 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     queue = state.queues[job.queue]
     queue_counts = queue.counts
     queue_counts[LEASED] -= 1
+    if state.limits or job.concurrency_key is not None:
+        _slot_freed(state, queue, job)
     if not queue.paused and not any(queue_counts.values()):
         del state.queues[job.queue]
     if job.batch is not None:
@@ -414,7 +434,7 @@ def _died(state: State, record: R.ProcessDied) -> Enqueued:
 def _batch_opened(state: State, record: R.BatchOpened) -> Enqueued:
     new = record.batch
     batches.open_batch(state, new)
-    push_jobs(state, record.jobs, join=True)
+    push_jobs(state, record.jobs, join=True, keys=_keys(record.extras))
     if record.extras:
         _carry(state, record.extras, new.created_ms)
     state.counter = counted(record.counter_after)
@@ -446,9 +466,12 @@ def _push_all(state: State, callbacks: list[R.NewJob]) -> Enqueued:
     return callbacks
 
 
-def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
+def push_jobs(
+    state: State, news: list[R.NewJob], *, join: bool, keys: dict[str, str] | None = None
+) -> None:
     """Create jobs, ready or scheduled; with ``join``, each a member of the
-    batch it names from now on."""
+    batch it names from now on; ``keys``: the concurrency keys of those
+    that have one, by id (a ready one waits in its key's lane)."""
     jobs, queues, counts = state.jobs, state.queues, state.counts
     create = jobs.create
     for new in news:
@@ -460,6 +483,11 @@ def push_jobs(state: State, news: list[R.NewJob], *, join: bool) -> None:
         if new.run_at_ms is None:
             counts[READY] += 1
             queue.counts[READY] += 1
+            if keys is not None and new.id in keys:
+                limits.entered(state, queue, new.id, keys[new.id], new.priority, False)
+                queue.ready += 1
+                state.readied.add(name)
+                continue
             bucket = queue.buckets.get(new.priority)
             if bucket is None:
                 bucket = queue.buckets[new.priority] = ReadyBucket()
@@ -551,7 +579,10 @@ def _free_key(state: State, job: Job) -> None:
 def _unready(state: State, job: Job) -> None:
     """Out of its ready bucket (its queue keeps counting it until it goes)."""
     queue = state.queues[job.queue]
-    queue.buckets[job.priority].discard(job.id)
+    if job.concurrency_key is None:
+        queue.buckets[job.priority].discard(job.id)
+    else:
+        limits.left(state, queue, job.id, job.concurrency_key, job.priority)
     queue.ready -= 1
     job.ready_ms = 0
 
@@ -560,11 +591,12 @@ def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> N
     _set_state(state, job, READY)
     job.ready_ms = at_ms
     queue = state.queues[job.queue]
-    bucket = queue.bucket(job.priority)
-    if front:
-        bucket.appendleft(job.id)
+    if job.concurrency_key is not None:
+        limits.entered(state, queue, job.id, job.concurrency_key, job.priority, front)
+    elif front:
+        queue.bucket(job.priority).appendleft(job.id)
     else:
-        bucket.append(job.id)
+        queue.bucket(job.priority).append(job.id)
     queue.ready += 1
     state.readied.add(job.queue)
 
@@ -609,11 +641,20 @@ def _expire_job(state: State, job_id: str, at_ms: int) -> Enqueued:
 
 
 def _unown(state: State, job: Job) -> None:
-    """Out of the leases-by-owner index."""
+    """Out of the leases-by-owner index; its slot is free (limits.py)."""
     owned = state.leases_by_owner[job.owner]
     del owned[job.id]
     if not owned:
         del state.leases_by_owner[job.owner]
+    if state.limits or job.concurrency_key is not None:
+        _slot_freed(state, state.queues[job.queue], job)
+
+
+def _slot_freed(state: State, queue: Queue, job: Job) -> None:
+    """A lease ended: its key counts it no more; held fetches may be served."""
+    if job.concurrency_key is not None:
+        limits.lease_ended(state, queue, job.concurrency_key)
+    limits.slot_freed(state, queue)
 
 
 def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:

@@ -11,13 +11,16 @@ front of every lazy index is live and its size within its bound (state.py:
 no index outlives what it tracks), and the dead set in its order; the jobs
 table's forms and names, and its recent window within its size (jobs.py);
 the batches against the jobs (batch_checks.py); the uniqueness keys
-against the jobs that hold them (unique.py).
+against the jobs that hold them (unique.py); a keyed ready job in its
+key's lane and every lane's token, the leases counted by key, the rate
+windows (limits.py).
 """
 
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
+from leash.broker.core import limits
 from leash.broker.core.batch_checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
@@ -69,7 +72,7 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
-    return problems + _expiries(state, jobs) + _running(jobs)
+    return problems + _expiries(state, jobs) + _running(jobs) + limits.problems(state)
 
 
 def _running(jobs: list[Job]) -> list[str]:
@@ -146,16 +149,31 @@ def _counts(state: State, jobs: list[Job]) -> list[str]:
 
 
 def _ready(state: State, jobs: list[Job]) -> list[str]:
+    """Each bucket's live entries are its plain ready jobs and the tokens of
+    its open lanes; each lane's, the ready jobs of its key (limits.py)."""
     problems = []
     ready: dict[tuple[str, int], set[str]] = {}
+    keyed: dict[tuple[str, str, int], set[str]] = {}
     for job in jobs:
-        if job.state == READY:
+        key = job.concurrency_key
+        if job.state == READY and key is None:
             ready.setdefault((job.queue, job.priority), set()).add(job.id)
+        elif job.state == READY and key is not None:
+            keyed.setdefault((job.queue, key, job.priority), set()).add(job.id)
+    for (name, key, priority), ids in keyed.items():
+        queue = state.queues.get(name)
+        lane = queue.lanes.get(key, {}).get(priority) if queue is not None else None
+        if lane is None:
+            problems.append(f"ready jobs {sorted(ids)} have no lane {name}/{key!r}/{priority}")
+            continue
+        problems += lane.problems(ids)
+        if limits.key_open(state, queue, key):  # type: ignore[arg-type]
+            ready.setdefault((name, priority), set()).add(limits.token(key))
     for name, queue in state.queues.items():
-        in_queue = 0
+        in_queue = sum(len(lane) for lanes in queue.lanes.values() for lane in lanes.values())
         for priority, bucket in queue.buckets.items():
             problems += bucket.problems(ready.pop((name, priority), set()))
-            in_queue += len(bucket)
+            in_queue += sum(1 for entry in bucket if not limits.is_token(entry))
         if in_queue != queue.ready:
             problems.append(f"queue {name} counts {queue.ready} ready, holds {in_queue}")
     for (name, priority), ids in ready.items():

@@ -8,6 +8,7 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
+from leash.broker.core import limits
 from leash.broker.core import processes as P
 from leash.broker.core import progress, timelimit
 from leash.broker.core import records as R
@@ -16,7 +17,7 @@ from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected, failure_for, lease_of
 from leash.broker.core.expiry import expired
 from leash.broker.core.pushes import Pushes, push_specs
-from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, State
+from leash.broker.core.state import COUNTER_ROLL_AT, DEAD, LEASED, PRIORITIES, Job, Queue, State
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.limits import FETCH_REPLY_ARGS_MAX_BYTES
@@ -98,10 +99,12 @@ def _pushed(pushes: Pushes) -> list[R.Record]:
     return [R.JobsPushed(pushes.jobs, pushes.counter_after, pushes.extras)] if pushes.jobs else []
 
 
-def has_ready(state: State, name: str) -> bool:
+def has_ready(state: State, name: str, now_ms: int) -> bool:
     """Whether a fetch could take a job from this queue now."""
     queue = state.queues.get(name)
-    return queue is not None and not queue.paused and queue.ready > 0
+    if queue is None or queue.paused or not queue.ready:
+        return False
+    return not state.limits or (limits.room(state, queue, now_ms) > 0 and limits.servable(queue))
 
 
 def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcome:
@@ -115,6 +118,15 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
         queue = state.queues.get(name)
         if queue is None or queue.paused or not queue.ready:
             continue
+        if state.limits or queue.lanes:  # limits or keyed jobs (limits.py): a walk of its own
+            taking = _Taking(state, grants, deliveries, want, budget_bytes, now_ms)
+            room = limits.room(state, queue, now_ms)
+            done = room > 0 and taking.take(queue, room)
+            want, budget_bytes = taking.want, taking.budget_bytes
+            if done:
+                break
+            continue
+        # The common queue, written out: a fetch's cost is mostly this loop.
         for priority in PRIORITIES:
             bucket = queue.buckets.get(priority)
             if not bucket:
@@ -143,6 +155,83 @@ def fetch(state: State, request: M.Fetch, worker_id: str, now_ms: int) -> Outcom
     counter = state.counter + len(grants)
     records: list[R.Record] = [R.JobsLeased(worker_id, grants, counter, now_ms)]
     return Outcome(reply, records, written_enough=True)
+
+
+class _Taking:
+    """What one fetch takes of a queue with limits or keyed jobs, in the
+    order it meets them: bucket by bucket, a token's lane (limits.py) as
+    far as its key's room allows, up to the queue's room."""
+
+    __slots__ = ("budget_bytes", "deliveries", "grants", "keys_taken", "now_ms", "state", "want")
+
+    def __init__(
+        self,
+        state: State,
+        grants: list[R.Grant],
+        deliveries: list[M.Delivery],
+        want: int,
+        budget_bytes: int,
+        now_ms: int,
+    ) -> None:
+        self.state, self.want, self.now_ms = state, want, now_ms
+        self.grants, self.deliveries = grants, deliveries  # the fetch's, added to
+        self.budget_bytes = budget_bytes
+        self.keys_taken: dict[str, int] | None = None  # jobs of each key taken
+
+    def take(self, queue: Queue, room: int) -> bool:
+        """Take up to ``room`` jobs of the queue; whether the fetch is done."""
+        grants, buckets, lanes, one = self.grants, queue.buckets, queue.lanes, self._one
+        stop = min(self.want, len(grants) + room)
+        for priority in PRIORITIES:
+            bucket = buckets.get(priority)
+            if not bucket:
+                continue
+            for job_id in bucket:
+                if lanes and job_id[0] == limits.TOKEN_PREFIX:
+                    if self._lane(queue, job_id[1:], priority, stop):
+                        return True
+                elif one(job_id):
+                    return True
+                if len(grants) >= stop:
+                    return len(grants) >= self.want
+        return False
+
+    def _lane(self, queue: Queue, key: str, priority: int, stop: int) -> bool:
+        """Take from a key's lane until ``stop`` grants or the key's room
+        (less what this fetch took of the key at other priorities) is used;
+        whether the fetch is done."""
+        keys_taken = self.keys_taken
+        if keys_taken is None:
+            keys_taken = self.keys_taken = {}
+        taken = keys_taken.get(key, 0)
+        before = len(self.grants)
+        stop = min(stop, before + limits.key_room(self.state, queue, key, taken))
+        done = False
+        for job_id in queue.lanes[key][priority]:
+            if len(self.grants) >= stop:
+                break
+            if self._one(job_id):
+                done = True
+                break
+        keys_taken[key] = taken + len(self.grants) - before
+        return done
+
+    def _one(self, job_id: str) -> bool:
+        """Take one job unless it expired; whether the fetch is done (its
+        count reached, or the reply's bytes used up)."""
+        state, grants, now_ms = self.state, self.grants, self.now_ms
+        job = state.jobs[job_id]
+        if job.expires_ms and expired(job, now_ms):  # never leased; the tick removes it
+            return False
+        self.budget_bytes -= len(job.args)
+        if grants and self.budget_bytes < 0:
+            self.want = len(grants)
+            return True
+        token = state.next_token(len(grants))
+        deadline_ms = timelimit.granted_ms(job, now_ms)
+        grants.append(R.Grant(job.id, token, deadline_ms))
+        self.deliveries.append(_delivery(job, token, deadline_ms))
+        return len(grants) == self.want
 
 
 def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
@@ -214,6 +303,7 @@ def job_view(job: Job, *, detail: bool = False) -> M.JobView:
         progress=report.percent if report is not None else None,
         progress_message=report.message if report is not None else None,
         progress_ms=report.at_ms if report is not None else None,
+        concurrency_key=job.concurrency_key,
     )
 
 

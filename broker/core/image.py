@@ -31,7 +31,12 @@ an older broker, which could not decode them, refuses a version 3 image as
 too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
 ``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
 chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
-and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries.
+and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries;
+and a job's concurrency key (``concurrency_key``, last in ``Job`` and
+``Cold``), the queues' limits and rate windows (``LimitsImage``) and, for
+each bucket with keyed jobs, its entries and its lanes (``LanesImage``,
+after the jobs: the bucket loaded with every ready job is replaced by them;
+limits.py). The leases counted by key are derived from the leased jobs.
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -56,6 +61,9 @@ from msgspec import Struct
 from leash.broker.core.batch_state import OPEN, Batch
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.jobs import PACKED_STATES, key_ms
+from leash.broker.core.limits import is_token, ready_ids
+from leash.broker.core.ready import ReadyBucket
+from leash.broker.core.records import QueueLimitsSet
 from leash.broker.core.state import (
     DEAD,
     LEASED,
@@ -142,6 +150,28 @@ class UniqueImage(Struct, tag="unique", array_like=True):
     keys: list[HeldKey]
 
 
+class LimitsImage(Struct, tag="limits", array_like=True):
+    """The queues' limits and the lease times of their rate windows (limits.py)."""
+
+    limits: list[QueueLimitsSet]
+    starts: list[tuple[str, list[int]]]
+
+
+class Lane(Struct, array_like=True):
+    key: str
+    ids: list[str]
+
+
+class LanesImage(Struct, tag="lanes", array_like=True):
+    """One bucket of a queue with keyed ready jobs (limits.py): its live
+    entries, tokens among them, and its priority's lanes, each in order."""
+
+    queue: str
+    priority: int
+    entries: list[str]
+    lanes: list[Lane]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -152,6 +182,8 @@ Chunk = (
     | PackedJobsImage
     | UniqueImage
     | ExpiriesImage
+    | LimitsImage
+    | LanesImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
@@ -191,6 +223,23 @@ def dump(state: State) -> Iterator[Chunk]:
     expiring = sorted({e for e in state.expiries if live_expiry(state, e)})
     for start in range(0, len(expiring), JOBS_PER_CHUNK):
         yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
+    if state.limits:
+        starts = [(name, list(times)) for name, times in state.starts.items()]
+        yield LimitsImage(list(state.limits.values()), starts)
+    yield from _lanes_chunks(state)
+
+
+def _lanes_chunks(state: State) -> Iterator[LanesImage]:
+    for queue in state.queues.values():
+        for priority in PRIORITIES if queue.lanes else ():
+            lanes = [
+                Lane(key, list(by_priority[priority]))
+                for key, by_priority in queue.lanes.items()
+                if priority in by_priority
+            ]
+            if lanes:
+                entries = list(queue.buckets.get(priority) or ())
+                yield LanesImage(queue.name, priority, entries, lanes)
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -216,8 +265,9 @@ def _packed_chunks(
     ready order, dead ones in the dead set's order, then scheduled and
     retrying ones."""
     for queue in state.queues.values():
-        for priority, bucket in queue.buckets.items():
-            yield from _chunked(packed_form, READY, priority, ((job_id, 0) for job_id in bucket))
+        for priority in list(queue.buckets) if not queue.lanes else PRIORITIES:
+            ready = ((job_id, 0) for job_id in ready_ids(queue, priority))
+            yield from _chunked(packed_form, READY, priority, ready)
     dead = ((job_id, died_ms) for died_ms, job_id in live_dead_entries(state))
     yield from _chunked(packed_form, DEAD, 0, dead)
     due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
@@ -294,6 +344,10 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_keys(state, keys)
             case ExpiriesImage(entries=entries):
                 state.expiries.extend(entries)
+            case LimitsImage():
+                _load_limits(state, chunk)
+            case LanesImage():
+                _load_lanes(state, chunk)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -312,7 +366,43 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     for key, lock in state.unique.items():
         if not lock.until_ms and lock.job_id not in state.jobs:
             raise ImageError(f"uniqueness key {key!r} is held by job {lock.job_id!r}, not in it")
+    _count_keys(state)
     return state
+
+
+def _load_limits(state: State, chunk: LimitsImage) -> None:
+    for limits in chunk.limits:
+        state.limits[limits.queue] = limits
+    for name, times in chunk.starts:
+        if name not in state.limits:
+            raise ImageError(f"queue {name!r} has a rate window but no limits")
+        state.starts[name] = times
+
+
+def _load_lanes(state: State, chunk: LanesImage) -> None:
+    """A bucket with keyed jobs: its entries and lanes replace what the
+    packed chunks put in it (the same jobs, the lanes' expanded)."""
+    queue = state.queues.get(chunk.queue)
+    loaded = list(queue.buckets.get(chunk.priority) or ()) if queue is not None else []
+    plain = [entry for entry in chunk.entries if not is_token(entry)]
+    laned = [job_id for lane in chunk.lanes for job_id in lane.ids]
+    if queue is None or Counter(loaded) != Counter(plain + laned):
+        raise ImageError(f"the lanes of {chunk.queue}/{chunk.priority} are not its ready jobs")
+    bucket = queue.buckets[chunk.priority] = ReadyBucket()
+    bucket.extend(chunk.entries)
+    for lane in chunk.lanes:
+        queue.lanes.setdefault(lane.key, {})[chunk.priority] = ready = ReadyBucket()
+        ready.extend(lane.ids)
+
+
+def _count_keys(state: State) -> None:
+    """The leases counted by key (limits.py), from the leased jobs."""
+    for owned in state.leases_by_owner.values():
+        for job_id in owned:
+            job = state.jobs[job_id]
+            if job.concurrency_key is not None:
+                counted = state.queue(job.queue).key_leased
+                counted[job.concurrency_key] = counted.get(job.concurrency_key, 0) + 1
 
 
 def _load_jobs(state: State, jobs: list[Job]) -> None:

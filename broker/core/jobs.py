@@ -108,6 +108,7 @@ class Job(Struct, array_like=True, gc=False):
     unique_for_ms: int = 0  # the key stays taken this long after it succeeds
     expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
     time_limit_ms: int = 0  # an attempt runs at most this long (timelimit.py); 0: no limit
+    concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
     progress: Progress | None = None  # LEASED: its handler's last report (progress.py)
 
 
@@ -127,6 +128,7 @@ class Cold(Struct, array_like=True, gc=False):
     unique_for_ms: int = 0
     expires_ms: int = 0
     time_limit_ms: int = 0
+    concurrency_key: str | None = None
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -402,6 +404,7 @@ class JobTable(Mapping[str, Job]):
             or job.unique_key is not None
             or job.expires_ms
             or job.time_limit_ms
+            or job.concurrency_key is not None
         ):
             cold = Cold(
                 job.failures,
@@ -416,6 +419,7 @@ class JobTable(Mapping[str, Job]):
                 job.unique_for_ms,
                 job.expires_ms,
                 job.time_limit_ms,
+                job.concurrency_key,
             )
         packed = Packed(
             _CODES[state],
@@ -478,6 +482,7 @@ class JobTable(Mapping[str, Job]):
             cold.unique_for_ms,
             cold.expires_ms,
             cold.time_limit_ms,
+            cold.concurrency_key,
         )
 
     def problems(self) -> list[str]:

@@ -109,9 +109,12 @@ def _push_one(
     job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
     extras = None
-    if key is not None or expires_ms or spec.time_limit_ms:
+    concurrency_key = spec.concurrency_key
+    if key is not None or expires_ms or spec.time_limit_ms or concurrency_key is not None:
         unique_for_ms = spec.unique_for_ms if key else 0
-        extras = R.JobExtras(job_id, key, unique_for_ms, expires_ms, spec.time_limit_ms or 0)
+        extras = R.JobExtras(
+            job_id, key, unique_for_ms, expires_ms, spec.time_limit_ms or 0, concurrency_key
+        )
     return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
 
 

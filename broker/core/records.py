@@ -39,6 +39,7 @@ class JobExtras(Struct, array_like=True, gc=False):
     unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
     expires_ms: int = 0  # not leased by then: removed (0: never)
     time_limit_ms: int = 0  # an attempt runs at most this long from its lease (0: no limit)
+    concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
 
 
 class Grant(Struct, array_like=True):
@@ -288,6 +289,15 @@ class ProgressReported(Struct, tag="progress", tag_field="r"):
     percent: int
     message: str
     at_ms: int
+class QueueLimitsSet(Struct, tag="limits", tag_field="r", omit_defaults=True):
+    """A queue's concurrency and rate limits from now on (limits.py); 0: none.
+    Replaces every limit the queue had."""
+
+    queue: str
+    concurrency: int = 0  # jobs of the queue leased at once
+    per_key: int = 0  # jobs of one concurrency key of the queue leased at once
+    rate: int = 0  # jobs the queue starts (leases) in any rate_interval_ms
+    rate_interval_ms: int = 0
 
 
 Record = (
@@ -319,6 +329,7 @@ Record = (
     | UniqueWindowsEnded
     | JobsExpired
     | ProgressReported
+    | QueueLimitsSet
 )
 
 record_encoder = msgspec.msgpack.Encoder()

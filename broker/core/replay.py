@@ -37,6 +37,13 @@ of the jobs it builds). The records that read what is deferred:
   may append to a ready bucket (a batch's callbacks are pushed), which must
   not overtake a deferred job.
 
+Keyed jobs (limits.py) are never deferred (a push that carries one
+applies at once), but a lease of one, or the end of its lease, moves its
+key's token to the back of a bucket: once the state has keyed jobs
+(``keyed``), such a record flushes first, as does a change of limits.
+A rate-limited queue counts the leases of deferred jobs too, at their
+lease record, as apply does.
+
 At most ``DEFERRED_MAX`` jobs wait: past it the older half is built, in
 push order, which keeps the buckets' order, so a journal of pushes alone
 never holds its jobs twice.
@@ -46,6 +53,7 @@ from itertools import groupby, islice
 from operator import attrgetter
 from typing import Final, assert_never
 
+from leash.broker.core import limits
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
 from leash.broker.core.state import (
@@ -66,11 +74,13 @@ Lease = tuple[str, R.Grant, int]  # a deferred job's lease: owner, grant, at_ms
 class Replay:
     """Apply records in order, as apply does; ``finish`` before reading the state."""
 
-    __slots__ = ("_leases", "_pushed", "deferred_max", "state")
+    __slots__ = ("_leases", "_pushed", "deferred_max", "keyed", "state")
 
     def __init__(self, state: State, deferred_max: int = DEFERRED_MAX) -> None:
         self.state = state
         self.deferred_max = deferred_max
+        # Whether the state may hold keyed jobs: their leases' tokens move.
+        self.keyed = any(queue.lanes or queue.key_leased for queue in state.queues.values())
         self._pushed: dict[str, R.NewJob] = {}  # deferred jobs, in push order
         self._leases: dict[str, Lease] = {}  # the deferred jobs that are leased
 
@@ -101,7 +111,7 @@ class Replay:
                 | R.ProgressReported()
             ):
                 named = _leases_named(record)
-                if _readies(record) or self._ends_members(named):
+                if self.keyed or _readies(record) or self._ends_members(named):
                     self.flush()
                 else:
                     self._build_named(named)
@@ -119,7 +129,9 @@ class Replay:
                 | R.BatchesAbandoned()
                 | R.BatchesExpired()
                 | R.JobsExpired()
+                | R.QueueLimitsSet()
             ):
+                self.keyed = self.keyed or _carries_keys(record)
                 self.flush()
                 apply(self.state, record)
             case _:
@@ -160,6 +172,7 @@ class Replay:
         news = record.jobs
         for new in news:
             if new.run_at_ms is not None or new.batch is not None or record.extras:
+                self.keyed = self.keyed or _carries_keys(record)
                 self.flush()
                 apply(self.state, record)
                 return
@@ -179,10 +192,14 @@ class Replay:
         owned = state.leases_by_owner.get(owner)
         if owned is None:
             owned = state.leases_by_owner[owner] = {}
+        if state.starts:
+            _started(state, pushed, record)
         for grant in record.grants:
             job_id = grant.id
             new = pushed.get(job_id)
             if new is None:
+                if self.keyed and pushed:  # its token may move: nothing may overtake
+                    self.flush()
                 lease_job(state, owned, owner, at_ms, grant)
                 continue
             assert job_id not in leases, (job_id, "leased twice")
@@ -204,7 +221,7 @@ class Replay:
             deferred = leases.pop(job_id, None)
             if deferred is None:
                 assert job_id not in pushed, (job_id, "acked but not leased")
-                if self._ends_members([job_id]):
+                if (self.keyed and pushed) or self._ends_members([job_id]):
                     self.flush()
                 ack_job(state, lease, record.at_ms)
                 built = True
@@ -241,6 +258,26 @@ class Replay:
                 lease = leases.pop(job_id, None)
                 assert lease is not None, (job_id, "not leased")
                 _build_leased(state, new, lease)
+
+
+def _started(state: State, pushed: dict[str, R.NewJob], record: R.JobsLeased) -> None:
+    """The lease record's grants count in their queues' rate windows, deferred or not."""
+    names = []
+    for grant in record.grants:
+        new = pushed.get(grant.id)
+        names.append(new.queue if new is not None else state.jobs[grant.id].queue)
+    limits.started(state, names, record.at_ms)
+
+
+def _carries_keys(record: R.Record) -> bool:
+    """Whether a record creates keyed jobs or sets limits (limits.py)."""
+    match record:
+        case R.JobsPushed(extras=extras) | R.BatchOpened(extras=extras):
+            return any(extra.concurrency_key is not None for extra in extras)
+        case R.QueueLimitsSet():
+            return True
+        case _:
+            return False
 
 
 def _build_ready(state: State, news: list[R.NewJob]) -> None:

@@ -48,7 +48,7 @@ from leash.broker.core.jobs import (
     JobTable,
 )
 from leash.broker.core.ready import ReadyBucket
-from leash.broker.core.records import ProcessInfo
+from leash.broker.core.records import ProcessInfo, QueueLimitsSet
 from leash.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 
 __all__ = [  # the job words are jobs.py's; the rest of the core takes them from here
@@ -99,9 +99,10 @@ class UniqueLock(Struct, array_like=True, gc=False):
 class Queue:
     """The ready jobs of one queue, how many of its jobs are in each state,
     and whether it is paused. A queue exists while it has a job in any state
-    or is paused."""
+    or is paused. The ready jobs with a concurrency key wait in their key's
+    lane, which a bucket entry stands for (limits.py)."""
 
-    __slots__ = ("buckets", "counts", "name", "paused", "ready")
+    __slots__ = ("buckets", "counts", "key_leased", "lanes", "name", "paused", "ready")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -109,6 +110,8 @@ class Queue:
         self.ready = 0
         self.buckets: dict[int, ReadyBucket] = {}
         self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)  # derived from jobs
+        self.lanes: dict[str, dict[int, ReadyBucket]] = {}  # key -> priority -> its ready jobs
+        self.key_leased: dict[str, int] = {}  # key -> its leased jobs (derived from jobs)
 
     def bucket(self, priority: int) -> ReadyBucket:
         bucket = self.buckets.get(priority)
@@ -133,11 +136,13 @@ class State:
         "expiries",
         "jobs",
         "leases_by_owner",
+        "limits",
         "process_deadlines",
         "processes",
         "queues",
         "readied",
         "scheduled",
+        "starts",
         "unique",
         "unique_windows",
     )
@@ -159,6 +164,8 @@ class State:
         self.expiries: list[tuple[int, str]] = []  # (expires_ms, id): waiting jobs (expiry.py)
         self.unique: dict[str, UniqueLock] = {}  # uniqueness key -> its holder (unique.py)
         self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
+        self.limits: dict[str, QueueLimitsSet] = {}  # queue -> its limits (limits.py)
+        self.starts: dict[str, list[int]] = {}  # rate-limited queue -> its recent lease times
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -414,6 +421,11 @@ def canonical(state: State) -> dict[str, Any]:
                 "paused": q.paused,
                 "counts": dict(q.counts),
                 "ready": {p: list(b) for p, b in sorted(q.buckets.items()) if b},
+                "lanes": {
+                    key: {p: list(lane) for p, lane in sorted(lanes.items())}
+                    for key, lanes in sorted(q.lanes.items())
+                },
+                "key_leased": dict(sorted(q.key_leased.items())),
             }
             for name, q in sorted(state.queues.items())
         },
@@ -432,6 +444,8 @@ def canonical(state: State) -> dict[str, Any]:
         "unique": {k: (v.job_id, v.until_ms) for k, v in sorted(state.unique.items())},
         "unique_windows": sorted({e for e in state.unique_windows if live_unique_window(state, e)}),
         "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
+        "limits": {k: msgspec.to_builtins(v) for k, v in sorted(state.limits.items())},
+        "starts": {k: list(v) for k, v in sorted(state.starts.items())},
     }
 
 

@@ -73,6 +73,7 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.JobRequeued()
             | R.UniqueWindowsEnded()
             | R.ProgressReported()
+            | R.QueueLimitsSet()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:

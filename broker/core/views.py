@@ -16,8 +16,10 @@ from typing import NamedTuple
 from leash.broker.core import walks
 from leash.broker.core.batch_views import batch_view
 from leash.broker.core.decide import job_view
+from leash.broker.core.limits import limits_view, ready_ids
 from leash.broker.core.state import (
     DEAD,
+    JOB_STATES,
     LEASED,
     PRIORITIES,
     READY,
@@ -32,18 +34,24 @@ from leash.protocol import messages as M
 
 
 def queue_views(state: State, now_ms: int) -> list[A.QueueView]:
-    return [
-        A.QueueView(
-            name=name,
-            ready=queue.counts[READY],
-            scheduled=queue.counts[SCHEDULED] + queue.counts[RETRYING],
-            in_flight=queue.counts[LEASED],
-            dead=queue.counts[DEAD],
-            paused=queue.paused,
-            latency_ms=_latency_ms(state, name, now_ms),
+    """Every queue with a job, paused or with limits (limits.py)."""
+    views = []
+    for name in sorted(state.queues.keys() | state.limits.keys()):
+        queue = state.queues.get(name)
+        counts = queue.counts if queue is not None else dict.fromkeys(JOB_STATES, 0)
+        views.append(
+            A.QueueView(
+                name=name,
+                ready=counts[READY],
+                scheduled=counts[SCHEDULED] + counts[RETRYING],
+                in_flight=counts[LEASED],
+                dead=counts[DEAD],
+                paused=queue is not None and queue.paused,
+                latency_ms=_latency_ms(state, name, now_ms) if queue is not None else 0,
+                **limits_view(state, queue, name, now_ms),
+            )
         )
-        for name, queue in sorted(state.queues.items())
-    ]
+    return views
 
 
 def _latency_ms(state: State, name: str, now_ms: int) -> int:
@@ -52,9 +60,10 @@ def _latency_ms(state: State, name: str, now_ms: int) -> int:
     front with the time they came back)."""
     queue = state.queues[name]
     oldest_ms = [
-        state.jobs[bucket.first()].ready_ms
+        state.jobs[next(ready_ids(queue, priority))].ready_ms
         for priority in PRIORITIES
-        if (bucket := queue.buckets.get(priority))
+        if queue.buckets.get(priority)
+        or (queue.lanes and any(priority in lanes for lanes in queue.lanes.values()))
     ]
     return max(0, now_ms - min(oldest_ms)) if oldest_ms else 0
 

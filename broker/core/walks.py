@@ -29,6 +29,7 @@ from itertools import islice
 from typing import Any
 
 from leash.broker.core.common import Rejected
+from leash.broker.core.limits import ready_from
 from leash.broker.core.state import (
     DEAD,
     LEASED,
@@ -88,10 +89,14 @@ def _ready(state: State, after: Key | None, only: str | None) -> Iterator[tuple[
             if at and priority > after[1]:  # type: ignore[index]
                 continue
             bucket = queue.buckets.get(priority)
-            if not bucket:
+            resume = after[2] if at and priority == after[1] else ""  # type: ignore[index]
+            if queue.lanes:  # keyed jobs: their lanes in the order a fetch meets them
+                ids = ready_from(queue, priority, resume)
+            elif not bucket:
                 continue
-            start = bucket.position_after(after[2]) if at and priority == after[1] else 0  # type: ignore[index]
-            for job_id in bucket.live_from(start):
+            else:
+                ids = bucket.live_from(bucket.position_after(resume) if resume else 0)
+            for job_id in ids:
                 yield (name, priority, job_id), state.jobs[job_id]
 
 

@@ -419,6 +419,9 @@ class Broker:
                 dead=view.dead if view else 0,
                 latency_ms=view.latency_ms if view else 0,
                 paused=view.paused if view else False,
+                concurrency_limit=view.concurrency_limit if view else 0,
+                rate_used=view.rate_used if view else 0,
+                keys_saturated=view.keys_saturated if view else 0,
             )
         return Snapshot(
             queues=queues,
@@ -440,6 +443,8 @@ class Broker:
         waiter.timer = self.loop.call_later(wait_ms / 1000, self._expire, waiter)
         self.waiters.add(waiter)
         connection.waiters.add(waiter)
+        if self.state.starts:  # it may wait for a rate limit's next start
+            self._timer_stale = True
 
     def _expire(self, waiter: Waiter) -> None:
         waiter.timer = None
@@ -458,11 +463,11 @@ class Broker:
             return
         for queue in readied:
             for waiter in self.waiters.in_order(queue):
-                if not core.has_ready(self.state, queue):
+                now_ms = self.clock_ms()
+                if not core.has_ready(self.state, queue, now_ms):
                     break
                 if waiter.timer is None:  # served through another of its queues
                     continue
-                now_ms = self.clock_ms()
                 self._roll_if_due(now_ms)
                 worker_id = waiter.connection.worker_id
                 outcome = waiter.decide(self.state, waiter.request, worker_id, now_ms)
@@ -481,6 +486,10 @@ class Broker:
         if self.stopping:
             return
         due_ms = core.next_due_ms(self.state)
+        if self.waiters.count and self.state.starts:  # held fetches wait for a rate limit
+            start_ms = core.next_start_ms(self.state, self.clock_ms())
+            if start_ms is not None:
+                due_ms = start_ms if due_ms is None else min(due_ms, start_ms)
         if due_ms is None or (self._timer_due_ms is not None and self._timer_due_ms <= due_ms):
             return
         if self._timer is not None:
@@ -500,6 +509,8 @@ class Broker:
             if not records:
                 break
             self._commit(records)
+        if self.state.starts and self.waiters.count:  # a rate window may have moved on
+            self.state.readied.update(self.state.starts)
         self._wake_waiters()
         self._arm_timer()
 

@@ -5,6 +5,7 @@ import os
 import msgspec
 
 from leash.broker.core.config import CoreConfig
+from leash.broker.core.records import QueueLimitsSet
 from leash.broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
 from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
@@ -40,6 +41,8 @@ class ServerConfig(msgspec.Struct, frozen=True):
     faktory_port: int | None = None  # None: no Faktory listener (docs/faktory.md)
     faktory_password_file: str | None = None  # the Faktory port's password (besides the keys)
     faktory_allow_mutate: bool = False  # MUTATE and FLUSH for every Faktory client
+    # The config file's [queues.NAME] limits, given to the queues at each start (core/limits.py)
+    queue_limits: tuple[QueueLimitsSet, ...] = ()
 
     @property
     def low_watermark_bytes(self) -> int:

@@ -21,11 +21,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
 from leash.broker import core
+from leash.broker.core.limits import seeded_limits
+from leash.broker.core.records import QueueLimitsSet
 from leash.broker.journal import datadir, layout
 from leash.broker.journal.compaction import Compactor, run_snapshotter
 from leash.broker.journal.disk import Disk, OsDisk
@@ -95,17 +97,24 @@ def _log_recovery(recovered: Recovered, elapsed_s: float) -> None:
     )
 
 
-def open_epoch(recovered: Recovered, journal: Journal) -> None:
+def open_epoch(
+    recovered: Recovered, journal: Journal, queue_limits: Sequence[QueueLimitsSet] = ()
+) -> None:
     """Write and sync the boot record before serving, under every fsync
-    policy, so tokens and broker-made ids never repeat."""
+    policy, so tokens and broker-made ids never repeat; with it, the
+    limits the configuration gives queues, where they differ from the
+    journalled ones (core/limits.py)."""
     state = recovered.state
     booted = core.boot(state, wall_clock_ms())
     if recovered.epoch_floor >= booted.epoch:  # a repair dropped later boots
         booted = msgspec.structs.replace(booted, epoch=recovered.epoch_floor + 1)
     core.apply(state, booted)
+    seeded = seeded_limits(state, queue_limits)
+    for record in seeded:
+        core.apply(state, record)
     last = recovered.segments[-1] if recovered.segments else None
     journal.open(recovered.next_seq, last, booted.epoch)
-    journal.write_now([booted])
+    journal.write_now([booted, *seeded])
     log.info("epoch %d", booted.epoch)
 
 
@@ -146,7 +155,7 @@ async def serve(
         recovered = recover_state(config, disk)
         journal = Journal(config.data_dir, disk, config.segment_bytes)
         try:
-            open_epoch(recovered, journal)
+            open_epoch(recovered, journal, config.queue_limits)
         except JournalFailure as failure:
             log.critical("cannot write the boot record: %s", failure)
             journal.close()

@@ -37,6 +37,9 @@ class QueueFigures(msgspec.Struct):
     dead: int
     latency_ms: int
     paused: bool
+    concurrency_limit: int = 0  # 0: none (core/limits.py)
+    rate_used: int = 0  # leases in the rate window that ends now
+    keys_saturated: int = 0  # concurrency keys at the per-key limit
 
 
 class Snapshot(msgspec.Struct):
@@ -106,6 +109,17 @@ def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         ("dead_jobs", "Jobs in the dead set", lambda f: f.dead),
         ("latency_seconds", "Age of the oldest ready job", lambda f: f.latency_ms / 1000),
         ("paused", "1 if the queue is paused", lambda f: int(f.paused)),
+        (
+            "concurrency_limit",
+            "Jobs it may lease at once (0: no limit)",
+            lambda f: f.concurrency_limit,
+        ),
+        (
+            "rate_used",
+            "Leases in its rate window now (0 without a rate limit)",
+            lambda f: f.rate_used,
+        ),
+        ("keys_saturated", "Concurrency keys at the per-key limit", lambda f: f.keys_saturated),
     ]
     for name, help_text, value in gauges:
         gauge = GaugeMetricFamily(f"leash_queue_{name}", help_text, labels=labels)

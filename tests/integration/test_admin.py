@@ -553,6 +553,9 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
     broker = start_broker("--metrics-port", "0")
     port = metrics_port(broker)
     with connect(broker) as client, broker.admin() as admin:
+        admin.set_queue_limits("q", concurrency=1000, per_key=1, rate=1000, rate_interval_ms=60_000)
+        client.push("t", queue="q", concurrency_key="c")
+        (keyed,) = client.fetch_many("q", 1)
         rounds = 0
         while rounds < 5:
             rounds += 1
@@ -571,12 +574,15 @@ def test_the_metrics_endpoint_matches_the_admin_stats_during_a_small_load(
             assert samples['leash_queue_duplicate_total{queue="u"}'] == stats.totals["duplicate"]
             assert samples['leash_queue_ready{queue="q"}'] == queue.ready
             assert samples['leash_queue_leased{queue="q"}'] == queue.in_flight
+            assert samples['leash_queue_concurrency_limit{queue="q"}'] == 1000
+            assert samples['leash_queue_rate_used{queue="q"}'] == queue.rate_used == 1 + 15 * rounds
+            assert samples['leash_queue_keys_saturated{queue="q"}'] == 1
             for state, count in stats.jobs.items():
                 assert samples[f'leash_jobs{{state="{state}"}}'] == count
             assert samples["leash_connections"] == stats.connections
             assert samples["leash_processes"] == stats.processes
             assert samples["leash_journal_fsync_seconds_count"] >= 1
-        assert stats.totals["pushed"] == 100 + 1 and stats.totals["acked"] == 50
+        assert keyed.id and stats.totals["pushed"] == 100 + 2 and stats.totals["acked"] == 50
         assert stats.totals["duplicate"] == 2 * 5 - 1  # the job of the first push holds the key
 
 

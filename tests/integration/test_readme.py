@@ -146,6 +146,7 @@ PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
 TIME_LIMITS = "report_progress(100 * done"
+LIMITS = "concurrency_key=customer"
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -158,6 +159,7 @@ CASES = (
     WORKERS,
     UNIQUE,
     TIME_LIMITS,
+    LIMITS,
 )
 
 
@@ -275,6 +277,32 @@ def test_the_time_limits_example_fails_the_hung_job_at_its_limit_and_finishes_th
 def admin_totals(broker: BrokerProcess) -> dict[str, int]:
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         return dict(admin.stats().totals)
+def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_time(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """The TOML block gives the queue its limits at start-up, the ``leash
+    limit`` command sets the same (nothing changes), the Python example
+    sees one job a customer at a time."""
+    limits_section = section("Concurrency and rate limits")
+    (toml,) = blocks("toml", limits_section)
+    config = tmp_path / "leash.toml"
+    config.write_text(toml)
+    broker = launch_broker("--config", str(config))
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        (view,) = [q for q in admin.queues() if q.name == "sync"]
+    limits = (view.concurrency_limit, view.per_key_limit, view.rate_limit, view.rate_interval_ms)
+    assert limits == (20, 1, 600, 60_000)
+    (commands,) = blocks("sh", limits_section)
+    words = shlex.split(commands.strip())
+    command = [sys.executable, "-m", "leash", *words[1:], "--data-dir", broker.data_dir]
+    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "sync: 20 at once, 1 per key, 600 per 60.0 s\n"
+    run(example(LIMITS), tmp_path, broker.port)  # its asserts check one job a customer
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        (view,) = [q for q in admin.queues() if q.name == "sync"]
+        assert admin.stats().totals["acked"] == 3
+    assert (view.in_flight, view.rate_used) == (0, 3)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

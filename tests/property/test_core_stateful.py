@@ -30,6 +30,11 @@ the whole state is checked:
   a lease that reached it with TimeLimitExceeded (a lease that expires
   before it is lost as LeaseExpired); a progress report is kept only on the
   leased job that made it;
+- no queue has more jobs leased than its concurrency limit, nor any key of
+  it more than its per-key limit, unless the limit was lowered under them
+  (then they only go down until within it); no rate window holds more
+  leases than its allowance; a fetch leases what the limits allow, in
+  order (a model of the limits and of the leases' times);
 - an operation with a stale token is refused and changes nothing;
 - however many tick records it takes, jobs become ready in run_at order,
   leases expire in deadline order, and no due work is left behind.
@@ -59,6 +64,7 @@ from leash.broker.core import (
     tick,
 )
 from leash.broker.core import records as R
+from leash.broker.core.limits import ready_ids
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
 from leash.broker.core.unique import key_of
@@ -116,6 +122,10 @@ class Walk(Core):
         self.tokens: set[int] = set()  # every token ever handed out
         self.paused: set[str] = set()
         self.windows: dict[str, tuple[str, int]] = {}  # key -> (acked job, until_ms)
+        self.limits: dict[str, A.SetQueueLimits] = {}  # queue -> the limits set on it
+        self.over: set[tuple[str, str | None]] = set()  # (queue, key) over a lowered limit
+        self.rate_starts: dict[str, list[int]] = {}  # queue -> lease times its window counts
+        self.started: dict[str, list[int]] = {}  # queue -> lease times since its limits were set
 
     # --- driving the core --------------------------------------------------
 
@@ -220,17 +230,121 @@ class Walk(Core):
             assert delivery.attempt == job.failures + 1 <= job.max_attempts
             self.tokens.add(delivery.token)
             self.leases[delivery.token] = Held(delivery.id, delivery.deadline_ms)
+            if delivery.queue in self.rate_starts:
+                self.rate_starts[delivery.queue].append(self.now_ms)
+            self.started.setdefault(delivery.queue, []).append(self.now_ms)
 
     def _fetchable(self, queues: list[str]) -> list[str]:
-        """Ready job ids in the order a fetch must hand them out."""
+        """Ready job ids in the order a fetch must hand them out: bucket by
+        bucket, a key's lane where its token is, as far as the limits allow."""
         found: list[str] = []
         for name in dict.fromkeys(queues):
             queue = self.state.queues.get(name)
             if queue is None or name in self.paused:
                 continue
+            room = self._room(name)
+            taken: Counter[str] = Counter()
             for priority in PRIORITIES:
-                found.extend(queue.buckets.get(priority, {}))
+                for entry in queue.buckets.get(priority, {}):
+                    if entry[0] != "\x00":
+                        if room > 0:
+                            found.append(entry)
+                            room -= 1
+                        continue
+                    key = entry[1:]
+                    for job_id in queue.lanes[key][priority]:
+                        if room <= 0 or self._key_room(name, key) - taken[key] <= 0:
+                            break
+                        found.append(job_id)
+                        taken[key] += 1
+                        room -= 1
         return found
+
+    def _leased(self, queue: str, key: str | None = None) -> int:
+        return sum(
+            1
+            for job in self.state.jobs.values()
+            if job.state == LEASED and job.queue == queue and key in (None, job.concurrency_key)
+        )
+
+    def _room(self, queue: str) -> int:
+        limits = self.limits.get(queue)
+        room = 1 << 30
+        if limits is None:
+            return room
+        if limits.concurrency:
+            room = limits.concurrency - self._leased(queue)
+        if limits.rate:
+            after_ms = self.now_ms - limits.rate_interval_ms
+            in_window = sum(1 for at_ms in self.rate_starts[queue] if at_ms > after_ms)
+            room = min(room, limits.rate - in_window)
+        return room
+
+    def _key_room(self, queue: str, key: str) -> int:
+        limits = self.limits.get(queue)
+        if limits is None or not limits.per_key:
+            return 1 << 30
+        return limits.per_key - self._leased(queue, key)
+
+    def set_limits(self, request: A.SetQueueLimits) -> None:
+        before = self.limits.get(request.queue, A.SetQueueLimits(0, request.queue))
+        outcome = self.send(request)
+        assert outcome.reply == M.Ok(self.rid)
+        same = msgspec.structs.replace(before, rid=request.rid) == request
+        assert len(outcome.records) == (0 if same else 1)
+        if same:
+            return
+        name = request.queue
+        if request.rate:
+            kept = self.rate_starts.get(name, []) if before.rate else []
+            self.rate_starts[name] = kept[max(0, len(kept) - request.rate) :]
+        else:
+            self.rate_starts.pop(name, None)
+        self.started[name] = []
+        if request.concurrency or request.per_key or request.rate:
+            self.limits[name] = request
+        else:
+            self.limits.pop(name, None)
+        self.over = {(queue, key) for queue, key in self.over if queue != name}
+        if request.concurrency and self._leased(name) > request.concurrency:
+            self.over.add((name, None))
+        keys = {job.concurrency_key for job in self.state.jobs.values() if job.queue == name}
+        for key in keys - {None}:
+            if request.per_key and self._leased(name, key) > request.per_key:
+                self.over.add((name, key))
+
+    def check_limits(self) -> None:
+        """No queue or key over its limit (unless lowered under it, and then
+        no new lease until within it); no rate window over its allowance;
+        the counts by key equal a recount."""
+        for name, limits in self.limits.items():
+            if limits.concurrency:
+                leased = self._leased(name)
+                if (name, None) in self.over and leased <= limits.concurrency:
+                    self.over.discard((name, None))
+                assert leased <= limits.concurrency or (name, None) in self.over
+            if limits.per_key:
+                keyed = Counter(
+                    job.concurrency_key
+                    for job in self.state.jobs.values()
+                    if job.state == LEASED and job.queue == name and job.concurrency_key
+                )
+                for key, leased in keyed.items():
+                    if (name, key) in self.over and leased <= limits.per_key:
+                        self.over.discard((name, key))
+                    assert leased <= limits.per_key or (name, key) in self.over, (name, key)
+            if limits.rate:
+                times = self.started.get(name, [])
+                for index, at_ms in enumerate(times):
+                    window = [t for t in times[: index + 1] if t > at_ms - limits.rate_interval_ms]
+                    assert len(window) <= limits.rate, f"queue {name}'s rate window {window}"
+        for name, queue in self.state.queues.items():
+            recount = Counter(
+                job.concurrency_key
+                for job in self.state.jobs.values()
+                if job.state == LEASED and job.queue == name and job.concurrency_key is not None
+            )
+            assert queue.key_leased == dict(recount)
 
     def opened_window(self, job_id: str) -> None:
         """The job is about to be acked: its key's window, if it has one."""
@@ -334,7 +448,10 @@ class Walk(Core):
             assert job.run_at_ms == self.now_ms + delay_ms
             return
         assert (job.state, job.failures) == (READY, failures)
-        bucket = self.state.queues[job.queue].buckets[job.priority]
+        queue = self.state.queues[job.queue]
+        bucket = queue.buckets[job.priority]
+        if job.concurrency_key is not None:  # the front of its key's lane
+            bucket = queue.lanes[job.concurrency_key][job.priority]
         assert next(iter(bucket)) == held.id, "a released job goes to the front"
 
     def stale(self, ref: M.LeaseRef, op: str) -> None:
@@ -450,8 +567,8 @@ class Walk(Core):
         ready = [
             job_id
             for queue in state.queues.values()
-            for bucket in queue.buckets.values()
-            for job_id in bucket
+            for priority in PRIORITIES
+            for job_id in ready_ids(queue, priority)
         ]
         leased = {job_id for job_id, job in state.jobs.items() if job.state == LEASED}
         assert len(ready) == len(set(ready))
@@ -470,6 +587,7 @@ class Walk(Core):
             if key not in live:
                 live[key] = window
         assert {k: (lock.job_id, lock.until_ms) for k, lock in state.unique.items()} == live
+        self.check_limits()
         assert canonical(self.shadow) == canonical(state)
         self.check_image()  # a snapshot and the tail after it give the same state
         if full_replay:
@@ -512,12 +630,41 @@ plain_specs = st.builds(
     lease_ttl_ms=st.sampled_from(LEASE_TTLS_MS),
     retry_base_ms=st.none() | st.sampled_from([1, SECOND_MS]),
 )
+CONCURRENCY_KEYS = (None, None, "c1", "c2")
+
+
+def keyed(spec: M.JobSpec, concurrency_key: str | None) -> M.JobSpec:
+    """The spec with a concurrency key (None: none)."""
+    return msgspec.structs.replace(spec, concurrency_key=concurrency_key)
+
+
 specs = st.builds(
-    uniquely,
-    plain_specs,
-    st.sampled_from([None, None, *UNIQUE_KEYS, "derived"]),
-    st.sampled_from(UNIQUE_FOR_MS),
-    st.sampled_from(TTLS_MS),
+    keyed,
+    st.builds(
+        uniquely,
+        plain_specs,
+        st.sampled_from([None, None, *UNIQUE_KEYS, "derived"]),
+        st.sampled_from(UNIQUE_FOR_MS),
+        st.sampled_from(TTLS_MS),
+    ),
+    st.sampled_from(CONCURRENCY_KEYS),
+)
+
+
+def limits_request(
+    queue: str, concurrency: int, per_key: int, rate: int, interval_ms: int
+) -> A.SetQueueLimits:
+    """Limits for a queue (a rate's interval only with a rate)."""
+    return A.SetQueueLimits(0, queue, concurrency, per_key, rate, interval_ms if rate else 0)
+
+
+queue_limits = st.builds(
+    limits_request,
+    st.sampled_from(QUEUES),
+    st.sampled_from([0, 0, 1, 2, 3]),
+    st.sampled_from([0, 0, 1, 2]),
+    st.sampled_from([0, 0, 1, 3]),
+    st.sampled_from([500, 5 * SECOND_MS]),
 )
 errors = st.builds(
     M.ErrorInfo, type=st.sampled_from(["E", "KeyError"]), message=st.text(max_size=4)
@@ -641,6 +788,9 @@ class CoreMachine(RuleBasedStateMachine):
             if job.state == LEASED and job.time_limit_ms:
                 assert job.deadline_ms <= job.leased_ms + job.time_limit_ms, job
             assert job.progress is None or job.state == LEASED, job
+    @rule(request=queue_limits)
+    def set_queue_limits(self, request: A.SetQueueLimits) -> None:
+        self.walk.set_limits(msgspec.structs.replace(request, rid=self.walk.next_rid()))
 
     @invariant()
     def consistent(self) -> None:
@@ -667,7 +817,19 @@ FULL_REPLAY_EVERY = 500
 
 def random_spec(rng: random.Random) -> M.JobSpec:
     mode = rng.choice((None, None, None, *UNIQUE_KEYS, "derived"))
-    return uniquely(_random_plain_spec(rng), mode, rng.choice(UNIQUE_FOR_MS), rng.choice(TTLS_MS))
+    spec = uniquely(_random_plain_spec(rng), mode, rng.choice(UNIQUE_FOR_MS), rng.choice(TTLS_MS))
+    return keyed(spec, rng.choice(CONCURRENCY_KEYS))
+
+
+def random_limits(walk: Walk, rng: random.Random) -> A.SetQueueLimits:
+    request = limits_request(
+        rng.choice(QUEUES),
+        rng.choice((0, 0, 1, 2, 3)),
+        rng.choice((0, 0, 1, 2)),
+        rng.choice((0, 0, 1, 3)),
+        rng.choice((500, 5 * SECOND_MS)),
+    )
+    return msgspec.structs.replace(request, rid=walk.next_rid())
 
 
 def _random_plain_spec(rng: random.Random) -> M.JobSpec:
@@ -720,8 +882,10 @@ def random_step(walk: Walk, rng: random.Random) -> None:
     elif roll < 0.75:
         queue = rng.choice(QUEUES)
         walk.pause(queue) if rng.random() < 0.5 else walk.resume(queue)
-    elif roll < 0.77:
+    elif roll < 0.76:
         walk.get_job(rng.choice(CLIENT_IDS))
+    elif roll < 0.77:
+        walk.set_limits(random_limits(walk, rng))
     elif roll < 0.95:
         walk.advance(rng.choice(SMALL_STEPS_MS) or rng.randint(0, 3 * SECOND_MS))
     elif roll < 0.99:

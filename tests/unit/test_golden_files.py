@@ -40,10 +40,10 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000100.log"]
-V3_COVERED = 99  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000107.log"]
+V3_COVERED = 106  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
-V3_RECORDS = 119  # in its two segments
+V3_RECORDS = 129  # in its two segments
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -326,6 +326,21 @@ def test_the_v3_snapshot_holds_time_limits_and_progress_and_the_tail_times_a_job
     ]
     hung = replayed(every).jobs["tl-hung"]
     assert hung.state == "retrying" and hung.progress is None
+def test_the_v3_snapshot_holds_the_limits_the_keys_lanes_and_the_rate_window() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    assert (loaded.limits["lim"].per_key, loaded.limits["lim-r"].rate) == (1, 2)
+    assert len(loaded.starts["lim"]) == 1 and loaded.starts["lim-r"] == []
+    queue = loaded.queues["lim"]
+    assert queue.key_leased == {"a": 1}, "derived from the leased jobs"
+    assert {key: [list(lane) for lane in lanes.values()] for key, lanes in queue.lanes.items()} == {
+        "a": [["lim-a2"]],
+        "b": [["lim-b1"]],
+    }
+    assert loaded.jobs["lim-b1"].concurrency_key == "b", "a packed job's cold part"
+    every = [record for _, records in _frames_of(V3) for record in records]
+    set_later = [r for r in every[V3_COVERED:] if isinstance(r, R.QueueLimitsSet)]
+    assert [(r.queue, r.per_key) for r in set_later] == [("lim", 2), ("lim-r", 0)]
+    assert replayed(every).queues["lim"].key_leased == {}
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:

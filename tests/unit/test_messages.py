@@ -121,6 +121,8 @@ REQUESTS: list[Any] = [
     Release(rid=9, id="order-7", token=17, delay_ms=60_000),
     A.Pause(rid=10, queue="mail"),
     A.Resume(rid=11, queue="mail"),
+    A.SetQueueLimits(rid=11, queue="mail", concurrency=8, per_key=2),
+    A.SetQueueLimits(rid=11, queue="mail", rate=100, rate_interval_ms=60_000),
     GetJob(rid=12, id="order-7"),
     M.Beat(rid=13),
     A.Control(rid=14, worker_id="host-1-ab", state="quiet"),
@@ -362,6 +364,7 @@ BASES: dict[str, dict[str, Any]] = {
     "release": {"op": "release", "rid": 1, "id": "j", "token": 1},
     "pause": {"op": "pause", "rid": 1, "queue": "q"},
     "resume": {"op": "resume", "rid": 1, "queue": "q"},
+    "set_queue_limits": {"op": "set_queue_limits", "rid": 1, "queue": "q"},
     "get_job": {"op": "get_job", "rid": 1, "id": "j"},
     "beat": {"op": "beat", "rid": 1},
     "control": {"op": "control", "rid": 1, "worker_id": "w", "state": "quiet"},
@@ -467,6 +470,11 @@ BOUNDS: list[tuple[str, str, list[Any], list[Any]]] = [
     ("release", "$.delay_ms", [0, L.SCHEDULE_HORIZON_MS, None], [-1, L.SCHEDULE_HORIZON_MS + 1]),
     ("pause", "$.queue", NAME_OK, NAME_BAD),
     ("resume", "$.queue", NAME_OK, NAME_BAD),
+    ("set_queue_limits", "$.queue", NAME_OK, NAME_BAD),
+    *[
+        ("set_queue_limits", f"$.{field}", [0, L.CONCURRENCY_LIMIT_MAX], [-1, 1_000_001])
+        for field in ("concurrency", "per_key")
+    ],
     ("get_job", "$.id", ANY_JOB_ID_OK, ANY_JOB_ID_BAD),
     ("list_jobs", "$.kind", ["ready", "leased", "scheduled", "retrying", "dead"], ["busy", ""]),
     ("list_jobs", "$.limit", [1, L.ADMIN_PAGE_MAX], [0, L.ADMIN_PAGE_MAX + 1]),

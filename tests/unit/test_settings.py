@@ -11,6 +11,7 @@ import pytest
 
 from leash.broker import cli
 from leash.broker.core.config import CoreConfig
+from leash.broker.core.records import QueueLimitsSet
 from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.server.config import ServerConfig
 from leash.broker.settings import SETTINGS, Setting
@@ -150,6 +151,13 @@ def test_the_idle_timeout_follows_a_heartbeat_from_any_source() -> None:
         ("admin-uid = 5\n", "admin-uid: expected a list of a whole number, not int 5"),
         ('log-level = "loud"\n', "log-level: must be one of debug, info, warning, not 'loud'"),
         ("port = \n", "not valid TOML"),
+        ("queues = 5\n", "queues: expected tables [queues.NAME], not int 5"),
+        ("[queues]\nsync = 5\n", "queues.sync: expected a table, not int 5"),
+        ("[queues.sync]\nlimit = 5\n", "queues.sync: unknown key 'limit'"),
+        ("[queues.sync]\nconcurrency = 1.5\n", "concurrency: expected a whole number"),
+        ("[queues.sync]\nconcurrency = -1\n", "queues.sync: Expected `int` >= 0"),
+        ("[queues.sync]\nrate = 5\n", "a rate limit needs both rate and rate_interval_ms"),
+        ('[queues."a b"]\nrate = 5\n', "queues.a b: Expected `str` matching regex"),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(
@@ -161,6 +169,20 @@ def test_a_bad_file_is_refused_naming_the_file_and_the_key(
         read_file(str(path))
     assert str(refused.value).startswith(f"{path}: ")
     assert message in str(refused.value)
+
+
+def test_the_files_queue_tables_give_queues_their_limits(tmp_path: Path) -> None:
+    path = tmp_path / "leash.toml"
+    path.write_text(
+        "port = 7500\n[queues.sync]\nconcurrency = 20\nper-key = 1\n"
+        "rate = 600\nrate-interval-ms = 60000\n[queues.mail]\nconcurrency = 3\n"
+    )
+    config = cli.config_of(["--config", str(path)])
+    assert config.port == 7500
+    assert config.queue_limits == (
+        QueueLimitsSet("sync", 20, 1, 600, 60_000),
+        QueueLimitsSet("mail", concurrency=3),
+    )
 
 
 @pytest.mark.parametrize(
