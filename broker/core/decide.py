@@ -8,9 +8,8 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
-from leash.broker.core import limits
+from leash.broker.core import limits, progress, timelimit
 from leash.broker.core import processes as P
-from leash.broker.core import progress, timelimit
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
 from leash.broker.core.batch_decide import decide_batch

@@ -289,6 +289,8 @@ class ProgressReported(Struct, tag="progress", tag_field="r"):
     percent: int
     message: str
     at_ms: int
+
+
 class QueueLimitsSet(Struct, tag="limits", tag_field="r", omit_defaults=True):
     """A queue's concurrency and rate limits from now on (limits.py); 0: none.
     Replaces every limit the queue had."""

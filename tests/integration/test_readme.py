@@ -277,6 +277,8 @@ def test_the_time_limits_example_fails_the_hung_job_at_its_limit_and_finishes_th
 def admin_totals(broker: BrokerProcess) -> dict[str, int]:
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         return dict(admin.stats().totals)
+
+
 def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_time(
     launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:

@@ -788,6 +788,7 @@ class CoreMachine(RuleBasedStateMachine):
             if job.state == LEASED and job.time_limit_ms:
                 assert job.deadline_ms <= job.leased_ms + job.time_limit_ms, job
             assert job.progress is None or job.state == LEASED, job
+
     @rule(request=queue_limits)
     def set_queue_limits(self, request: A.SetQueueLimits) -> None:
         self.walk.set_limits(msgspec.structs.replace(request, rid=self.walk.next_rid()))

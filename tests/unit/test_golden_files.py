@@ -326,6 +326,8 @@ def test_the_v3_snapshot_holds_time_limits_and_progress_and_the_tail_times_a_job
     ]
     hung = replayed(every).jobs["tl-hung"]
     assert hung.state == "retrying" and hung.progress is None
+
+
 def test_the_v3_snapshot_holds_the_limits_the_keys_lanes_and_the_rate_window() -> None:
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     assert (loaded.limits["lim"].per_key, loaded.limits["lim-r"].rate) == (1, 2)
