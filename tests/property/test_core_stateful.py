@@ -784,10 +784,14 @@ class CoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def leases_within_their_time_limits(self) -> None:
-        for job in self.walk.state.jobs.values():
-            if job.state == LEASED and job.time_limit_ms:
-                assert job.deadline_ms <= job.leased_ms + job.time_limit_ms, job
-            assert job.progress is None or job.state == LEASED, job
+        # (check_invariants, run after every step, checks that only leased jobs carry a report)
+        state = self.walk.state
+        for owned in state.leases_by_owner.values():
+            for job_id in owned:
+                job = state.jobs[job_id]
+                if job.time_limit_ms:
+                    assert job.deadline_ms <= job.leased_ms + job.time_limit_ms, job
+                assert job.progress is None or job.progress.at_ms >= job.leased_ms, job
 
     @rule(request=queue_limits)
     def set_queue_limits(self, request: A.SetQueueLimits) -> None:
