@@ -129,6 +129,17 @@ def test_stats_counts_jobs_by_state_and_totals_since_start(
     assert text["version"].startswith("leash/")
 
 
+LIMIT_FIELDS = (
+    "concurrency_limit",
+    "per_key_limit",
+    "rate_limit",
+    "rate_interval_ms",
+    "rate_used",
+    "keys_leased",
+    "keys_saturated",
+)
+
+
 def test_queues_shows_each_queue_with_its_counts_and_latency(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:
@@ -154,6 +165,7 @@ def test_queues_shows_each_queue_with_its_counts_and_latency(
         "latency_ms": 0,
         "in_per_s": pytest.approx(1 / 60, abs=1e-3),  # one push in the last minute
         "out_per_s": 0.0,
+        **dict.fromkeys(LIMIT_FIELDS, 0),  # no limits
     }
     assert queues["mail"]["in_per_s"] == pytest.approx(2 / 60, abs=1e-3)
     assert [row[:5] for row in table] == [

@@ -46,6 +46,7 @@ prints a reproduction blob on failure, ``print_blob=True``; rerun with
 """
 
 import random
+from bisect import bisect_right
 from collections import Counter
 from typing import NamedTuple
 
@@ -126,6 +127,7 @@ class Walk(Core):
         self.over: set[tuple[str, str | None]] = set()  # (queue, key) over a lowered limit
         self.rate_starts: dict[str, list[int]] = {}  # queue -> lease times its window counts
         self.started: dict[str, list[int]] = {}  # queue -> lease times since its limits were set
+        self.rate_checked: dict[str, int] = {}  # queue -> the lease times checked so far
 
     # --- driving the core --------------------------------------------------
 
@@ -238,11 +240,12 @@ class Walk(Core):
         """Ready job ids in the order a fetch must hand them out: bucket by
         bucket, a key's lane where its token is, as far as the limits allow."""
         found: list[str] = []
+        leased = self._leased_counts()
         for name in dict.fromkeys(queues):
             queue = self.state.queues.get(name)
             if queue is None or name in self.paused:
                 continue
-            room = self._room(name)
+            room = self._room(name, leased)
             taken: Counter[str] = Counter()
             for priority in PRIORITIES:
                 for entry in queue.buckets.get(priority, {}):
@@ -253,38 +256,41 @@ class Walk(Core):
                         continue
                     key = entry[1:]
                     for job_id in queue.lanes[key][priority]:
-                        if room <= 0 or self._key_room(name, key) - taken[key] <= 0:
+                        if room <= 0 or self._key_room(name, key, leased) - taken[key] <= 0:
                             break
                         found.append(job_id)
                         taken[key] += 1
                         room -= 1
         return found
 
-    def _leased(self, queue: str, key: str | None = None) -> int:
-        return sum(
-            1
-            for job in self.state.jobs.values()
-            if job.state == LEASED and job.queue == queue and key in (None, job.concurrency_key)
-        )
+    def _leased_counts(self) -> Counter[tuple[str, str | None]]:
+        """Leased jobs by (queue, None) and by (queue, concurrency key)."""
+        counts: Counter[tuple[str, str | None]] = Counter()
+        for job in self.state.jobs.values():
+            if job.state == LEASED:
+                counts[job.queue, None] += 1
+                if job.concurrency_key is not None:
+                    counts[job.queue, job.concurrency_key] += 1
+        return counts
 
-    def _room(self, queue: str) -> int:
+    def _room(self, queue: str, leased: Counter[tuple[str, str | None]]) -> int:
         limits = self.limits.get(queue)
         room = 1 << 30
         if limits is None:
             return room
         if limits.concurrency:
-            room = limits.concurrency - self._leased(queue)
+            room = limits.concurrency - leased[queue, None]
         if limits.rate:
             after_ms = self.now_ms - limits.rate_interval_ms
             in_window = sum(1 for at_ms in self.rate_starts[queue] if at_ms > after_ms)
             room = min(room, limits.rate - in_window)
         return room
 
-    def _key_room(self, queue: str, key: str) -> int:
+    def _key_room(self, queue: str, key: str, leased: Counter[tuple[str, str | None]]) -> int:
         limits = self.limits.get(queue)
         if limits is None or not limits.per_key:
             return 1 << 30
-        return limits.per_key - self._leased(queue, key)
+        return limits.per_key - leased[queue, key]
 
     def set_limits(self, request: A.SetQueueLimits) -> None:
         before = self.limits.get(request.queue, A.SetQueueLimits(0, request.queue))
@@ -300,51 +306,41 @@ class Walk(Core):
             self.rate_starts[name] = kept[max(0, len(kept) - request.rate) :]
         else:
             self.rate_starts.pop(name, None)
-        self.started[name] = []
+        self.started[name], self.rate_checked[name] = [], 0
         if request.concurrency or request.per_key or request.rate:
             self.limits[name] = request
         else:
             self.limits.pop(name, None)
         self.over = {(queue, key) for queue, key in self.over if queue != name}
-        if request.concurrency and self._leased(name) > request.concurrency:
-            self.over.add((name, None))
-        keys = {job.concurrency_key for job in self.state.jobs.values() if job.queue == name}
-        for key in keys - {None}:
-            if request.per_key and self._leased(name, key) > request.per_key:
+        for (queue, key), count in self._leased_counts().items():
+            limit = request.concurrency if key is None else request.per_key
+            if queue == name and limit and count > limit:
                 self.over.add((name, key))
 
     def check_limits(self) -> None:
         """No queue or key over its limit (unless lowered under it, and then
         no new lease until within it); no rate window over its allowance;
         the counts by key equal a recount."""
+        counts = self._leased_counts()
+        for (name, key), leased in counts.items():
+            limits = self.limits.get(name)
+            limit = 0 if limits is None else limits.concurrency if key is None else limits.per_key
+            if not limit:
+                continue
+            if (name, key) in self.over and leased <= limit:
+                self.over.discard((name, key))
+            assert leased <= limit or (name, key) in self.over, (name, key, leased, limit)
         for name, limits in self.limits.items():
-            if limits.concurrency:
-                leased = self._leased(name)
-                if (name, None) in self.over and leased <= limits.concurrency:
-                    self.over.discard((name, None))
-                assert leased <= limits.concurrency or (name, None) in self.over
-            if limits.per_key:
-                keyed = Counter(
-                    job.concurrency_key
-                    for job in self.state.jobs.values()
-                    if job.state == LEASED and job.queue == name and job.concurrency_key
-                )
-                for key, leased in keyed.items():
-                    if (name, key) in self.over and leased <= limits.per_key:
-                        self.over.discard((name, key))
-                    assert leased <= limits.per_key or (name, key) in self.over, (name, key)
-            if limits.rate:
+            if limits.rate:  # the window ending at each lease time (they never go back)
                 times = self.started.get(name, [])
-                for index, at_ms in enumerate(times):
-                    window = [t for t in times[: index + 1] if t > at_ms - limits.rate_interval_ms]
-                    assert len(window) <= limits.rate, f"queue {name}'s rate window {window}"
+                for index in range(self.rate_checked.get(name, 0), len(times)):
+                    after_ms = times[index] - limits.rate_interval_ms
+                    in_window = index + 1 - bisect_right(times, after_ms, 0, index + 1)
+                    assert in_window <= limits.rate, f"queue {name}'s window at {times[index]}"
+                self.rate_checked[name] = len(times)
         for name, queue in self.state.queues.items():
-            recount = Counter(
-                job.concurrency_key
-                for job in self.state.jobs.values()
-                if job.state == LEASED and job.queue == name and job.concurrency_key is not None
-            )
-            assert queue.key_leased == dict(recount)
+            recount = {key: n for (q, key), n in counts.items() if q == name and key is not None}
+            assert queue.key_leased == recount
 
     def opened_window(self, job_id: str) -> None:
         """The job is about to be acked: its key's window, if it has one."""
