@@ -31,7 +31,8 @@ an older broker, which could not decode them, refuses a version 3 image as
 too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
 ``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
 chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
-and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries.
+and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries;
+and the schedules (``SchedulesImage``: their tick heap is derived).
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -65,6 +66,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     Process,
+    Schedule,
     State,
     UniqueLock,
     live_dead_entries,
@@ -78,6 +80,7 @@ JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 KEYS_PER_CHUNK = 2048  # a key is at most ~400 B
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
+SCHEDULES_PER_CHUNK = 256  # a schedule carries its job's args
 CHUNK_TARGET_BYTES = 1 << 20  # a chunk takes no more items once its items pass this
 
 
@@ -142,6 +145,12 @@ class UniqueImage(Struct, tag="unique", array_like=True):
     keys: list[HeldKey]
 
 
+class SchedulesImage(Struct, tag="schedules", array_like=True):
+    """The schedules (cron.py); their tick heap is derived on load."""
+
+    schedules: list[Schedule]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -152,13 +161,14 @@ Chunk = (
     | PackedJobsImage
     | UniqueImage
     | ExpiriesImage
+    | SchedulesImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule)
 
 
 class ImageError(ValueError):
@@ -191,6 +201,8 @@ def dump(state: State) -> Iterator[Chunk]:
     expiring = sorted({e for e in state.expiries if live_expiry(state, e)})
     for start in range(0, len(expiring), JOBS_PER_CHUNK):
         yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
+    for schedules in _sized(state.schedules.values(), SCHEDULES_PER_CHUNK):
+        yield SchedulesImage(schedules)
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -294,6 +306,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_keys(state, keys)
             case ExpiriesImage(entries=entries):
                 state.expiries.extend(entries)
+            case SchedulesImage(schedules=schedules):
+                _load_schedules(state, schedules)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -307,12 +321,20 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.batch_deadlines)
     heapq.heapify(state.unique_windows)
     heapq.heapify(state.expiries)
+    heapq.heapify(state.schedule_ticks)
     if any(job_id not in state.jobs for _, job_id in state.expiries):
         raise ImageError("an expiry names a job the image does not hold")
     for key, lock in state.unique.items():
         if not lock.until_ms and lock.job_id not in state.jobs:
             raise ImageError(f"uniqueness key {key!r} is held by job {lock.job_id!r}, not in it")
     return state
+
+
+def _load_schedules(state: State, schedules: list[Schedule]) -> None:
+    for schedule in schedules:
+        state.schedules[schedule.spec.name] = schedule
+        if schedule.next_ms and not schedule.paused:
+            state.schedule_ticks.append((schedule.next_ms, schedule.spec.name))
 
 
 def _load_jobs(state: State, jobs: list[Job]) -> None:

@@ -91,6 +91,10 @@ class Replay:
                 | R.QueuePaused()
                 | R.QueueResumed()
                 | R.UniqueWindowsEnded()
+                | R.ScheduleAdded()
+                | R.ScheduleRemoved()
+                | R.SchedulePaused()
+                | R.ScheduleResumed()
             ):
                 apply(self.state, record)
             case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
@@ -113,6 +117,7 @@ class Replay:
                 | R.BatchesAbandoned()
                 | R.BatchesExpired()
                 | R.JobsExpired()
+                | R.ScheduleFired()
             ):
                 self.flush()
                 apply(self.state, record)

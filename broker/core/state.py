@@ -48,7 +48,7 @@ from leash.broker.core.jobs import (
     JobTable,
 )
 from leash.broker.core.ready import ReadyBucket
-from leash.broker.core.records import ProcessInfo
+from leash.broker.core.records import ProcessInfo, ScheduleSpec
 from leash.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 
 __all__ = [  # the job words are jobs.py's; the rest of the core takes them from here
@@ -96,6 +96,19 @@ class UniqueLock(Struct, array_like=True, gc=False):
     until_ms: int = 0  # 0: the live job holds it; else its success's window ends then
 
 
+class Schedule(Struct, array_like=True, gc=False):
+    """A registered schedule and where it stands (cron.py)."""
+
+    spec: ScheduleSpec
+    next_ms: int  # its next tick (0: none ever)
+    added_ms: int
+    up_since_ms: int  # the broker's last boot (or the add): ticks before it came while down
+    paused: bool = False
+    last_tick_ms: int = 0  # the last tick that pushed its job (0: none yet)
+    fires: int = 0  # ticks that pushed their job
+    skips: int = 0  # times the ticks missed while the broker was down were skipped
+
+
 class Queue:
     """The ready jobs of one queue, how many of its jobs are in each state,
     and whether it is paused. A queue exists while it has a job in any state
@@ -137,7 +150,9 @@ class State:
         "processes",
         "queues",
         "readied",
+        "schedule_ticks",
         "scheduled",
+        "schedules",
         "unique",
         "unique_windows",
     )
@@ -159,6 +174,8 @@ class State:
         self.expiries: list[tuple[int, str]] = []  # (expires_ms, id): waiting jobs (expiry.py)
         self.unique: dict[str, UniqueLock] = {}  # uniqueness key -> its holder (unique.py)
         self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
+        self.schedules: dict[str, Schedule] = {}  # by name (cron.py)
+        self.schedule_ticks: list[tuple[int, str]] = []  # (next_ms, name): schedules' next ticks
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -217,6 +234,11 @@ def live_expiry(state: State, entry: tuple[int, str]) -> bool:
 def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
     lock = state.unique.get(entry[1])
     return lock is not None and lock.until_ms == entry[0]
+
+
+def live_schedule_tick(state: State, entry: tuple[int, str]) -> bool:
+    schedule = state.schedules.get(entry[1])
+    return schedule is not None and not schedule.paused and schedule.next_ms == entry[0] > 0
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -309,6 +331,7 @@ def index_sizes(state: State) -> list[IndexSize]:
         ),
         IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
         IndexSize("expiries", len(state.expiries), _waiting(state)),
+        IndexSize("schedule ticks", len(state.schedule_ticks), len(state.schedules)),
     ]
 
 
@@ -391,6 +414,14 @@ def purge_expiries(state: State) -> None:
         _rebuild_heap(state, heap, live_expiry)
 
 
+def purge_schedule_ticks(state: State) -> None:
+    heap = state.schedule_ticks
+    while heap and not live_schedule_tick(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), len(state.schedules)):
+        _rebuild_heap(state, heap, live_schedule_tick)
+
+
 def purge_indexes(state: State) -> None:
     """Every lazy index: its front live, its size within its bound."""
     purge_scheduled(state)
@@ -400,6 +431,7 @@ def purge_indexes(state: State) -> None:
     purge_batch_deadlines(state)
     purge_unique_windows(state)
     purge_expiries(state)
+    purge_schedule_ticks(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -432,6 +464,8 @@ def canonical(state: State) -> dict[str, Any]:
         "unique": {k: (v.job_id, v.until_ms) for k, v in sorted(state.unique.items())},
         "unique_windows": sorted({e for e in state.unique_windows if live_unique_window(state, e)}),
         "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
+        "schedules": {k: msgspec.msgpack.encode(v) for k, v in sorted(state.schedules.items())},
+        "schedule_ticks": sorted({e for e in state.schedule_ticks if live_schedule_tick(state, e)}),
     }
 
 
