@@ -13,7 +13,9 @@ broker was down.
   following tick: no crash can separate them, and a tick whose record is
   journalled never fires again (``next_ms`` is past it), so each tick fires
   at most once. Every tick that comes while the broker is up fires, late
-  if the broker was busy.
+  if the broker was busy (up to ``CoreConfig.schedule_late_max_ms``: a
+  tick found later than that was passed over by a jump of the clock, a
+  machine asleep, and counts as missed).
 - Ticks that came while the broker was down follow the schedule's
   ``missed`` policy, in one record: ``skip`` (the default) pushes nothing,
   ``last`` pushes the most recent missed tick's job once. The next tick is
@@ -120,16 +122,23 @@ def due(state: State, now_ms: int, limit: int) -> list[R.ScheduleFired]:
     return [fire(state, state.schedules[name], now_ms) for name in names]
 
 
+def missed_before_ms(state: State, schedule: Schedule, now_ms: int) -> int:
+    """Ticks before this came while the broker was down, or were passed
+    over by a jump of its clock (found more than ``schedule_late_max_ms``
+    late: the machine was asleep, or its clock was set forward)."""
+    return max(schedule.up_since_ms, now_ms - state.config.schedule_late_max_ms)
+
+
 def fire(state: State, schedule: Schedule, now_ms: int) -> R.ScheduleFired:
     """The record of the schedule's due tick: its job and its next tick, or,
     for ticks that came while the broker was down, what its policy says."""
     spec, tick_ms = schedule.spec, schedule.next_ms
-    up_since_ms = schedule.up_since_ms
-    if tick_ms >= up_since_ms:  # the broker was up for it
+    up_ms = missed_before_ms(state, schedule, now_ms)
+    if tick_ms >= up_ms:  # the broker was up for it
         job = _job(state, spec, tick_ms, now_ms)
         return R.ScheduleFired(spec.name, tick_ms, following(spec, tick_ms, tick_ms), job, now_ms)
-    last_ms = latest_before(spec, tick_ms, up_since_ms)
-    next_ms = following(spec, last_ms, up_since_ms - 1)
+    last_ms = latest_before(spec, tick_ms, up_ms)
+    next_ms = following(spec, last_ms, up_ms - 1)
     job = _job(state, spec, last_ms, now_ms) if spec.missed == LAST else None
     return R.ScheduleFired(spec.name, last_ms, next_ms, job, now_ms)
 

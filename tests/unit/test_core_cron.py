@@ -70,6 +70,16 @@ def test_ticks_that_come_while_the_broker_is_busy_each_fire_once_late() -> None:
     assert core.advance(400) == []
 
 
+def test_ticks_passed_over_by_a_jump_of_the_clock_follow_the_missed_policy() -> None:
+    core = Core(schedule_late_max_ms=MINUTE_MS)
+    add(core, every_ms=10 * SECOND_MS, missed="last")
+    records = core.advance(HOUR_MS)  # the machine slept for an hour
+    late_floor_ms = core.now_ms - MINUTE_MS
+    assert isinstance(records[0], R.ScheduleFired) and records[0].tick_ms < late_floor_ms
+    assert records[0].tick_ms == late_floor_ms - 10 * SECOND_MS  # the last one passed over
+    assert fired_ticks(records[1:]) == [late_floor_ms + k * 10 * SECOND_MS for k in range(7)]
+
+
 def test_the_tally_counts_a_fired_job_as_pushed_to_its_queue() -> None:
     core = Core()
     add(core)
@@ -269,7 +279,9 @@ def test_an_hourly_schedule_ticks_every_real_hour_across_both_transitions() -> N
 def test_a_broker_up_across_the_fall_back_fires_the_daily_tick_once() -> None:
     core = Core(now_ms=ms("2026-10-31 12:00"))
     add(core, cron="30 1 * * *", tz="America/New_York")
-    records = core.advance_to(ms("2026-11-02 06:00"))  # 01:00 EST, before the next
+    records: list[R.Record] = []
+    while core.now_ms < ms("2026-11-02 06:00"):  # 01:00 EST, before the next
+        records += core.advance(MINUTE_MS)
     assert fired_ticks(records) == [ms("2026-11-01 05:30")]
 
 

@@ -40,8 +40,8 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000096.log"]
-V3_COVERED = 95  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000101.log"]
+V3_COVERED = 100  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
 
 
@@ -215,7 +215,7 @@ def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 111
+    assert header.through_seq == V3_COVERED and len(every) == 119
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -305,6 +305,22 @@ def test_the_v3_snapshot_holds_the_expiries_and_the_tail_expires_a_job() -> None
     expired = [r for r in every[V3_COVERED:] if isinstance(r, R.JobsExpired)]
     assert [r.ids for r in expired] == [["exp-soon"]]
     assert "exp-soon" not in replayed(every).jobs
+
+
+def test_the_v3_snapshot_holds_the_schedules_and_the_tail_fires_one() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    assert sorted(loaded.schedules) == ["beat", "nightly"]
+    assert loaded.schedules["nightly"].paused and loaded.schedules["nightly"].spec.tz
+    assert [entry[1] for entry in loaded.schedule_ticks] == ["beat"]
+    every = [record for _, records in _frames_of(V3) for record in records]
+    fired = [r for r in every[V3_COVERED:] if isinstance(r, R.ScheduleFired)]
+    assert [(r.name, r.tick_ms - fired[0].tick_ms) for r in fired] == [
+        ("beat", 0),
+        ("beat", 1000),
+        ("beat", 2000),
+    ]
+    assert all(r.job is not None and r.job.id == f"_sch:beat:{r.tick_ms}" for r in fired)
+    assert replayed(every).schedules["beat"].fires == 3
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:
@@ -421,7 +437,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 111
+    assert len(decoded) == len(expected) == 119
     for now, then in zip(decoded, expected, strict=True):
         assert_same_or_newer(now, then)
     failures = [
