@@ -5,7 +5,8 @@ the TOML file named by ``--config`` (or ``LEASH_CONFIG``), parsed with
 ``tomllib``, then the ``LEASH_*`` variables, then the flags given. Every
 value is checked by its setting whatever its source, and an error names the
 source and the setting (``leash.toml: port: must be between 0 and 65535``).
-A key the file does not know is refused with its name; an environment
+A key the file does not know is refused with its name (but for its
+``[schedules.NAME]`` tables: broker/schedule_config.py); an environment
 variable that is empty counts as unset, and ``LEASH_*`` variables that name
 no setting are left alone (clients read some of them). ``server_config``
 puts the values where each setting's ``field`` says.
@@ -17,9 +18,11 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from leash.broker.core.config import CoreConfig
+from leash.broker.schedule_config import SCHEDULES_TABLE, ScheduleConfigError, schedules_of
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.limits import Limits
 from leash.broker.settings import BY_NAME, ENV_PREFIX, SETTINGS, Setting, SettingError
+from leash.protocol.admin import AddSchedule
 from leash.protocol.limits import IDLE_TIMEOUT_HEARTBEATS
 
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -45,9 +48,11 @@ def resolve(
         values[setting.dest] = _default(setting)
         origins[setting.dest] = "default"
     path = config_path if config_path is not None else environ.get(CONFIG_ENV) or None
+    values[SCHEDULES_TABLE] = ()
     if path is not None:
         for setting, value in read_file(path).items():
             values[setting.dest], origins[setting.dest] = value, f"file {path}"
+        values[SCHEDULES_TABLE] = read_schedules(path)
     for setting in SETTINGS:
         text = environ.get(setting.env, "")
         if text.strip():
@@ -75,6 +80,29 @@ def _from_env(setting: Setting, text: str) -> Any:
 
 def read_file(path: str) -> dict[Setting, Any]:
     """The settings a TOML file gives, checked; unknown keys are refused by name."""
+    found: dict[Setting, Any] = {}
+    for key, value in _table(path).items():
+        if key == SCHEDULES_TABLE:  # read_schedules
+            continue
+        setting = BY_NAME.get(key)
+        if setting is None:
+            raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key)}")
+        try:
+            found[setting] = _from_file(setting, value)
+        except SettingError as error:
+            raise ConfigError(f"{path}: {key}: {error}") from None
+    return found
+
+
+def read_schedules(path: str) -> tuple[AddSchedule, ...]:
+    """The file's ``[schedules.NAME]`` tables (broker/schedule_config.py)."""
+    try:
+        return schedules_of(_table(path).get(SCHEDULES_TABLE, {}))
+    except ScheduleConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def _table(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as file:
             data = file.read(FILE_MAX_BYTES + 1)
@@ -86,16 +114,7 @@ def read_file(path: str) -> dict[Setting, Any]:
         table = tomllib.loads(data.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    found: dict[Setting, Any] = {}
-    for key, value in table.items():
-        setting = BY_NAME.get(key)
-        if setting is None:
-            raise ConfigError(f"{path}: unknown setting {key!r}{_suggestion(key)}")
-        try:
-            found[setting] = _from_file(setting, value)
-        except SettingError as error:
-            raise ConfigError(f"{path}: {key}: {error}") from None
-    return found
+    return table
 
 
 def _suggestion(key: str) -> str:
@@ -144,7 +163,10 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         heartbeat_ms = parts["core"].get("heartbeat_ms", CoreConfig().heartbeat_ms)
         limits["idle_timeout_ms"] = IDLE_TIMEOUT_HEARTBEATS * heartbeat_ms
     return ServerConfig(
-        **parts[""], core=CoreConfig(**parts["core"]), limits=Limits(**parts["limits"])
+        **parts[""],
+        core=CoreConfig(**parts["core"]),
+        limits=Limits(**parts["limits"]),
+        schedules=values.get(SCHEDULES_TABLE, ()),
     )
 
 

@@ -12,6 +12,8 @@ all: the schedule keeps its next tick, and the ticks missed while the
 broker was down still follow its policy.
 """
 
+from collections.abc import Sequence
+
 from msgspec import Raw
 
 from leash.broker.core import cron
@@ -49,6 +51,27 @@ def decide_schedule(
             return M.Ok(rid), [R.ScheduleResumed(name, next_ms, now_ms)]
         case A.ListSchedules(rid=rid):
             return A.Schedules(rid, [view(s) for _, s in sorted(state.schedules.items())]), []
+
+
+def config_records(state: State, requests: Sequence[A.AddSchedule], now_ms: int) -> list[R.Record]:
+    """At start, the broker's config file's schedules (each ``from_config``,
+    checked when the file was read): each added as ``add_schedule`` adds
+    it (unchanged: no record), and those the file made before and no longer
+    names removed. Beyond the schedule limit: ``Rejected``."""
+    named = {request.name for request in requests}
+    records: list[R.Record] = [
+        R.ScheduleRemoved(name, now_ms)
+        for name, schedule in sorted(state.schedules.items())
+        if schedule.spec.from_config and name not in named
+    ]
+    room = len(state.schedules) - len(records)
+    for request in requests:
+        if request.name not in state.schedules and room >= SCHEDULES_MAX:
+            message = f"the broker holds {SCHEDULES_MAX} schedules, its limit"
+            raise Rejected(ErrorCode.TOO_LARGE, message, "$.name")
+        room += request.name not in state.schedules
+        records += _add(state, request, now_ms, check_room=False)
+    return records
 
 
 def spec_of(request: A.AddSchedule) -> R.ScheduleSpec:
@@ -93,10 +116,12 @@ def spec_of(request: A.AddSchedule) -> R.ScheduleSpec:
     )
 
 
-def _add(state: State, request: A.AddSchedule, now_ms: int) -> list[R.Record]:
+def _add(
+    state: State, request: A.AddSchedule, now_ms: int, *, check_room: bool = True
+) -> list[R.Record]:
     spec = spec_of(request)
     known = state.schedules.get(spec.name)
-    if known is None and len(state.schedules) >= SCHEDULES_MAX:
+    if check_room and known is None and len(state.schedules) >= SCHEDULES_MAX:
         message = f"the broker holds {SCHEDULES_MAX} schedules, its limit"
         raise Rejected(ErrorCode.TOO_LARGE, message, "$.name")
     if known is not None and _same(known.spec, spec):

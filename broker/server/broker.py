@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from leash import __version__
 from leash.broker import core
 from leash.broker.core.records import Record
+from leash.broker.core.schedules import config_records
 from leash.broker.journal.group_commit import GroupCommitter
 from leash.broker.journal.log import Journal
 from leash.broker.server.admin import AdminConnection
@@ -359,6 +360,18 @@ class Broker:
             self._commit(outcome.records)
             self._wake_waiters()
         self._reply(connection, reply)
+
+    def apply_config_schedules(self, requests: tuple[A.AddSchedule, ...]) -> None:
+        """At start: the config file's schedules, as the core says
+        (``core.schedules.config_records``). Too many is logged, not fatal:
+        the broker serves what it already holds."""
+        try:
+            records = config_records(self.state, requests, self.clock_ms())
+        except core.Rejected as rejected:
+            log.error("the config file's schedules are not applied: %s", rejected.message)
+            return
+        if records:
+            self._commit(records)
 
     async def _compact(self, connection: AdminConnection, rid: int) -> None:
         try:

@@ -10,6 +10,7 @@ from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
 from leash.broker.journal.space import CHECK_PERIOD_MS, default_low_bytes
 from leash.broker.server.limits import Limits
+from leash.protocol.admin import AddSchedule
 from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 
 DEFAULT_PORT = 7420
@@ -40,6 +41,7 @@ class ServerConfig(msgspec.Struct, frozen=True):
     faktory_port: int | None = None  # None: no Faktory listener (docs/faktory.md)
     faktory_password_file: str | None = None  # the Faktory port's password (besides the keys)
     faktory_allow_mutate: bool = False  # MUTATE and FLUSH for every Faktory client
+    schedules: tuple[AddSchedule, ...] = ()  # the config file's, applied at start
 
     @property
     def low_watermark_bytes(self) -> int:
