@@ -361,6 +361,7 @@ class Stats(Struct, tag="stats", tag_field="t"):
     fsync: str = ""  # the policy: "always", "interval:MS" or "never"
     busy_processes: int = 0  # processes holding a lease
     expired_jobs: list[ExpiredJob] = []  # the last removed at their expiry, oldest first
+    schedules: int = 0  # registered (the schedules view lists them)
 
 
 class QueueView(Struct):

@@ -35,7 +35,7 @@ from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.guard import Guard
 from leash.broker.server.limits import RefusalLog, oversized_args
-from leash.broker.server.metrics import QueueFigures, Snapshot
+from leash.broker.server.metrics import QueueFigures, ScheduleFigures, Snapshot
 from leash.broker.server.totals import Totals
 from leash.broker.server.waiters import Waiter, Waiters
 from leash.protocol import PROTOCOL_VERSION
@@ -415,6 +415,7 @@ class Broker:
             fsync=self.config.fsync.text(),
             busy_processes=len(state.leases_by_owner),
             expired_jobs=list(self.totals.expired),
+            schedules=len(state.schedules),
         )
 
     def metrics_snapshot(self) -> Snapshot:
@@ -442,6 +443,12 @@ class Broker:
             records=self.committer.stats.records,
             journal_bytes=self.journal.disk_usage()[0],
             uptime_ms=now_ms - self.started_ms,
+            schedules={
+                name: ScheduleFigures(
+                    s.fires, s.skips, 0 if s.paused else s.next_ms, s.last_tick_ms
+                )
+                for name, s in self.state.schedules.items()
+            },
         )
 
     # --- long-poll fetches ------------------------------------------------

@@ -145,6 +145,7 @@ TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
+SCHEDULES = "admin.add_schedule("
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -156,6 +157,7 @@ CASES = (
     PIPELINE,
     WORKERS,
     UNIQUE,
+    SCHEDULES,
 )
 
 
@@ -244,6 +246,24 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         totals = admin.stats().totals
     assert (totals["pushed"], totals["duplicate"]) == (3, 1)
+
+
+def test_the_schedules_example_registers_both_and_runs_a_heartbeat_named_for_its_tick(
+    tmp_path: Path,
+) -> None:
+    broker = BrokerProcess(str(tmp_path / "leash-data")).start()  # where the example looks
+    try:
+        run(example(SCHEDULES), tmp_path, broker.port)  # its asserts check the tick's job
+        with AdminClient.for_data_dir(broker.data_dir) as admin:
+            heartbeat, nightly = admin.schedules()
+        assert (heartbeat.name, heartbeat.every_ms, heartbeat.fires > 0) == (
+            "heartbeat",
+            1000,
+            True,
+        )
+        assert (nightly.cron, nightly.tz, nightly.missed) == ("30 2 * * *", "Europe/Berlin", "last")
+    finally:
+        broker.kill()
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

@@ -11,6 +11,7 @@ import pytest
 from leash.broker.sources import ConfigError, read_schedules
 from leash.client import Client
 from tests.integration.broker_proc import BrokerProcess
+from tests.integration.test_admin import metrics_port, scrape
 from tests.integration.test_cli_tool import leash
 
 TICK_BOUND_S = 10.0  # a 1 s tick's job reaches a worker within this, however loaded the machine
@@ -42,7 +43,7 @@ def test_config_and_command_line_schedules_push_tick_named_jobs_and_survive_rest
     config = tmp_path / "leash.toml"
     config.write_text(CONFIG)
     data = str(tmp_path / "data")
-    broker = BrokerProcess(data, ["--config", str(config)]).start()
+    broker = BrokerProcess(data, ["--config", str(config), "--metrics-port", "0"]).start()
     try:
         listed = schedules(data)
         assert sorted(listed) == ["beat", "nightly"]
@@ -62,6 +63,19 @@ def test_config_and_command_line_schedules_push_tick_named_jobs_and_survive_rest
             assert job.id.startswith("_sch:beat:") and job.type == "beat"
             assert job.args == {"n": 1}
             client.ack(job)
+        with broker.admin() as admin:
+            for name in ("beat", "mine", "nightly"):  # so that no tick moves what is compared
+                admin.pause_schedule(name)
+            samples = scrape(metrics_port(broker))
+            views = {s.name: s for s in admin.schedules()}
+            assert admin.stats().schedules == 3 and views["beat"].fires >= 1
+            for name in ("beat", "mine", "nightly"):
+                admin.resume_schedule(name)
+        for name, view in views.items():
+            assert samples[f'leash_schedule_fires_total{{schedule="{name}"}}'] == view.fires
+            assert samples[
+                f'leash_schedule_next_tick_seconds{{schedule="{name}"}}'
+            ] == pytest.approx(view.next_ms / 1000)
         table = leash("schedules", "--data-dir", data)
         assert "beat" in table.stdout and "every 1.0 s" in table.stdout, table.stdout
         for verb in ("pause", "resume"):
@@ -103,3 +117,19 @@ def test_a_bad_schedule_table_stops_the_start_naming_it(
     with pytest.raises(ConfigError) as caught:
         read_schedules(str(config))
     assert str(config) in str(caught.value) and says in str(caught.value), caught.value
+
+
+def test_the_configuration_docs_schedule_example_reads_as_two_schedules(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    text = doc.split("### Schedules", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "leash.toml"
+    config.write_text(text)
+    nightly, heartbeat = sorted(read_schedules(str(config)), key=lambda r: r.name, reverse=True)
+    assert (nightly.name, nightly.cron, nightly.tz, nightly.missed) == (
+        "nightly-report",
+        "30 2 * * *",
+        "Europe/Berlin",
+        "last",
+    )
+    assert (heartbeat.name, heartbeat.every_ms, heartbeat.job.type) == ("heartbeat", 60000, "ping")
+    assert nightly.from_config and nightly.job.queue == "cron"
