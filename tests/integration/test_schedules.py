@@ -3,6 +3,7 @@ command, their jobs named for their ticks, and what a restart does with
 the config's and the operator's schedules."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -76,6 +77,8 @@ def test_config_and_command_line_schedules_push_tick_named_jobs_and_survive_rest
             assert samples[
                 f'leash_schedule_next_tick_seconds{{schedule="{name}"}}'
             ] == pytest.approx(view.next_ms / 1000)
+        stats = leash("stats", "--data-dir", data).stdout
+        assert re.search(r"^schedules:\s+3$", stats, flags=re.MULTILINE), stats
         table = leash("schedules", "--data-dir", data)
         assert "beat" in table.stdout and "every 1.0 s" in table.stdout, table.stdout
         for verb in ("pause", "resume"):
