@@ -497,11 +497,13 @@ errors = st.builds(
 
 
 SCHEDULE_NAMES = ("s1", "s2")
-# What a schedule ticks by: as the model reads them, an anchor and a period
+# What a schedule ticks by: as the model reads them, an anchor and a period.
+# No shorter than 10 s: a jump of the clock fires at most the minute before
+# it (schedule_late_max_ms), so a few records, whatever the step.
 SCHEDULE_KINDS: tuple[dict[str, object], ...] = (
-    {"every_ms": 2500},
     {"every_ms": 10 * SECOND_MS},
-    {"cron": "* * * * *"},  # every minute, in UTC: the minutes of unix time
+    {"every_ms": 30 * SECOND_MS},
+    {"cron": "*/20 * * * * *"},  # seconds 0, 20 and 40 in UTC: every 20 s of unix time
 )
 
 
@@ -558,7 +560,7 @@ class ScheduleModel:
     def _added(self, spec: R.ScheduleSpec, next_ms: int, at_ms: int) -> None:
         known = self.schedules.get(spec.name)
         after_ms = max(at_ms, known.last_tick_ms if known else 0)
-        anchor_ms, every_ms = (after_ms, spec.every_ms) if spec.every_ms else (0, MINUTE_MS)
+        anchor_ms, every_ms = (after_ms, spec.every_ms) if spec.every_ms else (0, 20 * SECOND_MS)
         schedule = ModelSchedule(anchor_ms, every_ms, spec.missed, at_ms)
         if known is not None:
             schedule.up_since_ms, schedule.paused = known.up_since_ms, known.paused
