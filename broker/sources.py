@@ -5,7 +5,8 @@ the TOML file named by ``--config`` (or ``LEASH_CONFIG``), parsed with
 ``tomllib``, then the ``LEASH_*`` variables, then the flags given. Every
 value is checked by its setting whatever its source, and an error names the
 source and the setting (``leash.toml: port: must be between 0 and 65535``).
-A key the file does not know is refused with its name; an environment
+A key the file does not know is refused with its name (but for its
+``[schedules.NAME]`` tables: broker/schedule_config.py); an environment
 variable that is empty counts as unset, and ``LEASH_*`` variables that name
 no setting are left alone (clients read some of them). ``server_config``
 puts the values where each setting's ``field`` says.
@@ -21,10 +22,11 @@ import msgspec
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.limits import limits_record
 from leash.broker.core.records import QueueLimitsSet
+from leash.broker.schedule_config import SCHEDULES_TABLE, ScheduleConfigError, schedules_of
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.limits import Limits
 from leash.broker.settings import BY_NAME, ENV_PREFIX, SETTINGS, Setting, SettingError
-from leash.protocol.admin import SetQueueLimits
+from leash.protocol.admin import AddSchedule, SetQueueLimits
 from leash.protocol.limits import IDLE_TIMEOUT_HEARTBEATS
 
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
@@ -54,11 +56,13 @@ def resolve(
         origins[setting.dest] = "default"
     path = config_path if config_path is not None else environ.get(CONFIG_ENV) or None
     values[QUEUE_LIMITS] = ()
+    values[SCHEDULES_TABLE] = ()
     if path is not None:
         table = load_file(path)
         for setting, value in settings_of(table, path).items():
             values[setting.dest], origins[setting.dest] = value, f"file {path}"
         values[QUEUE_LIMITS] = queue_limits_of(table.get(QUEUES_TABLE, {}), path)
+        values[SCHEDULES_TABLE] = schedules_in(table, path)
     for setting in SETTINGS:
         text = environ.get(setting.env, "")
         if text.strip():
@@ -85,11 +89,24 @@ def _from_env(setting: Setting, text: str) -> Any:
 
 
 def read_file(path: str) -> dict[Setting, Any]:
-    """The settings a TOML file gives, checked (its queue tables too);
-    unknown keys are refused by name."""
+    """The settings a TOML file gives, checked (its queue and schedule
+    tables too); unknown keys are refused by name."""
     table = load_file(path)
     queue_limits_of(table.get(QUEUES_TABLE, {}), path)
+    schedules_in(table, path)
     return settings_of(table, path)
+
+
+def read_schedules(path: str) -> tuple[AddSchedule, ...]:
+    """The file's ``[schedules.NAME]`` tables (broker/schedule_config.py)."""
+    return schedules_in(load_file(path), path)
+
+
+def schedules_in(table: dict[str, Any], path: str) -> tuple[AddSchedule, ...]:
+    try:
+        return schedules_of(table.get(SCHEDULES_TABLE, {}))
+    except ScheduleConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -108,11 +125,11 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def settings_of(table: dict[str, Any], path: str) -> dict[Setting, Any]:
-    """The settings of a file's table, checked (its [queues] tables are
-    ``queue_limits_of``'s)."""
+    """The settings of a file's table, checked (its [queues] and [schedules]
+    tables are ``queue_limits_of``'s and ``schedules_in``'s)."""
     found: dict[Setting, Any] = {}
     for key, value in table.items():
-        if key == QUEUES_TABLE:
+        if key in (QUEUES_TABLE, SCHEDULES_TABLE):  # queue_limits_of, schedules_in
             continue
         setting = BY_NAME.get(key)
         if setting is None:
@@ -207,6 +224,7 @@ def server_config(values: Mapping[str, Any]) -> ServerConfig:
         core=CoreConfig(**parts["core"]),
         limits=Limits(**parts["limits"]),
         queue_limits=values.get(QUEUE_LIMITS, ()),
+        schedules=values.get(SCHEDULES_TABLE, ()),
     )
 
 

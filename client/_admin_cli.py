@@ -26,6 +26,7 @@ from ._admin_format import plain
 from ._admin_runs import Run, UsageError
 from ._args import rate, seconds, whole
 from ._exceptions import ConnectFailed, ConnectionLost, NotFound, PermissionDenied, ServerError
+from ._schedule_cli import add_schedule_commands
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_NOT_FOUND = 1, 2, 3
@@ -79,6 +80,7 @@ def add_commands(commands: "argparse._SubParsersAction[Any]") -> None:
     _add_limit(commands)
     _add_job_operations(commands)
     _add_batch_commands(commands)
+    add_schedule_commands(commands, _command)
     controls: list[tuple[str, A.ProcessControl, str]] = [
         ("quiet", "quiet", "ask a worker process to stop fetching"),
         ("unquiet", "ok", "let a quiet worker process fetch again"),

@@ -61,6 +61,7 @@ def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("connections", s.connections),
         ("processes", s.processes),
         ("queues", s.queues),
+        ("schedules", s.schedules),
         ("journal", f"{journal.bytes} bytes in {journal.segments} files, "
                     f"last seq {journal.last_seq}"),
         ("fsync", f"{journal.fsyncs} (p50 {journal.fsync_p50_ms:.2f} ms, "

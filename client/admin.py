@@ -242,6 +242,36 @@ class AdminClient:
         """Remove the batch and all its bookkeeping; its live jobs go on as ordinary jobs."""
         self._call(A.DeleteBatch(self._next(), batch_id), M.Ok)
 
+    def schedules(self) -> list[A.ScheduleView]:
+        """Every schedule, by name, with its fires and its next tick."""
+        return self._call(A.ListSchedules(self._next()), A.Schedules).schedules
+
+    def add_schedule(
+        self,
+        name: str,
+        job: M.JobSpec | dict[str, Any],
+        *,
+        cron: str | None = None,
+        tz: str = "UTC",
+        every_ms: int | None = None,
+        missed: A.MissedPolicy = "skip",
+    ) -> None:
+        """Register a schedule (``cron`` read in ``tz``, or ``every_ms``) that
+        pushes ``job`` at each tick, or replace the one of that name."""
+        spec = job if isinstance(job, M.JobSpec) else _job_spec(job)
+        request = A.AddSchedule(self._next(), name, spec, cron, tz, every_ms, missed)
+        self._call(request, M.Ok)
+
+    def remove_schedule(self, name: str) -> None:
+        self._call(A.RemoveSchedule(self._next(), name), M.Ok)
+
+    def pause_schedule(self, name: str) -> None:
+        self._call(A.PauseSchedule(self._next(), name), M.Ok)
+
+    def resume_schedule(self, name: str) -> None:
+        """Tick again from the first tick after now (those while paused are skipped)."""
+        self._call(A.ResumeSchedule(self._next(), name), M.Ok)
+
     def compact(self) -> A.Compacted:
         """Seal the journal's open segment and snapshot through it now."""
         return self._call(A.Compact(self._next()), A.Compacted)
@@ -302,6 +332,16 @@ class AdminClient:
                 self.close()
                 raise ConnectionLost("the broker closed the admin connection")
             self._decoder.feed(data)
+
+
+def _job_spec(fields: dict[str, Any]) -> M.JobSpec:
+    """A job spec from plain fields, ``args`` as plain data."""
+    plain = dict(fields)
+    plain["args"] = msgspec.Raw(msgspec.msgpack.encode(plain.get("args", [])))
+    try:
+        return msgspec.convert(plain, M.JobSpec)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"bad job: {exc}") from None
 
 
 def _filter(fields: dict[str, Filter]) -> A.JobFilter:

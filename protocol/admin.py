@@ -13,7 +13,7 @@ never stalls the broker.
 from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Meta, Raw, Struct
 
 from leash.protocol import limits as L
 from leash.protocol.messages import (
@@ -25,6 +25,7 @@ from leash.protocol.messages import (
     GetJob,
     JobId,
     JobInfo,
+    JobSpec,
     JobsRun,
     JobView,
     Ok,
@@ -216,6 +217,54 @@ class SetQueueLimits(Struct, tag="set_queue_limits", tag_field="op", omit_defaul
             raise ValueError("a rate limit needs both rate and rate_interval_ms")
 
 
+ScheduleName = Annotated[
+    str,
+    Meta(min_length=1, max_length=L.SCHEDULE_NAME_MAX_CHARS, pattern=L.SCHEDULE_NAME_PATTERN),
+]
+CronExpression = Annotated[str, Meta(min_length=1, max_length=L.CRON_EXPRESSION_MAX_CHARS)]
+TimeZoneName = Annotated[str, Meta(min_length=1, max_length=L.TIME_ZONE_MAX_CHARS)]
+IntervalMs = Annotated[int, Meta(ge=L.SCHEDULE_INTERVAL_MIN_MS, le=L.SCHEDULE_INTERVAL_MAX_MS)]
+MissedPolicy = Literal["skip", "last"]
+
+
+class AddSchedule(Struct, tag="add_schedule", tag_field="op", omit_defaults=True):
+    """Register a schedule, or replace the one of that name (its fires and
+    pause are kept; an unchanged one changes nothing). Give ``cron`` (read
+    in ``tz``) or ``every_ms``. ``job``: the job each tick pushes; its id,
+    batch, run_at_ms/delay_ms, uniqueness and expiry are not taken."""
+
+    rid: RequestId
+    name: ScheduleName
+    job: JobSpec
+    cron: CronExpression | None = None
+    tz: TimeZoneName = "UTC"
+    every_ms: IntervalMs | None = None
+    missed: MissedPolicy = "skip"
+    from_config: bool = False  # the broker's own, made from its --config file at boot
+
+
+class RemoveSchedule(Struct, tag="remove_schedule", tag_field="op"):
+    rid: RequestId
+    name: ScheduleName
+
+
+class PauseSchedule(Struct, tag="pause_schedule", tag_field="op"):
+    """Stop a schedule's ticks; ``resume_schedule`` starts them again from
+    the next one after the resume (the ticks in between are skipped)."""
+
+    rid: RequestId
+    name: ScheduleName
+
+
+class ResumeSchedule(Struct, tag="resume_schedule", tag_field="op"):
+    rid: RequestId
+    name: ScheduleName
+
+
+class ListSchedules(Struct, tag="schedules", tag_field="op"):
+    rid: RequestId
+
+
 AdminRequest = (
     GetStats
     | ListQueues
@@ -239,6 +288,11 @@ AdminRequest = (
     | Fsck
     | Compact
     | SetQueueLimits
+    | AddSchedule
+    | RemoveSchedule
+    | PauseSchedule
+    | ResumeSchedule
+    | ListSchedules
 )
 ADMIN_OPS = frozenset(t.__struct_config__.tag for t in AdminRequest.__args__)
 
@@ -333,6 +387,7 @@ class Stats(Struct, tag="stats", tag_field="t"):
     fsync: str = ""  # the policy: "always", "interval:MS" or "never"
     busy_processes: int = 0  # processes holding a lease
     expired_jobs: list[ExpiredJob] = []  # the last removed at their expiry, oldest first
+    schedules: int = 0  # registered (the schedules view lists them)
 
 
 class QueueView(Struct):
@@ -415,6 +470,29 @@ class BatchPage(Struct, tag="batch_page", tag_field="t"):
     scanned: int
 
 
+class ScheduleView(Struct, omit_defaults=True):
+    name: str
+    queue: str
+    type: str
+    args: Raw
+    missed: str  # "skip" or "last"
+    next_ms: int  # its next tick; 0: none (paused, or no tick left)
+    added_ms: int
+    cron: str | None = None
+    tz: str | None = None
+    every_ms: int | None = None
+    paused: bool = False
+    from_config: bool = False
+    last_tick_ms: int | None = None  # the last tick that pushed its job
+    fires: int = 0  # ticks that pushed their job
+    skips: int = 0  # times the ticks missed while the broker was down were skipped
+
+
+class Schedules(Struct, tag="schedules", tag_field="t"):
+    rid: RequestId
+    schedules: list[ScheduleView]  # by name
+
+
 AdminReply = (
     Stats
     | Queues
@@ -431,6 +509,7 @@ AdminReply = (
     | BatchPage
     | BatchInfo
     | Compacted
+    | Schedules
 )
 
 admin_request_decoder = msgspec.msgpack.Decoder(AdminRequest)

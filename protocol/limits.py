@@ -92,6 +92,14 @@ BATCH_DEPTH_MAX = 16  # a batch and its ancestors: at most this many levels
 BATCH_STATUS_MEMBERS_MAX = 1000  # unfinished members (and children) listed by one status reply
 BATCH_STATUS_MEMBERS_DEFAULT = 100
 FSCK_PROBLEMS_MAX = 1000  # problems listed by one fsck reply
+# --- schedules (docs/protocol.md §7.4) ---------------------------------------
+SCHEDULES_MAX = 1000  # registered at once
+SCHEDULE_NAME_MAX_CHARS = 64  # so that a tick's job id ("_sch:" name ":" tick_ms) fits in 128
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z"
+CRON_EXPRESSION_MAX_CHARS = 128
+TIME_ZONE_MAX_CHARS = 64
+SCHEDULE_INTERVAL_MIN_MS = 1000
+SCHEDULE_INTERVAL_MAX_MS = 366 * 24 * 3600 * 1000
 # --- authentication (docs/protocol.md §4.5) ----------------------------------
 KEY_ID_MAX_CHARS = 64
 KEY_SECRET_MIN_BYTES = 32  # keys are random, never passwords

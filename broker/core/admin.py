@@ -12,6 +12,7 @@ from leash.broker.core.batch_decide import decide_batch
 from leash.broker.core.common import Rejected
 from leash.broker.core.decide import decide
 from leash.broker.core.operator import KILLED, decide_operator
+from leash.broker.core.schedules import decide_schedule
 from leash.broker.core.state import State
 from leash.protocol import admin as A
 from leash.protocol import messages as M
@@ -63,6 +64,14 @@ def _decide_admin(state: State, request: A.AdminRequest, now_ms: int) -> AdminOu
             return AdminOutcome(*decide_batch(state, request, now_ms))
         case A.SetQueueLimits(rid=rid):
             return AdminOutcome(M.Ok(rid), limits.decide_limits(state, request))
+        case (
+            A.AddSchedule()
+            | A.RemoveSchedule()
+            | A.PauseSchedule()
+            | A.ResumeSchedule()
+            | A.ListSchedules()
+        ):
+            return AdminOutcome(*decide_schedule(state, request, now_ms))
         case A.GetStats() | A.Compact() | A.GetHistory():
             raise AssertionError("the shell answers stats, history and compact itself")
         case _:

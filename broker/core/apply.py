@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, expiry, limits, progress, unique
+from leash.broker.core import batches, cron, expiry, limits, progress, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -47,6 +47,7 @@ from leash.broker.core.state import (
     purge_expiries,
     purge_indexes,
     purge_process_deadlines,
+    purge_schedule_ticks,
     purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef
@@ -96,6 +97,15 @@ def apply(state: State, record: R.Record) -> Enqueued:
             purge_unique_windows(state)
         case R.QueueLimitsSet():
             limits.set_limits(state, record)
+        case (
+            R.ScheduleAdded()
+            | R.ScheduleRemoved()
+            | R.SchedulePaused()
+            | R.ScheduleResumed()
+            | R.ScheduleFired()
+        ):
+            _scheduled(state, record)
+            purge_schedule_ticks(state)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -379,9 +389,35 @@ def _booted(state: State, record: R.Booted) -> None:
     assert record.epoch > state.epoch, (record.epoch, state.epoch)
     state.epoch = record.epoch
     state.counter = 1
+    if state.schedules:
+        cron.booted(state, record.at_ms)
     for process in state.processes.values():  # no connection survived the restart
         process.grace_deadline_ms = 0
         _set_process_deadline(state, process, "beat", record.process_deadline_ms)
+
+
+ScheduleRecord = (
+    R.ScheduleAdded | R.ScheduleRemoved | R.SchedulePaused | R.ScheduleResumed | R.ScheduleFired
+)
+
+
+def _scheduled(state: State, record: ScheduleRecord) -> None:
+    """A schedule's records (cron.py); a tick's job is pushed as any job is."""
+    match record:
+        case R.ScheduleAdded():
+            cron.added(state, record)
+        case R.ScheduleRemoved():
+            cron.removed(state, record)
+        case R.SchedulePaused():
+            cron.paused(state, record)
+        case R.ScheduleResumed():
+            cron.resumed(state, record)
+        case R.ScheduleFired():
+            cron.fired(state, record)
+            if record.job is not None:
+                push_jobs(state, [record.job], join=False)
+        case _:
+            assert_never(record)
 
 
 def _rolled(state: State, record: R.EpochRolled) -> None:

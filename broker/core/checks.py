@@ -38,10 +38,12 @@ from leash.broker.core.state import (
     live_deadline,
     live_expiry,
     live_process_deadline,
+    live_schedule_tick,
     live_scheduled,
     live_unique_window,
 )
 from leash.broker.core.timelimit import limit_ms
+from leash.protocol.limits import SCHEDULES_MAX
 
 
 def check_invariants(state: State) -> list[str]:
@@ -72,7 +74,13 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
-    return problems + _expiries(state, jobs) + _running(jobs) + limits.problems(state)
+    return (
+        problems
+        + _expiries(state, jobs)
+        + _running(jobs)
+        + limits.problems(state)
+        + _schedules(state)
+    )
 
 
 def _running(jobs: list[Job]) -> list[str]:
@@ -88,6 +96,25 @@ def _running(jobs: list[Job]) -> list[str]:
         for job in jobs
         if job.progress is not None and (job.state != LEASED or job.progress.at_ms < job.leased_ms)
     ]
+    return problems
+
+
+def _schedules(state: State) -> list[str]:
+    """Every schedule that ticks has its live timer; a tick that fired is
+    before the next one (cron.py); the count within its bound."""
+    live = {e for e in state.schedule_ticks if live_schedule_tick(state, e)}
+    problems = [
+        f"schedule {name} ticks at {s.next_ms} but has no timer"
+        for name, s in state.schedules.items()
+        if s.next_ms and not s.paused and (s.next_ms, name) not in live
+    ]
+    problems += [
+        f"schedule {name} fired tick {s.last_tick_ms}, not before its next {s.next_ms}"
+        for name, s in state.schedules.items()
+        if s.next_ms and s.last_tick_ms >= s.next_ms
+    ]
+    if len(state.schedules) > SCHEDULES_MAX:
+        problems.append(f"{len(state.schedules)} schedules, over the limit")
     return problems
 
 
@@ -191,6 +218,7 @@ def _fronts(state: State) -> list[str]:
         ("batch deadlines", state.batch_deadlines, live_batch_deadline),
         ("unique windows", state.unique_windows, live_unique_window),
         ("expiries", state.expiries, live_expiry),
+        ("schedule ticks", state.schedule_ticks, live_schedule_tick),
     ]
     return [
         f"the front of the {name} index is stale: {index[0]}"

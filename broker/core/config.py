@@ -34,3 +34,6 @@ class CoreConfig(msgspec.Struct, frozen=True):
     # twice its live ones plus this many (state.py)
     index_slack_entries: int = 64
     unique_keys_max: int = 1_000_000  # uniqueness keys held at once (unique.py)
+    # A schedule's tick found later than this was passed over by a jump of
+    # the clock (a machine asleep): it counts as missed (cron.py)
+    schedule_late_max_ms: int = MINUTE_MS

@@ -37,6 +37,7 @@ and a job's concurrency key (``concurrency_key``, last in ``Job`` and
 each bucket with keyed jobs, its entries and its lanes (``LanesImage``,
 after the jobs: the bucket loaded with every ready job is replaced by them;
 limits.py). The leases counted by key are derived from the leased jobs.
+and the schedules (``SchedulesImage``: their tick heap is derived).
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -73,6 +74,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     Process,
+    Schedule,
     State,
     UniqueLock,
     live_dead_entries,
@@ -86,6 +88,7 @@ JOBS_PER_CHUNK = 4096
 PROCESSES_PER_CHUNK = 4096
 KEYS_PER_CHUNK = 2048  # a key is at most ~400 B
 BATCHES_PER_CHUNK = 256  # a batch carries its member table
+SCHEDULES_PER_CHUNK = 256  # a schedule carries its job's args
 CHUNK_TARGET_BYTES = 1 << 20  # a chunk takes no more items once its items pass this
 
 
@@ -172,6 +175,12 @@ class LanesImage(Struct, tag="lanes", array_like=True):
     lanes: list[Lane]
 
 
+class SchedulesImage(Struct, tag="schedules", array_like=True):
+    """The schedules (cron.py); their tick heap is derived on load."""
+
+    schedules: list[Schedule]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -184,13 +193,14 @@ Chunk = (
     | ExpiriesImage
     | LimitsImage
     | LanesImage
+    | SchedulesImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule)
 
 
 class ImageError(ValueError):
@@ -227,6 +237,8 @@ def dump(state: State) -> Iterator[Chunk]:
         starts = [(name, list(times)) for name, times in state.starts.items()]
         yield LimitsImage(list(state.limits.values()), starts)
     yield from _lanes_chunks(state)
+    for schedules in _sized(state.schedules.values(), SCHEDULES_PER_CHUNK):
+        yield SchedulesImage(schedules)
 
 
 def _lanes_chunks(state: State) -> Iterator[LanesImage]:
@@ -348,6 +360,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_limits(state, chunk)
             case LanesImage():
                 _load_lanes(state, chunk)
+            case SchedulesImage(schedules=schedules):
+                _load_schedules(state, schedules)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -361,6 +375,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.batch_deadlines)
     heapq.heapify(state.unique_windows)
     heapq.heapify(state.expiries)
+    heapq.heapify(state.schedule_ticks)
     if any(job_id not in state.jobs for _, job_id in state.expiries):
         raise ImageError("an expiry names a job the image does not hold")
     for key, lock in state.unique.items():
@@ -403,6 +418,13 @@ def _count_keys(state: State) -> None:
             if job.concurrency_key is not None:
                 counted = state.queue(job.queue).key_leased
                 counted[job.concurrency_key] = counted.get(job.concurrency_key, 0) + 1
+
+
+def _load_schedules(state: State, schedules: list[Schedule]) -> None:
+    for schedule in schedules:
+        state.schedules[schedule.spec.name] = schedule
+        if schedule.next_ms and not schedule.paused:
+            state.schedule_ticks.append((schedule.next_ms, schedule.spec.name))
 
 
 def _load_jobs(state: State, jobs: list[Job]) -> None:

@@ -138,7 +138,7 @@ def _check_room(state: State, key: str, taking: int) -> None:
 
 
 def new_job(
-    spec: M.JobSpec | R.CallbackSpec,
+    spec: M.JobSpec | R.CallbackSpec | R.ScheduleSpec,
     job_id: str,
     created_ms: int,
     run_at_ms: int | None,

@@ -302,6 +302,65 @@ class QueueLimitsSet(Struct, tag="limits", tag_field="r", omit_defaults=True):
     rate_interval_ms: int = 0
 
 
+class ScheduleSpec(Struct, array_like=True, omit_defaults=True):
+    """A schedule as registered (cron.py): when it ticks and the job each
+    tick pushes. ``cron`` with ``tz``, or ``every_ms``."""
+
+    name: str
+    cron: str  # "": an interval schedule
+    tz: str  # the IANA zone the cron expression is read in
+    every_ms: int  # 0: a cron schedule
+    missed: str  # "skip" or "last": the ticks that came while the broker was down
+    queue: str
+    type: str
+    args: Raw
+    priority: int
+    max_attempts: int
+    lease_ttl_ms: int
+    retry_base_ms: int | None
+    from_config: bool = False  # made from the --config file's [schedules.NAME] table
+
+
+class ScheduleAdded(Struct, tag="schedule_added", tag_field="r"):
+    """A schedule registered, or one of that name replaced (its fires kept)."""
+
+    schedule: ScheduleSpec
+    next_ms: int  # its first tick (0: none ever)
+    at_ms: int
+
+
+class ScheduleRemoved(Struct, tag="schedule_removed", tag_field="r"):
+    name: str
+    at_ms: int
+
+
+class SchedulePaused(Struct, tag="schedule_paused", tag_field="r"):
+    name: str
+    at_ms: int
+
+
+class ScheduleResumed(Struct, tag="schedule_resumed", tag_field="r"):
+    """A paused schedule ticks again from ``next_ms``: the ticks while it
+    was paused are skipped."""
+
+    name: str
+    next_ms: int
+    at_ms: int
+
+
+class ScheduleFired(Struct, tag="schedule_fired", tag_field="r"):
+    """One tick of a schedule: its job pushed (``job``; None: the ticks
+    missed while the broker was down are skipped, the last being
+    ``tick_ms``) and its next tick set, in one record, so no crash can
+    separate them and no tick fires twice (cron.py)."""
+
+    name: str
+    tick_ms: int
+    next_ms: int  # 0: none ever
+    job: NewJob | None
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -332,6 +391,11 @@ Record = (
     | JobsExpired
     | ProgressReported
     | QueueLimitsSet
+    | ScheduleAdded
+    | ScheduleRemoved
+    | SchedulePaused
+    | ScheduleResumed
+    | ScheduleFired
 )
 
 record_encoder = msgspec.msgpack.Encoder()

@@ -101,6 +101,10 @@ class Replay:
                 | R.QueuePaused()
                 | R.QueueResumed()
                 | R.UniqueWindowsEnded()
+                | R.ScheduleAdded()
+                | R.ScheduleRemoved()
+                | R.SchedulePaused()
+                | R.ScheduleResumed()
             ):
                 apply(self.state, record)
             case (
@@ -130,6 +134,7 @@ class Replay:
                 | R.BatchesExpired()
                 | R.JobsExpired()
                 | R.QueueLimitsSet()
+                | R.ScheduleFired()
             ):
                 self.keyed = self.keyed or _carries_keys(record)
                 self.flush()

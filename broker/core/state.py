@@ -48,7 +48,7 @@ from leash.broker.core.jobs import (
     JobTable,
 )
 from leash.broker.core.ready import ReadyBucket
-from leash.broker.core.records import ProcessInfo, QueueLimitsSet
+from leash.broker.core.records import ProcessInfo, QueueLimitsSet, ScheduleSpec
 from leash.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 
 __all__ = [  # the job words are jobs.py's; the rest of the core takes them from here
@@ -96,6 +96,19 @@ class UniqueLock(Struct, array_like=True, gc=False):
     until_ms: int = 0  # 0: the live job holds it; else its success's window ends then
 
 
+class Schedule(Struct, array_like=True, gc=False):
+    """A registered schedule and where it stands (cron.py)."""
+
+    spec: ScheduleSpec
+    next_ms: int  # its next tick (0: none ever)
+    added_ms: int
+    up_since_ms: int  # the broker's last boot (or the add): ticks before it came while down
+    paused: bool = False
+    last_tick_ms: int = 0  # the last tick that pushed its job (0: none yet)
+    fires: int = 0  # ticks that pushed their job
+    skips: int = 0  # times the ticks missed while the broker was down were skipped
+
+
 class Queue:
     """The ready jobs of one queue, how many of its jobs are in each state,
     and whether it is paused. A queue exists while it has a job in any state
@@ -141,7 +154,9 @@ class State:
         "processes",
         "queues",
         "readied",
+        "schedule_ticks",
         "scheduled",
+        "schedules",
         "starts",
         "unique",
         "unique_windows",
@@ -166,6 +181,8 @@ class State:
         self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
         self.limits: dict[str, QueueLimitsSet] = {}  # queue -> its limits (limits.py)
         self.starts: dict[str, list[int]] = {}  # rate-limited queue -> its recent lease times
+        self.schedules: dict[str, Schedule] = {}  # by name (cron.py)
+        self.schedule_ticks: list[tuple[int, str]] = []  # (next_ms, name): schedules' next ticks
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -224,6 +241,11 @@ def live_expiry(state: State, entry: tuple[int, str]) -> bool:
 def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
     lock = state.unique.get(entry[1])
     return lock is not None and lock.until_ms == entry[0]
+
+
+def live_schedule_tick(state: State, entry: tuple[int, str]) -> bool:
+    schedule = state.schedules.get(entry[1])
+    return schedule is not None and not schedule.paused and schedule.next_ms == entry[0] > 0
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -316,6 +338,7 @@ def index_sizes(state: State) -> list[IndexSize]:
         ),
         IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
         IndexSize("expiries", len(state.expiries), _waiting(state)),
+        IndexSize("schedule ticks", len(state.schedule_ticks), len(state.schedules)),
     ]
 
 
@@ -398,6 +421,14 @@ def purge_expiries(state: State) -> None:
         _rebuild_heap(state, heap, live_expiry)
 
 
+def purge_schedule_ticks(state: State) -> None:
+    heap = state.schedule_ticks
+    while heap and not live_schedule_tick(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), len(state.schedules)):
+        _rebuild_heap(state, heap, live_schedule_tick)
+
+
 def purge_indexes(state: State) -> None:
     """Every lazy index: its front live, its size within its bound."""
     purge_scheduled(state)
@@ -407,6 +438,7 @@ def purge_indexes(state: State) -> None:
     purge_batch_deadlines(state)
     purge_unique_windows(state)
     purge_expiries(state)
+    purge_schedule_ticks(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -446,6 +478,8 @@ def canonical(state: State) -> dict[str, Any]:
         "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
         "limits": {k: msgspec.to_builtins(v) for k, v in sorted(state.limits.items())},
         "starts": {k: list(v) for k, v in sorted(state.starts.items())},
+        "schedules": {k: msgspec.msgpack.encode(v) for k, v in sorted(state.schedules.items())},
+        "schedule_ticks": sorted({e for e in state.schedule_ticks if live_schedule_tick(state, e)}),
     }
 
 

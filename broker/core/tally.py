@@ -52,6 +52,8 @@ def tally(state: State, record: R.Record) -> Counted:
             return [(state.jobs[job_id].queue, "dead")]
         case R.JobsExpired(ids=ids):
             return [(state.jobs[job_id].queue, "ttl_expired") for job_id in ids]
+        case R.ScheduleFired(job=job):
+            return [] if job is None else [(job.queue, "pushed")]
         case (
             R.Booted()
             | R.EpochRolled()
@@ -74,6 +76,10 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.UniqueWindowsEnded()
             | R.ProgressReported()
             | R.QueueLimitsSet()
+            | R.ScheduleAdded()
+            | R.ScheduleRemoved()
+            | R.SchedulePaused()
+            | R.ScheduleResumed()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:

@@ -7,7 +7,8 @@ attempt counts, common.lost_lease_for), or failed with TimeLimitExceeded
 when the deadline was the job's time limit (timelimit.py); the dead set is trimmed to
 its count and age bounds; waiting jobs whose expiry came are removed
 (expiry.py); uniqueness keys whose window after success
-passed are freed (unique.py). Batch timers run in a tick of their own, once
+passed are freed (unique.py); schedules whose tick came fire, each in
+one record (cron.py). Batch timers run in a tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
 batches past their open deadline are abandoned, then batches past their
@@ -17,7 +18,7 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from leash.broker.core import expiry, timelimit
+from leash.broker.core import cron, expiry, timelimit
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED, failure_for, lost_lease_for
 from leash.broker.core.processes import deaths
@@ -56,6 +57,8 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     freed = due_windows(state, now_ms, limit)
     if freed:
         records.append(R.UniqueWindowsEnded(freed, now_ms))
+    if state.schedule_ticks:
+        records.extend(cron.due(state, now_ms, limit))
     if not records:
         records.extend(_due_batches(state, now_ms, limit))
     return records
@@ -70,6 +73,7 @@ def next_due_ms(state: State) -> int | None:
         state.batch_deadlines,
         state.unique_windows,
         state.expiries,
+        state.schedule_ticks,
     )
     fronts = [heap[0][0] for heap in heaps if heap]
     if state.dead:

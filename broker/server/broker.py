@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from leash import __version__
 from leash.broker import core
 from leash.broker.core.records import Record
+from leash.broker.core.schedules import config_records
 from leash.broker.journal.group_commit import GroupCommitter
 from leash.broker.journal.log import Journal
 from leash.broker.server.admin import AdminConnection
@@ -34,7 +35,7 @@ from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.guard import Guard
 from leash.broker.server.limits import RefusalLog, oversized_args
-from leash.broker.server.metrics import QueueFigures, Snapshot
+from leash.broker.server.metrics import QueueFigures, ScheduleFigures, Snapshot
 from leash.broker.server.totals import Totals
 from leash.broker.server.waiters import Waiter, Waiters
 from leash.protocol import PROTOCOL_VERSION
@@ -360,6 +361,18 @@ class Broker:
             self._wake_waiters()
         self._reply(connection, reply)
 
+    def apply_config_schedules(self, requests: tuple[A.AddSchedule, ...]) -> None:
+        """At start: the config file's schedules, as the core says
+        (``core.schedules.config_records``). Too many is logged, not fatal:
+        the broker serves what it already holds."""
+        try:
+            records = config_records(self.state, requests, self.clock_ms())
+        except core.Rejected as rejected:
+            log.error("the config file's schedules are not applied: %s", rejected.message)
+            return
+        if records:
+            self._commit(records)
+
     async def _compact(self, connection: AdminConnection, rid: int) -> None:
         try:
             through_seq = await self.compact()
@@ -402,6 +415,7 @@ class Broker:
             fsync=self.config.fsync.text(),
             busy_processes=len(state.leases_by_owner),
             expired_jobs=list(self.totals.expired),
+            schedules=len(state.schedules),
         )
 
     def metrics_snapshot(self) -> Snapshot:
@@ -432,6 +446,12 @@ class Broker:
             records=self.committer.stats.records,
             journal_bytes=self.journal.disk_usage()[0],
             uptime_ms=now_ms - self.started_ms,
+            schedules={
+                name: ScheduleFigures(
+                    s.fires, s.skips, 0 if s.paused else s.next_ms, s.last_tick_ms
+                )
+                for name, s in self.state.schedules.items()
+            },
         )
 
     # --- long-poll fetches ------------------------------------------------

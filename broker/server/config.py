@@ -11,6 +11,7 @@ from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
 from leash.broker.journal.space import CHECK_PERIOD_MS, default_low_bytes
 from leash.broker.server.limits import Limits
+from leash.protocol.admin import AddSchedule
 from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
 
 DEFAULT_PORT = 7420
@@ -43,6 +44,7 @@ class ServerConfig(msgspec.Struct, frozen=True):
     faktory_allow_mutate: bool = False  # MUTATE and FLUSH for every Faktory client
     # The config file's [queues.NAME] limits, given to the queues at each start (core/limits.py)
     queue_limits: tuple[QueueLimitsSet, ...] = ()
+    schedules: tuple[AddSchedule, ...] = ()  # the config file's, applied at start
 
     @property
     def low_watermark_bytes(self) -> int:

@@ -211,6 +211,7 @@ async def _run(
         log.info("listening on %s:%d (%s, fsync %s)", host, port, tls, config.fsync.text())
         if on_listening is not None:
             on_listening(port)
+    running.broker.apply_config_schedules(config.schedules)
     running.broker.run_tick()  # leases and schedules that came due while we were down
     running.compactor.maybe_start()  # a tail left long by a crash
     await running.stopping.wait()

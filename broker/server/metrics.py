@@ -42,6 +42,13 @@ class QueueFigures(msgspec.Struct):
     keys_saturated: int = 0  # concurrency keys at the per-key limit
 
 
+class ScheduleFigures(msgspec.Struct):
+    fires: int
+    skips: int
+    next_ms: int  # 0: paused, or no tick left
+    last_tick_ms: int  # 0: none yet
+
+
 class Snapshot(msgspec.Struct):
     queues: dict[str, QueueFigures]
     jobs: dict[str, int]
@@ -51,6 +58,7 @@ class Snapshot(msgspec.Struct):
     records: int
     journal_bytes: int
     uptime_ms: int
+    schedules: dict[str, ScheduleFigures] = {}
 
 
 class BrokerCollector(Collector):
@@ -63,6 +71,7 @@ class BrokerCollector(Collector):
         if snapshot is None:
             return
         yield from _queue_metrics(snapshot)
+        yield from _schedule_metrics(snapshot)
         jobs = GaugeMetricFamily("leash_jobs", "Jobs by state", labels=["state"])
         for state, count in sorted(snapshot.jobs.items()):
             jobs.add_metric([state], count)
@@ -126,6 +135,22 @@ def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
         for queue, figures in sorted(snapshot.queues.items()):
             gauge.add_metric([queue], value(figures))
         yield gauge
+
+
+def _schedule_metrics(snapshot: Snapshot) -> Iterator[Metric]:
+    families: list[tuple[type[Any], str, str, Any]] = [
+        (CounterMetricFamily, "fires", "Ticks that pushed their job", lambda f: f.fires),
+        (CounterMetricFamily, "skips", "Times missed ticks were skipped", lambda f: f.skips),
+        (GaugeMetricFamily, "next_tick_seconds", "The next tick, unix seconds (0: none)",
+         lambda f: f.next_ms / 1000),
+        (GaugeMetricFamily, "last_tick_seconds", "The last tick that fired, unix seconds",
+         lambda f: f.last_tick_ms / 1000),
+    ]  # fmt: skip
+    for kind, name, help_text, value in families:
+        family = kind(f"leash_schedule_{name}", help_text, labels=["schedule"])
+        for schedule, figures in sorted(snapshot.schedules.items()):
+            family.add_metric([schedule], value(figures))
+        yield family
 
 
 class Metrics:

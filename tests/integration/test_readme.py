@@ -147,6 +147,7 @@ WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
 TIME_LIMITS = "report_progress(100 * done"
 LIMITS = "concurrency_key=customer"
+SCHEDULES = "admin.add_schedule("
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -160,6 +161,7 @@ CASES = (
     UNIQUE,
     TIME_LIMITS,
     LIMITS,
+    SCHEDULES,
 )
 
 
@@ -305,6 +307,24 @@ def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_ti
         (view,) = [q for q in admin.queues() if q.name == "sync"]
         assert admin.stats().totals["acked"] == 3
     assert (view.in_flight, view.rate_used) == (0, 3)
+
+
+def test_the_schedules_example_registers_both_and_runs_a_heartbeat_named_for_its_tick(
+    tmp_path: Path,
+) -> None:
+    broker = BrokerProcess(str(tmp_path / "leash-data")).start()  # where the example looks
+    try:
+        run(example(SCHEDULES), tmp_path, broker.port)  # its asserts check the tick's job
+        with AdminClient.for_data_dir(broker.data_dir) as admin:
+            heartbeat, nightly = admin.schedules()
+        assert (heartbeat.name, heartbeat.every_ms, heartbeat.fires > 0) == (
+            "heartbeat",
+            1000,
+            True,
+        )
+        assert (nightly.cron, nightly.tz, nightly.missed) == ("30 2 * * *", "Europe/Berlin", "last")
+    finally:
+        broker.kill()
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

@@ -37,7 +37,14 @@ the whole state is checked:
   order (a model of the limits and of the leases' times);
 - an operation with a stale token is refused and changes nothing;
 - however many tick records it takes, jobs become ready in run_at order,
-  leases expire in deadline order, and no due work is left behind.
+  leases expire in deadline order, and no due work is left behind;
+- schedules (``ScheduleModel``, its own rules): every record of a schedule
+  is what a model of its ticks predicts; each tick fires at most once (no
+  two jobs for one schedule and tick), never early, and exactly once when
+  the broker was up for it: after the tick no tick of a running schedule
+  is due, and each fire is the tick after the last one unless the ticks
+  between came while the broker was down (or the clock jumped), which
+  then follow the schedule's missed policy.
 
 Two drivers share ``Walk``: a hypothesis ``RuleBasedStateMachine`` (it
 prints a reproduction blob on failure, ``print_blob=True``; rerun with
@@ -667,10 +674,115 @@ errors = st.builds(
 )
 
 
+SCHEDULE_NAMES = ("s1", "s2")
+# What a schedule ticks by: as the model reads them, an anchor and a period.
+# No shorter than 10 s: a jump of the clock fires at most the minute before
+# it (schedule_late_max_ms), so a few records, whatever the step.
+SCHEDULE_KINDS: tuple[dict[str, object], ...] = (
+    {"every_ms": 10 * SECOND_MS},
+    {"every_ms": 30 * SECOND_MS},
+    {"cron": "*/20 * * * * *"},  # seconds 0, 20 and 40 in UTC: every 20 s of unix time
+)
+
+
+class ModelSchedule:
+    def __init__(self, anchor_ms: int, every_ms: int, missed: str, up_since_ms: int) -> None:
+        self.anchor_ms, self.every_ms, self.missed = anchor_ms, every_ms, missed
+        self.up_since_ms = up_since_ms
+        self.paused = False
+        self.next_ms = 0
+        self.last_tick_ms = 0
+
+    def first_after(self, at_ms: int) -> int:
+        return self.anchor_ms + ((at_ms - self.anchor_ms) // self.every_ms + 1) * self.every_ms
+
+    def last_before(self, at_ms: int) -> int:
+        return self.anchor_ms + (at_ms - 1 - self.anchor_ms) // self.every_ms * self.every_ms
+
+
+class ScheduleModel:
+    """The schedules as their records should have them, computed here
+    without the core's cron code: each record is checked as it is read."""
+
+    def __init__(self, late_max_ms: int) -> None:
+        self.late_max_ms = late_max_ms
+        self.read = 0  # records read so far
+        self.schedules: dict[str, ModelSchedule] = {}
+        self.fired: set[tuple[str, int]] = set()  # (name, tick) of every job pushed
+        self.up_since_ms = 0
+
+    def follow(self, records: list[R.Record]) -> None:
+        for record in records[self.read :]:
+            self._read(record)
+        self.read = len(records)
+
+    def _read(self, record: R.Record) -> None:
+        match record:
+            case R.Booted(at_ms=at_ms):
+                self.up_since_ms = at_ms
+                for schedule in self.schedules.values():
+                    schedule.up_since_ms = at_ms
+            case R.ScheduleAdded(schedule=spec, next_ms=next_ms, at_ms=at_ms):
+                self._added(spec, next_ms, at_ms)
+            case R.ScheduleRemoved(name=name):
+                del self.schedules[name]
+            case R.SchedulePaused(name=name):
+                self.schedules[name].paused = True
+            case R.ScheduleResumed(name=name, next_ms=next_ms, at_ms=at_ms):
+                schedule = self.schedules[name]
+                assert next_ms == schedule.first_after(max(at_ms, schedule.last_tick_ms))
+                schedule.paused, schedule.next_ms = False, next_ms
+            case R.ScheduleFired():
+                self._fired(record)
+
+    def _added(self, spec: R.ScheduleSpec, next_ms: int, at_ms: int) -> None:
+        known = self.schedules.get(spec.name)
+        after_ms = max(at_ms, known.last_tick_ms if known else 0)
+        anchor_ms, every_ms = (after_ms, spec.every_ms) if spec.every_ms else (0, 20 * SECOND_MS)
+        schedule = ModelSchedule(anchor_ms, every_ms, spec.missed, at_ms)
+        if known is not None:
+            schedule.up_since_ms, schedule.paused = known.up_since_ms, known.paused
+            schedule.last_tick_ms = known.last_tick_ms
+        assert next_ms == schedule.first_after(after_ms), (spec, next_ms, at_ms)
+        schedule.next_ms = next_ms
+        self.schedules[spec.name] = schedule
+
+    def _fired(self, record: R.ScheduleFired) -> None:
+        schedule = self.schedules[record.name]
+        assert not schedule.paused and record.tick_ms <= record.at_ms, "a tick fired early"
+        floor_ms = max(schedule.up_since_ms, record.at_ms - self.late_max_ms)
+        if schedule.next_ms >= floor_ms:  # the broker was up for it: it fires
+            assert record.tick_ms == schedule.next_ms and record.job is not None, record
+        else:  # missed: the policy's one record
+            assert record.tick_ms == schedule.last_before(floor_ms) >= schedule.next_ms
+            assert (record.job is None) == (schedule.missed == "skip"), record
+        assert record.next_ms == schedule.first_after(max(record.tick_ms, floor_ms - 1))
+        if record.job is not None:
+            tick = (record.name, record.tick_ms)
+            assert tick not in self.fired, f"tick {tick} fired twice"
+            assert record.job.id == f"_sch:{record.name}:{record.tick_ms}"
+            self.fired.add(tick)
+            schedule.last_tick_ms = record.tick_ms
+        schedule.next_ms = record.next_ms
+
+    def check(self, walk: Walk) -> None:
+        self.follow(walk.records)
+        state = walk.state.schedules
+        assert set(state) == set(self.schedules)
+        for name, schedule in self.schedules.items():
+            assert (state[name].next_ms, state[name].paused) == (
+                schedule.next_ms,
+                schedule.paused,
+            )
+            # exactly once when up: no tick of a running schedule is left due
+            assert schedule.paused or schedule.next_ms > walk.now_ms, name
+
+
 class CoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.walk = Walk()
+        self.schedule_model = ScheduleModel(self.walk.config.schedule_late_max_ms)
 
     def _held(self, data: st.DataObject) -> int:
         return data.draw(st.sampled_from(sorted(self.walk.leases)), label="token")
@@ -792,6 +904,34 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(request=queue_limits)
     def set_queue_limits(self, request: A.SetQueueLimits) -> None:
         self.walk.set_limits(msgspec.structs.replace(request, rid=self.walk.next_rid()))
+
+    @rule(
+        name=st.sampled_from(SCHEDULE_NAMES),
+        kind=st.sampled_from(SCHEDULE_KINDS),
+        missed=st.sampled_from(["skip", "last"]),
+        queue=st.sampled_from(QUEUES),
+    )
+    def add_schedule(self, name: str, kind: dict[str, object], missed: str, queue: str) -> None:
+        job = M.JobSpec(type="t", queue=queue, lease_ttl_ms=5 * SECOND_MS)
+        request = A.AddSchedule(self.walk.next_rid(), name, job, missed=missed, **kind)  # type: ignore[arg-type]
+        self.walk.expect(request, M.Ok)
+
+    @rule(name=st.sampled_from(SCHEDULE_NAMES), op=st.sampled_from(["remove", "pause", "resume"]))
+    def change_schedule(self, name: str, op: str) -> None:
+        rid = self.walk.next_rid()
+        requests = {
+            "remove": A.RemoveSchedule(rid, name),
+            "pause": A.PauseSchedule(rid, name),
+            "resume": A.ResumeSchedule(rid, name),
+        }
+        if name in self.walk.state.schedules:
+            self.walk.expect(requests[op], M.Ok)
+        else:
+            self.walk.refused(requests[op], ErrorCode.NOT_FOUND)
+
+    @invariant()
+    def schedules_fire_each_tick_once(self) -> None:
+        self.schedule_model.check(self.walk)
 
     @invariant()
     def consistent(self) -> None:

@@ -40,10 +40,10 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000107.log"]
-V3_COVERED = 106  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000112.log"]
+V3_COVERED = 111  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
-V3_RECORDS = 129  # in its two segments
+V3_RECORDS = 137  # in its two segments
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -343,6 +343,22 @@ def test_the_v3_snapshot_holds_the_limits_the_keys_lanes_and_the_rate_window() -
     set_later = [r for r in every[V3_COVERED:] if isinstance(r, R.QueueLimitsSet)]
     assert [(r.queue, r.per_key) for r in set_later] == [("lim", 2), ("lim-r", 0)]
     assert replayed(every).queues["lim"].key_leased == {}
+
+
+def test_the_v3_snapshot_holds_the_schedules_and_the_tail_fires_one() -> None:
+    loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
+    assert sorted(loaded.schedules) == ["beat", "nightly"]
+    assert loaded.schedules["nightly"].paused and loaded.schedules["nightly"].spec.tz
+    assert [entry[1] for entry in loaded.schedule_ticks] == ["beat"]
+    every = [record for _, records in _frames_of(V3) for record in records]
+    fired = [r for r in every[V3_COVERED:] if isinstance(r, R.ScheduleFired)]
+    assert [(r.name, r.tick_ms - fired[0].tick_ms) for r in fired] == [
+        ("beat", 0),
+        ("beat", 1000),
+        ("beat", 2000),
+    ]
+    assert all(r.job is not None and r.job.id == f"_sch:beat:{r.tick_ms}" for r in fired)
+    assert replayed(every).schedules["beat"].fires == 3
 
 
 def test_a_loaded_v3_image_dumps_to_the_same_chunks_byte_for_byte() -> None:

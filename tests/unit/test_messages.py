@@ -171,6 +171,19 @@ REQUESTS: list[Any] = [
     A.KillJobs(rid=35, kind="leased", cursor="1767225600000:4294967297", limit=250),
     A.GetHistory(rid=36, seconds=600),
     A.ListJobs(rid=37, kind="ready", cursor="mail/5/job-7", limit=100),
+    A.AddSchedule(
+        rid=38,
+        name="nightly",
+        job=JobSpec(type="report", queue="mail", args=ARGS),
+        cron="30 2 * * *",
+        tz="Europe/Berlin",
+        missed="last",
+    ),
+    A.AddSchedule(rid=39, name="beat", job=JobSpec(type="ping"), every_ms=60_000),
+    A.RemoveSchedule(rid=40, name="nightly"),
+    A.PauseSchedule(rid=41, name="beat"),
+    A.ResumeSchedule(rid=42, name="beat"),
+    A.ListSchedules(rid=43),
     Hello(rid=1, version=1, worker_id="w-1", key_id="k-2026", nonce=b"\x01" * 32),
     M.Auth(rid=2, proof=b"\x02" * L.AUTH_PROOF_BYTES),
 ]
@@ -347,6 +360,24 @@ REPLIES: list[Any] = [
     ),
     A.BatchPage(rid=21, batches=[], next="2:b-0", scanned=1),
     A.Compacted(rid=22, through_seq=41_210, journal_bytes=1_843_211),
+    A.Schedules(
+        rid=25,
+        schedules=[
+            A.ScheduleView(
+                name="nightly",
+                queue="mail",
+                type="report",
+                args=ARGS,
+                missed="last",
+                next_ms=T0_MS + 3_600_000,
+                added_ms=T0_MS,
+                cron="30 2 * * *",
+                tz="Europe/Berlin",
+                last_tick_ms=T0_MS - 82_800_000,
+                fires=4,
+            )
+        ],
+    ),
 ]
 
 BASES: dict[str, dict[str, Any]] = {
@@ -395,6 +426,17 @@ BASES: dict[str, dict[str, Any]] = {
     "history": {"op": "history", "rid": 1},
     "batches": {"op": "batches", "rid": 1},
     "compact": {"op": "compact", "rid": 1},
+    "add_schedule": {
+        "op": "add_schedule",
+        "rid": 1,
+        "name": "s",
+        "job": {"type": "t"},
+        "every_ms": 1000,
+    },
+    "remove_schedule": {"op": "remove_schedule", "rid": 1, "name": "s"},
+    "pause_schedule": {"op": "pause_schedule", "rid": 1, "name": "s"},
+    "resume_schedule": {"op": "resume_schedule", "rid": 1, "name": "s"},
+    "schedules": {"op": "schedules", "rid": 1},
 }
 BATCH_ID_OK = ["b", "b" * L.BATCH_ID_MAX_CHARS, "any batch é/"]
 BATCH_ID_BAD = ["", "b" * (L.BATCH_ID_MAX_CHARS + 1)]
