@@ -221,7 +221,10 @@ def _cycles(
     torn tails the restarts cut."""
     killed_starting = 0
     torn: set[str] = set()
-    for cycle in range(CYCLES):
+    cycle = -1
+    # CYCLES cycles; more (up to twice as many) while the Worker has acked
+    # nothing yet: on a loaded machine its first cycles may end before it runs
+    while (cycle := cycle + 1) < CYCLES or (not ledger.acked_by_runner and cycle < 2 * CYCLES):
         broker = BrokerProcess(data, ["--fsync", policy, *FLAGS])
         if rng.random() < KILL_WHILE_STARTING:
             broker.start(wait=False)
