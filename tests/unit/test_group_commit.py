@@ -23,7 +23,8 @@ from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
 from leash.broker.journal.log import Batch, Journal
 from leash.broker.journal.recovery import recover
-from tests.journal_kit import paused
+from leash.broker.journal.scheduler import LoopScheduler
+from tests.journal_kit import last_seq_in, paused
 
 WAIT_S = 10.0
 GATE_S = 2.0
@@ -62,7 +63,10 @@ async def committer_on(directory: str, disk: EventDisk, mode: str) -> AsyncItera
     journal.open(recovered.next_seq, None, 1)
     failures: list[BaseException] = []
     committer = GroupCommitter(
-        asyncio.get_running_loop(), journal, FsyncPolicy.parse(mode), failures.append
+        LoopScheduler(asyncio.get_running_loop()),
+        journal,
+        FsyncPolicy.parse(mode),
+        on_failure=failures.append,
     )
     disk.events.clear()  # the segment's creation
     try:
@@ -282,13 +286,9 @@ class SeqDisk(EventDisk):
 
     def write(self, fd: int, data: bytes) -> None:
         super().write(fd, data)
-        view, offset = memoryview(bytes(data)), 0
-        while offset < len(view):
-            scanned = F.scan_record(view, offset)
-            if not isinstance(scanned, F.Scanned):
-                break  # a segment header, not records
-            self.written_seq = scanned.seq + len(frame_decoder.decode(scanned.payload)) - 1
-            offset = scanned.end
+        last = last_seq_in(data)
+        if last is not None:
+            self.written_seq = last
 
     def sync(self, fd: int) -> None:
         covered = self.written_seq  # what an fsync starting now covers
