@@ -5,6 +5,8 @@ fsync policy waits for before a reply is released, the interval fsync on
 time, a rotation holding writes, a slow disk moving the fsync to the writer
 and back, and a failed fsync answering every reply with the error."""
 
+from pathlib import Path
+
 import pytest
 
 from leash.broker.journal import group_commit
@@ -13,6 +15,7 @@ from tests.commit_rig import rig
 from tests.journal_kit import paused
 
 SLOW_S = 2 * group_commit.INLINE_FSYNC_MAX_S
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
 
 
 def test_every_phase_has_its_moves_and_failed_is_the_end() -> None:
@@ -21,6 +24,11 @@ def test_every_phase_has_its_moves_and_failed_is_the_end() -> None:
     for phase in Phase:
         if phase is not Phase.FAILED:
             assert Phase.FAILED in TRANSITIONS[phase], phase
+
+
+def test_the_architecture_document_draws_every_phase() -> None:
+    drawn = ARCHITECTURE.read_text(encoding="utf-8")
+    assert [phase.name for phase in Phase if f"| {phase.name} |" not in drawn] == []
 
 
 def test_an_illegal_move_is_refused_loudly() -> None:
