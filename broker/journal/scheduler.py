@@ -15,6 +15,7 @@ committer a writer whose jobs finish when the test says instead.
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, Protocol
@@ -42,10 +43,13 @@ class Scheduler(Protocol):
 
 
 class LoopScheduler:
-    """The asyncio loop as a Scheduler: its clock, its callbacks."""
+    """The asyncio loop as a Scheduler: its callbacks, and a clock any
+    thread may read at full resolution (uvloop's ``loop.time`` counts whole
+    milliseconds and updates the loop's own field: no use for timing an
+    fsync from the writer thread)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.now = loop.time
+        self.now = time.perf_counter
         self.call_soon = loop.call_soon
         self.call_later = loop.call_later
         self.call_soon_threadsafe = loop.call_soon_threadsafe
