@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from leash.broker.core import CoreConfig, State, apply, canonical
 from leash.broker.core import records as R
+from leash.broker.core.records import frame_decoder
 from leash.broker.journal import format as F
 from leash.broker.journal import layout
 from leash.broker.journal.disk import Disk, OsDisk
@@ -124,6 +125,19 @@ def record_offsets(data: bytes) -> list[int]:
         assert isinstance(scanned, F.Scanned), scanned
         offset = scanned.end
     return [*offsets, len(view)]
+
+
+def last_seq_in(data: bytes | bytearray) -> int | None:
+    """The seq of the last record in a write's frames (its own parse, not
+    the journal's bookkeeping); None for a write of no record (a header)."""
+    view, offset, last = memoryview(bytes(data)), 0, None
+    while offset < len(view):
+        scanned = F.scan_record(view, offset)
+        if not isinstance(scanned, F.Scanned):
+            break  # a segment header, not records
+        last = scanned.seq + len(frame_decoder.decode(scanned.payload)) - 1
+        offset = scanned.end
+    return last
 
 
 def read_file(path: str) -> bytes:

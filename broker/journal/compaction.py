@@ -28,7 +28,6 @@ from leash.broker import core
 from leash.broker.core import image
 from leash.broker.journal import layout, snapshot
 from leash.broker.journal.disk import Disk
-from leash.broker.journal.group_commit import GroupCommitter
 from leash.broker.journal.log import Journal, Sealed
 from leash.broker.journal.recovery import Recovered
 
@@ -36,6 +35,7 @@ log = logging.getLogger("leash.journal")
 DEFAULT_SNAPSHOT_MIN_BYTES = 64 * 1024 * 1024
 RETRY_S, RETRY_MAX_S = 5.0, 300.0
 Spawn = Callable[[str, int], Awaitable[int]]  # (directory, through seq) -> exit status
+Seal = Callable[[], Awaitable[Sealed | None]]  # the group committer's seal
 
 
 async def run_snapshotter(directory: str, through_seq: int, keep_free_bytes: int = 0) -> int:
@@ -66,15 +66,18 @@ class Compactor:
         directory: str,
         disk: Disk,
         journal: Journal,
-        committer: GroupCommitter | None,
         recovered: Recovered,
         min_bytes: int = DEFAULT_SNAPSHOT_MIN_BYTES,
         spawn: Spawn = run_snapshotter,
+        reserve: Callable[[int], None] = lambda _bytes: None,
     ) -> None:
+        """``reserve`` is told what a snapshot being written may take on
+        disk (0 once it ended): the free-space watch keeps it from what
+        pushes may use. The committer tells ``on_sealed`` of each segment
+        it seals."""
         self.directory = directory
         self.disk = disk
         self.journal = journal
-        self.committer = committer
         self.min_bytes = min_bytes
         self.spawn = spawn
         self.snapshot_seq = recovered.snapshot.seq if recovered.snapshot else 0
@@ -87,15 +90,11 @@ class Compactor:
             if segment.path != journal.path
         ]
         self.snapshots_taken = 0
-        # Told what a snapshot being written may take on disk (0 once it
-        # ended): the free-space watch keeps it from what pushes may use.
-        self.reserve: Callable[[int], None] = lambda _bytes: None
+        self.reserve = reserve
         self._task: asyncio.Task[bool] | None = None
         self._retry_s = RETRY_S
         self._retry: asyncio.TimerHandle | None = None
         self._stopped = False
-        if committer is not None:
-            committer.on_sealed = self.on_sealed
 
     @property
     def threshold_bytes(self) -> int:
@@ -123,12 +122,12 @@ class Compactor:
         self._task = task
         return task
 
-    async def compact(self) -> int:
-        """Seal the open segment and snapshot through it; the seq covered."""
-        assert self.committer is not None, "compact needs a running journal"
+    async def compact(self, seal: Seal) -> int:
+        """Seal the open segment (``seal``: the running journal's) and
+        snapshot through it; the seq covered."""
         while self._task is not None:
             await asyncio.shield(self._task)
-        sealed = await self.committer.seal()
+        sealed = await seal()
         if sealed is not None:
             self.sealed.append(sealed)
         if self.sealed and not self._stopped:

@@ -4,9 +4,9 @@ Theory of operation. The event loop hands records to ``submit_records``
 (numbered and framed into the turn's batch, where consecutive submits share
 a journal frame: format.py) and replies to ``after``; a reply waits for
 every byte submitted before it. At the end of the loop turn (``flush``,
-which the broker calls once a turn, or a ``call_soon`` of its own) the whole
-buffer is written to the open segment, on the loop: a few KB into the page
-cache, a few microseconds.
+which the owner runs once a turn when ``on_turn`` asks it to, or a
+``call_soon`` of its own) the whole buffer is written to the open segment,
+on the loop: a few KB into the page cache, a few microseconds.
 
 - ``never`` and ``interval:MS``: the replies of the batch are released
   right after that write. Under ``interval`` the writer thread fsyncs every
@@ -25,48 +25,71 @@ Two kinds of wait, under every policy: ``after`` (the reply waits for the
 policy: the write, and under ``always`` the fsync) and ``after_written``
 (the reply waits for the write only: a fetch's lease, which a power loss
 can only make run again, as an expired lease does). Under ``always`` the
-written-only replies of a batch go to the sockets (``on_released``) right
-after its write, before its fsync; and records submitted with
-``sync=False`` (leases) start no fsync of their own: the next fsync that
-anyone waits for covers them, since an fsync covers every byte written
-before it. An epoch roll (``hold_until_synced``) makes every reply wait
-for an fsync again until one has covered it.
+written-only replies of a batch are handed out right after its write,
+before its fsync; and records submitted with ``sync=False`` (leases) start
+no fsync of their own: the next fsync that anyone waits for covers them,
+since an fsync covers every byte written before it. An epoch roll
+(``hold_until_synced``) makes every reply wait for an fsync again until one
+has covered it.
 
-Under every policy a reply is sent only after its records were written to
-the file, so a crash of the process never loses an acknowledged change;
-under ``always`` neither does a power loss.
+Under every policy a reply is released only after its records were written
+to the file, so a crash of the process never loses an acknowledged change;
+under ``always`` neither does a power loss. Released replies go to one
+callable, ``deliver`` (the owner sends them and writes its sockets).
 
-The writer thread is long-lived and does only what may block for long on
-the disk: the fsyncs of ``interval`` and slow ones of ``always``, and
-sealing a segment. The loop hands it a job through a
-``SimpleQueue``; the thread answers with one ``call_soon_threadsafe`` per
-job. While a job runs the loop keeps writing batches (writing and fsyncing
-one file from two threads is safe; the fsync covers what was written
-before it started) — except during a rotation: when the open segment
-passes its size, the replies of the batch that filled it and the writes
-after it wait until the writer has sealed it (an fsync, under every policy)
-and started the next (``Journal.rotate``), and the loop is told (``on_sealed``):
-that is where snapshots are triggered. ``seal`` does the same on request
-(compaction).
+The phases. What the journal file and the writer are doing is one
+``Phase``, changed only through ``_to``, which checks the move against
+``TRANSITIONS`` (an illegal move is a bug: it asserts):
+
+    IDLE ──write──▶ WRITTEN ──fsync on the loop──▶ SYNCING_LOOP ──▶ IDLE
+      ▲               │  └──fsync on the thread──▶ SYNCING ──write──▶ SYNCING_WRITTEN
+      │               │                              │ done ▶ IDLE     │ done ▶ WRITTEN
+      │               └──segment full / seal──▶ ROTATING ◀── ROTATE_WANTED ◀──┘ (full / seal
+      └──────────────────────────── sealed ──────┘        while an fsync runs)
+    any phase ──a write, fsync or seal failed──▶ FAILED (sticky)
+
+WRITTEN means "written since the last fsync began": under ``never`` and
+``interval`` it is the usual phase between fsyncs; under ``always`` it
+lasts until someone waits for an fsync. Beside the phase: the policy
+(immutable), the hold (``hold_until_synced``, loop-owned), whether the
+written records owe an fsync nobody waits for (``_sync_owed``), and
+whether the last fsync was fast (``_sync_inline``).
+
+The writer thread (scheduler.WriterThread) is long-lived and does only
+what may block for long on the disk: the fsyncs of ``interval`` and slow
+ones of ``always``, and sealing a segment. It owns no field of the
+committer: each job's result comes back on the loop, where the phase
+moves. While an fsync job runs the loop keeps writing batches (writing and
+fsyncing one file from two threads is safe; the fsync covers what was
+written before it started) — except during a rotation: when the open
+segment passes its size, the replies of the batch that filled it and the
+writes after it wait until the writer has sealed it (an fsync, under every
+policy) and started the next (``Journal.rotate``), and the owner is told
+(``on_sealed``): that is where snapshots are triggered. ``seal`` does the
+same on request (compaction).
 
 A failed write or fsync is sticky: the committer stops, every waiting and
 later reply is told the journal failed — the batch being synced and the
 buffer being filled alike, so no reply acknowledges a record of a failed
 batch — and ``on_failure`` is called once; fsync is never retried (the
 Journal refuses to touch the disk again).
+
+Time comes from the ``Scheduler`` (the interval timer, how long an fsync
+took), so tests run the committer on a virtual clock with a writer whose
+jobs finish when the test says.
 """
 
 import asyncio
+import enum
+import functools
 import logging
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
 from typing import Any, Literal, NamedTuple
 
 from leash.broker.core.records import Record
 from leash.broker.journal.log import Batch, Journal, JournalFailure, Sealed
+from leash.broker.journal.scheduler import Scheduler, Timer, Writer, WriterThread
 
 log = logging.getLogger("leash.journal")
 FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
@@ -75,7 +98,7 @@ FSYNC_SAMPLES_MAX = 1024  # the recent fsync times the quantiles are taken over
 # about this long on a slow disk, and keeps serving while the disk catches up.
 INLINE_FSYNC_MAX_S = 0.01
 Done = Callable[[bool], None]  # called with True when durable, False if the journal failed
-Then = Callable[[list[Done], Any, BaseException | None], None]  # a job's answer, on the loop
+Deliver = Callable[[list[Done], bool], None]  # hands released replies out
 
 
 class FsyncPolicy(NamedTuple):
@@ -97,8 +120,7 @@ class FsyncPolicy(NamedTuple):
 
 
 class CommitStats:
-    """Figures of the group commit since start, for stats and metrics. The
-    writer thread adds to the fsync figures; readers on the loop see whole numbers."""
+    """Figures of the group commit since start, for stats and metrics (the loop's)."""
 
     __slots__ = ("batches", "fsync_recent_s", "fsync_s_total", "fsyncs", "records", "records_bytes")
 
@@ -118,58 +140,114 @@ class CommitStats:
         return recent[min(len(recent) - 1, int(q * len(recent)))] * 1000
 
 
+class Phase(enum.Enum):
+    IDLE = "idle"  # the writer is free; nothing written since the last fsync began
+    WRITTEN = "written"  # the writer is free; written since the last fsync began
+    SYNCING_LOOP = "syncing on the loop"  # always, a fast disk: during that call only
+    SYNCING = "syncing on the thread"  # nothing written since it began
+    SYNCING_WRITTEN = "syncing on the thread, written since"  # the next fsync covers that
+    ROTATE_WANTED = "rotation wanted"  # writes wait; the fsync in flight ends first
+    ROTATING = "rotating"  # the writer seals the segment and opens the next; writes wait
+    FAILED = "failed"  # a write, fsync or seal failed: sticky
+
+
+P = Phase
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    P.IDLE: frozenset({P.WRITTEN, P.ROTATING, P.FAILED}),
+    P.WRITTEN: frozenset({P.WRITTEN, P.SYNCING_LOOP, P.SYNCING, P.ROTATING, P.FAILED}),
+    P.SYNCING_LOOP: frozenset({P.IDLE, P.FAILED}),
+    P.SYNCING: frozenset({P.SYNCING_WRITTEN, P.IDLE, P.ROTATE_WANTED, P.FAILED}),
+    P.SYNCING_WRITTEN: frozenset({P.SYNCING_WRITTEN, P.WRITTEN, P.ROTATE_WANTED, P.FAILED}),
+    P.ROTATE_WANTED: frozenset({P.ROTATING, P.FAILED}),
+    P.ROTATING: frozenset({P.IDLE, P.FAILED}),
+    P.FAILED: frozenset(),
+}
+WRITER_BUSY = frozenset({P.SYNCING, P.SYNCING_WRITTEN, P.ROTATE_WANTED, P.ROTATING})
+WRITES_HELD = frozenset({P.ROTATE_WANTED, P.ROTATING})
+UNSYNCED = frozenset({P.WRITTEN, P.SYNCING_WRITTEN})  # written bytes no fsync covers yet
+# Where a write and the end of an fsync on the writer lead, from each phase they can happen in.
+_AFTER_WRITE = {
+    P.IDLE: P.WRITTEN,
+    P.WRITTEN: P.WRITTEN,
+    P.SYNCING: P.SYNCING_WRITTEN,
+    P.SYNCING_WRITTEN: P.SYNCING_WRITTEN,
+}
+_AFTER_SYNC = {P.SYNCING: P.IDLE, P.SYNCING_WRITTEN: P.WRITTEN}
+
+
+def _call_each(replies: list[Done], ok: bool) -> None:
+    for done in replies:
+        done(ok)
+
+
 class GroupCommitter:
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        scheduler: Scheduler,
         journal: Journal,
         policy: FsyncPolicy,
+        *,
         on_failure: Callable[[BaseException], None],
         on_sealed: Callable[[Sealed], None] | None = None,
+        on_turn: Callable[[], None] | None = None,
+        deliver: Deliver = _call_each,
+        writer: Writer | None = None,
     ) -> None:
-        self._loop = loop
+        """``on_turn``: how a flush is asked for (the owner runs ``flush``
+        at the end of its loop turn; by default the committer schedules one
+        with ``call_soon``). ``deliver``: the one place released replies go.
+        ``writer``: what runs the jobs off the loop (a thread by default)."""
+        self._scheduler = scheduler
         self._journal = journal
         self._policy = policy
-        self._always = policy.mode == "always"
+        self._always_policy = policy.mode == "always"
         self._on_failure = on_failure
-        self.on_sealed = on_sealed
-        # How a flush is asked for: the broker runs flush() at the end of its
-        # loop turn; on its own the committer schedules one with call_soon.
-        self.schedule_flush: Callable[[], None] = self._schedule_own_flush
-        self.on_released: Callable[[], None] | None = None  # after a job released replies
+        self._on_sealed = on_sealed
+        self._request_flush = on_turn or self._schedule_own_flush
+        self._deliver = deliver
+        self._phase = Phase.IDLE
         self._batch = Batch()  # the records of this turn, framed
         self._batch_records = 0
         self._batch_sync = False  # the batch holds records that want an fsync (always)
         self._waiting: list[Done] = []  # replies for the batch being filled
         self._written_waiting: list[Done] = []  # replies that wait for its write only
-        self._unsynced: list[Done] = []  # always: written, for the next fsync
-        self._unsynced_data = False  # always: written since the last fsync began
-        self._sync_wanted = False  # always: written records want an fsync, waited for or not
-        self._dirty = False  # interval, never: written since the last fsync
-        self._job_waiting: list[Done] | None = None  # the job in flight's replies
-        self._rotating = False  # a rotation is wanted or in flight: writes wait
+        self._unsynced: list[Done] = []  # written, for the next fsync (or the seal)
+        self._in_flight: list[Done] = []  # the writer's job's replies
+        self._sync_owed = False  # always: written records want an fsync, waited for or not
         self._sync_inline = True  # always: the last fsync was fast
         self._holding = False  # hold_until_synced: every reply waits for an fsync until one
         self._sealing: list[asyncio.Future[Sealed | None]] = []  # seal() callers
         self._flush_scheduled = False
         self.failed: BaseException | None = None
         self.stats = CommitStats()
-        self.fsync_observers: list[Callable[[float], None]] = []  # called on the writer thread
+        self.fsync_observers: list[Callable[[float], None]] = []  # called on the loop
         self._idle = asyncio.Event()  # set when settled, while someone drains
         self._draining = 0
-        self._jobs: SimpleQueue[tuple[Callable[[], Any], list[Done], Then] | None] = SimpleQueue()
-        self._thread = threading.Thread(target=self._run_jobs, name="leash-journal", daemon=True)
-        self._thread.start()
-        self._interval: asyncio.TimerHandle | None = None
+        self._writer = writer if writer is not None else WriterThread(scheduler)
+        self._interval: Timer | None = None
         if policy.mode == "interval":
-            self._interval = loop.call_later(policy.interval_ms / 1000, self._interval_sync)
+            self._interval = scheduler.call_later(policy.interval_ms / 1000, self._interval_sync)
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def holding(self) -> bool:
+        """Whether a hold (``hold_until_synced``) is in force."""
+        return self._holding
+
+    @property
+    def _durable(self) -> bool:
+        """Whether replies wait for an fsync now: ``always``, or a hold."""
+        return self._always_policy or self._holding
 
     @property
     def busy(self) -> bool:
         """Whether a reply sent now would have to wait for the journal."""
-        if self._batch or self._rotating:
+        if self._batch or self._phase in WRITES_HELD:
             return True
-        return self._always and (self._unsynced_data or self._job_waiting is not None)
+        return self._durable and (self._phase in UNSYNCED or self._phase in WRITER_BUSY)
 
     @property
     def busy_written(self) -> bool:
@@ -181,7 +259,7 @@ class GroupCommitter:
         if self.failed is not None:
             return
         if not self._batch:
-            self.schedule_flush()
+            self._request_flush()
         self._batch.extend(data)
         self._batch_records += records
         self._batch_sync = True
@@ -193,7 +271,7 @@ class GroupCommitter:
         if self.failed is not None:
             return
         if not self._batch:
-            self.schedule_flush()
+            self._request_flush()
         self._journal.encode_into(records, self._batch)
         self._batch_records += len(records)
         if sync:
@@ -207,7 +285,7 @@ class GroupCommitter:
             done(True)
         else:
             self._waiting.append(done)
-            self.schedule_flush()
+            self._request_flush()
 
     def after_written(self, done: Done) -> None:
         """Call ``done`` once everything submitted so far is written to the
@@ -220,29 +298,23 @@ class GroupCommitter:
             done(True)
         else:
             self._written_waiting.append(done)
-            self.schedule_flush()
+            self._request_flush()
 
     def hold_until_synced(self) -> None:
         """Under every policy, the replies from now on wait for an fsync that
         covers what was submitted so far (an epoch roll: its record must be
         durable before a number of the new epoch is sent). Then every policy
         goes back to its own pace (``always``: fetches wait for the write only)."""
-        self._sync_wanted = True
-        if self._holding:
-            return
-        self._holding = True
-        if not self._always:
-            self._always = True
-            if self._dirty:  # written, not synced: the first fsync covers it
-                self._dirty, self._unsynced_data = False, True
-        self.schedule_flush()
+        self._sync_owed = True
+        if not self._holding:
+            self._holding = True
+            self._request_flush()
 
     def _end_hold(self) -> None:
         """After an fsync: it covered everything written under the hold once
         nothing was written since it began and nothing waits to be."""
-        if self._holding and not (self._unsynced_data or self._batch or self._unsynced):
+        if self._holding and self._phase is P.IDLE and not (self._batch or self._unsynced):
             self._holding = False
-            self._always = self._policy.mode == "always"
 
     async def drain(self) -> None:
         """Wait until nothing is buffered, waiting or in flight."""
@@ -250,7 +322,7 @@ class GroupCommitter:
         try:
             while self.failed is None and not self._settled():
                 self._idle.clear()
-                self.schedule_flush()
+                self._request_flush()
                 await self._idle.wait()
         finally:
             self._draining -= 1
@@ -259,22 +331,22 @@ class GroupCommitter:
         await self.drain()
         if self._interval is not None:
             self._interval.cancel()
-        if self.failed is None and not self._always and self._dirty:
-            synced: asyncio.Future[None] = self._loop.create_future()
+        if self.failed is None and not self._durable and self._phase is P.WRITTEN:
+            synced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-            def then(_waiting: list[Done], _result: object, error: BaseException | None) -> None:
-                self._job_waiting = None
+            def then(_waiting: list[Done], elapsed_s: object, error: BaseException | None) -> None:
+                self._in_flight = []
+                if error is None and self.failed is None:
+                    self._fsync_took(elapsed_s)
+                    self._to(_AFTER_SYNC[self._phase])
                 _settle(synced, None, error)
 
-            self._dirty = False
-            self._start(self._timed_sync, [], then)
+            self._start(P.SYNCING, self._timed_sync, [], then)
             try:
                 await synced
             except JournalFailure as error:
                 self._fail(error, [])
-        self._jobs.put(None)
-        if self.failed is None:  # after a failure the thread may hang in the kernel
-            self._thread.join()
+        self._writer.stop(wait=self.failed is None)  # after a failure it may hang in the kernel
 
     async def seal(self) -> Sealed | None:
         """Seal the open segment once everything submitted so far is
@@ -282,18 +354,23 @@ class GroupCommitter:
         await self.drain()
         if self.failed is not None:
             raise self.failed
-        sealed: asyncio.Future[Sealed | None] = self._loop.create_future()
+        sealed: asyncio.Future[Sealed | None] = asyncio.get_running_loop().create_future()
         self._sealing.append(sealed)
-        self._rotating = True
-        self._kick()
+        self._want_rotation()
         return await sealed
 
     # --- the loop side ----------------------------------------------------
 
+    def _to(self, phase: Phase) -> None:
+        assert phase in TRANSITIONS[self._phase], (
+            f"group commit: {self._phase.value} -> {phase.value}"
+        )
+        self._phase = phase
+
     def _schedule_own_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._own_flush)
+            self._scheduler.call_soon(self._own_flush)
 
     def _own_flush(self) -> None:
         self._flush_scheduled = False
@@ -301,67 +378,79 @@ class GroupCommitter:
 
     def flush(self) -> None:
         """Write the batch of this turn and release what it allows (end of a loop turn)."""
-        if self.failed is not None or self._rotating:
+        if self.failed is not None or self._phase in WRITES_HELD:
             return  # a rotation ends with a flush
         waiting, written = self._waiting, self._written_waiting
         if self._holding and written:  # the hold: they wait for the fsync too
             waiting, written = waiting + written, []
         self._waiting, self._written_waiting = [], []
         if self._batch:
-            data, self._batch = self._batch.close(), Batch()
-            sync_wanted, self._batch_sync = self._batch_sync, False
-            try:
-                self._journal.append(data, self._journal.next_seq - 1)
-            except JournalFailure as error:
-                self._fail(error, waiting + written)
+            if not self._write(waiting, written):
                 return
-            stats = self.stats
-            stats.batches += 1
-            stats.records += self._batch_records
-            stats.records_bytes += len(data)
-            self._batch_records = 0
             if self._journal.full:  # its replies wait for the seal: a failure there fails them
-                self._rotating = True
                 self._unsynced += waiting + written
                 written = []
-            elif self._always:
+                self._want_rotation()
+            elif self._durable:
                 self._unsynced += waiting
             else:
-                self._release(waiting, True)
-            if self._always:
-                self._unsynced_data = True
-                self._sync_wanted = self._sync_wanted or sync_wanted
-            else:
-                self._dirty = True
+                self._deliver(waiting, True)
         elif waiting:  # nothing new: these wait for what was written before them
-            if self._always and self._unsynced_data:
+            if self._durable and self._phase in UNSYNCED:
                 self._unsynced += waiting
-            elif self._always and self._job_waiting is not None:
-                self._job_waiting += waiting  # the fsync in flight covers every write
+            elif self._durable and self._phase is P.SYNCING:
+                self._in_flight += waiting  # the fsync in flight covers every write
             else:
-                self._release(waiting, True)
+                self._deliver(waiting, True)
         if written:  # written: out to the sockets now, before any fsync
-            self._release(written, True)
-            if self.on_released is not None:
-                self.on_released()
+            self._deliver(written, True)
         self._kick()
 
+    def _write(self, waiting: list[Done], written: list[Done]) -> bool:
+        """Write the batch to the open segment; False if that failed."""
+        data, self._batch = self._batch.close(), Batch()
+        sync_wanted, self._batch_sync = self._batch_sync, False
+        try:
+            self._journal.append(data, self._journal.next_seq - 1)
+        except JournalFailure as error:
+            self._fail(error, waiting + written)
+            return False
+        self._to(_AFTER_WRITE[self._phase])
+        stats = self.stats
+        stats.batches += 1
+        stats.records += self._batch_records
+        stats.records_bytes += len(data)
+        self._batch_records = 0
+        if self._durable:
+            self._sync_owed = self._sync_owed or sync_wanted
+        return True
+
+    def _want_rotation(self) -> None:
+        """Seal the open segment now, or once the fsync in flight ended."""
+        phase = self._phase
+        if phase is P.IDLE or phase is P.WRITTEN:
+            self._start_rotation()
+        elif phase is P.SYNCING or phase is P.SYNCING_WRITTEN:
+            self._to(P.ROTATE_WANTED)
+        # already wanted or rotating: that rotation answers every seal() caller
+
+    def _start_rotation(self) -> None:
+        waiting, self._unsynced = self._unsynced, []  # the seal syncs what it seals
+        self._sync_owed = False
+        self._start(P.ROTATING, self._journal.rotate, waiting, self._rotated)
+
     def _kick(self) -> None:
-        """Start the next job if the writer thread is free and one is due."""
-        if self._job_waiting is not None or self.failed is not None:
+        """Start an fsync if the writer is free and one is due."""
+        if self._phase is not P.WRITTEN or not self._durable:
+            self._check_idle()
             return
-        if self._rotating:  # the seal syncs what it seals
-            waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
-            self._sync_wanted = False
-            self._start(self._rotate, waiting, self._rotated)
-        elif self._unsynced_data and (self._unsynced or self._sync_wanted or self._draining):
-            waiting, self._unsynced, self._unsynced_data = self._unsynced, [], False
-            self._sync_wanted = False
+        if self._unsynced or self._sync_owed or self._draining:
+            waiting, self._unsynced = self._unsynced, []
+            self._sync_owed = False
             if self._sync_inline:
                 self._sync_here(waiting)
             else:
-                self._start(self._timed_sync, waiting, self._synced)
-            return
+                self._start(P.SYNCING, self._timed_sync, waiting, self._synced)
         else:
             self._check_idle()
 
@@ -369,67 +458,74 @@ class GroupCommitter:
         """Under ``always``, with a fast disk: the fsync on the loop. No thread
         hand-off and no wake-up; the requests read meanwhile wait in their
         sockets and make the next batch, so it is group commit all the same."""
+        self._to(P.SYNCING_LOOP)
         try:
-            self._sync_inline = self._timed_sync() < INLINE_FSYNC_MAX_S
+            elapsed_s = self._timed_sync()
         except JournalFailure as error:
             self._fail(error, waiting)
             return
-        self._release(waiting, True)
+        self._to(P.IDLE)
+        self._fsync_took(elapsed_s)
+        self._deliver(waiting, True)
         self._end_hold()
         self._check_idle()
 
-    def _start(self, work: Callable[[], Any], waiting: list[Done], then: Then) -> None:
-        self._job_waiting = waiting
-        self._jobs.put((work, waiting, then))
+    def _start(
+        self,
+        phase: Phase,
+        work: Callable[[], Any],
+        waiting: list[Done],
+        then: Callable[[list[Done], Any, BaseException | None], None],
+    ) -> None:
+        self._to(phase)
+        self._in_flight = waiting
+        self._writer.run(work, functools.partial(then, waiting))
 
     def _synced(self, waiting: list[Done], elapsed_s: object, error: BaseException | None) -> None:
-        self._job_waiting = None
-        if isinstance(elapsed_s, float):
-            self._sync_inline = elapsed_s < INLINE_FSYNC_MAX_S
+        self._in_flight = []
         if error is not None or self.failed is not None:
             self._fail(error or self.failed, waiting)  # type: ignore[arg-type]
             return
-        self._release(waiting, True)
+        self._fsync_took(elapsed_s)
+        if self._phase is P.ROTATE_WANTED:
+            self._deliver(waiting, True)
+            self._start_rotation()
+            return
+        self._to(_AFTER_SYNC[self._phase])
+        self._deliver(waiting, True)
         self._end_hold()
         self._kick()
-        if self.on_released is not None:
-            self.on_released()
 
     def _rotated(
         self, waiting: list[Done], sealed: Sealed | None, error: BaseException | None
     ) -> None:
-        self._job_waiting = None
-        self._rotating = False
-        sealing, self._sealing = self._sealing, []
+        self._in_flight = []
         if error is not None or self.failed is not None:
-            failure = error or self.failed
-            assert failure is not None
-            for future in sealing:
-                _settle(future, None, failure)
-            self._fail(failure, waiting)
+            self._fail(error or self.failed, waiting)  # type: ignore[arg-type]
             return
-        self._release(waiting, True)
+        sealing, self._sealing = self._sealing, []
+        self._to(P.IDLE)
+        self._deliver(waiting, True)
         self._end_hold()
         if sealing:  # asked for by seal(): its caller takes the sealed segment
             for future in sealing:
                 _settle(future, sealed, None)
-        elif sealed is not None and self.on_sealed is not None:
-            self.on_sealed(sealed)
+        elif sealed is not None and self._on_sealed is not None:
+            self._on_sealed(sealed)
         self.flush()  # what was held meanwhile
-        if self.on_released is not None:
-            self.on_released()
 
     def _interval_sync(self) -> None:
         if self.failed is not None:
             return
-        if self._dirty and self._job_waiting is None and not self._rotating:
-            self._dirty = False
-            self._start(self._timed_sync, [], self._synced)
-        self._interval = self._loop.call_later(self._policy.interval_ms / 1000, self._interval_sync)
+        if self._phase is P.WRITTEN and not self._holding:
+            self._start(P.SYNCING, self._timed_sync, [], self._synced)
+        self._interval = self._scheduler.call_later(
+            self._policy.interval_ms / 1000, self._interval_sync
+        )
 
     def _settled(self) -> bool:
         waiting = self._waiting or self._written_waiting
-        return not (self.busy or waiting or self._job_waiting is not None)
+        return not (self.busy or waiting or self._phase in WRITER_BUSY)
 
     def _check_idle(self) -> None:
         if self._draining and self._settled():
@@ -439,54 +535,41 @@ class GroupCommitter:
         first = self.failed is None
         if first:
             self.failed = error
+            self._to(P.FAILED)
             log.critical("journal failed, refusing every request: %s", error)
-        in_flight = self._job_waiting or []
+        in_flight = self._in_flight
         failed = waiting + in_flight + self._unsynced + self._waiting + self._written_waiting
         in_flight.clear()  # answered now; the job's own answer finds none left
         self._batch, self._waiting, self._unsynced = Batch(), [], []
         self._written_waiting = []
         self._batch_records = 0
-        self._release(failed, False)
+        sealing, self._sealing = self._sealing, []
+        for future in sealing:  # a seal() waiting for a rotation that will not come
+            _settle(future, None, error)
+        self._deliver(failed, False)
         self._idle.set()
         if first:
             self._on_failure(error)
 
-    @staticmethod
-    def _release(waiting: list[Done], ok: bool) -> None:
-        for done in waiting:
-            done(ok)
-
-    # --- the writer thread ------------------------------------------------
-
-    def _run_jobs(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            work, waiting, then = job
-            result, error = None, None
-            try:
-                result = work()
-            except Exception as failure:  # a JournalFailure; anything else is a bug, as fatal
-                error = failure
-            try:
-                self._loop.call_soon_threadsafe(then, waiting, result, error)
-            except RuntimeError:  # the loop is closed: nobody waits any more
-                return
-
-    def _rotate(self) -> Sealed | None:
-        sealed = self._journal.rotate()  # syncs what it seals
-        if sealed is not None:
-            self._dirty = False
-        return sealed
-
-    def _timed_sync(self) -> float:
-        started = time.perf_counter()
-        self._journal.sync()
-        elapsed_s = time.perf_counter() - started
-        self.stats.fsyncs += 1
-        self.stats.fsync_s_total += elapsed_s
-        self.stats.fsync_recent_s.append(elapsed_s)
+    def _fsync_took(self, elapsed_s: object) -> None:
+        """An fsync ended well (on the loop, whichever thread ran it)."""
+        if not isinstance(elapsed_s, float):
+            return  # a seal's: not timed
+        self._sync_inline = elapsed_s < INLINE_FSYNC_MAX_S
+        stats = self.stats
+        stats.fsyncs += 1
+        stats.fsync_s_total += elapsed_s
+        stats.fsync_recent_s.append(elapsed_s)
         for observe in self.fsync_observers:
             observe(elapsed_s)
-        return elapsed_s
+
+    # --- on the writer (or the loop, for a fast disk) ----------------------
+
+    def _timed_sync(self) -> float:
+        now = self._scheduler.now
+        started = now()
+        self._journal.sync()
+        return now() - started
 
 
 def _settle(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:

@@ -99,7 +99,7 @@ def compact(directory: str, out: TextIO = sys.stdout, disk: Disk | None = None) 
         journal = Journal(directory, disk)
         last = recovered.segments[-1] if recovered.segments else None
         journal.open(recovered.next_seq, last, recovered.state.epoch)
-        compactor = Compactor(directory, disk, journal, None, recovered)
+        compactor = Compactor(directory, disk, journal, recovered)
         compactor.snapshot_now(recovered.state)
         journal.close()
         for path in recovered.obsolete:

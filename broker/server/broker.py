@@ -21,14 +21,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from leash import __version__
 from leash.broker import core
 from leash.broker.core.records import Record
 from leash.broker.core.schedules import config_records
-from leash.broker.journal.group_commit import GroupCommitter
+from leash.broker.journal.group_commit import Done, GroupCommitter
 from leash.broker.journal.log import Journal
+from leash.broker.journal.scheduler import LoopScheduler
+from leash.broker.journal.space import SpaceWatch
 from leash.broker.server.admin import AdminConnection
 from leash.broker.server.auth import FailureTable, Handshake, Keyring
 from leash.broker.server.config import ServerConfig
@@ -79,22 +81,49 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Replayed(NamedTuple):
+    """What start-up replayed: seconds (snapshot and tail), records."""
+
+    seconds: float = 0.0
+    records: int = 0
+
+
+NOTHING_REPLAYED = Replayed()
+
+
 class Broker:
     def __init__(
         self,
         config: ServerConfig,
         state: core.State,
         journal: Journal,
-        committer: GroupCommitter,
+        *,
+        on_journal_failed: Callable[[BaseException], None],
+        compactor: "Compactor | None" = None,
+        space: SpaceWatch | None = None,
+        replayed: Replayed = NOTHING_REPLAYED,
         clock_ms: Callable[[], int] = wall_clock_ms,
         keyring: Keyring | None = None,
     ) -> None:
+        """The broker's shell over ``state`` and its open ``journal``: it
+        makes its group committer (``on_journal_failed``: told once when
+        the journal fails), whose sealed segments go to ``compactor`` (the
+        operator's compact too); ``space`` is the free-space watch;
+        ``replayed`` what start-up replayed (for the stats)."""
         self.config = config
         self.state = state
         self.journal = journal
-        self.committer = committer
         self.clock_ms = clock_ms
         self.loop = asyncio.get_running_loop()
+        self.committer = GroupCommitter(
+            LoopScheduler(self.loop),
+            journal,
+            config.fsync,
+            on_failure=on_journal_failed,
+            on_sealed=compactor.on_sealed if compactor is not None else None,
+            on_turn=self._schedule_turn,
+            deliver=self._deliver,
+        )
         self.connections: set[Connection] = set()
         self.attached: dict[str, int] = {}  # open greeted connections by worker id
         # The jobs each process ran, by type, as its last beat told: liveness
@@ -104,13 +133,11 @@ class Broker:
         self.outbound: list[Connection] = []  # connections with replies to write this turn
         self._turn_scheduled = False
         self._timer_stale = False  # a record was applied since the timer was armed
-        committer.schedule_flush = self._schedule_turn
-        committer.on_released = self.flush_replies
         self._timer: asyncio.TimerHandle | None = None
         self.stopping = False
         self._timer_due_ms: int | None = None
         self.started_ms = clock_ms()
-        self.replay_s, self.replay_records = 0.0, 0  # set by start-up
+        self.replay_s, self.replay_records = replayed.seconds, replayed.records
         self.admin_connections = 0
         self._background: set[asyncio.Task[None]] = set()  # compactions asked for
         self.totals = Totals(self.started_ms)
@@ -130,7 +157,10 @@ class Broker:
         # whether growth is refused (the dashboard shows both).
         self.disk_left_bytes: Callable[[], int | None] = lambda: None
         self.disk_low: Callable[[], bool] = lambda: False
-        self.compactor: Compactor | None = None  # compact(): seal and snapshot now
+        if space is not None:
+            self.refuses_growth, self.disk_left_bytes = space.refuses_growth, space.left_bytes
+            self.disk_low = lambda: space.low
+        self.compactor = compactor  # compact(): seal and snapshot now
 
     # --- requests ---------------------------------------------------------
 
@@ -302,6 +332,13 @@ class Broker:
         """``connection`` has replies queued: write them at the end of the turn."""
         self.outbound.append(connection)
         self._schedule_turn()
+
+    def _deliver(self, replies: list[Done], ok: bool) -> None:
+        """The committer released ``replies``: send them, and write the
+        sockets now (a fetch's reply leaves before the fsync that follows)."""
+        for done in replies:
+            done(ok)
+        self.flush_replies()
 
     def flush_replies(self) -> None:
         outbound = self.outbound
@@ -560,7 +597,7 @@ class Broker:
         """Seal the open segment and snapshot through it now (an operator's
         compact); the seq the snapshot covers."""
         assert self.compactor is not None, "the broker runs without a compactor"
-        return await self.compactor.compact()
+        return await self.compactor.compact(self.committer.seal)
 
     def stop(self) -> None:
         """Answer held fetches, stop the timer, close every connection once

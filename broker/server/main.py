@@ -31,12 +31,11 @@ from leash.broker.core.records import QueueLimitsSet
 from leash.broker.journal import datadir, layout
 from leash.broker.journal.compaction import Compactor, run_snapshotter
 from leash.broker.journal.disk import Disk, OsDisk
-from leash.broker.journal.group_commit import GroupCommitter
 from leash.broker.journal.log import Journal, JournalFailure
 from leash.broker.journal.recovery import JournalCorrupt, Recovered, recover
 from leash.broker.journal.space import SpaceWatch
 from leash.broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
-from leash.broker.server.broker import Broker, wall_clock_ms
+from leash.broker.server.broker import Broker, Replayed, wall_clock_ms
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.faktory import FaktoryFront
@@ -283,26 +282,6 @@ class _Running:
         self.exit_code = EXIT_OK
         self.state = recovered.state
         self.journal = journal
-        loop = asyncio.get_running_loop()
-        self.committer = GroupCommitter(loop, journal, config.fsync, self._journal_failed)
-        # A snapshot may use half the room under the watermark, never more:
-        # the rest is for the journal's records while pushes are refused.
-        keep_free_bytes = config.low_watermark_bytes // 2
-        self.compactor = Compactor(
-            config.data_dir,
-            disk,
-            journal,
-            self.committer,
-            recovered,
-            config.snapshot_min_bytes,
-            functools.partial(run_snapshotter, keep_free_bytes=keep_free_bytes),
-        )
-        self.broker = broker = Broker(
-            config, recovered.state, journal, self.committer, keyring=security.keyring
-        )
-        broker.replay_s = recovered.snapshot_s + recovered.replay_s
-        broker.replay_records = recovered.records
-        broker.compactor = self.compactor
         self.space = SpaceWatch(
             disk,
             config.data_dir,
@@ -310,10 +289,29 @@ class _Running:
             lambda: journal.appended_bytes,
             config.space_check_ms,
         )
-        broker.refuses_growth = self.space.refuses_growth
-        broker.disk_left_bytes = self.space.left_bytes
-        broker.disk_low = lambda: self.space.low
-        self.compactor.reserve = self.space.reserve
+        # A snapshot may use half the room under the watermark, never more:
+        # the rest is for the journal's records while pushes are refused.
+        keep_free_bytes = config.low_watermark_bytes // 2
+        self.compactor = Compactor(
+            config.data_dir,
+            disk,
+            journal,
+            recovered,
+            config.snapshot_min_bytes,
+            functools.partial(run_snapshotter, keep_free_bytes=keep_free_bytes),
+            reserve=self.space.reserve,
+        )
+        self.broker = Broker(
+            config,
+            recovered.state,
+            journal,
+            on_journal_failed=self._journal_failed,
+            compactor=self.compactor,
+            space=self.space,
+            replayed=Replayed(recovered.snapshot_s + recovered.replay_s, recovered.records),
+            keyring=security.keyring,
+        )
+        self.committer = self.broker.committer
 
     def _journal_failed(self, error: BaseException) -> None:
         self.exit_code = EXIT_JOURNAL_FAILED

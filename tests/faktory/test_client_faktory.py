@@ -14,8 +14,9 @@ from faktory._proto import Connection
 from leash.client.admin import AdminClient
 from leash.protocol import messages as M
 from tests.faktory.conftest import Launch
-from tests.faktory.workers import WorkerProcess, wait_until
+from tests.faktory.workers import WorkerProcess
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,8 +118,8 @@ def test_its_worker_runs_a_batch_of_jobs_to_completion(
         for n in range(3):
             assert client.queue("explode", args=[], queue="batch", jid=f"py-explode-{n}")
     with WorkerProcess("py_worker", str(broker.faktory_port), "py-worker-01", "batch"):
-        took_s = wait_until(lambda: admin.stats().totals["acked"] == 20, "20 jobs acked")
-        wait_until(lambda: admin.stats().totals["failed"] == 3, "3 jobs failed")
+        took_s = wait_for(lambda: admin.stats().totals["acked"] == 20, "20 jobs acked")
+        wait_for(lambda: admin.stats().totals["failed"] == 3, "3 jobs failed")
     print(f"the faktory package's worker ran 23 jobs in {took_s:.2f} s")
     for n in range(3):
         job = admin.job(f"py-explode-{n}")

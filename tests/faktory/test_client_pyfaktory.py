@@ -16,8 +16,9 @@ from pyfaktory.models import Job, JobFilter, MutateOperation
 from leash.client.admin import AdminClient
 from leash.protocol import messages as M
 from tests.faktory.conftest import Launch
-from tests.faktory.workers import WorkerProcess, wait_until
+from tests.faktory.workers import WorkerProcess
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -122,8 +123,8 @@ def test_its_consumer_runs_a_batch_of_jobs_to_completion(
     assert Producer(client=producer).push_bulk(jobs) == {}
     producer.disconnect()
     with WorkerProcess("pyfaktory_worker", str(broker.faktory_port), "pyf-worker-01", "batch"):
-        took_s = wait_until(lambda: admin.stats().totals["acked"] == 20, "20 jobs acked")
-        wait_until(lambda: admin.stats().totals["failed"] == 3, "3 jobs failed")
+        took_s = wait_for(lambda: admin.stats().totals["acked"] == 20, "20 jobs acked")
+        wait_for(lambda: admin.stats().totals["failed"] == 3, "3 jobs failed")
     print(f"pyfaktory's consumer ran 23 jobs in {took_s:.2f} s")
     failed = admin.job("pyf-explode-0")
     assert failed.last_error is not None and failed.last_error.type == "ValueError"

@@ -18,8 +18,9 @@ from leash.client import Client
 from leash.client.admin import AdminClient
 from tests.faktory.conftest import Launch
 from tests.faktory.lines import Lines
-from tests.faktory.workers import ROOT, WorkerProcess, wait_until
+from tests.faktory.workers import ROOT, WorkerProcess
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -39,8 +40,8 @@ def test_a_job_pushed_by_a_faktory_client_is_worked_by_a_leash_worker(
         assert client.queue("explode", args=[], jid="fk-explode-1", retry=-1)
     worker = leash_worker(broker)
     try:
-        wait_until(lambda: admin.stats().totals["acked"] == 10, "10 jobs acked by the Leash worker")
-        wait_until(lambda: admin.job("fk-explode-1").state == "dead", "the exploding job dead")
+        wait_for(lambda: admin.stats().totals["acked"] == 10, "10 jobs acked by the Leash worker")
+        wait_for(lambda: admin.job("fk-explode-1").state == "dead", "the exploding job dead")
     finally:
         os.kill(worker.pid, signal.SIGTERM)
         _, stderr = worker.communicate(timeout=30)
@@ -57,10 +58,8 @@ def test_a_job_pushed_by_a_leash_client_is_worked_by_a_faktory_worker(
             client.push("square", [n], queue="cross", id=f"leash-square-{n}", max_attempts=3)
         client.push("explode", queue="cross", id="leash-explode-1", max_attempts=1)
     with WorkerProcess("py_worker", str(broker.faktory_port), "fk-worker-01", "cross"):
-        wait_until(
-            lambda: admin.stats().totals["acked"] == 10, "10 jobs acked by the Faktory worker"
-        )
-        wait_until(lambda: admin.job("leash-explode-1").state == "dead", "the exploding job dead")
+        wait_for(lambda: admin.stats().totals["acked"] == 10, "10 jobs acked by the Faktory worker")
+        wait_for(lambda: admin.job("leash-explode-1").state == "dead", "the exploding job dead")
     error = admin.job("leash-explode-1").last_error
     assert error is not None and (error.type, error.message) == (
         "ValueError",

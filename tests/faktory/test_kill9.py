@@ -11,8 +11,9 @@ from faktory import Client as FaktoryClient
 
 from leash.client.admin import AdminClient
 from tests.faktory.lines import Lines
-from tests.faktory.workers import WorkerProcess, wait_until
+from tests.faktory.workers import WorkerProcess
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 GRACE_S = 2.0  # --reconnect-grace-ms: all connections gone this long, the process is dead
@@ -28,11 +29,11 @@ def test_a_killed_faktory_worker_loses_its_leases_within_the_grace(
             assert client.queue("hang", args=[], queue="hang", jid=jid)  # reserve_for: 30 min
     victim = WorkerProcess("py_worker", str(broker.faktory_port), "fk-victim-01", "hang")
     try:
-        wait_until(lambda: sum(len(b.jobs) for b in admin.busy()) == 3, "3 jobs held")
+        wait_for(lambda: sum(len(b.jobs) for b in admin.busy()) == 3, "3 jobs held")
     finally:
         victim.kill()
     killed_s = time.monotonic()
-    ended_s = wait_until(lambda: admin.busy() == [], "the victim's leases ended", 30)
+    ended_s = wait_for(lambda: admin.busy() == [], "the victim's leases ended", 30)
     print(f"kill -9 -> the victim's 3 leases ended in {ended_s:.3f} s (grace {GRACE_S} s)")
     assert ended_s < GRACE_S + SLACK_S
     for jid in jids:

@@ -13,8 +13,8 @@ import pytest
 
 from leash.client.admin import AdminClient
 from tests.faktory.lines import Lines
-from tests.faktory.workers import wait_until
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 RESTART_GRACE_S = 3.0  # --restart-grace-ms by default
@@ -74,5 +74,5 @@ def _fetch_gone(rescuer: Lines, back_s: float) -> float:
 
 def _holders(admin: AdminClient) -> dict[str, list[str]]:
     """The leases held now, by process."""
-    wait_until(lambda: len(admin.busy()) == 2, "two processes hold a lease")
+    wait_for(lambda: len(admin.busy()) == 2, "two processes hold a lease")
     return {busy.worker_id: sorted(job.id for job in busy.jobs) for busy in admin.busy()}

@@ -6,8 +6,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,12 +48,3 @@ class WorkerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         return errors
-
-
-def wait_until(done: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> float:
-    """Poll ``done`` until it is true: the seconds it took (AssertionError after ``timeout_s``)."""
-    started_s = time.monotonic()
-    while not done():
-        assert time.monotonic() - started_s < timeout_s, f"not within {timeout_s} s: {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started_s

@@ -15,6 +15,7 @@ from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
 from leash.broker.journal.log import Journal
 from leash.broker.journal.recovery import recover
+from leash.broker.journal.scheduler import LoopScheduler
 from tests.journal_kit import paused, replayed
 
 SEGMENT_BYTES = 1024
@@ -40,15 +41,21 @@ async def running(directory: str, min_bytes: int, spawn: object = None) -> Async
     journal = Journal(directory, disk, SEGMENT_BYTES)
     last = recovered.segments[-1] if recovered.segments else None
     journal.open(recovered.next_seq, last, 1)
-    loop = asyncio.get_running_loop()
-    committer = GroupCommitter(loop, journal, FsyncPolicy("always"), lambda error: None)
     options = {} if spawn is None else {"spawn": spawn}
-    compactor = Compactor(directory, disk, journal, committer, recovered, min_bytes, **options)
+    compactor = Compactor(directory, disk, journal, recovered, min_bytes, **options)
+    committer = GroupCommitter(
+        LoopScheduler(asyncio.get_running_loop()),
+        journal,
+        FsyncPolicy("always"),
+        on_failure=lambda error: None,
+        on_sealed=compactor.on_sealed,
+    )
+    parts = Running(journal, committer, compactor)
     try:
-        yield Running(journal, committer, compactor)
+        yield parts
     finally:
         await compactor.stop()
-        await committer.close()
+        await parts.committer.close()
         journal.close()
 
 
@@ -92,7 +99,7 @@ async def test_compact_seals_the_open_segment_and_snapshots_everything(
     directory = str(tmp_path)
     async with running(directory, min_bytes=1 << 40) as broker:
         await broker.write(paused(30, name_chars=60))
-        through = await broker.compactor.compact()
+        through = await broker.compactor.compact(broker.committer.seal)
         assert through == broker.journal.next_seq - 1 == 30
         assert _files(directory) == ([31], [30])
         await broker.write(paused(3, start=100))
@@ -155,7 +162,17 @@ async def test_the_brokers_compact_snapshots_through_everything_journalled(
     async with running(directory, min_bytes=1 << 40) as parts:
         await parts.write(paused(12, name_chars=60))
         state = replayed(parts.records)
-        broker = Broker(ServerConfig(data_dir=directory), state, parts.journal, parts.committer)
-        broker.compactor = parts.compactor
+        await parts.committer.close()  # the broker's own committer takes the journal over
+        config, failures = ServerConfig(data_dir=directory), []
+        broker = Broker(
+            config,
+            state,
+            parts.journal,
+            on_journal_failed=failures.append,
+            compactor=parts.compactor,
+        )
+        parts.committer = broker.committer
+        broker.guard.stop()
         assert await broker.compact() == 12
+        assert failures == []
         assert _files(directory) == ([13], [12])

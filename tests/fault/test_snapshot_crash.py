@@ -54,7 +54,7 @@ def at_shutdown(disk: SimDisk) -> None:
     recovered = recover(DIRECTORY, disk, CoreConfig())
     journal = Journal(DIRECTORY, disk, SEGMENT_BYTES)
     journal.open(recovered.next_seq, recovered.segments[-1], 1)
-    Compactor(DIRECTORY, disk, journal, None, recovered).snapshot_now(recovered.state)
+    Compactor(DIRECTORY, disk, journal, recovered).snapshot_now(recovered.state)
     journal.close()
 
 

@@ -84,15 +84,6 @@ def connect(broker: BrokerProcess, **options: Any) -> Client:
     return Client("127.0.0.1", broker.port, **options)
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
 # --- views -------------------------------------------------------------------
 
 

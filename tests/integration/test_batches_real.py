@@ -26,7 +26,7 @@ import pytest
 
 from leash.client import Client, NotFound
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.test_processes import wait_until
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The chaos kills a worker every half second, so a job may lose its lease

@@ -19,7 +19,7 @@ from leash.protocol import PROTOCOL_VERSION
 from leash.protocol import messages as M
 from leash.protocol.frames import FrameDecoder, encode_frame
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.test_processes import wait_until
+from tests.waiting import wait_until
 
 
 def connect(broker: BrokerProcess, **options: object) -> Client:

@@ -24,6 +24,7 @@ import pytest
 from leash.client import Client, Job
 from leash.client._exceptions import LeashError, NotFound, StaleLease
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 POLL_S = 0.02
@@ -168,15 +169,6 @@ def fetch_ids(client: Client, queue_name: str, ids: Sequence[str], timeout_s: fl
         assert {job.id for job in jobs} <= wanted, "a job that was not pushed here"
         got.extend(jobs)
     return got
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(POLL_S)
-    return predicate()
 
 
 # --- 1. kill -9 a worker -------------------------------------------------------

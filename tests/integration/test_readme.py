@@ -32,8 +32,9 @@ from leash.client import AdminClient, Client
 from leash.web import serve as web_serve
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import key_file, new_key
-from tests.integration.test_processes import gone, wait_until
+from tests.integration.test_processes import gone
 from tests.integration.tls_certs import TlsFiles
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -32,7 +32,8 @@ import pytest
 
 from leash.client import Client, ConnectionLost, Job
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.test_processes import HOLD_LEASES, ROOT, Script, gone, wait_until
+from tests.integration.test_processes import HOLD_LEASES, ROOT, Script, gone
+from tests.waiting import wait_until
 
 RESTART_CYCLES = int(os.environ.get("LEASH_RESTART_CYCLES", "10"))  # a order: 20 in all
 RESTART_GRACE_S = 3.0  # --restart-grace-ms by default

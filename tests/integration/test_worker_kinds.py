@@ -15,7 +15,8 @@ import pytest
 from leash import Client, Worker
 from tests.integration.apps import kind_tasks
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.worker_thread import gone, running, settled, wait_until
+from tests.integration.worker_thread import gone, running, settled
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 SHORT_LEASE_MS = 1000  # the shortest lease: extended every 0.5 s while its job runs

@@ -19,7 +19,8 @@ from leash.client._types import Job
 from leash.middleware import LoggingContext, Middleware
 from leash.middleware.otel import OpenTelemetry
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.worker_thread import gone, running, settled, wait_until
+from tests.integration.worker_thread import gone, running, settled
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 app_log = logging.getLogger("tests.app")

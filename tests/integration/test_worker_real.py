@@ -9,6 +9,7 @@ import time
 from leash.client import Client
 from leash.client._exceptions import NotFound
 from tests.integration.broker_proc import BrokerProcess
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,15 +20,6 @@ def start_worker(broker: BrokerProcess, *args: str) -> "subprocess.Popen[bytes]"
         "tests.integration.apps.tasks", "--port", str(broker.port), *args,
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def wait_until(predicate: "object", timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def gone(client: Client, job_id: str) -> bool:

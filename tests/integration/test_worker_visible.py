@@ -24,7 +24,8 @@ from leash.client._metrics import REQUEST_HEAD_MAX_BYTES
 from leash.client.cli import main
 from leash.protocol.messages import JobsRun
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.worker_thread import WAIT_S, running, settled, wait_until
+from tests.integration.worker_thread import WAIT_S, running, settled
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

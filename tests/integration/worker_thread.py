@@ -3,14 +3,14 @@
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from leash.client import Client, Worker
 from leash.protocol.messages import JobView
-from tests.integration import test_processes as processes
 from tests.integration.test_processes import gone
+from tests.waiting import wait_until
 
-__all__ = ["gone", "running", "settled", "wait_until"]
+__all__ = ["gone", "running", "settled"]
 
 WAIT_S = 15.0
 
@@ -36,10 +36,6 @@ def running(worker: Worker, *, now: bool = False) -> Iterator[threading.Thread]:
         thread.join(WAIT_S)
     assert not thread.is_alive(), "the worker did not stop"
     assert not errors, errors
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    return processes.wait_until(predicate, timeout_s)
 
 
 def settled(client: Client, job_id: str, state: str) -> JobView:

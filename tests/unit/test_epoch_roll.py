@@ -4,7 +4,6 @@ No token is issued twice, the counter never spills into the epoch bits, the
 roll replays, and the shell makes it durable before any reply under every
 fsync policy (the broker itself, in process, on a real journal)."""
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,7 @@ from leash.broker.core import CoreConfig, State, apply, canonical
 from leash.broker.core import records as R
 from leash.broker.core.state import COUNTER_LIMIT, COUNTER_ROLL_AT
 from leash.broker.journal.disk import OsDisk
-from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
+from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.journal.log import Journal
 from leash.broker.journal.recovery import recover
 from leash.broker.server.broker import Broker
@@ -120,13 +119,13 @@ async def broker_on(directory: str, disk: EventDisk, mode: str) -> AsyncIterator
     journal = Journal(directory, disk)
     journal.open(recover(directory, OsDisk(), CoreConfig()).next_seq, None, 1)
     failures: list[BaseException] = []
-    loop = asyncio.get_running_loop()
-    committer = GroupCommitter(loop, journal, FsyncPolicy.parse(mode), failures.append)
+    config = ServerConfig(data_dir=directory, fsync=FsyncPolicy.parse(mode))
     records = near_the_end(2)
+    broker = Broker(config, replayed(records), journal, on_journal_failed=failures.append)
+    committer = broker.committer
     committer.submit_records(records)
     await committer.drain()
     disk.events.clear()  # the segment's creation and the setup
-    broker = Broker(ServerConfig(data_dir=directory), replayed(records), journal, committer)
     try:
         yield broker
     finally:

@@ -447,7 +447,7 @@ def test_an_older_data_directory_goes_on_in_a_new_v3_segment_and_keeps_its_files
     journal.close()
     assert journal.path == os.path.join(directory, f"journal-{next_seq:020d}.log")
     assert F.decode_header(read_file(journal.path)).version == F.FORMAT_VERSION == 3
-    sealed = Compactor(directory, OsDisk(), journal, None, recovered).sealed
+    sealed = Compactor(directory, OsDisk(), journal, recovered).sealed
     assert [segment.path for segment in sealed] == [recovered.segments[0].path], (
         "the older segment counts as sealed: a snapshot can cover it"
     )

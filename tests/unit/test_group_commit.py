@@ -1,12 +1,13 @@
 """The group committer (broker/journal/group_commit.py) on a real journal in a
-temporary directory, through a disk that records the order of what happens:
-what each policy waits for before a reply is released, the writer thread
-taking over from a slow disk, and a failure there answering every reply."""
+temporary directory, the real event loop and the real writer thread, through
+a disk that records the order of what happens: what virtual time cannot show
+(the loop serving while the thread fsyncs, its own flush at the end of a
+turn), and how a batch is framed. The rules of each phase and policy are
+tested in virtual time (test_group_commit_phases.py) and by the seeded
+simulation (tests/property/test_group_commit_sim.py)."""
 
 import asyncio
-import errno
 import os
-import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
 from leash.broker.journal.log import Batch, Journal
 from leash.broker.journal.recovery import recover
+from leash.broker.journal.scheduler import LoopScheduler
 from tests.journal_kit import paused
 
 WAIT_S = 10.0
@@ -32,13 +34,12 @@ GATE_S = 2.0
 class EventDisk(OsDisk):
     """The real disk, with a log of writes, syncs and releases in order; a
     sync can be made slow (``sync_s``), wait for the loop to open a ``gate``
-    (it never opens if the sync runs on the loop itself), or fail."""
+    (it never opens if the sync runs on the loop itself)."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
         self.sync_s = 0.0
         self.gate: threading.Event | None = None
-        self.fail_sync = False
 
     def write(self, fd: int, data: bytes) -> None:
         super().write(fd, data)
@@ -49,8 +50,6 @@ class EventDisk(OsDisk):
             time.sleep(self.sync_s)  # a slow disk, on whichever thread syncs
         if self.gate is not None:
             self.gate.wait(GATE_S)
-        if self.fail_sync:
-            raise OSError(errno.EIO, "Input/output error (injected)")
         super().sync(fd)
         self.events.append("sync")
 
@@ -62,7 +61,10 @@ async def committer_on(directory: str, disk: EventDisk, mode: str) -> AsyncItera
     journal.open(recovered.next_seq, None, 1)
     failures: list[BaseException] = []
     committer = GroupCommitter(
-        asyncio.get_running_loop(), journal, FsyncPolicy.parse(mode), failures.append
+        LoopScheduler(asyncio.get_running_loop()),
+        journal,
+        FsyncPolicy.parse(mode),
+        on_failure=failures.append,
     )
     disk.events.clear()  # the segment's creation
     try:
@@ -84,19 +86,6 @@ async def _until(condition: object) -> None:
     async with asyncio.timeout(WAIT_S):
         while not condition():  # type: ignore[operator]
             await asyncio.sleep(0.001)
-
-
-@pytest.mark.parametrize("mode", ["never", "interval:60000"])
-async def test_without_always_a_reply_is_released_after_its_write_and_before_any_fsync(
-    tmp_path: os.PathLike[str], mode: str
-) -> None:
-    disk, results = EventDisk(), []
-    async with committer_on(str(tmp_path), disk, mode) as committer:
-        committer.submit_records(paused(3))
-        committer.after(released(disk, results, "reply"))
-        assert results == []  # not before the end of the loop turn
-        await _until(lambda: results)
-        assert disk.events == ["write", "reply ok"]
 
 
 async def test_under_always_a_reply_is_released_after_the_fsync_of_its_write(
@@ -151,25 +140,6 @@ async def test_a_slow_fsync_moves_to_the_writer_thread_and_the_loop_serves_meanw
         committer.after(released(disk, results, "third"))
         await _until(lambda: len(results) == 3)
         assert disk.events[-3:] == ["write", "sync", "third ok"]
-
-
-async def test_a_failed_fsync_on_the_writer_thread_fails_every_waiting_and_later_reply(
-    tmp_path: os.PathLike[str],
-) -> None:
-    disk, results = EventDisk(), []
-    async with committer_on(str(tmp_path), disk, "always") as committer:
-        await _one_slow_fsync(committer, disk, results)
-        disk.fail_sync = True
-        committer.submit_records(paused(1, start=1))  # its fsync, on the thread, fails
-        committer.after(released(disk, results, "in flight"))
-        await asyncio.sleep(0)  # the batch is written and its fsync started
-        committer.submit_records(paused(1, start=2))  # written while that fsync runs
-        committer.after(released(disk, results, "next batch"))
-        await _until(lambda: committer.failed is not None)
-        committer.after(released(disk, results, "later"))
-        syncs = disk.events.count("sync")
-    assert results == [True, False, False, False]
-    assert disk.events.count("sync") == syncs == 1, "fsync was tried again after it failed"
 
 
 def _encoded(records: list[R.Record]) -> list[bytes]:
@@ -229,26 +199,6 @@ def test_a_frame_takes_no_more_records_once_its_payload_passes_the_target() -> N
     assert len(frames) == -(-100 * 2010 // F.FRAME_TARGET_BYTES), [len(f) for f in frames]
 
 
-@pytest.mark.parametrize("mode", ["never", "interval:60000"])
-async def test_a_hold_makes_the_next_replies_wait_for_one_fsync_then_the_policy_resumes(
-    tmp_path: os.PathLike[str], mode: str
-) -> None:
-    disk, results = EventDisk(), []
-    async with committer_on(str(tmp_path), disk, mode) as committer:
-        committer.submit_records(paused(1))
-        committer.after(released(disk, results, "before"))
-        await _until(lambda: results)
-        committer.submit_records(paused(1, start=1))  # the record that must be durable
-        committer.hold_until_synced()
-        committer.after(released(disk, results, "held"))
-        await _until(lambda: len(results) == 2)
-        committer.submit_records(paused(1, start=2))
-        committer.after(released(disk, results, "after"))
-        await _until(lambda: len(results) == 3)
-        held = ["write", "sync", "held ok"]
-        assert disk.events == ["write", "before ok", *held, "write", "after ok"]
-
-
 def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_they_were() -> None:
     journal = Journal("/nonexistent", OsDisk())
     journal.next_seq = 7
@@ -269,65 +219,6 @@ def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_the
 # --- what a reply waits for: the write, or the fsync too -------------------
 
 
-class SeqDisk(EventDisk):
-    """An EventDisk that reads the sequence numbers out of what is written
-    (its own parse of the frames, not the journal's bookkeeping): the last
-    seq written, and the last one an fsync covered (what was written when
-    the fsync began)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.written_seq = 0
-        self.synced_seq = 0
-
-    def write(self, fd: int, data: bytes) -> None:
-        super().write(fd, data)
-        view, offset = memoryview(bytes(data)), 0
-        while offset < len(view):
-            scanned = F.scan_record(view, offset)
-            if not isinstance(scanned, F.Scanned):
-                break  # a segment header, not records
-            self.written_seq = scanned.seq + len(frame_decoder.decode(scanned.payload)) - 1
-            offset = scanned.end
-
-    def sync(self, fd: int) -> None:
-        covered = self.written_seq  # what an fsync starting now covers
-        super().sync(fd)
-        self.synced_seq = max(self.synced_seq, covered)
-
-
-async def test_under_always_a_fetch_reply_leaves_after_its_write_and_before_the_fsync(
-    tmp_path: os.PathLike[str],
-) -> None:
-    disk, results = EventDisk(), []
-    async with committer_on(str(tmp_path), disk, "always") as committer:
-        committer.submit_records(paused(1))  # a push: its reply waits for the fsync
-        committer.after(released(disk, results, "push"))
-        committer.submit_records(paused(1, start=1), sync=False)  # a lease
-        committer.after_written(released(disk, results, "fetch"))
-        await _until(lambda: len(results) == 2)
-        assert disk.events == ["write", "fetch ok", "sync", "push ok"]
-
-
-async def test_under_always_leases_alone_start_no_fsync_and_the_next_fsync_covers_them(
-    tmp_path: os.PathLike[str],
-) -> None:
-    disk, results = SeqDisk(), []
-    async with committer_on(str(tmp_path), disk, "always") as committer:
-        committer.submit_records(paused(2), sync=False)
-        committer.after_written(released(disk, results, "fetch"))
-        await _until(lambda: results)
-        for _ in range(5):  # turns go by: nothing asks for the fsync
-            await asyncio.sleep(0)
-        assert disk.events == ["write", "fetch ok"]
-        assert (disk.written_seq, disk.synced_seq) == (2, 0)
-        committer.submit_records(paused(1, start=2))  # an ack: its fsync covers the leases
-        committer.after(released(disk, results, "ack"))
-        await _until(lambda: len(results) == 2)
-        assert disk.events[2:] == ["write", "sync", "ack ok"]
-        assert disk.synced_seq == 3
-
-
 async def test_under_always_a_hold_makes_a_fetch_reply_wait_for_the_fsync(
     tmp_path: os.PathLike[str],
 ) -> None:
@@ -342,53 +233,3 @@ async def test_under_always_a_hold_makes_a_fetch_reply_wait_for_the_fsync(
         committer.after_written(released(disk, results, "fetch"))
         await _until(lambda: len(results) == 2)
         assert disk.events == ["write", "sync", "held fetch ok", "write", "fetch ok"]
-
-
-@pytest.mark.parametrize("mode", ["always", "interval:5", "never"])
-async def test_no_reply_leaves_before_what_it_waits_for_in_random_turns(
-    tmp_path: os.PathLike[str], mode: str
-) -> None:
-    """Random turns of records (leases or not), replies of both kinds, holds
-    and slow fsyncs: a reply of ``after`` under ``always`` (a push, an ack)
-    is never released before an fsync covered its records, a fetch's never
-    before they were written; every reply is released, and none failed."""
-    seed = random.randrange(2**32)
-    print(f"seed={seed} (rerun: random.seed)")
-    rng = random.Random(seed)
-    disk = SeqDisk()
-    wrong: list[str] = []
-    released_count = 0
-
-    def check(name: str, needed: int, synced: bool) -> "group_commit.Done":
-        def done(ok: bool) -> None:
-            nonlocal released_count
-            released_count += 1
-            seen = disk.synced_seq if synced else disk.written_seq
-            if not ok or seen < needed:
-                wrong.append(f"{name}: ok={ok}, needed seq {needed}, the disk had {seen}")
-
-        return done
-
-    async with committer_on(str(tmp_path), disk, mode) as committer:
-        journal = committer._journal
-        expected = 0
-        for turn in range(150):
-            if rng.random() < 0.2:
-                disk.sync_s = rng.choice([0.0, 2 * group_commit.INLINE_FSYNC_MAX_S])
-            for _ in range(rng.randrange(1, 5)):
-                lease = rng.random() < 0.5
-                if rng.random() < 0.8:
-                    committer.submit_records(paused(rng.randrange(1, 3)), sync=not lease)
-                if rng.random() < 0.02:
-                    committer.hold_until_synced()
-                needed = journal.next_seq - 1
-                expected += 1
-                if lease:
-                    committer.after_written(check(f"fetch {turn}", needed, False))
-                else:
-                    committer.after(check(f"push {turn}", needed, mode == "always"))
-            for _ in range(rng.randrange(0, 3)):
-                await asyncio.sleep(0)
-        await committer.drain()
-        assert wrong == [], f"seed={seed}"
-        assert released_count == expected, f"seed={seed}"
