@@ -10,12 +10,16 @@ docs/web.md lists every endpoint.
 
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from leash.client import AdminClient, NotFound
+from leash.client._admin_format import plain
+from leash.protocol import admin as A
 from leash.protocol import limits as L
-from leash.web import actions, forms
+from leash.web import actions, filters, forms, settings
 from leash.web.context import Body, access_of, failure, json_of, mutation, web_of
 from leash.web.gateway import BULK_CHUNK
 
@@ -40,6 +44,28 @@ async def history(request: Request) -> Response:
 
 async def queues(request: Request) -> Response:
     return await _view(request, lambda admin: admin.queues())
+
+
+async def queue(request: Request) -> Response:
+    """One queue's view (its counts, limits and their use); 404 if it has none."""
+    name = request.path_params["queue"]
+
+    def work(admin: AdminClient) -> A.QueueView:
+        for found in admin.queues():
+            if found.name == name:
+                return found
+        raise NotFound("not_found", f"no queue {name!r}")
+
+    return await _view(request, work)
+
+
+async def schedules(request: Request) -> Response:
+    """Every schedule with all its fields (null or 0 where it has none)."""
+
+    def work(admin: AdminClient) -> list[dict[str, Any]]:
+        return [{**msgspec.structs.asdict(found), **plain(found)} for found in admin.schedules()]
+
+    return await _view(request, work)
 
 
 async def busy(request: Request) -> Response:
@@ -119,6 +145,43 @@ async def queue_action(request: Request, body: Body) -> tuple[str, dict[str, Any
 
 
 @mutation
+async def queue_limits(request: Request, body: Body) -> tuple[str, dict[str, Any]]:
+    """Replace a queue's limits (``PUT`` or ``POST``): every field checked
+    before the one admin request, a field not given is no such limit."""
+    name = request.path_params["queue"]
+    found = settings.limits_of(name, body.as_dict(), body.is_form)
+    await web_of(request).gateway.call(lambda admin: admin.set_queue_limits(name, **found))
+    return f"{name}: {filters.limits_text(found)}", {"limits": found}
+
+
+@mutation
+async def schedule_add(request: Request, body: Body) -> tuple[str, dict[str, Any]]:
+    add = settings.schedule_of(body.as_dict(), body.is_form)
+    await web_of(request).gateway.call(
+        lambda admin: admin.add_schedule(
+            add.name, add.job, cron=add.cron, tz=add.tz, every_ms=add.every_ms, missed=add.missed
+        )
+    )
+    return f"schedule {add.name} added", {}
+
+
+@mutation
+async def schedule_action(request: Request, body: Body) -> tuple[str, dict[str, Any]]:
+    name, action = request.path_params["name"], request.path_params["action"]
+    gateway = web_of(request).gateway
+    match action:
+        case "pause":
+            await gateway.call(lambda admin: admin.pause_schedule(name))
+        case "resume":
+            await gateway.call(lambda admin: admin.resume_schedule(name))
+        case "remove":
+            await gateway.call(lambda admin: admin.remove_schedule(name))
+        case _:
+            raise forms.bad(f"no schedule action {action!r}: pause, resume or remove")
+    return f"schedule {name}: {action.removesuffix('e')}ed", {}
+
+
+@mutation
 async def job_action(request: Request, body: Body) -> tuple[str, dict[str, Any]]:
     job_id, action = request.path_params["job_id"], request.path_params["action"]
     if action not in forms.ACTIONS:
@@ -189,6 +252,10 @@ ROUTES = [
     Route("/api/stats", stats),
     Route("/api/history", history),
     Route("/api/queues", queues),
+    Route("/api/queues/{queue}", queue),
+    Route("/api/schedules", schedules, methods=["GET"]),
+    Route("/api/schedules", schedule_add, methods=["POST"]),
+    Route("/api/schedules/{name}/{action}", schedule_action, methods=["POST"]),
     Route("/api/busy", busy),
     Route("/api/processes", processes),
     Route("/api/fsck", fsck),
@@ -199,6 +266,7 @@ ROUTES = [
     Route("/api/batches", batches),
     Route("/api/batches/{batch_id}", batch),
     Route("/api/batches/{batch_id}/delete", batch_delete, methods=["POST"]),
+    Route("/api/queues/{queue}/limits", queue_limits, methods=["PUT", "POST"]),
     Route("/api/queues/{queue}/{action}", queue_action, methods=["POST"]),
     Route("/api/processes/{worker_id:path}/{action}", process_action, methods=["POST"]),
     Route("/api/compact", compact, methods=["POST"]),

@@ -8,7 +8,10 @@ from typing import Any, Final
 import msgspec
 
 from leash.client._admin_format import decoded_args, jobs_ran, jobs_ran_by_type
+from leash.protocol import admin as A
 from leash.protocol import messages as M
+
+PER: Final = {1000: "s", 60_000: "min", 3_600_000: "h", 86_400_000: "day"}
 
 
 def when(at_ms: int | None) -> str:
@@ -71,6 +74,35 @@ def ran(runs: dict[str, M.JobsRun] | None) -> str:
     return jobs_ran((runs or {}).values())
 
 
+def per(interval_ms: int) -> str:
+    """A rate's interval: ``per min``, or ``per 90 s``."""
+    return f"per {PER.get(interval_ms) or duration(interval_ms)}"
+
+
+def limits_text(limits: dict[str, int]) -> str:
+    """Limits as set: ``20 at once, 1 per key, 600 per min``."""
+    parts = [
+        f"{limits['concurrency']} at once" if limits.get("concurrency") else "",
+        f"{limits['per_key']} per key" if limits.get("per_key") else "",
+        f"{limits['rate']} {per(limits['rate_interval_ms'])}" if limits.get("rate") else "",
+    ]
+    return ", ".join(part for part in parts if part) or "no limits"
+
+
+def queue_limits(queue: A.QueueView) -> str:
+    """A queue's limits with their use now: ``3/20 running, 1 per key (2 of
+    5 keys full), 412/600 per min``; empty without limits."""
+    parts = []
+    if queue.concurrency_limit:
+        parts.append(f"{queue.in_flight}/{queue.concurrency_limit} running")
+    if queue.per_key_limit:
+        keys = f"{queue.keys_saturated} of {queue.keys_leased} keys full"
+        parts.append(f"{queue.per_key_limit} per key ({keys})")
+    if queue.rate_limit:
+        parts.append(f"{queue.rate_used}/{queue.rate_limit} {per(queue.rate_interval_ms)}")
+    return ", ".join(parts)
+
+
 FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "when": when,
     "duration": duration,
@@ -78,6 +110,8 @@ FILTERS: Final[dict[str, Callable[..., Any]]] = {
     "args_json": args_json,
     "short": short,
     "rate": rate,
+    "per": per,
+    "queue_limits": queue_limits,
     "ran": ran,
     "ran_by_type": jobs_ran_by_type,
 }

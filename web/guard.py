@@ -10,7 +10,7 @@ and the CSRF check of every POST.
   static files needs a signed-in session or an API key
   (``Authorization: Bearer KEY_ID:SECRET``): an API call gets 401, a page a
   redirect to /login. A wrong key is answered after the sign-in delay.
-- A POST from a browser must carry its session's CSRF token (the ``csrf``
+- A POST (or PUT) from a browser must carry its session's CSRF token (the ``csrf``
   form field or the ``X-CSRF-Token`` header) and, if it says where it comes
   from, come from this origin; a POST with an API key needs neither.
   ``post_allowed`` is called by every POST handler (``@mutation``) once it
@@ -35,6 +35,7 @@ from leash.web.sessions import Session, Sessions, token_matches
 
 COOKIE: Final = "leash_session"
 CSRF_HEADER: Final = "x-csrf-token"
+CHANGES: Final = ("POST", "PUT", "DELETE", "PATCH")  # methods that may change something
 PUBLIC_PATHS: Final = ("/login", "/static/", "/favicon.ico")
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -102,8 +103,10 @@ class Guard(BaseHTTPMiddleware):
             else:
                 response = RedirectResponse(f"/login?next={quote(path)}", status_code=303)
             return self._finish(response, session, fresh)
-        if request.method == "POST" and not by_key and not same_origin(request):
-            return self._finish(_json_error(403, "cross-origin POST refused"), session, fresh)
+        if request.method in CHANGES and not by_key and not same_origin(request):
+            return self._finish(
+                _json_error(403, f"cross-origin {request.method} refused"), session, fresh
+            )
         response = await call_next(request)
         current = getattr(request.state, "access", None)
         if current is not None and current.session is not session:  # signed in or out

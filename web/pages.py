@@ -1,9 +1,10 @@
 """The dashboard's pages: server-rendered HTML (Jinja2, every value escaped),
 each from one round of admin requests, refreshed by the page's script.
 
-Overview (``/``), Queues, the jobs of each state (``/jobs/STATE``, with
-search, paging and bulk actions), a job's detail (``/job/ID``), Busy,
-Processes, Batches and a batch's detail, and the sign-in page. Buttons are
+Overview (``/``), Queues (with each queue's limits and a form to set them),
+the jobs of each state (``/jobs/STATE``, with search, paging and bulk
+actions), a job's detail (``/job/ID``), Busy, Processes, Batches and a
+batch's detail, Schedules (with a form to add one), and the sign-in page. Buttons are
 forms that POST to the API's endpoints (api.py) with the page's CSRF token.
 """
 
@@ -85,6 +86,16 @@ def _recent(counts: list[int], seconds: int = RECENT_S) -> float:
 async def queues(request: Request) -> Response:
     return await _page(
         request, "queues.html", lambda admin: {"queues": admin.queues()}, section="queues"
+    )
+
+
+async def schedules(request: Request) -> Response:
+    return await _page(
+        request,
+        "schedules.html",
+        lambda admin: {"schedules": admin.schedules()},
+        section="schedules",
+        limits=L,
     )
 
 
@@ -206,6 +217,7 @@ ROUTES = [
     Route("/queues", queues),
     Route("/jobs/{state}", jobs),
     Route("/job/{job_id}", job),
+    Route("/schedules", schedules),
     Route("/busy", busy),
     Route("/processes", processes),
     Route("/batches", batches),

@@ -246,9 +246,9 @@ def test_every_post_route_refuses_a_request_without_the_csrf_token(dashboard: Da
         for route in (*api.ROUTES, *pages.ROUTES)
         if "POST" in (getattr(route, "methods", None) or ())
     ]
-    assert len(posts) == 8
+    assert len(posts) == 11
     sample = {"{action}": "delete", "{job_id}": "j", "{batch_id}": "b", "{queue}": "q",
-              "{worker_id:path}": "w"}  # fmt: skip
+              "{worker_id:path}": "w", "{name}": "s"}  # fmt: skip
     with dashboard.http(csrf=False) as http:
         for path in posts:
             for name, value in sample.items():
