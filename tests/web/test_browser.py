@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from leash import Client
 from leash.client import AdminClient, NotFound
 from tests.web.conftest import Dashboard
 from tests.web.scene import BROKER_ARGS, MARKUP, Scene, populate
@@ -124,6 +125,7 @@ PAGES = [
     ("processes", "/processes", "Processes"),
     ("batches", "/batches", "Batches"),
     ("batch", "/batch/album-42", "Batch album-42"),
+    ("schedules", "/schedules", "Schedules"),
 ]
 
 
@@ -277,3 +279,63 @@ def test_pages_refresh_by_themselves_fit_a_phone_and_follow_dark_mode(
     )
     assert red + green + blue < 150, background
     browser.save_screenshot(str(tmp_path / "overview-dark.png"))
+
+
+def fill(driver: "WebDriver", form: str, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        field = driver.find_element(By.CSS_SELECTOR, f"{form} [name={name}]")
+        if field.tag_name == "select":
+            field.find_element(By.CSS_SELECTOR, f"option[value='{value}']").click()
+        else:
+            field.clear()
+            field.send_keys(value)
+
+
+def test_a_schedule_added_through_the_form_is_listed_then_paused(
+    dashboard: Dashboard, browser: "WebDriver"
+) -> None:
+    browser.get(dashboard.url + "/schedules")
+    browser.find_element(By.CSS_SELECTOR, "details.add-schedule summary").click()
+    fill(browser, "details.add-schedule form", {
+        "name": "nightly", "cron": "30 2 * * *", "tz": "Europe/Berlin", "queue": "reports",
+        "type": "report", "args": '["eu"]', "missed": "last",
+    })  # fmt: skip
+    click(browser, "details.add-schedule button.add")
+    assert flash(browser) == "schedule nightly added"
+    row = browser.find_element(By.CSS_SELECTOR, "tr[data-schedule='nightly']").text
+    assert "30 2 * * * (Europe/Berlin)" in row and "reports" in row and '["eu"]' in row
+    with dashboard.admin() as admin:
+        (added,) = admin.schedules()
+        assert (added.cron, added.tz, added.type, added.missed) == (
+            "30 2 * * *", "Europe/Berlin", "report", "last"
+        )  # fmt: skip
+        assert not added.paused and added.next_ms > 0
+        click(browser, "tr[data-schedule='nightly'] button.pause")
+        assert flash(browser) == "schedule nightly: paused"
+        assert admin.schedules()[0].paused
+    row = browser.find_element(By.CSS_SELECTOR, "tr[data-schedule='nightly']").text
+    assert "paused" in row
+    assert browser.find_elements(By.CSS_SELECTOR, "tr[data-schedule='nightly'] button.resume")
+    assert problems_in_console(browser) == []
+
+
+def test_a_queues_limits_set_through_its_form_show_on_the_queues_page(
+    dashboard: Dashboard, browser: "WebDriver"
+) -> None:
+    with Client("127.0.0.1", dashboard.broker.port) as client:
+        client.push("sync_account", ["acme"], queue="sync", concurrency_key="acme")
+    browser.get(dashboard.url + "/queues")
+    browser.find_element(
+        By.CSS_SELECTOR, "tr[data-queue='sync'] details.limits-form summary"
+    ).click()
+    form = "tr[data-queue='sync'] details.limits-form form"
+    fill(browser, form, {"concurrency": "20", "per_key": "1", "rate": "600"})
+    click(browser, "tr[data-queue='sync'] button.set-limits")
+    assert flash(browser) == "sync: 20 at once, 1 per key, 600 per min"
+    with dashboard.admin() as admin:
+        (queue,) = admin.queues()
+        assert (queue.concurrency_limit, queue.per_key_limit, queue.rate_limit) == (20, 1, 600)
+        assert queue.rate_interval_ms == 60_000
+    shown = browser.find_element(By.CSS_SELECTOR, "tr[data-queue='sync'] td.limits").text
+    assert shown == "0/20 running, 1 per key (0 of 0 keys full), 0/600 per min"
+    assert problems_in_console(browser) == []
