@@ -80,6 +80,13 @@ def _args(values: Mapping[str, Any], is_form: bool) -> Any:
         raise bad(f"args is not JSON: {error}") from None
 
 
+def _packed(args: Any) -> msgspec.Raw:
+    try:
+        return msgspec.Raw(msgspec.msgpack.encode(args))
+    except (msgspec.EncodeError, OverflowError, TypeError) as error:  # an int over 64 bits
+        raise bad(f"args cannot be sent: {error}") from None
+
+
 def schedule_of(values: Mapping[str, Any], is_form: bool) -> A.AddSchedule:
     """The schedule to add, checked whole (its ``rid`` is not used)."""
     _known(values, SCHEDULE_FIELDS)
@@ -90,7 +97,7 @@ def schedule_of(values: Mapping[str, Any], is_form: bool) -> A.AddSchedule:
     job: dict[str, Any] = {
         "type": _text(values, "type"),
         "queue": _text(values, "queue") or "default",
-        "args": msgspec.Raw(msgspec.msgpack.encode(_args(values, is_form))),
+        "args": _packed(_args(values, is_form)),
     }
     if job["type"] is None:
         raise bad("type: the job type is needed")

@@ -156,6 +156,7 @@ def test_schedules_are_added_listed_paused_resumed_and_removed(dashboard: Dashbo
         ({"name": "x", "type": "t", "every_ms": 60000, "missed": "never"}, ("$.missed",)),
         ({"name": "x", "type": "t", "every_ms": 60000, "priority": 10}, ("priority",)),
         ({"name": "x", "type": "t", "every_ms": 60000, "when": "now"}, ("'when'",)),
+        ({"name": "x", "type": "t", "every_ms": 60000, "args": [2**70]}, ("args",)),
         ({"name": "x", "type": "t", "cron": "61 * * * *"}, ("61",)),
         ({"name": "x", "type": "t", "cron": "* * * * *", "tz": "Mars/Olympus"}, ("Mars/Olympus",)),
     ],
