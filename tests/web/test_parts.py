@@ -9,7 +9,8 @@ import msgspec
 import pytest
 from starlette.exceptions import HTTPException
 
-from leash.web import charts, filters, forms, serve
+from leash.protocol import admin as A
+from leash.web import charts, filters, forms, serve, settings
 from leash.web.context import local_path
 from leash.web.credentials import Credentials, PasswordHash, hash_password
 from leash.web.sessions import SESSIONS_MAX, Sessions, token_matches
@@ -121,3 +122,21 @@ def test_every_leash_web_variable_is_documented_beside_its_flag(doc: str) -> Non
     for name, variable in serve.ENV.items():
         flag = "--" + name.replace("_", "-")
         assert any(f"`{flag}`" in row and f"`{variable}`" in row for row in rows), (flag, doc)
+
+
+def test_a_queues_limits_read_from_a_form_or_json_and_shown_with_their_use() -> None:
+    form = {"concurrency": "3", "per_key": "", "rate": "", "rate_interval_ms": "60000"}
+    assert settings.limits_of("sync", form, is_form=True) == {
+        "concurrency": 3, "per_key": 0, "rate": 0, "rate_interval_ms": 0,
+    }  # fmt: skip
+    with pytest.raises(HTTPException, match="rate and rate_interval_ms"):
+        settings.limits_of("sync", {"rate_interval_ms": 60000}, is_form=False)
+    assert filters.limits_text({"rate": 7, "rate_interval_ms": 90_000}) == "7 per 90 s"
+    assert filters.limits_text({}) == "no limits"
+    queue = A.QueueView("sync", 9, 0, 3, 0, False, 0, concurrency_limit=20, per_key_limit=1,
+                        rate_limit=600, rate_interval_ms=60_000, rate_used=412, keys_leased=3,
+                        keys_saturated=1)  # fmt: skip
+    assert filters.queue_limits(queue) == (
+        "3/20 running, 1 per key (1 of 3 keys full), 412/600 per min"
+    )
+    assert filters.queue_limits(A.QueueView("free", 1, 0, 0, 0, False, 0)) == ""
