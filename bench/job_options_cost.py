@@ -12,7 +12,9 @@ by side), ``key`` (each job its own ``unique_key``), ``derived``
 (``unique: true``: the key hashed from the args), ``duplicate`` (every
 push after the first ``--batch`` names a key already held: nothing is
 added), ``ttl`` (each job expires in a day: the expiry heap, the check at
-fetch). A measurement, not a test.
+fetch). ``--tick``: after each ack_many the core's timer runs, as the
+broker's does (it trims the finished-job history, on by default). A
+measurement, not a test.
 """
 
 import argparse
@@ -26,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import msgspec
 
 from bench.core_driver import CoreDriver
+from leash.broker.core import apply, tick
 from leash.protocol import messages as M
 
 ARGS = msgspec.Raw(msgspec.msgpack.encode({"user": 12345, "report": "daily", "day": "2026-03-02"}))
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument(
         "--mode", choices=("plain", "key", "derived", "duplicate", "ttl"), default="plain"
     )
+    parser.add_argument("--tick", action="store_true", help="tick after each ack_many")
     options = parser.parse_args()
     driver = CoreDriver()
     gc.disable()
@@ -70,6 +74,9 @@ def main() -> None:
             break
         refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
         driver.send(M.AckMany(driver.next(), refs))
+        if options.tick:
+            for record in tick(driver.state, driver.now_ms):
+                apply(driver.state, record)
     fetched_s = time.process_time() - started
     per_job_us = 1e6 / options.jobs
     print(

@@ -227,6 +227,23 @@ _BROKER = [
         field="core.unique_keys_max",
     ),
     _int(
+        "--history-max-jobs",
+        _CORE.history_max_jobs,
+        0,
+        DEAD_JOBS_MAX,
+        "finished jobs (acked, deleted, expired) kept for `leash job` (0: none)",
+        field="core.history_max_jobs",
+    ),
+    _int(
+        "--history-max-age-s",
+        _CORE.history_max_age_ms // 1000,
+        1,
+        RETENTION_MAX_MS // 1000,
+        "seconds a finished job is kept for `leash job`",
+        field="core.history_max_age_ms",
+        scale=1000,
+    ),
+    _int(
         "--heartbeat-ms",
         _CORE.heartbeat_ms,
         HEARTBEAT_MIN_MS,

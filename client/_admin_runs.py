@@ -110,6 +110,8 @@ def processes(admin: AdminClient, options: argparse.Namespace) -> Table:
 
 def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
     job = admin.job(options.id)
+    if job.finished_ms is not None:
+        return _finished(job)
     error = job.last_error
     pairs: list[tuple[str, object]] = [
         ("id", job.id),
@@ -137,6 +139,25 @@ def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ),
     ]
     pairs += [(key, value) for key, value in optional if value is not None]
+    return Fields(pairs, job)
+
+
+def _finished(job: M.JobView) -> Fields:
+    """A job from the broker's history of finished jobs: no args are kept."""
+    assert job.finished_ms is not None
+    pairs: list[tuple[str, object]] = [
+        ("id", job.id),
+        ("queue", job.queue),
+        ("type", job.type),
+        ("state", job.state),
+        ("created", when(job.created_ms)),
+        ("finished", when(job.finished_ms)),
+    ]
+    if job.finished_by is not None:
+        where = f" ({job.finished_host} pid {job.finished_pid})" if job.finished_host else ""
+        pairs.append(("finished by", f"{job.finished_by}{where}, attempt {job.attempt + 1}"))
+    elif job.attempt:
+        pairs.append(("attempts", f"{job.attempt} failed"))
     return Fields(pairs, job)
 
 

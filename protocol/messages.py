@@ -391,6 +391,12 @@ class JobView(Struct, omit_defaults=True):
     unique_key: str | None = None  # the uniqueness key it holds
     unique_for_ms: int | None = None  # the key stays taken this long after it succeeds
     expires_ms: int | None = None  # not leased by then: removed, never run
+    # A finished job (state "succeeded", "deleted" or "expired", from the
+    # broker's history of finished jobs): when, and for a success by whom.
+    finished_ms: int | None = None
+    finished_by: str | None = None  # the worker id of the process that acked it
+    finished_host: str | None = None
+    finished_pid: int | None = None
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, expiry, unique
+from leash.broker.core import batches, expiry, history, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -91,6 +91,8 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case R.UniqueWindowsEnded():
             unique.windows_ended(state, record)
             purge_unique_windows(state)
+        case R.HistoryTrimmed():
+            history.trimmed(state, record)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -265,6 +267,9 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     state.jobs.pop(lease.id)
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
+    history.succeeded(
+        state, job.id, job.queue, job.type, job.created_ms, job.failures, job.owner, at_ms
+    )
     state.counts[LEASED] -= 1
     queue = state.queues[job.queue]
     queue_counts = queue.counts
@@ -307,6 +312,7 @@ def _trimmed(state: State, record: R.DeadTrimmed) -> None:
 def _deleted(state: State, record: R.JobDeleted) -> Enqueued:
     job = state.jobs.thaw(record.id)
     _remove(state, job)
+    _finished(state, job, history.DELETED, record.at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DELETED, record.at_ms))
     return NOTHING
@@ -597,9 +603,15 @@ def _expire_job(state: State, job_id: str, at_ms: int) -> Enqueued:
     job = state.jobs.thaw(job_id)
     expiry.check_expiring(job, at_ms)
     _remove(state, job)
+    _finished(state, job, history.EXPIRED, at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, expiry.member_outcome(), at_ms))
     return NOTHING
+
+
+def _finished(state: State, job: Job, outcome: str, at_ms: int) -> None:
+    """A job forgotten without success joins the history (history.py)."""
+    history.ended(state, job.id, job.queue, job.type, job.created_ms, job.failures, outcome, at_ms)
 
 
 def _unown(state: State, job: Job) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
+from leash.broker.core import history
 from leash.broker.core.batch_checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
@@ -68,7 +69,7 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
-    return problems + _expiries(state, jobs)
+    return problems + _expiries(state, jobs) + history.problems(state)
 
 
 def _expiries(state: State, jobs: list[Job]) -> list[str]:

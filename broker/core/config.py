@@ -34,3 +34,5 @@ class CoreConfig(msgspec.Struct, frozen=True):
     # twice its live ones plus this many (state.py)
     index_slack_entries: int = 64
     unique_keys_max: int = 1_000_000  # uniqueness keys held at once (unique.py)
+    history_max_jobs: int = 10_000  # finished jobs kept for get_job (history.py); 0: none
+    history_max_age_ms: int = DAY_MS  # and for at most this long

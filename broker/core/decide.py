@@ -8,6 +8,7 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
+from leash.broker.core import history
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
@@ -75,9 +76,12 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms, run_at_ms)])
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
-            if found is None:
+            if found is not None:
+                return Outcome(M.JobInfo(rid, job_view(found, detail=True)), [])
+            finished = state.history.get(job_id)
+            if finished is None:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
-            return Outcome(M.JobInfo(rid, job_view(found, detail=True)), [])
+            return Outcome(M.JobInfo(rid, history.view(finished)), [])
         case M.Beat(rid=rid):
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")

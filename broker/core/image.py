@@ -31,7 +31,8 @@ an older broker, which could not decode them, refuses a version 3 image as
 too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
 ``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
 chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
-and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries.
+and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries;
+and the finished-job history in ``HistoryImage`` chunks, oldest first.
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -63,6 +64,7 @@ from leash.broker.core.state import (
     READY,
     RETRYING,
     SCHEDULED,
+    Finished,
     Job,
     Process,
     State,
@@ -142,6 +144,12 @@ class UniqueImage(Struct, tag="unique", array_like=True):
     keys: list[HeldKey]
 
 
+class HistoryImage(Struct, tag="history", array_like=True):
+    """The finished-job history (history.py), oldest first."""
+
+    entries: list[Finished]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -152,13 +160,14 @@ Chunk = (
     | PackedJobsImage
     | UniqueImage
     | ExpiriesImage
+    | HistoryImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Finished)
 
 
 class ImageError(ValueError):
@@ -191,6 +200,8 @@ def dump(state: State) -> Iterator[Chunk]:
     expiring = sorted({e for e in state.expiries if live_expiry(state, e)})
     for start in range(0, len(expiring), JOBS_PER_CHUNK):
         yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
+    for entries in _sized(state.history_order, JOBS_PER_CHUNK):
+        yield HistoryImage(entries)
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -294,6 +305,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_keys(state, keys)
             case ExpiriesImage(entries=entries):
                 state.expiries.extend(entries)
+            case HistoryImage(entries=entries):
+                _load_history(state, entries)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -412,6 +425,15 @@ def _load_keys(state: State, keys: list[HeldKey]) -> None:
         state.unique[held.key] = UniqueLock(held.job_id, held.until_ms)
         if held.until_ms:
             state.unique_windows.append((held.until_ms, held.key))
+
+
+def _load_history(state: State, entries: list[Finished]) -> None:
+    for entry in entries:
+        job_id = entry[0]
+        if job_id in state.history:
+            raise ImageError(f"finished job {job_id!r} appears twice in the history")
+        state.history[job_id] = entry
+        state.history_order.append(entry)
 
 
 def jobs_in(chunk: Chunk) -> int:

@@ -276,6 +276,14 @@ class UniqueWindowsEnded(Struct, tag="unique_ended", tag_field="r"):
     at_ms: int
 
 
+class HistoryTrimmed(Struct, tag="history_trimmed", tag_field="r"):
+    """The oldest entries of the finished-job history dropped, for its count
+    or age bound (history.py)."""
+
+    count: int
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -304,6 +312,7 @@ Record = (
     | JobRequeued
     | UniqueWindowsEnded
     | JobsExpired
+    | HistoryTrimmed
 )
 
 record_encoder = msgspec.msgpack.Encoder()

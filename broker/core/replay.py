@@ -48,6 +48,7 @@ from typing import Final, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from leash.broker.core.history import succeeded
 from leash.broker.core.state import (
     READY,
     State,
@@ -91,6 +92,7 @@ class Replay:
                 | R.QueuePaused()
                 | R.QueueResumed()
                 | R.UniqueWindowsEnded()
+                | R.HistoryTrimmed()
             ):
                 apply(self.state, record)
             case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
@@ -205,7 +207,8 @@ class Replay:
                 continue
             owner = deferred[0]
             assert deferred[1].token == lease.token, (lease, deferred)
-            del pushed[job_id]
+            new = pushed.pop(job_id)
+            succeeded(state, job_id, new.queue, new.type, new.created_ms, 0, owner, record.at_ms)
             owned = owners[owner]
             del owned[job_id]
             if not owned:

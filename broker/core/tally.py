@@ -60,6 +60,7 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.JobDeleted()
             | R.JobRequeued()
             | R.UniqueWindowsEnded()
+            | R.HistoryTrimmed()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:

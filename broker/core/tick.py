@@ -6,7 +6,8 @@ deadline are lost ("lease expired": the job is ready again at once and the
 attempt counts, common.lost_lease_for); the dead set is trimmed to
 its count and age bounds; waiting jobs whose expiry came are removed
 (expiry.py); uniqueness keys whose window after success
-passed are freed (unique.py). Batch timers run in a tick of their own, once
+passed are freed (unique.py); the finished-job history is trimmed to its
+count and age bounds (history.py). Batch timers run in a tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
 batches past their open deadline are abandoned, then batches past their
@@ -16,7 +17,7 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from leash.broker.core import expiry
+from leash.broker.core import expiry, history
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED, lost_lease_for
 from leash.broker.core.processes import deaths
@@ -54,6 +55,9 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     freed = due_windows(state, now_ms, limit)
     if freed:
         records.append(R.UniqueWindowsEnded(freed, now_ms))
+    trimmed_count = history.to_trim(state, now_ms, limit)
+    if trimmed_count:
+        records.append(R.HistoryTrimmed(trimmed_count, now_ms))
     if not records:
         records.extend(_due_batches(state, now_ms, limit))
     return records
@@ -70,6 +74,9 @@ def next_due_ms(state: State) -> int | None:
         state.expiries,
     )
     fronts = [heap[0][0] for heap in heaps if heap]
+    history_due_ms = history.next_due_ms(state)
+    if history_due_ms is not None:
+        fronts.append(history_due_ms)
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs

@@ -209,6 +209,31 @@ def test_job_shows_everything_about_one_job_including_its_last_error(
     assert text["args"] == '{"to":"ada"}'
 
 
+def test_job_on_an_acked_job_says_when_and_by_which_process_it_finished(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        job_id = client.push("send", {"to": "ada"}, queue="q", max_attempts=3)
+        failed = client.fetch("q")
+        assert failed is not None
+        client.fail(failed, ValueError("once"), retry_in_ms=0)
+        job = client.fetch("q", wait_ms=5_000)
+        assert job is not None
+        client.ack(job)
+        view = leash(broker, "job", job_id, json_output=True)
+        text = fields(leash(broker, "job", job_id))
+    assert (view["state"], view["finished_by"], view["finished_pid"]) == (
+        "succeeded",
+        client.worker_id,
+        os.getpid(),
+    )
+    assert text["state"] == "succeeded"
+    assert re.fullmatch(rf"{re.escape(client.worker_id)} \(\S+ pid {os.getpid()}\), attempt 2",
+                        text["finished by"]), text  # fmt: skip
+    assert "finished" in text and "args" not in text
+
+
 def test_scheduled_retries_and_dead_list_their_jobs_filtered_and_paged(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:

@@ -145,6 +145,7 @@ TLS = "tls=tls_context("
 PIPELINE = "client.pipeline()"
 WORKERS = "raise Snooze(60)"
 UNIQUE = 'client.push("daily_report"'
+FINISHED = 'client.push("resize"'
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -156,6 +157,7 @@ CASES = (
     PIPELINE,
     WORKERS,
     UNIQUE,
+    FINISHED,
 )
 
 
@@ -244,6 +246,15 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     with AdminClient.for_data_dir(broker.data_dir) as admin:
         totals = admin.stats().totals
     assert (totals["pushed"], totals["duplicate"]) == (3, 1)
+
+
+def test_the_finished_jobs_example_reads_an_acked_job_from_the_history(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = launch_broker()
+    run(example(FINISHED), tmp_path, broker.port)  # its asserts read the history
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        assert admin.stats().totals["acked"] == 1
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

@@ -54,6 +54,7 @@ from leash.broker.core import (
     tick,
 )
 from leash.broker.core import records as R
+from leash.broker.core.history import slack
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
 from leash.broker.core.unique import key_of
@@ -77,6 +78,8 @@ CONFIG = CoreConfig(
     dead_max_age_ms=10 * MINUTE_MS,
     tick_max_items=3,
     process_ttl_ms=PROCESS_TTL_MS,
+    history_max_jobs=6,
+    history_max_age_ms=10 * MINUTE_MS,
 )
 TICK_ROUNDS_MAX = 10_000
 ARGS = (
@@ -105,6 +108,8 @@ class Walk(Core):
             dead_max_jobs=CONFIG.dead_max_jobs,
             dead_max_age_ms=CONFIG.dead_max_age_ms,
             tick_max_items=CONFIG.tick_max_items,
+            history_max_jobs=CONFIG.history_max_jobs,
+            history_max_age_ms=CONFIG.history_max_age_ms,
         )
         self.leases: dict[int, Held] = {}  # token -> the lease we believe current
         self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
@@ -349,6 +354,12 @@ class Walk(Core):
         job = self.state.jobs.get(job_id)
         outcome = self.send(M.GetJob(self.next_rid(), job_id))
         if job is None:
+            finished = self.state.history.get(job_id)
+            if finished is not None:  # gone, but in the finished-job history
+                assert isinstance(outcome.reply, M.JobInfo), outcome.reply
+                assert outcome.reply.job.state == finished[3]
+                assert outcome.reply.job.finished_ms == finished[5]
+                return
             assert isinstance(outcome.reply, M.Error)
             assert outcome.reply.code == ErrorCode.NOT_FOUND
             return
@@ -586,6 +597,18 @@ class CoreMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.walk.restart()
+
+    @invariant()
+    def history_bounded(self) -> None:
+        """The finished-job history: within its count bound, its slack and
+        what one step adds (an ack_many of at most 4), oldest first, none
+        past its age once the clock has moved (advance ticks to rest)."""
+        walk = self.walk
+        entries = list(walk.state.history.values())
+        limit = CONFIG.history_max_jobs + slack(CONFIG.history_max_jobs)
+        assert len(entries) <= limit + 4, len(entries)
+        times = [entry[5] for entry in entries]  # finished_ms
+        assert times == sorted(times) and all(t <= walk.now_ms for t in times)
 
     @invariant()
     def consistent(self) -> None:

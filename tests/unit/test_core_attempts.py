@@ -83,7 +83,7 @@ def test_the_history_keeps_the_last_attempts_and_cuts_long_errors() -> None:
 
 
 def test_listings_leave_the_history_out_and_an_acked_job_is_forgotten_with_it() -> None:
-    core = Core()
+    core = Core(history_max_jobs=0)
     core.push(id="j", max_attempts=3, retry_base_ms=1)
     core.fail(core.lease())
     page = core.expect(A.ListJobs(core.next_rid(), "retrying"), A.JobPage)

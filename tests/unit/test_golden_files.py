@@ -129,9 +129,10 @@ def test_a_data_directory_recovers_to_the_state_of_all_its_records(
 
 
 def without_attempts(plain: dict[str, Any]) -> dict[str, Any]:
-    """A canonical state with no job's attempt history (older images have none)."""
+    """A canonical state with no job's attempt history and no finished-job
+    history (older images have neither)."""
     jobs = {job_id: {**job, "attempts": None} for job_id, job in plain["jobs"].items()}
-    return {**plain, "jobs": jobs}
+    return {**plain, "jobs": jobs, "history": []}
 
 
 def test_the_v1_framing_is_written_byte_for_byte_as_snapshot_chunks_still_use_it() -> None:
@@ -215,7 +216,7 @@ def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 111
+    assert header.through_seq == V3_COVERED and len(every) == 117
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -421,7 +422,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 111
+    assert len(decoded) == len(expected) == 117
     for now, then in zip(decoded, expected, strict=True):
         assert_same_or_newer(now, then)
     failures = [
