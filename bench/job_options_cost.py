@@ -72,7 +72,7 @@ def main() -> None:
         assert isinstance(reply, M.Jobs)
         if not reply.jobs:
             break
-        refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
+        refs = [M.AckRef(job.id, job.token) for job in reply.jobs]
         driver.send(M.AckMany(driver.next(), refs))
         if options.tick:
             for record in tick(driver.state, driver.now_ms):

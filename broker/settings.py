@@ -45,6 +45,8 @@ PORT_MAX = 65535
 UID_MAX = 2**32 - 1
 DEAD_JOBS_MAX = 100_000_000
 UNIQUE_KEYS_MAX = 100_000_000
+RESULT_BYTES_MAX = 16 * 1024 * 1024  # a frame's ceiling
+RESULTS_BYTES_MAX = 1 << 40
 COUNT_MAX = 1_000_000
 LOST_LEASES_MAX = 1000
 LOG_LEVELS = ("debug", "info", "warning")
@@ -242,6 +244,22 @@ _BROKER = [
         "seconds a finished job is kept for `leash job`",
         field="core.history_max_age_ms",
         scale=1000,
+    ),
+    _int(
+        "--result-max-bytes",
+        _CORE.result_max_bytes,
+        1,
+        RESULT_BYTES_MAX,
+        "the largest result an ack may carry (a larger one is refused: too_large)",
+        field="core.result_max_bytes",
+    ),
+    _int(
+        "--results-max-bytes",
+        _CORE.results_max_bytes,
+        1,
+        RESULTS_BYTES_MAX,
+        "results kept at once, in bytes (past it, those nearest their end are dropped)",
+        field="core.results_max_bytes",
     ),
     _int(
         "--heartbeat-ms",

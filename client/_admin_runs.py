@@ -68,6 +68,8 @@ def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
                          f"{journal.commit_mean_records:.1f} records each"),
         ("replay at start", f"{journal.replay_records} records in {journal.replay_s:.3f} s"),
         ("limits", counts(s.limits)),
+        ("finished jobs", s.finished_jobs),
+        ("results kept", f"{s.results_kept} ({s.result_bytes} bytes)"),
     ]  # fmt: skip
     if s.expired_jobs:
         lines = [f"{j.id} ({j.queue}, {j.type}) at {when(j.expires_ms)}" for j in s.expired_jobs]

@@ -36,7 +36,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 from msgspec import Struct
 
-from leash.protocol import PROTOCOL_VERSION, limits
+from leash.protocol import PROTOCOL_VERSION, argtypes, limits
 from leash.protocol import auth as A
 from leash.protocol.errors import ErrorCode, ProtocolError
 from leash.protocol.frames import FrameDecoder, encode_frame
@@ -44,6 +44,7 @@ from leash.protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
+    AckRef,
     Auth,
     Beat,
     Challenge,
@@ -55,8 +56,10 @@ from leash.protocol.messages import (
     Failed,
     Fetch,
     GetJob,
+    GetResult,
     Hello,
     JobInfo,
+    JobResult,
     Jobs,
     JobSpec,
     JobsRun,
@@ -83,8 +86,10 @@ from ._calls import ok_reply as _ok
 from ._exceptions import (
     BrokerNotVerified,
     ConnectionLost,
+    JobFailed,
     LeashError,
     ProtocolViolation,
+    ResultNotReady,
     ServerError,
     TooLarge,
     error_for,
@@ -92,6 +97,7 @@ from ._exceptions import (
 )
 from ._identity import Identity
 from ._types import (
+    NO_RESULT,
     FailResult,
     Job,
     Lease,
@@ -194,14 +200,24 @@ class ClientCore(BatchCalls, Generic[W]):
         request = Fetch(rid=rid, queues=names, count=count, wait_ms=wait_ms)
         return Call(rid, self._encode(request), _delivered_jobs, wait_ms)
 
-    def ack(self, lease: Lease) -> Call[None]:
+    def ack(self, lease: Lease, result: Any = NO_RESULT) -> Call[None]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-        return Call(rid, self._encode(Ack(rid=rid, id=job_id, token=token)), _ok)
+        value = None if result is NO_RESULT else argtypes.pack(result)
+        return Call(rid, self._encode(Ack(rid=rid, id=job_id, token=token, result=value)), _ok)
 
-    def ack_many(self, leases: Sequence[Lease]) -> Call[list[ServerError | None]]:
+    def ack_many(
+        self, leases: Sequence[Lease], results: Sequence[bytes | None] = ()
+    ) -> Call[list[ServerError | None]]:
+        """``results``: each lease's packed result (None: none), if given."""
         rid = self._take_rid()
-        refs = [LeaseRef(*lease_ref(lease)) for lease in leases]
+        values = results or [None] * len(leases)
+        # [id, token] for an ack with no result, as before results (an
+        # AckRef would encode a trailing nil): the broker decodes either
+        refs: list[Any] = [
+            LeaseRef(*lease_ref(lease)) if value is None else AckRef(*lease_ref(lease), value)
+            for lease, value in zip(leases, values, strict=True)
+        ]
         count = len(refs)
 
         def finish(reply: Reply) -> list[ServerError | None]:
@@ -247,6 +263,11 @@ class ClientCore(BatchCalls, Generic[W]):
         job_id, token = lease_ref(lease)
         request = Release(rid=rid, id=job_id, token=token, delay_ms=delay_ms)
         return Call(rid, self._encode(request), _ok)
+
+    def get_result(self, id: str, wait_ms: int = 0) -> Call[Any]:
+        rid = self._take_rid()
+        request = GetResult(rid=rid, id=id, wait_ms=wait_ms)
+        return Call(rid, self._encode(request), _result_value, wait_ms)
 
     def get_job(self, id: str) -> Call[JobView]:
         rid = self._take_rid()
@@ -414,6 +435,15 @@ def _delivered_jobs(reply: Reply) -> list[Job]:
 def _fail_result(reply: Reply) -> FailResult:
     failed = _expect(reply, Failed)
     return FailResult(failed.state, failed.retry_at_ms)
+
+
+def _result_value(reply: Reply) -> Any:
+    answer = _expect(reply, JobResult)
+    if answer.state == "succeeded" and answer.value is not None:
+        return argtypes.unpack(answer.value)
+    if answer.error is not None:
+        raise JobFailed(answer.id, answer.state, answer.error)
+    raise ResultNotReady(answer.id, answer.state)
 
 
 def _job_view(reply: Reply) -> JobView:

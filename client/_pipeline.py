@@ -66,6 +66,7 @@ class _Pushes(Generic[F]):
         unique_for_ms: int | None = None,
         ttl_ms: int | None = None,
         expires_at_ms: int | None = None,
+        keep_result_ms: int | None = None,
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
         spec = job_spec(
@@ -85,6 +86,7 @@ class _Pushes(Generic[F]):
             unique_for_ms=unique_for_ms,
             ttl_ms=ttl_ms,
             expires_at_ms=expires_at_ms,
+            keep_result_ms=keep_result_ms,
         )
         return self._queue(self._core().push(spec, lease))
 

@@ -38,11 +38,13 @@ class Job:
         "created_ms",
         "deadline_ms",
         "id",
+        "keep_result",
         "lease_ttl_ms",
         "max_attempts",
         "priority",
         "queue",
         "raw_args",
+        "result",
         "token",
         "type",
     )
@@ -60,6 +62,8 @@ class Job:
         self.priority: int = delivery.priority
         self.created_ms: int = delivery.created_ms
         self.batch: str | None = delivery.batch  # the batch the job is a member of
+        self.keep_result: bool = delivery.keep_result  # its ack's result is kept
+        self.result: bytes | None = None  # its handler's result, packed, to send with its ack
         self._args: Any = _UNDECODED
 
     @property
@@ -76,6 +80,8 @@ class Job:
             f"attempt={self.attempt}/{self.max_attempts}, token={self.token})"
         )
 
+
+NO_RESULT: Any = object()  # ack's default: no result sent (None is a result)
 
 Lease: TypeAlias = Job | tuple[str, int]
 """Wherever a lease is taken: a delivered ``Job`` or an ``(id, token)`` pair."""
@@ -155,6 +161,7 @@ def job_spec(
     unique_for_ms: int | None = None,
     ttl_ms: int | None = None,
     expires_at_ms: int | None = None,
+    keep_result_ms: int | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -196,6 +203,8 @@ def job_spec(
         spec.ttl_ms = ttl_ms
     if expires_at_ms is not None:
         spec.expires_at_ms = expires_at_ms
+    if keep_result_ms is not None:
+        spec.keep_result_ms = keep_result_ms
     if spec.unique and spec.unique_key is not None:
         raise ValueError("give unique_key or unique, not both")
     if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):

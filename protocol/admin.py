@@ -307,6 +307,9 @@ class Stats(Struct, tag="stats", tag_field="t"):
     fsync: str = ""  # the policy: "always", "interval:MS" or "never"
     busy_processes: int = 0  # processes holding a lease
     expired_jobs: list[ExpiredJob] = []  # the last removed at their expiry, oldest first
+    finished_jobs: int = 0  # in the finished-job history
+    results_kept: int = 0  # job results kept for get_result
+    result_bytes: int = 0  # their size
 
 
 class QueueView(Struct):

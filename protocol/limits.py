@@ -34,6 +34,9 @@ RETRY_BASE_MAX_MS = 24 * 3600 * 1000
 SCHEDULE_HORIZON_MS = 5 * 365 * 24 * 3600 * 1000  # run_at / delay at most ~5 years ahead
 UNIQUE_KEY_MAX_CHARS = 256  # a push's uniqueness key
 UNIQUE_FOR_MAX_MS = 30 * 24 * 3600 * 1000  # a key stays taken at most this long after success
+KEEP_RESULT_MAX_MS = 30 * 24 * 3600 * 1000  # a job's result is kept at most this long
+RESULT_MAX_BYTES_DEFAULT = 64 * 1024  # a result larger than this is refused (broker setting)
+RESULT_WAIT_MAX_MS = 20_000  # a get_result waits at most this long for its job to finish
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

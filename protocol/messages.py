@@ -37,6 +37,7 @@ DelayMs = Annotated[int, Meta(ge=0, le=L.SCHEDULE_HORIZON_MS)]
 UniqueKey = Annotated[str, Meta(min_length=1, max_length=L.UNIQUE_KEY_MAX_CHARS)]
 UniqueForMs = Annotated[int, Meta(ge=0, le=L.UNIQUE_FOR_MAX_MS)]
 TtlMs = Annotated[int, Meta(ge=1, le=L.SCHEDULE_HORIZON_MS)]
+KeepResultMs = Annotated[int, Meta(ge=0, le=L.KEEP_RESULT_MAX_MS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -73,6 +74,9 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     # (core/expiry.py). Absolute (wall clock ms) or relative to the push.
     expires_at_ms: TimeMs | None = None
     ttl_ms: TtlMs | None = None
+    # Results: the value the job's ack carries is kept this long after it
+    # succeeds, for get_result (core/results.py); 0: not kept.
+    keep_result_ms: KeepResultMs = 0
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -98,6 +102,16 @@ class LeaseRef(Struct, array_like=True):
 
     id: JobId
     token: Token
+
+
+class AckRef(Struct, array_like=True):
+    """A lease ``ack_many`` acks: [id, token], or [id, token, result] with
+    the job's result when its spec asked for it kept (``keep_result_ms``):
+    a msgpack value, encoded, as bytes (nil: none)."""
+
+    id: JobId
+    token: Token
+    result: bytes | None = None
 
 
 # --- requests --------------------------------------------------------------
@@ -137,15 +151,16 @@ class Fetch(Struct, tag="fetch", tag_field="op", omit_defaults=True):
     wait_ms: Annotated[int, Meta(ge=0, le=L.FETCH_WAIT_MAX_MS)] = 0
 
 
-class Ack(Struct, tag="ack", tag_field="op"):
+class Ack(Struct, tag="ack", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
+    result: bytes | None = None  # the job's result, msgpack-encoded (see AckRef)
 
 
 class AckMany(Struct, tag="ack_many", tag_field="op"):
     rid: RequestId
-    leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
+    leases: Annotated[list[AckRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
 
 
 class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):
@@ -178,6 +193,15 @@ class Release(Struct, tag="release", tag_field="op", omit_defaults=True):
 class GetJob(Struct, tag="get_job", tag_field="op"):
     rid: RequestId
     id: JobId
+
+
+class GetResult(Struct, tag="get_result", tag_field="op", omit_defaults=True):
+    """A job's result once it finished: held (a long poll) up to ``wait_ms``
+    while the job has not finished."""
+
+    rid: RequestId
+    id: JobId
+    wait_ms: Annotated[int, Meta(ge=0, le=L.RESULT_WAIT_MAX_MS)] = 0
 
 
 RunCount = Annotated[int, Meta(ge=0)]
@@ -255,6 +279,7 @@ Request = (
     | Extend
     | Release
     | GetJob
+    | GetResult
     | Beat
     | CreateBatch
     | CommitBatch
@@ -278,6 +303,7 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
     idle_timeout_ms: int = 0  # a connection with no frame for this long is closed; 0: never
     max_in_flight: int = 0  # requests read and unanswered before the broker stops reading
     max_args_bytes: int = 0  # the largest job args; 0: bounded by the frame only
+    max_result_bytes: int = 0  # the largest result an ack may carry; 0: not told
 
 
 class PushResult(Struct, omit_defaults=True):
@@ -317,6 +343,7 @@ class Delivery(Struct, omit_defaults=True):
     priority: int
     created_ms: int
     batch: str | None = None  # the batch the job is a member of
+    keep_result: bool = False  # send the handler's result with the ack: it is kept
 
 
 class Jobs(Struct, tag="jobs", tag_field="t"):
@@ -402,6 +429,18 @@ class JobView(Struct, omit_defaults=True):
 class JobInfo(Struct, tag="job", tag_field="t"):
     rid: RequestId
     job: JobView
+
+
+class JobResult(Struct, tag="result", tag_field="t", omit_defaults=True):
+    """The answer to get_result: ``succeeded`` with its ``value`` (msgpack,
+    encoded); ``dead``, ``deleted`` or ``expired`` with the ``error`` that
+    ended it; or, when the job has not finished, its state (the wait ended)."""
+
+    rid: RequestId
+    id: str
+    state: str
+    value: bytes | None = None
+    error: ErrorInfo | None = None
 
 
 class ProcessState(Struct, tag="state", tag_field="t"):
@@ -500,6 +539,7 @@ Reply = (
     | Failed
     | Extended
     | JobInfo
+    | JobResult
     | ProcessState
     | Error
     | BatchCreated

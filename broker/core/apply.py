@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, expiry, history, unique
+from leash.broker.core import batches, expiry, history, results, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -47,6 +47,7 @@ from leash.broker.core.state import (
     purge_expiries,
     purge_indexes,
     purge_process_deadlines,
+    purge_result_expiries,
     purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef
@@ -93,6 +94,9 @@ def apply(state: State, record: R.Record) -> Enqueued:
             purge_unique_windows(state)
         case R.HistoryTrimmed():
             history.trimmed(state, record)
+        case R.ResultsDropped():
+            results.dropped(state, record)
+            purge_result_expiries(state)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -108,6 +112,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
             | R.BatchesAbandoned()
             | R.BatchesExpired()
             | R.JobsExpired()
+            | R.ResultsAcked()
         ):
             enqueued = _apply_other(state, record)
             purge_indexes(state)
@@ -133,6 +138,7 @@ OtherRecord = (
     | R.BatchesAbandoned
     | R.BatchesExpired
     | R.JobsExpired
+    | R.ResultsAcked
 )
 
 
@@ -168,6 +174,8 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
             return _batches_expired(state, record)
         case R.JobsExpired():
             return _joined(_expire_job(state, job_id, record.at_ms) for job_id in record.ids)
+        case R.ResultsAcked():
+            return _joined(_acked_keeping(state, record))
         case _:
             assert_never(record)
     return NOTHING
@@ -193,6 +201,7 @@ def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
         if extra.expires_ms:
             job.expires_ms = extra.expires_ms
             expiry.waits(state, job)
+        job.keep_result_ms = extra.keep_result_ms
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -243,6 +252,16 @@ def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, gran
 def _acked(state: State, record: R.JobsAcked) -> Enqueued:
     at_ms = record.at_ms
     return _joined(ack_job(state, lease, at_ms) for lease in record.leases)
+
+
+def _acked_keeping(state: State, record: R.ResultsAcked) -> Iterable[Enqueued]:
+    """Each job acked, as ``ack_job`` does, and its result kept (results.py)."""
+    at_ms = record.at_ms
+    for lease, value in zip(record.leases, record.results, strict=True):
+        keep_ms = _leased(state, lease.id, lease.token).keep_result_ms
+        assert keep_ms > 0, lease  # decide keeps a result only for a job that asked
+        yield ack_job(state, lease, at_ms)
+        results.kept(state, lease.id, value, at_ms + keep_ms)
 
 
 def _joined(parts: Iterable[Enqueued]) -> Enqueued:

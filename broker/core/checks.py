@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from leash.broker.core import history
+from leash.broker.core import history, results
 from leash.broker.core.batch_checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
@@ -36,6 +36,7 @@ from leash.broker.core.state import (
     live_deadline,
     live_expiry,
     live_process_deadline,
+    live_result,
     live_scheduled,
     live_unique_window,
 )
@@ -69,7 +70,8 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
-    return problems + _expiries(state, jobs) + history.problems(state)
+    problems += history.problems(state) + results.problems(state)
+    return problems + _expiries(state, jobs)
 
 
 def _expiries(state: State, jobs: list[Job]) -> list[str]:
@@ -157,6 +159,7 @@ def _fronts(state: State) -> list[str]:
         ("batch deadlines", state.batch_deadlines, live_batch_deadline),
         ("unique windows", state.unique_windows, live_unique_window),
         ("expiries", state.expiries, live_expiry),
+        ("result expiries", state.result_expiries, live_result),
     ]
     return [
         f"the front of the {name} index is stale: {index[0]}"

@@ -36,3 +36,5 @@ class CoreConfig(msgspec.Struct, frozen=True):
     unique_keys_max: int = 1_000_000  # uniqueness keys held at once (unique.py)
     history_max_jobs: int = 10_000  # finished jobs kept for get_job (history.py); 0: none
     history_max_age_ms: int = DAY_MS  # and for at most this long
+    result_max_bytes: int = L.RESULT_MAX_BYTES_DEFAULT  # one result (results.py); larger: refused
+    results_max_bytes: int = 64 * 1024 * 1024  # all results kept; past it the nearest their end go

@@ -8,7 +8,7 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
-from leash.broker.core import history
+from leash.broker.core import history, results
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
@@ -44,9 +44,13 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
     match request:
         case M.Fetch():
             return fetch(state, request, worker_id, now_ms)
-        case M.Ack(rid=rid, id=job_id, token=token):
-            lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)], now_ms)])
+        case M.Ack(rid=rid, id=job_id, token=token, result=value):
+            job = lease_of(state, job_id, token)
+            ref = M.LeaseRef(job_id, token)
+            kept = results.to_keep(state, job, value, "$.result")
+            if kept is not None:
+                return Outcome(M.Ok(rid), [R.ResultsAcked([ref], [kept], now_ms)])
+            return Outcome(M.Ok(rid), [R.JobsAcked([ref], now_ms)])
         case M.AckMany():
             return _ack_many(state, request, now_ms)
         case M.Push(rid=rid, job=spec, lease=lease):
@@ -74,6 +78,8 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             lease_of(state, job_id, token)
             run_at_ms = now_ms + delay_ms if delay_ms else 0  # 0: ready at once
             return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms, run_at_ms)])
+        case M.GetResult():
+            return Outcome(*results.answer(state, request))
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
             if found is not None:
@@ -160,26 +166,39 @@ def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
         priority=job.priority,
         created_ms=job.created_ms,
         batch=job.batch,
+        keep_result=job.keep_result_ms > 0,
     )
 
 
 def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
     acked: list[M.LeaseRef] = []
+    keeping: list[M.LeaseRef] = []  # the acks whose results are kept
+    values: list[bytes] = []
     seen: set[str] = set()
-    results: list[M.ItemResult] = []
-    for lease in request.leases:
+    answers: list[M.ItemResult] = []
+    for index, lease in enumerate(request.leases):
+        job_id, token = lease.id, lease.token
         try:
-            if lease.id in seen:
-                raise Rejected(ErrorCode.STALE_LEASE, f"job {lease.id!r} is acked twice")
-            lease_of(state, lease.id, lease.token)
+            if job_id in seen:
+                raise Rejected(ErrorCode.STALE_LEASE, f"job {job_id!r} is acked twice")
+            job = lease_of(state, job_id, token)
+            kept = None
+            if lease.result is not None:
+                kept = results.to_keep(state, job, lease.result, f"$.leases[{index}].result")
         except Rejected as rejected:
-            results.append(M.ItemResult(lease.id, rejected.code, rejected.message))
+            answers.append(M.ItemResult(job_id, rejected.code, rejected.message))
             continue
-        seen.add(lease.id)
-        acked.append(lease)
-        results.append(M.ItemResult(lease.id))
+        seen.add(job_id)
+        if kept is None:
+            acked.append(M.LeaseRef(job_id, token))
+        else:
+            keeping.append(M.LeaseRef(job_id, token))
+            values.append(kept)
+        answers.append(M.ItemResult(job_id))
     records: list[R.Record] = [R.JobsAcked(acked, now_ms)] if acked else []
-    return Outcome(M.AckedMany(request.rid, results), records)
+    if keeping:
+        records.append(R.ResultsAcked(keeping, values, now_ms))
+    return Outcome(M.AckedMany(request.rid, answers), records)
 
 
 def job_view(job: Job, *, detail: bool = False) -> M.JobView:

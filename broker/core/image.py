@@ -32,7 +32,9 @@ too new. Version 3 also has the uniqueness key a job holds (``unique_key``,
 ``unique_for_ms``, last in ``Job`` and ``Cold``) and a ``UniqueImage``
 chunk of the keys held; and a job's expiry (``expires_ms``, last in ``Job``
 and ``Cold``) with an ``ExpiriesImage`` chunk of the live expiry entries;
-and the finished-job history in ``HistoryImage`` chunks, oldest first.
+and the finished-job history in ``HistoryImage`` chunks, oldest first, and
+the results kept in ``ResultsImage`` chunks (and ``keep_result_ms``, last in
+``Job`` and ``Cold``).
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -150,6 +152,12 @@ class HistoryImage(Struct, tag="history", array_like=True):
     entries: list[Finished]
 
 
+class ResultsImage(Struct, tag="results", array_like=True):
+    """Kept results (results.py): (job id, until_ms, value)."""
+
+    results: list[tuple[str, int, bytes]]
+
+
 Chunk = (
     ImageHead
     | QueuesImage
@@ -161,13 +169,14 @@ Chunk = (
     | UniqueImage
     | ExpiriesImage
     | HistoryImage
+    | ResultsImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Finished)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Finished, tuple[str, int, bytes])
 
 
 class ImageError(ValueError):
@@ -202,6 +211,9 @@ def dump(state: State) -> Iterator[Chunk]:
         yield ExpiriesImage(expiring[start : start + JOBS_PER_CHUNK])
     for entries in _sized(state.history_order, JOBS_PER_CHUNK):
         yield HistoryImage(entries)
+    kept = ((job_id, until_ms, value) for job_id, (until_ms, value) in state.results.items())
+    for chunk in _sized(kept, JOBS_PER_CHUNK):
+        yield ResultsImage(chunk)
 
 
 def _sized(items: Iterable[ItemT], count_max: int) -> Iterator[list[ItemT]]:
@@ -307,6 +319,8 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 state.expiries.extend(entries)
             case HistoryImage(entries=entries):
                 _load_history(state, entries)
+            case ResultsImage(results=kept):
+                _load_results(state, kept)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -320,6 +334,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.batch_deadlines)
     heapq.heapify(state.unique_windows)
     heapq.heapify(state.expiries)
+    heapq.heapify(state.result_expiries)
     if any(job_id not in state.jobs for _, job_id in state.expiries):
         raise ImageError("an expiry names a job the image does not hold")
     for key, lock in state.unique.items():
@@ -434,6 +449,15 @@ def _load_history(state: State, entries: list[Finished]) -> None:
             raise ImageError(f"finished job {job_id!r} appears twice in the history")
         state.history[job_id] = entry
         state.history_order.append(entry)
+
+
+def _load_results(state: State, kept: list[tuple[str, int, bytes]]) -> None:
+    for job_id, until_ms, value in kept:
+        if job_id in state.results:
+            raise ImageError(f"the result of job {job_id!r} appears twice")
+        state.results[job_id] = (until_ms, value)
+        state.result_expiries.append((until_ms, job_id))
+        state.result_bytes += len(value)
 
 
 def jobs_in(chunk: Chunk) -> int:

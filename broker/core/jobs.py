@@ -99,6 +99,7 @@ class Job(Struct, array_like=True, gc=False):
     unique_key: str | None = None  # the uniqueness key it holds (None once dead: unique.py)
     unique_for_ms: int = 0  # the key stays taken this long after it succeeds
     expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
+    keep_result_ms: int = 0  # its ack's result is kept this long (results.py); 0: not kept
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -116,6 +117,7 @@ class Cold(Struct, array_like=True, gc=False):
     unique_key: str | None = None
     unique_for_ms: int = 0
     expires_ms: int = 0
+    keep_result_ms: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -390,6 +392,7 @@ class JobTable(Mapping[str, Job]):
             or job.attempts
             or job.unique_key is not None
             or job.expires_ms
+            or job.keep_result_ms
         ):
             cold = Cold(
                 job.failures,
@@ -403,6 +406,7 @@ class JobTable(Mapping[str, Job]):
                 job.unique_key,
                 job.unique_for_ms,
                 job.expires_ms,
+                job.keep_result_ms,
             )
         packed = Packed(
             _CODES[state],
@@ -464,6 +468,7 @@ class JobTable(Mapping[str, Job]):
             cold.unique_key,
             cold.unique_for_ms,
             cold.expires_ms,
+            cold.keep_result_ms,
         )
 
     def problems(self) -> list[str]:

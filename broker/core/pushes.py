@@ -109,8 +109,10 @@ def _push_one(
     job_id = spec.id or f"{SERVER_ID_PREFIX}{state.epoch:x}.{counter:x}"
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
     extras = None
-    if key is not None or expires_ms:
-        extras = R.JobExtras(job_id, key, spec.unique_for_ms if key else 0, expires_ms)
+    if key is not None or expires_ms or spec.keep_result_ms:
+        extras = R.JobExtras(
+            job_id, key, spec.unique_for_ms if key else 0, expires_ms, spec.keep_result_ms
+        )
     return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
 
 

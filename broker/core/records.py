@@ -37,6 +37,7 @@ class JobExtras(Struct, array_like=True, gc=False):
     unique_key: str | None = None  # a derived key already derived
     unique_for_ms: int = 0  # the key stays taken this long after the job succeeds
     expires_ms: int = 0  # not leased by then: removed (0: never)
+    keep_result_ms: int = 0  # its ack's result is kept this long (results.py)
 
 
 class Grant(Struct, array_like=True):
@@ -284,6 +285,22 @@ class HistoryTrimmed(Struct, tag="history_trimmed", tag_field="r"):
     at_ms: int
 
 
+class ResultsDropped(Struct, tag="results_dropped", tag_field="r"):
+    """Kept results dropped: their time passed, or the results kept passed
+    their bound in bytes (those nearest their end first: results.py)."""
+
+    ids: list[str]
+    at_ms: int
+
+
+class ResultsAcked(Struct, tag="acked_results", tag_field="r"):
+    """Jobs acked, as ``JobsAcked``, each with the result it keeps (results.py)."""
+
+    leases: list[LeaseRef]
+    results: list[bytes]  # one a lease: the value, msgpack-encoded
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -313,6 +330,8 @@ Record = (
     | UniqueWindowsEnded
     | JobsExpired
     | HistoryTrimmed
+    | ResultsDropped
+    | ResultsAcked
 )
 
 record_encoder = msgspec.msgpack.Encoder()

@@ -93,6 +93,7 @@ class Replay:
                 | R.QueueResumed()
                 | R.UniqueWindowsEnded()
                 | R.HistoryTrimmed()
+                | R.ResultsDropped()
             ):
                 apply(self.state, record)
             case R.AttemptsFailed() | R.LeaseExtended() | R.LeaseReleased() | R.ProcessDied():
@@ -115,6 +116,7 @@ class Replay:
                 | R.BatchesAbandoned()
                 | R.BatchesExpired()
                 | R.JobsExpired()
+                | R.ResultsAcked()
             ):
                 self.flush()
                 apply(self.state, record)

@@ -146,6 +146,9 @@ class State:
         "processes",
         "queues",
         "readied",
+        "result_bytes",
+        "result_expiries",
+        "results",
         "scheduled",
         "unique",
         "unique_windows",
@@ -171,6 +174,10 @@ class State:
         # Finished jobs by id, and in the order they finished (history.py)
         self.history: dict[str, Finished] = {}
         self.history_order: deque[Finished] = deque()
+        # Results kept (results.py): id -> (until_ms, value), their timers, their total
+        self.results: dict[str, tuple[int, bytes]] = {}
+        self.result_expiries: list[tuple[int, str]] = []
+        self.result_bytes = 0
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -229,6 +236,11 @@ def live_expiry(state: State, entry: tuple[int, str]) -> bool:
 def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
     lock = state.unique.get(entry[1])
     return lock is not None and lock.until_ms == entry[0]
+
+
+def live_result(state: State, entry: tuple[int, str]) -> bool:
+    kept = state.results.get(entry[1])
+    return kept is not None and kept[0] == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -321,6 +333,7 @@ def index_sizes(state: State) -> list[IndexSize]:
         ),
         IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
         IndexSize("expiries", len(state.expiries), _waiting(state)),
+        IndexSize("result expiries", len(state.result_expiries), len(state.results)),
     ]
 
 
@@ -403,6 +416,14 @@ def purge_expiries(state: State) -> None:
         _rebuild_heap(state, heap, live_expiry)
 
 
+def purge_result_expiries(state: State) -> None:
+    heap = state.result_expiries
+    while heap and not live_result(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), len(state.results)):
+        _rebuild_heap(state, heap, live_result)
+
+
 def purge_indexes(state: State) -> None:
     """Every lazy index: its front live, its size within its bound."""
     purge_scheduled(state)
@@ -412,6 +433,7 @@ def purge_indexes(state: State) -> None:
     purge_batch_deadlines(state)
     purge_unique_windows(state)
     purge_expiries(state)
+    purge_result_expiries(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -445,6 +467,9 @@ def canonical(state: State) -> dict[str, Any]:
         "unique_windows": sorted({e for e in state.unique_windows if live_unique_window(state, e)}),
         "expiries": sorted({e for e in state.expiries if live_expiry(state, e)}),
         "history": [msgspec.to_builtins(entry) for entry in state.history_order],
+        "results": dict(sorted(state.results.items())),
+        "result_bytes": state.result_bytes,
+        "result_expiries": sorted({e for e in state.result_expiries if live_result(state, e)}),
     }
 
 

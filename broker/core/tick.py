@@ -7,7 +7,9 @@ attempt counts, common.lost_lease_for); the dead set is trimmed to
 its count and age bounds; waiting jobs whose expiry came are removed
 (expiry.py); uniqueness keys whose window after success
 passed are freed (unique.py); the finished-job history is trimmed to its
-count and age bounds (history.py). Batch timers run in a tick of their own, once
+count and age bounds (history.py); kept results whose time passed, or
+past the results' bound in bytes, are dropped (results.py). Batch timers
+run in a tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
 batches past their open deadline are abandoned, then batches past their
@@ -17,7 +19,7 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from leash.broker.core import expiry, history
+from leash.broker.core import expiry, history, results
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED, lost_lease_for
 from leash.broker.core.processes import deaths
@@ -58,6 +60,9 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
     trimmed_count = history.to_trim(state, now_ms, limit)
     if trimmed_count:
         records.append(R.HistoryTrimmed(trimmed_count, now_ms))
+    dropped = results.to_drop(state, now_ms, limit)
+    if dropped:
+        records.append(R.ResultsDropped(dropped, now_ms))
     if not records:
         records.extend(_due_batches(state, now_ms, limit))
     return records
@@ -74,9 +79,9 @@ def next_due_ms(state: State) -> int | None:
         state.expiries,
     )
     fronts = [heap[0][0] for heap in heaps if heap]
-    history_due_ms = history.next_due_ms(state)
-    if history_due_ms is not None:
-        fronts.append(history_due_ms)
+    for due_ms in (history.next_due_ms(state), results.next_due_ms(state)):
+        if due_ms is not None:
+            fronts.append(due_ms)
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs

@@ -248,13 +248,14 @@ def test_the_unique_jobs_example_pushes_one_job_for_two_pushes_of_a_key(
     assert (totals["pushed"], totals["duplicate"]) == (3, 1)
 
 
-def test_the_finished_jobs_example_reads_an_acked_job_from_the_history(
+def test_the_results_example_reads_a_result_and_an_acked_job_from_the_history(
     launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     broker = launch_broker()
-    run(example(FINISHED), tmp_path, broker.port)  # its asserts read the history
+    run(example(FINISHED), tmp_path, broker.port)  # its asserts read the result and history
     with AdminClient.for_data_dir(broker.data_dir) as admin:
-        assert admin.stats().totals["acked"] == 1
+        stats = admin.stats()
+    assert (stats.totals["acked"], stats.finished_jobs, stats.results_kept) == (1, 1, 1)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

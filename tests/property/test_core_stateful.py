@@ -80,6 +80,8 @@ CONFIG = CoreConfig(
     process_ttl_ms=PROCESS_TTL_MS,
     history_max_jobs=6,
     history_max_age_ms=10 * MINUTE_MS,
+    result_max_bytes=8,
+    results_max_bytes=20,
 )
 TICK_ROUNDS_MAX = 10_000
 ARGS = (
@@ -110,6 +112,8 @@ class Walk(Core):
             tick_max_items=CONFIG.tick_max_items,
             history_max_jobs=CONFIG.history_max_jobs,
             history_max_age_ms=CONFIG.history_max_age_ms,
+            result_max_bytes=CONFIG.result_max_bytes,
+            results_max_bytes=CONFIG.results_max_bytes,
         )
         self.leases: dict[int, Held] = {}  # token -> the lease we believe current
         self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
@@ -257,7 +261,7 @@ class Walk(Core):
                 expected.append(ErrorCode.NOT_FOUND)
         for ref in acked:
             self.opened_window(ref.id)
-        outcome = self.send(M.AckMany(self.next_rid(), refs))
+        outcome = self.send(M.AckMany(self.next_rid(), [M.AckRef(r.id, r.token) for r in refs]))
         assert isinstance(outcome.reply, M.AckedMany), outcome.reply
         assert [result.code for result in outcome.reply.results] == expected
         assert outcome.records == ([R.JobsAcked(acked, self.now_ms)] if acked else [])
@@ -323,7 +327,7 @@ class Walk(Core):
             "fail": M.Fail(self.rid, ref.id, ref.token, M.ErrorInfo(type="Late")),
             "extend": M.Extend(self.rid, ref.id, ref.token),
             "release": M.Release(self.rid, ref.id, ref.token),
-            "ack_many": M.AckMany(self.rid, [ref]),
+            "ack_many": M.AckMany(self.rid, [M.AckRef(ref.id, ref.token)]),
         }
         self.touch(WORKERS[0])  # its sign of life is not the operation's doing
         before = canonical(self.state)
@@ -500,6 +504,10 @@ errors = st.builds(
 )
 
 
+KEEP_RESULT_MS = (500, 5 * SECOND_MS, 2 * MINUTE_MS)
+RESULTS = (b"\xc0", b"\xa3abc", b"\xa7abcdefg", b"\xa9abcdefghi")  # the last: over the limit
+
+
 class CoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -597,6 +605,44 @@ class CoreMachine(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         self.walk.restart()
+
+    @rule(spec=specs, keep_ms=st.sampled_from(KEEP_RESULT_MS))
+    def push_keeping_its_result(self, spec: M.JobSpec, keep_ms: int) -> None:
+        self.walk.push(msgspec.structs.replace(spec, keep_result_ms=keep_ms))
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), value=st.sampled_from(RESULTS))
+    def ack_with_a_result(self, data: st.DataObject, value: bytes) -> None:
+        """An ack carrying a result: kept (until the ack's time plus the
+        job's keep_result_ms) if the job asked, dropped if not; refused
+        with nothing changed if over the limit."""
+        walk = self.walk
+        token = self._held(data)
+        held = walk.leases[token]
+        job = walk.state.jobs[held.id]
+        request = M.Ack(walk.next_rid(), held.id, token, value)
+        if job.keep_result_ms and len(value) > CONFIG.result_max_bytes:
+            outcome = walk.send(request)
+            assert isinstance(outcome.reply, M.Error) and outcome.reply.code == "too_large"
+            assert walk.state.jobs[held.id].token == token, "refused: still leased"
+            return
+        walk._end(token)
+        walk.opened_window(held.id)
+        assert walk.send(request).reply == M.Ok(walk.rid)
+        kept = walk.state.results.get(held.id)
+        if job.keep_result_ms:
+            assert kept == (walk.now_ms + job.keep_result_ms, value)
+        else:
+            assert kept is None or kept[1] != value or kept[0] < walk.now_ms
+
+    @invariant()
+    def results_bounded(self) -> None:
+        """Every result within its limit; all of them within theirs but for
+        what one step adds (an ack of one); none past its time once the
+        clock has moved (advance ticks to rest)."""
+        state = self.walk.state
+        assert all(len(v) <= CONFIG.result_max_bytes for _, v in state.results.values())
+        assert state.result_bytes <= CONFIG.results_max_bytes + CONFIG.result_max_bytes
 
     @invariant()
     def history_bounded(self) -> None:

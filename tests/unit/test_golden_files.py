@@ -40,8 +40,8 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000096.log"]
-V3_COVERED = 95  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000103.log"]
+V3_COVERED = 102  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
 
 
@@ -216,7 +216,7 @@ def test_the_v3_snapshot_loads_to_the_state_of_the_records_it_covers() -> None:
     header = snapshot.read_header(OsDisk(), V3_SNAPSHOT)
     loaded = image.load(snapshot.read(OsDisk(), V3_SNAPSHOT), CoreConfig())
     every = [record for _, records in _frames_of(V3) for record in records]
-    assert header.through_seq == V3_COVERED and len(every) == 117
+    assert header.through_seq == V3_COVERED and len(every) == 125
     assert canonical(loaded) == canonical(replayed(every[:V3_COVERED]))
     assert check_invariants(loaded) == []
     states = {job.state for job in loaded.jobs.values()}
@@ -422,7 +422,7 @@ def test_the_v3_records_decode_to_what_was_written_and_say_what_a_lost_lease_did
         {"seq": seq, "record": msgspec.json.decode(msgspec.json.encode(_plain(record)))}
         for seq, (_, record) in enumerate(_records_of(V3), start=1)
     ]
-    assert len(decoded) == len(expected) == 117
+    assert len(decoded) == len(expected) == 125
     for now, then in zip(decoded, expected, strict=True):
         assert_same_or_newer(now, then)
     failures = [

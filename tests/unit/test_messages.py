@@ -23,6 +23,7 @@ from leash.protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
+    AckRef,
     BadRequest,
     Delivery,
     Error,
@@ -33,9 +34,11 @@ from leash.protocol.messages import (
     Failed,
     Fetch,
     GetJob,
+    GetResult,
     Hello,
     ItemResult,
     JobInfo,
+    JobResult,
     Jobs,
     JobSpec,
     JobView,
@@ -108,7 +111,8 @@ REQUESTS: list[Any] = [
     Fetch(rid=4, queues=["a"]),
     Fetch(rid=4, queues=["a", "b"], count=10, wait_ms=5_000),
     Ack(rid=5, id="order-7", token=17),
-    AckMany(rid=6, leases=[LeaseRef("order-7", 17), LeaseRef("_x1", 2**63 - 1)]),
+    AckMany(rid=6, leases=[AckRef("order-7", 17), AckRef("_x1", 2**63 - 1, b"\x91\x01")]),
+    Ack(rid=5, id="order-7", token=17, result=b"\xa2ok"),
     Fail(rid=7, id="order-7", token=17),
     Fail(rid=7, id="order-7", token=17, error=ErrorInfo("ValueError", "bad", "trace")),
     Extend(rid=8, id="order-7", token=17),
@@ -120,6 +124,8 @@ REQUESTS: list[Any] = [
     A.Pause(rid=10, queue="mail"),
     A.Resume(rid=11, queue="mail"),
     GetJob(rid=12, id="order-7"),
+    GetResult(rid=12, id="order-7"),
+    GetResult(rid=12, id="order-7", wait_ms=5_000),
     M.Beat(rid=13),
     A.Control(rid=14, worker_id="host-1-ab", state="quiet"),
     A.Control(rid=15, worker_id="host-1-ab", state="terminate"),
@@ -202,6 +208,9 @@ REPLIES: list[Any] = [
     Failed(rid=7, state="retrying", retry_at_ms=T0_MS + 16_000),
     Failed(rid=7, state="dead"),
     Extended(rid=8, deadline_ms=T0_MS + 90_000),
+    JobResult(rid=12, id="order-7", state="succeeded", value=b"\x91\x01"),
+    JobResult(rid=12, id="order-7", state="dead", error=ErrorInfo("ValueError", "bad")),
+    JobResult(rid=12, id="order-7", state="leased"),
     JobInfo(
         rid=12,
         job=JobView(
@@ -776,9 +785,18 @@ def test_unknown_fields_are_ignored_at_every_level() -> None:
     assert fail.error == ErrorInfo(type="E")
 
 
-def test_extra_elements_of_a_lease_ref_are_ignored() -> None:
-    request = decode_request(encode({"op": "ack_many", "rid": 1, "leases": [["j", 5, "later"]]}))
-    assert request == AckMany(rid=1, leases=[LeaseRef("j", 5)])
+def test_extra_elements_of_an_acked_lease_after_its_result_are_ignored() -> None:
+    leases = [["j", 5], ["k", 6, None, "later"], ["m", 7, b"\xc0", "later"]]
+    request = decode_request(encode({"op": "ack_many", "rid": 1, "leases": leases}))
+    assert request == AckMany(
+        rid=1, leases=[AckRef("j", 5), AckRef("k", 6), AckRef("m", 7, b"\xc0")]
+    )
+
+
+def test_an_acked_leases_third_element_is_its_result_bytes_or_nil() -> None:
+    bad = encode({"op": "ack_many", "rid": 1, "leases": [["j", 5, "later"]]})
+    with pytest.raises(BadRequest, match=r"\$\.leases\[0\]\[2\]"):
+        decode_request(bad)
 
 
 def test_unknown_reply_fields_are_ignored_by_the_reply_decoder() -> None:
