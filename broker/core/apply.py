@@ -209,6 +209,8 @@ def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
     for new, kept in zip(record.jobs, record.kept, strict=True):
         job = state.jobs.thaw(new.id)  # the Job object just made
         job.extra, job.discard_dead = kept.extra, kept.discard_dead
+    if record.extras:
+        _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 

@@ -132,13 +132,14 @@ class Kept(Struct, array_like=True):
     discard_dead: bool  # the job is forgotten, not kept dead, when its attempts run out
 
 
-class KeptJobsPushed(Struct, tag="pushed_kept", tag_field="r"):
+class KeptJobsPushed(Struct, tag="pushed_kept", tag_field="r", omit_defaults=True):
     """Jobs pushed as ``JobsPushed`` does, each with what its front end keeps
     on it (one ``Kept`` a job; the Faktory front end's pushes)."""
 
     jobs: list[NewJob]
     kept: list[Kept]
     counter_after: int
+    extras: list[JobExtras] = []  # as in JobsPushed (Faktory Enterprise's unique and expiring jobs)
 
 
 class JobsLeased(Struct, tag="leased", tag_field="r"):
