@@ -12,7 +12,8 @@ by side), ``key`` (each job its own ``unique_key``), ``derived``
 (``unique: true``: the key hashed from the args), ``duplicate`` (every
 push after the first ``--batch`` names a key already held: nothing is
 added), ``ttl`` (each job expires in a day: the expiry heap, the check at
-fetch). ``--tick``: after each ack_many the core's timer runs, as the
+fetch), ``result`` (each job keeps its result: every ack carries one).
+``--tick``: after each ack_many the core's timer runs, as the
 broker's does (it trims the finished-job history, on by default). A
 measurement, not a test.
 """
@@ -31,6 +32,7 @@ from bench.core_driver import CoreDriver
 from leash.broker.core import apply, tick
 from leash.protocol import messages as M
 
+RESULT = msgspec.msgpack.encode({"rows": 17, "status": "ok"})
 ARGS = msgspec.Raw(msgspec.msgpack.encode({"user": 12345, "report": "daily", "day": "2026-03-02"}))
 
 
@@ -44,6 +46,8 @@ def spec(mode: str, number: int, batch: int) -> M.JobSpec:
         return M.JobSpec(type="t", args=ARGS, unique_key=f"key-{number % batch}")
     if mode == "ttl":
         return M.JobSpec(type="t", args=ARGS, ttl_ms=86_400_000)
+    if mode == "result":
+        return M.JobSpec(type="t", args=ARGS, keep_result_ms=3_600_000)
     return M.JobSpec(type="t", args=ARGS)
 
 
@@ -52,7 +56,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument(
-        "--mode", choices=("plain", "key", "derived", "duplicate", "ttl"), default="plain"
+        "--mode",
+        choices=("plain", "key", "derived", "duplicate", "ttl", "result"),
+        default="plain",
     )
     parser.add_argument("--tick", action="store_true", help="tick after each ack_many")
     options = parser.parse_args()
@@ -72,8 +78,9 @@ def main() -> None:
         assert isinstance(reply, M.Jobs)
         if not reply.jobs:
             break
-        refs = [M.AckRef(job.id, job.token) for job in reply.jobs]
-        driver.send(M.AckMany(driver.next(), refs))
+        refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
+        values = [RESULT] * len(refs) if options.mode == "result" else None
+        driver.send(M.AckMany(driver.next(), refs, values))
         if options.tick:
             for record in tick(driver.state, driver.now_ms):
                 apply(driver.state, record)

@@ -101,7 +101,7 @@ class Driver(CoreDriver):
         self.send(M.PushMany(self.next(), specs))
         reply = self.send(M.Fetch(self.next(), ["q"], batch))
         assert isinstance(reply, M.Jobs) and len(reply.jobs) == batch
-        self.send(M.AckMany(self.next(), [M.AckRef(d.id, d.token) for d in reply.jobs]))
+        self.send(M.AckMany(self.next(), [M.LeaseRef(d.id, d.token) for d in reply.jobs]))
         if self.long is not None and self.rid % 300 == 0:  # a Worker extends it now and then
             self.send(M.Extend(self.next(), self.long.id, self.long.token))
         self.now_ms += 1

@@ -44,7 +44,6 @@ from leash.protocol.messages import (
     Ack,
     AckedMany,
     AckMany,
-    AckRef,
     Auth,
     Beat,
     Challenge,
@@ -211,20 +210,15 @@ class ClientCore(BatchCalls, Generic[W]):
     ) -> Call[list[ServerError | None]]:
         """``results``: each lease's packed result (None: none), if given."""
         rid = self._take_rid()
-        values = results or [None] * len(leases)
-        # [id, token] for an ack with no result, as before results (an
-        # AckRef would encode a trailing nil): the broker decodes either
-        refs: list[Any] = [
-            LeaseRef(*lease_ref(lease)) if value is None else AckRef(*lease_ref(lease), value)
-            for lease, value in zip(leases, values, strict=True)
-        ]
+        refs = [LeaseRef(*lease_ref(lease)) for lease in leases]
+        values = list(results) if any(value is not None for value in results) else None
         count = len(refs)
 
         def finish(reply: Reply) -> list[ServerError | None]:
             results = _same_length(_expect(reply, AckedMany).results, count)
             return [None if r.code is None else error_for(r.code, r.message) for r in results]
 
-        return Call(rid, self._encode(AckMany(rid=rid, leases=refs)), finish)
+        return Call(rid, self._encode(AckMany(rid=rid, leases=refs, results=values)), finish)
 
     def fail(
         self,

@@ -104,16 +104,6 @@ class LeaseRef(Struct, array_like=True):
     token: Token
 
 
-class AckRef(Struct, array_like=True):
-    """A lease ``ack_many`` acks: [id, token], or [id, token, result] with
-    the job's result when its spec asked for it kept (``keep_result_ms``):
-    a msgpack value, encoded, as bytes (nil: none)."""
-
-    id: JobId
-    token: Token
-    result: bytes | None = None
-
-
 # --- requests --------------------------------------------------------------
 
 
@@ -155,12 +145,19 @@ class Ack(Struct, tag="ack", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
-    result: bytes | None = None  # the job's result, msgpack-encoded (see AckRef)
+    result: bytes | None = None  # the job's result, a msgpack value encoded (core/results.py)
 
 
-class AckMany(Struct, tag="ack_many", tag_field="op"):
+class AckMany(Struct, tag="ack_many", tag_field="op", omit_defaults=True):
     rid: RequestId
-    leases: Annotated[list[AckRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
+    leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
+    # The jobs' results, one a lease (nil: none), msgpack-encoded (see Ack);
+    # absent when no lease carries one
+    results: Annotated[list[bytes | None], Meta(max_length=L.ACK_MANY_MAX)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.results is not None and len(self.results) != len(self.leases):
+            raise ValueError("results must have one item a lease")
 
 
 class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):

@@ -174,27 +174,27 @@ def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
     acked: list[M.LeaseRef] = []
     keeping: list[M.LeaseRef] = []  # the acks whose results are kept
     values: list[bytes] = []
+    sent = request.results
     seen: set[str] = set()
     answers: list[M.ItemResult] = []
     for index, lease in enumerate(request.leases):
-        job_id, token = lease.id, lease.token
         try:
-            if job_id in seen:
-                raise Rejected(ErrorCode.STALE_LEASE, f"job {job_id!r} is acked twice")
-            job = lease_of(state, job_id, token)
+            if lease.id in seen:
+                raise Rejected(ErrorCode.STALE_LEASE, f"job {lease.id!r} is acked twice")
+            job = lease_of(state, lease.id, lease.token)
             kept = None
-            if lease.result is not None:
-                kept = results.to_keep(state, job, lease.result, f"$.leases[{index}].result")
+            if sent is not None and sent[index] is not None:
+                kept = results.to_keep(state, job, sent[index], f"$.results[{index}]")
         except Rejected as rejected:
-            answers.append(M.ItemResult(job_id, rejected.code, rejected.message))
+            answers.append(M.ItemResult(lease.id, rejected.code, rejected.message))
             continue
-        seen.add(job_id)
+        seen.add(lease.id)
         if kept is None:
-            acked.append(M.LeaseRef(job_id, token))
+            acked.append(lease)
         else:
-            keeping.append(M.LeaseRef(job_id, token))
+            keeping.append(lease)
             values.append(kept)
-        answers.append(M.ItemResult(job_id))
+        answers.append(M.ItemResult(lease.id))
     records: list[R.Record] = [R.JobsAcked(acked, now_ms)] if acked else []
     if keeping:
         records.append(R.ResultsAcked(keeping, values, now_ms))

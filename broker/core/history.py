@@ -129,10 +129,9 @@ def to_trim(state: State, now_ms: int, limit: int) -> int:
     return count
 
 
-def next_due_ms(state: State) -> int | None:
+def next_due_ms(state: State) -> int:
+    """When the tick has the history to trim (the history holds entries)."""
     order = state.history_order
-    if not order:
-        return None
     config = state.config
     if len(order) - config.history_max_jobs > slack(config.history_max_jobs):
         return order[0][FINISHED_MS]

@@ -2,7 +2,8 @@
 
 Theory of operation. A push may ask for its job's result to be kept
 (``keep_result_ms``, carried in ``JobExtras`` and on the job). The worker
-sends the handler's return value with the ack (``AckRef.result``: a
+sends the handler's return value with the ack (``result``, one a lease
+in ``ack_many``: a
 msgpack value, encoded); the ack record carries it, so a result is as
 durable as the ack, and apply keeps it in ``state.results`` until
 ``at_ms + keep_result_ms``, with an entry (until_ms, id) in the heap
@@ -91,10 +92,9 @@ def to_drop(state: State, now_ms: int, limit: int) -> list[str]:
     return list(ids)
 
 
-def next_due_ms(state: State) -> int | None:
+def next_due_ms(state: State) -> int:
+    """When the tick has results to drop (some are kept)."""
     heap = state.result_expiries
-    if not heap:
-        return None
     if state.result_bytes > state.config.results_max_bytes:
         return 0  # at once
     return heap[0][0]

@@ -79,9 +79,10 @@ def next_due_ms(state: State) -> int | None:
         state.expiries,
     )
     fronts = [heap[0][0] for heap in heaps if heap]
-    for due_ms in (history.next_due_ms(state), results.next_due_ms(state)):
-        if due_ms is not None:
-            fronts.append(due_ms)
+    if state.history_order:
+        fronts.append(history.next_due_ms(state))
+    if state.result_expiries:
+        fronts.append(results.next_due_ms(state))
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs

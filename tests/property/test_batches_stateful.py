@@ -173,7 +173,7 @@ class BatchWalk(Core):
         request: M.Request = rng.choice(
             (
                 M.Ack(self.next_rid(), ref.id, ref.token),
-                M.AckMany(self.rid, [M.AckRef(ref.id, ref.token)] * 2),
+                M.AckMany(self.rid, [ref, ref]),
             )
         )
         self.touch(WORKERS[0])

@@ -261,7 +261,7 @@ class Walk(Core):
                 expected.append(ErrorCode.NOT_FOUND)
         for ref in acked:
             self.opened_window(ref.id)
-        outcome = self.send(M.AckMany(self.next_rid(), [M.AckRef(r.id, r.token) for r in refs]))
+        outcome = self.send(M.AckMany(self.next_rid(), refs))
         assert isinstance(outcome.reply, M.AckedMany), outcome.reply
         assert [result.code for result in outcome.reply.results] == expected
         assert outcome.records == ([R.JobsAcked(acked, self.now_ms)] if acked else [])
@@ -327,7 +327,7 @@ class Walk(Core):
             "fail": M.Fail(self.rid, ref.id, ref.token, M.ErrorInfo(type="Late")),
             "extend": M.Extend(self.rid, ref.id, ref.token),
             "release": M.Release(self.rid, ref.id, ref.token),
-            "ack_many": M.AckMany(self.rid, [M.AckRef(ref.id, ref.token)]),
+            "ack_many": M.AckMany(self.rid, [ref]),
         }
         self.touch(WORKERS[0])  # its sign of life is not the operation's doing
         before = canonical(self.state)

@@ -146,7 +146,7 @@ class Journal:
                 self.send(M.Release(rid, job_id, token), worker)
         elif roll < 0.91 and held:
             chosen = [self.held.pop(token) for token in rng.sample(held, min(len(held), 3))]
-            refs = [M.AckRef(d.id, d.token) for d in chosen]
+            refs = [M.LeaseRef(d.id, d.token) for d in chosen]
             self.send(M.AckMany(self.next_rid(), refs), worker)
         elif roll < 0.92:
             queue = rng.choice(QUEUES)

@@ -128,11 +128,11 @@ def test_ack_many_answers_per_item_and_writes_only_the_valid_ones() -> None:
         M.AckMany(
             1,
             [
-                M.AckRef("a", a.token),
-                M.AckRef("b", b.token + 100),
-                M.AckRef("nobody", 7),
-                M.AckRef("a", a.token),
-                M.AckRef("c", c.token),
+                M.LeaseRef("a", a.token),
+                M.LeaseRef("b", b.token + 100),
+                M.LeaseRef("nobody", 7),
+                M.LeaseRef("a", a.token),
+                M.LeaseRef("c", c.token),
             ],
         )
     )
@@ -150,7 +150,7 @@ def test_ack_many_with_no_valid_item_writes_nothing() -> None:
     core = Core()
     core.push(id="a")
     delivery = core.lease()
-    outcome = core.send(M.AckMany(1, [M.AckRef("a", delivery.token + 1)]))
+    outcome = core.send(M.AckMany(1, [M.LeaseRef("a", delivery.token + 1)]))
     assert isinstance(outcome.reply, M.AckedMany)
     assert outcome.reply.results[0].code == ErrorCode.STALE_LEASE
     assert outcome.records == []

@@ -80,7 +80,7 @@ class Driver(CoreDriver):
         return reply.jobs
 
     def ack(self, deliveries: list[M.Delivery]) -> None:
-        refs = [M.AckRef(d.id, d.token) for d in deliveries]
+        refs = [M.LeaseRef(d.id, d.token) for d in deliveries]
         reply = self.send(M.AckMany(self.next(), refs))
         assert isinstance(reply, M.AckedMany) and all(r.code is None for r in reply.results)
 

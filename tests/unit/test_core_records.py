@@ -49,7 +49,7 @@ def busy_core() -> Core:
     assert [delivery.id for delivery in held] == ["a", "c", "d"]
     core.fail(held[2])
     core.tick()  # the dead set is over its count of one
-    core.send(M.AckMany(core.next_rid(), [M.AckRef("a", core.job("a").token or 0)]))
+    core.send(M.AckMany(core.next_rid(), [M.LeaseRef("a", core.job("a").token or 0)]))
     core.boot()
     return core
 

@@ -50,7 +50,7 @@ def test_a_result_over_the_limit_is_refused_and_the_job_stays_leased() -> None:
     assert refused.path == "$.result" and "still leased" in refused.message
     assert core.job("a").state == "leased"
     many = core.expect(
-        M.AckMany(core.next_rid(), [M.AckRef("a", delivery.token, b"\xa9123456789")]),
+        M.AckMany(core.next_rid(), [M.LeaseRef("a", delivery.token)], [b"\xa9123456789"]),
         M.AckedMany,
     )
     assert [item.code for item in many.results] == [ErrorCode.TOO_LARGE]
