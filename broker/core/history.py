@@ -15,7 +15,9 @@ attempts before it, and for a success the worker id, host and pid of the
 process that acked it. About 330 B an entry with its map slot and
 its id (measured with tracemalloc): 3.3 MB at the default of 10,000.
 
-Bounds: ``CoreConfig.history_max_jobs`` entries (0: no history) and
+Bounds: ``CoreConfig.history_max_jobs`` entries (0: none kept past the
+next tick: apply enters every finished job whatever the configuration, as
+applying a record never depends on it) and
 ``history_max_age_ms``. The tick trims (``HistoryTrimmed``: the number of
 oldest entries dropped, so the record is a few bytes whatever it drops)
 once the entries pass the count by a slack (a sixteenth), so that a busy
@@ -50,7 +52,7 @@ _intern = sys.intern
 
 def slack(max_jobs: int) -> int:
     """How far past its count the history may grow before a trim."""
-    return max(1, max_jobs // 16)
+    return max(1, max_jobs // 16) if max_jobs else 0
 
 
 # --- apply's ----------------------------------------------------------------
@@ -79,9 +81,9 @@ def succeeded(
     owner: str,
     at_ms: int,
 ) -> None:
-    """A job was acked by ``owner`` at ``at_ms`` (on every ack: kept lean)."""
-    if not state.config.history_max_jobs:
-        return
+    """A job was acked by ``owner`` at ``at_ms`` (on every ack: kept lean).
+    Whatever the configuration: applying a record never depends on it (the
+    snapshotter replays with the defaults); the tick trims to the bounds."""
     process = state.processes.get(owner)
     if process is None:  # (an owner is a live process: never, but for old journals)
         entry: Finished = (job_id, _intern(queue), _intern(job_type), SUCCEEDED, created_ms,
@@ -100,9 +102,8 @@ def succeeded(
 def ended(state: State, job_id: str, queue: str, job_type: str, created_ms: int,
           failures: int, outcome: str, at_ms: int) -> None:  # fmt: skip
     """A job was deleted or expired."""
-    if state.config.history_max_jobs:
-        add(state, (job_id, _intern(queue), _intern(job_type), outcome, created_ms, at_ms,
-                    failures, "", "", 0))  # fmt: skip
+    add(state, (job_id, _intern(queue), _intern(job_type), outcome, created_ms, at_ms,
+                failures, "", "", 0))  # fmt: skip
 
 
 def trimmed(state: State, record: R.HistoryTrimmed) -> None:
@@ -164,16 +165,13 @@ def view(entry: Finished) -> M.JobView:
 
 def problems(state: State) -> list[str]:
     """Each entry under its own id, once in the order, with a known
-    outcome; none when off. (An id may be live again after it finished:
-    pushed again.)"""
-    history, config = state.history, state.config
+    outcome. (An id may be live again after it finished: pushed again.)"""
+    history = state.history
     found = [f"history entry {k} names {e[ID]}" for k, e in history.items() if k != e[ID]]
     if [e[ID] for e in state.history_order] != list(history) or any(
         history[e[ID]] is not e for e in state.history_order
     ):
         found.append("the history's order and its entries disagree")
-    if config.history_max_jobs <= 0 and history:
-        found.append("the history is off but holds entries")
     if any(e[OUTCOME] not in OUTCOMES for e in history.values()):
         found.append("a history entry has an unknown outcome")
     return found

@@ -96,6 +96,7 @@ def test_with_no_history_an_acked_job_is_not_found() -> None:
     core = Core(history_max_jobs=0)
     core.push(id="a")
     core.ack(core.lease())
+    assert core.tick() == [R.HistoryTrimmed(1, core.now_ms)]
     assert core.state.history == {}
     core.refused(M.GetJob(core.next_rid(), "a"), ErrorCode.NOT_FOUND)
 
