@@ -12,8 +12,8 @@ twice (pushed again after its first run was forgotten) moves to the end.
 An entry is small and holds no args: id, queue, type (names interned, so
 shared between entries), outcome, created and finished times, the failed
 attempts before it, and for a success the worker id, host and pid of the
-process that acked it. About 330 B an entry with its map slot and
-its id (measured with tracemalloc): 3.3 MB at the default of 10,000.
+process that acked it. About 300 B an entry with its map slot and
+its id (measured with tracemalloc): 3 MB at the default of 10,000.
 
 Bounds: ``CoreConfig.history_max_jobs`` entries (0: none kept past the
 next tick: apply enters every finished job whatever the configuration, as
