@@ -18,7 +18,10 @@ at most 1 leased a key: the lanes and their tokens), ``rate`` (the queue
 starts at most 100,000 jobs a second: the window of lease times; the clock
 moves 1 ms a fetch), ``saturated`` (as ``per_key``, but the first half of
 the jobs share one key whose slot a lease holds all along: a fetch must
-not scan past them). A measurement, not a test.
+not scan past them), ``result`` (each job keeps its result: every ack
+carries one). ``--tick``: after each ack_many the core's timer runs, as the
+broker's does (it trims the finished-job history, on by default). A
+measurement, not a test.
 """
 
 import argparse
@@ -32,8 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import msgspec
 
 from bench.core_driver import CoreDriver
+from leash.broker.core import apply, tick
 from leash.protocol import messages as M
 
+RESULT = msgspec.msgpack.encode({"rows": 17, "status": "ok"})
 ARGS = msgspec.Raw(msgspec.msgpack.encode({"user": 12345, "report": "daily", "day": "2026-03-02"}))
 
 
@@ -50,6 +55,8 @@ def spec(mode: str, number: int, batch: int) -> M.JobSpec:
     if mode in ("per_key", "saturated"):
         key = "big" if mode == "saturated" and number < 0 else f"customer-{number % 1000}"
         return M.JobSpec(type="t", args=ARGS, concurrency_key=key)
+    if mode == "result":
+        return M.JobSpec(type="t", args=ARGS, keep_result_ms=3_600_000)
     return M.JobSpec(type="t", args=ARGS)
 
 
@@ -76,10 +83,11 @@ def main() -> None:
         "--mode",
         choices=(
             "plain", "key", "derived", "duplicate", "ttl", "concurrency", "per_key", "rate",
-            "saturated",
+            "saturated", "result",
         ),
         default="plain",
     )  # fmt: skip
+    parser.add_argument("--tick", action="store_true", help="tick after each ack_many")
     options = parser.parse_args()
     driver = CoreDriver()
     gc.disable()
@@ -115,8 +123,12 @@ def main() -> None:
             break
         fetched += len(reply.jobs)
         refs = [M.LeaseRef(job.id, job.token) for job in reply.jobs]
-        driver.send(M.AckMany(driver.next(), refs))
+        values = [RESULT] * len(refs) if options.mode == "result" else None
+        driver.send(M.AckMany(driver.next(), refs, values))
         driver.now_ms += 1
+        if options.tick:
+            for record in tick(driver.state, driver.now_ms):
+                apply(driver.state, record)
     fetched_s = time.process_time() - started
     assert fetched == options.jobs - held, (fetched, options.jobs, held)
     per_job_us = 1e6 / options.jobs

@@ -45,6 +45,8 @@ PORT_MAX = 65535
 UID_MAX = 2**32 - 1
 DEAD_JOBS_MAX = 100_000_000
 UNIQUE_KEYS_MAX = 100_000_000
+RESULT_BYTES_MAX = 16 * 1024 * 1024  # a frame's ceiling
+RESULTS_BYTES_MAX = 1 << 40
 COUNT_MAX = 1_000_000
 LOST_LEASES_MAX = 1000
 LOG_LEVELS = ("debug", "info", "warning")
@@ -225,6 +227,39 @@ _BROKER = [
         UNIQUE_KEYS_MAX,
         "uniqueness keys held at once (a push that would hold more is refused)",
         field="core.unique_keys_max",
+    ),
+    _int(
+        "--history-max-jobs",
+        _CORE.history_max_jobs,
+        0,
+        DEAD_JOBS_MAX,
+        "finished jobs (acked, deleted, expired) kept for `leash job` (0: none)",
+        field="core.history_max_jobs",
+    ),
+    _int(
+        "--history-max-age-s",
+        _CORE.history_max_age_ms // 1000,
+        1,
+        RETENTION_MAX_MS // 1000,
+        "seconds a finished job is kept for `leash job`",
+        field="core.history_max_age_ms",
+        scale=1000,
+    ),
+    _int(
+        "--result-max-bytes",
+        _CORE.result_max_bytes,
+        1,
+        RESULT_BYTES_MAX,
+        "the largest result an ack may carry (a larger one is refused: too_large)",
+        field="core.result_max_bytes",
+    ),
+    _int(
+        "--results-max-bytes",
+        _CORE.results_max_bytes,
+        1,
+        RESULTS_BYTES_MAX,
+        "results kept at once, in bytes (past it, those nearest their end are dropped)",
+        field="core.results_max_bytes",
     ),
     _int(
         "--heartbeat-ms",

@@ -70,6 +70,8 @@ def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
                          f"{journal.commit_mean_records:.1f} records each"),
         ("replay at start", f"{journal.replay_records} records in {journal.replay_s:.3f} s"),
         ("limits", counts(s.limits)),
+        ("finished jobs", s.finished_jobs),
+        ("results kept", f"{s.results_kept} ({s.result_bytes} bytes)"),
     ]  # fmt: skip
     if s.expired_jobs:
         lines = [f"{j.id} ({j.queue}, {j.type}) at {when(j.expires_ms)}" for j in s.expired_jobs]
@@ -144,6 +146,8 @@ def processes(admin: AdminClient, options: argparse.Namespace) -> Table:
 
 def job(admin: AdminClient, options: argparse.Namespace) -> Fields:
     job = admin.job(options.id)
+    if job.finished_ms is not None:
+        return _finished(job)
     error = job.last_error
     pairs: list[tuple[str, object]] = [
         ("id", job.id),
@@ -182,6 +186,23 @@ def _progress(job: M.JobView) -> str | None:
         return None
     text = progress_text(job.progress, job.progress_message)
     return f"{text} (at {when(job.progress_ms)})" if job.progress_ms else text
+def _finished(job: M.JobView) -> Fields:
+    """A job from the broker's history of finished jobs: no args are kept."""
+    assert job.finished_ms is not None
+    pairs: list[tuple[str, object]] = [
+        ("id", job.id),
+        ("queue", job.queue),
+        ("type", job.type),
+        ("state", job.state),
+        ("created", when(job.created_ms)),
+        ("finished", when(job.finished_ms)),
+    ]
+    if job.finished_by is not None:
+        where = f" ({job.finished_host} pid {job.finished_pid})" if job.finished_host else ""
+        pairs.append(("finished by", f"{job.finished_by}{where}, attempt {job.attempt + 1}"))
+    elif job.attempt:
+        pairs.append(("attempts", f"{job.attempt} failed"))
+    return Fields(pairs, job)
 
 
 def _unique(job: M.JobView) -> str | None:

@@ -36,7 +36,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import msgspec
 from msgspec import Struct
 
-from leash.protocol import PROTOCOL_VERSION, limits
+from leash.protocol import PROTOCOL_VERSION, argtypes, limits
 from leash.protocol import auth as A
 from leash.protocol.errors import ErrorCode, ProtocolError
 from leash.protocol.frames import FrameDecoder, encode_frame
@@ -55,8 +55,10 @@ from leash.protocol.messages import (
     Failed,
     Fetch,
     GetJob,
+    GetResult,
     Hello,
     JobInfo,
+    JobResult,
     Jobs,
     JobSpec,
     JobsRun,
@@ -84,8 +86,10 @@ from ._calls import ok_reply as _ok
 from ._exceptions import (
     BrokerNotVerified,
     ConnectionLost,
+    JobFailed,
     LeashError,
     ProtocolViolation,
+    ResultNotReady,
     ServerError,
     TooLarge,
     error_for,
@@ -93,6 +97,7 @@ from ._exceptions import (
 )
 from ._identity import Identity
 from ._types import (
+    NO_RESULT,
     FailResult,
     Job,
     Lease,
@@ -195,21 +200,26 @@ class ClientCore(BatchCalls, Generic[W]):
         request = Fetch(rid=rid, queues=names, count=count, wait_ms=wait_ms)
         return Call(rid, self._encode(request), _delivered_jobs, wait_ms)
 
-    def ack(self, lease: Lease) -> Call[None]:
+    def ack(self, lease: Lease, result: Any = NO_RESULT) -> Call[None]:
         rid = self._take_rid()
         job_id, token = lease_ref(lease)
-        return Call(rid, self._encode(Ack(rid=rid, id=job_id, token=token)), _ok)
+        value = None if result is NO_RESULT else argtypes.pack(result)
+        return Call(rid, self._encode(Ack(rid=rid, id=job_id, token=token, result=value)), _ok)
 
-    def ack_many(self, leases: Sequence[Lease]) -> Call[list[ServerError | None]]:
+    def ack_many(
+        self, leases: Sequence[Lease], results: Sequence[bytes | None] = ()
+    ) -> Call[list[ServerError | None]]:
+        """``results``: each lease's packed result (None: none), if given."""
         rid = self._take_rid()
         refs = [LeaseRef(*lease_ref(lease)) for lease in leases]
+        values = list(results) if any(value is not None for value in results) else None
         count = len(refs)
 
         def finish(reply: Reply) -> list[ServerError | None]:
             results = _same_length(_expect(reply, AckedMany).results, count)
             return [None if r.code is None else error_for(r.code, r.message) for r in results]
 
-        return Call(rid, self._encode(AckMany(rid=rid, leases=refs)), finish)
+        return Call(rid, self._encode(AckMany(rid=rid, leases=refs, results=values)), finish)
 
     def fail(
         self,
@@ -256,6 +266,11 @@ class ClientCore(BatchCalls, Generic[W]):
         job_id, token = lease_ref(lease)
         request = Release(rid=rid, id=job_id, token=token, delay_ms=delay_ms)
         return Call(rid, self._encode(request), _ok)
+
+    def get_result(self, id: str, wait_ms: int = 0) -> Call[Any]:
+        rid = self._take_rid()
+        request = GetResult(rid=rid, id=id, wait_ms=wait_ms)
+        return Call(rid, self._encode(request), _result_value, wait_ms)
 
     def get_job(self, id: str) -> Call[JobView]:
         rid = self._take_rid()
@@ -435,6 +450,15 @@ def _extended(lease: Lease) -> Callable[[Reply], int]:
 def _fail_result(reply: Reply) -> FailResult:
     failed = _expect(reply, Failed)
     return FailResult(failed.state, failed.retry_at_ms)
+
+
+def _result_value(reply: Reply) -> Any:
+    answer = _expect(reply, JobResult)
+    if answer.state == "succeeded" and answer.value is not None:
+        return argtypes.unpack(answer.value)
+    if answer.error is not None:
+        raise JobFailed(answer.id, answer.state, answer.error)
+    raise ResultNotReady(answer.id, answer.state)
 
 
 def _job_view(reply: Reply) -> JobView:

@@ -6,6 +6,8 @@ The tree::
     ├── ConnectionLost              the connection closed or reset (also a ConnectionError)
     │   └── ConnectFailed           ... or could not be opened at all
     ├── RequestTimeout              no reply within timeout_s (also a TimeoutError)
+    ├── JobFailed                   result: the job died, was deleted or expired
+    ├── ResultNotReady              result: the job has not finished (also a TimeoutError)
     ├── ProtocolViolation           the broker sent bytes we cannot decode
     ├── BrokerNotVerified           the broker could not prove it holds our key (not ours?)
     └── ServerError                 the broker answered with an error reply: code, message, path
@@ -42,7 +44,7 @@ broker's frame limit: sending it would make the broker close the connection.
 """
 
 from leash.protocol.errors import ErrorCode
-from leash.protocol.messages import Error
+from leash.protocol.messages import Error, ErrorInfo
 
 
 class LeashError(Exception):
@@ -55,6 +57,24 @@ class ConnectionLost(LeashError, ConnectionError):
 
 class ConnectFailed(ConnectionLost):
     """The connection could not be opened."""
+
+
+class JobFailed(LeashError):
+    """``result``: the job ended without success: it died (``error`` is its
+    last error), or it was deleted or expired (``state`` says which)."""
+
+    def __init__(self, job_id: str, state: str, error: ErrorInfo | None) -> None:
+        detail = f": {error.type}: {error.message}" if error is not None else ""
+        super().__init__(f"job {job_id} is {state}{detail}")
+        self.job_id, self.state, self.error = job_id, state, error
+
+
+class ResultNotReady(LeashError, TimeoutError):
+    """``result``: the job has not finished (the wait ended first)."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job {job_id} has not finished: it is {state}")
+        self.job_id, self.state = job_id, state
 
 
 class RequestTimeout(LeashError, TimeoutError):

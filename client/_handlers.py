@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from leash.protocol import limits
+from leash.protocol import argtypes, limits
 from leash.protocol.messages import ErrorInfo, JobSpec
 
 from ._control import DEFAULT_POLICY, ClassesOption, Outcome, Policy, classes, outcome_of
@@ -264,6 +264,11 @@ def _ended(
 ) -> Outcome:
     """What the run comes to: logged and counted, then the middleware told
     (in the handler's thread)."""
+    if exc is None and job.keep_result:  # its ack carries the result, packed
+        try:
+            job.result = argtypes.pack(result)
+        except TypeError as unpackable:  # a type that would not come back as itself
+            exc = unpackable
     outcome = None if exc is None else outcome_of(exc, entry.policy)
     watch.finished(job, outcome, time.monotonic() - started_s, exc)
     if ran:

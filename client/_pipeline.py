@@ -68,6 +68,7 @@ class _Pushes(Generic[F]):
         expires_at_ms: int | None = None,
         time_limit_ms: int | None = None,
         concurrency_key: str | None = None,
+        keep_result_ms: int | None = None,
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
         spec = job_spec(
@@ -89,6 +90,7 @@ class _Pushes(Generic[F]):
             expires_at_ms=expires_at_ms,
             time_limit_ms=time_limit_ms,
             concurrency_key=concurrency_key,
+            keep_result_ms=keep_result_ms,
         )
         return self._queue(self._core().push(spec, lease))
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, assert_never
 
 from leash.protocol import limits
+from leash.protocol.messages import ErrorInfo
 
 from ._calls import Call
 from ._control import Failure, Outcome, Snoozed
@@ -33,6 +34,7 @@ from ._exceptions import (
     RequestTimeout,
     ServerError,
     StaleLease,
+    TooLarge,
 )
 from ._keepalive import lease_lost_message
 from ._link import Link
@@ -168,6 +170,9 @@ class Settler:
                 log.error("could not ack %d jobs: %s", len(chunk), exc)
                 continue
             for job, result in zip(chunk, results, strict=True):
+                if isinstance(result, TooLarge) and job.result is not None:
+                    self.add(job, result_too_large(job, result))  # still leased: fail it
+                    continue
                 _log_outcome(job, None, result)
         for (job, outcome), reply in zip(others, replies[len(chunks) :], strict=True):
             try:
@@ -185,6 +190,16 @@ class Settler:
         self.put_back(outcomes)
 
 
+def result_too_large(job: Job, refused: TooLarge) -> Failure:
+    """The broker refused a job's result as too large (the job is still
+    leased): it fails dead, with ``ResultTooLarge``; running it again
+    would give the same result."""
+    log.error("the result of job %s (%s) is too large: %s", job.id, job.type, refused.message)
+    job.result = None
+    error = ErrorInfo(type="ResultTooLarge", message=refused.message)
+    return Failure(error, dead=True)
+
+
 def _split(outcomes: list[Finished]) -> tuple[list[list[Job]], list[Finished]]:
     """The acks in chunks of at most ``ACK_MANY_MAX``, and the others."""
     acked = [job for job, outcome in outcomes if outcome is None]
@@ -195,7 +210,9 @@ def _split(outcomes: list[Finished]) -> tuple[list[list[Job]], list[Finished]]:
 def _calls(client: AsyncClient, outcomes: list[Finished]) -> list[Call[Any]]:
     """One ack_many a chunk of acks, then a fail or release for each other outcome."""
     chunks, others = _split(outcomes)
-    calls: list[Call[Any]] = [client._core.ack_many(chunk) for chunk in chunks]
+    calls: list[Call[Any]] = [
+        client._core.ack_many(chunk, [job.result for job in chunk]) for chunk in chunks
+    ]
     for job, outcome in others:
         match outcome:
             case Failure(error=error, retry_in_ms=retry_in_ms, dead=dead):

@@ -38,12 +38,14 @@ class Job:
         "created_ms",
         "deadline_ms",
         "id",
+        "keep_result",
         "lease_ttl_ms",
         "max_attempts",
         "priority",
         "queue",
         "raw_args",
         "time_limit_ms",
+        "result",
         "token",
         "type",
     )
@@ -62,6 +64,8 @@ class Job:
         self.created_ms: int = delivery.created_ms
         self.batch: str | None = delivery.batch  # the batch the job is a member of
         self.time_limit_ms: int | None = delivery.time_limit_ms  # the attempt's limit
+        self.keep_result: bool = delivery.keep_result  # its ack's result is kept
+        self.result: bytes | None = None  # its handler's result, packed, to send with its ack
         self._args: Any = _UNDECODED
 
     @property
@@ -78,6 +82,8 @@ class Job:
             f"attempt={self.attempt}/{self.max_attempts}, token={self.token})"
         )
 
+
+NO_RESULT: Any = object()  # ack's default: no result sent (None is a result)
 
 Lease: TypeAlias = Job | tuple[str, int]
 """Wherever a lease is taken: a delivered ``Job`` or an ``(id, token)`` pair."""
@@ -159,6 +165,7 @@ def job_spec(
     expires_at_ms: int | None = None,
     time_limit_ms: int | None = None,
     concurrency_key: str | None = None,
+    keep_result_ms: int | None = None,
 ) -> JobSpec:
     """A JobSpec with only the given options set; ``args=None`` means no arguments.
 
@@ -204,6 +211,8 @@ def job_spec(
         spec.time_limit_ms = time_limit_ms
     if concurrency_key is not None:
         spec.concurrency_key = concurrency_key
+    if keep_result_ms is not None:
+        spec.keep_result_ms = keep_result_ms
     if spec.unique and spec.unique_key is not None:
         raise ValueError("give unique_key or unique, not both")
     if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):

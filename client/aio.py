@@ -61,7 +61,16 @@ from ._exceptions import ConnectFailed, ConnectionLost, LeashError, RequestTimeo
 from ._identity import Identity, process_worker_id
 from ._pipeline import AsyncPipeline
 from ._security import KeyOption, TlsOption, as_key, as_tls
-from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
+from ._types import (
+    NO_RESULT,
+    FailResult,
+    Job,
+    JobSpecLike,
+    Lease,
+    as_job_spec,
+    job_spec,
+    with_id,
+)
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 from .blocking import IDLE_REOPEN_FRACTION
 
@@ -249,6 +258,7 @@ class AsyncClient:
         expires_at_ms: int | None = None,
         time_limit_ms: int | None = None,
         concurrency_key: str | None = None,
+        keep_result_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -263,6 +273,8 @@ class AsyncClient:
         and the ``Worker`` fail it with ``TimeLimitExceeded`` then.
         ``concurrency_key`` (a customer id, say): the queue's per-key limit
         counts the job's leases under it (``leash limit QUEUE --per-key N``).
+        ``keep_result_ms``: its handler's return value is kept that long after
+        it succeeds, for ``result``.
         """
         spec = job_spec(
             type,
@@ -283,6 +295,7 @@ class AsyncClient:
             expires_at_ms=expires_at_ms,
             time_limit_ms=time_limit_ms,
             concurrency_key=concurrency_key,
+            keep_result_ms=keep_result_ms,
         )
         return await self._call_again(self._core.push(spec, lease))
 
@@ -296,6 +309,13 @@ class AsyncClient:
         ``created=False`` in the answer to the next."""
         specs = [with_id(as_job_spec(job)) for job in jobs]
         return await self._call_again(self._core.push_many(specs, lease)) if specs else []
+
+    async def result(self, id: str, wait_ms: int = 0) -> Any:
+        """The value job ``id`` returned, waiting up to ``wait_ms`` for it to
+        finish. ``JobFailed`` if it died (with its error), was deleted or
+        expired; ``ResultNotReady`` if it has not finished; ``NotFound`` if
+        the broker knows no such job or kept no result for it."""
+        return await self._call(self._core.get_result(id, wait_ms))
 
     async def get_job(self, id: str) -> JobView:
         return await self._call(self._core.get_job(id))
@@ -313,9 +333,11 @@ class AsyncClient:
         """Lease up to ``count`` jobs; wait up to ``wait_ms`` for the first one."""
         return await self._call(self._core.fetch(queues, count, wait_ms))
 
-    async def ack(self, job: Lease) -> None:
-        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost."""
-        await self._call(self._core.ack(job))
+    async def ack(self, job: Lease, result: Any = NO_RESULT) -> None:
+        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost.
+        ``result``: its return value, kept if its push asked (``keep_result_ms``);
+        ``TooLarge`` (the job stays leased) over the broker's limit."""
+        await self._call(self._core.ack(job, result))
 
     async def ack_many(self, jobs: Sequence[Lease]) -> list[ServerError | None]:
         """Ack several jobs; per job, None if acked or the error that refused it."""

@@ -76,7 +76,16 @@ from ._identity import Identity, process_worker_id
 from ._pipe import Pipe, Slot
 from ._pipeline import Pipeline
 from ._security import KeyOption, TlsOption, as_key, as_tls
-from ._types import FailResult, Job, JobSpecLike, Lease, as_job_spec, job_spec, with_id
+from ._types import (
+    NO_RESULT,
+    FailResult,
+    Job,
+    JobSpecLike,
+    Lease,
+    as_job_spec,
+    job_spec,
+    with_id,
+)
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
 
 T = TypeVar("T")
@@ -247,6 +256,7 @@ class Client:
         expires_at_ms: int | None = None,
         time_limit_ms: int | None = None,
         concurrency_key: str | None = None,
+        keep_result_ms: int | None = None,
     ) -> str:
         """Add a job; return its id. Unset options take the broker's defaults.
 
@@ -261,6 +271,8 @@ class Client:
         and the ``Worker`` fail it with ``TimeLimitExceeded`` then.
         ``concurrency_key`` (a customer id, say): the queue's per-key limit
         counts the job's leases under it (``leash limit QUEUE --per-key N``).
+        ``keep_result_ms``: its handler's return value is kept that long after
+        it succeeds, for ``result``.
         """
         spec = job_spec(
             type,
@@ -281,6 +293,7 @@ class Client:
             expires_at_ms=expires_at_ms,
             time_limit_ms=time_limit_ms,
             concurrency_key=concurrency_key,
+            keep_result_ms=keep_result_ms,
         )
         return self._call_again(self._core.push(spec, lease))
 
@@ -309,9 +322,18 @@ class Client:
         """Lease up to ``count`` jobs; wait up to ``wait_ms`` for the first one."""
         return self._call(self._core.fetch(queues, count, wait_ms))
 
-    def ack(self, job: Lease) -> None:
-        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost."""
-        self._call(self._core.ack(job))
+    def ack(self, job: Lease, result: Any = NO_RESULT) -> None:
+        """The job is done. ``StaleLease``/``NotFound`` if the lease was lost.
+        ``result``: its return value, kept if its push asked (``keep_result_ms``);
+        ``TooLarge`` (the job stays leased) over the broker's limit."""
+        self._call(self._core.ack(job, result))
+
+    def result(self, id: str, wait_ms: int = 0) -> Any:
+        """The value job ``id`` returned, waiting up to ``wait_ms`` for it to
+        finish. ``JobFailed`` if it died (with its error), was deleted or
+        expired; ``ResultNotReady`` if it has not finished; ``NotFound`` if
+        the broker knows no such job or kept no result for it."""
+        return self._call(self._core.get_result(id, wait_ms))
 
     def ack_many(self, jobs: Sequence[Lease]) -> list[ServerError | None]:
         """Ack several jobs; per job, None if acked or the error that refused it."""

@@ -11,7 +11,10 @@ Usage::
 
 How args reach a handler is in ``leash.client._handlers``: a list is spread
 (``fn(*args)``), a dict is passed as keywords (``fn(**args)``), anything else
-is the one argument. Returning acks the job; raising fails the attempt with
+is the one argument. Returning acks the job (with the returned value when
+its push asked for it kept, ``keep_result_ms``: ``Client.result`` reads it;
+a value the broker refuses as too large fails the job dead with
+``ResultTooLarge``); raising fails the attempt with
 the exception's type, message and traceback, or steers the job
 (``leash.client._control``: ``Retry``, ``Discard``, ``Snooze``, a
 handler's ``retry_on`` / ``give_up_on``). A job of a type with no handler

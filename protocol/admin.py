@@ -388,6 +388,9 @@ class Stats(Struct, tag="stats", tag_field="t"):
     busy_processes: int = 0  # processes holding a lease
     expired_jobs: list[ExpiredJob] = []  # the last removed at their expiry, oldest first
     schedules: int = 0  # registered (the schedules view lists them)
+    finished_jobs: int = 0  # in the finished-job history
+    results_kept: int = 0  # job results kept for get_result
+    result_bytes: int = 0  # their size
 
 
 class QueueView(Struct):

@@ -86,8 +86,9 @@ def parse_unit(data: bytes | Raw, max_args_bytes: int) -> Unit:
     _int(fields, "backtrace", 0, 2**31, 0)  # kept as sent; checked to be a count
     if "created_at" in fields:
         _decoded(_STR, fields["created_at"], "created_at", "a string")
+    custom: dict[str, Any] | None = None
     if "custom" in fields:
-        _decoded(_OBJECT, fields["custom"], "custom", "an object or null")
+        custom = _decoded(_OBJECT, fields["custom"], "custom", "an object or null")
     extra = _extra(fields)
     if len(args) + len(extra or b"") > max_args_bytes:
         raise UnitError(f"args and kept fields of a unit are over the limit of {max_args_bytes} B")
@@ -101,7 +102,46 @@ def parse_unit(data: bytes | Raw, max_args_bytes: int) -> Unit:
         max_attempts=max(retry, 0) + 1,
         lease_ttl_ms=reserve_for_s * 1000,
     )
+    if custom:
+        spec = _enterprise(spec, custom)
     return Unit(jid, spec, extra, retry == 0)
+
+
+def _enterprise(spec: M.JobSpec, custom: dict[str, Any]) -> M.JobSpec:
+    """Faktory Enterprise's options in ``custom``, onto Leash's (kept in
+    ``custom`` too): ``unique_for`` (seconds, > 0): the job is unique by
+    jobtype, args and queue (Leash's derived key; Leash holds it until the
+    job ends, not for at most ``unique_for``: docs/faktory.md);
+    ``unique_until``: ``success`` (the default) only; ``expires_at`` (RFC
+    3339) or ``expires_in`` (seconds): not leased by then, never run."""
+    changes: dict[str, Any] = {}
+    unique_for = custom.get("unique_for")
+    if unique_for is not None:
+        if isinstance(unique_for, bool) or not isinstance(unique_for, int | float):
+            raise UnitError("custom.unique_for must be a number of seconds")
+        if not 0 < unique_for <= L.UNIQUE_FOR_MAX_MS / 1000:
+            raise UnitError("custom.unique_for must be above 0 and at most 30 days")
+        changes["unique"] = True
+    if custom.get("unique_until", "success") != "success":
+        raise UnitError(
+            "custom.unique_until must be success: Leash holds a unique job's key until it ends"
+        )
+    expires_at, expires_in = custom.get("expires_at"), custom.get("expires_in")
+    if expires_at is not None and expires_in is not None:
+        raise UnitError("give custom.expires_at or custom.expires_in, not both")
+    if expires_at is not None:
+        try:
+            when = _TIME.decode(_json.encode(expires_at))
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise UnitError("custom.expires_at must be an RFC 3339 time with a zone") from None
+        changes["expires_at_ms"] = min(max(int(when.timestamp() * 1000), 0), L.TIME_MAX_MS)
+    if expires_in is not None:
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+            raise UnitError("custom.expires_in must be a number of seconds")
+        if not 0 < expires_in * 1000 <= L.SCHEDULE_HORIZON_MS:
+            raise UnitError("custom.expires_in must be above 0 and at most 5 years")
+        changes["ttl_ms"] = max(1, int(expires_in * 1000))
+    return msgspec.structs.replace(spec, **changes) if changes else spec
 
 
 def _fields(data: bytes | Raw) -> dict[str, Raw]:

@@ -41,6 +41,9 @@ CONCURRENCY_KEY_MAX_CHARS = 256  # a push's concurrency key (a customer id, say)
 CONCURRENCY_LIMIT_MAX = 1_000_000  # jobs of a queue (or of one key) leased at once
 RATE_LIMIT_MAX = 100_000  # jobs a queue may start in one interval (each start is kept)
 RATE_INTERVAL_MAX_MS = 24 * 3600 * 1000  # a rate limit's interval
+KEEP_RESULT_MAX_MS = 30 * 24 * 3600 * 1000  # a job's result is kept at most this long
+RESULT_MAX_BYTES_DEFAULT = 64 * 1024  # a result larger than this is refused (broker setting)
+RESULT_WAIT_MAX_MS = 20_000  # a get_result waits at most this long for its job to finish
 TIME_MAX_MS = 2**53  # absolute times are unix milliseconds below this
 
 FETCH_COUNT_MAX = 1000

@@ -41,6 +41,7 @@ TimeLimitMs = Annotated[int, Meta(ge=L.TIME_LIMIT_MIN_MS, le=L.TIME_LIMIT_MAX_MS
 Percent = Annotated[int, Meta(ge=0, le=100)]
 ProgressMessage = Annotated[str, Meta(max_length=L.PROGRESS_MESSAGE_MAX_CHARS)]
 ConcurrencyKey = Annotated[str, Meta(min_length=1, max_length=L.CONCURRENCY_KEY_MAX_CHARS)]
+KeepResultMs = Annotated[int, Meta(ge=0, le=L.KEEP_RESULT_MAX_MS)]
 Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
@@ -84,6 +85,9 @@ class JobSpec(Struct, omit_defaults=True, forbid_unknown_fields=False):
     # Concurrency: the queue's per-key limit counts the leased jobs of each
     # key apart (core/limits.py).
     concurrency_key: ConcurrencyKey | None = None
+    # Results: the value the job's ack carries is kept this long after it
+    # succeeds, for get_result (core/results.py); 0: not kept.
+    keep_result_ms: KeepResultMs = 0
 
     def __post_init__(self) -> None:
         if self.run_at_ms is not None and self.delay_ms is not None:
@@ -151,15 +155,23 @@ class Fetch(Struct, tag="fetch", tag_field="op", omit_defaults=True):
     wait_ms: Annotated[int, Meta(ge=0, le=L.FETCH_WAIT_MAX_MS)] = 0
 
 
-class Ack(Struct, tag="ack", tag_field="op"):
+class Ack(Struct, tag="ack", tag_field="op", omit_defaults=True):
     rid: RequestId
     id: JobId
     token: Token
+    result: bytes | None = None  # the job's result, a msgpack value encoded (core/results.py)
 
 
-class AckMany(Struct, tag="ack_many", tag_field="op"):
+class AckMany(Struct, tag="ack_many", tag_field="op", omit_defaults=True):
     rid: RequestId
     leases: Annotated[list[LeaseRef], Meta(min_length=1, max_length=L.ACK_MANY_MAX)]
+    # The jobs' results, one a lease (nil: none), msgpack-encoded (see Ack);
+    # absent when no lease carries one
+    results: Annotated[list[bytes | None], Meta(max_length=L.ACK_MANY_MAX)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.results is not None and len(self.results) != len(self.leases):
+            raise ValueError("results must have one item a lease")
 
 
 class Fail(Struct, tag="fail", tag_field="op", omit_defaults=True):
@@ -204,6 +216,15 @@ class Release(Struct, tag="release", tag_field="op", omit_defaults=True):
 class GetJob(Struct, tag="get_job", tag_field="op"):
     rid: RequestId
     id: JobId
+
+
+class GetResult(Struct, tag="get_result", tag_field="op", omit_defaults=True):
+    """A job's result once it finished: held (a long poll) up to ``wait_ms``
+    while the job has not finished."""
+
+    rid: RequestId
+    id: JobId
+    wait_ms: Annotated[int, Meta(ge=0, le=L.RESULT_WAIT_MAX_MS)] = 0
 
 
 RunCount = Annotated[int, Meta(ge=0)]
@@ -281,6 +302,7 @@ Request = (
     | Extend
     | Release
     | GetJob
+    | GetResult
     | Beat
     | CreateBatch
     | CommitBatch
@@ -305,6 +327,7 @@ class Welcome(Struct, tag="welcome", tag_field="t"):
     idle_timeout_ms: int = 0  # a connection with no frame for this long is closed; 0: never
     max_in_flight: int = 0  # requests read and unanswered before the broker stops reading
     max_args_bytes: int = 0  # the largest job args; 0: bounded by the frame only
+    max_result_bytes: int = 0  # the largest result an ack may carry; 0: not told
 
 
 class PushResult(Struct, omit_defaults=True):
@@ -345,6 +368,7 @@ class Delivery(Struct, omit_defaults=True):
     created_ms: int
     batch: str | None = None  # the batch the job is a member of
     time_limit_ms: int | None = None  # the attempt may run this long from its lease
+    keep_result: bool = False  # send the handler's result with the ack: it is kept
 
 
 class Jobs(Struct, tag="jobs", tag_field="t"):
@@ -424,11 +448,29 @@ class JobView(Struct, omit_defaults=True):
     progress_message: str | None = None
     progress_ms: int | None = None  # when it was reported
     concurrency_key: str | None = None  # its queue's per-key limit counts it under this key
+    # A finished job (state "succeeded", "deleted" or "expired", from the
+    # broker's history of finished jobs): when, and for a success by whom.
+    finished_ms: int | None = None
+    finished_by: str | None = None  # the worker id of the process that acked it
+    finished_host: str | None = None
+    finished_pid: int | None = None
 
 
 class JobInfo(Struct, tag="job", tag_field="t"):
     rid: RequestId
     job: JobView
+
+
+class JobResult(Struct, tag="result", tag_field="t", omit_defaults=True):
+    """The answer to get_result: ``succeeded`` with its ``value`` (msgpack,
+    encoded); ``dead``, ``deleted`` or ``expired`` with the ``error`` that
+    ended it; or, when the job has not finished, its state (the wait ended)."""
+
+    rid: RequestId
+    id: str
+    state: str
+    value: bytes | None = None
+    error: ErrorInfo | None = None
 
 
 class ProcessState(Struct, tag="state", tag_field="t"):
@@ -527,6 +569,7 @@ Reply = (
     | Failed
     | Extended
     | JobInfo
+    | JobResult
     | ProcessState
     | Error
     | BatchCreated

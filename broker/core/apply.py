@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, cron, expiry, limits, progress, unique
+from leash.broker.core import batches, cron, expiry, history, limits, progress, results, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.ready import ReadyBucket
@@ -48,6 +48,7 @@ from leash.broker.core.state import (
     purge_indexes,
     purge_process_deadlines,
     purge_schedule_ticks,
+    purge_result_expiries,
     purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef
@@ -106,6 +107,11 @@ def apply(state: State, record: R.Record) -> Enqueued:
         ):
             _scheduled(state, record)
             purge_schedule_ticks(state)
+        case R.HistoryTrimmed():
+            history.trimmed(state, record)
+        case R.ResultsDropped():
+            results.dropped(state, record)
+            purge_result_expiries(state)
         case (
             R.AttemptsFailed()
             | R.LeaseReleased()
@@ -121,6 +127,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
             | R.BatchesAbandoned()
             | R.BatchesExpired()
             | R.JobsExpired()
+            | R.ResultsAcked()
         ):
             enqueued = _apply_other(state, record)
             purge_indexes(state)
@@ -146,6 +153,7 @@ OtherRecord = (
     | R.BatchesAbandoned
     | R.BatchesExpired
     | R.JobsExpired
+    | R.ResultsAcked
 )
 
 
@@ -181,6 +189,8 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
             return _batches_expired(state, record)
         case R.JobsExpired():
             return _joined(_expire_job(state, job_id, record.at_ms) for job_id in record.ids)
+        case R.ResultsAcked():
+            return _joined(_acked_keeping(state, record))
         case _:
             assert_never(record)
     return NOTHING
@@ -217,6 +227,7 @@ def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
             job.expires_ms = extra.expires_ms
             expiry.waits(state, job)
         job.time_limit_ms = extra.time_limit_ms
+        job.keep_result_ms = extra.keep_result_ms
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
@@ -224,6 +235,8 @@ def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
     for new, kept in zip(record.jobs, record.kept, strict=True):
         job = state.jobs.thaw(new.id)  # the Job object just made
         job.extra, job.discard_dead = kept.extra, kept.discard_dead
+    if record.extras:
+        _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 
@@ -275,6 +288,16 @@ def _acked(state: State, record: R.JobsAcked) -> Enqueued:
     return _joined(ack_job(state, lease, at_ms) for lease in record.leases)
 
 
+def _acked_keeping(state: State, record: R.ResultsAcked) -> Iterable[Enqueued]:
+    """Each job acked, as ``ack_job`` does, and its result kept (results.py)."""
+    at_ms = record.at_ms
+    for lease, value in zip(record.leases, record.results, strict=True):
+        keep_ms = _leased(state, lease.id, lease.token).keep_result_ms
+        assert keep_ms > 0, lease  # decide keeps a result only for a job that asked
+        yield ack_job(state, lease, at_ms)
+        results.kept(state, lease.id, value, at_ms + keep_ms)
+
+
 def _joined(parts: Iterable[Enqueued]) -> Enqueued:
     """The callback jobs of every part, in order (most parts have none)."""
     enqueued = NOTHING
@@ -297,6 +320,9 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     state.jobs.pop(lease.id)
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
+    history.succeeded(
+        state, job.id, job.queue, job.type, job.created_ms, job.failures, job.owner, at_ms
+    )
     state.counts[LEASED] -= 1
     queue = state.queues[job.queue]
     queue_counts = queue.counts
@@ -342,6 +368,7 @@ def _trimmed(state: State, record: R.DeadTrimmed) -> None:
 def _deleted(state: State, record: R.JobDeleted) -> Enqueued:
     job = state.jobs.thaw(record.id)
     _remove(state, job)
+    _finished(state, job, history.DELETED, record.at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DELETED, record.at_ms))
     return NOTHING
@@ -671,9 +698,15 @@ def _expire_job(state: State, job_id: str, at_ms: int) -> Enqueued:
     job = state.jobs.thaw(job_id)
     expiry.check_expiring(job, at_ms)
     _remove(state, job)
+    _finished(state, job, history.EXPIRED, at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, expiry.member_outcome(), at_ms))
     return NOTHING
+
+
+def _finished(state: State, job: Job, outcome: str, at_ms: int) -> None:
+    """A job forgotten without success joins the history (history.py)."""
+    history.ended(state, job.id, job.queue, job.type, job.created_ms, job.failures, outcome, at_ms)
 
 
 def _unown(state: State, job: Job) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from leash.broker.core import limits
+from leash.broker.core import history, limits, results
 from leash.broker.core.batch_checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
@@ -39,6 +39,7 @@ from leash.broker.core.state import (
     live_expiry,
     live_process_deadline,
     live_schedule_tick,
+    live_result,
     live_scheduled,
     live_unique_window,
 )
@@ -74,6 +75,7 @@ def check_invariants(state: State) -> list[str]:
                 problems.append(f"process {process.worker_id} has no {kind} timer")
     problems += _fronts(state) + _bounds(state) + _dead_order(state)
     problems += state.jobs.problems() + batch_problems(state) + _unique(state, jobs)
+    problems += history.problems(state) + results.problems(state)
     return (
         problems
         + _expiries(state, jobs)
@@ -219,6 +221,7 @@ def _fronts(state: State) -> list[str]:
         ("unique windows", state.unique_windows, live_unique_window),
         ("expiries", state.expiries, live_expiry),
         ("schedule ticks", state.schedule_ticks, live_schedule_tick),
+        ("result expiries", state.result_expiries, live_result),
     ]
     return [
         f"the front of the {name} index is stale: {index[0]}"

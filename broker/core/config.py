@@ -37,3 +37,7 @@ class CoreConfig(msgspec.Struct, frozen=True):
     # A schedule's tick found later than this was passed over by a jump of
     # the clock (a machine asleep): it counts as missed (cron.py)
     schedule_late_max_ms: int = MINUTE_MS
+    history_max_jobs: int = 10_000  # finished jobs kept for get_job (history.py); 0: none
+    history_max_age_ms: int = DAY_MS  # and for at most this long
+    result_max_bytes: int = L.RESULT_MAX_BYTES_DEFAULT  # one result (results.py); larger: refused
+    results_max_bytes: int = 64 * 1024 * 1024  # all results kept; past it the nearest their end go

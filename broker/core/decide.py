@@ -8,7 +8,7 @@ in between, so what decide saw is what apply changes.
 
 from typing import NamedTuple, assert_never
 
-from leash.broker.core import limits, progress, timelimit
+from leash.broker.core import history, limits, progress, results, timelimit
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
@@ -44,9 +44,13 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
     match request:
         case M.Fetch():
             return fetch(state, request, worker_id, now_ms)
-        case M.Ack(rid=rid, id=job_id, token=token):
-            lease_of(state, job_id, token)
-            return Outcome(M.Ok(rid), [R.JobsAcked([M.LeaseRef(job_id, token)], now_ms)])
+        case M.Ack(rid=rid, id=job_id, token=token, result=value):
+            job = lease_of(state, job_id, token)
+            ref = M.LeaseRef(job_id, token)
+            kept = results.to_keep(state, job, value, "$.result")
+            if kept is not None:
+                return Outcome(M.Ok(rid), [R.ResultsAcked([ref], [kept], now_ms)])
+            return Outcome(M.Ok(rid), [R.JobsAcked([ref], now_ms)])
         case M.AckMany():
             return _ack_many(state, request, now_ms)
         case M.Push(rid=rid, job=spec, lease=lease):
@@ -74,11 +78,16 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             lease_of(state, job_id, token)
             run_at_ms = now_ms + delay_ms if delay_ms else 0  # 0: ready at once
             return Outcome(M.Ok(rid), [R.LeaseReleased(job_id, token, now_ms, run_at_ms)])
+        case M.GetResult():
+            return Outcome(*results.answer(state, request))
         case M.GetJob(rid=rid, id=job_id):
             found = state.jobs.get(job_id)
-            if found is None:
+            if found is not None:
+                return Outcome(M.JobInfo(rid, job_view(found, detail=True)), [])
+            finished = state.history.get(job_id)
+            if finished is None:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no job {job_id!r}", "$.id")
-            return Outcome(M.JobInfo(rid, job_view(found, detail=True)), [])
+            return Outcome(M.JobInfo(rid, history.view(finished)), [])
         case M.Beat(rid=rid):
             if worker_id not in state.processes:
                 raise Rejected(ErrorCode.NOT_FOUND, f"no process {worker_id!r}")
@@ -248,26 +257,39 @@ def _delivery(job: Job, token: int, deadline_ms: int) -> M.Delivery:
         created_ms=job.created_ms,
         batch=job.batch,
         time_limit_ms=job.time_limit_ms or None,
+        keep_result=job.keep_result_ms > 0,
     )
 
 
 def _ack_many(state: State, request: M.AckMany, now_ms: int) -> Outcome:
     acked: list[M.LeaseRef] = []
+    keeping: list[M.LeaseRef] = []  # the acks whose results are kept
+    values: list[bytes] = []
+    sent = request.results
     seen: set[str] = set()
-    results: list[M.ItemResult] = []
-    for lease in request.leases:
+    answers: list[M.ItemResult] = []
+    for index, lease in enumerate(request.leases):
         try:
             if lease.id in seen:
                 raise Rejected(ErrorCode.STALE_LEASE, f"job {lease.id!r} is acked twice")
-            lease_of(state, lease.id, lease.token)
+            job = lease_of(state, lease.id, lease.token)
+            kept = None
+            if sent is not None and sent[index] is not None:
+                kept = results.to_keep(state, job, sent[index], f"$.results[{index}]")
         except Rejected as rejected:
-            results.append(M.ItemResult(lease.id, rejected.code, rejected.message))
+            answers.append(M.ItemResult(lease.id, rejected.code, rejected.message))
             continue
         seen.add(lease.id)
-        acked.append(lease)
-        results.append(M.ItemResult(lease.id))
+        if kept is None:
+            acked.append(lease)
+        else:
+            keeping.append(lease)
+            values.append(kept)
+        answers.append(M.ItemResult(lease.id))
     records: list[R.Record] = [R.JobsAcked(acked, now_ms)] if acked else []
-    return Outcome(M.AckedMany(request.rid, results), records)
+    if keeping:
+        records.append(R.ResultsAcked(keeping, values, now_ms))
+    return Outcome(M.AckedMany(request.rid, answers), records)
 
 
 def job_view(job: Job, *, detail: bool = False) -> M.JobView:

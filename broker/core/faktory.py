@@ -50,6 +50,9 @@ class Outcome(NamedTuple):
 
 
 _NO_JOB = "only a consumer (a HELLO with a wid) holds jobs"
+# Faktory Enterprise's answer to a push of a unique job whose key is held
+# (its clients look for the word): -NOTUNIQUE
+NOT_UNIQUE = "notunique"
 
 
 def decide_faktory(state: State, command: Decided, worker_id: str, now_ms: int) -> Outcome:
@@ -63,7 +66,10 @@ def _decide(state: State, command: Decided, worker_id: str, now_ms: int) -> Outc
     match command:
         case F.Push(unit=unit):
             _check_horizon(unit, now_ms)
-            return Outcome(M.Ok(0), _pushed(state, [unit], now_ms))
+            records, duplicates = _pushed(state, [unit], now_ms)
+            if duplicates:
+                return Outcome(M.Error(0, NOT_UNIQUE, duplicates[unit.jid]), [])
+            return Outcome(M.Ok(0), records)
         case F.PushBulk(units=units, refused=refused):
             return _push_bulk(state, units, refused, now_ms)
         case F.Fetch():
@@ -89,20 +95,28 @@ def _check_horizon(unit: U.Unit, now_ms: int) -> None:
         raise Rejected(ErrorCode.BAD_REQUEST, f"{unit.jid}: at is more than 5 years ahead")
 
 
-def _pushed(state: State, units: list[U.Unit], now_ms: int) -> list[R.Record]:
-    """The record of the units' jobs (those whose jid is new)."""
+def _pushed(
+    state: State, units: list[U.Unit], now_ms: int
+) -> tuple[list[R.Record], dict[str, str]]:
+    """The record of the units' jobs (those whose jid is new), and the
+    units refused as duplicates of a unique job (Faktory's NOTUNIQUE), by
+    jid."""
     specs = [unit.spec for unit in units]
     pushes = push_specs(state, specs, now_ms, None, ["$"] * len(specs))
+    duplicates = {
+        unit.jid: f"Job not unique: {result.id} holds its key"
+        for unit, result in zip(units, pushes.results, strict=True)
+        if result.duplicate
+    }
     if not pushes.jobs:
-        return []
-    assert not pushes.extras, "a Faktory unit carries no uniqueness key and no expiry"
+        return [], duplicates
     kept: dict[str, R.Kept] = {}
     for unit in units:
         kept.setdefault(unit.jid, R.Kept(unit.extra, unit.discard_dead))
     keeps = [kept[new.id] for new in pushes.jobs]
     if all(k.extra is None and not k.discard_dead for k in keeps):
-        return [R.JobsPushed(pushes.jobs, pushes.counter_after)]
-    return [R.KeptJobsPushed(pushes.jobs, keeps, pushes.counter_after)]
+        return [R.JobsPushed(pushes.jobs, pushes.counter_after, pushes.extras)], duplicates
+    return [R.KeptJobsPushed(pushes.jobs, keeps, pushes.counter_after, pushes.extras)], duplicates
 
 
 def _push_bulk(state: State, units: list[U.Unit], refused: dict[str, str], now_ms: int) -> Outcome:
@@ -116,7 +130,8 @@ def _push_bulk(state: State, units: list[U.Unit], refused: dict[str, str], now_m
             answer[unit.jid] = rejected.message
             continue
         taken.append(unit)
-    records = _pushed(state, taken, now_ms) if taken else []
+    records, duplicates = _pushed(state, taken, now_ms) if taken else ([], {})
+    answer.update((jid, f"{NOT_UNIQUE.upper()} {why}") for jid, why in duplicates.items())
     return Outcome(F.Bulk(U.encode_unit(answer)), records)
 
 

@@ -37,7 +37,11 @@ and a job's concurrency key (``concurrency_key``, last in ``Job`` and
 each bucket with keyed jobs, its entries and its lanes (``LanesImage``,
 after the jobs: the bucket loaded with every ready job is replaced by them;
 limits.py). The leases counted by key are derived from the leased jobs.
-and the schedules (``SchedulesImage``: their tick heap is derived).
+And a job's time limit (``time_limit_ms``) and ``keep_result_ms`` (beside
+the concurrency key, last in ``Job`` and ``Cold``), the schedules
+(``SchedulesImage``: their tick heap is derived), the finished-job history
+in ``HistoryImage`` chunks, oldest first, and the results kept in
+``ResultsImage`` chunks.
 2 writes waiting jobs packed, after the names their numbers refer to; 1
 wrote every job as a ``Job`` in a ``JobsImage`` and had no names.
 ``load`` reads all three. Schema evolution: a new kind of table gets its
@@ -72,6 +76,7 @@ from leash.broker.core.state import (
     READY,
     RETRYING,
     SCHEDULED,
+    Finished,
     Job,
     Process,
     Schedule,
@@ -179,6 +184,16 @@ class SchedulesImage(Struct, tag="schedules", array_like=True):
     """The schedules (cron.py); their tick heap is derived on load."""
 
     schedules: list[Schedule]
+class HistoryImage(Struct, tag="history", array_like=True):
+    """The finished-job history (history.py), oldest first."""
+
+    entries: list[Finished]
+
+
+class ResultsImage(Struct, tag="results", array_like=True):
+    """Kept results (results.py): (job id, until_ms, value)."""
+
+    results: list[tuple[str, int, bytes]]
 
 
 Chunk = (
@@ -194,13 +209,15 @@ Chunk = (
     | LimitsImage
     | LanesImage
     | SchedulesImage
+    | HistoryImage
+    | ResultsImage
 )
 
 chunk_encoder = msgspec.msgpack.Encoder()
 chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 
 
-ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule)
+ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule, Finished, tuple[str, int, bytes])
 
 
 class ImageError(ValueError):
@@ -239,6 +256,11 @@ def dump(state: State) -> Iterator[Chunk]:
     yield from _lanes_chunks(state)
     for schedules in _sized(state.schedules.values(), SCHEDULES_PER_CHUNK):
         yield SchedulesImage(schedules)
+    for entries in _sized(state.history_order, JOBS_PER_CHUNK):
+        yield HistoryImage(entries)
+    kept = ((job_id, until_ms, value) for job_id, (until_ms, value) in state.results.items())
+    for chunk in _sized(kept, JOBS_PER_CHUNK):
+        yield ResultsImage(chunk)
 
 
 def _lanes_chunks(state: State) -> Iterator[LanesImage]:
@@ -362,6 +384,10 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
                 _load_lanes(state, chunk)
             case SchedulesImage(schedules=schedules):
                 _load_schedules(state, schedules)
+            case HistoryImage(entries=entries):
+                _load_history(state, entries)
+            case ResultsImage(results=kept):
+                _load_results(state, kept)
             case ImageHead():
                 raise ImageError("an image has one head")
             case _:
@@ -376,6 +402,7 @@ def load(chunks: Iterable[Chunk], config: CoreConfig) -> State:
     heapq.heapify(state.unique_windows)
     heapq.heapify(state.expiries)
     heapq.heapify(state.schedule_ticks)
+    heapq.heapify(state.result_expiries)
     if any(job_id not in state.jobs for _, job_id in state.expiries):
         raise ImageError("an expiry names a job the image does not hold")
     for key, lock in state.unique.items():
@@ -524,6 +551,24 @@ def _load_keys(state: State, keys: list[HeldKey]) -> None:
         state.unique[held.key] = UniqueLock(held.job_id, held.until_ms)
         if held.until_ms:
             state.unique_windows.append((held.until_ms, held.key))
+
+
+def _load_history(state: State, entries: list[Finished]) -> None:
+    for entry in entries:
+        job_id = entry[0]
+        if job_id in state.history:
+            raise ImageError(f"finished job {job_id!r} appears twice in the history")
+        state.history[job_id] = entry
+        state.history_order.append(entry)
+
+
+def _load_results(state: State, kept: list[tuple[str, int, bytes]]) -> None:
+    for job_id, until_ms, value in kept:
+        if job_id in state.results:
+            raise ImageError(f"the result of job {job_id!r} appears twice")
+        state.results[job_id] = (until_ms, value)
+        state.result_expiries.append((until_ms, job_id))
+        state.result_bytes += len(value)
 
 
 def jobs_in(chunk: Chunk) -> int:

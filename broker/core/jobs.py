@@ -109,6 +109,7 @@ class Job(Struct, array_like=True, gc=False):
     expires_ms: int = 0  # not leased by then: removed (expiry.py); 0: never
     time_limit_ms: int = 0  # an attempt runs at most this long (timelimit.py); 0: no limit
     concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
+    keep_result_ms: int = 0  # its ack's result is kept this long (results.py); 0: not kept
     progress: Progress | None = None  # LEASED: its handler's last report (progress.py)
 
 
@@ -129,6 +130,7 @@ class Cold(Struct, array_like=True, gc=False):
     expires_ms: int = 0
     time_limit_ms: int = 0
     concurrency_key: str | None = None
+    keep_result_ms: int = 0
 
 
 class Packed(Struct, array_like=True, gc=False):
@@ -405,6 +407,7 @@ class JobTable(Mapping[str, Job]):
             or job.expires_ms
             or job.time_limit_ms
             or job.concurrency_key is not None
+            or job.keep_result_ms
         ):
             cold = Cold(
                 job.failures,
@@ -420,6 +423,7 @@ class JobTable(Mapping[str, Job]):
                 job.expires_ms,
                 job.time_limit_ms,
                 job.concurrency_key,
+                job.keep_result_ms,
             )
         packed = Packed(
             _CODES[state],
@@ -483,6 +487,7 @@ class JobTable(Mapping[str, Job]):
             cold.expires_ms,
             cold.time_limit_ms,
             cold.concurrency_key,
+            cold.keep_result_ms,
         )
 
     def problems(self) -> list[str]:

@@ -110,10 +110,21 @@ def _push_one(
     new = new_job(spec, job_id, now_ms, run_at_ms, batch_id)
     extras = None
     concurrency_key = spec.concurrency_key
-    if key is not None or expires_ms or spec.time_limit_ms or concurrency_key is not None:
-        unique_for_ms = spec.unique_for_ms if key else 0
+    if (
+        key is not None
+        or expires_ms
+        or spec.time_limit_ms
+        or concurrency_key is not None
+        or spec.keep_result_ms
+    ):
         extras = R.JobExtras(
-            job_id, key, unique_for_ms, expires_ms, spec.time_limit_ms or 0, concurrency_key
+            job_id,
+            unique_key=key,
+            unique_for_ms=spec.unique_for_ms if key else 0,
+            expires_ms=expires_ms,
+            time_limit_ms=spec.time_limit_ms or 0,
+            concurrency_key=concurrency_key,
+            keep_result_ms=spec.keep_result_ms,
         )
     return new, M.PushResult(job_id, True, "ready" if run_at_ms is None else "scheduled"), extras
 

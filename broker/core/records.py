@@ -40,6 +40,7 @@ class JobExtras(Struct, array_like=True, gc=False):
     expires_ms: int = 0  # not leased by then: removed (0: never)
     time_limit_ms: int = 0  # an attempt runs at most this long from its lease (0: no limit)
     concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
+    keep_result_ms: int = 0  # its ack's result is kept this long (results.py)
 
 
 class Grant(Struct, array_like=True):
@@ -134,13 +135,14 @@ class Kept(Struct, array_like=True):
     discard_dead: bool  # the job is forgotten, not kept dead, when its attempts run out
 
 
-class KeptJobsPushed(Struct, tag="pushed_kept", tag_field="r"):
+class KeptJobsPushed(Struct, tag="pushed_kept", tag_field="r", omit_defaults=True):
     """Jobs pushed as ``JobsPushed`` does, each with what its front end keeps
     on it (one ``Kept`` a job; the Faktory front end's pushes)."""
 
     jobs: list[NewJob]
     kept: list[Kept]
     counter_after: int
+    extras: list[JobExtras] = []  # as in JobsPushed (Faktory Enterprise's unique and expiring jobs)
 
 
 class JobsLeased(Struct, tag="leased", tag_field="r"):
@@ -361,6 +363,30 @@ class ScheduleFired(Struct, tag="schedule_fired", tag_field="r"):
     at_ms: int
 
 
+class HistoryTrimmed(Struct, tag="history_trimmed", tag_field="r"):
+    """The oldest entries of the finished-job history dropped, for its count
+    or age bound (history.py)."""
+
+    count: int
+    at_ms: int
+
+
+class ResultsDropped(Struct, tag="results_dropped", tag_field="r"):
+    """Kept results dropped: their time passed, or the results kept passed
+    their bound in bytes (those nearest their end first: results.py)."""
+
+    ids: list[str]
+    at_ms: int
+
+
+class ResultsAcked(Struct, tag="acked_results", tag_field="r"):
+    """Jobs acked, as ``JobsAcked``, each with the result it keeps (results.py)."""
+
+    leases: list[LeaseRef]
+    results: list[bytes]  # one a lease: the value, msgpack-encoded
+    at_ms: int
+
+
 Record = (
     Booted
     | EpochRolled
@@ -396,6 +422,9 @@ Record = (
     | SchedulePaused
     | ScheduleResumed
     | ScheduleFired
+    | HistoryTrimmed
+    | ResultsDropped
+    | ResultsAcked
 )
 
 record_encoder = msgspec.msgpack.Encoder()

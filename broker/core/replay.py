@@ -56,6 +56,7 @@ from typing import Final, assert_never
 from leash.broker.core import limits
 from leash.broker.core import records as R
 from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from leash.broker.core.history import succeeded
 from leash.broker.core.state import (
     READY,
     State,
@@ -105,6 +106,8 @@ class Replay:
                 | R.ScheduleRemoved()
                 | R.SchedulePaused()
                 | R.ScheduleResumed()
+                | R.HistoryTrimmed()
+                | R.ResultsDropped()
             ):
                 apply(self.state, record)
             case (
@@ -135,6 +138,7 @@ class Replay:
                 | R.JobsExpired()
                 | R.QueueLimitsSet()
                 | R.ScheduleFired()
+                | R.ResultsAcked()
             ):
                 self.keyed = self.keyed or _carries_keys(record)
                 self.flush()
@@ -233,7 +237,8 @@ class Replay:
                 continue
             owner = deferred[0]
             assert deferred[1].token == lease.token, (lease, deferred)
-            del pushed[job_id]
+            new = pushed.pop(job_id)
+            succeeded(state, job_id, new.queue, new.type, new.created_ms, 0, owner, record.at_ms)
             owned = owners[owner]
             del owned[job_id]
             if not owned:

@@ -107,6 +107,11 @@ class Schedule(Struct, array_like=True, gc=False):
     last_tick_ms: int = 0  # the last tick that pushed its job (0: none yet)
     fires: int = 0  # ticks that pushed their job
     skips: int = 0  # times the ticks missed while the broker was down were skipped
+# A finished job (history.py): (id, queue, type, outcome, created_ms,
+# finished_ms, failures, worker_id, hostname, pid). A tuple, not a Struct:
+# one is made on every ack, and a tuple costs a fraction of a Struct to make
+# and keep (measured: 0.2 against 1.1 us an entry kept in the history).
+Finished = tuple[str, str, str, str, int, int, int, str, str, int]
 
 
 class Queue:
@@ -147,6 +152,8 @@ class State:
         "deadlines",
         "epoch",
         "expiries",
+        "history",
+        "history_order",
         "jobs",
         "leases_by_owner",
         "limits",
@@ -155,6 +162,9 @@ class State:
         "queues",
         "readied",
         "schedule_ticks",
+        "result_bytes",
+        "result_expiries",
+        "results",
         "scheduled",
         "schedules",
         "starts",
@@ -183,6 +193,13 @@ class State:
         self.starts: dict[str, list[int]] = {}  # rate-limited queue -> its recent lease times
         self.schedules: dict[str, Schedule] = {}  # by name (cron.py)
         self.schedule_ticks: list[tuple[int, str]] = []  # (next_ms, name): schedules' next ticks
+        # Finished jobs by id, and in the order they finished (history.py)
+        self.history: dict[str, Finished] = {}
+        self.history_order: deque[Finished] = deque()
+        # Results kept (results.py): id -> (until_ms, value), their timers, their total
+        self.results: dict[str, tuple[int, bytes]] = {}
+        self.result_expiries: list[tuple[int, str]] = []
+        self.result_bytes = 0
         self.epoch = 0  # set by the Booted record of each start
         self.counter = 1  # next number in this epoch for tokens and broker-made ids
         # Queues that gained ready jobs since the shell last looked: a hint for
@@ -246,6 +263,9 @@ def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
 def live_schedule_tick(state: State, entry: tuple[int, str]) -> bool:
     schedule = state.schedules.get(entry[1])
     return schedule is not None and not schedule.paused and schedule.next_ms == entry[0] > 0
+def live_result(state: State, entry: tuple[int, str]) -> bool:
+    kept = state.results.get(entry[1])
+    return kept is not None and kept[0] == entry[0]
 
 
 def live_deadline(state: State, entry: tuple[int, int, str]) -> bool:
@@ -339,6 +359,7 @@ def index_sizes(state: State) -> list[IndexSize]:
         IndexSize("unique windows", len(state.unique_windows), len(state.unique)),
         IndexSize("expiries", len(state.expiries), _waiting(state)),
         IndexSize("schedule ticks", len(state.schedule_ticks), len(state.schedules)),
+        IndexSize("result expiries", len(state.result_expiries), len(state.results)),
     ]
 
 
@@ -427,6 +448,12 @@ def purge_schedule_ticks(state: State) -> None:
         heapq.heappop(heap)
     if _over(state, len(heap), len(state.schedules)):
         _rebuild_heap(state, heap, live_schedule_tick)
+def purge_result_expiries(state: State) -> None:
+    heap = state.result_expiries
+    while heap and not live_result(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), len(state.results)):
+        _rebuild_heap(state, heap, live_result)
 
 
 def purge_indexes(state: State) -> None:
@@ -439,6 +466,7 @@ def purge_indexes(state: State) -> None:
     purge_unique_windows(state)
     purge_expiries(state)
     purge_schedule_ticks(state)
+    purge_result_expiries(state)
 
 
 def canonical(state: State) -> dict[str, Any]:
@@ -480,6 +508,10 @@ def canonical(state: State) -> dict[str, Any]:
         "starts": {k: list(v) for k, v in sorted(state.starts.items())},
         "schedules": {k: msgspec.msgpack.encode(v) for k, v in sorted(state.schedules.items())},
         "schedule_ticks": sorted({e for e in state.schedule_ticks if live_schedule_tick(state, e)}),
+        "history": [msgspec.to_builtins(entry) for entry in state.history_order],
+        "results": dict(sorted(state.results.items())),
+        "result_bytes": state.result_bytes,
+        "result_expiries": sorted({e for e in state.result_expiries if live_result(state, e)}),
     }
 
 

@@ -44,7 +44,7 @@ def tally(state: State, record: R.Record) -> Counted:
     match record:
         case R.JobsPushed(jobs=jobs) | R.KeptJobsPushed(jobs=jobs) | R.BatchOpened(jobs=jobs):
             return [(new.queue, "pushed") for new in jobs]
-        case R.JobsAcked(leases=leases):
+        case R.JobsAcked(leases=leases) | R.ResultsAcked(leases=leases):
             return [(state.jobs[lease.id].queue, "acked") for lease in leases]
         case R.AttemptsFailed(failures=failures) | R.ProcessDied(failures=failures):
             return _failures(state, failures)
@@ -80,6 +80,8 @@ def tally(state: State, record: R.Record) -> Counted:
             | R.ScheduleRemoved()
             | R.SchedulePaused()
             | R.ScheduleResumed()
+            | R.HistoryTrimmed()
+            | R.ResultsDropped()
         ):
             return []  # no job created or ended by the record itself (callbacks: enqueued)
         case _:

@@ -8,7 +8,10 @@ when the deadline was the job's time limit (timelimit.py); the dead set is trimm
 its count and age bounds; waiting jobs whose expiry came are removed
 (expiry.py); uniqueness keys whose window after success
 passed are freed (unique.py); schedules whose tick came fire, each in
-one record (cron.py). Batch timers run in a tick of their own, once
+one record (cron.py); the finished-job history is trimmed to its count
+and age bounds (history.py); kept results whose time passed, or past the
+results' bound in bytes, are dropped (results.py). Batch timers run in a
+tick of their own, once
 the job timers are quiet, so that a batch record is computed against the
 state it is applied to (the job records of a tick may finish batches): open
 batches past their open deadline are abandoned, then batches past their
@@ -18,7 +21,7 @@ single batch bigger than that is still removed whole); the shell ticks
 again while a tick returns records.
 """
 
-from leash.broker.core import cron, expiry, timelimit
+from leash.broker.core import cron, expiry, history, results, timelimit
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED, failure_for, lost_lease_for
 from leash.broker.core.processes import deaths
@@ -59,6 +62,12 @@ def tick(state: State, now_ms: int) -> list[R.Record]:
         records.append(R.UniqueWindowsEnded(freed, now_ms))
     if state.schedule_ticks:
         records.extend(cron.due(state, now_ms, limit))
+    trimmed_count = history.to_trim(state, now_ms, limit)
+    if trimmed_count:
+        records.append(R.HistoryTrimmed(trimmed_count, now_ms))
+    dropped = results.to_drop(state, now_ms, limit)
+    if dropped:
+        records.append(R.ResultsDropped(dropped, now_ms))
     if not records:
         records.extend(_due_batches(state, now_ms, limit))
     return records
@@ -76,6 +85,10 @@ def next_due_ms(state: State) -> int | None:
         state.schedule_ticks,
     )
     fronts = [heap[0][0] for heap in heaps if heap]
+    if state.history_order:
+        fronts.append(history.next_due_ms(state))
+    if state.result_expiries:
+        fronts.append(results.next_due_ms(state))
     if state.dead:
         oldest_ms = state.dead[0][0]
         over_count = state.counts[DEAD] > state.config.dead_max_jobs

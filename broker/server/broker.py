@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import msgspec
+
 from leash import __version__
 from leash.broker import core
 from leash.broker.core.records import Record
@@ -39,7 +41,7 @@ from leash.broker.server.guard import Guard
 from leash.broker.server.limits import RefusalLog, oversized_args
 from leash.broker.server.metrics import QueueFigures, ScheduleFigures, Snapshot
 from leash.broker.server.totals import Totals
-from leash.broker.server.waiters import Waiter, Waiters
+from leash.broker.server.waiters import ResultWaiter, Waiter, Waiters
 from leash.protocol import PROTOCOL_VERSION
 from leash.protocol import admin as A
 from leash.protocol import messages as M
@@ -130,6 +132,9 @@ class Broker:
         # data for the processes views, not state (never journalled).
         self.ran: dict[str, dict[str, M.JobsRun]] = {}
         self.waiters = Waiters()
+        # get_result requests held until their job finishes (a few; each
+        # looked at again after every turn that applied records)
+        self.result_waiters: dict[ResultWaiter, None] = {}
         self.outbound: list[Connection] = []  # connections with replies to write this turn
         self._turn_scheduled = False
         self._timer_stale = False  # a record was applied since the timer was armed
@@ -224,7 +229,10 @@ class Broker:
         if outcome.records:
             self._commit(outcome.records, sync=not written)
         if outcome.may_wait:
-            self._hold(connection, request, decide)
+            if isinstance(request, M.GetResult):
+                self._hold_result(connection, request)
+            else:
+                self._hold(connection, request, decide)
         else:
             self._reply(connection, outcome.reply, written=written)
 
@@ -264,6 +272,7 @@ class Broker:
             idle_timeout_ms=limits.idle_timeout_ms,
             max_in_flight=limits.max_in_flight,
             max_args_bytes=limits.max_args_bytes,
+            max_result_bytes=core_config.result_max_bytes,
         )
         self._reply(connection, welcome)
 
@@ -359,6 +368,8 @@ class Broker:
             # Held fetches are served once a turn, with every job its requests
             # made ready (a fetch decided earlier in the turn served them first).
             self._wake_waiters()
+            if self.result_waiters and self._timer_stale:  # records were applied this turn
+                self._wake_result_waiters()
             self.committer.flush()
             if self._timer_stale:
                 self._arm_timer()
@@ -453,6 +464,9 @@ class Broker:
             busy_processes=len(state.leases_by_owner),
             expired_jobs=list(self.totals.expired),
             schedules=len(state.schedules),
+            finished_jobs=len(state.history),
+            results_kept=len(state.results),
+            result_bytes=state.result_bytes,
         )
 
     def metrics_snapshot(self) -> Snapshot:
@@ -489,6 +503,9 @@ class Broker:
                 )
                 for name, s in self.state.schedules.items()
             },
+            finished_jobs=len(self.state.history),
+            results_kept=len(self.state.results),
+            result_bytes=self.state.result_bytes,
         )
 
     # --- long-poll fetches ------------------------------------------------
@@ -503,13 +520,43 @@ class Broker:
         if self.state.starts:  # it may wait for a rate limit's next start
             self._timer_stale = True
 
+    def _hold_result(self, connection: Connection, request: M.GetResult) -> None:
+        """Hold a get_result until its job finishes or its wait ends."""
+        waiter = ResultWaiter(connection, request)
+        waiter.timer = self.loop.call_later(request.wait_ms / 1000, self._answer_result, waiter)
+        self.result_waiters[waiter] = None
+        connection.waiters.add(waiter)
+
+    def _answer_result(self, waiter: ResultWaiter) -> None:
+        """A held get_result's wait ended: its job's state as it is now."""
+        waiter.timer = None
+        self._drop(waiter)
+        request = msgspec.structs.replace(waiter.request, wait_ms=0)
+        outcome = core.decide(self.state, request, waiter.connection.worker_id, self.clock_ms())
+        self._reply(waiter.connection, outcome.reply)
+
+    def _wake_result_waiters(self) -> None:
+        """Answer the held get_results whose job finished."""
+        now_ms = self.clock_ms()
+        for waiter in list(self.result_waiters):
+            outcome = core.decide(self.state, waiter.request, waiter.connection.worker_id, now_ms)
+            if not outcome.may_wait:
+                self._drop(waiter)
+                self._reply(waiter.connection, outcome.reply)
+
     def _expire(self, waiter: Waiter) -> None:
         waiter.timer = None
         self._drop(waiter)
         self._reply(waiter.connection, waiter.connection.nothing(waiter.request), written=True)
 
-    def _drop(self, waiter: Waiter) -> None:
-        self.waiters.remove(waiter)
+    def _drop(self, waiter: Waiter | ResultWaiter) -> None:
+        if isinstance(waiter, ResultWaiter):
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+                waiter.timer = None
+            del self.result_waiters[waiter]
+        else:
+            self.waiters.remove(waiter)
         waiter.connection.waiters.discard(waiter)
 
     def _wake_waiters(self) -> None:
@@ -569,6 +616,8 @@ class Broker:
         if self.state.starts and self.waiters.count:  # a rate window may have moved on
             self.state.readied.update(self.state.starts)
         self._wake_waiters()
+        if self.result_waiters:
+            self._wake_result_waiters()
         self._arm_timer()
 
     # --- lifecycle --------------------------------------------------------
@@ -610,5 +659,7 @@ class Broker:
         for waiter in self.waiters.all():
             self._drop(waiter)
             self._reply(waiter.connection, waiter.connection.nothing(waiter.request), written=True)
+        for held in list(self.result_waiters):
+            self._answer_result(held)
         for connection in list(self.connections):
             self.committer.after(lambda _ok, c=connection: c.close())  # type: ignore[misc]

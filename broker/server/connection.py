@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from leash.broker.core.records import ProcessInfo
     from leash.broker.server.auth import PendingAuth
     from leash.broker.server.broker import Broker
-    from leash.broker.server.waiters import Waiter
+    from leash.broker.server.waiters import ResultWaiter, Waiter
 
 log = logging.getLogger("leash.server")
 
@@ -116,7 +116,7 @@ class Connection(asyncio.Protocol):
         self.worker_id = ""  # set by the welcome; empty until the handshake is done
         self.info: ProcessInfo | None = None  # the identity hello gave
         self.pending_auth: PendingAuth | None = None  # challenged, waiting for auth
-        self.waiters: set[Waiter] = set()
+        self.waiters: set[Waiter | ResultWaiter] = set()
         self.closed = False
         self.closed_s = 0.0
         self.admitted = False  # counted by the guard

@@ -59,6 +59,9 @@ class Snapshot(msgspec.Struct):
     journal_bytes: int
     uptime_ms: int
     schedules: dict[str, ScheduleFigures] = {}
+    finished_jobs: int = 0
+    results_kept: int = 0
+    result_bytes: int = 0
 
 
 class BrokerCollector(Collector):
@@ -88,6 +91,13 @@ class BrokerCollector(Collector):
             "leash_journal_bytes", "Bytes of journal on disk", snapshot.journal_bytes
         )
         yield GaugeMetricFamily("leash_uptime_seconds", "Since start", snapshot.uptime_ms / 1000)
+        yield GaugeMetricFamily(
+            "leash_finished_jobs", "Jobs in the finished-job history", snapshot.finished_jobs
+        )
+        yield GaugeMetricFamily("leash_results", "Job results kept", snapshot.results_kept)
+        yield GaugeMetricFamily(
+            "leash_result_bytes", "Bytes of the job results kept", snapshot.result_bytes
+        )
 
     def _snapshot(self) -> Snapshot | None:
         async def take() -> Snapshot:

@@ -1,5 +1,6 @@
 """Long-poll fetches that found nothing: held until a job is ready in one of
-their queues or their wait ends. Shell state (tied to connections), never
+their queues or their wait ends (and get_results held until their job
+finishes: ``ResultWaiter``). Shell state (tied to connections), never
 journalled. Waiters are served in arrival order per queue. Removal is exact,
 not lazy: a waiter served, expired or whose connection closed leaves no
 entry behind (``problems`` checks it)."""
@@ -25,6 +26,18 @@ class Waiter:
         self.connection = connection
         self.request = request  # a fetch of either protocol: it has its queues
         self.decide = decide  # the core's decision for its protocol
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ResultWaiter:
+    """A get_result held until its job finishes or its wait ends (the broker
+    keeps them in its ``result_waiters``; removal is exact too)."""
+
+    __slots__ = ("connection", "request", "timer")
+
+    def __init__(self, connection: "Connection", request: M.GetResult) -> None:
+        self.connection = connection
+        self.request = request
         self.timer: asyncio.TimerHandle | None = None
 
 

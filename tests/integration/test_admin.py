@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from leash.client import AdminClient, Client, ConnectFailed, NotFound
+from leash.client import AdminClient, Client, ConnectFailed
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import FrameDecoder, encode_frame
@@ -236,6 +236,31 @@ def test_job_shows_everything_about_one_job_including_its_last_error(
     assert text["args"] == '{"to":"ada"}'
 
 
+def test_job_on_an_acked_job_says_when_and_by_which_process_it_finished(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    broker = start_broker()
+    with connect(broker) as client:
+        job_id = client.push("send", {"to": "ada"}, queue="q", max_attempts=3)
+        failed = client.fetch("q")
+        assert failed is not None
+        client.fail(failed, ValueError("once"), retry_in_ms=0)
+        job = client.fetch("q", wait_ms=5_000)
+        assert job is not None
+        client.ack(job)
+        view = leash(broker, "job", job_id, json_output=True)
+        text = fields(leash(broker, "job", job_id))
+    assert (view["state"], view["finished_by"], view["finished_pid"]) == (
+        "succeeded",
+        client.worker_id,
+        os.getpid(),
+    )
+    assert text["state"] == "succeeded"
+    assert re.fullmatch(rf"{re.escape(client.worker_id)} \(\S+ pid {os.getpid()}\), attempt 2",
+                        text["finished by"]), text  # fmt: skip
+    assert "finished" in text and "args" not in text
+
+
 def test_scheduled_retries_and_dead_list_their_jobs_filtered_and_paged(
     start_broker: Callable[..., BrokerProcess],
 ) -> None:
@@ -347,8 +372,7 @@ def test_kill_delete_and_requeue_one_job_and_requeue_by_filter_survive_a_restart
     with connect(broker) as client:
         states = {job_id: client.get_job(job_id).state for job_id in [killed, *dead, *others]}
         assert set(states.values()) == {"ready"}
-        with pytest.raises(NotFound):
-            client.get_job(deleted)
+        assert client.get_job(deleted).state == "deleted"  # in the finished-job history
     refused = run_leash("requeue", killed, "--data-dir", broker.data_dir)
     assert refused.returncode == 1 and "invalid_state" in refused.stderr
     both = run_leash("requeue", killed, "--dead", "--data-dir", broker.data_dir)

@@ -192,7 +192,7 @@ def test_a_producer_killed_mid_pipeline_loses_no_job_it_was_told_about(
 
 def _exists(client: Client, job_id: str) -> bool:
     try:
-        client.get_job(job_id)
+        view = client.get_job(job_id)
     except NotFound:
         return False
-    return True
+    return view.finished_ms is None  # not in the history of finished jobs

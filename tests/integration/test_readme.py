@@ -149,6 +149,7 @@ UNIQUE = 'client.push("daily_report"'
 TIME_LIMITS = "report_progress(100 * done"
 LIMITS = "concurrency_key=customer"
 SCHEDULES = "admin.add_schedule("
+FINISHED = 'client.push("resize"'
 CASES = (
     QUICK_START,
     HANDLER_MODULE,
@@ -163,6 +164,7 @@ CASES = (
     TIME_LIMITS,
     LIMITS,
     SCHEDULES,
+    FINISHED,
 )
 
 
@@ -326,6 +328,14 @@ def test_the_schedules_example_registers_both_and_runs_a_heartbeat_named_for_its
         assert (nightly.cron, nightly.tz, nightly.missed) == ("30 2 * * *", "Europe/Berlin", "last")
     finally:
         broker.kill()
+def test_the_results_example_reads_a_result_and_an_acked_job_from_the_history(
+    launch_broker: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = launch_broker()
+    run(example(FINISHED), tmp_path, broker.port)  # its asserts read the result and history
+    with AdminClient.for_data_dir(broker.data_dir) as admin:
+        stats = admin.stats()
+    assert (stats.totals["acked"], stats.finished_jobs, stats.results_kept) == (1, 1, 1)
 
 
 def test_the_pipeline_example_pushes_its_jobs_and_has_their_ids(

@@ -171,7 +171,10 @@ class BatchWalk(Core):
             return
         ref = rng.choice(self.ended)
         request: M.Request = rng.choice(
-            (M.Ack(self.next_rid(), ref.id, ref.token), M.AckMany(self.rid, [ref, ref]))
+            (
+                M.Ack(self.next_rid(), ref.id, ref.token),
+                M.AckMany(self.rid, [ref, ref]),
+            )
         )
         self.touch(WORKERS[0])
         records = len(self.records)

@@ -73,6 +73,7 @@ from leash.broker.core import (
 )
 from leash.broker.core import records as R
 from leash.broker.core.limits import ready_ids
+from leash.broker.core.history import slack
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
 from leash.broker.core.unique import key_of
@@ -96,6 +97,10 @@ CONFIG = CoreConfig(
     dead_max_age_ms=10 * MINUTE_MS,
     tick_max_items=3,
     process_ttl_ms=PROCESS_TTL_MS,
+    history_max_jobs=6,
+    history_max_age_ms=10 * MINUTE_MS,
+    result_max_bytes=8,
+    results_max_bytes=20,
 )
 TICK_ROUNDS_MAX = 10_000
 ARGS = (
@@ -124,6 +129,10 @@ class Walk(Core):
             dead_max_jobs=CONFIG.dead_max_jobs,
             dead_max_age_ms=CONFIG.dead_max_age_ms,
             tick_max_items=CONFIG.tick_max_items,
+            history_max_jobs=CONFIG.history_max_jobs,
+            history_max_age_ms=CONFIG.history_max_age_ms,
+            result_max_bytes=CONFIG.result_max_bytes,
+            results_max_bytes=CONFIG.results_max_bytes,
         )
         self.leases: dict[int, Held] = {}  # token -> the lease we believe current
         self.ended: list[M.LeaseRef] = []  # leases that ended: their tokens are stale
@@ -497,6 +506,12 @@ class Walk(Core):
         job = self.state.jobs.get(job_id)
         outcome = self.send(M.GetJob(self.next_rid(), job_id))
         if job is None:
+            finished = self.state.history.get(job_id)
+            if finished is not None:  # gone, but in the finished-job history
+                assert isinstance(outcome.reply, M.JobInfo), outcome.reply
+                assert outcome.reply.job.state == finished[3]
+                assert outcome.reply.job.finished_ms == finished[5]
+                return
             assert isinstance(outcome.reply, M.Error)
             assert outcome.reply.code == ErrorCode.NOT_FOUND
             return
@@ -776,6 +791,8 @@ class ScheduleModel:
             )
             # exactly once when up: no tick of a running schedule is left due
             assert schedule.paused or schedule.next_ms > walk.now_ms, name
+KEEP_RESULT_MS = (500, 5 * SECOND_MS, 2 * MINUTE_MS)
+RESULTS = (b"\xc0", b"\xa3abc", b"\xa7abcdefg", b"\xa9abcdefghi")  # the last: over the limit
 
 
 class CoreMachine(RuleBasedStateMachine):
@@ -932,6 +949,55 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def schedules_fire_each_tick_once(self) -> None:
         self.schedule_model.check(self.walk)
+    @rule(spec=specs, keep_ms=st.sampled_from(KEEP_RESULT_MS))
+    def push_keeping_its_result(self, spec: M.JobSpec, keep_ms: int) -> None:
+        self.walk.push(msgspec.structs.replace(spec, keep_result_ms=keep_ms))
+
+    @precondition(lambda self: self.walk.leases)
+    @rule(data=st.data(), value=st.sampled_from(RESULTS))
+    def ack_with_a_result(self, data: st.DataObject, value: bytes) -> None:
+        """An ack carrying a result: kept (until the ack's time plus the
+        job's keep_result_ms) if the job asked, dropped if not; refused
+        with nothing changed if over the limit."""
+        walk = self.walk
+        token = self._held(data)
+        held = walk.leases[token]
+        job = walk.state.jobs[held.id]
+        request = M.Ack(walk.next_rid(), held.id, token, value)
+        if job.keep_result_ms and len(value) > CONFIG.result_max_bytes:
+            outcome = walk.send(request)
+            assert isinstance(outcome.reply, M.Error) and outcome.reply.code == "too_large"
+            assert walk.state.jobs[held.id].token == token, "refused: still leased"
+            return
+        walk._end(token)
+        walk.opened_window(held.id)
+        assert walk.send(request).reply == M.Ok(walk.rid)
+        kept = walk.state.results.get(held.id)
+        if job.keep_result_ms:
+            assert kept == (walk.now_ms + job.keep_result_ms, value)
+        else:
+            assert kept is None or kept[1] != value or kept[0] < walk.now_ms
+
+    @invariant()
+    def results_bounded(self) -> None:
+        """Every result within its limit; all of them within theirs but for
+        what one step adds (an ack of one); none past its time once the
+        clock has moved (advance ticks to rest)."""
+        state = self.walk.state
+        assert all(len(v) <= CONFIG.result_max_bytes for _, v in state.results.values())
+        assert state.result_bytes <= CONFIG.results_max_bytes + CONFIG.result_max_bytes
+
+    @invariant()
+    def history_bounded(self) -> None:
+        """The finished-job history: within its count bound, its slack and
+        what one step adds (an ack_many of at most 4), oldest first, none
+        past its age once the clock has moved (advance ticks to rest)."""
+        walk = self.walk
+        entries = list(walk.state.history.values())
+        limit = CONFIG.history_max_jobs + slack(CONFIG.history_max_jobs)
+        assert len(entries) <= limit + 4, len(entries)
+        times = [entry[5] for entry in entries]  # finished_ms
+        assert times == sorted(times) and all(t <= walk.now_ms for t in times)
 
     @invariant()
     def consistent(self) -> None:

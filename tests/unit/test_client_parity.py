@@ -71,6 +71,7 @@ def test_the_comparison_sees_the_methods_it_should() -> None:
     callables = {name for name in public_names(Client) if callable(getattr(Client, name, None))}
     expected = {"push", "push_many", "fetch", "fetch_many", "ack", "ack_many", "fail", "extend"}
     expected |= {"release", "get_job", "close", "connect", "from_url", "from_env", "beat"}
+    expected |= {"result"}
     expected |= {"create_batch", "commit_batch", "batch_status", "pipeline", "progress"}
     assert callables == expected
     for name in PROPERTIES:

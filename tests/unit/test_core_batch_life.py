@@ -210,7 +210,7 @@ def test_an_abandoned_child_counts_as_failed_for_its_parent() -> None:
 
 
 def test_a_finished_batch_is_removed_whole_after_its_retention() -> None:
-    core = Core(batch_finished_retention_ms=DAY_MS)
+    core = Core(batch_finished_retention_ms=DAY_MS, history_max_age_ms=2 * DAY_MS)
     committed_batch(core, spec("a", max_attempts=1), spec("c"))
     core.fail(core.lease())
     core.ack(core.lease())

@@ -66,7 +66,12 @@ def test_acking_a_held_lease_removes_the_job() -> None:
         R.JobsAcked([M.LeaseRef("a", delivery.token)], core.now_ms)
     ]
     assert core.state.jobs == {}
-    core.refused(M.GetJob(6, "a"), ErrorCode.NOT_FOUND)
+    finished = core.expect(M.GetJob(6, "a"), M.JobInfo).job  # from the finished-job history
+    assert (finished.state, finished.finished_ms, finished.finished_by) == (
+        "succeeded",
+        core.now_ms,
+        "w1",
+    )
 
 
 def test_acking_twice_is_not_found() -> None:

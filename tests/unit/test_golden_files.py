@@ -40,10 +40,10 @@ SEGMENTS_V2 = ["journal-00000000000000000001.log", "journal-00000000000000000019
 IMAGE_V2 = FIXTURES.parent / "image-v2"
 IMAGE_V2_SNAPSHOT = str(IMAGE_V2 / "snapshot-00000000000000000035.snap")
 V3 = FIXTURES.parent / "v3"
-SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000112.log"]
-V3_COVERED = 111  # the records the v3 snapshot covers
+SEGMENTS_V3 = ["journal-00000000000000000001.log", "journal-00000000000000000119.log"]
+V3_COVERED = 118  # the records the v3 snapshot covers
 V3_SNAPSHOT = str(V3 / f"snapshot-{V3_COVERED:020d}.snap")
-V3_RECORDS = 137  # in its two segments
+V3_RECORDS = 151  # in its two segments
 
 
 def _records() -> list[tuple[int, bytes]]:
@@ -130,9 +130,10 @@ def test_a_data_directory_recovers_to_the_state_of_all_its_records(
 
 
 def without_attempts(plain: dict[str, Any]) -> dict[str, Any]:
-    """A canonical state with no job's attempt history (older images have none)."""
+    """A canonical state with no job's attempt history and no finished-job
+    history (older images have neither)."""
     jobs = {job_id: {**job, "attempts": None} for job_id, job in plain["jobs"].items()}
-    return {**plain, "jobs": jobs}
+    return {**plain, "jobs": jobs, "history": []}
 
 
 def test_the_v1_framing_is_written_byte_for_byte_as_snapshot_chunks_still_use_it() -> None:

@@ -33,9 +33,11 @@ from leash.protocol.messages import (
     Failed,
     Fetch,
     GetJob,
+    GetResult,
     Hello,
     ItemResult,
     JobInfo,
+    JobResult,
     Jobs,
     JobSpec,
     JobView,
@@ -109,6 +111,8 @@ REQUESTS: list[Any] = [
     Fetch(rid=4, queues=["a", "b"], count=10, wait_ms=5_000),
     Ack(rid=5, id="order-7", token=17),
     AckMany(rid=6, leases=[LeaseRef("order-7", 17), LeaseRef("_x1", 2**63 - 1)]),
+    AckMany(rid=6, leases=[LeaseRef("order-7", 17), LeaseRef("_x1", 2)], results=[None, b"\x01"]),
+    Ack(rid=5, id="order-7", token=17, result=b"\xa2ok"),
     Fail(rid=7, id="order-7", token=17),
     Fail(rid=7, id="order-7", token=17, error=ErrorInfo("ValueError", "bad", "trace")),
     Extend(rid=8, id="order-7", token=17),
@@ -124,6 +128,8 @@ REQUESTS: list[Any] = [
     A.SetQueueLimits(rid=11, queue="mail", concurrency=8, per_key=2),
     A.SetQueueLimits(rid=11, queue="mail", rate=100, rate_interval_ms=60_000),
     GetJob(rid=12, id="order-7"),
+    GetResult(rid=12, id="order-7"),
+    GetResult(rid=12, id="order-7", wait_ms=5_000),
     M.Beat(rid=13),
     A.Control(rid=14, worker_id="host-1-ab", state="quiet"),
     A.Control(rid=15, worker_id="host-1-ab", state="terminate"),
@@ -219,6 +225,9 @@ REPLIES: list[Any] = [
     Failed(rid=7, state="retrying", retry_at_ms=T0_MS + 16_000),
     Failed(rid=7, state="dead"),
     Extended(rid=8, deadline_ms=T0_MS + 90_000),
+    JobResult(rid=12, id="order-7", state="succeeded", value=b"\x91\x01"),
+    JobResult(rid=12, id="order-7", state="dead", error=ErrorInfo("ValueError", "bad")),
+    JobResult(rid=12, id="order-7", state="leased"),
     JobInfo(
         rid=12,
         job=JobView(
@@ -841,6 +850,12 @@ def test_unknown_fields_are_ignored_at_every_level() -> None:
 def test_extra_elements_of_a_lease_ref_are_ignored() -> None:
     request = decode_request(encode({"op": "ack_many", "rid": 1, "leases": [["j", 5, "later"]]}))
     assert request == AckMany(rid=1, leases=[LeaseRef("j", 5)])
+
+
+def test_ack_many_results_are_one_a_lease() -> None:
+    bad = encode({"op": "ack_many", "rid": 1, "leases": [["j", 5], ["k", 6]], "results": [None]})
+    with pytest.raises(BadRequest, match="one item a lease"):
+        decode_request(bad)
 
 
 def test_unknown_reply_fields_are_ignored_by_the_reply_decoder() -> None:

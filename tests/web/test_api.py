@@ -154,7 +154,8 @@ def test_every_change_is_an_admin_request_the_broker_applies(
         ok(http.post(f"/api/jobs/{scene.scheduled}/kill"))
         assert admin.job(scene.scheduled).state == "dead"
         ok(http.post(f"/api/jobs/{scene.scheduled}/delete"))
-        assert http.get(f"/api/jobs/{scene.scheduled}").status_code == 404
+        gone = http.get(f"/api/jobs/{scene.scheduled}")  # from the finished-job history
+        assert (gone.status_code, gone.json()["state"]) == (200, "deleted")
         assert http.post(f"/api/jobs/{scene.ready}/retry").status_code == 409  # not dead
         done = ok(http.post("/api/jobs/kill", json={"id": ["thumb-0", "nope"]}))
         assert done == {"message": "kill: 1 job; nope: no job 'nope'", "count": 1,
