@@ -8,7 +8,7 @@ import os
 
 from leash.client import Client
 from tests.integration.broker_proc import BrokerProcess
-from tests.integration.test_processes import wait_until
+from tests.waiting import wait_until
 
 FLAGS = ["--fsync", "always"]
 LIMIT_MS = 3_000
