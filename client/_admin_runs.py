@@ -186,6 +186,8 @@ def _progress(job: M.JobView) -> str | None:
         return None
     text = progress_text(job.progress, job.progress_message)
     return f"{text} (at {when(job.progress_ms)})" if job.progress_ms else text
+
+
 def _finished(job: M.JobView) -> Fields:
     """A job from the broker's history of finished jobs: no args are kept."""
     assert job.finished_ms is not None

@@ -44,8 +44,8 @@ class Job:
         "priority",
         "queue",
         "raw_args",
-        "time_limit_ms",
         "result",
+        "time_limit_ms",
         "token",
         "type",
     )

@@ -47,8 +47,8 @@ from leash.broker.core.state import (
     purge_expiries,
     purge_indexes,
     purge_process_deadlines,
-    purge_schedule_ticks,
     purge_result_expiries,
+    purge_schedule_ticks,
     purge_unique_windows,
 )
 from leash.protocol.messages import JobState, LeaseRef

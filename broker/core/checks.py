@@ -38,8 +38,8 @@ from leash.broker.core.state import (
     live_deadline,
     live_expiry,
     live_process_deadline,
-    live_schedule_tick,
     live_result,
+    live_schedule_tick,
     live_scheduled,
     live_unique_window,
 )

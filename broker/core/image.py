@@ -184,6 +184,8 @@ class SchedulesImage(Struct, tag="schedules", array_like=True):
     """The schedules (cron.py); their tick heap is derived on load."""
 
     schedules: list[Schedule]
+
+
 class HistoryImage(Struct, tag="history", array_like=True):
     """The finished-job history (history.py), oldest first."""
 

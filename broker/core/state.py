@@ -107,6 +107,8 @@ class Schedule(Struct, array_like=True, gc=False):
     last_tick_ms: int = 0  # the last tick that pushed its job (0: none yet)
     fires: int = 0  # ticks that pushed their job
     skips: int = 0  # times the ticks missed while the broker was down were skipped
+
+
 # A finished job (history.py): (id, queue, type, outcome, created_ms,
 # finished_ms, failures, worker_id, hostname, pid). A tuple, not a Struct:
 # one is made on every ack, and a tuple costs a fraction of a Struct to make
@@ -161,10 +163,10 @@ class State:
         "processes",
         "queues",
         "readied",
-        "schedule_ticks",
         "result_bytes",
         "result_expiries",
         "results",
+        "schedule_ticks",
         "scheduled",
         "schedules",
         "starts",
@@ -263,6 +265,8 @@ def live_unique_window(state: State, entry: tuple[int, str]) -> bool:
 def live_schedule_tick(state: State, entry: tuple[int, str]) -> bool:
     schedule = state.schedules.get(entry[1])
     return schedule is not None and not schedule.paused and schedule.next_ms == entry[0] > 0
+
+
 def live_result(state: State, entry: tuple[int, str]) -> bool:
     kept = state.results.get(entry[1])
     return kept is not None and kept[0] == entry[0]
@@ -448,6 +452,8 @@ def purge_schedule_ticks(state: State) -> None:
         heapq.heappop(heap)
     if _over(state, len(heap), len(state.schedules)):
         _rebuild_heap(state, heap, live_schedule_tick)
+
+
 def purge_result_expiries(state: State) -> None:
     heap = state.result_expiries
     while heap and not live_result(state, heap[0]):

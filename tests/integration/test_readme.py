@@ -328,6 +328,8 @@ def test_the_schedules_example_registers_both_and_runs_a_heartbeat_named_for_its
         assert (nightly.cron, nightly.tz, nightly.missed) == ("30 2 * * *", "Europe/Berlin", "last")
     finally:
         broker.kill()
+
+
 def test_the_results_example_reads_a_result_and_an_acked_job_from_the_history(
     launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:

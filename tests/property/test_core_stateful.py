@@ -72,8 +72,8 @@ from leash.broker.core import (
     tick,
 )
 from leash.broker.core import records as R
-from leash.broker.core.limits import ready_ids
 from leash.broker.core.history import slack
+from leash.broker.core.limits import ready_ids
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, PRIORITIES, READY, SCHEDULED
 from leash.broker.core.unique import key_of
@@ -791,6 +791,8 @@ class ScheduleModel:
             )
             # exactly once when up: no tick of a running schedule is left due
             assert schedule.paused or schedule.next_ms > walk.now_ms, name
+
+
 KEEP_RESULT_MS = (500, 5 * SECOND_MS, 2 * MINUTE_MS)
 RESULTS = (b"\xc0", b"\xa3abc", b"\xa7abcdefg", b"\xa9abcdefghi")  # the last: over the limit
 
@@ -949,6 +951,7 @@ class CoreMachine(RuleBasedStateMachine):
     @invariant()
     def schedules_fire_each_tick_once(self) -> None:
         self.schedule_model.check(self.walk)
+
     @rule(spec=specs, keep_ms=st.sampled_from(KEEP_RESULT_MS))
     def push_keeping_its_result(self, spec: M.JobSpec, keep_ms: int) -> None:
         self.walk.push(msgspec.structs.replace(spec, keep_result_ms=keep_ms))

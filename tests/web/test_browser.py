@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from leash import Client
-from leash.client import AdminClient, NotFound
+from leash.client import AdminClient
 from tests.web.conftest import Dashboard
 from tests.web.scene import BROKER_ARGS, MARKUP, Scene, populate
 
