@@ -78,7 +78,7 @@ from ._exceptions import (
 from ._handlers import add_to_batch, current_job, handler, report_progress
 from ._identity import process_worker_id
 from ._security import load_key, tls_context
-from ._types import FailResult, Job, Lease, job_spec
+from ._types import FailResult, Job, JobOptions, Lease, job_spec
 from .admin import AdminClient
 from .aio import AsyncClient
 from .blocking import Client
@@ -112,6 +112,7 @@ __all__ = [
     "InvalidState",
     "Job",
     "JobFailed",
+    "JobOptions",
     "JobSpec",
     "JobView",
     "JournalFailed",

@@ -19,12 +19,12 @@ that holds an id is a job the broker has journalled.
 import contextlib
 from collections import deque
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from ._backoff import PUSH_RETRYABLE
 from ._calls import Call
 from ._exceptions import ConnectionLost, LeashError
-from ._types import Lease, job_spec
+from ._types import JobOptions, Lease, spec_from_options
 
 if TYPE_CHECKING:
     import asyncio
@@ -51,47 +51,11 @@ class _Pushes(Generic[F]):
         type: str,
         args: Any = None,
         *,
-        queue: str = "default",
-        id: str | None = None,
-        priority: int | None = None,
-        run_at_ms: int | None = None,
-        delay_ms: int | None = None,
-        max_attempts: int | None = None,
-        lease_ttl_ms: int | None = None,
-        retry_base_ms: int | None = None,
-        batch: str | None = None,
         lease: Lease | None = None,
-        unique_key: str | None = None,
-        unique: bool = False,
-        unique_for_ms: int | None = None,
-        ttl_ms: int | None = None,
-        expires_at_ms: int | None = None,
-        time_limit_ms: int | None = None,
-        concurrency_key: str | None = None,
-        keep_result_ms: int | None = None,
+        **options: Unpack[JobOptions],
     ) -> F:
         """Queue a push (see ``Client.push``); its future holds the job's id."""
-        spec = job_spec(
-            type,
-            args,
-            queue=queue,
-            id=id,
-            priority=priority,
-            run_at_ms=run_at_ms,
-            delay_ms=delay_ms,
-            max_attempts=max_attempts,
-            lease_ttl_ms=lease_ttl_ms,
-            retry_base_ms=retry_base_ms,
-            batch=batch,
-            unique_key=unique_key,
-            unique=unique,
-            unique_for_ms=unique_for_ms,
-            ttl_ms=ttl_ms,
-            expires_at_ms=expires_at_ms,
-            time_limit_ms=time_limit_ms,
-            concurrency_key=concurrency_key,
-            keep_result_ms=keep_result_ms,
-        )
+        spec = spec_from_options(type, args, options)
         return self._queue(self._core().push(spec, lease))
 
     def _core(self) -> Any:

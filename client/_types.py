@@ -14,7 +14,7 @@ import secrets
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict, Unpack, cast
 
 import msgspec
 
@@ -145,79 +145,84 @@ def new_job_id() -> str:
     return _ids.next()
 
 
-def job_spec(
-    type: str,
-    args: Any = None,
-    *,
-    queue: str | None = None,
-    id: str | None = None,
-    priority: int | None = None,
-    run_at_ms: int | None = None,
-    delay_ms: int | None = None,
-    max_attempts: int | None = None,
-    lease_ttl_ms: int | None = None,
-    retry_base_ms: int | None = None,
-    batch: str | None = None,
-    unique_key: str | None = None,
-    unique: bool = False,
-    unique_for_ms: int | None = None,
-    ttl_ms: int | None = None,
-    expires_at_ms: int | None = None,
-    time_limit_ms: int | None = None,
-    concurrency_key: str | None = None,
-    keep_result_ms: int | None = None,
-) -> JobSpec:
-    """A JobSpec with only the given options set; ``args=None`` means no arguments.
+class JobOptions(TypedDict, total=False):
+    """The options of a job, for ``push``, a pipeline's ``push`` and ``job_spec``.
+
+    Every one may be left out (or given as None): the broker applies its
+    default. ``queue`` (``"default"``). ``id``: made by the client when not
+    given, so a push sent again is one job. ``priority``: higher is leased
+    first. ``run_at_ms`` (unix ms) or ``delay_ms`` (from now): not leased
+    before then. ``max_attempts``, ``lease_ttl_ms``, ``retry_base_ms``: how
+    often it is tried, how long a lease lasts, the first retry's backoff.
+    ``batch``: the job joins that batch; a committed batch takes jobs only
+    from a running member of it, which presents its ``lease`` (a ``Job``).
+    ``unique_key`` (or ``unique=True``, a key derived from queue, type and
+    args): while a job with the key waits or runs, and ``unique_for_ms``
+    after it succeeds, the push adds nothing and returns that job's id
+    (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
+    ``expires_at_ms`` (unix ms): a job not leased by then never runs.
+    ``time_limit_ms``: each attempt runs at most this long; the broker and
+    the ``Worker`` fail it with ``TimeLimitExceeded`` then.
+    ``concurrency_key`` (a customer id, say): the queue's per-key limit
+    counts the job's leases under it (``leash limit QUEUE --per-key N``).
+    ``keep_result_ms``: its handler's return value is kept that long after
+    it succeeds, for ``result``.
+    """
+
+    queue: str | None
+    id: str | None
+    priority: int | None
+    run_at_ms: int | None
+    delay_ms: int | None
+    max_attempts: int | None
+    lease_ttl_ms: int | None
+    retry_base_ms: int | None
+    batch: str | None
+    unique_key: str | None
+    unique: bool
+    unique_for_ms: int | None
+    ttl_ms: int | None
+    expires_at_ms: int | None
+    time_limit_ms: int | None
+    concurrency_key: str | None
+    keep_result_ms: int | None
+
+
+JOB_OPTIONS = frozenset(JobOptions.__annotations__)  # every JobSpec field but type and args
+_Fields: TypeAlias = dict[str, Any]  # JobSpec's keyword arguments
+
+
+def job_spec(type: str, args: Any = None, **options: Unpack[JobOptions]) -> JobSpec:
+    """A JobSpec with only the given options (``JobOptions``) set;
+    ``args=None`` means no arguments.
 
     The id is made here when not given, so pushing the same JobSpec twice
     (for example after a lost connection) creates one job. ``args`` of a type
     that would not come back as itself raise ``UnsupportedArgType`` here,
-    naming the field. Bounds are checked by the broker, which answers
-    ``BadRequest`` naming the field.
+    naming the field; an unknown option raises ``TypeError`` naming it;
+    options that exclude each other raise ``ValueError``. Bounds are checked
+    by the broker, which answers ``BadRequest`` naming the field.
     """
-    if run_at_ms is not None and delay_ms is not None:
-        raise ValueError("give run_at_ms or delay_ms, not both")
-    spec = JobSpec(type=type, id=id if id is not None else new_job_id())
+    return spec_from_options(type, args, options)
+
+
+def spec_from_options(type: str, args: Any, options: JobOptions) -> JobSpec:
+    """``job_spec``, from the ``**options`` dict of a push, which it may change
+    (each call has its own)."""
+    fields = cast(_Fields, options)
+    if None in fields.values():
+        fields = {name: value for name, value in fields.items() if value is not None}
+    if "id" not in fields:
+        fields["id"] = new_job_id()
     if args is not None:
-        spec.args = msgspec.Raw(argtypes.pack(args))
-    if queue is not None:
-        spec.queue = queue
-    if priority is not None:
-        spec.priority = priority
-    if run_at_ms is not None:
-        spec.run_at_ms = run_at_ms
-    if delay_ms is not None:
-        spec.delay_ms = delay_ms
-    if max_attempts is not None:
-        spec.max_attempts = max_attempts
-    if lease_ttl_ms is not None:
-        spec.lease_ttl_ms = lease_ttl_ms
-    if retry_base_ms is not None:
-        spec.retry_base_ms = retry_base_ms
-    if batch is not None:
-        spec.batch = batch
-    if unique_key is not None:
-        spec.unique_key = unique_key
-    spec.unique = unique
-    if unique_for_ms is not None:
-        spec.unique_for_ms = unique_for_ms
-    if ttl_ms is not None and expires_at_ms is not None:
-        raise ValueError("give expires_at_ms or ttl_ms, not both")
-    if ttl_ms is not None:
-        spec.ttl_ms = ttl_ms
-    if expires_at_ms is not None:
-        spec.expires_at_ms = expires_at_ms
-    if time_limit_ms is not None:
-        spec.time_limit_ms = time_limit_ms
-    if concurrency_key is not None:
-        spec.concurrency_key = concurrency_key
-    if keep_result_ms is not None:
-        spec.keep_result_ms = keep_result_ms
-    if spec.unique and spec.unique_key is not None:
-        raise ValueError("give unique_key or unique, not both")
-    if spec.unique_for_ms and not (spec.unique or spec.unique_key is not None):
-        raise ValueError("unique_for_ms needs unique_key or unique")
-    return spec
+        fields["args"] = msgspec.Raw(argtypes.pack(args))
+    try:
+        return JobSpec(type=type, **fields)  # its __post_init__ refuses excluded pairs
+    except TypeError:
+        unknown = ", ".join(sorted(fields.keys() - JOB_OPTIONS - {"args"}))
+        if unknown:
+            raise TypeError(f"unknown job option: {unknown}") from None
+        raise
 
 
 def with_id(spec: JobSpec) -> JobSpec:

@@ -38,7 +38,7 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from leash.protocol.limits import AUTH_NONCE_BYTES, BATCH_STATUS_MEMBERS_DEFAULT
 from leash.protocol.messages import (
@@ -65,10 +65,11 @@ from ._types import (
     NO_RESULT,
     FailResult,
     Job,
+    JobOptions,
     JobSpecLike,
     Lease,
     as_job_spec,
-    job_spec,
+    spec_from_options,
     with_id,
 )
 from ._url import DEFAULT_HOST, DEFAULT_PORT, parse_url
@@ -241,62 +242,13 @@ class AsyncClient:
         type: str,
         args: Any = None,
         *,
-        queue: str = "default",
-        id: str | None = None,
-        priority: int | None = None,
-        run_at_ms: int | None = None,
-        delay_ms: int | None = None,
-        max_attempts: int | None = None,
-        lease_ttl_ms: int | None = None,
-        retry_base_ms: int | None = None,
-        batch: str | None = None,
         lease: Lease | None = None,
-        unique_key: str | None = None,
-        unique: bool = False,
-        unique_for_ms: int | None = None,
-        ttl_ms: int | None = None,
-        expires_at_ms: int | None = None,
-        time_limit_ms: int | None = None,
-        concurrency_key: str | None = None,
-        keep_result_ms: int | None = None,
+        **options: Unpack[JobOptions],
     ) -> str:
-        """Add a job; return its id. Unset options take the broker's defaults.
-
-        ``batch``: the job joins that batch. A committed batch takes jobs only
-        from a running member of it, which presents its ``lease`` (a ``Job``).
-        ``unique_key`` (or ``unique=True``, a key derived from queue, type and
-        args): while a job with the key waits or runs, and ``unique_for_ms``
-        after it succeeds, the push adds nothing and returns that job's id
-        (``push_many`` says ``duplicate=True``). ``ttl_ms`` (from now) or
-        ``expires_at_ms`` (unix ms): a job not leased by then never runs.
-        ``time_limit_ms``: each attempt runs at most this long; the broker
-        and the ``Worker`` fail it with ``TimeLimitExceeded`` then.
-        ``concurrency_key`` (a customer id, say): the queue's per-key limit
-        counts the job's leases under it (``leash limit QUEUE --per-key N``).
-        ``keep_result_ms``: its handler's return value is kept that long after
-        it succeeds, for ``result``.
-        """
-        spec = job_spec(
-            type,
-            args,
-            queue=queue,
-            id=id,
-            priority=priority,
-            run_at_ms=run_at_ms,
-            delay_ms=delay_ms,
-            max_attempts=max_attempts,
-            lease_ttl_ms=lease_ttl_ms,
-            retry_base_ms=retry_base_ms,
-            batch=batch,
-            unique_key=unique_key,
-            unique=unique,
-            unique_for_ms=unique_for_ms,
-            ttl_ms=ttl_ms,
-            expires_at_ms=expires_at_ms,
-            time_limit_ms=time_limit_ms,
-            concurrency_key=concurrency_key,
-            keep_result_ms=keep_result_ms,
-        )
+        """Add a job; return its id. The options (``JobOptions``) left out take
+        the broker's defaults; ``lease``: the running member of a committed
+        ``batch`` that adds the job to it (a ``Job``)."""
+        spec = spec_from_options(type, args, options)
         return await self._call_again(self._core.push(spec, lease))
 
     async def push_many(

@@ -33,14 +33,13 @@ class ErrorCode(enum.StrEnum):
 
 
 class ProtocolError(Exception):
-    """The peer sent something the protocol does not allow.
-
-    ``fatal`` means the byte stream cannot be resynchronised (a bad length
-    prefix): the connection must be closed after the error is reported.
+    """The peer's byte stream broke the framing (a bad length prefix, a line
+    over the limit), so it cannot be resynchronised: the connection must be
+    closed after the error is reported. (A whole frame that is wrong is not
+    this error: the decoders answer it and read on.)
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, fatal: bool = False) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
-        self.fatal = fatal

@@ -7,7 +7,7 @@ too). ``CommandDecoder.feed(data)`` takes whatever bytes arrived;
 ``next_frame()`` returns the next command, or None when it needs more bytes.
 The length of a line is checked as its bytes arrive, before they are kept:
 a line longer than ``max_frame_bytes`` cannot be resynchronised, so it
-raises a fatal ``ProtocolError`` and the caller closes the connection. A
+raises ``ProtocolError`` and the caller closes the connection. A
 line that is whole but wrong (an unknown verb, bad JSON, a field out of
 bounds) is not fatal: it comes out as ``Refused``, which carries the error
 to answer, and the next line is read as usual.
@@ -127,20 +127,20 @@ class CommandDecoder:
 
     def next_frame(self) -> Command | None:
         """The next command; None until a whole line is in. A line over the
-        limit raises a fatal ``ProtocolError``."""
+        limit raises ``ProtocolError``."""
         buffer, start = self._buffer, self._pos
         end = buffer.find(b"\n", max(start, self._scanned))
         if end < 0:
             self._scanned = len(buffer)
             if self._overflow or len(buffer) - start > self.max_frame_bytes + 1:
-                raise ProtocolError(ErrorCode.TOO_LARGE, self._too_long(), fatal=True)
+                raise ProtocolError(ErrorCode.TOO_LARGE, self._too_long())
             if start:
                 del buffer[:start]
                 self._pos, self._scanned = 0, len(buffer)
             return None
         stop = end - 1 if end > start and buffer[end - 1] == 13 else end  # CRLF or LF
         if stop - start > self.max_frame_bytes:
-            raise ProtocolError(ErrorCode.TOO_LARGE, self._too_long(), fatal=True)
+            raise ProtocolError(ErrorCode.TOO_LARGE, self._too_long())
         line = bytes(buffer[start:stop])
         self._pos = self._scanned = end + 1
         if self._pos == len(buffer):

@@ -5,7 +5,7 @@ Theory of operation: the caller feeds whatever bytes arrived with
 length prefix is checked against the limit *before* any of the body is
 buffered, so a hostile length cannot make us allocate (nor copy a large
 chunk that arrived with it). A bad length cannot be
-resynchronised: it raises a fatal ``ProtocolError`` and the caller must close.
+resynchronised: it raises ``ProtocolError`` and the caller must close.
 
 Without copies: the bytes of one ``feed`` are kept as they came (a ``bytes``
 object is not copied; anything else is copied once, so the caller may reuse
@@ -93,12 +93,11 @@ class FrameDecoder:
 
     def _checked(self, length: int) -> int:
         if length == 0:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "empty frame", fatal=True)
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "empty frame")
         if length > self.max_frame_bytes:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE,
                 f"frame of {length} bytes is over the limit of {self.max_frame_bytes}",
-                fatal=True,
             )
         return length
 

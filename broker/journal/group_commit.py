@@ -190,12 +190,14 @@ class GroupCommitter:
         on_failure: Callable[[BaseException], None],
         on_sealed: Callable[[Sealed], None] | None = None,
         on_turn: Callable[[], None] | None = None,
+        on_fsync: Callable[[float], None] | None = None,
         deliver: Deliver = _call_each,
         writer: Writer | None = None,
     ) -> None:
         """``on_turn``: how a flush is asked for (the owner runs ``flush``
         at the end of its loop turn; by default the committer schedules one
-        with ``call_soon``). ``deliver``: the one place released replies go.
+        with ``call_soon``). ``on_fsync``: told the seconds of each timed
+        fsync, on the loop. ``deliver``: the one place released replies go.
         ``writer``: what runs the jobs off the loop (a thread by default)."""
         self._scheduler = scheduler
         self._journal = journal
@@ -204,6 +206,7 @@ class GroupCommitter:
         self._on_failure = on_failure
         self._on_sealed = on_sealed
         self._request_flush = on_turn or self._schedule_own_flush
+        self._on_fsync = on_fsync
         self._deliver = deliver
         self._phase = Phase.IDLE
         self._batch = Batch()  # the records of this turn, framed
@@ -220,7 +223,6 @@ class GroupCommitter:
         self._flush_scheduled = False
         self.failed: BaseException | None = None
         self.stats = CommitStats()
-        self.fsync_observers: list[Callable[[float], None]] = []  # called on the loop
         self._idle = asyncio.Event()  # set when settled, while someone drains
         self._draining = 0
         self._writer = writer if writer is not None else WriterThread(scheduler)
@@ -560,8 +562,8 @@ class GroupCommitter:
         stats.fsyncs += 1
         stats.fsync_s_total += elapsed_s
         stats.fsync_recent_s.append(elapsed_s)
-        for observe in self.fsync_observers:
-            observe(elapsed_s)
+        if self._on_fsync is not None:
+            self._on_fsync(elapsed_s)
 
     # --- on the writer (or the loop, for a fast disk) ----------------------
 

@@ -106,12 +106,14 @@ class Broker:
         replayed: Replayed = NOTHING_REPLAYED,
         clock_ms: Callable[[], int] = wall_clock_ms,
         keyring: Keyring | None = None,
+        on_fsync: Callable[[float], None] | None = None,
     ) -> None:
         """The broker's shell over ``state`` and its open ``journal``: it
         makes its group committer (``on_journal_failed``: told once when
         the journal fails), whose sealed segments go to ``compactor`` (the
         operator's compact too); ``space`` is the free-space watch;
-        ``replayed`` what start-up replayed (for the stats)."""
+        ``replayed`` what start-up replayed (for the stats); ``on_fsync``
+        is told the seconds of each journal fsync (the metrics)."""
         self.config = config
         self.state = state
         self.journal = journal
@@ -124,6 +126,7 @@ class Broker:
             on_failure=on_journal_failed,
             on_sealed=compactor.on_sealed if compactor is not None else None,
             on_turn=self._schedule_turn,
+            on_fsync=on_fsync,
             deliver=self._deliver,
         )
         self.connections: set[Connection] = set()

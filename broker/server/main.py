@@ -39,7 +39,7 @@ from leash.broker.server.broker import Broker, Replayed, wall_clock_ms
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.connection import Connection
 from leash.broker.server.faktory import FaktoryFront
-from leash.broker.server.metrics import start_metrics
+from leash.broker.server.metrics import MetricsRegistry, start_metrics
 from leash.broker.server.security import Security, SecurityError, prepare
 
 log = logging.getLogger("leash")
@@ -202,7 +202,9 @@ async def _run(
         lambda: AdminConnection(running.broker, allowed_uids), sock=admin_sock
     )
     log.info("admin socket %s", config.admin_socket_path())
-    metrics = start_metrics(running.broker, config) if config.metrics_port is not None else None
+    metrics = None
+    if running.metrics is not None:
+        metrics = start_metrics(running.broker, config, running.metrics)
     log.info("%s", config.limits.describe(config.max_frame_bytes))
     for sock in server.sockets:
         host, port = sock.getsockname()[:2]
@@ -280,6 +282,7 @@ class _Running:
     ) -> None:
         self.stopping = stopping
         self.exit_code = EXIT_OK
+        self.metrics = MetricsRegistry() if config.metrics_port is not None else None
         self.state = recovered.state
         self.journal = journal
         self.space = SpaceWatch(
@@ -310,6 +313,7 @@ class _Running:
             space=self.space,
             replayed=Replayed(recovered.snapshot_s + recovered.replay_s, recovered.records),
             keyring=security.keyring,
+            on_fsync=self.metrics.fsync.observe if self.metrics is not None else None,
         )
         self.committer = self.broker.committer
 

@@ -173,17 +173,24 @@ class Metrics:
         self._thread.join(SNAPSHOT_TIMEOUT_S)
 
 
-def start_metrics(broker: "Broker", config: "ServerConfig") -> Metrics:
+class MetricsRegistry:
+    """The metrics registry, made before the broker: its fsync histogram's
+    ``observe`` is the committer's ``on_fsync``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.fsync = Histogram(
+            "leash_journal_fsync_seconds",
+            "Time of one journal fsync",
+            registry=self.registry,
+            buckets=FSYNC_BUCKETS_S,
+        )
+
+
+def start_metrics(broker: "Broker", config: "ServerConfig", metrics: MetricsRegistry) -> Metrics:
     assert config.metrics_port is not None
-    registry = CollectorRegistry(auto_describe=False)
+    registry = metrics.registry
     registry.register(BrokerCollector(broker, asyncio.get_running_loop()))
-    fsync = Histogram(
-        "leash_journal_fsync_seconds",
-        "Time of one journal fsync",
-        registry=registry,
-        buckets=FSYNC_BUCKETS_S,
-    )
-    broker.committer.fsync_observers.append(fsync.observe)
     server, thread = start_http_server(config.metrics_port, config.metrics_host, registry)
     host, port = server.server_address[:2]
     log.info("metrics on http://%s:%d/metrics", host, port)

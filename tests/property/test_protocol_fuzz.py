@@ -139,7 +139,6 @@ def decode_chunks(chunks: list[bytes], limit: int) -> tuple[list[bytes], ErrorCo
             while (body := decoder.next_frame()) is not None:
                 frames.append(body)
         except ProtocolError as error:
-            assert error.fatal
             return frames, error.code
     return frames, None
 

@@ -19,7 +19,7 @@ from leash.client._exceptions import (
     error_from_reply,
 )
 from leash.client._identity import Identity, process_worker_id
-from leash.client._types import FailResult, Job, error_info, job_spec
+from leash.client._types import JOB_OPTIONS, FailResult, Job, error_info, job_spec
 from leash.protocol import PROTOCOL_VERSION, limits
 from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import encode_frame
@@ -33,6 +33,7 @@ from leash.protocol.messages import (
     Hello,
     ItemResult,
     Jobs,
+    JobSpec,
     Ok,
     Pushed,
     Reply,
@@ -342,6 +343,21 @@ def test_an_error_with_rid_zero_during_the_handshake_answers_the_hello() -> None
 def test_run_at_and_delay_together_are_refused_before_sending() -> None:
     with pytest.raises(ValueError, match="not both"):
         job_spec("t", run_at_ms=1, delay_ms=1)
+
+
+def test_an_unknown_option_is_refused_naming_it() -> None:
+    options: dict[str, Any] = {"priority": 1, "prority": 2}
+    with pytest.raises(TypeError, match="unknown job option: prority"):
+        job_spec("t", **options)
+
+
+def test_the_job_options_are_the_job_spec_fields_but_type_and_args() -> None:
+    assert set(JobSpec.__struct_fields__) - {"type", "args"} == JOB_OPTIONS
+
+
+def test_an_option_given_as_none_is_left_to_the_broker() -> None:
+    job = sent(welcomed_core().push(job_spec("t", queue=None, priority=None, id=None)))["job"]
+    assert set(job) == {"type", "id"}
 
 
 def test_fail_pending_hands_back_every_waiter() -> None:

@@ -1,11 +1,12 @@
 """Client and AsyncClient offer the same public API; the async one awaits where the other blocks."""
 
 import inspect
-from typing import Any
+from typing import Any, Unpack
 
 import pytest
 
-from leash.client import AsyncClient, Client
+from leash.client import AsyncClient, Client, JobOptions, job_spec
+from leash.client._pipeline import AsyncPipeline, Pipeline
 
 PROPERTIES = {"welcome", "closed"}  # read without I/O in both
 # Returns a context manager (``with`` / ``async with``), its kind per client.
@@ -55,6 +56,14 @@ def test_both_pipelines_push_with_the_parameters_of_push() -> None:
         pipeline = signature(cls, "pipeline").return_annotation
         push = list(signature(cls, "push").parameters.values())
         assert list(inspect.signature(pipeline.push).parameters.values()) == push
+
+
+def test_every_push_and_job_spec_take_the_job_options_defined_once() -> None:
+    pushes = [Client.push, AsyncClient.push, Pipeline.push, AsyncPipeline.push, job_spec]
+    for push in pushes:
+        options = inspect.signature(push).parameters["options"]
+        assert options.kind is inspect.Parameter.VAR_KEYWORD
+        assert options.annotation == Unpack[JobOptions]
 
 
 def test_the_constructors_match() -> None:

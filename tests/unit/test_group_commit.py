@@ -10,7 +10,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -55,7 +55,12 @@ class EventDisk(OsDisk):
 
 
 @asynccontextmanager
-async def committer_on(directory: str, disk: EventDisk, mode: str) -> AsyncIterator[GroupCommitter]:
+async def committer_on(
+    directory: str,
+    disk: EventDisk,
+    mode: str,
+    on_fsync: Callable[[float], None] | None = None,
+) -> AsyncIterator[GroupCommitter]:
     recovered = recover(directory, OsDisk(), CoreConfig())
     journal = Journal(directory, disk)
     journal.open(recovered.next_seq, None, 1)
@@ -65,6 +70,7 @@ async def committer_on(directory: str, disk: EventDisk, mode: str) -> AsyncItera
         journal,
         FsyncPolicy.parse(mode),
         on_failure=failures.append,
+        on_fsync=on_fsync,
     )
     disk.events.clear()  # the segment's creation
     try:
@@ -99,6 +105,19 @@ async def test_under_always_a_reply_is_released_after_the_fsync_of_its_write(
         committer.after(released(disk, results, "second"))
         await _until(lambda: len(results) == 2)
         assert disk.events == ["write", "sync", "first ok", "second ok"]  # one batch
+
+
+async def test_each_timed_fsync_is_told_to_on_fsync_with_its_seconds(
+    tmp_path: os.PathLike[str],
+) -> None:
+    disk, results, told = EventDisk(), [], []
+    async with committer_on(str(tmp_path), disk, "always", told.append) as committer:
+        for number in range(2):
+            committer.submit_records(paused(1, start=number))
+            committer.after(released(disk, results, f"r{number}"))
+            await _until(lambda number=number: len(results) == number + 1)
+        assert disk.events.count("sync") == 2
+        assert told == list(committer.stats.fsync_recent_s) and len(told) == 2
 
 
 async def _one_slow_fsync(committer: GroupCommitter, disk: EventDisk, results: list[bool]) -> None:
