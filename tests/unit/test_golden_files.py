@@ -20,7 +20,9 @@ import pytest
 
 from leash.broker.core import CoreConfig, canonical, check_invariants, image
 from leash.broker.core import records as R
+from leash.broker.core.apply import apply
 from leash.broker.core.records import Record, frame_decoder, record_decoder, record_encoder
+from leash.broker.core.state import State
 from leash.broker.journal import format as F
 from leash.broker.journal import snapshot
 from leash.broker.journal.compaction import Compactor
@@ -511,3 +513,22 @@ def test_the_v3_records_push_what_a_front_end_keeps_before_and_after_the_snapsho
 
 def _records_of(directory: Path) -> list[tuple[int, Record]]:
     return [(seq, record) for seq, records in _frames_of(directory) for record in records]
+
+
+@pytest.mark.parametrize("shrink", [lambda value: 1, lambda value: value // 3 + 1])
+def test_a_record_means_the_same_under_any_configuration(shrink: Any) -> None:
+    """Applying a record reads no configuration: the snapshotter replays
+    with the defaults whatever the broker runs with, so a record that
+    applied differently under another configuration would make its
+    snapshots differ from the live state. Bounds and retentions are
+    decided (tick, decide) and carried in records instead."""
+    every = [record for _, records in _frames_of(V3) for record in records]
+    defaults = msgspec.structs.asdict(CoreConfig())
+    other = CoreConfig(
+        **{name: shrink(value) if type(value) is int else value for name, value in defaults.items()}
+    )
+    live, replayer = State(other), State(CoreConfig())
+    for record in every:
+        apply(live, record)
+        apply(replayer, record)
+    assert canonical(live) == canonical(replayer)
