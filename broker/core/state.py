@@ -376,6 +376,17 @@ def _over(state: State, entries: int, live_max: int) -> bool:
     return entries > 2 * live_max + state.config.index_slack_entries
 
 
+def _purge_heap(
+    state: State, heap: list[Any], live: Callable[[State, Any], bool], live_max: int
+) -> None:
+    """A lazy heap's front live, and the heap rebuilt once it holds more
+    than twice ``live_max`` (its live entries at most) plus the slack."""
+    while heap and not live(state, heap[0]):
+        heapq.heappop(heap)
+    if _over(state, len(heap), live_max):
+        _rebuild_heap(state, heap, live)
+
+
 def _rebuild_heap(state: State, heap: list[Any], live: Callable[[State, Any], bool]) -> None:
     """The heap without its stale entries (and without a second copy of a
     live one), in place."""
@@ -415,51 +426,34 @@ def purge_dead(state: State) -> None:
 
 
 def purge_process_deadlines(state: State) -> None:
-    heap = state.process_deadlines
-    while heap and not live_process_deadline(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), PROCESS_DEADLINE_KINDS * len(state.processes)):
-        _rebuild_heap(state, heap, live_process_deadline)
+    _purge_heap(
+        state,
+        state.process_deadlines,
+        live_process_deadline,
+        PROCESS_DEADLINE_KINDS * len(state.processes),
+    )
 
 
 def purge_batch_deadlines(state: State) -> None:
-    heap = state.batch_deadlines
-    while heap and not live_batch_deadline(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), BATCH_DEADLINE_KINDS * len(state.batches)):
-        _rebuild_heap(state, heap, live_batch_deadline)
+    _purge_heap(
+        state, state.batch_deadlines, live_batch_deadline, BATCH_DEADLINE_KINDS * len(state.batches)
+    )
 
 
 def purge_unique_windows(state: State) -> None:
-    heap = state.unique_windows
-    while heap and not live_unique_window(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), len(state.unique)):
-        _rebuild_heap(state, heap, live_unique_window)
+    _purge_heap(state, state.unique_windows, live_unique_window, len(state.unique))
 
 
 def purge_expiries(state: State) -> None:
-    heap = state.expiries
-    while heap and not live_expiry(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), _waiting(state)):
-        _rebuild_heap(state, heap, live_expiry)
+    _purge_heap(state, state.expiries, live_expiry, _waiting(state))
 
 
 def purge_schedule_ticks(state: State) -> None:
-    heap = state.schedule_ticks
-    while heap and not live_schedule_tick(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), len(state.schedules)):
-        _rebuild_heap(state, heap, live_schedule_tick)
+    _purge_heap(state, state.schedule_ticks, live_schedule_tick, len(state.schedules))
 
 
 def purge_result_expiries(state: State) -> None:
-    heap = state.result_expiries
-    while heap and not live_result(state, heap[0]):
-        heapq.heappop(heap)
-    if _over(state, len(heap), len(state.results)):
-        _rebuild_heap(state, heap, live_result)
+    _purge_heap(state, state.result_expiries, live_result, len(state.results))
 
 
 def purge_indexes(state: State) -> None:
