@@ -560,7 +560,7 @@ GROUPS = {
     "broker": "the broker",
     "journal": "the journal",
     "operations": "operations",
-    "security": "security (see README: Security)",
+    "security": "security (see docs/security.md)",
     "faktory": "Faktory's work protocol (see docs/faktory.md)",
     "limits": "limits per connection (see docs/protocol.md §10.1)",
 }

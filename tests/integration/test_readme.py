@@ -1,10 +1,12 @@
-"""Every example of README.md runs as written, against a real broker.
+"""Every example of README.md, and of the docs it links to that hold
+tested examples (docs/security.md, docs/configuration.md), runs as
+written, against a real broker.
 
-The examples are read from the README itself, so they cannot drift from
-what this test runs: each ```python block (and the ``leash worker`` command
-that runs a worker module) is matched to one of the cases below by a line
-of its own, written to a file in a fresh directory and run as a real
-process. The only changes made to an example are where it is: the port
+The examples are read from the documents themselves, so they cannot drift
+from what this test runs: each ```python block (and the ``leash worker``
+command that runs a worker module) is matched to one of the cases below by
+a line of its own, written to a file in a fresh directory and run as a
+real process. The only changes made to an example are where it is: the port
 7420 becomes the test broker's port (the test checks that it is there to
 replace) and the host ``broker.internal`` becomes 127.0.0.1 (files such as
 ``keys.toml`` and ``ca.pem`` are made in the directory it runs in). A block
@@ -38,6 +40,10 @@ from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+SECURITY = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+# The documents whose examples run here: README.md, and the docs its moved examples went to.
+DOCUMENTS = (README, SECURITY, CONFIGURATION)
 RUN_TIMEOUT_S = 60.0
 DONE_TIMEOUT_S = 20.0
 
@@ -48,10 +54,20 @@ def blocks(language: str, text: str = README) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
 
 
-def section(title: str) -> str:
-    found = re.search(rf"^## {title}\n(.*?)(?=^## )", README, re.MULTILINE | re.DOTALL)
+def section(title: str, text: str = README, level: str = "##") -> str:
+    """The section ``title`` of ``text``, up to the next heading of its level or
+    above (a ``# `` line is a comment in the examples, not a heading)."""
+    ends = "|".join(f"^{'#' * n} " for n in range(2, len(level) + 1))
+    found = re.search(
+        rf"^{level} {re.escape(title)}\n(.*?)(?={ends}|\Z)", text, re.MULTILINE | re.DOTALL
+    )
     assert found is not None, title
     return found.group(1)
+
+
+def python_blocks() -> list[str]:
+    """The Python examples of every document run here."""
+    return [block for text in DOCUMENTS for block in blocks("python", text)]
 
 
 def quick_start() -> str:
@@ -60,7 +76,7 @@ def quick_start() -> str:
 
 def example(marker: str) -> str:
     """The one Python block that holds ``marker``."""
-    (found,) = [block for block in blocks("python") if marker in block]
+    (found,) = [block for block in python_blocks() if marker in block]
     return found
 
 
@@ -169,10 +185,16 @@ CASES = (
 
 
 def test_every_python_example_of_the_readme_is_one_of_the_cases_run_here() -> None:
-    for block in blocks("python"):
+    for block in python_blocks():
         known = [case for case in CASES if case in block]
-        assert len(known) == 1, f"a README example no test runs (add a case):\n{block}"
-    assert len(blocks("python")) == len(CASES)
+        assert len(known) == 1, f"an example no test runs (add a case):\n{block}"
+    assert len(python_blocks()) == len(CASES)
+
+
+def test_the_security_examples_are_in_the_security_doc_the_readme_links() -> None:
+    assert "(docs/security.md)" in README
+    assert example(KEYS) in section("Keys", SECURITY)
+    assert example(TLS) in section("TLS", SECURITY)
 
 
 def test_the_quick_start_commands_are_the_makefiles_and_ci_runs_the_test_one() -> None:
@@ -287,11 +309,13 @@ def admin_totals(broker: BrokerProcess) -> dict[str, int]:
 def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_time(
     launch_broker: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
-    """The TOML block gives the queue its limits at start-up, the ``leash
-    limit`` command sets the same (nothing changes), the Python example
-    sees one job a customer at a time."""
+    """The TOML block (docs/configuration.md's queue limits, which the
+    README's section links to) gives the queue its limits at start-up, the
+    ``leash limit`` command sets the same (nothing changes), the Python
+    example sees one job a customer at a time."""
     limits_section = section("Concurrency and rate limits")
-    (toml,) = blocks("toml", limits_section)
+    assert "(docs/configuration.md#queue-limits)" in limits_section
+    (toml,) = blocks("toml", section("Queue limits", CONFIGURATION, "###"))
     config = tmp_path / "leash.toml"
     config.write_text(toml)
     broker = launch_broker("--config", str(config))

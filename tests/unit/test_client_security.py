@@ -1,4 +1,4 @@
-"""The client's key and URL options, and ``leash keygen`` (README: Security)."""
+"""The client's key and URL options, and ``leash keygen`` (docs/security.md)."""
 
 import os
 import subprocess

@@ -1,7 +1,7 @@
 """The Dockerfile and the systemd unit, read as their tools read them.
 
 No container runtime and no systemd run here, so these tests parse the files
-and check what the README promises of them: a non-root user, the data
+and check what docs/configuration.md promises of them: a non-root user, the data
 volume, the ports, metrics bound inside the container, a health check
 through ``leash ping``, a clean SIGTERM stop; restart on failure but not on
 exit 78, hardening, the data directory writable, enough open files. The

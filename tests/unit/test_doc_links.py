@@ -1,0 +1,79 @@
+"""The README and docs/ link to each other: every relative link resolves to a
+file that exists, and every ``#anchor`` to a heading of the file it names,
+as GitHub makes heading anchors. The README's contents list names each of
+its sections."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCUMENTS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^()\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+
+
+def prose(text: str) -> str:
+    """The text without its fenced blocks (a ``# `` line there is a comment)."""
+    return FENCE.sub("", text)
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as '-'."""
+    text = re.sub(r"[`*_]|\[|\]\([^)]*\)", "", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    found = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", prose(path.read_text(encoding="utf-8")), re.M):
+        base = slug(heading)
+        count = seen.get(base, 0)
+        seen[base] = count + 1
+        found.add(base if count == 0 else f"{base}-{count}")
+    return found
+
+
+def links(path: Path) -> list[str]:
+    return LINK.findall(prose(path.read_text(encoding="utf-8")))
+
+
+def test_slugs_are_githubs() -> None:
+    assert slug("Schedules (cron and intervals)") == "schedules-cron-and-intervals"
+    assert slug("Faktory's protocol") == "faktorys-protocol"
+    assert slug("3.5 Typed values in args") == "35-typed-values-in-args"
+    assert slug("The `leash` command") == "the-leash-command"
+    assert slug("A full disk refuses growth, not work") == "a-full-disk-refuses-growth-not-work"
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_relative_link_resolves(document: Path) -> None:
+    broken = []
+    for target in links(document):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http(s), mailto: not followed here
+        file_part, _, anchor = target.partition("#")
+        linked = (document.parent / file_part).resolve() if file_part else document
+        if not linked.exists():
+            broken.append(f"{target}: no file {linked}")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target}: no heading #{anchor} in {linked.name}")
+    assert not broken, "\n".join(broken)
+
+
+def test_a_broken_link_is_found(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# A\n\n## Here\n\n[ok](#here) [gone](b.md) [bad](#there)\n")
+    assert links(tmp_path / "a.md") == ["#here", "b.md", "#there"]
+    assert anchors(tmp_path / "a.md") == {"a", "here"}
+
+
+def test_the_readmes_contents_list_every_section() -> None:
+    readme = prose((ROOT / "README.md").read_text(encoding="utf-8"))
+    contents = re.search(r"^## Contents\n(.*?)^## ", readme, re.MULTILINE | re.DOTALL)
+    assert contents is not None
+    listed = set(re.findall(r"\]\(#([^)]+)\)", contents.group(1)))
+    sections = {slug(title) for title in re.findall(r"^## (.+)$", readme, re.M)}
+    assert sections - listed == {"contents"}
+    assert listed <= sections
