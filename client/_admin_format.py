@@ -3,11 +3,12 @@ people, one JSON document (times in unix ms, job args decoded) with
 ``--json``."""
 
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
+from leash.protocol import admin as A
 from leash.protocol import argtypes
 from leash.protocol import messages as M
 
@@ -61,6 +62,39 @@ def duration(ms: int) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def per_duration(interval_ms: int) -> str:
+    """A rate's interval as ``leash`` prints it: ``per 60.0 s``."""
+    return f"per {duration(interval_ms)}"
+
+
+def limits_text(
+    concurrency: int, per_key: int, rate: int, rate_interval_ms: int, per: Callable[[int], str]
+) -> str:
+    """Limits as set: ``20 at once, 1 per key, 600 per 60.0 s`` (``per`` says
+    the rate's interval); ``no limits`` when none is."""
+    parts = [
+        f"{concurrency} at once" if concurrency else "",
+        f"{per_key} per key" if per_key else "",
+        f"{rate} {per(rate_interval_ms)}" if rate else "",
+    ]
+    return ", ".join(part for part in parts if part) or "no limits"
+
+
+def limits_use_text(queue: A.QueueView, per: Callable[[int], str]) -> str:
+    """A queue's limits with their use now: ``3/20 running, 1 per key (2 of
+    5 keys full), 412/600 per 60.0 s`` (``per`` says the rate's interval);
+    empty without limits."""
+    parts = []
+    if queue.concurrency_limit:
+        parts.append(f"{queue.in_flight}/{queue.concurrency_limit} running")
+    if queue.per_key_limit:
+        keys = f"{queue.keys_saturated} of {queue.keys_leased} keys full"
+        parts.append(f"{queue.per_key_limit} per key ({keys})")
+    if queue.rate_limit:
+        parts.append(f"{queue.rate_used}/{queue.rate_limit} {per(queue.rate_interval_ms)}")
+    return ", ".join(parts)
 
 
 def progress_text(percent: int | None, message: str | None) -> str:

@@ -22,6 +22,9 @@ from ._admin_format import (
     duration,
     error_text,
     jobs_ran,
+    limits_text,
+    limits_use_text,
+    per_duration,
     progress_text,
     when,
 )
@@ -83,25 +86,11 @@ def queues(admin: AdminClient, options: argparse.Namespace) -> Table:
     queues = admin.queues()
     rows = [
         (q.name, q.ready, q.scheduled, q.in_flight, q.dead, "yes" if q.paused else "",
-         duration(q.latency_ms), _limits(q))
+         duration(q.latency_ms), limits_use_text(q, per_duration))
         for q in queues
     ]  # fmt: skip
     headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY", "LIMITS")
     return Table(headers, rows, queues)
-
-
-def _limits(queue: A.QueueView) -> str:
-    """A queue's limits with their use now: "2/5 at once, 1/1 per key (3 keys), 7/10 per 1s"."""
-    parts = []
-    if queue.concurrency_limit:
-        parts.append(f"{queue.in_flight}/{queue.concurrency_limit} at once")
-    if queue.per_key_limit:
-        keys = f"{queue.keys_saturated} of {queue.keys_leased} keys full"
-        parts.append(f"{queue.per_key_limit} per key ({keys})")
-    if queue.rate_limit:
-        interval = duration(queue.rate_interval_ms)
-        parts.append(f"{queue.rate_used}/{queue.rate_limit} per {interval}")
-    return ", ".join(parts)
 
 
 def limit(admin: AdminClient, options: argparse.Namespace) -> str:
@@ -113,12 +102,8 @@ def limit(admin: AdminClient, options: argparse.Namespace) -> str:
         rate=rate,
         rate_interval_ms=interval_ms,
     )
-    shown = [
-        f"{options.concurrency} at once" if options.concurrency else "",
-        f"{options.per_key} per key" if options.per_key else "",
-        f"{rate} per {duration(interval_ms)}" if rate else "",
-    ]
-    return f"{options.queue}: " + (", ".join(part for part in shown if part) or "no limits")
+    shown = limits_text(options.concurrency, options.per_key, rate, interval_ms, per_duration)
+    return f"{options.queue}: {shown}"
 
 
 def busy(admin: AdminClient, options: argparse.Namespace) -> Table:

@@ -7,7 +7,13 @@ from typing import Any, Final
 
 import msgspec
 
-from leash.client._admin_format import decoded_args, jobs_ran, jobs_ran_by_type
+from leash.client._admin_format import (
+    decoded_args,
+    jobs_ran,
+    jobs_ran_by_type,
+    limits_use_text,
+)
+from leash.client._admin_format import limits_text as set_limits_text
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 
@@ -81,26 +87,15 @@ def per(interval_ms: int) -> str:
 
 def limits_text(limits: dict[str, int]) -> str:
     """Limits as set: ``20 at once, 1 per key, 600 per min``."""
-    parts = [
-        f"{limits['concurrency']} at once" if limits.get("concurrency") else "",
-        f"{limits['per_key']} per key" if limits.get("per_key") else "",
-        f"{limits['rate']} {per(limits['rate_interval_ms'])}" if limits.get("rate") else "",
-    ]
-    return ", ".join(part for part in parts if part) or "no limits"
+    fields = ("concurrency", "per_key", "rate", "rate_interval_ms")
+    concurrency, per_key, rate_, interval_ms = (limits.get(field) or 0 for field in fields)
+    return set_limits_text(concurrency, per_key, rate_, interval_ms, per)
 
 
 def queue_limits(queue: A.QueueView) -> str:
     """A queue's limits with their use now: ``3/20 running, 1 per key (2 of
     5 keys full), 412/600 per min``; empty without limits."""
-    parts = []
-    if queue.concurrency_limit:
-        parts.append(f"{queue.in_flight}/{queue.concurrency_limit} running")
-    if queue.per_key_limit:
-        keys = f"{queue.keys_saturated} of {queue.keys_leased} keys full"
-        parts.append(f"{queue.per_key_limit} per key ({keys})")
-    if queue.rate_limit:
-        parts.append(f"{queue.rate_used}/{queue.rate_limit} {per(queue.rate_interval_ms)}")
-    return ", ".join(parts)
+    return limits_use_text(queue, per)
 
 
 FILTERS: Final[dict[str, Callable[..., Any]]] = {
