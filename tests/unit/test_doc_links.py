@@ -1,7 +1,8 @@
 """The README and docs/ link to each other: every relative link resolves to a
 file that exists, and every ``#anchor`` to a heading of the file it names,
 as GitHub makes heading anchors. The README's contents list names each of
-its sections."""
+its sections, and every ``make`` target the documents name is the
+Makefile's."""
 
 import re
 from pathlib import Path
@@ -77,3 +78,27 @@ def test_the_readmes_contents_list_every_section() -> None:
     sections = {slug(title) for title in re.findall(r"^## (.+)$", readme, re.M)}
     assert sections - listed == {"contents"}
     assert listed <= sections
+
+
+def make_targets_named(text: str) -> set[str]:
+    """``make X`` in backquotes in the prose, and lines ``make X`` of sh blocks."""
+    named = set(re.findall(r"`make\s+([a-z][a-z-]*)", prose(text)))
+    for block in re.findall(r"^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        named |= set(re.findall(r"^make ([a-z][a-z-]*)", block, re.MULTILINE))
+    return named
+
+
+def test_every_make_target_the_documents_name_is_the_makefiles() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, re.MULTILINE))
+    named = {
+        target
+        for document in DOCUMENTS
+        for target in make_targets_named(document.read_text(encoding="utf-8"))
+    }
+    assert {"test", "test-fast", "check", "fault-heavy"} <= named
+    assert named <= targets, sorted(named - targets)
+    assert make_targets_named("`make\n  nothing-here`\n```sh\nmake bench  # x\n```\n") == {
+        "nothing-here",
+        "bench",
+    }
