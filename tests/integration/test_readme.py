@@ -150,6 +150,16 @@ def stop(worker: Popen) -> None:
     assert worker.returncode == 0, stderr.decode()
 
 
+def stop_script(worker: Popen) -> None:
+    """One SIGTERM for a script's ``Worker.run()``: an idle worker exits at
+    once. A second could land after ``run`` returned and gave the signal
+    back to its default (``leash worker`` ignores it on its way out; a
+    script does not), and kill the process on its way out."""
+    worker.send_signal(signal.SIGTERM)
+    _, stderr = worker.communicate(timeout=RUN_TIMEOUT_S)
+    assert worker.returncode == 0, stderr.decode()
+
+
 # --- the cases ------------------------------------------------------------------------
 
 QUICK_START = 'client.push("send_email"'
@@ -298,7 +308,7 @@ def test_the_time_limits_example_fails_the_hung_job_at_its_limit_and_finishes_th
         assert attempt.ended_ms - attempt.leased_ms <= 2_000 + heartbeat_ms
         assert wait_until(lambda: admin_totals(broker)["acked"] == 1, RUN_TIMEOUT_S)
     assert admin_totals(broker)["time_limited"] == 1
-    stop(worker)
+    stop_script(worker)
 
 
 def admin_totals(broker: BrokerProcess) -> dict[str, int]:
