@@ -39,6 +39,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     Process,
+    ProcessDeadline,
     Queue,
     State,
     add_dead,
@@ -726,8 +727,18 @@ def _slot_freed(state: State, queue: Queue, job: Job) -> None:
     limits.slot_freed(state, queue)
 
 
-def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:
-    setattr(process, f"{kind}_deadline_ms", deadline_ms)
+def _set_process_deadline(
+    state: State, process: Process, kind: ProcessDeadline, deadline_ms: int
+) -> None:
+    match kind:
+        case "beat":
+            process.beat_deadline_ms = deadline_ms
+        case "grace":
+            process.grace_deadline_ms = deadline_ms
+        case "terminate":
+            process.terminate_deadline_ms = deadline_ms
+        case _:
+            assert_never(kind)
     heapq.heappush(state.process_deadlines, (deadline_ms, process.worker_id, kind))
 
 

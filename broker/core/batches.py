@@ -28,6 +28,7 @@ Rules (batch_state.py has the words):
 """
 
 import heapq
+from typing import TypeVar, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core.batch_state import (
@@ -48,6 +49,9 @@ from leash.broker.core.batch_state import (
     UNFINISHED_CHILD,
     UNFINISHED_MEMBER,
     Batch,
+    BatchDeadline,
+    ChildState,
+    MemberState,
     callback_id,
 )
 from leash.broker.core.pushes import new_job
@@ -98,7 +102,7 @@ def commit(state: State, batch_id: str, at_ms: int) -> Callbacks:
     return out
 
 
-def ended(state: State, job: Job, outcome: str, at_ms: int) -> Callbacks:
+def ended(state: State, job: Job, outcome: MemberState, at_ms: int) -> Callbacks:
     """A member's attempt failed (``retrying``), it died, succeeded, or was deleted."""
     assert job.batch is not None, job
     batch = state.batches[job.batch]
@@ -206,7 +210,7 @@ def _death(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
         node = state.batches[node.parent] if node.parent is not None else None
 
 
-def _fire(state: State, batch: Batch, kind: str, at_ms: int, out: Callbacks) -> None:
+def _fire(state: State, batch: Batch, kind: R.CallbackKind, at_ms: int, out: Callbacks) -> None:
     """Enqueue the batch's callback of this kind, unless it has none or it fired."""
     spec = batch.callbacks.get(kind)
     if spec is None or kind in batch.fired:
@@ -251,15 +255,18 @@ def _unlink(state: State, job_id: str, batch_id: str) -> None:
         state.jobs.thaw(job_id).batch = None
 
 
-def _set_member(batch: Batch, job_id: str, member: str) -> None:
+def _set_member(batch: Batch, job_id: str, member: MemberState) -> None:
     _set(batch.members, batch.tally, job_id, member)
 
 
-def _set_child(batch: Batch, child_id: str, child: str) -> None:
+def _set_child(batch: Batch, child_id: str, child: ChildState) -> None:
     _set(batch.children, batch.child_tally, child_id, child)
 
 
-def _set(table: dict[str, str], tally: dict[str, int], key: str, value: str) -> None:
+Item = TypeVar("Item", MemberState, ChildState)
+
+
+def _set(table: dict[str, Item], tally: dict[Item, int], key: str, value: Item) -> None:
     was = table.get(key)
     if was is not None:
         tally[was] -= 1
@@ -267,9 +274,12 @@ def _set(table: dict[str, str], tally: dict[str, int], key: str, value: str) -> 
     tally[value] += 1
 
 
-def _timer(state: State, batch: Batch, kind: str, deadline_ms: int) -> None:
-    if kind == "open":
-        batch.open_deadline_ms = deadline_ms
-    else:
-        batch.expires_ms = deadline_ms
+def _timer(state: State, batch: Batch, kind: BatchDeadline, deadline_ms: int) -> None:
+    match kind:
+        case "open":
+            batch.open_deadline_ms = deadline_ms
+        case "expire":
+            batch.expires_ms = deadline_ms
+        case _:
+            assert_never(kind)
     heapq.heappush(state.batch_deadlines, (deadline_ms, batch.id, kind))

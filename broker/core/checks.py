@@ -26,6 +26,7 @@ from leash.broker.core.state import (
     DEAD,
     JOB_STATES,
     LEASED,
+    PROCESS_DEADLINES,
     READY,
     RETRYING,
     SCHEDULED,
@@ -42,6 +43,7 @@ from leash.broker.core.state import (
     live_schedule_tick,
     live_scheduled,
     live_unique_window,
+    process_deadline_ms,
 )
 from leash.broker.core.timelimit import limit_ms
 from leash.protocol.limits import SCHEDULES_MAX
@@ -68,8 +70,8 @@ def check_invariants(state: State) -> list[str]:
     if owned != leased or any(not ids for ids in state.leases_by_owner.values()):
         problems.append("the leases-by-owner index disagrees with the jobs table")
     for process in state.processes.values():
-        for kind in ("beat", "grace", "terminate"):
-            deadline_ms = getattr(process, f"{kind}_deadline_ms")
+        for kind in PROCESS_DEADLINES:
+            deadline_ms = process_deadline_ms(process, kind)
             entry = (deadline_ms, process.worker_id, kind)
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")

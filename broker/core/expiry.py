@@ -53,6 +53,6 @@ def check_expiring(job: Job, at_ms: int) -> None:
     assert job.state in WAITING and expired(job, at_ms), (job, at_ms)
 
 
-def member_outcome() -> str:
+def member_outcome() -> B.MemberState:
     """What an expired member counts as for its batch."""
     return B.DEAD

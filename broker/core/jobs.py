@@ -41,7 +41,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 from msgspec import Raw, Struct
@@ -55,7 +55,8 @@ SCHEDULED: Final = "scheduled"
 LEASED: Final = "leased"
 RETRYING: Final = "retrying"
 DEAD: Final = "dead"
-JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
+JOB_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
+PackedState = Literal["ready", "scheduled", "retrying", "dead"]  # the states a job is packed in
 
 
 class Attempt(Struct, array_like=True, gc=False):
@@ -149,7 +150,7 @@ class Packed(Struct, array_like=True, gc=False):
     cold: Cold | None = None
 
 
-PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
+PACKED_STATES: Final[tuple[PackedState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
 _CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
 _READY_CODE: Final = _CODES[READY]
 _RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
