@@ -8,7 +8,7 @@ from typing import NamedTuple, assert_never
 from leash.broker.core import limits, views
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
-from leash.broker.core.batch_decide import decide_batch
+from leash.broker.core.batches.decide import decide_batch
 from leash.broker.core.common import Rejected
 from leash.broker.core.decide import decide
 from leash.broker.core.operator import KILLED, decide_operator

@@ -16,7 +16,7 @@ with the indexes a record of that kind can leave stale (pushes and leases
 only add entries, an ack can end a lease and finish a batch; the other
 kinds check them all); check_invariants checks every index after every
 record in the core tests. What a record means for batches (members ending,
-batches finishing, callbacks) is derived by batches.py while the record is
+batches finishing, callbacks) is derived by batches/transitions.py while the record is
 applied; the callback jobs it returns are created here, and ``apply``
 returns them (no record lists them: the shell counts them as pushed).
 """
@@ -25,10 +25,11 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
-from leash.broker.core import batch_state as B
-from leash.broker.core import batches, cron, expiry, history, limits, progress, results, unique
+from leash.broker.core import cron, expiry, history, limits, progress, results, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
+from leash.broker.core.batches import state as B
+from leash.broker.core.batches import transitions as batches
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,

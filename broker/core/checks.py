@@ -10,7 +10,7 @@ leases-by-owner index agrees; every process deadline has its timer; the
 front of every lazy index is live and its size within its bound (state.py:
 no index outlives what it tracks), and the dead set in its order; the jobs
 table's forms and names, and its recent window within its size (jobs.py);
-the batches against the jobs (batch_checks.py); the uniqueness keys
+the batches against the jobs (batches/checks.py); the uniqueness keys
 against the jobs that hold them (unique.py); a keyed ready job in its
 key's lane and every lane's token, the leases counted by key, the rate
 windows (limits.py).
@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any
 
 from leash.broker.core import history, limits, results
-from leash.broker.core.batch_checks import batch_problems
+from leash.broker.core.batches.checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
     JOB_STATES,

@@ -20,7 +20,7 @@ does: a retry is a new chance to start, within the same expiry.
 
 import heapq
 
-from leash.broker.core import batch_state as B
+from leash.broker.core.batches import state as B
 from leash.broker.core.state import WAITING, Job, State, due_entries, live_expiry
 
 

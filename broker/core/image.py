@@ -63,7 +63,7 @@ from typing import TypeVar, assert_never
 import msgspec
 from msgspec import Struct
 
-from leash.broker.core.batch_state import OPEN, Batch
+from leash.broker.core.batches.state import OPEN, Batch
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.jobs import PACKED_STATES, PackedState, key_ms
 from leash.broker.core.limits import is_token, ready_ids

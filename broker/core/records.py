@@ -15,7 +15,7 @@ from msgspec import Raw, Struct
 from leash.protocol.admin import ProcessControl
 from leash.protocol.messages import ErrorInfo, LeaseRef
 
-# A batch callback's kind: when it fires (batches.py)
+# A batch callback's kind: when it fires (batches/transitions.py)
 CallbackKind = Literal["success", "complete", "death"]
 
 

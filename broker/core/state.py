@@ -10,7 +10,7 @@ packed): every other structure is an index over it.
   ``add_dead``), so a listing's cursor finds its place by bisection.
 - ``batch_deadlines``: a heap of (deadline_ms, batch id, kind) for batches:
   kind "open" (abandoned then unless committed) or "expire" (removed then).
-Batches (``batches``, see batch_state.py) are a second table: a job names
+Batches (``batches``, see batches/state.py) are a second table: a job names
 its batch, the batch lists its members.
 The heaps and the deques are lazy: an entry is live only while it matches
 its job (``live_*``); stale entries are dropped when they reach the front,
@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, NamedTuple, assert_never
 import msgspec
 from msgspec import Struct
 
-from leash.broker.core.batch_state import OPEN, Batch, BatchDeadline, plain_batch
+from leash.broker.core.batches.state import OPEN, Batch, BatchDeadline, plain_batch
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.jobs import (
     DEAD,

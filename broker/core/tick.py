@@ -23,7 +23,7 @@ again while a tick returns records.
 
 from leash.broker.core import cron, expiry, history, results, timelimit
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import BatchDeadline
+from leash.broker.core.batches.state import BatchDeadline
 from leash.broker.core.common import LEASE_EXPIRED, failure_for, lost_lease_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (

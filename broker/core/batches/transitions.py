@@ -9,7 +9,7 @@ because they belong to one record. Each function that can fire callbacks
 returns the callback jobs for apply to create (their memberships, if any,
 are already recorded here).
 
-Rules (batch_state.py has the words):
+Rules (state.py has the words):
 - A job joins a batch in the record that creates it, and leaves it when
   its member state becomes final: ``succeeded`` and ``deleted`` jobs are
   gone from the jobs table, ``dead`` ones are detached when the batch
@@ -31,7 +31,7 @@ import heapq
 from typing import TypeVar, assert_never
 
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import (
+from leash.broker.core.batches.state import (
     ABANDONED,
     COMMITTED,
     COMPLETE,

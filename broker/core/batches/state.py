@@ -6,7 +6,7 @@ finishes when nothing in it is unfinished), ``finished`` or ``abandoned``
 
 Its *items* are its member jobs and its child batches; each has exactly one
 state in the batch's tables, and the tallies count them (cached, and
-cross-checked by ``batch_checks``):
+cross-checked by ``checks.py``):
 
 - a member job is ``pending`` (no attempt has ended yet), ``retrying`` (it
   failed at least once and will run again), ``succeeded``, ``dead`` or

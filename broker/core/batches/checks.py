@@ -17,7 +17,7 @@ here is empty when the state is consistent. What is checked:
 
 from collections import Counter
 
-from leash.broker.core.batch_state import (
+from leash.broker.core.batches.state import (
     ABANDONED,
     CHILD_STATES,
     COMMITTED,

@@ -18,8 +18,8 @@ Rules:
 from typing import assert_never
 
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
-from leash.broker.core.batch_views import batch_view
+from leash.broker.core.batches.state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
+from leash.broker.core.batches.views import batch_view
 from leash.broker.core.common import Rejected
 from leash.broker.core.pushes import check_target, push_specs
 from leash.broker.core.state import State
