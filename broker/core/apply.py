@@ -7,7 +7,7 @@ defers what no record of the run reads; its tests compare it with this).
 A record that does not fit the state is a bug, not bad input — decide
 validated it — so apply asserts instead of returning errors. Jobs are
 changed through the jobs table (jobs.py: ``thaw`` gives the one Job object
-to change; ``settle``, after every record, packs the jobs that are no
+to change; ``pack_overdue``, after every record, packs the jobs that are no
 longer recent), and after every record the lazy indexes are within their
 bounds again: their fronts live, their stale entries no more than their
 live ones allow (state.py). Records are dispatched by kind in one
@@ -136,7 +136,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case _:
             assert_never(record)
     if state.jobs.overdue > 0:
-        state.jobs.settle()
+        state.jobs.pack_overdue()
     return enqueued
 
 

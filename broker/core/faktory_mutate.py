@@ -30,7 +30,7 @@ from typing import Final, Literal, NamedTuple, assert_never
 from leash.broker.core import records as R
 from leash.broker.core import walks
 from leash.broker.core.faktory import unit_json
-from leash.broker.core.operator import KILLED
+from leash.broker.core.job_operations import KILLED
 from leash.broker.core.state import DEAD, RETRYING, SCHEDULED, Job, State
 from leash.protocol import faktory as F
 from leash.protocol.limits import ADMIN_SCAN_MAX

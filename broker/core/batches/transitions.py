@@ -14,7 +14,7 @@ Rules (state.py has the words):
   its member state becomes final: ``succeeded`` and ``deleted`` jobs are
   gone from the jobs table, ``dead`` ones are detached when the batch
   finishes. A job names a batch only while that batch is unfinished.
-- A batch is judged only once committed (``_settle``): complete fires the
+- A batch is judged only once committed (``_judge``): complete fires the
   first time no item is unrun, the batch finishes when no item is
   unfinished, and succeeds if nothing below failed. Death fires on the
   first death of a member, in the batch and in every ancestor (an open
@@ -24,7 +24,7 @@ Rules (state.py has the words):
   waits for them (and they may add to it).
 - Abandoning, deleting or expiring a batch detaches what is still live —
   member jobs go on as ordinary jobs, child batches become top-level —
-  and settles the parent in the same record.
+  and judges the parent again in the same record.
 """
 
 import heapq
@@ -98,7 +98,7 @@ def commit(state: State, batch_id: str, at_ms: int) -> Callbacks:
     out: Callbacks = []
     if batch.died_ms:
         _fire(state, batch, DEATH, at_ms, out)
-    _settle(state, batch, at_ms, out)
+    _judge(state, batch, at_ms, out)
     return out
 
 
@@ -114,7 +114,7 @@ def ended(state: State, job: Job, outcome: MemberState, at_ms: int) -> Callbacks
     _set_member(batch, job.id, outcome)
     if outcome == DEAD:
         _death(state, batch, at_ms, out)
-    _settle(state, batch, at_ms, out)
+    _judge(state, batch, at_ms, out)
     return out
 
 
@@ -147,7 +147,7 @@ def abandon(state: State, batch_id: str, at_ms: int) -> Callbacks:
     out: Callbacks = []
     parent = _update_parent(state, batch)
     if parent is not None:
-        _settle(state, parent, at_ms, out)
+        _judge(state, parent, at_ms, out)
     return out
 
 
@@ -167,14 +167,14 @@ def remove(state: State, batch_id: str, at_ms: int) -> Callbacks:
         if was in UNFINISHED_CHILD:  # deleted never blocks its parent
             parent.child_tally[was] -= 1
             parent.child_tally[DELETED] += 1
-            _settle(state, parent, at_ms, out)
+            _judge(state, parent, at_ms, out)
     return out
 
 
 # --- judging ---------------------------------------------------------------
 
 
-def _settle(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
+def _judge(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
     """Judge a batch after a change to its items, then its parent, and so on up."""
     node: Batch | None = batch
     while node is not None and node.state == COMMITTED:
