@@ -87,6 +87,7 @@ from leash.broker.core.state import (
     live_expiry,
     process_deadline_ms,
 )
+from leash.broker.errors import BrokerError
 from leash.protocol.messages import JobState
 
 IMAGE_VERSION = 3
@@ -224,7 +225,7 @@ chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule, Finished, tuple[str, int, bytes])
 
 
-class ImageError(ValueError):
+class ImageError(BrokerError, ValueError):
     """The chunks do not form an image this version can load."""
 
 

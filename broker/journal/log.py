@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
 from leash.broker.core.records import Record, record_encoder
+from leash.broker.errors import BrokerError
 from leash.broker.journal import format as F
 from leash.broker.journal import layout
 from leash.broker.journal.disk import Disk
@@ -81,7 +82,7 @@ class WriteBuffer:
         return data
 
 
-class JournalFailure(Exception):
+class JournalFailure(BrokerError):
     """A write, fsync or rotation failed; the journal is closed for good."""
 
     def __init__(self, op: str, path: str, error: OSError, durable_seq: int) -> None:
