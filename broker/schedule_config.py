@@ -22,6 +22,7 @@ import msgspec
 
 from leash.broker.core.common import Rejected
 from leash.broker.core.schedules import spec_of
+from leash.broker.errors import BrokerError
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 
@@ -30,7 +31,7 @@ _JOB_KEYS = ("type", "queue", "args", "priority", "max-attempts", "lease-ttl-ms"
 _WHEN_KEYS = ("cron", "tz", "every-ms", "missed")
 
 
-class ScheduleConfigError(ValueError):
+class ScheduleConfigError(BrokerError, ValueError):
     """A schedule table that cannot be one; the message names it."""
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from leash.broker.core.config import CoreConfig
+from leash.broker.errors import BrokerError
 from leash.broker.journal.compaction import DEFAULT_SNAPSHOT_MIN_BYTES
 from leash.broker.journal.group_commit import FsyncPolicy
 from leash.broker.journal.log import DEFAULT_SEGMENT_BYTES
@@ -53,7 +54,7 @@ LOG_LEVELS = ("debug", "info", "warning")
 LOG_FORMATS = ("text", "json")
 
 
-class SettingError(ValueError):
+class SettingError(BrokerError, ValueError):
     """A value a setting does not take; the message says what it takes."""
 
 

@@ -22,6 +22,7 @@ import msgspec
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.limits import limits_record
 from leash.broker.core.records import QueueLimitsSet
+from leash.broker.errors import BrokerError
 from leash.broker.schedule_config import SCHEDULES_TABLE, ScheduleConfigError, schedules_of
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.limits import Limits
@@ -36,7 +37,7 @@ QUEUE_LIMITS = "queue_limits"  # where resolve puts them among the values
 FILE_MAX_BYTES = 1 << 20
 
 
-class ConfigError(Exception):
+class ConfigError(BrokerError):
     """A setting that cannot be used; the message names its source."""
 
 

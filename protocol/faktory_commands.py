@@ -91,9 +91,13 @@ class Flush(_Command, frozen=True):
     pass
 
 
+MutateCommand = Literal["clear", "kill", "discard", "requeue"]
+MutateTarget = Literal["retries", "scheduled", "dead"]
+
+
 class Mutate(_Command, frozen=True):
-    cmd: Literal["clear", "kill", "discard", "requeue"]
-    target: Literal["retries", "scheduled", "dead"]
+    cmd: MutateCommand
+    target: MutateTarget
     jids: list[str] | None  # None: every job of the target (that matches the rest)
     pattern: str | None  # a glob matched against the unit's JSON, as Redis SCAN MATCH does
     jobtype: str | None
@@ -158,8 +162,8 @@ class _FilterJson(Struct, forbid_unknown_fields=True):
 
 
 class _MutateJson(Struct, forbid_unknown_fields=True):
-    cmd: Literal["clear", "kill", "discard", "requeue"]
-    target: Literal["retries", "scheduled", "dead"]
+    cmd: MutateCommand
+    target: MutateTarget
     filter: _FilterJson | None = None
 
 

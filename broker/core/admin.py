@@ -8,10 +8,10 @@ from typing import NamedTuple, assert_never
 from leash.broker.core import limits, views
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
-from leash.broker.core.batch_decide import decide_batch
+from leash.broker.core.batches.decide import decide_batch
 from leash.broker.core.common import Rejected
 from leash.broker.core.decide import decide
-from leash.broker.core.operator import KILLED, decide_operator
+from leash.broker.core.job_operations import KILLED, decide_operator
 from leash.broker.core.schedules import decide_schedule
 from leash.broker.core.state import State
 from leash.protocol import admin as A

@@ -7,7 +7,7 @@ defers what no record of the run reads; its tests compare it with this).
 A record that does not fit the state is a bug, not bad input — decide
 validated it — so apply asserts instead of returning errors. Jobs are
 changed through the jobs table (jobs.py: ``thaw`` gives the one Job object
-to change; ``settle``, after every record, packs the jobs that are no
+to change; ``pack_overdue``, after every record, packs the jobs that are no
 longer recent), and after every record the lazy indexes are within their
 bounds again: their fronts live, their stale entries no more than their
 live ones allow (state.py). Records are dispatched by kind in one
@@ -16,7 +16,7 @@ with the indexes a record of that kind can leave stale (pushes and leases
 only add entries, an ack can end a lease and finish a batch; the other
 kinds check them all); check_invariants checks every index after every
 record in the core tests. What a record means for batches (members ending,
-batches finishing, callbacks) is derived by batches.py while the record is
+batches finishing, callbacks) is derived by batches/transitions.py while the record is
 applied; the callback jobs it returns are created here, and ``apply``
 returns them (no record lists them: the shell counts them as pushed).
 """
@@ -25,10 +25,11 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
-from leash.broker.core import batch_state as B
-from leash.broker.core import batches, cron, expiry, history, limits, progress, results, unique
+from leash.broker.core import cron, expiry, history, limits, progress, results, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
+from leash.broker.core.batches import state as B
+from leash.broker.core.batches import transitions as batches
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,
@@ -39,6 +40,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     Process,
+    ProcessDeadline,
     Queue,
     State,
     add_dead,
@@ -134,7 +136,7 @@ def apply(state: State, record: R.Record) -> Enqueued:
         case _:
             assert_never(record)
     if state.jobs.overdue > 0:
-        state.jobs.settle()
+        state.jobs.pack_overdue()
     return enqueued
 
 
@@ -726,8 +728,18 @@ def _slot_freed(state: State, queue: Queue, job: Job) -> None:
     limits.slot_freed(state, queue)
 
 
-def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:
-    setattr(process, f"{kind}_deadline_ms", deadline_ms)
+def _set_process_deadline(
+    state: State, process: Process, kind: ProcessDeadline, deadline_ms: int
+) -> None:
+    match kind:
+        case "beat":
+            process.beat_deadline_ms = deadline_ms
+        case "grace":
+            process.grace_deadline_ms = deadline_ms
+        case "terminate":
+            process.terminate_deadline_ms = deadline_ms
+        case _:
+            assert_never(kind)
     heapq.heappush(state.process_deadlines, (deadline_ms, process.worker_id, kind))
 
 

@@ -10,7 +10,7 @@ leases-by-owner index agrees; every process deadline has its timer; the
 front of every lazy index is live and its size within its bound (state.py:
 no index outlives what it tracks), and the dead set in its order; the jobs
 table's forms and names, and its recent window within its size (jobs.py);
-the batches against the jobs (batch_checks.py); the uniqueness keys
+the batches against the jobs (batches/checks.py); the uniqueness keys
 against the jobs that hold them (unique.py); a keyed ready job in its
 key's lane and every lane's token, the leases counted by key, the rate
 windows (limits.py).
@@ -21,11 +21,12 @@ from itertools import pairwise
 from typing import Any
 
 from leash.broker.core import history, limits, results
-from leash.broker.core.batch_checks import batch_problems
+from leash.broker.core.batches.checks import batch_problems
 from leash.broker.core.state import (
     DEAD,
     JOB_STATES,
     LEASED,
+    PROCESS_DEADLINES,
     READY,
     RETRYING,
     SCHEDULED,
@@ -42,6 +43,7 @@ from leash.broker.core.state import (
     live_schedule_tick,
     live_scheduled,
     live_unique_window,
+    process_deadline_ms,
 )
 from leash.broker.core.timelimit import limit_ms
 from leash.protocol.limits import SCHEDULES_MAX
@@ -68,8 +70,8 @@ def check_invariants(state: State) -> list[str]:
     if owned != leased or any(not ids for ids in state.leases_by_owner.values()):
         problems.append("the leases-by-owner index disagrees with the jobs table")
     for process in state.processes.values():
-        for kind in ("beat", "grace", "terminate"):
-            deadline_ms = getattr(process, f"{kind}_deadline_ms")
+        for kind in PROCESS_DEADLINES:
+            deadline_ms = process_deadline_ms(process, kind)
             entry = (deadline_ms, process.worker_id, kind)
             if deadline_ms and entry not in state.process_deadlines:
                 problems.append(f"process {process.worker_id} has no {kind} timer")

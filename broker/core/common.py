@@ -4,6 +4,7 @@ the lease check, and the records of a failed attempt and of a lost lease."""
 from leash.broker.core import records as R
 from leash.broker.core.retry import retry_delay_ms
 from leash.broker.core.state import LEASED, Job, State
+from leash.broker.errors import BrokerError
 from leash.protocol import limits
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -11,7 +12,7 @@ from leash.protocol.errors import ErrorCode
 LEASE_EXPIRED = M.ErrorInfo(type="LeaseExpired", message="lease expired")
 
 
-class Rejected(Exception):
+class Rejected(BrokerError):
     def __init__(self, code: ErrorCode, message: str, path: str = "") -> None:
         super().__init__(message)
         self.code, self.message, self.path = code, message, path

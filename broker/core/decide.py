@@ -12,7 +12,7 @@ from leash.broker.core import history, limits, progress, results, timelimit
 from leash.broker.core import processes as P
 from leash.broker.core import records as R
 from leash.broker.core.attempts import attempt_views
-from leash.broker.core.batch_decide import decide_batch
+from leash.broker.core.batches.decide import decide_batch
 from leash.broker.core.common import Rejected, failure_for, lease_of
 from leash.broker.core.expiry import expired
 from leash.broker.core.pushes import Pushes, push_specs

@@ -20,7 +20,7 @@ does: a retry is a new chance to start, within the same expiry.
 
 import heapq
 
-from leash.broker.core import batch_state as B
+from leash.broker.core.batches import state as B
 from leash.broker.core.state import WAITING, Job, State, due_entries, live_expiry
 
 
@@ -53,6 +53,6 @@ def check_expiring(job: Job, at_ms: int) -> None:
     assert job.state in WAITING and expired(job, at_ms), (job, at_ms)
 
 
-def member_outcome() -> str:
+def member_outcome() -> B.MemberState:
     """What an expired member counts as for its batch."""
     return B.DEAD

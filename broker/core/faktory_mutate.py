@@ -25,19 +25,24 @@ every job, whatever its state.
 from collections.abc import Hashable
 from fnmatch import fnmatchcase
 from itertools import islice
-from typing import NamedTuple
+from typing import Final, Literal, NamedTuple, assert_never
 
 from leash.broker.core import records as R
 from leash.broker.core import walks
 from leash.broker.core.faktory import unit_json
-from leash.broker.core.operator import KILLED
+from leash.broker.core.job_operations import KILLED
 from leash.broker.core.state import DEAD, RETRYING, SCHEDULED, Job, State
 from leash.protocol import faktory as F
 from leash.protocol.limits import ADMIN_SCAN_MAX
 
 ROUND_MAX = 1_000  # jobs (or batches) one round changes
 ROUND_SCAN_MAX = ADMIN_SCAN_MAX  # index entries one round looks at
-TARGETS = {"retries": RETRYING, "scheduled": SCHEDULED, "dead": DEAD}
+Target = Literal["retrying", "scheduled", "dead"]  # the job states MUTATE changes
+TARGETS: Final[dict[F.MutateTarget, Target]] = {
+    "retries": RETRYING,
+    "scheduled": SCHEDULED,
+    "dead": DEAD,
+}
 Cursor = Hashable  # where a round starts: opaque to the shell
 
 
@@ -61,15 +66,15 @@ def mutate_round(state: State, op: F.Mutate, start: Cursor | None, now_ms: int) 
         next_start: Cursor | None = None if done else offset + ROUND_MAX
     else:
         jobs, next_start = _scan(state, kind, op, start if isinstance(start, str) else "")
-    return Round(_records(op.cmd, kind, jobs, now_ms), len(jobs), next_start)
+    return Round(_records(op.cmd, jobs, now_ms), len(jobs), next_start)
 
 
-def _named(state: State, jid: str, kind: str, op: F.Mutate) -> Job | None:
+def _named(state: State, jid: str, kind: Target, op: F.Mutate) -> Job | None:
     job = state.jobs.get(jid)
     return job if job is not None and job.state == kind and _matches(job, op) else None
 
 
-def _scan(state: State, kind: str, op: F.Mutate, after: str) -> tuple[list[Job], str | None]:
+def _scan(state: State, kind: Target, op: F.Mutate, after: str) -> tuple[list[Job], str | None]:
     """The matches past ``after`` (a listing's cursor), in the index's order
     (walks.py), within a round's bounds; where the next round starts."""
     found: list[Job] = []
@@ -89,14 +94,16 @@ def _matches(job: Job, op: F.Mutate) -> bool:
     return op.pattern is None or fnmatchcase(unit_json(job).decode(), op.pattern)
 
 
-def _records(cmd: str, kind: str, jobs: list[Job], now_ms: int) -> list[R.Record]:
-    if not jobs:
-        return []
-    if cmd == "kill":
-        return [R.JobKilled(job.id, KILLED, now_ms) for job in jobs]
-    if cmd == "requeue":
-        return [R.JobRequeued(job.id, now_ms) for job in jobs]
-    return [R.JobDeleted(job.id, now_ms) for job in jobs]  # discard
+def _records(cmd: F.MutateCommand, jobs: list[Job], now_ms: int) -> list[R.Record]:
+    match cmd:
+        case "kill":
+            return [R.JobKilled(job.id, KILLED, now_ms) for job in jobs]
+        case "requeue":
+            return [R.JobRequeued(job.id, now_ms) for job in jobs]
+        case "discard" | "clear":  # clear is discard without the filter (mutate_round)
+            return [R.JobDeleted(job.id, now_ms) for job in jobs]
+        case _:
+            assert_never(cmd)
 
 
 def flush_round(state: State, now_ms: int) -> Round:

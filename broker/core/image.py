@@ -63,9 +63,9 @@ from typing import TypeVar, assert_never
 import msgspec
 from msgspec import Struct
 
-from leash.broker.core.batch_state import OPEN, Batch
+from leash.broker.core.batches.state import OPEN, Batch
 from leash.broker.core.config import CoreConfig
-from leash.broker.core.jobs import PACKED_STATES, key_ms
+from leash.broker.core.jobs import PACKED_STATES, PackedState, key_ms
 from leash.broker.core.limits import is_token, ready_ids
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.records import QueueLimitsSet
@@ -73,6 +73,7 @@ from leash.broker.core.state import (
     DEAD,
     LEASED,
     PRIORITIES,
+    PROCESS_DEADLINES,
     READY,
     RETRYING,
     SCHEDULED,
@@ -84,7 +85,9 @@ from leash.broker.core.state import (
     UniqueLock,
     live_dead_entries,
     live_expiry,
+    process_deadline_ms,
 )
+from leash.broker.errors import BrokerError
 from leash.protocol.messages import JobState
 
 IMAGE_VERSION = 3
@@ -128,7 +131,7 @@ class PackedJobsImage(Struct, tag="packed", array_like=True):
     loading needs from their records beside them, so that a chunk loads in
     bulk without unpacking a job."""
 
-    state: str  # ready, scheduled, retrying or dead
+    state: PackedState
     priority: int  # ready: the bucket's (a chunk of ready jobs is of one bucket); else 0
     ids: list[str]
     jobs: list[bytes]  # the job of each id, packed (jobs.Packed)
@@ -222,7 +225,7 @@ chunk_decoder = msgspec.msgpack.Decoder(Chunk)
 ItemT = TypeVar("ItemT", Process, Job, Batch, HeldKey, Schedule, Finished, tuple[str, int, bytes])
 
 
-class ImageError(ValueError):
+class ImageError(BrokerError, ValueError):
     """The chunks do not form an image this version can load."""
 
 
@@ -306,7 +309,7 @@ def _packed_chunks(
             yield from _chunked(packed_form, READY, priority, ready)
     dead = ((job_id, died_ms) for died_ms, job_id in live_dead_entries(state))
     yield from _chunked(packed_form, DEAD, 0, dead)
-    due: dict[JobState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
+    due: dict[PackedState, dict[str, int]] = {SCHEDULED: {}, RETRYING: {}}
     for run_at_ms, job_id in state.scheduled:  # a job can have two equal live entries
         keyed = state.jobs.keyed_at(job_id)
         if keyed is not None and keyed[1] == run_at_ms and keyed[0] in due:
@@ -317,7 +320,7 @@ def _packed_chunks(
 
 def _chunked(
     packed_form: Callable[[str], tuple[bytes, int, int]],
-    job_state: JobState,
+    job_state: PackedState,
     priority: int,
     entries: Iterable[tuple[str, int]],
 ) -> Iterator[PackedJobsImage]:
@@ -530,8 +533,8 @@ def _load_processes(state: State, processes: list[Process]) -> None:
         if process.worker_id in state.processes:
             raise ImageError(f"process {process.worker_id!r} appears twice")
         state.processes[process.worker_id] = process
-        for kind in ("beat", "grace", "terminate"):
-            deadline_ms = getattr(process, f"{kind}_deadline_ms")
+        for kind in PROCESS_DEADLINES:
+            deadline_ms = process_deadline_ms(process, kind)
             if deadline_ms:
                 state.process_deadlines.append((deadline_ms, process.worker_id, kind))
 

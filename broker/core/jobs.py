@@ -28,7 +28,7 @@ does for the jobs that wait), ``thaw`` gives
 the job as the ``Job`` object in the table (the same object while it is
 recent or leased, so every part of apply that looks at it sees one
 object), ``lease_ended`` makes a leased job
-recent, ``settle`` (at the end of each record) packs the jobs that are no
+recent, ``pack_overdue`` (at the end of each record) packs the jobs that are no
 longer recent, ``pop`` forgets a job. A packed job keeps only the fields its
 state uses: ready since (READY), run at (SCHEDULED, RETRYING); lease fields
 are zero.
@@ -41,7 +41,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
-from typing import Final
+from typing import Final, Literal
 
 import msgspec
 from msgspec import Raw, Struct
@@ -55,7 +55,8 @@ SCHEDULED: Final = "scheduled"
 LEASED: Final = "leased"
 RETRYING: Final = "retrying"
 DEAD: Final = "dead"
-JOB_STATES: Final = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
+JOB_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, LEASED, RETRYING, DEAD)
+PackedState = Literal["ready", "scheduled", "retrying", "dead"]  # the states a job is packed in
 
 
 class Attempt(Struct, array_like=True, gc=False):
@@ -149,7 +150,7 @@ class Packed(Struct, array_like=True, gc=False):
     cold: Cold | None = None
 
 
-PACKED_STATES: Final[tuple[JobState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
+PACKED_STATES: Final[tuple[PackedState, ...]] = (READY, SCHEDULED, RETRYING, DEAD)
 _CODES: Final = {state: code for code, state in enumerate(PACKED_STATES)}
 _READY_CODE: Final = _CODES[READY]
 _RUN_AT_CODES: Final = frozenset((_CODES[SCHEDULED], _CODES[RETRYING]))
@@ -167,7 +168,7 @@ class JobTable(Mapping[str, Job]):
         self.ids = self._table.keys()  # the ids, a live view (``in`` without a call)
         self._recent: deque[str] = deque()  # jobs made Job objects, oldest first
         self._recent_max = recent_jobs
-        self.overdue = -recent_jobs  # entries of _recent past the window (settle packs them)
+        self.overdue = -recent_jobs  # entries of _recent past the window (pack_overdue packs them)
         self._scratch = bytearray(256)
         self.names = Names()
 
@@ -333,7 +334,7 @@ class JobTable(Mapping[str, Job]):
         self._recent.append(job_id)
         self.overdue += 1
 
-    def settle(self) -> None:
+    def pack_overdue(self) -> None:
         """Pack the jobs that are no longer recent, unless they are leased
         (apply calls it after a record when ``overdue`` is above 0)."""
         if self.overdue <= 0:
@@ -517,7 +518,7 @@ class JobTable(Mapping[str, Job]):
         if len(self._recent) - self._recent_max != self.overdue:
             problems.append(f"{len(self._recent)} jobs are recent, {self.overdue} overdue")
         if self.overdue > 0:
-            problems.append(f"{self.overdue} jobs are past the window, not settled")
+            problems.append(f"{self.overdue} jobs are past the window, not packed")
         return problems
 
 

@@ -15,9 +15,17 @@ every process known from before must show life within the restart grace
 (decide.boot): none of its connections survived.
 """
 
+from typing import assert_never
+
 from leash.broker.core import records as R
 from leash.broker.core.common import Rejected, lost_lease_for
-from leash.broker.core.state import Job, State, due_entries, live_process_deadline
+from leash.broker.core.state import (
+    Job,
+    ProcessDeadline,
+    State,
+    due_entries,
+    live_process_deadline,
+)
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -26,7 +34,6 @@ from leash.protocol.faktory import CLIENT_NAME
 HEARTBEAT_TIMEOUT = "worker lost: heartbeat timeout"
 DISCONNECTED = "worker lost: disconnected"
 TERMINATED = "terminated: the terminate grace passed"
-_REASONS = {"beat": HEARTBEAT_TIMEOUT, "grace": DISCONNECTED, "terminate": TERMINATED}
 
 
 def info_of(hello: M.Hello) -> R.ProcessInfo:
@@ -108,14 +115,25 @@ def deaths(state: State, now_ms: int) -> list[R.ProcessDied]:
         if worker_id in died or not live_process_deadline(state, entry):
             continue
         jobs = [state.jobs[job_id] for job_id in state.leases_by_owner.get(worker_id, ())]
-        if kind == "terminate":
-            released = [M.LeaseRef(job.id, job.token) for job in jobs]
-            died[worker_id] = R.ProcessDied(worker_id, TERMINATED, [], released, now_ms)
-        else:
-            error = M.ErrorInfo(type="WorkerLost", message=_REASONS[kind])
-            failures = [lost_lease_for(state, job, error, now_ms) for job in jobs]
-            died[worker_id] = R.ProcessDied(worker_id, _REASONS[kind], failures, [], now_ms)
+        died[worker_id] = _died(state, worker_id, kind, jobs, now_ms)
     return list(died.values())
+
+
+def _died(
+    state: State, worker_id: str, kind: ProcessDeadline, jobs: list[Job], now_ms: int
+) -> R.ProcessDied:
+    """Told to terminate: its leases are released; else they are lost."""
+    match kind:
+        case "terminate":
+            released = [M.LeaseRef(job.id, job.token) for job in jobs]
+            return R.ProcessDied(worker_id, TERMINATED, [], released, now_ms)
+        case "beat" | "grace":
+            reason = HEARTBEAT_TIMEOUT if kind == "beat" else DISCONNECTED
+            error = M.ErrorInfo(type="WorkerLost", message=reason)
+            failures = [lost_lease_for(state, job, error, now_ms) for job in jobs]
+            return R.ProcessDied(worker_id, reason, failures, [], now_ms)
+        case _:
+            assert_never(kind)
 
 
 def process_views(state: State) -> list[A.ProcessView]:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from leash.broker.core import records as R
 from leash.broker.core import unique
-from leash.broker.core.batch_state import COMMITTED, OPEN
+from leash.broker.core.batches.state import COMMITTED, OPEN
 from leash.broker.core.common import Rejected, lease_of
 from leash.broker.core.state import State
 from leash.protocol import messages as M

@@ -7,10 +7,16 @@ evolution: new fields go last with defaults; bump the journal format
 version on any other change.
 """
 
+from typing import Literal
+
 import msgspec
 from msgspec import Raw, Struct
 
+from leash.protocol.admin import ProcessControl
 from leash.protocol.messages import ErrorInfo, LeaseRef
+
+# A batch callback's kind: when it fires (batches/transitions.py)
+CallbackKind = Literal["success", "complete", "death"]
 
 
 class NewJob(Struct, array_like=True, gc=False):
@@ -107,7 +113,7 @@ class ProcessDetached(Struct, tag="detached", tag_field="r"):
 
 class ProcessControlled(Struct, tag="controlled", tag_field="r"):
     worker_id: str
-    state: str  # "ok", "quiet" or "terminate"
+    state: ProcessControl
     terminate_deadline_ms: int  # 0 unless terminate
 
 
@@ -194,7 +200,7 @@ class CallbackSpec(Struct, array_like=True):
     """The job a batch enqueues when a callback fires; its id is made from
     the batch's serial, its times from the firing time."""
 
-    kind: str  # "success", "complete" or "death"
+    kind: CallbackKind
     queue: str
     type: str
     args: Raw

@@ -173,7 +173,7 @@ class Replay:
                 if lease is not None:
                     _build_leased(state, new, lease)
         if jobs.overdue > 0:
-            jobs.settle()
+            jobs.pack_overdue()
 
     # --- the kinds that defer ----------------------------------------------------
 
@@ -217,7 +217,7 @@ class Replay:
         assert owned, record  # a record leases at least one job
         state.counter = counted(record.counter_after)
         if state.jobs.overdue > 0:
-            state.jobs.settle()
+            state.jobs.pack_overdue()
         if state.expiries:  # as apply does after a lease record
             purge_expiries(state)
 
@@ -245,7 +245,7 @@ class Replay:
                 del owners[owner]
         if built:
             if state.jobs.overdue > 0:
-                state.jobs.settle()
+                state.jobs.pack_overdue()
             purge_deadlines(state)
             purge_batch_deadlines(state)
             if state.unique_windows:  # as apply does after an ack record

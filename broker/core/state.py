@@ -10,7 +10,7 @@ packed): every other structure is an index over it.
   ``add_dead``), so a listing's cursor finds its place by bisection.
 - ``batch_deadlines``: a heap of (deadline_ms, batch id, kind) for batches:
   kind "open" (abandoned then unless committed) or "expire" (removed then).
-Batches (``batches``, see batch_state.py) are a second table: a job names
+Batches (``batches``, see batches/state.py) are a second table: a job names
 its batch, the batch lists its members.
 The heaps and the deques are lazy: an entry is live only while it matches
 its job (``live_*``); stale entries are dropped when they reach the front,
@@ -30,12 +30,12 @@ import heapq
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, assert_never
 
 import msgspec
 from msgspec import Struct
 
-from leash.broker.core.batch_state import OPEN, Batch, plain_batch
+from leash.broker.core.batches.state import OPEN, Batch, BatchDeadline, plain_batch
 from leash.broker.core.config import CoreConfig
 from leash.broker.core.jobs import (
     DEAD,
@@ -49,6 +49,7 @@ from leash.broker.core.jobs import (
 )
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.records import ProcessInfo, QueueLimitsSet, ScheduleSpec
+from leash.protocol.admin import ProcessControl
 from leash.protocol.limits import PRIORITY_MAX, PRIORITY_MIN
 
 __all__ = [  # the job words are jobs.py's; the rest of the core takes them from here
@@ -84,9 +85,27 @@ class Process(Struct):
     registered_ms: int
     last_seen_ms: int
     beat_deadline_ms: int
-    state: str = "ok"  # "ok", "quiet" or "terminate"
+    state: ProcessControl = "ok"
     grace_deadline_ms: int = 0  # detached: dead then unless it comes back
     terminate_deadline_ms: int = 0
+
+
+# A process's timers (state.process_deadlines): no beat by then, detached
+# too long, or told to terminate and still there.
+ProcessDeadline = Literal["beat", "grace", "terminate"]
+PROCESS_DEADLINES: Final[tuple[ProcessDeadline, ...]] = ("beat", "grace", "terminate")
+
+
+def process_deadline_ms(process: Process, kind: ProcessDeadline) -> int:
+    match kind:
+        case "beat":
+            return process.beat_deadline_ms
+        case "grace":
+            return process.grace_deadline_ms
+        case "terminate":
+            return process.terminate_deadline_ms
+        case _:
+            assert_never(kind)
 
 
 class UniqueLock(Struct, array_like=True, gc=False):
@@ -183,11 +202,10 @@ class State:
         self.dead: deque[tuple[int, str]] = deque()  # sorted: see add_dead
         self.counts: dict[str, int] = dict.fromkeys(JOB_STATES, 0)
         self.processes: dict[str, Process] = {}
-        # (deadline_ms, worker_id, kind): kind is "beat", "grace" or "terminate"
-        self.process_deadlines: list[tuple[int, str, str]] = []
+        self.process_deadlines: list[tuple[int, str, ProcessDeadline]] = []  # (ms, worker_id, kind)
         self.leases_by_owner: dict[str, dict[str, None]] = {}  # derived from jobs
         self.batches: dict[str, Batch] = {}
-        self.batch_deadlines: list[tuple[int, str, str]] = []  # (deadline_ms, id, kind)
+        self.batch_deadlines: list[tuple[int, str, BatchDeadline]] = []  # (deadline_ms, id, kind)
         self.expiries: list[tuple[int, str]] = []  # (expires_ms, id): waiting jobs (expiry.py)
         self.unique: dict[str, UniqueLock] = {}  # uniqueness key -> its holder (unique.py)
         self.unique_windows: list[tuple[int, str]] = []  # (until_ms, key): windows after success
@@ -230,21 +248,22 @@ def live_scheduled(state: State, entry: tuple[int, str]) -> bool:
     return keyed is not None and keyed[0] in (SCHEDULED, RETRYING) and keyed[1] == entry[0]
 
 
-_DEADLINE_FIELDS: Final = {kind: f"{kind}_deadline_ms" for kind in ("beat", "grace", "terminate")}
-
-
-def live_process_deadline(state: State, entry: tuple[int, str, str]) -> bool:
+def live_process_deadline(state: State, entry: tuple[int, str, ProcessDeadline]) -> bool:
     process = state.processes.get(entry[1])
-    return process is not None and getattr(process, _DEADLINE_FIELDS[entry[2]]) == entry[0]
+    return process is not None and process_deadline_ms(process, entry[2]) == entry[0]
 
 
-def live_batch_deadline(state: State, entry: tuple[int, str, str]) -> bool:
+def live_batch_deadline(state: State, entry: tuple[int, str, BatchDeadline]) -> bool:
     batch = state.batches.get(entry[1])
     if batch is None:
         return False
-    if entry[2] == "open":
-        return batch.state == OPEN and batch.open_deadline_ms == entry[0]
-    return batch.expires_ms == entry[0]
+    match entry[2]:
+        case "open":
+            return batch.state == OPEN and batch.open_deadline_ms == entry[0]
+        case "expire":
+            return batch.expires_ms == entry[0]
+        case _:
+            assert_never(entry[2])
 
 
 WAITING: Final = (READY, SCHEDULED, RETRYING)  # the states a job can expire in

@@ -16,7 +16,7 @@ view and the metrics.
 """
 
 from collections.abc import Iterable
-from typing import assert_never
+from typing import Final, Literal, assert_never, get_args
 
 from leash.broker.core import records as R
 from leash.broker.core.common import LEASE_EXPIRED
@@ -25,7 +25,7 @@ from leash.broker.core.timelimit import TIME_LIMIT_EXCEEDED
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 
-TOTALS = (
+Total = Literal[
     "pushed",
     "acked",
     "failed",
@@ -34,9 +34,10 @@ TOTALS = (
     "duplicate",
     "ttl_expired",
     "time_limited",
-)
+]
+TOTALS: Final[tuple[Total, ...]] = get_args(Total)
 
-Counted = list[tuple[str, str]]  # (queue, total), once for every count a record adds to
+Counted = list[tuple[str, Total]]  # (queue, total), once for every count a record adds to
 
 
 def tally(state: State, record: R.Record) -> Counted:

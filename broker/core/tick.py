@@ -23,6 +23,7 @@ again while a tick returns records.
 
 from leash.broker.core import cron, expiry, history, results, timelimit
 from leash.broker.core import records as R
+from leash.broker.core.batches.state import BatchDeadline
 from leash.broker.core.common import LEASE_EXPIRED, failure_for, lost_lease_for
 from leash.broker.core.processes import deaths
 from leash.broker.core.state import (
@@ -145,7 +146,7 @@ def _dead_to_trim(state: State, now_ms: int, limit: int) -> list[str]:
 def _due_batches(state: State, now_ms: int, limit: int) -> list[R.Record]:
     """One record: the open batches to abandon, or else the batches to remove.
     Ancestors come first, so no batch is judged after its parent went."""
-    due: dict[str, dict[str, None]] = {"open": {}, "expire": {}}
+    due: dict[BatchDeadline, dict[str, None]] = {"open": {}, "expire": {}}
     items = 0
     for entry in due_entries(state.batch_deadlines, now_ms, limit):
         if items >= limit:

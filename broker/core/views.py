@@ -14,7 +14,7 @@ scan finds.
 from typing import NamedTuple
 
 from leash.broker.core import walks
-from leash.broker.core.batch_views import batch_view
+from leash.broker.core.batches.views import batch_view
 from leash.broker.core.decide import job_view
 from leash.broker.core.limits import limits_view, ready_ids
 from leash.broker.core.state import (

@@ -11,13 +11,14 @@ import logging
 import os
 import stat
 
+from leash.broker.errors import BrokerError
 from leash.broker.journal.layout import LOCK_NAME
 
 log = logging.getLogger("leash.journal")
 DIR_MODE, FILE_MODE = 0o700, 0o600
 
 
-class Locked(Exception):
+class Locked(BrokerError):
     pass
 
 

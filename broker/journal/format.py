@@ -31,6 +31,8 @@ import struct
 import zlib
 from typing import NamedTuple
 
+from leash.broker.errors import BrokerError
+
 MAGIC = b"LEASHJNL"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # the journal versions recovery reads
@@ -57,7 +59,7 @@ class FileHeader(NamedTuple):
     first_seq: int
 
 
-class BadHeader(Exception):
+class BadHeader(BrokerError):
     pass
 
 

@@ -88,7 +88,7 @@ from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 from leash.broker.core.records import Record
-from leash.broker.journal.log import Batch, Journal, JournalFailure, Sealed
+from leash.broker.journal.log import Journal, JournalFailure, Sealed, WriteBuffer
 from leash.broker.journal.scheduler import Scheduler, Timer, Writer, WriterThread
 
 log = logging.getLogger("leash.journal")
@@ -209,7 +209,7 @@ class GroupCommitter:
         self._on_fsync = on_fsync
         self._deliver = deliver
         self._phase = Phase.IDLE
-        self._batch = Batch()  # the records of this turn, framed
+        self._batch = WriteBuffer()  # the records of this turn, framed
         self._batch_records = 0
         self._batch_sync = False  # the batch holds records that want an fsync (always)
         self._waiting: list[Done] = []  # replies for the batch being filled
@@ -223,7 +223,7 @@ class GroupCommitter:
         self._flush_scheduled = False
         self.failed: BaseException | None = None
         self.stats = CommitStats()
-        self._idle = asyncio.Event()  # set when settled, while someone drains
+        self._idle = asyncio.Event()  # set when drained, while someone drains
         self._draining = 0
         self._writer = writer if writer is not None else WriterThread(scheduler)
         self._interval: Timer | None = None
@@ -322,7 +322,7 @@ class GroupCommitter:
         """Wait until nothing is buffered, waiting or in flight."""
         self._draining += 1
         try:
-            while self.failed is None and not self._settled():
+            while self.failed is None and not self._drained():
                 self._idle.clear()
                 self._request_flush()
                 await self._idle.wait()
@@ -341,7 +341,7 @@ class GroupCommitter:
                 if error is None and self.failed is None:
                     self._fsync_took(elapsed_s)
                     self._to(_AFTER_SYNC[self._phase])
-                _settle(synced, None, error)
+                _resolve(synced, None, error)
 
             self._start(P.SYNCING, self._timed_sync, [], then)
             try:
@@ -410,7 +410,7 @@ class GroupCommitter:
 
     def _write(self, waiting: list[Done], written: list[Done]) -> bool:
         """Write the batch to the open segment; False if that failed."""
-        data, self._batch = self._batch.close(), Batch()
+        data, self._batch = self._batch.close(), WriteBuffer()
         sync_wanted, self._batch_sync = self._batch_sync, False
         try:
             self._journal.append(data, self._journal.next_seq - 1)
@@ -511,7 +511,7 @@ class GroupCommitter:
         self._end_hold()
         if sealing:  # asked for by seal(): its caller takes the sealed segment
             for future in sealing:
-                _settle(future, sealed, None)
+                _resolve(future, sealed, None)
         elif sealed is not None and self._on_sealed is not None:
             self._on_sealed(sealed)
         self.flush()  # what was held meanwhile
@@ -525,12 +525,12 @@ class GroupCommitter:
             self._policy.interval_ms / 1000, self._interval_sync
         )
 
-    def _settled(self) -> bool:
+    def _drained(self) -> bool:
         waiting = self._waiting or self._written_waiting
         return not (self.busy or waiting or self._phase in WRITER_BUSY)
 
     def _check_idle(self) -> None:
-        if self._draining and self._settled():
+        if self._draining and self._drained():
             self._idle.set()
 
     def _fail(self, error: BaseException, waiting: list[Done]) -> None:
@@ -542,12 +542,12 @@ class GroupCommitter:
         in_flight = self._in_flight
         failed = waiting + in_flight + self._unsynced + self._waiting + self._written_waiting
         in_flight.clear()  # answered now; the job's own answer finds none left
-        self._batch, self._waiting, self._unsynced = Batch(), [], []
+        self._batch, self._waiting, self._unsynced = WriteBuffer(), [], []
         self._written_waiting = []
         self._batch_records = 0
         sealing, self._sealing = self._sealing, []
         for future in sealing:  # a seal() waiting for a rotation that will not come
-            _settle(future, None, error)
+            _resolve(future, None, error)
         self._deliver(failed, False)
         self._idle.set()
         if first:
@@ -574,7 +574,7 @@ class GroupCommitter:
         return now() - started
 
 
-def _settle(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:
+def _resolve(future: "asyncio.Future[Any]", result: object, error: BaseException | None) -> None:
     if future.done():
         return
     if error is not None:

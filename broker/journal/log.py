@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeVar
 
 from leash.broker.core.records import Record, record_encoder
+from leash.broker.errors import BrokerError
 from leash.broker.journal import format as F
 from leash.broker.journal import layout
 from leash.broker.journal.disk import Disk
@@ -39,7 +40,7 @@ _FRAME_FULL = F.FRAME_TARGET_BYTES + F.RECORD_HEADER_BYTES
 _encode_into, _crc32 = record_encoder.encode_into, zlib.crc32
 
 
-class Batch:
+class WriteBuffer:
     """Records framed for one write (format version 2 and on). The records of
     consecutive ``Journal.encode_into`` calls share the open frame until its
     payload passes ``FRAME_TARGET_BYTES``; ``close`` fills in the open
@@ -81,7 +82,7 @@ class Batch:
         return data
 
 
-class JournalFailure(Exception):
+class JournalFailure(BrokerError):
     """A write, fsync or rotation failed; the journal is closed for good."""
 
     def __init__(self, op: str, path: str, error: OSError, durable_seq: int) -> None:
@@ -174,29 +175,29 @@ class Journal:
 
     def encode(self, records: Iterable[Record]) -> bytes:
         """Frame records with the next sequence numbers (event-loop thread)."""
-        batch = Batch()
-        self.encode_into(records, batch)
-        return bytes(batch.close())
+        buffer = WriteBuffer()
+        self.encode_into(records, buffer)
+        return bytes(buffer.close())
 
-    def encode_into(self, records: Iterable[Record], batch: "Batch") -> None:
-        """Append records to ``batch``, numbered with the next sequence
+    def encode_into(self, records: Iterable[Record], buffer: "WriteBuffer") -> None:
+        """Append records to ``buffer``, numbered with the next sequence
         numbers, in its open frame while that is under FRAME_TARGET_BYTES.
-        All or nothing: a record that does not encode leaves ``batch`` and
+        All or nothing: a record that does not encode leaves ``buffer`` and
         the numbering as they were."""
-        seq, data = self.next_seq, batch.data
-        before = (len(data), batch.frame_start, batch.frame_seq, batch.frame_records)
-        if batch.frame_seq + batch.frame_records != seq:  # numbers taken elsewhere meanwhile
-            batch.close()  # a frame holds consecutive records only
+        seq, data = self.next_seq, buffer.data
+        before = (len(data), buffer.frame_start, buffer.frame_seq, buffer.frame_records)
+        if buffer.frame_seq + buffer.frame_records != seq:  # numbers taken elsewhere meanwhile
+            buffer.close()  # a frame holds consecutive records only
         try:
             for record in records:
-                if batch.frame_start < 0 or len(data) - batch.frame_start > _FRAME_FULL:
-                    batch.open_frame(seq)
+                if buffer.frame_start < 0 or len(data) - buffer.frame_start > _FRAME_FULL:
+                    buffer.open_frame(seq)
                 _encode_into(record, data, -1)
-                batch.frame_records += 1
+                buffer.frame_records += 1
                 seq += 1
         except BaseException:
             del data[before[0] :]
-            batch.frame_start, batch.frame_seq, batch.frame_records = before[1:]
+            buffer.frame_start, buffer.frame_seq, buffer.frame_records = before[1:]
             raise
         self.next_seq = seq
 

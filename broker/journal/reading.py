@@ -27,6 +27,8 @@ from typing import TypeVar
 
 import msgspec
 
+from leash.broker.errors import BrokerError
+
 T = TypeVar("T")
 READER_STACK_BYTES = 16 * 1024 * 1024  # room for msgspec to recurse as deep as the limit allows
 
@@ -34,7 +36,7 @@ READER_STACK_BYTES = 16 * 1024 * 1024  # room for msgspec to recurse as deep as 
 UNREADABLE = "nested too deeply to read back (written by a broker without the nesting limit?)"
 
 
-class Unreadable(msgspec.DecodeError):
+class Unreadable(BrokerError, msgspec.DecodeError):
     """A stored value nested too deeply to be read back."""
 
 

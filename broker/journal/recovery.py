@@ -50,6 +50,7 @@ import msgspec
 from leash.broker import core
 from leash.broker.core import image
 from leash.broker.core.records import Booted, EpochRolled, Record, frame_decoder, record_decoder
+from leash.broker.errors import BrokerError
 from leash.broker.journal import format as F
 from leash.broker.journal import layout, reading, snapshot
 from leash.broker.journal.disk import Disk
@@ -58,7 +59,7 @@ from leash.broker.journal.layout import NumberedFile
 REPAIR_FLAG = "--repair-truncate"
 
 
-class JournalCorrupt(Exception):
+class JournalCorrupt(BrokerError):
     """Damage that is not a torn tail: refuse to start."""
 
 

@@ -25,6 +25,7 @@ import msgspec
 from msgspec import Struct
 
 from leash.broker.core import image
+from leash.broker.errors import BrokerError
 from leash.broker.journal import format as F
 from leash.broker.journal import layout, reading
 from leash.broker.journal.disk import Disk
@@ -42,15 +43,15 @@ class SnapshotEnd(Struct, tag="end", array_like=True):
 _decoder = msgspec.msgpack.Decoder(image.Chunk | SnapshotEnd)
 
 
-class SnapshotCorrupt(Exception):
+class SnapshotCorrupt(BrokerError):
     """A snapshot file that fails its checks."""
 
 
-class SnapshotTooNew(Exception):
+class SnapshotTooNew(BrokerError):
     """A whole snapshot header of a format version this build cannot read."""
 
 
-class NoRoom(OSError):
+class NoRoom(BrokerError, OSError):
     """Writing on would leave less free space than the writer was told to keep."""
 
 

@@ -36,6 +36,7 @@ import struct
 from collections.abc import Collection
 from typing import TYPE_CHECKING, cast
 
+from leash.broker.errors import BrokerError
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode, ProtocolError
@@ -51,7 +52,7 @@ SUN_PATH_MAX_BYTES = 107  # sockaddr_un.sun_path is 108 bytes with its NUL
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
-class AdminSocketError(Exception):
+class AdminSocketError(BrokerError):
     """The admin socket cannot be created as configured."""
 
 

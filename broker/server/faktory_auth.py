@@ -23,6 +23,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Final
 
+from leash.broker.errors import BrokerError
 from leash.broker.server.auth import Keyring, read_private_file
 from leash.protocol import auth as A
 from leash.protocol import faktory as F
@@ -35,7 +36,7 @@ PASSWORD_MAX_BYTES: Final = 4096
 PLAIN, ADMIN = "", A.ADMIN_ROLE
 
 
-class PasswordFileError(ValueError):
+class PasswordFileError(BrokerError, ValueError):
     pass
 
 

@@ -28,6 +28,7 @@ import msgspec
 from leash.broker import core
 from leash.broker.core.limits import seeded_limits
 from leash.broker.core.records import QueueLimitsSet
+from leash.broker.errors import BrokerError
 from leash.broker.journal import datadir, layout
 from leash.broker.journal.compaction import Compactor, run_snapshotter
 from leash.broker.journal.disk import Disk, OsDisk
@@ -47,7 +48,7 @@ EXIT_OK, EXIT_CONFIG, EXIT_JOURNAL_FAILED = 0, 78, 75
 FAIL_STOP_S = 1.5  # after a journal failure, the process is gone within this (plus exit)
 
 
-class StartupError(Exception):
+class StartupError(BrokerError):
     pass
 
 

@@ -25,6 +25,7 @@ import socket
 import ssl
 from typing import NamedTuple
 
+from leash.broker.errors import BrokerError
 from leash.broker.server.auth import Keyring
 from leash.broker.server.config import ServerConfig
 from leash.broker.server.faktory_auth import PasswordFileError, Passwords
@@ -34,7 +35,7 @@ from leash.protocol.auth import KeyFileError
 log = logging.getLogger("leash")
 
 
-class SecurityError(Exception):
+class SecurityError(BrokerError):
     pass
 
 

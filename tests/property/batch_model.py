@@ -2,7 +2,7 @@
 
 ``BatchModel.observe(record, now_ms)`` follows what every record means for
 batches, written straight from the rules (docs/protocol.md section 8.13)
-rather than like broker/core/batches.py: no tallies, no cascade — after
+rather than like broker/core/batches/transitions.py: no tallies, no cascade — after
 every record each committed batch is judged again from its member and child
 states until nothing changes. The stateful tests compare it with the core
 after every record. It knows nothing of jobs beyond which batch each names.

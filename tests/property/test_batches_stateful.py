@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from leash.broker.core import Record, canonical, next_due_ms
-from leash.broker.core.batch_views import batch_view
+from leash.broker.core.batches.views import batch_view
 from leash.broker.core.state import LEASED, index_sizes
 from leash.protocol import admin as A
 from leash.protocol import messages as M

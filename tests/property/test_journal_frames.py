@@ -20,7 +20,7 @@ from leash.broker.core import records as R
 from leash.broker.core.records import frame_decoder
 from leash.broker.journal import format as F
 from leash.broker.journal.disk import OsDisk
-from leash.broker.journal.log import Batch, Journal
+from leash.broker.journal.log import Journal, WriteBuffer
 from tests.journal_kit import names, paused, read_back, read_file, record_offsets, write_file
 
 # A turn: its requests, each the sizes of its records (name lengths: up to
@@ -37,7 +37,7 @@ def _write(directory: str, turns: list[list[list[int]]]) -> list[R.Record]:
     journal.open(1, None, 1)
     written: list[R.Record] = []
     for turn in turns:
-        batch = Batch()
+        batch = WriteBuffer()
         for request in turn:
             records = [
                 R.QueuePaused(queue=f"q{len(written) + i}-" + "x" * size)

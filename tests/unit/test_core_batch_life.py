@@ -4,7 +4,7 @@ deleting a batch, the status view and fsck. On the harness's ``Core``
 
 from leash.broker.core import State, canonical, check_invariants
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import callback_id
+from leash.broker.core.batches.state import callback_id
 from leash.broker.core.state import live_batch_deadline
 from leash.protocol import admin as A
 from leash.protocol import limits as L

@@ -10,7 +10,7 @@ and fsck are in test_core_batch_life.py.
 from typing import Any
 
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import callback_id
+from leash.broker.core.batches.state import callback_id
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode

@@ -22,7 +22,7 @@ from leash.broker.journal import format as F
 from leash.broker.journal import group_commit
 from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
-from leash.broker.journal.log import Batch, Journal
+from leash.broker.journal.log import Journal, WriteBuffer
 from leash.broker.journal.recovery import recover
 from leash.broker.journal.scheduler import LoopScheduler
 from tests.journal_kit import paused
@@ -170,7 +170,7 @@ def test_the_records_of_a_batch_share_a_frame_framed_as_the_format_frames_them()
     journal.next_seq = 41
     first = [*paused(2), R.JobsAcked([R.LeaseRef("job-1", 7)], at_ms=5)]
     second = paused(1, start=5)
-    batch = Batch()
+    batch = WriteBuffer()
     journal.encode_into(first, batch)
     journal.encode_into(second, batch)  # a second submit of the turn: the same frame
     batch.extend(b"framed")  # closes the open frame
@@ -188,7 +188,7 @@ def test_the_records_of_a_batch_share_a_frame_framed_as_the_format_frames_them()
 
 def test_a_frame_is_never_continued_past_numbers_taken_by_another_batch() -> None:
     journal = Journal("/nonexistent", OsDisk())
-    batch = Batch()
+    batch = WriteBuffer()
     journal.encode_into(paused(1), batch)  # seq 1, its frame open
     elsewhere = journal.encode(paused(1, start=1))  # seq 2, in a frame of its own
     journal.encode_into(paused(1, start=2), batch)  # seq 3: a new frame, not seq 1's
@@ -201,7 +201,7 @@ def test_a_frame_is_never_continued_past_numbers_taken_by_another_batch() -> Non
 def test_a_frame_takes_no_more_records_once_its_payload_passes_the_target() -> None:
     journal = Journal("/nonexistent", OsDisk())
     records = paused(100, name_chars=2000)
-    batch = Batch()
+    batch = WriteBuffer()
     for record in records:  # one submit each, as requests come in a turn
         journal.encode_into([record], batch)
     data = memoryview(batch.close())
@@ -221,7 +221,7 @@ def test_a_frame_takes_no_more_records_once_its_payload_passes_the_target() -> N
 def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_they_were() -> None:
     journal = Journal("/nonexistent", OsDisk())
     journal.next_seq = 7
-    batch = Batch()
+    batch = WriteBuffer()
     journal.encode_into(paused(1), batch)  # the open frame holds one record
     unencodable = R.JobsPushed([], counter_after=2**70)  # beyond msgpack's integers
     with pytest.raises(OverflowError):
@@ -231,7 +231,7 @@ def test_a_record_that_does_not_encode_leaves_the_batch_and_the_numbering_as_the
     expected = F.encode_frame(7, _encoded([*paused(1), *paused(1, start=3)]))
     assert bytes(batch.close()) == expected
     with pytest.raises(OverflowError):
-        journal.encode_into([unencodable], Batch())  # a frame of nothing is never left
+        journal.encode_into([unencodable], WriteBuffer())  # a frame of nothing is never left
     assert journal.next_seq == 9
 
 

@@ -36,7 +36,7 @@ def packed_table(*news: R.NewJob) -> JobTable:
     table = JobTable(recent_jobs=0)
     for job in news:
         table.create(job)
-    table.settle()
+    table.pack_overdue()
     return table
 
 
@@ -74,7 +74,7 @@ def test_a_packed_job_reads_back_as_the_job_it_was(changes: dict[str, object]) -
     for field, value in changes.items():
         setattr(job, field, value)
     expected = msgspec.structs.replace(job)
-    table.settle()
+    table.pack_overdue()
     assert isinstance(table.stored("a"), bytes)
     assert table["a"] == expected
     assert table.problems() == []
@@ -88,7 +88,7 @@ def test_reading_a_packed_job_gives_a_copy_and_thawing_gives_the_job() -> None:
     thawed = table.thaw("a")
     assert table.thaw("a") is thawed and table.get("a") is thawed
     thawed.priority = 0
-    table.settle()
+    table.pack_overdue()
     assert table["a"].priority == 0
 
 
@@ -96,7 +96,7 @@ def test_recent_jobs_stay_objects_until_enough_later_changes_pass() -> None:
     table = JobTable(recent_jobs=2)
     for job_id in ("a", "b", "c"):
         table.create(new(job_id))
-        table.settle()
+        table.pack_overdue()
     assert not isinstance(table.stored("a"), Job)
     assert isinstance(table.get("b"), Job) and table.get("b") is table.get("b")
     assert table.problems() == []
@@ -107,11 +107,11 @@ def test_a_leased_job_is_never_packed_and_is_recent_once_its_lease_ends() -> Non
     table.create(new("a"))
     job = table.thaw("a")
     job.state, job.owner, job.token, job.deadline_ms, job.ready_ms = LEASED, "w", 7, 9, 0
-    table.settle()
+    table.pack_overdue()
     assert table.leased("a") is job
     job.state, job.owner, job.token, job.deadline_ms, job.ready_ms = READY, "", 0, 0, 5
     table.lease_ended("a")
-    table.settle()
+    table.pack_overdue()
     assert table.leased("a") is None and table["a"].ready_ms == 5
     assert table.problems() == []
 
@@ -124,11 +124,11 @@ def test_a_name_is_numbered_while_a_packed_job_uses_it_and_its_number_is_reused(
     table.pop("a")
     assert "q1" not in names.numbers and names.uses[names.numbers["t"]] == 1
     table.create(new("c", queue="q3", type="t"))
-    table.settle()
+    table.pack_overdue()
     assert len(names.names) == 3, "the free number is taken again"
     table.thaw("b")
     assert "q2" not in names.numbers, "an unpacked job holds its own strings"
-    table.settle()
+    table.pack_overdue()
     assert "q2" in names.numbers and table.problems() == []
 
 
@@ -147,7 +147,7 @@ def test_ready_jobs_built_in_bulk_are_packed_and_numbered_as_one_by_one() -> Non
         else:
             for job in news:
                 table.create(job)
-            table.settle()
+            table.pack_overdue()
         tables.append(table)
     one_by_one, bulk = tables
     ids = ["older", *(job.id for job in news)]

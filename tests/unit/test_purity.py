@@ -3,8 +3,10 @@
 ``protocol/`` and ``broker/core/`` are pure: no I/O, no clock, no randomness,
 no concurrency. ``protocol`` imports nothing of ours; ``client`` never imports
 ``broker``; ``leash.broker.core`` imports neither ``leash.broker.journal`` nor
-``leash.broker.server``. Imports are read with ``ast``, so a package that does not
-exist yet simply has no files to check.
+``leash.broker.server``; ``broker/core/batches`` imports none of the core's
+dispatchers (apply, decide, replay, tick, admin), which call it. Imports are
+read with ``ast``, so a package that does not exist yet simply has no files
+to check.
 """
 
 import ast
@@ -44,6 +46,11 @@ FORBIDDEN_DEPENDENCIES = [
     ("protocol", ("leash.broker", "leash.client")),
     ("client", ("leash.broker",)),
     ("broker/core", ("leash.broker.journal", "leash.broker.server", "leash.client")),
+    # The batches are called by the core's dispatchers, never the other way
+    (
+        "broker/core/batches",
+        tuple(f"leash.broker.core.{m}" for m in ("apply", "decide", "replay", "tick", "admin")),
+    ),
 ]
 
 

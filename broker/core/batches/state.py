@@ -6,7 +6,7 @@ finishes when nothing in it is unfinished), ``finished`` or ``abandoned``
 
 Its *items* are its member jobs and its child batches; each has exactly one
 state in the batch's tables, and the tallies count them (cached, and
-cross-checked by ``batch_checks``):
+cross-checked by ``checks.py``):
 
 - a member job is ``pending`` (no attempt has ended yet), ``retrying`` (it
   failed at least once and will run again), ``succeeded``, ``dead`` or
@@ -26,12 +26,19 @@ repeated after its job was acked is known); children stay in ``children``
 until either batch is removed, and their tally keeps counting them after.
 """
 
-from typing import Final
+from typing import Final, Literal, assert_never
 
 import msgspec
 from msgspec import Struct
 
-from leash.broker.core.records import CallbackSpec
+from leash.broker.core.records import CallbackKind, CallbackSpec
+
+# The words are plain strings (what the journal and the images hold); the
+# Literal types let the type checker see every case where code branches on them.
+BatchState = Literal["open", "committed", "finished", "abandoned"]
+MemberState = Literal["pending", "retrying", "succeeded", "dead", "deleted"]
+ChildState = Literal["running", "complete", "succeeded", "failed", "deleted"]
+BatchDeadline = Literal["open", "expire"]  # abandoned then unless committed; removed then
 
 OPEN: Final = "open"
 COMMITTED: Final = "committed"
@@ -43,27 +50,27 @@ RETRYING: Final = "retrying"
 SUCCEEDED: Final = "succeeded"
 DEAD: Final = "dead"
 DELETED: Final = "deleted"
-MEMBER_STATES: Final = (PENDING, RETRYING, SUCCEEDED, DEAD, DELETED)
+MEMBER_STATES: Final[tuple[MemberState, ...]] = (PENDING, RETRYING, SUCCEEDED, DEAD, DELETED)
 
 RUNNING: Final = "running"
 COMPLETE: Final = "complete"
 FAILED: Final = "failed"
-CHILD_STATES: Final = (RUNNING, COMPLETE, SUCCEEDED, FAILED, DELETED)
+CHILD_STATES: Final[tuple[ChildState, ...]] = (RUNNING, COMPLETE, SUCCEEDED, FAILED, DELETED)
 
 SUCCESS: Final = "success"
 DEATH: Final = "death"
-CALLBACK_KINDS: Final = (SUCCESS, COMPLETE, DEATH)
+CALLBACK_KINDS: Final[tuple[CallbackKind, ...]] = (SUCCESS, COMPLETE, DEATH)
 
-UNFINISHED_MEMBER: Final = frozenset({PENDING, RETRYING})
-UNFINISHED_CHILD: Final = frozenset({RUNNING, COMPLETE})
+UNFINISHED_MEMBER: Final[frozenset[MemberState]] = frozenset({PENDING, RETRYING})
+UNFINISHED_CHILD: Final[frozenset[ChildState]] = frozenset({RUNNING, COMPLETE})
 CALLBACK_PREFIX: Final = "_cb:"
 
 
-def _zero_members() -> dict[str, int]:
+def _zero_members() -> dict[MemberState, int]:
     return dict.fromkeys(MEMBER_STATES, 0)
 
 
-def _zero_children() -> dict[str, int]:
+def _zero_children() -> dict[ChildState, int]:
     return dict.fromkeys(CHILD_STATES, 0)
 
 
@@ -72,22 +79,22 @@ class Batch(Struct):
     serial: int
     description: str
     parent: str | None
-    callbacks: dict[str, CallbackSpec]  # by kind
+    callbacks: dict[CallbackKind, CallbackSpec]
     created_ms: int
     open_deadline_ms: int
     expires_ms: int
     finished_retention_ms: int
-    state: str = OPEN
+    state: BatchState = OPEN
     committed_ms: int = 0
     complete_ms: int = 0  # committed and complete: when that first held
     died_ms: int = 0  # the first death of a member, or of anything below
     finished_ms: int = 0  # finished or abandoned
     succeeded: bool = False
-    fired: dict[str, int] = {}  # callback kind -> when it was enqueued
-    members: dict[str, str] = {}  # job id -> member state, in the order they joined
-    tally: dict[str, int] = msgspec.field(default_factory=_zero_members)
-    children: dict[str, str] = {}  # child batch id -> child state
-    child_tally: dict[str, int] = msgspec.field(default_factory=_zero_children)
+    fired: dict[CallbackKind, int] = {}  # when each fired callback was enqueued
+    members: dict[str, MemberState] = {}  # job id -> its state, in the order they joined
+    tally: dict[MemberState, int] = msgspec.field(default_factory=_zero_members)
+    children: dict[str, ChildState] = {}  # child batch id -> its state
+    child_tally: dict[ChildState, int] = msgspec.field(default_factory=_zero_children)
 
     @property
     def unfinished(self) -> bool:
@@ -100,16 +107,20 @@ class Batch(Struct):
         tally, children = self.tally, self.child_tally
         return tally[PENDING] + tally[RETRYING] + children[RUNNING] + children[COMPLETE]
 
-    def as_child(self) -> str:
+    def as_child(self) -> ChildState:
         """What this batch is in its parent's table."""
-        if self.state == FINISHED:
-            return SUCCEEDED if self.succeeded else FAILED
-        if self.state == ABANDONED:
-            return FAILED
-        return COMPLETE if self.complete_ms else RUNNING
+        match self.state:
+            case "finished":
+                return SUCCEEDED if self.succeeded else FAILED
+            case "abandoned":
+                return FAILED
+            case "open" | "committed":
+                return COMPLETE if self.complete_ms else RUNNING
+            case _:
+                assert_never(self.state)
 
 
-def callback_id(batch: Batch, kind: str) -> str:
+def callback_id(batch: Batch, kind: CallbackKind) -> str:
     """The id of a callback job: unique for ever, because the serial is."""
     return f"{CALLBACK_PREFIX}{batch.id}:{batch.serial:x}:{kind}"
 

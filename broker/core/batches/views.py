@@ -7,7 +7,7 @@ counts are always whole. Finished members are not listed: their outcomes
 are in the counts.
 """
 
-from leash.broker.core.batch_state import (
+from leash.broker.core.batches.state import (
     DEAD,
     DELETED,
     OPEN,

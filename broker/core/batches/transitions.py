@@ -9,12 +9,12 @@ because they belong to one record. Each function that can fire callbacks
 returns the callback jobs for apply to create (their memberships, if any,
 are already recorded here).
 
-Rules (batch_state.py has the words):
+Rules (state.py has the words):
 - A job joins a batch in the record that creates it, and leaves it when
   its member state becomes final: ``succeeded`` and ``deleted`` jobs are
   gone from the jobs table, ``dead`` ones are detached when the batch
   finishes. A job names a batch only while that batch is unfinished.
-- A batch is judged only once committed (``_settle``): complete fires the
+- A batch is judged only once committed (``_judge``): complete fires the
   first time no item is unrun, the batch finishes when no item is
   unfinished, and succeeds if nothing below failed. Death fires on the
   first death of a member, in the batch and in every ancestor (an open
@@ -24,13 +24,14 @@ Rules (batch_state.py has the words):
   waits for them (and they may add to it).
 - Abandoning, deleting or expiring a batch detaches what is still live —
   member jobs go on as ordinary jobs, child batches become top-level —
-  and settles the parent in the same record.
+  and judges the parent again in the same record.
 """
 
 import heapq
+from typing import TypeVar, assert_never
 
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import (
+from leash.broker.core.batches.state import (
     ABANDONED,
     COMMITTED,
     COMPLETE,
@@ -48,6 +49,9 @@ from leash.broker.core.batch_state import (
     UNFINISHED_CHILD,
     UNFINISHED_MEMBER,
     Batch,
+    BatchDeadline,
+    ChildState,
+    MemberState,
     callback_id,
 )
 from leash.broker.core.pushes import new_job
@@ -94,11 +98,11 @@ def commit(state: State, batch_id: str, at_ms: int) -> Callbacks:
     out: Callbacks = []
     if batch.died_ms:
         _fire(state, batch, DEATH, at_ms, out)
-    _settle(state, batch, at_ms, out)
+    _judge(state, batch, at_ms, out)
     return out
 
 
-def ended(state: State, job: Job, outcome: str, at_ms: int) -> Callbacks:
+def ended(state: State, job: Job, outcome: MemberState, at_ms: int) -> Callbacks:
     """A member's attempt failed (``retrying``), it died, succeeded, or was deleted."""
     assert job.batch is not None, job
     batch = state.batches[job.batch]
@@ -110,7 +114,7 @@ def ended(state: State, job: Job, outcome: str, at_ms: int) -> Callbacks:
     _set_member(batch, job.id, outcome)
     if outcome == DEAD:
         _death(state, batch, at_ms, out)
-    _settle(state, batch, at_ms, out)
+    _judge(state, batch, at_ms, out)
     return out
 
 
@@ -143,7 +147,7 @@ def abandon(state: State, batch_id: str, at_ms: int) -> Callbacks:
     out: Callbacks = []
     parent = _update_parent(state, batch)
     if parent is not None:
-        _settle(state, parent, at_ms, out)
+        _judge(state, parent, at_ms, out)
     return out
 
 
@@ -163,14 +167,14 @@ def remove(state: State, batch_id: str, at_ms: int) -> Callbacks:
         if was in UNFINISHED_CHILD:  # deleted never blocks its parent
             parent.child_tally[was] -= 1
             parent.child_tally[DELETED] += 1
-            _settle(state, parent, at_ms, out)
+            _judge(state, parent, at_ms, out)
     return out
 
 
 # --- judging ---------------------------------------------------------------
 
 
-def _settle(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
+def _judge(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
     """Judge a batch after a change to its items, then its parent, and so on up."""
     node: Batch | None = batch
     while node is not None and node.state == COMMITTED:
@@ -206,7 +210,7 @@ def _death(state: State, batch: Batch, at_ms: int, out: Callbacks) -> None:
         node = state.batches[node.parent] if node.parent is not None else None
 
 
-def _fire(state: State, batch: Batch, kind: str, at_ms: int, out: Callbacks) -> None:
+def _fire(state: State, batch: Batch, kind: R.CallbackKind, at_ms: int, out: Callbacks) -> None:
     """Enqueue the batch's callback of this kind, unless it has none or it fired."""
     spec = batch.callbacks.get(kind)
     if spec is None or kind in batch.fired:
@@ -251,15 +255,18 @@ def _unlink(state: State, job_id: str, batch_id: str) -> None:
         state.jobs.thaw(job_id).batch = None
 
 
-def _set_member(batch: Batch, job_id: str, member: str) -> None:
+def _set_member(batch: Batch, job_id: str, member: MemberState) -> None:
     _set(batch.members, batch.tally, job_id, member)
 
 
-def _set_child(batch: Batch, child_id: str, child: str) -> None:
+def _set_child(batch: Batch, child_id: str, child: ChildState) -> None:
     _set(batch.children, batch.child_tally, child_id, child)
 
 
-def _set(table: dict[str, str], tally: dict[str, int], key: str, value: str) -> None:
+Item = TypeVar("Item", MemberState, ChildState)
+
+
+def _set(table: dict[str, Item], tally: dict[Item, int], key: str, value: Item) -> None:
     was = table.get(key)
     if was is not None:
         tally[was] -= 1
@@ -267,9 +274,12 @@ def _set(table: dict[str, str], tally: dict[str, int], key: str, value: str) -> 
     tally[value] += 1
 
 
-def _timer(state: State, batch: Batch, kind: str, deadline_ms: int) -> None:
-    if kind == "open":
-        batch.open_deadline_ms = deadline_ms
-    else:
-        batch.expires_ms = deadline_ms
+def _timer(state: State, batch: Batch, kind: BatchDeadline, deadline_ms: int) -> None:
+    match kind:
+        case "open":
+            batch.open_deadline_ms = deadline_ms
+        case "expire":
+            batch.expires_ms = deadline_ms
+        case _:
+            assert_never(kind)
     heapq.heappush(state.batch_deadlines, (deadline_ms, batch.id, kind))

@@ -17,7 +17,7 @@ here is empty when the state is consistent. What is checked:
 
 from collections import Counter
 
-from leash.broker.core.batch_state import (
+from leash.broker.core.batches.state import (
     ABANDONED,
     CHILD_STATES,
     COMMITTED,
@@ -33,6 +33,7 @@ from leash.broker.core.batch_state import (
     UNFINISHED_CHILD,
     UNFINISHED_MEMBER,
     Batch,
+    BatchDeadline,
     callback_id,
 )
 from leash.broker.core.state import DEAD as JOB_DEAD
@@ -93,7 +94,7 @@ def _links(state: State, batch: Batch) -> list[str]:
     return problems
 
 
-def _timers(timers: set[tuple[int, str, str]], batch: Batch) -> list[str]:
+def _timers(timers: set[tuple[int, str, BatchDeadline]], batch: Batch) -> list[str]:
     problems = []
     if (batch.expires_ms, batch.id, "expire") not in timers:
         problems.append(f"batch {batch.id} has no expiry timer")

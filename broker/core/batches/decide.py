@@ -15,9 +15,11 @@ Rules:
   finished one, changes nothing; of an abandoned one, is refused.
 """
 
+from typing import assert_never
+
 from leash.broker.core import records as R
-from leash.broker.core.batch_state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
-from leash.broker.core.batch_views import batch_view
+from leash.broker.core.batches.state import ABANDONED, CALLBACK_KINDS, COMMITTED, OPEN, Batch
+from leash.broker.core.batches.views import batch_view
 from leash.broker.core.common import Rejected
 from leash.broker.core.pushes import check_target, push_specs
 from leash.broker.core.state import State
@@ -103,10 +105,22 @@ def _check_parent(state: State, parent_id: str, lease: M.LeaseRef | None) -> Non
         raise Rejected(ErrorCode.BAD_REQUEST, message, "$.parent")
 
 
+def _callback(callbacks: M.BatchCallbacks, kind: R.CallbackKind) -> M.JobSpec | None:
+    match kind:
+        case "success":
+            return callbacks.success
+        case "complete":
+            return callbacks.complete
+        case "death":
+            return callbacks.death
+        case _:
+            assert_never(kind)
+
+
 def _callbacks(callbacks: M.BatchCallbacks, now_ms: int) -> list[R.CallbackSpec]:
     specs: list[R.CallbackSpec] = []
     for kind in CALLBACK_KINDS:
-        spec: M.JobSpec | None = getattr(callbacks, kind)
+        spec = _callback(callbacks, kind)
         if spec is None:
             continue
         path = f"$.callbacks.{kind}"
