@@ -12,6 +12,7 @@ from leash.broker.server.limits import Limits
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
+from leash.protocol.frames import encode_frame
 from tests.shell_rig import Peer, shell
 
 
@@ -175,3 +176,69 @@ def test_a_connection_that_does_not_finish_its_handshake_in_time_is_closed() -> 
     (error,) = silent.read()
     assert isinstance(error, M.Error) and error.code == ErrorCode.HANDSHAKE_TIMEOUT
     assert rig.broker.guard.unauthenticated == 0
+
+
+def test_a_held_fetch_gets_every_job_of_a_pipelined_burst_and_keeps_its_turn() -> None:
+    """Pushes that arrive in one read are served to a held fetch together,
+    and a fetch read after them in that same read does not take them first."""
+    rig = shell()
+    waiting, other = rig.peer("waiting"), rig.peer("other")
+    fetch(waiting, count=10, wait_ms=10_000)
+    rig.settle()
+    burst = [M.Push(rid=other.rid(), job=M.JobSpec(type=f"j{n}", queue="q")) for n in range(5)]
+    late = M.Fetch(rid=other.rid(), queues=["q"], count=10)
+    frames = [encode_frame(M.encoder.encode(message)) for message in [*burst, late]]
+    other.connection.data_received(b"".join(frames))
+    rig.settle()
+    replies = other.read()
+    assert [type(reply) for reply in replies] == [M.Pushed] * 5 + [M.Jobs]
+    assert replies[-1].jobs == []  # the held fetch came first
+    assert jobs_in(waiting.read()) == [f"j{n}" for n in range(5)]
+
+
+def test_a_held_fetch_of_a_quiet_process_does_not_block_the_waiters_behind_it() -> None:
+    rig = shell()
+    quiet, busy, producer = rig.peer("quiet-one"), rig.peer("busy-one"), rig.peer("operator")
+    admin = AdminPeer()
+    control = A.Control(rid=1, worker_id="quiet-one", state="quiet")
+    rig.broker.handle_admin(admin, control)  # type: ignore[arg-type]
+    rig.settle()
+    fetch(quiet, wait_ms=3_000)
+    rig.advance(0.2)
+    fetch(busy, wait_ms=3_000)
+    rig.advance(0.2)
+    push(producer, "t")
+    rig.settle()
+    assert jobs_in(busy.read()) == ["t"]
+    assert quiet.read() == []
+    rig.advance(2.59)
+    assert quiet.read() == []
+    rig.advance(0.02)
+    (nothing,) = quiet.read()
+    assert isinstance(nothing, M.Jobs) and nothing.jobs == []
+
+
+def test_a_kept_result_expires_at_its_time_on_the_tick_timer() -> None:
+    rig = shell()
+    client = rig.peer("c")
+    push(client, "t", keep_result_ms=1_000)
+    fetch(client)
+    rig.settle()
+    pushed, jobs = client.read()
+    (job,) = jobs.jobs
+    client.send(M.Ack(rid=client.rid(), id=job.id, token=job.token, result=b"\x2a"))
+    rig.settle()
+    client.read()
+
+    def result() -> Any:
+        client.send(M.GetResult(rid=client.rid(), id=pushed.id))
+        rig.settle()
+        (reply,) = client.read()
+        return reply
+
+    assert result().value == b"\x2a"
+    rig.advance(0.99)
+    assert result().value == b"\x2a"
+    rig.advance(0.02)
+    gone = result()
+    assert isinstance(gone, M.Error) and gone.code == ErrorCode.NOT_FOUND, gone
