@@ -12,7 +12,8 @@ no push is acknowledged twice with one id and no job is acked twice;
 acked). At the end: the journal written, replayed, gives the same state
 (when it did not fail), and what survives a crash (a power loss under
 ``always``) holds every acknowledged push. A failure names its seed:
-rerun one with ``LEASH_SHELL_SEED=<seed>``.
+rerun one with ``LEASH_SHELL_SEED=<seed>``, or without pytest:
+``python -m tests.property.test_shell_sim <policy> <seed>``.
 """
 
 import os
@@ -233,3 +234,12 @@ def test_the_shell_keeps_its_promises_in_thousands_of_seeded_runs(
     for seed in seeds:
         wrong = run_seed(mode, seed)
         assert not wrong, f"seed={seed} ({mode}): {wrong[:5]}"
+
+
+if __name__ == "__main__":  # python -m tests.property.test_shell_sim <policy> <seed>
+    import sys
+
+    reading.on_own_stack = lambda read: read()
+    found = run_seed(sys.argv[1], int(sys.argv[2]))
+    print("\n".join(found) or "ok")
+    sys.exit(1 if found else 0)
