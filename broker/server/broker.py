@@ -115,7 +115,7 @@ class Broker:
         self.admin_connections = 0
         self.started_ms = clock_ms()
         self.totals = Totals(self.started_ms)
-        self.refusals = RefusalLog(log)
+        self.refusals = RefusalLog(log, clock_s=scheduler.now)
         self.guard = Guard(config.limits, self.connections, self.refusals, scheduler)
         self.ledger = Ledger(state, self.committer, journal, self.totals, clock_ms)
         self.longpoll = LongPoll(state, self.ledger, scheduler, clock_ms)
