@@ -33,7 +33,7 @@ from leash.protocol.errors import ErrorCode
 from tests.commit_rig import DIRECTORY
 from tests.shell_rig import Peer, Shell, shell
 
-SEEDS_PER_POLICY = int(os.environ.get("LEASH_SHELL_SEEDS", "700"))
+SEEDS_PER_POLICY = int(os.environ.get("LEASH_SHELL_SEEDS", "500"))
 STEPS_PER_SEED = 80
 SEGMENT_BYTES = 4096  # small: rotations happen in many runs
 SLOW_S = 2 * group_commit.INLINE_FSYNC_MAX_S
@@ -205,19 +205,21 @@ def run_seed(mode: str, seed: int) -> list[str]:
     rng = random.Random(seed)
     rig = shell(mode, limits=LIMITS, core_config=CORE, segment_bytes=SEGMENT_BYTES)
     sim = Sim(rig, rng, mode == "always")
-    step = -1
+    where = "start"
     try:
         sim.producers = [sim.connect(f"p{n}") for n in range(2)]
         for step in range(STEPS_PER_SEED):
+            where = f"step {step}"
             sim.step()
             sim.check(walk=step % CHECK_EVERY_STEPS == 0)
             if sim.wrong:
-                return [f"step {step}: {wrong}" for wrong in sim.wrong]
+                return [f"{where}: {wrong}" for wrong in sim.wrong]
+        where = "the end"
         sim.finish()
         sim.check(walk=True)
     except Exception as error:  # a broken assert in the shell, a journal that does not replay
-        return [f"step {step}: {type(error).__name__}: {error}"]
-    return sim.wrong
+        return [f"{where}: {type(error).__name__}: {error}"]
+    return [f"{where}: {wrong}" for wrong in sim.wrong]
 
 
 @pytest.mark.parametrize("mode", ["always", "interval:20", "never"])
