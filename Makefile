@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 NODE_STAMP := tests/faktory/node_modules/.installed
 
-.PHONY: run test test-fast check lint typecheck fault-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick screenshot clean faktory-clients
+.PHONY: run test test-fast check lint typecheck fault-heavy sim-heavy limits-heavy memory-heavy recovery-heavy bench bench-quick screenshot clean faktory-clients
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -43,6 +43,10 @@ $(NODE_STAMP): tests/faktory/package.json
 
 fault-heavy: $(STAMP)  ## kill -9 under load, 200 cycles per fsync policy (about 8 minutes)
 	LEASH_KILL9_CYCLES=200 $(PY) -m pytest -q -s --timeout 1800 tests/fault/test_kill9.py
+
+sim-heavy: $(STAMP)  ## the seeded simulations of the group committer and the whole shell, 10 000 seeds a policy
+	LEASH_SIM_SEEDS=10000 LEASH_SHELL_SEEDS=10000 $(PY) -m pytest -q -s -p no:randomly --timeout 3600 \
+		tests/property/test_group_commit_sim.py tests/property/test_shell_sim.py
 
 limits-heavy: $(STAMP)  ## 10 000 idle connections on one broker: memory per connection, the limit
 	LEASH_IDLE_CONNECTIONS=10000 $(PY) -m pytest -q -s -p no:randomly \

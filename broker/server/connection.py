@@ -187,7 +187,7 @@ class Connection(asyncio.Protocol):
                 return
 
     def pause_writing(self) -> None:
-        self.write_paused_s = self.broker.loop.time()
+        self.write_paused_s = self.broker.scheduler.now()
         self._pause(PAUSED_FOR_WRITES)
 
     def resume_writing(self) -> None:
@@ -290,7 +290,7 @@ class Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.paused |= PAUSED_CLOSED
-            self.closed_s = self.broker.loop.time()
+            self.closed_s = self.broker.scheduler.now()
 
     # --- pausing ----------------------------------------------------------------
 
@@ -306,7 +306,7 @@ class Connection(asyncio.Protocol):
             # Not from inside the callback that answered a request: the broker
             # may be in the middle of serving waiters.
             self._continuing = True
-            self.broker.loop.call_soon(self._continue)
+            self.broker.scheduler.call_soon(self._continue)
 
     def _continue(self) -> None:
         self._continuing = False

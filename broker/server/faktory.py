@@ -247,7 +247,7 @@ class FaktoryFront:
                 broker.commit(done.records)
             changed += done.changed
             if done.next is not None:
-                broker.loop.call_soon(run, done.next)
+                broker.scheduler.call_soon(run, done.next)
                 return
             log.info("%s from %s: %d jobs and batches changed", verb, connection.peer, changed)
             broker.reply(connection, M.Ok(0))

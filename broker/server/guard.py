@@ -27,9 +27,9 @@ A closed connection whose last frame cannot be flushed (its peer reads
 nothing) is aborted after ``CLOSE_LINGER_S``.
 """
 
-import asyncio
 from typing import TYPE_CHECKING
 
+from leash.broker.journal.scheduler import Scheduler, Timer
 from leash.broker.server.limits import Limits, RefusalLog, source_address
 from leash.protocol.errors import ErrorCode
 
@@ -54,19 +54,25 @@ def sweep_period_s(limits: Limits) -> float:
 
 class Guard:
     def __init__(
-        self, limits: Limits, connections: "set[Connection]", refusals: RefusalLog
+        self,
+        limits: Limits,
+        connections: "set[Connection]",
+        refusals: RefusalLog,
+        scheduler: Scheduler,
     ) -> None:
+        """``scheduler``: the sweep's timer and the monotonic clock every
+        deadline is read on (the connections' marks are on it too)."""
         self.limits = limits
         self.connections = connections
         self.refusals = refusals
-        self.loop = asyncio.get_running_loop()
+        self.scheduler = scheduler
         self.unauthenticated = 0
         self.unauthenticated_from: dict[str, int] = {}  # by source address; none at 0
         self.period_s = sweep_period_s(limits)
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Timer | None = None
 
     def start(self) -> None:
-        self._timer = self.loop.call_later(self.period_s, self._sweep)
+        self._timer = self.scheduler.call_later(self.period_s, self._sweep)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -93,7 +99,7 @@ class Guard:
                 "connections that have not finished their handshake"
             )
         else:
-            now_s = self.loop.time()
+            now_s = self.scheduler.now()
             self.connections.add(connection)
             self.unauthenticated += 1
             self.unauthenticated_from[source] = pending + 1
@@ -127,11 +133,11 @@ class Guard:
     # --- deadlines ----------------------------------------------------------
 
     def _sweep(self) -> None:
-        now_s = self.loop.time()
+        now_s = self.scheduler.now()
         for connection in list(self.connections):
             self.check(connection, now_s)
         self.refusals.flush()
-        self._timer = self.loop.call_later(self.period_s, self._sweep)
+        self._timer = self.scheduler.call_later(self.period_s, self._sweep)
 
     def check(self, connection: "Connection", now_s: float) -> None:
         """Close ``connection`` if it is past one of its deadlines at ``now_s``."""

@@ -5,16 +5,16 @@ journalled. Waiters are served in arrival order per queue. Removal is exact,
 not lazy: a waiter served, expired or whose connection closed leaves no
 entry behind (``problems`` checks it)."""
 
-import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from leash.broker.journal.scheduler import Timer
 from leash.protocol import faktory as F
 from leash.protocol import messages as M
 
 if TYPE_CHECKING:
-    from leash.broker.server.broker import Decide
     from leash.broker.server.connection import Connection
+    from leash.broker.server.pipeline import Decide
 
 Fetch = M.Fetch | F.Fetch
 
@@ -26,7 +26,7 @@ class Waiter:
         self.connection = connection
         self.request = request  # a fetch of either protocol: it has its queues
         self.decide = decide  # the core's decision for its protocol
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Timer | None = None
 
 
 class ResultWaiter:
@@ -38,7 +38,7 @@ class ResultWaiter:
     def __init__(self, connection: "Connection", request: M.GetResult) -> None:
         self.connection = connection
         self.request = request
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: Timer | None = None
 
 
 class Waiters:

@@ -13,7 +13,7 @@ import time
 import msgspec
 import pytest
 
-from leash.client import AsyncClient, Client, job_spec
+from leash.client import AsyncClient, Client
 from leash.client._exceptions import BadRequest, NotFound, StaleLease
 from leash.protocol import PROTOCOL_VERSION
 from leash.protocol import messages as M
@@ -127,57 +127,6 @@ def test_a_long_poll_is_answered_when_a_job_arrives_while_later_requests_go_on(
             job = await asyncio.wait_for(waiting, 5)
             assert job is not None and job.type == "job"
             assert time.monotonic() - started < 2.0
-
-    asyncio.run(scenario())
-
-
-def test_long_poll_waiters_are_served_in_arrival_order(broker: BrokerProcess) -> None:
-    results: dict[int, str] = {}
-    clients = [connect(broker) for _ in range(3)]
-
-    def wait(index: int) -> None:
-        job = clients[index].fetch("fifo", wait_ms=10_000)
-        results[index] = job.type if job else "none"
-
-    threads = []
-    for index in range(3):
-        thread = threading.Thread(target=wait, args=(index,))
-        thread.start()
-        threads.append(thread)
-        time.sleep(0.1)  # arrival order is the thing under test
-    with connect(broker) as producer:
-        for name in ("first", "second", "third"):
-            producer.push(name, queue="fifo")
-    for thread in threads:
-        thread.join(10)
-    assert results == {0: "first", 1: "second", 2: "third"}
-    for client in clients:
-        client.close()
-
-
-def test_a_held_fetch_gets_every_job_of_a_pipelined_burst_and_keeps_its_turn(
-    broker: BrokerProcess,
-) -> None:
-    """Pushes that arrive in one write are served to a held fetch together, and
-    a fetch sent after them in that same write does not take them first."""
-
-    async def scenario() -> None:
-        async with (
-            await AsyncClient.connect("127.0.0.1", broker.port) as waiting,
-            await AsyncClient.connect("127.0.0.1", broker.port) as other,
-        ):
-            held = asyncio.ensure_future(waiting.fetch_many("burst", 10, wait_ms=10_000))
-            await asyncio.sleep(0.1)
-            assert not held.done()
-            core = other._core
-            calls = [core.push(job_spec(f"j{n}", queue="burst")) for n in range(5)]
-            calls.append(core.fetch("burst", 10, 0))  # after the pushes, in the same write
-            *pushed, late = await other._together(calls)
-            for reply in pushed:
-                await reply
-            assert await late == []  # the held fetch came first
-            jobs = await asyncio.wait_for(held, 5)
-            assert [job.type for job in jobs] == [f"j{n}" for n in range(5)]
 
     asyncio.run(scenario())
 

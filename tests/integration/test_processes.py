@@ -457,37 +457,3 @@ def gone(client: Client, job_id: str) -> bool:
     except NotFound:
         return True
     return view.finished_ms is not None  # in the history of finished jobs
-
-
-def test_a_held_fetch_of_a_quiet_process_does_not_block_the_waiters_behind_it(
-    tmp_path: "os.PathLike[str]",
-) -> None:
-    broker = BrokerProcess(os.path.join(tmp_path, "data")).start()
-    try:
-        with (
-            Client("127.0.0.1", broker.port, worker_id="quiet-one") as quiet,
-            Client("127.0.0.1", broker.port, worker_id="busy-one") as busy,
-            Client("127.0.0.1", broker.port, worker_id="operator") as operator,
-            broker.admin() as admin,
-        ):
-            admin.control("quiet-one", "quiet")
-            results: dict[str, object] = {}
-            first = threading.Thread(
-                target=lambda: results.setdefault("quiet", quiet.fetch("q", wait_ms=3000))
-            )
-            first.start()
-            time.sleep(0.2)  # arrival order is the thing under test
-            second = threading.Thread(
-                target=lambda: results.setdefault("busy", busy.fetch("q", wait_ms=3000))
-            )
-            second.start()
-            time.sleep(0.2)
-            started = time.monotonic()
-            operator.push("t", queue="q")
-            second.join(5)
-            assert results.get("busy") is not None, results
-            assert time.monotonic() - started < 1.0
-            first.join(5)
-            assert results["quiet"] is None
-    finally:
-        broker.kill()

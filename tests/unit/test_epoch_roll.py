@@ -142,7 +142,7 @@ async def test_the_broker_syncs_a_roll_before_the_reply_that_follows_it(
     directory, disk, peer = str(tmp_path), EventDisk(), Peer()
     async with broker_on(directory, disk, mode) as broker:
         state = broker.state
-        broker._commit(core.touch(state, "w", INFO, broker.clock_ms(), hello=True))
+        broker.ledger.commit(core.touch(state, "w", INFO, broker.clock_ms(), hello=True))
         for rid in range(1, 4):  # each push takes a number; the third one rolls first
             before = len(disk.events)
             job = M.JobSpec(type="t", queue="q")

@@ -19,6 +19,7 @@ from leash.protocol import auth as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import FrameDecoder
+from tests.virtual_time import VirtualClock
 
 # --- defaults: the numbers the issue states ---------------------------------------
 
@@ -181,7 +182,7 @@ LIMITS = Limits(handshake_timeout_ms=2_000, frame_timeout_ms=3_000, idle_timeout
 
 @pytest.fixture
 async def guard() -> Guard:
-    return Guard(LIMITS, set(), RefusalLog(logging.getLogger("t")))
+    return Guard(LIMITS, set(), RefusalLog(logging.getLogger("t")), VirtualClock())
 
 
 def check(guard: Guard, peer: Peer, now_s: float) -> None:
@@ -280,7 +281,7 @@ async def test_a_closed_connection_that_cannot_flush_is_aborted(guard: Guard) ->
 async def test_admission_counts_and_refuses_beyond_the_limits() -> None:
     limits = Limits(max_connections=3, max_unauthenticated=2)
     connections: set[Any] = set()
-    guard = Guard(limits, connections, RefusalLog(logging.getLogger("t")))
+    guard = Guard(limits, connections, RefusalLog(logging.getLogger("t")), VirtualClock())
     peers = [Peer(greeted=False) for _ in range(4)]
     for peer in peers:
         peer.admitted = False  # type: ignore[attr-defined]
@@ -296,7 +297,7 @@ async def test_admission_counts_and_refuses_beyond_the_limits() -> None:
 
 async def test_one_address_takes_at_most_its_share_of_the_places_before_the_handshake() -> None:
     limits = Limits(max_unauthenticated=5, max_unauthenticated_per_address=2)
-    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")), VirtualClock())
 
     def admitted(*hosts: str) -> list[bool]:
         return [guard.admit(Peer(greeted=False, host=host)) for host in hosts]  # type: ignore[arg-type]
@@ -311,7 +312,7 @@ async def test_one_address_takes_at_most_its_share_of_the_places_before_the_hand
 
 async def test_a_welcome_or_a_close_gives_the_address_its_place_back() -> None:
     limits = Limits(max_unauthenticated_per_address=1)
-    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")))
+    guard = Guard(limits, set(), RefusalLog(logging.getLogger("t")), VirtualClock())
     first, second = Peer(greeted=False, host="10.0.0.9"), Peer(greeted=False, host="10.0.0.9")
     assert guard.admit(first)  # type: ignore[arg-type]
     assert not guard.admit(second)  # type: ignore[arg-type]
