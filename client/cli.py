@@ -114,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _exec_web(args)
         parser = _parser()
         argcomplete.autocomplete(parser)
-        options = parser.parse_args(args)
+        try:
+            options = parser.parse_args(args)
+        except SystemExit as stop:  # --help, --version or a usage error: argparse exits
+            return _exit_status(stop)
         code: int = options.run(options)
         sys.stdout.flush()
         return code
@@ -125,6 +128,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _exit_status(stop: SystemExit) -> int:
+    """The status a ``SystemExit`` stands for, as the interpreter would exit with it."""
+    match stop.code:
+        case None:
+            return 0
+        case int(code):
+            return code
+        case message:
+            print(message, file=sys.stderr)
+            return 1
 
 
 def _parser() -> argparse.ArgumentParser:
