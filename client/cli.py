@@ -76,7 +76,7 @@ from leash.protocol.messages import JobSpec
 from ._admin_cli import add_commands as add_admin_commands
 from ._args import seconds, whole
 from ._env import URL, Options, endpoint
-from ._exceptions import LeashError
+from ._exceptions import CliError, LeashError
 from ._handlers import registry
 from ._joblog import JOB_LOGS
 from ._signals import STOP_SIGNALS
@@ -94,10 +94,6 @@ SHELLS = ("bash", "zsh")
 CONCURRENCY_MAX = 100_000
 GRACE_MAX_S = 24 * 3600.0
 PORT_MAX = 65535
-
-
-class CliError(Exception):
-    """A user error, reported as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except BrokenPipeError:
         return quiet_broken_pipe()
-    except (CliError, LeashError, OSError, ValueError) as exc:
+    except (LeashError, OSError, ValueError) as exc:
         print(f"leash: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
