@@ -241,6 +241,15 @@ def test_sigterm_again_and_again_while_the_worker_stops_never_kills_it(
     assert worker.returncode == 0, f"exit {worker.returncode} after {sent} SIGTERMs"
 
 
+def test_keygen_needs_no_broker_code() -> None:
+    """The client package never imports broker; keygen runs in a process without it."""
+    code = "import sys; from leash.client.cli import main; main(['keygen'])"
+    code += "; sys.exit('leash.broker' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "[[keys]]" in done.stdout
+
+
 def test_the_range_checked_types_say_the_range() -> None:
     from leash.client._args import seconds, whole
 
