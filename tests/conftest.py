@@ -14,6 +14,7 @@ from leash.client import _env
 from leash.client._admin_cli import ENV_DATA_DIR, ENV_SOCKET
 from tests.tier import FAST, FAST_PROFILE, FAST_SHARE
 
+# make test-fast: a quarter of each randomized test's examples (tests/tier.py)
 settings.register_profile(FAST_PROFILE, max_examples=settings().max_examples // FAST_SHARE)
 if FAST:
     settings.load_profile(FAST_PROFILE)
