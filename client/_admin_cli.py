@@ -23,9 +23,16 @@ from leash.protocol import limits
 
 from . import _admin_runs as R
 from ._admin_format import plain
-from ._admin_runs import Run, UsageError
+from ._admin_runs import Run
 from ._args import rate, seconds, whole
-from ._exceptions import ConnectFailed, ConnectionLost, NotFound, PermissionDenied, ServerError
+from ._exceptions import (
+    ConnectFailed,
+    ConnectionLost,
+    NotFound,
+    PermissionDenied,
+    ServerError,
+    UsageError,
+)
 from ._schedule_cli import add_schedule_commands
 from .admin import DEFAULT_DATA_DIR, SOCKET_FILE, AdminClient
 

@@ -28,7 +28,7 @@ from ._admin_format import (
     progress_text,
     when,
 )
-from ._exceptions import NotFound
+from ._exceptions import NotFound, UsageError
 from .admin import AdminClient
 
 Run = Callable[[AdminClient, argparse.Namespace], Any]
@@ -36,10 +36,6 @@ Run = Callable[[AdminClient, argparse.Namespace], Any]
 # loop, so other clients wait at most that long; requests are paced
 # (AdminClient: a pause as long as the last one took; bench/dashboard_load.py).
 BULK_CHUNK = 100
-
-
-class UsageError(Exception):
-    """Options that do not go together."""
 
 
 # --- views -------------------------------------------------------------------

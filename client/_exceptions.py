@@ -10,6 +10,8 @@ The tree::
     ├── ResultNotReady              result: the job has not finished (also a TimeoutError)
     ├── ProtocolViolation           the broker sent bytes we cannot decode
     ├── BrokerNotVerified           the broker could not prove it holds our key (not ours?)
+    ├── CliError                    the leash command: a mistake of its user, one line (exit 1)
+    │   └── UsageError              an operator command's options that do not go together (exit 2)
     └── ServerError                 the broker answered with an error reply: code, message, path
         ├── BadRequest              bad_request: a field has the wrong type or is out of bounds
         ├── UnknownOp               unknown_op: the broker does not know the request
@@ -39,6 +41,13 @@ raised as ``ServerError`` itself, with the code as a plain string.
 ``UnsupportedArgType`` (``leash.protocol.argtypes``) is not in the tree: it
 is a ``TypeError``, a mistake in the caller's args (a type that would not
 come back as itself), raised before anything is sent.
+Mistakes in a call's own arguments (a concurrency of 0, a bad URL, a
+handler registered twice) are ``ValueError`` or ``TypeError``, raised at
+once, as the standard library does: the caller's bug, not a condition to
+handle. ``Retry``, ``Discard`` and ``Snooze`` (``leash.client._control``)
+are not in the tree either: a handler raises them to steer its job and the
+worker catches them; the client never raises them, and a handler's ``except
+LeashError`` around its own client calls must not swallow them.
 ``TooLarge`` is also raised locally, before sending, for a request over the
 broker's frame limit: sending it would make the broker close the connection.
 """
@@ -49,6 +58,14 @@ from leash.protocol.messages import Error, ErrorInfo
 
 class LeashError(Exception):
     """Base of every exception the client raises on purpose."""
+
+
+class CliError(LeashError):
+    """A user error of the ``leash`` command, reported as one line."""
+
+
+class UsageError(CliError):
+    """Options of an operator command that do not go together."""
 
 
 class ConnectionLost(LeashError, ConnectionError):

@@ -12,8 +12,9 @@ import msgspec
 from leash.protocol import limits
 
 from ._admin_format import Table, duration, when
-from ._admin_runs import Run, UsageError
+from ._admin_runs import Run
 from ._args import whole
+from ._exceptions import UsageError
 from .admin import AdminClient
 
 Command = Callable[["argparse._SubParsersAction[Any]", str, str, Run], argparse.ArgumentParser]

@@ -6,11 +6,18 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from leash.broker.settings import SETTINGS
 from leash.broker.sources import CONFIG_ENV
 from leash.client import _env
 from leash.client._admin_cli import ENV_DATA_DIR, ENV_SOCKET
+from tests.tier import FAST, FAST_PROFILE, FAST_SHARE
+
+# make test-fast: a quarter of each randomized test's examples (tests/tier.py)
+settings.register_profile(FAST_PROFILE, max_examples=settings().max_examples // FAST_SHARE)
+if FAST:
+    settings.load_profile(FAST_PROFILE)
 
 SETTING_VARIABLES = {setting.env for setting in SETTINGS} | {CONFIG_ENV, ENV_DATA_DIR, ENV_SOCKET}
 SETTING_VARIABLES |= {

@@ -191,7 +191,8 @@ def test_kill_9_under_load_loses_nothing_acknowledged(
     worker_log = logging.getLogger("leash.worker")
     acked_by_runner = AckedByRunner(ledger)
     worker_log.addHandler(acked_by_runner)
-    level, worker_log.level = worker_log.level, logging.DEBUG
+    level = worker_log.level
+    worker_log.setLevel(logging.DEBUG)  # not .level =: that keeps a cached "not enabled"
     try:
         killed_starting, torn = _cycles(policy, seed, rng, data, ledger)
     finally:

@@ -1,13 +1,26 @@
-"""A tiny in-memory broker that speaks the wire protocol, for client tests.
+"""A broker for client tests: the broker's own core behind a small server
+that a test drives and breaks.
 
 It runs its own event loop in a thread on 127.0.0.1 (port 0), so both the
-blocking and the async client can talk to it from a test. It knows just
-enough job semantics to exercise the clients: push, fetch (with a held
-long-poll), ack/fail/extend/progress/release with token checks, get_job, and beat,
-which answers the state a test sets with ``set_process_state`` (a process
-that is not ``ok`` is handed no jobs). Everything it receives is recorded; tests wait
-on it with ``wait_for``. Not a model of the real broker: no persistence, no
-retries, no expiry, no process deaths.
+blocking and the async client can talk to it from a test. Every request
+after the hello is decided and applied by the real pure core
+(``leash.broker.core``: ``decide``, then ``apply`` of its records on a
+``State``, with the time passed in), as the broker's shell does it: a sign
+of life registers the process, a fetch that finds nothing is held until a
+job arrives or its wait ends, the last connection of a process closing
+detaches it. So the jobs, leases, tokens, errors and process states a
+client sees are the broker's, and cannot drift from them; the state's
+invariants are checked after every change.
+
+What the fake writes itself is the shell a client meets and the faults a
+test injects: the reply to the hello (``hello_reply``, a refusal), a frame
+limit, a heartbeat period, push replies lost with their connection
+(``lose_push_replies``), connections cut (``drop_connections``), a process
+state an operator sets (``set_process_state``), and a lease another worker
+took (``steal_lease``). Not the broker: no journal, no authentication, and
+no timers. Its clock stands still at ``CLOCK_MS`` (so leases do not expire
+and processes do not die while a test runs; deadlines are exact numbers).
+Everything it receives is recorded; tests wait on it with ``wait_for``.
 """
 
 import asyncio
@@ -20,7 +33,11 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from leash.broker import core
+from leash.broker.core import records as R
+from leash.broker.core.timelimit import granted_ms
 from leash.protocol import PROTOCOL_VERSION
+from leash.protocol import admin as A
 from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import FrameDecoder, encode_frame
 from leash.protocol.limits import FRAME_MAX_BYTES
@@ -30,28 +47,20 @@ from leash.protocol.messages import (
     AckMany,
     BadRequest,
     Beat,
-    Delivery,
     Error,
     Extend,
-    Extended,
     Fail,
     Failed,
     Fetch,
-    GetJob,
     Hello,
-    ItemResult,
-    JobInfo,
     Jobs,
     JobSpec,
     JobView,
     Ok,
     ProcessState,
-    Progress,
     Push,
     Pushed,
-    PushedMany,
     PushMany,
-    PushResult,
     Release,
     Reply,
     Request,
@@ -62,14 +71,10 @@ from leash.protocol.messages import (
 
 T = TypeVar("T")
 WAIT_S = 10.0  # the longest any test waits for the fake to see something
-
-
-@dataclass
-class FakeJob:
-    spec: JobSpec
-    token: int | None = None  # set while leased
-    state: str = "ready"
-    owner: str | None = None  # the worker id that leased it
+CLOCK_MS = 1_000_000  # the fake's time: it stands still
+EPOCH = 7  # the epoch the fake's core was booted into (as after six restarts)
+THIEF = "fake-thief"  # the worker id of the process steal_lease hands a lease to
+SERVER_NAME = "fake/0"
 
 
 @dataclass
@@ -89,6 +94,26 @@ class Seen:
     def fetches(self) -> int:
         return sum(isinstance(r, Fetch) for r in self.requests)
 
+    def released_first(self, job_id: str) -> bool:
+        """The first release was of ``job_id``, and every other one too: a
+        worker's fetch still held while it stops is handed the job it has
+        just released, and the worker releases that again, as the broker's."""
+        return self.released[:1] == [job_id] and set(self.released) == {job_id}
+
+    def note(self, request: Request, reply: Reply) -> None:
+        """What the core's reply says was done (only what was)."""
+        match request, reply:
+            case Ack(id=job_id), Ok():
+                self.acked.append(job_id)
+            case AckMany(), AckedMany(results=items):
+                self.acked += [item.id for item in items if item.code is None]
+            case Fail(), Failed():
+                self.failed.append(request)
+            case Release(id=job_id), Ok():
+                self.released.append(job_id)
+            case Beat(), ProcessState(state=state):
+                self.beats.append((time.monotonic(), state))
+
 
 class FakeBroker:
     def __init__(
@@ -103,12 +128,15 @@ class FakeBroker:
         # Pushes applied whose reply is lost: the connection is cut instead
         self.lose_push_replies = lose_push_replies
         self.max_frame_bytes = max_frame_bytes
-        self.heartbeat_ms = heartbeat_ms  # None: the Welcome's default
-        self.process_states: dict[str, str] = {}  # by worker id, once it said hello
+        config = core.CoreConfig()
+        if heartbeat_ms is not None:
+            config = msgspec.structs.replace(config, heartbeat_ms=heartbeat_ms)
+        self.state = core.State(config)
+        core.apply(self.state, R.Booted(epoch=EPOCH, at_ms=CLOCK_MS))
         self.seen = Seen()
-        self.jobs: dict[str, FakeJob] = {}
         self.port = 0
-        self._tokens = itertools.count(1000)
+        self._ids = itertools.count(1000)
+        self._attached: dict[str, int] = {}  # connections of each process
         self._changed = threading.Condition()
         self._fetch_waiters: list[asyncio.Event] = []
         self._writers: set[asyncio.StreamWriter] = set()
@@ -136,22 +164,46 @@ class FakeBroker:
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(WAIT_S)
 
+    @property
+    def jobs(self) -> dict[str, JobView]:
+        """The jobs the core holds (acked ones are gone), as get_job shows them."""
+        return {job_id: core.job_view(job) for job_id, job in self.state.jobs.items()}
+
     def add_job(self, type: str, args: bytes = b"\x90", **options: Any) -> str:
-        spec = JobSpec(type=type, args=msgspec.Raw(args), id=f"job-{next(self._tokens)}", **options)
+        """Push a job as a producer would; its id."""
+        spec = JobSpec(type=type, args=msgspec.Raw(args), id=f"job-{next(self._ids)}", **options)
 
         async def add() -> str:
-            self._store(spec)
-            return spec.id or ""
+            reply = self._decide(Push(rid=0, job=spec), "")
+            assert isinstance(reply, Pushed), reply
+            return reply.id
 
         return self.call(add)
 
-    def set_process_state(self, worker_id: str, state: str) -> None:
-        """What beat answers to ``worker_id`` from now on."""
+    def set_process_state(self, worker_id: str, state: A.ProcessControl) -> None:
+        """What beat answers to ``worker_id`` from now on: an operator's control."""
 
-        async def set_state() -> None:
-            self.process_states[worker_id] = state
+        async def control() -> None:
+            outcome = core.decide_admin(self.state, A.Control(0, worker_id, state), CLOCK_MS)
+            assert not isinstance(outcome.reply, Error), outcome.reply
+            self._commit(outcome.records)
 
-        self.call(set_state)
+        self.call(control)
+
+    def steal_lease(self, job_id: str) -> None:
+        """Another worker holds the job now (its lease was released and the
+        job leased again, to THIEF): the old token is stale."""
+
+        async def steal() -> None:
+            job = self.state.jobs[job_id]
+            assert job.token is not None, f"{job_id} is not leased"
+            info = R.ProcessInfo("fake-host", 1, [], 1, "fake")
+            self._commit(core.touch(self.state, THIEF, info, CLOCK_MS, hello=True))
+            self._commit([R.LeaseReleased(job_id, job.token, CLOCK_MS)])
+            grant = R.Grant(job_id, self.state.next_token(), granted_ms(job, CLOCK_MS))
+            self._commit([R.JobsLeased(THIEF, [grant], self.state.counter + 1, CLOCK_MS)])
+
+        self.call(steal)
 
     def beats_after(self, state: str) -> int:
         """How many beats came after the first one answered ``state`` (-1: none was)."""
@@ -175,7 +227,24 @@ class FakeBroker:
     ) -> None:
         await asyncio.to_thread(self.wait_for, predicate, what)
 
-    # --- server side (the fake's loop) ---------------------------------------
+    # --- the core (the fake's loop) -------------------------------------------
+
+    def _decide(self, request: Request, worker_id: str) -> Reply:
+        """Decide and apply at once (no await between): the reply."""
+        outcome = core.decide(self.state, request, worker_id, CLOCK_MS)
+        self._commit(outcome.records)
+        return outcome.reply
+
+    def _commit(self, records: list[R.Record]) -> None:
+        for record in records:
+            core.apply(self.state, record)
+        assert core.check_invariants(self.state) == []
+        if records:
+            for waiter in self._fetch_waiters:
+                waiter.set()
+            self._notify()
+
+    # --- the shell (the fake's loop) -------------------------------------------
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -228,6 +297,8 @@ class FakeBroker:
         finally:
             self._writers.discard(writer)
             writer.close()
+            if worker_id:
+                self._detach(worker_id)
             self._notify()
 
     def _handshake(self, writer: asyncio.StreamWriter, request: Request) -> bool:
@@ -237,29 +308,46 @@ class FakeBroker:
             )
             return False
         self.seen.hellos.append(request)
-        self.process_states.setdefault(request.worker_id, "ok")
         self._notify()
-        if self.hello_reply is not None:
+        if self.hello_reply is not None and not isinstance(self.hello_reply, Welcome):
             self._send(writer, self.hello_reply)
-            return isinstance(self.hello_reply, Welcome)
-        welcome = Welcome(
+            return False
+        self._attached[request.worker_id] = self._attached.get(request.worker_id, 0) + 1
+        info = core.info_of(request)
+        self._commit(core.touch(self.state, request.worker_id, info, CLOCK_MS, hello=True))
+        config = self.state.config
+        welcome = self.hello_reply or Welcome(
             rid=request.rid,
             version=PROTOCOL_VERSION,
-            server="fake/0",
-            epoch=7,
+            server=SERVER_NAME,
+            epoch=self.state.epoch,
             max_frame_bytes=self.max_frame_bytes,
+            heartbeat_ms=config.heartbeat_ms,
+            process_ttl_ms=config.process_ttl_ms,
         )
-        if self.heartbeat_ms is not None:
-            welcome.heartbeat_ms = self.heartbeat_ms
         self._send(writer, welcome)
         return True
+
+    def _detach(self, worker_id: str) -> None:
+        """A connection closed: the process is detached once its last one has."""
+        self._attached[worker_id] -= 1
+        if not self._attached[worker_id]:
+            del self._attached[worker_id]
+            self._commit(core.detach(self.state, worker_id, CLOCK_MS))
 
     def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         if not writer.is_closing():
             writer.write(encode_frame(encoder.encode(reply)))
 
     async def _answer(self, writer: asyncio.StreamWriter, request: Request, worker_id: str) -> None:
-        reply = await self._reply(request, worker_id)
+        process = self.state.processes.get(worker_id)
+        if process is not None:  # a sign of life, as the shell gives it
+            self._commit(core.touch(self.state, worker_id, process.info, CLOCK_MS))
+        if isinstance(request, Fetch):
+            reply = await self._fetch(request, worker_id)
+        else:
+            reply = self._decide(request, worker_id)
+        self.seen.note(request, reply)
         if isinstance(request, Push | PushMany) and self.lose_push_replies > 0:
             self.lose_push_replies -= 1
             writer.transport.abort()  # applied, and the reply lost with the connection
@@ -267,145 +355,24 @@ class FakeBroker:
             self._send(writer, reply)
         self._notify()
 
-    async def _reply(self, request: Request, worker_id: str) -> Reply:
-        match request:
-            case Push(rid=rid, job=spec):
-                created = self._store(spec)
-                return Pushed(rid=rid, id=spec.id or "", created=created, state="ready")
-            case PushMany(rid=rid, jobs=specs):
-                results = [PushResult(s.id or "", self._store(s), "ready") for s in specs]
-                return PushedMany(rid=rid, results=results)
-            case Fetch():
-                return await self._fetch(request, worker_id)
-            case Ack(rid=rid, id=job_id, token=token):
-                error = self._check(rid, job_id, token)
-                if error is None:
-                    del self.jobs[job_id]
-                    self.seen.acked.append(job_id)
-                return error or Ok(rid=rid)
-            case AckMany(rid=rid, leases=leases):
-                items = []
-                for ref in leases:
-                    error = self._check(rid, ref.id, ref.token)
-                    if error is None:
-                        del self.jobs[ref.id]
-                        self.seen.acked.append(ref.id)
-                    items.append(ItemResult(ref.id, error.code if error else None))
-                return AckedMany(rid=rid, results=items)
-            case Fail(rid=rid, id=job_id, token=token):
-                error = self._check(rid, job_id, token)
-                if error is None:
-                    self._unlease(job_id, "retrying")
-                    self.seen.failed.append(request)
-                return error or Failed(rid=rid, state="retrying", retry_at_ms=123_456)
-            case Extend(rid=rid, id=job_id, token=token, lease_ttl_ms=ttl_ms):
-                return self._check(rid, job_id, token) or Extended(
-                    rid=rid, deadline_ms=1_000_000 + (ttl_ms or 0)
-                )
-            case Progress(rid=rid, id=job_id, token=token):
-                return self._check(rid, job_id, token) or Extended(rid=rid, deadline_ms=1_000_000)
-            case Release(rid=rid, id=job_id, token=token):
-                error = self._check(rid, job_id, token)
-                if error is None:
-                    self._unlease(job_id, "ready")
-                    self.seen.released.append(job_id)
-                return error or Ok(rid=rid)
-            case GetJob(rid=rid, id=job_id):
-                if job_id not in self.jobs:
-                    return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no job {job_id}")
-                return JobInfo(rid=rid, job=self._view(self.jobs[job_id]))
-            case Beat(rid=rid):
-                return self._beat(rid, worker_id)
-            case _:
-                return Error(rid=request.rid, code=ErrorCode.UNKNOWN_OP, message="not in the fake")
-
-    def _beat(self, rid: int, worker_id: str) -> Reply:
-        state = self.process_states[worker_id]
-        self.seen.beats.append((time.monotonic(), state))
-        return ProcessState(rid=rid, state=state)
-
-    def _unlease(self, job_id: str, state: str) -> None:
-        job = self.jobs[job_id]
-        job.token, job.state, job.owner = None, state, None
-
-    def _store(self, spec: JobSpec) -> bool:
-        assert spec.id is not None, "the client always sends an id"
-        if spec.id in self.jobs:
-            return False
-        self.jobs[spec.id] = FakeJob(spec)
-        for waiter in self._fetch_waiters:
-            waiter.set()
-        self._notify()
-        return True
-
-    async def _fetch(self, request: Fetch, worker_id: str) -> Jobs:
-        jobs = self._lease(request, worker_id)
-        if jobs or not request.wait_ms:
-            return Jobs(rid=request.rid, jobs=jobs)
+    async def _fetch(self, request: Fetch, worker_id: str) -> Reply:
+        """Decide the fetch; one that found nothing is held (core.hold_ms)
+        and decided again after each change, until it takes a job."""
+        outcome = core.decide(self.state, request, worker_id, CLOCK_MS)
+        if not outcome.may_wait:
+            self._commit(outcome.records)
+            return outcome.reply
         arrived = asyncio.Event()
         self._fetch_waiters.append(arrived)
         try:
-            async with asyncio.timeout(request.wait_ms / 1000):
-                while not jobs:
+            async with asyncio.timeout(core.hold_ms(self.state, request.wait_ms) / 1000):
+                while outcome.may_wait:
                     await arrived.wait()
                     arrived.clear()
-                    jobs = self._lease(request, worker_id)
+                    outcome = core.decide(self.state, request, worker_id, CLOCK_MS)
         except TimeoutError:
-            pass
+            return Jobs(rid=request.rid, jobs=[])
         finally:
             self._fetch_waiters.remove(arrived)
-        return Jobs(rid=request.rid, jobs=jobs)
-
-    def _lease(self, request: Fetch, worker_id: str) -> list[Delivery]:
-        jobs: list[Delivery] = []
-        if self.process_states.get(worker_id) != "ok":
-            return jobs  # quiet or terminating: held, handed nothing
-        for job in self.jobs.values():
-            if len(jobs) == request.count:
-                break
-            if job.state == "ready" and job.spec.queue in request.queues:
-                job.token, job.state, job.owner = next(self._tokens), "leased", worker_id
-                jobs.append(self._delivery(job))
-        return jobs
-
-    def _delivery(self, job: FakeJob) -> Delivery:
-        spec = job.spec
-        assert job.token is not None
-        return Delivery(
-            id=spec.id or "",
-            queue=spec.queue,
-            type=spec.type,
-            args=spec.args,
-            token=job.token,
-            deadline_ms=1_000_000,
-            attempt=1,
-            max_attempts=spec.max_attempts,
-            lease_ttl_ms=spec.lease_ttl_ms,
-            priority=spec.priority,
-            created_ms=1,
-            time_limit_ms=spec.time_limit_ms,
-        )
-
-    def _view(self, job: FakeJob) -> JobView:
-        spec = job.spec
-        return JobView(
-            id=spec.id or "",
-            queue=spec.queue,
-            type=spec.type,
-            args=spec.args,
-            state=job.state,  # type: ignore[arg-type]
-            priority=spec.priority,
-            attempt=0,
-            max_attempts=spec.max_attempts,
-            lease_ttl_ms=spec.lease_ttl_ms,
-            created_ms=1,
-            token=job.token,
-        )
-
-    def _check(self, rid: int, job_id: str, token: int) -> Error | None:
-        job = self.jobs.get(job_id)
-        if job is None:
-            return Error(rid=rid, code=ErrorCode.NOT_FOUND, message=f"no job {job_id}")
-        if job.token != token:
-            return Error(rid=rid, code=ErrorCode.STALE_LEASE, message="not your lease")
-        return None
+        self._commit(outcome.records)
+        return outcome.reply

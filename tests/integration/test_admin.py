@@ -1,7 +1,9 @@
 """The admin socket and the ``leash`` operator commands, against a real broker.
 
-Every command runs as the real command line (``python -m leash.client``) in its
-own process and is checked in both forms, the table and ``--json``. Waits
+Every command runs as the real command line (``leash.client.cli.main``, in
+this process: tests/cli_run.py) and is checked in both forms, the table and
+``--json``; ``leash journal``, which replaces its process with the broker's
+tool, runs as a process of its own. Waits
 are bounded polls; the broker is stopped by its pid.
 """
 
@@ -23,6 +25,7 @@ from leash.client import AdminClient, Client, ConnectFailed
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import FrameDecoder, encode_frame
+from tests.cli_run import run_cli as run_leash
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,7 +54,7 @@ def leash(broker: BrokerProcess, *args: str, json_output: bool = False) -> Any:
     return json.loads(result.stdout) if json_output else result.stdout
 
 
-def run_leash(*args: str) -> "subprocess.CompletedProcess[str]":
+def run_leash_process(*args: str) -> "subprocess.CompletedProcess[str]":
     return subprocess.run(
         [sys.executable, "-m", "leash.client", *args],
         cwd=ROOT,
@@ -330,7 +333,7 @@ def test_pause_quiet_and_stop_are_applied_and_survive_a_restart(
         assert leash(broker, "quiet", quiet_id).strip() == f"{quiet_id}: asked to quiet"
         assert leash(broker, "stop", stopped_id).strip() == f"{stopped_id}: asked to terminate"
         assert client.fetch("q") is None
-    dump = run_leash("journal", "dump", broker.data_dir)
+    dump = run_leash_process("journal", "dump", broker.data_dir)
     lines = [json.loads(line) for line in dump.stdout.splitlines()]
     kinds = [line["record"]["r"] for line in lines if "record" in line]
     assert "paused" in kinds and kinds.count("controlled") == 2, kinds  # operations are records

@@ -1,5 +1,11 @@
 """The ``leash`` command answers like a tool: versions, ping, pause of an unknown
-queue, ranges, help, a closed pipe, Ctrl-C on an idle worker, completion."""
+queue, ranges, help, a closed pipe, Ctrl-C on an idle worker, completion.
+
+Commands run in this process (tests/cli_run.py) against a real broker; the
+installed console script runs as a process of its own where that is what is
+tested: its version and exit status, a closed pipe, signals, completion, and
+``serve``, which replaces the process with the broker's.
+"""
 
 import argparse
 import contextlib
@@ -16,19 +22,23 @@ import pytest
 from leash import __version__
 from leash._pipes import EXIT_BROKEN_PIPE
 from leash.client import AsyncClient, Client, cli
+from tests.cli_run import clean_env
+from tests.cli_run import run_cli as leash
 from tests.integration.broker_proc import BrokerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 30
-PING_BOUND_S = (
-    5.0  # ping gives up after 1 s; the rest is the interpreter starting, on a busy machine
-)
+PING_BOUND_S = 5.0  # ping gives up after 0.5 s; the rest is a busy machine
 IDLE_STOP_BOUND_S = 1.0
+CONSOLE_SCRIPT = Path(sys.executable).parent / "leash"
 
 
-def leash(*args: str, env: dict[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+def leash_process(
+    *args: str, env: dict[str, str] | None = None
+) -> "subprocess.CompletedProcess[str]":
+    """The installed console script, in a process of its own."""
     return subprocess.run(
-        [sys.executable, "-m", "leash", *args],
+        [str(CONSOLE_SCRIPT), *args],
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
@@ -37,12 +47,10 @@ def leash(*args: str, env: dict[str, str] | None = None) -> "subprocess.Complete
     )
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("LEASH_")}, **extra}
-
-
 def test_both_commands_say_their_version() -> None:
-    assert leash("--version").stdout == f"leash {__version__}\n"
+    assert leash("--version") == (0, f"leash {__version__}\n", "")
+    installed = leash_process("--version")
+    assert (installed.returncode, installed.stdout) == (0, f"leash {__version__}\n")
     broker = subprocess.run(
         [sys.executable, "-m", "leash.broker", "--version"], capture_output=True, text=True
     )
@@ -126,8 +134,17 @@ def test_every_numeric_flag_of_the_command_has_a_checked_type() -> None:
     assert unchecked == []
 
 
+def test_the_console_script_exits_2_on_a_usage_error_and_0_on_help() -> None:
+    refused = leash_process("push", "t", "--priority", "10")
+    assert refused.returncode == 2
+    assert "must be between" in refused.stderr and "Traceback" not in refused.stderr
+    helped = leash_process("--help")
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert "(not the broker)" in helped.stdout
+
+
 def test_serve_refuses_a_port_out_of_range_as_a_configuration_error() -> None:
-    done = leash("serve", "--port", "99999")
+    done = leash_process("serve", "--port", "99999")
     assert done.returncode == 78
     assert "--port: must be between 0 and 65535, not 99999" in done.stderr
 
@@ -161,7 +178,7 @@ def test_completion_scripts_are_printed_and_complete_the_commands(tmp_path: Path
         _ARGCOMPLETE_IFS="\n",
         _ARGCOMPLETE_STDOUT_FILENAME=str(out),
     )
-    leash(env=asked)
+    leash_process(env=asked)  # argcomplete answers and ends the process: os._exit
     assert out.read_text().split() == ["pause"]
 
 
@@ -222,6 +239,15 @@ def test_sigterm_again_and_again_while_the_worker_stops_never_kills_it(
         _reap(worker)
     assert sent >= 2, "the worker exited before a second signal: nothing was tried"
     assert worker.returncode == 0, f"exit {worker.returncode} after {sent} SIGTERMs"
+
+
+def test_keygen_needs_no_broker_code() -> None:
+    """The client package never imports broker; keygen runs in a process without it."""
+    code = "import sys; from leash.client.cli import main; main(['keygen'])"
+    code += "; sys.exit('leash.broker' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "[[keys]]" in done.stdout
 
 
 def test_the_range_checked_types_say_the_range() -> None:

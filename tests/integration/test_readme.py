@@ -32,6 +32,7 @@ import pytest
 
 from leash.client import AdminClient, Client
 from leash.web import serve as web_serve
+from tests.cli_run import run_cli
 from tests.integration.broker_proc import BrokerProcess
 from tests.integration.net_helpers import key_file, new_key
 from tests.integration.test_processes import gone
@@ -335,8 +336,8 @@ def test_the_limits_examples_set_the_limits_and_serve_one_job_a_customer_at_a_ti
     assert limits == (20, 1, 600, 60_000)
     (commands,) = blocks("sh", limits_section)
     words = shlex.split(commands.strip())
-    command = [sys.executable, "-m", "leash", *words[1:], "--data-dir", broker.data_dir]
-    done = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=30)
+    assert words[0] == "leash", words
+    done = run_cli(*words[1:], "--data-dir", broker.data_dir)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sync: 20 at once, 1 per key, 600 per 60.0 s\n"
     run(example(LIMITS), tmp_path, broker.port)  # its asserts check one job a customer

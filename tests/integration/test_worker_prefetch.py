@@ -120,7 +120,7 @@ def test_a_prefetched_job_is_released_at_half_its_lease_and_never_held_past_it(
         fetches = fake.seen.fetches()
         clock.advance(0.3)  # the slot is still busy: nothing is leased ahead again
         assert fake.seen.fetches() == fetches
-        assert all(job.state == "ready" for job in fake.jobs.values() if job.spec.type == "quick")
+        assert all(job.state == "ready" for job in fake.jobs.values() if job.type == "quick")
         gate.opened.set()  # the slot frees: the four run
         fake.wait_for(lambda f: len(f.seen.acked) == 5, "every job acked")
     finally:

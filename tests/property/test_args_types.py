@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from leash.protocol.argtypes import UnsupportedArgType, pack, unpack
 from leash.protocol.nesting import nested_deeper
+from tests.tier import scaled
 
 offsets = st.integers(-(23 * 60 + 59), 23 * 60 + 59).map(
     lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes))
@@ -68,7 +69,7 @@ def _key(key: Any) -> Any:
     return (type(key), str(key) if isinstance(key, Decimal) else key)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(value=args)
 def test_every_supported_value_comes_back_as_itself(value: Any) -> None:
     packed = pack(value)
@@ -107,7 +108,7 @@ def with_one_bad_leaf(draw: st.DrawFn) -> tuple[Any, str]:
     return leaf, "args" + path
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(case=with_one_bad_leaf())
 def test_an_unsupported_leaf_is_refused_naming_its_field(case: tuple[Any, str]) -> None:
     value, path = case

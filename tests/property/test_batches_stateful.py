@@ -39,6 +39,7 @@ from leash.broker.core.state import LEASED, index_sizes
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from tests.property.batch_model import BatchModel
+from tests.tier import scaled, seeds
 from tests.unit.test_core_batch_life import mentions
 from tests.unit.test_core_harness import Core, replay
 
@@ -284,7 +285,7 @@ class BatchMachine(RuleBasedStateMachine):
 
 
 BatchMachine.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=scaled(150),
     stateful_step_count=40,
     deadline=None,
     print_blob=True,
@@ -298,7 +299,7 @@ TestBatchStateMachine = BatchMachine.TestCase
 WALK_STEPS = 2500
 
 
-@pytest.mark.parametrize("seed", [5, 20260202, 8675309])
+@pytest.mark.parametrize("seed", seeds([5, 20260202, 8675309]))
 def test_a_long_seeded_walk_through_batches_keeps_every_rule(seed: int) -> None:
     print(f"batch walk seed={seed} (rerun: this test with that seed)")
     rng = random.Random(seed)

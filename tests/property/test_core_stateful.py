@@ -80,6 +80,7 @@ from leash.broker.core.unique import key_of
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
+from tests.tier import scaled, seeds
 from tests.unit.test_core_harness import Core, replay
 
 START_MS = 1_700_000_000_000
@@ -1010,7 +1011,7 @@ class CoreMachine(RuleBasedStateMachine):
 
 
 CoreMachine.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=scaled(200),
     stateful_step_count=50,
     deadline=None,
     print_blob=True,
@@ -1104,7 +1105,7 @@ def random_step(walk: Walk, rng: random.Random) -> None:
         walk.restart()
 
 
-@pytest.mark.parametrize("seed", [20260101, 7, 424242])
+@pytest.mark.parametrize("seed", seeds([20260101, 7, 424242]))
 def test_a_long_seeded_random_walk_keeps_every_invariant(seed: int) -> None:
     print(f"random walk seed={seed} (rerun: this test with that seed)")
     rng = random.Random(seed)

@@ -15,9 +15,13 @@ from leash.protocol import faktory as F
 from leash.protocol import faktory_units as U
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode, ProtocolError
+from tests.tier import scaled
 
 FUZZ = settings(
-    max_examples=300, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=scaled(300),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 LIMIT = 200
 ARGS_MAX = 150

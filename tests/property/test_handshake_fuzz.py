@@ -27,10 +27,11 @@ from leash.protocol import messages as M
 from leash.protocol.errors import ProtocolError
 from leash.protocol.frames import FrameDecoder, encode_frame
 from leash.protocol.limits import FRAME_MAX_BYTES, HANDSHAKE_FRAME_MAX_BYTES
+from tests.tier import scaled
 from tests.unit.test_auth import FakeConnection
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=scaled(300),
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

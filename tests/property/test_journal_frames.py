@@ -22,6 +22,7 @@ from leash.broker.journal import format as F
 from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.log import Journal, WriteBuffer
 from tests.journal_kit import names, paused, read_back, read_file, record_offsets, write_file
+from tests.tier import scaled
 
 # A turn: its requests, each the sizes of its records (name lengths: up to
 # ~20 kB, so a few records pass the 64 KiB frame target).
@@ -63,7 +64,7 @@ def _kept_before(data: bytes) -> list[int]:
     return kept
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=scaled(40), deadline=None)
 @given(turns=turns_strategy, where=st.floats(min_value=0, max_value=1))
 def test_every_record_comes_back_and_a_cut_keeps_the_whole_frames_before_it(
     turns: list[list[list[int]]], where: float

@@ -33,6 +33,7 @@ from leash.protocol import limits as L
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from tests.journal_kit import append, seal
+from tests.tier import scaled
 from tests.unit.test_core_harness import Core
 from tests.unit.test_nesting import depth
 
@@ -91,7 +92,7 @@ def as_dump_shows(args: bytes) -> Any:
         return {"msgpack": base64.b64encode(args).decode()}
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=scaled(25), deadline=None)
 @given(values=st.lists(nested(), min_size=1, max_size=4))
 def test_whatever_is_acknowledged_is_read_back_by_every_reader(values: list[Any]) -> None:
     core = Core()

@@ -13,6 +13,7 @@ from leash.broker.core import detach
 from leash.broker.core.state import LEASED
 from leash.protocol import admin as A
 from leash.protocol import messages as M
+from tests.tier import scaled
 from tests.unit.test_core_harness import Core
 
 WORKERS = ["w1", "w2", "w3"]
@@ -100,6 +101,6 @@ class ProcessMachine(RuleBasedStateMachine):
 
 
 ProcessMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None, print_blob=True
+    max_examples=scaled(60), stateful_step_count=40, deadline=None, print_blob=True
 )
 TestProcessMachine = ProcessMachine.TestCase

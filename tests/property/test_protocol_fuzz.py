@@ -15,9 +15,10 @@ from leash.protocol.errors import ErrorCode, ProtocolError
 from leash.protocol.frames import FrameDecoder, encode_frame
 from leash.protocol.limits import FRAME_HEADER_BYTES
 from leash.protocol.messages import REQUEST_OPS, BadRequest, Request, decode_request, encoder
+from tests.tier import scaled
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=scaled(300),
     deadline=None,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],

@@ -40,6 +40,7 @@ from leash.broker.core import (
 from leash.broker.core.replay import DEFERRED_MAX
 from leash.protocol import admin as A
 from leash.protocol import messages as M
+from tests.tier import seeds
 
 START_MS = 1_700_000_000_000
 SECOND_MS = 1000
@@ -219,7 +220,7 @@ def owners(state: State) -> dict[str, list[str]]:
     return {owner: list(ids) for owner, ids in state.leases_by_owner.items()}
 
 
-@pytest.mark.parametrize("seed", [1, 2026, 31337, 8080])
+@pytest.mark.parametrize("seed", seeds([1, 2026, 31337, 8080]))
 def test_a_replay_in_runs_gives_the_state_of_every_prefix(seed: int) -> None:
     print(f"replay-in-runs seed={seed} (rerun: this test with that seed)")
     journal = Journal(random.Random(seed))

@@ -14,6 +14,7 @@ from leash.protocol import limits as L
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
 from leash.protocol.nesting import Malformed, envelope, nested_deeper, value_end
+from tests.tier import scaled
 
 LIMIT = L.ARGS_DEPTH_MAX
 
@@ -58,7 +59,7 @@ values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=scaled(400), deadline=None)
 @given(value=values, limit=st.integers(0, 6))
 def test_the_depth_agrees_with_the_values_own_nesting(value: Any, limit: int) -> None:
     data = msgspec.msgpack.encode(value)
@@ -117,7 +118,7 @@ def test_malformed_bytes_are_refused_not_guessed(data: bytes) -> None:
 # --- the envelope of a body that did not decode ------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=scaled(200), deadline=None)
 @given(
     before=st.dictionaries(st.text(max_size=5).filter(lambda k: k not in ("op", "rid")), values),
     rid=st.integers(0, 2**63 - 1),
