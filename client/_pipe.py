@@ -10,11 +10,14 @@ in flight go together in the next one.
 
 Replies are read by one thread at a time, the *reader*: the first waiting
 thread that finds no reader becomes it, reads whatever has arrived and
-hands every matched reply to its slot (waking the thread that waits for
-it), until its own reply has come, its time is up or the connection ends;
-then it wakes one of the threads still waiting, which takes over. A thread
-alone on the client costs one ``sendall`` and one ``recv`` a call, as a
-client without threads; no thread of the client's own runs in between.
+hands every matched reply to its slot, until its own reply has come, its
+time is up or the connection ends; then it wakes one of the threads still
+waiting, which takes over. The threads whose replies a read brought are
+woken once the reader has let go of the mutex, and a thread woken with its
+reply returns without taking the mutex again: a wake-up costs the woken
+thread no wait for the lock its waker holds. A thread alone on the client
+costs one ``sendall`` and one ``recv`` a call, as a client without
+threads; no thread of the client's own runs in between.
 
 Over a plain socket the writer and the reader run at once (a long-poll
 fetch waiting for its reply never holds up another thread's push). An SSL
@@ -182,7 +185,8 @@ class Pipe:
                     if self._read(remaining_s, slot):
                         break  # its reply came, and the reading is passed on
                 elif not reader and remaining_s > 0 and slot.wake.acquire(timeout=remaining_s):  # type: ignore[union-attr]
-                    pass
+                    if slot.done:  # woken with its reply: the reader passes the reading on itself
+                        break
                 else:
                     with self._mutex:  # out of time
                         if reader:
@@ -213,18 +217,23 @@ class Pipe:
         it handed to its slot; then the role is given up. True when ``mine``
         is done (and the reading passed on to a waiting thread)."""
         data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
-        with self._mutex:
-            if data is not None and self.broken is None:
-                if data:
-                    self._dispatch(data)
-                else:
-                    self._shut(ConnectionLost("the broker closed the connection"))
-            self._reading = False
-            if mine.done:
-                self._pass_on()
-                return True
-            self._close_if_idle()
-            return False
+        woken: list[threading.Lock] = []
+        try:
+            with self._mutex:
+                if data is not None and self.broken is None:
+                    if data:
+                        self._dispatch(data, woken)
+                    else:
+                        self._shut(ConnectionLost("the broker closed the connection"))
+                self._reading = False
+                if mine.done:
+                    self._pass_on()
+                    return True
+                self._close_if_idle()
+                return False
+        finally:
+            for wake in woken:  # outside the mutex: a woken thread need not wait for it
+                wake.release()
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""
@@ -259,16 +268,20 @@ class Pipe:
                 return None
             select.select([self.sock], [], [], remaining_s)
 
-    def _dispatch(self, data: bytes | memoryview) -> None:
-        """Under the mutex: every reply in ``data`` to its slot."""
-        core = self._core
+    def _dispatch(self, data: bytes | memoryview, woken: list[threading.Lock]) -> None:
+        """Under the mutex: every reply in ``data`` to its slot; the wake
+        locks of the sleeping threads whose reply came go on ``woken``, for
+        the caller to release once it has let go of the mutex."""
+        core, followers = self._core, self._followers
         core.receive_data(data)
         try:
             while (completion := core.next_completion()) is not None:
                 slot = completion.waiter
                 slot.value, slot.error, slot.done = completion.value, completion.error, True
-                if slot in self._followers:
-                    self._wake(slot)
+                if slot in followers:
+                    del followers[slot]
+                    assert slot.wake is not None
+                    woken.append(slot.wake)
         except LeashError as exc:  # the connection cannot be used any more
             self._shut(exc)
 
