@@ -335,6 +335,8 @@ class Pipe:
         """With nothing in flight: whether to open a new connection first (the
         broker closed this one while it sat idle, or is about to). Reads (and
         drops) what is waiting."""
+        if self._reading or self._writing or self._core.in_flight:
+            return False  # busy: no need to take the mutex (the usual case of a shared client)
         with self._mutex:
             if self._reading or self._writing or self._core.in_flight:
                 return False
