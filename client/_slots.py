@@ -74,9 +74,8 @@ class Slots:
         with self._lock:
             for job in jobs:
                 self._waiting.add(job, leased_s)
-            parked = self._parked
-            woken = parked[-len(jobs) :] if len(jobs) < len(parked) else parked
-            self._parked = parked[: len(parked) - len(woken)]
+            parked = self._parked  # the longest idle first, as a condition's notify
+            woken, self._parked = parked[: len(jobs)], parked[len(jobs) :]
         for wake in woken:  # outside the lock: a woken thread takes it at once
             wake.release()
 
