@@ -7,7 +7,9 @@ server, and prints for each process its user and system CPU time per job
 its context switches and system calls per job (futex, the socket writes
 and reads) over the measured phase: the wake-ups between threads and the
 writes that a job costs. Every figure is per job of the cell (a worker
-process runs about half of them).
+process runs about half of them). Counting system calls costs the
+processes counted about a microsecond of system time a call: compare CPU
+times from runs with ``--no-perf``.
 
 To compare a change with the code before it, run the same command from a
 checkout of each, alternately (the machine's load moves both alike):
@@ -54,12 +56,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work-ms", type=float, default=0.0, help="each job's work (a sleep)")
     p.add_argument("--jobs", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=3, help="medians of this many runs")
+    p.add_argument(
+        "--no-perf", action="store_true", help="no counts (perf's counting adds to system time)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    perf = shutil.which("perf") is not None and _perf_works()
+    perf = not args.no_perf and shutil.which("perf") is not None and _perf_works()
     rows = [_one(args.fsync, args.work_ms, args.jobs, perf) for _ in range(args.runs)]
     rate = statistics.median(row["rate"] for row in rows)
     print(f"runner cell, fsync {args.fsync}, {args.work_ms:g} ms jobs: {rate:,.0f} jobs/s")
