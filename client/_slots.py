@@ -6,12 +6,9 @@ returns puts the outcome on ``finished`` and takes the next job at once,
 without a round trip through the loop. The loop is told of finished jobs
 by one ``call_soon_threadsafe`` for however many finish before it runs
 (``collect``), so a busy worker pays no thread wake-up and no loop wake-up
-a job. An idle thread sleeps on a lock of its own, which ``add`` releases
-(one a job, as long as threads are idle) after letting go of the slots'
-lock, so a woken thread does not then wait for it. A job that waits here
-for a free thread waits as the prefetch rule says
-(``leash.client._prefetch``): the loop takes it back (``due``) when it has
-waited as long as its lease allows, to release it.
+a job. A job that waits here for a free thread waits as the prefetch rule
+says (``leash.client._prefetch``): the loop takes it back (``due``) when it
+has waited as long as its lease allows, to release it.
 
 The threads are daemons: a handler that never returns does not keep the
 process alive; ``close`` lets idle threads end and busy ones end after
@@ -49,8 +46,9 @@ class Slots:
         self._loop = loop
         self._collect = collect  # called on the loop when jobs have finished
         self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         self._waiting = Prefetched()  # jobs no thread has taken yet
-        self._parked: list[threading.Lock] = []  # the idle threads' wake locks, held
+        self._idle = 0  # threads waiting for a job
         self._closing = False
         self._told = False  # a collect is scheduled and has not started yet
         self.finished: deque[Finished] = deque()
@@ -74,10 +72,8 @@ class Slots:
         with self._lock:
             for job in jobs:
                 self._waiting.add(job, leased_s)
-            parked = self._parked  # the longest idle first, as a condition's notify
-            woken, self._parked = parked[: len(jobs)], parked[len(jobs) :]
-        for wake in woken:  # outside the lock: a woken thread takes it at once
-            wake.release()
+            if self._idle:
+                self._work.notify(min(self._idle, len(jobs)))
 
     def take_finished(self) -> list[Finished]:
         """The outcomes of the jobs finished since the last call (on the loop)."""
@@ -128,17 +124,13 @@ class Slots:
         with self._lock:
             self._closing = True
             self._waiting.clear()
-            parked, self._parked = self._parked, []
-        for wake in parked:
-            wake.release()
+            self._work.notify_all()
 
     # --- a slot's thread ---------------------------------------------------------
 
     def _slot(self) -> None:
-        wake = threading.Lock()  # released by the loop when a job comes for this thread
-        wake.acquire()
         while True:
-            waiting = self._next(wake)
+            waiting = self._next()
             if waiting is None:
                 return
             job = waiting.job
@@ -160,16 +152,15 @@ class Slots:
                 except RuntimeError:  # the loop has closed: nobody collects any more
                     return
 
-    def _next(self, wake: threading.Lock) -> Waiting | None:
-        """The oldest job waiting; when none, sleep on ``wake`` (held) until
-        ``add`` or ``close`` releases it."""
-        while True:
-            with self._lock:
+    def _next(self) -> Waiting | None:
+        with self._lock:
+            while True:
                 if self._closing:
                     return None
                 waiting = self._waiting.take()
                 if waiting is not None:
                     self._running[waiting.job.token] = threading.get_ident()
                     return waiting
-                self._parked.append(wake)
-            wake.acquire()
+                self._idle += 1
+                self._work.wait()
+                self._idle -= 1
