@@ -93,3 +93,52 @@ def _finished(slots: Slots, count: int) -> set[int]:
             return done
         threading.Event().wait(0.01)
     raise AssertionError(f"{len(done)} of {count} jobs finished")
+
+
+def test_the_wake_pipe_is_closed_once_no_thread_reads_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def run(_job: Job) -> Outcome:
+        started.set()
+        assert release.wait(WAIT_S)
+        return None
+
+    slots = Slots(3, run, loop, lambda: None)
+    slots.add([job(0, 60_000)], 0.0)
+    assert started.wait(WAIT_S)
+    slots.close()  # two threads asleep on the pipe, one running a job
+    for _ in range(int(WAIT_S / 0.01)):
+        if sum(t.is_alive() for t in slots.threads) <= 1:
+            break
+        threading.Event().wait(0.01)
+    assert sum(t.is_alive() for t in slots.threads) == 1  # the idle ones ended
+    assert not slots._pipe_open  # closed with the running thread still out
+    release.set()
+    for thread in slots.threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert [finished.id for finished, _ in slots.take_finished()] == ["j0"]
+
+
+def test_many_jobs_added_at_once_and_one_by_one_each_run_once(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    ran: list[str] = []
+    ran_lock = threading.Lock()
+
+    def run(running: Job) -> Outcome:
+        with ran_lock:
+            ran.append(running.id)
+        return None
+
+    slots = Slots(8, run, loop, lambda: None)
+    try:
+        slots.add([job(n, 60_000) for n in range(500)], 0.0)
+        for n in range(500, 1000):
+            slots.add([job(n, 60_000)], 0.0)
+        assert _finished(slots, 1000) == set(range(1000))
+        assert sorted(ran) == sorted(f"j{n}" for n in range(1000))
+    finally:
+        slots.close()
