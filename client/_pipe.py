@@ -13,9 +13,11 @@ thread that finds no reader becomes it, reads whatever has arrived and
 hands every matched reply to its slot, until its own reply has come, its
 time is up or the connection ends; then it wakes one of the threads still
 waiting, which takes over. The threads whose replies a read brought are
-woken once the reader has let go of the mutex, and a thread woken with its
-reply returns without taking the mutex again: a wake-up costs the woken
-thread no wait for the lock its waker holds. A thread alone on the client
+woken once the reader has let go of the mutex, each through a bell of its
+own (``leash.client._bell``: a pipe, whose write lets go of the GIL while
+the kernel wakes the thread), and a thread woken with its reply returns
+without taking the mutex again: a wake-up costs the woken thread no wait
+for a lock or the GIL its waker holds. A thread alone on the client
 costs one ``sendall`` and one ``recv`` a call, as a client without
 threads; no thread of the client's own runs in between.
 
@@ -44,6 +46,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ._bell import Bell, bell
 from ._calls import Call
 from ._core import ClientCore
 from ._exceptions import ConnectionLost, LeashError, RequestTimeout
@@ -64,7 +67,7 @@ class Slot:
         self.done = False
         self.value: Any = None
         self.error: LeashError | None = None
-        self.wake: threading.Lock | None = None  # held while its thread sleeps as a follower
+        self.wake: Bell | None = None  # its thread's, while it sleeps as a follower
 
 
 class Pipe:
@@ -178,13 +181,12 @@ class Pipe:
                         self._reading = True
                     else:
                         if slot.wake is None:
-                            slot.wake = threading.Lock()
-                            slot.wake.acquire()
+                            slot.wake = bell()
                         self._followers[slot] = None
                 if reader and remaining_s > 0:
                     if self._read(remaining_s, slot):
                         break  # its reply came, and the reading is passed on
-                elif not reader and remaining_s > 0 and slot.wake.acquire(timeout=remaining_s):  # type: ignore[union-attr]
+                elif not reader and remaining_s > 0 and slot.wake.wait(remaining_s):  # type: ignore[union-attr]
                     if slot.done:  # woken with its reply: the reader passes the reading on itself
                         break
                 else:
@@ -217,7 +219,7 @@ class Pipe:
         it handed to its slot; then the role is given up. True when ``mine``
         is done (and the reading passed on to a waiting thread)."""
         data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
-        woken: list[threading.Lock] = []
+        woken: list[Bell] = []
         try:
             with self._mutex:
                 if data is not None and self.broken is None:
@@ -233,7 +235,7 @@ class Pipe:
                 return False
         finally:
             for wake in woken:  # outside the mutex: a woken thread need not wait for it
-                wake.release()
+                wake.ring()
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""
@@ -268,7 +270,7 @@ class Pipe:
                 return None
             select.select([self.sock], [], [], remaining_s)
 
-    def _dispatch(self, data: bytes | memoryview, woken: list[threading.Lock]) -> None:
+    def _dispatch(self, data: bytes | memoryview, woken: list[Bell]) -> None:
         """Under the mutex: every reply in ``data`` to its slot; the wake
         locks of the sleeping threads whose reply came go on ``woken``, for
         the caller to release once it has let go of the mutex."""
@@ -288,7 +290,7 @@ class Pipe:
     def _wake(self, slot: Slot) -> None:
         del self._followers[slot]
         assert slot.wake is not None
-        slot.wake.release()
+        slot.wake.ring()
 
     # --- the end -------------------------------------------------------------
 
