@@ -43,7 +43,7 @@ def test_jobs_given_to_idle_threads_run_at_once_each_on_its_own(
         assert _finished(slots, 4) == {0, 1, 2, 3}
         assert len(threads) == 4
     finally:
-        slots.close()
+        _close(slots)
 
 
 def test_a_job_for_busy_threads_waits_for_the_first_to_finish(
@@ -69,7 +69,7 @@ def test_a_job_for_busy_threads_waits_for_the_first_to_finish(
         assert _finished(slots, 2) == {0, 1}
         assert ran_on[1] == ran_on[2]  # the thread took it as it finished, none other woke
     finally:
-        slots.close()
+        _close(slots)
 
 
 def test_closing_ends_the_idle_threads_and_runs_no_job_not_taken(
@@ -82,6 +82,14 @@ def test_closing_ends_the_idle_threads_and_runs_no_job_not_taken(
         assert not thread.is_alive()
     slots.add([job(0, 60_000)], 0.0)
     assert slots.waiting == 1 and not slots.finished
+
+
+def _close(slots: Slots) -> None:
+    """Close the slots and wait for their threads to end."""
+    slots.close()
+    for thread in slots.threads:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
 
 
 def _finished(slots: Slots, count: int) -> set[int]:
@@ -141,4 +149,4 @@ def test_many_jobs_added_at_once_and_one_by_one_each_run_once(
         assert _finished(slots, 1000) == set(range(1000))
         assert sorted(ran) == sorted(f"j{n}" for n in range(1000))
     finally:
-        slots.close()
+        _close(slots)
