@@ -271,9 +271,9 @@ class Pipe:
             select.select([self.sock], [], [], remaining_s)
 
     def _dispatch(self, data: bytes | memoryview, woken: list[Bell]) -> None:
-        """Under the mutex: every reply in ``data`` to its slot; the wake
-        locks of the sleeping threads whose reply came go on ``woken``, for
-        the caller to release once it has let go of the mutex."""
+        """Under the mutex: every reply in ``data`` to its slot; the bells
+        of the sleeping threads whose reply came go on ``woken``, for the
+        caller to ring once it has let go of the mutex."""
         core, followers = self._core, self._followers
         core.receive_data(data)
         try:
