@@ -37,10 +37,12 @@ class Meter:
         self.spent: dict[str, float] = {}
 
     def _now(self) -> dict[str, float]:
+        each = {f"worker {i}": cpu_s(pid) for i, pid in enumerate(self.pool.pids)}
         return {
             "server": cpu_s(self.server_pid) if self.server_pid else 0.0,
             "client": time.process_time(),
-            "workers": sum(cpu_s(pid) for pid in self.pool.pids),
+            "workers": sum(each.values()),
+            **each,
         }
 
     def begin(self, server_pid: int) -> None:
@@ -49,7 +51,8 @@ class Meter:
 
     def end(self) -> None:
         now = self._now()
-        self.spent = {role: now[role] - self.start[role] for role in now}
+        # A worker process started during the run (the pool starts on first use) counts from 0.
+        self.spent = {role: now[role] - self.start.get(role, 0.0) for role in now}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,10 +121,12 @@ def _line(key: str, system: System, rows: list[dict[str, float]]) -> str:
     def median(role: str) -> float:
         return statistics.median(row[role] for row in rows)
 
+    # Each worker process on its own, those that did any work (0.5 µs a job or more).
+    each = [role for role in rows[0] if role.startswith("worker ") and median(role) >= 0.5]
     return (
         f"{key:14} {system.label:28} {median('rate'):9,.0f} jobs/s   CPU µs per job: "
         f"server {median('server'):6.1f}  client {median('client'):6.1f}  "
-        f"workers {median('workers'):6.1f}"
+        f"workers {median('workers'):6.1f}" + "".join(f" ({median(role):.1f})" for role in each)
     )
 
 

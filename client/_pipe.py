@@ -10,11 +10,16 @@ in flight go together in the next one.
 
 Replies are read by one thread at a time, the *reader*: the first waiting
 thread that finds no reader becomes it, reads whatever has arrived and
-hands every matched reply to its slot (waking the thread that waits for
-it), until its own reply has come, its time is up or the connection ends;
-then it wakes one of the threads still waiting, which takes over. A thread
-alone on the client costs one ``sendall`` and one ``recv`` a call, as a
-client without threads; no thread of the client's own runs in between.
+hands every matched reply to its slot, until its own reply has come, its
+time is up or the connection ends; then it wakes one of the threads still
+waiting, which takes over. The threads whose replies a read brought are
+woken once the reader has let go of the mutex, each through a bell of its
+own (``leash.client._bell``: a pipe, whose write lets go of the GIL while
+the kernel wakes the thread), and a thread woken with its reply returns
+without taking the mutex again: a wake-up costs the woken thread no wait
+for a lock or the GIL its waker holds. A thread alone on the client
+costs one ``sendall`` and one ``recv`` a call, as a client without
+threads; no thread of the client's own runs in between.
 
 Over a plain socket the writer and the reader run at once (a long-poll
 fetch waiting for its reply never holds up another thread's push). An SSL
@@ -41,6 +46,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ._bell import Bell, bell
 from ._calls import Call
 from ._core import ClientCore
 from ._exceptions import ConnectionLost, LeashError, RequestTimeout
@@ -61,7 +67,7 @@ class Slot:
         self.done = False
         self.value: Any = None
         self.error: LeashError | None = None
-        self.wake: threading.Lock | None = None  # held while its thread sleeps as a follower
+        self.wake: Bell | None = None  # its thread's, while it sleeps as a follower
 
 
 class Pipe:
@@ -175,14 +181,14 @@ class Pipe:
                         self._reading = True
                     else:
                         if slot.wake is None:
-                            slot.wake = threading.Lock()
-                            slot.wake.acquire()
+                            slot.wake = bell()
                         self._followers[slot] = None
                 if reader and remaining_s > 0:
                     if self._read(remaining_s, slot):
                         break  # its reply came, and the reading is passed on
-                elif not reader and remaining_s > 0 and slot.wake.acquire(timeout=remaining_s):  # type: ignore[union-attr]
-                    pass
+                elif not reader and remaining_s > 0 and slot.wake.wait(remaining_s):  # type: ignore[union-attr]
+                    if slot.done:  # woken with its reply: the reader passes the reading on itself
+                        break
                 else:
                     with self._mutex:  # out of time
                         if reader:
@@ -213,18 +219,23 @@ class Pipe:
         it handed to its slot; then the role is given up. True when ``mine``
         is done (and the reading passed on to a waiting thread)."""
         data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
-        with self._mutex:
-            if data is not None and self.broken is None:
-                if data:
-                    self._dispatch(data)
-                else:
-                    self._shut(ConnectionLost("the broker closed the connection"))
-            self._reading = False
-            if mine.done:
-                self._pass_on()
-                return True
-            self._close_if_idle()
-            return False
+        woken: list[Bell] = []
+        try:
+            with self._mutex:
+                if data is not None and self.broken is None:
+                    if data:
+                        self._dispatch(data, woken)
+                    else:
+                        self._shut(ConnectionLost("the broker closed the connection"))
+                self._reading = False
+                if mine.done:
+                    self._pass_on()
+                    return True
+                self._close_if_idle()
+                return False
+        finally:
+            for wake in woken:  # outside the mutex: a woken thread need not wait for it
+                wake.ring()
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""
@@ -259,23 +270,27 @@ class Pipe:
                 return None
             select.select([self.sock], [], [], remaining_s)
 
-    def _dispatch(self, data: bytes | memoryview) -> None:
-        """Under the mutex: every reply in ``data`` to its slot."""
-        core = self._core
+    def _dispatch(self, data: bytes | memoryview, woken: list[Bell]) -> None:
+        """Under the mutex: every reply in ``data`` to its slot; the bells
+        of the sleeping threads whose reply came go on ``woken``, for the
+        caller to ring once it has let go of the mutex."""
+        core, followers = self._core, self._followers
         core.receive_data(data)
         try:
             while (completion := core.next_completion()) is not None:
                 slot = completion.waiter
                 slot.value, slot.error, slot.done = completion.value, completion.error, True
-                if slot in self._followers:
-                    self._wake(slot)
+                if slot in followers:
+                    del followers[slot]
+                    assert slot.wake is not None
+                    woken.append(slot.wake)
         except LeashError as exc:  # the connection cannot be used any more
             self._shut(exc)
 
     def _wake(self, slot: Slot) -> None:
         del self._followers[slot]
         assert slot.wake is not None
-        slot.wake.release()
+        slot.wake.ring()
 
     # --- the end -------------------------------------------------------------
 
@@ -322,6 +337,8 @@ class Pipe:
         """With nothing in flight: whether to open a new connection first (the
         broker closed this one while it sat idle, or is about to). Reads (and
         drops) what is waiting."""
+        if self._reading or self._writing or self._core.in_flight:
+            return False  # busy: no need to take the mutex (the usual case of a shared client)
         with self._mutex:
             if self._reading or self._writing or self._core.in_flight:
                 return False

@@ -6,9 +6,16 @@ returns puts the outcome on ``finished`` and takes the next job at once,
 without a round trip through the loop. The loop is told of finished jobs
 by one ``call_soon_threadsafe`` for however many finish before it runs
 (``collect``), so a busy worker pays no thread wake-up and no loop wake-up
-a job. A job that waits here for a free thread waits as the prefetch rule
-says (``leash.client._prefetch``): the loop takes it back (``due``) when it
-has waited as long as its lease allows, to release it.
+a job. An idle thread sleeps reading a byte from a pipe, and ``add``
+writes a byte for each thread it wakes (one a job, as long as threads are
+idle): a write lets go of the GIL while the kernel wakes the threads, so
+a woken thread can run at once, where one woken by a lock's release
+(which keeps the GIL) could only wait for it: this halved the worker
+process's system time a job with short jobs (bench/PROFILE.md). The pipe
+is closed once the slots are closed and no thread reads it. A job that
+waits here for a free thread waits as the prefetch rule says
+(``leash.client._prefetch``): the loop takes it back (``due``) when it has
+waited as long as its lease allows, to release it.
 
 The threads are daemons: a handler that never returns does not keep the
 process alive; ``close`` lets idle threads end and busy ones end after
@@ -22,6 +29,7 @@ running: a handler that never returns costs a thread, never a slot.
 """
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -46,9 +54,14 @@ class Slots:
         self._loop = loop
         self._collect = collect  # called on the loop when jobs have finished
         self._lock = threading.Lock()
-        self._work = threading.Condition(self._lock)
         self._waiting = Prefetched()  # jobs no thread has taken yet
-        self._idle = 0  # threads waiting for a job
+        # Idle threads sleep reading a byte each from a pipe: the loop wakes
+        # them by writing, which it does with the GIL let go (a lock's
+        # release keeps it: the woken thread could only wait for it).
+        self._wake_r, self._wake_w = os.pipe()
+        self._idle = 0  # threads asleep (or about to be) that no byte was written for
+        self._readers = 0  # threads that will read a byte, or are reading one
+        self._pipe_open = True
         self._closing = False
         self._told = False  # a collect is scheduled and has not started yet
         self.finished: deque[Finished] = deque()
@@ -72,8 +85,10 @@ class Slots:
         with self._lock:
             for job in jobs:
                 self._waiting.add(job, leased_s)
-            if self._idle:
-                self._work.notify(min(self._idle, len(jobs)))
+            wake = min(self._idle, len(jobs))
+            self._idle -= wake
+        if wake:
+            os.write(self._wake_w, bytes(wake))  # fits the pipe: at most a byte a thread
 
     def take_finished(self) -> list[Finished]:
         """The outcomes of the jobs finished since the last call (on the loop)."""
@@ -124,7 +139,18 @@ class Slots:
         with self._lock:
             self._closing = True
             self._waiting.clear()
-            self._work.notify_all()
+            wake, self._idle = self._idle, 0
+            if wake:
+                os.write(self._wake_w, bytes(wake))
+            if not self._readers:
+                self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """Under the lock, closing, once no thread reads the pipe any more."""
+        if self._pipe_open:
+            self._pipe_open = False
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # --- a slot's thread ---------------------------------------------------------
 
@@ -153,14 +179,22 @@ class Slots:
                     return
 
     def _next(self) -> Waiting | None:
-        with self._lock:
-            while True:
+        """The oldest job waiting; when none, sleep until ``add`` or
+        ``close`` writes a byte for this thread."""
+        woken = False
+        while True:
+            with self._lock:
+                if woken:
+                    self._readers -= 1
                 if self._closing:
+                    if not self._readers:
+                        self._close_pipe()
                     return None
                 waiting = self._waiting.take()
                 if waiting is not None:
                     self._running[waiting.job.token] = threading.get_ident()
                     return waiting
                 self._idle += 1
-                self._work.wait()
-                self._idle -= 1
+                self._readers += 1
+            os.read(self._wake_r, 1)
+            woken = True
