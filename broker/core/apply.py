@@ -26,10 +26,19 @@ from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
 from leash.broker.core import batch_state as B
-from leash.broker.core import batches, cron, expiry, history, limits, progress, results, unique
+from leash.broker.core import (
+    batches,
+    cron,
+    expiry,
+    history,
+    indexes,
+    limits,
+    progress,
+    results,
+    unique,
+)
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
-from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,
     DEAD,
@@ -39,9 +48,7 @@ from leash.broker.core.state import (
     SCHEDULED,
     Job,
     Process,
-    Queue,
     State,
-    add_dead,
     purge_batch_deadlines,
     purge_deadlines,
     purge_expiries,
@@ -51,7 +58,7 @@ from leash.broker.core.state import (
     purge_schedule_ticks,
     purge_unique_windows,
 )
-from leash.protocol.messages import JobState, LeaseRef
+from leash.protocol.messages import LeaseRef
 
 Enqueued = Sequence[R.NewJob]  # the callback jobs a record enqueued
 NOTHING: Final[Enqueued] = ()
@@ -240,17 +247,15 @@ def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
     state.counter = counted(record.counter_after)
 
 
-# Leases and acks are most of a busy journal: lease_job and ack_job do what
-# _unready, _set_state and _remove do, written out (one call per grant or
-# lease, none per step); the replay of the journal (replay.py) calls them
-# for the jobs it has built.
+# Leases and acks are most of a busy journal: lease_job and ack_job take one
+# call of the indexes each (indexes.lease_ready, indexes.ack_gone: their
+# steps written out); the replay of the journal (replay.py) calls them for
+# the jobs it has built.
 
 
 def _leased_jobs(state: State, record: R.JobsLeased) -> None:
     owner, at_ms = record.owner, record.at_ms
-    owned = state.leases_by_owner.get(owner)
-    if owned is None:
-        owned = state.leases_by_owner[owner] = {}
+    owned = indexes.leases_of(state, owner)
     for grant in record.grants:
         lease_job(state, owned, owner, at_ms, grant)
     assert owned, record  # a record leases at least one job
@@ -261,26 +266,9 @@ def _leased_jobs(state: State, record: R.JobsLeased) -> None:
 
 def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, grant: R.Grant) -> None:
     """One grant of a lease record (``owned``: the owner's leases)."""
-    job_id = grant.id
-    job = state.jobs.thaw(job_id)
+    job = state.jobs.thaw(grant.id)
     assert job.state == READY, job
-    queue = state.queues[job.queue]
-    key = job.concurrency_key
-    if key is None:
-        queue.buckets[job.priority].discard(job_id)
-    else:
-        limits.leased(state, queue, job_id, key, job.priority)
-    queue.ready -= 1
-    counts = state.counts
-    counts[READY] -= 1
-    counts[LEASED] += 1
-    queue_counts = queue.counts
-    queue_counts[READY] -= 1
-    queue_counts[LEASED] += 1
-    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
-    job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-    owned[job_id] = None
-    heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job_id))
+    indexes.lease_ready(state, owned, owner, job, grant.token, grant.deadline_ms, at_ms)
 
 
 def _acked(state: State, record: R.JobsAcked) -> Enqueued:
@@ -312,25 +300,12 @@ def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     callback jobs it enqueued, if it finished a batch."""
     job = state.jobs.leased(lease.id)
     assert job is not None and job.token == lease.token, (lease, job)
-    owners = state.leases_by_owner
-    owned = owners[job.owner]
-    del owned[lease.id]
-    if not owned:
-        del owners[job.owner]
-    state.jobs.pop(lease.id)
+    indexes.ack_gone(state, job)
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
     history.succeeded(
         state, job.id, job.queue, job.type, job.created_ms, job.failures, job.owner, at_ms
     )
-    state.counts[LEASED] -= 1
-    queue = state.queues[job.queue]
-    queue_counts = queue.counts
-    queue_counts[LEASED] -= 1
-    if state.limits or job.concurrency_key is not None:
-        _slot_freed(state, queue, job)
-    if not queue.paused and not any(queue_counts.values()):
-        del state.queues[job.queue]
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
     return NOTHING
@@ -345,8 +320,7 @@ def _fail_all(state: State, failures: list[R.Failure], outcome: Outcome | None) 
 
 def _extended(state: State, record: R.LeaseExtended | R.ProgressReported) -> Job:
     job = _leased(state, record.id, record.token)
-    job.deadline_ms = record.deadline_ms
-    heapq.heappush(state.deadlines, (record.deadline_ms, record.token, record.id))
+    indexes.deadline_move(state, job, record.deadline_ms)
     return job
 
 
@@ -404,7 +378,7 @@ def _resumed(state: State, record: R.QueueResumed) -> None:
     queue.paused = False
     if queue.ready:
         state.readied.add(record.queue)
-    _drop_if_empty(state, queue)
+    indexes.queue_drop_if_empty(state, queue)
 
 
 def counted(counter_after: int) -> int:
@@ -535,34 +509,11 @@ def push_jobs(
     """Create jobs, ready or scheduled; with ``join``, each a member of the
     batch it names from now on; ``keys``: the concurrency keys of those
     that have one, by id (a ready one waits in its key's lane)."""
-    jobs, queues, counts = state.jobs, state.queues, state.counts
-    create = jobs.create
-    for new in news:
-        create(new)
-        name = new.queue
-        queue = queues.get(name)
-        if queue is None:
-            queue = queues[name] = Queue(name)
-        if new.run_at_ms is None:
-            counts[READY] += 1
-            queue.counts[READY] += 1
-            if keys is not None and new.id in keys:
-                limits.entered(state, queue, new.id, keys[new.id], new.priority, False)
-                queue.ready += 1
-                state.readied.add(name)
-                continue
-            bucket = queue.buckets.get(new.priority)
-            if bucket is None:
-                bucket = queue.buckets[new.priority] = ReadyBucket()
-            bucket.append(new.id)
-            queue.ready += 1
-            state.readied.add(name)
-        else:
-            counts[SCHEDULED] += 1
-            queue.counts[SCHEDULED] += 1
-            heapq.heappush(state.scheduled, (new.run_at_ms, new.id))
-        if join and new.batch is not None:
-            batches.join(state, new.batch, new.id)
+    indexes.jobs_add(state, news, keys)
+    if join:
+        for new in news:
+            if new.batch is not None:
+                batches.join(state, new.batch, new.id)
 
 
 def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
@@ -585,22 +536,21 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
         _make_ready(state, job, at_ms)
     else:
         job.lost_leases = 0
-        _set_state(state, job, RETRYING)
-        job.run_at_ms = retry_at_ms
-        heapq.heappush(state.scheduled, (retry_at_ms, job.id))
+        indexes.job_move(state, job, RETRYING)
+        indexes.scheduled_add(state, job, retry_at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.RETRYING, at_ms))
     return NOTHING
 
 
 def _die(state: State, job: Job, at_ms: int) -> Enqueued:
-    _set_state(state, job, DEAD)
+    indexes.job_move(state, job, DEAD)
     _free_key(state, job)
     job.lost_leases = 0  # a requeue starts it afresh
     # A job's death times only increase: an entry of an earlier death (stale
     # since a requeue) can never match again and come back to life.
     job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
-    add_dead(state, (job.died_ms, job.id))
+    indexes.dead_add(state, job)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
     return NOTHING
@@ -609,26 +559,19 @@ def _die(state: State, job: Job, at_ms: int) -> Enqueued:
 def _leave(state: State, job: Job) -> None:
     """Take a job out of the index of its state; the lazy ones need nothing."""
     if job.state == READY:
-        _unready(state, job)
+        indexes.ready_remove(state, job)
     elif job.state == LEASED:
         _clear_lease(state, job)
 
 
 def _remove(state: State, job: Job) -> None:
     """Forget a job, whatever its state (acked, trimmed, or deleted by an operator)."""
-    name, job_state = job.queue, job.state
-    if job_state == READY:
-        _unready(state, job)
-    elif job_state == LEASED:
-        _unown(state, job)
+    if job.state == READY:
+        indexes.ready_remove(state, job)
+    elif job.state == LEASED:
+        indexes.lease_remove(state, job)
     _free_key(state, job)
-    state.counts[job_state] -= 1
-    queue = state.queues[name]
-    counts = queue.counts
-    counts[job_state] -= 1
-    state.jobs.pop(job.id)
-    if not queue.paused and not any(counts.values()):
-        del state.queues[name]
+    indexes.job_gone(state, job)
 
 
 def _free_key(state: State, job: Job) -> None:
@@ -639,29 +582,9 @@ def _free_key(state: State, job: Job) -> None:
         job.unique_key, job.unique_for_ms = None, 0
 
 
-def _unready(state: State, job: Job) -> None:
-    """Out of its ready bucket (its queue keeps counting it until it goes)."""
-    queue = state.queues[job.queue]
-    if job.concurrency_key is None:
-        queue.buckets[job.priority].discard(job.id)
-    else:
-        limits.left(state, queue, job.id, job.concurrency_key, job.priority)
-    queue.ready -= 1
-    job.ready_ms = 0
-
-
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
-    _set_state(state, job, READY)
-    job.ready_ms = at_ms
-    queue = state.queues[job.queue]
-    if job.concurrency_key is not None:
-        limits.entered(state, queue, job.id, job.concurrency_key, job.priority, front)
-    elif front:
-        queue.bucket(job.priority).appendleft(job.id)
-    else:
-        queue.bucket(job.priority).append(job.id)
-    queue.ready += 1
-    state.readied.add(job.queue)
+    indexes.job_move(state, job, READY)
+    indexes.ready_add(state, job, at_ms, front=front)
 
 
 def _leased(state: State, job_id: str, token: int) -> Job:
@@ -677,19 +600,16 @@ def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
     leased_ms = job.leased_ms
     _clear_lease(state, job)
     if run_at_ms > at_ms:
-        _set_state(state, job, SCHEDULED)
-        job.run_at_ms = run_at_ms
-        heapq.heappush(state.scheduled, (run_at_ms, job.id))
+        indexes.job_move(state, job, SCHEDULED)
+        indexes.scheduled_add(state, job, run_at_ms)
         return
     _make_ready(state, job, at_ms or leased_ms, front=True)
 
 
 def _clear_lease(state: State, job: Job) -> None:
     """The lease ends; the job stays (waiting again, it may expire again)."""
-    _unown(state, job)
-    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+    indexes.lease_remove(state, job)
     job.progress = None  # the report of the attempt that ended (progress.py)
-    state.jobs.lease_ended(job.id)
     expiry.waits(state, job)
 
 
@@ -709,37 +629,6 @@ def _finished(state: State, job: Job, outcome: str, at_ms: int) -> None:
     history.ended(state, job.id, job.queue, job.type, job.created_ms, job.failures, outcome, at_ms)
 
 
-def _unown(state: State, job: Job) -> None:
-    """Out of the leases-by-owner index; its slot is free (limits.py)."""
-    owned = state.leases_by_owner[job.owner]
-    del owned[job.id]
-    if not owned:
-        del state.leases_by_owner[job.owner]
-    if state.limits or job.concurrency_key is not None:
-        _slot_freed(state, state.queues[job.queue], job)
-
-
-def _slot_freed(state: State, queue: Queue, job: Job) -> None:
-    """A lease ended: its key counts it no more; held fetches may be served."""
-    if job.concurrency_key is not None:
-        limits.lease_ended(state, queue, job.concurrency_key)
-    limits.slot_freed(state, queue)
-
-
 def _set_process_deadline(state: State, process: Process, kind: str, deadline_ms: int) -> None:
     setattr(process, f"{kind}_deadline_ms", deadline_ms)
     heapq.heappush(state.process_deadlines, (deadline_ms, process.worker_id, kind))
-
-
-def _set_state(state: State, job: Job, new: JobState) -> None:
-    state.counts[job.state] -= 1
-    state.counts[new] += 1
-    counts = state.queues[job.queue].counts
-    counts[job.state] -= 1
-    counts[new] += 1
-    job.state = new
-
-
-def _drop_if_empty(state: State, queue: Queue) -> None:
-    if queue.is_empty():
-        del state.queues[queue.name]
