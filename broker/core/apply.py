@@ -207,7 +207,11 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
-    push_jobs(state, record.jobs, join=True, keys=_keys(record.extras))
+    news = record.jobs
+    indexes.jobs_add(state, news, _keys(record.extras))
+    for new in news:  # push_jobs with join, written out: the record of every push
+        if new.batch is not None:
+            batches.join(state, new.batch, new.id)
     if record.extras:
         _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
@@ -226,49 +230,42 @@ def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
     their lanes)."""
     for extra in extras:
         job = state.jobs.thaw(extra.id)  # the Job object just made
-        job.concurrency_key = extra.concurrency_key
+        state.jobs.change(
+            job,
+            concurrency_key=extra.concurrency_key,
+            time_limit_ms=extra.time_limit_ms,
+            keep_result_ms=extra.keep_result_ms,
+        )
         if extra.unique_key is not None:
-            job.unique_key, job.unique_for_ms = extra.unique_key, extra.unique_for_ms
+            state.jobs.change(job, unique_key=extra.unique_key, unique_for_ms=extra.unique_for_ms)
             unique.taken(state, job.id, extra.unique_key, at_ms)
         if extra.expires_ms:
-            job.expires_ms = extra.expires_ms
+            state.jobs.change(job, expires_ms=extra.expires_ms)
             expiry.waits(state, job)
-        job.time_limit_ms = extra.time_limit_ms
-        job.keep_result_ms = extra.keep_result_ms
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
     push_jobs(state, record.jobs, join=True)
     for new, kept in zip(record.jobs, record.kept, strict=True):
         job = state.jobs.thaw(new.id)  # the Job object just made
-        job.extra, job.discard_dead = kept.extra, kept.discard_dead
+        state.jobs.change(job, extra=kept.extra, discard_dead=kept.discard_dead)
     if record.extras:
         _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 
-# Leases and acks are most of a busy journal: lease_job and ack_job take one
-# call of the indexes each (indexes.lease_ready, indexes.ack_gone: their
+# Leases and acks are most of a busy journal: a lease record and each ack
+# take one call of the indexes (indexes.lease_grants, indexes.ack_gone: their
 # steps written out); the replay of the journal (replay.py) calls them for
 # the jobs it has built.
 
 
 def _leased_jobs(state: State, record: R.JobsLeased) -> None:
-    owner, at_ms = record.owner, record.at_ms
-    owned = indexes.leases_of(state, owner)
-    for grant in record.grants:
-        lease_job(state, owned, owner, at_ms, grant)
-    assert owned, record  # a record leases at least one job
+    at_ms = record.at_ms
+    indexes.lease_grants(state, record.owner, record.grants, at_ms)
     state.counter = counted(record.counter_after)
     if state.starts:
         limits.started(state, (state.jobs[grant.id].queue for grant in record.grants), at_ms)
-
-
-def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, grant: R.Grant) -> None:
-    """One grant of a lease record (``owned``: the owner's leases)."""
-    job = state.jobs.thaw(grant.id)
-    assert job.state == READY, job
-    indexes.lease_ready(state, owned, owner, job, grant.token, grant.deadline_ms, at_ms)
 
 
 def _acked(state: State, record: R.JobsAcked) -> Enqueued:
@@ -298,9 +295,7 @@ def _joined(parts: Iterable[Enqueued]) -> Enqueued:
 def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     """One lease of an ack record: the job is done and forgotten. The
     callback jobs it enqueued, if it finished a batch."""
-    job = state.jobs.leased(lease.id)
-    assert job is not None and job.token == lease.token, (lease, job)
-    indexes.ack_gone(state, job)
+    job = indexes.ack_gone(state, lease.id, lease.token)
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
     history.succeeded(
@@ -328,7 +323,8 @@ def _promoted(state: State, record: R.JobsPromoted) -> None:
     for job_id in record.ids:
         job = state.jobs.thaw(job_id)
         assert job.state in (SCHEDULED, RETRYING), job
-        due_ms, job.run_at_ms = job.run_at_ms, 0
+        due_ms = job.run_at_ms
+        indexes.scheduled_remove(state, job)
         _make_ready(state, job, due_ms)
 
 
@@ -354,7 +350,8 @@ def _killed(state: State, record: R.JobKilled) -> Enqueued:
     if job.state == LEASED:
         attempt_ended(state, job, "killed", record.at_ms, record.error)
     _leave(state, job)
-    job.last_error, job.run_at_ms = record.error, 0
+    state.jobs.change(job, last_error=record.error)
+    indexes.scheduled_remove(state, job)
     return _die(state, job, record.at_ms)
 
 
@@ -362,9 +359,9 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
     job = state.jobs.thaw(record.id)
     assert job.state in (DEAD, RETRYING, SCHEDULED), job  # scheduled: Faktory's MUTATE
     if job.state == DEAD:
-        job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
+        state.jobs.change(job, failures=0)  # a fresh set of attempts (died_ms stays: see _die)
         expiry.waits(state, job)
-    job.run_at_ms = 0
+    indexes.scheduled_remove(state, job)
     _make_ready(state, job, record.at_ms)
     if job.batch is not None:
         batches.requeued(state, job)
@@ -523,8 +520,7 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
     job = _leased(state, failure.id, failure.token)
     attempt_ended(state, job, outcome, failure.at_ms, failure.error)
     _clear_lease(state, job)
-    job.failures += 1
-    job.last_error = failure.error
+    state.jobs.change(job, failures=job.failures + 1, last_error=failure.error)
     retry_at_ms, at_ms = failure.retry_at_ms, failure.at_ms
     if retry_at_ms is None:
         enqueued = _die(state, job, at_ms)
@@ -532,10 +528,10 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
             _remove(state, job)
         return enqueued
     if retry_at_ms <= at_ms:
-        job.lost_leases += 1
+        state.jobs.change(job, lost_leases=job.lost_leases + 1)
         _make_ready(state, job, at_ms)
     else:
-        job.lost_leases = 0
+        state.jobs.change(job, lost_leases=0)
         indexes.job_move(state, job, RETRYING)
         indexes.scheduled_add(state, job, retry_at_ms)
     if job.batch is not None:
@@ -546,11 +542,8 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
 def _die(state: State, job: Job, at_ms: int) -> Enqueued:
     indexes.job_move(state, job, DEAD)
     _free_key(state, job)
-    job.lost_leases = 0  # a requeue starts it afresh
-    # A job's death times only increase: an entry of an earlier death (stale
-    # since a requeue) can never match again and come back to life.
-    job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
-    indexes.dead_add(state, job)
+    state.jobs.change(job, lost_leases=0)  # a requeue starts it afresh
+    indexes.dead_add(state, job, at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
     return NOTHING
@@ -579,7 +572,7 @@ def _free_key(state: State, job: Job) -> None:
     at once, and a dead job keeps none (unique.py)."""
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, 0, 0)
-        job.unique_key, job.unique_for_ms = None, 0
+        state.jobs.change(job, unique_key=None, unique_for_ms=0)
 
 
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
@@ -609,7 +602,6 @@ def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
 def _clear_lease(state: State, job: Job) -> None:
     """The lease ends; the job stays (waiting again, it may expire again)."""
     indexes.lease_remove(state, job)
-    job.progress = None  # the report of the attempt that ended (progress.py)
     expiry.waits(state, job)
 
 

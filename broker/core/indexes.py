@@ -15,20 +15,27 @@ by name, so apply.py and replay.py read as domain steps:
 - the leases: ``lease_add`` / ``lease_remove`` (the lease's fields on the
   job, the owner's entry in ``leases_by_owner``, the deadlines heap, the
   leases its key counts), ``deadline_move`` (an extension);
-- the timers of waiting jobs: ``scheduled_add`` (the run-at heap),
-  ``dead_add`` (the dead set).
+- the timers of waiting jobs: ``scheduled_add`` / ``scheduled_remove``
+  (the run-at heap), ``dead_add`` (the dead set, with the job's death time).
+
+The job's fields these structures key it by (its state, ready since, run
+at, died at, its lease's owner, token, deadline and start, and the lease's
+progress report) are written here too, directly (jobs.write: a Job is
+frozen, and these run for every job); the other fields through the jobs
+table's ``change``.
 
 The heaps and the dead set are lazy (state.py): removing an entry is
 changing the job so that the entry no longer matches it; apply purges
 their fronts after each record.
 
-Two composites are the paths of nearly every record of a busy broker, a
-grant (``lease_ready``: ``ready_remove``, ``job_move`` to LEASED and
-``lease_add``) and an ack (``ack_gone``: ``lease_remove`` and
-``job_gone``), and are written out once here (measured: a call per step
-costs the lease and the ack paths about a tenth). ``jobs_add`` and
-``ready_jobs_add`` (replay's bulk builder: ready jobs packed at once) are
-loops over a record's jobs, so that a push costs one call.
+Two composites are the paths of nearly every record of a busy broker, the
+grants of a lease record (``lease_grants``: for each, ``ready_remove``,
+``job_move`` to LEASED and ``lease_add``) and an ack (``ack_gone``:
+``lease_remove`` and ``job_gone``), and are written out once here
+(measured: a call per step costs the lease and the ack paths about a
+tenth). ``jobs_add``, ``lease_grants`` and ``ready_jobs_add`` (replay's
+bulk builder: ready jobs packed at once) are loops over a record's jobs,
+so that a record costs one call, not one per job.
 
 indexes_reference.py implements the same functions in the most obvious way
 (plain lists, every count recounted from the jobs); a test runs random
@@ -43,8 +50,9 @@ from operator import attrgetter
 from typing import Final
 
 from leash.broker.core import limits
+from leash.broker.core.jobs import write
 from leash.broker.core.ready import ReadyBucket
-from leash.broker.core.records import NewJob
+from leash.broker.core.records import Grant, NewJob
 from leash.broker.core.state import (
     LEASED,
     READY,
@@ -117,7 +125,7 @@ def job_move(state: State, job: Job, new: JobState) -> None:
     queue_counts = state.queues[job.queue].counts
     queue_counts[job.state] -= 1
     queue_counts[new] += 1
-    job.state = new
+    write(job, "state", new)
 
 
 def job_gone(state: State, job: Job) -> None:
@@ -146,7 +154,7 @@ def queue_drop_if_empty(state: State, queue: Queue) -> None:
 def ready_add(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
     """A READY job waits from ``at_ms`` at the back of its bucket (or its
     key's lane), or at the front (a released job)."""
-    job.ready_ms = at_ms
+    write(job, "ready_ms", at_ms)
     queue = state.queues[job.queue]
     if job.concurrency_key is not None:
         limits.entered(state, queue, job.id, job.concurrency_key, job.priority, front)
@@ -167,7 +175,7 @@ def ready_remove(state: State, job: Job) -> None:
     else:
         limits.left(state, queue, job.id, job.concurrency_key, job.priority)
     queue.ready -= 1
-    job.ready_ms = 0
+    write(job, "ready_ms", 0)
 
 
 # --- leases ------------------------------------------------------------------------
@@ -192,7 +200,10 @@ def lease_add(
 ) -> None:
     """A LEASED job's lease, granted at ``at_ms`` to ``owner`` (``owned``:
     its leases, ``leases_of``): its fields, its owner's entry, its deadline."""
-    job.owner, job.token, job.deadline_ms, job.leased_ms = owner, token, deadline_ms, at_ms
+    write(job, "owner", owner)
+    write(job, "token", token)
+    write(job, "deadline_ms", deadline_ms)
+    write(job, "leased_ms", at_ms)
     owned[job.id] = None
     heapq.heappush(state.deadlines, (deadline_ms, token, job.id))
 
@@ -204,7 +215,11 @@ def lease_remove(state: State, job: Job) -> None:
     owner_entry_remove(state, job.owner, job.id)
     if state.limits or job.concurrency_key is not None:
         _slot_freed(state, state.queues[job.queue], job)
-    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+    write(job, "owner", "")
+    write(job, "token", 0)
+    write(job, "deadline_ms", 0)
+    write(job, "leased_ms", 0)
+    write(job, "progress", None)  # the report of the attempt that ended (progress.py)
     state.jobs.lease_ended(job.id)  # an object while recent, then packed (jobs.py)
 
 
@@ -225,7 +240,7 @@ def owner_entry_remove(state: State, owner: str, job_id: str) -> None:
 
 def deadline_move(state: State, job: Job, deadline_ms: int) -> None:
     """A LEASED job's lease runs until ``deadline_ms`` now."""
-    job.deadline_ms = deadline_ms
+    write(job, "deadline_ms", deadline_ms)
     heapq.heappush(state.deadlines, (deadline_ms, job.token, job.id))
 
 
@@ -241,58 +256,72 @@ def _slot_freed(state: State, queue: Queue, job: Job) -> None:
 
 def scheduled_add(state: State, job: Job, run_at_ms: int) -> None:
     """A SCHEDULED or RETRYING job becomes ready at ``run_at_ms``."""
-    job.run_at_ms = run_at_ms
+    write(job, "run_at_ms", run_at_ms)
     heapq.heappush(state.scheduled, (run_at_ms, job.id))
 
 
-def dead_add(state: State, job: Job) -> None:
-    """A DEAD job in the dead set, at its ``died_ms``."""
-    add_dead(state, (job.died_ms, job.id))
+def scheduled_remove(state: State, job: Job) -> None:
+    """The job waits for no time (promoted, requeued, killed): its entry is stale."""
+    write(job, "run_at_ms", 0)
+
+
+def dead_add(state: State, job: Job, at_ms: int) -> None:
+    """A DEAD job in the dead set, died at ``at_ms``, or just after its
+    last death: a job's death times only increase, so an entry of an
+    earlier death (stale since a requeue) can never match again and come
+    back to life."""
+    died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
+    write(job, "died_ms", died_ms)
+    add_dead(state, (died_ms, job.id))
 
 
 # --- the two paths of a busy broker, written out ---------------------------------
 
 
-def lease_ready(
-    state: State,
-    owned: dict[str, None],
-    owner: str,
-    job: Job,
-    token: int,
-    deadline_ms: int,
-    at_ms: int,
-) -> None:
-    """A READY job leased: ``ready_remove``, ``job_move`` to LEASED and
-    ``lease_add`` (``owned``: ``owner``'s leases), in one call."""
-    job_id = job.id
-    queue = state.queues[job.queue]
-    key = job.concurrency_key
-    if key is None:
-        queue.buckets[job.priority].discard(job_id)
-    else:  # a lease from a lane moves its key's token (limits.py)
-        limits.leased(state, queue, job_id, key, job.priority)
-    queue.ready -= 1
-    counts = state.counts
-    counts[READY] -= 1
-    counts[LEASED] += 1
-    queue_counts = queue.counts
-    queue_counts[READY] -= 1
-    queue_counts[LEASED] += 1
-    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
-    job.owner, job.token, job.deadline_ms = owner, token, deadline_ms
-    owned[job_id] = None
-    heapq.heappush(state.deadlines, (deadline_ms, token, job_id))
+def lease_grants(state: State, owner: str, grants: list[Grant], at_ms: int) -> None:
+    """READY jobs leased to ``owner`` at ``at_ms`` (a lease record's
+    grants): for each, ``ready_remove``, ``job_move`` to LEASED and
+    ``lease_add``, in one call."""
+    owned = state.leases_by_owner.get(owner)
+    if owned is None:
+        owned = state.leases_by_owner[owner] = {}
+    thaw, queues, counts, deadlines = state.jobs.thaw, state.queues, state.counts, state.deadlines
+    for grant in grants:
+        job_id, token, deadline_ms = grant.id, grant.token, grant.deadline_ms
+        job = thaw(job_id)
+        assert job.state == READY, job
+        queue = queues[job.queue]
+        key = job.concurrency_key
+        if key is None:
+            queue.buckets[job.priority].discard(job_id)
+        else:  # a lease from a lane moves its key's token (limits.py)
+            limits.leased(state, queue, job_id, key, job.priority)
+        queue.ready -= 1
+        counts[READY] -= 1
+        counts[LEASED] += 1
+        queue_counts = queue.counts
+        queue_counts[READY] -= 1
+        queue_counts[LEASED] += 1
+        write(job, "state", LEASED)
+        write(job, "ready_ms", 0)
+        write(job, "leased_ms", at_ms)
+        write(job, "owner", owner)
+        write(job, "token", token)
+        write(job, "deadline_ms", deadline_ms)
+        owned[job_id] = None
+        heapq.heappush(deadlines, (deadline_ms, token, job_id))
+    assert owned, grants  # a record leases at least one job
 
 
-def ack_gone(state: State, job: Job) -> None:
-    """A LEASED job done and forgotten: ``lease_remove`` and ``job_gone``
-    in one call (the job object keeps its lease's fields, to be read)."""
+def ack_gone(state: State, job_id: str, token: int) -> Job:
+    """The job leased with ``token`` done and forgotten: ``lease_remove``
+    and ``job_gone`` in one call; the job as it was, lease and all."""
+    job = state.jobs.pop_leased(job_id, token)
     owners = state.leases_by_owner
     owned = owners[job.owner]
     del owned[job.id]
     if not owned:
         del owners[job.owner]
-    state.jobs.pop(job.id)
     state.counts[LEASED] -= 1
     name = job.queue
     queue = state.queues[name]
@@ -302,3 +331,4 @@ def ack_gone(state: State, job: Job) -> None:
         _slot_freed(state, queue, job)
     if not queue.paused and not any(queue_counts.values()):
         del state.queues[name]
+    return job

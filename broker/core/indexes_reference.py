@@ -6,7 +6,7 @@ hold is kept plainly: the jobs by id (plain ``Job`` objects, never packed),
 each ready bucket a list in fetch order, each owner's leases a dict in the
 order they were granted. Everything else is recounted from the jobs when it
 is asked for: the counts, the queues, the live entries of the lazy heaps
-and of the dead set. The composites (``lease_ready``, ``ack_gone``) are
+and of the dead set. The composites (``lease_grants``, ``ack_gone``) are
 their steps called one after the other. Slow on purpose: a test runs random
 sequences of these against indexes.py and compares what both hold after
 every step (tests/property/test_indexes_reference.py).
@@ -17,8 +17,8 @@ check_invariants), queue limits and paused queues.
 
 from collections import Counter
 
-from leash.broker.core.jobs import DEAD, JOB_STATES, LEASED, READY, RETRYING, SCHEDULED, Job
-from leash.broker.core.records import NewJob
+from leash.broker.core.jobs import DEAD, JOB_STATES, LEASED, READY, RETRYING, SCHEDULED, Job, write
+from leash.broker.core.records import Grant, NewJob
 from leash.protocol.messages import JobState
 
 
@@ -85,7 +85,7 @@ def ready_jobs_add(ref: Reference, news: list[NewJob]) -> None:
 
 
 def job_move(ref: Reference, job: Job, new: JobState) -> None:
-    job.state = new
+    write(job, "state", new)
 
 
 def job_gone(ref: Reference, job: Job) -> None:
@@ -94,7 +94,7 @@ def job_gone(ref: Reference, job: Job) -> None:
 
 def ready_add(ref: Reference, job: Job, at_ms: int, *, front: bool = False) -> None:
     assert job.concurrency_key is None, "concurrency keys are not modelled"
-    job.ready_ms = at_ms
+    write(job, "ready_ms", at_ms)
     bucket = ref.ready.setdefault((job.queue, job.priority), [])
     if front:
         bucket.insert(0, job.id)
@@ -105,7 +105,7 @@ def ready_add(ref: Reference, job: Job, at_ms: int, *, front: bool = False) -> N
 
 def ready_remove(ref: Reference, job: Job) -> None:
     ref.ready[job.queue, job.priority].remove(job.id)
-    job.ready_ms = 0
+    write(job, "ready_ms", 0)
 
 
 def leases_of(ref: Reference, owner: str) -> dict[str, None]:
@@ -121,7 +121,13 @@ def lease_add(
     deadline_ms: int,
     at_ms: int,
 ) -> None:
-    job.owner, job.token, job.deadline_ms, job.leased_ms = owner, token, deadline_ms, at_ms
+    for field, value in (
+        ("owner", owner),
+        ("token", token),
+        ("deadline_ms", deadline_ms),
+        ("leased_ms", at_ms),
+    ):
+        write(job, field, value)
     owned[job.id] = None
 
 
@@ -137,35 +143,41 @@ def owner_entry_remove(ref: Reference, owner: str, job_id: str) -> None:
 
 def lease_remove(ref: Reference, job: Job) -> None:
     owner_entry_remove(ref, job.owner, job.id)
-    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
+    for field, cleared in (("owner", ""), ("token", 0), ("deadline_ms", 0), ("leased_ms", 0)):
+        write(job, field, cleared)
+    write(job, "progress", None)
 
 
 def deadline_move(ref: Reference, job: Job, deadline_ms: int) -> None:
-    job.deadline_ms = deadline_ms
+    write(job, "deadline_ms", deadline_ms)
 
 
 def scheduled_add(ref: Reference, job: Job, run_at_ms: int) -> None:
-    job.run_at_ms = run_at_ms
+    write(job, "run_at_ms", run_at_ms)
 
 
-def dead_add(ref: Reference, job: Job) -> None:
+def scheduled_remove(ref: Reference, job: Job) -> None:
+    write(job, "run_at_ms", 0)
+
+
+def dead_add(ref: Reference, job: Job, at_ms: int) -> None:
     assert job.state == DEAD, job  # the dead set is recounted from the jobs
+    write(job, "died_ms", at_ms if job.died_ms < at_ms else job.died_ms + 1)
 
 
-def lease_ready(
-    ref: Reference,
-    owned: dict[str, None],
-    owner: str,
-    job: Job,
-    token: int,
-    deadline_ms: int,
-    at_ms: int,
-) -> None:
-    ready_remove(ref, job)
-    job_move(ref, job, LEASED)
-    lease_add(ref, owned, owner, job, token, deadline_ms, at_ms)
+def lease_grants(ref: Reference, owner: str, grants: list[Grant], at_ms: int) -> None:
+    owned = leases_of(ref, owner)
+    for grant in grants:
+        job = ref.jobs[grant.id]
+        assert job.state == READY, job
+        ready_remove(ref, job)
+        job_move(ref, job, LEASED)
+        lease_add(ref, owned, owner, job, grant.token, grant.deadline_ms, at_ms)
 
 
-def ack_gone(ref: Reference, job: Job) -> None:
+def ack_gone(ref: Reference, job_id: str, token: int) -> Job:
+    job = ref.jobs[job_id]
+    assert job.state == LEASED and job.token == token, (job, token)
     owner_entry_remove(ref, job.owner, job.id)
     job_gone(ref, job)
+    return job

@@ -54,7 +54,7 @@ from typing import Final, assert_never
 
 from leash.broker.core import indexes, limits
 from leash.broker.core import records as R
-from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from leash.broker.core.apply import ack_job, apply, counted, push_jobs
 from leash.broker.core.history import succeeded
 from leash.broker.core.state import (
     State,
@@ -204,7 +204,7 @@ class Replay:
             if new is None:
                 if self.keyed and pushed:  # its token may move: nothing may overtake
                     self.flush()
-                lease_job(state, owned, owner, at_ms, grant)
+                indexes.lease_grants(state, owner, [grant], at_ms)
                 continue
             assert job_id not in leases, (job_id, "leased twice")
             indexes.owner_entry_add(owned, job_id)
@@ -286,7 +286,7 @@ def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:
     (the owner's entry, made with the lease record, stays where it is)."""
     owner, grant, at_ms = lease
     push_jobs(state, [new], join=False)
-    lease_job(state, state.leases_by_owner[owner], owner, at_ms, grant)
+    indexes.lease_grants(state, owner, [grant], at_ms)
 
 
 LeaseRecord = (

@@ -199,13 +199,8 @@ class Walk:
 
     def lease(self) -> Callable[[World], None]:
         owner, grants, at_ms = *self._grants(), self.at_ms
-
-        def run(w: World) -> None:
-            owned = w.m.leases_of(w.target, owner)
-            for job_id, token, deadline_ms in grants:
-                w.m.lease_ready(w.target, owned, owner, w.job(job_id), token, deadline_ms, at_ms)
-
-        return run
+        records = [R.Grant(job_id, token, deadline_ms) for job_id, token, deadline_ms in grants]
+        return lambda w: w.m.lease_grants(w.target, owner, records, at_ms)
 
     def lease_by_steps(self) -> Callable[[World], None]:
         owner, grants, at_ms = *self._grants(), self.at_ms
@@ -222,7 +217,7 @@ class Walk:
 
     def ack(self) -> Callable[[World], None]:
         job_id = self.rng.choice(self.by_state[LEASED])
-        return lambda w: w.m.ack_gone(w.target, w.job(job_id))
+        return lambda w: w.m.ack_gone(w.target, job_id, w.job(job_id).token)
 
     def release(self) -> Callable[[World], None]:
         job_id, at_ms = self.rng.choice(self.by_state[LEASED]), self.at_ms
@@ -258,7 +253,8 @@ class Walk:
 
         def run(w: World) -> None:
             job = w.job(job_id)
-            due_ms, job.run_at_ms = job.run_at_ms, 0
+            due_ms = job.run_at_ms
+            w.m.scheduled_remove(w.target, job)
             w.m.job_move(w.target, job, READY)
             w.m.ready_add(w.target, job, max(due_ms, at_ms))
 
@@ -270,7 +266,7 @@ class Walk:
             w.m.ready_remove(w.target, job)
         elif job.state == LEASED:
             w.m.lease_remove(w.target, job)
-        job.run_at_ms = 0
+        w.m.scheduled_remove(w.target, job)
 
     def kill(self) -> Callable[[World], None]:
         alive = [j for s in (READY, SCHEDULED, RETRYING, LEASED) for j in self.by_state[s]]
@@ -282,8 +278,7 @@ class Walk:
             job = w.job(job_id)
             self._leave(w, job)
             w.m.job_move(w.target, job, DEAD)
-            job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
-            w.m.dead_add(w.target, job)
+            w.m.dead_add(w.target, job, at_ms)
 
         return run
 
