@@ -31,17 +31,19 @@ their fronts after each record.
 Two composites are the paths of nearly every record of a busy broker, the
 grants of a lease record (``lease_grants``: for each, ``ready_remove``,
 ``job_move`` to LEASED and ``lease_add``) and an ack (``ack_gone``:
-``lease_remove`` and ``job_gone``), and are written out once here
-(measured: a call per step costs the lease and the ack paths about a
-tenth). ``jobs_add``, ``lease_grants`` and ``ready_jobs_add`` (replay's
-bulk builder: ready jobs packed at once) are loops over a record's jobs,
-so that a record costs one call, not one per job.
+``lease_remove`` and ``job_gone``), and are written out once here: a
+call per step would add three Python calls to the path every job takes.
+``jobs_add``, ``lease_grants`` and ``ready_jobs_add`` (replay's bulk
+builder: ready jobs packed at once) are loops over a record's jobs, so
+that a record costs one call, not one per job.
 
 indexes_reference.py implements the same functions in the most obvious way
 (plain lists, every count recounted from the jobs); a test runs random
 sequences of them against both and compares what each holds after every
-step. No other module changes these structures; the state image's loader
-(image.py) builds them in bulk from a snapshot.
+step. No other module changes these structures (limits.py moves the
+tokens of keyed lanes in the buckets, called from here and for changes of
+limits); the state image's loader (image.py) builds them in bulk from a
+snapshot.
 """
 
 import heapq
