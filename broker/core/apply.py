@@ -25,12 +25,11 @@ import heapq
 from collections.abc import Iterable, Sequence
 from typing import Final, assert_never
 
-from leash.broker.core import cron, expiry, history, limits, progress, results, unique
+from leash.broker.core import cron, expiry, history, indexes, limits, progress, results, unique
 from leash.broker.core import records as R
 from leash.broker.core.attempts import Outcome, attempt_ended, failed_outcome
 from leash.broker.core.batches import state as B
 from leash.broker.core.batches import transitions as batches
-from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.state import (
     COUNTER_LIMIT,
     DEAD,
@@ -41,9 +40,7 @@ from leash.broker.core.state import (
     Job,
     Process,
     ProcessDeadline,
-    Queue,
     State,
-    add_dead,
     purge_batch_deadlines,
     purge_deadlines,
     purge_expiries,
@@ -53,7 +50,7 @@ from leash.broker.core.state import (
     purge_schedule_ticks,
     purge_unique_windows,
 )
-from leash.protocol.messages import JobState, LeaseRef
+from leash.protocol.messages import LeaseRef
 
 Enqueued = Sequence[R.NewJob]  # the callback jobs a record enqueued
 NOTHING: Final[Enqueued] = ()
@@ -202,7 +199,11 @@ def _apply_other(state: State, record: OtherRecord) -> Enqueued:
 
 
 def _pushed(state: State, record: R.JobsPushed) -> None:
-    push_jobs(state, record.jobs, join=True, keys=_keys(record.extras))
+    news = record.jobs
+    indexes.jobs_add(state, news, _keys(record.extras))
+    for new in news:  # push_jobs with join, written out: the record of every push
+        if new.batch is not None:
+            batches.join(state, new.batch, new.id)
     if record.extras:
         _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
@@ -221,68 +222,42 @@ def _carry(state: State, extras: list[R.JobExtras], at_ms: int) -> None:
     their lanes)."""
     for extra in extras:
         job = state.jobs.thaw(extra.id)  # the Job object just made
-        job.concurrency_key = extra.concurrency_key
+        state.jobs.change(
+            job,
+            concurrency_key=extra.concurrency_key,
+            time_limit_ms=extra.time_limit_ms,
+            keep_result_ms=extra.keep_result_ms,
+        )
         if extra.unique_key is not None:
-            job.unique_key, job.unique_for_ms = extra.unique_key, extra.unique_for_ms
+            state.jobs.change(job, unique_key=extra.unique_key, unique_for_ms=extra.unique_for_ms)
             unique.taken(state, job.id, extra.unique_key, at_ms)
         if extra.expires_ms:
-            job.expires_ms = extra.expires_ms
+            state.jobs.change(job, expires_ms=extra.expires_ms)
             expiry.waits(state, job)
-        job.time_limit_ms = extra.time_limit_ms
-        job.keep_result_ms = extra.keep_result_ms
 
 
 def _pushed_kept(state: State, record: R.KeptJobsPushed) -> None:
     push_jobs(state, record.jobs, join=True)
     for new, kept in zip(record.jobs, record.kept, strict=True):
         job = state.jobs.thaw(new.id)  # the Job object just made
-        job.extra, job.discard_dead = kept.extra, kept.discard_dead
+        state.jobs.change(job, extra=kept.extra, discard_dead=kept.discard_dead)
     if record.extras:
         _carry(state, record.extras, record.jobs[0].created_ms)
     state.counter = counted(record.counter_after)
 
 
-# Leases and acks are most of a busy journal: lease_job and ack_job do what
-# _unready, _set_state and _remove do, written out (one call per grant or
-# lease, none per step); the replay of the journal (replay.py) calls them
-# for the jobs it has built.
+# Leases and acks are most of a busy journal: a lease record and each ack
+# take one call of the indexes (indexes.lease_grants, indexes.ack_gone: their
+# steps written out); the replay of the journal (replay.py) calls them for
+# the jobs it has built.
 
 
 def _leased_jobs(state: State, record: R.JobsLeased) -> None:
-    owner, at_ms = record.owner, record.at_ms
-    owned = state.leases_by_owner.get(owner)
-    if owned is None:
-        owned = state.leases_by_owner[owner] = {}
-    for grant in record.grants:
-        lease_job(state, owned, owner, at_ms, grant)
-    assert owned, record  # a record leases at least one job
+    at_ms = record.at_ms
+    indexes.lease_grants(state, record.owner, record.grants, at_ms)
     state.counter = counted(record.counter_after)
     if state.starts:
         limits.started(state, (state.jobs[grant.id].queue for grant in record.grants), at_ms)
-
-
-def lease_job(state: State, owned: dict[str, None], owner: str, at_ms: int, grant: R.Grant) -> None:
-    """One grant of a lease record (``owned``: the owner's leases)."""
-    job_id = grant.id
-    job = state.jobs.thaw(job_id)
-    assert job.state == READY, job
-    queue = state.queues[job.queue]
-    key = job.concurrency_key
-    if key is None:
-        queue.buckets[job.priority].discard(job_id)
-    else:
-        limits.leased(state, queue, job_id, key, job.priority)
-    queue.ready -= 1
-    counts = state.counts
-    counts[READY] -= 1
-    counts[LEASED] += 1
-    queue_counts = queue.counts
-    queue_counts[READY] -= 1
-    queue_counts[LEASED] += 1
-    job.state, job.ready_ms, job.leased_ms = LEASED, 0, at_ms
-    job.owner, job.token, job.deadline_ms = owner, grant.token, grant.deadline_ms
-    owned[job_id] = None
-    heapq.heappush(state.deadlines, (grant.deadline_ms, grant.token, job_id))
 
 
 def _acked(state: State, record: R.JobsAcked) -> Enqueued:
@@ -312,27 +287,12 @@ def _joined(parts: Iterable[Enqueued]) -> Enqueued:
 def ack_job(state: State, lease: LeaseRef, at_ms: int) -> Enqueued:
     """One lease of an ack record: the job is done and forgotten. The
     callback jobs it enqueued, if it finished a batch."""
-    job = state.jobs.leased(lease.id)
-    assert job is not None and job.token == lease.token, (lease, job)
-    owners = state.leases_by_owner
-    owned = owners[job.owner]
-    del owned[lease.id]
-    if not owned:
-        del owners[job.owner]
-    state.jobs.pop(lease.id)
+    job = indexes.ack_gone(state, lease.id, lease.token)
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, job.unique_for_ms, at_ms)
     history.succeeded(
         state, job.id, job.queue, job.type, job.created_ms, job.failures, job.owner, at_ms
     )
-    state.counts[LEASED] -= 1
-    queue = state.queues[job.queue]
-    queue_counts = queue.counts
-    queue_counts[LEASED] -= 1
-    if state.limits or job.concurrency_key is not None:
-        _slot_freed(state, queue, job)
-    if not queue.paused and not any(queue_counts.values()):
-        del state.queues[job.queue]
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.SUCCEEDED, at_ms))
     return NOTHING
@@ -347,8 +307,7 @@ def _fail_all(state: State, failures: list[R.Failure], outcome: Outcome | None) 
 
 def _extended(state: State, record: R.LeaseExtended | R.ProgressReported) -> Job:
     job = _leased(state, record.id, record.token)
-    job.deadline_ms = record.deadline_ms
-    heapq.heappush(state.deadlines, (record.deadline_ms, record.token, record.id))
+    indexes.deadline_move(state, job, record.deadline_ms)
     return job
 
 
@@ -356,7 +315,8 @@ def _promoted(state: State, record: R.JobsPromoted) -> None:
     for job_id in record.ids:
         job = state.jobs.thaw(job_id)
         assert job.state in (SCHEDULED, RETRYING), job
-        due_ms, job.run_at_ms = job.run_at_ms, 0
+        due_ms = job.run_at_ms
+        indexes.scheduled_remove(state, job)
         _make_ready(state, job, due_ms)
 
 
@@ -382,7 +342,8 @@ def _killed(state: State, record: R.JobKilled) -> Enqueued:
     if job.state == LEASED:
         attempt_ended(state, job, "killed", record.at_ms, record.error)
     _leave(state, job)
-    job.last_error, job.run_at_ms = record.error, 0
+    state.jobs.change(job, last_error=record.error)
+    indexes.scheduled_remove(state, job)
     return _die(state, job, record.at_ms)
 
 
@@ -390,9 +351,9 @@ def _requeued(state: State, record: R.JobRequeued) -> None:
     job = state.jobs.thaw(record.id)
     assert job.state in (DEAD, RETRYING, SCHEDULED), job  # scheduled: Faktory's MUTATE
     if job.state == DEAD:
-        job.failures = 0  # a fresh set of attempts (died_ms stays: see _die)
+        state.jobs.change(job, failures=0)  # a fresh set of attempts (died_ms stays: see _die)
         expiry.waits(state, job)
-    job.run_at_ms = 0
+    indexes.scheduled_remove(state, job)
     _make_ready(state, job, record.at_ms)
     if job.batch is not None:
         batches.requeued(state, job)
@@ -406,7 +367,7 @@ def _resumed(state: State, record: R.QueueResumed) -> None:
     queue.paused = False
     if queue.ready:
         state.readied.add(record.queue)
-    _drop_if_empty(state, queue)
+    indexes.queue_drop_if_empty(state, queue)
 
 
 def counted(counter_after: int) -> int:
@@ -537,34 +498,11 @@ def push_jobs(
     """Create jobs, ready or scheduled; with ``join``, each a member of the
     batch it names from now on; ``keys``: the concurrency keys of those
     that have one, by id (a ready one waits in its key's lane)."""
-    jobs, queues, counts = state.jobs, state.queues, state.counts
-    create = jobs.create
-    for new in news:
-        create(new)
-        name = new.queue
-        queue = queues.get(name)
-        if queue is None:
-            queue = queues[name] = Queue(name)
-        if new.run_at_ms is None:
-            counts[READY] += 1
-            queue.counts[READY] += 1
-            if keys is not None and new.id in keys:
-                limits.entered(state, queue, new.id, keys[new.id], new.priority, False)
-                queue.ready += 1
-                state.readied.add(name)
-                continue
-            bucket = queue.buckets.get(new.priority)
-            if bucket is None:
-                bucket = queue.buckets[new.priority] = ReadyBucket()
-            bucket.append(new.id)
-            queue.ready += 1
-            state.readied.add(name)
-        else:
-            counts[SCHEDULED] += 1
-            queue.counts[SCHEDULED] += 1
-            heapq.heappush(state.scheduled, (new.run_at_ms, new.id))
-        if join and new.batch is not None:
-            batches.join(state, new.batch, new.id)
+    indexes.jobs_add(state, news, keys)
+    if join:
+        for new in news:
+            if new.batch is not None:
+                batches.join(state, new.batch, new.id)
 
 
 def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
@@ -574,8 +512,7 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
     job = _leased(state, failure.id, failure.token)
     attempt_ended(state, job, outcome, failure.at_ms, failure.error)
     _clear_lease(state, job)
-    job.failures += 1
-    job.last_error = failure.error
+    state.jobs.change(job, failures=job.failures + 1, last_error=failure.error)
     retry_at_ms, at_ms = failure.retry_at_ms, failure.at_ms
     if retry_at_ms is None:
         enqueued = _die(state, job, at_ms)
@@ -583,26 +520,22 @@ def _fail(state: State, failure: R.Failure, outcome: Outcome) -> Enqueued:
             _remove(state, job)
         return enqueued
     if retry_at_ms <= at_ms:
-        job.lost_leases += 1
+        state.jobs.change(job, lost_leases=job.lost_leases + 1)
         _make_ready(state, job, at_ms)
     else:
-        job.lost_leases = 0
-        _set_state(state, job, RETRYING)
-        job.run_at_ms = retry_at_ms
-        heapq.heappush(state.scheduled, (retry_at_ms, job.id))
+        state.jobs.change(job, lost_leases=0)
+        indexes.job_move(state, job, RETRYING)
+        indexes.scheduled_add(state, job, retry_at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.RETRYING, at_ms))
     return NOTHING
 
 
 def _die(state: State, job: Job, at_ms: int) -> Enqueued:
-    _set_state(state, job, DEAD)
+    indexes.job_move(state, job, DEAD)
     _free_key(state, job)
-    job.lost_leases = 0  # a requeue starts it afresh
-    # A job's death times only increase: an entry of an earlier death (stale
-    # since a requeue) can never match again and come back to life.
-    job.died_ms = max(at_ms, job.died_ms + 1) if job.died_ms else at_ms
-    add_dead(state, (job.died_ms, job.id))
+    state.jobs.change(job, lost_leases=0)  # a requeue starts it afresh
+    indexes.dead_add(state, job, at_ms)
     if job.batch is not None:
         return _push_all(state, batches.ended(state, job, B.DEAD, at_ms))
     return NOTHING
@@ -611,26 +544,19 @@ def _die(state: State, job: Job, at_ms: int) -> Enqueued:
 def _leave(state: State, job: Job) -> None:
     """Take a job out of the index of its state; the lazy ones need nothing."""
     if job.state == READY:
-        _unready(state, job)
+        indexes.ready_remove(state, job)
     elif job.state == LEASED:
         _clear_lease(state, job)
 
 
 def _remove(state: State, job: Job) -> None:
     """Forget a job, whatever its state (acked, trimmed, or deleted by an operator)."""
-    name, job_state = job.queue, job.state
-    if job_state == READY:
-        _unready(state, job)
-    elif job_state == LEASED:
-        _unown(state, job)
+    if job.state == READY:
+        indexes.ready_remove(state, job)
+    elif job.state == LEASED:
+        indexes.lease_remove(state, job)
     _free_key(state, job)
-    state.counts[job_state] -= 1
-    queue = state.queues[name]
-    counts = queue.counts
-    counts[job_state] -= 1
-    state.jobs.pop(job.id)
-    if not queue.paused and not any(counts.values()):
-        del state.queues[name]
+    indexes.job_gone(state, job)
 
 
 def _free_key(state: State, job: Job) -> None:
@@ -638,32 +564,12 @@ def _free_key(state: State, job: Job) -> None:
     at once, and a dead job keeps none (unique.py)."""
     if job.unique_key is not None:
         unique.job_ended(state, job.id, job.unique_key, 0, 0)
-        job.unique_key, job.unique_for_ms = None, 0
-
-
-def _unready(state: State, job: Job) -> None:
-    """Out of its ready bucket (its queue keeps counting it until it goes)."""
-    queue = state.queues[job.queue]
-    if job.concurrency_key is None:
-        queue.buckets[job.priority].discard(job.id)
-    else:
-        limits.left(state, queue, job.id, job.concurrency_key, job.priority)
-    queue.ready -= 1
-    job.ready_ms = 0
+        state.jobs.change(job, unique_key=None, unique_for_ms=0)
 
 
 def _make_ready(state: State, job: Job, at_ms: int, *, front: bool = False) -> None:
-    _set_state(state, job, READY)
-    job.ready_ms = at_ms
-    queue = state.queues[job.queue]
-    if job.concurrency_key is not None:
-        limits.entered(state, queue, job.id, job.concurrency_key, job.priority, front)
-    elif front:
-        queue.bucket(job.priority).appendleft(job.id)
-    else:
-        queue.bucket(job.priority).append(job.id)
-    queue.ready += 1
-    state.readied.add(job.queue)
+    indexes.job_move(state, job, READY)
+    indexes.ready_add(state, job, at_ms, front=front)
 
 
 def _leased(state: State, job_id: str, token: int) -> Job:
@@ -679,19 +585,15 @@ def _release(state: State, job: Job, at_ms: int, run_at_ms: int = 0) -> None:
     leased_ms = job.leased_ms
     _clear_lease(state, job)
     if run_at_ms > at_ms:
-        _set_state(state, job, SCHEDULED)
-        job.run_at_ms = run_at_ms
-        heapq.heappush(state.scheduled, (run_at_ms, job.id))
+        indexes.job_move(state, job, SCHEDULED)
+        indexes.scheduled_add(state, job, run_at_ms)
         return
     _make_ready(state, job, at_ms or leased_ms, front=True)
 
 
 def _clear_lease(state: State, job: Job) -> None:
     """The lease ends; the job stays (waiting again, it may expire again)."""
-    _unown(state, job)
-    job.owner, job.token, job.deadline_ms, job.leased_ms = "", 0, 0, 0
-    job.progress = None  # the report of the attempt that ended (progress.py)
-    state.jobs.lease_ended(job.id)
+    indexes.lease_remove(state, job)
     expiry.waits(state, job)
 
 
@@ -711,23 +613,6 @@ def _finished(state: State, job: Job, outcome: str, at_ms: int) -> None:
     history.ended(state, job.id, job.queue, job.type, job.created_ms, job.failures, outcome, at_ms)
 
 
-def _unown(state: State, job: Job) -> None:
-    """Out of the leases-by-owner index; its slot is free (limits.py)."""
-    owned = state.leases_by_owner[job.owner]
-    del owned[job.id]
-    if not owned:
-        del state.leases_by_owner[job.owner]
-    if state.limits or job.concurrency_key is not None:
-        _slot_freed(state, state.queues[job.queue], job)
-
-
-def _slot_freed(state: State, queue: Queue, job: Job) -> None:
-    """A lease ended: its key counts it no more; held fetches may be served."""
-    if job.concurrency_key is not None:
-        limits.lease_ended(state, queue, job.concurrency_key)
-    limits.slot_freed(state, queue)
-
-
 def _set_process_deadline(
     state: State, process: Process, kind: ProcessDeadline, deadline_ms: int
 ) -> None:
@@ -741,17 +626,3 @@ def _set_process_deadline(
         case _:
             assert_never(kind)
     heapq.heappush(state.process_deadlines, (deadline_ms, process.worker_id, kind))
-
-
-def _set_state(state: State, job: Job, new: JobState) -> None:
-    state.counts[job.state] -= 1
-    state.counts[new] += 1
-    counts = state.queues[job.queue].counts
-    counts[job.state] -= 1
-    counts[new] += 1
-    job.state = new
-
-
-def _drop_if_empty(state: State, queue: Queue) -> None:
-    if queue.is_empty():
-        del state.queues[queue.name]

@@ -46,7 +46,7 @@ def attempt_ended(
         None if error is None else _cut(error),
     )
     kept = job.attempts[-KEEP_BEFORE:] if job.attempts and KEEP_BEFORE else []
-    job.attempts = [*kept, attempt]
+    state.jobs.change(job, attempts=[*kept, attempt])
 
 
 def _cut(error: ErrorInfo) -> ErrorInfo:

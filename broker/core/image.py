@@ -65,7 +65,7 @@ from msgspec import Struct
 
 from leash.broker.core.batches.state import OPEN, Batch
 from leash.broker.core.config import CoreConfig
-from leash.broker.core.jobs import PACKED_STATES, PackedState, key_ms
+from leash.broker.core.jobs import PACKED_STATES, PackedState, key_ms, write
 from leash.broker.core.limits import is_token, ready_ids
 from leash.broker.core.ready import ReadyBucket
 from leash.broker.core.records import QueueLimitsSet
@@ -464,9 +464,11 @@ def _load_jobs(state: State, jobs: list[Job]) -> None:
     for job in jobs:
         if job.id in state.jobs:
             raise ImageError(f"job {job.id!r} appears twice")
-        job.args = job.args.copy()  # decoded args point into the whole chunk: keep only theirs
+        # Decoded args point into the whole chunk: keep only theirs. (Jobs
+        # are frozen: written here as they are built, before the table has them.)
+        write(job, "args", job.args.copy())
         if job.state == READY and not job.ready_ms:  # an image from before jobs kept it
-            job.ready_ms = job.created_ms
+            write(job, "ready_ms", job.created_ms)
         state.jobs.load_job(job)
         if job.state == LEASED:
             state.deadlines.append((job.deadline_ms, job.token, job.id))

@@ -20,18 +20,24 @@ leased soon after its push (the common case when workers keep up) is never
 packed and unpacked, and the ``Job`` objects are bounded by the leases plus
 ``recent_jobs``.
 
-Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``): for a
-packed job a fresh copy, so changing it changes nothing. Changing is apply's
-(and replay's, core/replay.py): ``create`` adds a job
-(``create_ready_packed``: ready jobs in bulk, packed at once, what a replay
-does for the jobs that wait), ``thaw`` gives
-the job as the ``Job`` object in the table (the same object while it is
-recent or leased, so every part of apply that looks at it sees one
-object), ``lease_ended`` makes a leased job
-recent, ``pack_overdue`` (at the end of each record) packs the jobs that are no
-longer recent, ``pop`` forgets a job. A packed job keeps only the fields its
-state uses: ready since (READY), run at (SCHEDULED, RETRYING); lease fields
-are zero.
+A ``Job`` is frozen: writing one of its fields raises AttributeError.
+Reading gives a ``Job`` either way (``[]``, ``get``, ``values()``,
+``leased``): for a packed job a fresh copy, for a recent or leased one the
+object in the table (which apply may change later: a reader that must keep
+what it read copies it). Either way a write through a read is an error,
+never a change that silently does nothing (a copy) or bypasses apply (the
+object). Changing is apply's (and replay's, core/replay.py): ``create``
+adds a job (``create_ready_packed``: ready jobs in bulk, packed at once,
+what a replay does for the jobs that wait), ``thaw`` gives the job as the
+``Job`` object in the table (the same object while it is recent or leased,
+so every part of apply that looks at it sees one object), ``change``
+writes fields of that object (and refuses any other: a copy from a read),
+``lease_ended`` makes a leased job recent, ``pack_overdue`` (at the end of
+each record) packs the jobs that are no longer recent, ``pop`` forgets a job.
+The fields the indexes key a job by (its state, ready since, run at, its
+lease) are written by indexes.py alone, directly (``write``: those paths
+run for every job). A packed job keeps only the fields its state uses:
+ready since (READY), run at (SCHEDULED, RETRYING); lease fields are zero.
 
 Names (names.py): each packed job counts once for its queue's name and
 once for its type's name (a Job object holds the strings themselves).
@@ -41,7 +47,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping
 from operator import attrgetter
-from typing import Final, Literal
+from typing import Final, Literal, TypedDict, Unpack
 
 import msgspec
 from msgspec import Raw, Struct
@@ -80,7 +86,7 @@ class Progress(Struct, array_like=True, gc=False):
     at_ms: int
 
 
-class Job(Struct, array_like=True, gc=False):
+class Job(Struct, frozen=True, array_like=True, gc=False):
     id: str
     queue: str
     type: str
@@ -112,6 +118,32 @@ class Job(Struct, array_like=True, gc=False):
     concurrency_key: str | None = None  # its queue's per-key limit counts it (limits.py)
     keep_result_ms: int = 0  # its ack's result is kept this long (results.py); 0: not kept
     progress: Progress | None = None  # LEASED: its handler's last report (progress.py)
+
+
+class JobChanges(TypedDict, total=False):
+    """The fields ``JobTable.change`` writes (its keyword arguments, typed)."""
+
+    run_at_ms: int
+    failures: int
+    last_error: ErrorInfo | None
+    died_ms: int
+    batch: str | None
+    extra: bytes | None
+    discard_dead: bool
+    lost_leases: int
+    attempts: list[Attempt] | None
+    unique_key: str | None
+    unique_for_ms: int
+    expires_ms: int
+    time_limit_ms: int
+    concurrency_key: str | None
+    keep_result_ms: int
+    progress: Progress | None
+
+
+# Writes a field of a frozen Job: JobTable.change's, and indexes.py's (only
+# there, on the objects thaw gave).
+write: Final = msgspec.structs.force_setattr
 
 
 class Cold(Struct, array_like=True, gc=False):
@@ -329,6 +361,13 @@ class JobTable(Mapping[str, Job]):
             self.overdue += 1
         return stored
 
+    def change(self, job: Job, **changes: Unpack[JobChanges]) -> None:
+        """Write fields of a thawed job: the object in the table (a copy
+        from a read is refused)."""
+        assert self._table.get(job.id) is job, f"job {job.id} is not the table's: thaw it"
+        for field, value in changes.items():
+            write(job, field, value)
+
     def lease_ended(self, job_id: str) -> None:
         """A thawed job's lease ended: it is recent from now on."""
         self._recent.append(job_id)
@@ -355,6 +394,18 @@ class JobTable(Mapping[str, Job]):
         job = self._unpack(job_id, stored)
         self._forget_names(job)
         return job
+
+    def pop_leased(self, job_id: str, token: int) -> Job:
+        """Forget a job leased with ``token`` (an ack); the job as it was.
+        Asserts, before changing anything, that it is."""
+        stored = self._table.get(job_id)
+        assert type(stored) is Job and stored.state == LEASED and stored.token == token, (
+            job_id,
+            token,
+            stored,
+        )
+        del self._table[job_id]
+        return stored
 
     def load_job(self, job: Job) -> None:
         """A job from a state image, in the full form."""

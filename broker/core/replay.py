@@ -49,16 +49,14 @@ push order, which keeps the buckets' order, so a journal of pushes alone
 never holds its jobs twice.
 """
 
-from itertools import groupby, islice
-from operator import attrgetter
+from itertools import islice
 from typing import Final, assert_never
 
-from leash.broker.core import limits
+from leash.broker.core import indexes, limits
 from leash.broker.core import records as R
-from leash.broker.core.apply import ack_job, apply, counted, lease_job, push_jobs
+from leash.broker.core.apply import ack_job, apply, counted, push_jobs
 from leash.broker.core.history import succeeded
 from leash.broker.core.state import (
-    READY,
     State,
     purge_batch_deadlines,
     purge_deadlines,
@@ -67,7 +65,6 @@ from leash.broker.core.state import (
 )
 
 DEFERRED_MAX: Final = 1 << 14
-_QUEUE_AND_PRIORITY: Final = attrgetter("queue", "priority")
 
 Lease = tuple[str, R.Grant, int]  # a deferred job's lease: owner, grant, at_ms
 
@@ -166,7 +163,7 @@ class Replay:
             pushed.clear()
         ready = [new for job_id, new in built if job_id not in leases]
         if ready:
-            _build_ready(state, ready)
+            indexes.ready_jobs_add(state, ready)
         if len(ready) < len(built):
             for job_id, new in built:
                 lease = leases.pop(job_id, None)
@@ -198,9 +195,7 @@ class Replay:
     def _lease(self, record: R.JobsLeased) -> None:
         state, pushed, leases = self.state, self._pushed, self._leases
         owner, at_ms = record.owner, record.at_ms
-        owned = state.leases_by_owner.get(owner)
-        if owned is None:
-            owned = state.leases_by_owner[owner] = {}
+        owned = indexes.leases_of(state, owner)
         if state.starts:
             _started(state, pushed, record)
         for grant in record.grants:
@@ -209,10 +204,10 @@ class Replay:
             if new is None:
                 if self.keyed and pushed:  # its token may move: nothing may overtake
                     self.flush()
-                lease_job(state, owned, owner, at_ms, grant)
+                indexes.lease_grants(state, owner, [grant], at_ms)
                 continue
             assert job_id not in leases, (job_id, "leased twice")
-            owned[job_id] = None
+            indexes.owner_entry_add(owned, job_id)
             leases[job_id] = (owner, grant, at_ms)
         assert owned, record  # a record leases at least one job
         state.counter = counted(record.counter_after)
@@ -223,7 +218,6 @@ class Replay:
 
     def _ack(self, record: R.JobsAcked) -> None:
         state, pushed, leases = self.state, self._pushed, self._leases
-        owners = state.leases_by_owner
         built = False
         for lease in record.leases:
             job_id = lease.id
@@ -239,10 +233,7 @@ class Replay:
             assert deferred[1].token == lease.token, (lease, deferred)
             new = pushed.pop(job_id)
             succeeded(state, job_id, new.queue, new.type, new.created_ms, 0, owner, record.at_ms)
-            owned = owners[owner]
-            del owned[job_id]
-            if not owned:
-                del owners[owner]
+            indexes.owner_entry_remove(state, owner, job_id)
         if built:
             if state.jobs.overdue > 0:
                 state.jobs.pack_overdue()
@@ -290,27 +281,12 @@ def _carries_keys(record: R.Record) -> bool:
             return False
 
 
-def _build_ready(state: State, news: list[R.NewJob]) -> None:
-    """Deferred jobs that wait, built in bulk as ``push_jobs`` builds them
-    one by one: packed, counted, at the back of their buckets in push order."""
-    state.jobs.create_ready_packed(news)
-    state.counts[READY] += len(news)
-    readied = state.readied
-    for (name, priority), run in groupby(news, _QUEUE_AND_PRIORITY):
-        ids = [new.id for new in run]
-        queue = state.queue(name)
-        queue.counts[READY] += len(ids)
-        queue.ready += len(ids)
-        queue.bucket(priority).extend(ids)
-        readied.add(name)
-
-
 def _build_leased(state: State, new: R.NewJob, lease: Lease) -> None:
     """A deferred job, leased: what apply does for its push, then its lease
     (the owner's entry, made with the lease record, stays where it is)."""
     owner, grant, at_ms = lease
     push_jobs(state, [new], join=False)
-    lease_job(state, state.leases_by_owner[owner], owner, at_ms, grant)
+    indexes.lease_grants(state, owner, [grant], at_ms)
 
 
 LeaseRecord = (

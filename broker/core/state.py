@@ -23,7 +23,8 @@ entries since the last one cost to add, so it is amortized O(1) a record.
 The ready buckets keep their own bound (ready.py). Apply keeps fronts and
 bounds true after every record; check_invariants checks them. Only
 apply.py mutates a State (and replay.py, which applies journal records in
-runs to the state apply gives).
+runs to the state apply gives), and the counts, the ready buckets, the
+leases and the heaps of jobs only through indexes.py's named functions.
 """
 
 import heapq

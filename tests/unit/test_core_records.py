@@ -20,6 +20,7 @@ from leash.broker.core import (
     record_encoder,
 )
 from leash.broker.core import records as R
+from leash.broker.core.jobs import write
 from leash.protocol import admin as A
 from leash.protocol import messages as M
 from leash.protocol.errors import ErrorCode
@@ -243,7 +244,7 @@ def test_check_invariants_notices_a_token_from_a_future_epoch() -> None:
     core.push(id="a")
     core.lease()
     job = core.state.jobs["a"]
-    job.token = (core.state.epoch + 1) << 32
+    write(job, "token", (core.state.epoch + 1) << 32)  # a corruption: no record does this
     core.state.deadlines.append((job.deadline_ms, job.token, "a"))
     assert any("token" in problem for problem in check_invariants(core.state))
 

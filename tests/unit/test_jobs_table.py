@@ -8,7 +8,16 @@ import msgspec
 import pytest
 
 from leash.broker.core import records as R
-from leash.broker.core.jobs import DEAD, LEASED, READY, RETRYING, SCHEDULED, Job, JobTable
+from leash.broker.core.jobs import (
+    DEAD,
+    LEASED,
+    READY,
+    RETRYING,
+    SCHEDULED,
+    Job,
+    JobTable,
+    write,
+)
 from leash.protocol.messages import ErrorInfo
 
 START_MS = 1_700_000_000_000
@@ -72,7 +81,7 @@ def test_a_packed_job_reads_back_as_the_job_it_was(changes: dict[str, object]) -
     table.create(new("a", priority=9, max_attempts=3, lease_ttl_ms=1000))
     job = table.thaw("a")
     for field, value in changes.items():
-        setattr(job, field, value)
+        write(job, field, value)
     expected = msgspec.structs.replace(job)
     table.pack_overdue()
     assert isinstance(table.stored("a"), bytes)
@@ -83,11 +92,12 @@ def test_a_packed_job_reads_back_as_the_job_it_was(changes: dict[str, object]) -
 def test_reading_a_packed_job_gives_a_copy_and_thawing_gives_the_job() -> None:
     table = packed_table(new("a"))
     copy = table["a"]
-    copy.priority = 0
+    with pytest.raises(AttributeError):
+        copy.priority = 0  # type: ignore[misc]
     assert table["a"].priority == 5
     thawed = table.thaw("a")
     assert table.thaw("a") is thawed and table.get("a") is thawed
-    thawed.priority = 0
+    write(thawed, "priority", 0)
     table.pack_overdue()
     assert table["a"].priority == 0
 
@@ -102,14 +112,24 @@ def test_recent_jobs_stay_objects_until_enough_later_changes_pass() -> None:
     assert table.problems() == []
 
 
+def leased_job(table: JobTable, job_id: str) -> Job:
+    """The job thawed and given a lease, as indexes.py does (fields only)."""
+    job = table.thaw(job_id)
+    for field, value in (("state", LEASED), ("owner", "w"), ("token", 7), ("deadline_ms", 9)):
+        write(job, field, value)
+    write(job, "ready_ms", 0)
+    return job
+
+
 def test_a_leased_job_is_never_packed_and_is_recent_once_its_lease_ends() -> None:
     table = JobTable(recent_jobs=0)
     table.create(new("a"))
-    job = table.thaw("a")
-    job.state, job.owner, job.token, job.deadline_ms, job.ready_ms = LEASED, "w", 7, 9, 0
+    job = leased_job(table, "a")
     table.pack_overdue()
     assert table.leased("a") is job
-    job.state, job.owner, job.token, job.deadline_ms, job.ready_ms = READY, "", 0, 0, 5
+    for field, value in (("state", READY), ("owner", ""), ("token", 0), ("deadline_ms", 0)):
+        write(job, field, value)
+    write(job, "ready_ms", 5)
     table.lease_ended("a")
     table.pack_overdue()
     assert table.leased("a") is None and table["a"].ready_ms == 5
@@ -213,3 +233,36 @@ def test_the_checks_find_a_wrong_form_and_wrong_name_counts() -> None:
     unpacked = packed_table(new("a"))
     unpacked._table["a"] = unpacked["a"]  # an object nobody will pack
     assert any("not packed" in problem for problem in unpacked.problems())
+
+
+@pytest.mark.parametrize("recent_jobs", [0, 4], ids=["packed", "recent"])
+def test_a_write_through_a_read_is_an_error_whether_the_job_is_packed_or_recent(
+    recent_jobs: int,
+) -> None:
+    table = JobTable(recent_jobs=recent_jobs)
+    table.create(new("a"))
+    table.pack_overdue()
+    assert isinstance(table.stored("a"), bytes) == (recent_jobs == 0)
+    for read in (table["a"], table.get("a"), next(iter(table.values()))):
+        assert read is not None
+        with pytest.raises(AttributeError):
+            read.priority = 0  # type: ignore[misc]
+    if recent_jobs == 0:  # a read of a packed job is a copy: change refuses it
+        with pytest.raises(AssertionError, match="thaw it"):
+            table.change(table["a"], failures=1)
+    assert table["a"].priority == 5 and table["a"].failures == 0
+    table.change(table.thaw("a"), failures=1)
+    assert table["a"].failures == 1
+
+
+def test_a_leased_job_read_cannot_be_written_and_change_writes_the_thawed_job() -> None:
+    table = JobTable(recent_jobs=0)
+    table.create(new("a"))
+    job = leased_job(table, "a")
+    table.pack_overdue()
+    leased = table.leased("a")
+    assert leased is job
+    with pytest.raises(AttributeError):
+        leased.token = 8  # type: ignore[misc]
+    table.change(job, lost_leases=2)
+    assert table["a"].lost_leases == 2 and table["a"].token == 7

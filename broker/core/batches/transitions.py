@@ -137,7 +137,7 @@ def abandon(state: State, batch_id: str, at_ms: int) -> Callbacks:
         if member in UNFINISHED_MEMBER:
             del batch.members[job_id]
             batch.tally[member] -= 1
-            state.jobs.thaw(job_id).batch = None
+            state.jobs.change(state.jobs.thaw(job_id), batch=None)
     _detach_dead(state, batch)
     for child_id, child in list(batch.children.items()):
         if child in UNFINISHED_CHILD:
@@ -252,7 +252,7 @@ def _unlink(state: State, job_id: str, batch_id: str) -> None:
     """The job, if it is still there and names the batch, names none from now on."""
     job = state.jobs.get(job_id)
     if job is not None and job.batch == batch_id:
-        state.jobs.thaw(job_id).batch = None
+        state.jobs.change(state.jobs.thaw(job_id), batch=None)
 
 
 def _set_member(batch: Batch, job_id: str, member: MemberState) -> None:
