@@ -42,7 +42,6 @@ Percent = Annotated[int, Meta(ge=0, le=100)]
 ProgressMessage = Annotated[str, Meta(max_length=L.PROGRESS_MESSAGE_MAX_CHARS)]
 ConcurrencyKey = Annotated[str, Meta(min_length=1, max_length=L.CONCURRENCY_KEY_MAX_CHARS)]
 KeepResultMs = Annotated[int, Meta(ge=0, le=L.KEEP_RESULT_MAX_MS)]
-Label = Annotated[str, Meta(max_length=L.NAME_MAX_CHARS)]
 BatchId = Annotated[str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS)]
 ClientBatchId = Annotated[
     str, Meta(min_length=1, max_length=L.BATCH_ID_MAX_CHARS, pattern=L.CLIENT_ID_PATTERN)
