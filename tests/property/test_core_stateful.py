@@ -253,9 +253,17 @@ class Walk(Core):
                 self.rate_starts[delivery.queue].append(self.now_ms)
             self.started.setdefault(delivery.queue, []).append(self.now_ms)
 
+    def _lapsed(self, job_id: str) -> bool:
+        """Whether a waiting job is past its expiry: a fetch skips it (a job
+        released or failed after its expiry waits until the next tick
+        removes it, and is never leased again)."""
+        expires_ms = self.state.jobs[job_id].expires_ms
+        return 0 < expires_ms <= self.now_ms
+
     def _fetchable(self, queues: list[str]) -> list[str]:
         """Ready job ids in the order a fetch must hand them out: bucket by
-        bucket, a key's lane where its token is, as far as the limits allow."""
+        bucket, a key's lane where its token is, as far as the limits allow,
+        past the jobs whose expiry has come."""
         found: list[str] = []
         leased = self._leased_counts()
         for name in dict.fromkeys(queues):
@@ -267,12 +275,14 @@ class Walk(Core):
             for priority in PRIORITIES:
                 for entry in queue.buckets.get(priority, {}):
                     if entry[0] != "\x00":
-                        if room > 0:
+                        if room > 0 and not self._lapsed(entry):
                             found.append(entry)
                             room -= 1
                         continue
                     key = entry[1:]
                     for job_id in queue.lanes[key][priority]:
+                        if self._lapsed(job_id):
+                            continue
                         if room <= 0 or self._key_room(name, key, leased) - taken[key] <= 0:
                             break
                         found.append(job_id)
