@@ -7,10 +7,10 @@ bytes, a snapshotter process (snapshotter.py) is started for the sealed
 boundary; the broker keeps serving. When it exits 0 the snapshot is
 durable, and the segments and the older snapshot it covers are removed
 (off the event loop). If it fails, the error is logged and the next try
-waits (``RETRY_S``, doubling). ``compact`` seals the open segment and
-snapshots at once (what an operator's compact asks for). At a clean
-shutdown ``snapshot_now`` writes the snapshot from the live state itself:
-there is nothing else to serve then.
+waits (``RETRY_S``, doubling: a timer of the ``Scheduler``). ``compact``
+seals the open segment and snapshots at once (what an operator's compact
+asks for). At a clean shutdown ``snapshot_now`` writes the snapshot from
+the live state itself: there is nothing else to serve then.
 
 Disk use: the snapshot, the tail (at most about the threshold plus one
 segment), and, while a snapshot is being written, the new one: about three
@@ -30,6 +30,7 @@ from leash.broker.journal import layout, snapshot
 from leash.broker.journal.disk import Disk
 from leash.broker.journal.log import Journal, Sealed
 from leash.broker.journal.recovery import Recovered
+from leash.broker.journal.scheduler import LoopScheduler, Scheduler, Timer
 
 log = logging.getLogger("leash.journal")
 DEFAULT_SNAPSHOT_MIN_BYTES = 64 * 1024 * 1024
@@ -70,11 +71,13 @@ class Compactor:
         min_bytes: int = DEFAULT_SNAPSHOT_MIN_BYTES,
         spawn: Spawn = run_snapshotter,
         reserve: Callable[[int], None] = lambda _bytes: None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         """``reserve`` is told what a snapshot being written may take on
         disk (0 once it ended): the free-space watch keeps it from what
         pushes may use. The committer tells ``on_sealed`` of each segment
-        it seals."""
+        it seals. ``scheduler`` arms the retry timer (the running loop's
+        when None: the offline tools' compactor has no loop and no timer)."""
         self.directory = directory
         self.disk = disk
         self.journal = journal
@@ -93,7 +96,8 @@ class Compactor:
         self.reserve = reserve
         self._task: asyncio.Task[bool] | None = None
         self._retry_s = RETRY_S
-        self._retry: asyncio.TimerHandle | None = None
+        self._scheduler = scheduler
+        self._retry: Timer | None = None
         self._stopped = False
 
     @property
@@ -150,7 +154,8 @@ class Compactor:
         finally:
             self._task = None
             self.reserve(0)
-        self._retry = asyncio.get_running_loop().call_later(self._retry_s, self._retry_now)
+        scheduler = self._scheduler or LoopScheduler(asyncio.get_running_loop())
+        self._retry = scheduler.call_later(self._retry_s, self._retry_now)
         self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
         return False
 

@@ -20,13 +20,18 @@ crossed, not after the disk is full. A reading is taken early, off the
 loop, once half of the room above the watermark seen at the last one has
 been used (so that other writers of the disk are noticed), and once a
 snapshot ends (it frees what it covers); at most one is in flight.
+
+The period is a timer of the ``Scheduler`` and the readings are jobs of a
+``Writer`` (scheduler.py; its own thread by default), whose answers come
+back on the loop: a test drives both on a virtual clock.
 """
 
-import asyncio
+import functools
 import logging
 from collections.abc import Callable
 
 from leash.broker.journal.disk import Disk
+from leash.broker.journal.scheduler import Scheduler, Timer, Writer, WriterThread
 
 log = logging.getLogger("leash.journal")
 LOW_MIN_BYTES = 256 * 1024 * 1024
@@ -47,7 +52,12 @@ class SpaceWatch:
         low_bytes: int,
         written_bytes: Callable[[], int],
         period_ms: int = CHECK_PERIOD_MS,
+        *,
+        scheduler: Scheduler,
+        reader: Writer | None = None,
     ) -> None:
+        """``scheduler`` arms the period; ``reader`` runs the readings off
+        the loop (a thread of its own by default, made at ``start``)."""
         self.disk = disk
         self.directory = directory
         self.low_bytes = low_bytes
@@ -59,19 +69,32 @@ class SpaceWatch:
         self.reserved_bytes = 0  # what a snapshot being written may take
         self._written_at_reading = 0
         self._recheck_after_bytes = 0  # appended since the reading: read again early
-        self._checking: asyncio.Task[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._scheduler = scheduler
+        self._reader = reader
+        self._checking = False  # a reading is under way
+        self._timer: Timer | None = None
+        self._first_read: Callable[[], None] | None = None
         self._stopped = False
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
+    def start(self, first_read: Callable[[], None] = lambda: None) -> None:
+        """Read now, then every ``period_ms``; ``first_read`` is told once
+        the first reading ended (read, or failed and logged)."""
+        if self._reader is None:
+            self._reader = WriterThread(self._scheduler, name="leash-space")
+        self._first_read = first_read
+        self._period()
 
     def stop(self) -> None:
         self._stopped = True
-        for task in (self._task, self._checking):
-            if task is not None:
-                task.cancel()
-        self._task = self._checking = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._reader is not None:
+            self._reader.stop(wait=False)  # a reading may hang on a failed disk
+
+    def _period(self) -> None:
+        self.check_soon()
+        self._timer = self._scheduler.call_later(self.period_ms / 1000, self._period)
 
     def refuses_growth(self, request_bytes: int) -> bool:
         """Whether a request that grows the state, and would append about
@@ -104,22 +127,34 @@ class SpaceWatch:
             self.check_soon()
 
     def check_soon(self) -> None:
-        """Read the free space now, off the loop, unless a reading is under way."""
-        if self._checking is None and not self._stopped:
-            self._checking = asyncio.get_running_loop().create_task(self.check())
-            self._checking.add_done_callback(self._checked)
-
-    def _checked(self, task: "asyncio.Task[None]") -> None:
-        if self._checking is task:
-            self._checking = None
-
-    async def check(self) -> None:
-        written = self.written_bytes()  # before the reading: what comes after is counted
-        try:
-            free_bytes = await asyncio.to_thread(self.disk.free_bytes, self.directory)
-        except OSError as error:
-            log.warning("cannot read the free space of %s: %s", self.directory, error)
+        """Read the free space now, off the loop, unless a reading is under
+        way (or the watch is not running)."""
+        if self._checking or self._stopped or self._reader is None:
             return
+        self._checking = True
+        written = self.written_bytes()  # before the reading: what comes after is counted
+        reading = functools.partial(self.disk.free_bytes, self.directory)
+        self._reader.run(reading, functools.partial(self._read, written))
+
+    def _read(self, written: int, free_bytes: int | None, error: BaseException | None) -> None:
+        """A reading's answer, on the loop."""
+        self._checking = False
+        first_read, self._first_read = self._first_read, None
+        try:
+            if self._stopped:
+                return
+            if isinstance(error, OSError):
+                log.warning("cannot read the free space of %s: %s", self.directory, error)
+            elif error is not None:
+                raise error  # a bug: the loop's handler logs it
+            else:
+                assert free_bytes is not None
+                self._took(written, free_bytes)
+        finally:
+            if first_read is not None:
+                first_read()
+
+    def _took(self, written: int, free_bytes: int) -> None:
         self.free_bytes, self._written_at_reading = free_bytes, written
         room = free_bytes - self.low_bytes
         # Read early once half the room is used; when there is none, the
@@ -143,8 +178,3 @@ class SpaceWatch:
             )
         else:
             log.info("disk space back: about %d bytes free: accepting pushes again", left_bytes)
-
-    async def _run(self) -> None:
-        while True:
-            await self.check()
-            await asyncio.sleep(self.period_ms / 1000)

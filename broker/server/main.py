@@ -34,6 +34,7 @@ from leash.broker.journal.compaction import Compactor, run_snapshotter
 from leash.broker.journal.disk import Disk, OsDisk
 from leash.broker.journal.log import Journal, JournalFailure
 from leash.broker.journal.recovery import JournalCorrupt, Recovered, recover
+from leash.broker.journal.scheduler import LoopScheduler
 from leash.broker.journal.space import SpaceWatch
 from leash.broker.server.admin import AdminConnection, AdminSocketError, bind_admin_socket
 from leash.broker.server.broker import Broker, Replayed, wall_clock_ms
@@ -186,8 +187,9 @@ async def _run(
     for signum in (signal.SIGTERM, signal.SIGINT):  # before anyone can know we are up
         loop.add_signal_handler(signum, running.stopping.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: _reload(security))
-    await running.space.check()
-    running.space.start()
+    first_read = loop.create_future()
+    running.space.start(lambda: first_read.set_result(None))
+    await first_read  # the free space is known before anyone is served
     tls_timeout_s = config.limits.tls_handshake_timeout_ms / 1000 if security.tls else None
     server = await loop.create_server(
         lambda: Connection(running.broker),
@@ -286,12 +288,14 @@ class _Running:
         self.metrics = MetricsRegistry() if config.metrics_port is not None else None
         self.state = recovered.state
         self.journal = journal
+        scheduler = LoopScheduler(asyncio.get_running_loop())
         self.space = SpaceWatch(
             disk,
             config.data_dir,
             config.low_watermark_bytes,
             lambda: journal.appended_bytes,
             config.space_check_ms,
+            scheduler=scheduler,
         )
         # A snapshot may use half the room under the watermark, never more:
         # the rest is for the journal's records while pushes are refused.
@@ -304,6 +308,7 @@ class _Running:
             config.snapshot_min_bytes,
             functools.partial(run_snapshotter, keep_free_bytes=keep_free_bytes),
             reserve=self.space.reserve,
+            scheduler=scheduler,
         )
         self.broker = Broker(
             config,
@@ -315,6 +320,7 @@ class _Running:
             replayed=Replayed(recovered.snapshot_s + recovered.replay_s, recovered.records),
             keyring=security.keyring,
             on_fsync=self.metrics.fsync.observe if self.metrics is not None else None,
+            scheduler=scheduler,
         )
         self.committer = self.broker.committer
 

@@ -10,16 +10,18 @@ from contextlib import asynccontextmanager
 from leash.broker.core import CoreConfig, canonical
 from leash.broker.core import records as R
 from leash.broker.journal import layout
-from leash.broker.journal.compaction import Compactor
+from leash.broker.journal.compaction import RETRY_S, Compactor
 from leash.broker.journal.disk import OsDisk
 from leash.broker.journal.group_commit import FsyncPolicy, GroupCommitter
 from leash.broker.journal.log import Journal
 from leash.broker.journal.recovery import recover
 from leash.broker.journal.scheduler import LoopScheduler
 from tests.journal_kit import paused, replayed
+from tests.virtual_time import VirtualClock
 
 SEGMENT_BYTES = 1024
 WAIT_S = 30.0
+BEFORE_S = 1 / 1024  # a little before a timer is due (exact in binary: no rounding)
 
 
 class Running:
@@ -35,13 +37,17 @@ class Running:
 
 
 @asynccontextmanager
-async def running(directory: str, min_bytes: int, spawn: object = None) -> AsyncIterator[Running]:
+async def running(
+    directory: str, min_bytes: int, spawn: object = None, scheduler: object = None
+) -> AsyncIterator[Running]:
     disk = OsDisk()
     recovered = recover(directory, disk, CoreConfig())
     journal = Journal(directory, disk, SEGMENT_BYTES)
     last = recovered.segments[-1] if recovered.segments else None
     journal.open(recovered.next_seq, last, 1)
     options = {} if spawn is None else {"spawn": spawn}
+    if scheduler is not None:
+        options["scheduler"] = scheduler
     compactor = Compactor(directory, disk, journal, recovered, min_bytes, **options)
     committer = GroupCommitter(
         LoopScheduler(asyncio.get_running_loop()),
@@ -118,7 +124,8 @@ async def test_a_failed_snapshotter_leaves_every_segment_and_is_tried_again_late
         return 1
 
     directory = str(tmp_path)
-    async with running(directory, min_bytes=SEGMENT_BYTES, spawn=failing) as broker:
+    clock = VirtualClock()  # the retry's time never comes here
+    async with running(directory, SEGMENT_BYTES, failing, clock) as broker:
         await broker.write(paused(40, name_chars=60))
         await _until(lambda: calls and not broker.compactor.running)
         await broker.write(paused(40, start=40, name_chars=60))
@@ -128,6 +135,30 @@ async def test_a_failed_snapshotter_leaves_every_segment_and_is_tried_again_late
     assert canonical(recover(directory, OsDisk(), CoreConfig()).state) == canonical(
         replayed(broker.records)
     )
+
+
+async def test_a_failed_snapshot_is_retried_after_the_retry_time_and_not_before(
+    tmp_path: os.PathLike[str],
+) -> None:
+    """The retry timer runs on a virtual clock: each try comes exactly when
+    its wait (doubling) is over."""
+    calls: list[int] = []
+
+    async def failing(directory: str, through_seq: int) -> int:
+        calls.append(through_seq)
+        return 1
+
+    clock = VirtualClock()
+    async with running(str(tmp_path), SEGMENT_BYTES, failing, clock) as broker:
+        await broker.write(paused(40, name_chars=60))
+        await _until(lambda: calls and not broker.compactor.running)
+        for tries, wait_s in enumerate([RETRY_S, 2 * RETRY_S, 4 * RETRY_S], start=2):
+            clock.advance(wait_s - BEFORE_S)
+            assert not broker.compactor.running and len(calls) == tries - 1
+            clock.advance(BEFORE_S)
+            assert broker.compactor.running
+            await _until(lambda: not broker.compactor.running)
+            assert len(calls) == tries
 
 
 async def test_stopping_kills_a_snapshotter_that_is_still_running(
