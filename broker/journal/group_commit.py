@@ -1,31 +1,31 @@
 """Group commit: one write a loop turn, at most one fsync in flight.
 
 Theory of operation. The event loop hands records to ``submit_records``
-(numbered and framed into the turn's batch, where consecutive submits share
+(numbered and framed into the turn's write buffer, where consecutive submits share
 a journal frame: format.py) and replies to ``after``; a reply waits for
 every byte submitted before it. At the end of the loop turn (``flush``,
 which the owner runs once a turn when ``on_turn`` asks it to, or a
 ``call_soon`` of its own) the whole buffer is written to the open segment,
 on the loop: a few KB into the page cache, a few microseconds.
 
-- ``never`` and ``interval:MS``: the replies of the batch are released
+- ``never`` and ``interval:MS``: the replies of the write are released
   right after that write. Under ``interval`` the writer thread fsyncs every
   MS milliseconds when something was written since the last fsync.
 - ``always``: the replies wait for an fsync. While fsyncs are fast (under
   ``INLINE_FSYNC_MAX_S``) it runs on the loop right after the write, as
   Redis does: the requests that arrive meanwhile wait in their sockets and
-  make the next batch, and no thread hand-off or wake-up is paid (on a
+  make the next write, and no thread hand-off or wake-up is paid (on a
   machine with few cores that costs more than it overlaps). Once an fsync
   is slow, the next ones run on the writer thread while the loop goes on
   serving; what the loop writes meanwhile waits for the next fsync, which
   starts as soon as this one ends (one fsync in flight, so every fsync
-  covers every batch written before it); a fast one brings it back.
+  covers every write before it); a fast one brings it back.
 
 Two kinds of wait, under every policy: ``after`` (the reply waits for the
 policy: the write, and under ``always`` the fsync) and ``after_written``
 (the reply waits for the write only: a fetch's lease, which a power loss
 can only make run again, as an expired lease does). Under ``always`` the
-written-only replies of a batch are handed out right after its write,
+written-only replies of a write are handed out right after it,
 before its fsync; and records submitted with ``sync=False`` (leases) start
 no fsync of their own: the next fsync that anyone waits for covers them,
 since an fsync covers every byte written before it. An epoch roll
@@ -59,19 +59,19 @@ The writer thread (scheduler.WriterThread) is long-lived and does only
 what may block for long on the disk: the fsyncs of ``interval`` and slow
 ones of ``always``, and sealing a segment. It owns no field of the
 committer: each job's result comes back on the loop, where the phase
-moves. While an fsync job runs the loop keeps writing batches (writing and
+moves. While an fsync job runs the loop keeps writing (writing and
 fsyncing one file from two threads is safe; the fsync covers what was
 written before it started) — except during a rotation: when the open
-segment passes its size, the replies of the batch that filled it and the
+segment passes its size, the replies of the write that filled it and the
 writes after it wait until the writer has sealed it (an fsync, under every
 policy) and started the next (``Journal.rotate``), and the owner is told
 (``on_sealed``): that is where snapshots are triggered. ``seal`` does the
 same on request (compaction).
 
 A failed write or fsync is sticky: the committer stops, every waiting and
-later reply is told the journal failed — the batch being synced and the
+later reply is told the journal failed — the write being synced and the
 buffer being filled alike, so no reply acknowledges a record of a failed
-batch — and ``on_failure`` is called once; fsync is never retried (the
+write — and ``on_failure`` is called once; fsync is never retried (the
 Journal refuses to touch the disk again).
 
 Time comes from the ``Scheduler`` (the interval timer, how long an fsync
@@ -122,11 +122,11 @@ class FsyncPolicy(NamedTuple):
 class CommitStats:
     """Figures of the group commit since start, for stats and metrics (the loop's)."""
 
-    __slots__ = ("batches", "fsync_recent_s", "fsync_s_total", "fsyncs", "records", "records_bytes")
+    __slots__ = ("fsync_recent_s", "fsync_s_total", "fsyncs", "records", "records_bytes", "writes")
 
     def __init__(self) -> None:
-        self.batches = 0
-        self.records = 0  # records submitted, over all batches
+        self.writes = 0  # writes of the buffer (a loop turn's records each)
+        self.records = 0  # records submitted, over all writes
         self.fsyncs = 0
         self.fsync_s_total = 0.0
         self.fsync_recent_s: deque[float] = deque(maxlen=FSYNC_SAMPLES_MAX)
@@ -209,10 +209,10 @@ class GroupCommitter:
         self._on_fsync = on_fsync
         self._deliver = deliver
         self._phase = Phase.IDLE
-        self._batch = WriteBuffer()  # the records of this turn, framed
-        self._batch_records = 0
-        self._batch_sync = False  # the batch holds records that want an fsync (always)
-        self._waiting: list[Done] = []  # replies for the batch being filled
+        self._buffer = WriteBuffer()  # the records of this turn, framed
+        self._buffer_records = 0
+        self._buffer_sync = False  # the buffer holds records that want an fsync (always)
+        self._waiting: list[Done] = []  # replies for the write being filled
         self._written_waiting: list[Done] = []  # replies that wait for its write only
         self._unsynced: list[Done] = []  # written, for the next fsync (or the seal)
         self._in_flight: list[Done] = []  # the writer's job's replies
@@ -247,37 +247,37 @@ class GroupCommitter:
     @property
     def busy(self) -> bool:
         """Whether a reply sent now would have to wait for the journal."""
-        if self._batch or self._phase in WRITES_HELD:
+        if self._buffer or self._phase in WRITES_HELD:
             return True
         return self._durable and (self._phase in UNSYNCED or self._phase in WRITER_BUSY)
 
     @property
     def busy_written(self) -> bool:
         """Whether a reply that needs only the write (``after_written``) would wait."""
-        return self.busy if self._holding else bool(self._batch)
+        return self.busy if self._holding else bool(self._buffer)
 
     def submit(self, data: bytes, records: int = 1) -> None:
-        """Queue encoded records (``records`` of them) for the next batch."""
+        """Queue encoded records (``records`` of them) for the next write."""
         if self.failed is not None:
             return
-        if not self._batch:
+        if not self._buffer:
             self._request_flush()
-        self._batch.extend(data)
-        self._batch_records += records
-        self._batch_sync = True
+        self._buffer.extend(data)
+        self._buffer_records += records
+        self._buffer_sync = True
 
     def submit_records(self, records: list[Record], *, sync: bool = True) -> None:
-        """Encode records (numbering them) straight into the next batch.
+        """Encode records (numbering them) straight into the next write.
         ``sync=False``: under ``always`` they start no fsync of their own
         (a lease's records); a later fsync covers them."""
         if self.failed is not None:
             return
-        if not self._batch:
+        if not self._buffer:
             self._request_flush()
-        self._journal.encode_into(records, self._batch)
-        self._batch_records += len(records)
+        self._journal.encode_into(records, self._buffer)
+        self._buffer_records += len(records)
         if sync:
-            self._batch_sync = True
+            self._buffer_sync = True
 
     def after(self, done: Done) -> None:
         """Call ``done`` once everything submitted so far is durable."""
@@ -296,7 +296,7 @@ class GroupCommitter:
             done(False)
         elif self._holding:
             self.after(done)
-        elif not self._batch:
+        elif not self._buffer:
             done(True)
         else:
             self._written_waiting.append(done)
@@ -315,7 +315,7 @@ class GroupCommitter:
     def _end_hold(self) -> None:
         """After an fsync: it covered everything written under the hold once
         nothing was written since it began and nothing waits to be."""
-        if self._holding and self._phase is P.IDLE and not (self._batch or self._unsynced):
+        if self._holding and self._phase is P.IDLE and not (self._buffer or self._unsynced):
             self._holding = False
 
     async def drain(self) -> None:
@@ -379,14 +379,14 @@ class GroupCommitter:
         self.flush()
 
     def flush(self) -> None:
-        """Write the batch of this turn and release what it allows (end of a loop turn)."""
+        """Write this turn's records and release what it allows (end of a loop turn)."""
         if self.failed is not None or self._phase in WRITES_HELD:
             return  # a rotation ends with a flush
         waiting, written = self._waiting, self._written_waiting
         if self._holding and written:  # the hold: they wait for the fsync too
             waiting, written = waiting + written, []
         self._waiting, self._written_waiting = [], []
-        if self._batch:
+        if self._buffer:
             if not self._write(waiting, written):
                 return
             if self._journal.full:  # its replies wait for the seal: a failure there fails them
@@ -409,9 +409,9 @@ class GroupCommitter:
         self._kick()
 
     def _write(self, waiting: list[Done], written: list[Done]) -> bool:
-        """Write the batch to the open segment; False if that failed."""
-        data, self._batch = self._batch.close(), WriteBuffer()
-        sync_wanted, self._batch_sync = self._batch_sync, False
+        """Write the buffer to the open segment; False if that failed."""
+        data, self._buffer = self._buffer.close(), WriteBuffer()
+        sync_wanted, self._buffer_sync = self._buffer_sync, False
         try:
             self._journal.append(data, self._journal.next_seq - 1)
         except JournalFailure as error:
@@ -419,10 +419,10 @@ class GroupCommitter:
             return False
         self._to(_AFTER_WRITE[self._phase])
         stats = self.stats
-        stats.batches += 1
-        stats.records += self._batch_records
+        stats.writes += 1
+        stats.records += self._buffer_records
         stats.records_bytes += len(data)
-        self._batch_records = 0
+        self._buffer_records = 0
         if self._durable:
             self._sync_owed = self._sync_owed or sync_wanted
         return True
@@ -459,7 +459,7 @@ class GroupCommitter:
     def _sync_here(self, waiting: list[Done]) -> None:
         """Under ``always``, with a fast disk: the fsync on the loop. No thread
         hand-off and no wake-up; the requests read meanwhile wait in their
-        sockets and make the next batch, so it is group commit all the same."""
+        sockets and make the next write, so it is group commit all the same."""
         self._to(P.SYNCING_LOOP)
         try:
             elapsed_s = self._timed_sync()
@@ -542,9 +542,9 @@ class GroupCommitter:
         in_flight = self._in_flight
         failed = waiting + in_flight + self._unsynced + self._waiting + self._written_waiting
         in_flight.clear()  # answered now; the job's own answer finds none left
-        self._batch, self._waiting, self._unsynced = WriteBuffer(), [], []
+        self._buffer, self._waiting, self._unsynced = WriteBuffer(), [], []
         self._written_waiting = []
-        self._batch_records = 0
+        self._buffer_records = 0
         sealing, self._sealing = self._sealing, []
         for future in sealing:  # a seal() waiting for a rotation that will not come
             _resolve(future, None, error)
