@@ -346,8 +346,11 @@ class Running:
     # --- shutting down ---------------------------------------------------------
 
     async def _drain(self) -> None:
-        """Wait for a fetch in flight and the running jobs, then for their
-        outcomes to be answered, until done, the grace ends or ``now``."""
+        """Wait for the running jobs, then for their outcomes to be answered,
+        until done, the grace ends or ``now``. A fetch in flight is waited
+        for alongside them (what it brings is released), never on its own:
+        one held at the broker ends when the connection closes, so a stop
+        never waits out a long poll."""
         loop = asyncio.get_running_loop()
         deadline_s = loop.time() + self.grace_s
         hard = asyncio.ensure_future(self._hard.wait())
@@ -355,23 +358,20 @@ class Running:
         try:
             while not self._hard.is_set():
                 remaining_s = deadline_s - loop.time()
-                awaited: set[asyncio.Future[Any]]
-                idle = not self._held and not self._tasks and self._settler.idle
-                if idle:
-                    return  # a fetch still held ends when the connection closes
+                if not self._held and not self._tasks and self._settler.idle:
+                    return
+                awaited: set[asyncio.Future[Any]] = set()
                 if not self._fetcher.done():
-                    awaited = {self._fetcher}
-                elif self._held:
+                    awaited.add(self._fetcher)
+                if self._held:
                     self._collected.clear()
-                    awaited = {asyncio.ensure_future(self._collected.wait())}
+                    awaited.add(asyncio.ensure_future(self._collected.wait()))
                 elif self._tasks:
-                    awaited = set(self._tasks)
-                elif not self._settler.idle:
+                    awaited.update(self._tasks)
+                else:
                     if flushing is None or flushing.done():
                         flushing = asyncio.ensure_future(self._settler.flush())
-                    awaited = {flushing}
-                else:
-                    return
+                    awaited.add(flushing)
                 if remaining_s <= 0:
                     return
                 await asyncio.wait(

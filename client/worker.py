@@ -33,9 +33,11 @@ operation, threads, liveness, time limits) is in ``leash.client._running``.
 Shutdown: ``stop()``, SIGTERM / SIGINT under ``run()``, or ``terminate``
 from the broker, stops fetching. An idle worker returns at once: closing its
 connection ends the held fetch, which then leases nothing. Otherwise
-prefetched jobs are released unrun; a fetch already in flight is waited for
-(at most ``wait_ms``) and what it delivers is released unrun too; running
-handlers get ``grace_s`` to finish and settle; then every job still running
+prefetched jobs are released unrun; running handlers get ``grace_s`` to
+finish and settle, and the worker returns as soon as their outcomes are
+answered: a fetch the broker holds is not waited for (closing the
+connection ends it), and jobs a fetch in flight delivers meanwhile are
+released unrun too; then every job still running
 is released and ``run`` returns (async handlers still running are
 cancelled, child processes still running are killed). A second signal, or
 ``stop(now=True)``, skips the grace. Threads cannot be killed:

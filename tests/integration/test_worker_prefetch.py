@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from leash.broker import core
 from leash.client import Worker
 from leash.client._prefetch import PREFETCH_WAIT_MAX_S
 from leash.client._settle import SETTLE_WAIT_MAX_MS
@@ -168,5 +169,33 @@ def test_an_ack_waits_for_no_held_fetch_longer_than_its_bound(fake: FakeBroker, 
         clock.advance(0.001)
         fake.wait_for(lambda f: f.seen.acked == [job_id], "the ack, alone")
         assert fake.seen.fetches() == 2, "the held fetch was not what carried it"
+    finally:
+        clock.stop()
+
+
+def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
+    fake: FakeBroker, gate: Gate
+) -> None:
+    """A graceful stop while one slot runs a job and the other's fetch is
+    held at the broker (a long poll of 20 s, no job ready): the worker ends
+    as soon as the job's ack is answered, without waiting out the held fetch
+    (the worker's clock never moves, and it ends before half the time the
+    broker holds the fetch has passed)."""
+    held_s = core.hold_ms(fake.state, 20_000) / 1000
+    worker = Worker(port=fake.port, concurrency=2, prefetch=0, wait_ms=20_000, grace_s=30)
+    worker.register("slow", gate.handler)
+    job_id = fake.add_job("slow")
+    clock = Clock(worker)
+    clock.start()
+    try:
+        assert gate.started.wait(WAIT_S)
+        fake.wait_for(lambda f: f.seen.fetches() >= 2, "the held fetch")
+        worker.stop()
+        gate.opened.set()
+        clock.thread.join(held_s / 2)
+        assert not clock.thread.is_alive(), "the stop waited for the held fetch"
+        assert not clock.error, clock.error
+        assert fake.seen.acked == [job_id]
+        assert worker.unfinished == 0
     finally:
         clock.stop()
