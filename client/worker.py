@@ -78,8 +78,7 @@ from ._unknown import checked_policy
 from ._url import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_url
 from .aio import AsyncClient
 
-PREFETCH_DEFAULT = 4  # jobs leased beyond the free slots
-PREFETCH_MAX = 1_000
+PREFETCH_MAX = 1_000  # jobs leased beyond the free slots (the default: one a slot)
 
 
 class Worker(Running):
@@ -102,7 +101,7 @@ class Worker(Running):
         auto_extend: bool = True,
         key: KeyOption = None,
         tls: TlsOption = None,
-        prefetch: int = PREFETCH_DEFAULT,
+        prefetch: int | None = None,
         pool: Pool = "threads",
         middleware: Sequence[object] = (),
         unknown: str = "dead",
@@ -114,6 +113,9 @@ class Worker(Running):
             raise ValueError(f"pool must be one of {', '.join(POOLS)}, not {pool!r}")
         if not 1 <= concurrency <= 100_000:
             raise ValueError(f"concurrency must be from 1 to 100000, not {concurrency}")
+        self._prefetch_given = prefetch  # None: follows the concurrency (with_options)
+        if prefetch is None:
+            prefetch = min(concurrency, PREFETCH_MAX)  # each slot's next job, leased ahead
         if not 0 <= prefetch <= PREFETCH_MAX:
             raise ValueError(f"prefetch must be from 0 to {PREFETCH_MAX}, not {prefetch}")
         if not 0 <= wait_ms <= limits.FETCH_WAIT_MAX_MS:
@@ -217,7 +219,7 @@ class Worker(Running):
             auto_extend=auto_extend if auto_extend is not None else self.auto_extend,
             key=endpoint.key if endpoint is not None and endpoint.key else self._key,
             tls=endpoint.tls if endpoint is not None and endpoint.tls else self._tls,
-            prefetch=prefetch if prefetch is not None else self.prefetch,
+            prefetch=prefetch if prefetch is not None else self._prefetch_given,
             pool=pool if pool is not None else self.pool,
             middleware=self.middleware,
             unknown=unknown if unknown is not None else self.unknown,

@@ -14,6 +14,7 @@ from leash.client._control import Failure
 from leash.client._handlers import Registered, add_handler, invoke
 from leash.client._types import Job
 from leash.client._url import parse_url
+from leash.client.worker import PREFETCH_MAX
 from leash.protocol.messages import Delivery
 
 
@@ -256,6 +257,18 @@ def test_leash_worker_runs_the_worker_object_a_module_defines_with_its_settings(
     again = worker.with_options(queues="urgent", concurrency=2)  # what the flags do
     assert (again.queues, again.concurrency, again.port) == (["urgent"], 2, 7999)
     assert again.handlers == worker.handlers
+
+
+def test_a_worker_prefetches_a_job_a_slot_unless_told_otherwise() -> None:
+    assert Worker(concurrency=8).prefetch == 8
+    assert Worker(concurrency=1).prefetch == 1
+    assert Worker(concurrency=5000).prefetch == PREFETCH_MAX
+    assert Worker(concurrency=8, prefetch=0).prefetch == 0
+    # A new concurrency moves a prefetch that was not given, never one that was.
+    assert Worker(concurrency=2).with_options(concurrency=6).prefetch == 6
+    assert Worker(concurrency=2, prefetch=3).with_options(concurrency=6).prefetch == 3
+    with pytest.raises(ValueError, match="prefetch must be from 0 to 1000"):
+        Worker(concurrency=2, prefetch=PREFETCH_MAX + 1)
 
 
 def test_leash_worker_connects_where_the_flags_or_leash_url_say_else_where_its_worker_does(
