@@ -114,6 +114,7 @@ class Running:
     _settler: Settler
     _tasks: set[asyncio.Task[None]]  # releases
     _fetching: bool
+    _releasing_fetched: bool  # the fetch loop is releasing what a fetch brought in a stop
     _fatal: BaseException | None
     _fetcher: asyncio.Task[None]
     _heartbeat: asyncio.Task[None]
@@ -204,6 +205,7 @@ class Running:
                 continue
             refusals = 0
             if self._stopping.is_set():
+                self._releasing_fetched = True  # the end waits for it before closing
                 await self._release(jobs, "fetched during shutdown")
                 return
             if jobs:
@@ -407,6 +409,8 @@ class Running:
         await asyncio.to_thread(self._runs.children.close, kill=True)  # their jobs are released
         self._heartbeat.cancel()  # beats went on while draining: the leases stayed ours
         await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._releasing_fetched:  # what a fetch brought during the stop goes back first
+            await asyncio.wait({self._fetcher}, timeout=self.timeout_s)
         # Closing ends a held fetch, which then leases nothing. Jobs in a reply that
         # crossed the close are logged; the broker frees them once this process is gone.
         await self._link.close()

@@ -313,6 +313,7 @@ class Worker(Running):
         self._settler = Settler(self._link)
         self._tasks = set()
         self._fetching = False
+        self._releasing_fetched = False
         self._fatal = None
         self.process_state = "ok"
         self._may_fetch = asyncio.Event()

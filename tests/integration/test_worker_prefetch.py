@@ -173,17 +173,14 @@ def test_an_ack_waits_for_no_held_fetch_longer_than_its_bound(fake: FakeBroker, 
         clock.stop()
 
 
-def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
-    fake: FakeBroker, gate: Gate
-) -> None:
-    """A graceful stop while one slot runs a job and the other's fetch is
-    held at the broker (a long poll of 20 s, no job ready): the worker ends
-    as soon as the job's ack is answered, without waiting out the held fetch
-    (the worker's clock never moves, and it ends before half the time the
-    broker holds the fetch has passed)."""
-    held_s = core.hold_ms(fake.state, 20_000) / 1000
+@pytest.fixture
+def stopping(fake: FakeBroker, gate: Gate) -> Iterator[tuple[Worker, Clock, str]]:
+    """A worker of two slots told to stop gracefully while one slot runs a
+    job (held at ``gate``) and the other's fetch is held at the broker (a
+    long poll of 20 s, no job ready): the worker, its clock and the job's id."""
     worker = Worker(port=fake.port, concurrency=2, prefetch=0, wait_ms=20_000, grace_s=30)
     worker.register("slow", gate.handler)
+    worker.register("late", lambda: None)  # run, its job would be acked and gone
     job_id = fake.add_job("slow")
     clock = Clock(worker)
     clock.start()
@@ -191,11 +188,40 @@ def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
         assert gate.started.wait(WAIT_S)
         fake.wait_for(lambda f: f.seen.fetches() >= 2, "the held fetch")
         worker.stop()
-        gate.opened.set()
-        clock.thread.join(held_s / 2)
-        assert not clock.thread.is_alive(), "the stop waited for the held fetch"
-        assert not clock.error, clock.error
-        assert fake.seen.acked == [job_id]
-        assert worker.unfinished == 0
+        clock.barrier()
+        yield worker, clock, job_id
     finally:
         clock.stop()
+
+
+def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
+    fake: FakeBroker, gate: Gate, stopping: tuple[Worker, Clock, str]
+) -> None:
+    """The stopping worker ends as soon as the running job's ack is
+    answered, without waiting out the held fetch (its clock never moves,
+    and it ends before half the time the broker holds the fetch)."""
+    worker, clock, job_id = stopping
+    gate.opened.set()
+    clock.thread.join(core.hold_ms(fake.state, 20_000) / 1000 / 2)
+    assert not clock.thread.is_alive(), "the stop waited for the held fetch"
+    assert not clock.error, clock.error
+    assert fake.seen.acked == [job_id]
+    assert worker.unfinished == 0
+
+
+def test_a_job_a_held_fetch_brings_during_a_stop_is_released_unrun(
+    fake: FakeBroker, gate: Gate, stopping: tuple[Worker, Clock, str]
+) -> None:
+    """A job pushed while the worker stops reaches its held fetch: the
+    worker releases it unrun (ready again, no attempt counted) and ends
+    once the running job is acked."""
+    _worker, clock, job_id = stopping
+    late_id = fake.add_job("late")
+    fake.wait_for(lambda f: any(r.id == late_id for r in requests_of(f, Release)), "the release")
+    gate.opened.set()
+    clock.thread.join(WAIT_S)
+    assert not clock.thread.is_alive()
+    assert not clock.error, clock.error
+    assert fake.seen.acked == [job_id]
+    late = fake.jobs[late_id]
+    assert (late.state, late.attempt) == ("ready", 0)
