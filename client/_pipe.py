@@ -17,7 +17,14 @@ woken once the reader has let go of the mutex, each through a bell of its
 own (``leash.client._bell``: a pipe, whose write lets go of the GIL while
 the kernel wakes the thread), and a thread woken with its reply returns
 without taking the mutex again: a wake-up costs the woken thread no wait
-for a lock or the GIL its waker holds. A thread alone on the client
+for a lock or the GIL its waker holds. They are woken one after another,
+not all at once: their bells go on a chain, the reader rings the first,
+and each thread rings the next as soon as it wakes (or as its time runs
+out, so a ring that came just then is passed on all the same). Woken all
+at once, a read's threads fought over the GIL: 16 threads pushing one job
+at a time each pushed 9 to 23 % more a second with the chain under fsync
+every 50 ms, and as many under fsync before every reply
+(bench/PROFILE.md). A thread alone on the client
 costs one ``sendall`` and one ``recv`` a call, as a client without
 threads; no thread of the client's own runs in between.
 
@@ -36,6 +43,7 @@ writing it, so its number cannot be taken by a new socket while a thread
 still uses it.
 """
 
+import collections
 import contextlib
 import select
 import socket
@@ -92,6 +100,7 @@ class Pipe:
         self._writing = False
         self._reading = False
         self._followers: dict[Slot, None] = {}  # waiting for a reply, asleep
+        self._chain: collections.deque[Bell] = collections.deque()  # to ring, one by one
         self.broken: LeashError | None = None
         self._closed = False
         self.last_io_s = time.monotonic()
@@ -186,7 +195,7 @@ class Pipe:
                 if reader and remaining_s > 0:
                     if self._read(remaining_s, slot):
                         break  # its reply came, and the reading is passed on
-                elif not reader and remaining_s > 0 and slot.wake.wait(remaining_s):  # type: ignore[union-attr]
+                elif not reader and remaining_s > 0 and self._sleep(slot, remaining_s):
                     if slot.done:  # woken with its reply: the reader passes the reading on itself
                         break
                 else:
@@ -206,6 +215,24 @@ class Pipe:
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    def _sleep(self, slot: Slot, limit_s: float) -> bool:
+        """A follower's sleep: True if its bell rang within ``limit_s``.
+        Either way the next bell of the chain is rung then: every thread
+        whose bell was rung passes the chain on, even one whose time ran out
+        as its ring came."""
+        assert slot.wake is not None
+        rang = slot.wake.wait(limit_s)
+        if self._chain:
+            self._ring_next()
+        return rang
+
+    def _ring_next(self) -> None:
+        try:
+            wake = self._chain.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        wake.ring()
 
     def _pass_on(self) -> None:
         """Under the mutex, as a thread stops waiting: if nobody reads, wake
@@ -234,8 +261,9 @@ class Pipe:
                 self._close_if_idle()
                 return False
         finally:
-            for wake in woken:  # outside the mutex: a woken thread need not wait for it
-                wake.ring()
+            if woken:  # outside the mutex: a woken thread need not wait for it
+                self._chain.extend(woken)
+                self._ring_next()
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""

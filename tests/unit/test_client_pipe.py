@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 
-from leash.client import ConnectionLost, RequestTimeout
+from leash.client import ConnectionLost, RequestTimeout, _pipe
 from leash.client._core import ClientCore
 from leash.client._pipe import Pipe, Slot
 from leash.protocol import limits
 from leash.protocol.frames import FrameDecoder, encode_frame
 from leash.protocol.messages import Beat, ProcessState, encoder, request_decoder
 from tests.unit.test_client_core import welcomed_core
+from tests.waiting import wait_for
 
 WAIT_S = 10.0
 pytestmark = pytest.mark.timeout(30)
@@ -265,3 +266,60 @@ def test_many_threads_each_get_their_own_reply(
     server.join(WAIT_S)
     assert wrong == []
     assert pipe._core.in_flight == 0
+
+
+def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One read brings the replies of three sleeping threads, woken one
+    after another along a chain. The first one's ring comes as its time
+    runs out (its wait reports no ring): it still rings the next, so the
+    other two get their replies at once, not at the end of their own time
+    (5 s)."""
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    broker = Broker(theirs)
+    real_bell = _pipe.bell
+
+    class LateBell:
+        """A ring that comes is taken for the end of the time."""
+
+        def __init__(self) -> None:
+            self.real = real_bell()
+
+        def ring(self) -> None:
+            self.real.ring()
+
+        def wait(self, limit_s: float) -> bool:
+            self.real.wait(limit_s)
+            return False
+
+    def bell() -> Any:
+        return LateBell() if threading.current_thread().name == "late" else real_bell()
+
+    monkeypatch.setattr(_pipe, "bell", bell)
+    reader_rid, reader_slot = beat(pipe)
+    reader, reader_out = in_thread(pipe.wait, reader_slot, reader_rid, WAIT_S)
+    wait_for(lambda: pipe._reading, "the first thread reading")
+    calls = [beat(pipe) for _ in range(3)]
+    followers: list[tuple[threading.Thread, list[Any]]] = []
+    for index, (rid, slot) in enumerate(calls):
+        out: list[Any] = []
+        thread = threading.Thread(
+            target=lambda s=slot, r=rid, o=out, t=5.0 if index else WAIT_S: o.append(
+                pipe.wait(s, r, t)
+            ),
+            name="late" if index == 0 else f"follower-{index}",
+            daemon=True,
+        )
+        thread.start()
+        followers.append((thread, out))
+        wait_for(lambda n=index + 1: len(pipe._followers) == n, "asleep")
+    broker.requests(4)
+    started = time.monotonic()
+    broker.answer(*(rid for rid, _ in calls), reader_rid)
+    for thread, _ in [*followers, (reader, reader_out)]:
+        thread.join(WAIT_S)
+    assert time.monotonic() - started < 2.5, "the chain stopped at the late thread"
+    assert [out for _, out in followers] == [["ok"], ["ok"], ["ok"]]
+    assert reader_out == ["ok"]
