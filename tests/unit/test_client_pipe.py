@@ -164,7 +164,7 @@ def test_a_long_wait_for_one_reply_holds_up_no_other_thread(
     broker = Broker(theirs)
     long_rid, long_slot = beat(pipe)
     reader, reader_out = in_thread(pipe.wait, long_slot, long_rid, WAIT_S)
-    time.sleep(0.05)  # the first waiter reads (not needed for the outcome, only for the path)
+    wait_for(lambda: pipe._reading, "the first waiter reading")
     short = [beat(pipe) for _ in range(3)]
     followers = [in_thread(pipe.wait, slot, rid, WAIT_S) for rid, slot in short]
     broker.requests(4)
@@ -191,7 +191,7 @@ def test_a_reader_out_of_time_hands_the_reading_over(
     slow_rid, slow_slot = beat(pipe)
     broker.requests(2)
     quick, quick_out = in_thread(pipe.wait, quick_slot, quick_rid, 0.2)
-    time.sleep(0.05)
+    wait_for(lambda: pipe._reading or bool(quick_out), "the first waiter reading")
     patient, patient_out = in_thread(pipe.wait, slow_slot, slow_rid, WAIT_S)
     quick.join(WAIT_S)
     assert isinstance(quick_out[0], RequestTimeout)
@@ -209,7 +209,7 @@ def test_a_broken_connection_fails_every_call_in_flight_and_closes_once_unused(
     Broker(theirs)
     calls = [beat(pipe) for _ in range(4)]
     waiting = [in_thread(pipe.wait, slot, rid, WAIT_S) for rid, slot in calls]
-    time.sleep(0.05)
+    wait_for(lambda: pipe._reading and len(pipe._followers) == 3, "one reading, three asleep")
     theirs.close()  # the broker is gone
     for thread, out in waiting:
         thread.join(WAIT_S)
