@@ -6,6 +6,7 @@ at half a lease's ttl, or within the outcomes' wait bound, is checked at
 that instant and not a moment before."""
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -149,14 +150,7 @@ def test_an_ack_waits_for_no_held_fetch_longer_than_its_bound(fake: FakeBroker, 
     """Two slots: one runs a job, the other's fetch is held at the broker (no
     job ready). When the job ends, its ack waits for the next fetch at most
     SETTLE_WAIT_MAX_MS of the worker's clock, then goes alone."""
-    worker = Worker(port=fake.port, concurrency=2, prefetch=0, wait_ms=20_000)
-    worker.register("slow", gate.handler)
-    job_id = fake.add_job("slow")
-    clock = Clock(worker)
-    clock.start()
-    try:
-        assert gate.started.wait(WAIT_S)
-        fake.wait_for(lambda f: f.seen.fetches() >= 2, "the held fetch")
+    with one_running_one_held(fake, gate, grace_s=25.0) as (worker, clock, job_id):
         gate.opened.set()
         for _ in range(int(WAIT_S / 0.01)):  # the handler returns (a thread): real time
             clock.barrier()
@@ -169,29 +163,37 @@ def test_an_ack_waits_for_no_held_fetch_longer_than_its_bound(fake: FakeBroker, 
         clock.advance(0.001)
         fake.wait_for(lambda f: f.seen.acked == [job_id], "the ack, alone")
         assert fake.seen.fetches() == 2, "the held fetch was not what carried it"
-    finally:
-        clock.stop()
 
 
-@pytest.fixture
-def stopping(fake: FakeBroker, gate: Gate) -> Iterator[tuple[Worker, Clock, str]]:
-    """A worker of two slots told to stop gracefully while one slot runs a
-    job (held at ``gate``) and the other's fetch is held at the broker (a
-    long poll of 20 s, no job ready): the worker, its clock and the job's id."""
-    worker = Worker(port=fake.port, concurrency=2, prefetch=0, wait_ms=20_000, grace_s=30)
+@contextlib.contextmanager
+def one_running_one_held(
+    fake: FakeBroker, gate: Gate, grace_s: float
+) -> Iterator[tuple[Worker, Clock, str]]:
+    """A worker of two slots, one running a job (held at ``gate``), the
+    other's fetch held at the broker (a long poll of 20 s, no job ready):
+    the worker, its clock and the job's id. A job of type "late" would run
+    and be acked."""
+    worker = Worker(port=fake.port, concurrency=2, prefetch=0, wait_ms=20_000, grace_s=grace_s)
     worker.register("slow", gate.handler)
-    worker.register("late", lambda: None)  # run, its job would be acked and gone
+    worker.register("late", lambda: None)
     job_id = fake.add_job("slow")
     clock = Clock(worker)
     clock.start()
     try:
         assert gate.started.wait(WAIT_S)
         fake.wait_for(lambda f: f.seen.fetches() >= 2, "the held fetch")
-        worker.stop()
-        clock.barrier()
         yield worker, clock, job_id
     finally:
         clock.stop()
+
+
+@pytest.fixture
+def stopping(fake: FakeBroker, gate: Gate) -> Iterator[tuple[Worker, Clock, str]]:
+    """``one_running_one_held``, told to stop gracefully."""
+    with one_running_one_held(fake, gate, grace_s=30.0) as (worker, clock, job_id):
+        worker.stop()
+        clock.barrier()
+        yield worker, clock, job_id
 
 
 def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
