@@ -46,6 +46,7 @@ from leash.protocol.messages import (
     AckMany,
     Auth,
     Beat,
+    Cancel,
     Challenge,
     Error,
     ErrorInfo,
@@ -142,12 +143,17 @@ class ClientCore(BatchCalls, Generic[W]):
         # is atomic, so threads building requests at once never share a rid.
         self._rids = itertools.count(1)
         self._pending: dict[int, tuple[Callable[[Reply], Any], W]] = {}
+        # Fetches whose callers stopped waiting: the jobs a late reply leases
+        # go back at once (``take_releases``), never left leased to nobody.
+        self._unclaimed: set[int] = set()
+        self._releases: list[bytes] = []
         self.reset()
 
     def reset(self) -> None:
         """Start over on a new connection. Rids go on counting, so a call made
         for the old connection can still be sent on the new one."""
         assert not self._pending, "calls are in flight"
+        self._unclaimed.clear()  # their replies were for the old connection
         self._decoder = FrameDecoder(limits.FRAME_CEILING_BYTES)  # replies may be large
         self._handshake_rid = -1  # the hello's, then the auth's
         self._key: A.Key | None = None
@@ -288,9 +294,47 @@ class ClientCore(BatchCalls, Generic[W]):
         assert call.rid not in self._pending, f"rid {call.rid} is already in flight"
         self._pending[call.rid] = (call.finish, waiter)
 
-    def abandon(self, rid: int) -> None:
-        """Stop waiting for ``rid`` (its caller gave up); a late reply is dropped."""
-        self._pending.pop(rid, None)
+    def abandon(self, rid: int) -> Call[None] | None:
+        """Stop waiting for ``rid`` (its caller gave up); a late reply is
+        dropped. For a long poll still unanswered (a fetch or a get_result),
+        the ``cancel`` to send, unanswered, so that the broker ends it now;
+        the jobs a fetch's late reply leases all the same go back
+        (``take_releases``)."""
+        entry = self._pending.pop(rid, None)
+        if entry is None:
+            return None
+        finish = entry[0]
+        if finish is _delivered_jobs:
+            self._unclaimed.add(rid)
+        elif finish is not _result_value:
+            return None
+        return self.cancel(rid)
+
+    def cancel(self, of: int) -> Call[None]:
+        """End the long poll of rid ``of`` at the broker (answered before this)."""
+        rid = self._take_rid()
+        return Call(rid, self._encode(Cancel(rid=rid, of=of)), _ok)
+
+    def unclaimed(self, completion: "Completion[W]") -> None:
+        """A completion its waiter no longer takes (cancelled as the reply
+        came): the jobs a fetch's reply leased go back (``take_releases``)."""
+        if isinstance(completion.value, list):
+            for job in completion.value:
+                if isinstance(job, Job):
+                    self._give_back(job.id, job.token)
+
+    def take_releases(self) -> bytes:
+        """The releases of jobs leased to fetches nobody waits for any more,
+        to send unanswered (their lease ends now, no attempt counted); b""
+        when there are none."""
+        if not self._releases:
+            return b""
+        releases, self._releases = self._releases, []
+        return b"".join(releases)
+
+    def _give_back(self, job_id: str, token: int) -> None:
+        rid = self._take_rid()
+        self._releases.append(self._encode(Release(rid=rid, id=job_id, token=token)))
 
     def fail_pending(self) -> list[W]:
         """Forget every call in flight; return their waiters for the shell to fail."""
@@ -333,8 +377,13 @@ class ClientCore(BatchCalls, Generic[W]):
         if rid == 0 and isinstance(reply, Error):
             rid = self._unreadable_request_rid(error_from_reply(reply))
         entry = self._pending.pop(rid, None)
-        if entry is None:
-            return None  # its caller stopped waiting
+        if entry is None:  # its caller stopped waiting
+            if rid in self._unclaimed:
+                self._unclaimed.discard(rid)
+                if isinstance(reply, Jobs):
+                    for delivery in reply.jobs:
+                        self._give_back(delivery.id, delivery.token)
+            return None
         finish, waiter = entry
         try:
             return Completion(rid, waiter, finish(reply), None)
@@ -356,6 +405,7 @@ class ClientCore(BatchCalls, Generic[W]):
             rid = self._unreadable_request_rid(error)
         entry = self._pending.pop(rid, None)
         if entry is None:
+            self._unclaimed.discard(rid)
             return None
         return Completion(rid, entry[1], None, error)
 

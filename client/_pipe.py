@@ -145,6 +145,18 @@ class Pipe:
             self._write_out(call.frame)
         return self.wait(slot, call.rid, limit_s)
 
+    def post(self, data: bytes) -> None:
+        """Send frames whose replies nobody waits for (``ClientCore.abandon``,
+        ``take_releases``): with the writer's next write, else at once."""
+        with self._mutex:
+            if self.broken is not None:
+                return
+            if self._writing:
+                self._out.append(data)
+                return
+            self._writing = True
+        self._write_out(data)
+
     def _write_out(self, data: bytes) -> None:
         """The writer: send ``data``, then what others queued meanwhile, one
         write at a time, until nothing is queued."""
@@ -211,7 +223,9 @@ class Pipe:
         finally:
             self.last_io_s = started_s
             if not slot.done:
-                self._core.abandon(rid)  # a late reply is dropped
+                cancel = self._core.abandon(rid)  # a late reply is dropped
+                if cancel is not None:  # a long poll: the broker ends it now
+                    self.post(cancel.frame)
         if slot.error is not None:
             raise slot.error
         return slot.value
@@ -247,11 +261,13 @@ class Pipe:
         is done (and the reading passed on to a waiting thread)."""
         data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
         woken: list[Bell] = []
+        releases = b""
         try:
             with self._mutex:
                 if data is not None and self.broken is None:
                     if data:
                         self._dispatch(data, woken)
+                        releases = self._core.take_releases()
                     else:
                         self._shut(ConnectionLost("the broker closed the connection"))
                 self._reading = False
@@ -264,6 +280,8 @@ class Pipe:
             if woken:  # outside the mutex: a woken thread need not wait for it
                 self._chain.extend(woken)
                 self._ring_next()
+            if releases:  # jobs leased to fetches nobody waits for: back at once
+                self.post(releases)
 
     def _receive(self, limit_s: float) -> bytes | memoryview | None:
         """Bytes from the socket (b"": closed), None if none came in ``limit_s``."""
@@ -379,9 +397,12 @@ class Pipe:
                         pass  # late replies to calls that timed out
                 return True  # end of stream: the broker closed it
             except (BlockingIOError, ssl.SSLWantReadError):
-                return False  # open, nothing more to read
+                releases = self._core.take_releases()  # else sent after a read on the next one
             except (OSError, LeashError):  # reset, or the broker's last word before closing
                 return True
+        if releases:
+            self.post(releases)
+        return False  # open, nothing more to read
 
     def _read_now(self) -> bytes | memoryview:
         """What has arrived, without waiting (BlockingIOError: nothing)."""

@@ -21,7 +21,9 @@ capped exponential backoff; outcomes not yet answered are then sent on the
 new connection, since a lease belongs to this process's worker id, not to
 a connection. One timer (``_sweep``) serves every held job: it releases
 the ones that waited too long and starts extending the leases of the ones
-that have run for half their ttl.
+that have run for half their ttl. A stop ends the fetch in flight at the
+broker at once (``cancel``), before the jobs leased ahead are released, so
+those go to other workers and no new job is leased to this one.
 
 Jobs run in threads so that the loop stays free: ``concurrency`` threads of
 the worker's own (``leash.client._slots``), each taking the next held job
@@ -114,6 +116,7 @@ class Running:
     _settler: Settler
     _tasks: set[asyncio.Task[None]]  # releases
     _fetching: bool
+    _held_fetch: "tuple[AsyncClient, int] | None"  # the fetch in flight: its client and rid
     _releasing_fetched: bool  # the fetch loop is releasing what a fetch brought in a stop
     _fatal: BaseException | None
     _fetcher: asyncio.Task[None]
@@ -134,6 +137,9 @@ class Running:
             self._hard.set()
         if not self._fetching:
             self._fetcher.cancel()  # connecting or waiting: nothing to collect
+        elif self._held_fetch is not None:  # the broker ends it now, before the releases below
+            client, rid = self._held_fetch
+            client._post(client._core.cancel(rid).frame)
         prefetched = self._slots.clear()
         for job in prefetched:
             del self._held[job.token]
@@ -217,7 +223,9 @@ class Running:
         self._fetching = True  # from here on, a stop waits for the reply
         try:
             outcomes, calls = self._settler.take(client)
-            calls.append(client._core.fetch(self.queues, count, self.wait_ms))
+            fetch = client._core.fetch(self.queues, count, self.wait_ms)
+            calls.append(fetch)
+            self._held_fetch = (client, fetch.rid)
             try:
                 replies = await client._together(calls)
             except LINK_ERRORS as exc:
@@ -235,6 +243,7 @@ class Running:
             return None
         finally:
             self._fetching = False
+            self._held_fetch = None
 
     def _take(self, jobs: list[Job]) -> None:
         """Jobs for the slots: a free thread takes one at once, the rest wait."""
@@ -351,8 +360,9 @@ class Running:
         """Wait for the running jobs, then for their outcomes to be answered,
         until done, the grace ends or ``now``. A fetch in flight is waited
         for alongside them (what it brings is released), never on its own:
-        one held at the broker ends when the connection closes, so a stop
-        never waits out a long poll."""
+        the stop's ``cancel`` ends it, and so does the connection's close
+        (a broker that predates ``cancel``), so a stop never waits out a
+        long poll."""
         loop = asyncio.get_running_loop()
         deadline_s = loop.time() + self.grace_s
         hard = asyncio.ensure_future(self._hard.wait())

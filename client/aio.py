@@ -511,7 +511,7 @@ class AsyncClient:
             return await future
         finally:
             timer.cancel()
-            self._core.abandon(call.rid)
+            self._forget(call.rid)
 
     async def _together(self, calls: Sequence[Call[Any]]) -> list["asyncio.Future[Any]"]:
         """Send ``calls`` in one write; their futures, each with its own time
@@ -526,7 +526,7 @@ class AsyncClient:
             core.start(call, future)
             limit_s = self.timeout_s + call.wait_ms / 1000
             timer = loop.call_later(limit_s, _time_out, future, limit_s)
-            future.add_done_callback(functools.partial(_forget, timer, core, call.rid))
+            future.add_done_callback(functools.partial(self._forgotten, timer, call.rid))
             futures.append(future)
         await self._write(writer, b"".join(call.frame for call in calls))
         return futures
@@ -553,6 +553,33 @@ class AsyncClient:
             self._last_io_s = loop.time()
             if writer.transport.get_write_buffer_size():  # the kernel did not take it all
                 await writer.drain()
+        except OSError as exc:
+            self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
+
+    def _forgotten(
+        self, timer: asyncio.TimerHandle, rid: int, _future: "asyncio.Future[Any]"
+    ) -> None:
+        timer.cancel()
+        self._forget(rid)
+
+    def _forget(self, rid: int) -> None:
+        """A call is over: if its caller stopped waiting for a long poll, the
+        broker is told to end it (``ClientCore.abandon``)."""
+        cancel = self._core.abandon(rid)
+        if cancel is not None:
+            self._post(cancel.frame)
+
+    def _post(self, data: bytes) -> None:
+        """Send frames whose replies nobody waits for: with the turn's
+        queued frames, else at once."""
+        writer = self._writer
+        if writer is None or self._closed or not data:
+            return
+        if self._out is not None:
+            self._out.append(data)
+            return
+        try:
+            writer.write(data)
         except OSError as exc:
             self._shut(ConnectionLost(f"the connection broke: {exc}"), reopen=True)
 
@@ -588,12 +615,15 @@ class AsyncClient:
                 core.receive_data(data)
                 while (completion := core.next_completion()) is not None:
                     future = completion.waiter
-                    if future.done():
-                        continue  # its caller was cancelled
-                    if completion.error is not None:
+                    if future.done():  # its caller was cancelled, or its time ran out
+                        core.unclaimed(completion)
+                    elif completion.error is not None:
                         future.set_exception(completion.error)
                     else:
                         future.set_result(completion.value)
+                releases = core.take_releases()
+                if releases:
+                    self._post(releases)
         except LeashError as exc:
             error = exc
         except OSError as exc:
@@ -623,10 +653,3 @@ class AsyncClient:
 def _time_out(future: "asyncio.Future[Any]", limit_s: float) -> None:
     if not future.done():
         future.set_exception(RequestTimeout(f"no reply within {limit_s:g} s"))
-
-
-def _forget(
-    timer: asyncio.TimerHandle, core: ClientCore[Any], rid: int, _future: "asyncio.Future[Any]"
-) -> None:
-    timer.cancel()
-    core.abandon(rid)

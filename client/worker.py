@@ -313,6 +313,7 @@ class Worker(Running):
         self._settler = Settler(self._link)
         self._tasks = set()
         self._fetching = False
+        self._held_fetch = None
         self._releasing_fetched = False
         self._fatal = None
         self.process_state = "ok"

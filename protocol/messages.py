@@ -226,6 +226,16 @@ class GetResult(Struct, tag="get_result", tag_field="op", omit_defaults=True):
     wait_ms: Annotated[int, Meta(ge=0, le=L.RESULT_WAIT_MAX_MS)] = 0
 
 
+class Cancel(Struct, tag="cancel", tag_field="op"):
+    """End a long poll of this connection now: the held fetch or get_result
+    whose rid is ``of`` is answered as if its wait had ended (a fetch with no
+    jobs), before this request's ``ok``. A rid not held (answered already,
+    or never sent) changes nothing: ``ok`` all the same."""
+
+    rid: RequestId
+    of: RequestId
+
+
 RunCount = Annotated[int, Meta(ge=0)]
 
 
@@ -308,6 +318,7 @@ Request = (
     | GetBatchStatus
     | Auth
     | Progress
+    | Cancel
 )
 REQUEST_OPS = frozenset(t.__struct_config__.tag for t in Request.__args__)
 

@@ -96,6 +96,8 @@ def _decide(state: State, request: M.Request, worker_id: str, now_ms: int) -> Ou
             return Outcome(*decide_batch(state, request, now_ms))
         case M.Progress():
             return Outcome(*progress.report(state, request, now_ms))
+        case M.Cancel(rid=rid):  # the shell has ended the held request, if it was held
+            return Outcome(M.Ok(rid), [])
         case M.Hello() | M.Auth():
             message = "hello and auth are only valid in the handshake"
             raise Rejected(ErrorCode.BAD_REQUEST, message, "$.op")

@@ -100,6 +100,18 @@ class LongPoll:
             self.waiters.remove(waiter)
         waiter.connection.waiters.discard(waiter)
 
+    def cancel(self, connection: "Connection", rid: int) -> None:
+        """End what ``connection`` holds under ``rid`` now, as its wait's end
+        would: a fetch gets no jobs, a get_result its job as it is."""
+        for waiter in list(connection.waiters):
+            if waiter.request.rid != rid:
+                continue
+            if isinstance(waiter, ResultWaiter):
+                self.answer_result(waiter)
+            else:
+                self.drop(waiter)
+                self._nothing(waiter)
+
     def release(self, connection: "Connection") -> None:
         """``connection`` closed: drop what it holds, unanswered."""
         for waiter in list(connection.waiters):

@@ -98,6 +98,8 @@ class Pipeline:
             if oversized is not None:
                 self.ledger.reply(connection, oversized)
                 return
+        if type(request) is M.Cancel:  # held requests are the shell's: ended before the ok
+            self.longpoll.cancel(connection, request.of)
         self.serve(connection, request, core.decide, len(body))
 
     def serve(

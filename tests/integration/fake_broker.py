@@ -16,10 +16,13 @@ What the fake writes itself is the shell a client meets and the faults a
 test injects: the reply to the hello (``hello_reply``, a refusal), a frame
 limit, a heartbeat period, push replies lost with their connection
 (``lose_push_replies``), connections cut (``drop_connections``), a process
-state an operator sets (``set_process_state``), and a lease another worker
-took (``steal_lease``). Not the broker: no journal, no authentication, and
-no timers. Its clock stands still at ``CLOCK_MS`` (so leases do not expire
-and processes do not die while a test runs; deadlines are exact numbers).
+state an operator sets (``set_process_state``), a lease another worker
+took (``steal_lease``), and fetches decided late (``hold_fetches``), after
+their caller gave up. A ``cancel`` is answered ``ok`` and ends nothing: as
+a broker whose reply crossed the cancel, or one that predates it. Not the
+broker: no journal, no authentication, and no timers. Its clock stands
+still at ``CLOCK_MS`` (so leases do not expire and processes do not die
+while a test runs; deadlines are exact numbers).
 Everything it receives is recorded; tests wait on it with ``wait_for``.
 """
 
@@ -139,6 +142,7 @@ class FakeBroker:
         self._attached: dict[str, int] = {}  # connections of each process
         self._changed = threading.Condition()
         self._fetch_waiters: list[asyncio.Event] = []
+        self._fetch_gate: asyncio.Event | None = None  # set: fetches are decided
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[Any]] = set()
@@ -209,6 +213,25 @@ class FakeBroker:
         """How many beats came after the first one answered ``state`` (-1: none was)."""
         answered = [s for _, s in self.seen.beats]
         return len(answered) - answered.index(state) - 1 if state in answered else -1
+
+    def hold_fetches(self) -> None:
+        """From now on a fetch is decided only once ``answer_fetches`` is
+        called: its caller may give up first."""
+
+        async def close() -> None:
+            self._fetch_gate = asyncio.Event()
+
+        self.call(close)
+
+    def answer_fetches(self) -> None:
+        """Decide the fetches held by ``hold_fetches``, and later ones at once."""
+
+        async def open_gate() -> None:
+            gate, self._fetch_gate = self._fetch_gate, None
+            if gate is not None:
+                gate.set()
+
+        self.call(open_gate)
 
     def drop_connections(self) -> None:
         async def drop() -> None:
@@ -358,6 +381,9 @@ class FakeBroker:
     async def _fetch(self, request: Fetch, worker_id: str) -> Reply:
         """Decide the fetch; one that found nothing is held (core.hold_ms)
         and decided again after each change, until it takes a job."""
+        gate = self._fetch_gate
+        if gate is not None:
+            await gate.wait()
         outcome = core.decide(self.state, request, worker_id, CLOCK_MS)
         if not outcome.may_wait:
             self._commit(outcome.records)

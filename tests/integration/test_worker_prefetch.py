@@ -17,7 +17,7 @@ from leash.broker import core
 from leash.client import Worker
 from leash.client._prefetch import PREFETCH_WAIT_MAX_S
 from leash.client._settle import SETTLE_WAIT_MAX_MS
-from leash.protocol.messages import AckMany, Fetch, Release
+from leash.protocol.messages import AckMany, Cancel, Fetch, Release
 from tests.integration.fake_broker import WAIT_S, FakeBroker
 
 pytestmark = pytest.mark.timeout(60)
@@ -203,6 +203,9 @@ def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
     answered, without waiting out the held fetch (its clock never moves,
     and it ends before half the time the broker holds the fetch)."""
     worker, clock, job_id = stopping
+    fake.wait_for(lambda f: bool(requests_of(f, Cancel)), "the held fetch's cancel")
+    (cancel,) = requests_of(fake, Cancel)
+    assert cancel.of == requests_of(fake, Fetch)[-1].rid
     gate.opened.set()
     clock.thread.join(core.hold_ms(fake.state, 20_000) / 1000 / 2)
     assert not clock.thread.is_alive(), "the stop waited for the held fetch"
@@ -214,9 +217,10 @@ def test_a_stop_waits_for_the_outcomes_and_never_for_a_held_fetch(
 def test_a_job_a_held_fetch_brings_during_a_stop_is_released_unrun(
     fake: FakeBroker, gate: Gate, stopping: tuple[Worker, Clock, str]
 ) -> None:
-    """A job pushed while the worker stops reaches its held fetch: the
-    worker releases it unrun (ready again, no attempt counted) and ends
-    once the running job is acked."""
+    """A job pushed while the worker stops reaches its held fetch (the
+    fake ends no fetch on the worker's cancel, as when the reply crossed
+    it): the worker releases it unrun (ready again, no attempt counted) and
+    ends once the running job is acked."""
     _worker, clock, job_id = stopping
     late_id = fake.add_job("late")
     fake.wait_for(lambda f: any(r.id == late_id for r in requests_of(f, Release)), "the release")

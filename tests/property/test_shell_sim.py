@@ -1,13 +1,14 @@
 """A seeded simulation of the whole broker shell (tests/shell_rig.py): the
 real Broker and its parts, the real core, the group committer on a disk
 that turns slow or fails, and connections without sockets of producers and
-workers that push, fetch (held or not), ack, fail, extend, beat, go away
-and come back, all on one virtual clock, with loop turns, the writer's jobs
-and timers interleaved at random.
+workers that push, fetch (held or not), cancel their last fetch, ack,
+fail, extend, beat, go away and come back, all on one virtual clock, with
+loop turns, the writer's jobs and timers interleaved at random.
 
 Checked as it runs: a push's or an ack's reply leaves only once its
 records are durable under the policy (written; fsynced under ``always``);
-no push is acknowledged twice with one id and no job is acked twice;
+no request is answered twice (a cancelled fetch neither); no push is
+acknowledged twice with one id and no job is acked twice;
 ``core.check_invariants``; every acknowledged push is in the state (or was
 acked). At the end: the journal written, replayed, gives the same state
 (when it did not fail), and what survives a crash (a power loss under
@@ -65,6 +66,7 @@ class Sim:
     pushed: set[str] = field(default_factory=set)  # pushes acknowledged
     acked: set[str] = field(default_factory=set)  # acks acknowledged
     ack_sent: set[str] = field(default_factory=set)
+    fetched: dict[str, int] = field(default_factory=dict)  # each worker's last fetch's rid
 
     # --- the clients --------------------------------------------------------
 
@@ -82,7 +84,9 @@ class Sim:
         """A reply as the broker writes it: durable enough for what it says?"""
         request = self.sent.pop((id(peer), reply.rid), None)
         if request is None:
-            return  # an error about the connection (rid 0)
+            if reply.rid != 0:  # else an error about the connection
+                self.wrong.append(f"a second reply to rid {reply.rid}: {reply}")
+            return
         if isinstance(reply, M.Error):
             if reply.code == ErrorCode.JOURNAL_FAILED and self.rig.broker.committer.failed is None:
                 self.wrong.append(f"journal_failed while the journal has not failed: {reply}")
@@ -126,6 +130,7 @@ class Sim:
         peer = self.workers.get(worker_id)
         if peer is None or peer.closed:
             self.leases.pop(worker_id, None)
+            self.fetched.pop(worker_id, None)
             self.workers[worker_id] = self.connect(worker_id)
             return
         held = self.leases.get(worker_id, [])
@@ -133,6 +138,7 @@ class Sim:
             queues = rng.sample(QUEUES, rng.randint(1, 2))
             wait_ms = rng.choice([0, 0, 200, 2_000])
             fetch = M.Fetch(rid=peer.rid(), queues=queues, count=rng.randint(1, 3), wait_ms=wait_ms)
+            self.fetched[worker_id] = fetch.rid
             self.send(peer, fetch, "other")
         elif roll < 0.75:
             job = held.pop(rng.randrange(len(held)))
@@ -145,6 +151,8 @@ class Sim:
         elif roll < 0.9:
             job = rng.choice(held)
             self.send(peer, M.Extend(rid=peer.rid(), id=job.id, token=job.token), "other")
+        elif roll < 0.93 and worker_id in self.fetched:  # held, or answered already
+            self.send(peer, M.Cancel(rid=peer.rid(), of=self.fetched[worker_id]), "other")
         elif roll < 0.96:
             self.send(peer, M.Beat(rid=peer.rid()), "other")
         else:

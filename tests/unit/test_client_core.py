@@ -248,6 +248,77 @@ def test_a_reply_nobody_waits_for_is_dropped() -> None:
     core.abandon(gone.rid)
     done = completions(core, frame(Ok(rid=gone.rid)) + frame(Ok(rid=kept.rid)))
     assert [c.waiter for c in done] == ["kept"]
+    assert core.abandon(gone.rid) is None and core.take_releases() == b""
+
+
+def sent_frames(data: bytes) -> list[dict[str, Any]]:
+    """The requests in frames sent without a waiter (cancels, releases)."""
+    header = limits.FRAME_HEADER_BYTES
+    bodies = []
+    while data:
+        size = int.from_bytes(data[:header], "big")
+        bodies.append(msgspec.msgpack.decode(data[header : header + size]))
+        data = data[header + size :]
+    return bodies
+
+
+def test_a_fetch_given_up_is_cancelled_and_the_jobs_its_late_reply_leased_go_back() -> None:
+    core = welcomed_core()
+    fetch = core.fetch("default", 2, 5_000)
+    core.start(fetch, "fetch")
+    cancel = core.abandon(fetch.rid)
+    assert cancel is not None and sent(cancel) == {
+        "op": "cancel",
+        "rid": cancel.rid,
+        "of": fetch.rid,
+    }
+    late = Jobs(rid=fetch.rid, jobs=[delivery("j1", token=7), delivery("j2", token=9)])
+    assert completions(core, frame(late) + frame(Ok(rid=cancel.rid))) == []
+    releases = sent_frames(core.take_releases())
+    assert [(r["op"], r["id"], r["token"]) for r in releases] == [
+        ("release", "j1", 7),
+        ("release", "j2", 9),
+    ]
+    assert len({r["rid"] for r in releases} | {fetch.rid, cancel.rid}) == 4
+    assert core.take_releases() == b"", "released twice"
+    assert completions(core, frame(late)) == [] and core.take_releases() == b""
+
+
+def test_a_fetch_given_up_whose_late_reply_is_empty_or_an_error_releases_nothing() -> None:
+    core = welcomed_core()
+    empty, refused = core.fetch("default", 1, 5_000), core.fetch("default", 1, 0)
+    for call in (empty, refused):
+        core.start(call, "fetch")
+        assert core.abandon(call.rid) is not None
+    error = Error(rid=refused.rid, code=ErrorCode.BAD_REQUEST, message="no")
+    assert completions(core, frame(Jobs(rid=empty.rid, jobs=[])) + frame(error)) == []
+    assert core.take_releases() == b""
+
+
+def test_a_get_result_given_up_is_cancelled_and_other_calls_are_not() -> None:
+    core = welcomed_core()
+    result, push = core.get_result("j1", wait_ms=5_000), core.push("t")
+    core.start(result, "result")
+    core.start(push, "push")
+    cancel = core.abandon(result.rid)
+    assert cancel is not None and sent(cancel)["of"] == result.rid
+    assert core.abandon(push.rid) is None
+
+
+def test_a_completion_its_waiter_no_longer_takes_gives_back_its_jobs() -> None:
+    """A fetch cancelled as its reply came (the shell finds its waiter done)."""
+    core = welcomed_core()
+    fetch = core.fetch("default", 1, 5_000)
+    core.start(fetch, "fetch")
+    (done,) = completions(core, frame(Jobs(rid=fetch.rid, jobs=[delivery("j3", token=4)])))
+    core.unclaimed(done)
+    (release,) = sent_frames(core.take_releases())
+    assert (release["op"], release["id"], release["token"]) == ("release", "j3", 4)
+    push = core.push("t")
+    core.start(push, "push")
+    (pushed,) = completions(core, frame(Pushed(rid=push.rid, id="j4", created=True, state="ready")))
+    core.unclaimed(pushed)
+    assert core.take_releases() == b""
 
 
 @pytest.mark.parametrize("code", list(ErrorCode))

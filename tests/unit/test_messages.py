@@ -118,6 +118,7 @@ REQUESTS: list[Any] = [
     Extend(rid=8, id="order-7", token=17),
     Extend(rid=8, id="order-7", token=17, lease_ttl_ms=90_000),
     M.Progress(rid=8, id="order-7", token=17, percent=40, message="4 of 10 files"),
+    M.Cancel(rid=9, of=4),
     Push(rid=2, job=JobSpec(type="send", time_limit_ms=60_000)),
     Release(rid=9, id="order-7", token=17),
     Fail(rid=7, id="order-7", token=17, retry_in_ms=30_000),
