@@ -1,12 +1,15 @@
 """SIGINT and SIGTERM for ``Worker.run``: handled on the loop, and only from the main thread.
 
 Python delivers signals to the main thread only, so a worker run elsewhere
-leaves them alone (and says so). Handlers go on the running loop, so they may
-touch the worker's asyncio state directly. ``remove`` puts back the handlers
-that were there before ``install`` (the loop's own removal would leave the
-default, which kills the process on a late second signal), with the signals
-blocked while it swaps them, so a signal that comes meanwhile goes to the
-handler put back, never to the default.
+leaves them alone (and says so). ``install`` puts a Python-level handler in
+place that hands the signal to the running loop (``call_soon_threadsafe``),
+so the worker's asyncio state is touched on the loop only. ``remove`` puts
+back the handlers that were there before, each in one swap: the signal's
+disposition is never the default for an instant. The loop's own
+``add_signal_handler`` is not used: taking it off again sets the default
+first, and a signal that came then (the kernel hands it to any thread of
+the process that does not block it) killed the process, as a late second
+SIGTERM at the end of a graceful stop did now and then.
 """
 
 import asyncio
@@ -15,6 +18,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 log = logging.getLogger("leash.worker")
@@ -31,24 +35,17 @@ def install(on_signal: Callable[[int], None]) -> Previous:
         log.warning("not in the main thread: SIGINT and SIGTERM are left alone")
         return {}
     loop = asyncio.get_running_loop()
-    previous: Previous = {}
-    for signum in STOP_SIGNALS:
-        before = signal.getsignal(signum)
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(signum, on_signal, signum)
-            previous[signum] = before
-    return previous
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the stop is under way
+            loop.call_soon_threadsafe(on_signal, signum)
+
+    return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
 
 def remove(previous: Previous) -> None:
     """Undo ``install``: the handlers there were before it are back."""
     if not previous or threading.current_thread() is not threading.main_thread():
         return
-    loop = asyncio.get_running_loop()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, previous)
-    try:
-        for signum, before in previous.items():
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, before if before is not None else signal.SIG_DFL)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    for signum, before in previous.items():
+        signal.signal(signum, before if before is not None else signal.SIG_DFL)
