@@ -23,7 +23,7 @@ a connection. One timer (``_sweep``) serves every held job: it releases
 the ones that waited too long and starts extending the leases of the ones
 that have run for half their ttl. A stop ends the fetch in flight at the
 broker at once (``cancel``), before the jobs leased ahead are released, so
-those go to other workers and no new job is leased to this one.
+those, and jobs pushed while it drains, go to other workers.
 
 Jobs run in threads so that the loop stays free: ``concurrency`` threads of
 the worker's own (``leash.client._slots``), each taking the next held job
