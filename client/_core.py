@@ -315,11 +315,11 @@ class ClientCore(BatchCalls, Generic[W]):
         rid = self._take_rid()
         return Call(rid, self._encode(Cancel(rid=rid, of=of)), _ok)
 
-    def unclaimed(self, completion: "Completion[W]") -> None:
-        """A completion its waiter no longer takes (cancelled as the reply
-        came): the jobs a fetch's reply leased go back (``take_releases``)."""
-        if isinstance(completion.value, list):
-            for job in completion.value:
+    def unclaimed(self, value: Any) -> None:
+        """A completion's value its waiter no longer takes (it gave up as the
+        reply came): the jobs a fetch's reply leased go back (``take_releases``)."""
+        if isinstance(value, list):
+            for job in value:
                 if isinstance(job, Job):
                     self._give_back(job.id, job.token)
 

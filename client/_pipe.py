@@ -220,15 +220,28 @@ class Pipe:
                             raise RequestTimeout(f"no reply within {limit_s:g} s")
                     break
                 remaining_s = deadline_s - time.monotonic()
+        except BaseException:  # its time is up, or the thread was interrupted
+            self._give_up(slot, rid)
+            raise
         finally:
             self.last_io_s = started_s
-            if not slot.done:
-                cancel = self._core.abandon(rid)  # a late reply is dropped
-                if cancel is not None:  # a long poll: the broker ends it now
-                    self.post(cancel.frame)
         if slot.error is not None:
             raise slot.error
         return slot.value
+
+    def _give_up(self, slot: Slot, rid: int) -> None:
+        """The caller stops waiting: a late reply is dropped, a long poll is
+        ended at the broker, and the jobs a fetch's reply brought all the
+        same (it came as the caller gave up) go back."""
+        with self._mutex:
+            if slot.done:
+                self._core.unclaimed(slot.value)
+                data = self._core.take_releases()
+            else:
+                cancel = self._core.abandon(rid)
+                data = cancel.frame if cancel is not None else b""
+        if data:
+            self.post(data)
 
     def _sleep(self, slot: Slot, limit_s: float) -> bool:
         """A follower's sleep: True if its bell rang within ``limit_s``.

@@ -509,6 +509,11 @@ class AsyncClient:
         try:
             await self._write(writer, call.frame)
             return await future
+        except BaseException:  # cancelled, maybe just as the reply came
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._core.unclaimed(future.result())  # a fetch's jobs go back
+                self._post(self._core.take_releases())
+            raise
         finally:
             timer.cancel()
             self._forget(call.rid)
@@ -616,7 +621,7 @@ class AsyncClient:
                 while (completion := core.next_completion()) is not None:
                     future = completion.waiter
                     if future.done():  # its caller was cancelled, or its time ran out
-                        core.unclaimed(completion)
+                        core.unclaimed(completion.value)
                     elif completion.error is not None:
                         future.set_exception(completion.error)
                     else:

@@ -6,6 +6,7 @@ fetches late on request (as a reply that crossed the cancel)."""
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -52,6 +53,30 @@ async def test_an_async_fetch_given_up_is_cancelled_and_what_its_late_reply_leas
         (fetch,), (cancel,) = requests_of(fake, Fetch), requests_of(fake, Cancel)
         assert cancel.of == fetch.rid
         fake.answer_fetches()  # the reader takes the late reply with no call waiting
+        await fake.wait_for_async(lambda f: f.seen.released == [job_id], "the release")
+        assert (await client.get_job(job_id)).state == "ready"
+
+
+async def test_an_async_fetch_cancelled_just_as_its_reply_came_releases_its_jobs(
+    fake: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply is matched to the fetch (its job leased to this process),
+    and the task is cancelled before it resumes: the job goes back."""
+    job_id = fake.add_job("ready")
+    async with AsyncClient("127.0.0.1", fake.port) as client:
+        fetching: list[asyncio.Task[Any]] = []
+        take = client._core.take_releases
+
+        def cancel_then_take() -> bytes:  # the reader, just after it matched a reply
+            if fetching:
+                fetching.pop().cancel()
+            return take()
+
+        monkeypatch.setattr(client._core, "take_releases", cancel_then_take)
+        fetching.append(asyncio.create_task(client.fetch("default")))
+        task = fetching[0]
+        with pytest.raises(asyncio.CancelledError):
+            await task
         await fake.wait_for_async(lambda f: f.seen.released == [job_id], "the release")
         assert (await client.get_job(job_id)).state == "ready"
 

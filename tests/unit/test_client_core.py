@@ -311,13 +311,13 @@ def test_a_completion_its_waiter_no_longer_takes_gives_back_its_jobs() -> None:
     fetch = core.fetch("default", 1, 5_000)
     core.start(fetch, "fetch")
     (done,) = completions(core, frame(Jobs(rid=fetch.rid, jobs=[delivery("j3", token=4)])))
-    core.unclaimed(done)
+    core.unclaimed(done.value)
     (release,) = sent_frames(core.take_releases())
     assert (release["op"], release["id"], release["token"]) == ("release", "j3", 4)
     push = core.push("t")
     core.start(push, "push")
     (pushed,) = completions(core, frame(Pushed(rid=push.rid, id="j4", created=True, state="ready")))
-    core.unclaimed(pushed)
+    core.unclaimed(pushed.value)
     assert core.take_releases() == b""
 
 

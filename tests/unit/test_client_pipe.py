@@ -16,8 +16,8 @@ from leash.client._core import ClientCore
 from leash.client._pipe import Pipe, Slot
 from leash.protocol import limits
 from leash.protocol.frames import FrameDecoder, encode_frame
-from leash.protocol.messages import Beat, ProcessState, encoder, request_decoder
-from tests.unit.test_client_core import welcomed_core
+from leash.protocol.messages import Beat, Jobs, ProcessState, Release, encoder, request_decoder
+from tests.unit.test_client_core import delivery, welcomed_core
 from tests.waiting import wait_for
 
 WAIT_S = 10.0
@@ -323,3 +323,30 @@ def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
     assert time.monotonic() - started < 2.5, "the chain stopped at the late thread"
     assert [out for _, out in followers] == [["ok"], ["ok"], ["ok"]]
     assert reader_out == ["ok"]
+
+
+def test_a_fetch_whose_reply_came_as_its_thread_was_interrupted_releases_its_jobs(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply is read (its job leased to this process), then the waiting
+    thread is interrupted before it returns the job: the job goes back."""
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    broker = Broker(theirs)
+    fetch = pipe._core.fetch("default", 1, 0)
+    (slot,) = pipe.submit([fetch])
+    (sent,) = broker.requests(1)
+    leased = delivery("j9", token=41)
+    broker.sock.sendall(encode_frame(encoder.encode(Jobs(rid=sent.rid, jobs=[leased]))))
+    read = pipe._read
+
+    def read_then_interrupted(limit_s: float, mine: Slot) -> bool:
+        read(limit_s, mine)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipe, "_read", read_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.wait(slot, fetch.rid, WAIT_S)
+    assert slot.done, "the reply was not read first"
+    (release,) = broker.requests(1)
+    assert (type(release), release.id, release.token) == (Release, "j9", 41)
