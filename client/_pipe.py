@@ -99,6 +99,7 @@ class Pipe:
         self._out: list[bytes] = []
         self._writing = False
         self._reading = False
+        self._reader = 0  # the thread that took the reading last (its ident)
         self._followers: dict[Slot, None] = {}  # waiting for a reply, asleep
         self._chain: collections.deque[Bell] = collections.deque()  # to ring, one by one
         self.broken: LeashError | None = None
@@ -199,7 +200,7 @@ class Pipe:
                         break
                     reader = not self._reading
                     if reader:
-                        self._reading = True
+                        self._reading, self._reader = True, threading.get_ident()
                     else:
                         if slot.wake is None:
                             slot.wake = bell()
@@ -234,6 +235,8 @@ class Pipe:
         ended at the broker, and the jobs a fetch's reply brought all the
         same (it came as the caller gave up) go back."""
         with self._mutex:
+            self._followers.pop(slot, None)  # an interrupted follower
+            self._pass_on()
             if slot.done:
                 self._core.unclaimed(slot.value)
                 data = self._core.take_releases()
@@ -271,11 +274,13 @@ class Pipe:
     def _read(self, limit_s: float, mine: Slot) -> bool:
         """The reader's turn: one read (at most ``limit_s``), every reply in
         it handed to its slot; then the role is given up. True when ``mine``
-        is done (and the reading passed on to a waiting thread)."""
-        data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
+        is done (and the reading passed on to a waiting thread). An
+        exception (a KeyboardInterrupt in the main thread) gives the role up
+        too, so the client stays usable."""
         woken: list[Bell] = []
         releases = b""
         try:
+            data = self._receive(limit_s)  # None: no bytes in time, or the connection broke
             with self._mutex:
                 if data is not None and self.broken is None:
                     if data:
@@ -289,6 +294,12 @@ class Pipe:
                     return True
                 self._close_if_idle()
                 return False
+        except BaseException:
+            with self._mutex:
+                if self._reading and self._reader == threading.get_ident():  # not given up yet
+                    self._reading = False
+                    self._pass_on()
+            raise
         finally:
             if woken:  # outside the mutex: a woken thread need not wait for it
                 self._chain.extend(woken)

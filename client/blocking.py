@@ -15,8 +15,12 @@ and collects their ids. How it works: ``leash.client._pipe``.
 Time limits: a call waits at most ``timeout_s`` for its reply, plus
 ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the connection stays
 usable (a late reply is dropped), unless the request could not be sent whole,
-in which case the connection is closed. The request logic is shared with the
-async client in ``leash.client._core``; this module only moves bytes.
+in which case the connection is closed. It stays usable after a call is
+interrupted too (Ctrl-C during a long poll): the next call is answered. A
+fetch given up either way is ended at the broker (``cancel``), and the
+jobs a reply that crossed it leased are released at once. The request
+logic is shared with the async client in ``leash.client._core``; this
+module only moves bytes.
 
 Security: ``key`` (a ``Key`` or a key file's path) authenticates every
 connection, ``tls`` (True or an ``ssl.SSLContext``) makes it TLS; see

@@ -350,3 +350,29 @@ def test_a_fetch_whose_reply_came_as_its_thread_was_interrupted_releases_its_job
     assert slot.done, "the reply was not read first"
     (release,) = broker.requests(1)
     assert (type(release), release.id, release.token) == (Release, "j9", 41)
+
+
+def test_a_reader_interrupted_gives_the_reading_up_and_the_client_stays_usable(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during a long poll: the next call is answered, not left
+    waiting for a reader that is gone."""
+    mine, theirs = pair
+    pipe = make_pipe(mine)
+    broker = Broker(theirs)
+    interrupted_rid, interrupted = beat(pipe)
+    receive = pipe._receive
+
+    def interrupted_once(limit_s: float) -> Any:
+        monkeypatch.setattr(pipe, "_receive", receive)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipe, "_receive", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.wait(interrupted, interrupted_rid, WAIT_S)
+    assert not pipe._reading
+    rid, slot = beat(pipe)
+    assert [request.rid for request in broker.requests(2)] == [interrupted_rid, rid]
+    broker.answer(interrupted_rid, rid)
+    assert pipe.wait(slot, rid, 2.0) == "ok"
+    assert pipe._core.in_flight == 0
