@@ -160,7 +160,20 @@ class Pipe:
 
     def _write_out(self, data: bytes) -> None:
         """The writer: send ``data``, then what others queued meanwhile, one
-        write at a time, until nothing is queued."""
+        write at a time, until nothing is queued. Interrupted (Ctrl-C), it
+        ends the connection: part of a frame may have gone, and the next
+        call opens a new one."""
+        try:
+            self._write_all(data)
+        except BaseException:
+            with self._mutex:
+                self._writing = False
+                if self.broken is None:
+                    self._shut(ConnectionLost("a send was interrupted: the stream may be cut"))
+                self._close_if_idle()
+            raise
+
+    def _write_all(self, data: bytes) -> None:
         while True:
             try:
                 if self._io is None:

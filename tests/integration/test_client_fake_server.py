@@ -185,6 +185,42 @@ def test_a_connection_dropped_during_a_call_is_connection_lost(fake: FakeBroker)
         client.push("t")  # closed by its user: for good
 
 
+class InterruptedSend:
+    """A socket whose next send is interrupted (Ctrl-C) after half its bytes."""
+
+    def __init__(self, real: socket.socket) -> None:
+        self.real = real
+        self.interrupted = False
+
+    def sendall(self, data: bytes) -> None:
+        if self.interrupted:
+            self.real.sendall(data)
+            return
+        self.interrupted = True
+        self.real.sendall(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+
+def test_a_send_interrupted_midway_ends_the_connection_and_the_next_call_opens_a_new_one(
+    fake: FakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half a frame may have gone: the connection is not used again (before,
+    the writer's role stayed taken and every later request sat unsent)."""
+    with Client(port=fake.port, timeout_s=2.0) as client:
+        pipe = client._pipe
+        assert pipe is not None
+        monkeypatch.setattr(pipe, "sock", InterruptedSend(pipe.sock))
+        with pytest.raises(KeyboardInterrupt):
+            client.push("cut")
+        assert isinstance(pipe.broken, ConnectionLost)
+        job_id = client.push("whole")
+        assert client.get_job(job_id).type == "whole"
+        assert len(fake.seen.hellos) == 2
+
+
 def test_a_connection_the_broker_closed_while_idle_is_reopened_by_the_next_call(
     fake: FakeBroker,
 ) -> None:
