@@ -256,6 +256,8 @@ class Pipe:
             else:
                 cancel = self._core.abandon(rid)
                 data = cancel.frame if cancel is not None else b""
+        if self._chain:  # its own ring may have come as it was interrupted: pass it on
+            self._ring_next()
         if data:
             self.post(data)
 

@@ -268,14 +268,15 @@ def test_many_threads_each_get_their_own_reply(
     assert pipe._core.in_flight == 0
 
 
+@pytest.mark.parametrize("ending", ["time out", "interrupted"])
 def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
-    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
     """One read brings the replies of three sleeping threads, woken one
     after another along a chain. The first one's ring comes as its time
-    runs out (its wait reports no ring): it still rings the next, so the
-    other two get their replies at once, not at the end of their own time
-    (5 s)."""
+    runs out (its wait reports no ring), or as it is interrupted (Ctrl-C):
+    it still rings the next, so the other two get their replies at once,
+    not at the end of their own time (5 s)."""
     mine, theirs = pair
     pipe = make_pipe(mine)
     broker = Broker(theirs)
@@ -292,6 +293,8 @@ def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
 
         def wait(self, limit_s: float) -> bool:
             self.real.wait(limit_s)
+            if ending == "interrupted":
+                raise KeyboardInterrupt
             return False
 
     def bell() -> Any:
@@ -305,12 +308,17 @@ def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
     followers: list[tuple[threading.Thread, list[Any]]] = []
     for index, (rid, slot) in enumerate(calls):
         out: list[Any] = []
+
+        def follow(
+            s: Slot = slot, r: int = rid, o: list[Any] = out, t: float = 5.0 if index else WAIT_S
+        ) -> None:
+            try:
+                o.append(pipe.wait(s, r, t))
+            except KeyboardInterrupt:
+                o.append("interrupted")
+
         thread = threading.Thread(
-            target=lambda s=slot, r=rid, o=out, t=5.0 if index else WAIT_S: o.append(
-                pipe.wait(s, r, t)
-            ),
-            name="late" if index == 0 else f"follower-{index}",
-            daemon=True,
+            target=follow, name="late" if index == 0 else f"follower-{index}", daemon=True
         )
         thread.start()
         followers.append((thread, out))
@@ -321,7 +329,8 @@ def test_a_thread_whose_time_runs_out_as_its_bell_rings_passes_the_chain_on(
     for thread, _ in [*followers, (reader, reader_out)]:
         thread.join(WAIT_S)
     assert time.monotonic() - started < 2.5, "the chain stopped at the late thread"
-    assert [out for _, out in followers] == [["ok"], ["ok"], ["ok"]]
+    late = "ok" if ending == "time out" else "interrupted"
+    assert [out for _, out in followers] == [[late], ["ok"], ["ok"]]
     assert reader_out == ["ok"]
 
 
