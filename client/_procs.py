@@ -22,9 +22,16 @@ it was running: its attempt fails with a ``BrokenProcessPool`` error and
 the slot starts a new child for its next job. ``close`` ends the children:
 the idle ones at once; with ``kill``, the busy ones too (the end of a
 shutdown's grace: their jobs are released by the worker).
+
+A child ignores SIGINT and SIGTERM: stopping is the worker's to decide. A
+terminal's Ctrl-C reaches every process of its group, and a supervisor may
+signal a whole group too; the worker stops gracefully, and its children
+finish their jobs within the grace (or are killed at its end) instead of
+failing them with ``KeyboardInterrupt`` or dying mid-job.
 """
 
 import multiprocessing
+import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -81,7 +88,9 @@ class Children:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the worker is stopping: no new child processes")
-            executor = ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+            executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=self._context, initializer=_leave_stop_signals
+            )
             self._executors.add(executor)
             self._by_thread[threading.get_ident()] = executor
         self._local.executor = executor
@@ -93,6 +102,12 @@ class Children:
             self._executors.discard(executor)
             self._by_thread.pop(threading.get_ident(), None)
         executor.shutdown(wait=False)
+
+
+def _leave_stop_signals() -> None:
+    """In a new child: the stop signals are the worker's (see the module's notes)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _kill_processes(executor: ProcessPoolExecutor) -> None:

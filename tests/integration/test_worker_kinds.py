@@ -122,6 +122,29 @@ def test_a_child_killed_fails_only_its_job_and_the_slot_gets_a_new_child(
         assert wait_until(lambda: all(gone(client, j) for j in after), 30)
 
 
+def test_a_child_leaves_the_stop_signals_to_the_worker_and_finishes_its_job(
+    broker: BrokerProcess, client: Client, tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C, or a signal to the worker's whole process group,
+    reaches its children too: a child ignores SIGINT and SIGTERM, so its
+    job finishes (before, SIGINT failed it with KeyboardInterrupt and
+    SIGTERM killed the child)."""
+    worker = new_worker(broker, concurrency=1, pool="processes")
+    worker.register("wait", kind_tasks.wait_for_file)
+    pid_file, stop = tmp_path / "pid", tmp_path / "stop"
+    with running(worker):
+        job = push(client, "wait", [str(pid_file), str(stop)])
+        assert wait_until(lambda: pid_file.exists() and bool(pid_file.read_text()), 30)
+        child = int(pid_file.read_text())
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            os.kill(child, signum)
+        assert _alive(child)
+        stop.touch()
+        assert wait_until(lambda: gone(client, job))
+    view = client.get_job(job)
+    assert (view.state, view.last_error) == ("succeeded", None)  # no attempt failed
+
+
 def test_a_stop_kills_children_still_running_after_the_grace_and_releases_their_jobs(
     broker: BrokerProcess, client: Client, tmp_path: Path
 ) -> None:
