@@ -33,6 +33,7 @@ as for a shell tool killed by SIGPIPE.
 import argparse
 import os
 import secrets
+import shlex
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -74,6 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _exec_web(args)
         parser = _parser()
         argcomplete.autocomplete(parser)
+        misplaced = _options_before_the_command(parser, args)
+        if misplaced is not None:
+            print(misplaced, file=sys.stderr)
+            return 2
         try:
             options = parser.parse_args(args)
         except SystemExit as stop:  # --help, --version or a usage error: argparse exits
@@ -88,6 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _options_before_the_command(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
+    """``leash --port 7431 push t``: a command's options go after it. The
+    usage error that says so, with the line put right; None when the
+    arguments do not start with an option that belongs to a command."""
+    if not args or not args[0].startswith("-") or args[0] in ("-h", "--help", "--version"):
+        return None
+    subparsers = parser._subparsers
+    assert subparsers is not None
+    commands: dict[str, object] = subparsers._group_actions[0].choices  # type: ignore[assignment]
+    at = next((index for index, arg in enumerate(args) if arg in commands), None)
+    if at is None:
+        return None
+    command = args[at]
+    fixed = shlex.join([command, *args[:at], *args[at + 1 :]])
+    return (
+        f"leash: error: {args[0]} goes after the command: leash {fixed} "
+        f"(see leash {command} --help)"
+    )
 
 
 def _exit_status(stop: SystemExit) -> int:

@@ -143,6 +143,22 @@ def test_the_console_script_exits_2_on_a_usage_error_and_0_on_help() -> None:
     assert "(not the broker)" in helped.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "fixed"),
+    [
+        (["--port", "7431", "push", "t", "[1]"], "leash push --port 7431 t '[1]'"),
+        (["--host", "h", "--port", "1", "stats"], "leash stats --host h --port 1"),
+        (["-q", "a b", "ready"], "leash ready -q 'a b'"),
+    ],
+)
+def test_options_before_the_command_are_refused_with_the_line_put_right(
+    args: list[str], fixed: str
+) -> None:
+    done = leash(*args)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"goes after the command: {fixed} (see leash" in done.stderr
+
+
 def test_serve_refuses_a_port_out_of_range_as_a_configuration_error() -> None:
     done = leash_process("serve", "--port", "99999")
     assert done.returncode == 78
