@@ -58,6 +58,7 @@ def stats(admin: AdminClient, options: argparse.Namespace) -> Fields:
         ("jobs", counts(s.jobs)),
         ("since start", counts(s.totals)),
         ("connections", s.connections),
+        ("held fetches", f"{s.held_fetches} (consumers waiting for a job)"),
         ("processes", s.processes),
         ("queues", s.queues),
         ("schedules", s.schedules),
@@ -82,10 +83,12 @@ def queues(admin: AdminClient, options: argparse.Namespace) -> Table:
     queues = admin.queues()
     rows = [
         (q.name, q.ready, q.scheduled, q.in_flight, q.dead, "yes" if q.paused else "",
-         duration(q.latency_ms), limits_use_text(q, per_duration))
+         duration(q.latency_ms), q.held_fetches, limits_use_text(q, per_duration))
         for q in queues
     ]  # fmt: skip
-    headers = ("QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY", "LIMITS")
+    headers = (
+        "QUEUE", "READY", "SCHEDULED", "IN FLIGHT", "DEAD", "PAUSED", "LATENCY", "WAITING", "LIMITS"
+    )  # fmt: skip
     return Table(headers, rows, queues)
 
 

@@ -391,6 +391,7 @@ class Stats(Struct, tag="stats", tag_field="t"):
     finished_jobs: int = 0  # in the finished-job history
     results_kept: int = 0  # job results kept for get_result
     result_bytes: int = 0  # their size
+    held_fetches: int = 0  # long-poll fetches held for a job now: idle consumers
 
 
 class QueueView(Struct):
@@ -410,6 +411,7 @@ class QueueView(Struct):
     rate_used: int = 0  # jobs started in the rate window that ends now
     keys_leased: int = 0  # concurrency keys with a job leased now
     keys_saturated: int = 0  # of them, those at the per-key limit
+    held_fetches: int = 0  # long-poll fetches held for a job of this queue: idle consumers
 
 
 class Queues(Struct, tag="queues", tag_field="t"):

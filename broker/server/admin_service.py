@@ -123,6 +123,7 @@ class AdminService:
         elif isinstance(reply, A.Queues):
             for queue in reply.queues:
                 queue.in_per_s, queue.out_per_s = totals.history.rates_per_s(now_ms, queue.name)
+                queue.held_fetches = self.longpoll.waiters.held(queue.name)
         if outcome.records:
             self.ledger.commit(outcome.records)
             self.longpoll.wake()
@@ -189,6 +190,7 @@ class AdminService:
             busy_processes=len(state.leases_by_owner),
             expired_jobs=list(totals.expired),
             schedules=len(state.schedules),
+            held_fetches=self.longpoll.waiters.count,
             **_kept(state),
         )
 
@@ -211,12 +213,14 @@ class AdminService:
                 concurrency_limit=view.concurrency_limit if view else 0,
                 rate_used=view.rate_used if view else 0,
                 keys_saturated=view.keys_saturated if view else 0,
+                held_fetches=self.longpoll.waiters.held(name),
             )
         return Snapshot(
             queues=queues,
             jobs=dict(state.counts),
             processes=len(state.processes),
             connections=len(self.connections),
+            held_fetches=self.longpoll.waiters.count,
             commits=self.commits.writes,
             records=self.commits.records,
             journal_bytes=self.journal.disk_usage()[0],

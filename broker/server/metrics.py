@@ -40,6 +40,7 @@ class QueueFigures(msgspec.Struct):
     concurrency_limit: int = 0  # 0: none (core/limits.py)
     rate_used: int = 0  # leases in the rate window that ends now
     keys_saturated: int = 0  # concurrency keys at the per-key limit
+    held_fetches: int = 0  # long-poll fetches held for a job of the queue
 
 
 class ScheduleFigures(msgspec.Struct):
@@ -59,6 +60,7 @@ class Snapshot(msgspec.Struct):
     journal_bytes: int
     uptime_ms: int
     schedules: dict[str, ScheduleFigures] = {}
+    held_fetches: int = 0
     finished_jobs: int = 0
     results_kept: int = 0
     result_bytes: int = 0
@@ -81,6 +83,11 @@ class BrokerCollector(Collector):
         yield jobs
         yield GaugeMetricFamily("leash_processes", "Live worker processes", snapshot.processes)
         yield GaugeMetricFamily("leash_connections", "Open TCP connections", snapshot.connections)
+        yield GaugeMetricFamily(
+            "leash_held_fetches",
+            "Long-poll fetches held for a job now: idle consumers",
+            snapshot.held_fetches,
+        )
         yield CounterMetricFamily(
             "leash_journal_commits", "Group commits (one write each)", snapshot.commits
         )
@@ -139,6 +146,11 @@ def _queue_metrics(snapshot: Snapshot) -> Iterator[Metric]:
             lambda f: f.rate_used,
         ),
         ("keys_saturated", "Concurrency keys at the per-key limit", lambda f: f.keys_saturated),
+        (
+            "held_fetches",
+            "Long-poll fetches held for a job of it: idle consumers",
+            lambda f: f.held_fetches,
+        ),
     ]
     for name, help_text, value in gauges:
         gauge = GaugeMetricFamily(f"leash_queue_{name}", help_text, labels=labels)

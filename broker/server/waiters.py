@@ -63,6 +63,10 @@ class Waiters:
                     del self._by_queue[queue]
         self.count -= 1
 
+    def held(self, queue: str) -> int:
+        """How many fetches are held for a job of ``queue``."""
+        return len(self._by_queue.get(queue, ()))
+
     def in_order(self, queue: str) -> list[Waiter]:
         return list(self._by_queue.get(queue, ()))
 

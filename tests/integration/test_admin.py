@@ -27,6 +27,8 @@ from leash.protocol.errors import ErrorCode
 from leash.protocol.frames import FrameDecoder, encode_frame
 from tests.cli_run import run_cli as run_leash
 from tests.integration.broker_proc import BrokerProcess
+from tests.integration.net_helpers import Raw
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMAND_TIMEOUT_S = 30.0
@@ -150,6 +152,7 @@ def test_queues_shows_each_queue_with_its_counts_and_latency(
     assert queues["mail"]["ready"] == 1 and queues["mail"]["in_flight"] == 1
     assert queues["mail"]["latency_ms"] >= 50
     assert queues["later"] == {
+        "held_fetches": 0,
         "name": "later",
         "ready": 0,
         "scheduled": 1,
@@ -166,6 +169,39 @@ def test_queues_shows_each_queue_with_its_counts_and_latency(
         ["later", "0", "1", "0", "0"],
         ["mail", "1", "0", "1", "0"],
     ]
+
+
+def test_held_fetches_show_the_consumers_waiting_for_a_job(
+    start_broker: Callable[..., BrokerProcess],
+) -> None:
+    """A long-poll fetch held for a job counts once in stats and in each
+    queue it lists (the table's WAITING column, the metrics), until a job
+    serves it."""
+    broker = start_broker("--metrics-port", "0")
+    port = metrics_port(broker)
+    with connect(broker) as producer, broker.admin() as admin, Raw(broker.port) as consumer:
+        for queue in ("a", "b", "c"):  # known queues, nothing ready
+            producer.push("later", queue=queue, delay_ms=600_000)
+        assert admin.stats().held_fetches == 0
+        consumer.hello()
+        consumer.send(M.Fetch(rid=2, queues=["a", "b"], wait_ms=20_000))
+        assert wait_until(lambda: admin.stats().held_fetches == 1)
+        held = {q["name"]: q["held_fetches"] for q in leash(broker, "queues", json_output=True)}
+        assert held == {"a": 1, "b": 1, "c": 0}
+        table = leash(broker, "queues")
+        waiting_at = table.index("WAITING")  # the column: empty cells collapse in rows()
+        waiting = [line[waiting_at:].split()[0] for line in table.splitlines()[1:]]
+        assert waiting == ["1", "1", "0"], table
+        assert fields(leash(broker, "stats"))["held fetches"].startswith("1 ")
+        samples = scrape(port)
+        assert samples["leash_held_fetches"] == 1
+        assert samples['leash_queue_held_fetches{queue="b"}'] == 1
+        assert samples['leash_queue_held_fetches{queue="c"}'] == 0
+        producer.push("now", queue="b")
+        served = consumer.reply()
+        assert isinstance(served, M.Jobs) and [job.type for job in served.jobs] == ["now"]
+        assert admin.stats().held_fetches == 0
+        assert scrape(port)["leash_held_fetches"] == 0
 
 
 def test_busy_and_processes_show_who_holds_what(

@@ -45,6 +45,8 @@ def test_every_view_answers_json_from_the_admin_socket(
         queues = ok(http.get("/api/queues"))
         assert isinstance(queues, list)
         assert [q["name"] for q in queues] == ["images", "mail", "reports", "work"]
+        assert [q["held_fetches"] for q in queues] == [0, 0, 0, 0]  # nobody long-polls here
+        assert http.get("/queues").text.count('<td class="waiting">0</td>') == 4
         for state, expected in (
             ("ready", ["thumb-0", "thumb-1", "thumb-2", "mail-1", "mail-2", scene.markup]),
             ("leased", [scene.leased]),
