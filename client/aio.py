@@ -15,7 +15,10 @@ turn's end (and so on while requests keep coming). ``pipeline()`` sends many
 pushes together and collects their ids. A call waits at most ``timeout_s`` for its
 reply, plus ``wait_ms`` for a fetch, then raises ``RequestTimeout``; the
 connection stays usable and the late reply is dropped. A cancelled call is
-forgotten the same way. When the connection ends, every call in flight gets
+forgotten the same way. A long poll given up either way is ended at the
+broker (``cancel``), and the jobs a fetch's reply leased all the same (it
+crossed the cancel, or came as the task was cancelled) are released at
+once. When the connection ends, every call in flight gets
 ``ConnectionLost``. The public methods mirror ``leash.client.blocking.Client``
 exactly (a test keeps them in step); the request logic is in ``leash.client._core``.
 
