@@ -42,7 +42,8 @@ it the same way, so ``concurrency`` bounds every kind of job at once.
 
 Liveness (``leash.client._keepalive``): a heartbeat beats every ``heartbeat_ms``
 of the welcome until the end of shutdown. Its reply is what the broker wants:
-``quiet`` stops fetching (running jobs go on and settle), ``ok`` resumes it,
+``quiet`` stops fetching (its held fetch is ended at the broker; running
+jobs go on and settle), ``ok`` resumes it,
 ``terminate`` is a graceful stop like SIGTERM. With ``auto_extend`` (the
 default) a running job's lease is extended every half ``lease_ttl_ms``. An
 ack or fail refused with ``StaleLease``/``NotFound`` means the lease was lost
@@ -137,9 +138,8 @@ class Running:
             self._hard.set()
         if not self._fetching:
             self._fetcher.cancel()  # connecting or waiting: nothing to collect
-        elif self._held_fetch is not None:  # the broker ends it now, before the releases below
-            client, rid = self._held_fetch
-            client._post(client._core.cancel(rid).frame)
+        else:
+            self._end_held_fetch()  # before the releases below: they go to other workers
         prefetched = self._slots.clear()
         for job in prefetched:
             del self._held[job.token]
@@ -159,9 +159,18 @@ class Running:
         elif state == "quiet":
             log.warning("the broker asked this worker to be quiet: fetching no new jobs")
             self._may_fetch.clear()
+            self._end_held_fetch()  # the fetch loop then waits for "ok"
         else:
             log.info("the broker lets this worker fetch again")
             self._may_fetch.set()
+
+    def _end_held_fetch(self) -> None:
+        """The fetch in flight is answered now, with what the broker has
+        (``cancel``): it no longer waits at the broker for jobs this worker
+        will not take."""
+        if self._held_fetch is not None:
+            client, rid = self._held_fetch
+            client._post(client._core.cancel(rid).frame)
 
     def _fetcher_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

@@ -34,8 +34,9 @@ from leash.client import (
 )
 from leash.client.cli import main as leash
 from leash.protocol.errors import ErrorCode
-from leash.protocol.messages import Error, Fetch, Push
+from leash.protocol.messages import Cancel, Error, Fetch, Push
 from tests.integration.fake_broker import WAIT_S, FakeBroker
+from tests.integration.test_worker_prefetch import requests_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -502,6 +503,22 @@ async def test_quiet_stops_fetching_and_ok_resumes_it(beating: FakeBroker) -> No
     assert beating.jobs[job_id].state == "ready"
     beating.set_process_state(process_worker_id(), "ok")
     await beating.wait_for_async(lambda f: f.seen.acked == [job_id], "the ack after ok")
+    worker.stop()
+    await running
+
+
+async def test_quiet_ends_the_held_fetch_at_the_broker(beating: FakeBroker) -> None:
+    """A quiet worker takes no job: its long poll is ended at once (a
+    cancel of its rid), not left held at the broker as an idle consumer."""
+    worker = make_worker(beating).with_options(wait_ms=20_000)
+    worker.register("t", print)
+    running = asyncio.create_task(worker.run_async())
+    await beating.wait_for_async(lambda f: f.seen.fetches() == 1, "the held fetch")
+    beating.set_process_state(process_worker_id(), "quiet")
+    await beating.wait_for_async(lambda f: bool(requests_of(f, Cancel)), "the cancel")
+    (cancel,) = requests_of(beating, Cancel)
+    assert cancel.of == requests_of(beating, Fetch)[0].rid
+    assert worker.process_state == "quiet"
     worker.stop()
     await running
 
