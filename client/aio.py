@@ -22,6 +22,11 @@ once. When the connection ends, every call in flight gets
 ``ConnectionLost``. The public methods mirror ``leash.client.blocking.Client``
 exactly (a test keeps them in step); the request logic is in ``leash.client._core``.
 
+An AsyncClient's connection belongs to the event loop it was opened in: a
+call from another loop (a second ``asyncio.run``, a test's own loop) raises
+a ``RuntimeError`` that says so at once; open one client per loop. A
+connection that ended with its loop is opened again by the next call.
+
 ``key`` and ``tls`` are as for ``Client`` (see ``leash.client._security``). Idle
 connections too: when the connection has been idle for three quarters of
 the broker's ``idle_timeout_ms``, the next call opens a new one first (same
@@ -108,6 +113,7 @@ class AsyncClient:
         self._core: ClientCore[asyncio.Future[Any]] = ClientCore()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the connection's
         self._closed = False
         self._reopen = False  # the connection was lost: reconnect on the next call
         self._reopen_lock = asyncio.Lock()
@@ -416,6 +422,7 @@ class AsyncClient:
             raise ConnectFailed(f"cannot connect to the broker at {where}: {exc!r}") from exc
         self._core.reset()
         self._writer, self._closed = writer, False
+        self._loop = asyncio.get_running_loop()
         self._last_io_s = asyncio.get_running_loop().time()
         self._reader_task = asyncio.create_task(self._read(reader, writer), name="leash-reader")
         try:
@@ -428,9 +435,28 @@ class AsyncClient:
             raise
 
     async def _call(self, call: Call[T]) -> T:
+        if self._loop is not asyncio.get_running_loop():
+            self._check_loop()
         if self._pid != os.getpid() or self._reopen or self._went_idle():
             await self._reconnect()
         return await self._exchange(call)
+
+    def _check_loop(self) -> None:
+        """A call from another event loop than the connection's (a second
+        ``asyncio.run``, a test's own loop, a framework's loop per call):
+        refused at once, where it would wait out its time for a reply that
+        only the connection's loop can read."""
+        if self._loop is None:
+            return  # never connected: the call says so
+        if self._writer is None or self._closed:  # ended: a new one opens in this loop
+            self._writer, self._reader_task = None, None  # what is left is its loop's
+            self._loop, self._reopen_lock = asyncio.get_running_loop(), asyncio.Lock()
+            return
+        whose = "an event loop that has ended" if self._loop.is_closed() else "another event loop"
+        raise RuntimeError(
+            f"this AsyncClient's connection belongs to {whose}: open a client in "
+            "the loop that uses it (async with AsyncClient(...)), one per event loop"
+        )
 
     async def _reconnect(self) -> None:
         """Before a call: a connection of this process's own, open and not
@@ -524,6 +550,8 @@ class AsyncClient:
     async def _together(self, calls: Sequence[Call[Any]]) -> list["asyncio.Future[Any]"]:
         """Send ``calls`` in one write; their futures, each with its own time
         limit (the Worker's acks and next fetch). Reconnects first as ``_call``."""
+        if self._loop is not asyncio.get_running_loop():
+            self._check_loop()
         if self._pid != os.getpid() or self._reopen or self._went_idle():
             await self._reconnect()
         writer = self._open_writer()

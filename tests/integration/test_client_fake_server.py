@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 import pytest
@@ -299,6 +299,67 @@ async def test_a_dropped_connection_fails_every_call_in_flight(fake: FakeBroker)
     assert len(fake.seen.hellos) == 2 and fake.seen.fetches() == 4
     await client.close()
     assert client.closed
+
+
+def pushed_types(fake: FakeBroker) -> list[str]:
+    return [request.job.type for request in fake.seen.requests if isinstance(request, Push)]
+
+
+def test_an_async_client_used_from_another_event_loop_says_so_at_once(fake: FakeBroker) -> None:
+    """Its connection belongs to a loop running in another thread: a call
+    from a second loop is refused at once, naming the cause, where it
+    waited out its time for a reply only the first loop could read."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def on_its_loop(work: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(work, loop).result(WAIT_S)
+
+    try:
+        client = on_its_loop(AsyncClient.connect(port=fake.port, timeout_s=WAIT_S))
+        with pytest.raises(RuntimeError, match="belongs to another event loop"):
+            asyncio.run(asyncio.wait_for(client.push("elsewhere"), WAIT_S / 2))
+        on_its_loop(client.push("at home"))
+        assert pushed_types(fake) == ["at home"]
+        on_its_loop(client.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT_S)
+        loop.close()
+
+
+def test_an_async_client_whose_loop_ended_says_so_or_opens_anew() -> None:
+    """Still connected through a loop that has ended: refused, naming it.
+    A connection that ended with its loop: the next call opens one in
+    the loop that makes it."""
+    ended = asyncio.new_event_loop()
+    ended.close()
+    client = AsyncClient(port=1)
+    client._loop, client._writer = ended, object()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="belongs to an event loop that has ended"):
+        client._check_loop()
+
+
+def test_a_connection_lost_in_an_ended_loop_is_opened_again_in_the_next(fake: FakeBroker) -> None:
+    kept: list[AsyncClient] = []
+
+    async def first() -> None:
+        client = await AsyncClient.connect(port=fake.port, timeout_s=WAIT_S)
+        kept.append(client)
+        reading = client._reader_task
+        assert reading is not None
+        fake.drop_connections()
+        await asyncio.wait_for(reading, WAIT_S)  # the reader saw the end
+
+    async def second() -> str:
+        job_id = await kept[0].push("next loop")
+        await kept[0].close()
+        return job_id
+
+    asyncio.run(first())
+    job_id = asyncio.run(second())
+    assert fake.jobs[job_id].type == "next loop" and len(fake.seen.hellos) == 2
 
 
 async def test_a_refused_async_handshake_raises_its_error() -> None:
