@@ -83,6 +83,9 @@ from leash.protocol.errors import ErrorCode
 from tests.tier import scaled, seeds
 from tests.unit.test_core_harness import Core, replay
 
+# A correctness test, not a speed one: it takes 20-45 s here, and a loaded
+# machine must not fail it for slowness (the default is 120 s a test).
+pytestmark = pytest.mark.timeout(600)
 START_MS = 1_700_000_000_000
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
