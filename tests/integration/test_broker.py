@@ -188,6 +188,7 @@ def test_random_bytes_on_many_connections_never_take_the_broker_down(
         assert client.push("still-alive")
 
 
+@pytest.mark.timeout(600)  # restarts under load: about 30 s here, more on a loaded machine
 def test_acknowledged_pushes_survive_kill_9_with_fsync_always(tmp_path: os.PathLike[str]) -> None:
     data_dir = os.path.join(tmp_path, "data")
     broker = BrokerProcess(data_dir, ["--fsync", "always"]).start()

@@ -202,6 +202,7 @@ class Lane:
         return got
 
 
+@pytest.mark.timeout(600)  # 20 restarts: about 40 s here, more on a loaded machine
 def test_the_broker_killed_around_a_worker_kill_frees_the_dead_workers_jobs_in_time(
     tmp_path: "os.PathLike[str]", started: Started
 ) -> None:
