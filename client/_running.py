@@ -116,7 +116,6 @@ class Running:
     _sweep_timer: asyncio.TimerHandle | None
     _settler: Settler
     _tasks: set[asyncio.Task[None]]  # releases
-    _fetching: bool
     _held_fetch: "tuple[AsyncClient, int] | None"  # the fetch in flight: its client and rid
     _releasing_fetched: bool  # the fetch loop is releasing what a fetch brought in a stop
     _fatal: BaseException | None
@@ -163,6 +162,10 @@ class Running:
         else:
             log.info("the broker lets this worker fetch again")
             self._may_fetch.set()
+
+    @property
+    def _fetching(self) -> bool:
+        return self._held_fetch is not None
 
     def _end_held_fetch(self) -> None:
         """The fetch in flight is answered now, with what the broker has
@@ -229,12 +232,11 @@ class Running:
     async def _fetch(self, client: AsyncClient, count: int) -> list[Job] | None:
         """One long-poll fetch, in one write with the outcomes waiting to be
         sent; None when refused for a while. Other refusals raise."""
-        self._fetching = True  # from here on, a stop waits for the reply
         try:
             outcomes, calls = self._settler.take(client)
             fetch = client._core.fetch(self.queues, count, self.wait_ms)
             calls.append(fetch)
-            self._held_fetch = (client, fetch.rid)
+            self._held_fetch = (client, fetch.rid)  # from here on, a stop waits for the reply
             try:
                 replies = await client._together(calls)
             except LINK_ERRORS as exc:
@@ -251,7 +253,6 @@ class Running:
             log.warning("fetch refused, retrying: %s", exc)
             return None
         finally:
-            self._fetching = False
             self._held_fetch = None
 
     def _take(self, jobs: list[Job]) -> None:

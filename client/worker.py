@@ -35,11 +35,12 @@ from the broker, stops fetching. An idle worker returns at once: closing its
 connection ends the held fetch, which then leases nothing. Otherwise
 prefetched jobs are released unrun; running handlers get ``grace_s`` to
 finish and settle, and the worker returns as soon as their outcomes are
-answered: a fetch the broker holds is not waited for (closing the
-connection ends it), and jobs a fetch in flight delivers meanwhile are
-released unrun too; then every job still running
-is released and ``run`` returns (async handlers still running are
-cancelled, child processes still running are killed). A second signal, or
+answered: a fetch the broker holds is ended at the stop's start
+(``cancel``; with a broker that predates it, closing the connection ends
+it), and jobs a fetch in flight delivers meanwhile are released unrun
+too; then every job still running is released and ``run`` returns (async
+handlers still running are cancelled, child processes still running are
+killed). A second signal, or
 ``stop(now=True)``, skips the grace. Threads cannot be killed:
 ``unfinished`` counts handlers still running when ``run`` returned. When
 ``run`` returns, the signal handlers there were before it are back
@@ -312,7 +313,6 @@ class Worker(Running):
         self._sweep_timer = None
         self._settler = Settler(self._link)
         self._tasks = set()
-        self._fetching = False
         self._held_fetch = None
         self._releasing_fetched = False
         self._fatal = None
